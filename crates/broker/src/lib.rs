@@ -1,0 +1,1 @@
+//! The NGSI-LD operations, independent of any transport.

@@ -1,0 +1,1 @@
+//! JSON-LD context processing for NGSI-LD: term tables, expansion and compaction.

@@ -1,0 +1,1 @@
+//! GeoJSON geometries and NGSI-LD geo-queries.

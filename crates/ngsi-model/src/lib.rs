@@ -1,0 +1,1 @@
+//! The NGSI-LD domain model, its JSON forms and the error table.

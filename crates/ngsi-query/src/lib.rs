@@ -1,0 +1,1 @@
+//! The NGSI-LD query language, scopeQ and type expressions.

@@ -1,0 +1,1 @@
+//! Durable entity storage: the Store trait and the embedded SQLite backend.
