@@ -1,1 +1,15 @@
 //! The NGSI-LD domain model, its JSON forms and the error table.
+//!
+//! Everything here works on expanded IRIs; compact terms appear only in the
+//! documents that [`parse`] reads and [`render`] writes.
+
+pub mod entity;
+pub mod error;
+pub mod parse;
+pub mod render;
+pub mod time;
+pub mod update;
+
+pub use entity::{AttrValue, Attribute, Entity, Iri, iri};
+pub use error::{ErrorKind, NgsiError, NgsiResult};
+pub use parse::Terms;

@@ -1,0 +1,189 @@
+//! The entity model: entities and attributes keyed by expanded IRIs.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// An expanded IRI, interned so that the thousands of entities that share an
+/// attribute name share one allocation.
+pub type Iri = Arc<str>;
+
+static INTERNER: LazyLock<RwLock<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+
+/// Returns the interned copy of `s`.
+pub fn iri(s: &str) -> Iri {
+    if let Some(found) = INTERNER.read().get(s) {
+        return found.clone();
+    }
+    let mut set = INTERNER.write();
+    if let Some(found) = set.get(s) {
+        return found.clone();
+    }
+    let new: Arc<str> = Arc::from(s);
+    set.insert(new.clone());
+    new
+}
+
+/// Well-known IRIs of the NGSI-LD core context.
+pub mod core_iri {
+    /// The namespace of the core vocabulary.
+    pub const NGSI_LD: &str = "https://uri.etsi.org/ngsi-ld/";
+    /// The `location` GeoProperty.
+    pub const LOCATION: &str = "https://uri.etsi.org/ngsi-ld/location";
+    /// The `observationSpace` GeoProperty.
+    pub const OBSERVATION_SPACE: &str = "https://uri.etsi.org/ngsi-ld/observationSpace";
+    /// The `operationSpace` GeoProperty.
+    pub const OPERATION_SPACE: &str = "https://uri.etsi.org/ngsi-ld/operationSpace";
+    /// The NGSI-LD Null used by merge-patch to delete.
+    pub const NULL: &str = "urn:ngsi-ld:null";
+}
+
+/// A stored entity. Types and attribute names are expanded IRIs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    /// The entity id, a URI.
+    pub id: Arc<str>,
+    /// Expanded entity types, at least one.
+    pub types: Vec<Iri>,
+    /// The scopes of the entity (`/a/b` paths), possibly empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<Box<str>>,
+    /// Attributes in the order they were first added. Each has one or more
+    /// instances, distinguished by `dataset_id` (at most one without).
+    pub attrs: Vec<(Iri, Vec<Attribute>)>,
+    /// System attribute createdAt, in microseconds since the Unix epoch.
+    pub created_at: i64,
+    /// System attribute modifiedAt, in microseconds since the Unix epoch.
+    pub modified_at: i64,
+}
+
+impl Entity {
+    /// The instances of attribute `name`, if present.
+    pub fn attr(&self, name: &str) -> Option<&[Attribute]> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Mutable access to the instances of attribute `name`.
+    pub fn attr_mut(&mut self, name: &str) -> Option<&mut Vec<Attribute>> {
+        self.attrs
+            .iter_mut()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether the entity has type `t` (expanded).
+    pub fn has_type(&self, t: &str) -> bool {
+        self.types.iter().any(|x| &**x == t)
+    }
+}
+
+/// One instance of an attribute (or of a sub-attribute).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attribute {
+    /// The kind and the value.
+    pub value: AttrValue,
+    /// The datasetId; `None` for the default instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_id: Option<Box<str>>,
+    /// observedAt as given by the producer (validated ISO 8601 DateTime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Box<str>>,
+    /// unitCode (UN/CEFACT code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_code: Option<Box<str>>,
+    /// createdAt in microseconds since the Unix epoch.
+    #[serde(default)]
+    pub created_at: i64,
+    /// modifiedAt in microseconds since the Unix epoch.
+    #[serde(default)]
+    pub modified_at: i64,
+    /// Sub-attributes (properties of properties), by expanded name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub: Vec<(Iri, Attribute)>,
+}
+
+impl Attribute {
+    /// A new attribute instance with `value` and no metadata.
+    pub fn new(value: AttrValue) -> Self {
+        Self {
+            value,
+            dataset_id: None,
+            observed_at: None,
+            unit_code: None,
+            created_at: 0,
+            modified_at: 0,
+            sub: Vec::new(),
+        }
+    }
+
+    /// The sub-attribute `name`, if present.
+    pub fn sub_attr(&self, name: &str) -> Option<&Attribute> {
+        self.sub.iter().find(|(n, _)| &**n == name).map(|(_, a)| a)
+    }
+
+    /// Stamps createdAt (when unset) and modifiedAt, recursively.
+    pub fn stamp(&mut self, created: i64, now: i64) {
+        if self.created_at == 0 {
+            self.created_at = created;
+        }
+        self.modified_at = now;
+        for (_, s) in &mut self.sub {
+            s.stamp(created, now);
+        }
+    }
+}
+
+/// The kind of an attribute with its value, as in clause 4.5 of the spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AttrValue {
+    /// A Property: any JSON value (string, number, boolean, array, object).
+    Property(Value),
+    /// A Relationship: the object URI, or an array of URIs.
+    Relationship {
+        /// The target entity id(s).
+        object: Value,
+        /// The optional objectType (expanded type names).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object_type: Option<Value>,
+    },
+    /// A GeoProperty: a GeoJSON geometry.
+    GeoProperty(Value),
+    /// A LanguageProperty: language tag to string (or array of strings).
+    LanguageProperty(Map<String, Value>),
+    /// A JsonProperty: an opaque JSON value, never expanded.
+    JsonProperty(Value),
+    /// A VocabProperty: expanded IRI(s).
+    VocabProperty(Value),
+    /// A ListProperty: an ordered list of values.
+    ListProperty(Vec<Value>),
+    /// A ListRelationship: an ordered list of entity ids.
+    ListRelationship {
+        /// The target entity ids in order.
+        objects: Vec<Value>,
+        /// The optional objectType.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object_type: Option<Value>,
+    },
+}
+
+impl AttrValue {
+    /// The NGSI-LD name of the kind (`Property`, `Relationship`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Property(_) => "Property",
+            Self::Relationship { .. } => "Relationship",
+            Self::GeoProperty(_) => "GeoProperty",
+            Self::LanguageProperty(_) => "LanguageProperty",
+            Self::JsonProperty(_) => "JsonProperty",
+            Self::VocabProperty(_) => "VocabProperty",
+            Self::ListProperty(_) => "ListProperty",
+            Self::ListRelationship { .. } => "ListRelationship",
+        }
+    }
+}

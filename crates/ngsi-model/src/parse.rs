@@ -1,0 +1,554 @@
+//! Parsing of incoming NGSI-LD documents (normalized or concise) into the
+//! model, expanding every term through the request's JSON-LD context.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use crate::entity::{AttrValue, Attribute, Entity, Iri, iri};
+use crate::error::{NgsiError, NgsiResult};
+use crate::time::parse_datetime;
+
+/// Expansion and compaction of terms, implemented by the JSON-LD context of a
+/// request. The model never needs more of JSON-LD than this.
+pub trait Terms: Send + Sync {
+    /// Expands a term (attribute name, type name, vocab value) to its IRI.
+    fn expand<'a>(&'a self, term: &'a str) -> Cow<'a, str>;
+    /// Compacts an IRI to the shortest term of the context.
+    fn compact<'a>(&'a self, iri: &'a str) -> Cow<'a, str>;
+}
+
+/// Terms of the core context only: everything unknown goes to the default
+/// vocabulary. Used by tests and as a fallback.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DefaultVocab;
+
+/// The `@vocab` of the NGSI-LD core context.
+pub const DEFAULT_VOCAB: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
+
+impl Terms for DefaultVocab {
+    fn expand<'a>(&'a self, term: &'a str) -> Cow<'a, str> {
+        match term {
+            "location" | "observationSpace" | "operationSpace" => {
+                Cow::Owned(format!("https://uri.etsi.org/ngsi-ld/{term}"))
+            }
+            _ if is_absolute_iri(term) => Cow::Borrowed(term),
+            _ => Cow::Owned(format!("{DEFAULT_VOCAB}{term}")),
+        }
+    }
+
+    fn compact<'a>(&'a self, iri: &'a str) -> Cow<'a, str> {
+        if let Some(rest) = iri.strip_prefix(DEFAULT_VOCAB) {
+            return Cow::Borrowed(rest);
+        }
+        match iri {
+            "https://uri.etsi.org/ngsi-ld/location" => Cow::Borrowed("location"),
+            "https://uri.etsi.org/ngsi-ld/observationSpace" => Cow::Borrowed("observationSpace"),
+            "https://uri.etsi.org/ngsi-ld/operationSpace" => Cow::Borrowed("operationSpace"),
+            _ => Cow::Borrowed(iri),
+        }
+    }
+}
+
+/// Limits applied while parsing untrusted documents.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    /// The deepest nesting of sub-attributes accepted.
+    pub max_sub_attr_depth: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self { max_sub_attr_depth: 16 }
+    }
+}
+
+/// What a document must contain to be accepted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EntityRequirements {
+    /// The document must carry an `id`.
+    pub id: bool,
+    /// The document must carry a `type`.
+    pub types: bool,
+}
+
+/// Members of an entity that are not attributes.
+const ENTITY_MEMBERS: &[&str] = &[
+    "id", "@id", "type", "@type", "scope", "@context", "createdAt", "modifiedAt", "deletedAt",
+];
+
+/// Members of an attribute that are not sub-attributes.
+const ATTRIBUTE_MEMBERS: &[&str] = &[
+    "type",
+    "value",
+    "object",
+    "objectType",
+    "languageMap",
+    "json",
+    "vocab",
+    "valueList",
+    "objectList",
+    "datasetId",
+    "observedAt",
+    "unitCode",
+    "createdAt",
+    "modifiedAt",
+    "deletedAt",
+    "instanceId",
+    "lang",
+    "@context",
+    "previousValue",
+    "previousObject",
+];
+
+/// Whether `s` is an absolute IRI (a scheme followed by a colon and at least
+/// one further character, with no characters that IRIs forbid).
+pub fn is_absolute_iri(s: &str) -> bool {
+    let Some(colon) = s.find(':') else {
+        return false;
+    };
+    let scheme = &s[..colon];
+    let mut chars = scheme.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && colon + 1 < s.len()
+        && !s.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
+        })
+}
+
+/// Whether `name` may be used as an entity type or attribute name: a term or
+/// an IRI without characters that NGSI-LD forbids in names (clause 4.6.2).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 1024
+        && !name.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '"' | '\'' | '=' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '\\')
+        })
+}
+
+/// Whether `s` is a valid scope (`/a/b`, clause 4.18).
+pub fn is_valid_scope(s: &str) -> bool {
+    s.starts_with('/')
+        && s.len() > 1
+        && s[1..].split('/').all(|seg| {
+            !seg.is_empty() && seg != "#" && seg != "+" && !seg.chars().any(|c| c.is_whitespace() || c.is_control())
+        })
+}
+
+fn expand_name(terms: &dyn Terms, name: &str, what: &str) -> NgsiResult<Iri> {
+    if !is_valid_name(name) {
+        return Err(NgsiError::bad_data(format!("invalid {what} name {name:?}")));
+    }
+    Ok(iri(&terms.expand(name)))
+}
+
+/// Parses the `type` member of an entity: a name or a non-empty array.
+pub fn parse_types(v: &Value, terms: &dyn Terms) -> NgsiResult<Vec<Iri>> {
+    let mut out = Vec::new();
+    match v {
+        Value::String(s) => out.push(expand_name(terms, s, "entity type")?),
+        Value::Array(items) if !items.is_empty() => {
+            for item in items {
+                let Value::String(s) = item else {
+                    return Err(NgsiError::bad_data("entity type must be a string or an array of strings"));
+                };
+                let t = expand_name(terms, s, "entity type")?;
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        _ => return Err(NgsiError::bad_data("entity type must be a string or an array of strings")),
+    }
+    Ok(out)
+}
+
+fn parse_scopes(v: &Value) -> NgsiResult<Vec<Box<str>>> {
+    let check = |s: &str| -> NgsiResult<Box<str>> {
+        if is_valid_scope(s) {
+            Ok(s.into())
+        } else {
+            Err(NgsiError::bad_data(format!("invalid scope {s:?}")))
+        }
+    };
+    match v {
+        Value::String(s) => Ok(vec![check(s)?]),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => check(s),
+                _ => Err(NgsiError::bad_data("scope must be a string or an array of strings")),
+            })
+            .collect(),
+        _ => Err(NgsiError::bad_data("scope must be a string or an array of strings")),
+    }
+}
+
+/// Parses an entity document (normalized or concise). `@context` is ignored
+/// here: the caller resolved it into `terms` already.
+pub fn parse_entity(
+    doc: &Value,
+    terms: &dyn Terms,
+    req: EntityRequirements,
+    limits: ParseLimits,
+) -> NgsiResult<Entity> {
+    let Value::Object(map) = doc else {
+        return Err(NgsiError::bad_data("an entity must be a JSON object"));
+    };
+    let id = match map.get("id").or_else(|| map.get("@id")) {
+        Some(Value::String(s)) if is_absolute_iri(s) => s.as_str().into(),
+        Some(Value::String(s)) => return Err(NgsiError::bad_data(format!("entity id {s:?} is not a URI"))),
+        Some(_) => return Err(NgsiError::bad_data("entity id must be a string")),
+        None if req.id => return Err(NgsiError::bad_data("entity id is missing")),
+        None => "".into(),
+    };
+    let types = match map.get("type").or_else(|| map.get("@type")) {
+        Some(v) => parse_types(v, terms)?,
+        None if req.types => return Err(NgsiError::bad_data("entity type is missing")),
+        None => Vec::new(),
+    };
+    let scopes = match map.get("scope") {
+        Some(v) => parse_scopes(v)?,
+        None => Vec::new(),
+    };
+    let attrs = parse_attributes(map, terms, limits)?;
+    Ok(Entity { id, types, scopes, attrs, created_at: 0, modified_at: 0 })
+}
+
+/// Parses the attributes of an entity or an entity fragment, skipping the
+/// entity-level members (id, type, scope, @context, system attributes).
+pub fn parse_attributes(
+    map: &Map<String, Value>,
+    terms: &dyn Terms,
+    limits: ParseLimits,
+) -> NgsiResult<Vec<(Iri, Vec<Attribute>)>> {
+    let mut attrs: Vec<(Iri, Vec<Attribute>)> = Vec::new();
+    for (name, value) in map {
+        if ENTITY_MEMBERS.contains(&name.as_str()) {
+            continue;
+        }
+        let expanded = expand_name(terms, name, "attribute")?;
+        let instances = parse_attribute(name, value, terms, limits)?;
+        match attrs.iter_mut().find(|(n, _)| *n == expanded) {
+            // Two terms that expand to the same IRI: merge their instances.
+            Some((_, existing)) => existing.extend(instances),
+            None => attrs.push((expanded, instances)),
+        }
+    }
+    for (name, instances) in &attrs {
+        check_instances(name, instances)?;
+    }
+    Ok(attrs)
+}
+
+fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
+    for (i, a) in instances.iter().enumerate() {
+        if instances[..i].iter().any(|b| b.dataset_id == a.dataset_id) {
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name} has two instances with the same datasetId"
+            )));
+        }
+    }
+    let geo = ["https://uri.etsi.org/ngsi-ld/location", "https://uri.etsi.org/ngsi-ld/observationSpace", "https://uri.etsi.org/ngsi-ld/operationSpace"];
+    if geo.contains(&name) && instances.iter().any(|a| !matches!(a.value, AttrValue::GeoProperty(_))) {
+        return Err(NgsiError::bad_data(format!("attribute {name} must be a GeoProperty")));
+    }
+    Ok(())
+}
+
+/// Whether `v` is an object that is written as an attribute (it has one of
+/// the members that only attributes have).
+fn looks_like_attribute(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            ["type", "value", "object", "languageMap", "json", "vocab", "valueList", "objectList", "datasetId"]
+                .iter()
+                .any(|k| m.contains_key(*k))
+        }
+        _ => false,
+    }
+}
+
+/// Parses the value of one attribute member: one instance, or an array of
+/// instances of a multi-attribute.
+pub fn parse_attribute(
+    name: &str,
+    value: &Value,
+    terms: &dyn Terms,
+    limits: ParseLimits,
+) -> NgsiResult<Vec<Attribute>> {
+    match value {
+        Value::Array(items) if !items.is_empty() && items.iter().all(looks_like_attribute) => items
+            .iter()
+            .map(|i| parse_instance(name, i, terms, limits, 0))
+            .collect(),
+        _ => Ok(vec![parse_instance(name, value, terms, limits, 0)?]),
+    }
+}
+
+const GEOJSON_TYPES: &[&str] = &[
+    "Point",
+    "MultiPoint",
+    "LineString",
+    "MultiLineString",
+    "Polygon",
+    "MultiPolygon",
+    "GeometryCollection",
+];
+
+fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
+    if let Some(t) = m.get("type") {
+        let Value::String(t) = t else {
+            return Err(NgsiError::bad_data(format!("attribute {name}: type must be a string")));
+        };
+        let t = t.strip_prefix("https://uri.etsi.org/ngsi-ld/").unwrap_or(t);
+        return match t {
+            "Property" | "Relationship" | "GeoProperty" | "LanguageProperty" | "JsonProperty"
+            | "VocabProperty" | "ListProperty" | "ListRelationship" => Ok(t),
+            _ if GEOJSON_TYPES.contains(&t) && m.contains_key("coordinates") => Ok("Geometry"),
+            _ => Err(NgsiError::bad_data(format!("attribute {name}: unknown attribute type {t:?}"))),
+        };
+    }
+    // Concise form: the kind follows from the member that carries the value.
+    for (member, kind) in [
+        ("value", "Property"),
+        ("object", "Relationship"),
+        ("languageMap", "LanguageProperty"),
+        ("json", "JsonProperty"),
+        ("vocab", "VocabProperty"),
+        ("valueList", "ListProperty"),
+        ("objectList", "ListRelationship"),
+    ] {
+        if m.contains_key(member) {
+            return Ok(kind);
+        }
+    }
+    Ok("CompoundValue")
+}
+
+fn require<'a>(m: &'a Map<String, Value>, member: &str, name: &str, kind: &str) -> NgsiResult<&'a Value> {
+    match m.get(member) {
+        Some(Value::Null) | None => Err(NgsiError::bad_data(format!(
+            "attribute {name}: a {kind} needs a non-null {member}"
+        ))),
+        Some(v) => Ok(v),
+    }
+}
+
+fn parse_uri_value(v: &Value, name: &str) -> NgsiResult<Value> {
+    match v {
+        Value::String(s) if is_absolute_iri(s) => Ok(v.clone()),
+        Value::Array(items)
+            if !items.is_empty() && items.iter().all(|i| matches!(i, Value::String(s) if is_absolute_iri(s))) =>
+        {
+            Ok(v.clone())
+        }
+        _ => Err(NgsiError::bad_data(format!(
+            "attribute {name}: a relationship object must be a URI or an array of URIs"
+        ))),
+    }
+}
+
+fn expand_vocab(v: &Value, terms: &dyn Terms, name: &str) -> NgsiResult<Value> {
+    match v {
+        Value::String(s) => Ok(Value::String(terms.expand(s).into_owned())),
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| expand_vocab(i, terms, name))
+            .collect::<NgsiResult<Vec<_>>>()
+            .map(Value::Array),
+        _ => Err(NgsiError::bad_data(format!(
+            "attribute {name}: vocab must be a string or an array of strings"
+        ))),
+    }
+}
+
+/// Validates the shape of a GeoJSON geometry (deeper checks, such as closed
+/// rings, belong to the geo layer).
+pub fn check_geometry(v: &Value) -> Result<(), String> {
+    let Value::Object(m) = v else {
+        return Err("a geometry must be a GeoJSON object".into());
+    };
+    let Some(Value::String(t)) = m.get("type") else {
+        return Err("a geometry needs a type".into());
+    };
+    if !GEOJSON_TYPES.contains(&t.as_str()) {
+        return Err(format!("unknown geometry type {t:?}"));
+    }
+    if t == "GeometryCollection" {
+        return match m.get("geometries") {
+            Some(Value::Array(g)) => g.iter().try_for_each(check_geometry),
+            _ => Err("a GeometryCollection needs geometries".into()),
+        };
+    }
+    let depth = match t.as_str() {
+        "Point" => 0,
+        "MultiPoint" | "LineString" => 1,
+        "MultiLineString" | "Polygon" => 2,
+        _ => 3,
+    };
+    fn positions(v: &Value, depth: usize) -> bool {
+        match v {
+            Value::Array(items) if depth == 0 => {
+                (2..=3).contains(&items.len())
+                    && items.iter().all(|n| n.as_f64().is_some_and(f64::is_finite))
+                    && items[0].as_f64().is_some_and(|x| (-180.0..=180.0).contains(&x))
+                    && items[1].as_f64().is_some_and(|y| (-90.0..=90.0).contains(&y))
+            }
+            Value::Array(items) => !items.is_empty() && items.iter().all(|i| positions(i, depth - 1)),
+            _ => false,
+        }
+    }
+    match m.get("coordinates") {
+        Some(c) if positions(c, depth) => Ok(()),
+        _ => Err(format!("invalid coordinates for a {t}")),
+    }
+}
+
+fn parse_instance(
+    name: &str,
+    value: &Value,
+    terms: &dyn Terms,
+    limits: ParseLimits,
+    depth: usize,
+) -> NgsiResult<Attribute> {
+    if depth > limits.max_sub_attr_depth {
+        return Err(NgsiError::bad_data(format!("attribute {name}: sub-attributes nested too deeply")));
+    }
+    let m = match value {
+        Value::Object(m) => m,
+        Value::Null => {
+            return Err(NgsiError::bad_data(format!("attribute {name}: null is not a valid value")));
+        }
+        // Concise form of a Property: the bare value.
+        other => return Ok(Attribute::new(AttrValue::Property(other.clone()))),
+    };
+    let kind = kind_of(m, name)?;
+    let mut consumed_value = true;
+    let value = match kind {
+        "Property" => AttrValue::Property(require(m, "value", name, kind)?.clone()),
+        "Relationship" => AttrValue::Relationship {
+            object: parse_uri_value(require(m, "object", name, kind)?, name)?,
+            object_type: match m.get("objectType") {
+                Some(v) => Some(expand_vocab(v, terms, name)?),
+                None => None,
+            },
+        },
+        "GeoProperty" => {
+            let g = require(m, "value", name, kind)?;
+            // An NGSI-LD Null is allowed through so that merge can delete.
+            if g.as_str() != Some(crate::entity::core_iri::NULL) {
+                check_geometry(g).map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
+            }
+            AttrValue::GeoProperty(g.clone())
+        }
+        "Geometry" => {
+            check_geometry(value).map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
+            return Ok(Attribute::new(AttrValue::GeoProperty(value.clone())));
+        }
+        "LanguageProperty" => match require(m, "languageMap", name, kind)? {
+            Value::Object(map)
+                if map.iter().all(|(k, v)| {
+                    is_language_tag(k)
+                        && match v {
+                            Value::String(_) => true,
+                            Value::Array(a) => a.iter().all(Value::is_string),
+                            _ => false,
+                        }
+                }) =>
+            {
+                AttrValue::LanguageProperty(map.clone())
+            }
+            _ => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: languageMap must map language tags to strings"
+                )));
+            }
+        },
+        "JsonProperty" => AttrValue::JsonProperty(require(m, "json", name, kind)?.clone()),
+        "VocabProperty" => AttrValue::VocabProperty(expand_vocab(require(m, "vocab", name, kind)?, terms, name)?),
+        "ListProperty" => match require(m, "valueList", name, kind)? {
+            Value::Array(items) => AttrValue::ListProperty(items.clone()),
+            _ => return Err(NgsiError::bad_data(format!("attribute {name}: valueList must be an array"))),
+        },
+        "ListRelationship" => match require(m, "objectList", name, kind)? {
+            Value::Array(items) => {
+                let mut objects = Vec::with_capacity(items.len());
+                for item in items {
+                    let target = match item {
+                        Value::Object(o) => o.get("object").unwrap_or(&Value::Null),
+                        other => other,
+                    };
+                    match target {
+                        Value::String(s) if is_absolute_iri(s) => objects.push(target.clone()),
+                        _ => {
+                            return Err(NgsiError::bad_data(format!(
+                                "attribute {name}: objectList must hold URIs"
+                            )));
+                        }
+                    }
+                }
+                AttrValue::ListRelationship {
+                    objects,
+                    object_type: match m.get("objectType") {
+                        Some(v) => Some(expand_vocab(v, terms, name)?),
+                        None => None,
+                    },
+                }
+            }
+            _ => return Err(NgsiError::bad_data(format!("attribute {name}: objectList must be an array"))),
+        },
+        _ => {
+            // A JSON object without any attribute member: in concise form this
+            // is a Property whose value is the object itself.
+            consumed_value = false;
+            if m.is_empty() {
+                return Err(NgsiError::bad_data(format!("attribute {name}: an empty object is not an attribute")));
+            }
+            AttrValue::Property(value.clone())
+        }
+    };
+    let mut attr = Attribute::new(value);
+    if !consumed_value {
+        return Ok(attr);
+    }
+    if let Some(d) = m.get("datasetId") {
+        match d {
+            Value::String(s) if is_absolute_iri(s) => attr.dataset_id = Some(s.as_str().into()),
+            _ => return Err(NgsiError::bad_data(format!("attribute {name}: datasetId must be a URI"))),
+        }
+    }
+    if let Some(o) = m.get("observedAt") {
+        match o {
+            Value::String(s) if parse_datetime(s).is_some() => attr.observed_at = Some(s.as_str().into()),
+            _ => return Err(NgsiError::bad_data(format!("attribute {name}: observedAt must be a DateTime"))),
+        }
+    }
+    if let Some(u) = m.get("unitCode") {
+        match u {
+            Value::String(s) if !s.is_empty() => attr.unit_code = Some(s.as_str().into()),
+            _ => return Err(NgsiError::bad_data(format!("attribute {name}: unitCode must be a string"))),
+        }
+    }
+    for (sub_name, sub_value) in m {
+        if ATTRIBUTE_MEMBERS.contains(&sub_name.as_str()) {
+            continue;
+        }
+        let expanded = expand_name(terms, sub_name, "sub-attribute")?;
+        let sub = parse_instance(sub_name, sub_value, terms, limits, depth + 1)?;
+        attr.sub.push((expanded, sub));
+    }
+    Ok(attr)
+}
+
+/// Whether `s` looks like a BCP 47 language tag (or `@none`).
+pub fn is_language_tag(s: &str) -> bool {
+    s == "@none"
+        || (!s.is_empty()
+            && s.len() <= 35
+            && s.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric())))
+}

@@ -1,0 +1,267 @@
+//! The update semantics of NGSI-LD (clause 5.6) as pure functions on an
+//! entity. The store calls them with the latest committed state, so they are
+//! the single place where read-modify-write happens.
+
+use serde_json::Value;
+
+use crate::entity::{AttrValue, Attribute, Entity, Iri, core_iri};
+use crate::error::{NgsiError, NgsiResult};
+
+/// What an update did per attribute (the UpdateResult of clause 5.2.18).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateReport {
+    /// Attributes that were written.
+    pub updated: Vec<Iri>,
+    /// Attributes that were not written, with the reason.
+    pub not_updated: Vec<(Iri, String)>,
+}
+
+impl UpdateReport {
+    fn updated(&mut self, name: &Iri) {
+        if !self.updated.contains(name) {
+            self.updated.push(name.clone());
+        }
+    }
+}
+
+/// Whether an attribute instance carries the NGSI-LD Null, which asks a merge
+/// to delete it.
+pub fn is_ngsi_null(a: &Attribute) -> bool {
+    match &a.value {
+        AttrValue::Property(Value::String(s)) | AttrValue::GeoProperty(Value::String(s)) => s == core_iri::NULL,
+        AttrValue::Relationship { object: Value::String(s), .. } => s == core_iri::NULL,
+        AttrValue::JsonProperty(Value::String(s)) | AttrValue::VocabProperty(Value::String(s)) => {
+            s == core_iri::NULL
+        }
+        AttrValue::LanguageProperty(m) => m.get("@none").and_then(Value::as_str) == Some(core_iri::NULL),
+        AttrValue::ListProperty(l) => l.len() == 1 && l[0].as_str() == Some(core_iri::NULL),
+        _ => false,
+    }
+}
+
+/// Stamps a new entity: createdAt and modifiedAt of the entity and of every
+/// attribute become `now`.
+pub fn stamp_new(entity: &mut Entity, now: i64) {
+    entity.created_at = now;
+    entity.modified_at = now;
+    for (_, instances) in &mut entity.attrs {
+        for a in instances {
+            a.created_at = 0;
+            a.stamp(now, now);
+        }
+    }
+}
+
+fn find_instance<'a>(instances: &'a mut [Attribute], dataset_id: Option<&str>) -> Option<&'a mut Attribute> {
+    instances.iter_mut().find(|a| a.dataset_id.as_deref() == dataset_id)
+}
+
+/// Writes `new` over `old`, keeping `old`'s createdAt.
+fn overwrite(old: &mut Attribute, mut new: Attribute, now: i64) {
+    let created = old.created_at;
+    new.created_at = 0;
+    new.stamp(created, now);
+    *old = new;
+}
+
+fn insert_instance(entity: &mut Entity, name: &Iri, mut new: Attribute, now: i64) {
+    new.created_at = 0;
+    new.stamp(now, now);
+    match entity.attr_mut(name) {
+        Some(instances) => instances.push(new),
+        None => entity.attrs.push((name.clone(), vec![new])),
+    }
+}
+
+/// Append Entity Attributes (clause 5.6.3): adds attributes, overwriting
+/// existing instances with the same datasetId unless `no_overwrite`.
+pub fn append(entity: &mut Entity, attrs: Vec<(Iri, Vec<Attribute>)>, no_overwrite: bool, now: i64) -> UpdateReport {
+    let mut report = UpdateReport::default();
+    for (name, instances) in attrs {
+        for new in instances {
+            let existing = entity.attr_mut(&name).and_then(|i| find_instance(i, new.dataset_id.as_deref()));
+            match existing {
+                Some(_) if no_overwrite => {
+                    report.not_updated.push((name.clone(), "attribute exists and noOverwrite was given".into()))
+                }
+                Some(old) => {
+                    overwrite(old, new, now);
+                    report.updated(&name);
+                }
+                None => {
+                    insert_instance(entity, &name, new, now);
+                    report.updated(&name);
+                }
+            }
+        }
+    }
+    if !report.updated.is_empty() {
+        entity.modified_at = now;
+    }
+    report
+}
+
+/// Update Entity Attributes (clause 5.6.2): overwrites existing instances;
+/// attributes (or datasetIds) that do not exist are reported, not added.
+pub fn update_existing(entity: &mut Entity, attrs: Vec<(Iri, Vec<Attribute>)>, now: i64) -> UpdateReport {
+    let mut report = UpdateReport::default();
+    for (name, instances) in attrs {
+        for new in instances {
+            let existing = entity.attr_mut(&name).and_then(|i| find_instance(i, new.dataset_id.as_deref()));
+            match existing {
+                Some(old) => {
+                    overwrite(old, new, now);
+                    report.updated(&name);
+                }
+                None => report.not_updated.push((
+                    name.clone(),
+                    match &new.dataset_id {
+                        Some(d) => format!("no instance with datasetId {d}"),
+                        None => "attribute does not exist".into(),
+                    },
+                )),
+            }
+        }
+    }
+    if !report.updated.is_empty() {
+        entity.modified_at = now;
+    }
+    report
+}
+
+/// Merges `patch` into `old`: the members present in the patch replace those
+/// of the old instance; sub-attributes merge recursively; an NGSI-LD Null
+/// sub-attribute deletes it.
+fn merge_instance(old: &mut Attribute, patch: Attribute, now: i64) {
+    old.value = patch.value;
+    if patch.observed_at.is_some() {
+        old.observed_at = patch.observed_at;
+    }
+    if patch.unit_code.is_some() {
+        old.unit_code = patch.unit_code;
+    }
+    for (name, sub) in patch.sub {
+        let pos = old.sub.iter().position(|(n, _)| *n == name);
+        match (pos, is_ngsi_null(&sub)) {
+            (Some(i), true) => {
+                old.sub.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => merge_instance(&mut old.sub[i].1, sub, now),
+            (None, false) => {
+                let mut sub = sub;
+                sub.stamp(now, now);
+                old.sub.push((name, sub));
+            }
+        }
+    }
+    old.modified_at = now;
+}
+
+/// Partial Attribute Update (clause 5.6.4) of instance `patch.dataset_id`.
+pub fn partial_update(entity: &mut Entity, name: &Iri, patch: Attribute, now: i64) -> NgsiResult<()> {
+    let dataset = patch.dataset_id.clone();
+    let Some(instances) = entity.attr_mut(name) else {
+        return Err(NgsiError::not_found(format!("attribute {name} does not exist")));
+    };
+    let Some(pos) = instances.iter().position(|a| a.dataset_id == dataset) else {
+        return Err(NgsiError::not_found(format!("attribute {name} has no such datasetId")));
+    };
+    if is_ngsi_null(&patch) {
+        instances.remove(pos);
+        if instances.is_empty() {
+            entity.attrs.retain(|(n, _)| n != name);
+        }
+    } else {
+        merge_instance(&mut instances[pos], patch, now);
+    }
+    entity.modified_at = now;
+    Ok(())
+}
+
+/// Replace Attribute (clause 5.6.19): the attribute must exist; the given
+/// instances replace the instances with the same datasetIds.
+pub fn replace_attribute(entity: &mut Entity, name: &Iri, new: Vec<Attribute>, now: i64) -> NgsiResult<()> {
+    if entity.attr(name).is_none() {
+        return Err(NgsiError::not_found(format!("attribute {name} does not exist")));
+    }
+    for attr in new {
+        let instances = entity.attr_mut(name).expect("checked above");
+        match find_instance(instances, attr.dataset_id.as_deref()) {
+            Some(old) => overwrite(old, attr, now),
+            None => insert_instance(entity, name, attr, now),
+        }
+    }
+    entity.modified_at = now;
+    Ok(())
+}
+
+/// Delete Entity Attribute (clause 5.6.5): the default instance, the one with
+/// `dataset_id`, or all instances.
+pub fn delete_attribute(entity: &mut Entity, name: &str, dataset_id: Option<&str>, delete_all: bool, now: i64) -> NgsiResult<()> {
+    let Some(pos) = entity.attrs.iter().position(|(n, _)| &**n == name) else {
+        return Err(NgsiError::not_found(format!("attribute {name} does not exist")));
+    };
+    if delete_all {
+        entity.attrs.remove(pos);
+    } else {
+        let instances = &mut entity.attrs[pos].1;
+        let Some(i) = instances.iter().position(|a| a.dataset_id.as_deref() == dataset_id) else {
+            return Err(NgsiError::not_found(match dataset_id {
+                Some(d) => format!("attribute {name} has no instance with datasetId {d}"),
+                None => format!("attribute {name} has no default instance"),
+            }));
+        };
+        instances.remove(i);
+        if instances.is_empty() {
+            entity.attrs.remove(pos);
+        }
+    }
+    entity.modified_at = now;
+    Ok(())
+}
+
+/// Merge Entity (clause 5.6.17): adds the fragment's types, replaces its
+/// scopes if given, merges each attribute instance, and deletes those set
+/// to the NGSI-LD Null.
+pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
+    for t in fragment.types {
+        if !entity.types.contains(&t) {
+            entity.types.push(t);
+        }
+    }
+    if !fragment.scopes.is_empty() {
+        entity.scopes = fragment.scopes;
+    }
+    for (name, instances) in fragment.attrs {
+        for patch in instances {
+            let null = is_ngsi_null(&patch);
+            let dataset = patch.dataset_id.clone();
+            match entity.attr_mut(&name) {
+                Some(existing) => match existing.iter().position(|a| a.dataset_id == dataset) {
+                    Some(i) if null => {
+                        existing.remove(i);
+                        if existing.is_empty() {
+                            entity.attrs.retain(|(n, _)| *n != name);
+                        }
+                    }
+                    Some(i) => merge_instance(&mut existing[i], patch, now),
+                    None if null => {}
+                    None => insert_instance(entity, &name, patch, now),
+                },
+                None if null => {}
+                None => insert_instance(entity, &name, patch, now),
+            }
+        }
+    }
+    entity.modified_at = now;
+}
+
+/// Replace Entity (clause 5.6.18): everything but the id and createdAt is
+/// replaced by `new`.
+pub fn replace(old: &Entity, mut new: Entity, now: i64) -> Entity {
+    stamp_new(&mut new, now);
+    new.id = old.id.clone();
+    new.created_at = old.created_at;
+    new
+}
