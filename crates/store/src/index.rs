@@ -1,0 +1,135 @@
+//! The in-memory indexes that answer reads: entities by id (ordered, which
+//! gives queries a stable order for pagination) and ids by type.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use ngsi_model::{Entity, Iri};
+
+use crate::{Filter, Page, QueryPage, Selection};
+
+/// The indexes of one tenant.
+#[derive(Debug, Default)]
+pub struct TenantIndex {
+    by_id: BTreeMap<Arc<str>, Arc<Entity>>,
+    by_type: HashMap<Iri, BTreeSet<Arc<str>>>,
+}
+
+impl TenantIndex {
+    /// The entity `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<Entity>> {
+        self.by_id.get(id)
+    }
+
+    /// Number of entities.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether the tenant holds no entity.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Inserts or replaces an entity.
+    pub fn put(&mut self, entity: Arc<Entity>) {
+        let id = entity.id.clone();
+        if let Some(old) = self.by_id.insert(id.clone(), entity.clone()) {
+            self.unlink_types(&old);
+        }
+        for t in &entity.types {
+            self.by_type.entry(t.clone()).or_default().insert(id.clone());
+        }
+    }
+
+    /// Removes an entity.
+    pub fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.unlink_types(&old);
+        }
+    }
+
+    fn unlink_types(&mut self, old: &Entity) {
+        for t in &old.types {
+            if let Some(set) = self.by_type.get_mut(t) {
+                set.remove(&*old.id);
+                if set.is_empty() {
+                    self.by_type.remove(t);
+                }
+            }
+        }
+    }
+
+    /// Visits every entity in id order.
+    pub fn scan(&self, visit: &mut dyn FnMut(&Entity)) {
+        for e in self.by_id.values() {
+            visit(e);
+        }
+    }
+
+    /// Answers a query: candidates from the narrowest index, then `filter`,
+    /// then the page.
+    pub fn query(&self, selection: Selection<'_>, filter: Filter<'_>, page: Page) -> QueryPage {
+        let mut out = QueryPage::default();
+        let mut matched = 0usize;
+        let end = page.offset.saturating_add(page.limit);
+        let mut visit = |e: &Arc<Entity>| -> bool {
+            if !filter(e) {
+                return true;
+            }
+            if matched >= page.offset && matched < end {
+                out.entities.push(e.clone());
+            }
+            matched += 1;
+            // Keep going only while the page is incomplete or we count.
+            page.count || matched < end
+        };
+        match (selection.ids, selection.types) {
+            (Some(ids), _) => {
+                let mut sorted: Vec<&Arc<str>> = ids.iter().collect();
+                sorted.sort();
+                sorted.dedup();
+                for id in sorted {
+                    if let Some(e) = self.by_id.get(&**id)
+                        && !visit(e)
+                    {
+                        break;
+                    }
+                }
+            }
+            (None, Some([only])) => {
+                for id in self.by_type.get(only).into_iter().flatten() {
+                    if let Some(e) = self.by_id.get(id)
+                        && !visit(e)
+                    {
+                        break;
+                    }
+                }
+            }
+            (None, Some(types)) => {
+                let mut ids: BTreeSet<&Arc<str>> = BTreeSet::new();
+                for t in types {
+                    ids.extend(self.by_type.get(t).into_iter().flatten());
+                }
+                for id in ids {
+                    if let Some(e) = self.by_id.get(id)
+                        && !visit(e)
+                    {
+                        break;
+                    }
+                }
+            }
+            (None, None) => {
+                for e in self.by_id.values() {
+                    if !visit(e) {
+                        break;
+                    }
+                }
+            }
+        }
+        if page.count {
+            out.total = Some(matched);
+        }
+        out
+    }
+}

@@ -1,0 +1,375 @@
+//! The embedded store: SQLite (WAL, `synchronous=FULL`) written by one writer
+//! thread with group commit, and in-memory indexes for reads.
+//!
+//! A write travels: `write()` sends the ops to the writer thread; the writer
+//! takes every message that is waiting (up to a bound), applies the ops in
+//! arrival order against the latest state (committed state overlaid with the
+//! changes of the group so far), writes the rows in one transaction, commits,
+//! publishes the changes to the indexes and only then answers each caller.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ngsi_model::{Entity, NgsiError};
+use parking_lot::RwLock;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::index::TenantIndex;
+use crate::{Filter, Next, Op, Outcome, Page, QueryPage, Selection, Store, StoreError, WriteFuture};
+
+type Reply = oneshot::Sender<Result<Vec<Result<Outcome, NgsiError>>, StoreError>>;
+
+struct WriteRequest {
+    tenant: Box<str>,
+    ops: Vec<Op>,
+    reply: Reply,
+}
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file; `None` keeps everything in memory (tests only:
+    /// nothing survives the process).
+    pub path: Option<PathBuf>,
+    /// The most operations committed in one transaction.
+    pub max_group_ops: usize,
+    /// The depth of the queue in front of the writer.
+    pub queue_depth: usize,
+}
+
+impl SqliteConfig {
+    /// A durable store in `dir/wuyang.db`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self { path: Some(dir.join("wuyang.db")), ..Self::default() }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self { path: None, max_group_ops: 8192, queue_depth: 4096 }
+    }
+}
+
+struct Metrics {
+    commits: Counter,
+    commit_ops: Histogram,
+    commit_seconds: Histogram,
+}
+
+struct Shared {
+    tenants: RwLock<HashMap<Box<str>, TenantIndex>>,
+    /// Tenants that exist, even if all their entities were deleted.
+    known_tenants: RwLock<HashSet<Box<str>>>,
+    entities: AtomicU64,
+    metrics: Metrics,
+}
+
+/// The embedded SQLite store. Cheap to share behind an `Arc`; dropping the
+/// last handle stops the writer after it drained its queue.
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<WriteRequest>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entities (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+";
+
+const FORMAT_VERSION: &str = "1";
+
+fn encode(entity: &Entity) -> Vec<u8> {
+    // Named fields keep the format readable across versions of the model.
+    rmp_serde::to_vec_named(entity).expect("an entity always encodes")
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<Entity, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode { id: id.to_string(), reason: e.to_string() })
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store, loads the indexes and starts the writer.
+    pub fn open(config: SqliteConfig) -> Result<Self, StoreError> {
+        let conn = match &config.path {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Connection::open(p)?
+            }
+            None => Connection::open_in_memory()?,
+        };
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.execute_batch(SCHEMA)?;
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0))
+            .optional()?;
+        match version.as_deref() {
+            None => {
+                conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?1)", [FORMAT_VERSION])?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Decode {
+                    id: "<database>".into(),
+                    reason: format!("unknown storage format {other}"),
+                });
+            }
+        }
+
+        let mut tenants: HashMap<Box<str>, TenantIndex> = HashMap::new();
+        let mut known: HashSet<Box<str>> = HashSet::new();
+        let mut count = 0u64;
+        {
+            let mut stmt = conn.prepare("SELECT name FROM tenants")?;
+            for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                known.insert(name?.into());
+            }
+            let mut stmt = conn.prepare("SELECT tenant, id, doc FROM entities")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let tenant: String = row.get(0)?;
+                let id: String = row.get(1)?;
+                let doc = row.get_ref(2)?.as_blob().map_err(|e| StoreError::Decode { id: id.clone(), reason: e.to_string() })?;
+                let entity = decode(&id, doc)?;
+                tenants.entry(tenant.into()).or_default().put(Arc::new(entity));
+                count += 1;
+            }
+        }
+        let shared = Arc::new(Shared {
+            tenants: RwLock::new(tenants),
+            known_tenants: RwLock::new(known),
+            entities: AtomicU64::new(count),
+            metrics: Metrics {
+                commits: Counter::default(),
+                commit_ops: Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0]),
+                commit_seconds: Histogram::new([
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+                ]),
+            },
+        });
+        let (tx, rx) = mpsc::channel(config.queue_depth);
+        let writer_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("wuyang-writer".into())
+            .spawn(move || Writer { conn, shared: writer_shared, max_group_ops: config.max_group_ops }.run(rx))?;
+        Ok(Self { shared, tx })
+    }
+
+    /// Registers the store's metrics (commit count, ops per commit, commit
+    /// latency) in `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let m = &self.shared.metrics;
+        registry.register("wuyang_store_commits", "Transactions committed by the writer", m.commits.clone());
+        registry.register("wuyang_store_commit_ops", "Operations per committed transaction", m.commit_ops.clone());
+        registry.register(
+            "wuyang_store_commit_seconds",
+            "Time to apply and commit one transaction",
+            m.commit_seconds.clone(),
+        );
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&self, tenant: &str, ops: Vec<Op>) -> WriteFuture {
+        let tx = self.tx.clone();
+        let tenant: Box<str> = tenant.into();
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            tx.send(WriteRequest { tenant, ops, reply }).await.map_err(|_| StoreError::WriterGone)?;
+            rx.await.map_err(|_| StoreError::WriterGone)?
+        })
+    }
+
+    fn get(&self, tenant: &str, id: &str) -> Option<Arc<Entity>> {
+        self.shared.tenants.read().get(tenant)?.get(id).cloned()
+    }
+
+    fn query(&self, tenant: &str, selection: Selection<'_>, filter: Filter<'_>, page: Page) -> QueryPage {
+        match self.shared.tenants.read().get(tenant) {
+            Some(index) => index.query(selection, filter, page),
+            None => QueryPage { entities: Vec::new(), total: page.count.then_some(0) },
+        }
+    }
+
+    fn scan(&self, tenant: &str, visit: &mut dyn FnMut(&Entity)) {
+        if let Some(index) = self.shared.tenants.read().get(tenant) {
+            index.scan(visit);
+        }
+    }
+
+    fn tenant_exists(&self, tenant: &str) -> bool {
+        self.shared.known_tenants.read().contains(tenant)
+    }
+
+    fn tenants(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.shared.known_tenants.read().iter().map(|t| t.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn entity_count(&self) -> usize {
+        self.shared.entities.load(Ordering::Relaxed) as usize
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    max_group_ops: usize,
+}
+
+/// The state of one group of writes before it is published.
+#[derive(Default)]
+struct Overlay {
+    changed: HashMap<(Box<str>, Arc<str>), Option<Arc<Entity>>>,
+    new_tenants: Vec<Box<str>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteRequest>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            let mut ops = group[0].ops.len();
+            while ops < self.max_group_ops {
+                match rx.try_recv() {
+                    Ok(req) => {
+                        ops += req.ops.len();
+                        group.push(req);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    fn commit_group(&mut self, group: Vec<WriteRequest>) {
+        let started = Instant::now();
+        let mut overlay = Overlay::default();
+        let mut results: Vec<Vec<Result<Outcome, NgsiError>>> = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut op_count = 0usize;
+        let outcome = (|| -> Result<(), StoreError> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut put = tx.prepare_cached("INSERT OR REPLACE INTO entities (tenant, id, doc) VALUES (?1, ?2, ?3)")?;
+                let mut del = tx.prepare_cached("DELETE FROM entities WHERE tenant = ?1 AND id = ?2")?;
+                let mut add_tenant = tx.prepare_cached("INSERT OR IGNORE INTO tenants (name) VALUES (?1)")?;
+                let committed = self.shared.tenants.read();
+                let known = self.shared.known_tenants.read();
+                for req in group {
+                    let mut these = Vec::with_capacity(req.ops.len());
+                    for op in req.ops {
+                        op_count += 1;
+                        let key = (req.tenant.clone(), op.id.clone());
+                        let current: Option<Arc<Entity>> = match overlay.changed.get(&key) {
+                            Some(state) => state.clone(),
+                            None => committed.get(&*req.tenant).and_then(|t| t.get(&op.id)).cloned(),
+                        };
+                        let existed = current.is_some();
+                        let applied = catch_unwind(AssertUnwindSafe(|| (op.apply)(current.as_deref())))
+                            .unwrap_or_else(|_| Err(NgsiError::internal("operation panicked")));
+                        match applied {
+                            Ok(change) => {
+                                match change.next {
+                                    Next::Keep => {}
+                                    Next::Put(entity) => {
+                                        put.execute(params![&*req.tenant, &*op.id, encode(&entity)])?;
+                                        overlay.changed.insert(key, Some(Arc::new(entity)));
+                                        if !known.contains(&req.tenant) && !overlay.new_tenants.contains(&req.tenant) {
+                                            add_tenant.execute([&*req.tenant])?;
+                                            overlay.new_tenants.push(req.tenant.clone());
+                                        }
+                                    }
+                                    Next::Delete => {
+                                        del.execute(params![&*req.tenant, &*op.id])?;
+                                        overlay.changed.insert(key, None);
+                                    }
+                                }
+                                these.push(Ok(Outcome { created: !existed, report: change.report }));
+                            }
+                            Err(e) => these.push(Err(e)),
+                        }
+                    }
+                    results.push(these);
+                    replies.push(req.reply);
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                self.publish(overlay);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; the group is rejected");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Io(std::io::Error::other(e.to_string()))));
+                }
+            }
+        }
+        let m = &self.shared.metrics;
+        m.commits.inc();
+        m.commit_ops.observe(op_count as f64);
+        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    fn publish(&self, overlay: Overlay) {
+        if !overlay.new_tenants.is_empty() {
+            self.shared.known_tenants.write().extend(overlay.new_tenants);
+        }
+        let mut tenants = self.shared.tenants.write();
+        let mut delta: i64 = 0;
+        for ((tenant, id), state) in overlay.changed {
+            let index = tenants.entry(tenant).or_default();
+            let existed = index.get(&id).is_some();
+            match state {
+                Some(entity) => {
+                    index.put(entity);
+                    if !existed {
+                        delta += 1;
+                    }
+                }
+                None => {
+                    index.remove(&id);
+                    if existed {
+                        delta -= 1;
+                    }
+                }
+            }
+        }
+        if delta >= 0 {
+            self.shared.entities.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.shared.entities.fetch_sub((-delta) as u64, Ordering::Relaxed);
+        }
+    }
+}
