@@ -1,0 +1,250 @@
+//! Scopes (clause 4.18) and the scope query language `scopeQ` (clause 4.19).
+//!
+//! ```text
+//! scope-q   ::= or-expr
+//! or-expr   ::= and-expr ( ( "|" | "," ) and-expr )*
+//! and-expr  ::= primary ( ";" primary )*     ; ext: the spec asks for parentheses
+//! primary   ::= "(" or-expr ")" | pattern    ; ext: parentheses nest (depth <= 64)
+//! pattern   ::= "/#"                          ; any entity that has a scope
+//!             | "/"? level ( "/" level )* "/#"?
+//! level     ::= "+"                           ; exactly one level, any name
+//!             | letter ( letter | digit | "_" )*
+//! ```
+//!
+//! The leading `/` is optional in patterns as it is in scope values
+//! (clause 4.18 `Scope = [/] ScopeLevel ...`; clause 4.19 example 5 writes
+//! `CompanyB`), so `Madrid` and `/Madrid` are the same scope.
+
+use std::fmt;
+
+use crate::cursor::Cursor;
+use crate::error::ParseError;
+
+/// A parsed `scopeQ`. `And` and `Or` hold at least two operands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeQuery {
+    /// The entity has scopes matching every operand (`;`).
+    And(Vec<ScopeQuery>),
+    /// The entity has a scope matching some operand (`|` or `,`).
+    Or(Vec<ScopeQuery>),
+    /// One scope pattern.
+    Pattern(ScopePattern),
+}
+
+/// One scope pattern such as `/Madrid/+/ParqueNorte` or `/Madrid/Gardens/#`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopePattern {
+    /// The levels, outermost first; empty only for `/#`.
+    pub levels: Vec<ScopeLevel>,
+    /// Trailing `/#`: the scope itself and every scope below it (clause
+    /// 4.19: "matches the given scope and the whole hierarchy of scopes
+    /// below").
+    pub descendants: bool,
+}
+
+/// One level of a scope pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeLevel {
+    /// A level with this exact name.
+    Name(String),
+    /// `+`: any single level.
+    Any,
+}
+
+/// Parses a `scopeQ` parameter (already percent-decoded).
+pub fn parse_scope_q(input: &str) -> Result<ScopeQuery, ParseError> {
+    let mut c = Cursor::new(input, "scope query")?;
+    let q = or_expr(&mut c)?;
+    c.skip_ws();
+    if !c.at_end() {
+        return Err(c.err(format!("unexpected {}", c.found())));
+    }
+    Ok(q)
+}
+
+fn or_expr(c: &mut Cursor<'_>) -> Result<ScopeQuery, ParseError> {
+    let mut items = vec![and_expr(c)?];
+    loop {
+        c.skip_ws();
+        if !(c.eat("|") || c.eat(",")) {
+            break;
+        }
+        items.push(and_expr(c)?);
+    }
+    Ok(if items.len() == 1 {
+        items.pop().expect("one item")
+    } else {
+        ScopeQuery::Or(items)
+    })
+}
+
+fn and_expr(c: &mut Cursor<'_>) -> Result<ScopeQuery, ParseError> {
+    let mut items = vec![primary(c)?];
+    loop {
+        c.skip_ws();
+        if !c.eat(";") {
+            break;
+        }
+        items.push(primary(c)?);
+    }
+    Ok(if items.len() == 1 {
+        items.pop().expect("one item")
+    } else {
+        ScopeQuery::And(items)
+    })
+}
+
+fn primary(c: &mut Cursor<'_>) -> Result<ScopeQuery, ParseError> {
+    c.skip_ws();
+    if c.eat("(") {
+        c.enter()?;
+        let q = or_expr(c)?;
+        c.leave();
+        c.skip_ws();
+        if !c.eat(")") {
+            return Err(c.err(format!("expected ')', found {}", c.found())));
+        }
+        return Ok(q);
+    }
+    pattern(c).map(ScopeQuery::Pattern)
+}
+
+fn level_name(c: &mut Cursor<'_>) -> Option<String> {
+    let start = c.pos;
+    if !matches!(c.peek(), Some(ch) if ch.is_alphabetic()) {
+        return None;
+    }
+    c.bump();
+    while matches!(c.peek(), Some(ch) if ch.is_alphanumeric() || ch == '_') {
+        c.bump();
+    }
+    Some(c.src[start..c.pos].to_owned())
+}
+
+fn pattern(c: &mut Cursor<'_>) -> Result<ScopePattern, ParseError> {
+    if c.eat("/#") {
+        return Ok(ScopePattern {
+            levels: Vec::new(),
+            descendants: true,
+        });
+    }
+    c.eat("/");
+    let mut levels = Vec::new();
+    loop {
+        if c.eat("+") {
+            levels.push(ScopeLevel::Any);
+        } else if let Some(name) = level_name(c) {
+            levels.push(ScopeLevel::Name(name));
+        } else {
+            return Err(c.err(format!("expected a scope level, found {}", c.found())));
+        }
+        if c.eat("/#") {
+            return Ok(ScopePattern {
+                levels,
+                descendants: true,
+            });
+        }
+        if !c.eat("/") {
+            return Ok(ScopePattern {
+                levels,
+                descendants: false,
+            });
+        }
+    }
+}
+
+/// Checks a scope value of an entity (clause 4.18): `[/]level(/level)*` with
+/// levels made of a letter then letters, digits and underscores, or the
+/// NGSI-LD Null `urn:ngsi-ld:null`.
+pub fn validate_scope(scope: &str) -> Result<(), ParseError> {
+    if scope == "urn:ngsi-ld:null" {
+        return Ok(());
+    }
+    let mut c = Cursor::new(scope, "scope")?;
+    c.eat("/");
+    loop {
+        if level_name(&mut c).is_none() {
+            return Err(c.err(format!("expected a scope level, found {}", c.found())));
+        }
+        if c.at_end() {
+            return Ok(());
+        }
+        if !c.eat("/") {
+            return Err(c.err(format!("unexpected {} in scope", c.found())));
+        }
+    }
+}
+
+fn scope_levels(scope: &str) -> impl Iterator<Item = &str> {
+    scope.strip_prefix('/').unwrap_or(scope).split('/')
+}
+
+impl ScopePattern {
+    /// Whether one scope value matches this pattern.
+    pub fn matches_scope(&self, scope: &str) -> bool {
+        if scope.is_empty() || scope == "urn:ngsi-ld:null" {
+            return false;
+        }
+        let mut levels = scope_levels(scope);
+        for want in &self.levels {
+            match (want, levels.next()) {
+                (_, None) => return false,
+                (ScopeLevel::Any, Some(_)) => {}
+                (ScopeLevel::Name(n), Some(got)) if n == got => {}
+                _ => return false,
+            }
+        }
+        self.descendants || levels.next().is_none()
+    }
+}
+
+impl ScopeQuery {
+    /// Whether an entity with these scope values matches. An entity without
+    /// scopes matches nothing (clause 4.19: `/#` matches "only explicitly
+    /// specified scopes"). In an AND group each operand may be satisfied by a
+    /// different scope of the entity.
+    pub fn matches(&self, scopes: &[&str]) -> bool {
+        match self {
+            ScopeQuery::And(items) => items.iter().all(|q| q.matches(scopes)),
+            ScopeQuery::Or(items) => items.iter().any(|q| q.matches(scopes)),
+            ScopeQuery::Pattern(p) => scopes.iter().any(|s| p.matches_scope(s)),
+        }
+    }
+}
+
+impl fmt::Display for ScopeQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list(f: &mut fmt::Formatter<'_>, items: &[ScopeQuery], sep: &str) -> fmt::Result {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(sep)?;
+                }
+                match item {
+                    ScopeQuery::Pattern(p) => write!(f, "{p}")?,
+                    nested => write!(f, "({nested})")?,
+                }
+            }
+            Ok(())
+        }
+        match self {
+            ScopeQuery::And(items) => list(f, items, ";"),
+            ScopeQuery::Or(items) => list(f, items, "|"),
+            ScopeQuery::Pattern(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+impl fmt::Display for ScopePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for level in &self.levels {
+            match level {
+                ScopeLevel::Name(n) => write!(f, "/{n}")?,
+                ScopeLevel::Any => f.write_str("/+")?,
+            }
+        }
+        if self.descendants {
+            f.write_str("/#")?;
+        }
+        Ok(())
+    }
+}
