@@ -479,7 +479,10 @@ impl Parser<'_> {
             Some('"') => Value::String(self.quoted_string()?),
             Some(ch) if ch.is_ascii_digit() || ch == '-' => self.numeric_or_temporal()?,
             Some(ch) if ch.is_alphabetic() => {
-                while matches!(self.c.peek(), Some(ch) if is_word_char(ch)) {
+                // A word ends at a separator or at the ".." of a range.
+                while matches!(self.c.peek(), Some(ch) if is_word_char(ch))
+                    && !self.c.rest().starts_with("..")
+                {
                     self.c.bump();
                 }
                 match &self.c.src[start..self.c.pos] {
@@ -957,9 +960,7 @@ impl Term {
             // Clause 4.9: a Relationship combined with an operator other than
             // equal or unequal does not match.
             !target.is_relationship(&self.path)
-                && buf
-                    .iter()
-                    .any(|t| compare(unwrap(t), v).is_some_and(want))
+                && buf.iter().any(|t| compare(unwrap(t), v).is_some_and(want))
         };
         match &self.predicate {
             Predicate::Exists => true,
@@ -978,6 +979,11 @@ impl Term {
             // `~=` nor `!~=`. L(R) is read with POSIX regexec semantics (the
             // pattern may match anywhere; anchor it with ^...$), as Orion-LD
             // and Scorpio do.
+            Predicate::Matches(_) | Predicate::NotMatches(_)
+                if target.is_relationship(&self.path) =>
+            {
+                false
+            }
             Predicate::Matches(p) => buf
                 .iter()
                 .any(|t| matches!(unwrap(t), Json::String(s) if p.regex.is_match(s))),
@@ -1057,3 +1063,6 @@ fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
         _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
     }
 }
+
+#[cfg(test)]
+mod tests;

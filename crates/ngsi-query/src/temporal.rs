@@ -151,29 +151,38 @@ pub(crate) fn parse_time(s: &str) -> Option<u64> {
 /// lexer can cut it out before validating it.
 pub(crate) fn lex_date_or_datetime(s: &str) -> usize {
     let b = s.as_bytes();
-    if date_prefix(b).is_none() {
+    if !shape(b, b"dddd-dd-dd") {
         return 0;
     }
     if b.get(10) != Some(&b'T') {
         return 10;
     }
-    let Some((_, used)) = time_prefix(&b[11..], false) else {
-        return 11;
-    };
-    let end = 11 + used;
-    match zone(&b[end..]) {
-        Some((_, z)) => end + z,
-        None => end,
-    }
+    11 + lex_time(&s[11..])
+}
+
+/// Whether `b` starts with `pattern`, where `d` stands for any ASCII digit.
+fn shape(b: &[u8], pattern: &[u8]) -> bool {
+    b.len() >= pattern.len()
+        && b.iter().zip(pattern).all(|(c, p)| match p {
+            b'd' => c.is_ascii_digit(),
+            p => c == p,
+        })
 }
 
 /// Like [`lex_date_or_datetime`] for a time of day.
 pub(crate) fn lex_time(s: &str) -> usize {
     let b = s.as_bytes();
-    match time_prefix(b, false) {
-        Some((_, used)) if b.get(used) == Some(&b'Z') => used + 1,
-        Some((_, used)) => used,
-        None => 0,
+    if !shape(b, b"dd:dd:dd") {
+        return 0;
+    }
+    let mut i = 8;
+    if b.get(i) == Some(&b'.') && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        i += 1 + b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    }
+    match b.get(i) {
+        Some(b'Z') => i + 1,
+        Some(b'+' | b'-') if shape(&b[i + 1..], b"dd:dd") => i + 6,
+        _ => i,
     }
 }
 
