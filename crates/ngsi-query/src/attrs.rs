@@ -121,3 +121,87 @@ impl fmt::Display for Projection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses an attribute list and compares the names joined by `|`, or the
+    /// error.
+    #[track_caller]
+    fn check(input: &str, expected: &str) {
+        let got = match parse_attr_list(input) {
+            Ok(names) => names.join("|"),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expected, "input: {input:?}");
+    }
+
+    /// Parses a projection and compares its print, or the error.
+    #[track_caller]
+    fn check_projection(input: &str, expected: &str) {
+        let got = match parse_projection(input) {
+            Ok(ps) => ps
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expected, "input: {input:?}");
+    }
+
+    #[test]
+    fn attr_lists() {
+        check("speed", "speed");
+        check("speed,brandName", "speed|brandName");
+        check("speed, brandName ", "speed|brandName");
+        check(
+            "https://example.org/speed,ex:b",
+            "https://example.org/speed|ex:b",
+        );
+        check("", "error: attribute list is empty at byte 0");
+        check(
+            "a,",
+            "error: expected an attribute name, found end of input at byte 2",
+        );
+        check(
+            ",a",
+            "error: expected an attribute name, found ',' at byte 0",
+        );
+        check("a b", "error: expected ',', found 'b' at byte 2");
+        check(
+            "a-b",
+            "error: 'a-b' is neither a valid name nor a URI at byte 0",
+        );
+    }
+
+    #[test]
+    fn projections() {
+        check_projection("temperature", "temperature");
+        check_projection("temperature,humidity", "temperature,humidity");
+        check_projection("temperature|humidity", "temperature,humidity");
+        check_projection(
+            "observation{temperature,humidity}",
+            "observation{temperature,humidity}",
+        );
+        check_projection("a{b{c|d}},e", "a{b{c,d}},e");
+        check_projection(
+            "a{",
+            "error: expected an attribute name, found end of input at byte 2",
+        );
+        check_projection("a{b", "error: expected '}', found end of input at byte 3");
+        check_projection("a}", "error: unexpected '}' at byte 1");
+        check_projection(
+            "{a}",
+            "error: expected an attribute name, found '{' at byte 0",
+        );
+        check_projection(
+            &format!("{}x{}", "a{".repeat(65), "}".repeat(65)),
+            "error: nesting deeper than 64 levels at byte 130",
+        );
+        let mut p = parse_projection("a{b}").unwrap();
+        p[0].map_names(&mut |n| n.to_uppercase());
+        assert_eq!(p[0].to_string(), "A{B}");
+    }
+}

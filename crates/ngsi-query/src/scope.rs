@@ -248,3 +248,138 @@ impl fmt::Display for ScopePattern {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `input` and compares the canonical print, or the error.
+    #[track_caller]
+    fn check(input: &str, expected: &str) {
+        let got = match parse_scope_q(input) {
+            Ok(q) => {
+                let printed = q.to_string();
+                assert_eq!(
+                    parse_scope_q(&printed).as_ref(),
+                    Ok(&q),
+                    "round trip {printed:?}"
+                );
+                printed
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expected, "input: {input:?}");
+    }
+
+    /// Evaluates `query` against each scope set of `cases` (scopes separated
+    /// by blanks, `-` for none) and compares the indexes that match.
+    #[track_caller]
+    fn check_match(query: &str, expected: &str) {
+        let cases = [
+            "/Madrid",                     // 0
+            "/Madrid/Gardens",             // 1
+            "/Madrid/Gardens/ParqueNorte", // 2
+            "/Madrid/Sights/ParqueNorte",  // 3
+            "/Madrid/Districts /CompanyA", // 4
+            "/CompanyB",                   // 5
+            "-",                           // 6
+            "Madrid/Gardens/ParqueSur",    // 7
+        ];
+        let q = parse_scope_q(query).unwrap();
+        let got: Vec<String> = cases
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                let scopes: Vec<&str> = c.split(' ').filter(|s| *s != "-").collect();
+                q.matches(&scopes)
+            })
+            .map(|(i, _)| i.to_string())
+            .collect();
+        assert_eq!(got.join(" "), expected, "query: {query:?}");
+    }
+
+    #[test]
+    fn parse() {
+        check("/Madrid", "/Madrid");
+        check("/Madrid/Gardens/#", "/Madrid/Gardens/#");
+        check("/Madrid/+/ParqueNorte", "/Madrid/+/ParqueNorte");
+        check("/#", "/#");
+        check(
+            "(/Madrid/Districts;/CompanyA)",
+            "/Madrid/Districts;/CompanyA",
+        );
+        check(
+            "(/Madrid/Districts;/CompanyA)|CompanyB",
+            "(/Madrid/Districts;/CompanyA)|/CompanyB",
+        );
+        check(
+            "(/Madrid/Districts;/CompanyA),/CompanyB",
+            "(/Madrid/Districts;/CompanyA)|/CompanyB",
+        );
+        check("/a|(/b|/c)", "/a|(/b|/c)");
+        check("/+/#", "/+/#");
+        check("", "error: scope query is empty at byte 0");
+        check(
+            "/",
+            "error: expected a scope level, found end of input at byte 1",
+        );
+        check(
+            "/a/",
+            "error: expected a scope level, found end of input at byte 3",
+        );
+        check(
+            "/a//b",
+            "error: expected a scope level, found '/' at byte 3",
+        );
+        check("/a/#/b", "error: unexpected '/' at byte 4");
+        check("/1a", "error: expected a scope level, found '1' at byte 1");
+        check("(/a", "error: expected ')', found end of input at byte 3");
+        check("/a b", "error: unexpected 'b' at byte 3");
+        check(
+            &format!("{}/a{}", "(".repeat(65), ")".repeat(65)),
+            "error: nesting deeper than 64 levels at byte 65",
+        );
+    }
+
+    #[test]
+    fn matching() {
+        check_match("/Madrid", "0");
+        check_match("Madrid", "0");
+        check_match("/Madrid/#", "0 1 2 3 4 7");
+        check_match("/Madrid/Gardens/#", "1 2 7");
+        check_match("/Madrid/+/ParqueNorte", "2 3");
+        check_match("/Madrid/+", "1 4");
+        check_match("/+/+/#", "1 2 3 4 7");
+        check_match("/#", "0 1 2 3 4 5 7");
+        check_match("(/Madrid/Districts;/CompanyA)", "4");
+        check_match("(/Madrid/Districts;/CompanyA)|/CompanyB", "4 5");
+        check_match("/CompanyA,/CompanyB", "4 5");
+        check_match("/Nowhere", "");
+    }
+
+    #[test]
+    fn scope_values() {
+        for ok in [
+            "/Madrid",
+            "Madrid",
+            "/Madrid/Gardens/ParqueNorte",
+            "/a_1/é",
+            "urn:ngsi-ld:null",
+        ] {
+            assert_eq!(validate_scope(ok), Ok(()), "{ok}");
+        }
+        let bad = |s: &str| validate_scope(s).unwrap_err().to_string();
+        assert_eq!(bad(""), "scope is empty at byte 0");
+        assert_eq!(
+            bad("/"),
+            "expected a scope level, found end of input at byte 1"
+        );
+        assert_eq!(
+            bad("/a/"),
+            "expected a scope level, found end of input at byte 3"
+        );
+        assert_eq!(bad("/a/#"), "expected a scope level, found '#' at byte 3");
+        assert_eq!(bad("/a-b"), "unexpected '-' in scope at byte 2");
+        assert_eq!(bad("//a"), "expected a scope level, found '/' at byte 1");
+    }
+}

@@ -156,3 +156,106 @@ impl fmt::Display for TypeExpr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `input` and compares the canonical print, or the error.
+    #[track_caller]
+    fn check(input: &str, expected: &str) {
+        let got = match parse_type_expr(input) {
+            Ok(t) => {
+                let printed = t.to_string();
+                assert_eq!(
+                    parse_type_expr(&printed).as_ref(),
+                    Ok(&t),
+                    "round trip {printed:?}"
+                );
+                printed
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expected, "input: {input:?}");
+    }
+
+    /// Evaluates `expr` against entities with the given type sets and
+    /// compares the indexes that match.
+    #[track_caller]
+    fn check_match(expr: &str, expected: &str) {
+        let cases: [&[&str]; 5] = [
+            &["Building"],
+            &["House"],
+            &["Home", "Vehicle"],
+            &["Motorhome"],
+            &["Home"],
+        ];
+        let t = parse_type_expr(expr).unwrap();
+        let got: Vec<String> = cases
+            .iter()
+            .enumerate()
+            .filter(|(_, types)| t.matches(types))
+            .map(|(i, _)| i.to_string())
+            .collect();
+        assert_eq!(got.join(" "), expected, "expr: {expr:?}");
+    }
+
+    #[test]
+    fn parse() {
+        check("Building", "Building");
+        check("Building|House", "Building|House");
+        check("Building,House", "Building|House");
+        check("(Home;Vehicle)", "Home;Vehicle");
+        check("(Home;Vehicle)|Motorhome", "(Home;Vehicle)|Motorhome");
+        check("(Home;Vehicle),Motorhome", "(Home;Vehicle)|Motorhome");
+        check(
+            "https://example.org/Building,ex:House",
+            "https://example.org/Building|ex:House",
+        );
+        check("A;B|C", "(A;B)|C");
+        check("", "error: type expression is empty at byte 0");
+        check(
+            "A,",
+            "error: expected an entity type, found end of input at byte 2",
+        );
+        check(
+            "A,,B",
+            "error: expected an entity type, found ',' at byte 2",
+        );
+        check("(A", "error: expected ')', found end of input at byte 2");
+        check("A)", "error: unexpected ')' at byte 1");
+        check(
+            "1A",
+            "error: '1A' is neither a valid name nor a URI at byte 0",
+        );
+        check(
+            "A-B",
+            "error: 'A-B' is neither a valid name nor a URI at byte 0",
+        );
+    }
+
+    #[test]
+    fn matching() {
+        check_match("Building", "0");
+        check_match("Building|House", "0 1");
+        check_match("(Home;Vehicle)", "2");
+        check_match("(Home;Vehicle)|Motorhome", "2 3");
+        check_match("Home", "2 4");
+        check_match("Nothing", "");
+    }
+
+    #[test]
+    fn names_and_mapping() {
+        let mut t = parse_type_expr("(Home;Vehicle)|Motorhome,Home").unwrap();
+        assert_eq!(
+            t.names().collect::<Vec<_>>(),
+            ["Home", "Vehicle", "Motorhome", "Home"]
+        );
+        t.map_names(&mut |n| format!("https://example.org/{n}"));
+        assert_eq!(
+            t.to_string(),
+            "(https://example.org/Home;https://example.org/Vehicle)|https://example.org/Motorhome|https://example.org/Home"
+        );
+        assert!(t.matches(&["https://example.org/Motorhome"]));
+    }
+}
