@@ -169,7 +169,13 @@ fn coordinates_json(text: &str) -> Result<Value, GeoError> {
         });
     }
     serde_json::from_str(text).map_err(|e| GeoError::InvalidCoordinates {
-        position: byte_offset(text, e.line(), e.column()),
+        // serde_json points at the last byte it read; at the end of input the
+        // problem is after it.
+        position: if e.is_eof() {
+            text.len()
+        } else {
+            byte_offset(text, e.line(), e.column())
+        },
         reason: json_reason(&e),
     })
 }
