@@ -118,6 +118,9 @@ impl fmt::Display for GeometryKind {
 pub struct Geometry {
     kind: GeometryKind,
     shape: geo::Geometry<f64>,
+    /// `[min lon, min lat, max lon, max lat]`, computed once at construction
+    /// because every relation starts by comparing boxes.
+    bbox: [f64; 4],
     /// One entry per position in document order, present only when at least
     /// one position carried an altitude.
     altitudes: Option<Box<[Option<f64>]>>,
@@ -130,6 +133,7 @@ impl Geometry {
         Ok(Geometry {
             kind: GeometryKind::Point,
             shape: geo::Geometry::Point(Point::new(lon, lat)),
+            bbox: [lon, lat, lon, lat],
             altitudes: None,
         })
     }
@@ -195,6 +199,10 @@ pub fn to_geojson(geometry: &Geometry) -> Value {
 /// The bounding box `[min lon, min lat, max lon, max lat]` of a geometry, in
 /// degrees.
 pub fn bbox(geometry: &Geometry) -> [f64; 4] {
+    geometry.bbox
+}
+
+fn compute_bbox(shape: &geo::Geometry<f64>) -> [f64; 4] {
     use geo::CoordsIter;
     let mut bb = [
         f64::INFINITY,
@@ -202,7 +210,7 @@ pub fn bbox(geometry: &Geometry) -> [f64; 4] {
         f64::NEG_INFINITY,
         f64::NEG_INFINITY,
     ];
-    for c in geometry.shape.coords_iter() {
+    for c in shape.coords_iter() {
         bb[0] = bb[0].min(c.x);
         bb[1] = bb[1].min(c.y);
         bb[2] = bb[2].max(c.x);
@@ -345,6 +353,7 @@ impl<'l> Parser<'l> {
         let altitudes = self.any_altitude.then(|| self.altitudes.into_boxed_slice());
         Geometry {
             kind,
+            bbox: compute_bbox(&shape),
             shape,
             altitudes,
         }

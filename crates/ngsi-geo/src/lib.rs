@@ -13,6 +13,8 @@
 //! **Invariant:** no function in this crate panics on any input, and the work
 //! done for one geometry is bounded by [`Limits`].
 
+#![warn(missing_docs)]
+
 pub mod geometry;
 pub mod georel;
 pub mod query;

@@ -47,7 +47,10 @@ pub fn matches(rel: &GeoRel, entity: &Geometry, reference: &Geometry) -> bool {
     let a = entity.as_geo();
     let b = reference.as_geo();
     match rel {
-        GeoRel::Near(NearDistance::Max(d)) => distance_m(entity, reference) <= *d,
+        GeoRel::Near(NearDistance::Max(d)) => {
+            boxes_overlap(bbox(entity), near_bbox(reference, *d))
+                && distance_m(entity, reference) <= *d
+        }
         GeoRel::Near(NearDistance::Min(d)) => distance_m(entity, reference) >= *d,
         GeoRel::Intersects => boxes_meet(entity, reference) && a.intersects(b),
         GeoRel::Disjoint => !(boxes_meet(entity, reference) && a.intersects(b)),
@@ -61,8 +64,10 @@ pub fn matches(rel: &GeoRel, entity: &Geometry, reference: &Geometry) -> bool {
 /// Whether two bounding boxes share a point; no relation but `disjoint` and
 /// `near` can hold otherwise, and checking boxes is far cheaper than DE-9IM.
 fn boxes_meet(a: &Geometry, b: &Geometry) -> bool {
-    let [ax0, ay0, ax1, ay1] = bbox(a);
-    let [bx0, by0, bx1, by1] = bbox(b);
+    boxes_overlap(bbox(a), bbox(b))
+}
+
+fn boxes_overlap([ax0, ay0, ax1, ay1]: [f64; 4], [bx0, by0, bx1, by1]: [f64; 4]) -> bool {
     ax0 <= bx1 && bx0 <= ax1 && ay0 <= by1 && by0 <= ay1
 }
 

@@ -155,6 +155,37 @@ proptest! {
     }
 
     #[test]
+    fn invalid_polygons_never_panic(
+        ring in prop::collection::vec((0u8..6, 0u8..6), 3..7),
+        b in any_geometry(),
+        d in 0.0f64..10_000.0,
+    ) {
+        // Rings on a small grid: bow ties, spikes, repeated and collinear
+        // vertices, zero area.
+        let mut coordinates: Vec<Value> = ring
+            .iter()
+            .map(|&(x, y)| json!([113.3 + f64::from(x) * 0.01, 23.1 + f64::from(y) * 0.01]))
+            .collect();
+        coordinates.push(coordinates[0].clone());
+        let a = parse_geojson(&json!({"type": "Polygon", "coordinates": [coordinates]}))
+            .expect("closed ring of 4 or more positions");
+        for rel in [
+            GeoRel::Near(NearDistance::Max(d)),
+            GeoRel::Near(NearDistance::Min(d)),
+            GeoRel::Within,
+            GeoRel::Contains,
+            GeoRel::Intersects,
+            GeoRel::Equals,
+            GeoRel::Disjoint,
+            GeoRel::Overlaps,
+        ] {
+            let _ = matches(&rel, &a, &b);
+            let _ = matches(&rel, &b, &a);
+            let _ = matches(&rel, &a, &a);
+        }
+    }
+
+    #[test]
     fn near_is_monotone_in_distance(a in any_geometry(), b in any_geometry(), d1 in 0.0f64..40_000.0, d2 in 0.0f64..40_000.0) {
         let (lo, hi) = if d1 <= d2 { (d1, d2) } else { (d2, d1) };
         if matches(&GeoRel::Near(NearDistance::Max(lo)), &a, &b) {
