@@ -550,11 +550,10 @@ impl Parser<'_> {
         }
         let text = &rest[..n];
         self.c.pos += n;
-        let number: Number = text.parse().map_err(|_| {
+        parse_number(text).map(Value::Number).ok_or_else(|| {
             self.c
                 .err_at(start, format!("number '{text}' is out of range"))
-        })?;
-        Ok(Value::Number(number))
+        })
     }
 
     /// A JSON string (RFC 8259 section 7), returned unescaped.
@@ -707,6 +706,21 @@ fn is_key_char(ch: char) -> bool {
                 | '{'
                 | '}'
         ))
+}
+
+/// Converts a lexed JSON number: integers that fit stay exact, everything
+/// else becomes a finite `f64` (correctly rounded by the standard library, so
+/// printing and re-parsing gives the same number).
+fn parse_number(text: &str) -> Option<Number> {
+    if !text.contains(['.', 'e', 'E']) {
+        if let Ok(i) = text.parse::<i64>() {
+            return Some(Number::from(i));
+        }
+        if let Ok(u) = text.parse::<u64>() {
+            return Some(Number::from(u));
+        }
+    }
+    text.parse::<f64>().ok().and_then(Number::from_f64)
 }
 
 /// The length of the JSON number at the start of `s` (0 if none).
@@ -1064,5 +1078,7 @@ fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
