@@ -32,7 +32,7 @@
 //! The cost of a non-point distance is proportional to the product of the two
 //! geometries' position counts.
 
-use geo::{Coord, CoordsIter, Distance, Geodesic, Haversine, Intersects, Point, Relate};
+use geo::{Contains, Coord, CoordsIter, Distance, Geodesic, Haversine, Intersects, Point, Relate};
 
 use crate::geometry::{Geometry, bbox};
 use crate::georel::{GeoRel, NearDistance};
@@ -54,9 +54,16 @@ pub fn matches(rel: &GeoRel, entity: &Geometry, reference: &Geometry) -> bool {
         GeoRel::Near(NearDistance::Min(d)) => distance_m(entity, reference) >= *d,
         GeoRel::Intersects => boxes_meet(entity, reference) && a.intersects(b),
         GeoRel::Disjoint => !(boxes_meet(entity, reference) && a.intersects(b)),
-        GeoRel::Equals => a == b || (boxes_meet(entity, reference) && a.relate(b).is_equal_topo()),
-        GeoRel::Within => boxes_meet(entity, reference) && a.relate(b).is_within(),
-        GeoRel::Contains => boxes_meet(entity, reference) && a.relate(b).is_contains(),
+        // Equal point sets have identical bounding boxes, and structural
+        // equality settles the common case without DE-9IM (which also keeps
+        // `equals` reflexive for invalid polygons).
+        GeoRel::Equals => {
+            a == b || (bbox(entity) == bbox(reference) && a.relate(b).is_equal_topo())
+        }
+        // `geo`'s Contains has fast paths for points and falls back to DE-9IM
+        // for the rest, with the same OGC semantics as `relate().is_within()`.
+        GeoRel::Within => boxes_meet(entity, reference) && b.contains(a),
+        GeoRel::Contains => boxes_meet(entity, reference) && a.contains(b),
         GeoRel::Overlaps => boxes_meet(entity, reference) && a.relate(b).is_overlaps(),
     }
 }
@@ -81,13 +88,28 @@ pub fn distance_m(a: &Geometry, b: &Geometry) -> f64 {
     if boxes_meet(a, b) && a.as_geo().intersects(b.as_geo()) {
         return 0.0;
     }
-    let (pa, pb) = [nearest_pair(a, b), nearest_pair(b, a)]
+    // The nearest points of two shapes are a vertex of one and a point on an
+    // edge of the other. When one side has only points, its vertices against
+    // the other's edges already cover every candidate pair.
+    let (forward, backward) = match (points_only(a), points_only(b)) {
+        (true, _) => (nearest_pair(a, b), None),
+        (false, true) => (None, nearest_pair(b, a)),
+        (false, false) => (nearest_pair(a, b), nearest_pair(b, a)),
+    };
+    let (pa, pb) = [forward, backward.map(|(d, q, p)| (d, p, q))]
         .into_iter()
         .flatten()
         .min_by(|x, y| x.0.total_cmp(&y.0))
         .map(|(_, p, q)| (p, q))
         .unwrap_or_default();
     Geodesic.distance(Point(pa), Point(pb))
+}
+
+fn points_only(g: &Geometry) -> bool {
+    matches!(
+        g.as_geo(),
+        geo::Geometry::Point(_) | geo::Geometry::MultiPoint(_)
+    )
 }
 
 /// The closest (vertex of `from`, point on an edge or lone point of `to`) pair
