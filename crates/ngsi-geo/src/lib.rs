@@ -7,7 +7,7 @@
 //! * [`query`]: geo-queries from query parameters or from the GeoQuery JSON
 //!   object ([`GeoQuery`]).
 //! * [`relation`]: whether an entity's geometry satisfies a geo relationship
-//!   ([`matches`]), distances in metres on WGS84 ([`distance_m`]) and
+//!   ([`matches()`]), distances in metres on WGS84 ([`distance_m`]) and
 //!   bounding boxes for index prefiltering.
 //!
 //! **Invariant:** no function in this crate panics on any input, and the work
