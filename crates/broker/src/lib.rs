@@ -1,1 +1,407 @@
 //! The NGSI-LD operations, independent of any transport.
+//!
+//! Every operation of the API is one method of [`Broker`]. The HTTP server,
+//! the simulator's in-process path and (later) MQTT ingestion call the same
+//! methods; none of them holds business logic of its own.
+
+mod batch;
+mod context;
+mod discovery;
+mod query;
+mod target;
+
+use std::sync::Arc;
+
+use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_attribute, parse_attributes, parse_entity};
+use ngsi_model::render::{RenderOptions, render_entity};
+use ngsi_model::time::now_micros;
+use ngsi_model::update::{self, UpdateReport};
+use ngsi_model::{Entity, ErrorKind, NgsiError, NgsiResult, Terms, iri};
+use serde_json::{Map, Value};
+use store::{Change, Next, Op, Outcome, Store};
+
+pub use batch::{BatchResult, UpsertMode};
+pub use context::{BodyKind, Ctx};
+pub use query::{EntityQuery, QueryParams, QueryResult, ViewOptions};
+
+/// Settings of the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Page size when the client gives no `limit`.
+    pub default_limit: usize,
+    /// The largest `limit` accepted; above it the spec's TooManyResults.
+    pub max_limit: usize,
+    /// Limits for parsing documents.
+    pub parse: ParseLimits,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self { default_limit: 20, max_limit: 1000, parse: ParseLimits::default() }
+    }
+}
+
+/// The NGSI-LD service.
+pub struct Broker {
+    store: Arc<dyn Store>,
+    contexts: jsonld::ContextResolver,
+    config: BrokerConfig,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The per-attribute result of an update, ready to render (clause 5.2.18).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateResult {
+    /// Compacted names of the attributes written.
+    pub updated: Vec<String>,
+    /// Compacted names of the attributes not written, with the reason.
+    pub not_updated: Vec<(String, String)>,
+}
+
+impl UpdateResult {
+    fn from_report(report: UpdateReport, ctx: &Ctx) -> Self {
+        Self {
+            updated: report.updated.iter().map(|n| ctx.compact(n).into_owned()).collect(),
+            not_updated: report.not_updated.iter().map(|(n, r)| (ctx.compact(n).into_owned(), r.clone())).collect(),
+        }
+    }
+
+    /// Whether some attribute was not written (the API answers 207).
+    pub fn is_partial(&self) -> bool {
+        !self.not_updated.is_empty()
+    }
+
+    /// The UpdateResult JSON body.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "updated": self.updated,
+            "notUpdated": self.not_updated.iter().map(|(n, r)| serde_json::json!({
+                "attributeName": n, "reason": r,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Checks that an entity id taken from a URL is a URI.
+fn check_id(id: &str) -> NgsiResult<()> {
+    if ngsi_model::parse::is_absolute_iri(id) {
+        Ok(())
+    } else {
+        Err(NgsiError::bad_data(format!("entity id {id:?} is not a URI")))
+    }
+}
+
+fn not_found(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("entity {id} does not exist"))
+}
+
+impl Broker {
+    /// A broker over `store`, resolving contexts with `contexts`.
+    pub fn new(store: Arc<dyn Store>, contexts: jsonld::ContextResolver, config: BrokerConfig) -> Self {
+        Self { store, contexts, config }
+    }
+
+    /// The store (for metrics and health).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The context resolver (for the @context serving endpoint).
+    pub fn contexts(&self) -> &jsonld::ContextResolver {
+        &self.contexts
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Fails with NonexistentTenant unless `tenant` exists. The default
+    /// tenant (empty name) always exists.
+    pub fn check_tenant(&self, tenant: &str) -> NgsiResult<()> {
+        if tenant.is_empty() || self.store.tenant_exists(tenant) {
+            Ok(())
+        } else {
+            Err(NgsiError::new(ErrorKind::NonexistentTenant, format!("tenant {tenant} does not exist")))
+        }
+    }
+
+    async fn write_one(&self, tenant: &str, op: Op) -> NgsiResult<Outcome> {
+        let mut results = self.store.write(tenant, vec![op]).await?;
+        results.pop().unwrap_or_else(|| Err(NgsiError::internal("the store returned no result")))
+    }
+
+    /// Create Entity (clause 5.6.1). Returns the new entity's id.
+    pub async fn create_entity(&self, tenant: &str, ctx: &Ctx, body: &Value) -> NgsiResult<Arc<str>> {
+        let mut entity = parse_entity(body, ctx, EntityRequirements { id: true, types: true }, self.config.parse)?;
+        let id = entity.id.clone();
+        self.write_one(
+            tenant,
+            Op::new(id.clone(), move |current| {
+                if current.is_some() {
+                    return Err(NgsiError::new(ErrorKind::AlreadyExists, format!("entity {} already exists", entity.id)));
+                }
+                update::stamp_new(&mut entity, now_micros());
+                Ok(Change::put(entity))
+            }),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Retrieve Entity (clause 5.7.1), rendered for the client.
+    pub fn retrieve_entity(&self, tenant: &str, ctx: &Ctx, id: &str, view: &ViewOptions) -> NgsiResult<Map<String, Value>> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        let entity = self.store.get(tenant, id).ok_or_else(|| not_found(id))?;
+        if let Some(types) = &view.type_filter
+            && !types.matches(&entity.types.iter().map(|t| &**t).collect::<Vec<_>>())
+        {
+            return Err(not_found(id));
+        }
+        Ok(self.render(&entity, ctx, view))
+    }
+
+    /// Renders an entity with the view's projection and options.
+    pub(crate) fn render(&self, entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map<String, Value> {
+        let opts = RenderOptions { format: view.format, sys_attrs: view.sys_attrs, lang: view.lang.as_deref() };
+        if view.attrs.is_none() && view.omit.is_none() && view.dataset_id.is_none() {
+            return render_entity(entity, ctx, &opts);
+        }
+        let mut projected = entity.clone();
+        if let Some(keep) = &view.attrs {
+            projected.attrs.retain(|(n, _)| keep.iter().any(|k| **k == **n));
+        }
+        if let Some(drop) = &view.omit {
+            projected.attrs.retain(|(n, _)| !drop.iter().any(|k| **k == **n));
+        }
+        if let Some(ds) = &view.dataset_id {
+            for (_, instances) in &mut projected.attrs {
+                instances.retain(|a| ds.iter().any(|d| a.dataset_id.as_deref() == d.as_deref()));
+            }
+            projected.attrs.retain(|(_, i)| !i.is_empty());
+        }
+        let mut out = render_entity(&projected, ctx, &opts);
+        if view.omit_id {
+            out.remove("id");
+        }
+        if view.omit_type {
+            out.remove("type");
+        }
+        out
+    }
+
+    /// Update Entity Attributes (clause 5.6.2): only existing attributes are
+    /// written; the result lists the others.
+    pub async fn update_attrs(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value) -> NgsiResult<UpdateResult> {
+        let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
+        let report = self
+            .modify(tenant, id, move |entity, now| Ok(update::update_existing(entity, attrs, now)))
+            .await?;
+        Ok(UpdateResult::from_report(report, ctx))
+    }
+
+    /// Append Entity Attributes (clause 5.6.3), optionally without
+    /// overwriting existing ones.
+    pub async fn append_attrs(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value, no_overwrite: bool) -> NgsiResult<UpdateResult> {
+        let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
+        let report = self
+            .modify(tenant, id, move |entity, now| Ok(update::append(entity, attrs, no_overwrite, now)))
+            .await?;
+        Ok(UpdateResult::from_report(report, ctx))
+    }
+
+    /// Partial Attribute Update (clause 5.6.4).
+    pub async fn partial_attr_update(&self, tenant: &str, ctx: &Ctx, id: &str, attr: &str, body: &Value) -> NgsiResult<()> {
+        check_id(id)?;
+        let name = iri(&ctx.expand(attr));
+        let Value::Object(_) = body else {
+            return Err(NgsiError::bad_data("an attribute fragment must be a JSON object"));
+        };
+        let patch = parse_fragment_instance(attr, body, ctx, ParseLimits::patch())?;
+        self.modify(tenant, id, move |entity, now| {
+            update::partial_update(entity, &name, patch, now)?;
+            Ok(UpdateReport::default())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Replace Attribute (clause 5.6.19).
+    pub async fn replace_attr(&self, tenant: &str, ctx: &Ctx, id: &str, attr: &str, body: &Value) -> NgsiResult<()> {
+        check_id(id)?;
+        let name = iri(&ctx.expand(attr));
+        let instances = parse_attribute(attr, strip_context(body).as_ref().unwrap_or(body), ctx, self.config.parse)?;
+        self.modify(tenant, id, move |entity, now| {
+            update::replace_attribute(entity, &name, instances, now)?;
+            Ok(UpdateReport::default())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Delete Entity Attribute (clause 5.6.5).
+    pub async fn delete_attr(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        attr: &str,
+        dataset_id: Option<&str>,
+        delete_all: bool,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        if let Some(d) = dataset_id
+            && !ngsi_model::parse::is_absolute_iri(d)
+        {
+            return Err(NgsiError::bad_data(format!("datasetId {d:?} is not a URI")));
+        }
+        let name = iri(&ctx.expand(attr));
+        let dataset_id = dataset_id.filter(|d| *d != "@none").map(str::to_string);
+        self.modify(tenant, id, move |entity, now| {
+            update::delete_attribute(entity, &name, dataset_id.as_deref(), delete_all, now)?;
+            Ok(UpdateReport::default())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Merge Entity (clause 5.6.17).
+    pub async fn merge_entity(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value) -> NgsiResult<()> {
+        let fragment = self.fragment_entity(ctx, id, body, ParseLimits::patch())?;
+        self.modify(tenant, id, move |entity, now| {
+            update::merge(entity, fragment, now);
+            Ok(UpdateReport::default())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Replace Entity (clause 5.6.18).
+    pub async fn replace_entity(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value) -> NgsiResult<()> {
+        let mut new = self.fragment_entity(ctx, id, body, self.config.parse)?;
+        if new.types.is_empty() {
+            return Err(NgsiError::bad_data("entity type is missing"));
+        }
+        new.id = id.into();
+        self.check_tenant(tenant)?;
+        self.write_one(
+            tenant,
+            Op::new(id, move |current| {
+                let old = current.ok_or_else(|| not_found(&new.id))?;
+                Ok(Change::put(update::replace(old, new, now_micros())))
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Delete Entity (clause 5.6.6).
+    pub async fn delete_entity(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        let owned: Arc<str> = id.into();
+        let id2 = owned.clone();
+        self.write_one(
+            tenant,
+            Op::new(owned, move |current| match current {
+                Some(_) => Ok(Change { next: Next::Delete, report: None }),
+                None => Err(not_found(&id2)),
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs `f` on the latest version of entity `id` inside the writer and
+    /// stores the result.
+    async fn modify(
+        &self,
+        tenant: &str,
+        id: &str,
+        f: impl FnOnce(&mut Entity, i64) -> NgsiResult<UpdateReport> + Send + 'static,
+    ) -> NgsiResult<UpdateReport> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        let owned: Arc<str> = id.into();
+        let id2 = owned.clone();
+        let outcome = self
+            .write_one(
+                tenant,
+                Op::new(owned, move |current| {
+                    let mut entity = current.cloned().ok_or_else(|| not_found(&id2))?;
+                    let report = f(&mut entity, now_micros())?;
+                    let unchanged = report.updated.is_empty() && !report.not_updated.is_empty();
+                    Ok(Change {
+                        next: if unchanged { Next::Keep } else { Next::Put(entity) },
+                        report: Some(report),
+                    })
+                }),
+            )
+            .await?;
+        Ok(outcome.report.unwrap_or_default())
+    }
+
+    /// Parses an entity fragment for the attribute operations: attributes
+    /// only; an `id` member, if present, must match.
+    fn fragment_attrs(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+        limits: ParseLimits,
+    ) -> NgsiResult<Vec<(ngsi_model::Iri, Vec<ngsi_model::Attribute>)>> {
+        check_id(id)?;
+        let Value::Object(map) = body else {
+            return Err(NgsiError::bad_data("an entity fragment must be a JSON object"));
+        };
+        check_fragment_id(map, id)?;
+        parse_attributes(map, ctx, limits)
+    }
+
+    fn fragment_entity(&self, ctx: &Ctx, id: &str, body: &Value, limits: ParseLimits) -> NgsiResult<Entity> {
+        check_id(id)?;
+        let Value::Object(map) = body else {
+            return Err(NgsiError::bad_data("an entity fragment must be a JSON object"));
+        };
+        check_fragment_id(map, id)?;
+        parse_entity(body, ctx, EntityRequirements::default(), limits)
+    }
+}
+
+fn check_fragment_id(map: &Map<String, Value>, id: &str) -> NgsiResult<()> {
+    match map.get("id").or_else(|| map.get("@id")) {
+        Some(Value::String(s)) if s == id => Ok(()),
+        Some(_) => Err(NgsiError::bad_data("the id in the body differs from the id in the path")),
+        None => Ok(()),
+    }
+}
+
+fn strip_context(body: &Value) -> Option<Value> {
+    match body {
+        Value::Object(m) if m.contains_key("@context") => {
+            let mut m = m.clone();
+            m.remove("@context");
+            Some(Value::Object(m))
+        }
+        _ => None,
+    }
+}
+
+/// Parses the body of a partial attribute update: an attribute fragment in
+/// which the value member may be missing (only metadata or sub-attributes
+/// change).
+fn parse_fragment_instance(name: &str, body: &Value, ctx: &Ctx, limits: ParseLimits) -> NgsiResult<ngsi_model::Attribute> {
+    let stripped = strip_context(body);
+    let body = stripped.as_ref().unwrap_or(body);
+    let mut instances = parse_attribute(name, body, ctx, limits)?;
+    if instances.len() != 1 {
+        return Err(NgsiError::bad_data("a partial update carries one attribute instance"));
+    }
+    Ok(instances.remove(0))
+}

@@ -1,0 +1,236 @@
+//! Batch operations (clauses 5.6.7 to 5.6.10 and 5.6.20): many entities in
+//! one request, applied in array order in one store write, with a result per
+//! entity.
+
+use std::sync::Arc;
+
+use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_entity};
+use ngsi_model::time::now_micros;
+use ngsi_model::{Entity, ErrorKind, NgsiError, NgsiResult, update};
+use serde_json::Value;
+use store::{Change, Next, Op};
+
+use crate::{Broker, BodyKind, Ctx, not_found};
+
+/// The result of a batch operation (BatchOperationResult, clause 5.2.16).
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Ids of the entities that succeeded.
+    pub success: Vec<String>,
+    /// Ids of the entities that did not, with the reason.
+    pub errors: Vec<(String, NgsiError)>,
+    /// Ids of the entities that did not exist before (create and upsert).
+    pub created: Vec<String>,
+}
+
+impl BatchResult {
+    /// The BatchOperationResult JSON body.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "success": self.success,
+            "errors": self.errors.iter().map(|(id, e)| serde_json::json!({
+                "entityId": id,
+                "error": e.problem_details(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// How Batch Upsert treats entities that exist (clause 5.6.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertMode {
+    /// Replace the whole entity (the default).
+    Replace,
+    /// Update: add and overwrite attributes, keep the others.
+    Update,
+}
+
+/// What each batch operation does with one parsed entity.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Create,
+    Upsert(UpsertMode),
+    Update { no_overwrite: bool },
+    Merge,
+}
+
+fn entity_id_of(v: &Value) -> String {
+    match v.get("id").or_else(|| v.get("@id")) {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn batch_array(body: &Value) -> NgsiResult<&Vec<Value>> {
+    match body {
+        Value::Array(items) if items.is_empty() => Err(NgsiError::bad_data("a batch needs at least one entity")),
+        Value::Array(items) if items.iter().any(Value::is_null) => {
+            Err(NgsiError::bad_data("a batch cannot contain null"))
+        }
+        Value::Array(items) => Ok(items),
+        _ => Err(NgsiError::bad_data("a batch must be a JSON array")),
+    }
+}
+
+impl Broker {
+    /// Batch Create.
+    pub async fn batch_create(&self, tenant: &str, kind: BodyKind, link: Option<&str>, body: &Value) -> NgsiResult<BatchResult> {
+        self.batch(tenant, kind, link, body, Kind::Create).await
+    }
+
+    /// Batch Upsert.
+    pub async fn batch_upsert(
+        &self,
+        tenant: &str,
+        kind: BodyKind,
+        link: Option<&str>,
+        body: &Value,
+        mode: UpsertMode,
+    ) -> NgsiResult<BatchResult> {
+        self.batch(tenant, kind, link, body, Kind::Upsert(mode)).await
+    }
+
+    /// Batch Update.
+    pub async fn batch_update(
+        &self,
+        tenant: &str,
+        kind: BodyKind,
+        link: Option<&str>,
+        body: &Value,
+        no_overwrite: bool,
+    ) -> NgsiResult<BatchResult> {
+        self.check_tenant(tenant)?;
+        self.batch(tenant, kind, link, body, Kind::Update { no_overwrite }).await
+    }
+
+    /// Batch Merge.
+    pub async fn batch_merge(&self, tenant: &str, kind: BodyKind, link: Option<&str>, body: &Value) -> NgsiResult<BatchResult> {
+        self.check_tenant(tenant)?;
+        self.batch(tenant, kind, link, body, Kind::Merge).await
+    }
+
+    /// Batch Delete: the body is an array of entity ids.
+    pub async fn batch_delete(&self, tenant: &str, body: &Value) -> NgsiResult<BatchResult> {
+        let items = batch_array(body)?;
+        self.check_tenant(tenant)?;
+        let mut result = BatchResult::default();
+        let mut ops = Vec::new();
+        let mut op_ids = Vec::new();
+        for item in items {
+            match item {
+                Value::String(id) if ngsi_model::parse::is_absolute_iri(id) => {
+                    let id2 = id.clone();
+                    ops.push(Op::new(id.as_str(), move |current| match current {
+                        Some(_) => Ok(Change { next: Next::Delete, report: None }),
+                        None => Err(not_found(&id2)),
+                    }));
+                    op_ids.push(id.clone());
+                }
+                other => result.errors.push((
+                    other.as_str().unwrap_or_default().to_string(),
+                    NgsiError::bad_data("a batch delete holds entity ids (URIs)"),
+                )),
+            }
+        }
+        self.run_ops(tenant, ops, op_ids, &mut result).await?;
+        Ok(result)
+    }
+
+    async fn batch(&self, tenant: &str, body_kind: BodyKind, link: Option<&str>, body: &Value, kind: Kind) -> NgsiResult<BatchResult> {
+        let items = batch_array(body)?;
+        let shared_ctx = match body_kind {
+            BodyKind::Json => Some(self.context_from_link(link).await),
+            BodyKind::LdJson => None,
+        };
+        let mut result = BatchResult::default();
+        let mut ops = Vec::with_capacity(items.len());
+        let mut op_ids = Vec::with_capacity(items.len());
+        for item in items {
+            let id = entity_id_of(item);
+            let ctx: NgsiResult<Ctx> = match &shared_ctx {
+                Some(c) => match item.get("@context") {
+                    Some(_) => Err(NgsiError::bad_data("an application/json body cannot carry @context")),
+                    None => c.clone(),
+                },
+                None => self.context_for_body(BodyKind::LdJson, None, item).await,
+            };
+            let parsed = ctx.and_then(|ctx| self.batch_entity(item, &ctx, kind));
+            match parsed {
+                Ok(entity) => {
+                    op_ids.push(entity.id.to_string());
+                    ops.push(batch_op(entity, kind));
+                }
+                Err(e) => result.errors.push((id, e)),
+            }
+        }
+        self.run_ops(tenant, ops, op_ids, &mut result).await?;
+        Ok(result)
+    }
+
+    fn batch_entity(&self, item: &Value, ctx: &Ctx, kind: Kind) -> NgsiResult<Entity> {
+        let (req, limits) = match kind {
+            Kind::Create | Kind::Upsert(_) => (EntityRequirements { id: true, types: true }, self.config.parse),
+            Kind::Update { .. } => (EntityRequirements { id: true, types: false }, self.config.parse),
+            Kind::Merge => (EntityRequirements { id: true, types: false }, ParseLimits::patch()),
+        };
+        parse_entity(item, ctx, req, limits)
+    }
+
+    async fn run_ops(&self, tenant: &str, ops: Vec<Op>, op_ids: Vec<String>, result: &mut BatchResult) -> NgsiResult<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.store.write(tenant, ops).await?;
+        for (id, outcome) in op_ids.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(o) => {
+                    if o.created {
+                        result.created.push(id.clone());
+                    }
+                    result.success.push(id);
+                }
+                Err(e) => result.errors.push((id, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn batch_op(mut entity: Entity, kind: Kind) -> Op {
+    let id: Arc<str> = entity.id.clone();
+    Op::new(id, move |current| {
+        let now = now_micros();
+        match (kind, current) {
+            (Kind::Create, Some(_)) => {
+                Err(NgsiError::new(ErrorKind::AlreadyExists, format!("entity {} already exists", entity.id)))
+            }
+            (Kind::Create | Kind::Upsert(_), None) => {
+                update::stamp_new(&mut entity, now);
+                Ok(Change::put(entity))
+            }
+            (Kind::Upsert(UpsertMode::Replace), Some(old)) => Ok(Change::put(update::replace(old, entity, now))),
+            (Kind::Upsert(UpsertMode::Update), Some(old)) => {
+                let mut e = old.clone();
+                for t in &entity.types {
+                    if !e.types.contains(t) {
+                        e.types.push(t.clone());
+                    }
+                }
+                update::append(&mut e, entity.attrs, false, now);
+                e.modified_at = now;
+                Ok(Change::put(e))
+            }
+            (Kind::Update { no_overwrite }, Some(old)) => {
+                let mut e = old.clone();
+                let report = update::append(&mut e, entity.attrs, no_overwrite, now);
+                Ok(Change { next: Next::Put(e), report: Some(report) })
+            }
+            (Kind::Merge, Some(old)) => {
+                let mut e = old.clone();
+                update::merge(&mut e, entity, now);
+                Ok(Change::put(e))
+            }
+            (Kind::Update { .. } | Kind::Merge, None) => Err(not_found(&entity.id)),
+        }
+    })
+}

@@ -1,0 +1,117 @@
+//! The JSON-LD context of a request, as the rest of the broker sees it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use ngsi_model::{NgsiError, NgsiResult, Terms};
+use serde_json::Value;
+
+/// The resolved @context of one request: the term table, plus where it came
+/// from so that responses can point at it.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The processed context (user terms over the core context).
+    pub table: Arc<jsonld::Context>,
+    /// The context as the client gave it (a URL, an object or an array);
+    /// `None` when the client gave none and the core context applies.
+    pub source: Option<Value>,
+}
+
+impl Terms for Ctx {
+    fn expand<'a>(&'a self, term: &'a str) -> Cow<'a, str> {
+        self.table.expand_term(term)
+    }
+
+    fn compact<'a>(&'a self, iri: &'a str) -> Cow<'a, str> {
+        self.table.compact_iri(iri)
+    }
+}
+
+impl Ctx {
+    /// The core context alone.
+    pub fn core() -> Self {
+        Self { table: jsonld::Context::core(), source: None }
+    }
+
+    /// The URL to put in a response's Link header: the client's context when
+    /// it was a single URL, else the default core context URL.
+    pub fn link_url(&self) -> &str {
+        match &self.source {
+            Some(Value::String(url)) => url,
+            _ => jsonld::CORE_CONTEXT_URL,
+        }
+    }
+
+    /// The value for `@context` in a JSON-LD response body.
+    pub fn body_value(&self) -> Value {
+        match &self.source {
+            Some(v) => v.clone(),
+            None => Value::String(jsonld::CORE_CONTEXT_URL.to_string()),
+        }
+    }
+}
+
+/// Where the @context of a request body comes from (clause 6.3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json` (or merge-patch+json): from the Link header only.
+    Json,
+    /// `application/ld+json`: from the body's `@context` member.
+    LdJson,
+}
+
+pub(crate) fn context_error(e: jsonld::ContextError) -> NgsiError {
+    match e {
+        jsonld::ContextError::NotAvailable { url, reason } => NgsiError::new(
+            ngsi_model::ErrorKind::LdContextNotAvailable,
+            format!("the @context {url} could not be retrieved: {reason}"),
+        ),
+        other => NgsiError::bad_data(format!("invalid @context: {other}")),
+    }
+}
+
+impl crate::Broker {
+    /// Resolves the context named by a Link header (or the core context).
+    pub async fn context_from_link(&self, link: Option<&str>) -> NgsiResult<Ctx> {
+        match link {
+            None => Ok(Ctx::core()),
+            Some(url) => {
+                let source = Value::String(url.to_string());
+                let table = self.contexts.resolve(&source).await.map_err(context_error)?;
+                Ok(Ctx { table, source: Some(source) })
+            }
+        }
+    }
+
+    /// Resolves the context of a request body: the Link header for JSON, the
+    /// body's `@context` for JSON-LD, with the rules of clause 6.3.5 between
+    /// them.
+    pub async fn context_for_body(&self, kind: BodyKind, link: Option<&str>, body: &Value) -> NgsiResult<Ctx> {
+        let inline = match body {
+            Value::Object(m) => m.get("@context"),
+            _ => None,
+        };
+        match kind {
+            BodyKind::Json => {
+                if inline.is_some() {
+                    return Err(NgsiError::bad_data(
+                        "an application/json body cannot carry @context; use a Link header or application/ld+json",
+                    ));
+                }
+                self.context_from_link(link).await
+            }
+            BodyKind::LdJson => {
+                let Some(source) = inline else {
+                    return Err(NgsiError::bad_data("an application/ld+json body must carry @context"));
+                };
+                self.context_from_value(source).await
+            }
+        }
+    }
+
+    /// Resolves an inline `@context` value.
+    pub async fn context_from_value(&self, source: &Value) -> NgsiResult<Ctx> {
+        let table = self.contexts.resolve(source).await.map_err(context_error)?;
+        Ok(Ctx { table, source: Some(source.clone()) })
+    }
+}

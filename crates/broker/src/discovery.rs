@@ -1,0 +1,145 @@
+//! Type and attribute discovery (clauses 5.7.5 to 5.7.10).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ngsi_model::{Entity, Iri, NgsiError, NgsiResult, Terms, iri};
+use serde_json::{Value, json};
+
+use crate::{Broker, Ctx};
+
+#[derive(Default)]
+struct TypeInfo {
+    count: usize,
+    attrs: BTreeMap<Iri, BTreeSet<&'static str>>,
+}
+
+#[derive(Default)]
+struct AttrInfo {
+    count: usize,
+    kinds: BTreeSet<&'static str>,
+    types: BTreeSet<Iri>,
+}
+
+fn unique_id(prefix: &str) -> String {
+    format!("urn:ngsi-ld:{prefix}:{:x}", ngsi_model::time::now_micros())
+}
+
+impl Broker {
+    fn type_infos(&self, tenant: &str) -> BTreeMap<Iri, TypeInfo> {
+        let mut out: BTreeMap<Iri, TypeInfo> = BTreeMap::new();
+        self.store.scan(tenant, &mut |e: &Entity| {
+            for t in &e.types {
+                let info = out.entry(t.clone()).or_default();
+                info.count += 1;
+                for (name, instances) in &e.attrs {
+                    let kinds = info.attrs.entry(name.clone()).or_default();
+                    kinds.extend(instances.iter().map(|a| a.value.kind_name()));
+                }
+            }
+        });
+        out
+    }
+
+    fn attr_infos(&self, tenant: &str) -> BTreeMap<Iri, AttrInfo> {
+        let mut out: BTreeMap<Iri, AttrInfo> = BTreeMap::new();
+        self.store.scan(tenant, &mut |e: &Entity| {
+            for (name, instances) in &e.attrs {
+                let info = out.entry(name.clone()).or_default();
+                info.count += 1;
+                info.kinds.extend(instances.iter().map(|a| a.value.kind_name()));
+                info.types.extend(e.types.iter().cloned());
+            }
+        });
+        out
+    }
+
+    /// Retrieve Available Entity Types (clause 5.7.5) and their details
+    /// (clause 5.7.6).
+    pub fn entity_types(&self, tenant: &str, ctx: &Ctx, details: bool) -> NgsiResult<Value> {
+        self.check_tenant(tenant)?;
+        let infos = self.type_infos(tenant);
+        if details {
+            return Ok(Value::Array(
+                infos
+                    .iter()
+                    .map(|(t, info)| {
+                        json!({
+                            "id": &**t,
+                            "type": "EntityType",
+                            "typeName": ctx.compact(t),
+                            "attributeNames": info.attrs.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            ));
+        }
+        Ok(json!({
+            "id": unique_id("EntityTypeList"),
+            "type": "EntityTypeList",
+            "typeList": infos.keys().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// Retrieve Entity Type Information (clause 5.7.7).
+    pub fn entity_type_info(&self, tenant: &str, ctx: &Ctx, type_name: &str) -> NgsiResult<Value> {
+        self.check_tenant(tenant)?;
+        let t = iri(&ctx.expand(type_name));
+        let infos = self.type_infos(tenant);
+        let info = infos.get(&t).ok_or_else(|| NgsiError::not_found(format!("no entity has type {type_name}")))?;
+        Ok(json!({
+            "id": &*t,
+            "type": "EntityTypeInfo",
+            "typeName": ctx.compact(&t),
+            "entityCount": info.count,
+            "attributeDetails": info.attrs.iter().map(|(a, kinds)| json!({
+                "id": &**a,
+                "type": "Attribute",
+                "attributeName": ctx.compact(a),
+                "attributeTypes": kinds.iter().collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// Retrieve Available Attributes (clause 5.7.8) and their details
+    /// (clause 5.7.9).
+    pub fn attributes(&self, tenant: &str, ctx: &Ctx, details: bool) -> NgsiResult<Value> {
+        self.check_tenant(tenant)?;
+        let infos = self.attr_infos(tenant);
+        if details {
+            return Ok(Value::Array(
+                infos
+                    .iter()
+                    .map(|(a, info)| {
+                        json!({
+                            "id": &**a,
+                            "type": "Attribute",
+                            "attributeName": ctx.compact(a),
+                            "typeNames": info.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            ));
+        }
+        Ok(json!({
+            "id": unique_id("AttributeList"),
+            "type": "AttributeList",
+            "attributeList": infos.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// Retrieve Attribute Information (clause 5.7.10).
+    pub fn attribute_info(&self, tenant: &str, ctx: &Ctx, attr: &str) -> NgsiResult<Value> {
+        self.check_tenant(tenant)?;
+        let a = iri(&ctx.expand(attr));
+        let infos = self.attr_infos(tenant);
+        let info = infos.get(&a).ok_or_else(|| NgsiError::not_found(format!("no entity has attribute {attr}")))?;
+        Ok(json!({
+            "id": &*a,
+            "type": "Attribute",
+            "attributeName": ctx.compact(&a),
+            "attributeCount": info.count,
+            "attributeTypes": info.kinds.iter().collect::<Vec<_>>(),
+            "typeNames": info.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+        }))
+    }
+}

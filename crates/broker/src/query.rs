@@ -1,0 +1,494 @@
+//! Query Entities (clause 5.7.2), its parameters, the view options shared
+//! with Retrieve Entity, and Purge Entities (clause 5.6.21).
+
+use std::sync::Arc;
+
+use ngsi_geo::GeoQuery;
+use ngsi_model::render::Format;
+use ngsi_model::{AttrValue, Entity, Iri, NgsiError, NgsiResult, Terms, iri};
+use ngsi_query::{Query, ScopeQuery, TypeExpr};
+use regex::Regex;
+use serde_json::{Map, Value};
+use store::{Change, Next, Op, Page, Selection};
+
+use crate::target::EntityTarget;
+use crate::{Broker, Ctx};
+
+/// Query parameters as the client wrote them (already percent-decoded).
+/// Shared by the HTTP binding and any other front end.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams {
+    pub id: Option<String>,
+    pub id_pattern: Option<String>,
+    pub r#type: Option<String>,
+    pub attrs: Option<String>,
+    pub pick: Option<String>,
+    pub omit: Option<String>,
+    pub q: Option<String>,
+    pub scope_q: Option<String>,
+    pub georel: Option<String>,
+    pub geometry: Option<String>,
+    pub coordinates: Option<String>,
+    pub geoproperty: Option<String>,
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+    pub count: Option<String>,
+    pub options: Option<String>,
+    pub format: Option<String>,
+    pub lang: Option<String>,
+    pub dataset_id: Option<String>,
+    pub keep: Option<String>,
+    pub drop: Option<String>,
+}
+
+/// How matched entities are shown: representation and projection.
+#[derive(Debug, Clone, Default)]
+pub struct ViewOptions {
+    /// The representation.
+    pub format: Format,
+    /// Show createdAt/modifiedAt.
+    pub sys_attrs: bool,
+    /// The language to pick from LanguageProperties.
+    pub lang: Option<String>,
+    /// Keep only these attributes (expanded).
+    pub attrs: Option<Vec<Iri>>,
+    /// Drop these attributes (expanded).
+    pub omit: Option<Vec<Iri>>,
+    /// Drop the id member (omit=id).
+    pub omit_id: bool,
+    /// Drop the type member (omit=type).
+    pub omit_type: bool,
+    /// Keep only these instances (`None` inside means the default instance).
+    pub dataset_id: Option<Vec<Option<String>>>,
+    /// Retrieve only if the entity matches this type expression.
+    pub type_filter: Option<TypeExpr>,
+}
+
+/// One entity selector: ids, an id pattern and a type expression, all of
+/// which must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    ids: Option<Vec<Arc<str>>>,
+    id_pattern: Option<Regex>,
+    types: Option<TypeExpr>,
+}
+
+impl Selector {
+    fn matches(&self, e: &Entity, types: &[&str]) -> bool {
+        self.ids.as_ref().is_none_or(|ids| ids.iter().any(|i| *i == e.id))
+            && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&e.id))
+            && self.types.as_ref().is_none_or(|t| t.matches(types))
+    }
+}
+
+/// A parsed entity query, with every name expanded.
+#[derive(Debug, Clone, Default)]
+pub struct EntityQuery {
+    selectors: Vec<Selector>,
+    attrs_filter: Option<Vec<Iri>>,
+    q: Option<Query>,
+    scope_q: Option<ScopeQuery>,
+    geo: Option<(GeoQuery, Iri)>,
+    /// Matches to skip.
+    pub offset: usize,
+    /// Matches to return at most.
+    pub limit: usize,
+    /// Count all matches.
+    pub count: bool,
+    /// How to render the matches.
+    pub view: ViewOptions,
+}
+
+/// One page of rendered query results.
+#[derive(Debug, Default)]
+pub struct QueryResult {
+    /// The rendered entities.
+    pub entities: Vec<Map<String, Value>>,
+    /// All matches, when counted.
+    pub total: Option<usize>,
+}
+
+fn bad(e: impl std::fmt::Display) -> NgsiError {
+    NgsiError::bad_data(e.to_string())
+}
+
+fn expand_list(list: &str, ctx: &Ctx) -> NgsiResult<Vec<Iri>> {
+    let names = ngsi_query::parse_attr_list(list).map_err(bad)?;
+    Ok(names.iter().map(|n| iri(&ctx.expand(n))).collect())
+}
+
+fn parse_types(s: &str, ctx: &Ctx) -> NgsiResult<TypeExpr> {
+    let mut t = ngsi_query::parse_type_expr(s).map_err(bad)?;
+    t.map_names(&mut |n| ctx.expand(n).into_owned());
+    Ok(t)
+}
+
+fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
+    let mut q = ngsi_query::parse_q(s).map_err(|e| NgsiError::bad_data(format!("invalid q: {e}")))?;
+    q.map_attr_names(&mut |n| match n {
+        // Metadata members keep their core names.
+        "observedAt" | "createdAt" | "modifiedAt" | "unitCode" | "datasetId" => n.to_string(),
+        _ => ctx.expand(n).into_owned(),
+    });
+    Ok(q)
+}
+
+fn parse_usize(s: Option<&str>, name: &str, default: usize) -> NgsiResult<usize> {
+    match s {
+        None => Ok(default),
+        Some(v) => v.parse::<usize>().map_err(|_| NgsiError::bad_data(format!("{name} must be a non-negative integer"))),
+    }
+}
+
+fn parse_bool(s: Option<&str>, name: &str) -> NgsiResult<bool> {
+    match s {
+        None => Ok(false),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(_) => Err(NgsiError::bad_data(format!("{name} must be true or false"))),
+    }
+}
+
+impl ViewOptions {
+    /// Parses `options`, `format`, `attrs`, `pick`, `omit`, `lang` and
+    /// `datasetId`.
+    pub fn from_params(p: &QueryParams, ctx: &Ctx) -> NgsiResult<Self> {
+        let mut v = ViewOptions::default();
+        let mut format = None;
+        if let Some(options) = &p.options {
+            for o in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                match o {
+                    "keyValues" | "simplified" => format = Some(Format::KeyValues),
+                    "concise" => {
+                        if format != Some(Format::KeyValues) {
+                            format = Some(Format::Concise)
+                        }
+                    }
+                    "normalized" => {
+                        if format.is_none() {
+                            format = Some(Format::Normalized)
+                        }
+                    }
+                    "sysAttrs" => v.sys_attrs = true,
+                    // Accepted for compatibility; they do not change a query.
+                    "noOverwrite" | "replace" | "update" => {}
+                    other => return Err(NgsiError::bad_data(format!("unknown option {other:?}"))),
+                }
+            }
+        }
+        if let Some(f) = &p.format {
+            format = Some(match f.as_str() {
+                "keyValues" | "simplified" => Format::KeyValues,
+                "concise" => Format::Concise,
+                "normalized" => Format::Normalized,
+                other => return Err(NgsiError::bad_data(format!("unknown format {other:?}"))),
+            });
+        }
+        v.format = format.unwrap_or_default();
+        if p.pick.is_some() && p.omit.is_some() {
+            return Err(NgsiError::bad_data("pick and omit cannot be used together"));
+        }
+        if let Some(a) = &p.attrs {
+            v.attrs = Some(expand_list(a, ctx)?);
+        }
+        if let Some(pick) = &p.pick {
+            let names = ngsi_query::parse_attr_list(pick).map_err(bad)?;
+            v.omit_id = !names.iter().any(|n| n == "id");
+            v.omit_type = !names.iter().any(|n| n == "type");
+            let picked: Vec<Iri> =
+                names.iter().filter(|n| *n != "id" && *n != "type").map(|n| iri(&ctx.expand(n))).collect();
+            v.attrs = Some(match v.attrs.take() {
+                Some(a) => a.into_iter().filter(|x| picked.contains(x)).collect(),
+                None => picked,
+            });
+        }
+        if let Some(omit) = &p.omit {
+            let names = ngsi_query::parse_attr_list(omit).map_err(bad)?;
+            v.omit_id = names.iter().any(|n| n == "id");
+            v.omit_type = names.iter().any(|n| n == "type");
+            v.omit = Some(names.iter().filter(|n| *n != "id" && *n != "type").map(|n| iri(&ctx.expand(n))).collect());
+        }
+        if let Some(lang) = &p.lang {
+            v.lang = Some(lang.split(',').next().unwrap_or("*").trim().to_string());
+        }
+        if let Some(ds) = &p.dataset_id {
+            v.dataset_id = Some(
+                ds.split(',')
+                    .map(|d| match d.trim() {
+                        "@none" => None,
+                        d => Some(d.to_string()),
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(t) = &p.r#type {
+            v.type_filter = Some(parse_types(t, ctx)?);
+        }
+        Ok(v)
+    }
+}
+
+impl EntityQuery {
+    /// Parses the query-string form (GET /entities, DELETE /entities).
+    pub fn from_params(p: &QueryParams, ctx: &Ctx, default_limit: usize, max_limit: usize) -> NgsiResult<Self> {
+        let mut selector = Selector::default();
+        if let Some(ids) = &p.id {
+            let list: Vec<Arc<str>> = ids.split(',').map(|s| Arc::from(s.trim())).collect();
+            for i in &list {
+                if !ngsi_model::parse::is_absolute_iri(i) {
+                    return Err(NgsiError::bad_data(format!("id {i:?} is not a URI")));
+                }
+            }
+            selector.ids = Some(list);
+        }
+        if let Some(p) = &p.id_pattern {
+            selector.id_pattern =
+                Some(Regex::new(p).map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?);
+        }
+        if let Some(t) = &p.r#type {
+            selector.types = Some(parse_types(t, ctx)?);
+        }
+        let geo = match (&p.georel, &p.geometry, &p.coordinates) {
+            (None, None, None) => None,
+            _ => {
+                let g = ngsi_geo::parse_geoquery_params(
+                    p.georel.as_deref(),
+                    p.geometry.as_deref(),
+                    p.coordinates.as_deref(),
+                    p.geoproperty.as_deref(),
+                )
+                .map_err(bad)?;
+                let prop = iri(&ctx.expand(g.geoproperty_or_default()));
+                Some((g, prop))
+            }
+        };
+        let mut view = ViewOptions::from_params(p, ctx)?;
+        view.type_filter = None;
+        let q = EntityQuery {
+            selectors: vec![selector],
+            attrs_filter: view.attrs.clone().filter(|_| p.attrs.is_some()),
+            q: p.q.as_deref().map(|s| parse_q(s, ctx)).transpose()?,
+            scope_q: p
+                .scope_q
+                .as_deref()
+                .map(|s| ngsi_query::parse_scope_q(s).map_err(|e| NgsiError::bad_data(format!("invalid scopeQ: {e}"))))
+                .transpose()?,
+            geo,
+            offset: parse_usize(p.offset.as_deref(), "offset", 0)?,
+            limit: parse_usize(p.limit.as_deref(), "limit", default_limit)?,
+            count: parse_bool(p.count.as_deref(), "count")?,
+            view,
+        };
+        q.check_limits(max_limit)?;
+        Ok(q)
+    }
+
+    /// Parses the body of POST /entityOperations/query (a Query, clause
+    /// 5.2.23) with paging and view parameters from the query string.
+    pub fn from_json(body: &Value, p: &QueryParams, ctx: &Ctx, default_limit: usize, max_limit: usize) -> NgsiResult<Self> {
+        let Value::Object(m) = body else {
+            return Err(NgsiError::bad_data("a Query must be a JSON object"));
+        };
+        match m.get("type") {
+            Some(Value::String(t)) if t == "Query" => {}
+            _ => return Err(NgsiError::bad_data("a Query needs \"type\": \"Query\"")),
+        }
+        let string = |k: &str| -> NgsiResult<Option<String>> {
+            match m.get(k) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(NgsiError::bad_data(format!("{k} must be a string"))),
+            }
+        };
+        let mut params = p.clone();
+        params.q = string("q")?;
+        params.scope_q = string("scopeQ")?;
+        if let Some(lang) = string("lang")? {
+            params.lang = Some(lang);
+        }
+        params.attrs = match m.get("attrs") {
+            None => None,
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| NgsiError::bad_data("attrs must hold strings")))
+                    .collect::<NgsiResult<Vec<_>>>()?
+                    .join(","),
+            ),
+            Some(_) => return Err(NgsiError::bad_data("attrs must be an array")),
+        };
+        let mut q = Self::from_params(&params, ctx, default_limit, max_limit)?;
+        if let Some(g) = m.get("geoQ") {
+            let g = ngsi_geo::parse_geoquery_json(g).map_err(bad)?;
+            let prop = iri(&ctx.expand(g.geoproperty_or_default()));
+            q.geo = Some((g, prop));
+        }
+        if let Some(entities) = m.get("entities") {
+            let Value::Array(list) = entities else {
+                return Err(NgsiError::bad_data("entities must be an array"));
+            };
+            q.selectors = list
+                .iter()
+                .map(|sel| {
+                    let Value::Object(s) = sel else {
+                        return Err(NgsiError::bad_data("an entity selector must be an object"));
+                    };
+                    let mut out = Selector::default();
+                    if let Some(Value::String(id)) = s.get("id") {
+                        out.ids = Some(vec![Arc::from(id.as_str())]);
+                    }
+                    if let Some(Value::String(p)) = s.get("idPattern") {
+                        out.id_pattern =
+                            Some(Regex::new(p).map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?);
+                    }
+                    if let Some(Value::String(t)) = s.get("type") {
+                        out.types = Some(parse_types(t, ctx)?);
+                    }
+                    Ok(out)
+                })
+                .collect::<NgsiResult<Vec<_>>>()?;
+        }
+        Ok(q)
+    }
+
+    fn check_limits(&self, max_limit: usize) -> NgsiResult<()> {
+        if self.limit > max_limit {
+            return Err(NgsiError::new(
+                ngsi_model::ErrorKind::TooManyResults,
+                format!("limit {} is above the maximum of {max_limit}", self.limit),
+            ));
+        }
+        if self.limit == 0 && !self.count {
+            return Err(NgsiError::bad_data("limit=0 is only allowed with count=true"));
+        }
+        Ok(())
+    }
+
+    /// Whether the query names anything to select by (clause 5.7.2 needs at
+    /// least one of type, id, idPattern, attrs, q, geo-query or scopeQ).
+    pub fn has_selector(&self) -> bool {
+        self.selectors.iter().any(|s| s.ids.is_some() || s.id_pattern.is_some() || s.types.is_some())
+            || self.attrs_filter.is_some()
+            || self.q.is_some()
+            || self.scope_q.is_some()
+            || self.geo.is_some()
+    }
+
+    /// Whether `e` matches every condition of the query.
+    pub fn matches(&self, e: &Entity) -> bool {
+        let types: Vec<&str> = e.types.iter().map(|t| &**t).collect();
+        (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e, &types)))
+            && self.attrs_filter.as_ref().is_none_or(|a| a.iter().any(|n| e.attr(n).is_some()))
+            && self.q.as_ref().is_none_or(|q| q.matches(&EntityTarget(e)))
+            && self.scope_q.as_ref().is_none_or(|s| {
+                let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
+                s.matches(&scopes)
+            })
+            && self.geo.as_ref().is_none_or(|(g, prop)| {
+                e.attr(prop).is_some_and(|instances| {
+                    instances.iter().any(|a| match &a.value {
+                        AttrValue::GeoProperty(v) => ngsi_geo::parse_geojson(v).is_ok_and(|geom| g.matches(&geom)),
+                        _ => false,
+                    })
+                })
+            })
+    }
+
+    fn selection_parts(&self) -> (Option<Vec<Arc<str>>>, Option<Vec<Iri>>) {
+        let ids = if self.selectors.iter().all(|s| s.ids.is_some()) && !self.selectors.is_empty() {
+            Some(self.selectors.iter().flat_map(|s| s.ids.clone().unwrap_or_default()).collect())
+        } else {
+            None
+        };
+        let types = if self.selectors.iter().all(|s| s.types.is_some()) && !self.selectors.is_empty() {
+            Some(
+                self.selectors
+                    .iter()
+                    .flat_map(|s| s.types.as_ref().map(|t| t.names().map(iri).collect::<Vec<_>>()).unwrap_or_default())
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        (ids, types)
+    }
+}
+
+impl Broker {
+    /// Query Entities (clause 5.7.2).
+    pub fn query_entities(&self, tenant: &str, ctx: &Ctx, query: &EntityQuery) -> NgsiResult<QueryResult> {
+        if !query.has_selector() {
+            return Err(NgsiError::bad_data(
+                "a query needs at least one of type, id, idPattern, attrs, q, scopeQ or a geo-query",
+            ));
+        }
+        self.check_tenant(tenant)?;
+        let (ids, types) = query.selection_parts();
+        let selection = Selection { ids: ids.as_deref(), types: types.as_deref() };
+        let filter = |e: &Entity| query.matches(e);
+        let page = self.store.query(
+            tenant,
+            selection,
+            &filter,
+            Page { offset: query.offset, limit: query.limit, count: query.count },
+        );
+        Ok(QueryResult {
+            entities: page.entities.iter().map(|e| self.render(e, ctx, &query.view)).collect(),
+            total: page.total,
+        })
+    }
+
+    /// Purge Entities (clause 5.6.21): deletes the selected entities, or with
+    /// `keep`/`drop` only some of their attributes.
+    pub async fn purge_entities(&self, tenant: &str, ctx: &Ctx, params: &QueryParams) -> NgsiResult<()> {
+        if params.keep.is_some() && params.drop.is_some() {
+            return Err(NgsiError::bad_data("keep and drop cannot be used together"));
+        }
+        let mut p = params.clone();
+        p.count = Some("true".into());
+        p.limit = Some("1".into());
+        let query = EntityQuery::from_params(&p, ctx, 1, usize::MAX)?;
+        if !query.has_selector() {
+            return Err(NgsiError::bad_data("purge needs at least one selector"));
+        }
+        self.check_tenant(tenant)?;
+        let (ids, types) = query.selection_parts();
+        let filter = |e: &Entity| query.matches(e);
+        let page = self.store.query(
+            tenant,
+            Selection { ids: ids.as_deref(), types: types.as_deref() },
+            &filter,
+            Page { offset: 0, limit: usize::MAX, count: false },
+        );
+        let keep = params.keep.as_deref().map(|k| expand_list(k, ctx)).transpose()?;
+        let drop = params.drop.as_deref().map(|d| expand_list(d, ctx)).transpose()?;
+        let ops = page
+            .entities
+            .iter()
+            .map(|e| {
+                let keep = keep.clone();
+                let drop = drop.clone();
+                Op::new(e.id.clone(), move |current| {
+                    let Some(current) = current else {
+                        return Ok(Change { next: Next::Keep, report: None });
+                    };
+                    if keep.is_none() && drop.is_none() {
+                        return Ok(Change { next: Next::Delete, report: None });
+                    }
+                    let mut e = current.clone();
+                    if let Some(k) = &keep {
+                        e.attrs.retain(|(n, _)| k.contains(n));
+                    }
+                    if let Some(d) = &drop {
+                        e.attrs.retain(|(n, _)| !d.contains(n));
+                    }
+                    e.modified_at = ngsi_model::time::now_micros();
+                    Ok(Change::put(e))
+                })
+            })
+            .collect();
+        for r in self.store.write(tenant, ops).await? {
+            r?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Evaluation of `q` against stored entities: the [`ngsi_query::Target`]
+//! view of an [`Entity`].
+
+use ngsi_model::time::format_micros;
+use ngsi_model::{AttrValue, Attribute, Entity};
+use ngsi_query::{AttrPath, Target};
+use serde_json::Value;
+
+/// An entity seen by the q evaluator.
+pub struct EntityTarget<'a>(pub &'a Entity);
+
+/// The value of a member of an attribute named by a q path segment: either a
+/// metadata member or a sub-attribute.
+enum Member<'a> {
+    Attr(&'a Attribute),
+    Value(Value),
+}
+
+fn member<'a>(attr: &'a Attribute, name: &str) -> Option<Member<'a>> {
+    // Metadata members are written as plain names; the broker expands every
+    // name through the context, so recognise the expanded core forms too.
+    let short = name.strip_prefix("https://uri.etsi.org/ngsi-ld/").unwrap_or(name);
+    match short {
+        "observedAt" => attr.observed_at.as_deref().map(|s| Member::Value(Value::String(s.to_string()))),
+        "unitCode" => attr.unit_code.as_deref().map(|s| Member::Value(Value::String(s.to_string()))),
+        "datasetId" => attr.dataset_id.as_deref().map(|s| Member::Value(Value::String(s.to_string()))),
+        "createdAt" => Some(Member::Value(Value::String(format_micros(attr.created_at)))),
+        "modifiedAt" => Some(Member::Value(Value::String(format_micros(attr.modified_at)))),
+        _ => attr.sub_attr(name).map(Member::Attr),
+    }
+}
+
+fn primary_values(attr: &Attribute, out: &mut Vec<Value>) {
+    match &attr.value {
+        AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::JsonProperty(v) | AttrValue::VocabProperty(v) => {
+            out.push(v.clone())
+        }
+        AttrValue::Relationship { object, .. } => out.push(object.clone()),
+        AttrValue::LanguageProperty(m) => out.push(Value::Object(m.clone())),
+        AttrValue::ListProperty(items) | AttrValue::ListRelationship { objects: items, .. } => {
+            out.push(Value::Array(items.clone()))
+        }
+    }
+}
+
+fn walk<'v>(mut v: &'v Value, keys: &[String], out: &mut Vec<Value>) {
+    for (i, k) in keys.iter().enumerate() {
+        match v {
+            Value::Object(m) if k == "*" => {
+                for child in m.values() {
+                    walk(child, &keys[i + 1..], out);
+                }
+                return;
+            }
+            Value::Object(m) => match m.get(k) {
+                Some(child) => v = child,
+                None => return,
+            },
+            _ => return,
+        }
+    }
+    out.push(v.clone());
+}
+
+impl Target for EntityTarget<'_> {
+    fn values(&self, path: &AttrPath, out: &mut Vec<Value>) {
+        let Some(instances) = self.0.attr(&path.attr) else {
+            return;
+        };
+        for inst in instances {
+            let mut current = Member::Attr(inst);
+            let mut found = true;
+            for sub in &path.sub_attrs {
+                let next = match &current {
+                    Member::Attr(a) => member(a, sub),
+                    Member::Value(_) => None,
+                };
+                match next {
+                    Some(n) => current = n,
+                    None => {
+                        found = false;
+                        break;
+                    }
+                }
+            }
+            if !found {
+                continue;
+            }
+            let mut vals = Vec::new();
+            match current {
+                Member::Attr(a) => primary_values(a, &mut vals),
+                Member::Value(v) => vals.push(v),
+            }
+            for v in vals {
+                if path.compound.is_empty() {
+                    out.push(v);
+                } else {
+                    walk(&v, &path.compound, out);
+                }
+            }
+        }
+    }
+
+    fn is_relationship(&self, path: &AttrPath) -> bool {
+        path.sub_attrs.is_empty()
+            && self.0.attr(&path.attr).is_some_and(|i| {
+                i.iter()
+                    .any(|a| matches!(a.value, AttrValue::Relationship { .. } | AttrValue::ListRelationship { .. }))
+            })
+    }
+}
