@@ -648,8 +648,12 @@ impl Builder<'_> {
         };
         if let Some(existing) = self.terms.get(term)
             && existing.protected
-            && !existing.same_meaning(&def)
         {
+            if existing.same_meaning(&def) {
+                // An identical restatement keeps the protected original
+                // (JSON-LD 1.1, Create Term Definition step 27.2).
+                return Ok(());
+            }
             return Err(ContextError::Invalid(format!(
                 "protected term redefinition: {term}"
             )));

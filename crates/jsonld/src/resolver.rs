@@ -476,7 +476,7 @@ impl ContextResolver {
         }
         caches.tick += 1;
         let tick = caches.tick;
-        caches.docs.insert(
+        let replaced = caches.docs.insert(
             url.to_owned(),
             DocEntry {
                 doc,
@@ -487,8 +487,12 @@ impl ContextResolver {
                 tick,
             },
         );
-        caches.generation += 1;
-        caches.processed.clear();
+        // A new URL cannot be behind any processed context (resolution would
+        // have needed it), but a replaced document changes their meaning.
+        if replaced.is_some() {
+            caches.generation += 1;
+            caches.processed.clear();
+        }
     }
 
     /// Looks a document up and records the use.
