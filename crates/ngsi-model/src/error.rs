@@ -36,6 +36,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The HTTP method is not allowed on this resource.
     MethodNotAllowed,
+    /// A request with a body came without Content-Length.
+    LengthRequired,
 }
 
 impl ErrorKind {
@@ -45,7 +47,7 @@ impl ErrorKind {
             Self::InvalidRequest | Self::NotAcceptable | Self::MethodNotAllowed => {
                 "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest"
             }
-            Self::UnsupportedMediaType | Self::PayloadTooLarge => {
+            Self::UnsupportedMediaType | Self::PayloadTooLarge | Self::LengthRequired => {
                 "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest"
             }
             Self::BadRequestData => "https://uri.etsi.org/ngsi-ld/errors/BadRequestData",
@@ -78,6 +80,7 @@ impl ErrorKind {
             Self::UnsupportedMediaType => 415,
             Self::PayloadTooLarge => 413,
             Self::MethodNotAllowed => 405,
+            Self::LengthRequired => 411,
         }
     }
 
@@ -98,6 +101,7 @@ impl ErrorKind {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::PayloadTooLarge => "Payload too large",
             Self::MethodNotAllowed => "Method not allowed",
+            Self::LengthRequired => "Length required",
         }
     }
 }

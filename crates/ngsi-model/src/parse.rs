@@ -50,16 +50,26 @@ impl Terms for DefaultVocab {
     }
 }
 
-/// Limits applied while parsing untrusted documents.
+/// How to parse an untrusted document.
 #[derive(Debug, Clone, Copy)]
 pub struct ParseLimits {
     /// The deepest nesting of sub-attributes accepted.
     pub max_sub_attr_depth: usize,
+    /// Whether the NGSI-LD Null (`urn:ngsi-ld:null`) may appear: only in
+    /// merge and partial-update patches (clause 5.5.8, 5.5.12).
+    pub allow_null: bool,
 }
 
 impl Default for ParseLimits {
     fn default() -> Self {
-        Self { max_sub_attr_depth: 16 }
+        Self { max_sub_attr_depth: 16, allow_null: false }
+    }
+}
+
+impl ParseLimits {
+    /// The options for merge-patch documents, where NGSI-LD Null deletes.
+    pub fn patch() -> Self {
+        Self { allow_null: true, ..Self::default() }
     }
 }
 
@@ -118,29 +128,48 @@ pub fn is_absolute_iri(s: &str) -> bool {
         })
 }
 
-/// Whether `name` may be used as an entity type or attribute name: a term or
-/// an IRI without characters that NGSI-LD forbids in names (clause 4.6.2).
+/// Whether `name` may be used as an entity type or attribute name (clause
+/// 4.6.2): a full IRI, a compact IRI `prefix:term`, or a term that starts
+/// with a letter followed by letters, digits or underscores.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 1024
-        && !name.chars().any(|c| {
-            c.is_whitespace()
-                || c.is_control()
-                || matches!(c, '<' | '>' | '"' | '\'' | '=' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '\\')
-        })
+    if name.is_empty() || name.len() > 1024 {
+        return false;
+    }
+    if name.contains(':') {
+        // A compact IRI or an absolute IRI.
+        return is_absolute_iri(name);
+    }
+    let mut chars = name.chars();
+    chars.next().is_some_and(char::is_alphabetic) && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
-/// Whether `s` is a valid scope (`/a/b`, clause 4.18).
+/// Names that the core context reserves for members of entities and
+/// attributes; they cannot name attributes (clause 4.6.2).
+const RESERVED_NAMES: &[&str] = &[
+    "id", "type", "value", "object", "objectType", "languageMap", "json", "vocab", "valueList",
+    "objectList", "datasetId", "instanceId", "observedAt", "unitCode", "createdAt", "modifiedAt",
+    "deletedAt", "lang", "valueType", "scope", "@context",
+];
+
+/// Whether `s` is a valid scope (clause 4.18): `/level(/level)*` where a
+/// level is a letter followed by letters, digits or underscores.
 pub fn is_valid_scope(s: &str) -> bool {
-    s.starts_with('/')
-        && s.len() > 1
-        && s[1..].split('/').all(|seg| {
-            !seg.is_empty() && seg != "#" && seg != "+" && !seg.chars().any(|c| c.is_whitespace() || c.is_control())
+    s.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/').all(|seg| {
+            let mut chars = seg.chars();
+            chars.next().is_some_and(char::is_alphabetic) && chars.all(|c| c.is_alphanumeric() || c == '_')
         })
+    })
+}
+
+/// Whether `s` is an NGSI-LD DateTime: ISO 8601 in UTC with the mandatory
+/// trailing `Z` (clause 4.6.3).
+pub fn is_datetime(s: &str) -> bool {
+    s.ends_with('Z') && parse_datetime(s).is_some()
 }
 
 fn expand_name(terms: &dyn Terms, name: &str, what: &str) -> NgsiResult<Iri> {
-    if !is_valid_name(name) {
+    if !is_valid_name(name) || (what != "entity type" && RESERVED_NAMES.contains(&name)) || name == "type" {
         return Err(NgsiError::bad_data(format!("invalid {what} name {name:?}")));
     }
     Ok(iri(&terms.expand(name)))
@@ -200,7 +229,7 @@ pub fn parse_entity(
         return Err(NgsiError::bad_data("an entity must be a JSON object"));
     };
     let id = match map.get("id").or_else(|| map.get("@id")) {
-        Some(Value::String(s)) if is_absolute_iri(s) => s.as_str().into(),
+        Some(Value::String(s)) if is_absolute_iri(s) && s != crate::entity::core_iri::NULL => s.as_str().into(),
         Some(Value::String(s)) => return Err(NgsiError::bad_data(format!("entity id {s:?} is not a URI"))),
         Some(_) => return Err(NgsiError::bad_data("entity id must be a string")),
         None if req.id => return Err(NgsiError::bad_data("entity id is missing")),
@@ -212,6 +241,7 @@ pub fn parse_entity(
         None => Vec::new(),
     };
     let scopes = match map.get("scope") {
+        Some(Value::String(s)) if limits.allow_null && s == crate::entity::core_iri::NULL => Vec::new(),
         Some(v) => parse_scopes(v)?,
         None => Vec::new(),
     };
@@ -297,7 +327,6 @@ const GEOJSON_TYPES: &[&str] = &[
     "MultiLineString",
     "Polygon",
     "MultiPolygon",
-    "GeometryCollection",
 ];
 
 fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
@@ -379,12 +408,6 @@ pub fn check_geometry(v: &Value) -> Result<(), String> {
     if !GEOJSON_TYPES.contains(&t.as_str()) {
         return Err(format!("unknown geometry type {t:?}"));
     }
-    if t == "GeometryCollection" {
-        return match m.get("geometries") {
-            Some(Value::Array(g)) => g.iter().try_for_each(check_geometry),
-            _ => Err("a GeometryCollection needs geometries".into()),
-        };
-    }
     let depth = match t.as_str() {
         "Point" => 0,
         "MultiPoint" | "LineString" => 1,
@@ -440,11 +463,19 @@ fn parse_instance(
         },
         "GeoProperty" => {
             let g = require(m, "value", name, kind)?;
-            // An NGSI-LD Null is allowed through so that merge can delete.
-            if g.as_str() != Some(crate::entity::core_iri::NULL) {
-                check_geometry(g).map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
+            if limits.allow_null && g.as_str() == Some(crate::entity::core_iri::NULL) {
+                AttrValue::GeoProperty(g.clone())
+            } else {
+                // A geometry may arrive encoded as a JSON string (clause 4.7.2).
+                let g = match g {
+                    Value::String(s) => serde_json::from_str(s).map_err(|_| {
+                        NgsiError::bad_data(format!("attribute {name}: the geometry string is not GeoJSON"))
+                    })?,
+                    other => other.clone(),
+                };
+                check_geometry(&g).map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
+                AttrValue::GeoProperty(g)
             }
-            AttrValue::GeoProperty(g.clone())
         }
         "Geometry" => {
             check_geometry(value).map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
@@ -512,19 +543,29 @@ fn parse_instance(
             AttrValue::Property(value.clone())
         }
     };
+    if !limits.allow_null && value_has_null(&value) {
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name}: the NGSI-LD Null is only allowed in merge and partial updates"
+        )));
+    }
     let mut attr = Attribute::new(value);
     if !consumed_value {
         return Ok(attr);
     }
+    if m.contains_key("@context") {
+        return Err(NgsiError::bad_data(format!("attribute {name}: an attribute cannot carry its own @context")));
+    }
     if let Some(d) = m.get("datasetId") {
         match d {
+            // "@none" names the default instance (clause 4.5.5).
+            Value::String(s) if s == "@none" => {}
             Value::String(s) if is_absolute_iri(s) => attr.dataset_id = Some(s.as_str().into()),
             _ => return Err(NgsiError::bad_data(format!("attribute {name}: datasetId must be a URI"))),
         }
     }
     if let Some(o) = m.get("observedAt") {
         match o {
-            Value::String(s) if parse_datetime(s).is_some() => attr.observed_at = Some(s.as_str().into()),
+            Value::String(s) if is_datetime(s) => attr.observed_at = Some(s.as_str().into()),
             _ => return Err(NgsiError::bad_data(format!("attribute {name}: observedAt must be a DateTime"))),
         }
     }
@@ -551,4 +592,25 @@ pub fn is_language_tag(s: &str) -> bool {
         || (!s.is_empty()
             && s.len() <= 35
             && s.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric())))
+}
+
+fn json_has_null(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s == crate::entity::core_iri::NULL,
+        Value::Array(items) => items.iter().any(json_has_null),
+        Value::Object(m) => m.values().any(json_has_null),
+        _ => false,
+    }
+}
+
+fn value_has_null(v: &AttrValue) -> bool {
+    match v {
+        AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::VocabProperty(v) => json_has_null(v),
+        AttrValue::JsonProperty(_) => false,
+        AttrValue::Relationship { object, .. } => json_has_null(object),
+        AttrValue::LanguageProperty(m) => m.values().any(json_has_null),
+        AttrValue::ListProperty(items) | AttrValue::ListRelationship { objects: items, .. } => {
+            items.iter().any(json_has_null)
+        }
+    }
 }

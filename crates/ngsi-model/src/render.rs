@@ -142,11 +142,9 @@ pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOption
         }
         AttrValue::ListRelationship { objects, object_type } => {
             value_member = "objectList";
-            let list = if concise {
-                objects.clone()
-            } else {
-                objects.iter().map(|o| serde_json::json!({ "object": o })).collect()
-            };
+            // The list is written as objects in every form but keyValues
+            // (clause 4.5.22).
+            let list = objects.iter().map(|o| serde_json::json!({ "object": o })).collect();
             m.insert("objectList".into(), Value::Array(list));
             if let Some(t) = object_type {
                 m.insert("objectType".into(), compact_vocab(t, terms));
@@ -176,7 +174,7 @@ pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOption
         if m.len() == 1 && value_member == "value" && matches!(kind, "Property" | "GeoProperty") {
             let v = m.remove("value").unwrap_or(Value::Null);
             let bare_ok = match &v {
-                Value::Object(o) => kind == "GeoProperty" || !o.keys().any(|k| k == "type" || k == "value"),
+                Value::Object(_) => kind == "GeoProperty",
                 Value::Array(items) => !items.iter().any(Value::is_object),
                 _ => true,
             };

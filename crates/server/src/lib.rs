@@ -1,1 +1,157 @@
-//! The HTTP API of Wuyang.
+//! The HTTP API of Wuyang: the NGSI-LD binding (clause 6) over [`broker`].
+//!
+//! **Architecture invariant:** this is the only crate that knows HTTP.
+//! Handlers are thin: they extract headers, parameters and the body, call one
+//! broker method, and map the result to a response.
+
+pub mod http;
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use broker::Broker;
+use bytes::Bytes;
+use ngsi_model::{ErrorKind, NgsiError};
+use tower::ServiceExt as _;
+
+pub use metrics::Metrics;
+
+use crate::http::{ApiError, TENANT_HEADER};
+
+/// Limits and settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The largest request body accepted, in bytes (larger gets 413).
+    pub max_body_bytes: usize,
+    /// The deepest JSON nesting accepted in a body.
+    pub max_json_depth: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 8 << 20, max_json_depth: 64 }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The NGSI-LD service.
+    pub broker: Arc<Broker>,
+    /// HTTP settings.
+    pub config: Arc<ServerConfig>,
+    /// The metrics registry and the HTTP metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The parts of a request every NGSI-LD handler needs.
+pub struct Ngsi {
+    /// The tenant (empty for the default tenant).
+    pub tenant: String,
+    /// The NGSILD-Tenant header to echo.
+    pub tenant_header: Option<HeaderValue>,
+    /// All request headers.
+    pub headers: HeaderMap,
+    /// The method.
+    pub method: Method,
+    /// The raw query string.
+    pub query: Option<String>,
+    /// The Host header, for URLs the server hands out.
+    pub host: String,
+}
+
+impl Ngsi {
+    /// Maps an error to a response that echoes the tenant.
+    pub fn err(&self, e: NgsiError) -> ApiError {
+        ApiError::from(e).with_tenant(&self.tenant_header)
+    }
+}
+
+impl FromRequestParts<AppState> for Ngsi {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        let echo = parts.headers.get(TENANT_HEADER).cloned();
+        let (tenant, tenant_header) =
+            http::tenant(&parts.headers).map_err(|e| ApiError::from(e).with_tenant(&echo))?;
+        Ok(Ngsi {
+            tenant,
+            tenant_header,
+            headers: parts.headers.clone(),
+            method: parts.method.clone(),
+            query: parts.uri.query().map(str::to_string),
+            host: parts
+                .headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost")
+                .to_string(),
+        })
+    }
+}
+
+/// Reads a request body within the configured size, requiring
+/// Content-Length (411 otherwise, clause 6.3.2).
+pub async fn read_body(req: &Ngsi, state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let Some(len) = req.headers.get(axum::http::header::CONTENT_LENGTH) else {
+        return Err(req.err(NgsiError::new(ErrorKind::LengthRequired, "Content-Length is required")));
+    };
+    if len.to_str().ok().and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > state.config.max_body_bytes) {
+        return Err(req.err(too_large(state)));
+    }
+    axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| req.err(too_large(state)))
+}
+
+fn too_large(state: &AppState) -> NgsiError {
+    NgsiError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("the request body is larger than {} bytes", state.config.max_body_bytes),
+    )
+}
+
+/// Builds the whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let api = routes::router();
+    Router::new()
+        .nest("/ngsi-ld/v1", api)
+        .merge(routes::ops_router())
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+fn strip_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let new = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(uri) = new.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves. Paths with a
+/// trailing slash are served like those without (the ETSI test suite uses
+/// both).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state).map_request(strip_trailing_slash);
+    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

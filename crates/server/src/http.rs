@@ -1,0 +1,343 @@
+//! The HTTP conventions of the NGSI-LD binding (clause 6.3): content
+//! negotiation, the Link header, tenants, body limits and ProblemDetails.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use ngsi_model::{ErrorKind, NgsiError};
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+/// The link relation of a JSON-LD context in a Link header.
+pub const CONTEXT_REL: &str = "http://www.w3.org/ns/json-ld#context";
+
+/// The tenant header.
+pub const TENANT_HEADER: &str = "ngsild-tenant";
+
+/// An error as the HTTP layer answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: NgsiError,
+    pub tenant: Option<HeaderValue>,
+}
+
+impl From<NgsiError> for ApiError {
+    fn from(error: NgsiError) -> Self {
+        Self { error, tenant: None }
+    }
+}
+
+impl ApiError {
+    pub fn with_tenant(mut self, tenant: &Option<HeaderValue>) -> Self {
+        self.tenant = tenant.clone();
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.error.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.error.kind == ErrorKind::InternalError {
+            tracing::error!(detail = %self.error.detail, "internal error");
+        }
+        let mut resp = if status == StatusCode::LENGTH_REQUIRED {
+            Response::new(Body::empty())
+        } else {
+            let body = serde_json::to_vec(&self.error.problem_details()).unwrap_or_default();
+            let mut r = Response::new(Body::from(body));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+            r
+        };
+        *resp.status_mut() = status;
+        if let Some(t) = self.tenant {
+            resp.headers_mut().insert(TENANT_HEADER, t);
+        }
+        resp
+    }
+}
+
+/// The result type of handlers.
+pub type ApiResult = Result<Response, ApiError>;
+
+/// The media types a response can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Produce {
+    Json,
+    LdJson,
+    GeoJson,
+}
+
+/// Chooses the response media type from Accept (clause 6.3.4): q-values
+/// first, ties broken by the spec's order json, ld+json, geo+json; the most
+/// specific range decides a type's weight; nothing acceptable gives 406.
+pub fn negotiate(headers: &HeaderMap, geo_allowed: bool) -> Result<Produce, NgsiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Produce::Json);
+    };
+    if accept.trim().is_empty() {
+        return Ok(Produce::Json);
+    }
+    let ranges: Vec<(String, f32)> = accept
+        .split(',')
+        .filter_map(|part| {
+            let mut pieces = part.split(';');
+            let range = pieces.next()?.trim().to_ascii_lowercase();
+            if range.is_empty() {
+                return None;
+            }
+            let mut q = 1.0f32;
+            for p in pieces {
+                if let Some(v) = p.trim().strip_prefix("q=")
+                    && let Ok(parsed) = v.trim().parse::<f32>()
+                    && (0.0..=1.0).contains(&parsed)
+                {
+                    q = parsed;
+                }
+            }
+            Some((range, q))
+        })
+        .collect();
+    let mut offered = vec![(Produce::Json, "application/json"), (Produce::LdJson, "application/ld+json")];
+    if geo_allowed {
+        offered.push((Produce::GeoJson, "application/geo+json"));
+    }
+    let mut best: Option<(Produce, f32)> = None;
+    for (produce, mime) in offered {
+        // The most specific matching range gives the weight.
+        let mut weight: Option<(u8, f32)> = None;
+        for (range, q) in &ranges {
+            let specificity = if range == mime {
+                3
+            } else if range == "application/*" {
+                2
+            } else if range == "*/*" {
+                1
+            } else {
+                continue;
+            };
+            if weight.is_none_or(|(s, _)| specificity > s) {
+                weight = Some((specificity, *q));
+            }
+        }
+        if let Some((_, q)) = weight
+            && q > 0.0
+            && best.is_none_or(|(_, bq)| q > bq)
+        {
+            best = Some((produce, q));
+        }
+    }
+    best.map(|(p, _)| p).ok_or_else(|| {
+        NgsiError::new(ErrorKind::NotAcceptable, format!("cannot produce any of the media types in Accept: {accept}"))
+    })
+}
+
+/// The media type of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consume {
+    Json,
+    LdJson,
+    MergePatch,
+}
+
+/// Checks the Content-Type of a request with a body (clause 6.3.4).
+pub fn content_type(headers: &HeaderMap, method: &Method) -> Result<Consume, NgsiError> {
+    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(Consume::Json),
+        "application/ld+json" => Ok(Consume::LdJson),
+        "application/merge-patch+json" if method == Method::PATCH => Ok(Consume::MergePatch),
+        "" => Err(NgsiError::new(ErrorKind::UnsupportedMediaType, "a Content-Type is required")),
+        _ => Err(NgsiError::new(ErrorKind::UnsupportedMediaType, format!("unsupported Content-Type {raw}"))),
+    }
+}
+
+/// The URL of the JSON-LD context named by the Link header, if any.
+pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
+    let mut found = None;
+    for value in headers.get_all(header::LINK) {
+        let Ok(text) = value.to_str() else {
+            return Err(NgsiError::bad_data("the Link header is not valid text"));
+        };
+        for link in split_links(text) {
+            let Some((target, params)) = parse_link(link) else {
+                continue;
+            };
+            let is_context = params.iter().any(|(k, v)| k.eq_ignore_ascii_case("rel") && v == CONTEXT_REL);
+            if is_context {
+                if found.is_some() {
+                    return Err(NgsiError::bad_data("more than one JSON-LD context in Link headers"));
+                }
+                found = Some(target.to_string());
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn split_links(text: &str) -> Vec<&str> {
+    // Commas separate links, but may also appear inside <...> and quotes.
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
+    for (i, c) in text.char_indices() {
+        match c {
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            '"' => quoted = !quoted,
+            ',' if depth == 0 && !quoted => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+fn parse_link(link: &str) -> Option<(&str, Vec<(String, String)>)> {
+    let link = link.trim();
+    let rest = link.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let target = &rest[..end];
+    let params = rest[end + 1..]
+        .split(';')
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect();
+    Some((target, params))
+}
+
+/// The tenant named by the request (empty for the default tenant) and the
+/// header value to echo.
+pub fn tenant(headers: &HeaderMap) -> Result<(String, Option<HeaderValue>), NgsiError> {
+    match headers.get(TENANT_HEADER) {
+        None => Ok((String::new(), None)),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| NgsiError::bad_data("the tenant name is not valid text"))?;
+            if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control()) {
+                return Err(NgsiError::bad_data("invalid tenant name"));
+            }
+            Ok((s.to_string(), Some(v.clone())))
+        }
+    }
+}
+
+/// Query parameters of a request, percent-decoded, checked against the
+/// names the operation accepts (unknown names are InvalidRequest, clause
+/// 6.3.20).
+pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, NgsiError> {
+    let mut out = Vec::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode_str(k).decode_utf8().map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
+        let v = percent_decode_str(v).decode_utf8().map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
+        if !allowed.contains(&k.as_ref()) {
+            return Err(NgsiError::invalid_request(format!("unknown query parameter {k}")));
+        }
+        if out.iter().any(|(name, _): &(String, String)| *name == k) {
+            return Err(NgsiError::bad_data(format!("query parameter {k} is repeated")));
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+/// The value of parameter `name`, if given.
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Whether the JSON text nests deeper than `max` (objects and arrays),
+/// checked on the bytes before parsing so that no parser recursion happens
+/// on hostile input.
+pub fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parses a request body as JSON within the nesting limit.
+pub fn parse_body(bytes: &Bytes, max_depth: usize) -> Result<Value, NgsiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(NgsiError::invalid_request("the request body is empty"));
+    }
+    if nesting_exceeds(bytes, max_depth) {
+        return Err(NgsiError::bad_data(format!("the JSON nests deeper than {max_depth} levels")));
+    }
+    serde_json::from_slice(bytes).map_err(|e| NgsiError::invalid_request(format!("the body is not valid JSON: {e}")))
+}
+
+/// The value of a Link header pointing at a context URL.
+pub fn context_link_value(url: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("<{url}>; rel=\"{CONTEXT_REL}\"; type=\"application/ld+json\""))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A JSON response in the negotiated media type: for JSON the context goes in
+/// a Link header, for JSON-LD into the body (each element of an array).
+pub fn json_response(status: StatusCode, produce: Produce, ctx: &broker::Ctx, mut body: Value) -> Response {
+    let mut headers = HeaderMap::new();
+    match produce {
+        Produce::Json => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(header::LINK, context_link_value(ctx.link_url()));
+        }
+        Produce::LdJson => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/ld+json"));
+            let context = ctx.body_value();
+            match &mut body {
+                Value::Object(m) => {
+                    m.insert("@context".into(), context);
+                }
+                Value::Array(items) => {
+                    for item in items {
+                        if let Value::Object(m) = item {
+                            m.insert("@context".into(), context.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Produce::GeoJson => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/geo+json"));
+            if let Value::Object(m) = &mut body {
+                m.insert("@context".into(), ctx.body_value());
+            }
+        }
+    }
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    (status, headers, bytes).into_response()
+}
+
+/// A response with a status and no body (204 without Content-Length).
+pub fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}

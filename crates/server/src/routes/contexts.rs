@@ -1,0 +1,138 @@
+//! The @context serving endpoint (clause 5.13, HTTP binding 6.30).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jsonld::{ContextInfo, ContextKind};
+use ngsi_model::NgsiError;
+use ngsi_model::time::format_micros;
+use serde_json::{Value, json};
+
+use super::created;
+use crate::http::{ApiResult, empty, param, query_params as checked_params};
+use crate::{AppState, Ngsi, read_body};
+
+const BASE: &str = "/ngsi-ld/v1/jsonldContexts/";
+
+fn json(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+}
+
+fn micros(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+fn info_json(i: &ContextInfo) -> Value {
+    let local_id = i.url.rsplit_once(BASE).map(|(_, id)| id.to_string()).unwrap_or_else(|| i.url.clone());
+    let mut v = json!({
+        "URL": i.url,
+        "localId": local_id,
+        "kind": i.kind.as_str(),
+        "createdAt": format_micros(micros(i.created_at)),
+    });
+    if i.kind == ContextKind::Cached {
+        v["numberOfHits"] = json!(i.number_of_hits);
+        if let Some(l) = i.last_usage {
+            v["lastUsage"] = json!(format_micros(micros(l)));
+        }
+    }
+    v
+}
+
+/// Finds the URL of a held context from the id in the path: a local id of a
+/// hosted context, or the (decoded) URL of any held context.
+fn find(state: &AppState, id: &str) -> Option<ContextInfo> {
+    let resolver = state.broker.contexts();
+    resolver.entry(id).or_else(|| {
+        let suffix = format!("{BASE}{id}");
+        resolver.entries().into_iter().find(|e| e.url.ends_with(&suffix))
+    })
+}
+
+/// POST /jsonldContexts
+pub async fn add(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    let bytes = read_body(&req, &state, body).await?;
+    let doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| req.err(NgsiError::invalid_request("the body is not valid JSON")))?;
+    match doc.get("@context") {
+        Some(Value::Object(_) | Value::Array(_) | Value::String(_)) if doc.is_object() => {}
+        _ => return Err(req.err(NgsiError::invalid_request("the body must be an object with an @context member"))),
+    }
+    // Check that the context is valid before hosting it.
+    state.broker.context_from_value(&doc["@context"]).await.map_err(|e| req.err(e))?;
+    let id = format!("{:016x}", rand_id());
+    let url = format!("http://{}{BASE}{id}", req.host);
+    state
+        .broker
+        .contexts()
+        .insert_local(&url, doc)
+        .map_err(|e| req.err(NgsiError::invalid_request(e.to_string())))?;
+    Ok(created(&format!("{BASE}{id}")))
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(ngsi_model::time::now_micros());
+    h.finish()
+}
+
+/// GET /jsonldContexts
+pub async fn list(State(state): State<AppState>, req: Ngsi) -> ApiResult {
+    let params = checked_params(req.query.as_deref(), &["details", "kind"]).map_err(|e| req.err(e))?;
+    let details = param(&params, "details") == Some("true");
+    let kind = match param(&params, "kind") {
+        None => None,
+        Some("Hosted") => Some(ContextKind::Hosted),
+        Some("Cached") => Some(ContextKind::Cached),
+        Some("ImplicitlyCreated") => return Ok(json(StatusCode::OK, &json!([]))),
+        Some(k) => return Err(req.err(NgsiError::bad_data(format!("unknown kind {k:?}")))),
+    };
+    let entries: Vec<ContextInfo> =
+        state.broker.contexts().entries().into_iter().filter(|e| kind.is_none_or(|k| e.kind == k)).collect();
+    let body = if details {
+        Value::Array(entries.iter().map(info_json).collect())
+    } else {
+        Value::Array(entries.iter().map(|e| Value::String(e.url.clone())).collect())
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// GET /jsonldContexts/{id}
+pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
+    let params = checked_params(req.query.as_deref(), &["details"]).map_err(|e| req.err(e))?;
+    if let Some(doc) = jsonld::core_context_document(&id) {
+        return Ok(json(StatusCode::OK, doc));
+    }
+    let info = find(&state, &id).ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
+    if param(&params, "details") == Some("true") {
+        return Ok(json(StatusCode::OK, &info_json(&info)));
+    }
+    let doc = state
+        .broker
+        .contexts()
+        .document(&info.url)
+        .ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
+    Ok(json(StatusCode::OK, &doc))
+}
+
+/// DELETE /jsonldContexts/{id}
+pub async fn remove(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
+    let params = checked_params(req.query.as_deref(), &["reload"]).map_err(|e| req.err(e))?;
+    if jsonld::is_core_context_url(&id) {
+        return Err(req.err(NgsiError::bad_data("the core @context cannot be deleted")));
+    }
+    let info = find(&state, &id).ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
+    let resolver = state.broker.contexts();
+    if param(&params, "reload") == Some("true") {
+        if info.kind != ContextKind::Cached {
+            return Err(req.err(NgsiError::bad_data("only a cached @context can be reloaded")));
+        }
+        resolver.reload(&info.url).await.map_err(|e| req.err(NgsiError::bad_data(e.to_string())))?;
+    } else {
+        resolver.remove(&info.url);
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}

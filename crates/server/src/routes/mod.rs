@@ -1,0 +1,120 @@
+//! Routes of the NGSI-LD API. Each handler extracts, calls one broker method
+//! and maps the result.
+
+mod contexts;
+mod entities;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post};
+use broker::{BodyKind, QueryParams};
+use ngsi_model::{ErrorKind, NgsiError};
+
+use crate::AppState;
+use crate::http::{ApiError, Consume, param};
+
+/// The routes under `/ngsi-ld/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/entities",
+            post(entities::create).get(entities::query).delete(entities::purge),
+        )
+        .route(
+            "/entities/{id}",
+            get(entities::retrieve).patch(entities::merge).put(entities::replace).delete(entities::delete),
+        )
+        .route("/entities/{id}/attrs", post(entities::append).patch(entities::update))
+        .route(
+            "/entities/{id}/attrs/{attr}",
+            patch(entities::partial_update).put(entities::replace_attr).delete(entities::delete_attr),
+        )
+        .route("/entityOperations/create", post(entities::batch_create))
+        .route("/entityOperations/upsert", post(entities::batch_upsert))
+        .route("/entityOperations/update", post(entities::batch_update))
+        .route("/entityOperations/merge", post(entities::batch_merge))
+        .route("/entityOperations/delete", post(entities::batch_delete))
+        .route("/entityOperations/query", post(entities::query_post))
+        .route("/types", get(entities::types))
+        .route("/types/{type}", get(entities::type_info))
+        .route("/attributes", get(entities::attributes))
+        .route("/attributes/{attr}", get(entities::attribute_info))
+        .route("/jsonldContexts", post(contexts::add).get(contexts::list))
+        .route("/jsonldContexts/{id}", get(contexts::serve).delete(contexts::remove))
+}
+
+/// Operational routes outside the NGSI-LD base path.
+pub fn ops_router() -> Router<AppState> {
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).route(
+        "/",
+        delete(not_found).get(|| async { "Wuyang NGSI-LD context broker: the API is under /ngsi-ld/v1\n" }),
+    )
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "entities": state.broker.store().entity_count(),
+    });
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The answer for paths the API does not have.
+pub async fn not_found() -> ApiError {
+    ApiError::from(NgsiError::new(ErrorKind::ResourceNotFound, "no such resource"))
+}
+
+/// The JSON-LD rule for a body of the given media type.
+pub(crate) fn body_kind(c: Consume) -> BodyKind {
+    match c {
+        Consume::LdJson => BodyKind::LdJson,
+        Consume::Json | Consume::MergePatch => BodyKind::Json,
+    }
+}
+
+/// Builds [`QueryParams`] from checked parameters.
+pub(crate) fn query_params(params: &[(String, String)]) -> QueryParams {
+    let get = |n: &str| param(params, n).map(str::to_string);
+    QueryParams {
+        id: get("id"),
+        id_pattern: get("idPattern"),
+        r#type: get("type"),
+        attrs: get("attrs"),
+        pick: get("pick"),
+        omit: get("omit"),
+        q: get("q"),
+        scope_q: get("scopeQ"),
+        georel: get("georel"),
+        geometry: get("geometry"),
+        coordinates: get("coordinates"),
+        geoproperty: get("geoproperty"),
+        limit: get("limit"),
+        offset: get("offset"),
+        count: get("count"),
+        options: get("options"),
+        format: get("format"),
+        lang: get("lang"),
+        dataset_id: get("datasetId"),
+        keep: get("keep"),
+        drop: get("drop"),
+    }
+}
+
+/// 201 Created with a Location header.
+pub(crate) fn created(location: &str) -> Response {
+    let mut r = crate::http::empty(StatusCode::CREATED);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
