@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use broker::{BatchResult, Ctx, EntityQuery, UpdateResult, UpsertMode, ViewOptions};
 use ngsi_model::NgsiError;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use super::{body_kind, created, query_params};
@@ -55,19 +55,19 @@ fn update_response(result: UpdateResult, produce: Produce, ctx: &Ctx) -> Respons
     }
 }
 
-fn check_no_body_context(ctx: &Ctx) -> &Ctx {
-    ctx
-}
+/// Characters that cannot stand in a path segment as they are.
+const SEGMENT: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'/').add(b'%');
 
 fn entity_location(id: &str) -> String {
-    format!("/ngsi-ld/v1/entities/{}", utf8_percent_encode(id, NON_ALPHANUMERIC))
+    format!("/ngsi-ld/v1/entities/{}", utf8_percent_encode(id, SEGMENT))
 }
 
 /// POST /entities
 pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    let id = state.broker.create_entity(&req.tenant, check_no_body_context(&ctx), &value).await.map_err(|e| req.err(e))?;
+    let id = state.broker.create_entity(&req.tenant, &ctx, &value).await.map_err(|e| req.err(e))?;
     Ok(created(&entity_location(&id)))
 }
 

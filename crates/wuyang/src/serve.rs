@@ -1,0 +1,101 @@
+//! `wuyang serve`: the broker on the embedded store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use broker::{Broker, BrokerConfig};
+use server::{AppState, Metrics, ServerConfig};
+use store::sqlite::{SqliteConfig, SqliteStore};
+
+/// Settings of `wuyang serve`; every flag also reads a WUYANG_* variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WUYANG_LISTEN", default_value = "0.0.0.0:1026")]
+    pub listen: SocketAddr,
+    /// Directory of the durable store.
+    #[arg(long, env = "WUYANG_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Largest request body in bytes; larger bodies get 413.
+    #[arg(long, env = "WUYANG_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted in a request body.
+    #[arg(long, env = "WUYANG_MAX_JSON_DEPTH", default_value_t = 64)]
+    pub max_json_depth: usize,
+    /// Page size of queries without a limit.
+    #[arg(long, env = "WUYANG_DEFAULT_LIMIT", default_value_t = 20)]
+    pub default_limit: usize,
+    /// Largest page size a query may ask for (TooManyResults above).
+    #[arg(long, env = "WUYANG_MAX_LIMIT", default_value_t = 1000)]
+    pub max_limit: usize,
+    /// Time allowed to download a remote @context, in milliseconds.
+    #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
+    pub context_timeout_ms: u64,
+}
+
+/// Builds the application state over a store opened in `args.data_dir`.
+pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
+    let started = std::time::Instant::now();
+    let store = SqliteStore::open(SqliteConfig::in_dir(&args.data_dir))
+        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    tracing::info!(
+        entities = store::Store::entity_count(&store),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        dir = %args.data_dir.display(),
+        "store loaded"
+    );
+    let metrics = Metrics::new(|r| store.register_metrics(r));
+    let contexts = jsonld::ContextResolver::new(jsonld::ResolverConfig {
+        fetch_timeout: Duration::from_millis(args.context_timeout_ms),
+        ..Default::default()
+    });
+    let broker = Broker::new(
+        Arc::new(store),
+        contexts,
+        BrokerConfig { default_limit: args.default_limit, max_limit: args.max_limit, ..Default::default() },
+    );
+    Ok(AppState {
+        broker: Arc::new(broker),
+        config: Arc::new(ServerConfig { max_body_bytes: args.max_body_bytes, max_json_depth: args.max_json_depth }),
+        metrics: Arc::new(metrics),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs the broker until Ctrl-C or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let state = build_state(&args)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let local = listener.local_addr()?;
+        tracing::info!(address = %local, "Wuyang NGSI-LD broker listening; API at http://{local}/ngsi-ld/v1");
+        // A line on stdout that tools (and the tests) can wait for.
+        println!("listening on {local}");
+        server::serve(listener, state, shutdown_signal()).await?;
+        Ok(())
+    })
+}
