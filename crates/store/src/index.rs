@@ -38,7 +38,10 @@ impl TenantIndex {
             self.unlink_types(&old);
         }
         for t in &entity.types {
-            self.by_type.entry(t.clone()).or_default().insert(id.clone());
+            self.by_type
+                .entry(t.clone())
+                .or_default()
+                .insert(id.clone());
         }
     }
 

@@ -39,7 +39,10 @@ pub struct Change {
 impl Change {
     /// Store `entity`.
     pub fn put(entity: Entity) -> Self {
-        Self { next: Next::Put(entity), report: None }
+        Self {
+            next: Next::Put(entity),
+            report: None,
+        }
     }
 }
 
@@ -57,7 +60,9 @@ pub struct Op {
 
 impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Op").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Op")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +72,10 @@ impl Op {
         id: impl Into<Arc<str>>,
         apply: impl FnOnce(Option<&Entity>) -> Result<Change, NgsiError> + Send + 'static,
     ) -> Self {
-        Self { id: id.into(), apply: Box::new(apply) }
+        Self {
+            id: id.into(),
+            apply: Box::new(apply),
+        }
     }
 }
 
@@ -110,7 +118,8 @@ impl From<StoreError> for NgsiError {
 }
 
 /// The future of a write: one result per operation, once committed.
-pub type WriteFuture = Pin<Box<dyn Future<Output = Result<Vec<Result<Outcome, NgsiError>>, StoreError>> + Send>>;
+pub type WriteFuture =
+    Pin<Box<dyn Future<Output = Result<Vec<Result<Outcome, NgsiError>>, StoreError>> + Send>>;
 
 /// Which entities a query considers before filtering.
 #[derive(Debug, Default, Clone, Copy)]
@@ -157,7 +166,13 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tenant: &str, id: &str) -> Option<Arc<Entity>>;
     /// The entities of `tenant` selected by `selection` that pass `filter`,
     /// ordered by id, paged.
-    fn query(&self, tenant: &str, selection: Selection<'_>, filter: Filter<'_>, page: Page) -> QueryPage;
+    fn query(
+        &self,
+        tenant: &str,
+        selection: Selection<'_>,
+        filter: Filter<'_>,
+        page: Page,
+    ) -> QueryPage;
     /// Visits every entity of `tenant` (for discovery).
     fn scan(&self, tenant: &str, visit: &mut dyn FnMut(&Entity));
     /// Whether `tenant` exists (has ever been written to).

@@ -23,7 +23,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::index::TenantIndex;
-use crate::{Filter, Next, Op, Outcome, Page, QueryPage, Selection, Store, StoreError, WriteFuture};
+use crate::{
+    Filter, Next, Op, Outcome, Page, QueryPage, Selection, Store, StoreError, WriteFuture,
+};
 
 type Reply = oneshot::Sender<Result<Vec<Result<Outcome, NgsiError>>, StoreError>>;
 
@@ -48,13 +50,20 @@ pub struct SqliteConfig {
 impl SqliteConfig {
     /// A durable store in `dir/wuyang.db`.
     pub fn in_dir(dir: &Path) -> Self {
-        Self { path: Some(dir.join("wuyang.db")), ..Self::default() }
+        Self {
+            path: Some(dir.join("wuyang.db")),
+            ..Self::default()
+        }
     }
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        Self { path: None, max_group_ops: 8192, queue_depth: 4096 }
+        Self {
+            path: None,
+            max_group_ops: 8192,
+            queue_depth: 4096,
+        }
     }
 }
 
@@ -104,7 +113,10 @@ fn encode(entity: &Entity) -> Vec<u8> {
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<Entity, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode { id: id.to_string(), reason: e.to_string() })
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode {
+        id: id.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 impl SqliteStore {
@@ -124,11 +136,16 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.execute_batch(SCHEMA)?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match version.as_deref() {
             None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?1)", [FORMAT_VERSION])?;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('format', ?1)",
+                    [FORMAT_VERSION],
+                )?;
             }
             Some(FORMAT_VERSION) => {}
             Some(other) => {
@@ -152,9 +169,15 @@ impl SqliteStore {
             while let Some(row) = rows.next()? {
                 let tenant: String = row.get(0)?;
                 let id: String = row.get(1)?;
-                let doc = row.get_ref(2)?.as_blob().map_err(|e| StoreError::Decode { id: id.clone(), reason: e.to_string() })?;
+                let doc = row.get_ref(2)?.as_blob().map_err(|e| StoreError::Decode {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                })?;
                 let entity = decode(&id, doc)?;
-                tenants.entry(tenant.into()).or_default().put(Arc::new(entity));
+                tenants
+                    .entry(tenant.into())
+                    .or_default()
+                    .put(Arc::new(entity));
                 count += 1;
             }
         }
@@ -164,7 +187,9 @@ impl SqliteStore {
             entities: AtomicU64::new(count),
             metrics: Metrics {
                 commits: Counter::default(),
-                commit_ops: Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0]),
+                commit_ops: Histogram::new([
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+                ]),
                 commit_seconds: Histogram::new([
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
                 ]),
@@ -174,7 +199,14 @@ impl SqliteStore {
         let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("wuyang-writer".into())
-            .spawn(move || Writer { conn, shared: writer_shared, max_group_ops: config.max_group_ops }.run(rx))?;
+            .spawn(move || {
+                Writer {
+                    conn,
+                    shared: writer_shared,
+                    max_group_ops: config.max_group_ops,
+                }
+                .run(rx)
+            })?;
         Ok(Self { shared, tx })
     }
 
@@ -182,8 +214,16 @@ impl SqliteStore {
     /// latency) in `registry`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         let m = &self.shared.metrics;
-        registry.register("wuyang_store_commits", "Transactions committed by the writer", m.commits.clone());
-        registry.register("wuyang_store_commit_ops", "Operations per committed transaction", m.commit_ops.clone());
+        registry.register(
+            "wuyang_store_commits",
+            "Transactions committed by the writer",
+            m.commits.clone(),
+        );
+        registry.register(
+            "wuyang_store_commit_ops",
+            "Operations per committed transaction",
+            m.commit_ops.clone(),
+        );
         registry.register(
             "wuyang_store_commit_seconds",
             "Time to apply and commit one transaction",
@@ -198,7 +238,9 @@ impl Store for SqliteStore {
         let tenant: Box<str> = tenant.into();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            tx.send(WriteRequest { tenant, ops, reply }).await.map_err(|_| StoreError::WriterGone)?;
+            tx.send(WriteRequest { tenant, ops, reply })
+                .await
+                .map_err(|_| StoreError::WriterGone)?;
             rx.await.map_err(|_| StoreError::WriterGone)?
         })
     }
@@ -207,10 +249,19 @@ impl Store for SqliteStore {
         self.shared.tenants.read().get(tenant)?.get(id).cloned()
     }
 
-    fn query(&self, tenant: &str, selection: Selection<'_>, filter: Filter<'_>, page: Page) -> QueryPage {
+    fn query(
+        &self,
+        tenant: &str,
+        selection: Selection<'_>,
+        filter: Filter<'_>,
+        page: Page,
+    ) -> QueryPage {
         match self.shared.tenants.read().get(tenant) {
             Some(index) => index.query(selection, filter, page),
-            None => QueryPage { entities: Vec::new(), total: page.count.then_some(0) },
+            None => QueryPage {
+                entities: Vec::new(),
+                total: page.count.then_some(0),
+            },
         }
     }
 
@@ -225,7 +276,13 @@ impl Store for SqliteStore {
     }
 
     fn tenants(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.shared.known_tenants.read().iter().map(|t| t.to_string()).collect();
+        let mut v: Vec<String> = self
+            .shared
+            .known_tenants
+            .read()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
         v.sort();
         v
     }
@@ -276,9 +333,13 @@ impl Writer {
         let outcome = (|| -> Result<(), StoreError> {
             let tx = self.conn.transaction()?;
             {
-                let mut put = tx.prepare_cached("INSERT OR REPLACE INTO entities (tenant, id, doc) VALUES (?1, ?2, ?3)")?;
-                let mut del = tx.prepare_cached("DELETE FROM entities WHERE tenant = ?1 AND id = ?2")?;
-                let mut add_tenant = tx.prepare_cached("INSERT OR IGNORE INTO tenants (name) VALUES (?1)")?;
+                let mut put = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO entities (tenant, id, doc) VALUES (?1, ?2, ?3)",
+                )?;
+                let mut del =
+                    tx.prepare_cached("DELETE FROM entities WHERE tenant = ?1 AND id = ?2")?;
+                let mut add_tenant =
+                    tx.prepare_cached("INSERT OR IGNORE INTO tenants (name) VALUES (?1)")?;
                 let committed = self.shared.tenants.read();
                 let known = self.shared.known_tenants.read();
                 for req in group {
@@ -288,19 +349,29 @@ impl Writer {
                         let key = (req.tenant.clone(), op.id.clone());
                         let current: Option<Arc<Entity>> = match overlay.changed.get(&key) {
                             Some(state) => state.clone(),
-                            None => committed.get(&*req.tenant).and_then(|t| t.get(&op.id)).cloned(),
+                            None => committed
+                                .get(&*req.tenant)
+                                .and_then(|t| t.get(&op.id))
+                                .cloned(),
                         };
                         let existed = current.is_some();
-                        let applied = catch_unwind(AssertUnwindSafe(|| (op.apply)(current.as_deref())))
-                            .unwrap_or_else(|_| Err(NgsiError::internal("operation panicked")));
+                        let applied =
+                            catch_unwind(AssertUnwindSafe(|| (op.apply)(current.as_deref())))
+                                .unwrap_or_else(|_| Err(NgsiError::internal("operation panicked")));
                         match applied {
                             Ok(change) => {
                                 match change.next {
                                     Next::Keep => {}
                                     Next::Put(entity) => {
-                                        put.execute(params![&*req.tenant, &*op.id, encode(&entity)])?;
+                                        put.execute(params![
+                                            &*req.tenant,
+                                            &*op.id,
+                                            encode(&entity)
+                                        ])?;
                                         overlay.changed.insert(key, Some(Arc::new(entity)));
-                                        if !known.contains(&req.tenant) && !overlay.new_tenants.contains(&req.tenant) {
+                                        if !known.contains(&req.tenant)
+                                            && !overlay.new_tenants.contains(&req.tenant)
+                                        {
                                             add_tenant.execute([&*req.tenant])?;
                                             overlay.new_tenants.push(req.tenant.clone());
                                         }
@@ -310,7 +381,10 @@ impl Writer {
                                         overlay.changed.insert(key, None);
                                     }
                                 }
-                                these.push(Ok(Outcome { created: !existed, report: change.report }));
+                                these.push(Ok(Outcome {
+                                    created: !existed,
+                                    report: change.report,
+                                }));
                             }
                             Err(e) => these.push(Err(e)),
                         }
@@ -344,7 +418,10 @@ impl Writer {
 
     fn publish(&self, overlay: Overlay) {
         if !overlay.new_tenants.is_empty() {
-            self.shared.known_tenants.write().extend(overlay.new_tenants);
+            self.shared
+                .known_tenants
+                .write()
+                .extend(overlay.new_tenants);
         }
         let mut tenants = self.shared.tenants.write();
         let mut delta: i64 = 0;
@@ -367,9 +444,13 @@ impl Writer {
             }
         }
         if delta >= 0 {
-            self.shared.entities.fetch_add(delta as u64, Ordering::Relaxed);
+            self.shared
+                .entities
+                .fetch_add(delta as u64, Ordering::Relaxed);
         } else {
-            self.shared.entities.fetch_sub((-delta) as u64, Ordering::Relaxed);
+            self.shared
+                .entities
+                .fetch_sub((-delta) as u64, Ordering::Relaxed);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `wuyang` command: wires the library crates together.
 
+mod bench;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -17,17 +18,31 @@ struct Cli {
 enum Command {
     /// Run the NGSI-LD broker.
     Serve(serve::ServeArgs),
+    /// Run the load scenarios against a fresh durable server and print the
+    /// results beside the HTTP ceiling of a null handler.
+    Bench(bench::BenchArgs),
+    /// A handler that only parses the entity and answers 201 (the baseline
+    /// of `wuyang bench`).
+    #[command(hide = true)]
+    NullServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WUYANG_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WUYANG_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::NullServer { listen } => bench::null_server(listen),
     }
 }

@@ -55,11 +55,18 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let broker = Broker::new(
         Arc::new(store),
         contexts,
-        BrokerConfig { default_limit: args.default_limit, max_limit: args.max_limit, ..Default::default() },
+        BrokerConfig {
+            default_limit: args.default_limit,
+            max_limit: args.max_limit,
+            ..Default::default()
+        },
     );
     Ok(AppState {
         broker: Arc::new(broker),
-        config: Arc::new(ServerConfig { max_body_bytes: args.max_body_bytes, max_json_depth: args.max_json_depth }),
+        config: Arc::new(ServerConfig {
+            max_body_bytes: args.max_body_bytes,
+            max_json_depth: args.max_json_depth,
+        }),
         metrics: Arc::new(metrics),
     })
 }
@@ -70,7 +77,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -85,7 +93,9 @@ async fn shutdown_signal() {
 
 /// Runs the broker until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let state = build_state(&args)?;
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,0 +1,578 @@
+//! `wuyang bench`: the published Stellio load scenarios against a durable
+//! Wuyang server, with a null handler measured in the same run as the HTTP
+//! ceiling.
+//!
+//! The servers run as child processes (this binary's `serve` and
+//! `null-server` subcommands) so that the load generator and the server are
+//! separate processes on the same machine, as with wrk.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use serde_json::{Value, json};
+
+/// The Link header naming the v1.7 core context, as the Stellio scenarios send.
+const LINK_V17: &str = "<https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.7.jsonld>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"";
+
+/// Settings of the benchmark.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 10)]
+    pub connections: usize,
+    /// Requests per request/response scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: u64,
+    /// Entities loaded (by batch upsert) for the query scenarios.
+    #[arg(long, default_value_t = 100_000)]
+    pub entities: u64,
+    /// Entities per batch upsert request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: u64,
+    /// Scenarios to run (comma separated): null, create, partial, update,
+    /// upsert, query, relquery, restart. Default: all.
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+/// A running child server.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("WUYANG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the server process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            bail!("the server did not start: {line:?}");
+        };
+        Ok(Self {
+            addr: addr.parse()?,
+            child,
+        })
+    }
+
+    fn rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The template entity of the Stellio load scenarios: six properties (two
+/// multi-instance with datasetId, one with a sub-property, all with
+/// observedAt and unitCode), one relationship and one GeoProperty.
+pub fn template_entity(id: &str, entity_type: &str, n: u64) -> Value {
+    let observed = "2024-03-01T08:00:00Z";
+    let lon = 113.25 + (n % 1000) as f64 * 0.0002;
+    let lat = 23.08 + (n / 1000 % 1000) as f64 * 0.0002;
+    json!({
+        "id": id,
+        "type": entity_type,
+        "aProperty": {"type": "Property", "value": (n % 100) as f64, "observedAt": observed, "unitCode": "CEL"},
+        "anotherProperty": {"type": "Property", "value": n % 50, "observedAt": observed, "unitCode": "C62"},
+        "temperature": [
+            {"type": "Property", "value": 20.5, "datasetId": "urn:ngsi-ld:Dataset:sensorA", "observedAt": observed, "unitCode": "CEL"},
+            {"type": "Property", "value": 21.0, "datasetId": "urn:ngsi-ld:Dataset:sensorB", "observedAt": observed, "unitCode": "CEL"}
+        ],
+        "humidity": [
+            {"type": "Property", "value": 60, "datasetId": "urn:ngsi-ld:Dataset:sensorA", "observedAt": observed, "unitCode": "P1"},
+            {"type": "Property", "value": 62, "datasetId": "urn:ngsi-ld:Dataset:sensorB", "observedAt": observed, "unitCode": "P1"}
+        ],
+        "pressure": {"type": "Property", "value": 1013.2, "observedAt": observed, "unitCode": "A97",
+            "accuracy": {"type": "Property", "value": 0.5, "observedAt": observed, "unitCode": "A97"}},
+        "windSpeed": {"type": "Property", "value": 3.4, "observedAt": observed, "unitCode": "MTS"},
+        "isPartOf": {"type": "Relationship", "object": format!("urn:ngsi-ld:Group:{}", n % 100)},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}
+    })
+}
+
+/// The result of one load run.
+struct LoadResult {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+    first_error: Option<String>,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// Sends `total` requests made by `make` over `connections` keep-alive
+/// connections and measures each.
+async fn load(
+    addr: SocketAddr,
+    connections: usize,
+    total: u64,
+    make: MakeRequest,
+) -> anyhow::Result<LoadResult> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let counter = counter.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            loop {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let req = make(i);
+                let t0 = Instant::now();
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                latencies.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if !status.is_success() {
+                    errors += 1;
+                    if first_error.is_none() {
+                        first_error = Some(format!("{status}: {}", String::from_utf8_lossy(&body)));
+                    }
+                }
+            }
+            anyhow::Ok((latencies, errors, first_error))
+        }));
+    }
+    let mut result = LoadResult {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+        first_error: None,
+    };
+    for t in tasks {
+        let (lat, errors, first) = t.await??;
+        result.requests += lat.len() as u64;
+        result.latencies_us.extend(lat);
+        result.errors += errors;
+        if result.first_error.is_none() {
+            result.first_error = first;
+        }
+    }
+    result.elapsed = started.elapsed();
+    result.latencies_us.sort_unstable();
+    Ok(result)
+}
+
+fn request(method: Method, path: String, body: Option<&Value>, link: bool) -> Request<Full<Bytes>> {
+    let bytes = body
+        .map(|b| Bytes::from(serde_json::to_vec(b).expect("json")))
+        .unwrap_or_default();
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "bench");
+    if body.is_some() {
+        builder = builder
+            .header("content-type", "application/json")
+            .header("content-length", bytes.len());
+    }
+    if link {
+        builder = builder.header("link", LINK_V17);
+    }
+    builder.body(Full::new(bytes)).expect("request")
+}
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    result: LoadResult,
+    multiplier: f64,
+}
+
+fn print_row(row: &Row, ceiling: Option<f64>) {
+    let rate = row.result.rate() * row.multiplier;
+    let ratio = ceiling
+        .map(|c| format!("{:.2}", row.result.rate() / c))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "| {:<42} | {:>10.0} {:<10} | {:>7.2} | {:>7.2} | {:>7.2} | {:>8} | {:>6} |",
+        row.name,
+        rate,
+        row.unit,
+        row.result.percentile_ms(0.50),
+        row.result.percentile_ms(0.95),
+        row.result.percentile_ms(0.99),
+        ratio,
+        row.result.errors
+    );
+    if let Some(e) = &row.result.first_error {
+        println!(
+            "|   first error: {}",
+            e.chars().take(200).collect::<String>()
+        );
+    }
+}
+
+fn wants(args: &BenchArgs, name: &str) -> bool {
+    args.only
+        .as_deref()
+        .is_none_or(|o| o.split(',').any(|x| x.trim() == name))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // The load generator gets its own small runtime; the servers are separate
+    // processes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "Wuyang benchmark on {} ({} connections)",
+        machine(),
+        args.connections
+    );
+    println!();
+    println!("| scenario | throughput | p50 ms | p95 ms | p99 ms | vs null | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    let n = args.requests;
+    let conns = args.connections;
+
+    let mut ceiling = None;
+    if wants(&args, "null") {
+        let null = ServerProcess::start(&["null-server", "--listen", "127.0.0.1:0"])?;
+        let result = load(
+            null.addr,
+            conns,
+            n,
+            Arc::new(|i| {
+                let e = template_entity(&format!("urn:ngsi-ld:Bench:null:{i}"), "Sensor", i);
+                request(Method::POST, "/ngsi-ld/v1/entities".into(), Some(&e), true)
+            }),
+        )
+        .await?;
+        ceiling = Some(result.rate());
+        print_row(
+            &Row {
+                name: "null handler: parse entity, answer 201".into(),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            None,
+        );
+        null.kill();
+    }
+
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().context("temp dir path")?.to_string();
+    let server = ServerProcess::start(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])?;
+    let addr = server.addr;
+
+    if wants(&args, "create") {
+        let result = load(
+            addr,
+            conns,
+            n,
+            Arc::new(|i| {
+                let e = template_entity(&format!("urn:ngsi-ld:Bench:create:{i}"), "Sensor", i);
+                request(Method::POST, "/ngsi-ld/v1/entities".into(), Some(&e), true)
+            }),
+        )
+        .await?;
+        print_row(
+            &Row {
+                name: "create entity".into(),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            ceiling,
+        );
+    }
+
+    if wants(&args, "partial") || wants(&args, "update") {
+        // 1,000 target entities, as in the Stellio scenario.
+        let batch: Vec<Value> = (0..1000u64)
+            .map(|i| template_entity(&format!("urn:ngsi-ld:Bench:upd:{i}"), "Sensor", i))
+            .collect();
+        let r = load(
+            addr,
+            1,
+            1,
+            Arc::new(move |_| {
+                request(
+                    Method::POST,
+                    "/ngsi-ld/v1/entityOperations/upsert".into(),
+                    Some(&Value::Array(batch.clone())),
+                    true,
+                )
+            }),
+        )
+        .await?;
+        if r.errors > 0 {
+            bail!("loading the update targets failed: {:?}", r.first_error);
+        }
+    }
+    if wants(&args, "partial") {
+        let result = load(
+            addr,
+            conns,
+            n,
+            Arc::new(|i| {
+                let body = json!({"type": "Property", "value": i as f64, "observedAt": "2024-03-01T09:00:00Z", "unitCode": "CEL"});
+                request(Method::PATCH, format!("/ngsi-ld/v1/entities/urn:ngsi-ld:Bench:upd:{}/attrs/aProperty", i % 1000), Some(&body), true)
+            }),
+        )
+        .await?;
+        print_row(
+            &Row {
+                name: "partial attribute update (1,000 entities)".into(),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            ceiling,
+        );
+    }
+    if wants(&args, "update") {
+        let result = load(
+            addr,
+            conns,
+            n,
+            Arc::new(|i| {
+                let body = json!({
+                    "aProperty": {"type": "Property", "value": i as f64, "observedAt": "2024-03-01T09:00:00Z", "unitCode": "CEL"},
+                    "windSpeed": {"type": "Property", "value": 4.2, "observedAt": "2024-03-01T09:00:00Z", "unitCode": "MTS"}
+                });
+                request(Method::PATCH, format!("/ngsi-ld/v1/entities/urn:ngsi-ld:Bench:upd:{}/attrs", i % 1000), Some(&body), true)
+            }),
+        )
+        .await?;
+        print_row(
+            &Row {
+                name: "update attributes (1,000 entities)".into(),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            ceiling,
+        );
+    }
+
+    let needs_dataset = wants(&args, "upsert")
+        || wants(&args, "query")
+        || wants(&args, "relquery")
+        || wants(&args, "restart");
+    if needs_dataset {
+        let total = args.entities;
+        let size = args.batch_size.max(1);
+        let batches = total.div_ceil(size);
+        let result = load(
+            addr,
+            conns,
+            batches,
+            Arc::new(move |b| {
+                let items: Vec<Value> = (b * size..((b + 1) * size).min(total))
+                    .map(|n| {
+                        template_entity(
+                            &format!("urn:ngsi-ld:Sensor:{n}"),
+                            &format!("Sensor{}", n % 10),
+                            n,
+                        )
+                    })
+                    .collect();
+                request(
+                    Method::POST,
+                    "/ngsi-ld/v1/entityOperations/upsert".into(),
+                    Some(&Value::Array(items)),
+                    true,
+                )
+            }),
+        )
+        .await?;
+        print_row(
+            &Row {
+                name: format!("batch upsert ({size} per request, {total} entities)"),
+                unit: "entities/s",
+                result,
+                multiplier: size as f64,
+            },
+            ceiling,
+        );
+    }
+    if wants(&args, "query") {
+        let result = load(
+            addr,
+            conns,
+            n,
+            Arc::new(|i| {
+                let path = format!(
+                    "/ngsi-ld/v1/entities?type=Sensor{}&q=aProperty%3E50%3BanotherProperty%3D%3D{}",
+                    i % 10,
+                    i % 50
+                );
+                request(Method::GET, path, None, true)
+            }),
+        )
+        .await?;
+        print_row(
+            &Row {
+                name: format!("query type + q ({} entities, 10 types)", args.entities),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            ceiling,
+        );
+    }
+    if wants(&args, "relquery") {
+        let result = load(
+            addr,
+            conns,
+            n,
+            Arc::new(|i| {
+                let path = format!(
+                    "/ngsi-ld/v1/entities?type=Sensor{}&q=isPartOf%3D%3Durn:ngsi-ld:Group:{}",
+                    i % 10,
+                    i % 100
+                );
+                request(Method::GET, path, None, true)
+            }),
+        )
+        .await?;
+        print_row(
+            &Row {
+                name: format!("query type + relationship ({} entities)", args.entities),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            ceiling,
+        );
+    }
+    println!();
+    if let Some(rss) = server.rss_mib() {
+        println!("server resident memory after the run: {rss:.0} MiB");
+    }
+    if wants(&args, "restart") {
+        server.kill();
+        let started = Instant::now();
+        let again =
+            ServerProcess::start(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])?;
+        let elapsed = started.elapsed();
+        println!(
+            "cold restart after kill -9 with the data above: {:.2} s to listening; resident memory {:.0} MiB",
+            elapsed.as_secs_f64(),
+            again.rss_mib().unwrap_or(0.0)
+        );
+        again.kill();
+    }
+    let _ = Path::new(&data);
+    Ok(())
+}
+
+/// `wuyang null-server`: parses each POSTed entity and answers 201; the HTTP
+/// ceiling the benchmark reports beside every figure.
+pub fn null_server(listen: SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        async fn create(body: Bytes) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => {
+                    let id = v
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    (
+                        axum::http::StatusCode::CREATED,
+                        [("location", format!("/ngsi-ld/v1/entities/{id}"))],
+                    )
+                        .into_response()
+                }
+                Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
+            }
+        }
+        let app = axum::Router::new().route("/ngsi-ld/v1/entities", axum::routing::post(create));
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("listening on {}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
