@@ -1,4 +1,4 @@
-//! The embedded store: SQLite (WAL, `synchronous=FULL`) written by one writer
+//! The embedded store: SQLite (WAL, `synchronous=FULL` by default) written by one writer
 //! thread with group commit, and in-memory indexes for reads.
 //!
 //! A write travels: `write()` sends the ops to the writer thread; the writer
@@ -45,6 +45,21 @@ pub struct SqliteConfig {
     pub max_group_ops: usize,
     /// The depth of the queue in front of the writer.
     pub queue_depth: usize,
+    /// How hard each commit pushes to the disk.
+    pub sync: SyncMode,
+}
+
+/// When a commit is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// After the write-ahead log is flushed to the device (fsync): survives
+    /// a process kill and a power loss.
+    #[default]
+    Full,
+    /// After the write-ahead log is handed to the operating system: survives
+    /// a process kill (including kill -9), but a power loss or kernel crash
+    /// may lose the last commits.
+    Normal,
 }
 
 impl SqliteConfig {
@@ -63,6 +78,7 @@ impl Default for SqliteConfig {
             path: None,
             max_group_ops: 8192,
             queue_depth: 4096,
+            sync: SyncMode::Full,
         }
     }
 }
@@ -132,7 +148,11 @@ impl SqliteStore {
             None => Connection::open_in_memory()?,
         };
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let sync = match config.sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.execute_batch(SCHEMA)?;
         let version: Option<String> = conn

@@ -42,6 +42,14 @@ pub struct BenchArgs {
     /// upsert, query, relquery, restart. Default: all.
     #[arg(long)]
     pub only: Option<String>,
+    /// Durability of the benchmarked server (`full` or `normal`, as for
+    /// `wuyang serve --sync`).
+    #[arg(long, default_value = "full")]
+    pub sync: String,
+    /// Run against an already running broker at this address (host:port)
+    /// instead of starting one; memory and restart figures are skipped.
+    #[arg(long)]
+    pub target: Option<SocketAddr>,
 }
 
 /// A running child server.
@@ -338,8 +346,23 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_str().context("temp dir path")?.to_string();
-    let server = ServerProcess::start(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])?;
-    let addr = server.addr;
+    let server = match args.target {
+        Some(_) => None,
+        None => Some(ServerProcess::start(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--sync",
+            &args.sync,
+        ])?),
+    };
+    let addr = match (&server, args.target) {
+        (Some(s), _) => s.addr,
+        (None, Some(t)) => t,
+        (None, None) => unreachable!("either a target or a started server"),
+    };
 
     if wants(&args, "create") {
         let result = load(
@@ -524,6 +547,9 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     println!();
+    let Some(server) = server else {
+        return Ok(());
+    };
     if let Some(rss) = server.rss_mib() {
         println!("server resident memory after the run: {rss:.0} MiB");
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use broker::{Broker, BrokerConfig};
 use server::{AppState, Metrics, ServerConfig};
-use store::sqlite::{SqliteConfig, SqliteStore};
+use store::sqlite::{SqliteConfig, SqliteStore, SyncMode};
 
 /// Settings of `wuyang serve`; every flag also reads a WUYANG_* variable.
 #[derive(clap::Args, Debug, Clone)]
@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// Largest page size a query may ask for (TooManyResults above).
     #[arg(long, env = "WUYANG_MAX_LIMIT", default_value_t = 1000)]
     pub max_limit: usize,
+    /// When a write is acknowledged: `full` after fsync (survives power
+    /// loss), `normal` once the operating system has it (survives a process
+    /// crash, not a power loss).
+    #[arg(long, env = "WUYANG_SYNC", default_value = "full", value_parser = ["full", "normal"])]
+    pub sync: String,
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
@@ -39,8 +44,16 @@ pub struct ServeArgs {
 /// Builds the application state over a store opened in `args.data_dir`.
 pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let started = std::time::Instant::now();
-    let store = SqliteStore::open(SqliteConfig::in_dir(&args.data_dir))
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let sync = if args.sync == "normal" {
+        SyncMode::Normal
+    } else {
+        SyncMode::Full
+    };
+    let store = SqliteStore::open(SqliteConfig {
+        sync,
+        ..SqliteConfig::in_dir(&args.data_dir)
+    })
+    .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     tracing::info!(
         entities = store::Store::entity_count(&store),
         elapsed_ms = started.elapsed().as_millis() as u64,
