@@ -318,10 +318,13 @@ struct Writer {
     max_group_ops: usize,
 }
 
+/// A tenant and an entity id.
+type EntityKey = (Box<str>, Arc<str>);
+
 /// The state of one group of writes before it is published.
 #[derive(Default)]
 struct Overlay {
-    changed: HashMap<(Box<str>, Arc<str>), Option<Arc<Entity>>>,
+    changed: HashMap<EntityKey, Option<Arc<Entity>>>,
     new_tenants: Vec<Box<str>>,
 }
 
