@@ -10,7 +10,7 @@ use ngsi_model::{Entity, ErrorKind, NgsiError, NgsiResult, update};
 use serde_json::Value;
 use store::{Change, Next, Op};
 
-use crate::{Broker, BodyKind, Ctx, not_found};
+use crate::{BodyKind, Broker, Ctx, not_found};
 
 /// The result of a batch operation (BatchOperationResult, clause 5.2.16).
 #[derive(Debug, Default)]
@@ -63,7 +63,9 @@ fn entity_id_of(v: &Value) -> String {
 
 fn batch_array(body: &Value) -> NgsiResult<&Vec<Value>> {
     match body {
-        Value::Array(items) if items.is_empty() => Err(NgsiError::bad_data("a batch needs at least one entity")),
+        Value::Array(items) if items.is_empty() => {
+            Err(NgsiError::bad_data("a batch needs at least one entity"))
+        }
         Value::Array(items) if items.iter().any(Value::is_null) => {
             Err(NgsiError::bad_data("a batch cannot contain null"))
         }
@@ -74,7 +76,13 @@ fn batch_array(body: &Value) -> NgsiResult<&Vec<Value>> {
 
 impl Broker {
     /// Batch Create.
-    pub async fn batch_create(&self, tenant: &str, kind: BodyKind, link: Option<&str>, body: &Value) -> NgsiResult<BatchResult> {
+    pub async fn batch_create(
+        &self,
+        tenant: &str,
+        kind: BodyKind,
+        link: Option<&str>,
+        body: &Value,
+    ) -> NgsiResult<BatchResult> {
         self.batch(tenant, kind, link, body, Kind::Create).await
     }
 
@@ -87,7 +95,8 @@ impl Broker {
         body: &Value,
         mode: UpsertMode,
     ) -> NgsiResult<BatchResult> {
-        self.batch(tenant, kind, link, body, Kind::Upsert(mode)).await
+        self.batch(tenant, kind, link, body, Kind::Upsert(mode))
+            .await
     }
 
     /// Batch Update.
@@ -100,11 +109,18 @@ impl Broker {
         no_overwrite: bool,
     ) -> NgsiResult<BatchResult> {
         self.check_tenant(tenant)?;
-        self.batch(tenant, kind, link, body, Kind::Update { no_overwrite }).await
+        self.batch(tenant, kind, link, body, Kind::Update { no_overwrite })
+            .await
     }
 
     /// Batch Merge.
-    pub async fn batch_merge(&self, tenant: &str, kind: BodyKind, link: Option<&str>, body: &Value) -> NgsiResult<BatchResult> {
+    pub async fn batch_merge(
+        &self,
+        tenant: &str,
+        kind: BodyKind,
+        link: Option<&str>,
+        body: &Value,
+    ) -> NgsiResult<BatchResult> {
         self.check_tenant(tenant)?;
         self.batch(tenant, kind, link, body, Kind::Merge).await
     }
@@ -121,7 +137,10 @@ impl Broker {
                 Value::String(id) if ngsi_model::parse::is_absolute_iri(id) => {
                     let id2 = id.clone();
                     ops.push(Op::new(id.as_str(), move |current| match current {
-                        Some(_) => Ok(Change { next: Next::Delete, report: None }),
+                        Some(_) => Ok(Change {
+                            next: Next::Delete,
+                            report: None,
+                        }),
                         None => Err(not_found(&id2)),
                     }));
                     op_ids.push(id.clone());
@@ -136,7 +155,14 @@ impl Broker {
         Ok(result)
     }
 
-    async fn batch(&self, tenant: &str, body_kind: BodyKind, link: Option<&str>, body: &Value, kind: Kind) -> NgsiResult<BatchResult> {
+    async fn batch(
+        &self,
+        tenant: &str,
+        body_kind: BodyKind,
+        link: Option<&str>,
+        body: &Value,
+        kind: Kind,
+    ) -> NgsiResult<BatchResult> {
         let items = batch_array(body)?;
         let shared_ctx = match body_kind {
             BodyKind::Json => Some(self.context_from_link(link).await),
@@ -149,7 +175,9 @@ impl Broker {
             let id = entity_id_of(item);
             let ctx: NgsiResult<Ctx> = match &shared_ctx {
                 Some(c) => match item.get("@context") {
-                    Some(_) => Err(NgsiError::bad_data("an application/json body cannot carry @context")),
+                    Some(_) => Err(NgsiError::bad_data(
+                        "an application/json body cannot carry @context",
+                    )),
                     None => c.clone(),
                 },
                 None => self.context_for_body(BodyKind::LdJson, None, item).await,
@@ -169,14 +197,38 @@ impl Broker {
 
     fn batch_entity(&self, item: &Value, ctx: &Ctx, kind: Kind) -> NgsiResult<Entity> {
         let (req, limits) = match kind {
-            Kind::Create | Kind::Upsert(_) => (EntityRequirements { id: true, types: true }, self.config.parse),
-            Kind::Update { .. } => (EntityRequirements { id: true, types: false }, self.config.parse),
-            Kind::Merge => (EntityRequirements { id: true, types: false }, ParseLimits::patch()),
+            Kind::Create | Kind::Upsert(_) => (
+                EntityRequirements {
+                    id: true,
+                    types: true,
+                },
+                self.config.parse,
+            ),
+            Kind::Update { .. } => (
+                EntityRequirements {
+                    id: true,
+                    types: false,
+                },
+                self.config.parse,
+            ),
+            Kind::Merge => (
+                EntityRequirements {
+                    id: true,
+                    types: false,
+                },
+                ParseLimits::patch(),
+            ),
         };
         parse_entity(item, ctx, req, limits)
     }
 
-    async fn run_ops(&self, tenant: &str, ops: Vec<Op>, op_ids: Vec<String>, result: &mut BatchResult) -> NgsiResult<()> {
+    async fn run_ops(
+        &self,
+        tenant: &str,
+        ops: Vec<Op>,
+        op_ids: Vec<String>,
+        result: &mut BatchResult,
+    ) -> NgsiResult<()> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -201,14 +253,17 @@ fn batch_op(mut entity: Entity, kind: Kind) -> Op {
     Op::new(id, move |current| {
         let now = now_micros();
         match (kind, current) {
-            (Kind::Create, Some(_)) => {
-                Err(NgsiError::new(ErrorKind::AlreadyExists, format!("entity {} already exists", entity.id)))
-            }
+            (Kind::Create, Some(_)) => Err(NgsiError::new(
+                ErrorKind::AlreadyExists,
+                format!("entity {} already exists", entity.id),
+            )),
             (Kind::Create | Kind::Upsert(_), None) => {
                 update::stamp_new(&mut entity, now);
                 Ok(Change::put(entity))
             }
-            (Kind::Upsert(UpsertMode::Replace), Some(old)) => Ok(Change::put(update::replace(old, entity, now))),
+            (Kind::Upsert(UpsertMode::Replace), Some(old)) => {
+                Ok(Change::put(update::replace(old, entity, now)))
+            }
             (Kind::Upsert(UpsertMode::Update), Some(old)) => {
                 let mut e = old.clone();
                 for t in &entity.types {
@@ -223,7 +278,10 @@ fn batch_op(mut entity: Entity, kind: Kind) -> Op {
             (Kind::Update { no_overwrite }, Some(old)) => {
                 let mut e = old.clone();
                 let report = update::append(&mut e, entity.attrs, no_overwrite, now);
-                Ok(Change { next: Next::Put(e), report: Some(report) })
+                Ok(Change {
+                    next: Next::Put(e),
+                    report: Some(report),
+                })
             }
             (Kind::Merge, Some(old)) => {
                 let mut e = old.clone();

@@ -30,7 +30,10 @@ impl Terms for Ctx {
 impl Ctx {
     /// The core context alone.
     pub fn core() -> Self {
-        Self { table: jsonld::Context::core(), source: None }
+        Self {
+            table: jsonld::Context::core(),
+            source: None,
+        }
     }
 
     /// The URL to put in a response's Link header: the client's context when
@@ -77,8 +80,15 @@ impl crate::Broker {
             None => Ok(Ctx::core()),
             Some(url) => {
                 let source = Value::String(url.to_string());
-                let table = self.contexts.resolve(&source).await.map_err(context_error)?;
-                Ok(Ctx { table, source: Some(source) })
+                let table = self
+                    .contexts
+                    .resolve(&source)
+                    .await
+                    .map_err(context_error)?;
+                Ok(Ctx {
+                    table,
+                    source: Some(source),
+                })
             }
         }
     }
@@ -86,7 +96,12 @@ impl crate::Broker {
     /// Resolves the context of a request body: the Link header for JSON, the
     /// body's `@context` for JSON-LD, with the rules of clause 6.3.5 between
     /// them.
-    pub async fn context_for_body(&self, kind: BodyKind, link: Option<&str>, body: &Value) -> NgsiResult<Ctx> {
+    pub async fn context_for_body(
+        &self,
+        kind: BodyKind,
+        link: Option<&str>,
+        body: &Value,
+    ) -> NgsiResult<Ctx> {
         let inline = match body {
             Value::Object(m) => m.get("@context"),
             _ => None,
@@ -102,7 +117,9 @@ impl crate::Broker {
             }
             BodyKind::LdJson => {
                 let Some(source) = inline else {
-                    return Err(NgsiError::bad_data("an application/ld+json body must carry @context"));
+                    return Err(NgsiError::bad_data(
+                        "an application/ld+json body must carry @context",
+                    ));
                 };
                 self.context_from_value(source).await
             }
@@ -112,6 +129,9 @@ impl crate::Broker {
     /// Resolves an inline `@context` value.
     pub async fn context_from_value(&self, source: &Value) -> NgsiResult<Ctx> {
         let table = self.contexts.resolve(source).await.map_err(context_error)?;
-        Ok(Ctx { table, source: Some(source.clone()) })
+        Ok(Ctx {
+            table,
+            source: Some(source.clone()),
+        })
     }
 }

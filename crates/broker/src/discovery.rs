@@ -46,7 +46,8 @@ impl Broker {
             for (name, instances) in &e.attrs {
                 let info = out.entry(name.clone()).or_default();
                 info.count += 1;
-                info.kinds.extend(instances.iter().map(|a| a.value.kind_name()));
+                info.kinds
+                    .extend(instances.iter().map(|a| a.value.kind_name()));
                 info.types.extend(e.types.iter().cloned());
             }
         });
@@ -85,7 +86,9 @@ impl Broker {
         self.check_tenant(tenant)?;
         let t = iri(&ctx.expand(type_name));
         let infos = self.type_infos(tenant);
-        let info = infos.get(&t).ok_or_else(|| NgsiError::not_found(format!("no entity has type {type_name}")))?;
+        let info = infos
+            .get(&t)
+            .ok_or_else(|| NgsiError::not_found(format!("no entity has type {type_name}")))?;
         Ok(json!({
             "id": &*t,
             "type": "EntityTypeInfo",
@@ -132,7 +135,9 @@ impl Broker {
         self.check_tenant(tenant)?;
         let a = iri(&ctx.expand(attr));
         let infos = self.attr_infos(tenant);
-        let info = infos.get(&a).ok_or_else(|| NgsiError::not_found(format!("no entity has attribute {attr}")))?;
+        let info = infos
+            .get(&a)
+            .ok_or_else(|| NgsiError::not_found(format!("no entity has attribute {attr}")))?;
         Ok(json!({
             "id": &*a,
             "type": "Attribute",

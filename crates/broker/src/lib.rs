@@ -12,7 +12,9 @@ mod target;
 
 use std::sync::Arc;
 
-use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_attribute, parse_attributes, parse_entity};
+use ngsi_model::parse::{
+    EntityRequirements, ParseLimits, parse_attribute, parse_attributes, parse_entity,
+};
 use ngsi_model::render::{RenderOptions, render_entity};
 use ngsi_model::time::now_micros;
 use ngsi_model::update::{self, UpdateReport};
@@ -37,7 +39,11 @@ pub struct BrokerConfig {
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        Self { default_limit: 20, max_limit: 1000, parse: ParseLimits::default() }
+        Self {
+            default_limit: 20,
+            max_limit: 1000,
+            parse: ParseLimits::default(),
+        }
     }
 }
 
@@ -50,7 +56,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Broker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,8 +74,16 @@ pub struct UpdateResult {
 impl UpdateResult {
     fn from_report(report: UpdateReport, ctx: &Ctx) -> Self {
         Self {
-            updated: report.updated.iter().map(|n| ctx.compact(n).into_owned()).collect(),
-            not_updated: report.not_updated.iter().map(|(n, r)| (ctx.compact(n).into_owned(), r.clone())).collect(),
+            updated: report
+                .updated
+                .iter()
+                .map(|n| ctx.compact(n).into_owned())
+                .collect(),
+            not_updated: report
+                .not_updated
+                .iter()
+                .map(|(n, r)| (ctx.compact(n).into_owned(), r.clone()))
+                .collect(),
         }
     }
 
@@ -92,7 +108,9 @@ fn check_id(id: &str) -> NgsiResult<()> {
     if ngsi_model::parse::is_absolute_iri(id) {
         Ok(())
     } else {
-        Err(NgsiError::bad_data(format!("entity id {id:?} is not a URI")))
+        Err(NgsiError::bad_data(format!(
+            "entity id {id:?} is not a URI"
+        )))
     }
 }
 
@@ -102,8 +120,16 @@ fn not_found(id: &str) -> NgsiError {
 
 impl Broker {
     /// A broker over `store`, resolving contexts with `contexts`.
-    pub fn new(store: Arc<dyn Store>, contexts: jsonld::ContextResolver, config: BrokerConfig) -> Self {
-        Self { store, contexts, config }
+    pub fn new(
+        store: Arc<dyn Store>,
+        contexts: jsonld::ContextResolver,
+        config: BrokerConfig,
+    ) -> Self {
+        Self {
+            store,
+            contexts,
+            config,
+        }
     }
 
     /// The store (for metrics and health).
@@ -127,24 +153,45 @@ impl Broker {
         if tenant.is_empty() || self.store.tenant_exists(tenant) {
             Ok(())
         } else {
-            Err(NgsiError::new(ErrorKind::NonexistentTenant, format!("tenant {tenant} does not exist")))
+            Err(NgsiError::new(
+                ErrorKind::NonexistentTenant,
+                format!("tenant {tenant} does not exist"),
+            ))
         }
     }
 
     async fn write_one(&self, tenant: &str, op: Op) -> NgsiResult<Outcome> {
         let mut results = self.store.write(tenant, vec![op]).await?;
-        results.pop().unwrap_or_else(|| Err(NgsiError::internal("the store returned no result")))
+        results
+            .pop()
+            .unwrap_or_else(|| Err(NgsiError::internal("the store returned no result")))
     }
 
     /// Create Entity (clause 5.6.1). Returns the new entity's id.
-    pub async fn create_entity(&self, tenant: &str, ctx: &Ctx, body: &Value) -> NgsiResult<Arc<str>> {
-        let mut entity = parse_entity(body, ctx, EntityRequirements { id: true, types: true }, self.config.parse)?;
+    pub async fn create_entity(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        body: &Value,
+    ) -> NgsiResult<Arc<str>> {
+        let mut entity = parse_entity(
+            body,
+            ctx,
+            EntityRequirements {
+                id: true,
+                types: true,
+            },
+            self.config.parse,
+        )?;
         let id = entity.id.clone();
         self.write_one(
             tenant,
             Op::new(id.clone(), move |current| {
                 if current.is_some() {
-                    return Err(NgsiError::new(ErrorKind::AlreadyExists, format!("entity {} already exists", entity.id)));
+                    return Err(NgsiError::new(
+                        ErrorKind::AlreadyExists,
+                        format!("entity {} already exists", entity.id),
+                    ));
                 }
                 update::stamp_new(&mut entity, now_micros());
                 Ok(Change::put(entity))
@@ -155,7 +202,13 @@ impl Broker {
     }
 
     /// Retrieve Entity (clause 5.7.1), rendered for the client.
-    pub fn retrieve_entity(&self, tenant: &str, ctx: &Ctx, id: &str, view: &ViewOptions) -> NgsiResult<Map<String, Value>> {
+    pub fn retrieve_entity(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        view: &ViewOptions,
+    ) -> NgsiResult<Map<String, Value>> {
         check_id(id)?;
         self.check_tenant(tenant)?;
         let entity = self.store.get(tenant, id).ok_or_else(|| not_found(id))?;
@@ -168,17 +221,30 @@ impl Broker {
     }
 
     /// Renders an entity with the view's projection and options.
-    pub(crate) fn render(&self, entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map<String, Value> {
-        let opts = RenderOptions { format: view.format, sys_attrs: view.sys_attrs, lang: view.lang.as_deref() };
+    pub(crate) fn render(
+        &self,
+        entity: &Entity,
+        ctx: &Ctx,
+        view: &ViewOptions,
+    ) -> Map<String, Value> {
+        let opts = RenderOptions {
+            format: view.format,
+            sys_attrs: view.sys_attrs,
+            lang: view.lang.as_deref(),
+        };
         if view.attrs.is_none() && view.omit.is_none() && view.dataset_id.is_none() {
             return render_entity(entity, ctx, &opts);
         }
         let mut projected = entity.clone();
         if let Some(keep) = &view.attrs {
-            projected.attrs.retain(|(n, _)| keep.iter().any(|k| **k == **n));
+            projected
+                .attrs
+                .retain(|(n, _)| keep.iter().any(|k| **k == **n));
         }
         if let Some(drop) = &view.omit {
-            projected.attrs.retain(|(n, _)| !drop.iter().any(|k| **k == **n));
+            projected
+                .attrs
+                .retain(|(n, _)| !drop.iter().any(|k| **k == **n));
         }
         if let Some(ds) = &view.dataset_id {
             for (_, instances) in &mut projected.attrs {
@@ -193,35 +259,64 @@ impl Broker {
         if view.omit_type {
             out.remove("type");
         }
+        if view.omit_scope {
+            out.remove("scope");
+        }
         out
     }
 
     /// Update Entity Attributes (clause 5.6.2): only existing attributes are
     /// written; the result lists the others.
-    pub async fn update_attrs(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value) -> NgsiResult<UpdateResult> {
+    pub async fn update_attrs(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+    ) -> NgsiResult<UpdateResult> {
         let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
         let report = self
-            .modify(tenant, id, move |entity, now| Ok(update::update_existing(entity, attrs, now)))
+            .modify(tenant, id, move |entity, now| {
+                Ok(update::update_existing(entity, attrs, now))
+            })
             .await?;
         Ok(UpdateResult::from_report(report, ctx))
     }
 
     /// Append Entity Attributes (clause 5.6.3), optionally without
     /// overwriting existing ones.
-    pub async fn append_attrs(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value, no_overwrite: bool) -> NgsiResult<UpdateResult> {
+    pub async fn append_attrs(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+        no_overwrite: bool,
+    ) -> NgsiResult<UpdateResult> {
         let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
         let report = self
-            .modify(tenant, id, move |entity, now| Ok(update::append(entity, attrs, no_overwrite, now)))
+            .modify(tenant, id, move |entity, now| {
+                Ok(update::append(entity, attrs, no_overwrite, now))
+            })
             .await?;
         Ok(UpdateResult::from_report(report, ctx))
     }
 
     /// Partial Attribute Update (clause 5.6.4).
-    pub async fn partial_attr_update(&self, tenant: &str, ctx: &Ctx, id: &str, attr: &str, body: &Value) -> NgsiResult<()> {
+    pub async fn partial_attr_update(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        attr: &str,
+        body: &Value,
+    ) -> NgsiResult<()> {
         check_id(id)?;
         let name = iri(&ctx.expand(attr));
         let Value::Object(_) = body else {
-            return Err(NgsiError::bad_data("an attribute fragment must be a JSON object"));
+            return Err(NgsiError::bad_data(
+                "an attribute fragment must be a JSON object",
+            ));
         };
         let patch = parse_fragment_instance(attr, body, ctx, ParseLimits::patch())?;
         self.modify(tenant, id, move |entity, now| {
@@ -233,10 +328,22 @@ impl Broker {
     }
 
     /// Replace Attribute (clause 5.6.19).
-    pub async fn replace_attr(&self, tenant: &str, ctx: &Ctx, id: &str, attr: &str, body: &Value) -> NgsiResult<()> {
+    pub async fn replace_attr(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        attr: &str,
+        body: &Value,
+    ) -> NgsiResult<()> {
         check_id(id)?;
         let name = iri(&ctx.expand(attr));
-        let instances = parse_attribute(attr, strip_context(body).as_ref().unwrap_or(body), ctx, self.config.parse)?;
+        let instances = parse_attribute(
+            attr,
+            strip_context(body).as_ref().unwrap_or(body),
+            ctx,
+            self.config.parse,
+        )?;
         self.modify(tenant, id, move |entity, now| {
             update::replace_attribute(entity, &name, instances, now)?;
             Ok(UpdateReport::default())
@@ -272,7 +379,13 @@ impl Broker {
     }
 
     /// Merge Entity (clause 5.6.17).
-    pub async fn merge_entity(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value) -> NgsiResult<()> {
+    pub async fn merge_entity(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+    ) -> NgsiResult<()> {
         let fragment = self.fragment_entity(ctx, id, body, ParseLimits::patch())?;
         self.modify(tenant, id, move |entity, now| {
             update::merge(entity, fragment, now);
@@ -283,7 +396,13 @@ impl Broker {
     }
 
     /// Replace Entity (clause 5.6.18).
-    pub async fn replace_entity(&self, tenant: &str, ctx: &Ctx, id: &str, body: &Value) -> NgsiResult<()> {
+    pub async fn replace_entity(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+    ) -> NgsiResult<()> {
         let mut new = self.fragment_entity(ctx, id, body, self.config.parse)?;
         if new.types.is_empty() {
             return Err(NgsiError::bad_data("entity type is missing"));
@@ -310,7 +429,10 @@ impl Broker {
         self.write_one(
             tenant,
             Op::new(owned, move |current| match current {
-                Some(_) => Ok(Change { next: Next::Delete, report: None }),
+                Some(_) => Ok(Change {
+                    next: Next::Delete,
+                    report: None,
+                }),
                 None => Err(not_found(&id2)),
             }),
         )
@@ -338,7 +460,11 @@ impl Broker {
                     let report = f(&mut entity, now_micros())?;
                     let unchanged = report.updated.is_empty() && !report.not_updated.is_empty();
                     Ok(Change {
-                        next: if unchanged { Next::Keep } else { Next::Put(entity) },
+                        next: if unchanged {
+                            Next::Keep
+                        } else {
+                            Next::Put(entity)
+                        },
                         report: Some(report),
                     })
                 }),
@@ -358,16 +484,26 @@ impl Broker {
     ) -> NgsiResult<Vec<(ngsi_model::Iri, Vec<ngsi_model::Attribute>)>> {
         check_id(id)?;
         let Value::Object(map) = body else {
-            return Err(NgsiError::bad_data("an entity fragment must be a JSON object"));
+            return Err(NgsiError::bad_data(
+                "an entity fragment must be a JSON object",
+            ));
         };
         check_fragment_id(map, id)?;
         parse_attributes(map, ctx, limits)
     }
 
-    fn fragment_entity(&self, ctx: &Ctx, id: &str, body: &Value, limits: ParseLimits) -> NgsiResult<Entity> {
+    fn fragment_entity(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+        limits: ParseLimits,
+    ) -> NgsiResult<Entity> {
         check_id(id)?;
         let Value::Object(map) = body else {
-            return Err(NgsiError::bad_data("an entity fragment must be a JSON object"));
+            return Err(NgsiError::bad_data(
+                "an entity fragment must be a JSON object",
+            ));
         };
         check_fragment_id(map, id)?;
         parse_entity(body, ctx, EntityRequirements::default(), limits)
@@ -377,7 +513,9 @@ impl Broker {
 fn check_fragment_id(map: &Map<String, Value>, id: &str) -> NgsiResult<()> {
     match map.get("id").or_else(|| map.get("@id")) {
         Some(Value::String(s)) if s == id => Ok(()),
-        Some(_) => Err(NgsiError::bad_data("the id in the body differs from the id in the path")),
+        Some(_) => Err(NgsiError::bad_data(
+            "the id in the body differs from the id in the path",
+        )),
         None => Ok(()),
     }
 }
@@ -396,12 +534,30 @@ fn strip_context(body: &Value) -> Option<Value> {
 /// Parses the body of a partial attribute update: an attribute fragment in
 /// which the value member may be missing (only metadata or sub-attributes
 /// change).
-fn parse_fragment_instance(name: &str, body: &Value, ctx: &Ctx, limits: ParseLimits) -> NgsiResult<ngsi_model::Attribute> {
+fn parse_fragment_instance(
+    name: &str,
+    body: &Value,
+    ctx: &Ctx,
+    limits: ParseLimits,
+) -> NgsiResult<ngsi_model::Attribute> {
     let stripped = strip_context(body);
     let body = stripped.as_ref().unwrap_or(body);
     let mut instances = parse_attribute(name, body, ctx, limits)?;
     if instances.len() != 1 {
-        return Err(NgsiError::bad_data("a partial update carries one attribute instance"));
+        return Err(NgsiError::bad_data(
+            "a partial update carries one attribute instance",
+        ));
     }
-    Ok(instances.remove(0))
+    let instance = instances.remove(0);
+    // The Null deletes a whole attribute or sub-attribute here; unlike in a
+    // merge it cannot delete a key inside a compound value (clause 5.5.8).
+    if let ngsi_model::AttrValue::Property(v @ (Value::Object(_) | Value::Array(_))) =
+        &instance.value
+        && ngsi_model::parse::json_has_null(v)
+    {
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name}: the NGSI-LD Null cannot appear inside a compound value in a partial update"
+        )));
+    }
+    Ok(instance)
 }

@@ -58,6 +58,8 @@ pub struct ViewOptions {
     pub omit_id: bool,
     /// Drop the type member (omit=type).
     pub omit_type: bool,
+    /// Drop the scope member (omit=scope, or pick without scope).
+    pub omit_scope: bool,
     /// Keep only these instances (`None` inside means the default instance).
     pub dataset_id: Option<Vec<Option<String>>>,
     /// Retrieve only if the entity matches this type expression.
@@ -75,7 +77,7 @@ pub struct Selector {
 
 impl Selector {
     fn matches(&self, e: &Entity, types: &[&str]) -> bool {
-        self.ids.as_ref().is_none_or(|ids| ids.iter().any(|i| *i == e.id))
+        self.ids.as_ref().is_none_or(|ids| ids.contains(&e.id))
             && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&e.id))
             && self.types.as_ref().is_none_or(|t| t.matches(types))
     }
@@ -124,7 +126,8 @@ fn parse_types(s: &str, ctx: &Ctx) -> NgsiResult<TypeExpr> {
 }
 
 fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
-    let mut q = ngsi_query::parse_q(s).map_err(|e| NgsiError::bad_data(format!("invalid q: {e}")))?;
+    let mut q =
+        ngsi_query::parse_q(s).map_err(|e| NgsiError::bad_data(format!("invalid q: {e}")))?;
     q.map_attr_names(&mut |n| match n {
         // Metadata members keep their core names.
         "observedAt" | "createdAt" | "modifiedAt" | "unitCode" | "datasetId" => n.to_string(),
@@ -136,8 +139,15 @@ fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
 fn parse_usize(s: Option<&str>, name: &str, default: usize) -> NgsiResult<usize> {
     match s {
         None => Ok(default),
-        Some(v) => v.parse::<usize>().map_err(|_| NgsiError::bad_data(format!("{name} must be a non-negative integer"))),
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| NgsiError::bad_data(format!("{name} must be a non-negative integer"))),
     }
+}
+
+/// Whether a `pick`/`omit` name is an entity member rather than an attribute.
+fn is_entity_member(name: &str) -> bool {
+    matches!(name, "id" | "type" | "scope")
 }
 
 fn parse_bool(s: Option<&str>, name: &str) -> NgsiResult<bool> {
@@ -195,8 +205,12 @@ impl ViewOptions {
             let names = ngsi_query::parse_attr_list(pick).map_err(bad)?;
             v.omit_id = !names.iter().any(|n| n == "id");
             v.omit_type = !names.iter().any(|n| n == "type");
-            let picked: Vec<Iri> =
-                names.iter().filter(|n| *n != "id" && *n != "type").map(|n| iri(&ctx.expand(n))).collect();
+            v.omit_scope = !names.iter().any(|n| n == "scope");
+            let picked: Vec<Iri> = names
+                .iter()
+                .filter(|n| !is_entity_member(n))
+                .map(|n| iri(&ctx.expand(n)))
+                .collect();
             v.attrs = Some(match v.attrs.take() {
                 Some(a) => a.into_iter().filter(|x| picked.contains(x)).collect(),
                 None => picked,
@@ -206,7 +220,14 @@ impl ViewOptions {
             let names = ngsi_query::parse_attr_list(omit).map_err(bad)?;
             v.omit_id = names.iter().any(|n| n == "id");
             v.omit_type = names.iter().any(|n| n == "type");
-            v.omit = Some(names.iter().filter(|n| *n != "id" && *n != "type").map(|n| iri(&ctx.expand(n))).collect());
+            v.omit_scope = names.iter().any(|n| n == "scope");
+            v.omit = Some(
+                names
+                    .iter()
+                    .filter(|n| !is_entity_member(n))
+                    .map(|n| iri(&ctx.expand(n)))
+                    .collect(),
+            );
         }
         if let Some(lang) = &p.lang {
             v.lang = Some(lang.split(',').next().unwrap_or("*").trim().to_string());
@@ -230,7 +251,12 @@ impl ViewOptions {
 
 impl EntityQuery {
     /// Parses the query-string form (GET /entities, DELETE /entities).
-    pub fn from_params(p: &QueryParams, ctx: &Ctx, default_limit: usize, max_limit: usize) -> NgsiResult<Self> {
+    pub fn from_params(
+        p: &QueryParams,
+        ctx: &Ctx,
+        default_limit: usize,
+        max_limit: usize,
+    ) -> NgsiResult<Self> {
         let mut selector = Selector::default();
         if let Some(ids) = &p.id {
             let list: Vec<Arc<str>> = ids.split(',').map(|s| Arc::from(s.trim())).collect();
@@ -242,8 +268,10 @@ impl EntityQuery {
             selector.ids = Some(list);
         }
         if let Some(p) = &p.id_pattern {
-            selector.id_pattern =
-                Some(Regex::new(p).map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?);
+            selector.id_pattern = Some(
+                Regex::new(p)
+                    .map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?,
+            );
         }
         if let Some(t) = &p.r#type {
             selector.types = Some(parse_types(t, ctx)?);
@@ -271,7 +299,10 @@ impl EntityQuery {
             scope_q: p
                 .scope_q
                 .as_deref()
-                .map(|s| ngsi_query::parse_scope_q(s).map_err(|e| NgsiError::bad_data(format!("invalid scopeQ: {e}"))))
+                .map(|s| {
+                    ngsi_query::parse_scope_q(s)
+                        .map_err(|e| NgsiError::bad_data(format!("invalid scopeQ: {e}")))
+                })
                 .transpose()?,
             geo,
             offset: parse_usize(p.offset.as_deref(), "offset", 0)?,
@@ -285,7 +316,13 @@ impl EntityQuery {
 
     /// Parses the body of POST /entityOperations/query (a Query, clause
     /// 5.2.23) with paging and view parameters from the query string.
-    pub fn from_json(body: &Value, p: &QueryParams, ctx: &Ctx, default_limit: usize, max_limit: usize) -> NgsiResult<Self> {
+    pub fn from_json(
+        body: &Value,
+        p: &QueryParams,
+        ctx: &Ctx,
+        default_limit: usize,
+        max_limit: usize,
+    ) -> NgsiResult<Self> {
         let Value::Object(m) = body else {
             return Err(NgsiError::bad_data("a Query must be a JSON object"));
         };
@@ -310,7 +347,11 @@ impl EntityQuery {
             None => None,
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| NgsiError::bad_data("attrs must hold strings")))
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| NgsiError::bad_data("attrs must hold strings"))
+                    })
                     .collect::<NgsiResult<Vec<_>>>()?
                     .join(","),
             ),
@@ -338,7 +379,9 @@ impl EntityQuery {
                     }
                     if let Some(Value::String(p)) = s.get("idPattern") {
                         out.id_pattern =
-                            Some(Regex::new(p).map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?);
+                            Some(Regex::new(p).map_err(|e| {
+                                NgsiError::bad_data(format!("invalid idPattern: {e}"))
+                            })?);
                     }
                     if let Some(Value::String(t)) = s.get("type") {
                         out.types = Some(parse_types(t, ctx)?);
@@ -358,7 +401,9 @@ impl EntityQuery {
             ));
         }
         if self.limit == 0 && !self.count {
-            return Err(NgsiError::bad_data("limit=0 is only allowed with count=true"));
+            return Err(NgsiError::bad_data(
+                "limit=0 is only allowed with count=true",
+            ));
         }
         Ok(())
     }
@@ -366,7 +411,9 @@ impl EntityQuery {
     /// Whether the query names anything to select by (clause 5.7.2 needs at
     /// least one of type, id, idPattern, attrs, q, geo-query or scopeQ).
     pub fn has_selector(&self) -> bool {
-        self.selectors.iter().any(|s| s.ids.is_some() || s.id_pattern.is_some() || s.types.is_some())
+        self.selectors
+            .iter()
+            .any(|s| s.ids.is_some() || s.id_pattern.is_some() || s.types.is_some())
             || self.attrs_filter.is_some()
             || self.q.is_some()
             || self.scope_q.is_some()
@@ -377,7 +424,10 @@ impl EntityQuery {
     pub fn matches(&self, e: &Entity) -> bool {
         let types: Vec<&str> = e.types.iter().map(|t| &**t).collect();
         (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e, &types)))
-            && self.attrs_filter.as_ref().is_none_or(|a| a.iter().any(|n| e.attr(n).is_some()))
+            && self
+                .attrs_filter
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|n| e.attr(n).is_some()))
             && self.q.as_ref().is_none_or(|q| q.matches(&EntityTarget(e)))
             && self.scope_q.as_ref().is_none_or(|s| {
                 let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
@@ -386,7 +436,9 @@ impl EntityQuery {
             && self.geo.as_ref().is_none_or(|(g, prop)| {
                 e.attr(prop).is_some_and(|instances| {
                     instances.iter().any(|a| match &a.value {
-                        AttrValue::GeoProperty(v) => ngsi_geo::parse_geojson(v).is_ok_and(|geom| g.matches(&geom)),
+                        AttrValue::GeoProperty(v) => {
+                            ngsi_geo::parse_geojson(v).is_ok_and(|geom| g.matches(&geom))
+                        }
                         _ => false,
                     })
                 })
@@ -395,27 +447,43 @@ impl EntityQuery {
 
     fn selection_parts(&self) -> (Option<Vec<Arc<str>>>, Option<Vec<Iri>>) {
         let ids = if self.selectors.iter().all(|s| s.ids.is_some()) && !self.selectors.is_empty() {
-            Some(self.selectors.iter().flat_map(|s| s.ids.clone().unwrap_or_default()).collect())
-        } else {
-            None
-        };
-        let types = if self.selectors.iter().all(|s| s.types.is_some()) && !self.selectors.is_empty() {
             Some(
                 self.selectors
                     .iter()
-                    .flat_map(|s| s.types.as_ref().map(|t| t.names().map(iri).collect::<Vec<_>>()).unwrap_or_default())
+                    .flat_map(|s| s.ids.clone().unwrap_or_default())
                     .collect(),
             )
         } else {
             None
         };
+        let types =
+            if self.selectors.iter().all(|s| s.types.is_some()) && !self.selectors.is_empty() {
+                Some(
+                    self.selectors
+                        .iter()
+                        .flat_map(|s| {
+                            s.types
+                                .as_ref()
+                                .map(|t| t.names().map(iri).collect::<Vec<_>>())
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                )
+            } else {
+                None
+            };
         (ids, types)
     }
 }
 
 impl Broker {
     /// Query Entities (clause 5.7.2).
-    pub fn query_entities(&self, tenant: &str, ctx: &Ctx, query: &EntityQuery) -> NgsiResult<QueryResult> {
+    pub fn query_entities(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &EntityQuery,
+    ) -> NgsiResult<QueryResult> {
         if !query.has_selector() {
             return Err(NgsiError::bad_data(
                 "a query needs at least one of type, id, idPattern, attrs, q, scopeQ or a geo-query",
@@ -423,23 +491,39 @@ impl Broker {
         }
         self.check_tenant(tenant)?;
         let (ids, types) = query.selection_parts();
-        let selection = Selection { ids: ids.as_deref(), types: types.as_deref() };
+        let selection = Selection {
+            ids: ids.as_deref(),
+            types: types.as_deref(),
+        };
         let filter = |e: &Entity| query.matches(e);
         let page = self.store.query(
             tenant,
             selection,
             &filter,
-            Page { offset: query.offset, limit: query.limit, count: query.count },
+            Page {
+                offset: query.offset,
+                limit: query.limit,
+                count: query.count,
+            },
         );
         Ok(QueryResult {
-            entities: page.entities.iter().map(|e| self.render(e, ctx, &query.view)).collect(),
+            entities: page
+                .entities
+                .iter()
+                .map(|e| self.render(e, ctx, &query.view))
+                .collect(),
             total: page.total,
         })
     }
 
     /// Purge Entities (clause 5.6.21): deletes the selected entities, or with
     /// `keep`/`drop` only some of their attributes.
-    pub async fn purge_entities(&self, tenant: &str, ctx: &Ctx, params: &QueryParams) -> NgsiResult<()> {
+    pub async fn purge_entities(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        params: &QueryParams,
+    ) -> NgsiResult<()> {
         if params.keep.is_some() && params.drop.is_some() {
             return Err(NgsiError::bad_data("keep and drop cannot be used together"));
         }
@@ -455,12 +539,27 @@ impl Broker {
         let filter = |e: &Entity| query.matches(e);
         let page = self.store.query(
             tenant,
-            Selection { ids: ids.as_deref(), types: types.as_deref() },
+            Selection {
+                ids: ids.as_deref(),
+                types: types.as_deref(),
+            },
             &filter,
-            Page { offset: 0, limit: usize::MAX, count: false },
+            Page {
+                offset: 0,
+                limit: usize::MAX,
+                count: false,
+            },
         );
-        let keep = params.keep.as_deref().map(|k| expand_list(k, ctx)).transpose()?;
-        let drop = params.drop.as_deref().map(|d| expand_list(d, ctx)).transpose()?;
+        let keep = params
+            .keep
+            .as_deref()
+            .map(|k| expand_list(k, ctx))
+            .transpose()?;
+        let drop = params
+            .drop
+            .as_deref()
+            .map(|d| expand_list(d, ctx))
+            .transpose()?;
         let ops = page
             .entities
             .iter()
@@ -469,10 +568,16 @@ impl Broker {
                 let drop = drop.clone();
                 Op::new(e.id.clone(), move |current| {
                     let Some(current) = current else {
-                        return Ok(Change { next: Next::Keep, report: None });
+                        return Ok(Change {
+                            next: Next::Keep,
+                            report: None,
+                        });
                     };
                     if keep.is_none() && drop.is_none() {
-                        return Ok(Change { next: Next::Delete, report: None });
+                        return Ok(Change {
+                            next: Next::Delete,
+                            report: None,
+                        });
                     }
                     let mut e = current.clone();
                     if let Some(k) = &keep {

@@ -19,22 +19,36 @@ enum Member<'a> {
 fn member<'a>(attr: &'a Attribute, name: &str) -> Option<Member<'a>> {
     // Metadata members are written as plain names; the broker expands every
     // name through the context, so recognise the expanded core forms too.
-    let short = name.strip_prefix("https://uri.etsi.org/ngsi-ld/").unwrap_or(name);
+    let short = name
+        .strip_prefix("https://uri.etsi.org/ngsi-ld/")
+        .unwrap_or(name);
     match short {
-        "observedAt" => attr.observed_at.as_deref().map(|s| Member::Value(Value::String(s.to_string()))),
-        "unitCode" => attr.unit_code.as_deref().map(|s| Member::Value(Value::String(s.to_string()))),
-        "datasetId" => attr.dataset_id.as_deref().map(|s| Member::Value(Value::String(s.to_string()))),
+        "observedAt" => attr
+            .observed_at
+            .as_deref()
+            .map(|s| Member::Value(Value::String(s.to_string()))),
+        "unitCode" => attr
+            .unit_code
+            .as_deref()
+            .map(|s| Member::Value(Value::String(s.to_string()))),
+        "datasetId" => attr
+            .dataset_id
+            .as_deref()
+            .map(|s| Member::Value(Value::String(s.to_string()))),
         "createdAt" => Some(Member::Value(Value::String(format_micros(attr.created_at)))),
-        "modifiedAt" => Some(Member::Value(Value::String(format_micros(attr.modified_at)))),
+        "modifiedAt" => Some(Member::Value(Value::String(format_micros(
+            attr.modified_at,
+        )))),
         _ => attr.sub_attr(name).map(Member::Attr),
     }
 }
 
 fn primary_values(attr: &Attribute, out: &mut Vec<Value>) {
     match &attr.value {
-        AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::JsonProperty(v) | AttrValue::VocabProperty(v) => {
-            out.push(v.clone())
-        }
+        AttrValue::Property(v)
+        | AttrValue::GeoProperty(v)
+        | AttrValue::JsonProperty(v)
+        | AttrValue::VocabProperty(v) => out.push(v.clone()),
         AttrValue::Relationship { object, .. } => out.push(object.clone()),
         AttrValue::LanguageProperty(m) => out.push(Value::Object(m.clone())),
         AttrValue::ListProperty(items) | AttrValue::ListRelationship { objects: items, .. } => {
@@ -43,7 +57,7 @@ fn primary_values(attr: &Attribute, out: &mut Vec<Value>) {
     }
 }
 
-fn walk<'v>(mut v: &'v Value, keys: &[String], out: &mut Vec<Value>) {
+fn walk(mut v: &Value, keys: &[String], out: &mut Vec<Value>) {
     for (i, k) in keys.iter().enumerate() {
         match v {
             Value::Object(m) if k == "*" => {
@@ -104,8 +118,12 @@ impl Target for EntityTarget<'_> {
     fn is_relationship(&self, path: &AttrPath) -> bool {
         path.sub_attrs.is_empty()
             && self.0.attr(&path.attr).is_some_and(|i| {
-                i.iter()
-                    .any(|a| matches!(a.value, AttrValue::Relationship { .. } | AttrValue::ListRelationship { .. }))
+                i.iter().any(|a| {
+                    matches!(
+                        a.value,
+                        AttrValue::Relationship { .. } | AttrValue::ListRelationship { .. }
+                    )
+                })
             })
     }
 }

@@ -119,7 +119,10 @@ pub struct NgsiError {
 impl NgsiError {
     /// An error of `kind` with `detail`.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
+        Self {
+            kind,
+            detail: detail.into(),
+        }
     }
 
     /// A syntactically invalid request.

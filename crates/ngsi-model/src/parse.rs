@@ -62,14 +62,20 @@ pub struct ParseLimits {
 
 impl Default for ParseLimits {
     fn default() -> Self {
-        Self { max_sub_attr_depth: 16, allow_null: false }
+        Self {
+            max_sub_attr_depth: 16,
+            allow_null: false,
+        }
     }
 }
 
 impl ParseLimits {
     /// The options for merge-patch documents, where NGSI-LD Null deletes.
     pub fn patch() -> Self {
-        Self { allow_null: true, ..Self::default() }
+        Self {
+            allow_null: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -84,7 +90,15 @@ pub struct EntityRequirements {
 
 /// Members of an entity that are not attributes.
 const ENTITY_MEMBERS: &[&str] = &[
-    "id", "@id", "type", "@type", "scope", "@context", "createdAt", "modifiedAt", "deletedAt",
+    "id",
+    "@id",
+    "type",
+    "@type",
+    "scope",
+    "@context",
+    "createdAt",
+    "modifiedAt",
+    "deletedAt",
 ];
 
 /// Members of an attribute that are not sub-attributes.
@@ -124,7 +138,9 @@ pub fn is_absolute_iri(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && colon + 1 < s.len()
         && !s.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
         })
 }
 
@@ -146,9 +162,27 @@ pub fn is_valid_name(name: &str) -> bool {
 /// Names that the core context reserves for members of entities and
 /// attributes; they cannot name attributes (clause 4.6.2).
 const RESERVED_NAMES: &[&str] = &[
-    "id", "type", "value", "object", "objectType", "languageMap", "json", "vocab", "valueList",
-    "objectList", "datasetId", "instanceId", "observedAt", "unitCode", "createdAt", "modifiedAt",
-    "deletedAt", "lang", "valueType", "scope", "@context",
+    "id",
+    "type",
+    "value",
+    "object",
+    "objectType",
+    "languageMap",
+    "json",
+    "vocab",
+    "valueList",
+    "objectList",
+    "datasetId",
+    "instanceId",
+    "observedAt",
+    "unitCode",
+    "createdAt",
+    "modifiedAt",
+    "deletedAt",
+    "lang",
+    "valueType",
+    "scope",
+    "@context",
 ];
 
 /// Whether `s` is a valid scope (clause 4.18): `/level(/level)*` where a
@@ -157,7 +191,8 @@ pub fn is_valid_scope(s: &str) -> bool {
     s.strip_prefix('/').is_some_and(|rest| {
         rest.split('/').all(|seg| {
             let mut chars = seg.chars();
-            chars.next().is_some_and(char::is_alphabetic) && chars.all(|c| c.is_alphanumeric() || c == '_')
+            chars.next().is_some_and(char::is_alphabetic)
+                && chars.all(|c| c.is_alphanumeric() || c == '_')
         })
     })
 }
@@ -169,7 +204,10 @@ pub fn is_datetime(s: &str) -> bool {
 }
 
 fn expand_name(terms: &dyn Terms, name: &str, what: &str) -> NgsiResult<Iri> {
-    if !is_valid_name(name) || (what != "entity type" && RESERVED_NAMES.contains(&name)) || name == "type" {
+    if !is_valid_name(name)
+        || (what != "entity type" && RESERVED_NAMES.contains(&name))
+        || name == "type"
+    {
         return Err(NgsiError::bad_data(format!("invalid {what} name {name:?}")));
     }
     Ok(iri(&terms.expand(name)))
@@ -183,7 +221,9 @@ pub fn parse_types(v: &Value, terms: &dyn Terms) -> NgsiResult<Vec<Iri>> {
         Value::Array(items) if !items.is_empty() => {
             for item in items {
                 let Value::String(s) = item else {
-                    return Err(NgsiError::bad_data("entity type must be a string or an array of strings"));
+                    return Err(NgsiError::bad_data(
+                        "entity type must be a string or an array of strings",
+                    ));
                 };
                 let t = expand_name(terms, s, "entity type")?;
                 if !out.contains(&t) {
@@ -191,7 +231,11 @@ pub fn parse_types(v: &Value, terms: &dyn Terms) -> NgsiResult<Vec<Iri>> {
                 }
             }
         }
-        _ => return Err(NgsiError::bad_data("entity type must be a string or an array of strings")),
+        _ => {
+            return Err(NgsiError::bad_data(
+                "entity type must be a string or an array of strings",
+            ));
+        }
     }
     Ok(out)
 }
@@ -210,10 +254,14 @@ fn parse_scopes(v: &Value) -> NgsiResult<Vec<Box<str>>> {
             .iter()
             .map(|i| match i {
                 Value::String(s) => check(s),
-                _ => Err(NgsiError::bad_data("scope must be a string or an array of strings")),
+                _ => Err(NgsiError::bad_data(
+                    "scope must be a string or an array of strings",
+                )),
             })
             .collect(),
-        _ => Err(NgsiError::bad_data("scope must be a string or an array of strings")),
+        _ => Err(NgsiError::bad_data(
+            "scope must be a string or an array of strings",
+        )),
     }
 }
 
@@ -229,8 +277,12 @@ pub fn parse_entity(
         return Err(NgsiError::bad_data("an entity must be a JSON object"));
     };
     let id = match map.get("id").or_else(|| map.get("@id")) {
-        Some(Value::String(s)) if is_absolute_iri(s) && s != crate::entity::core_iri::NULL => s.as_str().into(),
-        Some(Value::String(s)) => return Err(NgsiError::bad_data(format!("entity id {s:?} is not a URI"))),
+        Some(Value::String(s)) if is_absolute_iri(s) && s != crate::entity::core_iri::NULL => {
+            s.as_str().into()
+        }
+        Some(Value::String(s)) => {
+            return Err(NgsiError::bad_data(format!("entity id {s:?} is not a URI")));
+        }
         Some(_) => return Err(NgsiError::bad_data("entity id must be a string")),
         None if req.id => return Err(NgsiError::bad_data("entity id is missing")),
         None => "".into(),
@@ -241,12 +293,21 @@ pub fn parse_entity(
         None => Vec::new(),
     };
     let scopes = match map.get("scope") {
-        Some(Value::String(s)) if limits.allow_null && s == crate::entity::core_iri::NULL => Vec::new(),
+        Some(Value::String(s)) if limits.allow_null && s == crate::entity::core_iri::NULL => {
+            Vec::new()
+        }
         Some(v) => parse_scopes(v)?,
         None => Vec::new(),
     };
     let attrs = parse_attributes(map, terms, limits)?;
-    Ok(Entity { id, types, scopes, attrs, created_at: 0, modified_at: 0 })
+    Ok(Entity {
+        id,
+        types,
+        scopes,
+        attrs,
+        created_at: 0,
+        modified_at: 0,
+    })
 }
 
 /// Parses the attributes of an entity or an entity fragment, skipping the
@@ -283,9 +344,19 @@ fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
             )));
         }
     }
-    let geo = ["https://uri.etsi.org/ngsi-ld/location", "https://uri.etsi.org/ngsi-ld/observationSpace", "https://uri.etsi.org/ngsi-ld/operationSpace"];
-    if geo.contains(&name) && instances.iter().any(|a| !matches!(a.value, AttrValue::GeoProperty(_))) {
-        return Err(NgsiError::bad_data(format!("attribute {name} must be a GeoProperty")));
+    let geo = [
+        "https://uri.etsi.org/ngsi-ld/location",
+        "https://uri.etsi.org/ngsi-ld/observationSpace",
+        "https://uri.etsi.org/ngsi-ld/operationSpace",
+    ];
+    if geo.contains(&name)
+        && instances
+            .iter()
+            .any(|a| !matches!(a.value, AttrValue::GeoProperty(_)))
+    {
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name} must be a GeoProperty"
+        )));
     }
     Ok(())
 }
@@ -294,11 +365,19 @@ fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
 /// the members that only attributes have).
 fn looks_like_attribute(v: &Value) -> bool {
     match v {
-        Value::Object(m) => {
-            ["type", "value", "object", "languageMap", "json", "vocab", "valueList", "objectList", "datasetId"]
-                .iter()
-                .any(|k| m.contains_key(*k))
-        }
+        Value::Object(m) => [
+            "type",
+            "value",
+            "object",
+            "languageMap",
+            "json",
+            "vocab",
+            "valueList",
+            "objectList",
+            "datasetId",
+        ]
+        .iter()
+        .any(|k| m.contains_key(*k)),
         _ => false,
     }
 }
@@ -332,14 +411,18 @@ const GEOJSON_TYPES: &[&str] = &[
 fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
     if let Some(t) = m.get("type") {
         let Value::String(t) = t else {
-            return Err(NgsiError::bad_data(format!("attribute {name}: type must be a string")));
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name}: type must be a string"
+            )));
         };
         let t = t.strip_prefix("https://uri.etsi.org/ngsi-ld/").unwrap_or(t);
         return match t {
             "Property" | "Relationship" | "GeoProperty" | "LanguageProperty" | "JsonProperty"
             | "VocabProperty" | "ListProperty" | "ListRelationship" => Ok(t),
             _ if GEOJSON_TYPES.contains(&t) && m.contains_key("coordinates") => Ok("Geometry"),
-            _ => Err(NgsiError::bad_data(format!("attribute {name}: unknown attribute type {t:?}"))),
+            _ => Err(NgsiError::bad_data(format!(
+                "attribute {name}: unknown attribute type {t:?}"
+            ))),
         };
     }
     // Concise form: the kind follows from the member that carries the value.
@@ -359,7 +442,12 @@ fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
     Ok("CompoundValue")
 }
 
-fn require<'a>(m: &'a Map<String, Value>, member: &str, name: &str, kind: &str) -> NgsiResult<&'a Value> {
+fn require<'a>(
+    m: &'a Map<String, Value>,
+    member: &str,
+    name: &str,
+    kind: &str,
+) -> NgsiResult<&'a Value> {
     match m.get(member) {
         Some(Value::Null) | None => Err(NgsiError::bad_data(format!(
             "attribute {name}: a {kind} needs a non-null {member}"
@@ -372,7 +460,10 @@ fn parse_uri_value(v: &Value, name: &str) -> NgsiResult<Value> {
     match v {
         Value::String(s) if is_absolute_iri(s) => Ok(v.clone()),
         Value::Array(items)
-            if !items.is_empty() && items.iter().all(|i| matches!(i, Value::String(s) if is_absolute_iri(s))) =>
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| matches!(i, Value::String(s) if is_absolute_iri(s))) =>
         {
             Ok(v.clone())
         }
@@ -419,10 +510,16 @@ pub fn check_geometry(v: &Value) -> Result<(), String> {
             Value::Array(items) if depth == 0 => {
                 (2..=3).contains(&items.len())
                     && items.iter().all(|n| n.as_f64().is_some_and(f64::is_finite))
-                    && items[0].as_f64().is_some_and(|x| (-180.0..=180.0).contains(&x))
-                    && items[1].as_f64().is_some_and(|y| (-90.0..=90.0).contains(&y))
+                    && items[0]
+                        .as_f64()
+                        .is_some_and(|x| (-180.0..=180.0).contains(&x))
+                    && items[1]
+                        .as_f64()
+                        .is_some_and(|y| (-90.0..=90.0).contains(&y))
             }
-            Value::Array(items) => !items.is_empty() && items.iter().all(|i| positions(i, depth - 1)),
+            Value::Array(items) => {
+                !items.is_empty() && items.iter().all(|i| positions(i, depth - 1))
+            }
             _ => false,
         }
     }
@@ -440,12 +537,16 @@ fn parse_instance(
     depth: usize,
 ) -> NgsiResult<Attribute> {
     if depth > limits.max_sub_attr_depth {
-        return Err(NgsiError::bad_data(format!("attribute {name}: sub-attributes nested too deeply")));
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name}: sub-attributes nested too deeply"
+        )));
     }
     let m = match value {
         Value::Object(m) => m,
         Value::Null => {
-            return Err(NgsiError::bad_data(format!("attribute {name}: null is not a valid value")));
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name}: null is not a valid value"
+            )));
         }
         // Concise form of a Property: the bare value.
         other => return Ok(Attribute::new(AttrValue::Property(other.clone()))),
@@ -469,16 +570,20 @@ fn parse_instance(
                 // A geometry may arrive encoded as a JSON string (clause 4.7.2).
                 let g = match g {
                     Value::String(s) => serde_json::from_str(s).map_err(|_| {
-                        NgsiError::bad_data(format!("attribute {name}: the geometry string is not GeoJSON"))
+                        NgsiError::bad_data(format!(
+                            "attribute {name}: the geometry string is not GeoJSON"
+                        ))
                     })?,
                     other => other.clone(),
                 };
-                check_geometry(&g).map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
+                check_geometry(&g)
+                    .map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
                 AttrValue::GeoProperty(g)
             }
         }
         "Geometry" => {
-            check_geometry(value).map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
+            check_geometry(value)
+                .map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
             return Ok(Attribute::new(AttrValue::GeoProperty(value.clone())));
         }
         "LanguageProperty" => match require(m, "languageMap", name, kind)? {
@@ -501,10 +606,16 @@ fn parse_instance(
             }
         },
         "JsonProperty" => AttrValue::JsonProperty(require(m, "json", name, kind)?.clone()),
-        "VocabProperty" => AttrValue::VocabProperty(expand_vocab(require(m, "vocab", name, kind)?, terms, name)?),
+        "VocabProperty" => {
+            AttrValue::VocabProperty(expand_vocab(require(m, "vocab", name, kind)?, terms, name)?)
+        }
         "ListProperty" => match require(m, "valueList", name, kind)? {
             Value::Array(items) => AttrValue::ListProperty(items.clone()),
-            _ => return Err(NgsiError::bad_data(format!("attribute {name}: valueList must be an array"))),
+            _ => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: valueList must be an array"
+                )));
+            }
         },
         "ListRelationship" => match require(m, "objectList", name, kind)? {
             Value::Array(items) => {
@@ -531,14 +642,20 @@ fn parse_instance(
                     },
                 }
             }
-            _ => return Err(NgsiError::bad_data(format!("attribute {name}: objectList must be an array"))),
+            _ => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: objectList must be an array"
+                )));
+            }
         },
         _ => {
             // A JSON object without any attribute member: in concise form this
             // is a Property whose value is the object itself.
             consumed_value = false;
             if m.is_empty() {
-                return Err(NgsiError::bad_data(format!("attribute {name}: an empty object is not an attribute")));
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: an empty object is not an attribute"
+                )));
             }
             AttrValue::Property(value.clone())
         }
@@ -553,26 +670,40 @@ fn parse_instance(
         return Ok(attr);
     }
     if m.contains_key("@context") {
-        return Err(NgsiError::bad_data(format!("attribute {name}: an attribute cannot carry its own @context")));
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name}: an attribute cannot carry its own @context"
+        )));
     }
     if let Some(d) = m.get("datasetId") {
         match d {
             // "@none" names the default instance (clause 4.5.5).
             Value::String(s) if s == "@none" => {}
             Value::String(s) if is_absolute_iri(s) => attr.dataset_id = Some(s.as_str().into()),
-            _ => return Err(NgsiError::bad_data(format!("attribute {name}: datasetId must be a URI"))),
+            _ => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: datasetId must be a URI"
+                )));
+            }
         }
     }
     if let Some(o) = m.get("observedAt") {
         match o {
             Value::String(s) if is_datetime(s) => attr.observed_at = Some(s.as_str().into()),
-            _ => return Err(NgsiError::bad_data(format!("attribute {name}: observedAt must be a DateTime"))),
+            _ => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: observedAt must be a DateTime"
+                )));
+            }
         }
     }
     if let Some(u) = m.get("unitCode") {
         match u {
             Value::String(s) if !s.is_empty() => attr.unit_code = Some(s.as_str().into()),
-            _ => return Err(NgsiError::bad_data(format!("attribute {name}: unitCode must be a string"))),
+            _ => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: unitCode must be a string"
+                )));
+            }
         }
     }
     for (sub_name, sub_value) in m {
@@ -591,10 +722,13 @@ pub fn is_language_tag(s: &str) -> bool {
     s == "@none"
         || (!s.is_empty()
             && s.len() <= 35
-            && s.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric())))
+            && s.split('-').all(|p| {
+                !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric())
+            }))
 }
 
-fn json_has_null(v: &Value) -> bool {
+/// Whether the NGSI-LD Null appears anywhere in `v`.
+pub fn json_has_null(v: &Value) -> bool {
     match v {
         Value::String(s) => s == crate::entity::core_iri::NULL,
         Value::Array(items) => items.iter().any(json_has_null),
@@ -605,7 +739,9 @@ fn json_has_null(v: &Value) -> bool {
 
 fn value_has_null(v: &AttrValue) -> bool {
     match v {
-        AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::VocabProperty(v) => json_has_null(v),
+        AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::VocabProperty(v) => {
+            json_has_null(v)
+        }
         AttrValue::JsonProperty(_) => false,
         AttrValue::Relationship { object, .. } => json_has_null(object),
         AttrValue::LanguageProperty(m) => m.values().any(json_has_null),

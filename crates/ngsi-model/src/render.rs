@@ -32,27 +32,56 @@ pub struct RenderOptions<'a> {
 
 /// Renders `entity` as a JSON object. The caller has already applied any
 /// attribute projection.
-pub fn render_entity(entity: &Entity, terms: &dyn Terms, opts: &RenderOptions) -> Map<String, Value> {
+pub fn render_entity(
+    entity: &Entity,
+    terms: &dyn Terms,
+    opts: &RenderOptions,
+) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("id".into(), Value::String(entity.id.to_string()));
-    let types: Vec<Value> = entity.types.iter().map(|t| Value::String(terms.compact(t).into_owned())).collect();
+    let types: Vec<Value> = entity
+        .types
+        .iter()
+        .map(|t| Value::String(terms.compact(t).into_owned()))
+        .collect();
     out.insert(
         "type".into(),
-        if types.len() == 1 { types.into_iter().next().unwrap() } else { Value::Array(types) },
+        if types.len() == 1 {
+            types.into_iter().next().unwrap()
+        } else {
+            Value::Array(types)
+        },
     );
     if !entity.scopes.is_empty() {
-        let scopes: Vec<Value> = entity.scopes.iter().map(|s| Value::String(s.to_string())).collect();
+        let scopes: Vec<Value> = entity
+            .scopes
+            .iter()
+            .map(|s| Value::String(s.to_string()))
+            .collect();
         out.insert(
             "scope".into(),
-            if scopes.len() == 1 { scopes.into_iter().next().unwrap() } else { Value::Array(scopes) },
+            if scopes.len() == 1 {
+                scopes.into_iter().next().unwrap()
+            } else {
+                Value::Array(scopes)
+            },
         );
     }
     if opts.sys_attrs && opts.format != Format::KeyValues {
-        out.insert("createdAt".into(), Value::String(format_micros(entity.created_at)));
-        out.insert("modifiedAt".into(), Value::String(format_micros(entity.modified_at)));
+        out.insert(
+            "createdAt".into(),
+            Value::String(format_micros(entity.created_at)),
+        );
+        out.insert(
+            "modifiedAt".into(),
+            Value::String(format_micros(entity.modified_at)),
+        );
     }
     for (name, instances) in &entity.attrs {
-        out.insert(terms.compact(name).into_owned(), render_instances(instances, terms, opts));
+        out.insert(
+            terms.compact(name).into_owned(),
+            render_instances(instances, terms, opts),
+        );
     }
     out
 }
@@ -63,13 +92,20 @@ pub fn render_instances(instances: &[Attribute], terms: &dyn Terms, opts: &Rende
     if instances.len() == 1 {
         return render_attribute(&instances[0], terms, opts);
     }
-    Value::Array(instances.iter().map(|a| render_attribute(a, terms, opts)).collect())
+    Value::Array(
+        instances
+            .iter()
+            .map(|a| render_attribute(a, terms, opts))
+            .collect(),
+    )
 }
 
 fn compact_vocab(v: &Value, terms: &dyn Terms) -> Value {
     match v {
         Value::String(s) => Value::String(terms.compact(s).into_owned()),
-        Value::Array(items) => Value::Array(items.iter().map(|i| compact_vocab(i, terms)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|i| compact_vocab(i, terms)).collect())
+        }
         other => other.clone(),
     }
 }
@@ -80,7 +116,13 @@ fn pick_language<'m>(map: &'m Map<String, Value>, lang: &str) -> Option<(&'m str
     let primary = lang.split('-').next().unwrap_or(lang);
     map.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(lang))
-        .or_else(|| map.iter().find(|(k, _)| k.split('-').next().is_some_and(|p| p.eq_ignore_ascii_case(primary))))
+        .or_else(|| {
+            map.iter().find(|(k, _)| {
+                k.split('-')
+                    .next()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(primary))
+            })
+        })
         .or_else(|| map.iter().find(|(k, _)| *k == "@none"))
         .or_else(|| map.iter().next())
         .map(|(k, v)| (k.as_str(), v))
@@ -91,13 +133,18 @@ pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOption
     let lang = opts.lang.filter(|l| *l != "*");
     if opts.format == Format::KeyValues {
         return match &attr.value {
-            AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::JsonProperty(v) => v.clone(),
+            AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::JsonProperty(v) => {
+                v.clone()
+            }
             AttrValue::Relationship { object, .. } => object.clone(),
+            // The simplified forms of LanguageProperty and VocabProperty keep
+            // their member name, so that the keys (language tags) are not
+            // expanded and the terms can be expanded again by @vocab.
             AttrValue::LanguageProperty(map) => match lang.and_then(|l| pick_language(map, l)) {
                 Some((_, v)) => v.clone(),
-                None => Value::Object(map.clone()),
+                None => serde_json::json!({ "languageMap": map }),
             },
-            AttrValue::VocabProperty(v) => compact_vocab(v, terms),
+            AttrValue::VocabProperty(v) => serde_json::json!({ "vocab": compact_vocab(v, terms) }),
             AttrValue::ListProperty(items) => Value::Array(items.clone()),
             AttrValue::ListRelationship { objects, .. } => Value::Array(objects.clone()),
         };
@@ -110,7 +157,10 @@ pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOption
         AttrValue::Property(v) | AttrValue::GeoProperty(v) => {
             m.insert("value".into(), v.clone());
         }
-        AttrValue::Relationship { object, object_type } => {
+        AttrValue::Relationship {
+            object,
+            object_type,
+        } => {
             value_member = "object";
             m.insert("object".into(), object.clone());
             if let Some(t) = object_type {
@@ -140,11 +190,17 @@ pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOption
             value_member = "valueList";
             m.insert("valueList".into(), Value::Array(items.clone()));
         }
-        AttrValue::ListRelationship { objects, object_type } => {
+        AttrValue::ListRelationship {
+            objects,
+            object_type,
+        } => {
             value_member = "objectList";
             // The list is written as objects in every form but keyValues
             // (clause 4.5.22).
-            let list = objects.iter().map(|o| serde_json::json!({ "object": o })).collect();
+            let list = objects
+                .iter()
+                .map(|o| serde_json::json!({ "object": o }))
+                .collect();
             m.insert("objectList".into(), Value::Array(list));
             if let Some(t) = object_type {
                 m.insert("objectType".into(), compact_vocab(t, terms));
@@ -161,11 +217,20 @@ pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOption
         m.insert("unitCode".into(), Value::String(u.to_string()));
     }
     if opts.sys_attrs {
-        m.insert("createdAt".into(), Value::String(format_micros(attr.created_at)));
-        m.insert("modifiedAt".into(), Value::String(format_micros(attr.modified_at)));
+        m.insert(
+            "createdAt".into(),
+            Value::String(format_micros(attr.created_at)),
+        );
+        m.insert(
+            "modifiedAt".into(),
+            Value::String(format_micros(attr.modified_at)),
+        );
     }
     for (name, sub) in &attr.sub {
-        m.insert(terms.compact(name).into_owned(), render_attribute(sub, terms, opts));
+        m.insert(
+            terms.compact(name).into_owned(),
+            render_attribute(sub, terms, opts),
+        );
     }
     if concise {
         // A Property or GeoProperty with nothing but its value is written as

@@ -36,8 +36,14 @@ mod tests {
     fn round_trip() {
         let t = parse_datetime("2024-05-01T08:30:00.123456Z").unwrap();
         assert_eq!(format_micros(t), "2024-05-01T08:30:00.123456Z");
-        assert_eq!(parse_datetime("2024-05-01T16:30:00+08:00"), parse_datetime("2024-05-01T08:30:00Z"));
-        assert_eq!(parse_datetime("2024-05-01T08:30:00"), parse_datetime("2024-05-01T08:30:00Z"));
+        assert_eq!(
+            parse_datetime("2024-05-01T16:30:00+08:00"),
+            parse_datetime("2024-05-01T08:30:00Z")
+        );
+        assert_eq!(
+            parse_datetime("2024-05-01T08:30:00"),
+            parse_datetime("2024-05-01T08:30:00Z")
+        );
         assert!(parse_datetime("yesterday").is_none());
         assert!(parse_datetime("2024-13-01T00:00:00Z").is_none());
     }

@@ -28,12 +28,19 @@ impl UpdateReport {
 /// to delete it.
 pub fn is_ngsi_null(a: &Attribute) -> bool {
     match &a.value {
-        AttrValue::Property(Value::String(s)) | AttrValue::GeoProperty(Value::String(s)) => s == core_iri::NULL,
-        AttrValue::Relationship { object: Value::String(s), .. } => s == core_iri::NULL,
+        AttrValue::Property(Value::String(s)) | AttrValue::GeoProperty(Value::String(s)) => {
+            s == core_iri::NULL
+        }
+        AttrValue::Relationship {
+            object: Value::String(s),
+            ..
+        } => s == core_iri::NULL,
         AttrValue::JsonProperty(Value::String(s)) | AttrValue::VocabProperty(Value::String(s)) => {
             s == core_iri::NULL
         }
-        AttrValue::LanguageProperty(m) => m.get("@none").and_then(Value::as_str) == Some(core_iri::NULL),
+        AttrValue::LanguageProperty(m) => {
+            m.get("@none").and_then(Value::as_str) == Some(core_iri::NULL)
+        }
         AttrValue::ListProperty(l) => l.len() == 1 && l[0].as_str() == Some(core_iri::NULL),
         _ => false,
     }
@@ -52,8 +59,13 @@ pub fn stamp_new(entity: &mut Entity, now: i64) {
     }
 }
 
-fn find_instance<'a>(instances: &'a mut [Attribute], dataset_id: Option<&str>) -> Option<&'a mut Attribute> {
-    instances.iter_mut().find(|a| a.dataset_id.as_deref() == dataset_id)
+fn find_instance<'a>(
+    instances: &'a mut [Attribute],
+    dataset_id: Option<&str>,
+) -> Option<&'a mut Attribute> {
+    instances
+        .iter_mut()
+        .find(|a| a.dataset_id.as_deref() == dataset_id)
 }
 
 /// Writes `new` over `old`, keeping `old`'s createdAt.
@@ -75,15 +87,23 @@ fn insert_instance(entity: &mut Entity, name: &Iri, mut new: Attribute, now: i64
 
 /// Append Entity Attributes (clause 5.6.3): adds attributes, overwriting
 /// existing instances with the same datasetId unless `no_overwrite`.
-pub fn append(entity: &mut Entity, attrs: Vec<(Iri, Vec<Attribute>)>, no_overwrite: bool, now: i64) -> UpdateReport {
+pub fn append(
+    entity: &mut Entity,
+    attrs: Vec<(Iri, Vec<Attribute>)>,
+    no_overwrite: bool,
+    now: i64,
+) -> UpdateReport {
     let mut report = UpdateReport::default();
     for (name, instances) in attrs {
         for new in instances {
-            let existing = entity.attr_mut(&name).and_then(|i| find_instance(i, new.dataset_id.as_deref()));
+            let existing = entity
+                .attr_mut(&name)
+                .and_then(|i| find_instance(i, new.dataset_id.as_deref()));
             match existing {
-                Some(_) if no_overwrite => {
-                    report.not_updated.push((name.clone(), "attribute exists and noOverwrite was given".into()))
-                }
+                Some(_) if no_overwrite => report.not_updated.push((
+                    name.clone(),
+                    "attribute exists and noOverwrite was given".into(),
+                )),
                 Some(old) => {
                     overwrite(old, new, now);
                     report.updated(&name);
@@ -103,11 +123,17 @@ pub fn append(entity: &mut Entity, attrs: Vec<(Iri, Vec<Attribute>)>, no_overwri
 
 /// Update Entity Attributes (clause 5.6.2): overwrites existing instances;
 /// attributes (or datasetIds) that do not exist are reported, not added.
-pub fn update_existing(entity: &mut Entity, attrs: Vec<(Iri, Vec<Attribute>)>, now: i64) -> UpdateReport {
+pub fn update_existing(
+    entity: &mut Entity,
+    attrs: Vec<(Iri, Vec<Attribute>)>,
+    now: i64,
+) -> UpdateReport {
     let mut report = UpdateReport::default();
     for (name, instances) in attrs {
         for new in instances {
-            let existing = entity.attr_mut(&name).and_then(|i| find_instance(i, new.dataset_id.as_deref()));
+            let existing = entity
+                .attr_mut(&name)
+                .and_then(|i| find_instance(i, new.dataset_id.as_deref()));
             match existing {
                 Some(old) => {
                     overwrite(old, new, now);
@@ -129,11 +155,58 @@ pub fn update_existing(entity: &mut Entity, attrs: Vec<(Iri, Vec<Attribute>)>, n
     report
 }
 
+/// Applies an RFC 7396 merge patch to a JSON value, with the NGSI-LD Null in
+/// the role of JSON null: objects merge key by key, a key set to the Null is
+/// removed, anything else replaces the target.
+fn merge_json(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in patch {
+            if v.as_str() == Some(core_iri::NULL) {
+                t.remove(&k);
+            } else {
+                merge_json(t.entry(k).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// Removes the keys set to the NGSI-LD Null from the compound values of a
+/// merge patch that creates a new attribute: the Null is never stored.
+fn strip_compound_nulls(a: &mut Attribute) {
+    if let AttrValue::Property(v @ Value::Object(_)) = &mut a.value {
+        let patch = std::mem::take(v);
+        merge_json(v, patch);
+    }
+    for (_, sub) in &mut a.sub {
+        strip_compound_nulls(sub);
+    }
+}
+
 /// Merges `patch` into `old`: the members present in the patch replace those
 /// of the old instance; sub-attributes merge recursively; an NGSI-LD Null
-/// sub-attribute deletes it.
-fn merge_instance(old: &mut Attribute, patch: Attribute, now: i64) {
-    old.value = patch.value;
+/// sub-attribute deletes it. With `compound`, a Property whose value is a
+/// JSON object is merged key by key (Merge Entity, clause 5.5.12); otherwise
+/// the value is replaced (Partial Attribute Update, clause 5.5.8).
+fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i64) {
+    match (&mut old.value, patch.value) {
+        (AttrValue::Property(target), AttrValue::Property(v @ Value::Object(_))) if compound => {
+            merge_json(target, v)
+        }
+        (_, mut value) => {
+            if compound && let AttrValue::Property(v @ Value::Object(_)) = &mut value {
+                let patch = std::mem::take(v);
+                merge_json(v, patch);
+            }
+            old.value = value;
+        }
+    }
     if patch.observed_at.is_some() {
         old.observed_at = patch.observed_at;
     }
@@ -147,9 +220,12 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, now: i64) {
                 old.sub.remove(i);
             }
             (None, true) => {}
-            (Some(i), false) => merge_instance(&mut old.sub[i].1, sub, now),
+            (Some(i), false) => merge_instance(&mut old.sub[i].1, sub, compound, now),
             (None, false) => {
                 let mut sub = sub;
+                if compound {
+                    strip_compound_nulls(&mut sub);
+                }
                 sub.stamp(now, now);
                 old.sub.push((name, sub));
             }
@@ -159,13 +235,22 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, now: i64) {
 }
 
 /// Partial Attribute Update (clause 5.6.4) of instance `patch.dataset_id`.
-pub fn partial_update(entity: &mut Entity, name: &Iri, patch: Attribute, now: i64) -> NgsiResult<()> {
+pub fn partial_update(
+    entity: &mut Entity,
+    name: &Iri,
+    patch: Attribute,
+    now: i64,
+) -> NgsiResult<()> {
     let dataset = patch.dataset_id.clone();
     let Some(instances) = entity.attr_mut(name) else {
-        return Err(NgsiError::not_found(format!("attribute {name} does not exist")));
+        return Err(NgsiError::not_found(format!(
+            "attribute {name} does not exist"
+        )));
     };
     let Some(pos) = instances.iter().position(|a| a.dataset_id == dataset) else {
-        return Err(NgsiError::not_found(format!("attribute {name} has no such datasetId")));
+        return Err(NgsiError::not_found(format!(
+            "attribute {name} has no such datasetId"
+        )));
     };
     if is_ngsi_null(&patch) {
         instances.remove(pos);
@@ -173,7 +258,7 @@ pub fn partial_update(entity: &mut Entity, name: &Iri, patch: Attribute, now: i6
             entity.attrs.retain(|(n, _)| n != name);
         }
     } else {
-        merge_instance(&mut instances[pos], patch, now);
+        merge_instance(&mut instances[pos], patch, false, now);
     }
     entity.modified_at = now;
     Ok(())
@@ -181,9 +266,16 @@ pub fn partial_update(entity: &mut Entity, name: &Iri, patch: Attribute, now: i6
 
 /// Replace Attribute (clause 5.6.19): the attribute must exist; the given
 /// instances replace the instances with the same datasetIds.
-pub fn replace_attribute(entity: &mut Entity, name: &Iri, new: Vec<Attribute>, now: i64) -> NgsiResult<()> {
+pub fn replace_attribute(
+    entity: &mut Entity,
+    name: &Iri,
+    new: Vec<Attribute>,
+    now: i64,
+) -> NgsiResult<()> {
     if entity.attr(name).is_none() {
-        return Err(NgsiError::not_found(format!("attribute {name} does not exist")));
+        return Err(NgsiError::not_found(format!(
+            "attribute {name} does not exist"
+        )));
     }
     for attr in new {
         let instances = entity.attr_mut(name).expect("checked above");
@@ -198,15 +290,26 @@ pub fn replace_attribute(entity: &mut Entity, name: &Iri, new: Vec<Attribute>, n
 
 /// Delete Entity Attribute (clause 5.6.5): the default instance, the one with
 /// `dataset_id`, or all instances.
-pub fn delete_attribute(entity: &mut Entity, name: &str, dataset_id: Option<&str>, delete_all: bool, now: i64) -> NgsiResult<()> {
+pub fn delete_attribute(
+    entity: &mut Entity,
+    name: &str,
+    dataset_id: Option<&str>,
+    delete_all: bool,
+    now: i64,
+) -> NgsiResult<()> {
     let Some(pos) = entity.attrs.iter().position(|(n, _)| &**n == name) else {
-        return Err(NgsiError::not_found(format!("attribute {name} does not exist")));
+        return Err(NgsiError::not_found(format!(
+            "attribute {name} does not exist"
+        )));
     };
     if delete_all {
         entity.attrs.remove(pos);
     } else {
         let instances = &mut entity.attrs[pos].1;
-        let Some(i) = instances.iter().position(|a| a.dataset_id.as_deref() == dataset_id) else {
+        let Some(i) = instances
+            .iter()
+            .position(|a| a.dataset_id.as_deref() == dataset_id)
+        else {
             return Err(NgsiError::not_found(match dataset_id {
                 Some(d) => format!("attribute {name} has no instance with datasetId {d}"),
                 None => format!("attribute {name} has no default instance"),
@@ -245,16 +348,21 @@ pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
                             entity.attrs.retain(|(n, _)| *n != name);
                         }
                     }
-                    Some(i) => merge_instance(&mut existing[i], patch, now),
+                    Some(i) => merge_instance(&mut existing[i], patch, true, now),
                     None if null => {}
-                    None => insert_instance(entity, &name, patch, now),
+                    None => insert_instance(entity, &name, stripped(patch), now),
                 },
                 None if null => {}
-                None => insert_instance(entity, &name, patch, now),
+                None => insert_instance(entity, &name, stripped(patch), now),
             }
         }
     }
     entity.modified_at = now;
+}
+
+fn stripped(mut a: Attribute) -> Attribute {
+    strip_compound_nulls(&mut a);
+    a
 }
 
 /// Replace Entity (clause 5.6.18): everything but the id and createdAt is

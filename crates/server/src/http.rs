@@ -24,7 +24,10 @@ pub struct ApiError {
 
 impl From<NgsiError> for ApiError {
     fn from(error: NgsiError) -> Self {
-        Self { error, tenant: None }
+        Self {
+            error,
+            tenant: None,
+        }
     }
 }
 
@@ -37,7 +40,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.error.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.error.kind.status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if self.error.kind == ErrorKind::InternalError {
             tracing::error!(detail = %self.error.detail, "internal error");
         }
@@ -46,7 +50,10 @@ impl IntoResponse for ApiError {
         } else {
             let body = serde_json::to_vec(&self.error.problem_details()).unwrap_or_default();
             let mut r = Response::new(Body::from(body));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
             r
         };
         *resp.status_mut() = status;
@@ -98,7 +105,10 @@ pub fn negotiate(headers: &HeaderMap, geo_allowed: bool) -> Result<Produce, Ngsi
             Some((range, q))
         })
         .collect();
-    let mut offered = vec![(Produce::Json, "application/json"), (Produce::LdJson, "application/ld+json")];
+    let mut offered = vec![
+        (Produce::Json, "application/json"),
+        (Produce::LdJson, "application/ld+json"),
+    ];
     if geo_allowed {
         offered.push((Produce::GeoJson, "application/geo+json"));
     }
@@ -128,7 +138,10 @@ pub fn negotiate(headers: &HeaderMap, geo_allowed: bool) -> Result<Produce, Ngsi
         }
     }
     best.map(|(p, _)| p).ok_or_else(|| {
-        NgsiError::new(ErrorKind::NotAcceptable, format!("cannot produce any of the media types in Accept: {accept}"))
+        NgsiError::new(
+            ErrorKind::NotAcceptable,
+            format!("cannot produce any of the media types in Accept: {accept}"),
+        )
     })
 }
 
@@ -142,14 +155,28 @@ pub enum Consume {
 
 /// Checks the Content-Type of a request with a body (clause 6.3.4).
 pub fn content_type(headers: &HeaderMap, method: &Method) -> Result<Consume, NgsiError> {
-    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/json" => Ok(Consume::Json),
         "application/ld+json" => Ok(Consume::LdJson),
         "application/merge-patch+json" if method == Method::PATCH => Ok(Consume::MergePatch),
-        "" => Err(NgsiError::new(ErrorKind::UnsupportedMediaType, "a Content-Type is required")),
-        _ => Err(NgsiError::new(ErrorKind::UnsupportedMediaType, format!("unsupported Content-Type {raw}"))),
+        "" => Err(NgsiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "a Content-Type is required",
+        )),
+        _ => Err(NgsiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("unsupported Content-Type {raw}"),
+        )),
     }
 }
 
@@ -164,10 +191,14 @@ pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
             let Some((target, params)) = parse_link(link) else {
                 continue;
             };
-            let is_context = params.iter().any(|(k, v)| k.eq_ignore_ascii_case("rel") && v == CONTEXT_REL);
+            let is_context = params
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("rel") && v == CONTEXT_REL);
             if is_context {
                 if found.is_some() {
-                    return Err(NgsiError::bad_data("more than one JSON-LD context in Link headers"));
+                    return Err(NgsiError::bad_data(
+                        "more than one JSON-LD context in Link headers",
+                    ));
                 }
                 found = Some(target.to_string());
             }
@@ -217,7 +248,9 @@ pub fn tenant(headers: &HeaderMap) -> Result<(String, Option<HeaderValue>), Ngsi
     match headers.get(TENANT_HEADER) {
         None => Ok((String::new(), None)),
         Some(v) => {
-            let s = v.to_str().map_err(|_| NgsiError::bad_data("the tenant name is not valid text"))?;
+            let s = v
+                .to_str()
+                .map_err(|_| NgsiError::bad_data("the tenant name is not valid text"))?;
             if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control()) {
                 return Err(NgsiError::bad_data("invalid tenant name"));
             }
@@ -229,17 +262,28 @@ pub fn tenant(headers: &HeaderMap) -> Result<(String, Option<HeaderValue>), Ngsi
 /// Query parameters of a request, percent-decoded, checked against the
 /// names the operation accepts (unknown names are InvalidRequest, clause
 /// 6.3.20).
-pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, NgsiError> {
+pub fn query_params(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> Result<Vec<(String, String)>, NgsiError> {
     let mut out = Vec::new();
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode_str(k).decode_utf8().map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
-        let v = percent_decode_str(v).decode_utf8().map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
+        let k = percent_decode_str(k)
+            .decode_utf8()
+            .map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
+        let v = percent_decode_str(v)
+            .decode_utf8()
+            .map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
         if !allowed.contains(&k.as_ref()) {
-            return Err(NgsiError::invalid_request(format!("unknown query parameter {k}")));
+            return Err(NgsiError::invalid_request(format!(
+                "unknown query parameter {k}"
+            )));
         }
         if out.iter().any(|(name, _): &(String, String)| *name == k) {
-            return Err(NgsiError::bad_data(format!("query parameter {k} is repeated")));
+            return Err(NgsiError::bad_data(format!(
+                "query parameter {k} is repeated"
+            )));
         }
         out.push((k.into_owned(), v.into_owned()));
     }
@@ -248,7 +292,10 @@ pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, 
 
 /// The value of parameter `name`, if given.
 pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Whether the JSON text nests deeper than `max` (objects and arrays),
@@ -287,28 +334,44 @@ pub fn parse_body(bytes: &Bytes, max_depth: usize) -> Result<Value, NgsiError> {
         return Err(NgsiError::invalid_request("the request body is empty"));
     }
     if nesting_exceeds(bytes, max_depth) {
-        return Err(NgsiError::bad_data(format!("the JSON nests deeper than {max_depth} levels")));
+        return Err(NgsiError::bad_data(format!(
+            "the JSON nests deeper than {max_depth} levels"
+        )));
     }
-    serde_json::from_slice(bytes).map_err(|e| NgsiError::invalid_request(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| NgsiError::invalid_request(format!("the body is not valid JSON: {e}")))
 }
 
 /// The value of a Link header pointing at a context URL.
 pub fn context_link_value(url: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("<{url}>; rel=\"{CONTEXT_REL}\"; type=\"application/ld+json\""))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&format!(
+        "<{url}>; rel=\"{CONTEXT_REL}\"; type=\"application/ld+json\""
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// A JSON response in the negotiated media type: for JSON the context goes in
 /// a Link header, for JSON-LD into the body (each element of an array).
-pub fn json_response(status: StatusCode, produce: Produce, ctx: &broker::Ctx, mut body: Value) -> Response {
+pub fn json_response(
+    status: StatusCode,
+    produce: Produce,
+    ctx: &broker::Ctx,
+    mut body: Value,
+) -> Response {
     let mut headers = HeaderMap::new();
     match produce {
         Produce::Json => {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             headers.insert(header::LINK, context_link_value(ctx.link_url()));
         }
         Produce::LdJson => {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/ld+json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/ld+json"),
+            );
             let context = ctx.body_value();
             match &mut body {
                 Value::Object(m) => {
@@ -325,7 +388,10 @@ pub fn json_response(status: StatusCode, produce: Produce, ctx: &broker::Ctx, mu
             }
         }
         Produce::GeoJson => {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/geo+json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/geo+json"),
+            );
             if let Value::Object(m) = &mut body {
                 m.insert("@context".into(), ctx.body_value());
             }

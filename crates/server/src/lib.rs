@@ -36,7 +36,10 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 8 << 20, max_json_depth: 64 }
+        Self {
+            max_body_bytes: 8 << 20,
+            max_json_depth: 64,
+        }
     }
 }
 
@@ -77,7 +80,10 @@ impl Ngsi {
 impl FromRequestParts<AppState> for Ngsi {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let echo = parts.headers.get(TENANT_HEADER).cloned();
         let (tenant, tenant_header) =
             http::tenant(&parts.headers).map_err(|e| ApiError::from(e).with_tenant(&echo))?;
@@ -101,18 +107,31 @@ impl FromRequestParts<AppState> for Ngsi {
 /// Content-Length (411 otherwise, clause 6.3.2).
 pub async fn read_body(req: &Ngsi, state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let Some(len) = req.headers.get(axum::http::header::CONTENT_LENGTH) else {
-        return Err(req.err(NgsiError::new(ErrorKind::LengthRequired, "Content-Length is required")));
+        return Err(req.err(NgsiError::new(
+            ErrorKind::LengthRequired,
+            "Content-Length is required",
+        )));
     };
-    if len.to_str().ok().and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > state.config.max_body_bytes) {
+    if len
+        .to_str()
+        .ok()
+        .and_then(|l| l.parse::<usize>().ok())
+        .is_some_and(|l| l > state.config.max_body_bytes)
+    {
         return Err(req.err(too_large(state)));
     }
-    axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| req.err(too_large(state)))
+    axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| req.err(too_large(state)))
 }
 
 fn too_large(state: &AppState) -> NgsiError {
     NgsiError::new(
         ErrorKind::PayloadTooLarge,
-        format!("the request body is larger than {} bytes", state.config.max_body_bytes),
+        format!(
+            "the request body is larger than {} bytes",
+            state.config.max_body_bytes
+        ),
     )
 }
 
@@ -123,7 +142,10 @@ pub fn app(state: AppState) -> Router {
         .nest("/ngsi-ld/v1", api)
         .merge(routes::ops_router())
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -151,7 +173,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = app(state).map_request(strip_trailing_slash);
-    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -47,12 +47,27 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ])
         });
-        registry.register("wuyang_http_requests", "HTTP requests by method, route and status", requests.clone());
-        registry.register("wuyang_http_request_seconds", "HTTP request latency by method and route", latency.clone());
+        registry.register(
+            "wuyang_http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "wuyang_http_request_seconds",
+            "HTTP request latency by method and route",
+            latency.clone(),
+        );
         extra(&mut registry);
-        Self { registry: Mutex::new(registry), requests, latency }
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+        }
     }
 
     /// The registry in the Prometheus text format.
@@ -80,12 +95,20 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let echo = req.headers().get(crate::http::TENANT_HEADER).cloned();
     let mut resp = next.run(req).await;
     if let Some(t) = echo {
-        resp.headers_mut().entry(crate::http::TENANT_HEADER).or_insert(t);
+        resp.headers_mut()
+            .entry(crate::http::TENANT_HEADER)
+            .or_insert(t);
     }
     let m = &state.metrics;
     m.requests
-        .get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status: resp.status().as_u16() })
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: resp.status().as_u16(),
+        })
         .inc();
-    m.latency.get_or_create(&RouteLabels { method, route }).observe(started.elapsed().as_secs_f64());
+    m.latency
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
     resp
 }

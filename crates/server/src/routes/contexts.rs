@@ -16,15 +16,29 @@ use crate::{AppState, Ngsi, read_body};
 const BASE: &str = "/ngsi-ld/v1/jsonldContexts/";
 
 fn json(status: StatusCode, body: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn micros(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 fn info_json(i: &ContextInfo) -> Value {
-    let local_id = i.url.rsplit_once(BASE).map(|(_, id)| id.to_string()).unwrap_or_else(|| i.url.clone());
+    let local_id = i
+        .url
+        .rsplit_once(BASE)
+        .map(|(_, id)| id.to_string())
+        .unwrap_or_else(|| i.url.clone());
     let mut v = json!({
         "URL": i.url,
         "localId": local_id,
@@ -46,7 +60,10 @@ fn find(state: &AppState, id: &str) -> Option<ContextInfo> {
     let resolver = state.broker.contexts();
     resolver.entry(id).or_else(|| {
         let suffix = format!("{BASE}{id}");
-        resolver.entries().into_iter().find(|e| e.url.ends_with(&suffix))
+        resolver
+            .entries()
+            .into_iter()
+            .find(|e| e.url.ends_with(&suffix))
     })
 }
 
@@ -58,10 +75,18 @@ pub async fn add(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiRes
         .map_err(|_| req.err(NgsiError::invalid_request("the body is not valid JSON")))?;
     match doc.get("@context") {
         Some(Value::Object(_) | Value::Array(_) | Value::String(_)) if doc.is_object() => {}
-        _ => return Err(req.err(NgsiError::invalid_request("the body must be an object with an @context member"))),
+        _ => {
+            return Err(req.err(NgsiError::invalid_request(
+                "the body must be an object with an @context member",
+            )));
+        }
     }
     // Check that the context is valid before hosting it.
-    state.broker.context_from_value(&doc["@context"]).await.map_err(|e| req.err(e))?;
+    state
+        .broker
+        .context_from_value(&doc["@context"])
+        .await
+        .map_err(|e| req.err(e))?;
     let id = format!("{:016x}", rand_id());
     let url = format!("http://{}{BASE}{id}", req.host);
     state
@@ -81,7 +106,8 @@ fn rand_id() -> u64 {
 
 /// GET /jsonldContexts
 pub async fn list(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), &["details", "kind"]).map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), &["details", "kind"]).map_err(|e| req.err(e))?;
     let details = param(&params, "details") == Some("true");
     let kind = match param(&params, "kind") {
         None => None,
@@ -90,12 +116,22 @@ pub async fn list(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         Some("ImplicitlyCreated") => return Ok(json(StatusCode::OK, &json!([]))),
         Some(k) => return Err(req.err(NgsiError::bad_data(format!("unknown kind {k:?}")))),
     };
-    let entries: Vec<ContextInfo> =
-        state.broker.contexts().entries().into_iter().filter(|e| kind.is_none_or(|k| e.kind == k)).collect();
+    let entries: Vec<ContextInfo> = state
+        .broker
+        .contexts()
+        .entries()
+        .into_iter()
+        .filter(|e| kind.is_none_or(|k| e.kind == k))
+        .collect();
     let body = if details {
         Value::Array(entries.iter().map(info_json).collect())
     } else {
-        Value::Array(entries.iter().map(|e| Value::String(e.url.clone())).collect())
+        Value::Array(
+            entries
+                .iter()
+                .map(|e| Value::String(e.url.clone()))
+                .collect(),
+        )
     };
     Ok(json(StatusCode::OK, &body))
 }
@@ -106,7 +142,8 @@ pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<Stri
     if let Some(doc) = jsonld::core_context_document(&id) {
         return Ok(json(StatusCode::OK, doc));
     }
-    let info = find(&state, &id).ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
+    let info = find(&state, &id)
+        .ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
     if param(&params, "details") == Some("true") {
         return Ok(json(StatusCode::OK, &info_json(&info)));
     }
@@ -124,13 +161,19 @@ pub async fn remove(State(state): State<AppState>, req: Ngsi, Path(id): Path<Str
     if jsonld::is_core_context_url(&id) {
         return Err(req.err(NgsiError::bad_data("the core @context cannot be deleted")));
     }
-    let info = find(&state, &id).ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
+    let info = find(&state, &id)
+        .ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
     let resolver = state.broker.contexts();
     if param(&params, "reload") == Some("true") {
         if info.kind != ContextKind::Cached {
-            return Err(req.err(NgsiError::bad_data("only a cached @context can be reloaded")));
+            return Err(req.err(NgsiError::bad_data(
+                "only a cached @context can be reloaded",
+            )));
         }
-        resolver.reload(&info.url).await.map_err(|e| req.err(NgsiError::bad_data(e.to_string())))?;
+        resolver
+            .reload(&info.url)
+            .await
+            .map_err(|e| req.err(NgsiError::bad_data(e.to_string())))?;
     } else {
         resolver.remove(&info.url);
     }

@@ -11,25 +11,67 @@ use serde_json::{Map, Value};
 
 use super::{body_kind, created, query_params};
 use crate::http::{
-    ApiResult, Consume, Produce, content_type, empty, json_response, link_context, negotiate, param, parse_body,
-    query_params as checked_params,
+    ApiResult, Consume, Produce, content_type, empty, json_response, link_context, negotiate,
+    param, parse_body, query_params as checked_params,
 };
 use crate::{AppState, Ngsi, read_body};
 
 const QUERY_PARAMS: &[&str] = &[
-    "id", "idPattern", "type", "attrs", "pick", "omit", "q", "scopeQ", "georel", "geometry", "coordinates",
-    "geoproperty", "geometryProperty", "lang", "datasetId", "limit", "offset", "count", "options", "format", "local",
-    "link", "csf", "join", "joinLevel", "entityMap", "containedBy", "expandValues",
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "pick",
+    "omit",
+    "q",
+    "scopeQ",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "geometryProperty",
+    "lang",
+    "datasetId",
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "local",
+    "link",
+    "csf",
+    "join",
+    "joinLevel",
+    "entityMap",
+    "containedBy",
+    "expandValues",
 ];
 const RETRIEVE_PARAMS: &[&str] = &[
-    "type", "attrs", "pick", "omit", "geometryProperty", "lang", "options", "format", "local", "datasetId", "join",
-    "joinLevel", "containedBy", "entityMap", "link",
+    "type",
+    "attrs",
+    "pick",
+    "omit",
+    "geometryProperty",
+    "lang",
+    "options",
+    "format",
+    "local",
+    "datasetId",
+    "join",
+    "joinLevel",
+    "containedBy",
+    "entityMap",
+    "link",
 ];
 const WRITE_PARAMS: &[&str] = &["options", "local", "format"];
 
 /// Reads and parses a JSON body after the Content-Type check, and resolves
 /// its @context.
-async fn body_and_ctx(req: &Ngsi, state: &AppState, body: Body) -> Result<(Value, Consume, Ctx), crate::http::ApiError> {
+async fn body_and_ctx(
+    req: &Ngsi,
+    state: &AppState,
+    body: Body,
+) -> Result<(Value, Consume, Ctx), crate::http::ApiError> {
     let consume = content_type(&req.headers, &req.method).map_err(|e| req.err(e))?;
     let bytes = read_body(req, state, body).await?;
     let value = parse_body(&bytes, state.config.max_json_depth).map_err(|e| req.err(e))?;
@@ -44,7 +86,11 @@ async fn body_and_ctx(req: &Ngsi, state: &AppState, body: Body) -> Result<(Value
 
 async fn link_ctx(req: &Ngsi, state: &AppState) -> Result<Ctx, crate::http::ApiError> {
     let link = link_context(&req.headers).map_err(|e| req.err(e))?;
-    state.broker.context_from_link(link.as_deref()).await.map_err(|e| req.err(e))
+    state
+        .broker
+        .context_from_link(link.as_deref())
+        .await
+        .map_err(|e| req.err(e))
 }
 
 fn update_response(result: UpdateResult, produce: Produce, ctx: &Ctx) -> Response {
@@ -56,8 +102,18 @@ fn update_response(result: UpdateResult, produce: Produce, ctx: &Ctx) -> Respons
 }
 
 /// Characters that cannot stand in a path segment as they are.
-const SEGMENT: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'/').add(b'%');
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
 
 fn entity_location(id: &str) -> String {
     format!("/ngsi-ld/v1/entities/{}", utf8_percent_encode(id, SEGMENT))
@@ -67,7 +123,11 @@ fn entity_location(id: &str) -> String {
 pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    let id = state.broker.create_entity(&req.tenant, &ctx, &value).await.map_err(|e| req.err(e))?;
+    let id = state
+        .broker
+        .create_entity(&req.tenant, &ctx, &value)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(created(&entity_location(&id)))
 }
 
@@ -75,7 +135,9 @@ pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> Api
 fn feature(mut entity: Map<String, Value>, geometry_property: &str) -> Value {
     let id = entity.remove("id").unwrap_or(Value::Null);
     let geometry = match entity.get(geometry_property) {
-        Some(Value::Object(g)) if g.contains_key("value") => g.get("value").cloned().unwrap_or(Value::Null),
+        Some(Value::Object(g)) if g.contains_key("value") => {
+            g.get("value").cloned().unwrap_or(Value::Null)
+        }
         Some(Value::Object(g)) => Value::Object(g.clone()),
         _ => Value::Null,
     };
@@ -83,26 +145,45 @@ fn feature(mut entity: Map<String, Value>, geometry_property: &str) -> Value {
 }
 
 /// GET /entities/{id}
-pub async fn retrieve(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
+pub async fn retrieve(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+) -> ApiResult {
     let params = checked_params(req.query.as_deref(), RETRIEVE_PARAMS).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     let view = ViewOptions::from_params(&query_params(&params), &ctx).map_err(|e| req.err(e))?;
-    let entity = state.broker.retrieve_entity(&req.tenant, &ctx, &id, &view).map_err(|e| req.err(e))?;
+    let entity = state
+        .broker
+        .retrieve_entity(&req.tenant, &ctx, &id, &view)
+        .map_err(|e| req.err(e))?;
     let body = match produce {
-        Produce::GeoJson => feature(entity, param(&params, "geometryProperty").unwrap_or("location")),
+        Produce::GeoJson => feature(
+            entity,
+            param(&params, "geometryProperty").unwrap_or("location"),
+        ),
         _ => Value::Object(entity),
     };
     Ok(json_response(StatusCode::OK, produce, &ctx, body))
 }
 
-fn paging_links(req: &Ngsi, params: &[(String, String)], query: &EntityQuery, total: Option<usize>, returned: usize) -> Vec<String> {
+fn paging_links(
+    req: &Ngsi,
+    params: &[(String, String)],
+    query: &EntityQuery,
+    total: Option<usize>,
+    returned: usize,
+) -> Vec<String> {
     let mut links = Vec::new();
     if query.limit == 0 {
         return links;
     }
-    let mut base: Vec<(String, String)> =
-        params.iter().filter(|(k, _)| k != "offset" && k != "limit").cloned().collect();
+    let mut base: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "offset" && k != "limit")
+        .cloned()
+        .collect();
     base.push(("limit".into(), query.limit.to_string()));
     let make = |offset: usize| {
         let mut p = base.clone();
@@ -110,20 +191,31 @@ fn paging_links(req: &Ngsi, params: &[(String, String)], query: &EntityQuery, to
         p.sort();
         let qs: Vec<String> = p
             .iter()
-            .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)))
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
             .collect();
         format!("</ngsi-ld/v1/entities?{}>", qs.join("&"))
     };
     let _ = req;
     if query.offset > 0 {
-        links.push(format!("{}; rel=\"prev\";type=\"application/json\"", make(query.offset.saturating_sub(query.limit))));
+        links.push(format!(
+            "{}; rel=\"prev\";type=\"application/json\"",
+            make(query.offset.saturating_sub(query.limit))
+        ));
     }
     let more = match total {
         Some(t) => query.offset + returned < t,
         None => returned == query.limit,
     };
     if more {
-        links.push(format!("{}; rel=\"next\";type=\"application/json\"", make(query.offset + query.limit)));
+        links.push(format!(
+            "{}; rel=\"next\";type=\"application/json\"",
+            make(query.offset + query.limit)
+        ));
     }
     links
 }
@@ -136,11 +228,16 @@ fn query_response(
     query: &EntityQuery,
 ) -> ApiResult {
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
-    let result = state.broker.query_entities(&req.tenant, ctx, query).map_err(|e| req.err(e))?;
+    let result = state
+        .broker
+        .query_entities(&req.tenant, ctx, query)
+        .map_err(|e| req.err(e))?;
     let links = paging_links(req, params, query, result.total, result.entities.len());
     let body = match produce {
         Produce::GeoJson => {
-            let gp = param(params, "geometryProperty").unwrap_or("location").to_string();
+            let gp = param(params, "geometryProperty")
+                .unwrap_or("location")
+                .to_string();
             serde_json::json!({
                 "type": "FeatureCollection",
                 "features": result.entities.into_iter().map(|e| feature(e, &gp)).collect::<Vec<_>>(),
@@ -150,7 +247,8 @@ fn query_response(
     };
     let mut resp = json_response(StatusCode::OK, produce, ctx, body);
     if let Some(total) = result.total {
-        resp.headers_mut().insert("NGSILD-Results-Count", HeaderValue::from(total));
+        resp.headers_mut()
+            .insert("NGSILD-Results-Count", HeaderValue::from(total));
     }
     for l in links {
         if let Ok(v) = HeaderValue::from_str(&l) {
@@ -166,59 +264,119 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     let cfg = state.broker.config();
-    let query = EntityQuery::from_params(&query_params(&params), &ctx, cfg.default_limit, cfg.max_limit)
-        .map_err(|e| req.err(e))?;
+    let query = EntityQuery::from_params(
+        &query_params(&params),
+        &ctx,
+        cfg.default_limit,
+        cfg.max_limit,
+    )
+    .map_err(|e| req.err(e))?;
     query_response(&req, &state, &ctx, &params, &query)
 }
 
 /// POST /entityOperations/query
 pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), &["limit", "offset", "count", "options", "format", "local", "lang"])
-        .map_err(|e| req.err(e))?;
+    let params = checked_params(
+        req.query.as_deref(),
+        &[
+            "limit", "offset", "count", "options", "format", "local", "lang",
+        ],
+    )
+    .map_err(|e| req.err(e))?;
     negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
     let cfg = state.broker.config();
-    let query = EntityQuery::from_json(&value, &query_params(&params), &ctx, cfg.default_limit, cfg.max_limit)
-        .map_err(|e| req.err(e))?;
+    let query = EntityQuery::from_json(
+        &value,
+        &query_params(&params),
+        &ctx,
+        cfg.default_limit,
+        cfg.max_limit,
+    )
+    .map_err(|e| req.err(e))?;
     query_response(&req, &state, &ctx, &params, &query)
 }
 
 /// DELETE /entities (purge)
 pub async fn purge(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), &["type", "id", "idPattern", "q", "scopeQ", "keep", "drop", "local"])
-        .map_err(|e| req.err(e))?;
+    let params = checked_params(
+        req.query.as_deref(),
+        &[
+            "type",
+            "id",
+            "idPattern",
+            "q",
+            "scopeQ",
+            "keep",
+            "drop",
+            "local",
+        ],
+    )
+    .map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    state.broker.purge_entities(&req.tenant, &ctx, &query_params(&params)).await.map_err(|e| req.err(e))?;
+    state
+        .broker
+        .purge_entities(&req.tenant, &ctx, &query_params(&params))
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// PATCH /entities/{id} (merge)
-pub async fn merge(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>, body: Body) -> ApiResult {
+pub async fn merge(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state.broker.merge_entity(&req.tenant, &ctx, &id, &value).await.map_err(|e| req.err(e))?;
+    state
+        .broker
+        .merge_entity(&req.tenant, &ctx, &id, &value)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// PUT /entities/{id}
-pub async fn replace(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>, body: Body) -> ApiResult {
+pub async fn replace(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state.broker.replace_entity(&req.tenant, &ctx, &id, &value).await.map_err(|e| req.err(e))?;
+    state
+        .broker
+        .replace_entity(&req.tenant, &ctx, &id, &value)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// DELETE /entities/{id}
 pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
     checked_params(req.query.as_deref(), &["type", "local"]).map_err(|e| req.err(e))?;
-    state.broker.delete_entity(&req.tenant, &id).await.map_err(|e| req.err(e))?;
+    state
+        .broker
+        .delete_entity(&req.tenant, &id)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// POST /entities/{id}/attrs (append)
-pub async fn append(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>, body: Body) -> ApiResult {
+pub async fn append(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
     let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let no_overwrite = param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
+    let no_overwrite =
+        param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
     let result = state
         .broker
@@ -229,10 +387,19 @@ pub async fn append(State(state): State<AppState>, req: Ngsi, Path(id): Path<Str
 }
 
 /// PATCH /entities/{id}/attrs (update)
-pub async fn update(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>, body: Body) -> ApiResult {
+pub async fn update(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    let result = state.broker.update_attrs(&req.tenant, &ctx, &id, &value).await.map_err(|e| req.err(e))?;
+    let result = state
+        .broker
+        .update_attrs(&req.tenant, &ctx, &id, &value)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(update_response(result, Produce::Json, &ctx))
 }
 
@@ -245,7 +412,11 @@ pub async fn partial_update(
 ) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state.broker.partial_attr_update(&req.tenant, &ctx, &id, &attr, &value).await.map_err(|e| req.err(e))?;
+    state
+        .broker
+        .partial_attr_update(&req.tenant, &ctx, &id, &attr, &value)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -258,13 +429,22 @@ pub async fn replace_attr(
 ) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state.broker.replace_attr(&req.tenant, &ctx, &id, &attr, &value).await.map_err(|e| req.err(e))?;
+    state
+        .broker
+        .replace_attr(&req.tenant, &ctx, &id, &attr, &value)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// DELETE /entities/{id}/attrs/{attr}
-pub async fn delete_attr(State(state): State<AppState>, req: Ngsi, Path((id, attr)): Path<(String, String)>) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), &["datasetId", "deleteAll", "local"]).map_err(|e| req.err(e))?;
+pub async fn delete_attr(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path((id, attr)): Path<(String, String)>,
+) -> ApiResult {
+    let params = checked_params(req.query.as_deref(), &["datasetId", "deleteAll", "local"])
+        .map_err(|e| req.err(e))?;
     let delete_all = match param(&params, "deleteAll") {
         None | Some("false") => false,
         Some("true") => true,
@@ -273,14 +453,25 @@ pub async fn delete_attr(State(state): State<AppState>, req: Ngsi, Path((id, att
     let ctx = link_ctx(&req, &state).await?;
     state
         .broker
-        .delete_attr(&req.tenant, &ctx, &id, &attr, param(&params, "datasetId"), delete_all)
+        .delete_attr(
+            &req.tenant,
+            &ctx,
+            &id,
+            &attr,
+            param(&params, "datasetId"),
+            delete_all,
+        )
         .await
         .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// Reads a batch body: the contexts are resolved per entity by the broker.
-async fn batch_body(req: &Ngsi, state: &AppState, body: Body) -> Result<(Value, Consume, Option<String>), crate::http::ApiError> {
+async fn batch_body(
+    req: &Ngsi,
+    state: &AppState,
+    body: Body,
+) -> Result<(Value, Consume, Option<String>), crate::http::ApiError> {
     let consume = content_type(&req.headers, &req.method).map_err(|e| req.err(e))?;
     let bytes = read_body(req, state, body).await?;
     let value = parse_body(&bytes, state.config.max_json_depth).map_err(|e| req.err(e))?;
@@ -293,7 +484,10 @@ fn batch_response(result: BatchResult, all_ok: StatusCode, body: Option<Vec<Stri
         let bytes = serde_json::to_vec(&result.to_json()).unwrap_or_default();
         let mut r = Response::new(Body::from(bytes));
         *r.status_mut() = StatusCode::MULTI_STATUS;
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         return r;
     }
     match body {
@@ -301,7 +495,10 @@ fn batch_response(result: BatchResult, all_ok: StatusCode, body: Option<Vec<Stri
             let bytes = serde_json::to_vec(&ids).unwrap_or_default();
             let mut r = Response::new(Body::from(bytes));
             *r.status_mut() = StatusCode::CREATED;
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         _ => empty(all_ok),
@@ -332,7 +529,13 @@ pub async fn batch_upsert(State(state): State<AppState>, req: Ngsi, body: Body) 
     let (value, consume, link) = batch_body(&req, &state, body).await?;
     let result = state
         .broker
-        .batch_upsert(&req.tenant, body_kind(consume), link.as_deref(), &value, mode)
+        .batch_upsert(
+            &req.tenant,
+            body_kind(consume),
+            link.as_deref(),
+            &value,
+            mode,
+        )
         .await
         .map_err(|e| req.err(e))?;
     if result.errors.is_empty() && result.created.is_empty() {
@@ -345,11 +548,18 @@ pub async fn batch_upsert(State(state): State<AppState>, req: Ngsi, body: Body) 
 /// POST /entityOperations/update
 pub async fn batch_update(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let no_overwrite = param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
+    let no_overwrite =
+        param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
     let (value, consume, link) = batch_body(&req, &state, body).await?;
     let result = state
         .broker
-        .batch_update(&req.tenant, body_kind(consume), link.as_deref(), &value, no_overwrite)
+        .batch_update(
+            &req.tenant,
+            body_kind(consume),
+            link.as_deref(),
+            &value,
+            no_overwrite,
+        )
         .await
         .map_err(|e| req.err(e))?;
     Ok(batch_response(result, StatusCode::NO_CONTENT, None))
@@ -371,7 +581,11 @@ pub async fn batch_merge(State(state): State<AppState>, req: Ngsi, body: Body) -
 pub async fn batch_delete(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (value, _, _) = batch_body(&req, &state, body).await?;
-    let result = state.broker.batch_delete(&req.tenant, &value).await.map_err(|e| req.err(e))?;
+    let result = state
+        .broker
+        .batch_delete(&req.tenant, &value)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(batch_response(result, StatusCode::NO_CONTENT, None))
 }
 
@@ -385,36 +599,58 @@ fn details(req: &Ngsi, params: &[(String, String)]) -> Result<bool, crate::http:
 
 /// GET /types
 pub async fn types(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), &["details", "local"]).map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), &["details", "local"]).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let body = state.broker.entity_types(&req.tenant, &ctx, details(&req, &params)?).map_err(|e| req.err(e))?;
+    let body = state
+        .broker
+        .entity_types(&req.tenant, &ctx, details(&req, &params)?)
+        .map_err(|e| req.err(e))?;
     Ok(json_response(StatusCode::OK, produce, &ctx, body))
 }
 
 /// GET /types/{type}
-pub async fn type_info(State(state): State<AppState>, req: Ngsi, Path(type_name): Path<String>) -> ApiResult {
+pub async fn type_info(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(type_name): Path<String>,
+) -> ApiResult {
     checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let body = state.broker.entity_type_info(&req.tenant, &ctx, &type_name).map_err(|e| req.err(e))?;
+    let body = state
+        .broker
+        .entity_type_info(&req.tenant, &ctx, &type_name)
+        .map_err(|e| req.err(e))?;
     Ok(json_response(StatusCode::OK, produce, &ctx, body))
 }
 
 /// GET /attributes
 pub async fn attributes(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), &["details", "local"]).map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), &["details", "local"]).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let body = state.broker.attributes(&req.tenant, &ctx, details(&req, &params)?).map_err(|e| req.err(e))?;
+    let body = state
+        .broker
+        .attributes(&req.tenant, &ctx, details(&req, &params)?)
+        .map_err(|e| req.err(e))?;
     Ok(json_response(StatusCode::OK, produce, &ctx, body))
 }
 
 /// GET /attributes/{attr}
-pub async fn attribute_info(State(state): State<AppState>, req: Ngsi, Path(attr): Path<String>) -> ApiResult {
+pub async fn attribute_info(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(attr): Path<String>,
+) -> ApiResult {
     checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let body = state.broker.attribute_info(&req.tenant, &ctx, &attr).map_err(|e| req.err(e))?;
+    let body = state
+        .broker
+        .attribute_info(&req.tenant, &ctx, &attr)
+        .map_err(|e| req.err(e))?;
     Ok(json_response(StatusCode::OK, produce, &ctx, body))
 }

@@ -20,16 +20,26 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/entities",
-            post(entities::create).get(entities::query).delete(entities::purge),
+            post(entities::create)
+                .get(entities::query)
+                .delete(entities::purge),
         )
         .route(
             "/entities/{id}",
-            get(entities::retrieve).patch(entities::merge).put(entities::replace).delete(entities::delete),
+            get(entities::retrieve)
+                .patch(entities::merge)
+                .put(entities::replace)
+                .delete(entities::delete),
         )
-        .route("/entities/{id}/attrs", post(entities::append).patch(entities::update))
+        .route(
+            "/entities/{id}/attrs",
+            post(entities::append).patch(entities::update),
+        )
         .route(
             "/entities/{id}/attrs/{attr}",
-            patch(entities::partial_update).put(entities::replace_attr).delete(entities::delete_attr),
+            patch(entities::partial_update)
+                .put(entities::replace_attr)
+                .delete(entities::delete_attr),
         )
         .route("/entityOperations/create", post(entities::batch_create))
         .route("/entityOperations/upsert", post(entities::batch_upsert))
@@ -42,15 +52,22 @@ pub fn router() -> Router<AppState> {
         .route("/attributes", get(entities::attributes))
         .route("/attributes/{attr}", get(entities::attribute_info))
         .route("/jsonldContexts", post(contexts::add).get(contexts::list))
-        .route("/jsonldContexts/{id}", get(contexts::serve).delete(contexts::remove))
+        .route(
+            "/jsonldContexts/{id}",
+            get(contexts::serve).delete(contexts::remove),
+        )
 }
 
 /// Operational routes outside the NGSI-LD base path.
 pub fn ops_router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).route(
-        "/",
-        delete(not_found).get(|| async { "Wuyang NGSI-LD context broker: the API is under /ngsi-ld/v1\n" }),
-    )
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route(
+            "/",
+            delete(not_found)
+                .get(|| async { "Wuyang NGSI-LD context broker: the API is under /ngsi-ld/v1\n" }),
+        )
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -58,12 +75,22 @@ async fn health(State(state): State<AppState>) -> Response {
         "status": "ok",
         "entities": state.broker.store().entity_count(),
     });
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -71,7 +98,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// The answer for paths the API does not have.
 pub async fn not_found() -> ApiError {
-    ApiError::from(NgsiError::new(ErrorKind::ResourceNotFound, "no such resource"))
+    ApiError::from(NgsiError::new(
+        ErrorKind::ResourceNotFound,
+        "no such resource",
+    ))
 }
 
 /// The JSON-LD rule for a body of the given media type.

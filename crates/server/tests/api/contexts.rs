@@ -1,0 +1,286 @@
+//! User @contexts: inline (ld+json), by Link header, hosted by
+//! /jsonldContexts, remote and unreachable.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{CORE, Server, link, serve_document, silent_url};
+
+const ID: &str = "urn:ngsi-ld:Car:1";
+
+fn user_context() -> serde_json::Value {
+    json!({"Car": "https://cars.example/Car", "speed": "https://cars.example/speed", "cars": "https://cars.example/"})
+}
+
+#[tokio::test]
+async fn an_inline_context_expands_and_a_link_context_compacts() {
+    let s = Server::start().await;
+    let r = s
+        .req(Method::POST, "/entities")
+        .ld(&json!({"id": ID, "type": "Car", "speed": 5, "cars:color": "red", "@context": [user_context(), CORE]}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Without the context the names come back as full IRIs.
+    assert_eq!(
+        s.entity(ID, "options=keyValues").await,
+        json!({"id": ID, "type": "https://cars.example/Car", "https://cars.example/speed": 5, "https://cars.example/color": "red"})
+    );
+    // A Link to the same terms compacts them again, and the term selects.
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let r = s
+        .req(
+            Method::GET,
+            "/entities?type=Car&q=speed==5&options=keyValues",
+        )
+        .header("link", &link(&url))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!([{"id": ID, "type": "Car", "speed": 5, "cars:color": "red"}])
+    );
+    assert_eq!(r.header("link"), Some(link(&url).as_str()));
+    // The same request with another meaning of Car finds nothing.
+    assert_eq!(s.ids("type=Car").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_link_context_expands_on_create_and_inline_context_compacts_on_ld_json_output() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("link", &link(&url))
+        .json(&json!({"id": ID, "type": "Car", "speed": 5}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}?options=keyValues"))
+        .header("link", &link(&url))
+        .header("accept", "application/ld+json")
+        .send()
+        .await;
+    assert_eq!(r.header("content-type"), Some("application/ld+json"));
+    assert_eq!(
+        r.body,
+        json!({"id": ID, "type": "Car", "speed": 5, "@context": url})
+    );
+}
+
+#[tokio::test]
+async fn a_user_context_cannot_redefine_core_terms() {
+    let s = Server::start().await;
+    let r = s
+        .req(Method::POST, "/entities")
+        .ld(&json!({
+            "id": ID, "type": "Car",
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}},
+            "@context": {"location": "https://evil.example/location"},
+        }))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .get(&format!(
+            "/entities?{}",
+            "georel=near;maxDistance==10&geometry=Point&coordinates=[1,2]"
+        ))
+        .await;
+    assert_eq!(crate::support::ids_of(&r.body), [ID], "{}", r.text);
+}
+
+#[tokio::test]
+async fn hosted_contexts_add_list_get_use_delete() {
+    let s = Server::start().await;
+    let doc = json!({"@context": user_context()});
+    let r = s.post("/jsonldContexts", &doc).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.text.is_empty());
+    let location = r.header("location").unwrap().to_string();
+    assert!(
+        location.starts_with("/ngsi-ld/v1/jsonldContexts/"),
+        "{location}"
+    );
+    let local_id = location.rsplit('/').next().unwrap().to_string();
+    // Served back.
+    let r = s.get(&format!("/jsonldContexts/{local_id}")).await;
+    assert_eq!((r.status, r.body.clone()), (200, doc.clone()));
+    // Listed, by URL, and with details.
+    let r = s.get("/jsonldContexts").await;
+    let urls: Vec<String> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    let url = urls
+        .iter()
+        .find(|u| u.ends_with(&location))
+        .unwrap_or_else(|| panic!("{urls:?}"))
+        .clone();
+    let r = s.get("/jsonldContexts?details=true&kind=Hosted").await;
+    let d = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["URL"] == url.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (d["kind"].clone(), d["localId"].clone()),
+        (json!("Hosted"), json!(local_id))
+    );
+    assert!(d["createdAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let r = s
+        .get(&format!("/jsonldContexts/{local_id}?details=true"))
+        .await;
+    assert_eq!(r.body["kind"], "Hosted");
+    // A Link header naming the hosted context works.
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("link", &link(&url))
+        .json(&json!({"id": ID, "type": "Car", "speed": 1}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(s.entity(ID, "").await["type"], "https://cars.example/Car");
+    // Deleted.
+    s.delete(&format!("/jsonldContexts/{local_id}"))
+        .await
+        .no_content();
+    s.get(&format!("/jsonldContexts/{local_id}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.delete(&format!("/jsonldContexts/{local_id}"))
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn hosted_context_errors() {
+    let s = Server::start().await;
+    for body in [
+        "{",
+        "[]",
+        "{\"x\": 1}",
+        "{\"@context\": 5}",
+        "{\"@context\": true}",
+    ] {
+        let r = s
+            .req(Method::POST, "/jsonldContexts")
+            .body("application/json", body)
+            .send()
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(
+            r.body["type"], "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest",
+            "{body}"
+        );
+    }
+    s.get("/jsonldContexts/nothing")
+        .await
+        .problem(404, "ResourceNotFound");
+    // The core context is served and cannot be deleted.
+    let r = s
+        .get(&format!("/jsonldContexts/{}", crate::support::enc(CORE)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.body["@context"].is_object() || r.body["@context"].is_array(),
+        "{}",
+        r.text
+    );
+    let r = s
+        .delete(&format!("/jsonldContexts/{}", crate::support::enc(CORE)))
+        .await;
+    assert!(r.status == 400 || r.status == 422, "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_unreachable_remote_context_is_503_quickly() {
+    let s = Server::start().await;
+    let (_keep, url) = silent_url();
+    let started = Instant::now();
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("link", &link(&url))
+        .json(&json!({"id": ID, "type": "Car"}))
+        .send()
+        .await;
+    r.problem(503, "LdContextNotAvailable");
+    let r = s
+        .req(Method::POST, "/entities")
+        .ld(&json!({"id": ID, "type": "Car", "@context": url}))
+        .send()
+        .await;
+    r.problem(503, "LdContextNotAvailable");
+    let r = s
+        .req(Method::GET, "/entities?type=Car")
+        .header("link", &link(&url))
+        .send()
+        .await;
+    r.problem(503, "LdContextNotAvailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    // In a batch, each entity fails alone: 207.
+    let r = s
+        .req(Method::POST, "/entityOperations/create")
+        .ld(&json!([{"id": ID, "type": "Car", "@context": url}]))
+        .send()
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(
+        r.body["errors"][0]["error"]["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
+    );
+}
+
+#[tokio::test]
+async fn a_fetched_document_that_is_no_context_is_bad_request_data() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"no": "context"})).await;
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("link", &link(&url))
+        .json(&json!({"id": ID, "type": "Car"}))
+        .send()
+        .await;
+    r.problem(400, "BadRequestData");
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn link_header_rules() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"@context": user_context()})).await;
+    // ld+json with a body @context: the body wins or the request is refused, never a mix.
+    let two = format!("{}, {}", link(&url), link(&url));
+    let r = s
+        .req(Method::GET, "/entities?type=Car")
+        .header("link", &two)
+        .send()
+        .await;
+    r.problem(400, "BadRequestData");
+    // A Link that is not a JSON-LD context is ignored.
+    let r = s
+        .req(Method::GET, "/entities?type=Car")
+        .header("link", "<https://x.example/>; rel=\"alternate\"")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

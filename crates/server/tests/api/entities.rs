@@ -1,0 +1,522 @@
+//! Create, retrieve (forms and projections), merge, replace, delete and
+//! purge of entities.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Server, enc, sorted, vehicle};
+
+const ID: &str = "urn:ngsi-ld:Vehicle:A1";
+
+#[tokio::test]
+async fn create_answers_201_with_location_and_no_body() {
+    let s = Server::start().await;
+    let r = s.post("/entities", &vehicle(ID, 10)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(
+        r.header("location")
+            .is_some_and(|l| l.contains(ID) && l.starts_with("/ngsi-ld/v1/entities/"))
+    );
+    assert!(r.text.is_empty());
+    // Trailing slash form of the suite.
+    let r = s
+        .post("/entities/", &vehicle("urn:ngsi-ld:Vehicle:A2", 1))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let e = s.entity(ID, "").await;
+    assert_eq!(e["speed"], json!({"type": "Property", "value": 10}));
+}
+
+#[tokio::test]
+async fn create_of_an_existing_entity_is_409_already_exists() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 10)).await;
+    let r = s.post("/entities", &vehicle(ID, 20)).await;
+    r.problem(409, "AlreadyExists");
+    assert_eq!(s.entity(ID, "").await["speed"]["value"], 10);
+}
+
+/// Every rejected create is a 400 of the given type, and creates nothing.
+#[tokio::test]
+async fn invalid_creates_are_rejected_and_create_nothing() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:T:bad";
+    let with = |extra: Value| {
+        let mut e = json!({"id": id, "type": "T"});
+        e.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        e.to_string()
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("application/json", "{\"id\": ".into(), "InvalidRequest"),
+        ("application/json", "".into(), "InvalidRequest"),
+        ("application/json", "   ".into(), "InvalidRequest"),
+        (
+            "application/json",
+            json!({"id": "not a uri", "type": "T"}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!({"id": "urn:x y", "type": "T"}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!({"type": "T"}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!({"id": id}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!({"id": id, "type": "type"}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!({"id": id, "type": "1abc"}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!([{"id": id, "type": "T"}]).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"p": {"type": "Property"}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"p": {"type": "Property", "value": null}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"p": null})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"r": {"type": "Relationship", "object": "no uri"}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"r": {"type": "Relationship"}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"l": {"type": "LanguageProperty"}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"p": {"type": "Weird", "value": 1}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"location": {"type": "Property", "value": 1}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"g": {"type": "GeoProperty", "value": {"type": "Point"}}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(
+                json!({"p": {"type": "Property", "value": 1, "observedAt": "2024-01-01T00:00:00+02:00"}}),
+            ),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"p": {"type": "Property", "value": "urn:ngsi-ld:null"}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"p": {"type": "Property", "value": {"a": "urn:ngsi-ld:null"}}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"datasetId": {"type": "Property", "value": 1}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"observedAt": {"type": "Property", "value": 1}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"p": {"type": "Property", "value": 1, "@context": {}}})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"scope": "no-slash"})),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            with(json!({"@context": "https://example.org/ctx.jsonld"})),
+            "BadRequestData",
+        ),
+        (
+            "application/ld+json",
+            json!({"id": id, "type": "T"}).to_string(),
+            "BadRequestData",
+        ),
+        // A second attribute is fine, the first is bad: still nothing created.
+        (
+            "application/json",
+            with(json!({"ok": 1, "p": {"type": "Property"}})),
+            "BadRequestData",
+        ),
+    ];
+    for (ct, body, kind) in cases {
+        // An empty body gets no Content-Length from the client otherwise.
+        let r = s
+            .req(Method::POST, "/entities")
+            .header("content-length", &body.len().to_string())
+            .body(ct, body.clone())
+            .send()
+            .await;
+        assert_eq!(r.status, 400, "{ct} {body}: {}", r.text);
+        r.problem(400, kind);
+        let get = s.get(&format!("/entities/{}", enc(id))).await;
+        assert_eq!(get.status, 404, "created by {body}");
+    }
+}
+
+#[tokio::test]
+async fn at_id_and_at_type_are_accepted_and_answered_as_id_and_type() {
+    let s = Server::start().await;
+    s.create(json!({"@id": ID, "@type": "Vehicle", "speed": 3}))
+        .await;
+    let e = s.entity(ID, "").await;
+    assert_eq!(
+        e,
+        json!({"id": ID, "type": "Vehicle", "speed": {"type": "Property", "value": 3}})
+    );
+}
+
+#[tokio::test]
+async fn retrieve_forms() {
+    let s = Server::start().await;
+    s.create(json!({
+        "id": ID, "type": "Vehicle",
+        "speed": {"type": "Property", "value": 55, "unitCode": "KMH", "observedAt": "2024-05-01T08:30:00Z"},
+        "brandName": {"type": "Property", "value": "Mercedes"},
+        "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"},
+        "meta": {"type": "Property", "value": {"a": 1}},
+    }))
+    .await;
+    let normalized = json!({
+        "id": ID, "type": "Vehicle",
+        "speed": {"type": "Property", "value": 55, "unitCode": "KMH", "observedAt": "2024-05-01T08:30:00Z"},
+        "brandName": {"type": "Property", "value": "Mercedes"},
+        "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"},
+        "meta": {"type": "Property", "value": {"a": 1}},
+    });
+    let concise = json!({
+        "id": ID, "type": "Vehicle",
+        "speed": {"value": 55, "unitCode": "KMH", "observedAt": "2024-05-01T08:30:00Z"},
+        "brandName": "Mercedes",
+        "owner": {"object": "urn:ngsi-ld:Person:1"},
+        "meta": {"value": {"a": 1}},
+    });
+    let key_values = json!({
+        "id": ID, "type": "Vehicle", "speed": 55, "brandName": "Mercedes",
+        "owner": "urn:ngsi-ld:Person:1", "meta": {"a": 1},
+    });
+    let cases = [
+        ("", &normalized),
+        ("options=normalized", &normalized),
+        ("format=normalized", &normalized),
+        ("options=concise", &concise),
+        ("format=concise", &concise),
+        ("options=keyValues", &key_values),
+        ("options=simplified", &key_values),
+        ("format=simplified", &key_values),
+        ("options=concise,keyValues", &key_values),
+        ("format=concise&options=keyValues", &concise),
+    ];
+    for (params, expected) in cases {
+        assert_eq!(&s.entity(ID, params).await, expected, "{params}");
+    }
+    // Concise output read back as input gives the same entity.
+    let mut copy = concise.clone();
+    copy["id"] = json!("urn:ngsi-ld:Vehicle:copy");
+    s.create(copy).await;
+    let mut back = s.entity("urn:ngsi-ld:Vehicle:copy", "").await;
+    back["id"] = json!(ID);
+    assert_eq!(back, normalized);
+}
+
+#[tokio::test]
+async fn sys_attrs_are_shown_on_request_only() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let plain = s.entity(ID, "").await;
+    assert!(plain.get("createdAt").is_none() && plain["speed"].get("createdAt").is_none());
+    let e = s.entity(ID, "options=sysAttrs").await;
+    for v in [
+        &e["createdAt"],
+        &e["modifiedAt"],
+        &e["speed"]["createdAt"],
+        &e["speed"]["modifiedAt"],
+    ] {
+        let t = v.as_str().unwrap_or_else(|| panic!("no timestamp in {e}"));
+        assert!(t.ends_with('Z') && t.len() >= 20, "{t}");
+    }
+    let kv = s.entity(ID, "options=keyValues,sysAttrs").await;
+    assert!(kv.get("createdAt").is_none(), "{kv}");
+    let c = s.entity(ID, "options=concise,sysAttrs").await;
+    assert!(
+        c["speed"]["createdAt"].is_string() && c["speed"]["value"] == 1,
+        "{c}"
+    );
+    // modifiedAt moves with an update; createdAt does not.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    s.patch(&format!("/entities/{ID}/attrs"), &json!({"speed": 2}))
+        .await
+        .no_content();
+    let after = s.entity(ID, "options=sysAttrs").await;
+    assert_eq!(after["createdAt"], e["createdAt"]);
+    assert_eq!(after["speed"]["createdAt"], e["speed"]["createdAt"]);
+    assert!(
+        after["modifiedAt"].as_str() > e["modifiedAt"].as_str(),
+        "{after}"
+    );
+    assert!(after["speed"]["modifiedAt"].as_str() > e["speed"]["modifiedAt"].as_str());
+}
+
+#[tokio::test]
+async fn retrieve_projections() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let names = |v: Value| sorted(v.as_object().unwrap().keys().cloned().collect());
+    let cases: [(&str, &[&str]); 7] = [
+        ("attrs=speed", &["id", "speed", "type"]),
+        (
+            "attrs=speed,brandName",
+            &["brandName", "id", "speed", "type"],
+        ),
+        ("attrs=nothing", &["id", "type"]),
+        ("pick=id,speed", &["id", "speed"]),
+        ("pick=type", &["type"]),
+        ("omit=speed,location", &["brandName", "id", "type"]),
+        ("omit=id", &["brandName", "location", "speed", "type"]),
+    ];
+    for (params, expected) in cases {
+        assert_eq!(names(s.entity(ID, params).await), expected, "{params}");
+    }
+    let r = s.get(&format!("/entities/{ID}?pick=id&omit=speed")).await;
+    r.problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn retrieve_errors() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    s.get("/entities/urn:ngsi-ld:Vehicle:none")
+        .await
+        .problem(404, "ResourceNotFound");
+    s.get("/entities/notauri")
+        .await
+        .problem(400, "BadRequestData");
+    s.get(&format!("/entities/{ID}?options=bogus"))
+        .await
+        .problem(400, "BadRequestData");
+    s.get(&format!("/entities/{ID}?format=bogus"))
+        .await
+        .problem(400, "BadRequestData");
+    // The type selector of retrieve.
+    assert_eq!(
+        s.get(&format!("/entities/{ID}?type=Vehicle")).await.status,
+        200
+    );
+    s.get(&format!("/entities/{ID}?type=Car"))
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn merge_entity_merges_adds_and_deletes_with_the_ngsi_ld_null() {
+    let s = Server::start().await;
+    s.create(json!({
+        "id": ID, "type": "Vehicle",
+        "speed": {"type": "Property", "value": 1, "accuracy": {"type": "Property", "value": 0.5}},
+        "brandName": "Mercedes",
+        "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"},
+        "config": {"type": "Property", "value": {"a": 1, "b": 2, "c": 3}},
+    }))
+    .await;
+    let r = s
+        .patch(
+            &format!("/entities/{ID}"),
+            &json!({
+                "speed": {"type": "Property", "value": 2, "observedAt": "2024-01-01T00:00:00Z"},
+                "brandName": "urn:ngsi-ld:null",
+                "owner": {"type": "Relationship", "object": "urn:ngsi-ld:null"},
+                "color": "red",
+                "config": {"type": "Property", "value": {"b": 20, "c": "urn:ngsi-ld:null"}},
+            }),
+        )
+        .await;
+    r.no_content();
+    let e = s.entity(ID, "").await;
+    assert_eq!(
+        e,
+        json!({
+            "id": ID, "type": "Vehicle",
+            "speed": {"type": "Property", "value": 2, "observedAt": "2024-01-01T00:00:00Z",
+                      "accuracy": {"type": "Property", "value": 0.5}},
+            "config": {"type": "Property", "value": {"a": 1, "b": 20}},
+            "color": {"type": "Property", "value": "red"},
+        })
+    );
+    // merge-patch+json is accepted too.
+    let r = s
+        .req(Method::PATCH, &format!("/entities/{ID}"))
+        .body(
+            "application/merge-patch+json",
+            json!({"color": "blue"}).to_string(),
+        )
+        .send()
+        .await;
+    r.no_content();
+    assert_eq!(s.entity(ID, "options=keyValues").await["color"], "blue");
+    // Errors.
+    s.patch("/entities/urn:ngsi-ld:Vehicle:none", &json!({"a": 1}))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.patch(
+        &format!("/entities/{ID}"),
+        &json!({"id": "urn:other", "a": 1}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    let r = s
+        .req(Method::PATCH, &format!("/entities/{ID}"))
+        .body("application/json", "{")
+        .send()
+        .await;
+    r.problem(400, "InvalidRequest");
+}
+
+#[tokio::test]
+async fn replace_entity_drops_attributes_not_given_and_keeps_created_at() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let before = s.entity(ID, "options=sysAttrs").await;
+    let r = s
+        .put(
+            &format!("/entities/{ID}"),
+            &json!({"type": "Car", "color": "red"}),
+        )
+        .await;
+    r.no_content();
+    let after = s.entity(ID, "options=sysAttrs").await;
+    assert_eq!(after["createdAt"], before["createdAt"]);
+    let e = s.entity(ID, "options=keyValues").await;
+    assert_eq!(e, json!({"id": ID, "type": "Car", "color": "red"}));
+    s.put(
+        &format!("/entities/{ID}"),
+        &json!({"id": ID, "type": "Car", "x": 1}),
+    )
+    .await
+    .no_content();
+    s.put(
+        &format!("/entities/{ID}"),
+        &json!({"id": "urn:x:other", "type": "Car"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.put(&format!("/entities/{ID}"), &json!({"x": 1}))
+        .await
+        .problem(400, "BadRequestData");
+    s.put(
+        "/entities/urn:ngsi-ld:Vehicle:none",
+        &json!({"type": "Car"}),
+    )
+    .await
+    .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn delete_entity() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let r = s.delete(&format!("/entities/{ID}")).await;
+    r.no_content();
+    assert!(r.header("content-length").is_none(), "{:?}", r.headers);
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.delete(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.delete("/entities/notauri")
+        .await
+        .problem(400, "BadRequestData");
+    // The id can be created again.
+    s.create(vehicle(ID, 2)).await;
+}
+
+#[tokio::test]
+async fn purge_entities() {
+    let s = Server::start().await;
+    for (id, t) in [("urn:a:1", "A"), ("urn:a:2", "A"), ("urn:b:1", "B")] {
+        s.create(json!({"id": id, "type": t, "x": 1, "y": 2, "z": 3}))
+            .await;
+    }
+    s.delete("/entities?type=A&drop=x,y").await.no_content();
+    assert_eq!(
+        s.entity("urn:a:1", "options=keyValues").await,
+        json!({"id": "urn:a:1", "type": "A", "z": 3})
+    );
+    s.delete("/entities?id=urn:b:1&keep=y").await.no_content();
+    assert_eq!(
+        s.entity("urn:b:1", "options=keyValues").await,
+        json!({"id": "urn:b:1", "type": "B", "y": 2})
+    );
+    s.delete("/entities?type=A&q=z==3").await.no_content();
+    assert_eq!(s.ids("type=A,B").await, ["urn:b:1"]);
+    s.delete("/entities").await.problem(400, "BadRequestData");
+    s.delete("/entities?type=B&keep=x&drop=y")
+        .await
+        .problem(400, "BadRequestData");
+    s.delete("/entities?type=B&bogus=1")
+        .await
+        .problem(400, "InvalidRequest");
+    assert_eq!(s.ids("type=B").await, ["urn:b:1"]);
+}
+
+#[tokio::test]
+async fn ids_with_reserved_characters_round_trip_through_location() {
+    let s = Server::start().await;
+    let id = "https://example.org/things/a?b=c#d";
+    let r = s.post("/entities", &json!({"id": id, "type": "T"})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let location = r.header("location").unwrap().to_string();
+    let r = s
+        .req(Method::GET, location.trim_start_matches("/ngsi-ld/v1"))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{location}: {}", r.text);
+    assert_eq!(r.body["id"], id);
+}

@@ -1,0 +1,205 @@
+//! Cross-cutting HTTP behaviour: ProblemDetails, limits, unknown query
+//! parameters, trailing slashes, 411, 404/405 for routes.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{MAX_BODY, Server, raw, vehicle};
+
+const ID: &str = "urn:ngsi-ld:Vehicle:E1";
+
+#[tokio::test]
+async fn unknown_query_parameters_are_invalid_request() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let cases = [
+        (
+            Method::POST,
+            "/entities?bogus=1".to_string(),
+            Some(vehicle("urn:x:2", 1)),
+        ),
+        (
+            Method::GET,
+            "/entities?type=Vehicle&bogus=1".to_string(),
+            None,
+        ),
+        (Method::GET, format!("/entities/{ID}?bogus=1"), None),
+        (Method::DELETE, format!("/entities/{ID}?bogus=1"), None),
+        (
+            Method::DELETE,
+            "/entities?type=Vehicle&bogus=1".to_string(),
+            None,
+        ),
+        (Method::GET, "/types?bogus=1".to_string(), None),
+        (Method::GET, "/attributes?bogus=1".to_string(), None),
+        (
+            Method::PATCH,
+            format!("/entities/{ID}/attrs?bogus=1"),
+            Some(json!({"speed": 1})),
+        ),
+        (
+            Method::POST,
+            "/entityOperations/create?bogus=1".to_string(),
+            Some(json!([vehicle("urn:x:3", 1)])),
+        ),
+        (Method::GET, "/jsonldContexts?bogus=1".to_string(), None),
+    ];
+    for (method, path, body) in cases {
+        let mut req = s.req(method.clone(), &path);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        req.send().await.problem(400, "InvalidRequest");
+    }
+    // Nothing happened.
+    assert_eq!(s.ids("type=Vehicle").await, [ID]);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let s = Server::start().await;
+    let big = "x".repeat(MAX_BODY + 1);
+    let r = s
+        .post("/entities", &json!({"id": ID, "type": "T", "p": big}))
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    // Just under the limit is fine.
+    let ok = "x".repeat(MAX_BODY - 100);
+    assert_eq!(
+        s.post("/entities", &json!({"id": ID, "type": "T", "p": ok}))
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_a_400_not_a_crash() {
+    let s = Server::start().await;
+    let depth = 10_000;
+    let body = format!(
+        "{{\"id\":\"{ID}\",\"type\":\"T\",\"p\":{}1{}}}",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let r = s
+        .req(Method::POST, "/entities")
+        .body("application/json", body)
+        .send()
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = s
+        .req(Method::POST, "/entityOperations/upsert")
+        .body("application/json", "[".repeat(depth))
+        .send()
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // Deep sub-attributes within the JSON limit are refused by the model.
+    let mut attr = json!({"type": "Property", "value": 1});
+    for _ in 0..30 {
+        attr = json!({"type": "Property", "value": 1, "sub": attr});
+    }
+    s.post("/entities", &json!({"id": ID, "type": "T", "p": attr}))
+        .await
+        .problem(400, "BadRequestData");
+    // The server still works.
+    s.create(vehicle(ID, 1)).await;
+}
+
+#[tokio::test]
+async fn trailing_slashes_route_like_the_bare_path() {
+    let s = Server::start().await;
+    s.post("/entities/", &vehicle(ID, 1)).await;
+    for path in [
+        "/entities/?type=Vehicle",
+        "/types/",
+        "/attributes/",
+        &format!("/entities/{ID}/"),
+    ] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
+    s.post(&format!("/entities/{ID}/attrs/"), &json!({"x": 1}))
+        .await
+        .no_content();
+}
+
+#[tokio::test]
+async fn no_content_responses_have_no_content_length() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let responses = [
+        s.patch(&format!("/entities/{ID}/attrs"), &json!({"speed": 2}))
+            .await,
+        s.post(&format!("/entities/{ID}/attrs"), &json!({"x": 2}))
+            .await,
+        s.patch(&format!("/entities/{ID}"), &json!({"x": 3})).await,
+        s.delete(&format!("/entities/{ID}/attrs/x")).await,
+        s.delete(&format!("/entities/{ID}")).await,
+    ];
+    for r in responses {
+        r.no_content();
+        assert!(r.header("content-length").is_none(), "{:?}", r.headers);
+    }
+}
+
+#[tokio::test]
+async fn a_write_without_content_length_is_411_with_an_empty_body() {
+    let s = Server::start().await;
+    let body = vehicle(ID, 1).to_string();
+    let request = format!(
+        "POST /ngsi-ld/v1/entities HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nngsild-tenant: nobody\r\nconnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let answer = raw(&s, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    let (_, rest) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(rest.is_empty(), "{answer}");
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn routes_that_do_not_exist() {
+    let s = Server::start().await;
+    let r = s.get("/nothing").await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .req(Method::PUT, "/entities")
+        .json(&json!({}))
+        .send()
+        .await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test]
+async fn errors_are_problem_details() {
+    let s = Server::start().await;
+    let r = s.get("/entities/urn:ngsi-ld:none").await;
+    r.problem(404, "ResourceNotFound");
+    assert!(r.body["status"] == 404 || r.body.get("status").is_none());
+    // Internal details never show; every 4xx above has both texts.
+    let r = s
+        .req(Method::POST, "/entities")
+        .body("application/json", "{\"id\":")
+        .send()
+        .await;
+    r.problem(400, "InvalidRequest");
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let r = reqwest::get(format!("{}/health", s.origin)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["status"], "ok");
+    let r = reqwest::get(format!("{}/metrics", s.origin)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("# EOF"));
+}

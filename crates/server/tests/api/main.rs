@@ -1,0 +1,15 @@
+//! The integration tests of the NGSI-LD HTTP API: every test starts the real
+//! server in-process on a free port and talks HTTP to it.
+
+mod attributes;
+mod batch;
+mod contexts;
+mod discovery;
+mod entities;
+mod errors;
+mod geo;
+mod kinds;
+mod negotiation;
+mod query;
+mod support;
+mod tenants;

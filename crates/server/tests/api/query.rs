@@ -1,0 +1,348 @@
+//! Query Entities: selectors, type expressions, q, scopeQ, attrs,
+//! pagination and counting, and POST /entityOperations/query.
+
+use serde_json::json;
+
+use crate::support::{MAX_LIMIT, Server, enc, ids_of, sorted};
+
+async fn city() -> Server {
+    let s = Server::start().await;
+    s.create(json!({
+        "id": "urn:q:1", "type": "Building", "scope": "/city/north",
+        "name": "Tower", "height": 100, "tags": ["a", "b"], "open": true,
+        "address": {"type": "Property", "value": {"city": "Paris", "zip": "75001"}},
+        "owner": {"type": "Relationship", "object": "urn:p:1"},
+        "temp": {"type": "Property", "value": 21, "observedAt": "2024-01-01T10:00:00Z",
+                 "accuracy": {"type": "Property", "value": 0.9}},
+        "built": {"type": "Property", "value": "2024-03-01T00:00:00Z"},
+    }))
+    .await;
+    s.create(json!({
+        "id": "urn:q:2", "type": "House", "scope": "/city/south",
+        "name": "Cabin", "height": 20, "tags": ["c"], "open": false,
+        "address": {"type": "Property", "value": {"city": "Lyon", "zip": "69001"}},
+        "owner": {"type": "Relationship", "object": "urn:p:2"},
+        "temp": {"type": "Property", "value": 15, "observedAt": "2023-06-01T10:00:00Z",
+                 "accuracy": {"type": "Property", "value": 0.2}},
+        "built": {"type": "Property", "value": "1990-03-01T00:00:00Z"},
+    }))
+    .await;
+    s.create(json!({
+        "id": "urn:q:3", "type": ["Building", "Landmark"], "scope": ["/other", "/city/north/east"],
+        "name": "Eiffel", "height": 300,
+    }))
+    .await;
+    s
+}
+
+/// Runs each `(query string, expected ids)` case and compares the ids as sets.
+async fn check(s: &Server, cases: &[(&str, &[&str])]) {
+    for (query, expected) in cases {
+        let got = sorted(s.ids(query).await);
+        assert_eq!(got, *expected, "query {query}");
+    }
+}
+
+fn q(expr: &str) -> String {
+    format!("q={}", enc(expr))
+}
+
+#[tokio::test]
+async fn selectors_and_type_expressions() {
+    let s = city().await;
+    check(
+        &s,
+        &[
+            ("id=urn:q:1,urn:q:3", &["urn:q:1", "urn:q:3"]),
+            ("id=urn:q:9", &[]),
+            ("idPattern=urn:q:[12]", &["urn:q:1", "urn:q:2"]),
+            ("idPattern=.*3$&type=Building", &["urn:q:3"]),
+            ("type=Building", &["urn:q:1", "urn:q:3"]),
+            ("type=Landmark", &["urn:q:3"]),
+            ("type=Building,House", &["urn:q:1", "urn:q:2", "urn:q:3"]),
+            ("type=Building%7CHouse", &["urn:q:1", "urn:q:2", "urn:q:3"]),
+            ("type=Building;Landmark", &["urn:q:3"]),
+            ("type=(Building;Landmark)%7CHouse", &["urn:q:2", "urn:q:3"]),
+            ("type=Nothing", &[]),
+            ("attrs=owner", &["urn:q:1", "urn:q:2"]),
+            ("type=Building&attrs=owner,nothing", &["urn:q:1"]),
+            // The full IRI of a type is the same type.
+            (
+                &format!(
+                    "type={}",
+                    enc("https://uri.etsi.org/ngsi-ld/default-context/House")
+                ),
+                &["urn:q:2"],
+            ),
+        ],
+    )
+    .await;
+    // attrs also projects.
+    let r = s
+        .get("/entities?type=House&attrs=height,nothing&options=keyValues")
+        .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:q:2", "type": "House", "scope": "/city/south", "height": 20}])
+    );
+    // Errors.
+    s.get("/entities").await.problem(400, "BadRequestData");
+    s.get("/entities?type=(Building")
+        .await
+        .problem(400, "BadRequestData");
+    s.get("/entities?idPattern=(")
+        .await
+        .problem(400, "BadRequestData");
+    s.get("/entities?id=notauri")
+        .await
+        .problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn q_language() {
+    let s = city().await;
+    let cases: Vec<(String, &[&str])> = vec![
+        (q("height>50"), &["urn:q:1", "urn:q:3"]),
+        (q("height==20"), &["urn:q:2"]),
+        (q("height!=20"), &["urn:q:1", "urn:q:3"]),
+        (q("height>=100"), &["urn:q:1", "urn:q:3"]),
+        (q("height<=20"), &["urn:q:2"]),
+        (q("height==10..150"), &["urn:q:1", "urn:q:2"]),
+        (q("height!=10..150"), &["urn:q:3"]),
+        (q("height==20,300"), &["urn:q:2", "urn:q:3"]),
+        (q("name==\"Tower\""), &["urn:q:1"]),
+        (q("name==\"Tower\",\"Cabin\""), &["urn:q:1", "urn:q:2"]),
+        (q("name~=^T.*"), &["urn:q:1"]),
+        (q("name~=(?i)eiffel"), &["urn:q:3"]),
+        (q("name!~=^T.*"), &["urn:q:2", "urn:q:3"]),
+        (q("open==true"), &["urn:q:1"]),
+        (q("open==false"), &["urn:q:2"]),
+        (q("tags==\"a\""), &["urn:q:1"]),
+        (q("height>50;name==\"Eiffel\""), &["urn:q:3"]),
+        (q("height<50|name==\"Eiffel\""), &["urn:q:2", "urn:q:3"]),
+        (q("(height<50|height>200);name==\"Eiffel\""), &["urn:q:3"]),
+        (
+            q("height>10;(name==\"Cabin\"|name==\"Tower\")"),
+            &["urn:q:1", "urn:q:2"],
+        ),
+        (q("address[city]==\"Paris\""), &["urn:q:1"]),
+        (q("address[zip]~=^69"), &["urn:q:2"]),
+        (q("temp.accuracy>0.5"), &["urn:q:1"]),
+        (q("temp.observedAt>2023-12-31T00:00:00Z"), &["urn:q:1"]),
+        (q("built<2000-01-01T00:00:00Z"), &["urn:q:2"]),
+        (q("owner==urn:p:1"), &["urn:q:1"]),
+        (q("owner==urn:p:1,urn:p:2"), &["urn:q:1", "urn:q:2"]),
+        (q("owner"), &["urn:q:1", "urn:q:2"]),
+        (q("!owner"), &["urn:q:3"]),
+        (q("height==\"20\""), &[]),
+        (q("nothing==1"), &[]),
+    ];
+    for (query, expected) in &cases {
+        assert_eq!(sorted(s.ids(query).await), *expected, "{query}");
+    }
+    for bad in [
+        "height>>1",
+        "height==",
+        "(height>1",
+        "height>1;",
+        "name~=\"unterminated",
+    ] {
+        s.get(&format!("/entities?{}", q(bad)))
+            .await
+            .problem(400, "BadRequestData");
+    }
+}
+
+#[tokio::test]
+async fn scope_queries() {
+    let s = city().await;
+    let cases: Vec<(String, &[&str])> = vec![
+        (format!("scopeQ={}", enc("/city/north")), &["urn:q:1"]),
+        (
+            format!("scopeQ={}", enc("/city/#")),
+            &["urn:q:1", "urn:q:2", "urn:q:3"],
+        ),
+        (
+            format!("scopeQ={}", enc("/city/north/#")),
+            &["urn:q:1", "urn:q:3"],
+        ),
+        (
+            format!("scopeQ={}", enc("/other,/city/south")),
+            &["urn:q:2", "urn:q:3"],
+        ),
+        (
+            format!("scopeQ={}", enc("/other;/city/north/east")),
+            &["urn:q:3"],
+        ),
+        (
+            format!("scopeQ={}", enc("/#")),
+            &["urn:q:1", "urn:q:2", "urn:q:3"],
+        ),
+        (format!("scopeQ={}", enc("/nowhere")), &[]),
+    ];
+    for (query, expected) in &cases {
+        assert_eq!(sorted(s.ids(query).await), *expected, "{query}");
+    }
+    for bad in ["/bad-level", "(/a", "/a;", "//"] {
+        s.get(&format!("/entities?scopeQ={}", enc(bad)))
+            .await
+            .problem(400, "BadRequestData");
+    }
+}
+
+#[tokio::test]
+async fn pagination_and_count() {
+    let s = city().await;
+    let all = "type=Building,House";
+    let mut seen = Vec::new();
+    for offset in 0..3 {
+        let r = s
+            .get(&format!("/entities?{all}&limit=1&offset={offset}"))
+            .await;
+        assert_eq!(r.status, 200);
+        let ids = ids_of(&r.body);
+        assert_eq!(ids.len(), 1);
+        seen.extend(ids);
+    }
+    assert_eq!(sorted(seen), ["urn:q:1", "urn:q:2", "urn:q:3"]);
+    assert_eq!(
+        s.ids(&format!("{all}&offset=3")).await,
+        Vec::<String>::new()
+    );
+    let r = s.get(&format!("/entities?{all}&limit=2&count=true")).await;
+    assert_eq!(r.header("ngsild-results-count"), Some("3"));
+    assert_eq!(ids_of(&r.body).len(), 2);
+    let r = s.get(&format!("/entities?{all}&count=false")).await;
+    assert!(r.header("ngsild-results-count").is_none());
+    let r = s.get(&format!("/entities?{all}&limit=0&count=true")).await;
+    assert_eq!((r.status, r.body.clone()), (200, json!([])));
+    assert_eq!(r.header("ngsild-results-count"), Some("3"));
+    s.get(&format!("/entities?{all}&limit={}", MAX_LIMIT + 1))
+        .await
+        .problem(403, "TooManyResults");
+    assert_eq!(
+        s.get(&format!("/entities?{all}&limit={MAX_LIMIT}"))
+            .await
+            .status,
+        200
+    );
+    for bad in ["limit=0", "limit=-1", "limit=x", "offset=-1", "count=yes"] {
+        s.get(&format!("/entities?{all}&{bad}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+}
+
+#[tokio::test]
+async fn pagination_links_follow_the_suite_format() {
+    let s = city().await;
+    let r = s
+        .get("/entities?type=Building,House&limit=1&offset=1&count=true")
+        .await;
+    let links: Vec<&str> = r
+        .headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let prev = "</ngsi-ld/v1/entities?count=true&limit=1&offset=0&type=Building%2CHouse>; rel=\"prev\";type=\"application/json\"";
+    let next = "</ngsi-ld/v1/entities?count=true&limit=1&offset=2&type=Building%2CHouse>; rel=\"next\";type=\"application/json\"";
+    let joined = links.join(", ");
+    assert!(joined.contains(prev), "{joined}");
+    assert!(joined.contains(next), "{joined}");
+    let r = s
+        .get("/entities?type=Building,House&limit=0&count=true")
+        .await;
+    let links: Vec<&str> = r
+        .headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        !links
+            .iter()
+            .any(|l| l.contains("rel=\"next\"") || l.contains("rel=\"prev\"")),
+        "{links:?}"
+    );
+}
+
+#[tokio::test]
+async fn query_forms_and_projection() {
+    let s = city().await;
+    let r = s.get("/entities?id=urn:q:3&options=keyValues").await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:q:3", "type": ["Building", "Landmark"], "scope": ["/other", "/city/north/east"],
+                "name": "Eiffel", "height": 300}])
+    );
+    let r = s
+        .get("/entities?id=urn:q:3&options=concise&pick=id,height")
+        .await;
+    assert_eq!(r.body, json!([{"id": "urn:q:3", "height": 300}]));
+    let r = s.get("/entities?id=urn:q:3&omit=name,scope,type").await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:q:3", "height": {"type": "Property", "value": 300}}])
+    );
+}
+
+#[tokio::test]
+async fn post_query() {
+    let s = city().await;
+    let cases = [
+        (
+            json!({"type": "Query", "entities": [{"type": "Building"}], "q": "height>150"}),
+            vec!["urn:q:3"],
+        ),
+        (
+            json!({"type": "Query", "entities": [{"type": "House"}, {"id": "urn:q:1", "type": "Building"}]}),
+            vec!["urn:q:1", "urn:q:2"],
+        ),
+        (
+            json!({"type": "Query", "entities": [{"idPattern": "^urn:q:[23]$", "type": "Building"}]}),
+            vec!["urn:q:3"],
+        ),
+        (
+            json!({"type": "Query", "attrs": ["owner"]}),
+            vec!["urn:q:1", "urn:q:2"],
+        ),
+        (
+            json!({"type": "Query", "scopeQ": "/city/south"}),
+            vec!["urn:q:2"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let r = s.post("/entityOperations/query", &body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text);
+        assert_eq!(sorted(ids_of(&r.body)), expected, "{body}");
+    }
+    let r = s
+        .post(
+            "/entityOperations/query?limit=1&count=true",
+            &json!({"type": "Query", "entities": [{"type": "Building"}]}),
+        )
+        .await;
+    assert_eq!(
+        (ids_of(&r.body).len(), r.header("ngsild-results-count")),
+        (1, Some("2"))
+    );
+    s.post(
+        "/entityOperations/query",
+        &json!({"type": "Other", "entities": [{"type": "Building"}]}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        "/entityOperations/query",
+        &json!({"type": "Query", "q": "height>>"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        "/entityOperations/query?bogus=1",
+        &json!({"type": "Query", "q": "height>1"}),
+    )
+    .await
+    .problem(400, "InvalidRequest");
+}

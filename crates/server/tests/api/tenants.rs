@@ -1,0 +1,179 @@
+//! Tenants: implicit creation, isolation, NonexistentTenant and the echoed
+//! NGSILD-Tenant header.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{Server, vehicle};
+
+const ID: &str = "urn:ngsi-ld:Vehicle:T1";
+const TENANT: &str = "ngsildtenant";
+
+#[tokio::test]
+async fn a_create_makes_the_tenant_and_data_stays_in_it() {
+    let s = Server::start().await;
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("NGSILD-Tenant", TENANT)
+        .json(&vehicle(ID, 1))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("ngsild-tenant"), Some(TENANT));
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}"))
+        .header("NGSILD-Tenant", TENANT)
+        .send()
+        .await;
+    assert_eq!((r.status, r.header("ngsild-tenant")), (200, Some(TENANT)));
+    // The default tenant does not see it, nor can it create a clash.
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    assert!(s.ids("type=Vehicle").await.is_empty());
+    s.create(vehicle(ID, 2)).await;
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}?options=keyValues"))
+        .header("NGSILD-Tenant", TENANT)
+        .send()
+        .await;
+    assert_eq!(r.body["speed"], 1);
+    // Another tenant that exists does not see it either.
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("NGSILD-Tenant", "other")
+        .json(&vehicle("urn:x:1", 1))
+        .send()
+        .await;
+    assert_eq!(r.status, 201);
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}"))
+        .header("NGSILD-Tenant", "other")
+        .send()
+        .await;
+    r.problem(404, "ResourceNotFound");
+    assert_eq!(r.header("ngsild-tenant"), Some("other"));
+    let r = s
+        .req(Method::GET, "/types")
+        .header("NGSILD-Tenant", "other")
+        .send()
+        .await;
+    assert_eq!(r.body["typeList"], json!(["Vehicle"]));
+    // Batch create makes a tenant too.
+    let r = s
+        .req(Method::POST, "/entityOperations/create")
+        .header("NGSILD-Tenant", "third")
+        .json(&json!([vehicle(ID, 3)]))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}?options=keyValues"))
+        .header("NGSILD-Tenant", "third")
+        .send()
+        .await;
+    assert_eq!(r.body["speed"], 3);
+}
+
+#[tokio::test]
+async fn operations_on_an_unknown_tenant_are_nonexistent_tenant() {
+    let s = Server::start().await;
+    let cases = [
+        (Method::GET, format!("/entities/{ID}"), None),
+        (Method::GET, "/entities?type=Vehicle".to_string(), None),
+        (Method::GET, "/types".to_string(), None),
+        (Method::GET, "/types/Vehicle".to_string(), None),
+        (Method::GET, "/attributes".to_string(), None),
+        (Method::DELETE, format!("/entities/{ID}"), None),
+        (Method::DELETE, "/entities?type=Vehicle".to_string(), None),
+        (Method::DELETE, format!("/entities/{ID}/attrs/speed"), None),
+        (
+            Method::PATCH,
+            format!("/entities/{ID}/attrs"),
+            Some(json!({"speed": 1})),
+        ),
+        (
+            Method::POST,
+            format!("/entities/{ID}/attrs"),
+            Some(json!({"speed": 1})),
+        ),
+        (
+            Method::PATCH,
+            format!("/entities/{ID}"),
+            Some(json!({"speed": 1})),
+        ),
+        (
+            Method::PUT,
+            format!("/entities/{ID}"),
+            Some(json!({"type": "Vehicle"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/entities/{ID}/attrs/speed"),
+            Some(json!({"value": 1})),
+        ),
+        (
+            Method::PUT,
+            format!("/entities/{ID}/attrs/speed"),
+            Some(json!({"value": 1})),
+        ),
+        (
+            Method::POST,
+            "/entityOperations/update".to_string(),
+            Some(json!([{"id": ID, "speed": 1}])),
+        ),
+        (
+            Method::POST,
+            "/entityOperations/merge".to_string(),
+            Some(json!([{"id": ID, "speed": 1}])),
+        ),
+        (
+            Method::POST,
+            "/entityOperations/delete".to_string(),
+            Some(json!([ID])),
+        ),
+        (
+            Method::POST,
+            "/entityOperations/query".to_string(),
+            Some(json!({"type": "Query", "entities": [{"type": "V"}]})),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let mut req = s
+            .req(method.clone(), &path)
+            .header("NGSILD-Tenant", "nobody");
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let r = req.send().await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text);
+        r.problem(404, "NonexistentTenant");
+        assert_eq!(r.header("ngsild-tenant"), Some("nobody"), "{method} {path}");
+    }
+    // Nothing was created by those.
+    let r = s
+        .req(Method::GET, "/types")
+        .header("NGSILD-Tenant", "nobody")
+        .send()
+        .await;
+    r.problem(404, "NonexistentTenant");
+}
+
+#[tokio::test]
+async fn the_tenant_header_is_echoed_on_errors() {
+    let s = Server::start().await;
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("NGSILD-Tenant", TENANT)
+        .body("application/json", "{")
+        .send()
+        .await;
+    r.problem(400, "InvalidRequest");
+    assert_eq!(r.header("ngsild-tenant"), Some(TENANT));
+    let r = s
+        .req(Method::GET, "/entities?bogus=1")
+        .header("NGSILD-Tenant", TENANT)
+        .send()
+        .await;
+    assert_eq!((r.status, r.header("ngsild-tenant")), (400, Some(TENANT)));
+}
