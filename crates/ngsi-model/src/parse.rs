@@ -293,8 +293,10 @@ pub fn parse_entity(
         None => Vec::new(),
     };
     let scopes = match map.get("scope") {
+        // In a merge patch the Null asks to delete the scopes; it stays in
+        // the patch as the only scope so that the merge can see it.
         Some(Value::String(s)) if limits.allow_null && s == crate::entity::core_iri::NULL => {
-            Vec::new()
+            vec![s.as_str().into()]
         }
         Some(v) => parse_scopes(v)?,
         None => Vec::new(),

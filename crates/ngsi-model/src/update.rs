@@ -333,7 +333,9 @@ pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
             entity.types.push(t);
         }
     }
-    if !fragment.scopes.is_empty() {
+    if fragment.scopes.len() == 1 && &*fragment.scopes[0] == core_iri::NULL {
+        entity.scopes.clear();
+    } else if !fragment.scopes.is_empty() {
         entity.scopes = fragment.scopes;
     }
     for (name, instances) in fragment.attrs {

@@ -72,7 +72,23 @@ pub type ApiResult = Result<Response, ApiError>;
 pub enum Produce {
     Json,
     LdJson,
-    GeoJson,
+    /// GeoJSON, with the @context in the body unless the client sent
+    /// `Prefer: body=json` (clause 6.3.15).
+    GeoJson {
+        context_in_body: bool,
+    },
+}
+
+/// Whether the `Prefer` header asks for a plain JSON body (`body=json`), which
+/// moves the @context of a GeoJSON response into a Link header.
+fn prefers_json_body(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|p| p.trim().strip_prefix("body="))
+        .any(|v| v.trim().trim_matches('"').eq_ignore_ascii_case("json"))
 }
 
 /// Chooses the response media type from Accept (clause 6.3.4): q-values
@@ -110,7 +126,8 @@ pub fn negotiate(headers: &HeaderMap, geo_allowed: bool) -> Result<Produce, Ngsi
         (Produce::LdJson, "application/ld+json"),
     ];
     if geo_allowed {
-        offered.push((Produce::GeoJson, "application/geo+json"));
+        let context_in_body = !prefers_json_body(headers);
+        offered.push((Produce::GeoJson { context_in_body }, "application/geo+json"));
     }
     let mut best: Option<(Produce, f32)> = None;
     for (produce, mime) in offered {
@@ -387,13 +404,18 @@ pub fn json_response(
                 _ => {}
             }
         }
-        Produce::GeoJson => {
+        Produce::GeoJson { context_in_body } => {
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/geo+json"),
             );
-            if let Value::Object(m) = &mut body {
-                m.insert("@context".into(), ctx.body_value());
+            match &mut body {
+                Value::Object(m) if context_in_body => {
+                    m.insert("@context".into(), ctx.body_value());
+                }
+                _ => {
+                    headers.insert(header::LINK, context_link_value(ctx.link_url()));
+                }
             }
         }
     }

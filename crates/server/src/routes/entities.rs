@@ -159,7 +159,7 @@ pub async fn retrieve(
         .retrieve_entity(&req.tenant, &ctx, &id, &view)
         .map_err(|e| req.err(e))?;
     let body = match produce {
-        Produce::GeoJson => feature(
+        Produce::GeoJson { .. } => feature(
             entity,
             param(&params, "geometryProperty").unwrap_or("location"),
         ),
@@ -234,7 +234,7 @@ fn query_response(
         .map_err(|e| req.err(e))?;
     let links = paging_links(req, params, query, result.total, result.entities.len());
     let body = match produce {
-        Produce::GeoJson => {
+        Produce::GeoJson { .. } => {
             let gp = param(params, "geometryProperty")
                 .unwrap_or("location")
                 .to_string();

@@ -284,3 +284,38 @@ async fn link_header_rules() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test]
+async fn reloading_a_hosted_context_is_bad_request_data() {
+    let s = Server::start().await;
+    let r = s
+        .post("/jsonldContexts", &json!({"@context": user_context()}))
+        .await;
+    let location = r.header("location").unwrap().to_string();
+    let local_id = location.rsplit('/').next().unwrap();
+    s.delete(&format!("/jsonldContexts/{local_id}?reload=true"))
+        .await
+        .problem(400, "BadRequestData");
+    assert_eq!(
+        s.get(&format!("/jsonldContexts/{local_id}")).await.status,
+        200
+    );
+    // A remote context used by a request is listed as Cached.
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let r = s
+        .req(Method::GET, "/entities?type=Car")
+        .header("link", &link(&url))
+        .send()
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s.get("/jsonldContexts?kind=Cached&details=true").await;
+    assert!(
+        r.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["URL"] == url.as_str() && d["kind"] == "Cached"),
+        "{}",
+        r.text
+    );
+}

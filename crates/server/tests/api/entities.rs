@@ -520,3 +520,111 @@ async fn ids_with_reserved_characters_round_trip_through_location() {
     assert_eq!(r.status, 200, "{location}: {}", r.text);
     assert_eq!(r.body["id"], id);
 }
+
+#[tokio::test]
+async fn merge_with_a_null_scope_removes_the_scope() {
+    let s = Server::start().await;
+    s.create(json!({"id": ID, "type": "Vehicle", "scope": ["/a", "/b"], "speed": 1}))
+        .await;
+    s.patch(&format!("/entities/{ID}"), &json!({"scope": "/c"}))
+        .await
+        .no_content();
+    assert_eq!(s.entity(ID, "").await["scope"], "/c");
+    s.patch(
+        &format!("/entities/{ID}"),
+        &json!({"scope": "urn:ngsi-ld:null"}),
+    )
+    .await
+    .no_content();
+    assert_eq!(
+        s.entity(ID, "options=keyValues").await,
+        json!({"id": ID, "type": "Vehicle", "speed": 1})
+    );
+    // A null scope on create is refused.
+    let r = s
+        .post(
+            "/entities",
+            &json!({"id": "urn:x:s", "type": "T", "scope": "urn:ngsi-ld:null"}),
+        )
+        .await;
+    r.problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn system_attributes_in_input_are_not_taken() {
+    let s = Server::start().await;
+    s.create(json!({"id": ID, "type": "Vehicle", "createdAt": "2000-01-01T00:00:00Z",
+                    "speed": {"type": "Property", "value": 1, "createdAt": "2000-01-01T00:00:00Z"}}))
+        .await;
+    let e = s.entity(ID, "options=sysAttrs").await;
+    assert!(
+        e["createdAt"]
+            .as_str()
+            .is_some_and(|t| !t.starts_with("2000")),
+        "{e}"
+    );
+    assert!(
+        e["speed"]["createdAt"]
+            .as_str()
+            .is_some_and(|t| !t.starts_with("2000")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_application_json_body_with_context_is_refused_on_every_write() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    let ctx = json!({"@context": {"x": "https://x.example/x"}});
+    let with = |mut v: Value| {
+        v.as_object_mut()
+            .unwrap()
+            .extend(ctx.as_object().unwrap().clone());
+        v
+    };
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/entities/{ID}"),
+            with(json!({"speed": 2})),
+        ),
+        (
+            Method::PUT,
+            format!("/entities/{ID}"),
+            with(json!({"type": "Vehicle"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/entities/{ID}/attrs"),
+            with(json!({"speed": 2})),
+        ),
+        (
+            Method::POST,
+            format!("/entities/{ID}/attrs"),
+            with(json!({"speed": 2})),
+        ),
+        (
+            Method::PATCH,
+            format!("/entities/{ID}/attrs/speed"),
+            with(json!({"value": 2})),
+        ),
+        (
+            Method::PUT,
+            format!("/entities/{ID}/attrs/speed"),
+            with(json!({"value": 2})),
+        ),
+    ] {
+        s.send_json(method.clone(), &path, &body)
+            .await
+            .problem(400, "BadRequestData");
+    }
+    assert_eq!(s.entity(ID, "options=keyValues").await["speed"], 1);
+    // The same bodies as ld+json are fine.
+    let r = s
+        .req(Method::PATCH, &format!("/entities/{ID}/attrs"))
+        .ld(&with(json!({"speed": 3})))
+        .send()
+        .await;
+    r.no_content();
+    assert_eq!(s.entity(ID, "options=keyValues").await["speed"], 3);
+}

@@ -218,3 +218,34 @@ async fn content_type_of_request_bodies() {
         assert_eq!(r.status, 415, "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn geo_json_with_prefer_body_json_puts_the_context_in_a_link_header() {
+    let s = Server::start().await;
+    s.create(vehicle(ID, 1)).await;
+    for path in [
+        format!("/entities/{ID}"),
+        "/entities?type=Vehicle".to_string(),
+    ] {
+        let r = s
+            .req(Method::GET, &path)
+            .header("accept", "application/geo+json")
+            .header("prefer", "body=json")
+            .send()
+            .await;
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/geo+json"),
+            "{path}"
+        );
+        assert!(r.body.get("@context").is_none(), "{path}: {}", r.text);
+        assert_eq!(r.header("link"), Some(link(CORE).as_str()), "{path}");
+        let r = s
+            .req(Method::GET, &path)
+            .header("accept", "application/geo+json")
+            .header("prefer", "body=ld+json")
+            .send()
+            .await;
+        assert_eq!(r.body["@context"], CORE, "{path}");
+    }
+}

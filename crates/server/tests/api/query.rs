@@ -346,3 +346,62 @@ async fn post_query() {
     .await
     .problem(400, "InvalidRequest");
 }
+
+#[tokio::test]
+async fn q_inside_language_maps_and_the_default_page_size() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:l:1", "type": "Street",
+                    "name": {"type": "LanguageProperty", "languageMap": {"en": "Big Road", "fr": "Grande Rue"}}}))
+        .await;
+    s.create(json!({"id": "urn:l:2", "type": "Street",
+                    "name": {"type": "LanguageProperty", "languageMap": {"en": "Small Road"}}}))
+        .await;
+    assert_eq!(s.ids(&q("name[fr]==\"Grande Rue\"")).await, ["urn:l:1"]);
+    assert_eq!(
+        sorted(s.ids(&q("name[*]~=Road")).await),
+        ["urn:l:1", "urn:l:2"]
+    );
+    let r = s
+        .get("/entities?type=Street&lang=fr&options=keyValues")
+        .await;
+    let names: Vec<&serde_json::Value> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["name"])
+        .collect();
+    assert!(
+        names.contains(&&json!("Grande Rue")) && names.contains(&&json!("Small Road")),
+        "{}",
+        r.text
+    );
+    for i in 0..25 {
+        s.create(json!({"id": format!("urn:many:{i}"), "type": "Many"}))
+            .await;
+    }
+    let r = s.get("/entities?type=Many&count=true").await;
+    assert_eq!(
+        (ids_of(&r.body).len(), r.header("ngsild-results-count")),
+        (20, Some("25"))
+    );
+    let r = s.get("/entities?type=Nothing&count=true").await;
+    assert_eq!(
+        (r.body.clone(), r.header("ngsild-results-count")),
+        (json!([]), Some("0"))
+    );
+}
+
+#[tokio::test]
+async fn query_by_dataset_id() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:d:1", "type": "T", "temp": [
+        {"type": "Property", "value": 1},
+        {"type": "Property", "value": 2, "datasetId": "urn:ds:a"},
+    ]}))
+    .await;
+    let r = s
+        .get("/entities?type=T&datasetId=urn:ds:a&options=keyValues")
+        .await;
+    assert_eq!(r.body, json!([{"id": "urn:d:1", "type": "T", "temp": 2}]));
+}

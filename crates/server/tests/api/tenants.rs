@@ -177,3 +177,48 @@ async fn the_tenant_header_is_echoed_on_errors() {
         .await;
     assert_eq!((r.status, r.header("ngsild-tenant")), (400, Some(TENANT)));
 }
+
+#[tokio::test]
+async fn the_tenant_header_is_echoed_on_every_success() {
+    let s = Server::start().await;
+    let t = |m: Method, p: &str| s.req(m, p).header("NGSILD-Tenant", TENANT);
+    assert_eq!(
+        t(Method::POST, "/entities")
+            .json(&vehicle(ID, 1))
+            .send()
+            .await
+            .header("ngsild-tenant"),
+        Some(TENANT)
+    );
+    let responses = [
+        t(Method::PATCH, &format!("/entities/{ID}/attrs"))
+            .json(&json!({"speed": 2}))
+            .send()
+            .await,
+        t(Method::PATCH, &format!("/entities/{ID}/attrs"))
+            .json(&json!({"nothing": 2}))
+            .send()
+            .await,
+        t(Method::GET, "/entities?type=Vehicle").send().await,
+        t(Method::POST, "/entityOperations/upsert")
+            .json(&json!([vehicle(ID, 1)]))
+            .send()
+            .await,
+        t(Method::DELETE, &format!("/entities/{ID}")).send().await,
+    ];
+    for r in responses {
+        assert_eq!(
+            r.header("ngsild-tenant"),
+            Some(TENANT),
+            "{} {}",
+            r.status,
+            r.text
+        );
+    }
+    let r = s
+        .req(Method::GET, "/types")
+        .header("NGSILD-Tenant", "bad\tname")
+        .send()
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}
