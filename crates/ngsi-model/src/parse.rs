@@ -427,7 +427,16 @@ fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
             ))),
         };
     }
-    // Concise form: the kind follows from the member that carries the value.
+    // Concise form: the kind follows from the member that carries the value;
+    // a value that is a GeoJSON geometry makes a GeoProperty.
+    if let Some(Value::Object(v)) = m.get("value")
+        && v.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| GEOJSON_TYPES.contains(&t))
+        && v.contains_key("coordinates")
+    {
+        return Ok("GeoProperty");
+    }
     for (member, kind) in [
         ("value", "Property"),
         ("object", "Relationship"),
