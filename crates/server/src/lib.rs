@@ -85,6 +85,24 @@ impl FromRequestParts<AppState> for Ngsi {
         _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let echo = parts.headers.get(TENANT_HEADER).cloned();
+        // A write without Content-Length is refused before anything else is
+        // looked at, the tenant included (clause 6.3.2; docs/spec-notes.md §0).
+        let writes = matches!(parts.method, Method::POST | Method::PATCH | Method::PUT);
+        if writes
+            && !parts
+                .headers
+                .contains_key(axum::http::header::CONTENT_LENGTH)
+        {
+            return Err(ApiError::from(NgsiError::new(
+                ErrorKind::LengthRequired,
+                "Content-Length is required",
+            ))
+            .with_tenant(&echo));
+        }
+        if writes {
+            http::content_type(&parts.headers, &parts.method)
+                .map_err(|e| ApiError::from(e).with_tenant(&echo))?;
+        }
         let (tenant, tenant_header) =
             http::tenant(&parts.headers).map_err(|e| ApiError::from(e).with_tenant(&echo))?;
         Ok(Ngsi {

@@ -276,6 +276,8 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
 
 /// POST /entityOperations/query
 pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
+    // Accept is checked before the query parameters (docs/spec-notes.md §0).
+    negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let params = checked_params(
         req.query.as_deref(),
         &[
@@ -283,7 +285,6 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
         ],
     )
     .map_err(|e| req.err(e))?;
-    negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
     let cfg = state.broker.config();
     let query = EntityQuery::from_json(

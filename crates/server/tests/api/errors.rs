@@ -203,3 +203,35 @@ async fn health_and_metrics() {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("# EOF"));
 }
+
+#[tokio::test]
+async fn check_order_411_then_415_then_406_then_unknown_parameters() {
+    let s = Server::start().await;
+    let chunked = |path: &str, ct: &str| {
+        format!(
+            "POST /ngsi-ld/v1{path} HTTP/1.1\r\nhost: x\r\ncontent-type: {ct}\r\naccept: application/xml\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+        )
+    };
+    for path in [
+        "/entities?bogus=1",
+        "/entityOperations/query?bogus=1",
+        "/entityOperations/upsert",
+    ] {
+        let answer = raw(&s, &chunked(path, "text/plain")).await;
+        assert!(answer.starts_with("HTTP/1.1 411"), "{path}: {answer}");
+    }
+    let r = s
+        .req(Method::POST, "/entityOperations/query?bogus=1")
+        .header("accept", "application/xml")
+        .body("text/plain", "{}")
+        .send()
+        .await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    let r = s
+        .req(Method::POST, "/entityOperations/query?bogus=1")
+        .header("accept", "application/xml")
+        .json(&json!({"type": "Query", "entities": [{"type": "T"}]}))
+        .send()
+        .await;
+    assert_eq!(r.status, 406, "{}", r.text);
+}
