@@ -54,6 +54,9 @@ impl Ctx {
     }
 }
 
+/// The store collection of hosted @contexts.
+const HOSTED_CONTEXTS: &str = "jsonldContexts";
+
 /// Where the @context of a request body comes from (clause 6.3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
@@ -122,6 +125,43 @@ impl crate::Broker {
                     ));
                 };
                 self.context_from_value(source).await
+            }
+        }
+    }
+
+    /// Hosts `document` under `url` for the @context serving endpoint,
+    /// durably: hosted contexts survive a restart.
+    pub async fn host_context(&self, url: &str, document: Value) -> NgsiResult<()> {
+        self.contexts
+            .insert_local(url, document.clone())
+            .map_err(|e| NgsiError::invalid_request(e.to_string()))?;
+        self.store
+            .put_record("", HOSTED_CONTEXTS, url, Some(document))
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a held context (hosted or cached).
+    pub async fn forget_context(&self, url: &str) -> NgsiResult<bool> {
+        let removed = self.contexts.remove(url);
+        if !self
+            .store
+            .records("", HOSTED_CONTEXTS)
+            .iter()
+            .all(|(k, _)| k != url)
+        {
+            self.store
+                .put_record("", HOSTED_CONTEXTS, url, None)
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    /// Hosts again the contexts that were hosted before a restart.
+    pub(crate) fn restore_hosted_contexts(&self) {
+        for (url, doc) in self.store.records("", HOSTED_CONTEXTS) {
+            if let Err(e) = self.contexts.insert_local(&url, doc) {
+                tracing::warn!(%url, error = %e, "a stored hosted @context could not be restored");
             }
         }
     }

@@ -125,11 +125,13 @@ impl Broker {
         contexts: jsonld::ContextResolver,
         config: BrokerConfig,
     ) -> Self {
-        Self {
+        let broker = Self {
             store,
             contexts,
             config,
-        }
+        };
+        broker.restore_hosted_contexts();
+        broker
     }
 
     /// The store (for metrics and health).

@@ -179,6 +179,17 @@ pub trait Store: Send + Sync + 'static {
     fn tenant_exists(&self, tenant: &str) -> bool;
     /// The names of all tenants.
     fn tenants(&self) -> Vec<String>;
-    /// The number of entities per tenant.
+    /// The number of entities in all tenants.
     fn entity_count(&self) -> usize;
+    /// Durably stores (or, with `None`, deletes) a small JSON record of a
+    /// collection such as the hosted @contexts; resolves once durable.
+    fn put_record(
+        &self,
+        tenant: &str,
+        collection: &str,
+        key: &str,
+        value: Option<serde_json::Value>,
+    ) -> WriteFuture;
+    /// Every record of a collection, ordered by key.
+    fn records(&self, tenant: &str, collection: &str) -> Vec<(String, serde_json::Value)>;
 }

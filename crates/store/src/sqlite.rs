@@ -32,8 +32,19 @@ type Reply = oneshot::Sender<Result<Vec<Result<Outcome, NgsiError>>, StoreError>
 struct WriteRequest {
     tenant: Box<str>,
     ops: Vec<Op>,
+    records: Vec<RecordWrite>,
     reply: Reply,
 }
+
+/// A write of one record: `value` `None` deletes it.
+struct RecordWrite {
+    collection: Box<str>,
+    key: Box<str>,
+    value: Option<serde_json::Value>,
+}
+
+/// Records by (tenant, collection), then key.
+type Records = HashMap<(Box<str>, Box<str>), std::collections::BTreeMap<String, serde_json::Value>>;
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]
@@ -94,6 +105,7 @@ struct Shared {
     /// Tenants that exist, even if all their entities were deleted.
     known_tenants: RwLock<HashSet<Box<str>>>,
     entities: AtomicU64,
+    records: RwLock<Records>,
     metrics: Metrics,
 }
 
@@ -119,6 +131,13 @@ CREATE TABLE IF NOT EXISTS entities (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    tenant TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tenant, collection, key)
+) WITHOUT ROWID;
 ";
 
 const FORMAT_VERSION: &str = "1";
@@ -179,7 +198,23 @@ impl SqliteStore {
         let mut tenants: HashMap<Box<str>, TenantIndex> = HashMap::new();
         let mut known: HashSet<Box<str>> = HashSet::new();
         let mut count = 0u64;
+        let mut records: Records = HashMap::new();
         {
+            let mut stmt = conn.prepare("SELECT tenant, collection, key, value FROM records")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let (tenant, collection, key, text): (String, String, String, String) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+                let value = serde_json::from_str(&text).map_err(|e| StoreError::Decode {
+                    id: key.clone(),
+                    reason: e.to_string(),
+                })?;
+                records
+                    .entry((tenant.into(), collection.into()))
+                    .or_default()
+                    .insert(key, value);
+            }
+
             let mut stmt = conn.prepare("SELECT name FROM tenants")?;
             for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
                 known.insert(name?.into());
@@ -205,6 +240,7 @@ impl SqliteStore {
             tenants: RwLock::new(tenants),
             known_tenants: RwLock::new(known),
             entities: AtomicU64::new(count),
+            records: RwLock::new(records),
             metrics: Metrics {
                 commits: Counter::default(),
                 commit_ops: Histogram::new([
@@ -258,9 +294,14 @@ impl Store for SqliteStore {
         let tenant: Box<str> = tenant.into();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            tx.send(WriteRequest { tenant, ops, reply })
-                .await
-                .map_err(|_| StoreError::WriterGone)?;
+            tx.send(WriteRequest {
+                tenant,
+                ops,
+                records: Vec::new(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
             rx.await.map_err(|_| StoreError::WriterGone)?
         })
     }
@@ -310,6 +351,44 @@ impl Store for SqliteStore {
     fn entity_count(&self) -> usize {
         self.shared.entities.load(Ordering::Relaxed) as usize
     }
+
+    fn put_record(
+        &self,
+        tenant: &str,
+        collection: &str,
+        key: &str,
+        value: Option<serde_json::Value>,
+    ) -> WriteFuture {
+        let tx = self.tx.clone();
+        let tenant: Box<str> = tenant.into();
+        let record = RecordWrite {
+            collection: collection.into(),
+            key: key.into(),
+            value,
+        };
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            tx.send(WriteRequest {
+                tenant,
+                ops: Vec::new(),
+                records: vec![record],
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+            rx.await.map_err(|_| StoreError::WriterGone)?
+        })
+    }
+
+    fn records(&self, tenant: &str, collection: &str) -> Vec<(String, serde_json::Value)> {
+        let key: (Box<str>, Box<str>) = (tenant.into(), collection.into());
+        self.shared
+            .records
+            .read()
+            .get(&key)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
 }
 
 struct Writer {
@@ -326,6 +405,7 @@ type EntityKey = (Box<str>, Arc<str>);
 struct Overlay {
     changed: HashMap<EntityKey, Option<Arc<Entity>>>,
     new_tenants: Vec<Box<str>>,
+    records: Vec<(Box<str>, RecordWrite)>,
 }
 
 impl Writer {
@@ -363,9 +443,31 @@ impl Writer {
                     tx.prepare_cached("DELETE FROM entities WHERE tenant = ?1 AND id = ?2")?;
                 let mut add_tenant =
                     tx.prepare_cached("INSERT OR IGNORE INTO tenants (name) VALUES (?1)")?;
+                let mut put_record = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO records (tenant, collection, key, value) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                let mut del_record = tx.prepare_cached(
+                    "DELETE FROM records WHERE tenant = ?1 AND collection = ?2 AND key = ?3",
+                )?;
                 let committed = self.shared.tenants.read();
                 let known = self.shared.known_tenants.read();
                 for req in group {
+                    for r in req.records {
+                        match &r.value {
+                            Some(v) => put_record.execute(params![
+                                &*req.tenant,
+                                &*r.collection,
+                                &*r.key,
+                                v.to_string()
+                            ])?,
+                            None => del_record.execute(params![
+                                &*req.tenant,
+                                &*r.collection,
+                                &*r.key
+                            ])?,
+                        };
+                        overlay.records.push((req.tenant.clone(), r));
+                    }
                     let mut these = Vec::with_capacity(req.ops.len());
                     for op in req.ops {
                         op_count += 1;
@@ -440,6 +542,20 @@ impl Writer {
     }
 
     fn publish(&self, overlay: Overlay) {
+        if !overlay.records.is_empty() {
+            let mut records = self.shared.records.write();
+            for (tenant, r) in overlay.records {
+                let map = records.entry((tenant, r.collection)).or_default();
+                match r.value {
+                    Some(v) => {
+                        map.insert(r.key.into(), v);
+                    }
+                    None => {
+                        map.remove(&*r.key);
+                    }
+                }
+            }
+        }
         if !overlay.new_tenants.is_empty() {
             self.shared
                 .known_tenants

@@ -144,6 +144,7 @@ async fn acknowledged_writes_survive_kill_9() {
 async fn data_and_tenants_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
+    let hosted;
     {
         let server = Server::start(dir.path());
         let r = client
@@ -161,8 +162,31 @@ async fn data_and_tenants_survive_a_restart() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
+        let r = client
+            .post(format!("{}/jsonldContexts", server.base))
+            .json(&json!({"@context": {"level": "https://data.guangzhou.example/ontology#waterLevel"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        hosted = r.headers()["location"].to_str().unwrap().to_string();
     }
     let server = Server::start(dir.path());
+    // The hosted @context is still served, and still usable in a Link header.
+    let origin = server.base.trim_end_matches("/ngsi-ld/v1").to_string();
+    let r = client
+        .get(format!("{origin}{hosted}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .get(format!("{}/entities/urn:ngsi-ld:WaterLevelSensor:restart", server.base))
+        .header("Link", format!("<{origin}{hosted}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = client
         .get(format!(
             "{}/entities/urn:ngsi-ld:WaterLevelSensor:restart",

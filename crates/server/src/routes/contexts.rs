@@ -91,9 +91,9 @@ pub async fn add(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiRes
     let url = format!("http://{}{BASE}{id}", req.host);
     state
         .broker
-        .contexts()
-        .insert_local(&url, doc)
-        .map_err(|e| req.err(NgsiError::invalid_request(e.to_string())))?;
+        .host_context(&url, doc)
+        .await
+        .map_err(|e| req.err(e))?;
     Ok(created(&format!("{BASE}{id}")))
 }
 
@@ -175,7 +175,11 @@ pub async fn remove(State(state): State<AppState>, req: Ngsi, Path(id): Path<Str
             .await
             .map_err(|e| req.err(NgsiError::bad_data(e.to_string())))?;
     } else {
-        resolver.remove(&info.url);
+        state
+            .broker
+            .forget_context(&info.url)
+            .await
+            .map_err(|e| req.err(e))?;
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }

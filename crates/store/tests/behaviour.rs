@@ -1,0 +1,242 @@
+//! The behaviour every `Store` backend must show, run here against the
+//! embedded SQLite store (in memory and on disk). A later PostgreSQL backend
+//! runs the same checks.
+
+use std::sync::Arc;
+
+use ngsi_model::{AttrValue, Attribute, Entity, ErrorKind, NgsiError, iri};
+use serde_json::json;
+use store::sqlite::{SqliteConfig, SqliteStore};
+use store::{Change, Next, Op, Page, Selection, Store};
+
+fn entity(id: &str, t: &str, level: i64) -> Entity {
+    Entity {
+        id: id.into(),
+        types: vec![iri(t)],
+        scopes: Vec::new(),
+        attrs: vec![(
+            iri("https://example.org/level"),
+            vec![Attribute::new(AttrValue::Property(json!(level)))],
+        )],
+        created_at: 1,
+        modified_at: 1,
+    }
+}
+
+fn create(e: Entity) -> Op {
+    Op::new(e.id.clone(), move |current| {
+        if current.is_some() {
+            return Err(NgsiError::new(ErrorKind::AlreadyExists, "exists"));
+        }
+        Ok(Change::put(e))
+    })
+}
+
+fn level_of(e: &Entity) -> i64 {
+    match &e.attr("https://example.org/level").unwrap()[0].value {
+        AttrValue::Property(v) => v.as_i64().unwrap(),
+        _ => panic!("not a property"),
+    }
+}
+
+fn all() -> Page {
+    Page {
+        offset: 0,
+        limit: usize::MAX,
+        count: true,
+    }
+}
+
+#[tokio::test]
+async fn ops_apply_in_order_and_each_sees_the_previous() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let id = "urn:ngsi-ld:T:1";
+    let increment = || {
+        Op::new(id, |current| {
+            let mut e = current
+                .cloned()
+                .ok_or_else(|| NgsiError::not_found("missing"))?;
+            let next = level_of(&e) + 1;
+            e.attrs[0].1[0].value = AttrValue::Property(json!(next));
+            Ok(Change::put(e))
+        })
+    };
+    let results = store
+        .write(
+            "",
+            vec![
+                create(entity(id, "https://example.org/T", 0)),
+                increment(),
+                increment(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    assert!(results[0].as_ref().unwrap().created);
+    assert!(!results[1].as_ref().unwrap().created);
+    assert_eq!(level_of(&store.get("", id).unwrap()), 2);
+}
+
+#[tokio::test]
+async fn a_failing_op_does_not_stop_the_others() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let results = store
+        .write(
+            "",
+            vec![
+                create(entity("urn:a:1", "https://example.org/T", 1)),
+                create(entity("urn:a:1", "https://example.org/T", 2)),
+                Op::new("urn:a:2", |_| panic!("a bug in an operation")),
+                create(entity("urn:a:3", "https://example.org/T", 3)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert_eq!(
+        results[1].as_ref().unwrap_err().kind,
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        results[2].as_ref().unwrap_err().kind,
+        ErrorKind::InternalError
+    );
+    assert!(results[3].is_ok());
+    assert_eq!(level_of(&store.get("", "urn:a:1").unwrap()), 1);
+    assert!(store.get("", "urn:a:2").is_none());
+    assert_eq!(store.entity_count(), 2);
+}
+
+#[tokio::test]
+async fn tenants_are_isolated() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    store
+        .write(
+            "tianhe",
+            vec![create(entity("urn:x:1", "https://example.org/T", 1))],
+        )
+        .await
+        .unwrap();
+    assert!(store.get("tianhe", "urn:x:1").is_some());
+    assert!(store.get("", "urn:x:1").is_none());
+    assert!(store.get("haizhu", "urn:x:1").is_none());
+    assert!(store.tenant_exists("tianhe"));
+    assert!(!store.tenant_exists("haizhu"));
+    let page = store.query("", Selection::default(), &|_| true, all());
+    assert_eq!(page.total, Some(0));
+}
+
+#[tokio::test]
+async fn queries_page_in_id_order_and_count_all_matches() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let ops = (0..25)
+        .rev()
+        .map(|i| create(entity(&format!("urn:e:{i:02}"), "https://example.org/T", i)))
+        .collect();
+    store.write("", ops).await.unwrap();
+    let types = [iri("https://example.org/T")];
+    let sel = Selection {
+        ids: None,
+        types: Some(&types),
+    };
+    let even = |e: &Entity| level_of(e) % 2 == 0;
+    let page = store.query(
+        "",
+        sel,
+        &even,
+        Page {
+            offset: 2,
+            limit: 3,
+            count: true,
+        },
+    );
+    let ids: Vec<&str> = page.entities.iter().map(|e| &*e.id).collect();
+    assert_eq!(ids, ["urn:e:04", "urn:e:06", "urn:e:08"]);
+    assert_eq!(page.total, Some(13));
+    let ids: Vec<Arc<str>> = vec!["urn:e:03".into(), "urn:e:01".into(), "urn:missing".into()];
+    let page = store.query(
+        "",
+        Selection {
+            ids: Some(&ids),
+            types: None,
+        },
+        &|_| true,
+        all(),
+    );
+    assert_eq!(page.entities.len(), 2);
+    assert_eq!(&*page.entities[0].id, "urn:e:01");
+}
+
+#[tokio::test]
+async fn everything_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        store
+            .write(
+                "",
+                vec![create(entity("urn:p:1", "https://example.org/T", 7))],
+            )
+            .await
+            .unwrap();
+        store
+            .write(
+                "nansha",
+                vec![create(entity("urn:p:2", "https://example.org/U", 8))],
+            )
+            .await
+            .unwrap();
+        store
+            .write(
+                "nansha",
+                vec![Op::new("urn:p:2", |_| {
+                    Ok(Change {
+                        next: Next::Delete,
+                        report: None,
+                    })
+                })],
+            )
+            .await
+            .unwrap();
+        store
+            .put_record(
+                "",
+                "jsonldContexts",
+                "http://h/ctx/1",
+                Some(json!({"@context": {"a": "b"}})),
+            )
+            .await
+            .unwrap();
+        store
+            .put_record(
+                "",
+                "jsonldContexts",
+                "http://h/ctx/2",
+                Some(json!({"@context": {}})),
+            )
+            .await
+            .unwrap();
+        store
+            .put_record("", "jsonldContexts", "http://h/ctx/2", None)
+            .await
+            .unwrap();
+    }
+    // The writer thread of the first store may still be closing the file.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(level_of(&store.get("", "urn:p:1").unwrap()), 7);
+    assert!(store.get("nansha", "urn:p:2").is_none());
+    assert!(
+        store.tenant_exists("nansha"),
+        "a tenant outlives its last entity"
+    );
+    assert_eq!(store.entity_count(), 1);
+    assert_eq!(
+        store.records("", "jsonldContexts"),
+        vec![(
+            "http://h/ctx/1".to_string(),
+            json!({"@context": {"a": "b"}})
+        )]
+    );
+}
