@@ -17,6 +17,3 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast
-
-echo "== doc tests"
-cargo test --workspace --doc --locked
