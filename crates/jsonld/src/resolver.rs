@@ -52,6 +52,10 @@ impl HttpFetcher {
     /// Creates a fetcher whose requests give up after `timeout` and whose
     /// bodies may not exceed `max_body_bytes`.
     pub fn new(timeout: Duration, max_body_bytes: usize) -> Self {
+        // reqwest is built without a crypto provider of its own; install ring
+        // as the process default (a no-op when one is installed already).
+        #[cfg(feature = "tls")]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
