@@ -9,6 +9,7 @@ use ngsi_model::{AttrValue, Entity, Iri, NgsiError, NgsiResult, Terms, iri};
 use ngsi_query::{Query, ScopeQuery, TypeExpr};
 use regex::Regex;
 use serde_json::{Map, Value};
+use store::attr_index::{Condition, IndexKey, IndexedCondition};
 use store::{Change, Next, Op, Page, Selection};
 
 use crate::target::EntityTarget;
@@ -76,10 +77,13 @@ pub struct Selector {
 }
 
 impl Selector {
-    fn matches(&self, e: &Entity, types: &[&str]) -> bool {
+    fn matches(&self, e: &Entity) -> bool {
         self.ids.as_ref().is_none_or(|ids| ids.contains(&e.id))
             && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&e.id))
-            && self.types.as_ref().is_none_or(|t| t.matches(types))
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|t| t.matches_with(&|name| e.has_type(name)))
     }
 }
 
@@ -422,8 +426,7 @@ impl EntityQuery {
 
     /// Whether `e` matches every condition of the query.
     pub fn matches(&self, e: &Entity) -> bool {
-        let types: Vec<&str> = e.types.iter().map(|t| &**t).collect();
-        (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e, &types)))
+        (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
             && self
                 .attrs_filter
                 .as_ref()
@@ -443,6 +446,67 @@ impl EntityQuery {
                     })
                 })
             })
+    }
+
+    /// The conditions of `q` that an attribute index can answer: the terms
+    /// of a top-level conjunction on an attribute's own value (no
+    /// sub-attribute, no compound path) that compare with a number, string,
+    /// URI or boolean. Every entity matching `q` satisfies all of them.
+    fn index_conditions(&self) -> Vec<IndexedCondition> {
+        use ngsi_query::q::{Operand, Predicate, Value as QValue};
+        fn key(v: &QValue) -> Option<IndexKey> {
+            match v {
+                QValue::Number(n) => n.as_f64().map(IndexKey::num),
+                QValue::String(s) | QValue::Uri(s) => Some(IndexKey::Str(s.as_str().into())),
+                QValue::Bool(b) => Some(IndexKey::Bool(*b)),
+                _ => None,
+            }
+        }
+        let Some(q) = &self.q else {
+            return Vec::new();
+        };
+        let terms: Vec<&Query> = match q {
+            Query::And(items) => items.iter().collect(),
+            single @ Query::Term(_) => vec![single],
+            Query::Or(_) => Vec::new(),
+        };
+        terms
+            .into_iter()
+            .filter_map(|t| {
+                let Query::Term(term) = t else {
+                    return None;
+                };
+                if !term.path.sub_attrs.is_empty() || !term.path.compound.is_empty() {
+                    return None;
+                }
+                let condition = match &term.predicate {
+                    Predicate::Equal(Operand::One(v)) => Condition::AnyOf(vec![key(v)?]),
+                    Predicate::Equal(Operand::List(vs)) => {
+                        Condition::AnyOf(vs.iter().map(key).collect::<Option<Vec<_>>>()?)
+                    }
+                    Predicate::Equal(Operand::Range(a, b)) => {
+                        Condition::Between(Some(key(a)?), Some(key(b)?))
+                    }
+                    Predicate::Greater(v) | Predicate::GreaterEq(v) => {
+                        Condition::Between(Some(key(v)?), None)
+                    }
+                    Predicate::Less(v) | Predicate::LessEq(v) => {
+                        Condition::Between(None, Some(key(v)?))
+                    }
+                    _ => return None,
+                };
+                // Booleans have no order an index range could use.
+                if let Condition::Between(Some(IndexKey::Bool(_)), _)
+                | Condition::Between(_, Some(IndexKey::Bool(_))) = condition
+                {
+                    return None;
+                }
+                Some(IndexedCondition {
+                    attr: iri(&term.path.attr),
+                    condition,
+                })
+            })
+            .collect()
     }
 
     fn selection_parts(&self) -> (Option<Vec<Arc<str>>>, Option<Vec<Iri>>) {
@@ -491,9 +555,11 @@ impl Broker {
         }
         self.check_tenant(tenant)?;
         let (ids, types) = query.selection_parts();
+        let conditions = query.index_conditions();
         let selection = Selection {
             ids: ids.as_deref(),
             types: types.as_deref(),
+            conditions: &conditions,
         };
         let filter = |e: &Entity| query.matches(e);
         let page = self.store.query(
@@ -542,6 +608,7 @@ impl Broker {
             Selection {
                 ids: ids.as_deref(),
                 types: types.as_deref(),
+                conditions: &[],
             },
             &filter,
             Page {

@@ -24,7 +24,7 @@ pub use crate::core::{
 pub use crate::error::ContextError;
 pub use crate::resolver::{
     BoxFuture, CacheStats, ContextInfo, ContextKind, ContextResolver, Fetch, HttpFetcher,
-    ResolverConfig, canonical_json,
+    ResolverConfig, canonical_json, install_tls_provider,
 };
 
 #[cfg(test)]

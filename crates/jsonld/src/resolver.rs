@@ -38,6 +38,15 @@ pub trait Fetch: Send + Sync {
     fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Value, String>>;
 }
 
+/// Installs ring as the process-wide TLS crypto provider when the `tls`
+/// feature is on (reqwest is built without a provider of its own, so any
+/// reqwest client in the process needs this first); a no-op otherwise, and
+/// when a provider is installed already.
+pub fn install_tls_provider() {
+    #[cfg(feature = "tls")]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The default [`Fetch`]: an HTTP GET asking for `application/ld+json`, with
 /// a total time bound and a bound on the body size.
 ///
@@ -52,10 +61,7 @@ impl HttpFetcher {
     /// Creates a fetcher whose requests give up after `timeout` and whose
     /// bodies may not exceed `max_body_bytes`.
     pub fn new(timeout: Duration, max_body_bytes: usize) -> Self {
-        // reqwest is built without a crypto provider of its own; install ring
-        // as the process default (a no-op when one is installed already).
-        #[cfg(feature = "tls")]
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

@@ -100,10 +100,16 @@ fn primary(c: &mut Cursor<'_>) -> Result<TypeExpr, ParseError> {
 impl TypeExpr {
     /// Whether an entity with these types matches.
     pub fn matches(&self, entity_types: &[&str]) -> bool {
+        self.matches_with(&|name| entity_types.contains(&name))
+    }
+
+    /// Whether an entity matches, asking `has_type` for each name (no
+    /// collection of the entity's types needed).
+    pub fn matches_with(&self, has_type: &dyn Fn(&str) -> bool) -> bool {
         match self {
-            TypeExpr::And(items) => items.iter().all(|t| t.matches(entity_types)),
-            TypeExpr::Or(items) => items.iter().any(|t| t.matches(entity_types)),
-            TypeExpr::Type(name) => entity_types.contains(&name.as_str()),
+            TypeExpr::And(items) => items.iter().all(|t| t.matches_with(has_type)),
+            TypeExpr::Or(items) => items.iter().any(|t| t.matches_with(has_type)),
+            TypeExpr::Type(name) => has_type(name),
         }
     }
 

@@ -6,13 +6,21 @@ use std::sync::Arc;
 
 use ngsi_model::{Entity, Iri};
 
+use crate::attr_index::AttrIndex;
 use crate::{Filter, Page, QueryPage, Selection};
+
+/// The most attribute indexes one tenant keeps; queries on further
+/// attributes scan.
+pub const MAX_ATTR_INDEXES: usize = 32;
 
 /// The indexes of one tenant.
 #[derive(Debug, Default)]
 pub struct TenantIndex {
     by_id: BTreeMap<Arc<str>, Arc<Entity>>,
     by_type: HashMap<Iri, BTreeSet<Arc<str>>>,
+    /// Value indexes of the attributes that queries asked for, built on
+    /// first use and maintained on every write from then on.
+    by_attr: HashMap<Iri, AttrIndex>,
 }
 
 impl TenantIndex {
@@ -35,7 +43,7 @@ impl TenantIndex {
     pub fn put(&mut self, entity: Arc<Entity>) {
         let id = entity.id.clone();
         if let Some(old) = self.by_id.insert(id.clone(), entity.clone()) {
-            self.unlink_types(&old);
+            self.unlink(&old);
         }
         for t in &entity.types {
             self.by_type
@@ -43,12 +51,46 @@ impl TenantIndex {
                 .or_default()
                 .insert(id.clone());
         }
+        for (attr, index) in &mut self.by_attr {
+            index.insert(attr, &entity);
+        }
     }
 
     /// Removes an entity.
     pub fn remove(&mut self, id: &str) {
         if let Some(old) = self.by_id.remove(id) {
-            self.unlink_types(&old);
+            self.unlink(&old);
+        }
+    }
+
+    /// Whether every attribute of `selection`'s conditions has an index (or
+    /// cannot get one because the limit is reached).
+    pub fn has_indexes_for(&self, selection: &Selection<'_>) -> bool {
+        selection
+            .conditions
+            .iter()
+            .all(|c| self.by_attr.contains_key(&c.attr) || self.by_attr.len() >= MAX_ATTR_INDEXES)
+    }
+
+    /// Builds the missing indexes for `selection`'s conditions.
+    pub fn build_indexes_for(&mut self, selection: &Selection<'_>) {
+        for c in selection.conditions {
+            if self.by_attr.contains_key(&c.attr) || self.by_attr.len() >= MAX_ATTR_INDEXES {
+                continue;
+            }
+            let mut index = AttrIndex::default();
+            for e in self.by_id.values() {
+                index.insert(&c.attr, e);
+            }
+            tracing::info!(attribute = %c.attr, entities = self.by_id.len(), "built an attribute index");
+            self.by_attr.insert(c.attr.clone(), index);
+        }
+    }
+
+    fn unlink(&mut self, old: &Entity) {
+        self.unlink_types(old);
+        for (attr, index) in &mut self.by_attr {
+            index.remove(attr, old);
         }
     }
 
@@ -87,8 +129,31 @@ impl TenantIndex {
             // Keep going only while the page is incomplete or we count.
             page.count || matched < end
         };
-        match (selection.ids, selection.types) {
-            (Some(ids), _) => {
+        // The most selective indexed condition, if any, gives the candidates.
+        let indexed = selection
+            .conditions
+            .iter()
+            .filter_map(|c| {
+                self.by_attr
+                    .get(&c.attr)
+                    .map(|i| (i.estimate(&c.condition), i, c))
+            })
+            .min_by_key(|(estimate, _, _)| *estimate);
+        match (selection.ids, selection.types, indexed) {
+            (None, _, Some((_, index, c))) => {
+                let mut ids = Vec::new();
+                index.candidates(&c.condition, &mut ids);
+                ids.sort_unstable();
+                ids.dedup();
+                for id in ids {
+                    if let Some(e) = self.by_id.get(&**id)
+                        && !visit(e)
+                    {
+                        break;
+                    }
+                }
+            }
+            (Some(ids), _, _) => {
                 let mut sorted: Vec<&Arc<str>> = ids.iter().collect();
                 sorted.sort();
                 sorted.dedup();
@@ -100,7 +165,7 @@ impl TenantIndex {
                     }
                 }
             }
-            (None, Some([only])) => {
+            (None, Some([only]), None) => {
                 for id in self.by_type.get(only).into_iter().flatten() {
                     if let Some(e) = self.by_id.get(id)
                         && !visit(e)
@@ -109,7 +174,7 @@ impl TenantIndex {
                     }
                 }
             }
-            (None, Some(types)) => {
+            (None, Some(types), None) => {
                 let mut ids: BTreeSet<&Arc<str>> = BTreeSet::new();
                 for t in types {
                     ids.extend(self.by_type.get(t).into_iter().flatten());
@@ -122,7 +187,7 @@ impl TenantIndex {
                     }
                 }
             }
-            (None, None) => {
+            (None, None, None) => {
                 for e in self.by_id.values() {
                     if !visit(e) {
                         break;

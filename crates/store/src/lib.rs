@@ -5,6 +5,7 @@
 //! in-memory indexes for reads). A PostgreSQL backend will implement the same
 //! trait.
 
+pub mod attr_index;
 pub mod index;
 pub mod sqlite;
 
@@ -128,6 +129,9 @@ pub struct Selection<'a> {
     pub ids: Option<&'a [Arc<str>]>,
     /// Only entities that have at least one of these (expanded) types.
     pub types: Option<&'a [Iri]>,
+    /// Conditions on attribute values that all matches satisfy; the store
+    /// may answer them from attribute indexes (the filter still decides).
+    pub conditions: &'a [attr_index::IndexedCondition],
 }
 
 /// Which page of the matches to return.

@@ -317,6 +317,17 @@ impl Store for SqliteStore {
         filter: Filter<'_>,
         page: Page,
     ) -> QueryPage {
+        if !selection.conditions.is_empty() {
+            let missing = self
+                .shared
+                .tenants
+                .read()
+                .get(tenant)
+                .is_some_and(|i| !i.has_indexes_for(&selection));
+            if missing && let Some(index) = self.shared.tenants.write().get_mut(tenant) {
+                index.build_indexes_for(&selection);
+            }
+        }
         match self.shared.tenants.read().get(tenant) {
             Some(index) => index.query(selection, filter, page),
             None => QueryPage {

@@ -139,6 +139,7 @@ async fn queries_page_in_id_order_and_count_all_matches() {
     let sel = Selection {
         ids: None,
         types: Some(&types),
+        conditions: &[],
     };
     let even = |e: &Entity| level_of(e) % 2 == 0;
     let page = store.query(
@@ -160,6 +161,7 @@ async fn queries_page_in_id_order_and_count_all_matches() {
         Selection {
             ids: Some(&ids),
             types: None,
+            conditions: &[],
         },
         &|_| true,
         all(),
@@ -239,4 +241,70 @@ async fn everything_survives_reopening() {
             json!({"@context": {"a": "b"}})
         )]
     );
+}
+
+#[tokio::test]
+async fn attribute_indexes_follow_writes() {
+    use store::attr_index::{Condition, IndexKey, IndexedCondition};
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let ops = (0..10)
+        .map(|i| {
+            create(entity(
+                &format!("urn:i:{i}"),
+                "https://example.org/T",
+                i % 3,
+            ))
+        })
+        .collect();
+    store.write("", ops).await.unwrap();
+    let level_is = |v: f64| {
+        vec![IndexedCondition {
+            attr: iri("https://example.org/level"),
+            condition: Condition::AnyOf(vec![IndexKey::num(v)]),
+        }]
+    };
+    let ids = |store: &SqliteStore, v: i64| -> Vec<String> {
+        let conditions = level_is(v as f64);
+        let sel = Selection {
+            ids: None,
+            types: None,
+            conditions: &conditions,
+        };
+        let filter = move |e: &Entity| level_of(e) == v;
+        store
+            .query("", sel, &filter, all())
+            .entities
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect()
+    };
+    // The first query builds the index.
+    assert_eq!(ids(&store, 1), ["urn:i:1", "urn:i:4", "urn:i:7"]);
+    // Writes after that keep it right: an update moves an entity, a delete
+    // removes it, a create adds one.
+    let set_level = |id: &'static str, v: i64| {
+        Op::new(id, move |current| {
+            let mut e = current.cloned().unwrap();
+            e.attrs[0].1[0].value = AttrValue::Property(json!(v));
+            Ok(Change::put(e))
+        })
+    };
+    store
+        .write(
+            "",
+            vec![
+                set_level("urn:i:4", 2),
+                Op::new("urn:i:7", |_| {
+                    Ok(Change {
+                        next: Next::Delete,
+                        report: None,
+                    })
+                }),
+                create(entity("urn:i:99", "https://example.org/T", 1)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&store, 1), ["urn:i:1", "urn:i:99"]);
+    assert_eq!(ids(&store, 2), ["urn:i:2", "urn:i:4", "urn:i:5", "urn:i:8"]);
 }

@@ -68,6 +68,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let base = server.base.clone();
+    jsonld::install_tls_provider();
     let client = reqwest::Client::new();
 
     // Acknowledged state: created ids, and for each id the highest level
@@ -143,6 +144,7 @@ async fn acknowledged_writes_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_and_tenants_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
     let client = reqwest::Client::new();
     let hosted;
     {

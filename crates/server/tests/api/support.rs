@@ -68,6 +68,7 @@ impl Server {
             .expect("bind");
         let origin = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(server::serve(listener, state, pending()));
+        jsonld::install_tls_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
