@@ -13,6 +13,16 @@ pub type Iri = Arc<str>;
 
 static INTERNER: LazyLock<RwLock<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
 
+/// Whether two IRIs are equal. Interned IRIs are compared by address first;
+/// otherwise the length and the last byte rule out most different IRIs
+/// (which share long prefixes) before the full comparison.
+#[inline]
+pub fn same_iri(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && (std::ptr::eq(a.as_ptr(), b.as_ptr())
+            || (a.as_bytes().last() == b.as_bytes().last() && a == b))
+}
+
 /// Returns the interned copy of `s`.
 pub fn iri(s: &str) -> Iri {
     if let Some(found) = INTERNER.read().get(s) {
@@ -65,7 +75,7 @@ impl Entity {
     pub fn attr(&self, name: &str) -> Option<&[Attribute]> {
         self.attrs
             .iter()
-            .find(|(n, _)| &**n == name)
+            .find(|(n, _)| same_iri(n, name))
             .map(|(_, v)| v.as_slice())
     }
 
@@ -73,13 +83,13 @@ impl Entity {
     pub fn attr_mut(&mut self, name: &str) -> Option<&mut Vec<Attribute>> {
         self.attrs
             .iter_mut()
-            .find(|(n, _)| &**n == name)
+            .find(|(n, _)| same_iri(n, name))
             .map(|(_, v)| v)
     }
 
     /// Whether the entity has type `t` (expanded).
     pub fn has_type(&self, t: &str) -> bool {
-        self.types.iter().any(|x| &**x == t)
+        self.types.iter().any(|x| same_iri(x, t))
     }
 }
 
@@ -124,7 +134,10 @@ impl Attribute {
 
     /// The sub-attribute `name`, if present.
     pub fn sub_attr(&self, name: &str) -> Option<&Attribute> {
-        self.sub.iter().find(|(n, _)| &**n == name).map(|(_, a)| a)
+        self.sub
+            .iter()
+            .find(|(n, _)| same_iri(n, name))
+            .map(|(_, a)| a)
     }
 
     /// Stamps createdAt (when unset) and modifiedAt, recursively.

@@ -220,6 +220,18 @@ impl AttrIndex {
         }
     }
 
+    /// The candidates for `condition` already in id order, when they come
+    /// from one set (a single key and no opaque entities).
+    pub fn sorted_candidates(&self, condition: &Condition) -> Option<&BTreeSet<Arc<str>>> {
+        match condition {
+            Condition::AnyOf(keys) if keys.len() == 1 && self.opaque.is_empty() => {
+                static EMPTY: BTreeSet<Arc<str>> = BTreeSet::new();
+                Some(self.by_key.get(&keys[0]).unwrap_or(&EMPTY))
+            }
+            _ => None,
+        }
+    }
+
     /// An estimate of the candidates for `condition`, cheap for equality.
     pub fn estimate(&self, condition: &Condition) -> usize {
         match condition {

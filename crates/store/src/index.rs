@@ -140,6 +140,16 @@ impl TenantIndex {
             })
             .min_by_key(|(estimate, _, _)| *estimate);
         match (selection.ids, selection.types, indexed) {
+            (None, _, Some((_, index, c))) if index.sorted_candidates(&c.condition).is_some() => {
+                let ids = index.sorted_candidates(&c.condition).into_iter().flatten();
+                for id in ids {
+                    if let Some(e) = self.by_id.get(&**id)
+                        && !visit(e)
+                    {
+                        break;
+                    }
+                }
+            }
             (None, _, Some((_, index, c))) => {
                 let mut ids = Vec::new();
                 index.candidates(&c.condition, &mut ids);

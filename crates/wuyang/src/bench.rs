@@ -308,9 +308,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     println!(
-        "Wuyang benchmark on {} ({} connections)",
+        "Wuyang {} benchmark on {} ({} connections, sync={}, {} requests per scenario)",
+        env!("CARGO_PKG_VERSION"),
         machine(),
-        args.connections
+        args.connections,
+        args.sync,
+        args.requests
     );
     println!();
     println!("| scenario | throughput | p50 ms | p95 ms | p99 ms | vs null | errors |");
