@@ -59,7 +59,7 @@ pub struct Entity {
     /// Expanded entity types, at least one.
     pub types: Vec<Iri>,
     /// The scopes of the entity (`/a/b` paths), possibly empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub scopes: Vec<Box<str>>,
     /// Attributes in the order they were first added. Each has one or more
     /// instances, distinguished by `dataset_id` (at most one without).
@@ -99,13 +99,13 @@ pub struct Attribute {
     /// The kind and the value.
     pub value: AttrValue,
     /// The datasetId; `None` for the default instance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub dataset_id: Option<Box<str>>,
     /// observedAt as given by the producer (validated ISO 8601 DateTime).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub observed_at: Option<Box<str>>,
     /// unitCode (UN/CEFACT code).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub unit_code: Option<Box<str>>,
     /// createdAt in microseconds since the Unix epoch.
     #[serde(default)]
@@ -114,7 +114,7 @@ pub struct Attribute {
     #[serde(default)]
     pub modified_at: i64,
     /// Sub-attributes (properties of properties), by expanded name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub sub: Vec<(Iri, Attribute)>,
 }
 
@@ -162,7 +162,7 @@ pub enum AttrValue {
         /// The target entity id(s).
         object: Value,
         /// The optional objectType (expanded type names).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         object_type: Option<Value>,
     },
     /// A GeoProperty: a GeoJSON geometry.
@@ -180,7 +180,7 @@ pub enum AttrValue {
         /// The target entity ids in order.
         objects: Vec<Value>,
         /// The optional objectType.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         object_type: Option<Value>,
     },
 }
