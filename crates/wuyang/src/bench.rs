@@ -252,7 +252,9 @@ struct Row {
 
 fn print_row(row: &Row, ceiling: Option<f64>) {
     let rate = row.result.rate() * row.multiplier;
+    // A ratio to the single-entity null handler means nothing for batches.
     let ratio = ceiling
+        .filter(|_| row.multiplier == 1.0)
         .map(|c| format!("{:.2}", row.result.rate() / c))
         .unwrap_or_else(|| "-".into());
     println!(
