@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ngsi_model::{Entity, Iri, NgsiError, NgsiResult, Terms, iri};
+use ngsi_model::{Iri, NgsiError, NgsiResult, Terms, iri};
 use serde_json::{Value, json};
 
 use crate::{Broker, Ctx};
@@ -25,33 +25,42 @@ fn unique_id(prefix: &str) -> String {
 }
 
 impl Broker {
+    // The store keeps these counts up to date on every write, so discovery
+    // never scans the entities.
     fn type_infos(&self, tenant: &str) -> BTreeMap<Iri, TypeInfo> {
-        let mut out: BTreeMap<Iri, TypeInfo> = BTreeMap::new();
-        self.store.scan(tenant, &mut |e: &Entity| {
-            for t in &e.types {
-                let info = out.entry(t.clone()).or_default();
-                info.count += 1;
-                for (name, instances) in &e.attrs {
-                    let kinds = info.attrs.entry(name.clone()).or_default();
-                    kinds.extend(instances.iter().map(|a| a.value.kind_name()));
-                }
-            }
-        });
-        out
+        self.store
+            .type_infos(tenant)
+            .into_iter()
+            .map(|t| {
+                let attrs = t
+                    .attrs
+                    .into_iter()
+                    .map(|(a, kinds)| (a, kinds.into_iter().collect()))
+                    .collect();
+                (
+                    t.name,
+                    TypeInfo {
+                        count: t.entities,
+                        attrs,
+                    },
+                )
+            })
+            .collect()
     }
 
     fn attr_infos(&self, tenant: &str) -> BTreeMap<Iri, AttrInfo> {
-        let mut out: BTreeMap<Iri, AttrInfo> = BTreeMap::new();
-        self.store.scan(tenant, &mut |e: &Entity| {
-            for (name, instances) in &e.attrs {
-                let info = out.entry(name.clone()).or_default();
-                info.count += 1;
-                info.kinds
-                    .extend(instances.iter().map(|a| a.value.kind_name()));
-                info.types.extend(e.types.iter().cloned());
-            }
-        });
-        out
+        self.store
+            .attr_infos(tenant)
+            .into_iter()
+            .map(|a| {
+                let info = AttrInfo {
+                    count: a.entities,
+                    kinds: a.kinds.into_iter().collect(),
+                    types: a.types.into_iter().collect(),
+                };
+                (a.name, info)
+            })
+            .collect()
     }
 
     /// Retrieve Available Entity Types (clause 5.7.5) and their details

@@ -509,6 +509,26 @@ impl EntityQuery {
             .collect()
     }
 
+    /// Whether the store's by-type selection alone decides the query: one
+    /// selector whose only condition is a union of types (`A`, `A,B`, `A|B`),
+    /// and nothing else to check.
+    fn selection_is_exact(&self) -> bool {
+        fn union_of_types(t: &TypeExpr) -> bool {
+            match t {
+                TypeExpr::Type(_) => true,
+                TypeExpr::Or(items) => items.iter().all(union_of_types),
+                TypeExpr::And(_) => false,
+            }
+        }
+        matches!(self.selectors.as_slice(), [s] if s.ids.is_none()
+            && s.id_pattern.is_none()
+            && s.types.as_ref().is_some_and(union_of_types))
+            && self.attrs_filter.is_none()
+            && self.q.is_none()
+            && self.scope_q.is_none()
+            && self.geo.is_none()
+    }
+
     fn selection_parts(&self) -> (Option<Vec<Arc<str>>>, Option<Vec<Iri>>) {
         let ids = if self.selectors.iter().all(|s| s.ids.is_some()) && !self.selectors.is_empty() {
             Some(
@@ -560,6 +580,7 @@ impl Broker {
             ids: ids.as_deref(),
             types: types.as_deref(),
             conditions: &conditions,
+            exact: query.selection_is_exact(),
         };
         let filter = |e: &Entity| query.matches(e);
         let page = self.store.query(
@@ -609,6 +630,7 @@ impl Broker {
                 ids: ids.as_deref(),
                 types: types.as_deref(),
                 conditions: &[],
+                exact: false,
             },
             &filter,
             Page {

@@ -1,5 +1,12 @@
-//! The in-memory indexes that answer reads: entities by id (ordered, which
-//! gives queries a stable order for pagination) and ids by type.
+//! The in-memory indexes that answer reads.
+//!
+//! Entities are held in their compact stored encoding (positional
+//! MessagePack, about 1.2 KB for the benchmark's template entity) and decoded
+//! only when an operation needs one: a read, a filter that the indexes cannot
+//! decide, or the page being rendered. Beside them: ids by type (ordered by
+//! id, which gives queries a stable order for pagination), attribute value
+//! indexes built on first use, and the per-type and per-attribute counts that
+//! discovery reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -7,26 +14,89 @@ use std::sync::Arc;
 use ngsi_model::{Entity, Iri};
 
 use crate::attr_index::AttrIndex;
-use crate::{Filter, Page, QueryPage, Selection};
+use crate::{AttrInfo, Filter, Page, QueryPage, Selection, TypeInfo};
 
 /// The most attribute indexes one tenant keeps; queries on further
-/// attributes scan.
+/// attributes filter candidates instead.
 pub const MAX_ATTR_INDEXES: usize = 32;
+
+/// The names of the attribute kinds, in the order of the counters.
+const KINDS: [&str; 8] = [
+    "Property",
+    "Relationship",
+    "GeoProperty",
+    "LanguageProperty",
+    "JsonProperty",
+    "VocabProperty",
+    "ListProperty",
+    "ListRelationship",
+];
+
+fn kind_index(name: &str) -> usize {
+    KINDS.iter().position(|k| *k == name).unwrap_or(0)
+}
+
+/// Entities (of one type, or in all) having an attribute, by kind.
+#[derive(Debug, Default, Clone)]
+struct AttrCounts {
+    entities: usize,
+    kinds: [usize; 8],
+}
+
+#[derive(Debug, Default)]
+struct TypeCounts {
+    entities: usize,
+    attrs: BTreeMap<Iri, AttrCounts>,
+}
+
+#[derive(Debug, Default)]
+struct AttrTotals {
+    counts: AttrCounts,
+    types: BTreeMap<Iri, usize>,
+}
+
+/// Decodes a stored entity.
+pub fn decode(bytes: &[u8]) -> Result<Entity, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
+/// Encodes an entity for storage: positional MessagePack.
+pub fn encode(entity: &Entity) -> Vec<u8> {
+    rmp_serde::to_vec(entity).expect("an entity always encodes")
+}
 
 /// The indexes of one tenant.
 #[derive(Debug, Default)]
 pub struct TenantIndex {
-    by_id: BTreeMap<Arc<str>, Arc<Entity>>,
+    by_id: BTreeMap<Arc<str>, Box<[u8]>>,
     by_type: HashMap<Iri, BTreeSet<Arc<str>>>,
     /// Value indexes of the attributes that queries asked for, built on
     /// first use and maintained on every write from then on.
     by_attr: HashMap<Iri, AttrIndex>,
+    types: BTreeMap<Iri, TypeCounts>,
+    attrs: BTreeMap<Iri, AttrTotals>,
 }
 
 impl TenantIndex {
-    /// The entity `id`.
-    pub fn get(&self, id: &str) -> Option<&Arc<Entity>> {
-        self.by_id.get(id)
+    fn decode_stored(&self, id: &str, bytes: &[u8]) -> Option<Entity> {
+        match decode(bytes) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(%id, error = %e, "a held entity could not be decoded");
+                None
+            }
+        }
+    }
+
+    /// The entity `id`, decoded.
+    pub fn get(&self, id: &str) -> Option<Arc<Entity>> {
+        let bytes = self.by_id.get(id)?;
+        self.decode_stored(id, bytes).map(Arc::new)
+    }
+
+    /// Whether entity `id` exists.
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
     }
 
     /// Number of entities.
@@ -39,10 +109,12 @@ impl TenantIndex {
         self.by_id.is_empty()
     }
 
-    /// Inserts or replaces an entity.
-    pub fn put(&mut self, entity: Arc<Entity>) {
+    /// Inserts or replaces an entity; `bytes` is its stored encoding.
+    pub fn put(&mut self, entity: &Entity, bytes: Box<[u8]>) {
         let id = entity.id.clone();
-        if let Some(old) = self.by_id.insert(id.clone(), entity.clone()) {
+        if let Some(old) = self.by_id.insert(id.clone(), bytes)
+            && let Some(old) = self.decode_stored(&id, &old)
+        {
             self.unlink(&old);
         }
         for t in &entity.types {
@@ -52,15 +124,131 @@ impl TenantIndex {
                 .insert(id.clone());
         }
         for (attr, index) in &mut self.by_attr {
-            index.insert(attr, &entity);
+            index.insert(attr, entity);
         }
+        self.count(entity, true);
     }
 
     /// Removes an entity.
     pub fn remove(&mut self, id: &str) {
-        if let Some(old) = self.by_id.remove(id) {
+        if let Some(old) = self.by_id.remove(id)
+            && let Some(old) = self.decode_stored(id, &old)
+        {
             self.unlink(&old);
         }
+    }
+
+    fn unlink(&mut self, old: &Entity) {
+        for t in &old.types {
+            if let Some(set) = self.by_type.get_mut(t) {
+                set.remove(&*old.id);
+                if set.is_empty() {
+                    self.by_type.remove(t);
+                }
+            }
+        }
+        for (attr, index) in &mut self.by_attr {
+            index.remove(attr, old);
+        }
+        self.count(old, false);
+    }
+
+    /// Adds (or, with `add` false, removes) an entity to the discovery counts.
+    fn count(&mut self, e: &Entity, add: bool) {
+        fn bump(n: &mut usize, add: bool) {
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let kinds: Vec<(Iri, [bool; 8])> = e
+            .attrs
+            .iter()
+            .map(|(name, instances)| {
+                let mut k = [false; 8];
+                for a in instances {
+                    k[kind_index(a.value.kind_name())] = true;
+                }
+                (name.clone(), k)
+            })
+            .collect();
+        for t in &e.types {
+            let tc = self.types.entry(t.clone()).or_default();
+            bump(&mut tc.entities, add);
+            for (name, k) in &kinds {
+                let ac = tc.attrs.entry(name.clone()).or_default();
+                bump(&mut ac.entities, add);
+                for (i, present) in k.iter().enumerate() {
+                    if *present {
+                        bump(&mut ac.kinds[i], add);
+                    }
+                }
+                if ac.entities == 0 {
+                    tc.attrs.remove(name);
+                }
+            }
+            if tc.entities == 0 {
+                self.types.remove(t);
+            }
+        }
+        for (name, k) in &kinds {
+            let totals = self.attrs.entry(name.clone()).or_default();
+            bump(&mut totals.counts.entities, add);
+            for (i, present) in k.iter().enumerate() {
+                if *present {
+                    bump(&mut totals.counts.kinds[i], add);
+                }
+            }
+            for t in &e.types {
+                let n = totals.types.entry(t.clone()).or_default();
+                bump(n, add);
+                if *n == 0 {
+                    totals.types.remove(t);
+                }
+            }
+            if totals.counts.entities == 0 {
+                self.attrs.remove(name);
+            }
+        }
+    }
+
+    fn kinds_of(counts: &AttrCounts) -> Vec<&'static str> {
+        KINDS
+            .iter()
+            .zip(counts.kinds.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The entity types with their counts and attributes (for discovery).
+    pub fn type_infos(&self) -> Vec<TypeInfo> {
+        self.types
+            .iter()
+            .map(|(name, tc)| TypeInfo {
+                name: name.clone(),
+                entities: tc.entities,
+                attrs: tc
+                    .attrs
+                    .iter()
+                    .map(|(a, c)| (a.clone(), Self::kinds_of(c)))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The attributes with their counts, kinds and types (for discovery).
+    pub fn attr_infos(&self) -> Vec<AttrInfo> {
+        self.attrs
+            .iter()
+            .map(|(name, t)| AttrInfo {
+                name: name.clone(),
+                entities: t.counts.entities,
+                kinds: Self::kinds_of(&t.counts),
+                types: t.types.keys().cloned().collect(),
+            })
+            .collect()
     }
 
     /// Whether every attribute of `selection`'s conditions has an index (or
@@ -79,127 +267,133 @@ impl TenantIndex {
                 continue;
             }
             let mut index = AttrIndex::default();
-            for e in self.by_id.values() {
-                index.insert(&c.attr, e);
+            for (id, bytes) in &self.by_id {
+                if let Some(e) = self.decode_stored(id, bytes) {
+                    index.insert(&c.attr, &e);
+                }
             }
             tracing::info!(attribute = %c.attr, entities = self.by_id.len(), "built an attribute index");
             self.by_attr.insert(c.attr.clone(), index);
         }
     }
 
-    fn unlink(&mut self, old: &Entity) {
-        self.unlink_types(old);
-        for (attr, index) in &mut self.by_attr {
-            index.remove(attr, old);
-        }
-    }
-
-    fn unlink_types(&mut self, old: &Entity) {
-        for t in &old.types {
-            if let Some(set) = self.by_type.get_mut(t) {
-                set.remove(&*old.id);
-                if set.is_empty() {
-                    self.by_type.remove(t);
-                }
-            }
-        }
-    }
-
     /// Visits every entity in id order.
     pub fn scan(&self, visit: &mut dyn FnMut(&Entity)) {
-        for e in self.by_id.values() {
-            visit(e);
+        for (id, bytes) in &self.by_id {
+            if let Some(e) = self.decode_stored(id, bytes) {
+                visit(&e);
+            }
         }
     }
 
-    /// Answers a query: candidates from the narrowest index, then `filter`,
-    /// then the page.
-    pub fn query(&self, selection: Selection<'_>, filter: Filter<'_>, page: Page) -> QueryPage {
-        let mut out = QueryPage::default();
-        let mut matched = 0usize;
-        let end = page.offset.saturating_add(page.limit);
-        let mut visit = |e: &Arc<Entity>| -> bool {
-            if !filter(e) {
-                return true;
-            }
-            if matched >= page.offset && matched < end {
-                out.entities.push(e.clone());
-            }
-            matched += 1;
-            // Keep going only while the page is incomplete or we count.
-            page.count || matched < end
-        };
-        // The most selective indexed condition, if any, gives the candidates.
-        let indexed = selection
+    /// The candidate ids of a query in id order: the given ids, else the
+    /// intersection of the indexed conditions, else the by-type index, else
+    /// every entity. `None` means every entity.
+    fn candidates<'a>(&'a self, selection: &Selection<'a>) -> Option<Vec<&'a Arc<str>>> {
+        if let Some(ids) = selection.ids {
+            let mut sorted: Vec<&Arc<str>> = ids.iter().collect();
+            sorted.sort();
+            sorted.dedup();
+            return Some(sorted);
+        }
+        let mut indexed: Vec<(usize, &AttrIndex, &crate::attr_index::Condition)> = selection
             .conditions
             .iter()
             .filter_map(|c| {
                 self.by_attr
                     .get(&c.attr)
-                    .map(|i| (i.estimate(&c.condition), i, c))
+                    .map(|i| (i.estimate(&c.condition), i, &c.condition))
             })
-            .min_by_key(|(estimate, _, _)| *estimate);
-        match (selection.ids, selection.types, indexed) {
-            (None, _, Some((_, index, c))) if index.sorted_candidates(&c.condition).is_some() => {
-                let ids = index.sorted_candidates(&c.condition).into_iter().flatten();
-                for id in ids {
-                    if let Some(e) = self.by_id.get(&**id)
-                        && !visit(e)
-                    {
-                        break;
+            .collect();
+        if !indexed.is_empty() {
+            // Start from the most selective condition, then intersect.
+            indexed.sort_by_key(|(estimate, _, _)| *estimate);
+            let mut result: Option<Vec<&Arc<str>>> = None;
+            for (_, index, condition) in indexed {
+                let mut ids: Vec<&Arc<str>> = match index.sorted_candidates(condition) {
+                    Some(set) => set.iter().collect(),
+                    None => {
+                        let mut v = Vec::new();
+                        index.candidates(condition, &mut v);
+                        v.sort_unstable();
+                        v.dedup();
+                        v
                     }
+                };
+                if let Some(prev) = result {
+                    let keep: std::collections::HashSet<&str> = ids.iter().map(|s| &***s).collect();
+                    ids = prev
+                        .into_iter()
+                        .filter(|id| keep.contains(&***id))
+                        .collect();
+                }
+                let empty = ids.is_empty();
+                result = Some(ids);
+                if empty {
+                    break;
                 }
             }
-            (None, _, Some((_, index, c))) => {
-                let mut ids = Vec::new();
-                index.candidates(&c.condition, &mut ids);
-                ids.sort_unstable();
-                ids.dedup();
-                for id in ids {
-                    if let Some(e) = self.by_id.get(&**id)
-                        && !visit(e)
-                    {
-                        break;
-                    }
-                }
-            }
-            (Some(ids), _, _) => {
-                let mut sorted: Vec<&Arc<str>> = ids.iter().collect();
-                sorted.sort();
-                sorted.dedup();
-                for id in sorted {
-                    if let Some(e) = self.by_id.get(&**id)
-                        && !visit(e)
-                    {
-                        break;
-                    }
-                }
-            }
-            (None, Some([only]), None) => {
-                for id in self.by_type.get(only).into_iter().flatten() {
-                    if let Some(e) = self.by_id.get(id)
-                        && !visit(e)
-                    {
-                        break;
-                    }
-                }
-            }
-            (None, Some(types), None) => {
+            return result;
+        }
+        match selection.types {
+            Some([only]) => Some(
+                self.by_type
+                    .get(only)
+                    .map(|s| s.iter().collect())
+                    .unwrap_or_default(),
+            ),
+            Some(types) => {
                 let mut ids: BTreeSet<&Arc<str>> = BTreeSet::new();
                 for t in types {
                     ids.extend(self.by_type.get(t).into_iter().flatten());
                 }
+                Some(ids.into_iter().collect())
+            }
+            None => None,
+        }
+    }
+
+    /// Answers a query: candidates from the indexes, then `filter` (unless
+    /// the selection is exact), then the page. Only the entities that must be
+    /// filtered or returned are decoded.
+    pub fn query(&self, selection: Selection<'_>, filter: Filter<'_>, page: Page) -> QueryPage {
+        let mut out = QueryPage::default();
+        let mut matched = 0usize;
+        let end = page.offset.saturating_add(page.limit);
+        let mut visit = |id: &str, bytes: &[u8]| -> bool {
+            let in_page = matched >= page.offset && matched < end;
+            if selection.exact {
+                if in_page && let Some(e) = self.decode_stored(id, bytes) {
+                    out.entities.push(Arc::new(e));
+                }
+            } else {
+                let Some(e) = self.decode_stored(id, bytes) else {
+                    return true;
+                };
+                if !filter(&e) {
+                    return true;
+                }
+                if in_page {
+                    out.entities.push(Arc::new(e));
+                }
+            }
+            matched += 1;
+            // Keep going only while the page is incomplete or we count.
+            page.count || matched < end
+        };
+        match self.candidates(&selection) {
+            Some(ids) => {
                 for id in ids {
-                    if let Some(e) = self.by_id.get(id)
-                        && !visit(e)
+                    if let Some(bytes) = self.by_id.get(&**id)
+                        && !visit(id, bytes)
                     {
                         break;
                     }
                 }
             }
-            (None, None, None) => {
-                for e in self.by_id.values() {
-                    if !visit(e) {
+            None => {
+                for (id, bytes) in &self.by_id {
+                    if !visit(id, bytes) {
                         break;
                     }
                 }

@@ -132,6 +132,33 @@ pub struct Selection<'a> {
     /// Conditions on attribute values that all matches satisfy; the store
     /// may answer them from attribute indexes (the filter still decides).
     pub conditions: &'a [attr_index::IndexedCondition],
+    /// The selection alone decides: every candidate of `ids` or `types`
+    /// matches, so the filter need not run (counting needs no decoding).
+    pub exact: bool,
+}
+
+/// What discovery reports about one entity type.
+#[derive(Debug, Clone)]
+pub struct TypeInfo {
+    /// The type (expanded).
+    pub name: Iri,
+    /// Entities of the type.
+    pub entities: usize,
+    /// Attributes of those entities with the kinds they take.
+    pub attrs: Vec<(Iri, Vec<&'static str>)>,
+}
+
+/// What discovery reports about one attribute.
+#[derive(Debug, Clone)]
+pub struct AttrInfo {
+    /// The attribute (expanded).
+    pub name: Iri,
+    /// Entities having it.
+    pub entities: usize,
+    /// The kinds it takes.
+    pub kinds: Vec<&'static str>,
+    /// The types of the entities having it.
+    pub types: Vec<Iri>,
 }
 
 /// Which page of the matches to return.
@@ -177,8 +204,12 @@ pub trait Store: Send + Sync + 'static {
         filter: Filter<'_>,
         page: Page,
     ) -> QueryPage;
-    /// Visits every entity of `tenant` (for discovery).
+    /// Visits every entity of `tenant`.
     fn scan(&self, tenant: &str, visit: &mut dyn FnMut(&Entity));
+    /// The entity types of `tenant` with counts and attributes.
+    fn type_infos(&self, tenant: &str) -> Vec<TypeInfo>;
+    /// The attributes of `tenant` with counts, kinds and types.
+    fn attr_infos(&self, tenant: &str) -> Vec<AttrInfo>;
     /// Whether `tenant` exists (has ever been written to).
     fn tenant_exists(&self, tenant: &str) -> bool;
     /// The names of all tenants.

@@ -144,14 +144,12 @@ CREATE TABLE IF NOT EXISTS records (
 /// field present).
 const FORMAT_VERSION: &str = "2";
 
-fn encode(entity: &Entity) -> Vec<u8> {
-    // Positional fields: about a third smaller than named ones. A change of
-    // the model's fields needs a new FORMAT_VERSION and a migration.
-    rmp_serde::to_vec(entity).expect("an entity always encodes")
-}
+// Positional fields: about a third smaller than named ones. A change of the
+// model's fields needs a new FORMAT_VERSION and a migration.
+use crate::index::encode;
 
 fn decode(id: &str, bytes: &[u8]) -> Result<Entity, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode {
+    crate::index::decode(bytes).map_err(|e| StoreError::Decode {
         id: id.to_string(),
         reason: e.to_string(),
     })
@@ -236,7 +234,7 @@ impl SqliteStore {
                 tenants
                     .entry(tenant.into())
                     .or_default()
-                    .put(Arc::new(entity));
+                    .put(&entity, doc.into());
                 count += 1;
             }
         }
@@ -311,7 +309,7 @@ impl Store for SqliteStore {
     }
 
     fn get(&self, tenant: &str, id: &str) -> Option<Arc<Entity>> {
-        self.shared.tenants.read().get(tenant)?.get(id).cloned()
+        self.shared.tenants.read().get(tenant)?.get(id)
     }
 
     fn query(
@@ -345,6 +343,24 @@ impl Store for SqliteStore {
         if let Some(index) = self.shared.tenants.read().get(tenant) {
             index.scan(visit);
         }
+    }
+
+    fn type_infos(&self, tenant: &str) -> Vec<crate::TypeInfo> {
+        self.shared
+            .tenants
+            .read()
+            .get(tenant)
+            .map(TenantIndex::type_infos)
+            .unwrap_or_default()
+    }
+
+    fn attr_infos(&self, tenant: &str) -> Vec<crate::AttrInfo> {
+        self.shared
+            .tenants
+            .read()
+            .get(tenant)
+            .map(TenantIndex::attr_infos)
+            .unwrap_or_default()
     }
 
     fn tenant_exists(&self, tenant: &str) -> bool {
@@ -418,7 +434,9 @@ type EntityKey = (Box<str>, Arc<str>);
 /// The state of one group of writes before it is published.
 #[derive(Default)]
 struct Overlay {
-    changed: HashMap<EntityKey, Option<Arc<Entity>>>,
+    /// The new state of each entity written: the entity and its encoding,
+    /// or `None` for a deletion.
+    changed: HashMap<EntityKey, Option<(Arc<Entity>, Box<[u8]>)>>,
     new_tenants: Vec<Box<str>>,
     records: Vec<(Box<str>, RecordWrite)>,
 }
@@ -488,11 +506,8 @@ impl Writer {
                         op_count += 1;
                         let key = (req.tenant.clone(), op.id.clone());
                         let current: Option<Arc<Entity>> = match overlay.changed.get(&key) {
-                            Some(state) => state.clone(),
-                            None => committed
-                                .get(&*req.tenant)
-                                .and_then(|t| t.get(&op.id))
-                                .cloned(),
+                            Some(state) => state.as_ref().map(|(e, _)| e.clone()),
+                            None => committed.get(&*req.tenant).and_then(|t| t.get(&op.id)),
                         };
                         let existed = current.is_some();
                         let applied =
@@ -503,12 +518,11 @@ impl Writer {
                                 match change.next {
                                     Next::Keep => {}
                                     Next::Put(entity) => {
-                                        put.execute(params![
-                                            &*req.tenant,
-                                            &*op.id,
-                                            encode(&entity)
-                                        ])?;
-                                        overlay.changed.insert(key, Some(Arc::new(entity)));
+                                        let bytes = encode(&entity);
+                                        put.execute(params![&*req.tenant, &*op.id, &bytes])?;
+                                        overlay
+                                            .changed
+                                            .insert(key, Some((Arc::new(entity), bytes.into())));
                                         if !known.contains(&req.tenant)
                                             && !overlay.new_tenants.contains(&req.tenant)
                                         {
@@ -581,10 +595,10 @@ impl Writer {
         let mut delta: i64 = 0;
         for ((tenant, id), state) in overlay.changed {
             let index = tenants.entry(tenant).or_default();
-            let existed = index.get(&id).is_some();
+            let existed = index.contains(&id);
             match state {
-                Some(entity) => {
-                    index.put(entity);
+                Some((entity, bytes)) => {
+                    index.put(&entity, bytes);
                     if !existed {
                         delta += 1;
                     }

@@ -140,6 +140,7 @@ async fn queries_page_in_id_order_and_count_all_matches() {
         ids: None,
         types: Some(&types),
         conditions: &[],
+        exact: false,
     };
     let even = |e: &Entity| level_of(e) % 2 == 0;
     let page = store.query(
@@ -162,6 +163,7 @@ async fn queries_page_in_id_order_and_count_all_matches() {
             ids: Some(&ids),
             types: None,
             conditions: &[],
+            exact: false,
         },
         &|_| true,
         all(),
@@ -269,6 +271,7 @@ async fn attribute_indexes_follow_writes() {
             ids: None,
             types: None,
             conditions: &conditions,
+            exact: false,
         };
         let filter = move |e: &Entity| level_of(e) == v;
         store
@@ -307,4 +310,82 @@ async fn attribute_indexes_follow_writes() {
         .unwrap();
     assert_eq!(ids(&store, 1), ["urn:i:1", "urn:i:99"]);
     assert_eq!(ids(&store, 2), ["urn:i:2", "urn:i:4", "urn:i:5", "urn:i:8"]);
+}
+
+#[tokio::test]
+async fn discovery_counts_and_exact_counts_follow_writes() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let t = "https://example.org/T";
+    let ops = (0..6)
+        .map(|i| create(entity(&format!("urn:d:{i}"), t, i)))
+        .collect();
+    store.write("", ops).await.unwrap();
+    store
+        .write(
+            "",
+            vec![create(entity("urn:d:u", "https://example.org/U", 1))],
+        )
+        .await
+        .unwrap();
+    // Drop the attribute of one T entity and delete another.
+    store
+        .write(
+            "",
+            vec![
+                Op::new("urn:d:0", |c| {
+                    let mut e = c.cloned().unwrap();
+                    e.attrs.clear();
+                    Ok(Change::put(e))
+                }),
+                Op::new("urn:d:1", |_| {
+                    Ok(Change {
+                        next: Next::Delete,
+                        report: None,
+                    })
+                }),
+            ],
+        )
+        .await
+        .unwrap();
+    let types = store.type_infos("");
+    let names: Vec<(&str, usize, usize)> = types
+        .iter()
+        .map(|t| (&*t.name, t.entities, t.attrs.len()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("https://example.org/T", 5, 1),
+            ("https://example.org/U", 1, 1)
+        ]
+    );
+    let attrs = store.attr_infos("");
+    assert_eq!(attrs.len(), 1);
+    assert_eq!(
+        attrs[0].entities, 5,
+        "4 T entities and 1 U entity keep the attribute"
+    );
+    assert_eq!(attrs[0].kinds, ["Property"]);
+    assert_eq!(attrs[0].types.len(), 2);
+    // An exact selection counts without filtering.
+    let only_t = [iri(t)];
+    let sel = Selection {
+        ids: None,
+        types: Some(&only_t),
+        conditions: &[],
+        exact: true,
+    };
+    let page = store.query(
+        "",
+        sel,
+        &|_| unreachable!("exact selections are not filtered"),
+        Page {
+            offset: 1,
+            limit: 2,
+            count: true,
+        },
+    );
+    assert_eq!(page.total, Some(5));
+    let ids: Vec<&str> = page.entities.iter().map(|e| &*e.id).collect();
+    assert_eq!(ids, ["urn:d:2", "urn:d:3"]);
 }
