@@ -90,6 +90,9 @@ pub struct IndexedCondition {
 #[derive(Debug, Default)]
 pub struct AttrIndex {
     by_key: BTreeMap<IndexKey, BTreeSet<Arc<str>>>,
+    /// The keys of each indexed entity, so that a candidate can be checked
+    /// against a condition without decoding it.
+    keys_of: rustc_hash::FxHashMap<Arc<str>, Box<[IndexKey]>>,
     opaque: BTreeSet<Arc<str>>,
 }
 
@@ -144,9 +147,14 @@ impl AttrIndex {
         }
         match entity_keys(entity, attr) {
             Some(keys) => {
-                for k in keys {
-                    self.by_key.entry(k).or_default().insert(entity.id.clone());
+                for k in &keys {
+                    self.by_key
+                        .entry(k.clone())
+                        .or_default()
+                        .insert(entity.id.clone());
                 }
+                self.keys_of
+                    .insert(entity.id.clone(), keys.into_boxed_slice());
             }
             None => {
                 self.opaque.insert(entity.id.clone());
@@ -155,25 +163,39 @@ impl AttrIndex {
     }
 
     /// Removes `entity`'s values of `attr`.
-    pub fn remove(&mut self, attr: &str, entity: &Entity) {
-        if entity.attr(attr).is_none() {
-            return;
-        }
-        match entity_keys(entity, attr) {
-            Some(keys) => {
-                for k in keys {
-                    if let Some(set) = self.by_key.get_mut(&k) {
-                        set.remove(&*entity.id);
-                        if set.is_empty() {
-                            self.by_key.remove(&k);
-                        }
+    pub fn remove(&mut self, _attr: &str, entity: &Entity) {
+        self.opaque.remove(&*entity.id);
+        if let Some(keys) = self.keys_of.remove(&*entity.id) {
+            for k in keys.iter() {
+                if let Some(set) = self.by_key.get_mut(k) {
+                    set.remove(&*entity.id);
+                    if set.is_empty() {
+                        self.by_key.remove(k);
                     }
                 }
             }
-            None => {
-                self.opaque.remove(&*entity.id);
-            }
         }
+    }
+
+    /// Whether entity `id` may satisfy `condition`: false only when the
+    /// index knows all of its values and none does (or it lacks the
+    /// attribute).
+    pub fn may_satisfy(&self, id: &str, condition: &Condition) -> bool {
+        if self.opaque.contains(id) {
+            return true;
+        }
+        let Some(keys) = self.keys_of.get(id) else {
+            return false;
+        };
+        keys.iter().any(|k| match condition {
+            Condition::AnyOf(wanted) => wanted.contains(k),
+            Condition::Between(low, high) => {
+                let rank = low.as_ref().or(high.as_ref()).map(IndexKey::rank);
+                rank.is_none_or(|r| r == k.rank())
+                    && low.as_ref().is_none_or(|l| k >= l)
+                    && high.as_ref().is_none_or(|h| k <= h)
+            }
+        })
     }
 
     /// The candidates for `condition`, unsorted and possibly repeated.
@@ -287,7 +309,19 @@ mod tests {
         for e in &entities {
             index.remove("urn:a", e);
         }
-        assert!(index.by_key.is_empty() && index.opaque.is_empty());
+        assert!(index.by_key.is_empty() && index.opaque.is_empty() && index.keys_of.is_empty());
+        // Every candidate may satisfy; every non-candidate may not.
+        for e in &entities {
+            index.insert("urn:a", e);
+        }
+        for e in &entities {
+            assert_eq!(
+                index.may_satisfy(&e.id, &condition),
+                expected.contains(&&*e.id),
+                "{} {condition:?}",
+                e.id
+            );
+        }
     }
 
     #[test]

@@ -305,6 +305,17 @@ impl TenantIndex {
                     .map(|i| (i.estimate(&c.condition), i, &c.condition))
             })
             .collect();
+        // Equality conditions are cheap to read and intersect; a range is
+        // used only when there is no equality (it may cover most entities,
+        // and the filter checks it anyway).
+        if indexed
+            .iter()
+            .any(|(_, _, c)| matches!(c, crate::attr_index::Condition::AnyOf(_)))
+        {
+            indexed.retain(|(_, _, c)| matches!(c, crate::attr_index::Condition::AnyOf(_)));
+        } else {
+            indexed.truncate(1);
+        }
         if !indexed.is_empty() {
             // Start from the most selective condition, then intersect.
             indexed.sort_by_key(|(estimate, _, _)| *estimate);
@@ -360,7 +371,27 @@ impl TenantIndex {
         let mut out = QueryPage::default();
         let mut matched = 0usize;
         let end = page.offset.saturating_add(page.limit);
+        // Cheap checks before decoding: the types (when the candidates did
+        // not come from the by-type index) and every indexed condition.
+        let type_sets: Option<Vec<&BTreeSet<Arc<str>>>> = selection
+            .types
+            .map(|ts| ts.iter().filter_map(|t| self.by_type.get(t)).collect());
+        let checks: Vec<(&AttrIndex, &crate::attr_index::Condition)> = selection
+            .conditions
+            .iter()
+            .filter_map(|c| self.by_attr.get(&c.attr).map(|i| (i, &c.condition)))
+            .collect();
         let mut visit = |id: &str, bytes: &[u8]| -> bool {
+            if !selection.exact {
+                if let Some(sets) = &type_sets
+                    && !sets.iter().any(|s| s.contains(id))
+                {
+                    return true;
+                }
+                if !checks.iter().all(|(index, c)| index.may_satisfy(id, c)) {
+                    return true;
+                }
+            }
             let in_page = matched >= page.offset && matched < end;
             if selection.exact {
                 if in_page && let Some(e) = self.decode_stored(id, bytes) {

@@ -431,12 +431,15 @@ struct Writer {
 /// A tenant and an entity id.
 type EntityKey = (Box<str>, Arc<str>);
 
+/// An entity with its stored encoding.
+type Encoded = (Arc<Entity>, Box<[u8]>);
+
 /// The state of one group of writes before it is published.
 #[derive(Default)]
 struct Overlay {
     /// The new state of each entity written: the entity and its encoding,
     /// or `None` for a deletion.
-    changed: HashMap<EntityKey, Option<(Arc<Entity>, Box<[u8]>)>>,
+    changed: HashMap<EntityKey, Option<Encoded>>,
     new_tenants: Vec<Box<str>>,
     records: Vec<(Box<str>, RecordWrite)>,
 }

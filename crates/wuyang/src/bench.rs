@@ -460,10 +460,11 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
+    // The query scenarios need the dataset: loaded here on a fresh server,
+    // assumed loaded (by an earlier `--only upsert`) on a --target server.
     let needs_dataset = wants(&args, "upsert")
-        || wants(&args, "query")
-        || wants(&args, "relquery")
-        || wants(&args, "restart");
+        || (args.target.is_none()
+            && (wants(&args, "query") || wants(&args, "relquery") || wants(&args, "restart")));
     if needs_dataset {
         let total = args.entities;
         let size = args.batch_size.max(1);
