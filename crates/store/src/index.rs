@@ -111,12 +111,18 @@ impl TenantIndex {
 
     /// Inserts or replaces an entity; `bytes` is its stored encoding.
     pub fn put(&mut self, entity: &Entity, bytes: Box<[u8]>) {
+        let old = self.get(&entity.id);
+        self.replace(old.as_deref(), entity, bytes);
+    }
+
+    /// Replaces `old` (the held version of the entity, as the caller has it
+    /// decoded already; `None` if it is new) with `entity`.
+    pub fn replace(&mut self, old: Option<&Entity>, entity: &Entity, bytes: Box<[u8]>) {
         let id = entity.id.clone();
-        if let Some(old) = self.by_id.insert(id.clone(), bytes)
-            && let Some(old) = self.decode_stored(&id, &old)
-        {
-            self.unlink(&old);
+        if let Some(old) = old {
+            self.unlink(old);
         }
+        self.by_id.insert(id.clone(), bytes);
         for t in &entity.types {
             self.by_type
                 .entry(t.clone())
@@ -131,10 +137,15 @@ impl TenantIndex {
 
     /// Removes an entity.
     pub fn remove(&mut self, id: &str) {
-        if let Some(old) = self.by_id.remove(id)
-            && let Some(old) = self.decode_stored(id, &old)
-        {
-            self.unlink(&old);
+        if let Some(old) = self.get(id) {
+            self.remove_known(&old);
+        }
+    }
+
+    /// Removes `old`, the held version of an entity, decoded by the caller.
+    pub fn remove_known(&mut self, old: &Entity) {
+        if self.by_id.remove(&*old.id).is_some() {
+            self.unlink(old);
         }
     }
 

@@ -440,6 +440,10 @@ struct Overlay {
     /// The new state of each entity written: the entity and its encoding,
     /// or `None` for a deletion.
     changed: HashMap<EntityKey, Option<Encoded>>,
+    /// The committed state of each entity written, as read by its first op
+    /// in the group: publishing unlinks it from the indexes without
+    /// decoding it again.
+    before: HashMap<EntityKey, Option<Arc<Entity>>>,
     new_tenants: Vec<Box<str>>,
     records: Vec<(Box<str>, RecordWrite)>,
 }
@@ -510,7 +514,14 @@ impl Writer {
                         let key = (req.tenant.clone(), op.id.clone());
                         let current: Option<Arc<Entity>> = match overlay.changed.get(&key) {
                             Some(state) => state.as_ref().map(|(e, _)| e.clone()),
-                            None => committed.get(&*req.tenant).and_then(|t| t.get(&op.id)),
+                            None => {
+                                let held = committed.get(&*req.tenant).and_then(|t| t.get(&op.id));
+                                overlay
+                                    .before
+                                    .entry(key.clone())
+                                    .or_insert_with(|| held.clone());
+                                held
+                            }
                         };
                         let existed = current.is_some();
                         let applied =
@@ -596,22 +607,23 @@ impl Writer {
         }
         let mut tenants = self.shared.tenants.write();
         let mut delta: i64 = 0;
-        for ((tenant, id), state) in overlay.changed {
+        let mut before = overlay.before;
+        for (key, state) in overlay.changed {
+            let old = before.remove(&key).flatten();
+            let (tenant, _) = key;
             let index = tenants.entry(tenant).or_default();
-            let existed = index.contains(&id);
-            match state {
-                Some((entity, bytes)) => {
-                    index.put(&entity, bytes);
-                    if !existed {
+            match (state, old) {
+                (Some((entity, bytes)), old) => {
+                    if old.is_none() {
                         delta += 1;
                     }
+                    index.replace(old.as_deref(), &entity, bytes);
                 }
-                None => {
-                    index.remove(&id);
-                    if existed {
-                        delta -= 1;
-                    }
+                (None, Some(old)) => {
+                    index.remove_known(&old);
+                    delta -= 1;
                 }
+                (None, None) => {}
             }
         }
         if delta >= 0 {
