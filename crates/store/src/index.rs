@@ -9,6 +9,8 @@
 //! discovery reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use ngsi_model::{Entity, Iri};
@@ -46,13 +48,13 @@ struct AttrCounts {
 #[derive(Debug, Default)]
 struct TypeCounts {
     entities: usize,
-    attrs: BTreeMap<Iri, AttrCounts>,
+    attrs: FxHashMap<Iri, AttrCounts>,
 }
 
 #[derive(Debug, Default)]
 struct AttrTotals {
     counts: AttrCounts,
-    types: BTreeMap<Iri, usize>,
+    types: FxHashMap<Iri, usize>,
 }
 
 /// Decodes a stored entity.
@@ -73,8 +75,8 @@ pub struct TenantIndex {
     /// Value indexes of the attributes that queries asked for, built on
     /// first use and maintained on every write from then on.
     by_attr: HashMap<Iri, AttrIndex>,
-    types: BTreeMap<Iri, TypeCounts>,
-    attrs: BTreeMap<Iri, AttrTotals>,
+    types: FxHashMap<Iri, TypeCounts>,
+    attrs: FxHashMap<Iri, AttrTotals>,
 }
 
 impl TenantIndex {
@@ -235,31 +237,45 @@ impl TenantIndex {
 
     /// The entity types with their counts and attributes (for discovery).
     pub fn type_infos(&self) -> Vec<TypeInfo> {
-        self.types
+        let mut out: Vec<TypeInfo> = self
+            .types
             .iter()
-            .map(|(name, tc)| TypeInfo {
-                name: name.clone(),
-                entities: tc.entities,
-                attrs: tc
+            .map(|(name, tc)| {
+                let mut attrs: Vec<(Iri, Vec<&'static str>)> = tc
                     .attrs
                     .iter()
                     .map(|(a, c)| (a.clone(), Self::kinds_of(c)))
-                    .collect(),
+                    .collect();
+                attrs.sort_by(|a, b| a.0.cmp(&b.0));
+                TypeInfo {
+                    name: name.clone(),
+                    entities: tc.entities,
+                    attrs,
+                }
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The attributes with their counts, kinds and types (for discovery).
     pub fn attr_infos(&self) -> Vec<AttrInfo> {
-        self.attrs
+        let mut out: Vec<AttrInfo> = self
+            .attrs
             .iter()
-            .map(|(name, t)| AttrInfo {
-                name: name.clone(),
-                entities: t.counts.entities,
-                kinds: Self::kinds_of(&t.counts),
-                types: t.types.keys().cloned().collect(),
+            .map(|(name, t)| {
+                let mut types: Vec<Iri> = t.types.keys().cloned().collect();
+                types.sort();
+                AttrInfo {
+                    name: name.clone(),
+                    entities: t.counts.entities,
+                    kinds: Self::kinds_of(&t.counts),
+                    types,
+                }
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// Whether every attribute of `selection`'s conditions has an index (or
