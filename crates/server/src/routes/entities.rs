@@ -598,17 +598,27 @@ fn details(req: &Ngsi, params: &[(String, String)]) -> Result<bool, crate::http:
     }
 }
 
+/// The shape of every discovery handler: check the parameters and Accept,
+/// resolve the Link context, call the broker, answer 200 with JSON.
+async fn discovery(
+    state: &AppState,
+    req: &Ngsi,
+    allowed: &[&str],
+    call: impl FnOnce(&broker::Broker, &Ctx, bool) -> ngsi_model::NgsiResult<Value>,
+) -> ApiResult {
+    let params = checked_params(req.query.as_deref(), allowed).map_err(|e| req.err(e))?;
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(req, state).await?;
+    let body = call(&state.broker, &ctx, details(req, &params)?).map_err(|e| req.err(e))?;
+    Ok(json_response(StatusCode::OK, produce, &ctx, body))
+}
+
 /// GET /types
 pub async fn types(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    let params =
-        checked_params(req.query.as_deref(), &["details", "local"]).map_err(|e| req.err(e))?;
-    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
-    let ctx = link_ctx(&req, &state).await?;
-    let body = state
-        .broker
-        .entity_types(&req.tenant, &ctx, details(&req, &params)?)
-        .map_err(|e| req.err(e))?;
-    Ok(json_response(StatusCode::OK, produce, &ctx, body))
+    discovery(&state, &req, &["details", "local"], |b, ctx, details| {
+        b.entity_types(&req.tenant, ctx, details)
+    })
+    .await
 }
 
 /// GET /types/{type}
@@ -617,27 +627,18 @@ pub async fn type_info(
     req: Ngsi,
     Path(type_name): Path<String>,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
-    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
-    let ctx = link_ctx(&req, &state).await?;
-    let body = state
-        .broker
-        .entity_type_info(&req.tenant, &ctx, &type_name)
-        .map_err(|e| req.err(e))?;
-    Ok(json_response(StatusCode::OK, produce, &ctx, body))
+    discovery(&state, &req, &["local"], |b, ctx, _| {
+        b.entity_type_info(&req.tenant, ctx, &type_name)
+    })
+    .await
 }
 
 /// GET /attributes
 pub async fn attributes(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    let params =
-        checked_params(req.query.as_deref(), &["details", "local"]).map_err(|e| req.err(e))?;
-    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
-    let ctx = link_ctx(&req, &state).await?;
-    let body = state
-        .broker
-        .attributes(&req.tenant, &ctx, details(&req, &params)?)
-        .map_err(|e| req.err(e))?;
-    Ok(json_response(StatusCode::OK, produce, &ctx, body))
+    discovery(&state, &req, &["details", "local"], |b, ctx, details| {
+        b.attributes(&req.tenant, ctx, details)
+    })
+    .await
 }
 
 /// GET /attributes/{attr}
@@ -646,12 +647,8 @@ pub async fn attribute_info(
     req: Ngsi,
     Path(attr): Path<String>,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
-    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
-    let ctx = link_ctx(&req, &state).await?;
-    let body = state
-        .broker
-        .attribute_info(&req.tenant, &ctx, &attr)
-        .map_err(|e| req.err(e))?;
-    Ok(json_response(StatusCode::OK, produce, &ctx, body))
+    discovery(&state, &req, &["local"], |b, ctx, _| {
+        b.attribute_info(&req.tenant, ctx, &attr)
+    })
+    .await
 }
