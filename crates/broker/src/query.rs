@@ -234,7 +234,7 @@ impl ViewOptions {
             );
         }
         if let Some(lang) = &p.lang {
-            v.lang = Some(lang.split(',').next().unwrap_or("*").trim().to_string());
+            v.lang = Some(lang.trim().to_string());
         }
         if let Some(ds) = &p.dataset_id {
             v.dataset_id = Some(

@@ -140,8 +140,21 @@ pub fn is_absolute_iri(s: &str) -> bool {
         && !s.chars().any(|c| {
             c.is_whitespace()
                 || c.is_control()
+                || is_invisible(c)
                 || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
         })
+}
+
+/// Characters that render as nothing or reorder text: an id holding one can
+/// look like another id (zero-width and bidirectional controls, BOM,
+/// variation selectors, fillers, noncharacters).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{115F}' | '\u{1160}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}'
+        | '\u{FDD0}'..='\u{FDEF}' | '\u{E0000}'..='\u{E0FFF}')
+        || (c as u32 & 0xFFFE) == 0xFFFE
 }
 
 /// Whether `name` may be used as an entity type or attribute name (clause

@@ -110,19 +110,30 @@ fn compact_vocab(v: &Value, terms: &dyn Terms) -> Value {
     }
 }
 
-/// Chooses the string of a language map for `lang`: the exact tag, then the
-/// primary subtag, then `@none`, then the first entry.
+/// Chooses the string of a language map for `lang`, a comma-separated
+/// list of tags in order of preference (clause 4.15): for each tag the exact
+/// tag, then a tag with the same primary subtag; then `@none`, then the
+/// first entry.
 fn pick_language<'m>(map: &'m Map<String, Value>, lang: &str) -> Option<(&'m str, &'m Value)> {
-    let primary = lang.split('-').next().unwrap_or(lang);
-    map.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(lang))
-        .or_else(|| {
-            map.iter().find(|(k, _)| {
-                k.split('-')
-                    .next()
-                    .is_some_and(|p| p.eq_ignore_ascii_case(primary))
+    let wanted = lang
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && *t != "*");
+    let matching = |tag: &str| {
+        let primary = tag.split('-').next().unwrap_or(tag);
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(tag))
+            .or_else(|| {
+                map.iter().find(|(k, _)| {
+                    k.split('-')
+                        .next()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(primary))
+                })
             })
-        })
+    };
+    wanted
+        .clone()
+        .find_map(matching)
         .or_else(|| map.iter().find(|(k, _)| *k == "@none"))
         .or_else(|| map.iter().next())
         .map(|(k, v)| (k.as_str(), v))

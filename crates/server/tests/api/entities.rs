@@ -62,6 +62,23 @@ async fn invalid_creates_are_rejected_and_create_nothing() {
             json!({"id": "urn:x y", "type": "T"}).to_string(),
             "BadRequestData",
         ),
+        // Invisible and bidirectional-control characters hide what an id
+        // really is (zero width space, right-to-left override, BOM).
+        (
+            "application/json",
+            json!({"id": "urn:ngsi-ld:T:\u{200B}bad", "type": "T"}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!({"id": "urn:ngsi-ld:T:\u{202E}bad", "type": "T"}).to_string(),
+            "BadRequestData",
+        ),
+        (
+            "application/json",
+            json!({"id": "urn:ngsi-ld:T:bad\u{FEFF}", "type": "T"}).to_string(),
+            "BadRequestData",
+        ),
         (
             "application/json",
             json!({"type": "T"}).to_string(),

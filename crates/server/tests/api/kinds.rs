@@ -108,6 +108,15 @@ async fn lang_picks_one_string_of_a_language_property() {
             "lang=*",
             json!({"type": "LanguageProperty", "languageMap": {"en": "Bridge", "fr": "Pont", "@none": "Brug"}}),
         ),
+        // A list is in order of preference: the first tag that matches wins.
+        (
+            "lang=de,fr,en",
+            json!({"type": "Property", "value": "Pont", "lang": "fr"}),
+        ),
+        (
+            "lang=nl,de",
+            json!({"type": "Property", "value": "Brug", "lang": "@none"}),
+        ),
     ];
     for (params, expected) in cases {
         assert_eq!(s.entity(ID, params).await["name"], expected, "{params}");
