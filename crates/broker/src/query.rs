@@ -377,17 +377,29 @@ impl EntityQuery {
                     let Value::Object(s) = sel else {
                         return Err(NgsiError::bad_data("an entity selector must be an object"));
                     };
+                    let text = |k: &str| -> NgsiResult<Option<&str>> {
+                        match s.get(k) {
+                            None => Ok(None),
+                            Some(Value::String(v)) => Ok(Some(v.as_str())),
+                            Some(_) => Err(NgsiError::bad_data(format!(
+                                "{k} of an entity selector must be a string"
+                            ))),
+                        }
+                    };
                     let mut out = Selector::default();
-                    if let Some(Value::String(id)) = s.get("id") {
-                        out.ids = Some(vec![Arc::from(id.as_str())]);
+                    if let Some(id) = text("id")? {
+                        if !ngsi_model::parse::is_absolute_iri(id) {
+                            return Err(NgsiError::bad_data(format!("id {id:?} is not a URI")));
+                        }
+                        out.ids = Some(vec![Arc::from(id)]);
                     }
-                    if let Some(Value::String(p)) = s.get("idPattern") {
+                    if let Some(p) = text("idPattern")? {
                         out.id_pattern =
                             Some(Regex::new(p).map_err(|e| {
                                 NgsiError::bad_data(format!("invalid idPattern: {e}"))
                             })?);
                     }
-                    if let Some(Value::String(t)) = s.get("type") {
+                    if let Some(t) = text("type")? {
                         out.types = Some(parse_types(t, ctx)?);
                     }
                     Ok(out)

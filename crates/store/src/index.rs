@@ -96,6 +96,22 @@ impl TenantIndex {
         self.decode_stored(id, bytes).map(Arc::new)
     }
 
+    /// The entity `id`, decoded; an error (not `None`) when it is held but
+    /// does not decode.
+    pub fn lookup(&self, id: &str) -> Result<Option<Arc<Entity>>, crate::StoreError> {
+        match self.by_id.get(id) {
+            None => Ok(None),
+            Some(bytes) => {
+                decode(bytes)
+                    .map(|e| Some(Arc::new(e)))
+                    .map_err(|e| crate::StoreError::Decode {
+                        id: id.to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
     /// Whether entity `id` exists.
     pub fn contains(&self, id: &str) -> bool {
         self.by_id.contains_key(id)

@@ -492,6 +492,9 @@ impl Writer {
                 let committed = self.shared.tenants.read();
                 let known = self.shared.known_tenants.read();
                 for req in group {
+                    // Take the reply first: if a statement fails below, every
+                    // caller of the group still gets the commit error.
+                    replies.push(req.reply);
                     for r in req.records {
                         match &r.value {
                             Some(v) => put_record.execute(params![
@@ -515,7 +518,20 @@ impl Writer {
                         let current: Option<Arc<Entity>> = match overlay.changed.get(&key) {
                             Some(state) => state.as_ref().map(|(e, _)| e.clone()),
                             None => {
-                                let held = committed.get(&*req.tenant).and_then(|t| t.get(&op.id));
+                                let held = match committed.get(&*req.tenant) {
+                                    Some(t) => t.lookup(&op.id),
+                                    None => Ok(None),
+                                };
+                                let held = match held {
+                                    Ok(held) => held,
+                                    Err(e) => {
+                                        // A held entity that does not decode is
+                                        // never treated as absent (that would
+                                        // orphan its index entries).
+                                        these.push(Err(NgsiError::internal(e.to_string())));
+                                        continue;
+                                    }
+                                };
                                 overlay
                                     .before
                                     .entry(key.clone())
@@ -558,7 +574,6 @@ impl Writer {
                         }
                     }
                     results.push(these);
-                    replies.push(req.reply);
                 }
             }
             tx.commit()?;

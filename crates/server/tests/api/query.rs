@@ -339,6 +339,20 @@ async fn post_query() {
     )
     .await
     .problem(400, "BadRequestData");
+    // A selector member of the wrong kind is refused, not ignored (ignoring
+    // `id` would widen the query to every Building).
+    for selector in [
+        json!({"id": 5, "type": "Building"}),
+        json!({"type": ["Building"]}),
+        json!({"id": "not a uri"}),
+    ] {
+        s.post(
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [selector]}),
+        )
+        .await
+        .problem(400, "BadRequestData");
+    }
     s.post(
         "/entityOperations/query?bogus=1",
         &json!({"type": "Query", "q": "height>1"}),
