@@ -199,7 +199,6 @@ impl SqliteStore {
 
         let mut tenants: HashMap<Box<str>, TenantIndex> = HashMap::new();
         let mut known: HashSet<Box<str>> = HashSet::new();
-        let mut count = 0u64;
         let mut records: Records = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT tenant, collection, key, value FROM records")?;
@@ -221,23 +220,8 @@ impl SqliteStore {
             for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
                 known.insert(name?.into());
             }
-            let mut stmt = conn.prepare("SELECT tenant, id, doc FROM entities")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let tenant: String = row.get(0)?;
-                let id: String = row.get(1)?;
-                let doc = row.get_ref(2)?.as_blob().map_err(|e| StoreError::Decode {
-                    id: id.clone(),
-                    reason: e.to_string(),
-                })?;
-                let entity = decode(&id, doc)?;
-                tenants
-                    .entry(tenant.into())
-                    .or_default()
-                    .put(&entity, doc.into());
-                count += 1;
-            }
         }
+        let count = load_entities(&conn, &mut tenants)?;
         let shared = Arc::new(Shared {
             tenants: RwLock::new(tenants),
             known_tenants: RwLock::new(known),
@@ -420,6 +404,78 @@ impl Store for SqliteStore {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
+}
+
+/// Loads every stored entity into the indexes. Reading rows, decoding them
+/// and indexing them run as a three-stage pipeline on their own threads, so
+/// a restart uses both cores.
+fn load_entities(
+    conn: &Connection,
+    tenants: &mut HashMap<Box<str>, TenantIndex>,
+) -> Result<u64, StoreError> {
+    use std::sync::mpsc::sync_channel;
+    const CHUNK: usize = 4096;
+    type Raw = Vec<(Box<str>, String, Vec<u8>)>;
+    type Decoded = Vec<(Box<str>, Entity, Vec<u8>)>;
+    let (raw_tx, raw_rx) = sync_channel::<Raw>(4);
+    let (dec_tx, dec_rx) = sync_channel::<Result<Decoded, StoreError>>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for chunk in raw_rx {
+                let decoded: Result<Decoded, StoreError> = chunk
+                    .into_iter()
+                    .map(|(tenant, id, bytes)| decode(&id, &bytes).map(|e| (tenant, e, bytes)))
+                    .collect();
+                let failed = decoded.is_err();
+                if dec_tx.send(decoded).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let indexer = scope.spawn(
+            move || -> Result<(u64, HashMap<Box<str>, TenantIndex>), StoreError> {
+                let mut local: HashMap<Box<str>, TenantIndex> = HashMap::new();
+                let mut count = 0u64;
+                for chunk in dec_rx {
+                    for (tenant, entity, bytes) in chunk? {
+                        local
+                            .entry(tenant)
+                            .or_default()
+                            .put(&entity, bytes.into_boxed_slice());
+                        count += 1;
+                    }
+                }
+                Ok((count, local))
+            },
+        );
+        let read = (|| -> Result<(), StoreError> {
+            let mut stmt = conn.prepare("SELECT tenant, id, doc FROM entities")?;
+            let mut rows = stmt.query([])?;
+            let mut chunk: Raw = Vec::with_capacity(CHUNK);
+            while let Some(row) = rows.next()? {
+                chunk.push((row.get::<_, String>(0)?.into(), row.get(1)?, row.get(2)?));
+                if chunk.len() == CHUNK
+                    && raw_tx
+                        .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                        .is_err()
+                {
+                    break;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = raw_tx.send(chunk);
+            }
+            Ok(())
+        })();
+        drop(raw_tx);
+        let (count, loaded) = indexer.join().map_err(|_| StoreError::Decode {
+            id: "<load>".into(),
+            reason: "the indexing thread panicked".into(),
+        })??;
+        read?;
+        *tenants = loaded;
+        Ok(count)
+    })
 }
 
 struct Writer {

@@ -389,3 +389,30 @@ async fn discovery_counts_and_exact_counts_follow_writes() {
     let ids: Vec<&str> = page.entities.iter().map(|e| &*e.id).collect();
     assert_eq!(ids, ["urn:d:2", "urn:d:3"]);
 }
+
+#[tokio::test]
+async fn a_large_store_reloads_completely() {
+    // More entities than one loading chunk, in two tenants.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        for tenant in ["", "baiyun"] {
+            let ops = (0..5000)
+                .map(|i| {
+                    create(entity(
+                        &format!("urn:big:{i:05}"),
+                        "https://example.org/T",
+                        i,
+                    ))
+                })
+                .collect();
+            store.write(tenant, ops).await.unwrap();
+        }
+    }
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(store.entity_count(), 10_000);
+    for tenant in ["", "baiyun"] {
+        assert_eq!(level_of(&store.get(tenant, "urn:big:04321").unwrap()), 4321);
+        assert_eq!(store.type_infos(tenant)[0].entities, 5000);
+    }
+}
