@@ -423,19 +423,36 @@ impl Broker {
     }
 
     /// Delete Entity (clause 5.6.6).
-    pub async fn delete_entity(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+    pub async fn delete_entity(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        type_filter: Option<&str>,
+    ) -> NgsiResult<()> {
         check_id(id)?;
         self.check_tenant(tenant)?;
+        // The optional `type` selector: an entity of another type is not
+        // the one the client meant, so it is not found.
+        let types = type_filter
+            .map(|t| query::parse_types(t, ctx))
+            .transpose()?;
         let owned: Arc<str> = id.into();
         let id2 = owned.clone();
         self.write_one(
             tenant,
             Op::new(owned, move |current| match current {
-                Some(_) => Ok(Change {
-                    next: Next::Delete,
-                    report: None,
-                }),
-                None => Err(not_found(&id2)),
+                Some(e)
+                    if types
+                        .as_ref()
+                        .is_none_or(|t| t.matches_with(&|n| e.has_type(n))) =>
+                {
+                    Ok(Change {
+                        next: Next::Delete,
+                        report: None,
+                    })
+                }
+                _ => Err(not_found(&id2)),
             }),
         )
         .await?;

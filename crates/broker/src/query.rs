@@ -123,7 +123,7 @@ fn expand_list(list: &str, ctx: &Ctx) -> NgsiResult<Vec<Iri>> {
     Ok(names.iter().map(|n| iri(&ctx.expand(n))).collect())
 }
 
-fn parse_types(s: &str, ctx: &Ctx) -> NgsiResult<TypeExpr> {
+pub(crate) fn parse_types(s: &str, ctx: &Ctx) -> NgsiResult<TypeExpr> {
     let mut t = ngsi_query::parse_type_expr(s).map_err(bad)?;
     t.map_names(&mut |n| ctx.expand(n).into_owned());
     Ok(t)

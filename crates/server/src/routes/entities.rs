@@ -359,10 +359,12 @@ pub async fn replace(
 
 /// DELETE /entities/{id}
 pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
-    checked_params(req.query.as_deref(), &["type", "local"]).map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), &["type", "local"]).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
     state
         .broker
-        .delete_entity(&req.tenant, &id)
+        .delete_entity(&req.tenant, &ctx, &id, param(&params, "type"))
         .await
         .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))

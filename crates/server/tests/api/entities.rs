@@ -492,6 +492,18 @@ async fn delete_entity() {
         .problem(400, "BadRequestData");
     // The id can be created again.
     s.create(vehicle(ID, 2)).await;
+    // The `type` selector: a different type means not found, and nothing is
+    // deleted; the right type deletes.
+    s.delete(&format!("/entities/{ID}?type=Building"))
+        .await
+        .problem(404, "ResourceNotFound");
+    assert_eq!(s.get(&format!("/entities/{ID}")).await.status, 200);
+    s.delete(&format!("/entities/{ID}?type=Vehicle"))
+        .await
+        .no_content();
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
 }
 
 #[tokio::test]
