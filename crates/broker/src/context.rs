@@ -15,6 +15,9 @@ pub struct Ctx {
     /// The context as the client gave it (a URL, an object or an array);
     /// `None` when the client gave none and the core context applies.
     pub source: Option<Value>,
+    /// A URL this broker serves the inline `source` under, for Link headers
+    /// (see [`crate::Broker::name_inline_context`]).
+    pub link: Option<String>,
 }
 
 impl Terms for Ctx {
@@ -33,14 +36,15 @@ impl Ctx {
         Self {
             table: jsonld::Context::core(),
             source: None,
+            link: None,
         }
     }
 
     /// The URL to put in a response's Link header: the client's context when
     /// it was a single URL, else the default core context URL.
     pub fn link_url(&self) -> &str {
-        match &self.source {
-            Some(Value::String(url)) => url,
+        match (&self.link, &self.source) {
+            (Some(url), _) | (None, Some(Value::String(url))) => url,
             _ => jsonld::CORE_CONTEXT_URL,
         }
     }
@@ -91,6 +95,7 @@ impl crate::Broker {
                 Ok(Ctx {
                     table,
                     source: Some(source),
+                    link: None,
                 })
             }
         }
@@ -166,12 +171,36 @@ impl crate::Broker {
         }
     }
 
+    /// Gives an inline `@context` (an object or an array) a URL that this
+    /// broker serves under `{origin}/ngsi-ld/v1/jsonldContexts/{id}` (kind
+    /// ImplicitlyCreated), so that a JSON response's Link header can name
+    /// the context the request used (clause 6.3.5). The id is a hash of the
+    /// context, so the same context always gets the same URL.
+    pub fn name_inline_context(&self, ctx: Ctx, origin: &str) -> Ctx {
+        let Some(source @ (Value::Object(_) | Value::Array(_))) = &ctx.source else {
+            return ctx;
+        };
+        // FNV-1a over the canonical JSON: stable across runs and builds.
+        let canonical = jsonld::canonical_json(source);
+        let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let url = format!("{origin}/ngsi-ld/v1/jsonldContexts/implicit-{hash:016x}");
+        self.contexts
+            .insert_implicit(&url, serde_json::json!({ "@context": source }));
+        Ctx {
+            link: Some(url),
+            ..ctx
+        }
+    }
+
     /// Resolves an inline `@context` value.
     pub async fn context_from_value(&self, source: &Value) -> NgsiResult<Ctx> {
         let table = self.contexts.resolve(source).await.map_err(context_error)?;
         Ok(Ctx {
             table,
             source: Some(source.clone()),
+            link: None,
         })
     }
 }

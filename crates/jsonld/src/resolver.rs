@@ -163,14 +163,19 @@ pub enum ContextKind {
     Hosted,
     /// Downloaded from its URL while resolving a request.
     Cached,
+    /// An inline `@context` of a request, kept so that a response's Link
+    /// header can name it.
+    ImplicitlyCreated,
 }
 
 impl ContextKind {
-    /// The name the NGSI-LD API uses (`Hosted`, `Cached`).
+    /// The name the NGSI-LD API uses (`Hosted`, `Cached`,
+    /// `ImplicitlyCreated`).
     pub fn as_str(self) -> &'static str {
         match self {
             ContextKind::Hosted => "Hosted",
             ContextKind::Cached => "Cached",
+            ContextKind::ImplicitlyCreated => "ImplicitlyCreated",
         }
     }
 }
@@ -466,17 +471,16 @@ impl ContextResolver {
     /// cache is full.
     fn store(&self, url: &str, doc: Arc<Value>, kind: ContextKind) {
         let mut caches = self.inner.caches.lock();
-        if kind == ContextKind::Cached {
-            let cached = caches
-                .docs
-                .values()
-                .filter(|e| e.kind == ContextKind::Cached)
-                .count();
+        // Cached and implicitly created documents share one bound; hosted
+        // ones are never evicted.
+        if kind != ContextKind::Hosted {
+            let evictable = |k: ContextKind| k != ContextKind::Hosted;
+            let cached = caches.docs.values().filter(|e| evictable(e.kind)).count();
             if cached >= self.inner.config.max_cached_documents {
                 let victim = caches
                     .docs
                     .iter()
-                    .filter(|(_, e)| e.kind == ContextKind::Cached)
+                    .filter(|(_, e)| evictable(e.kind))
                     .min_by_key(|(_, e)| e.tick)
                     .map(|(u, _)| u.clone());
                 if let Some(victim) = victim {
@@ -539,6 +543,15 @@ impl ContextResolver {
         }
         self.store(url, Arc::new(document), ContextKind::Hosted);
         Ok(())
+    }
+
+    /// Keeps an inline `@context` (the whole document, `{"@context": ...}`)
+    /// under `url` as ImplicitlyCreated, unless something is held there
+    /// already.
+    pub fn insert_implicit(&self, url: &str, document: Value) {
+        if self.peek(url).is_none() {
+            self.store(url, Arc::new(document), ContextKind::ImplicitlyCreated);
+        }
     }
 
     /// Stops hosting the document under `url`; tells whether one was hosted.

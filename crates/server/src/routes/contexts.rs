@@ -113,7 +113,7 @@ pub async fn list(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         None => None,
         Some("Hosted") => Some(ContextKind::Hosted),
         Some("Cached") => Some(ContextKind::Cached),
-        Some("ImplicitlyCreated") => return Ok(json(StatusCode::OK, &json!([]))),
+        Some("ImplicitlyCreated") => Some(ContextKind::ImplicitlyCreated),
         Some(k) => return Err(req.err(NgsiError::bad_data(format!("unknown kind {k:?}")))),
     };
     let entries: Vec<ContextInfo> = state

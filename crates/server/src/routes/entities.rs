@@ -81,6 +81,9 @@ async fn body_and_ctx(
         .context_for_body(body_kind(consume), link.as_deref(), &value)
         .await
         .map_err(|e| req.err(e))?;
+    let ctx = state
+        .broker
+        .name_inline_context(ctx, &format!("http://{}", req.host));
     Ok((value, consume, ctx))
 }
 

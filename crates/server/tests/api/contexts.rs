@@ -319,3 +319,50 @@ async fn reloading_a_hosted_context_is_bad_request_data() {
         r.text
     );
 }
+
+/// A JSON answer to a request with an inline @context names, in its Link
+/// header, a URL of this broker that serves that very context (kind
+/// ImplicitlyCreated), so that the client can read the answer's terms.
+#[tokio::test]
+async fn an_inline_context_gets_a_url_for_json_answers() {
+    let s = Server::start().await;
+    let inline = json!([user_context(), CORE]);
+    let r = s
+        .req(Method::POST, "/entities")
+        .ld(&json!({"id": ID, "type": "Car", "speed": 5, "@context": inline}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let query = json!({"type": "Query", "entities": [{"type": "Car"}], "@context": inline});
+    let r = s
+        .req(Method::POST, "/entityOperations/query")
+        .header("accept", "application/json")
+        .ld(&query)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body[0]["speed"]["value"], json!(5), "{}", r.text);
+    let link = r.header("link").expect("a Link header").to_string();
+    let url = link
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(url.contains("/ngsi-ld/v1/jsonldContexts/"), "{link}");
+    assert!(!url.contains("ngsi-ld-core-context"), "{link}");
+    // The URL serves the inline context, and the listing says how it came.
+    let path = &url[url.find("/ngsi-ld/v1").unwrap() + "/ngsi-ld/v1".len()..];
+    let served = s.get(path).await;
+    assert_eq!(served.status, 200, "{}", served.text);
+    assert_eq!(served.body, json!({"@context": inline}));
+    let listed = s.get("/jsonldContexts?kind=ImplicitlyCreated").await;
+    assert_eq!(listed.body, json!([url]));
+    // The same context asked again gets the same URL.
+    let again = s
+        .req(Method::POST, "/entityOperations/query")
+        .ld(&query)
+        .send()
+        .await;
+    assert_eq!(again.header("link"), Some(link.as_str()));
+}
