@@ -124,3 +124,84 @@ pub(crate) fn is_uri(s: &str) -> bool {
         && !rest.is_empty()
         && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
 }
+
+/// An expression tree with the connectives that scopeQ and type expressions
+/// share: `;` (AND) binding tighter than `|` or `,` (OR), and parentheses.
+pub(crate) trait Connectives: Sized {
+    /// All of `items` (at least two).
+    fn and(items: Vec<Self>) -> Self;
+    /// Any of `items` (at least two).
+    fn or(items: Vec<Self>) -> Self;
+}
+
+/// Parses a whole input of `leaf`s joined by the [`Connectives`]; `what`
+/// names the input in errors.
+pub(crate) fn parse_connected<T: Connectives>(
+    input: &str,
+    what: &str,
+    leaf: fn(&mut Cursor<'_>) -> Result<T, ParseError>,
+) -> Result<T, ParseError> {
+    let mut c = Cursor::new(input, what)?;
+    let t = or_expr(&mut c, leaf)?;
+    c.skip_ws();
+    if !c.at_end() {
+        return Err(c.err(format!("unexpected {}", c.found())));
+    }
+    Ok(t)
+}
+
+fn or_expr<T: Connectives>(
+    c: &mut Cursor<'_>,
+    leaf: fn(&mut Cursor<'_>) -> Result<T, ParseError>,
+) -> Result<T, ParseError> {
+    let mut items = vec![and_expr(c, leaf)?];
+    loop {
+        c.skip_ws();
+        if !(c.eat("|") || c.eat(",")) {
+            break;
+        }
+        items.push(and_expr(c, leaf)?);
+    }
+    Ok(if items.len() == 1 {
+        items.pop().expect("one item")
+    } else {
+        T::or(items)
+    })
+}
+
+fn and_expr<T: Connectives>(
+    c: &mut Cursor<'_>,
+    leaf: fn(&mut Cursor<'_>) -> Result<T, ParseError>,
+) -> Result<T, ParseError> {
+    let mut items = vec![primary(c, leaf)?];
+    loop {
+        c.skip_ws();
+        if !c.eat(";") {
+            break;
+        }
+        items.push(primary(c, leaf)?);
+    }
+    Ok(if items.len() == 1 {
+        items.pop().expect("one item")
+    } else {
+        T::and(items)
+    })
+}
+
+fn primary<T: Connectives>(
+    c: &mut Cursor<'_>,
+    leaf: fn(&mut Cursor<'_>) -> Result<T, ParseError>,
+) -> Result<T, ParseError> {
+    c.skip_ws();
+    if c.eat("(") {
+        c.enter()?;
+        let t = or_expr(c, leaf)?;
+        c.leave();
+        c.skip_ws();
+        if !c.eat(")") {
+            return Err(c.err(format!("expected ')', found {}", c.found())));
+        }
+        return Ok(t);
+    }
+    leaf(c)
+}

@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use crate::cursor::Cursor;
+use crate::cursor::{Connectives, Cursor, parse_connected};
 use crate::error::ParseError;
 
 /// A parsed `scopeQ`. `And` and `Or` hold at least two operands.
@@ -53,60 +53,18 @@ pub enum ScopeLevel {
 
 /// Parses a `scopeQ` parameter (already percent-decoded).
 pub fn parse_scope_q(input: &str) -> Result<ScopeQuery, ParseError> {
-    let mut c = Cursor::new(input, "scope query")?;
-    let q = or_expr(&mut c)?;
-    c.skip_ws();
-    if !c.at_end() {
-        return Err(c.err(format!("unexpected {}", c.found())));
-    }
-    Ok(q)
-}
-
-fn or_expr(c: &mut Cursor<'_>) -> Result<ScopeQuery, ParseError> {
-    let mut items = vec![and_expr(c)?];
-    loop {
-        c.skip_ws();
-        if !(c.eat("|") || c.eat(",")) {
-            break;
-        }
-        items.push(and_expr(c)?);
-    }
-    Ok(if items.len() == 1 {
-        items.pop().expect("one item")
-    } else {
-        ScopeQuery::Or(items)
+    parse_connected(input, "scope query", |c| {
+        pattern(c).map(ScopeQuery::Pattern)
     })
 }
 
-fn and_expr(c: &mut Cursor<'_>) -> Result<ScopeQuery, ParseError> {
-    let mut items = vec![primary(c)?];
-    loop {
-        c.skip_ws();
-        if !c.eat(";") {
-            break;
-        }
-        items.push(primary(c)?);
-    }
-    Ok(if items.len() == 1 {
-        items.pop().expect("one item")
-    } else {
+impl Connectives for ScopeQuery {
+    fn and(items: Vec<Self>) -> Self {
         ScopeQuery::And(items)
-    })
-}
-
-fn primary(c: &mut Cursor<'_>) -> Result<ScopeQuery, ParseError> {
-    c.skip_ws();
-    if c.eat("(") {
-        c.enter()?;
-        let q = or_expr(c)?;
-        c.leave();
-        c.skip_ws();
-        if !c.eat(")") {
-            return Err(c.err(format!("expected ')', found {}", c.found())));
-        }
-        return Ok(q);
     }
-    pattern(c).map(ScopeQuery::Pattern)
+    fn or(items: Vec<Self>) -> Self {
+        ScopeQuery::Or(items)
+    }
 }
 
 fn level_name(c: &mut Cursor<'_>) -> Option<String> {

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::cursor::{Cursor, is_name, is_uri};
+use crate::cursor::{Connectives, Cursor, is_name, is_uri, parse_connected};
 use crate::error::ParseError;
 
 /// A parsed `type` parameter. `And` and `Or` hold at least two operands.
@@ -29,59 +29,20 @@ pub enum TypeExpr {
 
 /// Parses a `type` parameter (already percent-decoded).
 pub fn parse_type_expr(input: &str) -> Result<TypeExpr, ParseError> {
-    let mut c = Cursor::new(input, "type expression")?;
-    let t = or_expr(&mut c)?;
-    c.skip_ws();
-    if !c.at_end() {
-        return Err(c.err(format!("unexpected {}", c.found())));
-    }
-    Ok(t)
+    parse_connected(input, "type expression", type_name)
 }
 
-fn or_expr(c: &mut Cursor<'_>) -> Result<TypeExpr, ParseError> {
-    let mut items = vec![and_expr(c)?];
-    loop {
-        c.skip_ws();
-        if !(c.eat("|") || c.eat(",")) {
-            break;
-        }
-        items.push(and_expr(c)?);
-    }
-    Ok(if items.len() == 1 {
-        items.pop().expect("one item")
-    } else {
-        TypeExpr::Or(items)
-    })
-}
-
-fn and_expr(c: &mut Cursor<'_>) -> Result<TypeExpr, ParseError> {
-    let mut items = vec![primary(c)?];
-    loop {
-        c.skip_ws();
-        if !c.eat(";") {
-            break;
-        }
-        items.push(primary(c)?);
-    }
-    Ok(if items.len() == 1 {
-        items.pop().expect("one item")
-    } else {
+impl Connectives for TypeExpr {
+    fn and(items: Vec<Self>) -> Self {
         TypeExpr::And(items)
-    })
+    }
+    fn or(items: Vec<Self>) -> Self {
+        TypeExpr::Or(items)
+    }
 }
 
-fn primary(c: &mut Cursor<'_>) -> Result<TypeExpr, ParseError> {
-    c.skip_ws();
-    if c.eat("(") {
-        c.enter()?;
-        let t = or_expr(c)?;
-        c.leave();
-        c.skip_ws();
-        if !c.eat(")") {
-            return Err(c.err(format!("expected ')', found {}", c.found())));
-        }
-        return Ok(t);
-    }
+/// One entity type name (or URI).
+fn type_name(c: &mut Cursor<'_>) -> Result<TypeExpr, ParseError> {
     let start = c.pos;
     while matches!(c.peek(), Some(ch) if !(ch.is_whitespace() || ch.is_control() || matches!(ch, ',' | ';' | '|' | '(' | ')')))
     {
