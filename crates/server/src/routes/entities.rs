@@ -122,6 +122,22 @@ fn entity_location(id: &str) -> String {
     format!("/ngsi-ld/v1/entities/{}", utf8_percent_encode(id, SEGMENT))
 }
 
+/// The shape of the writes that answer 204: check the parameters, read the
+/// body and its @context, call the broker.
+async fn write_no_content(
+    state: &AppState,
+    req: &Ngsi,
+    body: Body,
+    op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Value) -> ngsi_model::NgsiResult<()>,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(req, state, body).await?;
+    op(&state.broker, &ctx, &value)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
 /// POST /entities
 pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
@@ -333,14 +349,10 @@ pub async fn merge(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state
-        .broker
-        .merge_entity(&req.tenant, &ctx, &id, &value)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    write_no_content(&state, &req, body, async |b, ctx, v| {
+        b.merge_entity(&req.tenant, ctx, &id, v).await
+    })
+    .await
 }
 
 /// PUT /entities/{id}
@@ -350,14 +362,10 @@ pub async fn replace(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state
-        .broker
-        .replace_entity(&req.tenant, &ctx, &id, &value)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    write_no_content(&state, &req, body, async |b, ctx, v| {
+        b.replace_entity(&req.tenant, ctx, &id, v).await
+    })
+    .await
 }
 
 /// DELETE /entities/{id}
@@ -416,14 +424,10 @@ pub async fn partial_update(
     Path((id, attr)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state
-        .broker
-        .partial_attr_update(&req.tenant, &ctx, &id, &attr, &value)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    write_no_content(&state, &req, body, async |b, ctx, v| {
+        b.partial_attr_update(&req.tenant, ctx, &id, &attr, v).await
+    })
+    .await
 }
 
 /// PUT /entities/{id}/attrs/{attr}
@@ -433,14 +437,10 @@ pub async fn replace_attr(
     Path((id, attr)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state
-        .broker
-        .replace_attr(&req.tenant, &ctx, &id, &attr, &value)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    write_no_content(&state, &req, body, async |b, ctx, v| {
+        b.replace_attr(&req.tenant, ctx, &id, &attr, v).await
+    })
+    .await
 }
 
 /// DELETE /entities/{id}/attrs/{attr}
