@@ -443,6 +443,10 @@ fn load_entities(
                             .or_default()
                             .put(&entity, bytes.into_boxed_slice());
                         count += 1;
+                        // Progress for operators: a large city takes seconds.
+                        if count.is_multiple_of(250_000) {
+                            tracing::info!(entities = count, "loading the store");
+                        }
                     }
                 }
                 Ok((count, local))
