@@ -321,12 +321,10 @@ impl Broker {
             ));
         };
         let patch = parse_fragment_instance(attr, body, ctx, ParseLimits::patch())?;
-        self.modify(tenant, id, move |entity, now| {
-            update::partial_update(entity, &name, patch, now)?;
-            Ok(UpdateReport::default())
+        self.modify_entity(tenant, id, move |entity, now| {
+            update::partial_update(entity, &name, patch, now)
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Replace Attribute (clause 5.6.19).
@@ -346,12 +344,10 @@ impl Broker {
             ctx,
             self.config.parse,
         )?;
-        self.modify(tenant, id, move |entity, now| {
-            update::replace_attribute(entity, &name, instances, now)?;
-            Ok(UpdateReport::default())
+        self.modify_entity(tenant, id, move |entity, now| {
+            update::replace_attribute(entity, &name, instances, now)
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Delete Entity Attribute (clause 5.6.5).
@@ -372,12 +368,10 @@ impl Broker {
         }
         let name = iri(&ctx.expand(attr));
         let dataset_id = dataset_id.filter(|d| *d != "@none").map(str::to_string);
-        self.modify(tenant, id, move |entity, now| {
-            update::delete_attribute(entity, &name, dataset_id.as_deref(), delete_all, now)?;
-            Ok(UpdateReport::default())
+        self.modify_entity(tenant, id, move |entity, now| {
+            update::delete_attribute(entity, &name, dataset_id.as_deref(), delete_all, now)
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Merge Entity (clause 5.6.17).
@@ -389,12 +383,11 @@ impl Broker {
         body: &Value,
     ) -> NgsiResult<()> {
         let fragment = self.fragment_entity(ctx, id, body, ParseLimits::patch())?;
-        self.modify(tenant, id, move |entity, now| {
+        self.modify_entity(tenant, id, move |entity, now| {
             update::merge(entity, fragment, now);
-            Ok(UpdateReport::default())
+            Ok(())
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Replace Entity (clause 5.6.18).
@@ -457,6 +450,21 @@ impl Broker {
         )
         .await?;
         Ok(())
+    }
+
+    /// [`Self::modify`] for the operations that report nothing per
+    /// attribute: they either change the entity or fail.
+    async fn modify_entity(
+        &self,
+        tenant: &str,
+        id: &str,
+        f: impl FnOnce(&mut Entity, i64) -> NgsiResult<()> + Send + 'static,
+    ) -> NgsiResult<()> {
+        self.modify(tenant, id, move |entity, now| {
+            f(entity, now).map(|()| UpdateReport::default())
+        })
+        .await
+        .map(drop)
     }
 
     /// Runs `f` on the latest version of entity `id` inside the writer and
