@@ -89,6 +89,28 @@ pub struct Outcome {
     pub report: Option<UpdateReport>,
 }
 
+/// One committed change of one entity. A commit publishes the changes of all
+/// its operations, in the order they were applied, after it is durable.
+#[derive(Debug, Clone)]
+pub struct EntityChange {
+    /// The tenant of the entity.
+    pub tenant: Arc<str>,
+    /// The entity id.
+    pub id: Arc<str>,
+    /// The state before the operation (`None`: it was created).
+    pub before: Option<Arc<Entity>>,
+    /// The state after the operation (`None`: it was deleted).
+    pub after: Option<Arc<Entity>>,
+}
+
+/// The changes of one commit, shared by every listener.
+pub type ChangeBatch = Arc<[EntityChange]>;
+
+/// A listener's end of the change feed. A listener that falls more than the
+/// feed's capacity behind loses the oldest batches and is told how many
+/// (`RecvError::Lagged`); writers never wait for listeners.
+pub type ChangeReceiver = tokio::sync::broadcast::Receiver<ChangeBatch>;
+
 /// Errors of the storage layer itself (as opposed to the domain errors that an
 /// operation returns).
 #[derive(Debug, thiserror::Error)]
@@ -227,4 +249,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> WriteFuture;
     /// Every record of a collection, ordered by key.
     fn records(&self, tenant: &str, collection: &str) -> Vec<(String, serde_json::Value)>;
+    /// A new listener of the change feed: every commit from now on, after it
+    /// is durable and visible to readers.
+    fn changes(&self) -> ChangeReceiver;
 }

@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::index::TenantIndex;
 use crate::{
-    Filter, Next, Op, Outcome, Page, QueryPage, Selection, Store, StoreError, WriteFuture,
+    ChangeBatch, ChangeReceiver, EntityChange, Filter, Next, Op, Outcome, Page, QueryPage,
+    Selection, Store, StoreError, WriteFuture,
 };
 
 type Reply = oneshot::Sender<Result<Vec<Result<Outcome, NgsiError>>, StoreError>>;
@@ -58,6 +59,8 @@ pub struct SqliteConfig {
     pub queue_depth: usize,
     /// How hard each commit pushes to the disk.
     pub sync: SyncMode,
+    /// How many commits the change feed holds for a listener that is behind.
+    pub change_feed_capacity: usize,
 }
 
 /// When a commit is acknowledged.
@@ -90,6 +93,7 @@ impl Default for SqliteConfig {
             max_group_ops: 8192,
             queue_depth: 4096,
             sync: SyncMode::Full,
+            change_feed_capacity: 1024,
         }
     }
 }
@@ -107,6 +111,8 @@ struct Shared {
     entities: AtomicU64,
     records: RwLock<Records>,
     metrics: Metrics,
+    /// The change feed (see [`Store::changes`]).
+    changes: tokio::sync::broadcast::Sender<ChangeBatch>,
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`; dropping the
@@ -236,6 +242,7 @@ impl SqliteStore {
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
                 ]),
             },
+            changes: tokio::sync::broadcast::channel(config.change_feed_capacity.max(1)).0,
         });
         let (tx, rx) = mpsc::channel(config.queue_depth);
         let writer_shared = shared.clone();
@@ -395,6 +402,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn changes(&self) -> ChangeReceiver {
+        self.shared.changes.subscribe()
+    }
+
     fn records(&self, tenant: &str, collection: &str) -> Vec<(String, serde_json::Value)> {
         let key: (Box<str>, Box<str>) = (tenant.into(), collection.into());
         self.shared
@@ -506,6 +517,8 @@ struct Overlay {
     before: HashMap<EntityKey, Option<Arc<Entity>>>,
     new_tenants: Vec<Box<str>>,
     records: Vec<(Box<str>, RecordWrite)>,
+    /// Every change in application order, when someone listens.
+    events: Option<Vec<EntityChange>>,
 }
 
 impl Writer {
@@ -529,7 +542,11 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<WriteRequest>) {
         let started = Instant::now();
-        let mut overlay = Overlay::default();
+        let mut overlay = Overlay {
+            events: (self.shared.changes.receiver_count() > 0).then(Vec::new),
+            ..Overlay::default()
+        };
+        let mut tenant_names: HashMap<Box<str>, Arc<str>> = HashMap::new();
         let mut results: Vec<Vec<Result<Outcome, NgsiError>>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut op_count = 0usize;
@@ -600,6 +617,7 @@ impl Writer {
                             }
                         };
                         let existed = current.is_some();
+                        let before = overlay.events.is_some().then(|| current.clone()).flatten();
                         let applied =
                             catch_unwind(AssertUnwindSafe(|| (op.apply)(current.as_deref())))
                                 .unwrap_or_else(|_| Err(NgsiError::internal("operation panicked")));
@@ -610,9 +628,16 @@ impl Writer {
                                     Next::Put(entity) => {
                                         let bytes = encode(&entity);
                                         put.execute(params![&*req.tenant, &*op.id, &bytes])?;
-                                        overlay
-                                            .changed
-                                            .insert(key, Some((Arc::new(entity), bytes.into())));
+                                        let entity = Arc::new(entity);
+                                        if let Some(events) = &mut overlay.events {
+                                            events.push(EntityChange {
+                                                tenant: tenant_arc(&mut tenant_names, &req.tenant),
+                                                id: op.id.clone(),
+                                                before,
+                                                after: Some(entity.clone()),
+                                            });
+                                        }
+                                        overlay.changed.insert(key, Some((entity, bytes.into())));
                                         if !known.contains(&req.tenant)
                                             && !overlay.new_tenants.contains(&req.tenant)
                                         {
@@ -622,6 +647,16 @@ impl Writer {
                                     }
                                     Next::Delete => {
                                         del.execute(params![&*req.tenant, &*op.id])?;
+                                        if let Some(events) = &mut overlay.events
+                                            && before.is_some()
+                                        {
+                                            events.push(EntityChange {
+                                                tenant: tenant_arc(&mut tenant_names, &req.tenant),
+                                                id: op.id.clone(),
+                                                before,
+                                                after: None,
+                                            });
+                                        }
                                         overlay.changed.insert(key, None);
                                     }
                                 }
@@ -659,7 +694,8 @@ impl Writer {
         m.commit_seconds.observe(started.elapsed().as_secs_f64());
     }
 
-    fn publish(&self, overlay: Overlay) {
+    fn publish(&self, mut overlay: Overlay) {
+        let events = overlay.events.take();
         if !overlay.records.is_empty() {
             let mut records = self.shared.records.write();
             for (tenant, r) in overlay.records {
@@ -710,5 +746,20 @@ impl Writer {
                 .entities
                 .fetch_sub((-delta) as u64, Ordering::Relaxed);
         }
+        drop(tenants);
+        if let Some(events) = events
+            && !events.is_empty()
+        {
+            // No listener left is not an error: the feed is best effort.
+            let _ = self.shared.changes.send(events.into());
+        }
     }
+}
+
+/// The shared name of a tenant, allocated once per group.
+fn tenant_arc(names: &mut HashMap<Box<str>, Arc<str>>, tenant: &Box<str>) -> Arc<str> {
+    names
+        .entry(tenant.clone())
+        .or_insert_with(|| Arc::from(&**tenant))
+        .clone()
 }

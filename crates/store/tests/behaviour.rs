@@ -416,3 +416,73 @@ async fn a_large_store_reloads_completely() {
         assert_eq!(store.type_infos(tenant)[0].entities, 5000);
     }
 }
+
+#[tokio::test]
+async fn the_change_feed_reports_every_applied_op_in_order_after_commit() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    // Nobody listens yet: nothing is kept for later listeners.
+    store
+        .write(
+            "",
+            vec![create(entity("urn:a:0", "https://example.org/T", 0))],
+        )
+        .await
+        .unwrap();
+    let mut feed = store.changes();
+    let id = "urn:a:1";
+    let bump = Op::new(id, |current| {
+        let mut e = current.cloned().unwrap();
+        e.attrs[0].1[0].value = AttrValue::Property(json!(level_of(&e) + 1));
+        Ok(Change::put(e))
+    });
+    let fails = Op::new(id, |_| Err(NgsiError::not_found("no")));
+    let keeps = Op::new(id, |_| {
+        Ok(Change {
+            next: Next::Keep,
+            report: None,
+        })
+    });
+    let delete = Op::new(id, |_| {
+        Ok(Change {
+            next: Next::Delete,
+            report: None,
+        })
+    });
+    let delete_missing = Op::new("urn:a:missing", |_| {
+        Ok(Change {
+            next: Next::Delete,
+            report: None,
+        })
+    });
+    store
+        .write(
+            "t1",
+            vec![
+                create(entity(id, "https://example.org/T", 5)),
+                bump,
+                fails,
+                keeps,
+                delete,
+                delete_missing,
+            ],
+        )
+        .await
+        .unwrap();
+    let batch = feed.recv().await.unwrap();
+    let summary: Vec<_> = batch
+        .iter()
+        .map(|c| {
+            assert_eq!(&*c.tenant, "t1");
+            assert_eq!(&*c.id, id);
+            (
+                c.before.as_deref().map(level_of),
+                c.after.as_deref().map(level_of),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(None, Some(5)), (Some(5), Some(6)), (Some(6), None)]
+    );
+    assert!(feed.try_recv().is_err(), "one batch per commit");
+}
