@@ -757,9 +757,11 @@ impl Writer {
 }
 
 /// The shared name of a tenant, allocated once per group.
-fn tenant_arc(names: &mut HashMap<Box<str>, Arc<str>>, tenant: &Box<str>) -> Arc<str> {
-    names
-        .entry(tenant.clone())
-        .or_insert_with(|| Arc::from(&**tenant))
-        .clone()
+fn tenant_arc(names: &mut HashMap<Box<str>, Arc<str>>, tenant: &str) -> Arc<str> {
+    if let Some(name) = names.get(tenant) {
+        return name.clone();
+    }
+    let name: Arc<str> = Arc::from(tenant);
+    names.insert(tenant.into(), name.clone());
+    name
 }
