@@ -15,5 +15,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+bash scripts/services.sh
+
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast

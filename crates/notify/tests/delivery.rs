@@ -1,0 +1,258 @@
+//! Delivery against real receivers: an HTTP server on a free port and the
+//! MQTT broker on 127.0.0.1:1883 (`scripts/services.sh` starts it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use notify::{Endpoint, Event, Message, Notifier, NotifierConfig, Reports, Target, parse_target};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+#[derive(Default)]
+struct Log(Mutex<Vec<(String, Event)>>);
+
+impl Reports for Log {
+    fn report(&self, key: &str, event: Event) {
+        self.0.lock().push((key.to_string(), event));
+    }
+}
+
+impl Log {
+    fn events(&self, key: &str) -> Vec<Event> {
+        self.0
+            .lock()
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    async fn wait_for(&self, key: &str, n: usize) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.events(key);
+            if events.len() >= n || Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+type Received = mpsc::UnboundedReceiver<(HeaderMap, Bytes)>;
+
+/// An HTTP receiver answering `status` after `delay`, returning its URL and
+/// what it received.
+async fn receiver(status: StatusCode, delay: Duration) -> (String, Received) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/notify",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                tokio::time::sleep(delay).await;
+                status
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/notify"), rx)
+}
+
+fn endpoint(uri: &str, info: &[(&str, &str)]) -> Arc<Endpoint> {
+    let info: Vec<(String, String)> = info
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Arc::new(Endpoint {
+        target: parse_target(uri, &info).unwrap(),
+        receiver_info: vec![("X-City".into(), "Guangzhou".into())],
+        timeout: Some(Duration::from_secs(2)),
+        cooldown: None,
+    })
+}
+
+fn message(body: &str) -> Message {
+    Message {
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: Bytes::from(body.to_string()),
+        since: Instant::now(),
+    }
+}
+
+fn config() -> NotifierConfig {
+    NotifierConfig {
+        queue_depth: 4,
+        max_attempts: 3,
+        backoff: Duration::from_millis(10),
+        default_timeout: Duration::from_secs(2),
+    }
+}
+
+#[tokio::test]
+async fn http_delivery_carries_the_body_headers_and_receiver_info_in_order() {
+    let (url, mut received) = receiver(StatusCode::OK, Duration::ZERO).await;
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    let key: Arc<str> = Arc::from("urn:sub:1");
+    let ep = endpoint(&url, &[]);
+    for i in 0..3 {
+        notifier
+            .send(&key, &ep, message(&format!("{{\"n\":{i}}}")))
+            .unwrap();
+    }
+    for i in 0..3 {
+        let (headers, body) = received.recv().await.unwrap();
+        assert_eq!(body, format!("{{\"n\":{i}}}"));
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["x-city"], "Guangzhou");
+    }
+    let events = log.wait_for("urn:sub:1", 6).await;
+    assert_eq!(
+        events,
+        vec![
+            Event::Sending,
+            Event::Delivered,
+            Event::Sending,
+            Event::Delivered,
+            Event::Sending,
+            Event::Delivered
+        ],
+        "each message is reported before it goes out and after"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_receiver_is_retried_then_reported_failed() {
+    let (url, mut received) = receiver(StatusCode::INTERNAL_SERVER_ERROR, Duration::ZERO).await;
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    notifier
+        .send(&Arc::from("urn:sub:f"), &endpoint(&url, &[]), message("{}"))
+        .unwrap();
+    let events = log.wait_for("urn:sub:f", 2).await;
+    assert_eq!(events[0], Event::Sending);
+    assert!(
+        matches!(&events[1], Event::Failed(r) if r.contains("500")),
+        "{events:?}"
+    );
+    let mut attempts = 0;
+    while received.try_recv().is_ok() {
+        attempts += 1;
+    }
+    assert_eq!(attempts, 3, "max_attempts attempts in all");
+    // An unreachable receiver fails the same way.
+    notifier
+        .send(
+            &Arc::from("urn:sub:gone"),
+            &endpoint("http://127.0.0.1:9/notify", &[]),
+            message("{}"),
+        )
+        .unwrap();
+    let events = log.wait_for("urn:sub:gone", 2).await;
+    assert!(matches!(&events[1], Event::Failed(_)), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_fills_only_its_own_queue() {
+    let (slow_url, _slow) = receiver(StatusCode::OK, Duration::from_secs(30)).await;
+    let (fast_url, mut fast) = receiver(StatusCode::OK, Duration::ZERO).await;
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    let slow: Arc<str> = Arc::from("urn:sub:slow");
+    let slow_ep = endpoint(&slow_url, &[]);
+    let mut rejected = 0;
+    for _ in 0..20 {
+        if notifier.send(&slow, &slow_ep, message("{}")).is_err() {
+            rejected += 1;
+        }
+    }
+    // One in flight, `queue_depth` waiting, the rest refused.
+    assert!((14..=16).contains(&rejected), "rejected {rejected}");
+    let fast_key: Arc<str> = Arc::from("urn:sub:fast");
+    let started = Instant::now();
+    notifier
+        .send(&fast_key, &endpoint(&fast_url, &[]), message("{}"))
+        .unwrap();
+    fast.recv().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Subscribes to `topic` on the local MQTT broker and returns the messages.
+async fn mqtt_subscriber(topic: &str) -> mpsc::UnboundedReceiver<Vec<u8>> {
+    let mut options = rumqttc::MqttOptions::new(
+        format!("wuyang-test-{}", std::process::id()),
+        "127.0.0.1",
+        1883,
+    );
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    client
+        .subscribe(topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    if let Some(s) = subscribed_tx.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send(p.payload.to_vec());
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the MQTT broker on 127.0.0.1:1883 is not reachable: {e}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), subscribed_rx)
+        .await
+        .expect("no SUBACK from the MQTT broker")
+        .unwrap();
+    rx
+}
+
+#[tokio::test]
+async fn mqtt_delivery_wraps_the_notification_with_its_metadata() {
+    let topic = format!("wuyang/test/{}/alerts", std::process::id());
+    let mut messages = mqtt_subscriber(&topic).await;
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    for (i, version) in ["mqtt3.1.1", "mqtt5.0"].into_iter().enumerate() {
+        let ep = endpoint(
+            &format!("mqtt://127.0.0.1:1883/{topic}"),
+            &[("MQTT-QoS", "1"), ("MQTT-Version", version)],
+        );
+        assert!(matches!(&ep.target, Target::Mqtt(m) if m.qos == 1));
+        notifier
+            .send(
+                &Arc::from(format!("urn:sub:mqtt{i}")),
+                &ep,
+                message(&format!("{{\"type\":\"Notification\",\"n\":{i}}}")),
+            )
+            .unwrap();
+        let payload = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+            .await
+            .expect("no MQTT message")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(v["body"]["n"], i, "{version}");
+        assert_eq!(v["metadata"]["Content-Type"], "application/json");
+        assert_eq!(v["metadata"]["X-City"], "Guangzhou");
+        let events = log.wait_for(&format!("urn:sub:mqtt{i}"), 2).await;
+        assert_eq!(events, [Event::Sending, Event::Delivered]);
+    }
+}
