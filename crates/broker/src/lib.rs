@@ -8,6 +8,7 @@ mod batch;
 mod context;
 mod discovery;
 mod query;
+pub mod subscriptions;
 mod target;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct BrokerConfig {
     pub max_limit: usize,
     /// Limits for parsing documents.
     pub parse: ParseLimits,
+    /// Notification delivery: queue depth, retries, timeouts.
+    pub notifier: notify::NotifierConfig,
 }
 
 impl Default for BrokerConfig {
@@ -43,6 +46,7 @@ impl Default for BrokerConfig {
             default_limit: 20,
             max_limit: 1000,
             parse: ParseLimits::default(),
+            notifier: notify::NotifierConfig::default(),
         }
     }
 }
@@ -52,6 +56,9 @@ pub struct Broker {
     store: Arc<dyn Store>,
     contexts: jsonld::ContextResolver,
     config: BrokerConfig,
+    subscriptions: subscriptions::Engine,
+    /// Serialises the writes of subscriptions (they are rare).
+    subscription_writes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -120,18 +127,40 @@ fn not_found(id: &str) -> NgsiError {
 
 impl Broker {
     /// A broker over `store`, resolving contexts with `contexts`.
+    ///
+    /// Inside a Tokio runtime this also starts the subscription engine
+    /// (notifications, live streams) and restores the stored
+    /// subscriptions; without one, subscriptions stay inert.
     pub fn new(
         store: Arc<dyn Store>,
         contexts: jsonld::ContextResolver,
         config: BrokerConfig,
     ) -> Self {
+        let engine = subscriptions::Engine::new(store.clone(), config.notifier.clone());
         let broker = Self {
             store,
             contexts,
             config,
+            subscriptions: engine,
+            subscription_writes: tokio::sync::Mutex::new(()),
         };
         broker.restore_hosted_contexts();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            broker.subscriptions.start();
+            tokio::spawn(subscriptions::restore(
+                broker.store.clone(),
+                broker.contexts.clone(),
+                broker.subscriptions.clone(),
+            ));
+        } else {
+            tracing::warn!("no async runtime: subscriptions are inert");
+        }
         broker
+    }
+
+    /// Registers the metrics of subscriptions and notification delivery.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.subscriptions.register_metrics(registry);
     }
 
     /// The store (for metrics and health).
@@ -229,42 +258,7 @@ impl Broker {
         ctx: &Ctx,
         view: &ViewOptions,
     ) -> Map<String, Value> {
-        let opts = RenderOptions {
-            format: view.format,
-            sys_attrs: view.sys_attrs,
-            lang: view.lang.as_deref(),
-        };
-        if view.attrs.is_none() && view.omit.is_none() && view.dataset_id.is_none() {
-            return render_entity(entity, ctx, &opts);
-        }
-        let mut projected = entity.clone();
-        if let Some(keep) = &view.attrs {
-            projected
-                .attrs
-                .retain(|(n, _)| keep.iter().any(|k| **k == **n));
-        }
-        if let Some(drop) = &view.omit {
-            projected
-                .attrs
-                .retain(|(n, _)| !drop.iter().any(|k| **k == **n));
-        }
-        if let Some(ds) = &view.dataset_id {
-            for (_, instances) in &mut projected.attrs {
-                instances.retain(|a| ds.iter().any(|d| a.dataset_id.as_deref() == d.as_deref()));
-            }
-            projected.attrs.retain(|(_, i)| !i.is_empty());
-        }
-        let mut out = render_entity(&projected, ctx, &opts);
-        if view.omit_id {
-            out.remove("id");
-        }
-        if view.omit_type {
-            out.remove("type");
-        }
-        if view.omit_scope {
-            out.remove("scope");
-        }
-        out
+        render_view(entity, ctx, view)
     }
 
     /// Update Entity Attributes (clause 5.6.2): only existing attributes are
@@ -587,4 +581,44 @@ fn parse_fragment_instance(
         )));
     }
     Ok(instance)
+}
+
+/// Renders an entity with the view's projection and options.
+pub(crate) fn render_view(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map<String, Value> {
+    let opts = RenderOptions {
+        format: view.format,
+        sys_attrs: view.sys_attrs,
+        lang: view.lang.as_deref(),
+    };
+    if view.attrs.is_none() && view.omit.is_none() && view.dataset_id.is_none() {
+        return render_entity(entity, ctx, &opts);
+    }
+    let mut projected = entity.clone();
+    if let Some(keep) = &view.attrs {
+        projected
+            .attrs
+            .retain(|(n, _)| keep.iter().any(|k| **k == **n));
+    }
+    if let Some(drop) = &view.omit {
+        projected
+            .attrs
+            .retain(|(n, _)| !drop.iter().any(|k| **k == **n));
+    }
+    if let Some(ds) = &view.dataset_id {
+        for (_, instances) in &mut projected.attrs {
+            instances.retain(|a| ds.iter().any(|d| a.dataset_id.as_deref() == d.as_deref()));
+        }
+        projected.attrs.retain(|(_, i)| !i.is_empty());
+    }
+    let mut out = render_entity(&projected, ctx, &opts);
+    if view.omit_id {
+        out.remove("id");
+    }
+    if view.omit_type {
+        out.remove("type");
+    }
+    if view.omit_scope {
+        out.remove("scope");
+    }
+    out
 }

@@ -71,9 +71,9 @@ pub struct ViewOptions {
 /// which must hold.
 #[derive(Debug, Clone, Default)]
 pub struct Selector {
-    ids: Option<Vec<Arc<str>>>,
-    id_pattern: Option<Regex>,
-    types: Option<TypeExpr>,
+    pub(crate) ids: Option<Vec<Arc<str>>>,
+    pub(crate) id_pattern: Option<Regex>,
+    pub(crate) types: Option<TypeExpr>,
 }
 
 impl Selector {
@@ -90,11 +90,11 @@ impl Selector {
 /// A parsed entity query, with every name expanded.
 #[derive(Debug, Clone, Default)]
 pub struct EntityQuery {
-    selectors: Vec<Selector>,
+    pub(crate) selectors: Vec<Selector>,
     attrs_filter: Option<Vec<Iri>>,
-    q: Option<Query>,
-    scope_q: Option<ScopeQuery>,
-    geo: Option<(GeoQuery, Iri)>,
+    pub(crate) q: Option<Query>,
+    pub(crate) scope_q: Option<ScopeQuery>,
+    pub(crate) geo: Option<(GeoQuery, Iri)>,
     /// Matches to skip.
     pub offset: usize,
     /// Matches to return at most.
@@ -129,7 +129,7 @@ pub(crate) fn parse_types(s: &str, ctx: &Ctx) -> NgsiResult<TypeExpr> {
     Ok(t)
 }
 
-fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
+pub(crate) fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
     let mut q =
         ngsi_query::parse_q(s).map_err(|e| NgsiError::bad_data(format!("invalid q: {e}")))?;
     q.map_attr_names(&mut |n| match n {

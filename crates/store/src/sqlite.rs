@@ -586,6 +586,14 @@ impl Writer {
                                 &*r.key
                             ])?,
                         };
+                        // A record creates its tenant, as an entity does.
+                        if r.value.is_some()
+                            && !known.contains(&req.tenant)
+                            && !overlay.new_tenants.contains(&req.tenant)
+                        {
+                            add_tenant.execute([&*req.tenant])?;
+                            overlay.new_tenants.push(req.tenant.clone());
+                        }
                         overlay.records.push((req.tenant.clone(), r));
                     }
                     let mut these = Vec::with_capacity(req.ops.len());

@@ -1,0 +1,824 @@
+//! The subscription engine: active subscriptions per tenant, the task that
+//! turns the store's change feed into notifications and live-stream events,
+//! periodic notifications, and the delivery status kept from the notifier's
+//! reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ngsi_model::render::Format;
+use ngsi_model::time::{format_micros, now_micros};
+use ngsi_model::{AttrValue, Attribute, Entity, Terms};
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value, json};
+use store::{EntityChange, Store};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use super::model::{Accept, Subscription, unique_suffix};
+use crate::Ctx;
+use crate::query::{EntityQuery, ViewOptions};
+
+/// The delivery status of a subscription (Table 5.2.14.2-1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub times_sent: u64,
+    pub times_failed: u64,
+    pub last_notification: Option<i64>,
+    pub last_success: Option<i64>,
+    pub last_failure: Option<i64>,
+    /// Whether the last delivery succeeded.
+    pub ok: Option<bool>,
+}
+
+impl Status {
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("timesSent".into(), json!(self.times_sent));
+        m.insert("timesFailed".into(), json!(self.times_failed));
+        for (k, v) in [
+            ("lastNotification", self.last_notification),
+            ("lastSuccess", self.last_success),
+            ("lastFailure", self.last_failure),
+        ] {
+            if let Some(t) = v {
+                m.insert(k.into(), json!(format_micros(t)));
+            }
+        }
+        if let Some(ok) = self.ok {
+            m.insert("status".into(), json!(if ok { "ok" } else { "failed" }));
+        }
+        Value::Object(m)
+    }
+
+    pub fn from_json(v: &Value) -> Self {
+        let t = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .and_then(ngsi_model::time::parse_datetime)
+        };
+        Self {
+            times_sent: v.get("timesSent").and_then(Value::as_u64).unwrap_or(0),
+            times_failed: v.get("timesFailed").and_then(Value::as_u64).unwrap_or(0),
+            last_notification: t("lastNotification"),
+            last_success: t("lastSuccess"),
+            last_failure: t("lastFailure"),
+            ok: v.get("status").and_then(Value::as_str).map(|s| s == "ok"),
+        }
+    }
+}
+
+/// The mutable state of one subscription, shared across its versions.
+pub struct DeliveryState {
+    pub tenant: Arc<str>,
+    pub id: Arc<str>,
+    pub status: Mutex<Status>,
+    /// When the last notification was queued (throttling).
+    last_queued: Mutex<Option<Instant>>,
+    /// The status changed since it was last written to the store.
+    dirty: AtomicBool,
+}
+
+/// One active subscription with what delivery needs.
+pub struct Entry {
+    pub sub: Arc<Subscription>,
+    /// The notifier's key: tenant and id.
+    pub key: Arc<str>,
+    /// The context notifications are compacted with.
+    pub notify_ctx: Ctx,
+    pub state: Arc<DeliveryState>,
+    periodic: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(h) = self.periodic.get_mut().take() {
+            h.abort();
+        }
+    }
+}
+
+/// A live-stream listener.
+struct LiveSink {
+    tenant: Arc<str>,
+    filter: EntityQuery,
+    ctx: Ctx,
+    view: ViewOptions,
+    tx: mpsc::Sender<Bytes>,
+}
+
+#[derive(Default)]
+struct Metrics {
+    feed_lost: Counter,
+    matched: Counter,
+    throttled: Counter,
+    live_dropped: Counter,
+    active: Gauge,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    notifier: notify::Notifier,
+    /// Subscriptions by tenant; copied on write (writes are rare, every
+    /// commit reads).
+    subs: RwLock<HashMap<Arc<str>, Arc<Vec<Arc<Entry>>>>>,
+    states: RwLock<HashMap<Arc<str>, Arc<DeliveryState>>>,
+    live: Mutex<Vec<LiveSink>>,
+    metrics: Metrics,
+}
+
+/// Reports of the notifier, applied to the delivery status.
+struct StatusReports(std::sync::Weak<Inner>);
+
+impl notify::Reports for StatusReports {
+    fn report(&self, key: &str, event: notify::Event) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let Some(state) = inner.states.read().get(key).cloned() else {
+            return;
+        };
+        let now = now_micros();
+        let mut s = state.status.lock();
+        match event {
+            notify::Event::Sending => {
+                s.times_sent += 1;
+                s.last_notification = Some(now);
+            }
+            notify::Event::Delivered => {
+                s.last_success = Some(now);
+                s.ok = Some(true);
+            }
+            notify::Event::Failed(_) => {
+                s.times_failed += 1;
+                s.last_failure = Some(now);
+                s.ok = Some(false);
+            }
+        }
+        state.dirty.store(true, Ordering::Release);
+    }
+}
+
+/// The store collection of subscription statuses.
+pub(crate) const STATUS_COLLECTION: &str = "subscriptionStatus";
+
+/// The engine handle.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn key_of(tenant: &str, id: &str) -> Arc<str> {
+    Arc::from(format!("{tenant}\n{id}").as_str())
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, config: notify::NotifierConfig) -> Self {
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+            store,
+            notifier: notify::Notifier::new(config, Arc::new(StatusReports(weak.clone()))),
+            subs: RwLock::new(HashMap::new()),
+            states: RwLock::new(HashMap::new()),
+            live: Mutex::new(Vec::new()),
+            metrics: Metrics::default(),
+        });
+        Self { inner }
+    }
+
+    /// Starts the feed listener and the status writer. Needs a Tokio runtime.
+    pub fn start(&self) {
+        let mut feed = self.inner.store.changes();
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let batch = feed.recv().await;
+                let Some(inner) = weak.upgrade() else { break };
+                match batch {
+                    Ok(batch) => inner.on_commit(&batch),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(lost = n, "subscriptions fell behind the change feed");
+                        inner.metrics.feed_lost.inc_by(n);
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.flush_statuses().await;
+            }
+        });
+    }
+
+    /// Registers the engine's and the notifier's metrics.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let m = &self.inner.metrics;
+        registry.register(
+            "wuyang_subscription_feed_lost",
+            "Committed changes the subscription engine missed because it fell behind",
+            m.feed_lost.clone(),
+        );
+        registry.register(
+            "wuyang_subscription_matches",
+            "Notifications produced by matching changes against subscriptions",
+            m.matched.clone(),
+        );
+        registry.register(
+            "wuyang_subscription_throttled",
+            "Notifications suppressed by throttling",
+            m.throttled.clone(),
+        );
+        registry.register(
+            "wuyang_live_dropped",
+            "Live-stream events dropped because the client read too slowly",
+            m.live_dropped.clone(),
+        );
+        registry.register(
+            "wuyang_subscriptions",
+            "Subscriptions held",
+            m.active.clone(),
+        );
+        self.inner.notifier.register_metrics(registry);
+    }
+
+    /// The entry of subscription `id` of `tenant`.
+    pub fn get(&self, tenant: &str, id: &str) -> Option<Arc<Entry>> {
+        self.inner
+            .subs
+            .read()
+            .get(tenant)
+            .and_then(|list| list.iter().find(|e| &*e.sub.id == id).cloned())
+    }
+
+    /// Every subscription of `tenant`, by id.
+    pub fn list(&self, tenant: &str) -> Vec<Arc<Entry>> {
+        let mut v: Vec<Arc<Entry>> = self
+            .inner
+            .subs
+            .read()
+            .get(tenant)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.sub.id.cmp(&b.sub.id));
+        v
+    }
+
+    /// Whether `tenant` has subscriptions.
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        self.inner.subs.read().contains_key(tenant)
+    }
+
+    /// Installs (or replaces) a subscription, keeping its delivery status.
+    pub fn install(
+        &self,
+        tenant: &str,
+        sub: Subscription,
+        notify_ctx: Ctx,
+        status: Option<Status>,
+    ) {
+        let tenant: Arc<str> = Arc::from(tenant);
+        let key = key_of(&tenant, &sub.id);
+        let state = {
+            let mut states = self.inner.states.write();
+            states
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(DeliveryState {
+                        tenant: tenant.clone(),
+                        id: sub.id.clone(),
+                        status: Mutex::new(status.unwrap_or_default()),
+                        last_queued: Mutex::new(None),
+                        dirty: AtomicBool::new(false),
+                    })
+                })
+                .clone()
+        };
+        let entry = Arc::new(Entry {
+            sub: Arc::new(sub),
+            key,
+            notify_ctx,
+            state,
+            periodic: Mutex::new(None),
+        });
+        if let Some(secs) = entry.sub.time_interval {
+            let weak = Arc::downgrade(&self.inner);
+            let e = Arc::downgrade(&entry);
+            let period = Duration::from_secs_f64(secs);
+            *entry.periodic.lock() = Some(tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let (Some(inner), Some(entry)) = (weak.upgrade(), e.upgrade()) else {
+                        break;
+                    };
+                    inner.periodic(&entry);
+                }
+            }));
+        }
+        let mut subs = self.inner.subs.write();
+        let list = subs.entry(tenant).or_default();
+        let mut next: Vec<Arc<Entry>> = list
+            .iter()
+            .filter(|e| e.sub.id != entry.sub.id)
+            .cloned()
+            .collect();
+        next.push(entry);
+        *list = Arc::new(next);
+        self.inner
+            .metrics
+            .active
+            .set(subs.values().map(|l| l.len() as i64).sum());
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn remove(&self, tenant: &str, id: &str) -> bool {
+        let key = key_of(tenant, id);
+        let mut subs = self.inner.subs.write();
+        let Some(list) = subs.get_mut(tenant) else {
+            return false;
+        };
+        let before = list.len();
+        let next: Vec<Arc<Entry>> = list.iter().filter(|e| &*e.sub.id != id).cloned().collect();
+        let removed = next.len() != before;
+        *list = Arc::new(next);
+        self.inner
+            .metrics
+            .active
+            .set(subs.values().map(|l| l.len() as i64).sum());
+        drop(subs);
+        if removed {
+            self.inner.states.write().remove(&key);
+            self.inner.notifier.forget(&key);
+        }
+        removed
+    }
+
+    /// Opens a live stream of the changes of `tenant` that match `filter`,
+    /// rendered with `ctx` and `view`. Each item is one Notification JSON
+    /// document. A client that reads too slowly loses events (counted).
+    pub fn live(
+        &self,
+        tenant: &str,
+        filter: EntityQuery,
+        ctx: Ctx,
+        view: ViewOptions,
+        depth: usize,
+    ) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        self.inner.live.lock().push(LiveSink {
+            tenant: Arc::from(tenant),
+            filter,
+            ctx,
+            view,
+            tx,
+        });
+        rx
+    }
+}
+
+/// What a change did to one entity, as the triggers see it.
+#[derive(Debug, Default)]
+struct Diff<'a> {
+    created: Vec<&'a str>,
+    updated: Vec<&'a str>,
+    /// Deleted attributes with their last instances.
+    deleted: Vec<(&'a str, &'a [Attribute])>,
+}
+
+/// Whether two instances hold the same content (timestamps aside).
+fn same_content(a: &Attribute, b: &Attribute) -> bool {
+    a.value == b.value
+        && a.dataset_id == b.dataset_id
+        && a.observed_at == b.observed_at
+        && a.unit_code == b.unit_code
+        && a.sub.len() == b.sub.len()
+        && a.sub
+            .iter()
+            .zip(&b.sub)
+            .all(|((n1, s1), (n2, s2))| n1 == n2 && same_content(s1, s2))
+}
+
+fn diff<'a>(before: &'a Entity, after: &'a Entity) -> Diff<'a> {
+    let mut d = Diff::default();
+    for (name, instances) in &after.attrs {
+        match before.attr(name) {
+            None => d.created.push(name),
+            Some(old) => {
+                let added = instances
+                    .iter()
+                    .any(|i| !old.iter().any(|o| o.dataset_id == i.dataset_id));
+                let removed = old
+                    .iter()
+                    .any(|o| !instances.iter().any(|i| i.dataset_id == o.dataset_id));
+                let changed = instances.iter().any(|i| {
+                    old.iter()
+                        .find(|o| o.dataset_id == i.dataset_id)
+                        .is_some_and(|o| !same_content(o, i))
+                });
+                if added {
+                    d.created.push(name);
+                }
+                if changed {
+                    d.updated.push(name);
+                }
+                if removed {
+                    d.deleted.push((name, old));
+                }
+            }
+        }
+    }
+    for (name, instances) in &before.attrs {
+        if after.attr(name).is_none() {
+            d.deleted.push((name, instances));
+        }
+    }
+    d
+}
+
+/// The marker of a deleted attribute (clause 5.8.6): the attribute with
+/// its value set to "urn:ngsi-ld:null".
+fn deleted_marker(old: &Attribute, format: Format) -> Value {
+    const NULL: &str = ngsi_model::entity::core_iri::NULL;
+    if format == Format::KeyValues {
+        return json!(NULL);
+    }
+    let mut m = Map::new();
+    let (kind, member, value) = match &old.value {
+        AttrValue::Relationship { .. } => ("Relationship", "object", json!(NULL)),
+        AttrValue::ListRelationship { .. } => ("ListRelationship", "objectList", json!(NULL)),
+        AttrValue::LanguageProperty(_) => {
+            ("LanguageProperty", "languageMap", json!({"@none": NULL}))
+        }
+        AttrValue::GeoProperty(_) => ("GeoProperty", "value", json!(NULL)),
+        AttrValue::JsonProperty(_) => ("JsonProperty", "json", json!(NULL)),
+        AttrValue::VocabProperty(_) => ("VocabProperty", "vocab", json!(NULL)),
+        AttrValue::ListProperty(_) => ("ListProperty", "valueList", json!(NULL)),
+        AttrValue::Property(_) => ("Property", "value", json!(NULL)),
+    };
+    m.insert("type".into(), json!(kind));
+    m.insert(member.into(), value);
+    if let Some(ds) = &old.dataset_id {
+        m.insert("datasetId".into(), json!(&**ds));
+    }
+    Value::Object(m)
+}
+
+/// The previous* member for showChanges.
+fn previous_member(old: &Attribute, ctx: &Ctx) -> Option<(&'static str, Value)> {
+    Some(match &old.value {
+        AttrValue::Property(v) => ("previousValue", v.clone()),
+        AttrValue::GeoProperty(v) => ("previousValue", v.clone()),
+        AttrValue::Relationship { object, .. } => ("previousObject", object.clone()),
+        AttrValue::LanguageProperty(m) => ("previousLanguageMap", Value::Object(m.clone())),
+        AttrValue::JsonProperty(v) => ("previousJson", v.clone()),
+        AttrValue::VocabProperty(v) => (
+            "previousVocab",
+            match v {
+                Value::String(s) => json!(ctx.compact(s)),
+                other => other.clone(),
+            },
+        ),
+        AttrValue::ListProperty(l) => ("previousValueList", Value::Array(l.clone())),
+        AttrValue::ListRelationship { objects, .. } => {
+            ("previousObjectList", Value::Array(objects.clone()))
+        }
+    })
+}
+
+impl Inner {
+    fn on_commit(&self, batch: &[EntityChange]) {
+        let now = now_micros();
+        let since = Instant::now();
+        let mut pending: Vec<(Arc<Entry>, Vec<Value>)> = Vec::new();
+        let subs = self.subs.read().clone();
+        for change in batch {
+            let Some(list) = subs.get(&change.tenant) else {
+                continue;
+            };
+            for entry in list.iter() {
+                if let Some(item) = self.evaluate(entry, change, now) {
+                    match pending.iter_mut().find(|(e, _)| Arc::ptr_eq(e, entry)) {
+                        Some((_, data)) => data.push(item),
+                        None => pending.push((entry.clone(), vec![item])),
+                    }
+                }
+            }
+        }
+        for (entry, data) in pending {
+            self.metrics.matched.inc();
+            self.send(&entry, data, now, since);
+        }
+        self.feed_live(batch, now);
+    }
+
+    /// Decides whether `change` notifies `entry`, and renders the entity.
+    fn evaluate(&self, entry: &Entry, change: &EntityChange, now: i64) -> Option<Value> {
+        let sub = &entry.sub;
+        if sub.time_interval.is_some() || !sub.is_live(now) {
+            return None;
+        }
+        let subject = change.after.as_deref().or(change.before.as_deref())?;
+        if !sub.matcher.matches(subject) {
+            return None;
+        }
+        let watched = |name: &str| {
+            sub.watched
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|x| &**x == name))
+        };
+        let t = sub.triggers;
+        let fire;
+        let mut deleted: Vec<(&str, &[Attribute])> = Vec::new();
+        match (&change.before, &change.after) {
+            (None, Some(after)) => {
+                let any_watched = after.attrs.iter().any(|(n, _)| watched(n));
+                fire = (t.entity_created && (sub.watched.is_none() || any_watched))
+                    || (t.attribute_created && any_watched);
+            }
+            (Some(before), None) => {
+                let any_watched = before.attrs.iter().any(|(n, _)| watched(n));
+                fire = t.entity_deleted && (sub.watched.is_none() || any_watched);
+            }
+            (Some(before), Some(after)) => {
+                let d = diff(before, after);
+                fire = (t.attribute_created && d.created.iter().any(|n| watched(n)))
+                    || (t.attribute_updated && d.updated.iter().any(|n| watched(n)))
+                    || (t.attribute_deleted && d.deleted.iter().any(|(n, _)| watched(n)));
+                if t.attribute_deleted {
+                    deleted = d.deleted;
+                }
+            }
+            (None, None) => return None,
+        }
+        if !fire {
+            return None;
+        }
+        if let Some(throttle) = sub.throttle() {
+            let mut last = entry.state.last_queued.lock();
+            if last.is_some_and(|at| at.elapsed() < throttle) {
+                self.metrics.throttled.inc();
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        let ctx = &entry.notify_ctx;
+        let Some(after) = change.after.as_deref() else {
+            // Entity deleted: only deletedAt (and the system attributes).
+            let mut m = Map::new();
+            m.insert("id".into(), json!(&*subject.id));
+            m.insert("type".into(), type_value(subject, ctx));
+            if sub.notification.sys_attrs {
+                m.insert("createdAt".into(), json!(format_micros(subject.created_at)));
+                m.insert(
+                    "modifiedAt".into(),
+                    json!(format_micros(subject.modified_at)),
+                );
+            }
+            m.insert("deletedAt".into(), json!(format_micros(now)));
+            return Some(Value::Object(m));
+        };
+        let mut out = crate::render_view(after, ctx, &sub.view);
+        let format = sub.view.format;
+        let shown = |name: &str| {
+            sub.view
+                .attrs
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|x| &**x == name))
+                && sub
+                    .view
+                    .omit
+                    .as_ref()
+                    .is_none_or(|o| !o.iter().any(|x| &**x == name))
+        };
+        for (name, old) in deleted {
+            if !shown(name) || after.attr(name).is_some() {
+                continue;
+            }
+            let markers: Vec<Value> = old.iter().map(|o| deleted_marker(o, format)).collect();
+            let value = if markers.len() == 1 {
+                markers.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                Value::Array(markers)
+            };
+            out.insert(ctx.compact(name).into_owned(), value);
+        }
+        if sub.notification.show_changes
+            && format != Format::KeyValues
+            && let Some(before) = change.before.as_deref()
+        {
+            for (name, instances) in &after.attrs {
+                let Some(old) = before.attr(name) else {
+                    continue;
+                };
+                let key = ctx.compact(name).into_owned();
+                let Some(rendered) = out.get_mut(&key) else {
+                    continue;
+                };
+                let targets: Vec<&mut Value> = match rendered {
+                    Value::Array(items) => items.iter_mut().collect(),
+                    other => vec![other],
+                };
+                for (slot, instance) in targets.into_iter().zip(instances) {
+                    let Some(prev) = old.iter().find(|o| o.dataset_id == instance.dataset_id)
+                    else {
+                        continue;
+                    };
+                    if same_content(prev, instance) {
+                        continue;
+                    }
+                    if let (Value::Object(m), Some((k, v))) = (slot, previous_member(prev, ctx)) {
+                        m.insert(k.into(), v);
+                    }
+                }
+            }
+        }
+        Some(Value::Object(out))
+    }
+
+    /// Renders and queues one notification of `data` for `entry`.
+    fn send(&self, entry: &Entry, data: Vec<Value>, now: i64, since: Instant) {
+        let sub = &entry.sub;
+        let ctx = &entry.notify_ctx;
+        let accept = sub.notification.accept;
+        let data = match accept {
+            Accept::LdJson => data
+                .into_iter()
+                .map(|mut d| {
+                    if let Value::Object(m) = &mut d {
+                        m.insert("@context".into(), ctx.body_value());
+                    }
+                    d
+                })
+                .collect(),
+            Accept::GeoJson => vec![feature_collection(data, ctx, sub)],
+            Accept::Json => data,
+        };
+        let data = match accept {
+            Accept::GeoJson => data.into_iter().next().unwrap_or(Value::Null),
+            _ => Value::Array(data),
+        };
+        let body = json!({
+            "id": format!("urn:ngsi-ld:Notification:{}", unique_suffix()),
+            "type": "Notification",
+            "subscriptionId": &*sub.id,
+            "notifiedAt": format_micros(now),
+            "data": data,
+        });
+        let mut headers = vec![("Content-Type".to_string(), accept.media_type().to_string())];
+        if accept != Accept::LdJson {
+            headers.push((
+                "Link".to_string(),
+                format!(
+                    "<{}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"",
+                    ctx.link_url()
+                ),
+            ));
+        }
+        if !entry.state.tenant.is_empty() {
+            headers.push(("NGSILD-Tenant".to_string(), entry.state.tenant.to_string()));
+        }
+        let message = notify::Message {
+            headers,
+            body: Bytes::from(body.to_string()),
+            since,
+        };
+        // A full queue is counted by the notifier.
+        let _ = self
+            .notifier
+            .send(&entry.key, &sub.notification.endpoint, message);
+    }
+
+    /// One periodic notification: every entity that matches now.
+    fn periodic(&self, entry: &Entry) {
+        let now = now_micros();
+        if !entry.sub.is_live(now) {
+            return;
+        }
+        let mut data = Vec::new();
+        let tenant = entry.state.tenant.clone();
+        self.store.scan(&tenant, &mut |e| {
+            if entry.sub.matcher.matches(e) {
+                data.push(Value::Object(crate::render_view(
+                    e,
+                    &entry.notify_ctx,
+                    &entry.sub.view,
+                )));
+            }
+        });
+        if !data.is_empty() {
+            self.metrics.matched.inc();
+            self.send(entry, data, now, Instant::now());
+        }
+    }
+
+    fn feed_live(&self, batch: &[EntityChange], now: i64) {
+        let mut live = self.live.lock();
+        if live.is_empty() {
+            return;
+        }
+        live.retain(|sink| !sink.tx.is_closed());
+        for sink in live.iter() {
+            for change in batch.iter().filter(|c| c.tenant == sink.tenant) {
+                let Some(subject) = change.after.as_deref().or(change.before.as_deref()) else {
+                    continue;
+                };
+                if !sink.filter.matches(subject) {
+                    continue;
+                }
+                let item = match change.after.as_deref() {
+                    Some(after) => Value::Object(crate::render_view(after, &sink.ctx, &sink.view)),
+                    None => json!({
+                        "id": &*subject.id,
+                        "type": type_value(subject, &sink.ctx),
+                        "deletedAt": format_micros(now),
+                    }),
+                };
+                let event = json!({
+                    "id": format!("urn:ngsi-ld:Notification:{}", unique_suffix()),
+                    "type": "Notification",
+                    "notifiedAt": format_micros(now),
+                    "data": [item],
+                });
+                if sink.tx.try_send(Bytes::from(event.to_string())).is_err() {
+                    self.metrics.live_dropped.inc();
+                }
+            }
+        }
+    }
+
+    async fn flush_statuses(&self) {
+        let dirty: Vec<Arc<DeliveryState>> = self
+            .states
+            .read()
+            .values()
+            .filter(|s| s.dirty.swap(false, Ordering::AcqRel))
+            .cloned()
+            .collect();
+        for state in dirty {
+            let value = state.status.lock().to_json();
+            if let Err(e) = self
+                .store
+                .put_record(&state.tenant, STATUS_COLLECTION, &state.id, Some(value))
+                .await
+            {
+                tracing::warn!(error = %e, "a subscription status could not be saved");
+                state.dirty.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+fn type_value(e: &Entity, ctx: &Ctx) -> Value {
+    let types: Vec<Value> = e.types.iter().map(|t| json!(ctx.compact(t))).collect();
+    if types.len() == 1 {
+        types.into_iter().next().unwrap_or(Value::Null)
+    } else {
+        Value::Array(types)
+    }
+}
+
+/// The GeoJSON form of notified entities (clause 4.5.16).
+fn feature_collection(data: Vec<Value>, ctx: &Ctx, sub: &Subscription) -> Value {
+    let geo_name = sub
+        .geo_q_property
+        .as_ref()
+        .map(|p| ctx.compact(p).into_owned())
+        .unwrap_or_else(|| "location".to_string());
+    let features: Vec<Value> = data
+        .into_iter()
+        .map(|d| {
+            let Value::Object(mut m) = d else { return d };
+            let id = m.remove("id").unwrap_or(Value::Null);
+            let geometry = match m.get(&geo_name) {
+                Some(Value::Object(a)) if a.get("type") == Some(&json!("GeoProperty")) => {
+                    a.get("value").cloned().unwrap_or(Value::Null)
+                }
+                Some(v @ Value::Object(a)) if a.contains_key("coordinates") => v.clone(),
+                Some(Value::Object(a)) => a.get("value").cloned().unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
+            m.insert("id".into(), id.clone());
+            json!({"id": id, "type": "Feature", "geometry": geometry, "properties": m})
+        })
+        .collect();
+    json!({"type": "FeatureCollection", "features": features})
+}

@@ -1,0 +1,325 @@
+//! Subscriptions (clause 5.8): the operations of the API, their
+//! persistence, and the engine that sends notifications.
+//!
+//! A subscription is stored as the list of requests that made it (the
+//! create document, then each PATCH fragment) with the @context of each, so
+//! that a restart replays them into exactly the same expanded form, whatever
+//! contexts the requests used.
+
+mod engine;
+mod model;
+
+use std::sync::Arc;
+
+use ngsi_model::time::now_micros;
+use ngsi_model::{ErrorKind, NgsiError, NgsiResult};
+use serde_json::{Map, Value, json};
+use store::Store;
+
+pub use engine::{Engine, Status};
+pub use model::Subscription;
+
+use crate::{Broker, Ctx};
+
+/// The store collection of subscriptions.
+const COLLECTION: &str = "subscriptions";
+
+fn not_found(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("subscription {id} does not exist"))
+}
+
+fn check_id(id: &str) -> NgsiResult<()> {
+    if ngsi_model::parse::is_absolute_iri(id) {
+        Ok(())
+    } else {
+        Err(NgsiError::bad_data(format!(
+            "subscription id {id:?} is not a URI"
+        )))
+    }
+}
+
+fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
+    match body {
+        Value::Object(m) => Ok(m),
+        _ => Err(NgsiError::bad_data("a Subscription must be a JSON object")),
+    }
+}
+
+/// One page of subscriptions.
+#[derive(Debug, Default)]
+pub struct SubscriptionPage {
+    pub items: Vec<Map<String, Value>>,
+    /// All subscriptions, when counted.
+    pub total: usize,
+}
+
+impl Broker {
+    /// The context notifications of `sub` are compacted with: its
+    /// jsonldContext, else the context of the request that created it.
+    async fn notify_context(
+        &self,
+        sub: &Subscription,
+        request: &Ctx,
+        origin: &str,
+    ) -> NgsiResult<Ctx> {
+        match &sub.jsonld_context {
+            Some(url) => self.context_from_link(Some(url)).await,
+            None => Ok(self.name_inline_context(request.clone(), origin)),
+        }
+    }
+
+    /// Create Subscription (clause 5.8.1). Returns the id.
+    pub async fn create_subscription(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        body: &Value,
+        origin: &str,
+    ) -> NgsiResult<Arc<str>> {
+        let doc = object(body)?;
+        let sub = Subscription::create(doc, ctx, now_micros(), true)?;
+        let notify_ctx = self.notify_context(&sub, ctx, origin).await?;
+        let _guard = self.subscription_writes.lock().await;
+        if self.subscriptions.get(tenant, &sub.id).is_some() {
+            return Err(NgsiError::new(
+                ErrorKind::AlreadyExists,
+                format!("subscription {} already exists", sub.id),
+            ));
+        }
+        let mut stored = doc.clone();
+        stored.remove("@context");
+        stored.insert("id".into(), json!(&*sub.id));
+        let record = json!({
+            "requests": [{"context": ctx.source, "body": stored}],
+            "notifyContext": notify_ctx.source,
+            "notifyLink": notify_ctx.link,
+        });
+        self.store
+            .put_record(tenant, COLLECTION, &sub.id, Some(record))
+            .await?;
+        let id = sub.id.clone();
+        self.subscriptions.install(tenant, sub, notify_ctx, None);
+        Ok(id)
+    }
+
+    fn render_subscription(
+        &self,
+        entry: &engine::Entry,
+        ctx: &Ctx,
+        sys_attrs: bool,
+    ) -> Map<String, Value> {
+        let mut out = entry.sub.render(ctx, now_micros(), sys_attrs);
+        let status = entry.state.status.lock().clone();
+        if let (Some(Value::Object(n)), Value::Object(s)) =
+            (out.get_mut("notification"), status.to_json())
+        {
+            for (k, v) in s {
+                if (k == "timesSent" || k == "timesFailed") && v == json!(0) {
+                    continue;
+                }
+                n.insert(k, v);
+            }
+        }
+        out
+    }
+
+    /// Retrieve Subscription (clause 5.8.3).
+    pub fn retrieve_subscription(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        sys_attrs: bool,
+    ) -> NgsiResult<Map<String, Value>> {
+        check_id(id)?;
+        let entry = self
+            .subscriptions
+            .get(tenant, id)
+            .ok_or_else(|| not_found(id))?;
+        Ok(self.render_subscription(&entry, ctx, sys_attrs))
+    }
+
+    /// Query Subscriptions (clause 5.8.4), ordered by id.
+    pub fn query_subscriptions(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        offset: usize,
+        limit: usize,
+        sys_attrs: bool,
+    ) -> NgsiResult<SubscriptionPage> {
+        if !tenant.is_empty()
+            && !self.store.tenant_exists(tenant)
+            && !self.subscriptions.has_tenant(tenant)
+        {
+            return Err(NgsiError::new(
+                ErrorKind::NonexistentTenant,
+                format!("tenant {tenant} does not exist"),
+            ));
+        }
+        let all = self.subscriptions.list(tenant);
+        Ok(SubscriptionPage {
+            total: all.len(),
+            items: all
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|e| self.render_subscription(e, ctx, sys_attrs))
+                .collect(),
+        })
+    }
+
+    /// Update Subscription (clause 5.8.2): the members of the fragment
+    /// replace the stored ones.
+    pub async fn update_subscription(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+        origin: &str,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        let fragment = object(body)?;
+        let _guard = self.subscription_writes.lock().await;
+        let entry = self
+            .subscriptions
+            .get(tenant, id)
+            .ok_or_else(|| not_found(id))?;
+        let next = entry.sub.patch(fragment, ctx, now_micros(), true)?;
+        let notify_ctx = if fragment.contains_key("jsonldContext") {
+            self.notify_context(&next, ctx, origin).await?
+        } else {
+            entry.notify_ctx.clone()
+        };
+        let mut record = self
+            .store
+            .records(tenant, COLLECTION)
+            .into_iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, v)| v)
+            .ok_or_else(|| NgsiError::internal("a subscription has no stored record"))?;
+        let mut stored = fragment.clone();
+        stored.remove("@context");
+        if let Some(Value::Array(requests)) = record.get_mut("requests") {
+            requests.push(json!({"context": ctx.source, "body": stored, "patch": true}));
+        }
+        record["notifyContext"] = notify_ctx.source.clone().unwrap_or(Value::Null);
+        record["notifyLink"] = json!(notify_ctx.link);
+        self.store
+            .put_record(tenant, COLLECTION, id, Some(record))
+            .await?;
+        let status = entry.state.status.lock().clone();
+        self.subscriptions
+            .install(tenant, next, notify_ctx, Some(status));
+        Ok(())
+    }
+
+    /// Delete Subscription (clause 5.8.5).
+    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+        check_id(id)?;
+        let _guard = self.subscription_writes.lock().await;
+        if self.subscriptions.get(tenant, id).is_none() {
+            return Err(not_found(id));
+        }
+        self.store.put_record(tenant, COLLECTION, id, None).await?;
+        self.store
+            .put_record(tenant, engine::STATUS_COLLECTION, id, None)
+            .await?;
+        self.subscriptions.remove(tenant, id);
+        Ok(())
+    }
+
+    /// Opens a live stream (this project's extension): every change of
+    /// `tenant` matching `query`, as Notification documents.
+    pub fn live_stream(
+        &self,
+        tenant: &str,
+        ctx: Ctx,
+        query: crate::EntityQuery,
+    ) -> tokio::sync::mpsc::Receiver<bytes::Bytes> {
+        let view = query.view.clone();
+        self.subscriptions.live(tenant, query, ctx, view, 1024)
+    }
+}
+
+/// Reinstalls the stored subscriptions of every tenant by replaying their
+/// requests.
+pub(crate) async fn restore(
+    store: Arc<dyn Store>,
+    contexts: jsonld::ContextResolver,
+    engine: Engine,
+) {
+    let mut tenants = store.tenants();
+    if !tenants.iter().any(String::is_empty) {
+        tenants.push(String::new());
+    }
+    let mut restored = 0usize;
+    for tenant in tenants {
+        let statuses: std::collections::HashMap<String, Value> = store
+            .records(&tenant, engine::STATUS_COLLECTION)
+            .into_iter()
+            .collect();
+        for (id, record) in store.records(&tenant, COLLECTION) {
+            match replay(&contexts, &record).await {
+                Ok((sub, notify_ctx)) => {
+                    let status = statuses.get(&id).map(Status::from_json);
+                    engine.install(&tenant, sub, notify_ctx, status);
+                    restored += 1;
+                }
+                Err(e) => {
+                    tracing::error!(%tenant, %id, error = %e, "a stored subscription could not be restored")
+                }
+            }
+        }
+    }
+    if restored > 0 {
+        tracing::info!(subscriptions = restored, "subscriptions restored");
+    }
+}
+
+async fn resolve(contexts: &jsonld::ContextResolver, source: &Value) -> NgsiResult<Ctx> {
+    if source.is_null() {
+        return Ok(Ctx::core());
+    }
+    let table = contexts
+        .resolve(source)
+        .await
+        .map_err(crate::context::context_error)?;
+    Ok(Ctx {
+        table,
+        source: Some(source.clone()),
+        link: None,
+    })
+}
+
+async fn replay(
+    contexts: &jsonld::ContextResolver,
+    record: &Value,
+) -> NgsiResult<(Subscription, Ctx)> {
+    let Some(Value::Array(requests)) = record.get("requests") else {
+        return Err(NgsiError::internal("no requests"));
+    };
+    let now = now_micros();
+    let mut sub: Option<Subscription> = None;
+    for r in requests {
+        let ctx = resolve(contexts, r.get("context").unwrap_or(&Value::Null)).await?;
+        let body = object(r.get("body").unwrap_or(&Value::Null))?;
+        sub = Some(match sub {
+            None => Subscription::create(body, &ctx, now, false)?,
+            Some(s) => s.patch(body, &ctx, now, false)?,
+        });
+    }
+    let sub = sub.ok_or_else(|| NgsiError::internal("no create request"))?;
+    let source = record.get("notifyContext").cloned().unwrap_or(Value::Null);
+    let link = record
+        .get("notifyLink")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(url) = &link {
+        contexts.insert_implicit(url, json!({ "@context": source }));
+    }
+    let mut notify_ctx = resolve(contexts, &source).await?;
+    notify_ctx.link = link;
+    Ok((sub, notify_ctx))
+}

@@ -1,0 +1,864 @@
+//! The Subscription data type (clause 5.2.12): parsing a document (or a
+//! fragment of one) into expanded form, validating it, and rendering it back
+//! compacted with the reader's context.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ngsi_model::render::Format;
+use ngsi_model::time::{format_micros, parse_datetime};
+use ngsi_model::{Iri, NgsiError, NgsiResult, Terms, iri};
+use ngsi_query::{Query, ScopeQuery, TypeExpr};
+use regex::Regex;
+use serde_json::{Map, Value, json};
+
+use crate::Ctx;
+use crate::query::{EntityQuery, Selector, ViewOptions};
+
+fn bad(detail: impl Into<String>) -> NgsiError {
+    NgsiError::bad_data(detail)
+}
+
+/// What changes a subscription is told about (notificationTrigger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Triggers {
+    pub entity_created: bool,
+    pub entity_deleted: bool,
+    pub attribute_created: bool,
+    pub attribute_updated: bool,
+    pub attribute_deleted: bool,
+}
+
+impl Triggers {
+    /// The default: attributeCreated and attributeUpdated.
+    fn default_set() -> Self {
+        Self {
+            attribute_created: true,
+            attribute_updated: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// One entity selector as given (for rendering) and compiled.
+#[derive(Debug, Clone)]
+pub struct EntitySelector {
+    /// `id`: one URI or several (`None`: any).
+    pub ids: Option<Vec<String>>,
+    /// Whether `id` was given as an array.
+    pub ids_array: bool,
+    pub id_pattern: Option<String>,
+    /// The type expression with expanded names.
+    pub types: TypeExpr,
+}
+
+/// Where and how notifications are sent (NotificationParams, 5.2.14).
+#[derive(Debug, Clone)]
+pub struct NotificationSpec {
+    /// `attributes` (deprecated synonym of pick), expanded.
+    pub attributes: Option<Vec<Iri>>,
+    pub pick: Option<Vec<Iri>>,
+    pub omit: Option<Vec<Iri>>,
+    pub format: Format,
+    /// Whether `format` was given (it is rendered only then... and always
+    /// as its spec name).
+    pub sys_attrs: bool,
+    pub show_changes: bool,
+    /// The endpoint as given, without the parsed form.
+    pub endpoint_doc: Map<String, Value>,
+    pub endpoint: Arc<notify::Endpoint>,
+    pub accept: Accept,
+}
+
+/// The media type of notifications (endpoint.accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    Json,
+    LdJson,
+    GeoJson,
+}
+
+impl Accept {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Accept::Json => "application/json",
+            Accept::LdJson => "application/ld+json",
+            Accept::GeoJson => "application/geo+json",
+        }
+    }
+}
+
+/// A subscription in expanded form.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: Arc<str>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub entities: Option<Vec<EntitySelector>>,
+    pub watched: Option<Vec<Iri>>,
+    /// The notificationTrigger list as given.
+    pub trigger_names: Option<Vec<String>>,
+    pub triggers: Triggers,
+    /// Seconds between periodic notifications.
+    pub time_interval: Option<f64>,
+    pub q: Option<Query>,
+    pub geo_q: Option<Value>,
+    pub geo_q_property: Option<Iri>,
+    pub scope_q: Option<ScopeQuery>,
+    pub lang: Option<String>,
+    pub dataset_id: Option<Vec<String>>,
+    pub expires_at: Option<i64>,
+    pub is_active: bool,
+    /// Seconds that must pass between two notifications.
+    pub throttling: Option<f64>,
+    pub notification: NotificationSpec,
+    /// jsonldContext as given.
+    pub jsonld_context: Option<String>,
+    pub local_only: Option<bool>,
+    /// The compiled filter: selectors, q, geoQ and scopeQ.
+    pub matcher: EntityQuery,
+    /// How notified entities are rendered.
+    pub view: ViewOptions,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+/// The members a client may not write (clause 5.2.12-2, 5.2.14.2).
+const READ_ONLY: &[&str] = &["status", "createdAt", "modifiedAt"];
+const READ_ONLY_NOTIFICATION: &[&str] = &[
+    "status",
+    "timesSent",
+    "timesFailed",
+    "lastNotification",
+    "lastSuccess",
+    "lastFailure",
+];
+/// Members of the request that are not data (the request's own context).
+const IGNORED: &[&str] = &["@context"];
+
+fn string(v: &Value, name: &str) -> NgsiResult<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(bad(format!("{name} must be a string"))),
+    }
+}
+
+fn non_empty_strings(v: &Value, name: &str) -> NgsiResult<Vec<String>> {
+    let Value::Array(items) = v else {
+        return Err(bad(format!("{name} must be an array of strings")));
+    };
+    if items.is_empty() {
+        return Err(bad(format!("{name} must not be empty")));
+    }
+    items
+        .iter()
+        .map(|x| string(x, name))
+        .collect::<NgsiResult<Vec<_>>>()
+}
+
+fn positive(v: &Value, name: &str) -> NgsiResult<f64> {
+    match v.as_f64() {
+        Some(n) if n > 0.0 && n.is_finite() => Ok(n),
+        _ => Err(bad(format!("{name} must be a number greater than 0"))),
+    }
+}
+
+fn boolean(v: &Value, name: &str) -> NgsiResult<bool> {
+    v.as_bool()
+        .ok_or_else(|| bad(format!("{name} must be true or false")))
+}
+
+fn expand_names(names: &[String], ctx: &Ctx) -> Vec<Iri> {
+    names.iter().map(|n| iri(&ctx.expand(n))).collect()
+}
+
+fn key_values(v: &Value, name: &str) -> NgsiResult<Vec<(String, String)>> {
+    let Value::Array(items) = v else {
+        return Err(bad(format!("{name} must be an array of key-value pairs")));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Object(m) => match (m.get("key"), m.get("value")) {
+                (Some(Value::String(k)), Some(Value::String(v))) if !k.is_empty() => {
+                    Ok((k.clone(), v.clone()))
+                }
+                _ => Err(bad(format!(
+                    "each {name} entry needs a string key and a string value"
+                ))),
+            },
+            _ => Err(bad(format!("each {name} entry must be an object"))),
+        })
+        .collect()
+}
+
+impl Subscription {
+    /// A subscription with nothing set, to apply a create document to.
+    fn empty(id: Arc<str>, now: i64) -> Self {
+        Self {
+            id,
+            name: None,
+            description: None,
+            entities: None,
+            watched: None,
+            trigger_names: None,
+            triggers: Triggers::default_set(),
+            time_interval: None,
+            q: None,
+            geo_q: None,
+            geo_q_property: None,
+            scope_q: None,
+            lang: None,
+            dataset_id: None,
+            expires_at: None,
+            is_active: true,
+            throttling: None,
+            notification: NotificationSpec {
+                attributes: None,
+                pick: None,
+                omit: None,
+                format: Format::Normalized,
+                sys_attrs: false,
+                show_changes: false,
+                endpoint_doc: Map::new(),
+                endpoint: Arc::new(notify::Endpoint {
+                    target: notify::Target::Http(String::new()),
+                    receiver_info: Vec::new(),
+                    timeout: None,
+                    cooldown: None,
+                }),
+                accept: Accept::Json,
+            },
+            jsonld_context: None,
+            local_only: None,
+            matcher: EntityQuery::default(),
+            view: ViewOptions::default(),
+            created_at: now,
+            modified_at: now,
+        }
+    }
+
+    /// Parses a create document. `check_time` refuses an expiresAt in the
+    /// past (off when replaying stored requests).
+    pub fn create(
+        doc: &Map<String, Value>,
+        ctx: &Ctx,
+        now: i64,
+        check_time: bool,
+    ) -> NgsiResult<Self> {
+        match doc.get("type") {
+            Some(Value::String(t)) if t == "Subscription" => {}
+            Some(_) => return Err(bad("type must be \"Subscription\"")),
+            None => return Err(bad("a Subscription needs \"type\": \"Subscription\"")),
+        }
+        let id: Arc<str> = match doc.get("id") {
+            None => Arc::from(format!("urn:ngsi-ld:Subscription:{}", unique_suffix()).as_str()),
+            Some(Value::String(id)) if ngsi_model::parse::is_absolute_iri(id) => {
+                Arc::from(id.as_str())
+            }
+            Some(_) => return Err(bad("the subscription id must be a URI")),
+        };
+        if !doc.contains_key("notification") {
+            return Err(bad("a Subscription needs a notification member"));
+        }
+        let mut sub = Self::empty(id, now);
+        sub.apply(doc, ctx, now, check_time, false)?;
+        Ok(sub)
+    }
+
+    /// Applies a fragment (PATCH, clause 5.8.2): each member given replaces
+    /// the stored one; `null` removes an optional member.
+    pub fn patch(
+        &self,
+        fragment: &Map<String, Value>,
+        ctx: &Ctx,
+        now: i64,
+        check_time: bool,
+    ) -> NgsiResult<Self> {
+        if let Some(id) = fragment.get("id")
+            && id.as_str() != Some(&*self.id)
+        {
+            return Err(bad("the id of a subscription cannot be changed"));
+        }
+        if let Some(t) = fragment.get("type")
+            && t.as_str() != Some("Subscription")
+        {
+            return Err(bad("type must be \"Subscription\""));
+        }
+        let mut next = self.clone();
+        next.apply(fragment, ctx, now, check_time, true)?;
+        next.modified_at = now;
+        Ok(next)
+    }
+
+    fn apply(
+        &mut self,
+        doc: &Map<String, Value>,
+        ctx: &Ctx,
+        now: i64,
+        check_time: bool,
+        patching: bool,
+    ) -> NgsiResult<()> {
+        let mut status_was_expired = false;
+        if patching {
+            status_was_expired = self.expires_at.is_some_and(|t| t <= now);
+        }
+        for (key, value) in doc {
+            if READ_ONLY.contains(&key.as_str()) || IGNORED.contains(&key.as_str()) {
+                continue;
+            }
+            let null = value.is_null();
+            match key.as_str() {
+                "id" | "type" => {
+                    if null {
+                        return Err(bad(format!("{key} cannot be removed")));
+                    }
+                }
+                "subscriptionName" => {
+                    self.name = (!null).then(|| string(value, key)).transpose()?
+                }
+                "description" => {
+                    self.description = (!null).then(|| string(value, key)).transpose()?
+                }
+                "entities" => {
+                    self.entities = if null {
+                        None
+                    } else {
+                        Some(parse_selectors(value, ctx)?)
+                    }
+                }
+                "watchedAttributes" => {
+                    self.watched = if null {
+                        None
+                    } else {
+                        Some(expand_names(&non_empty_strings(value, key)?, ctx))
+                    }
+                }
+                "notificationTrigger" => {
+                    if null {
+                        self.trigger_names = None;
+                        self.triggers = Triggers::default_set();
+                    } else {
+                        let names = non_empty_strings(value, key)?;
+                        let mut t = Triggers::default();
+                        for n in &names {
+                            match n.as_str() {
+                                "entityCreated" => t.entity_created = true,
+                                "entityUpdated" => {
+                                    t.attribute_created = true;
+                                    t.attribute_updated = true;
+                                    t.attribute_deleted = true;
+                                }
+                                "entityDeleted" => t.entity_deleted = true,
+                                "attributeCreated" => t.attribute_created = true,
+                                "attributeUpdated" => t.attribute_updated = true,
+                                "attributeDeleted" => t.attribute_deleted = true,
+                                other => {
+                                    return Err(bad(format!(
+                                        "unknown notificationTrigger {other:?}"
+                                    )));
+                                }
+                            }
+                        }
+                        self.triggers = t;
+                        self.trigger_names = Some(names);
+                    }
+                }
+                "timeInterval" => {
+                    self.time_interval = (!null).then(|| positive(value, key)).transpose()?
+                }
+                "throttling" => {
+                    self.throttling = (!null).then(|| positive(value, key)).transpose()?
+                }
+                "q" => {
+                    self.q = if null {
+                        None
+                    } else {
+                        let text = string(value, key)?;
+                        let decoded = percent_encoding::percent_decode_str(&text)
+                            .decode_utf8()
+                            .map(|c| c.into_owned())
+                            .unwrap_or(text);
+                        Some(crate::query::parse_q(&decoded, ctx)?)
+                    }
+                }
+                "geoQ" => {
+                    if null {
+                        self.geo_q = None;
+                        self.geo_q_property = None;
+                    } else {
+                        if !value.is_object() {
+                            return Err(bad("geoQ must be an object"));
+                        }
+                        let g = ngsi_geo::parse_geoquery_json(value)
+                            .map_err(|e| bad(format!("invalid geoQ: {e}")))?;
+                        self.geo_q_property = Some(iri(&ctx.expand(g.geoproperty_or_default())));
+                        self.geo_q = Some(value.clone());
+                    }
+                }
+                "scopeQ" => {
+                    self.scope_q = if null {
+                        None
+                    } else {
+                        Some(
+                            ngsi_query::parse_scope_q(&string(value, key)?)
+                                .map_err(|e| bad(format!("invalid scopeQ: {e}")))?,
+                        )
+                    }
+                }
+                "lang" => self.lang = (!null).then(|| string(value, key)).transpose()?,
+                "datasetId" => {
+                    self.dataset_id = (!null).then(|| non_empty_strings(value, key)).transpose()?
+                }
+                "expiresAt" => {
+                    self.expires_at = if null {
+                        None
+                    } else {
+                        let text = string(value, key)?;
+                        let at = parse_datetime(&text)
+                            .ok_or_else(|| bad("expiresAt must be a DateTime"))?;
+                        if check_time && at <= now {
+                            return Err(bad("expiresAt is in the past"));
+                        }
+                        Some(at)
+                    }
+                }
+                "isActive" => self.is_active = null || boolean(value, key)?,
+                "jsonldContext" => {
+                    self.jsonld_context = if null {
+                        None
+                    } else {
+                        let url = string(value, key)?;
+                        if !ngsi_model::parse::is_absolute_iri(&url) {
+                            return Err(bad("jsonldContext must be a URI"));
+                        }
+                        Some(url)
+                    }
+                }
+                "localOnly" => {
+                    self.local_only = (!null).then(|| boolean(value, key)).transpose()?
+                }
+                "notification" => {
+                    if null {
+                        return Err(bad("notification cannot be removed"));
+                    }
+                    self.notification =
+                        parse_notification(value, ctx, patching.then_some(&self.notification))?;
+                }
+                // Members this broker does not act on are accepted and ignored
+                // (csf, temporalQ, expandValues, ...).
+                _ => {}
+            }
+        }
+        if patching && status_was_expired && self.expires_at.is_some_and(|t| t <= now) && check_time
+        {
+            // Still expired: that is allowed only if nothing asked to
+            // reactivate it; the status stays expired.
+        }
+        self.validate()?;
+        self.compile()
+    }
+
+    fn validate(&self) -> NgsiResult<()> {
+        if self.entities.is_none() && self.watched.is_none() && self.local_only != Some(true) {
+            return Err(bad("a Subscription needs entities or watchedAttributes"));
+        }
+        if self.time_interval.is_some() {
+            if self.watched.is_some() {
+                return Err(bad("timeInterval cannot be used with watchedAttributes"));
+            }
+            if self.throttling.is_some() {
+                return Err(bad("timeInterval cannot be used with throttling"));
+            }
+            if self.entities.is_none() {
+                return Err(bad("timeInterval needs entities"));
+            }
+        }
+        if self.notification.show_changes && self.notification.format == Format::KeyValues {
+            return Err(bad("showChanges cannot be used with keyValues"));
+        }
+        Ok(())
+    }
+
+    /// Builds the matcher and the view from the parsed members.
+    fn compile(&mut self) -> NgsiResult<()> {
+        let mut m = EntityQuery::default();
+        if let Some(sels) = &self.entities {
+            m.selectors = sels
+                .iter()
+                .map(|s| {
+                    Ok(Selector {
+                        ids: s
+                            .ids
+                            .as_ref()
+                            .map(|ids| ids.iter().map(|i| Arc::from(i.as_str())).collect()),
+                        id_pattern: match (&s.ids, &s.id_pattern) {
+                            // id takes precedence over idPattern.
+                            (None, Some(p)) => Some(
+                                Regex::new(p)
+                                    .map_err(|e| bad(format!("invalid idPattern: {e}")))?,
+                            ),
+                            _ => None,
+                        },
+                        types: Some(s.types.clone()),
+                    })
+                })
+                .collect::<NgsiResult<Vec<_>>>()?;
+        }
+        m.q = self.q.clone();
+        m.scope_q = self.scope_q.clone();
+        m.geo = match (&self.geo_q, &self.geo_q_property) {
+            (Some(g), Some(p)) => Some((
+                ngsi_geo::parse_geoquery_json(g).map_err(|e| bad(format!("invalid geoQ: {e}")))?,
+                p.clone(),
+            )),
+            _ => None,
+        };
+        self.matcher = m;
+        let n = &self.notification;
+        self.view = ViewOptions {
+            format: n.format,
+            sys_attrs: n.sys_attrs,
+            lang: self.lang.clone(),
+            attrs: match (&n.attributes, &n.pick) {
+                (Some(a), _) | (None, Some(a)) => Some(a.clone()),
+                (None, None) => None,
+            },
+            omit: n.omit.clone(),
+            dataset_id: self.dataset_id.as_ref().map(|ds| {
+                ds.iter()
+                    .map(|d| (d != "@none").then(|| d.clone()))
+                    .collect()
+            }),
+            ..ViewOptions::default()
+        };
+        Ok(())
+    }
+
+    /// The status (Table 5.2.12-2) at time `now`.
+    pub fn status(&self, now: i64) -> &'static str {
+        if self.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else if !self.is_active {
+            "paused"
+        } else {
+            "active"
+        }
+    }
+
+    /// Whether notifications go out at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.status(now) == "active"
+    }
+
+    /// The throttling or time interval as a duration.
+    pub fn throttle(&self) -> Option<Duration> {
+        self.throttling.map(Duration::from_secs_f64)
+    }
+
+    /// Renders the subscription compacted with `ctx` (without the delivery
+    /// status, which the caller adds).
+    pub fn render(&self, ctx: &Ctx, now: i64, sys_attrs: bool) -> Map<String, Value> {
+        let compact = |i: &Iri| Value::String(ctx.compact(i).into_owned());
+        let mut out = Map::new();
+        out.insert("id".into(), json!(&*self.id));
+        out.insert("type".into(), json!("Subscription"));
+        if let Some(n) = &self.name {
+            out.insert("subscriptionName".into(), json!(n));
+        }
+        if let Some(d) = &self.description {
+            out.insert("description".into(), json!(d));
+        }
+        if let Some(sels) = &self.entities {
+            let list: Vec<Value> = sels
+                .iter()
+                .map(|s| {
+                    let mut m = Map::new();
+                    if let Some(ids) = &s.ids {
+                        m.insert(
+                            "id".into(),
+                            if s.ids_array {
+                                json!(ids)
+                            } else {
+                                json!(ids[0])
+                            },
+                        );
+                    }
+                    if let Some(p) = &s.id_pattern {
+                        m.insert("idPattern".into(), json!(p));
+                    }
+                    let mut t = s.types.clone();
+                    t.map_names(&mut |n| ctx.compact(n).into_owned());
+                    m.insert("type".into(), json!(t.to_string()));
+                    Value::Object(m)
+                })
+                .collect();
+            out.insert("entities".into(), Value::Array(list));
+        }
+        if let Some(w) = &self.watched {
+            out.insert("watchedAttributes".into(), w.iter().map(compact).collect());
+        }
+        let triggers: Vec<String> = match &self.trigger_names {
+            Some(names) => names.clone(),
+            None => vec!["attributeCreated".into(), "attributeUpdated".into()],
+        };
+        out.insert("notificationTrigger".into(), json!(triggers));
+        if let Some(t) = self.time_interval {
+            out.insert("timeInterval".into(), number(t));
+        }
+        if let Some(q) = &self.q {
+            let mut q = q.clone();
+            q.map_attr_names(&mut |n| ctx.compact(n).into_owned());
+            out.insert("q".into(), json!(q.to_string()));
+        }
+        if let Some(g) = &self.geo_q {
+            let mut g = g.clone();
+            if let (Some(m), Some(p)) = (g.as_object_mut(), &self.geo_q_property)
+                && m.contains_key("geoproperty")
+            {
+                m.insert("geoproperty".into(), compact(p));
+            }
+            out.insert("geoQ".into(), g);
+        }
+        if let Some(s) = &self.scope_q {
+            out.insert("scopeQ".into(), json!(s.to_string()));
+        }
+        if let Some(l) = &self.lang {
+            out.insert("lang".into(), json!(l));
+        }
+        if let Some(d) = &self.dataset_id {
+            out.insert("datasetId".into(), json!(d));
+        }
+        if let Some(t) = self.expires_at {
+            out.insert("expiresAt".into(), json!(format_micros(t)));
+        }
+        out.insert("isActive".into(), json!(self.is_active));
+        out.insert("status".into(), json!(self.status(now)));
+        if let Some(t) = self.throttling {
+            out.insert("throttling".into(), number(t));
+        }
+        if let Some(c) = &self.jsonld_context {
+            out.insert("jsonldContext".into(), json!(c));
+        }
+        if let Some(l) = self.local_only {
+            out.insert("localOnly".into(), json!(l));
+        }
+        let n = &self.notification;
+        let mut nm = Map::new();
+        if let Some(a) = &n.attributes {
+            nm.insert("attributes".into(), a.iter().map(compact).collect());
+        }
+        if let Some(a) = &n.pick {
+            nm.insert("pick".into(), a.iter().map(compact).collect());
+        }
+        if let Some(a) = &n.omit {
+            nm.insert("omit".into(), a.iter().map(compact).collect());
+        }
+        nm.insert(
+            "format".into(),
+            json!(match n.format {
+                Format::Normalized => "normalized",
+                Format::Concise => "concise",
+                Format::KeyValues => "keyValues",
+            }),
+        );
+        if n.sys_attrs {
+            nm.insert("sysAttrs".into(), json!(true));
+        }
+        if n.show_changes {
+            nm.insert("showChanges".into(), json!(true));
+        }
+        let mut ep = n.endpoint_doc.clone();
+        ep.entry("accept")
+            .or_insert_with(|| json!(n.accept.media_type()));
+        nm.insert("endpoint".into(), Value::Object(ep));
+        out.insert("notification".into(), Value::Object(nm));
+        if sys_attrs {
+            out.insert("createdAt".into(), json!(format_micros(self.created_at)));
+            out.insert("modifiedAt".into(), json!(format_micros(self.modified_at)));
+        }
+        out
+    }
+}
+
+/// A number as JSON, integral when it is.
+fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        json!(n as i64)
+    } else {
+        json!(n)
+    }
+}
+
+fn parse_selectors(v: &Value, ctx: &Ctx) -> NgsiResult<Vec<EntitySelector>> {
+    let Value::Array(items) = v else {
+        return Err(bad("entities must be an array"));
+    };
+    if items.is_empty() {
+        return Err(bad("entities must not be empty"));
+    }
+    items
+        .iter()
+        .map(|item| {
+            let Value::Object(m) = item else {
+                return Err(bad("an entity selector must be an object"));
+            };
+            let types = match m.get("type") {
+                Some(Value::String(t)) => crate::query::parse_types(t, ctx)?,
+                Some(_) => return Err(bad("the type of an entity selector must be a string")),
+                None => return Err(bad("an entity selector needs a type")),
+            };
+            let (ids, ids_array) = match m.get("id") {
+                None => (None, false),
+                Some(Value::String(id)) => (Some(vec![id.clone()]), false),
+                Some(Value::Array(list)) if !list.is_empty() => (
+                    Some(
+                        list.iter()
+                            .map(|x| string(x, "id"))
+                            .collect::<NgsiResult<Vec<_>>>()?,
+                    ),
+                    true,
+                ),
+                Some(_) => return Err(bad("the id of an entity selector must be a URI or URIs")),
+            };
+            for id in ids.iter().flatten() {
+                if !ngsi_model::parse::is_absolute_iri(id) {
+                    return Err(bad(format!("id {id:?} is not a URI")));
+                }
+            }
+            let id_pattern = match m.get("idPattern") {
+                None => None,
+                Some(Value::String(p)) => {
+                    Regex::new(p).map_err(|e| bad(format!("invalid idPattern: {e}")))?;
+                    Some(p.clone())
+                }
+                Some(_) => return Err(bad("idPattern must be a string")),
+            };
+            Ok(EntitySelector {
+                ids,
+                ids_array,
+                id_pattern,
+                types,
+            })
+        })
+        .collect()
+}
+
+fn parse_notification(
+    v: &Value,
+    ctx: &Ctx,
+    previous: Option<&NotificationSpec>,
+) -> NgsiResult<NotificationSpec> {
+    let Value::Object(m) = v else {
+        return Err(bad("notification must be an object"));
+    };
+    // A PATCH replaces the notification member as a whole, except that an
+    // endpoint left out keeps the previous one.
+    let endpoint_value = match (m.get("endpoint"), previous) {
+        (Some(e), _) => e.clone(),
+        (None, Some(p)) => Value::Object(p.endpoint_doc.clone()),
+        (None, None) => return Err(bad("notification needs an endpoint")),
+    };
+    let Value::Object(ep) = &endpoint_value else {
+        return Err(bad("endpoint must be an object"));
+    };
+    let uri = match ep.get("uri") {
+        Some(Value::String(u)) => u.clone(),
+        _ => return Err(bad("endpoint needs a uri")),
+    };
+    let accept = match ep.get("accept") {
+        None => Accept::Json,
+        Some(Value::String(a)) => match a.as_str() {
+            "application/json" => Accept::Json,
+            "application/ld+json" => Accept::LdJson,
+            "application/geo+json" => Accept::GeoJson,
+            other => return Err(bad(format!("endpoint accept {other:?} is not supported"))),
+        },
+        Some(_) => return Err(bad("endpoint accept must be a string")),
+    };
+    let receiver_info = match ep.get("receiverInfo") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => key_values(v, "receiverInfo")?,
+    };
+    let notifier_info = match ep.get("notifierInfo") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => key_values(v, "notifierInfo")?,
+    };
+    let millis = |name: &str| -> NgsiResult<Option<Duration>> {
+        match ep.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Ok(Some(Duration::from_secs_f64(positive(v, name)? / 1000.0))),
+        }
+    };
+    let target = notify::parse_target(&uri, &notifier_info).map_err(|e| bad(e.to_string()))?;
+    let endpoint = notify::Endpoint {
+        target,
+        receiver_info,
+        timeout: millis("timeout")?,
+        cooldown: millis("cooldown")?,
+    };
+    let names = |name: &str| -> NgsiResult<Option<Vec<Iri>>> {
+        match m.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Ok(Some(expand_names(&non_empty_strings(v, name)?, ctx))),
+        }
+    };
+    let attributes = names("attributes")?;
+    let pick = names("pick")?;
+    let omit = names("omit")?;
+    if attributes.is_some() && (pick.is_some() || omit.is_some()) {
+        return Err(bad("attributes cannot be used with pick or omit"));
+    }
+    if let (Some(p), Some(o)) = (&pick, &omit)
+        && p.iter().any(|x| o.contains(x))
+    {
+        return Err(bad("an attribute cannot be both picked and omitted"));
+    }
+    let format = match m.get("format") {
+        None | Some(Value::Null) => Format::Normalized,
+        Some(Value::String(f)) => match f.as_str() {
+            "normalized" => Format::Normalized,
+            "concise" => Format::Concise,
+            "keyValues" | "simplified" => Format::KeyValues,
+            other => return Err(bad(format!("unknown notification format {other:?}"))),
+        },
+        Some(_) => return Err(bad("format must be a string")),
+    };
+    let flag = |name: &str| -> NgsiResult<bool> {
+        match m.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(v) => boolean(v, name),
+        }
+    };
+    let mut endpoint_doc = ep.clone();
+    endpoint_doc.retain(|k, _| !READ_ONLY_NOTIFICATION.contains(&k.as_str()));
+    Ok(NotificationSpec {
+        attributes,
+        pick,
+        omit,
+        format,
+        sys_attrs: flag("sysAttrs")?,
+        show_changes: flag("showChanges")?,
+        endpoint_doc,
+        endpoint: Arc::new(endpoint),
+        accept,
+    })
+}
+
+/// A unique, hard-to-guess suffix for generated ids: time, a counter and
+/// the process id mixed through SplitMix64, as 32 hex digits.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = ngsi_model::time::now_micros() as u64;
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let a = mix(t ^ (u64::from(std::process::id()) << 32));
+    let b = mix(a ^ n);
+    format!("{a:016x}{b:016x}")
+}
