@@ -60,13 +60,13 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
         dir = %args.data_dir.display(),
         "store loaded"
     );
-    let metrics = Metrics::new(|r| store.register_metrics(r));
     let contexts = jsonld::ContextResolver::new(jsonld::ResolverConfig {
         fetch_timeout: Duration::from_millis(args.context_timeout_ms),
         ..Default::default()
     });
+    let store = Arc::new(store);
     let broker = Broker::new(
-        Arc::new(store),
+        store.clone(),
         contexts,
         BrokerConfig {
             default_limit: args.default_limit,
@@ -74,6 +74,10 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
             ..Default::default()
         },
     );
+    let metrics = Metrics::new(|r| {
+        store.register_metrics(r);
+        broker.register_metrics(r);
+    });
     Ok(AppState {
         broker: Arc::new(broker),
         config: Arc::new(ServerConfig {

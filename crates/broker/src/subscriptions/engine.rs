@@ -122,12 +122,15 @@ struct Metrics {
     active: Gauge,
 }
 
+/// The subscriptions of one tenant, shared by readers.
+type Entries = Arc<Vec<Arc<Entry>>>;
+
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
     notifier: notify::Notifier,
     /// Subscriptions by tenant; copied on write (writes are rare, every
     /// commit reads).
-    subs: RwLock<HashMap<Arc<str>, Arc<Vec<Arc<Entry>>>>>,
+    subs: RwLock<HashMap<Arc<str>, Entries>>,
     states: RwLock<HashMap<Arc<str>, Arc<DeliveryState>>>,
     live: Mutex<Vec<LiveSink>>,
     metrics: Metrics,

@@ -108,6 +108,8 @@ pub struct Subscription {
     pub lang: Option<String>,
     pub dataset_id: Option<Vec<String>>,
     pub expires_at: Option<i64>,
+    /// expiresAt as the client wrote it.
+    pub expires_text: Option<String>,
     pub is_active: bool,
     /// Seconds that must pass between two notifications.
     pub throttling: Option<f64>,
@@ -211,6 +213,7 @@ impl Subscription {
             lang: None,
             dataset_id: None,
             expires_at: None,
+            expires_text: None,
             is_active: true,
             throttling: None,
             notification: NotificationSpec {
@@ -299,21 +302,16 @@ impl Subscription {
         check_time: bool,
         patching: bool,
     ) -> NgsiResult<()> {
-        let mut status_was_expired = false;
-        if patching {
-            status_was_expired = self.expires_at.is_some_and(|t| t <= now);
-        }
         for (key, value) in doc {
             if READ_ONLY.contains(&key.as_str()) || IGNORED.contains(&key.as_str()) {
                 continue;
             }
             let null = value.is_null();
             match key.as_str() {
-                "id" | "type" => {
-                    if null {
-                        return Err(bad(format!("{key} cannot be removed")));
-                    }
+                "id" | "type" if null => {
+                    return Err(bad(format!("{key} cannot be removed")));
                 }
+                "id" | "type" => {}
                 "subscriptionName" => {
                     self.name = (!null).then(|| string(value, key)).transpose()?
                 }
@@ -411,6 +409,7 @@ impl Subscription {
                     self.dataset_id = (!null).then(|| non_empty_strings(value, key)).transpose()?
                 }
                 "expiresAt" => {
+                    self.expires_text = (!null).then(|| string(value, key)).transpose()?;
                     self.expires_at = if null {
                         None
                     } else {
@@ -449,11 +448,6 @@ impl Subscription {
                 // (csf, temporalQ, expandValues, ...).
                 _ => {}
             }
-        }
-        if patching && status_was_expired && self.expires_at.is_some_and(|t| t <= now) && check_time
-        {
-            // Still expired: that is allowed only if nothing asked to
-            // reactivate it; the status stays expired.
         }
         self.validate()?;
         self.compile()
@@ -629,8 +623,8 @@ impl Subscription {
         if let Some(d) = &self.dataset_id {
             out.insert("datasetId".into(), json!(d));
         }
-        if let Some(t) = self.expires_at {
-            out.insert("expiresAt".into(), json!(format_micros(t)));
+        if let Some(t) = &self.expires_text {
+            out.insert("expiresAt".into(), json!(t));
         }
         out.insert("isActive".into(), json!(self.is_active));
         out.insert("status".into(), json!(self.status(now)));

@@ -67,7 +67,7 @@ const WRITE_PARAMS: &[&str] = &["options", "local", "format"];
 
 /// Reads and parses a JSON body after the Content-Type check, and resolves
 /// its @context.
-async fn body_and_ctx(
+pub(crate) async fn body_and_ctx(
     req: &Ngsi,
     state: &AppState,
     body: Body,
@@ -87,7 +87,7 @@ async fn body_and_ctx(
     Ok((value, consume, ctx))
 }
 
-async fn link_ctx(req: &Ngsi, state: &AppState) -> Result<Ctx, crate::http::ApiError> {
+pub(crate) async fn link_ctx(req: &Ngsi, state: &AppState) -> Result<Ctx, crate::http::ApiError> {
     let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     state
         .broker

@@ -3,6 +3,7 @@
 
 mod contexts;
 mod entities;
+mod subscriptions;
 
 use axum::Router;
 use axum::extract::State;
@@ -51,6 +52,16 @@ pub fn router() -> Router<AppState> {
         .route("/types/{type}", get(entities::type_info))
         .route("/attributes", get(entities::attributes))
         .route("/attributes/{attr}", get(entities::attribute_info))
+        .route(
+            "/subscriptions",
+            post(subscriptions::create).get(subscriptions::query),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::retrieve)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
         .route("/jsonldContexts", post(contexts::add).get(contexts::list))
         .route(
             "/jsonldContexts/{id}",
@@ -63,6 +74,7 @@ pub fn ops_router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/wuyang/v1/live", get(subscriptions::live))
         .route(
             "/",
             delete(not_found)

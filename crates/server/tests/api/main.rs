@@ -11,5 +11,6 @@ mod geo;
 mod kinds;
 mod negotiation;
 mod query;
+mod subscriptions;
 mod support;
 mod tenants;

@@ -41,20 +41,29 @@ impl Server {
     /// timeout so that unreachable contexts fail fast.
     pub async fn start() -> Server {
         let store = SqliteStore::open(SqliteConfig::default()).expect("in-memory store");
-        let metrics = Metrics::new(|r| store.register_metrics(r));
         let contexts = jsonld::ContextResolver::new(jsonld::ResolverConfig {
             fetch_timeout: Duration::from_millis(400),
             ..Default::default()
         });
+        let store = Arc::new(store);
         let broker = Broker::new(
-            Arc::new(store),
+            store.clone(),
             contexts,
             BrokerConfig {
                 default_limit: 20,
                 max_limit: MAX_LIMIT,
+                notifier: notify::NotifierConfig {
+                    backoff: Duration::from_millis(20),
+                    default_timeout: Duration::from_secs(2),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );
+        let metrics = Metrics::new(|r| {
+            store.register_metrics(r);
+            broker.register_metrics(r);
+        });
         let state = AppState {
             broker: Arc::new(broker),
             config: Arc::new(ServerConfig {

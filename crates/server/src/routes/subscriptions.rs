@@ -1,0 +1,199 @@
+//! Subscription handlers (clauses 6.10 and 6.11) and the live stream
+//! (this project's extension).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use broker::EntityQuery;
+use serde_json::Value;
+
+use super::created;
+use super::entities::{body_and_ctx, link_ctx};
+use crate::http::{
+    ApiResult, empty, json_response, negotiate, param, query_params as checked_params,
+};
+use crate::{AppState, Ngsi};
+
+fn sys_attrs(params: &[(String, String)]) -> bool {
+    param(params, "options").is_some_and(|o| o.split(',').any(|x| x.trim() == "sysAttrs"))
+}
+
+/// POST /subscriptions
+pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let id = state
+        .broker
+        .create_subscription(&req.tenant, &ctx, &value, &format!("http://{}", req.host))
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(created(&format!("/ngsi-ld/v1/subscriptions/{id}")))
+}
+
+/// GET /subscriptions
+pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
+    let params = checked_params(
+        req.query.as_deref(),
+        &["limit", "offset", "count", "options", "local"],
+    )
+    .map_err(|e| req.err(e))?;
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    let cfg = state.broker.config();
+    let number = |name: &str, default: usize| -> Result<usize, ngsi_model::NgsiError> {
+        match param(&params, name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                ngsi_model::NgsiError::bad_data(format!("{name} must be a non-negative integer"))
+            }),
+        }
+    };
+    let limit = number("limit", cfg.default_limit).map_err(|e| req.err(e))?;
+    let offset = number("offset", 0).map_err(|e| req.err(e))?;
+    if limit > cfg.max_limit {
+        return Err(req.err(ngsi_model::NgsiError::new(
+            ngsi_model::ErrorKind::TooManyResults,
+            format!("limit {limit} is above the maximum of {}", cfg.max_limit),
+        )));
+    }
+    let count = param(&params, "count") == Some("true");
+    if limit == 0 && !count {
+        return Err(req.err(ngsi_model::NgsiError::bad_data(
+            "limit=0 is only allowed with count=true",
+        )));
+    }
+    let page = state
+        .broker
+        .query_subscriptions(&req.tenant, &ctx, offset, limit, sys_attrs(&params))
+        .map_err(|e| req.err(e))?;
+    let returned = page.items.len();
+    let body = Value::Array(page.items.into_iter().map(Value::Object).collect());
+    let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
+    if count {
+        resp.headers_mut()
+            .insert("NGSILD-Results-Count", HeaderValue::from(page.total));
+    }
+    let link = |offset: usize, rel: &str| {
+        format!(
+            "</ngsi-ld/v1/subscriptions?limit={limit}&offset={offset}>;rel=\"{rel}\";type=\"application/ld+json\""
+        )
+    };
+    if offset > 0 && limit > 0 {
+        let v = link(offset.saturating_sub(limit), "prev");
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().append(header::LINK, v);
+        }
+    }
+    if limit > 0 && offset + returned < page.total {
+        let v = link(offset + limit, "next");
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().append(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// GET /subscriptions/{id}
+pub async fn retrieve(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let params =
+        checked_params(req.query.as_deref(), &["options", "local"]).map_err(|e| req.err(e))?;
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    let sub = state
+        .broker
+        .retrieve_subscription(&req.tenant, &ctx, &id, sys_attrs(&params))
+        .map_err(|e| req.err(e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        produce,
+        &ctx,
+        Value::Object(sub),
+    ))
+}
+
+/// PATCH /subscriptions/{id}
+pub async fn update(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    state
+        .broker
+        .update_subscription(
+            &req.tenant,
+            &ctx,
+            &id,
+            &value,
+            &format!("http://{}", req.host),
+        )
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// DELETE /subscriptions/{id}
+pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    state
+        .broker
+        .delete_subscription(&req.tenant, &id)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// GET /wuyang/v1/live: Server-Sent Events, one `notification` event per
+/// matching change, with the query parameters of GET /entities as filter
+/// (type, id, idPattern, q, scopeQ, geo-query, attrs, pick, omit, options).
+pub async fn live(
+    State(state): State<AppState>,
+    req: Ngsi,
+) -> Result<Response, crate::http::ApiError> {
+    let params = checked_params(
+        req.query.as_deref(),
+        &[
+            "id",
+            "idPattern",
+            "type",
+            "attrs",
+            "pick",
+            "omit",
+            "q",
+            "scopeQ",
+            "georel",
+            "geometry",
+            "coordinates",
+            "geoproperty",
+            "lang",
+            "options",
+            "format",
+        ],
+    )
+    .map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    let query = EntityQuery::from_params(&super::query_params(&params), &ctx, 1, usize::MAX)
+        .map_err(|e| req.err(e))?;
+    let rx = state.broker.live_stream(&req.tenant, ctx, query);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        let event = Event::default()
+            .event("notification")
+            .data(String::from_utf8_lossy(&item));
+        Some((Ok::<_, Infallible>(event), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

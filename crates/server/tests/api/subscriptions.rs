@@ -1,0 +1,694 @@
+//! Subscriptions (clauses 5.8, 6.10, 6.11) and notifications (5.8.6) with a
+//! real HTTP receiver and the MQTT broker on 127.0.0.1:1883, and the live
+//! stream extension.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::support::{CORE, Server, enc, link, serve_document};
+
+/// A notification as received: headers and JSON body.
+struct Received {
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// An HTTP receiver that answers `status`; returns its URL and a channel of
+/// what it got.
+async fn receiver(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/notify",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let _ = tx.send(Received { headers, body });
+                status
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/notify"), rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no notification within 10 s")
+        .expect("receiver closed")
+}
+
+/// Asserts that nothing arrives within `ms` milliseconds.
+async fn nothing(rx: &mut mpsc::UnboundedReceiver<Received>, ms: u64) {
+    if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(ms), rx.recv()).await {
+        panic!("unexpected notification: {}", r.body);
+    }
+}
+
+fn sensor(id: &str, level: f64) -> Value {
+    json!({
+        "id": id,
+        "type": "WaterLevelSensor",
+        "level": {"type": "Property", "value": level, "unitCode": "MTR"},
+        "district": {"type": "Property", "value": "Haizhu"},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [113.32, 23.10]}}
+    })
+}
+
+fn subscription(id: &str, uri: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "Subscription",
+        "entities": [{"type": "WaterLevelSensor"}],
+        "watchedAttributes": ["level"],
+        "notification": {"endpoint": {"uri": uri, "accept": "application/json"}},
+    })
+}
+
+async fn subscribe(s: &Server, body: &Value) {
+    let r = s.post("/subscriptions", body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn set_level(s: &Server, id: &str, level: f64) {
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"level": {"type": "Property", "value": level, "unitCode": "MTR"}}),
+    )
+    .await
+    .no_content();
+}
+
+#[tokio::test]
+async fn subscriptions_are_created_retrieved_listed_updated_and_deleted() {
+    let s = Server::start().await;
+    let body = subscription("urn:ngsi-ld:Subscription:crud", "http://127.0.0.1:9/n");
+    let r = s.post("/subscriptions", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.header("location"),
+        Some("/ngsi-ld/v1/subscriptions/urn:ngsi-ld:Subscription:crud")
+    );
+    s.post("/subscriptions", &body)
+        .await
+        .problem(409, "AlreadyExists");
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:crud").await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let b = &got.body;
+    assert_eq!(b["type"], "Subscription");
+    assert_eq!(b["status"], "active");
+    assert_eq!(b["isActive"], true);
+    assert_eq!(b["entities"], json!([{"type": "WaterLevelSensor"}]));
+    assert_eq!(b["watchedAttributes"], json!(["level"]));
+    assert_eq!(
+        b["notificationTrigger"],
+        json!(["attributeCreated", "attributeUpdated"])
+    );
+    assert_eq!(b["notification"]["format"], "normalized");
+    assert_eq!(b["notification"]["endpoint"]["uri"], "http://127.0.0.1:9/n");
+    assert!(b.get("timesSent").is_none() && b["notification"].get("timesSent").is_none());
+
+    // A generated id, and the list with paging.
+    let mut generated = subscription("x", "http://127.0.0.1:9/n");
+    generated.as_object_mut().unwrap().remove("id");
+    let r = s.post("/subscriptions", &generated).await;
+    assert_eq!(r.status, 201);
+    let location = r.header("location").unwrap().to_string();
+    assert!(location.starts_with("/ngsi-ld/v1/subscriptions/urn:ngsi-ld:Subscription:"));
+    subscribe(
+        &s,
+        &subscription("urn:ngsi-ld:Subscription:z", "http://127.0.0.1:9/n"),
+    )
+    .await;
+    let all = s.get("/subscriptions?count=true").await;
+    assert_eq!(all.status, 200);
+    assert_eq!(all.body.as_array().unwrap().len(), 3);
+    assert_eq!(all.header("ngsild-results-count"), Some("3"));
+    let page = s.get("/subscriptions?limit=1&offset=1").await;
+    assert_eq!(page.body.as_array().unwrap().len(), 1);
+    let links: Vec<&str> = page
+        .headers
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(links.contains(
+        &"</ngsi-ld/v1/subscriptions?limit=1&offset=0>;rel=\"prev\";type=\"application/ld+json\""
+    ), "{links:?}");
+    assert!(links.contains(
+        &"</ngsi-ld/v1/subscriptions?limit=1&offset=2>;rel=\"next\";type=\"application/ld+json\""
+    ), "{links:?}");
+
+    // Pause, then reactivate with a future expiry.
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:crud",
+        &json!({"isActive": false}),
+    )
+    .await
+    .no_content();
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:crud").await;
+    assert_eq!(got.body["status"], "paused");
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:crud",
+        &json!({"isActive": true, "expiresAt": "2999-01-01T00:00:00Z", "q": "level>2"}),
+    )
+    .await
+    .no_content();
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:crud").await;
+    assert_eq!(got.body["status"], "active");
+    assert_eq!(got.body["q"], "level>2");
+    assert_eq!(got.body["expiresAt"], "2999-01-01T00:00:00Z");
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:crud",
+        &json!({"expiresAt": "2000-01-01T00:00:00Z"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:nope",
+        &json!({"isActive": true}),
+    )
+    .await
+    .problem(404, "ResourceNotFound");
+    let r = s
+        .req(Method::PATCH, "/subscriptions")
+        .json(&json!({"isActive": true}))
+        .send()
+        .await;
+    assert_eq!(r.status, 405);
+
+    s.delete("/subscriptions/urn:ngsi-ld:Subscription:crud")
+        .await
+        .no_content();
+    s.get("/subscriptions/urn:ngsi-ld:Subscription:crud")
+        .await
+        .problem(404, "ResourceNotFound");
+    s.delete("/subscriptions/urn:ngsi-ld:Subscription:crud")
+        .await
+        .problem(404, "ResourceNotFound");
+    s.get("/subscriptions/not%20a%20uri")
+        .await
+        .problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn invalid_subscriptions_are_refused_with_the_spec_errors() {
+    let s = Server::start().await;
+    let ok = subscription("urn:ngsi-ld:Subscription:bad", "http://127.0.0.1:9/n");
+    let with = |patch: Value| {
+        let mut b = ok.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                b.as_object_mut().unwrap().remove(k);
+            } else {
+                b[k] = v.clone();
+            }
+        }
+        b
+    };
+    let cases = [
+        ("bad q", with(json!({"q": "level>>2"}))),
+        (
+            "bad geometry",
+            with(
+                json!({"geoQ": {"geometry": "Point", "coordinates": [500, 23], "georel": "near;maxDistance==10"}}),
+            ),
+        ),
+        (
+            "bad georel",
+            with(
+                json!({"geoQ": {"geometry": "Point", "coordinates": [113, 23], "georel": "close"}}),
+            ),
+        ),
+        (
+            "unsupported scheme",
+            with(json!({"notification": {"endpoint": {"uri": "ftp://example.org/x"}}})),
+        ),
+        (
+            "not a uri",
+            with(json!({"notification": {"endpoint": {"uri": "nowhere"}}})),
+        ),
+        (
+            "bad MQTT QoS",
+            with(
+                json!({"notification": {"endpoint": {"uri": "mqtt://127.0.0.1:1883/t",
+                "notifierInfo": [{"key": "MQTT-QoS", "value": "7"}]}}}),
+            ),
+        ),
+        (
+            "expired",
+            with(json!({"expiresAt": "2001-01-01T00:00:00Z"})),
+        ),
+        ("wrong type", with(json!({"type": "Subscriptions"}))),
+        ("no type", with(json!({"type": null}))),
+        ("no notification", with(json!({"notification": null}))),
+        (
+            "nothing selected",
+            with(json!({"entities": null, "watchedAttributes": null})),
+        ),
+        ("empty entities", with(json!({"entities": []}))),
+        (
+            "selector without type",
+            with(json!({"entities": [{"id": "urn:a:b"}]})),
+        ),
+        ("negative throttling", with(json!({"throttling": -1}))),
+        ("interval with watched", with(json!({"timeInterval": 10}))),
+        (
+            "interval with throttling",
+            with(json!({"timeInterval": 10, "watchedAttributes": null, "throttling": 5})),
+        ),
+        (
+            "unknown trigger",
+            with(json!({"notificationTrigger": ["sometimes"]})),
+        ),
+        (
+            "showChanges with keyValues",
+            with(
+                json!({"notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"},
+                "format": "keyValues", "showChanges": true}}),
+            ),
+        ),
+        ("bad id", with(json!({"id": "not a uri"}))),
+        ("empty object", json!({})),
+    ];
+    for (what, body) in cases {
+        let r = s.post("/subscriptions", &body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        r.problem(400, "BadRequestData");
+    }
+    s.req(Method::POST, "/subscriptions")
+        .body("application/json", "{\"type\": ")
+        .send()
+        .await
+        .problem(400, "InvalidRequest");
+    assert_eq!(
+        s.get("/subscriptions").await.body,
+        json!([]),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn a_change_of_a_watched_attribute_is_notified_over_http() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:1", 1.0))
+        .await;
+    let mut sub = subscription("urn:ngsi-ld:Subscription:http", &uri);
+    sub["notification"]["endpoint"]["receiverInfo"] =
+        json!([{"key": "X-Department", "value": "water"}]);
+    sub["q"] = json!("level>2");
+    subscribe(&s, &sub).await;
+
+    // Not matching q after the change: nothing.
+    set_level(&s, "urn:ngsi-ld:WaterLevelSensor:1", 1.5).await;
+    // A change of an attribute that is not watched: nothing.
+    s.patch(
+        "/entities/urn:ngsi-ld:WaterLevelSensor:1/attrs",
+        &json!({"district": {"type": "Property", "value": "Liwan"}}),
+    )
+    .await
+    .no_content();
+    nothing(&mut rx, 300).await;
+
+    set_level(&s, "urn:ngsi-ld:WaterLevelSensor:1", 2.5).await;
+    let n = next(&mut rx).await;
+    assert_eq!(n.headers["content-type"], "application/json");
+    assert_eq!(n.headers["x-department"], "water");
+    assert_eq!(n.headers["link"].to_str().unwrap(), link(CORE));
+    let b = &n.body;
+    assert_eq!(b["type"], "Notification");
+    assert_eq!(b["subscriptionId"], "urn:ngsi-ld:Subscription:http");
+    assert!(
+        b["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:ngsi-ld:Notification:")
+    );
+    assert!(b["notifiedAt"].as_str().unwrap().ends_with('Z'));
+    let data = b["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["id"], "urn:ngsi-ld:WaterLevelSensor:1");
+    assert_eq!(data[0]["level"]["value"], 2.5);
+    assert_eq!(
+        data[0]["district"]["value"], "Liwan",
+        "the whole entity is notified"
+    );
+    assert!(data[0].get("@context").is_none());
+
+    // The same value again is no change (clause 5.8.6): nothing.
+    set_level(&s, "urn:ngsi-ld:WaterLevelSensor:1", 2.5).await;
+    nothing(&mut rx, 300).await;
+
+    // The status is kept (and reported before the receiver answered).
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:http").await;
+    let n = &got.body["notification"];
+    assert_eq!(n["timesSent"], 1, "{n}");
+    assert_eq!(n["status"], "ok", "{n}");
+    assert!(
+        n["lastNotification"].is_string() && n["lastSuccess"].is_string(),
+        "{n}"
+    );
+    assert!(n.get("lastFailure").is_none());
+}
+
+#[tokio::test]
+async fn notifications_use_the_subscription_context_format_and_attributes() {
+    let s = Server::start().await;
+    let context = serve_document(json!({"@context": {
+        "level": "https://example.org/water#level",
+        "WaterLevelSensor": "https://example.org/water#WaterLevelSensor"
+    }}))
+    .await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let (ld_uri, mut ld_rx) = receiver(StatusCode::OK).await;
+    let r = s
+        .req(Method::POST, "/subscriptions")
+        .header("link", &link(&context))
+        .json(&json!({
+            "id": "urn:ngsi-ld:Subscription:ctx",
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "notification": {
+                "endpoint": {"uri": uri},
+                "format": "keyValues",
+                "attributes": ["level"],
+            },
+        }))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .req(Method::POST, "/subscriptions")
+        .ld(&json!({
+            "@context": context,
+            "id": "urn:ngsi-ld:Subscription:ld",
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "notification": {"endpoint": {"uri": ld_uri, "accept": "application/ld+json"}, "format": "concise"},
+        }))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Read back without the context: the names stay expanded.
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:ctx").await;
+    assert_eq!(
+        got.body["entities"][0]["type"],
+        "https://example.org/water#WaterLevelSensor"
+    );
+    assert_eq!(
+        got.body["notification"]["attributes"],
+        json!(["https://example.org/water#level"])
+    );
+    let got = s
+        .req(Method::GET, "/subscriptions/urn:ngsi-ld:Subscription:ctx")
+        .header("link", &link(&context))
+        .send()
+        .await;
+    assert_eq!(got.body["entities"][0]["type"], "WaterLevelSensor");
+
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("link", &link(&context))
+        .json(&sensor("urn:ngsi-ld:WaterLevelSensor:ctx", 3.0))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let n = next(&mut rx).await;
+    assert_eq!(n.headers["link"].to_str().unwrap(), link(&context));
+    assert_eq!(
+        n.body["data"],
+        json!([{"id": "urn:ngsi-ld:WaterLevelSensor:ctx", "type": "WaterLevelSensor", "level": 3.0}])
+    );
+    let n = next(&mut ld_rx).await;
+    assert_eq!(n.headers["content-type"], "application/ld+json");
+    assert!(n.headers.get("link").is_none());
+    let d = &n.body["data"][0];
+    assert_eq!(d["@context"], json!(context));
+    assert_eq!(
+        d["level"],
+        json!({"value": 3.0, "unitCode": "MTR"}),
+        "concise: {d}"
+    );
+}
+
+#[tokio::test]
+async fn triggers_cover_creation_deletion_and_attribute_deletion_with_changes() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:triggers",
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "notificationTrigger": ["entityCreated", "entityUpdated", "entityDeleted"],
+            "notification": {"endpoint": {"uri": uri}, "showChanges": true},
+        }),
+    )
+    .await;
+    let id = "urn:ngsi-ld:WaterLevelSensor:t";
+    s.create(sensor(id, 1.0)).await;
+    let created = next(&mut rx).await;
+    assert_eq!(created.body["data"][0]["level"]["value"], 1.0);
+    assert!(
+        created.body["data"][0]["level"]
+            .get("previousValue")
+            .is_none(),
+        "no previousValue on creation"
+    );
+    set_level(&s, id, 4.0).await;
+    let updated = next(&mut rx).await;
+    assert_eq!(updated.body["data"][0]["level"]["value"], 4.0);
+    assert_eq!(updated.body["data"][0]["level"]["previousValue"], 1.0);
+    assert!(
+        updated.body["data"][0]["district"]
+            .get("previousValue")
+            .is_none()
+    );
+    s.delete(&format!("/entities/{}/attrs/district", enc(id)))
+        .await
+        .no_content();
+    let deleted_attr = next(&mut rx).await;
+    assert_eq!(
+        deleted_attr.body["data"][0]["district"],
+        json!({"type": "Property", "value": "urn:ngsi-ld:null"})
+    );
+    s.delete(&format!("/entities/{}", enc(id)))
+        .await
+        .no_content();
+    let deleted = next(&mut rx).await;
+    let d = deleted.body["data"][0].as_object().unwrap();
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(d["id"], id);
+    assert_eq!(d["type"], "WaterLevelSensor");
+    assert!(d["deletedAt"].is_string());
+    // Other tenants' changes are not seen.
+    s.req(Method::POST, "/entities")
+        .header("NGSILD-Tenant", "panyu")
+        .json(&sensor(id, 9.0))
+        .send()
+        .await;
+    nothing(&mut rx, 300).await;
+}
+
+#[tokio::test]
+async fn batch_writes_notify_and_throttling_holds_back() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let mut sub = subscription("urn:ngsi-ld:Subscription:batch", &uri);
+    sub["notificationTrigger"] = json!(["attributeCreated", "attributeUpdated"]);
+    subscribe(&s, &sub).await;
+    let entities: Vec<Value> = (0..5)
+        .map(|i| sensor(&format!("urn:ngsi-ld:WaterLevelSensor:b{i}"), f64::from(i)))
+        .collect();
+    let r = s.post("/entityOperations/create", &json!(entities)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let n = next(&mut rx).await;
+        for d in n.body["data"].as_array().unwrap() {
+            seen.push(d["id"].as_str().unwrap().to_string());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 5);
+
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let mut sub = subscription("urn:ngsi-ld:Subscription:throttled", &uri);
+    sub["throttling"] = json!(60);
+    subscribe(&s, &sub).await;
+    set_level(&s, "urn:ngsi-ld:WaterLevelSensor:b1", 10.0).await;
+    next(&mut rx).await;
+    set_level(&s, "urn:ngsi-ld:WaterLevelSensor:b1", 11.0).await;
+    nothing(&mut rx, 400).await;
+}
+
+#[tokio::test]
+async fn a_failing_receiver_is_reported_and_periodic_notifications_run() {
+    let s = Server::start().await;
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:p", 1.0))
+        .await;
+    let (uri, mut rx) = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
+    subscribe(&s, &subscription("urn:ngsi-ld:Subscription:failing", &uri)).await;
+    set_level(&s, "urn:ngsi-ld:WaterLevelSensor:p", 2.0).await;
+    next(&mut rx).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = s
+            .get("/subscriptions/urn:ngsi-ld:Subscription:failing")
+            .await;
+        let n = &got.body["notification"];
+        if n["status"] == "failed" {
+            assert_eq!(n["timesFailed"], 1, "{n}");
+            assert!(n["lastFailure"].is_string());
+            break;
+        }
+        assert!(Instant::now() < deadline, "never failed: {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:periodic",
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "timeInterval": 0.3,
+            "notification": {"endpoint": {"uri": uri}, "attributes": ["level"]},
+        }),
+    )
+    .await;
+    for _ in 0..2 {
+        let n = next(&mut rx).await;
+        assert_eq!(n.body["data"][0]["id"], "urn:ngsi-ld:WaterLevelSensor:p");
+        assert_eq!(n.body["data"][0]["level"]["value"], 2.0);
+        assert!(n.body["data"][0].get("district").is_none());
+    }
+}
+
+#[tokio::test]
+async fn notifications_are_published_over_mqtt() {
+    let s = Server::start().await;
+    let topic = format!("wuyang/api-test/{}", std::process::id());
+    let mut options = rumqttc::MqttOptions::new(
+        format!("wuyang-api-{}", std::process::id()),
+        "127.0.0.1",
+        1883,
+    );
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+    client
+        .subscribe(&topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut messages) = mpsc::unbounded_channel::<Value>();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut subscribed_tx = Some(subscribed_tx);
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    if let Some(t) = subscribed_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send(serde_json::from_slice(&p.payload).unwrap_or(Value::Null));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("MQTT broker on 127.0.0.1:1883 not reachable: {e}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), subscribed)
+        .await
+        .expect("no SUBACK")
+        .unwrap();
+    let mut sub = subscription(
+        "urn:ngsi-ld:Subscription:mqtt",
+        &format!("mqtt://127.0.0.1:1883/{topic}"),
+    );
+    sub["notification"]["endpoint"]["notifierInfo"] = json!([{"key": "MQTT-QoS", "value": "1"}]);
+    sub["notification"]["endpoint"]["receiverInfo"] =
+        json!([{"key": "X-District", "value": "Haizhu"}]);
+    subscribe(&s, &sub).await;
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:mqtt", 3.0))
+        .await;
+    let m = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+        .await
+        .expect("no MQTT notification")
+        .unwrap();
+    assert_eq!(m["metadata"]["Content-Type"], "application/json");
+    assert_eq!(m["metadata"]["X-District"], "Haizhu");
+    assert_eq!(m["metadata"]["Link"], link(CORE));
+    assert_eq!(m["body"]["type"], "Notification");
+    assert_eq!(m["body"]["subscriptionId"], "urn:ngsi-ld:Subscription:mqtt");
+    assert_eq!(m["body"]["data"][0]["level"]["value"], 3.0);
+}
+
+#[tokio::test]
+async fn the_live_stream_sends_matching_changes_as_server_sent_events() {
+    let s = Server::start().await;
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!(
+            "{}/wuyang/v1/live?type=WaterLevelSensor&q=level%3E5&options=keyValues",
+            s.origin
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:low", 1.0))
+        .await;
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:high", 6.0))
+        .await;
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.chunk())
+            .await
+            .expect("no event")
+            .unwrap()
+            .expect("stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let event = text.split("\n\n").next().unwrap();
+    assert!(event.contains("event: notification"), "{event}");
+    let data = event
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("data line");
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        v["data"],
+        json!([{
+            "id": "urn:ngsi-ld:WaterLevelSensor:high", "type": "WaterLevelSensor",
+            "level": 6.0, "district": "Haizhu",
+            "location": {"type": "Point", "coordinates": [113.32, 23.10]}
+        }])
+    );
+    let r = client
+        .get(format!("{}/wuyang/v1/live?q=level%3E%3E", s.origin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "a bad filter is refused before the stream opens"
+    );
+}
