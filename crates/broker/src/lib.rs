@@ -59,6 +59,8 @@ pub struct Broker {
     subscriptions: subscriptions::Engine,
     /// Serialises the writes of subscriptions (they are rare).
     subscription_writes: tokio::sync::Mutex<()>,
+    /// Becomes true once the stored subscriptions are installed.
+    restored: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -136,26 +138,42 @@ impl Broker {
         contexts: jsonld::ContextResolver,
         config: BrokerConfig,
     ) -> Self {
+        // The notifier's HTTP client needs the TLS provider installed first.
+        jsonld::install_tls_provider();
         let engine = subscriptions::Engine::new(store.clone(), config.notifier.clone());
+        let (restored_tx, restored) = tokio::sync::watch::channel(false);
         let broker = Self {
             store,
             contexts,
             config,
             subscriptions: engine,
             subscription_writes: tokio::sync::Mutex::new(()),
+            restored,
         };
         broker.restore_hosted_contexts();
         if tokio::runtime::Handle::try_current().is_ok() {
             broker.subscriptions.start();
-            tokio::spawn(subscriptions::restore(
+            let (store, contexts, engine) = (
                 broker.store.clone(),
                 broker.contexts.clone(),
                 broker.subscriptions.clone(),
-            ));
+            );
+            tokio::spawn(async move {
+                subscriptions::restore(store, contexts, engine).await;
+                let _ = restored_tx.send(true);
+            });
         } else {
+            let _ = restored_tx.send(true);
             tracing::warn!("no async runtime: subscriptions are inert");
         }
         broker
+    }
+
+    /// Waits until the stored subscriptions are installed: a server answers
+    /// requests only after this, so no change goes unnoticed by them.
+    pub async fn ready(&self) {
+        let mut restored = self.restored.clone();
+        let _ = restored.wait_for(|r| *r).await;
     }
 
     /// Registers the metrics of subscriptions and notification delivery.

@@ -115,6 +115,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let state = build_state(&args)?;
+        state.broker.ready().await;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;

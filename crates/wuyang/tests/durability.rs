@@ -224,3 +224,166 @@ async fn data_and_tenants_survive_a_restart() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A notification receiver on a free port: returns its URL and the bodies.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |body: bytes::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/notify"), rx)
+}
+
+async fn notification(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no notification within 10 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_their_status_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let (uri, mut rx) = receiver().await;
+    let sub_url = |base: &str| format!("{base}/subscriptions/urn:ngsi-ld:Subscription:flood");
+    let level = |v: f64| json!({"level": {"type": "Property", "value": v}});
+    let attrs = |base: &str| format!("{base}/entities/urn:ngsi-ld:WaterLevelSensor:s/attrs");
+    {
+        let server = Server::start(dir.path());
+        let r = client
+            .post(format!("{}/entities", server.base))
+            .header("NGSILD-Tenant", "tianhe")
+            .json(&entity("urn:ngsi-ld:WaterLevelSensor:s"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        // Created with an inline @context, then patched under another one.
+        let r = client
+            .post(format!("{}/subscriptions", server.base))
+            .header("NGSILD-Tenant", "tianhe")
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({
+                    "@context": [{"level": "https://data.guangzhou.example/water#level"},
+                                 "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"],
+                    "id": "urn:ngsi-ld:Subscription:flood",
+                    "type": "Subscription",
+                    "entities": [{"type": "WaterLevelSensor"}],
+                    "watchedAttributes": ["level"],
+                    "q": "level>100",
+                    "notification": {"endpoint": {"uri": uri}, "format": "keyValues"},
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = client
+            .patch(sub_url(&server.base))
+            .header("NGSILD-Tenant", "tianhe")
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({
+                    "@context": {"waterLevel": "https://data.guangzhou.example/water#level"},
+                    "q": "waterLevel>2",
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        let r = client
+            .patch(attrs(&server.base))
+            .header("NGSILD-Tenant", "tianhe")
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({"@context": {"level": "https://data.guangzhou.example/water#level"},
+                       "level": {"type": "Property", "value": 3.0}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            207,
+            "level is a new attribute here: append it instead"
+        );
+        let r = client
+            .post(attrs(&server.base))
+            .header("NGSILD-Tenant", "tianhe")
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({"@context": {"level": "https://data.guangzhou.example/water#level"},
+                       "level": {"type": "Property", "value": 3.0}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let n = notification(&mut rx).await;
+        assert_eq!(
+            n["data"][0]["level"], 3.0,
+            "compacted with the creation context: {n}"
+        );
+        // The status is written within a second.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        server.kill9();
+    }
+    let server = Server::start(dir.path());
+    let r = client
+        .get(sub_url(&server.base))
+        .header("NGSILD-Tenant", "tianhe")
+        .header(
+            "Link",
+            "<https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().await.unwrap();
+    assert_eq!(
+        s["q"], "https://data.guangzhou.example/water#level>2",
+        "{s}"
+    );
+    assert_eq!(s["notification"]["timesSent"], 1, "{s}");
+    assert_eq!(s["notification"]["status"], "ok", "{s}");
+    // Still notifying, below and above the patched threshold.
+    for (v, notified) in [(1.0, false), (5.0, true)] {
+        let r = client
+            .post(attrs(&server.base))
+            .header("NGSILD-Tenant", "tianhe")
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({"@context": {"level": "https://data.guangzhou.example/water#level"},
+                       "level": level(v)["level"]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        if notified {
+            let n = notification(&mut rx).await;
+            assert_eq!(n["data"][0]["level"], 5.0, "{n}");
+        }
+    }
+    assert!(rx.try_recv().is_err(), "level 1 was not notified");
+}

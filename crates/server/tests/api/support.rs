@@ -64,6 +64,7 @@ impl Server {
             store.register_metrics(r);
             broker.register_metrics(r);
         });
+        broker.ready().await;
         let state = AppState {
             broker: Arc::new(broker),
             config: Arc::new(ServerConfig {
