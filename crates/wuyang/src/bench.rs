@@ -39,7 +39,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u64,
     /// Scenarios to run (comma separated): null, create, partial, update,
-    /// upsert, query, relquery, restart. Default: all.
+    /// upsert, query, relquery, notify-http, notify-mqtt, restart. Default:
+    /// all.
     #[arg(long)]
     pub only: Option<String>,
     /// Durability of the benchmarked server (`full` or `normal`, as for
@@ -188,6 +189,7 @@ async fn load(
                     break;
                 }
                 let req = make(i);
+                sender.ready().await?;
                 let t0 = Instant::now();
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();
@@ -224,7 +226,12 @@ async fn load(
     Ok(result)
 }
 
-fn request(method: Method, path: String, body: Option<&Value>, link: bool) -> Request<Full<Bytes>> {
+pub(crate) fn request(
+    method: Method,
+    path: String,
+    body: Option<&Value>,
+    link: bool,
+) -> Request<Full<Bytes>> {
     let bytes = body
         .map(|b| Bytes::from(serde_json::to_vec(b).expect("json")))
         .unwrap_or_default();
@@ -544,6 +551,35 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
                 multiplier: 1.0,
             },
             ceiling,
+        );
+    }
+    for (name, transport) in [
+        ("notify-http", crate::bench_notify::Transport::Http),
+        ("notify-mqtt", crate::bench_notify::Transport::Mqtt),
+    ] {
+        if !wants(&args, name) {
+            continue;
+        }
+        let r = crate::bench_notify::run(addr, conns, n, transport).await?;
+        println!(
+            "| {:<42} | {:>10.0} {:<10} | {:>7.2} | {:>7.2} | {:>7.2} | {:>8} | {:>6} |",
+            format!(
+                "notifications, 100 subscriptions, {} ({}/{} delivered)",
+                if transport == crate::bench_notify::Transport::Http {
+                    "HTTP"
+                } else {
+                    "MQTT"
+                },
+                r.delivered,
+                r.updates
+            ),
+            r.rate(),
+            "notif/s",
+            r.percentile_ms(0.50),
+            r.percentile_ms(0.95),
+            r.percentile_ms(0.99),
+            "-",
+            r.update_errors
         );
     }
     println!();

@@ -1,6 +1,7 @@
 //! The `wuyang` command: wires the library crates together.
 
 mod bench;
+mod bench_notify;
 mod serve;
 
 use clap::{Parser, Subcommand};
