@@ -72,19 +72,69 @@ pub struct ViewOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Selector {
     pub(crate) ids: Option<Vec<Arc<str>>>,
-    pub(crate) id_pattern: Option<Regex>,
+    pub(crate) id_pattern: Option<IdPattern>,
     pub(crate) types: Option<TypeExpr>,
 }
 
 impl Selector {
     fn matches(&self, e: &Entity) -> bool {
         self.ids.as_ref().is_none_or(|ids| ids.contains(&e.id))
-            && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&e.id))
             && self
                 .types
                 .as_ref()
                 .is_none_or(|t| t.matches_with(&|name| e.has_type(name)))
+            && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&e.id))
     }
+}
+
+/// An `idPattern` regular expression with the literal prefix every match
+/// starts with, checked first: most patterns are `^urn:ngsi-ld:Type:...`,
+/// and a byte comparison rejects most ids without running the regex.
+#[derive(Debug, Clone)]
+pub struct IdPattern {
+    regex: Regex,
+    prefix: Box<str>,
+}
+
+impl IdPattern {
+    /// Compiles `pattern`.
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        Ok(Self {
+            regex: Regex::new(pattern)?,
+            prefix: literal_prefix(pattern).into(),
+        })
+    }
+
+    /// Whether `id` matches.
+    pub fn is_match(&self, id: &str) -> bool {
+        id.starts_with(&*self.prefix) && self.regex.is_match(id)
+    }
+}
+
+/// The literal text that every match of `pattern` starts with: the plain
+/// characters after a leading `^`, without one followed by a quantifier.
+/// Empty (no prefilter) for patterns with an alternation anywhere or any
+/// other start.
+fn literal_prefix(pattern: &str) -> String {
+    let Some(rest) = pattern.strip_prefix('^') else {
+        return String::new();
+    };
+    if pattern.contains('|') {
+        return String::new();
+    }
+    let mut prefix = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        let plain = c.is_ascii_alphanumeric() || ":_-/@#=,;!~&'%<>\"".contains(c);
+        if !plain {
+            break;
+        }
+        if matches!(chars.peek(), Some('*' | '?' | '{')) {
+            break;
+        }
+        prefix.push(c);
+    }
+    prefix
 }
 
 /// A parsed entity query, with every name expanded.
@@ -273,7 +323,7 @@ impl EntityQuery {
         }
         if let Some(p) = &p.id_pattern {
             selector.id_pattern = Some(
-                Regex::new(p)
+                IdPattern::new(p)
                     .map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?,
             );
         }
@@ -395,7 +445,7 @@ impl EntityQuery {
                     }
                     if let Some(p) = text("idPattern")? {
                         out.id_pattern =
-                            Some(Regex::new(p).map_err(|e| {
+                            Some(IdPattern::new(p).map_err(|e| {
                                 NgsiError::bad_data(format!("invalid idPattern: {e}"))
                             })?);
                     }
@@ -696,5 +746,43 @@ impl Broker {
             r?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IdPattern, literal_prefix};
+
+    #[test]
+    fn id_patterns_prefilter_on_their_literal_prefix() {
+        for (pattern, prefix) in [
+            ("^urn:ngsi-ld:Bench:http:7:", "urn:ngsi-ld:Bench:http:7:"),
+            ("^urn:ngsi-ld:Vehicle:.*", "urn:ngsi-ld:Vehicle:"),
+            ("^urn:abc*", "urn:ab"),
+            ("^urn:a?b", "urn:"),
+            ("^urn:a{2}", "urn:"),
+            ("^urn:(a|b)", ""),
+            ("^a|^b", ""),
+            ("urn:x", ""),
+            ("(?i)^URN", ""),
+            ("^urn\\.x", "urn"),
+            ("^[a-z]", ""),
+        ] {
+            assert_eq!(literal_prefix(pattern), prefix, "{pattern}");
+        }
+        let p = IdPattern::new("^urn:ngsi-ld:Vehicle:.*bus").unwrap();
+        assert!(p.is_match("urn:ngsi-ld:Vehicle:gz-bus"));
+        assert!(!p.is_match("urn:ngsi-ld:Vehicl:bus"));
+        assert!(!p.is_match("urn:ngsi-ld:Vehicle:taxi"));
+    }
+
+    proptest::proptest! {
+        /// The prefilter never rejects an id the regex matches.
+        #[test]
+        fn the_prefilter_never_rejects_a_match(pattern in "\\^[a-c:.*?|{}1-2()\\[\\]-]{0,8}", id in "[a-c:1-2-]{0,10}") {
+            if let Ok(p) = IdPattern::new(&pattern) {
+                proptest::prop_assert_eq!(p.is_match(&id), regex::Regex::new(&pattern).unwrap().is_match(&id));
+            }
+        }
     }
 }

@@ -512,9 +512,15 @@ impl Inner {
         let now = now_micros();
         let since = Instant::now();
         let mut pending: Vec<(Arc<Entry>, Vec<Value>)> = Vec::new();
-        let subs = self.subs.read().clone();
+        // The subscriptions of the tenant of the previous change, kept while
+        // the tenant stays the same.
+        let mut current: Option<(Arc<str>, Option<Entries>)> = None;
         for change in batch {
-            let Some(list) = subs.get(&change.tenant) else {
+            if current.as_ref().is_none_or(|(t, _)| *t != change.tenant) {
+                let list = self.subs.read().get(&change.tenant).cloned();
+                current = Some((change.tenant.clone(), list));
+            }
+            let Some((_, Some(list))) = &current else {
                 continue;
             };
             for entry in list.iter() {
@@ -716,17 +722,34 @@ impl Inner {
         if !entry.sub.is_live(now) {
             return;
         }
-        let mut data = Vec::new();
-        let tenant = entry.state.tenant.clone();
-        self.store.scan(&tenant, &mut |e| {
-            if entry.sub.matcher.matches(e) {
-                data.push(Value::Object(crate::render_view(
-                    e,
-                    &entry.notify_ctx,
-                    &entry.sub.view,
-                )));
-            }
-        });
+        // Every entity the selectors accept has one of their type names
+        // (type expressions have no negation): those are the candidates.
+        let types: Vec<ngsi_model::Iri> = entry
+            .sub
+            .entities
+            .iter()
+            .flatten()
+            .flat_map(|s| s.types.names())
+            .map(ngsi_model::iri)
+            .collect();
+        let page = self.store.query(
+            &entry.state.tenant,
+            store::Selection {
+                types: Some(&types),
+                ..store::Selection::default()
+            },
+            &|e: &Entity| entry.sub.matcher.matches(e),
+            store::Page {
+                offset: 0,
+                limit: usize::MAX,
+                count: false,
+            },
+        );
+        let data: Vec<Value> = page
+            .entities
+            .iter()
+            .map(|e| Value::Object(crate::render_view(e, &entry.notify_ctx, &entry.sub.view)))
+            .collect();
         if !data.is_empty() {
             self.metrics.matched.inc();
             self.send(entry, data, now, Instant::now());

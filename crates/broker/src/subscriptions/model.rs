@@ -489,7 +489,7 @@ impl Subscription {
                         id_pattern: match (&s.ids, &s.id_pattern) {
                             // id takes precedence over idPattern.
                             (None, Some(p)) => Some(
-                                Regex::new(p)
+                                crate::query::IdPattern::new(p)
                                     .map_err(|e| bad(format!("invalid idPattern: {e}")))?,
                             ),
                             _ => None,

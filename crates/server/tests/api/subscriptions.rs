@@ -558,6 +558,21 @@ async fn a_failing_receiver_is_reported_and_periodic_notifications_run() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // What failed and what was retried is counted.
+    let metrics = reqwest::get(format!("{}/metrics", s.origin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wuyang_notifications_failed_total{transport=\"http\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wuyang_notification_retries_total 2"),
+        "{metrics}"
+    );
     let (uri, mut rx) = receiver(StatusCode::OK).await;
     subscribe(
         &s,
