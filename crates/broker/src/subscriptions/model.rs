@@ -856,3 +856,107 @@ pub fn unique_suffix() -> String {
     let b = mix(a ^ n);
     format!("{a:016x}{b:016x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::Subscription;
+    use crate::Ctx;
+
+    /// JSON values of every shape, small.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-1.0e3f64..1.0e3).prop_map(|f| json!(f)),
+            "[a-zA-Z:/.>=;|()~\\[\\]0-9 -]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("uri".to_string()),
+                        Just("type".to_string()),
+                        Just("key".to_string()),
+                        Just("value".to_string()),
+                        Just("georel".to_string()),
+                        Just("geometry".to_string()),
+                        Just("coordinates".to_string()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const MEMBERS: &[&str] = &[
+        "id",
+        "entities",
+        "watchedAttributes",
+        "notificationTrigger",
+        "timeInterval",
+        "q",
+        "geoQ",
+        "scopeQ",
+        "lang",
+        "datasetId",
+        "expiresAt",
+        "isActive",
+        "throttling",
+        "notification",
+        "jsonldContext",
+        "localOnly",
+    ];
+
+    proptest! {
+        /// No document, however malformed, makes parsing or patching panic,
+        /// and whatever is accepted renders and is live or not.
+        #[test]
+        fn parsing_never_panics(values in prop::collection::vec(any_json(), MEMBERS.len())) {
+            let mut doc = Map::new();
+            doc.insert("type".into(), json!("Subscription"));
+            for (k, v) in MEMBERS.iter().zip(values) {
+                if !v.is_null() {
+                    doc.insert((*k).to_string(), v);
+                }
+            }
+            let ctx = Ctx::core();
+            if let Ok(sub) = Subscription::create(&doc, &ctx, 0, true) {
+                let _ = sub.render(&ctx, 0, true);
+                let _ = sub.patch(&doc, &ctx, 0, true);
+            }
+        }
+    }
+
+    #[test]
+    fn a_valid_document_renders_back_what_was_given() {
+        let doc = json!({
+            "id": "urn:ngsi-ld:Subscription:1",
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle", "idPattern": "^urn:ngsi-ld:Vehicle:"}],
+            "watchedAttributes": ["speed"],
+            "q": "speed>80",
+            "geoQ": {"geometry": "Point", "coordinates": [113.3, 23.1], "georel": "near;maxDistance==2000"},
+            "throttling": 5,
+            "notification": {"endpoint": {"uri": "mqtt://127.0.0.1:1883/traffic"}, "format": "keyValues"},
+        });
+        let ctx = Ctx::core();
+        let sub = Subscription::create(doc.as_object().unwrap(), &ctx, 0, true).unwrap();
+        let out = Value::Object(sub.render(&ctx, 0, false));
+        for key in ["id", "entities", "q", "geoQ", "throttling"] {
+            assert_eq!(out[key], doc[key], "{key}: {out}");
+        }
+        assert_eq!(
+            out["notification"]["endpoint"]["accept"],
+            "application/json"
+        );
+        assert_eq!(out["status"], "active");
+        assert!(sub.is_live(0));
+    }
+}

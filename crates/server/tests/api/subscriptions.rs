@@ -707,3 +707,32 @@ async fn the_live_stream_sends_matching_changes_as_server_sent_events() {
         "a bad filter is refused before the stream opens"
     );
 }
+
+#[tokio::test]
+async fn geojson_notifications_carry_a_feature_collection() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let mut sub = subscription("urn:ngsi-ld:Subscription:geo", &uri);
+    sub["notification"]["endpoint"]["accept"] = json!("application/geo+json");
+    sub["geoQ"] = json!({"geometry": "Point", "coordinates": [113.32, 23.10], "georel": "near;maxDistance==1000"});
+    subscribe(&s, &sub).await;
+    // Far from the reference point: not notified.
+    let mut far = sensor("urn:ngsi-ld:WaterLevelSensor:far", 1.0);
+    far["location"]["value"]["coordinates"] = json!([113.60, 23.40]);
+    s.create(far).await;
+    nothing(&mut rx, 300).await;
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:near", 1.0))
+        .await;
+    let n = next(&mut rx).await;
+    assert_eq!(n.headers["content-type"], "application/geo+json");
+    let fc = &n.body["data"];
+    assert_eq!(fc["type"], "FeatureCollection");
+    let f = &fc["features"][0];
+    assert_eq!(f["type"], "Feature");
+    assert_eq!(f["id"], "urn:ngsi-ld:WaterLevelSensor:near");
+    assert_eq!(
+        f["geometry"],
+        json!({"type": "Point", "coordinates": [113.32, 23.10]})
+    );
+    assert_eq!(f["properties"]["level"]["value"], 1.0);
+}
