@@ -119,6 +119,10 @@ impl Notifier {
     /// A notifier reporting to `reports`. Must be created inside a Tokio
     /// runtime (sender tasks are spawned on it).
     pub fn new(config: NotifierConfig, reports: Arc<dyn Reports>) -> Self {
+        // reqwest is built without a TLS provider of its own: any client in
+        // the process needs one installed first (a no-op when it is).
+        #[cfg(feature = "tls")]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("wuyang/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(30))
