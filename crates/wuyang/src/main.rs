@@ -1,7 +1,9 @@
 //! The `wuyang` command: wires the library crates together.
 
 mod bench;
+mod demo;
 mod serve;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,11 @@ enum Command {
     /// Run the load scenarios against a fresh durable server and print the
     /// results beside the HTTP ceiling of a null handler.
     Bench(bench::BenchArgs),
+    /// Run the platform with a living Guangzhou in it: the broker, the city
+    /// model and the simulator, with live figures.
+    Demo(demo::DemoArgs),
+    /// Run only the city simulator against a running NGSI-LD broker.
+    Sim(simulate::SimCommand),
     /// A handler that only parses the entity and answers 201 (the baseline
     /// of `wuyang bench`).
     #[command(hide = true)]
@@ -48,6 +55,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Sim(args) => simulate::run(args),
         Command::NullServer { listen } => bench::null_server(listen),
     }
 }
