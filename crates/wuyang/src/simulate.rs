@@ -257,10 +257,26 @@ pub async fn load_city(
     if total == 0 {
         return Ok(0);
     }
-    let chunks: Vec<(Bytes, u64)> = todo
-        .chunks(1000)
-        .map(|c| serde_json::to_vec(c).map(|b| (Bytes::from(b), c.len() as u64)))
-        .collect::<Result<_, _>>()?;
+    // Batches of at most 1,000 entities and 4 MiB (half the default body
+    // limit: district boundaries are large).
+    let mut chunks: Vec<(Bytes, u64)> = Vec::new();
+    let mut body: Vec<u8> = Vec::new();
+    let mut n = 0u64;
+    for e in &todo {
+        let doc = serde_json::to_vec(e)?;
+        if n > 0 && (n == 1000 || body.len() + doc.len() + 2 > 4 << 20) {
+            body.push(b']');
+            chunks.push((Bytes::from(std::mem::take(&mut body)), n));
+            n = 0;
+        }
+        body.push(if n == 0 { b'[' } else { b',' });
+        body.extend_from_slice(&doc);
+        n += 1;
+    }
+    if n > 0 {
+        body.push(b']');
+        chunks.push((Bytes::from(body), n));
+    }
     let chunks = Arc::new(Mutex::new(chunks.into_iter().rev().collect::<Vec<_>>()));
     let done = Arc::new(AtomicU64::new(0));
     let tty = std::io::stderr().is_terminal();
@@ -517,4 +533,33 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_to_authority_and_api_prefix() {
+        let t = Target::parse("http://localhost:1026").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.prefix.as_str()),
+            ("localhost:1026", "/ngsi-ld/v1")
+        );
+        let t = Target::parse("http://broker/orion/ngsi-ld/v1/").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.prefix.as_str()),
+            ("broker:80", "/orion/ngsi-ld/v1")
+        );
+        assert!(Target::parse("https://x").is_err());
+        assert!(Target::parse("http:///x").is_err());
+    }
+
+    #[test]
+    fn batch_answers_count_their_errors() {
+        assert_eq!(batch_errors(StatusCode::NO_CONTENT, b"").0, 0);
+        let body = br#"{"success": ["a"], "errors": [{"entityId": "b"}, {"entityId": "c"}]}"#;
+        assert_eq!(batch_errors(StatusCode::MULTI_STATUS, body).0, 2);
+        assert_eq!(batch_errors(StatusCode::BAD_REQUEST, b"{}").0, 1);
+    }
 }
