@@ -7,7 +7,7 @@ use city::geom::Xy;
 use city::ngsi::{id, lang, prop, rel};
 use serde_json::{Value, json};
 
-use crate::{Scenario, Sim};
+use crate::Sim;
 
 /// A case class: (事件/部件, 大类 zh/en, 小类 zh/en, SDM Alert category,
 /// weight in the normal scenario, weight in the typhoon drill).
@@ -110,7 +110,7 @@ const INCIDENTS_PER_SEGMENT_DAY: f64 = 0.02;
 
 pub(crate) fn tick(sim: &mut Sim, now: i64, at: &str, h: f64, out: &mut Vec<Value>) {
     let city = std::sync::Arc::clone(&sim.city);
-    let typhoon = sim.cfg.scenario == Scenario::Typhoon && sim.rain_mmh > 5.0;
+    let typhoon = sim.typhoon_active() && sim.rain_mmh > 5.0;
     // Reports follow waking hours; the drill multiplies them.
     let daytime = if (7.0..22.0).contains(&h) { 1.4 } else { 0.3 };
     let storm = if typhoon { 6.0 } else { 1.0 };

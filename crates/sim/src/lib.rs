@@ -40,7 +40,8 @@ pub enum Scenario {
     Normal,
     /// The typhoon-and-flood drill: a typhoon passes over 12 simulated
     /// hours from the start: rain, storm surge and rising rivers, flooded
-    /// roads that close, blocked traffic, alerts.
+    /// roads that close, blocked traffic, alerts. [`Sim::start_typhoon`]
+    /// starts the same drill at any time.
     Typhoon,
 }
 
@@ -154,6 +155,8 @@ pub struct Sim {
     bin_fill: Vec<f64>,
     /// Open flood alerts by segment.
     flood_alerts: BTreeMap<usize, String>,
+    /// The tick at which the typhoon drill started, if it did.
+    typhoon_from: Option<u64>,
     stats: SimStats,
 }
 
@@ -211,6 +214,7 @@ impl Sim {
                 .collect(),
             bin_fill,
             flood_alerts: BTreeMap::new(),
+            typhoon_from: (cfg.scenario == Scenario::Typhoon).then_some(0),
             vehicles,
             load,
             entered: vec![0; n_seg],
@@ -255,9 +259,21 @@ impl Sim {
             .collect()
     }
 
-    /// Hours since the start.
-    fn elapsed_h(&self) -> f64 {
-        self.tick as f64 / 3600.0
+    /// Starts (or restarts) the typhoon-and-flood drill now: the storm
+    /// replays from its beginning. Deterministic like everything else: the
+    /// same seed and the same trigger step give the same drill.
+    pub fn start_typhoon(&mut self) {
+        self.typhoon_from = Some(self.tick);
+    }
+
+    /// True while a typhoon drill has been started.
+    pub fn typhoon_active(&self) -> bool {
+        self.typhoon_from.is_some()
+    }
+
+    /// Rain now, mm/h.
+    pub fn rain_mm_per_h(&self) -> f64 {
+        self.rain_mmh
     }
 
     /// Advances the clock by one second and returns the updates.
@@ -282,10 +298,10 @@ impl Sim {
     /// The typhoon's rain (mm/h), wind (m/s) and storm surge (m) at hour
     /// `t` of the drill.
     fn typhoon(&self) -> (f64, f64, f64) {
-        if self.cfg.scenario != Scenario::Typhoon {
+        let Some(from) = self.typhoon_from else {
             return (0.0, 0.0, 0.0);
-        }
-        let t = self.elapsed_h();
+        };
+        let t = (self.tick - from) as f64 / 3600.0;
         let envelope = |peak: f64, width: f64| (-((t - peak) / width).powi(2)).exp();
         (
             75.0 * envelope(5.5, 2.2),

@@ -123,3 +123,25 @@ fn the_typhoon_drill_floods_roads_and_raises_alerts() {
         "the drill replays identically"
     );
 }
+
+#[test]
+fn the_drill_starts_on_demand_and_replays() {
+    let run = || {
+        let mut sim = Sim::new(city(), SimConfig::new(9, START));
+        let mut batches = Vec::new();
+        for step in 0..700 {
+            if step == 60 {
+                assert!(!sim.typhoon_active());
+                assert_eq!(sim.rain_mm_per_h(), 0.0);
+                sim.start_typhoon();
+            }
+            batches.push(sim.step());
+        }
+        (sim, batches)
+    };
+    let (a, first) = run();
+    let (_, second) = run();
+    assert!(a.typhoon_active());
+    assert!(a.rain_mm_per_h() > 0.0, "the storm has begun");
+    assert_eq!(digest(&first), digest(&second));
+}

@@ -60,6 +60,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             _ = wait_stop(live.clone()) => {}
         }
         if !live.stop.load(Ordering::Relaxed) {
+            simulate::typhoon_on_demand(live.clone());
             print_where_to_look(&host, started);
             let count_store = store.clone();
             let reporter = tokio::spawn(simulate::report(live.clone(), move || {
@@ -98,7 +99,8 @@ fn print_where_to_look(host: &str, started: Instant) {
          curl '{api}/entities?type=TrafficFlowObserved&q=congested==true&limit=5&options=keyValues'\n  \
          curl -G '{api}/entities' --data-urlencode 'type=Alert' --data-urlencode 'georel=near;maxDistance==2000' \\\n       \
          --data-urlencode 'geometry=Point' --data-urlencode 'coordinates=[113.2668,23.1195]'\n\
-         Live figures follow every 5 s; Ctrl-C stops.\n",
+         Live figures follow every 5 s. Type `typhoon` (or send SIGUSR1) to start the \
+         typhoon-and-flood drill; Ctrl-C stops.\n",
         started.elapsed().as_secs_f64()
     );
 }

@@ -179,6 +179,8 @@ pub struct Live {
     pub first_error: Mutex<Option<String>>,
     /// Set to stop.
     pub stop: AtomicBool,
+    /// Set to start the typhoon drill now.
+    pub typhoon: AtomicBool,
 }
 
 /// Builds the city of `size`, printing how long it took.
@@ -422,6 +424,10 @@ pub async fn run_sim(
                     ),
                     None => (behind_clock, true),
                 };
+                if live.typhoon.swap(false, Ordering::Relaxed) {
+                    sim.start_typhoon();
+                    println!("typhoon drill started: the storm peaks in about 5 simulated hours");
+                }
                 if want && can {
                     let updates = sim.step();
                     ticks += 1.0;
@@ -484,6 +490,31 @@ pub async fn report(live: Arc<Live>, entities: impl Fn() -> Option<usize>) {
     }
 }
 
+/// Starts the typhoon drill when a line `typhoon` (or `t`) is typed, or on
+/// SIGUSR1.
+pub fn typhoon_on_demand(live: Arc<Live>) {
+    let from_stdin = live.clone();
+    let _ = std::thread::Builder::new()
+        .name("drill-trigger".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines().map_while(Result::ok) {
+                if matches!(line.trim(), "t" | "typhoon") {
+                    from_stdin.typhoon.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        if let Ok(mut s) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        {
+            while s.recv().await.is_some() {
+                live.typhoon.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
 /// Stops `live` on Ctrl-C or SIGTERM.
 pub async fn stop_on_signal(live: Arc<Live>) {
     let ctrl_c = async {
@@ -518,9 +549,10 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<()> {
         load_city(&target, entities, cmd.sim.connections, true).await?;
         let live = Arc::new(Live::default());
         tokio::spawn(stop_on_signal(live.clone()));
+        typhoon_on_demand(live.clone());
         let reporter = tokio::spawn(report(live.clone(), || None));
         println!(
-            "simulating Guangzhou against {} (seed {}, speed {}x, scenario {}); Ctrl-C stops",
+            "simulating Guangzhou against {} (seed {}, speed {}x, scenario {}); type `typhoon` to start the drill, Ctrl-C stops",
             cmd.target, cmd.sim.seed, cmd.sim.speed, cmd.sim.scenario
         );
         run_sim(&target, city, &cmd.sim, live.clone()).await?;

@@ -169,6 +169,11 @@ async fn the_demo_brings_guangzhou_to_life_and_resumes() {
     assert_ne!(after["location"]["modifiedAt"], before, "{id} did not move");
     assert!(count(&api, "TrafficFlowObserved").await > 100);
 
+    // The typhoon drill starts on demand.
+    let pid = demo.child.id().to_string();
+    Command::new("kill").args(["-USR1", &pid]).status().unwrap();
+    demo.wait_for("typhoon drill started", 10);
+
     let status = demo.interrupt();
     assert!(status.success(), "demo exited with {status}");
     demo.wait_for("demo stopped", 10);
