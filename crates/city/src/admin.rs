@@ -112,6 +112,96 @@ const CORES: [(&str, f64, f64); 11] = [
     ("440118", 113.8150, 23.2850),
 ];
 
+/// Approximate seats (lon, lat) of the subdistricts of the four central
+/// districts, placed from public maps at the centre of each subdistrict's
+/// neighbourhood (accurate to about a kilometre). The outer districts'
+/// seats are derived (see `Admin::place_seats`).
+const KNOWN_SEATS: &[(&str, f64, f64)] = &[
+    // 荔湾 Liwan
+    ("440103001", 113.2430, 23.1080),
+    ("440103002", 113.2500, 23.1180),
+    ("440103003", 113.2470, 23.1220),
+    ("440103004", 113.2410, 23.1250),
+    ("440103005", 113.2380, 23.1210),
+    ("440103006", 113.2370, 23.1290),
+    ("440103007", 113.2460, 23.1300),
+    ("440103008", 113.2380, 23.1360),
+    ("440103009", 113.2320, 23.1350),
+    ("440103010", 113.2280, 23.1400),
+    ("440103011", 113.2450, 23.1450),
+    ("440103012", 113.2500, 23.1480),
+    ("440103013", 113.2250, 23.1280),
+    ("440103014", 113.2400, 23.0750),
+    ("440103015", 113.2350, 23.0950),
+    ("440103016", 113.2250, 23.0950),
+    ("440103017", 113.2250, 23.1100),
+    ("440103018", 113.2330, 23.1030),
+    ("440103019", 113.2220, 23.0850),
+    ("440103020", 113.2050, 23.0850),
+    ("440103021", 113.2150, 23.0700),
+    ("440103022", 113.2100, 23.1000),
+    // 越秀 Yuexiu
+    ("440104001", 113.2620, 23.1380),
+    ("440104003", 113.2710, 23.1240),
+    ("440104004", 113.2620, 23.1310),
+    ("440104005", 113.2580, 23.1450),
+    ("440104007", 113.2580, 23.1260),
+    ("440104010", 113.2570, 23.1200),
+    ("440104011", 113.2920, 23.1260),
+    ("440104012", 113.2980, 23.1300),
+    ("440104013", 113.3000, 23.1360),
+    ("440104014", 113.2920, 23.1400),
+    ("440104015", 113.2830, 23.1420),
+    ("440104016", 113.2830, 23.1360),
+    ("440104017", 113.2760, 23.1210),
+    ("440104018", 113.2820, 23.1220),
+    ("440104019", 113.2860, 23.1290),
+    ("440104020", 113.2750, 23.1500),
+    ("440104021", 113.2850, 23.1550),
+    ("440104022", 113.2550, 23.1600),
+    // 海珠 Haizhu
+    ("440105001", 113.3300, 23.1000),
+    ("440105002", 113.3050, 23.0980),
+    ("440105003", 113.2720, 23.0950),
+    ("440105004", 113.2700, 23.1030),
+    ("440105005", 113.2850, 23.1100),
+    ("440105006", 113.2900, 23.1030),
+    ("440105007", 113.2720, 23.1100),
+    ("440105008", 113.2600, 23.1100),
+    ("440105009", 113.2620, 23.1020),
+    ("440105010", 113.2550, 23.0930),
+    ("440105011", 113.2500, 23.0850),
+    ("440105012", 113.2800, 23.0850),
+    ("440105013", 113.2650, 23.0750),
+    ("440105014", 113.3050, 23.0850),
+    ("440105015", 113.3650, 23.0980),
+    ("440105016", 113.2950, 23.0700),
+    ("440105017", 113.3250, 23.0800),
+    ("440105018", 113.3900, 23.0750),
+    // 天河 Tianhe
+    ("440106001", 113.3500, 23.1580),
+    ("440106002", 113.3650, 23.1220),
+    ("440106003", 113.3950, 23.1250),
+    ("440106004", 113.3150, 23.1500),
+    ("440106006", 113.3400, 23.1370),
+    ("440106007", 113.3200, 23.1550),
+    ("440106008", 113.3250, 23.1350),
+    ("440106009", 113.3250, 23.1480),
+    ("440106010", 113.3350, 23.1700),
+    ("440106011", 113.3800, 23.1350),
+    ("440106012", 113.3600, 23.1350),
+    ("440106013", 113.3300, 23.1180),
+    ("440106014", 113.3200, 23.1250),
+    ("440106015", 113.3550, 23.1800),
+    ("440106016", 113.4050, 23.1350),
+    ("440106017", 113.3750, 23.1700),
+    ("440106018", 113.3750, 23.2000),
+    ("440106019", 113.4000, 23.1850),
+    ("440106020", 113.4100, 23.1200),
+    ("440106021", 113.4200, 23.1250),
+    ("440106022", 113.3950, 23.1550),
+];
+
 /// The four central districts, urban throughout.
 pub const CENTRAL: [&str; 4] = ["440103", "440104", "440105", "440106"];
 
@@ -314,6 +404,10 @@ impl Admin {
                 district.code
             )));
         }
+        if let Some(known) = self.known_seats(d, &samples) {
+            self.cut_cells(d, &known);
+            return Ok(());
+        }
         // k-means++ initialisation from a fixed stream, then Lloyd iterations.
         let mut rng = Rng::stream(2026, &district.code);
         let mut seats = vec![samples[rng.below(samples.len())].0];
@@ -362,6 +456,48 @@ impl Admin {
                 self.streets[s].code.clone(),
             )
         });
+        let seats: Vec<(usize, Xy)> = order.into_iter().zip(seats).collect();
+        self.cut_cells(d, &seats);
+        Ok(())
+    }
+
+    /// The known seats of district `d`'s streets; a seat that falls outside
+    /// the polygon (the map and the boundary disagree by a few hundred
+    /// metres) moves to the nearest sample point inside. `None` unless every
+    /// street has a distinct one.
+    fn known_seats(&self, d: usize, samples: &[(Xy, f64)]) -> Option<Vec<(usize, Xy)>> {
+        let points: Vec<Xy> = samples.iter().map(|s| s.0).collect();
+        let mut seats = Vec::new();
+        for &s in &self.districts[d].streets {
+            let &(_, lon, lat) = KNOWN_SEATS.iter().find(|k| k.0 == self.streets[s].code)?;
+            let p = Xy::from_lonlat(lon, lat);
+            let inside = geom::scanline(&self.districts[d].rings, p.y)
+                .iter()
+                .any(|&(x0, x1)| x0 <= p.x && p.x < x1);
+            // A sample point lies on a lattice like the grid centres; the
+            // small offset keeps grid centres off the Voronoi bisectors.
+            let snapped = if inside {
+                p
+            } else {
+                let q = points[nearest(&points, p)];
+                Xy {
+                    x: q.x + 0.37,
+                    y: q.y + 0.61,
+                }
+            };
+            if seats.iter().any(|(_, p)| *p == snapped) {
+                return None;
+            }
+            seats.push((s, snapped));
+        }
+        Some(seats)
+    }
+
+    /// Gives each street of district `d` its seat and its area: the seat's
+    /// Voronoi cell clipped to the district.
+    fn cut_cells(&mut self, d: usize, seats: &[(usize, Xy)]) {
+        let district = &self.districts[d];
+        let (lo, hi) = geom::bbox(&district.rings);
         let boundary = district.boundary.clone();
         let pad = 5000.0;
         let frame = [
@@ -382,11 +518,11 @@ impl Admin {
                 y: hi.y + pad,
             },
         ];
-        for (i, &s) in order.iter().enumerate() {
+        for (i, &(s, seat)) in seats.iter().enumerate() {
             let mut cell = frame.to_vec();
-            for (j, other) in seats.iter().enumerate() {
+            for (j, (_, other)) in seats.iter().enumerate() {
                 if j != i {
-                    cell = geom::clip_nearer(&cell, seats[i], *other);
+                    cell = geom::clip_nearer(&cell, seat, *other);
                 }
             }
             let cell = MultiPolygon(vec![geom::polygon_lonlat(&cell)]);
@@ -394,9 +530,8 @@ impl Admin {
             let street = &mut self.streets[s];
             street.area_km2 = area.geodesic_area_unsigned() / 1e6;
             street.area = area;
-            street.seat = seats[i];
+            street.seat = seat;
         }
-        Ok(())
     }
 
     /// The street of district `d` whose derived area contains point `p`
