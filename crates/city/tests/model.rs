@@ -403,18 +403,21 @@ fn counts_of_the_small_city() {
     );
 }
 
-/// The full city is too slow to build in every debug test run; run it with
-/// `cargo nextest run -p city --run-ignored all`.
+/// The full city builds (the 999-grids-per-community limit holds), with
+/// unique codes, grids in every district and every vehicle on the main
+/// network. The polygon checks run on the small city above.
 #[test]
-#[ignore]
-fn the_full_city_builds() {
+fn the_full_city_builds_with_unique_codes() {
     let c = City::build(Size::Full).unwrap();
+    assert!(c.grids.len() > 50_000, "{} grids", c.grids.len());
+    let codes: HashSet<&str> = c.grids.iter().map(|g| g.code.as_str()).collect();
+    assert_eq!(codes.len(), c.grids.len());
+    assert!(c.grids.iter().all(|g| g.code.len() == 15));
+    let districts: HashSet<&str> = c.grids.iter().map(|g| &g.code[..6]).collect();
+    assert_eq!(districts.len(), 11, "every district has built-up grids");
+    for v in &c.assets.vehicles {
+        assert!(c.roads.in_main[c.roads.edges[v.edge].from]);
+    }
     let n = c.entities(AT).len();
-    eprintln!(
-        "full: grids {} segments {} vehicles {} entities {n}",
-        c.grids.len(),
-        c.roads.segments.len(),
-        c.assets.vehicles.len()
-    );
-    assert!(c.grids.len() > 50_000);
+    assert!(n > 100_000, "{n} entities");
 }
