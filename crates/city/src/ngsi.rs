@@ -113,6 +113,59 @@ pub fn iso(ms: i64) -> String {
     )
 }
 
+/// Parses an RFC 3339 timestamp (`2026-07-01T08:00:00+08:00`,
+/// `2026-07-01T00:00Z`; seconds optional, fractions ignored) to Unix ms.
+pub fn parse_iso(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if s.get(4..5)? != "-" || s.get(7..8)? != "-" || !matches!(s.get(10..11)?, "T" | "t" | " ") {
+        return None;
+    }
+    let (hh, mm) = (num(11..13)?, num(14..16)?);
+    let mut rest = s.get(16..)?;
+    let mut ss = 0;
+    if let Some(r) = rest.strip_prefix(':') {
+        ss = num(17..19)?;
+        rest = r.get(2..)?;
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.get(..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            if rest.len() != 6 || rest.get(3..4)? != ":" {
+                return None;
+            }
+            sign * (oh * 60 + om)
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) - offset_min * 60) * 1000)
+}
+
 fn entity(kind: &str, code: &str, attrs: Vec<(&str, Value)>) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(id(kind, code)));
@@ -469,4 +522,33 @@ pub fn entities(city: &City, at_ms: i64) -> Vec<Value> {
         out.push(entity("Vehicle", &v.code, attrs));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        let ms = 1_782_864_000_000;
+        assert_eq!(iso(ms), "2026-07-01T00:00:00Z");
+        assert_eq!(parse_iso("2026-07-01T00:00:00Z"), Some(ms));
+        assert_eq!(parse_iso("2026-07-01T08:00+08:00"), Some(ms));
+        assert_eq!(parse_iso("2026-07-01T08:00:00.250+08:00"), Some(ms));
+        assert_eq!(
+            parse_iso("2024-02-29T12:34:56Z").map(iso).as_deref(),
+            Some("2024-02-29T12:34:56Z")
+        );
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        for bad in [
+            "",
+            "2026-07-01",
+            "2026-13-01T00:00Z",
+            "2026-07-01T00:00",
+            "2026-07-01T00:00+8",
+            "x026-07-01T00:00Z",
+        ] {
+            assert_eq!(parse_iso(bad), None, "{bad}");
+        }
+    }
 }

@@ -50,11 +50,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
         let live = Arc::new(Live::default());
         tokio::spawn(simulate::stop_on_signal(live.clone()));
-        let entities = city.entities(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        );
+        let entities = city.entities(args.sim.start_ms()?);
         tokio::select! {
             loaded = simulate::load_city(&target, entities, args.sim.connections, true) => { loaded?; }
             _ = wait_stop(live.clone()) => {}

@@ -38,6 +38,10 @@ pub struct SimArgs {
     /// normal, or typhoon (the typhoon-and-flood drill, from the start).
     #[arg(long, env = "WUYANG_SIM_SCENARIO", default_value = "normal", value_parser = ["normal", "typhoon"])]
     pub scenario: String,
+    /// Simulated start time, RFC 3339 (e.g. 2026-07-01T07:00:00+08:00);
+    /// default: now. The same seed and start replay the same events.
+    #[arg(long, env = "WUYANG_SIM_START")]
+    pub start: Option<String>,
     /// Connections used to send updates.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -202,6 +206,17 @@ pub fn build_city(size: &str) -> anyhow::Result<city::City> {
     Ok(c)
 }
 
+impl SimArgs {
+    /// The simulated start time (Unix ms).
+    pub fn start_ms(&self) -> anyhow::Result<i64> {
+        match &self.start {
+            Some(s) => city::ngsi::parse_iso(s)
+                .with_context(|| format!("--start {s:?} is not an RFC 3339 time")),
+            None => Ok(now_ms() / 1000 * 1000),
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -344,7 +359,7 @@ pub async fn run_sim(
     live: Arc<Live>,
 ) -> anyhow::Result<()> {
     let scenario: sim::Scenario = args.scenario.parse()?;
-    let mut cfg = sim::SimConfig::new(args.seed, now_ms() / 1000 * 1000);
+    let mut cfg = sim::SimConfig::new(args.seed, args.start_ms()?);
     cfg.scenario = scenario;
     let (tx, rx) = tokio::sync::mpsc::channel::<(Bytes, u64)>(args.connections.max(1) * 2);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -464,20 +479,26 @@ pub async fn run_sim(
 
 /// Prints live figures every few seconds until `live.stop`.
 pub async fn report(live: Arc<Live>, entities: impl Fn() -> Option<usize>) {
-    let mut last = (Instant::now(), 0u64);
+    let mut last = (Instant::now(), 0u64, live.sim_ms.load(Ordering::Relaxed));
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
     while !live.stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let sent = live.sent.load(Ordering::Relaxed);
         let now = Instant::now();
-        let rate = (sent - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
-        last = (now, sent);
         let sim_ms = live.sim_ms.load(Ordering::Relaxed);
+        let secs = now.duration_since(last.0).as_secs_f64();
+        let rate = (sent - last.1) as f64 / secs;
+        let speed = if last.2 > 0 {
+            (sim_ms - last.2) as f64 / 1000.0 / secs
+        } else {
+            0.0
+        };
+        last = (now, sent, sim_ms);
         let local = city::ngsi::iso(sim_ms + sim::profile::UTC8_MS);
         let ents = entities().map_or(String::new(), |n| format!("{n} entities, "));
         println!(
-            "[city {} local] {ents}{rate:.0} updates/s, {sent} sent, {} errors, {} congested segments, {} flooded, {} cases",
+            "[city {} local, {speed:.0}x] {ents}{rate:.0} updates/s, {sent} sent, {} errors, {} congested segments, {} flooded, {} cases",
             &local[..16].replace('T', " "),
             live.errors.load(Ordering::Relaxed),
             live.congested.load(Ordering::Relaxed),
@@ -545,7 +566,7 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let entities = city.entities(now_ms());
+        let entities = city.entities(cmd.sim.start_ms()?);
         load_city(&target, entities, cmd.sim.connections, true).await?;
         let live = Arc::new(Live::default());
         tokio::spawn(stop_on_signal(live.clone()));

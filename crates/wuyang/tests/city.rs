@@ -207,6 +207,8 @@ async fn the_simulator_drives_a_separate_broker() {
             "3",
             "--scenario",
             "typhoon",
+            "--start",
+            "2026-07-01T07:00:00+08:00",
             "--speed",
             "50",
         ])
@@ -218,6 +220,17 @@ async fn the_simulator_drives_a_separate_broker() {
     let api = format!("http://{addr}/ngsi-ld/v1");
     assert_eq!(count(&api, "District").await, 11);
     assert!(count(&api, "Vehicle").await >= 400);
+    // The observations are stamped in simulated time from --start.
+    let (_, _, t) = get(&format!(
+        "{api}/entities?type=TrafficFlowObserved&limit=1&options=keyValues"
+    ))
+    .await;
+    assert!(
+        t[0]["dateObserved"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-06-30T23:")
+    );
     let (_, _, w) = get(&format!(
         "{api}/entities?type=WaterObserved&limit=1&options=keyValues"
     ))
