@@ -247,7 +247,12 @@ pub fn entities(city: &City, at_ms: i64) -> Vec<Value> {
                 "name",
                 lang(
                     &c.name_zh,
-                    &format!("Community {} of {}", &c.code[9..], s.name_zh),
+                    &format!(
+                        "Community {} of street {}, {}",
+                        &c.code[9..],
+                        &s.code[6..],
+                        admin.districts[s.district].name_en
+                    ),
                 ),
             ),
             ("code", prop(c.code.as_str())),

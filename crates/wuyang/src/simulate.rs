@@ -469,12 +469,11 @@ pub async fn run_sim(
             }
             flush(&mut batch);
         })?;
-    let producer = tokio::task::spawn_blocking(move || producer.join());
-    let _ = producer.await;
+    let joined = tokio::task::spawn_blocking(move || producer.join()).await?;
     for s in senders {
-        let _ = s.await;
+        s.await?;
     }
-    Ok(())
+    joined.map_err(|_| anyhow::anyhow!("the simulator thread panicked"))
 }
 
 /// Prints live figures every few seconds until `live.stop`.
