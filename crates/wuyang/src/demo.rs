@@ -46,7 +46,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         } else {
             local.to_string()
         };
-        let target = Target::parse(&format!("http://{host}"))?;
+        // The simulator talks to the server over loopback, as a client.
+        let own = if local.ip().is_unspecified() {
+            format!("127.0.0.1:{}", local.port())
+        } else {
+            local.to_string()
+        };
+        let target = Target::parse(&format!("http://{own}"))?;
 
         let live = Arc::new(Live::default());
         tokio::spawn(simulate::stop_on_signal(live.clone()));
