@@ -48,7 +48,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         };
         // The simulator talks to the server over loopback, as a client.
         let own = if local.ip().is_unspecified() {
-            format!("127.0.0.1:{}", local.port())
+            let loopback = if local.is_ipv6() { "[::1]" } else { "127.0.0.1" };
+            format!("{loopback}:{}", local.port())
         } else {
             local.to_string()
         };
