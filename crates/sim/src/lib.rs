@@ -128,7 +128,7 @@ pub struct Sim {
     rng: Rng,
     tick: u64,
     vehicles: Vec<VehicleState>,
-    /// Simulated vehicles per segment now.
+    /// Simulated vehicles on duty per segment, counted every 10 s.
     load: Vec<u32>,
     /// Vehicles that entered each segment since its last flow report.
     entered: Vec<u32>,
@@ -332,7 +332,15 @@ impl Sim {
             return;
         }
         let demand = profile::traffic(h);
-        let net = &self.city.roads;
+        let city = Arc::clone(&self.city);
+        let net = &city.roads;
+        // Only vehicles on duty load the roads; parked taxis do not.
+        self.load.iter_mut().for_each(|l| *l = 0);
+        for (i, v) in self.vehicles.iter().enumerate() {
+            if self.active(v, city.assets.vehicles[i].kind, h) {
+                self.load[net.edges[v.edge].segment] += 1;
+            }
+        }
         let mut congested = 0;
         let mut flooded = 0;
         let rain_slow = 1.0 - (self.rain_mmh / 200.0).min(0.3);
@@ -439,12 +447,9 @@ impl Sim {
             match next {
                 Some(e) => {
                     let v = &mut self.vehicles[i];
-                    let old = net.edges[v.edge].segment;
                     let new = net.edges[e].segment;
                     v.edge = e;
                     v.offset_m = rest.min(net.segments[new].length_m);
-                    self.load[old] = self.load[old].saturating_sub(1);
-                    self.load[new] += 1;
                     self.entered[new] += 1;
                 }
                 None => {
