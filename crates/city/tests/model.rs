@@ -421,3 +421,37 @@ fn the_full_city_builds_with_unique_codes() {
     let n = c.entities(AT).len();
     assert!(n > 100_000, "{n} entities");
 }
+
+#[test]
+fn only_bridges_cross_the_pearl_river() {
+    let c = small();
+    let rivers: Vec<Vec<city::geom::Xy>> = city::water::CHANNELS
+        .iter()
+        .take(3)
+        .map(|ch| ch.points())
+        .collect();
+    let mut crossing_roads = HashSet::new();
+    for (s, seg) in c.roads.segments.iter().enumerate() {
+        let [a, b] = c.roads.segment_line(s);
+        if city::water::crosses_water(&rivers, a, b) {
+            assert!(
+                seg.road.is_some(),
+                "generated segment {} crosses the river",
+                seg.code
+            );
+            crossing_roads.insert(seg.road.unwrap_or_default());
+        }
+    }
+    for bridge in [
+        "haizhuqiao",
+        "jiangwanqiao",
+        "liedeqiao",
+        "renminqiao",
+        "guangzhoudadao",
+    ] {
+        assert!(
+            crossing_roads.contains(bridge),
+            "{bridge} does not cross: {crossing_roads:?}"
+        );
+    }
+}

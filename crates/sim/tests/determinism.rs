@@ -145,3 +145,18 @@ fn the_drill_starts_on_demand_and_replays() {
     assert!(a.rain_mm_per_h() > 0.0, "the storm has begun");
     assert_eq!(digest(&first), digest(&second));
 }
+
+#[test]
+fn congestion_follows_the_rush_hour() {
+    // 08:00 against 03:00 local time, ten simulated minutes each.
+    let congested = |start: i64| {
+        let mut sim = Sim::new(city(), SimConfig::new(3, start));
+        (0..600).for_each(|_| {
+            sim.step();
+        });
+        sim.stats().congested_segments
+    };
+    let peak = congested(START);
+    let night = congested(START - 5 * 3_600_000);
+    assert!(peak > 2 * night.max(1), "peak {peak}, night {night}");
+}
