@@ -385,22 +385,37 @@ fn the_model_is_deterministic() {
     assert!(a == b, "two builds differ");
 }
 
+/// The default demo city stays small enough to load in a second or two,
+/// with every kind of asset present.
 #[test]
-fn counts_of_the_small_city() {
-    let c = small();
+fn the_small_city_is_small_and_complete() {
     let mut by_type: HashMap<&str, usize> = HashMap::new();
     for e in entities() {
         *by_type.entry(e["type"].as_str().unwrap()).or_default() += 1;
     }
-    let mut v: Vec<_> = by_type.into_iter().collect();
-    v.sort();
-    eprintln!(
-        "grids {} nodes {} segments {} entities {} {v:?}",
-        c.grids.len(),
-        c.roads.nodes.len(),
-        c.roads.segments.len(),
-        entities().len()
+    let total = entities().len();
+    assert!(
+        (8_000..20_000).contains(&total),
+        "{total} entities: {by_type:?}"
     );
+    for (kind, at_least) in [
+        ("Vehicle", 400),
+        ("RoadSegment", 500),
+        ("TrafficFlowObserved", 100),
+        ("OffStreetParking", 50),
+        ("AirQualityObserved", 11),
+        ("WeatherObserved", 11),
+        ("WaterObserved", 30),
+        ("Streetlight", 1000),
+        ("WasteContainer", 500),
+        ("Device", 20),
+        ("PointOfInterest", 20),
+        ("GtfsRoute", 5),
+        ("Road", 20),
+    ] {
+        let n = by_type.get(kind).copied().unwrap_or(0);
+        assert!(n >= at_least, "{n} {kind}, expected at least {at_least}");
+    }
 }
 
 /// The full city builds (the 999-grids-per-community limit holds), with
