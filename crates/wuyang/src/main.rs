@@ -1,8 +1,9 @@
 //! The `wuyang` command: wires the library crates together.
 
 mod bench;
-mod demo;
 mod serve;
+// The living city: `wuyang demo` and `wuyang sim`.
+mod demo;
 mod simulate;
 
 use clap::{Parser, Subcommand};

@@ -7,15 +7,14 @@
 //! at the pace the options ask for; the sender tasks post its batches.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
-use parking_lot::Mutex;
 use serde_json::Value;
 
 /// Options of the simulator (shared by `wuyang sim` and `wuyang demo`).
@@ -303,7 +302,8 @@ pub async fn load_city(
         tasks.push(tokio::spawn(async move {
             let mut conn = None;
             loop {
-                let Some((body, n)) = chunks.lock().pop() else {
+                let Some((body, n)) = chunks.lock().unwrap_or_else(PoisonError::into_inner).pop()
+                else {
                     break;
                 };
                 let (status, _, resp) = send(
@@ -387,12 +387,18 @@ pub async fn run_sim(
                         live.sent.fetch_add(n - errors.min(n), Ordering::Relaxed);
                         live.errors.fetch_add(errors, Ordering::Relaxed);
                         if let Some(f) = first {
-                            live.first_error.lock().get_or_insert(f);
+                            live.first_error
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .get_or_insert(f);
                         }
                     }
                     Err(e) => {
                         live.errors.fetch_add(n, Ordering::Relaxed);
-                        live.first_error.lock().get_or_insert(e.to_string());
+                        live.first_error
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_or_insert(e.to_string());
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
@@ -504,7 +510,12 @@ pub async fn report(live: Arc<Live>, entities: impl Fn() -> Option<usize>) {
             live.flooded.load(Ordering::Relaxed),
             live.cases.load(Ordering::Relaxed),
         );
-        if let Some(e) = live.first_error.lock().take() {
+        if let Some(e) = live
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             println!("  first error: {e}");
         }
     }
