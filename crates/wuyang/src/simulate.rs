@@ -494,16 +494,17 @@ pub async fn report(live: Arc<Live>, entities: impl Fn() -> Option<usize>) {
         let sim_ms = live.sim_ms.load(Ordering::Relaxed);
         let secs = now.duration_since(last.0).as_secs_f64();
         let rate = (sent - last.1) as f64 / secs;
+        // The clock's effective speed-up, once two readings exist.
         let speed = if last.2 > 0 {
-            (sim_ms - last.2) as f64 / 1000.0 / secs
+            format!(", {:.0}x", (sim_ms - last.2) as f64 / 1000.0 / secs)
         } else {
-            0.0
+            String::new()
         };
         last = (now, sent, sim_ms);
         let local = city::ngsi::iso(sim_ms + sim::profile::UTC8_MS);
         let ents = entities().map_or(String::new(), |n| format!("{n} entities, "));
         println!(
-            "[city {} local, {speed:.0}x] {ents}{rate:.0} updates/s, {sent} sent, {} errors, {} congested segments, {} flooded, {} cases",
+            "[city {} local{speed}] {ents}{rate:.0} updates/s, {sent} sent, {} errors, {} congested segments, {} flooded, {} cases",
             &local[..16].replace('T', " "),
             live.errors.load(Ordering::Relaxed),
             live.congested.load(Ordering::Relaxed),
