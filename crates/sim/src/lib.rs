@@ -148,7 +148,8 @@ pub struct Sim {
     rain_mmh: f64,
     rain_3h: f64,
     shower_until: i64,
-    gauge_alerted: Vec<bool>,
+    /// The open warning-level alert of each gauge.
+    gauge_alerted: Vec<Option<String>>,
     lights_on: Vec<bool>,
     /// Each streetlight's switching delay, hours.
     light_lag: Vec<f64>,
@@ -204,7 +205,7 @@ impl Sim {
             .map(|_| rng.range_f64(0.05, 0.6))
             .collect();
         Sim {
-            gauge_alerted: vec![false; city.assets.gauges.len()],
+            gauge_alerted: vec![None; city.assets.gauges.len()],
             lights_on: vec![false; city.assets.streetlights.len()],
             light_lag: city
                 .assets
@@ -605,8 +606,7 @@ impl Sim {
                 "flow": observed(round_to(2000.0 + 1500.0 * tide.abs() + 800.0 * runoff, 0), Some("MQS"), at),
             }));
             let warning = g.base + 1.6;
-            if height > warning && !self.gauge_alerted[k] {
-                self.gauge_alerted[k] = true;
+            if height > warning && self.gauge_alerted[k].is_none() {
                 let alert = self.alert(
                     "weather",
                     "flood",
@@ -618,9 +618,13 @@ impl Sim {
                     g.pos,
                     at,
                 );
+                self.gauge_alerted[k] = alert["id"].as_str().map(str::to_string);
                 out.push(alert);
             } else if height < warning - 0.3 {
-                self.gauge_alerted[k] = false;
+                // The water is back below warning level: the alert ends.
+                if let Some(alert_id) = self.gauge_alerted[k].take() {
+                    out.push(json!({"id": alert_id, "type": "Alert", "validTo": prop(at)}));
+                }
             }
         }
         for (k, p) in a.parkings.iter().enumerate() {
