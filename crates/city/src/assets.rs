@@ -132,6 +132,9 @@ pub struct BusLine {
     pub number: u32,
     /// Directed edges, out then back.
     pub route: Vec<usize>,
+    /// Stops: indexes into `route` of the edges at whose end a stop is
+    /// (about every 500 m, and at both termini), ascending.
+    pub stops: Vec<usize>,
 }
 
 /// Taxi or bus.
@@ -534,12 +537,24 @@ fn place_vehicles(
             continue;
         };
         number += 1;
+        let back_len = back.len();
         let mut route = out;
         route.extend(back);
+        let mut stops = Vec::new();
+        let mut run = 0.0;
+        let out_len = route.len() - back_len;
+        for (k, &e) in route.iter().enumerate() {
+            run += roads.segments[roads.edges[e].segment].length_m;
+            if run >= 450.0 || k + 1 == out_len || k + 1 == route.len() {
+                stops.push(k);
+                run = 0.0;
+            }
+        }
         a.bus_lines.push(BusLine {
             code: format!("line-{number:03}"),
             number,
             route,
+            stops,
         });
     }
     for (l, line) in a.bus_lines.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! Types and attribute names follow the FIWARE Smart Data Models where one
 //! fits (Vehicle, RoadSegment, Road, TrafficFlowObserved, OffStreetParking,
 //! AirQualityObserved, WeatherObserved, WaterObserved, Streetlight,
-//! WasteContainer, PointOfInterest, Device, GtfsRoute, Alert). The
+//! WasteContainer, PointOfInterest, Device, GtfsRoute, GtfsStop, Alert). The
 //! administrative areas have no Smart Data Model: they are `District`,
 //! `Township` (街道/镇), `Community` and `UnitGrid`. Names are
 //! LanguageProperties with `zh` and `en`. Ids are
@@ -496,6 +496,28 @@ pub fn entities(city: &City, at_ms: i64) -> Vec<Value> {
                 ("routeType", prop("3")),
             ],
         ));
+    }
+    for l in &a.bus_lines {
+        let route_id = id("GtfsRoute", &l.code);
+        for (k, &pos) in l.stops.iter().enumerate() {
+            let node = roads.edges[l.route[pos]].to;
+            out.push(entity(
+                "GtfsStop",
+                &format!("{}-{:02}", l.code, k + 1),
+                vec![
+                    (
+                        "name",
+                        lang(
+                            &format!("{}路第{}站", l.number, k + 1),
+                            &format!("Bus line {} stop {}", l.number, k + 1),
+                        ),
+                    ),
+                    ("code", prop(format!("{}-{:02}", l.number, k + 1))),
+                    ("location", geo_prop(point(roads.nodes[node].pos))),
+                    ("refRoute", rel(&route_id)),
+                ],
+            ));
+        }
     }
     for v in &a.vehicles {
         let (pos, heading) = roads.position(v.edge, v.offset_m);

@@ -211,6 +211,25 @@ fn bus_routes_are_connected_paths() {
         let first = c.roads.edges[l.route[0]].from;
         let last = c.roads.edges[*l.route.last().unwrap()].to;
         assert_eq!(first, last, "line {} returns to its terminus", l.code);
+        assert!(
+            l.stops.windows(2).all(|w| w[0] < w[1]),
+            "stops in route order"
+        );
+        assert_eq!(
+            l.stops.last(),
+            Some(&(l.route.len() - 1)),
+            "a stop at the terminus"
+        );
+        let route_m: f64 = l
+            .route
+            .iter()
+            .map(|&e| c.roads.segments[c.roads.edges[e].segment].length_m)
+            .sum();
+        assert!(
+            l.stops.len() as f64 >= route_m / 1500.0,
+            "line {} has stops",
+            l.code
+        );
     }
 }
 
@@ -411,6 +430,7 @@ fn the_small_city_is_small_and_complete() {
         ("Device", 20),
         ("PointOfInterest", 20),
         ("GtfsRoute", 5),
+        ("GtfsStop", 50),
         ("Road", 20),
     ] {
         let n = by_type.get(kind).copied().unwrap_or(0);

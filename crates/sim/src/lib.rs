@@ -101,6 +101,8 @@ struct VehicleState {
     duty: f64,
     speed_ms: f64,
     phase: u64,
+    /// Seconds still to wait at a bus stop.
+    dwell_s: u32,
 }
 
 /// Counters of what the simulator produced.
@@ -178,6 +180,7 @@ impl Sim {
                 duty: rng.f64(),
                 speed_ms: 0.0,
                 phase: rng.below(1 << 16) as u64,
+                dwell_s: 0,
             })
             .collect();
         let rivers: Vec<Vec<Xy>> = CHANNELS.iter().take(3).map(|c| c.points()).collect();
@@ -399,6 +402,12 @@ impl Sim {
                 self.vehicles[i].speed_ms = 0.0;
                 continue;
             }
+            if v.dwell_s > 0 {
+                let v = &mut self.vehicles[i];
+                v.dwell_s -= 1;
+                v.speed_ms = 0.0;
+                continue;
+            }
             let seg = net.edges[v.edge].segment;
             // A flooded segment still lets a vehicle already on it crawl out.
             let target =
@@ -414,9 +423,15 @@ impl Sim {
             let rest = v.offset_m - len;
             let next = match city.assets.vehicles[i].line {
                 Some(l) => {
-                    let route = &city.assets.bus_lines[l].route;
-                    v.route_pos = (v.route_pos + 1) % route.len();
-                    Some(route[v.route_pos])
+                    let line = &city.assets.bus_lines[l];
+                    // A stop at the end of this edge: passengers board for
+                    // 15 to 40 seconds.
+                    if line.stops.binary_search(&v.route_pos).is_ok() {
+                        v.dwell_s = 15 + self.rng.below(26) as u32;
+                        v.speed_ms = 0.0;
+                    }
+                    v.route_pos = (v.route_pos + 1) % line.route.len();
+                    Some(line.route[v.route_pos])
                 }
                 None => {
                     let here = net.edges[v.edge];
