@@ -3,6 +3,9 @@
 mod bench;
 mod bench_notify;
 mod serve;
+// The living city: `wuyang demo` and `wuyang sim`.
+mod demo;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,11 @@ enum Command {
     /// Run the load scenarios against a fresh durable server and print the
     /// results beside the HTTP ceiling of a null handler.
     Bench(bench::BenchArgs),
+    /// Run the platform with a living Guangzhou in it: the broker, the city
+    /// model and the simulator, with live figures.
+    Demo(demo::DemoArgs),
+    /// Run only the city simulator against a running NGSI-LD broker.
+    Sim(simulate::SimCommand),
     /// A handler that only parses the entity and answers 201 (the baseline
     /// of `wuyang bench`).
     #[command(hide = true)]
@@ -49,6 +57,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Sim(args) => simulate::run(args),
         Command::NullServer { listen } => bench::null_server(listen),
     }
 }
