@@ -31,6 +31,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let state = serve::build_state(&args.serve)?;
+        // Subscriptions restored before anything changes, as with `serve`.
+        state.broker.ready().await;
         let store = state.broker.store().clone();
         let listener = tokio::net::TcpListener::bind(args.serve.listen)
             .await
@@ -101,7 +103,8 @@ fn print_where_to_look(host: &str, started: Instant) {
          curl '{api}/entities?type=Vehicle&limit=3&options=keyValues'\n  \
          curl '{api}/entities?type=TrafficFlowObserved&q=congested==true&limit=5&options=keyValues'\n  \
          curl -G '{api}/entities' --data-urlencode 'type=Alert' --data-urlencode 'georel=near;maxDistance==2000' \\\n       \
-         --data-urlencode 'geometry=Point' --data-urlencode 'coordinates=[113.2668,23.1195]'\n\
+         --data-urlencode 'geometry=Point' --data-urlencode 'coordinates=[113.2668,23.1195]'\n  \
+         curl -N 'http://{host}/wuyang/v1/live?type=Alert&options=keyValues'   # live stream\n\
          Live figures follow every 5 s. Type `typhoon` (or send SIGUSR1) to start the \
          typhoon-and-flood drill; Ctrl-C stops.\n",
         started.elapsed().as_secs_f64()
