@@ -256,3 +256,35 @@ async fn mqtt_delivery_wraps_the_notification_with_its_metadata() {
         assert_eq!(events, [Event::Sending, Event::Delivered]);
     }
 }
+
+#[tokio::test]
+async fn within_the_cooldown_after_a_failure_notifications_are_dropped() {
+    let (url, mut received) = receiver(StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO).await;
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(
+        NotifierConfig {
+            max_attempts: 1,
+            ..config()
+        },
+        log.clone(),
+    );
+    let mut ep = (*endpoint(&url, &[])).clone();
+    ep.cooldown = Some(Duration::from_secs(30));
+    let ep = Arc::new(ep);
+    let key: Arc<str> = Arc::from("urn:sub:cool");
+    notifier.send(&key, &ep, message("{\"n\":1}")).unwrap();
+    let events = log.wait_for("urn:sub:cool", 2).await;
+    assert!(matches!(&events[1], Event::Failed(_)), "{events:?}");
+    notifier.send(&key, &ep, message("{\"n\":2}")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        log.events("urn:sub:cool").len(),
+        2,
+        "the second was not attempted"
+    );
+    assert!(received.recv().await.is_some());
+    assert!(
+        received.try_recv().is_err(),
+        "one request reached the receiver"
+    );
+}
