@@ -4,13 +4,8 @@
 //! A write travels: `write()` sends the ops to the writer thread; the writer
 //! takes every message that is waiting (up to a bound), applies the ops in
 //! arrival order against the latest state (committed state overlaid with the
-//! changes of the group so far and of earlier groups still waiting for their
-//! flush), writes the rows in one transaction and commits. With
-//! `SyncMode::Full` the syncer thread then flushes the write-ahead log while
-//! the writer goes on with the next group; once the flush covers the group,
-//! the writer publishes its changes to the indexes and the change feed and
-//! only then answers each caller. Readers therefore never see a change that
-//! is not on disk.
+//! changes of the group so far), writes the rows in one transaction, commits,
+//! publishes the changes to the indexes and only then answers each caller.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -40,17 +35,6 @@ struct WriteRequest {
     ops: Vec<Op>,
     records: Vec<RecordWrite>,
     reply: Reply,
-}
-
-/// What the writer thread receives.
-enum WriterMsg {
-    /// Operations to apply and commit.
-    Write(WriteRequest),
-    /// The write-ahead log is on disk up to this commit (pipelined
-    /// durability, see [`Syncer`]).
-    Synced(u64),
-    /// Flushing the log failed: what is pending may not be on disk.
-    SyncFailed(String),
 }
 
 /// A write of one record: `value` `None` deletes it.
@@ -83,8 +67,7 @@ pub struct SqliteConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     /// After the write-ahead log is flushed to the device (fsync): survives
-    /// a process kill and a power loss. The flush runs on its own thread,
-    /// behind the writer, and one flush covers every commit before it.
+    /// a process kill and a power loss.
     #[default]
     Full,
     /// After the write-ahead log is handed to the operating system: survives
@@ -119,7 +102,6 @@ struct Metrics {
     commits: Counter,
     commit_ops: Histogram,
     commit_seconds: Histogram,
-    flush_seconds: Histogram,
 }
 
 struct Shared {
@@ -137,7 +119,7 @@ struct Shared {
 /// last handle stops the writer after it drained its queue.
 pub struct SqliteStore {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<WriterMsg>,
+    tx: mpsc::Sender<WriteRequest>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -192,10 +174,11 @@ impl SqliteStore {
             None => Connection::open_in_memory()?,
         };
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // Commits never wait for the disk inside SQLite: with `--sync full`
-        // the syncer thread flushes the log behind the writer and a commit
-        // is acknowledged once it is on disk (pipelined durability).
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let sync = match config.sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         conn.execute_batch(SCHEMA)?;
@@ -258,21 +241,10 @@ impl SqliteStore {
                 commit_seconds: Histogram::new([
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
                 ]),
-                flush_seconds: Histogram::new([
-                    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0,
-                ]),
             },
             changes: tokio::sync::broadcast::channel(config.change_feed_capacity.max(1)).0,
         });
         let (tx, rx) = mpsc::channel(config.queue_depth);
-        let syncer = match (&config.path, config.sync) {
-            (Some(path), SyncMode::Full) => Some(Syncer::start(
-                wal_path(path),
-                tx.downgrade(),
-                shared.metrics.flush_seconds.clone(),
-            )?),
-            _ => None,
-        };
         let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("wuyang-writer".into())
@@ -281,9 +253,6 @@ impl SqliteStore {
                     conn,
                     shared: writer_shared,
                     max_group_ops: config.max_group_ops,
-                    syncer,
-                    pending: std::collections::VecDeque::new(),
-                    seq: 0,
                 }
                 .run(rx)
             })?;
@@ -306,13 +275,8 @@ impl SqliteStore {
         );
         registry.register(
             "wuyang_store_commit_seconds",
-            "Time to apply and commit one transaction (without flushing the log)",
+            "Time to apply and commit one transaction",
             m.commit_seconds.clone(),
-        );
-        registry.register(
-            "wuyang_store_flush_seconds",
-            "Time of one fsync of the write-ahead log (each covers every commit before it)",
-            m.flush_seconds.clone(),
         );
     }
 }
@@ -323,12 +287,12 @@ impl Store for SqliteStore {
         let tenant: Box<str> = tenant.into();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            tx.send(WriterMsg::Write(WriteRequest {
+            tx.send(WriteRequest {
                 tenant,
                 ops,
                 records: Vec::new(),
                 reply,
-            }))
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
             rx.await.map_err(|_| StoreError::WriterGone)?
@@ -426,12 +390,12 @@ impl Store for SqliteStore {
         };
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            tx.send(WriterMsg::Write(WriteRequest {
+            tx.send(WriteRequest {
                 tenant,
                 ops: Vec::new(),
                 records: vec![record],
                 reply,
-            }))
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
             rx.await.map_err(|_| StoreError::WriterGone)?
@@ -533,85 +497,6 @@ struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     max_group_ops: usize,
-    /// The log flusher (`--sync full` on a file); `None` publishes and
-    /// acknowledges right after the commit.
-    syncer: Option<Syncer>,
-    /// Commits waiting for their flush, oldest first.
-    pending: std::collections::VecDeque<Pending>,
-    /// The number of the last commit.
-    seq: u64,
-}
-
-/// The answers of one request: where to send them, and what.
-type Answer = (Reply, Vec<Result<Outcome, NgsiError>>);
-
-/// A committed group whose log is not yet known to be on disk: neither
-/// published to readers nor acknowledged. Later groups see its changes.
-struct Pending {
-    seq: u64,
-    overlay: Overlay,
-    answers: Vec<Answer>,
-}
-
-/// The path of the write-ahead log of the database at `db`.
-fn wal_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
-/// Flushes the write-ahead log to disk behind the writer: the writer commits
-/// group after group without waiting, the syncer calls fsync on the log and
-/// tells the writer up to which commit it is durable. One fsync covers every
-/// commit made before it started, so under load many groups share one.
-struct Syncer {
-    requests: std::sync::mpsc::Sender<u64>,
-    wal: PathBuf,
-}
-
-impl Syncer {
-    fn start(
-        wal: PathBuf,
-        writer: mpsc::WeakSender<WriterMsg>,
-        flush_seconds: Histogram,
-    ) -> std::io::Result<Self> {
-        let (requests, rx) = std::sync::mpsc::channel::<u64>();
-        let path = wal.clone();
-        std::thread::Builder::new()
-            .name("wuyang-syncer".into())
-            .spawn(move || {
-                let mut file: Option<std::fs::File> = None;
-                while let Ok(mut seq) = rx.recv() {
-                    while let Ok(later) = rx.try_recv() {
-                        seq = seq.max(later);
-                    }
-                    let t0 = Instant::now();
-                    let synced = (|| {
-                        if file.is_none() {
-                            file = Some(std::fs::OpenOptions::new().write(true).open(&path)?);
-                        }
-                        file.as_ref().map_or(Ok(()), |f| f.sync_data())
-                    })();
-                    flush_seconds.observe(t0.elapsed().as_secs_f64());
-                    let msg = match synced {
-                        Ok(()) => WriterMsg::Synced(seq),
-                        Err(e) => {
-                            // Never acknowledge what may not be on disk.
-                            tracing::error!(error = %e, "flushing the write-ahead log failed");
-                            file = None;
-                            WriterMsg::SyncFailed(e.to_string())
-                        }
-                    };
-                    let Some(writer) = writer.upgrade() else {
-                        break;
-                    };
-                    if writer.blocking_send(msg).is_err() {
-                        break;
-                    }
-                }
-            })?;
-        Ok(Self { requests, wal })
-    }
 }
 
 /// A tenant and an entity id.
@@ -637,79 +522,22 @@ struct Overlay {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteRequest>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut group = Vec::new();
-            let mut ops = 0;
-            let mut synced = None;
-            let mut failed = None;
-            let mut take =
-                |msg: WriterMsg, group: &mut Vec<WriteRequest>, ops: &mut usize| match msg {
-                    WriterMsg::Write(req) => {
-                        *ops += req.ops.len();
-                        group.push(req);
-                    }
-                    WriterMsg::Synced(seq) => synced = Some(seq),
-                    WriterMsg::SyncFailed(reason) => failed = Some(reason),
-                };
-            take(first, &mut group, &mut ops);
+            let mut group = vec![first];
+            let mut ops = group[0].ops.len();
             while ops < self.max_group_ops {
                 match rx.try_recv() {
-                    Ok(msg) => take(msg, &mut group, &mut ops),
+                    Ok(req) => {
+                        ops += req.ops.len();
+                        group.push(req);
+                    }
                     Err(_) => break,
                 }
             }
-            if let Some(seq) = synced {
-                self.complete(seq);
-            }
-            if let Some(reason) = failed {
-                self.fail_pending(&reason);
-            }
-            if !group.is_empty() {
-                self.commit_group(group);
-            }
-        }
-        // The store is gone: flush what is still waiting, then answer it.
-        if let Some(syncer) = &self.syncer
-            && !self.pending.is_empty()
-        {
-            let flushed = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&syncer.wal)
-                .and_then(|f| f.sync_data());
-            match flushed {
-                Ok(()) => self.complete(self.seq),
-                Err(e) => self.fail_pending(&e.to_string()),
-            }
+            self.commit_group(group);
         }
         tracing::debug!("store writer stopped");
-    }
-
-    /// Answers every pending commit with an error: committed in SQLite but
-    /// not known to be on disk. They are published all the same, so that the
-    /// indexes keep matching the database.
-    fn fail_pending(&mut self, reason: &str) {
-        while let Some(p) = self.pending.pop_front() {
-            self.publish(p.overlay);
-            for (reply, _) in p.answers {
-                let _ = reply.send(Err(StoreError::Io(std::io::Error::other(format!(
-                    "the write may not be durable: flushing the log failed: {reason}"
-                )))));
-            }
-        }
-    }
-
-    /// Publishes and acknowledges the pending commits up to `seq`, in order.
-    fn complete(&mut self, seq: u64) {
-        while self.pending.front().is_some_and(|p| p.seq <= seq) {
-            let Some(p) = self.pending.pop_front() else {
-                break;
-            };
-            self.publish(p.overlay);
-            for (reply, result) in p.answers {
-                let _ = reply.send(Ok(result));
-            }
-        }
     }
 
     fn commit_group(&mut self, group: Vec<WriteRequest>) {
@@ -775,20 +603,9 @@ impl Writer {
                         let current: Option<Arc<Entity>> = match overlay.changed.get(&key) {
                             Some(state) => state.as_ref().map(|(e, _)| e.clone()),
                             None => {
-                                // Committed by an earlier group that is
-                                // still waiting for its flush?
-                                let waiting = self
-                                    .pending
-                                    .iter()
-                                    .rev()
-                                    .find_map(|p| p.overlay.changed.get(&key))
-                                    .map(|state| state.as_ref().map(|(e, _)| e.clone()));
-                                let held = match waiting {
-                                    Some(state) => Ok(state),
-                                    None => match committed.get(&*req.tenant) {
-                                        Some(t) => t.lookup(&op.id),
-                                        None => Ok(None),
-                                    },
+                                let held = match committed.get(&*req.tenant) {
+                                    Some(t) => t.lookup(&op.id),
+                                    None => Ok(None),
                                 };
                                 let held = match held {
                                     Ok(held) => held,
@@ -867,26 +684,9 @@ impl Writer {
         })();
         match outcome {
             Ok(()) => {
-                let answers: Vec<Answer> = replies.into_iter().zip(results).collect();
-                match &self.syncer {
-                    None => {
-                        self.publish(overlay);
-                        for (reply, result) in answers {
-                            let _ = reply.send(Ok(result));
-                        }
-                    }
-                    Some(syncer) => {
-                        self.seq += 1;
-                        let seq = self.seq;
-                        self.pending.push_back(Pending {
-                            seq,
-                            overlay,
-                            answers,
-                        });
-                        if syncer.requests.send(seq).is_err() {
-                            tracing::error!("the log flusher stopped");
-                        }
-                    }
+                self.publish(overlay);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
                 }
             }
             Err(e) => {
