@@ -443,7 +443,12 @@ impl EntityQuery {
                 .attrs_filter
                 .as_ref()
                 .is_none_or(|a| a.iter().any(|n| e.attr(n).is_some()))
-            && self.q.as_ref().is_none_or(|q| q.matches(&EntityTarget(e)))
+            && self.matches_filters(e)
+    }
+
+    /// Whether `e` satisfies `q`, `scopeQ` and the geo-query.
+    fn matches_filters(&self, e: &Entity) -> bool {
+        self.q.as_ref().is_none_or(|q| q.matches(&EntityTarget(e)))
             && self.scope_q.as_ref().is_none_or(|s| {
                 let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
                 s.matches(&scopes)
@@ -458,6 +463,27 @@ impl EntityQuery {
                     })
                 })
             })
+    }
+
+    /// Whether an entity with history matches: the selectors are checked
+    /// against its id and latest known types, `attrs` against the
+    /// attributes with history, and `q`, `scopeQ` and the geo-query against
+    /// the current state of the entity (an entity that no longer exists
+    /// matches none of them).
+    pub(crate) fn matches_history(
+        &self,
+        probe: &Entity,
+        history_attrs: &[Iri],
+        current: Option<&Entity>,
+    ) -> bool {
+        let selected = self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(probe));
+        let with_attrs = self
+            .attrs_filter
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|n| history_attrs.contains(n)));
+        let needs_current = self.q.is_some() || self.scope_q.is_some() || self.geo.is_some();
+        let filters = !needs_current || current.is_some_and(|e| self.matches_filters(e));
+        selected && with_attrs && filters
     }
 
     /// The conditions of `q` that an attribute index can answer: the terms

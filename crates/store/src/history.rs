@@ -158,20 +158,26 @@ impl HistoryIndex {
             return Vec::new();
         };
         map.iter()
-            .map(|(id, (types, series))| {
-                let mut attrs: Vec<Iri> = series
-                    .iter()
-                    .filter_map(|s| self.by_id.get(s).map(|k| k.2.clone()))
-                    .collect();
-                attrs.sort();
-                attrs.dedup();
-                HistoryEntity {
-                    id: id.clone(),
-                    types: types.clone(),
-                    attrs,
-                }
-            })
+            .map(|(id, entry)| self.entity_of(id, entry))
             .collect()
+    }
+
+    pub(crate) fn entity(&self, tenant: &str, id: &str) -> Option<HistoryEntity> {
+        let (id, entry) = self.entities.get(tenant)?.get_key_value(id)?;
+        Some(self.entity_of(id, entry))
+    }
+
+    fn entity_of(&self, id: &Arc<str>, (types, series): &EntitySeries) -> HistoryEntity {
+        let mut attrs: Vec<(Iri, Option<Box<str>>)> = series
+            .iter()
+            .filter_map(|s| self.by_id.get(s).map(|k| (k.2.clone(), k.3.clone())))
+            .collect();
+        attrs.sort();
+        HistoryEntity {
+            id: id.clone(),
+            types: types.clone(),
+            attrs,
+        }
     }
 
     /// The series of an entity, with attribute and datasetId, optionally
@@ -337,7 +343,8 @@ pub(crate) fn read_history(
                 row.get(5)?,
             ));
         }
-        let truncated = instances.len() > take;
+        // Cut by the limit, not by lastN itself.
+        let truncated = instances.len() > take && req.last_n.is_none_or(|n| n > req.limit);
         instances.truncate(take);
         if req.last_n.is_some() {
             instances.reverse();

@@ -292,8 +292,9 @@ pub struct HistoryEntity {
     pub id: Arc<str>,
     /// Its latest known types (expanded).
     pub types: Vec<Iri>,
-    /// The attributes with history (expanded).
-    pub attrs: Vec<Iri>,
+    /// The attribute instances with history: attribute (expanded) and
+    /// datasetId, ordered.
+    pub attrs: Vec<(Iri, Option<Box<str>>)>,
 }
 
 /// The numeric aggregates of one period (clause 4.5.19).
@@ -442,6 +443,10 @@ pub trait Store: Send + Sync + 'static {
     /// The entities of `tenant` that have history, ordered by id.
     fn history_entities(&self, _tenant: &str) -> Vec<HistoryEntity> {
         Vec::new()
+    }
+    /// The entity `id` of `tenant` if it has history.
+    fn history_entity(&self, _tenant: &str, _id: &str) -> Option<HistoryEntity> {
+        None
     }
     /// The history of entity `id`, one entry per attribute instance that
     /// has instances in the range (or every one, without a range); `None`

@@ -468,6 +468,10 @@ impl Store for SqliteStore {
         self.shared.history_index.read().entity_list(tenant)
     }
 
+    fn history_entity(&self, tenant: &str, id: &str) -> Option<HistoryEntity> {
+        self.shared.history_index.read().entity(tenant, id)
+    }
+
     fn history(
         &self,
         tenant: &str,
@@ -737,6 +741,7 @@ impl Writer {
         };
         let mut overlay = HistoryOverlay::default();
         let mut removed: Vec<i64> = Vec::new();
+        let mut removed_entity: Option<Arc<str>> = None;
         let mut invalidate: Vec<i64> = Vec::new();
         let tx = self.conn.transaction()?;
         let result = {
@@ -794,6 +799,7 @@ impl Writer {
                             "DELETE FROM history_entities WHERE tenant = ?1 AND id = ?2",
                             params![tenant, &*id],
                         )?;
+                        removed_entity = Some(id);
                         Ok(false)
                     }
                 },
@@ -895,13 +901,15 @@ impl Writer {
                 cache.remove(*sid);
             }
         }
-        if !removed.is_empty() {
+        if !removed.is_empty() || removed_entity.is_some() {
             let mut index = self.shared.history_index.write();
             for sid in &removed {
                 index.remove_series(*sid);
             }
-            if let Some(m) = index.entities.get_mut(tenant) {
-                m.retain(|_, (_, series)| !series.is_empty());
+            if let Some(id) = &removed_entity
+                && let Some(m) = index.entities.get_mut(tenant)
+            {
+                m.remove(&**id);
             }
         }
         // Numbers of the overlay need not be appended: their series were

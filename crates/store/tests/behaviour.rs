@@ -548,7 +548,7 @@ async fn stamped_instances_are_recorded_in_the_write_transaction() {
     let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
     let entities = store.history_entities("");
     assert_eq!(entities.len(), 1);
-    assert_eq!(entities[0].attrs, vec![level.clone()]);
+    assert_eq!(entities[0].attrs, vec![(level.clone(), None)]);
     let h = store
         .history("", "urn:ngsi-ld:T:h", history_request())
         .await
