@@ -138,6 +138,28 @@ async fn acknowledged_writes_survive_kill_9() {
             stored >= *level,
             "{id}: acknowledged level {level} but found {stored}"
         );
+        // Every acknowledged write left its temporal instance, in order.
+        let r = client
+            .get(format!(
+                "{}/temporal/entities/{id}?attrs=level&options=temporalValues",
+                server.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the history of {id} was lost");
+        let h: Value = r.json().await.unwrap();
+        let values: Vec<i64> = h["level"]["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{id}: no history in {h}"))
+            .iter()
+            .map(|pair| pair[0].as_i64().unwrap())
+            .collect();
+        let expected: Vec<i64> = (0..=*level).collect();
+        assert!(
+            values.len() >= expected.len() && values[..expected.len()] == expected[..],
+            "{id}: acknowledged levels up to {level} but the history holds {values:?}"
+        );
     }
 }
 
