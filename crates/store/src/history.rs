@@ -20,7 +20,7 @@
 //! each commit, so that the copy never misses or repeats a commit. The copies
 //! share one byte budget; the least recently used ones are dropped.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -432,6 +432,8 @@ impl NumSeries {
 }
 
 /// Aggregates sorted points into periods; empty periods are left out.
+/// Each period is found by binary search and then summarised in tight
+/// passes over its slice (the second one for the standard deviation).
 pub fn aggregate_points(
     times: &[i64],
     values: &[f64],
@@ -440,109 +442,96 @@ pub fn aggregate_points(
     period: Option<&IsoDuration>,
     distinct: bool,
 ) -> Vec<AggregateBucket> {
+    let n = times.len().min(values.len());
+    let (times, values) = (&times[..n], &values[..n]);
     let Some(&first) = times.first() else {
         return Vec::new();
     };
-    let last = *times.last().unwrap_or(&first);
+    let last = times[n - 1];
     let start = from.unwrap_or(first);
     let whole_end = to.unwrap_or_else(|| last.saturating_add(1));
     let period = period.filter(|p| !p.is_zero());
-    let mut out = Vec::new();
-    let mut bucket_start = start;
-    let mut bucket_end = match period {
-        Some(p) => p.add_to(start).unwrap_or(i64::MAX),
-        None => whole_end,
-    };
-    let mut acc = Acc::new(distinct);
-    for (&t, &v) in times.iter().zip(values) {
-        if t >= bucket_end {
-            if acc.count > 0 {
-                out.push(acc.finish(bucket_start, bucket_end));
-                acc = Acc::new(distinct);
+    let mut out: Vec<AggregateBucket> = Vec::new();
+    let mut i = 0usize;
+    while i < n {
+        let t = times[i];
+        // The period holding `t`.
+        let (bucket_start, bucket_end) = match period {
+            None => (start, whole_end),
+            Some(p) if p.months == 0 => {
+                let k = (i128::from(t) - i128::from(start)).div_euclid(i128::from(p.micros));
+                let s = i128::from(start) + k * i128::from(p.micros);
+                let s = i64::try_from(s).unwrap_or(i64::MAX);
+                (s, s.saturating_add(p.micros))
             }
-            let Some(p) = period else { break };
-            // Fixed periods jump straight to the period of `t`; calendar
-            // ones step (a month at a time, few steps).
-            if p.months == 0 && p.micros > 0 {
-                let n = (i128::from(t) - i128::from(start)) / i128::from(p.micros);
-                let s = i128::from(start) + n * i128::from(p.micros);
-                bucket_start = i64::try_from(s).unwrap_or(i64::MAX);
-                bucket_end = bucket_start.saturating_add(p.micros);
-            } else {
-                while t >= bucket_end && bucket_end != i64::MAX {
-                    bucket_start = bucket_end;
-                    bucket_end = match p.add_to(bucket_start) {
-                        Some(e) if e > bucket_start => e,
+            Some(p) => {
+                // Calendar periods step a month at a time from the last one.
+                let (mut s, mut e) = match out.last() {
+                    Some(b) => (b.end, p.add_to(b.end).unwrap_or(i64::MAX)),
+                    None => (start, p.add_to(start).unwrap_or(i64::MAX)),
+                };
+                while t >= e && e != i64::MAX {
+                    s = e;
+                    e = match p.add_to(s) {
+                        Some(x) if x > s => x,
                         _ => i64::MAX,
                     };
                 }
+                (s, e)
             }
-        }
-        acc.add(v);
-    }
-    if acc.count > 0 {
-        out.push(acc.finish(bucket_start, bucket_end));
+        };
+        let len = if period.is_none() || bucket_end == i64::MAX {
+            n - i
+        } else {
+            times[i..].partition_point(|x| *x < bucket_end).max(1)
+        };
+        out.push(summarise(
+            &values[i..i + len],
+            bucket_start,
+            bucket_end,
+            distinct,
+        ));
+        i += len;
     }
     out
 }
 
-struct Acc {
-    count: u64,
-    sum: f64,
-    sumsq: f64,
-    min: f64,
-    max: f64,
-    mean: f64,
-    m2: f64,
-    seen: Option<HashSet<u64>>,
-}
-
-impl Acc {
-    fn new(distinct: bool) -> Self {
-        Self {
-            count: 0,
-            sum: 0.0,
-            sumsq: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            mean: 0.0,
-            m2: 0.0,
-            seen: distinct.then(HashSet::new),
-        }
+fn summarise(v: &[f64], start: i64, end: i64, distinct: bool) -> AggregateBucket {
+    let (mut sum, mut sumsq) = (0.0f64, 0.0f64);
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &x in v {
+        sum += x;
+        sumsq += x * x;
+        min = min.min(x);
+        max = max.max(x);
     }
-
-    #[inline]
-    fn add(&mut self, v: f64) {
-        self.count += 1;
-        self.sum += v;
-        self.sumsq += v * v;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        // Welford's update: a stable variance without a second pass.
-        let delta = v - self.mean;
-        self.mean += delta / self.count as f64;
-        self.m2 += delta * (v - self.mean);
-        if let Some(seen) = &mut self.seen {
-            seen.insert(if v == 0.0 { 0 } else { v.to_bits() });
-        }
-    }
-
-    fn finish(self, start: i64, end: i64) -> AggregateBucket {
-        AggregateBucket {
-            start,
-            end,
-            count: self.count,
-            distinct: self.seen.map(|s| s.len() as u64),
-            sum: self.sum,
-            sumsq: self.sumsq,
-            min: self.min,
-            max: self.max,
-            stddev: if self.count > 1 {
-                (self.m2 / (self.count - 1) as f64).sqrt()
-            } else {
-                0.0
-            },
-        }
+    let count = v.len() as u64;
+    let mean = sum / count as f64;
+    let stddev = if count > 1 {
+        let ss: f64 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
+        (ss / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    let distinct = distinct.then(|| {
+        let mut seen: Vec<u64> = v
+            .iter()
+            .map(|x| if *x == 0.0 { 0 } else { x.to_bits() })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len() as u64
+    });
+    AggregateBucket {
+        start,
+        end,
+        count,
+        distinct,
+        sum,
+        sumsq,
+        min,
+        max,
+        stddev,
     }
 }
 
@@ -957,5 +946,40 @@ mod tests {
             false,
         );
         assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 2);
+    }
+    proptest::proptest! {
+        #[test]
+        fn aggregation_matches_a_naive_count(
+            mut times in proptest::collection::vec(-1_000_000i64..1_000_000, 0..300),
+            micros in 1i64..500_000,
+            months in 0u32..3,
+            from in proptest::option::of(-1_000_000i64..0),
+        ) {
+            times.sort_unstable();
+            let values: Vec<f64> = times.iter().map(|t| (*t % 97) as f64).collect();
+            let p = IsoDuration { months, micros };
+            let kept: Vec<(i64, f64)> = times
+                .iter()
+                .zip(&values)
+                .filter(|(t, _)| from.is_none_or(|f| **t >= f))
+                .map(|(t, v)| (*t, *v))
+                .collect();
+            let (kt, kv): (Vec<i64>, Vec<f64>) = kept.iter().copied().unzip();
+            let buckets = aggregate_points(&kt, &kv, from, None, Some(&p), true);
+            proptest::prop_assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), kt.len() as u64);
+            for w in buckets.windows(2) {
+                proptest::prop_assert!(w[0].end <= w[1].start);
+            }
+            for b in &buckets {
+                let inside: Vec<f64> = kept
+                    .iter()
+                    .filter(|(t, _)| *t >= b.start && *t < b.end)
+                    .map(|(_, v)| *v)
+                    .collect();
+                proptest::prop_assert_eq!(inside.len() as u64, b.count);
+                proptest::prop_assert_eq!(inside.iter().sum::<f64>(), b.sum);
+                proptest::prop_assert!(b.stddev >= 0.0);
+            }
+        }
     }
 }
