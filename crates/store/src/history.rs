@@ -15,6 +15,12 @@
 //! Property instance (no unitCode, no sub-attributes) is stored as its number
 //! alone; anything else as positional MessagePack of the attribute.
 //!
+//! Writes land first in `history_recent`, a rowid table in seq order (each
+//! commit appends to its last pages), and move to `history` sorted by
+//! series once `FLUSH_ROWS` have gathered: clustering by series directly
+//! would dirty one page per series in every commit when thousands of
+//! sensors report at once. Reads see the union of both tables.
+//!
 //! Numeric aggregation reads an in-memory columnar copy of a series (times
 //! and values), loaded by the writer on first use and extended by it after
 //! each commit, so that the copy never misses or repeats a commit. The copies
@@ -59,7 +65,20 @@ CREATE TABLE IF NOT EXISTS history (
     doc BLOB,
     PRIMARY KEY (series, t, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history_recent (
+    seq INTEGER PRIMARY KEY,
+    series INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    modified INTEGER,
+    created INTEGER,
+    num,
+    doc BLOB
+);
+CREATE INDEX IF NOT EXISTS history_recent_series ON history_recent (series, t);
 ";
+
+/// Instances gathered in `history_recent` before they move to `history`.
+pub(crate) const FLUSH_ROWS: usize = 50_000;
 
 /// The identity of a series: tenant, entity id, attribute, datasetId.
 pub(crate) type SeriesKey = (Box<str>, Arc<str>, Iri, Option<Box<str>>);
@@ -318,8 +337,12 @@ pub(crate) fn read_history(
     };
     let order = if req.last_n.is_some() { "DESC" } else { "ASC" };
     let sql = format!(
-        "SELECT t, seq, modified, created, num, doc FROM history \
+        "SELECT t, seq, modified, created, num, doc FROM ( \
+         SELECT t, seq, modified, created, num, doc FROM history \
          WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 \
+         UNION ALL \
+         SELECT t, seq, modified, created, num, doc FROM history_recent \
+         WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3) \
          ORDER BY {key} {order}, seq {order} LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -623,6 +646,9 @@ pub(crate) struct HistoryOverlay {
 pub(crate) struct Recorder {
     pub(crate) next_series: i64,
     pub(crate) next_seq: i64,
+    /// Rows in `history_recent` (an upper bound: rows of a failed commit
+    /// are counted too).
+    pub(crate) recent_rows: usize,
 }
 
 impl Recorder {
@@ -639,9 +665,12 @@ impl Recorder {
                 |r| r.get(0),
             )
             .optional()?;
+        let recent: i64 =
+            conn.query_row("SELECT count(*) FROM history_recent", [], |r| r.get(0))?;
         Ok(Self {
             next_series,
             next_seq: seq.and_then(|s| s.parse().ok()).unwrap_or(1),
+            recent_rows: usize::try_from(recent).unwrap_or(0),
         })
     }
 
@@ -692,7 +721,8 @@ impl Recorder {
             num,
             doc,
         };
-        insert_row(tx, &row)?;
+        insert_row(tx, &row, true)?;
+        self.recent_rows += 1;
         if let Some(n) = num {
             overlay.numbers.push((sid, t, n.as_f64()));
         }
@@ -804,14 +834,17 @@ impl Recorder {
     }
 }
 
-pub(crate) fn insert_row(tx: &Transaction<'_>, row: &Row) -> Result<(), StoreError> {
+/// Inserts a row into `history_recent` (`recent`) or `history`.
+pub(crate) fn insert_row(tx: &Transaction<'_>, row: &Row, recent: bool) -> Result<(), StoreError> {
     let num: Option<rusqlite::types::Value> = row.num.map(|n| match n {
         Num::Int(i) => rusqlite::types::Value::Integer(i),
         Num::Real(f) => rusqlite::types::Value::Real(f),
     });
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
+    tx.prepare_cached(if recent {
+        "INSERT OR REPLACE INTO history_recent (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    } else {
+        "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    })?
     .execute(params![
         row.series,
         row.t,
@@ -821,6 +854,26 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, row: &Row) -> Result<(), StoreErr
         num,
         row.doc
     ])?;
+    Ok(())
+}
+
+/// Moves the rows of `history_recent` into `history`, sorted by series so
+/// that each series' last page is written once.
+pub(crate) fn flush_recent(
+    conn: &mut Connection,
+    recorder: &mut Recorder,
+) -> Result<(), StoreError> {
+    if recorder.recent_rows == 0 {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) \
+         SELECT series, t, seq, modified, created, num, doc FROM history_recent ORDER BY series, t, seq; \
+         DELETE FROM history_recent;",
+    )?;
+    tx.commit()?;
+    recorder.recent_rows = 0;
     Ok(())
 }
 

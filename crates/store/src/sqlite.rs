@@ -538,6 +538,7 @@ impl Store for SqliteStore {
         // Loading runs on the writer so that no commit slips between the
         // read of the rows and the copy joining the cache.
         self.job(move |w| {
+            w.flush_recent()?;
             let series = NumSeries::load(&w.conn, sid)?;
             let shared = w.shared.num_cache.lock().put(sid, series);
             let buckets = shared
@@ -693,7 +694,17 @@ fn spawn_retention(
 
 impl Writer {
     /// Deletes the instances older than `before` and frees their pages.
+    /// Moves the recent instances into the clustered table (before the
+    /// operations that read or change `history` alone).
+    fn flush_recent(&mut self) -> Result<(), StoreError> {
+        match self.recorder.as_mut() {
+            Some(r) => crate::history::flush_recent(&mut self.conn, r),
+            None => Ok(()),
+        }
+    }
+
     fn expire(&mut self, before: i64) -> Result<u64, StoreError> {
+        self.flush_recent()?;
         let series: Vec<i64> = self
             .shared
             .history_index
@@ -733,6 +744,7 @@ impl Writer {
         tenant: &str,
         op: HistoryOp,
     ) -> Result<Result<bool, NgsiError>, StoreError> {
+        self.flush_recent()?;
         let Some(recorder) = self.recorder.as_mut() else {
             return Ok(Err(NgsiError::new(
                 ngsi_model::ErrorKind::OperationNotSupported,
@@ -870,7 +882,7 @@ impl Writer {
                             num,
                             doc,
                         };
-                        crate::history::insert_row(&tx, &row)?;
+                        crate::history::insert_row(&tx, &row, false)?;
                         invalidate.push(sid);
                         found = true;
                         break;
@@ -1260,6 +1272,15 @@ impl Writer {
                 self.publish(overlay);
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
+                }
+                // After the answers: the move delays the next group only.
+                if self
+                    .recorder
+                    .as_ref()
+                    .is_some_and(|r| r.recent_rows >= crate::history::FLUSH_ROWS)
+                    && let Err(e) = self.flush_recent()
+                {
+                    tracing::error!(error = %e, "moving recent history failed");
                 }
             }
             Err(e) => {

@@ -621,6 +621,16 @@ async fn stamped_instances_are_recorded_in_the_write_transaction() {
         .unwrap();
     let b = agg(&store).await.unwrap();
     assert_eq!((b[0].count, b[0].sum, b[0].max), (6, 25.0, 10.0));
+    // Reads see the moved instances and the recent one together, in order.
+    let h = store
+        .history("", "urn:ngsi-ld:T:h", history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    let instants: Vec<i64> = h[0].instances.iter().map(|i| i.instant).collect();
+    assert_eq!(instants.len(), 7);
+    assert!(instants.windows(2).all(|w| w[0] <= w[1]), "{instants:?}");
+    assert!(instants.contains(&6000), "{instants:?}");
 }
 
 #[tokio::test]

@@ -598,7 +598,11 @@ fn db_bytes(dir: &str) -> anyhow::Result<(i64, i64)> {
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    let rows: i64 = conn.query_row("SELECT count(*) FROM history", [], |r| r.get(0))?;
+    let rows: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM history_recent)",
+        [],
+        |r| r.get(0),
+    )?;
     Ok(((pages - free) * size, rows))
 }
 
