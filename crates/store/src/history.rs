@@ -699,6 +699,28 @@ impl Recorder {
         Ok(sid)
     }
 
+    /// The series of attribute `name` of entity `id` with the datasetId of
+    /// `inst`.
+    #[allow(clippy::too_many_arguments)]
+    fn series_for(
+        &mut self,
+        tx: &Transaction<'_>,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        name: &Iri,
+        inst: &Attribute,
+    ) -> Result<i64, StoreError> {
+        let key = (
+            tenant.into(),
+            id.clone(),
+            name.clone(),
+            inst.dataset_id.clone(),
+        );
+        self.series(tx, index, overlay, key)
+    }
+
     /// Inserts one temporal instance.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert(
@@ -755,13 +777,7 @@ impl Recorder {
                     if prior.is_some_and(|p| p.modified_at == inst.modified_at) {
                         continue;
                     }
-                    let key = (
-                        tenant.into(),
-                        id.clone(),
-                        name.clone(),
-                        inst.dataset_id.clone(),
-                    );
-                    let sid = self.series(tx, index, overlay, key)?;
+                    let sid = self.series_for(tx, index, overlay, tenant, id, name, inst)?;
                     self.insert(tx, overlay, sid, Some(inst), now)?;
                 }
             }
@@ -774,13 +790,7 @@ impl Recorder {
                     if new.is_some_and(|n| n.iter().any(|x| x.dataset_id == inst.dataset_id)) {
                         continue;
                     }
-                    let key = (
-                        tenant.into(),
-                        id.clone(),
-                        name.clone(),
-                        inst.dataset_id.clone(),
-                    );
-                    let sid = self.series(tx, index, overlay, key)?;
+                    let sid = self.series_for(tx, index, overlay, tenant, id, name, inst)?;
                     self.insert(tx, overlay, sid, None, deleted_at)?;
                 }
             }

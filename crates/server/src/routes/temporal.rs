@@ -95,6 +95,24 @@ pub async fn retrieve(
     ))
 }
 
+/// Runs a temporal query and answers it with paging links, the count and,
+/// for a cut answer, Content-Range.
+async fn run_query(
+    state: &AppState,
+    req: &Ngsi,
+    produce: Produce,
+    ctx: &Ctx,
+    params: &[(String, String)],
+    query: &TemporalQuery,
+) -> ApiResult {
+    let result = state
+        .broker
+        .query_temporal(&req.tenant, ctx, query)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(query_response(produce, ctx, params, query, result))
+}
+
 fn query_response(
     produce: Produce,
     ctx: &Ctx,
@@ -138,12 +156,7 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    let result = state
-        .broker
-        .query_temporal(&req.tenant, &ctx, &query)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(query_response(produce, &ctx, &params, &query, result))
+    run_query(&state, &req, produce, &ctx, &params, &query).await
 }
 
 /// POST /temporal/entityOperations/query
@@ -176,12 +189,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    let result = state
-        .broker
-        .query_temporal(&req.tenant, &ctx, &query)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(query_response(produce, &ctx, &params, &query, result))
+    run_query(&state, &req, produce, &ctx, &params, &query).await
 }
 
 /// POST /temporal/entities: 201 when the temporal entity is new, else 204.
