@@ -8,7 +8,8 @@
 //! instance without value whose `modifiedAt` is the `deletedAt`.
 //!
 //! Storage: one *series* per (tenant, entity, attribute, datasetId) in
-//! `history_series`, and the instances in `history`, a `WITHOUT ROWID` table
+//! `history_series` (unique by the writer's map in memory, which is loaded
+//! whole on open: no index on disk), and the instances in `history`, a `WITHOUT ROWID` table
 //! keyed by (series, instant, seq): the instances of one attribute lie
 //! together in time order, and the key is the row (no separate index). The
 //! instant is observedAt when given, else modifiedAt. A plain numeric
@@ -46,8 +47,7 @@ CREATE TABLE IF NOT EXISTS history_series (
     tenant TEXT NOT NULL,
     entity TEXT NOT NULL,
     attr TEXT NOT NULL,
-    dataset TEXT,
-    UNIQUE (tenant, entity, attr, dataset)
+    dataset TEXT
 );
 CREATE TABLE IF NOT EXISTS history_entities (
     tenant TEXT NOT NULL,
@@ -636,8 +636,11 @@ impl NumCache {
 /// The history side of one group of writes, published after the commit.
 #[derive(Default)]
 pub(crate) struct HistoryOverlay {
-    pub(crate) new_series: Vec<(i64, SeriesKey)>,
-    pub(crate) entity_types: Vec<(Box<str>, Arc<str>, Vec<Iri>)>,
+    /// Series created by the group (looked up by every later instance of
+    /// the group: a map, not a list, or creates grow quadratic).
+    pub(crate) new_series: HashMap<SeriesKey, i64>,
+    /// Entity types written by the group, by (tenant, id).
+    pub(crate) entity_types: HashMap<(Box<str>, Arc<str>), Vec<Iri>>,
     pub(crate) numbers: Vec<(i64, i64, f64)>,
     pub(crate) recorded: usize,
 }
@@ -686,7 +689,7 @@ impl Recorder {
         if let Some(sid) = index.series.get(&key) {
             return Ok(*sid);
         }
-        if let Some((sid, _)) = overlay.new_series.iter().find(|(_, k)| *k == key) {
+        if let Some(sid) = overlay.new_series.get(&key) {
             return Ok(*sid);
         }
         let sid = self.next_series;
@@ -695,7 +698,7 @@ impl Recorder {
             "INSERT INTO history_series (id, tenant, entity, attr, dataset) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![sid, &*key.0, &*key.1, &*key.2, key.3.as_deref()])?;
-        overlay.new_series.push((sid, key));
+        overlay.new_series.insert(key, sid);
         Ok(sid)
     }
 
@@ -810,10 +813,8 @@ impl Recorder {
     ) -> Result<(), StoreError> {
         let pending = overlay
             .entity_types
-            .iter()
-            .rev()
-            .find(|(t, i, _)| &**t == tenant && i == id)
-            .map(|(_, _, ty)| ty.as_slice());
+            .get(&(Box::<str>::from(tenant), id.clone()))
+            .map(Vec::as_slice);
         let known = pending.or_else(|| {
             index
                 .entities
@@ -832,7 +833,7 @@ impl Recorder {
         .execute(params![tenant, &**id, text])?;
         overlay
             .entity_types
-            .push((tenant.into(), id.clone(), types.to_vec()));
+            .insert((tenant.into(), id.clone()), types.to_vec());
         Ok(())
     }
 
@@ -891,7 +892,7 @@ pub(crate) fn flush_recent(
 pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: HistoryOverlay) {
     if !o.new_series.is_empty() || !o.entity_types.is_empty() {
         let mut index = index.write();
-        for (tenant, id, types) in o.entity_types {
+        for ((tenant, id), types) in o.entity_types {
             index
                 .entities
                 .entry(tenant)
@@ -900,7 +901,7 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
                 .or_default()
                 .0 = types;
         }
-        for (sid, key) in o.new_series {
+        for (key, sid) in o.new_series {
             index.add_series(sid, key);
         }
     }
