@@ -16,11 +16,14 @@
 //! Property instance (no unitCode, no sub-attributes) is stored as its number
 //! alone; anything else as positional MessagePack of the attribute.
 //!
-//! Writes land first in `history_recent`, a rowid table in seq order (each
-//! commit appends to its last pages), and move to `history` sorted by
-//! series once `FLUSH_ROWS` have gathered: clustering by series directly
-//! would dirty one page per series in every commit when thousands of
-//! sensors report at once. Reads see the union of both tables.
+//! Writes land first in `history_recent`, a rowid table in seq order with
+//! no index (each commit appends to its last pages), and move to `history`
+//! sorted by series once `FLUSH_ROWS` have gathered: clustering by series
+//! directly, or indexing the recent rows by series, would dirty one page per
+//! series in every commit when thousands of sensors report at once. The
+//! writer keeps the seqs of the recent rows per series in memory; reads
+//! fetch those rows by rowid beside the range query on `history`, in one
+//! read transaction.
 //!
 //! Numeric aggregation reads an in-memory columnar copy of a series (times
 //! and values), loaded by the writer on first use and extended by it after
@@ -74,7 +77,6 @@ CREATE TABLE IF NOT EXISTS history_recent (
     num,
     doc BLOB
 );
-CREATE INDEX IF NOT EXISTS history_recent_series ON history_recent (series, t);
 ";
 
 /// Instances gathered in `history_recent` before they move to `history`.
@@ -100,11 +102,26 @@ pub(crate) struct HistoryIndex {
     pub(crate) by_id: HashMap<i64, SeriesKey>,
     /// Per tenant, entity id → types and series ids.
     pub(crate) entities: HashMap<Box<str>, BTreeMap<Arc<str>, EntitySeries>>,
+    /// The seqs of the rows of `history_recent`, per series (published
+    /// after each commit, cleared after each move; a stale seq finds
+    /// nothing, and its row is then found in `history`).
+    pub(crate) recent: HashMap<i64, Vec<i64>>,
 }
 
 impl HistoryIndex {
     pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
         let mut index = Self::default();
+        {
+            let mut stmt = conn.prepare("SELECT series, seq FROM history_recent")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                index
+                    .recent
+                    .entry(row.get(0)?)
+                    .or_default()
+                    .push(row.get(1)?);
+            }
+        }
         let mut stmt = conn.prepare("SELECT tenant, id, types FROM history_entities")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -325,9 +342,27 @@ fn decode_row(
 }
 
 /// Reads the instances of `req` for the series of one entity.
+/// The seqs of the recent rows of each series of `series`.
+pub(crate) type RecentSeqs = HashMap<i64, Vec<i64>>;
+
 pub(crate) fn read_history(
     conn: &Connection,
     series: &[SeriesRef],
+    recent: &RecentSeqs,
+    req: &HistoryRequest,
+) -> Result<Vec<AttrHistory>, StoreError> {
+    // Both tables in one snapshot: a move between two reads would hide or
+    // repeat rows.
+    let tx = conn.unchecked_transaction()?;
+    let out = read_history_in(&tx, series, recent, req)?;
+    tx.finish()?;
+    Ok(out)
+}
+
+fn read_history_in(
+    conn: &Connection,
+    series: &[SeriesRef],
+    recent: &RecentSeqs,
     req: &HistoryRequest,
 ) -> Result<Vec<AttrHistory>, StoreError> {
     let key = match req.range.property {
@@ -337,22 +372,30 @@ pub(crate) fn read_history(
     };
     let order = if req.last_n.is_some() { "DESC" } else { "ASC" };
     let sql = format!(
-        "SELECT t, seq, modified, created, num, doc FROM ( \
-         SELECT t, seq, modified, created, num, doc FROM history \
+        "SELECT t, seq, modified, created, num, doc FROM history \
          WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 \
-         UNION ALL \
-         SELECT t, seq, modified, created, num, doc FROM history_recent \
-         WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3) \
          ORDER BY {key} {order}, seq {order} LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
+    let mut by_seq = conn.prepare_cached(
+        "SELECT t, seq, modified, created, num, doc FROM history_recent WHERE seq = ?1",
+    )?;
+    let (from, to) = (
+        req.range.from.unwrap_or(i64::MIN),
+        req.range.to.unwrap_or(i64::MAX),
+    );
+    let key_of = |i: &TemporalInstance| match req.range.property {
+        TimeProperty::ObservedAt => i.instant,
+        TimeProperty::ModifiedAt => i.modified_at,
+        TimeProperty::CreatedAt => i.created_at,
+    };
     let mut out = Vec::with_capacity(series.len());
     for (sid, attr, dataset) in series {
         let take = req.last_n.map_or(req.limit, |n| n.min(req.limit));
         let mut rows = stmt.query(params![
             sid,
-            req.range.from.unwrap_or(i64::MIN),
-            req.range.to.unwrap_or(i64::MAX),
+            from,
+            to,
             i64::try_from(take).unwrap_or(i64::MAX - 1) + 1
         ])?;
         let mut instances = Vec::new();
@@ -365,6 +408,37 @@ pub(crate) fn read_history(
                 row.get(4)?,
                 row.get(5)?,
             ));
+        }
+        drop(rows);
+        // The recent rows of the series: every one in the range is a
+        // candidate; the history query gave at least `take + 1` of the
+        // others when there were that many, so the merge is exact.
+        if let Some(seqs) = recent.get(sid) {
+            let mut extra = false;
+            for seq in seqs {
+                let mut rows = by_seq.query([seq])?;
+                if let Some(row) = rows.next()? {
+                    let i = decode_row(
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    );
+                    let k = key_of(&i);
+                    if k >= from && k < to {
+                        instances.push(i);
+                        extra = true;
+                    }
+                }
+            }
+            if extra {
+                instances.sort_by_key(|i| (key_of(i), i.instance_id));
+                if req.last_n.is_some() {
+                    instances.reverse();
+                }
+            }
         }
         // Cut by the limit, not by lastN itself.
         let truncated = instances.len() > take && req.last_n.is_none_or(|n| n > req.limit);
@@ -642,6 +716,8 @@ pub(crate) struct HistoryOverlay {
     /// Entity types written by the group, by (tenant, id).
     pub(crate) entity_types: HashMap<(Box<str>, Arc<str>), Vec<Iri>>,
     pub(crate) numbers: Vec<(i64, i64, f64)>,
+    /// (series, seq) of the rows written to `history_recent`.
+    pub(crate) recent: Vec<(i64, i64)>,
     pub(crate) recorded: usize,
 }
 
@@ -752,6 +828,7 @@ impl Recorder {
             overlay.numbers.push((sid, t, n.as_f64()));
         }
         overlay.recorded += 1;
+        overlay.recent.push((sid, seq));
         Ok(seq)
     }
 
@@ -890,8 +967,11 @@ pub(crate) fn flush_recent(
 
 /// Publishes the history side of a committed group.
 pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: HistoryOverlay) {
-    if !o.new_series.is_empty() || !o.entity_types.is_empty() {
+    if !o.new_series.is_empty() || !o.entity_types.is_empty() || !o.recent.is_empty() {
         let mut index = index.write();
+        for (sid, seq) in o.recent {
+            index.recent.entry(sid).or_default().push(seq);
+        }
         for ((tenant, id), types) in o.entity_types {
             index
                 .entities

@@ -478,15 +478,15 @@ impl Store for SqliteStore {
         id: &str,
         req: HistoryRequest,
     ) -> StoreFuture<Option<Vec<AttrHistory>>> {
-        let series = self
-            .shared
-            .history_index
-            .read()
-            .series_of(tenant, id, req.attrs.as_deref());
-        let Some(series) = series else {
-            return Box::pin(async { Ok(None) });
+        let (series, recent) = {
+            let index = self.shared.history_index.read();
+            let Some(series) = index.series_of(tenant, id, req.attrs.as_deref()) else {
+                return Box::pin(async { Ok(None) });
+            };
+            let recent = recent_of(&index, &series);
+            (series, recent)
         };
-        self.read(move |conn| crate::history::read_history(conn, &series, &req).map(Some))
+        self.read(move |conn| crate::history::read_history(conn, &series, &recent, &req).map(Some))
     }
 
     fn aggregate(
@@ -518,8 +518,9 @@ impl Store for SqliteStore {
                 limit: usize::MAX,
             };
             let series = vec![(sid, key.2.clone(), key.3.clone())];
+            let recent = recent_of(&self.shared.history_index.read(), &series);
             return self.read(move |conn| {
-                let h = crate::history::read_history(conn, &series, &hreq)?;
+                let h = crate::history::read_history(conn, &series, &recent, &hreq)?;
                 let instances: Vec<_> = h.into_iter().flat_map(|a| a.instances).collect();
                 Ok(crate::history::aggregate_instances(
                     &instances,
@@ -646,6 +647,17 @@ impl SqliteStore {
     }
 }
 
+/// The seqs of the recent rows of `series`.
+fn recent_of(
+    index: &HistoryIndex,
+    series: &[crate::history::SeriesRef],
+) -> crate::history::RecentSeqs {
+    series
+        .iter()
+        .filter_map(|(sid, _, _)| index.recent.get(sid).map(|v| (*sid, v.clone())))
+        .collect()
+}
+
 /// New databases free the pages of deleted rows incrementally (retention
 /// needs it). An existing database made without it is rewritten once
 /// (`VACUUM`) when retention is configured: that takes about as long as
@@ -698,8 +710,12 @@ impl Writer {
     /// operations that read or change `history` alone).
     fn flush_recent(&mut self) -> Result<(), StoreError> {
         match self.recorder.as_mut() {
-            Some(r) => crate::history::flush_recent(&mut self.conn, r),
-            None => Ok(()),
+            Some(r) if r.recent_rows > 0 => {
+                crate::history::flush_recent(&mut self.conn, r)?;
+                self.shared.history_index.write().recent.clear();
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 
