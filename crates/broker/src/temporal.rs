@@ -375,6 +375,10 @@ impl TemporalQuery {
     }
 }
 
+/// The most instances in one temporal answer, over all its entities and
+/// attributes.
+const MAX_ANSWER_INSTANCES: usize = 100_000;
+
 /// The instanceId of an instance.
 pub fn instance_uri(id: i64) -> String {
     format!("urn:ngsi-ld:instance:{id}")
@@ -481,14 +485,18 @@ impl Broker {
         {
             return Err(not_found());
         }
-        let mut histories = vec![self.read_history(tenant, &he, q).await?];
+        let limit = self.instance_limit(std::slice::from_ref(&he), q);
+        let mut histories = vec![self.read_history(tenant, &he, q, limit).await?];
         let range = {
             let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
             cut(&mut refs, q)
         };
         let history = histories.pop().unwrap_or_default();
-        let entity = self.render_temporal(tenant, ctx, &he, history, q).await?;
-        Ok((entity, range))
+        let mut periods_cut = None;
+        let entity = self
+            .render_temporal(tenant, ctx, &he, history, q, limit, &mut periods_cut)
+            .await?;
+        Ok((entity, range.or(periods_cut)))
     }
 
     /// Query Temporal Evolution of Entities (clause 5.7.4).
@@ -529,23 +537,52 @@ impl Broker {
             .skip(q.entities.offset)
             .take(q.entities.limit)
             .collect();
+        let limit = self.instance_limit(&page, q);
         let mut histories = Vec::with_capacity(page.len());
         for he in &page {
-            histories.push(self.read_history(tenant, he, q).await?);
+            histories.push(self.read_history(tenant, he, q, limit).await?);
         }
         let range = {
             let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
             cut(&mut refs, q)
         };
         let mut entities = Vec::with_capacity(page.len());
+        let mut periods_cut = None;
         for (he, history) in page.iter().zip(histories) {
-            entities.push(self.render_temporal(tenant, ctx, he, history, q).await?);
+            entities.push(
+                self.render_temporal(tenant, ctx, he, history, q, limit, &mut periods_cut)
+                    .await?,
+            );
         }
         Ok(TemporalResult {
             entities,
             total,
-            range,
+            range: range.or(periods_cut),
         })
+    }
+
+    /// The most instances per attribute instance for an answer about
+    /// `entities`: the configured limit, lowered so that the whole answer
+    /// holds at most `MAX_ANSWER_INSTANCES` (memory stays bounded for a
+    /// page of many entities; the answer is then cut with a Content-Range).
+    fn instance_limit(&self, entities: &[HistoryEntity], q: &TemporalQuery) -> usize {
+        let series: usize = entities
+            .iter()
+            .map(|he| {
+                he.attrs
+                    .iter()
+                    .filter(|(a, _)| {
+                        q.entities
+                            .view
+                            .attrs
+                            .as_ref()
+                            .is_none_or(|keep| keep.iter().any(|k| **k == **a))
+                    })
+                    .count()
+            })
+            .sum();
+        let share = MAX_ANSWER_INSTANCES / series.max(1);
+        self.config.temporal_limit.min(share).max(1)
     }
 
     /// The instances of an entity's history the query asks for (none for
@@ -555,6 +592,7 @@ impl Broker {
         tenant: &str,
         he: &HistoryEntity,
         q: &TemporalQuery,
+        limit: usize,
     ) -> NgsiResult<Vec<AttrHistory>> {
         if q.format == TemporalFormat::Aggregated {
             return Ok(Vec::new());
@@ -563,7 +601,7 @@ impl Broker {
             attrs: q.entities.view.attrs.clone(),
             range: q.range,
             last_n: q.last_n,
-            limit: self.config.temporal_limit.max(1),
+            limit,
         };
         Ok(self
             .store
@@ -572,6 +610,11 @@ impl Broker {
             .unwrap_or_default())
     }
 
+    /// Renders one temporal entity. In the aggregated form an attribute
+    /// keeps at most `limit` periods; when some are cut, every attribute
+    /// keeps the periods before the cut, and `periods_cut` (narrowed over
+    /// the entities of an answer) tells the range answered.
+    #[allow(clippy::too_many_arguments)]
     async fn render_temporal(
         &self,
         tenant: &str,
@@ -579,6 +622,8 @@ impl Broker {
         he: &HistoryEntity,
         history: Vec<AttrHistory>,
         q: &TemporalQuery,
+        limit: usize,
+        periods_cut: &mut Option<ContentRange>,
     ) -> NgsiResult<Map<String, Value>> {
         let mut out = Map::new();
         out.insert("id".into(), Value::String(he.id.to_string()));
@@ -610,6 +655,7 @@ impl Broker {
         };
         match q.format {
             TemporalFormat::Aggregated => {
+                let mut all = Vec::new();
                 for (attr, dataset) in &he.attrs {
                     if view
                         .attrs
@@ -632,6 +678,38 @@ impl Broker {
                             },
                         )
                         .await?;
+                    all.push((attr, dataset, buckets));
+                }
+                // The end of the first cut attribute's last kept period.
+                let cut_at = all
+                    .iter()
+                    .filter(|(_, _, b)| b.len() > limit)
+                    .map(|(_, _, b)| b[limit - 1].end)
+                    .min();
+                if let Some(end) = cut_at {
+                    let start = all
+                        .iter()
+                        .filter_map(|(_, _, b)| b.first().map(|x| x.start))
+                        .min()
+                        .unwrap_or(end);
+                    for (_, _, b) in &mut all {
+                        b.retain(|x| x.end <= end);
+                    }
+                    let narrowed = match *periods_cut {
+                        Some(r) => ContentRange {
+                            start: r.start.min(start),
+                            end: r.end.min(end),
+                            size: None,
+                        },
+                        None => ContentRange {
+                            start,
+                            end,
+                            size: None,
+                        },
+                    };
+                    *periods_cut = Some(narrowed);
+                }
+                for (attr, dataset, buckets) in all {
                     let mut m = Map::new();
                     m.insert("type".into(), Value::String("Property".into()));
                     if let Some(d) = dataset {

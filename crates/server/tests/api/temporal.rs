@@ -510,6 +510,19 @@ async fn long_histories_are_cut_with_content_range_and_206() {
         r.header("content-range"),
         Some(format!("date-time {}-{}/1040", minute(50), minute(1049)).as_str())
     );
+    // An aggregation into more periods than the limit is cut too.
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=aggregatedValues&aggrMethods=sum&aggrPeriodDuration=PT1M",
+            enc(id)
+        ))
+        .await;
+    assert_eq!(r.status, 206, "{}", &r.text[..200.min(r.text.len())]);
+    assert_eq!(r.body["speed"]["sum"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/*", minute(0), minute(1000)).as_str())
+    );
     // A query answer is cut the same way.
     let r = s.get("/temporal/entities?type=Vehicle").await;
     assert_eq!(r.status, 206);
