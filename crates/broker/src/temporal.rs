@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ngsi_model::parse::{EntityRequirements, parse_attributes, parse_entity};
 use ngsi_model::render::{Format, RenderOptions, render_attribute};
 use ngsi_model::time::{IsoDuration, format_micros, now_micros, parse_datetime};
-use ngsi_model::{AttrValue, Attribute, Entity, Iri, NgsiError, NgsiResult, Terms, iri};
+use ngsi_model::{AttrValue, Attribute, Iri, NgsiError, NgsiResult, Terms, iri};
 use serde_json::{Map, Value, json};
 use store::{
     AggregateBucket, AggregateRequest, AttrHistory, HistoryEntity, HistoryOp, HistoryRequest,
@@ -512,23 +512,22 @@ impl Broker {
             ));
         }
         self.check_tenant(tenant)?;
+        // Ids and types first (no copies of the others), then attrs and
+        // the filters that need the current entity.
         let matched: Vec<HistoryEntity> = self
             .store
-            .history_entities(tenant)
+            .history_entities(tenant, &mut |id, types| {
+                q.entities.selects_history(id, types)
+            })
             .into_iter()
             .filter(|he| {
-                let probe = Entity {
-                    id: he.id.clone(),
-                    types: he.types.clone(),
-                    scopes: Vec::new(),
-                    attrs: Vec::new(),
-                    created_at: 0,
-                    modified_at: 0,
-                };
                 let attrs: Vec<Iri> = he.attrs.iter().map(|(a, _)| a.clone()).collect();
-                let current = self.store.get(tenant, &he.id);
-                q.entities
-                    .matches_history(&probe, &attrs, current.as_deref())
+                let current = q
+                    .entities
+                    .needs_current()
+                    .then(|| self.store.get(tenant, &he.id))
+                    .flatten();
+                q.entities.matches_history(&attrs, current.as_deref())
             })
             .collect();
         let total = q.entities.count.then_some(matched.len());

@@ -189,11 +189,16 @@ impl HistoryIndex {
         }
     }
 
-    pub(crate) fn entity_list(&self, tenant: &str) -> Vec<HistoryEntity> {
+    pub(crate) fn entity_list(
+        &self,
+        tenant: &str,
+        select: &mut dyn FnMut(&str, &[Iri]) -> bool,
+    ) -> Vec<HistoryEntity> {
         let Some(map) = self.entities.get(tenant) else {
             return Vec::new();
         };
         map.iter()
+            .filter(|(id, (types, _))| select(id, types))
             .map(|(id, entry)| self.entity_of(id, entry))
             .collect()
     }

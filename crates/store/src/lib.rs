@@ -440,8 +440,13 @@ pub trait Store: Send + Sync + 'static {
     fn history_enabled(&self) -> bool {
         false
     }
-    /// The entities of `tenant` that have history, ordered by id.
-    fn history_entities(&self, _tenant: &str) -> Vec<HistoryEntity> {
+    /// The entities of `tenant` that have history and whose id and types
+    /// pass `select`, ordered by id.
+    fn history_entities(
+        &self,
+        _tenant: &str,
+        _select: &mut dyn FnMut(&str, &[Iri]) -> bool,
+    ) -> Vec<HistoryEntity> {
         Vec::new()
     }
     /// The entity `id` of `tenant` if it has history.

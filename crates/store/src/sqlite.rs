@@ -464,8 +464,12 @@ impl Store for SqliteStore {
         self.shared.history
     }
 
-    fn history_entities(&self, tenant: &str) -> Vec<HistoryEntity> {
-        self.shared.history_index.read().entity_list(tenant)
+    fn history_entities(
+        &self,
+        tenant: &str,
+        select: &mut dyn FnMut(&str, &[ngsi_model::Iri]) -> bool,
+    ) -> Vec<HistoryEntity> {
+        self.shared.history_index.read().entity_list(tenant, select)
     }
 
     fn history_entity(&self, tenant: &str, id: &str) -> Option<HistoryEntity> {

@@ -546,7 +546,7 @@ async fn stamped_instances_are_recorded_in_the_write_transaction() {
     }
     // After a reopen, everything is there.
     let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
-    let entities = store.history_entities("");
+    let entities = store.history_entities("", &mut |_, _| true);
     assert_eq!(entities.len(), 1);
     assert_eq!(entities[0].attrs, vec![(level.clone(), None)]);
     let h = store
@@ -749,7 +749,7 @@ async fn temporal_writes_add_modify_and_delete_instances() {
         .await
         .unwrap()
         .unwrap();
-    assert!(store.history_entities("").is_empty());
+    assert!(store.history_entities("", &mut |_, _| true).is_empty());
     assert!(
         store
             .history("", "urn:ngsi-ld:T:w", history_request())
@@ -816,7 +816,7 @@ async fn without_history_nothing_is_recorded() {
         .unwrap()
         .remove(0)
         .unwrap();
-    assert!(store.history_entities("").is_empty());
+    assert!(store.history_entities("", &mut |_, _| true).is_empty());
     assert!(
         store
             .write_history(
