@@ -75,7 +75,7 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
         sync,
         history: args.history && !args.no_history,
         history_days: args.history_days,
-        history_cache_bytes: args.history_cache_mb << 20,
+        history_cache_bytes: args.history_cache_mb.saturating_mul(1 << 20),
         ..SqliteConfig::in_dir(&args.data_dir)
     })
     .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
