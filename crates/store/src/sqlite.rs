@@ -692,7 +692,8 @@ fn spawn_retention(
         .spawn(move || {
             loop {
                 let Some(sender) = tx.upgrade() else { return };
-                let cutoff = ngsi_model::time::now_micros() - i64::from(days) * 86_400_000_000;
+                let cutoff = ngsi_model::time::now_micros()
+                    .saturating_sub(i64::from(days).saturating_mul(86_400_000_000));
                 let job = Box::new(move |w: &mut Writer| match w.expire(cutoff) {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "history retention"),
                     Ok(_) => {}
