@@ -10,6 +10,7 @@ mod discovery;
 mod query;
 pub mod subscriptions;
 mod target;
+mod temporal;
 
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ use store::{Change, Next, Op, Outcome, Store};
 pub use batch::{BatchResult, UpsertMode};
 pub use context::{BodyKind, Ctx};
 pub use query::{EntityQuery, QueryParams, QueryResult, ViewOptions};
+pub use temporal::{
+    AggrMethod, ContentRange, TemporalFormat, TemporalParams, TemporalQuery, TemporalResult,
+    instance_uri,
+};
 
 /// Settings of the broker.
 #[derive(Debug, Clone)]
@@ -38,6 +43,9 @@ pub struct BrokerConfig {
     pub parse: ParseLimits,
     /// Notification delivery: queue depth, retries, timeouts.
     pub notifier: notify::NotifierConfig,
+    /// The most instances of one attribute in a temporal answer; beyond it
+    /// the answer is partial (206 with Content-Range).
+    pub temporal_limit: usize,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +55,7 @@ impl Default for BrokerConfig {
             max_limit: 1000,
             parse: ParseLimits::default(),
             notifier: notify::NotifierConfig::default(),
+            temporal_limit: 1000,
         }
     }
 }

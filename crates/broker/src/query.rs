@@ -78,12 +78,15 @@ pub struct Selector {
 
 impl Selector {
     fn matches(&self, e: &Entity) -> bool {
-        self.ids.as_ref().is_none_or(|ids| ids.contains(&e.id))
-            && self
-                .types
-                .as_ref()
-                .is_none_or(|t| t.matches_with(&|name| e.has_type(name)))
-            && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&e.id))
+        self.matches_id_and_types(&e.id, &|name| e.has_type(name))
+    }
+
+    fn matches_id_and_types(&self, id: &str, has_type: &dyn Fn(&str) -> bool) -> bool {
+        self.ids
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|i| **i == *id))
+            && self.types.as_ref().is_none_or(|t| t.matches_with(has_type))
+            && self.id_pattern.as_ref().is_none_or(|p| p.is_match(id))
     }
 }
 
@@ -493,7 +496,12 @@ impl EntityQuery {
                 .attrs_filter
                 .as_ref()
                 .is_none_or(|a| a.iter().any(|n| e.attr(n).is_some()))
-            && self.q.as_ref().is_none_or(|q| q.matches(&EntityTarget(e)))
+            && self.matches_filters(e)
+    }
+
+    /// Whether `e` satisfies `q`, `scopeQ` and the geo-query.
+    fn matches_filters(&self, e: &Entity) -> bool {
+        self.q.as_ref().is_none_or(|q| q.matches(&EntityTarget(e)))
             && self.scope_q.as_ref().is_none_or(|s| {
                 let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
                 s.matches(&scopes)
@@ -508,6 +516,36 @@ impl EntityQuery {
                     })
                 })
             })
+    }
+
+    /// Whether an entity with history that [`Self::selects_history`]
+    /// selected matches the rest: `attrs` against the attributes with
+    /// history, and `q`, `scopeQ` and the geo-query against the current
+    /// state of the entity (an entity that no longer exists matches none of
+    /// them).
+    pub(crate) fn matches_history(&self, history_attrs: &[Iri], current: Option<&Entity>) -> bool {
+        let with_attrs = self
+            .attrs_filter
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|n| history_attrs.contains(n)));
+        let filters = !self.needs_current() || current.is_some_and(|e| self.matches_filters(e));
+        with_attrs && filters
+    }
+
+    /// Whether an entity with history is selected by its id and types
+    /// (the selectors; see [`Self::matches_history`] for the rest).
+    pub(crate) fn selects_history(&self, id: &str, types: &[Iri]) -> bool {
+        let has_type = |name: &str| types.iter().any(|x| ngsi_model::entity::same_iri(x, name));
+        self.selectors.is_empty()
+            || self
+                .selectors
+                .iter()
+                .any(|s| s.matches_id_and_types(id, &has_type))
+    }
+
+    /// Whether `q`, `scopeQ` or a geo-query needs the entity itself.
+    pub(crate) fn needs_current(&self) -> bool {
+        self.q.is_some() || self.scope_q.is_some() || self.geo.is_some()
     }
 
     /// The conditions of `q` that an attribute index can answer: the terms

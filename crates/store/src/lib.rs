@@ -6,6 +6,7 @@
 //! trait.
 
 pub mod attr_index;
+pub mod history;
 pub mod index;
 pub mod sqlite;
 
@@ -13,8 +14,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ngsi_model::time::IsoDuration;
 use ngsi_model::update::UpdateReport;
-use ngsi_model::{Entity, Iri, NgsiError};
+use ngsi_model::{Attribute, Entity, Iri, NgsiError};
 
 /// What an operation does to the entity it targets, decided by the operation
 /// itself from the latest committed state.
@@ -132,11 +134,19 @@ pub enum StoreError {
     /// Filesystem trouble.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The store does not offer the operation (history switched off).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<StoreError> for NgsiError {
     fn from(e: StoreError) -> Self {
-        NgsiError::internal(e.to_string())
+        match e {
+            StoreError::Unsupported(detail) => {
+                NgsiError::new(ngsi_model::ErrorKind::OperationNotSupported, detail)
+            }
+            e => NgsiError::internal(e.to_string()),
+        }
     }
 }
 
@@ -206,6 +216,179 @@ pub struct QueryPage {
 /// A predicate applied to every candidate entity of a query.
 pub type Filter<'a> = &'a (dyn Fn(&Entity) -> bool + Sync);
 
+/// The future of a store operation other than an entity write.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// The time property a temporal query selects and orders by (clause 5.2.22
+/// `timeproperty`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeProperty {
+    /// The instant of the instance: observedAt, or modifiedAt without it.
+    #[default]
+    ObservedAt,
+    /// When the broker stored the instance.
+    ModifiedAt,
+    /// When the attribute was created.
+    CreatedAt,
+}
+
+/// A time range of a temporal query, in microseconds since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Which time property the bounds apply to.
+    pub property: TimeProperty,
+    /// The first instant included.
+    pub from: Option<i64>,
+    /// The first instant excluded.
+    pub to: Option<i64>,
+}
+
+/// Which instances of an entity's history to read.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryRequest {
+    /// Only these attributes (expanded); `None`: all.
+    pub attrs: Option<Vec<Iri>>,
+    /// The time range.
+    pub range: TimeRange,
+    /// Only the last N instances of each attribute instance (datasetId).
+    pub last_n: Option<usize>,
+    /// The most instances returned per attribute instance; more are
+    /// reported as `truncated`.
+    pub limit: usize,
+}
+
+/// One temporal instance of an attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemporalInstance {
+    /// Unique among the instances of the store (the instanceId).
+    pub instance_id: i64,
+    /// observedAt when the instance had one, else modifiedAt.
+    pub instant: i64,
+    /// When the broker stored the instance (for a deletion: deletedAt).
+    pub modified_at: i64,
+    /// When the attribute was created.
+    pub created_at: i64,
+    /// The instance; `None` when the attribute was deleted at `modified_at`.
+    pub attr: Option<Attribute>,
+}
+
+/// The history of one attribute instance (attribute and datasetId).
+#[derive(Debug, Clone)]
+pub struct AttrHistory {
+    /// The attribute (expanded).
+    pub attr: Iri,
+    /// The datasetId (`None`: the default instance).
+    pub dataset_id: Option<Box<str>>,
+    /// The instances in order of the selected time property.
+    pub instances: Vec<TemporalInstance>,
+    /// Whether more instances matched than the request's limit.
+    pub truncated: bool,
+}
+
+/// An entity that has history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntity {
+    /// The entity id.
+    pub id: Arc<str>,
+    /// Its latest known types (expanded).
+    pub types: Vec<Iri>,
+    /// The attribute instances with history: attribute (expanded) and
+    /// datasetId, ordered.
+    pub attrs: Vec<(Iri, Option<Box<str>>)>,
+}
+
+/// The numeric aggregates of one period (clause 4.5.19).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateBucket {
+    /// The start of the period (included).
+    pub start: i64,
+    /// The end of the period (excluded).
+    pub end: i64,
+    /// totalCount.
+    pub count: u64,
+    /// distinctCount, when asked for.
+    pub distinct: Option<u64>,
+    /// sum.
+    pub sum: f64,
+    /// sumsq.
+    pub sumsq: f64,
+    /// min.
+    pub min: f64,
+    /// max.
+    pub max: f64,
+    /// The sample standard deviation (0 for one instance).
+    pub stddev: f64,
+}
+
+/// What to aggregate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AggregateRequest {
+    /// The time range and property.
+    pub range: TimeRange,
+    /// The period (`None` or zero: the whole range).
+    pub period: Option<IsoDuration>,
+    /// Whether distinctCount is wanted (it costs a set per period).
+    pub distinct: bool,
+}
+
+/// A write through the temporal API (clauses 5.6.11 to 5.6.16).
+#[derive(Debug, Clone)]
+pub enum HistoryOp {
+    /// Adds instances to an entity's history (creating the temporal entity
+    /// when new). Instances keep their own createdAt/modifiedAt.
+    Add {
+        /// The entity id.
+        id: Arc<str>,
+        /// The entity types (may be empty when the entity is known).
+        types: Vec<Iri>,
+        /// Attributes and their instances.
+        attrs: Vec<(Iri, Vec<Attribute>)>,
+    },
+    /// Deletes the whole history of an entity.
+    DeleteEntity {
+        /// The entity id.
+        id: Arc<str>,
+    },
+    /// Deletes the history of an attribute: of one datasetId (`Some(None)`
+    /// is the default instance) or, with `None`, of all.
+    DeleteAttr {
+        /// The entity id.
+        id: Arc<str>,
+        /// The attribute (expanded).
+        attr: Iri,
+        /// Which datasetId.
+        dataset: Option<Option<Box<str>>>,
+    },
+    /// Deletes one instance.
+    DeleteInstance {
+        /// The entity id.
+        id: Arc<str>,
+        /// The attribute (expanded).
+        attr: Iri,
+        /// The instanceId.
+        instance: i64,
+    },
+    /// Replaces the value of one instance (its time stays).
+    ModifyInstance {
+        /// The entity id.
+        id: Arc<str>,
+        /// The attribute (expanded).
+        attr: Iri,
+        /// The instanceId.
+        instance: i64,
+        /// The new content.
+        value: Box<Attribute>,
+    },
+}
+
+fn history_disabled<T: Send + 'static>() -> StoreFuture<T> {
+    Box::pin(async {
+        Err(StoreError::Unsupported(
+            "this store keeps no history".into(),
+        ))
+    })
+}
+
 /// The storage port.
 ///
 /// Writes are submitted as a list of [`Op`]s that are applied in order, each
@@ -252,4 +435,55 @@ pub trait Store: Send + Sync + 'static {
     /// A new listener of the change feed: every commit from now on, after it
     /// is durable and visible to readers.
     fn changes(&self) -> ChangeReceiver;
+
+    /// Whether the store records history (the temporal API).
+    fn history_enabled(&self) -> bool {
+        false
+    }
+    /// The entities of `tenant` that have history and whose id and types
+    /// pass `select`, ordered by id.
+    fn history_entities(
+        &self,
+        _tenant: &str,
+        _select: &mut dyn FnMut(&str, &[Iri]) -> bool,
+    ) -> Vec<HistoryEntity> {
+        Vec::new()
+    }
+    /// The entity `id` of `tenant` if it has history.
+    fn history_entity(&self, _tenant: &str, _id: &str) -> Option<HistoryEntity> {
+        None
+    }
+    /// The history of entity `id`, one entry per attribute instance that
+    /// has instances in the range (or every one, without a range); `None`
+    /// when the entity has no history.
+    fn history(
+        &self,
+        _tenant: &str,
+        _id: &str,
+        _req: HistoryRequest,
+    ) -> StoreFuture<Option<Vec<AttrHistory>>> {
+        history_disabled()
+    }
+    /// Aggregates the numeric instances of one attribute instance.
+    fn aggregate(
+        &self,
+        _tenant: &str,
+        _id: &str,
+        _attr: Iri,
+        _dataset: Option<Box<str>>,
+        _req: AggregateRequest,
+    ) -> StoreFuture<Vec<AggregateBucket>> {
+        history_disabled()
+    }
+    /// Applies a write of the temporal API; resolves once durable. The
+    /// inner result is `true` when the operation created a temporal entity.
+    fn write_history(&self, _tenant: &str, _op: HistoryOp) -> StoreFuture<Result<bool, NgsiError>> {
+        history_disabled()
+    }
+    /// Deletes the instances older than `before` (microseconds since the
+    /// epoch) of every tenant and frees their disk space; resolves to the
+    /// number deleted.
+    fn expire_history(&self, _before: i64) -> StoreFuture<u64> {
+        history_disabled()
+    }
 }

@@ -15,20 +15,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ngsi_model::{Entity, NgsiError};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::history::{HistoryIndex, HistoryOverlay, NumCache, NumSeries, Recorder};
 use crate::index::TenantIndex;
 use crate::{
-    ChangeBatch, ChangeReceiver, EntityChange, Filter, Next, Op, Outcome, Page, QueryPage,
-    Selection, Store, StoreError, WriteFuture,
+    AggregateBucket, AggregateRequest, AttrHistory, ChangeBatch, ChangeReceiver, EntityChange,
+    Filter, HistoryEntity, HistoryOp, HistoryRequest, Next, Op, Outcome, Page, QueryPage,
+    Selection, Store, StoreError, StoreFuture, TimeProperty, WriteFuture,
 };
 
 type Reply = oneshot::Sender<Result<Vec<Result<Outcome, NgsiError>>, StoreError>>;
+
+/// A message to the writer thread.
+enum Msg {
+    Write(WriteRequest),
+    /// Work that must run on the writer's connection, between groups.
+    Job(Box<dyn FnOnce(&mut Writer) + Send>),
+}
 
 struct WriteRequest {
     tenant: Box<str>,
@@ -61,6 +70,16 @@ pub struct SqliteConfig {
     pub sync: SyncMode,
     /// How many commits the change feed holds for a listener that is behind.
     pub change_feed_capacity: usize,
+    /// Record every attribute change as a temporal instance (the temporal
+    /// API).
+    pub history: bool,
+    /// Bytes of memory for the numeric series that aggregation reads.
+    pub history_cache_bytes: usize,
+    /// Delete instances older than this many days (checked every
+    /// `history_sweep`); `None` keeps everything.
+    pub history_days: Option<u32>,
+    /// How often the retention sweep runs.
+    pub history_sweep: std::time::Duration,
 }
 
 /// When a commit is acknowledged.
@@ -94,11 +113,16 @@ impl Default for SqliteConfig {
             queue_depth: 4096,
             sync: SyncMode::Full,
             change_feed_capacity: 1024,
+            history: true,
+            history_cache_bytes: 256 << 20,
+            history_days: None,
+            history_sweep: std::time::Duration::from_secs(3600),
         }
     }
 }
 
 struct Metrics {
+    history_instances: Counter,
     commits: Counter,
     commit_ops: Histogram,
     commit_seconds: Histogram,
@@ -113,13 +137,24 @@ struct Shared {
     metrics: Metrics,
     /// The change feed (see [`Store::changes`]).
     changes: tokio::sync::broadcast::Sender<ChangeBatch>,
+    /// Whether history is recorded.
+    history: bool,
+    /// The series and entities with history.
+    history_index: RwLock<HistoryIndex>,
+    /// Columnar copies of numeric series for aggregation.
+    num_cache: Mutex<NumCache>,
+    /// The database file, for read-only connections (none in memory: reads
+    /// of history then run on the writer).
+    path: Option<PathBuf>,
+    /// Idle read-only connections.
+    readers: Mutex<Vec<Connection>>,
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`; dropping the
 /// last handle stops the writer after it drained its queue.
 pub struct SqliteStore {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<WriteRequest>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -173,6 +208,7 @@ impl SqliteStore {
             }
             None => Connection::open_in_memory()?,
         };
+        prepare_auto_vacuum(&conn, config.history_days.is_some())?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match config.sync {
             SyncMode::Full => "FULL",
@@ -182,6 +218,7 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::history::SCHEMA)?;
         let version: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
                 r.get(0)
@@ -228,12 +265,15 @@ impl SqliteStore {
             }
         }
         let count = load_entities(&conn, &mut tenants)?;
+        let history_index = HistoryIndex::load(&conn)?;
+        let recorder = config.history.then(|| Recorder::open(&conn)).transpose()?;
         let shared = Arc::new(Shared {
             tenants: RwLock::new(tenants),
             known_tenants: RwLock::new(known),
             entities: AtomicU64::new(count),
             records: RwLock::new(records),
             metrics: Metrics {
+                history_instances: Counter::default(),
                 commits: Counter::default(),
                 commit_ops: Histogram::new([
                     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
@@ -243,6 +283,11 @@ impl SqliteStore {
                 ]),
             },
             changes: tokio::sync::broadcast::channel(config.change_feed_capacity.max(1)).0,
+            history: config.history,
+            history_index: RwLock::new(history_index),
+            num_cache: Mutex::new(NumCache::new(config.history_cache_bytes)),
+            path: config.path.clone(),
+            readers: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel(config.queue_depth);
         let writer_shared = shared.clone();
@@ -253,9 +298,13 @@ impl SqliteStore {
                     conn,
                     shared: writer_shared,
                     max_group_ops: config.max_group_ops,
+                    recorder,
                 }
                 .run(rx)
             })?;
+        if let (Some(days), true) = (config.history_days, config.history) {
+            spawn_retention(tx.downgrade(), days, config.history_sweep)?;
+        }
         Ok(Self { shared, tx })
     }
 
@@ -274,6 +323,11 @@ impl SqliteStore {
             m.commit_ops.clone(),
         );
         registry.register(
+            "wuyang_store_history_instances",
+            "Temporal instances recorded",
+            m.history_instances.clone(),
+        );
+        registry.register(
             "wuyang_store_commit_seconds",
             "Time to apply and commit one transaction",
             m.commit_seconds.clone(),
@@ -287,12 +341,12 @@ impl Store for SqliteStore {
         let tenant: Box<str> = tenant.into();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            tx.send(WriteRequest {
+            tx.send(Msg::Write(WriteRequest {
                 tenant,
                 ops,
                 records: Vec::new(),
                 reply,
-            })
+            }))
             .await
             .map_err(|_| StoreError::WriterGone)?;
             rx.await.map_err(|_| StoreError::WriterGone)?
@@ -390,12 +444,12 @@ impl Store for SqliteStore {
         };
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            tx.send(WriteRequest {
+            tx.send(Msg::Write(WriteRequest {
                 tenant,
                 ops: Vec::new(),
                 records: vec![record],
                 reply,
-            })
+            }))
             .await
             .map_err(|_| StoreError::WriterGone)?;
             rx.await.map_err(|_| StoreError::WriterGone)?
@@ -404,6 +458,115 @@ impl Store for SqliteStore {
 
     fn changes(&self) -> ChangeReceiver {
         self.shared.changes.subscribe()
+    }
+
+    fn history_enabled(&self) -> bool {
+        self.shared.history
+    }
+
+    fn history_entities(
+        &self,
+        tenant: &str,
+        select: &mut dyn FnMut(&str, &[ngsi_model::Iri]) -> bool,
+    ) -> Vec<HistoryEntity> {
+        self.shared.history_index.read().entity_list(tenant, select)
+    }
+
+    fn history_entity(&self, tenant: &str, id: &str) -> Option<HistoryEntity> {
+        self.shared.history_index.read().entity(tenant, id)
+    }
+
+    fn history(
+        &self,
+        tenant: &str,
+        id: &str,
+        req: HistoryRequest,
+    ) -> StoreFuture<Option<Vec<AttrHistory>>> {
+        let (series, recent) = {
+            let index = self.shared.history_index.read();
+            let Some(series) = index.series_of(tenant, id, req.attrs.as_deref()) else {
+                return Box::pin(async { Ok(None) });
+            };
+            let recent = recent_of(&index, &series);
+            (series, recent)
+        };
+        self.read(move |conn| crate::history::read_history(conn, &series, &recent, &req).map(Some))
+    }
+
+    fn aggregate(
+        &self,
+        tenant: &str,
+        id: &str,
+        attr: ngsi_model::Iri,
+        dataset: Option<Box<str>>,
+        req: AggregateRequest,
+    ) -> StoreFuture<Vec<AggregateBucket>> {
+        let key = (
+            Box::<str>::from(tenant),
+            Arc::<str>::from(id),
+            attr,
+            dataset,
+        );
+        let Some(sid) = self.shared.history_index.read().series.get(&key).copied() else {
+            return Box::pin(async { Ok(Vec::new()) });
+        };
+        let period = req.period;
+        let (from, to) = (req.range.from, req.range.to);
+        if req.range.property != TimeProperty::ObservedAt {
+            // Only the instant has a columnar copy: other time properties
+            // aggregate from the instances.
+            let hreq = HistoryRequest {
+                attrs: None,
+                range: req.range,
+                last_n: None,
+                limit: usize::MAX,
+            };
+            let series = vec![(sid, key.2.clone(), key.3.clone())];
+            let recent = recent_of(&self.shared.history_index.read(), &series);
+            return self.read(move |conn| {
+                let h = crate::history::read_history(conn, &series, &recent, &hreq)?;
+                let instances: Vec<_> = h.into_iter().flat_map(|a| a.instances).collect();
+                Ok(crate::history::aggregate_instances(
+                    &instances,
+                    &hreq.range,
+                    period.as_ref(),
+                    req.distinct,
+                ))
+            });
+        }
+        if let Some(cached) = self.shared.num_cache.lock().get(sid) {
+            let buckets = cached
+                .read()
+                .aggregate(from, to, period.as_ref(), req.distinct);
+            return Box::pin(async move { Ok(buckets) });
+        }
+        // Loading runs on the writer so that no commit slips between the
+        // read of the rows and the copy joining the cache.
+        self.job(move |w| {
+            w.flush_recent()?;
+            let series = NumSeries::load(&w.conn, sid)?;
+            let shared = w.shared.num_cache.lock().put(sid, series);
+            let buckets = shared
+                .read()
+                .aggregate(from, to, period.as_ref(), req.distinct);
+            Ok(buckets)
+        })
+    }
+
+    fn write_history(&self, tenant: &str, op: HistoryOp) -> StoreFuture<Result<bool, NgsiError>> {
+        if !self.shared.history {
+            return Box::pin(async {
+                Err(StoreError::Unsupported(
+                    "history is switched off on this broker".into(),
+                ))
+            });
+        }
+        let tenant: Box<str> = tenant.into();
+        self.job(move |w| w.history_op(&tenant, op))
+    }
+
+    fn expire_history(&self, before: i64) -> StoreFuture<u64> {
+        self.job(move |w| w.expire(before))
     }
 
     fn records(&self, tenant: &str, collection: &str) -> Vec<(String, serde_json::Value)> {
@@ -415,6 +578,391 @@ impl Store for SqliteStore {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
+}
+
+impl SqliteStore {
+    /// Runs `f` on the writer thread, between groups.
+    fn job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<R, StoreError> + Send + 'static,
+    ) -> StoreFuture<R> {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            let job = Box::new(move |w: &mut Writer| {
+                let r = catch_unwind(AssertUnwindSafe(|| f(w))).unwrap_or_else(|_| {
+                    Err(StoreError::Io(std::io::Error::other(
+                        "a store job panicked",
+                    )))
+                });
+                let _ = reply.send(r);
+            });
+            tx.send(Msg::Job(job))
+                .await
+                .map_err(|_| StoreError::WriterGone)?;
+            rx.await.map_err(|_| StoreError::WriterGone)?
+        })
+    }
+
+    /// Runs a read on a read-only connection of its own (WAL readers do not
+    /// block the writer), or on the writer for an in-memory database.
+    fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> StoreFuture<R> {
+        let Some(path) = self.shared.path.clone() else {
+            return self.job(move |w| f(&w.conn));
+        };
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let pooled = shared.readers.lock().pop();
+                let conn = match pooled {
+                    Some(c) => c,
+                    None => {
+                        let c = Connection::open_with_flags(
+                            &path,
+                            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )?;
+                        c.pragma_update(None, "cache_size", -16384)?;
+                        c
+                    }
+                };
+                let r = f(&conn);
+                let mut pool = shared.readers.lock();
+                if pool.len() < 4 {
+                    pool.push(conn);
+                }
+                r
+            })
+            .await
+            .map_err(|_| StoreError::Io(std::io::Error::other("a history read panicked")))?
+        })
+    }
+
+    /// The database size: page count and page size (for measurements).
+    pub fn disk_pages(&self) -> StoreFuture<(i64, i64)> {
+        self.job(|w| {
+            let count: i64 = w.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let size: i64 = w.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            Ok((count, size))
+        })
+    }
+}
+
+/// The seqs of the recent rows of `series`.
+fn recent_of(
+    index: &HistoryIndex,
+    series: &[crate::history::SeriesRef],
+) -> crate::history::RecentSeqs {
+    series
+        .iter()
+        .filter_map(|(sid, _, _)| index.recent.get(sid).map(|v| (*sid, v.clone())))
+        .collect()
+}
+
+/// New databases free the pages of deleted rows incrementally (retention
+/// needs it). An existing database made without it is rewritten once
+/// (`VACUUM`) when retention is configured: that takes about as long as
+/// copying the file.
+fn prepare_auto_vacuum(conn: &Connection, retention: bool) -> Result<(), StoreError> {
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode == 2 {
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    if tables > 0 && retention {
+        tracing::info!("converting the database to incremental auto-vacuum (one VACUUM)");
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
+}
+
+/// Starts the thread that asks the writer to delete instances older than
+/// `days` every `every`; it ends with the store.
+fn spawn_retention(
+    tx: mpsc::WeakSender<Msg>,
+    days: u32,
+    every: std::time::Duration,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("wuyang-retention".into())
+        .spawn(move || {
+            loop {
+                let Some(sender) = tx.upgrade() else { return };
+                let cutoff = ngsi_model::time::now_micros()
+                    .saturating_sub(i64::from(days).saturating_mul(86_400_000_000));
+                let job = Box::new(move |w: &mut Writer| match w.expire(cutoff) {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "history retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "history retention failed"),
+                });
+                if sender.blocking_send(Msg::Job(job)).is_err() {
+                    return;
+                }
+                drop(sender);
+                std::thread::sleep(every);
+            }
+        })?;
+    Ok(())
+}
+
+impl Writer {
+    /// Deletes the instances older than `before` and frees their pages.
+    /// Moves the recent instances into the clustered table (before the
+    /// operations that read or change `history` alone).
+    fn flush_recent(&mut self) -> Result<(), StoreError> {
+        match self.recorder.as_mut() {
+            Some(r) if r.recent_rows > 0 => {
+                crate::history::flush_recent(&mut self.conn, r)?;
+                self.shared.history_index.write().recent.clear();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn expire(&mut self, before: i64) -> Result<u64, StoreError> {
+        self.flush_recent()?;
+        let series: Vec<i64> = self
+            .shared
+            .history_index
+            .read()
+            .by_id
+            .keys()
+            .copied()
+            .collect();
+        let tx = self.conn.transaction()?;
+        let mut deleted = 0u64;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM history WHERE series = ?1 AND t < ?2")?;
+            for sid in &series {
+                deleted += del.execute(params![sid, before])? as u64;
+            }
+        }
+        tx.commit()?;
+        if deleted > 0 {
+            self.shared.num_cache.lock().clear();
+            // Each step of the pragma frees one page: run it to the end.
+            let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = vacuum.query([])?;
+            while rows.next()?.is_some() {}
+            drop(rows);
+            drop(vacuum);
+            // Hand the freed pages back to the file system now rather than
+            // at the next automatic checkpoint.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(deleted)
+    }
+
+    /// Applies one write of the temporal API in its own transaction.
+    fn history_op(
+        &mut self,
+        tenant: &str,
+        op: HistoryOp,
+    ) -> Result<Result<bool, NgsiError>, StoreError> {
+        self.flush_recent()?;
+        let Some(recorder) = self.recorder.as_mut() else {
+            return Ok(Err(NgsiError::new(
+                ngsi_model::ErrorKind::OperationNotSupported,
+                "history is switched off on this broker",
+            )));
+        };
+        let mut overlay = HistoryOverlay::default();
+        let mut removed: Vec<i64> = Vec::new();
+        let mut removed_entity: Option<Arc<str>> = None;
+        let mut invalidate: Vec<i64> = Vec::new();
+        let tx = self.conn.transaction()?;
+        let result = {
+            let index = self.shared.history_index.read();
+            let not_found = |id: &str| NgsiError::not_found(format!("entity {id} has no history"));
+            let series_of = |id: &str, attr: &str| -> Vec<(i64, Option<Box<str>>)> {
+                index
+                    .series_of(tenant, id, None)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, a, _)| **a == *attr)
+                    .map(|(s, _, d)| (s, d))
+                    .collect()
+            };
+            match op {
+                HistoryOp::Add { id, types, attrs } => {
+                    let known = index
+                        .entities
+                        .get(tenant)
+                        .is_some_and(|m| m.contains_key(&*id));
+                    if !known && types.is_empty() {
+                        Err(NgsiError::bad_data("a new temporal entity needs a type"))
+                    } else {
+                        recorder.note_types(&tx, &index, &mut overlay, tenant, &id, &types)?;
+                        for (name, instances) in attrs {
+                            for inst in instances {
+                                let key = (
+                                    tenant.into(),
+                                    id.clone(),
+                                    name.clone(),
+                                    inst.dataset_id.clone(),
+                                );
+                                let sid = recorder.series(&tx, &index, &mut overlay, key)?;
+                                recorder.insert(
+                                    &tx,
+                                    &mut overlay,
+                                    sid,
+                                    Some(&inst),
+                                    inst.modified_at,
+                                )?;
+                                invalidate.push(sid);
+                            }
+                        }
+                        Ok(!known)
+                    }
+                }
+                HistoryOp::DeleteEntity { id } => match index.series_of(tenant, &id, None) {
+                    None => Err(not_found(&id)),
+                    Some(series) => {
+                        for (sid, _, _) in series {
+                            delete_series(&tx, sid)?;
+                            removed.push(sid);
+                        }
+                        tx.execute(
+                            "DELETE FROM history_entities WHERE tenant = ?1 AND id = ?2",
+                            params![tenant, &*id],
+                        )?;
+                        removed_entity = Some(id);
+                        Ok(false)
+                    }
+                },
+                HistoryOp::DeleteAttr { id, attr, dataset } => {
+                    let series: Vec<i64> = series_of(&id, &attr)
+                        .into_iter()
+                        .filter(|(_, d)| dataset.as_ref().is_none_or(|want| want == d))
+                        .map(|(s, _)| s)
+                        .collect();
+                    if series.is_empty() {
+                        Err(NgsiError::not_found(format!(
+                            "entity {id} has no history of attribute {attr}"
+                        )))
+                    } else {
+                        for sid in series {
+                            delete_series(&tx, sid)?;
+                            removed.push(sid);
+                        }
+                        Ok(false)
+                    }
+                }
+                HistoryOp::DeleteInstance { id, attr, instance } => {
+                    let mut found = false;
+                    for (sid, _) in series_of(&id, &attr) {
+                        let n = tx.execute(
+                            "DELETE FROM history WHERE series = ?1 AND seq = ?2",
+                            params![sid, instance],
+                        )?;
+                        if n > 0 {
+                            found = true;
+                            invalidate.push(sid);
+                        }
+                    }
+                    if found {
+                        Ok(false)
+                    } else {
+                        Err(instance_not_found(&id, instance))
+                    }
+                }
+                HistoryOp::ModifyInstance {
+                    id,
+                    attr,
+                    instance,
+                    value,
+                } => {
+                    let mut found = false;
+                    for (sid, _) in series_of(&id, &attr) {
+                        let row: Option<(i64, Option<i64>, Option<i64>)> = tx
+                            .query_row(
+                                "SELECT t, modified, created FROM history WHERE series = ?1 AND seq = ?2",
+                                params![sid, instance],
+                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                            )
+                            .optional()?;
+                        let Some((t, modified, created)) = row else {
+                            continue;
+                        };
+                        // The instance keeps its place in time; only its
+                        // content and modifiedAt change.
+                        let (_, _, _, num, doc) = crate::history::encode_instance(Some(&value), t);
+                        let now = ngsi_model::time::now_micros();
+                        let row = crate::history::Row {
+                            series: sid,
+                            t,
+                            seq: instance,
+                            modified: Some(now),
+                            created: created.or(Some(modified.unwrap_or(t))),
+                            num,
+                            doc,
+                        };
+                        crate::history::insert_row(&tx, &row, false)?;
+                        invalidate.push(sid);
+                        found = true;
+                        break;
+                    }
+                    if found {
+                        Ok(false)
+                    } else {
+                        Err(instance_not_found(&id, instance))
+                    }
+                }
+            }
+        };
+        if result.is_err() {
+            drop(tx);
+            return Ok(result);
+        }
+        if overlay.recorded > 0 {
+            recorder.save_seq(&tx)?;
+        }
+        tx.commit()?;
+        self.shared
+            .metrics
+            .history_instances
+            .inc_by(overlay.recorded as u64);
+        {
+            let mut cache = self.shared.num_cache.lock();
+            for sid in removed.iter().chain(&invalidate) {
+                cache.remove(*sid);
+            }
+        }
+        if !removed.is_empty() || removed_entity.is_some() {
+            let mut index = self.shared.history_index.write();
+            for sid in &removed {
+                index.remove_series(*sid);
+            }
+            if let Some(id) = &removed_entity
+                && let Some(m) = index.entities.get_mut(tenant)
+            {
+                m.remove(&**id);
+            }
+        }
+        // Numbers of the overlay need not be appended: their series were
+        // dropped from the cache above.
+        overlay.numbers.clear();
+        crate::history::publish(&self.shared.history_index, &self.shared.num_cache, overlay);
+        Ok(result)
+    }
+}
+
+fn instance_not_found(id: &str, instance: i64) -> NgsiError {
+    NgsiError::not_found(format!(
+        "entity {id} has no instance urn:ngsi-ld:instance:{instance} of that attribute"
+    ))
+}
+
+fn delete_series(tx: &rusqlite::Transaction<'_>, sid: i64) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM history WHERE series = ?1", [sid])?;
+    tx.execute("DELETE FROM history_series WHERE id = ?1", [sid])?;
+    Ok(())
 }
 
 /// Loads every stored entity into the indexes. Reading rows, decoding them
@@ -497,6 +1045,8 @@ struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     max_group_ops: usize,
+    /// Records history; `None` when history is off.
+    recorder: Option<Recorder>,
 }
 
 /// A tenant and an entity id.
@@ -522,20 +1072,35 @@ struct Overlay {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<WriteRequest>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         while let Some(first) = rx.blocking_recv() {
+            let first = match first {
+                Msg::Write(w) => w,
+                Msg::Job(job) => {
+                    job(&mut self);
+                    continue;
+                }
+            };
+            let mut ops = first.ops.len();
             let mut group = vec![first];
-            let mut ops = group[0].ops.len();
+            let mut job = None;
             while ops < self.max_group_ops {
                 match rx.try_recv() {
-                    Ok(req) => {
+                    Ok(Msg::Write(req)) => {
                         ops += req.ops.len();
                         group.push(req);
+                    }
+                    Ok(Msg::Job(j)) => {
+                        job = Some(j);
+                        break;
                     }
                     Err(_) => break,
                 }
             }
             self.commit_group(group);
+            if let Some(job) = job {
+                job(&mut self);
+            }
         }
         tracing::debug!("store writer stopped");
     }
@@ -550,6 +1115,8 @@ impl Writer {
         let mut results: Vec<Vec<Result<Outcome, NgsiError>>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut op_count = 0usize;
+        let mut history = HistoryOverlay::default();
+        let recorder = &mut self.recorder;
         let outcome = (|| -> Result<(), StoreError> {
             let tx = self.conn.transaction()?;
             {
@@ -568,6 +1135,7 @@ impl Writer {
                 )?;
                 let committed = self.shared.tenants.read();
                 let known = self.shared.known_tenants.read();
+                let history_index = self.shared.history_index.read();
                 for req in group {
                     // Take the reply first: if a statement fails below, every
                     // caller of the group still gets the commit error.
@@ -636,6 +1204,18 @@ impl Writer {
                                     Next::Put(entity) => {
                                         let bytes = encode(&entity);
                                         put.execute(params![&*req.tenant, &*op.id, &bytes])?;
+                                        if let Some(r) = recorder.as_mut() {
+                                            r.record(
+                                                &tx,
+                                                &history_index,
+                                                &mut history,
+                                                &req.tenant,
+                                                &op.id,
+                                                current.as_deref(),
+                                                Some(&entity),
+                                                entity.modified_at,
+                                            )?;
+                                        }
                                         let entity = Arc::new(entity);
                                         if let Some(events) = &mut overlay.events {
                                             events.push(EntityChange {
@@ -655,6 +1235,18 @@ impl Writer {
                                     }
                                     Next::Delete => {
                                         del.execute(params![&*req.tenant, &*op.id])?;
+                                        if let Some(r) = recorder.as_mut() {
+                                            r.record(
+                                                &tx,
+                                                &history_index,
+                                                &mut history,
+                                                &req.tenant,
+                                                &op.id,
+                                                current.as_deref(),
+                                                None,
+                                                ngsi_model::time::now_micros(),
+                                            )?;
+                                        }
                                         if let Some(events) = &mut overlay.events
                                             && before.is_some()
                                         {
@@ -679,14 +1271,37 @@ impl Writer {
                     results.push(these);
                 }
             }
+            if history.recorded > 0
+                && let Some(r) = recorder.as_ref()
+            {
+                r.save_seq(&tx)?;
+            }
             tx.commit()?;
             Ok(())
         })();
         match outcome {
             Ok(()) => {
+                self.shared
+                    .metrics
+                    .history_instances
+                    .inc_by(history.recorded as u64);
+                crate::history::publish(
+                    &self.shared.history_index,
+                    &self.shared.num_cache,
+                    history,
+                );
                 self.publish(overlay);
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
+                }
+                // After the answers: the move delays the next group only.
+                if self
+                    .recorder
+                    .as_ref()
+                    .is_some_and(|r| r.recent_rows >= crate::history::FLUSH_ROWS)
+                    && let Err(e) = self.flush_recent()
+                {
+                    tracing::error!(error = %e, "moving recent history failed");
                 }
             }
             Err(e) => {

@@ -523,3 +523,346 @@ async fn concurrent_read_modify_writes_of_one_entity_lose_nothing() {
     let reopened = SqliteStore::open(config).unwrap();
     assert_eq!(level_of(&reopened.get("", id).unwrap()), 1000);
 }
+
+fn with_level(mut e: Entity, level: i64, now: i64) -> Entity {
+    e.attrs[0].1[0].value = AttrValue::Property(json!(level));
+    e.attrs[0].1[0].modified_at = now;
+    e.modified_at = now;
+    e
+}
+
+fn put(e: Entity) -> Op {
+    Op::new(e.id.clone(), move |_| Ok(Change::put(e)))
+}
+
+fn history_request() -> store::HistoryRequest {
+    store::HistoryRequest {
+        limit: usize::MAX,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn stamped_instances_are_recorded_in_the_write_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let level = iri("https://example.org/level");
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        assert!(store.history_enabled());
+        let base = entity("urn:ngsi-ld:T:h", "https://example.org/T", 0);
+        for i in 1..=5 {
+            store
+                .write("", vec![put(with_level(base.clone(), i, i * 1000))])
+                .await
+                .unwrap()
+                .remove(0)
+                .unwrap();
+        }
+        // An operation that leaves the instance's modifiedAt alone records nothing.
+        store
+            .write("", vec![put(with_level(base.clone(), 99, 5000))])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        // A deletion leaves an instance without value.
+        store
+            .write(
+                "",
+                vec![Op::new("urn:ngsi-ld:T:h", |_| {
+                    Ok(Change {
+                        next: Next::Delete,
+                        report: None,
+                    })
+                })],
+            )
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+    }
+    // After a reopen, everything is there.
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    let entities = store.history_entities("", &mut |_, _| true);
+    assert_eq!(entities.len(), 1);
+    assert_eq!(entities[0].attrs, vec![(level.clone(), None)]);
+    let h = store
+        .history("", "urn:ngsi-ld:T:h", history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.len(), 1);
+    let values: Vec<Option<serde_json::Value>> = h[0]
+        .instances
+        .iter()
+        .map(|i| {
+            i.attr.as_ref().map(|a| match &a.value {
+                AttrValue::Property(v) => v.clone(),
+                _ => panic!(),
+            })
+        })
+        .collect();
+    assert_eq!(values[..5], [1, 2, 3, 4, 5].map(|v| Some(json!(v))));
+    assert_eq!(values.len(), 6);
+    assert_eq!(values[5], None);
+    // lastN and a range.
+    let mut req = history_request();
+    req.last_n = Some(2);
+    req.range.to = Some(5000);
+    let h = store
+        .history("", "urn:ngsi-ld:T:h", req)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        h[0].instances.iter().map(|i| i.instant).collect::<Vec<_>>(),
+        [3000, 4000]
+    );
+    // A limit truncates and says so.
+    let mut req = history_request();
+    req.limit = 2;
+    let h = store
+        .history("", "urn:ngsi-ld:T:h", req)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(h[0].truncated);
+    assert_eq!(h[0].instances.len(), 2);
+    // Aggregation from the columnar copy, then after a new write.
+    let agg = |store: &SqliteStore| {
+        store.aggregate(
+            "",
+            "urn:ngsi-ld:T:h",
+            level.clone(),
+            None,
+            store::AggregateRequest {
+                distinct: true,
+                ..Default::default()
+            },
+        )
+    };
+    let b = agg(&store).await.unwrap();
+    assert_eq!((b[0].count, b[0].sum, b[0].distinct), (5, 15.0, Some(5)));
+    store
+        .write(
+            "",
+            vec![put(with_level(
+                entity("urn:ngsi-ld:T:h", "https://example.org/T", 0),
+                10,
+                6000,
+            ))],
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let b = agg(&store).await.unwrap();
+    assert_eq!((b[0].count, b[0].sum, b[0].max), (6, 25.0, 10.0));
+    // Reads see the moved instances and the recent one together, in order.
+    let h = store
+        .history("", "urn:ngsi-ld:T:h", history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    let instants: Vec<i64> = h[0].instances.iter().map(|i| i.instant).collect();
+    assert_eq!(instants.len(), 7);
+    assert!(instants.windows(2).all(|w| w[0] <= w[1]), "{instants:?}");
+    assert!(instants.contains(&6000), "{instants:?}");
+}
+
+#[tokio::test]
+async fn temporal_writes_add_modify_and_delete_instances() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let level = iri("https://example.org/level");
+    let instance = |v: i64, t: i64| {
+        let mut a = Attribute::new(AttrValue::Property(json!(v)));
+        a.observed_at = Some(ngsi_model::time::format_micros(t).into());
+        a.modified_at = 1;
+        a.created_at = 1;
+        a
+    };
+    let add = |attrs: Vec<Attribute>, types: Vec<ngsi_model::Iri>| store::HistoryOp::Add {
+        id: "urn:ngsi-ld:T:w".into(),
+        types,
+        attrs: vec![(level.clone(), attrs)],
+    };
+    let e = store
+        .write_history("", add(vec![instance(1, 10)], Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(e.unwrap_err().kind, ErrorKind::BadRequestData);
+    let created = store
+        .write_history(
+            "",
+            add(
+                vec![instance(1, 10), instance(2, 20)],
+                vec![iri("https://example.org/T")],
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(created);
+    let created = store
+        .write_history("", add(vec![instance(3, 15)], Vec::new()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!created);
+    let h = store
+        .history("", "urn:ngsi-ld:T:w", history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    let instants: Vec<i64> = h[0].instances.iter().map(|i| i.instant).collect();
+    assert_eq!(instants, [10, 15, 20]);
+    let middle = h[0].instances[1].instance_id;
+    store
+        .write_history(
+            "",
+            store::HistoryOp::ModifyInstance {
+                id: "urn:ngsi-ld:T:w".into(),
+                attr: level.clone(),
+                instance: middle,
+                value: Box::new(instance(30, 99)),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let b = store
+        .aggregate(
+            "",
+            "urn:ngsi-ld:T:w",
+            level.clone(),
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b[0].sum, 33.0);
+    store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteInstance {
+                id: "urn:ngsi-ld:T:w".into(),
+                attr: level.clone(),
+                instance: middle,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let again = store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteInstance {
+                id: "urn:ngsi-ld:T:w".into(),
+                attr: level.clone(),
+                instance: middle,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.unwrap_err().kind, ErrorKind::ResourceNotFound);
+    let b = store
+        .aggregate(
+            "",
+            "urn:ngsi-ld:T:w",
+            level.clone(),
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((b[0].count, b[0].sum), (2, 3.0));
+    store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteEntity {
+                id: "urn:ngsi-ld:T:w".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.history_entities("", &mut |_, _| true).is_empty());
+    assert!(
+        store
+            .history("", "urn:ngsi-ld:T:w", history_request())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn retention_deletes_old_instances_and_frees_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    let level = iri("https://example.org/level");
+    let attrs: Vec<Attribute> = (0..20_000)
+        .map(|i| {
+            let mut a = Attribute::new(AttrValue::Property(json!(format!("value number {i}"))));
+            a.observed_at = Some(ngsi_model::time::format_micros(i * 1_000_000).into());
+            a
+        })
+        .collect();
+    store
+        .write_history(
+            "",
+            store::HistoryOp::Add {
+                id: "urn:ngsi-ld:T:r".into(),
+                types: vec![iri("https://example.org/T")],
+                attrs: vec![(level.clone(), attrs)],
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let (before, _) = store.disk_pages().await.unwrap();
+    let deleted = store.expire_history(19_000 * 1_000_000).await.unwrap();
+    assert_eq!(deleted, 19_000);
+    let (after, _) = store.disk_pages().await.unwrap();
+    assert!(after * 2 < before, "pages before {before}, after {after}");
+    let h = store
+        .history("", "urn:ngsi-ld:T:r", history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h[0].instances.len(), 1000);
+}
+
+#[tokio::test]
+async fn without_history_nothing_is_recorded() {
+    let store = SqliteStore::open(SqliteConfig {
+        history: false,
+        ..SqliteConfig::default()
+    })
+    .unwrap();
+    store
+        .write(
+            "",
+            vec![create(entity(
+                "urn:ngsi-ld:T:n",
+                "https://example.org/T",
+                1,
+            ))],
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(store.history_entities("", &mut |_, _| true).is_empty());
+    assert!(
+        store
+            .write_history(
+                "",
+                store::HistoryOp::DeleteEntity {
+                    id: "urn:ngsi-ld:T:n".into()
+                }
+            )
+            .await
+            .is_err()
+    );
+}

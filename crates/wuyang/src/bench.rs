@@ -39,10 +39,22 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u64,
     /// Scenarios to run (comma separated): null, create, partial, update,
-    /// upsert, query, relquery, notify-http, notify-mqtt, restart. Default:
-    /// all.
+    /// upsert, query, relquery, notify-http, notify-mqtt, history, aggregate,
+    /// restart. Default: all.
     #[arg(long)]
     pub only: Option<String>,
+    /// Whether the benchmarked server records history (`wuyang serve
+    /// --history`); run the write scenarios both ways to see its cost.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub history: bool,
+    /// Temporal instances ingested by the `history` scenario (batch upserts
+    /// of 1,000 one-property entities).
+    #[arg(long, default_value_t = 200_000)]
+    pub history_instances: u64,
+    /// Instances of the one attribute that the `aggregate` scenario
+    /// aggregates.
+    #[arg(long, default_value_t = 100_000)]
+    pub aggregate_instances: u64,
     /// Durability of the benchmarked server (`full` or `normal`, as for
     /// `wuyang serve --sync`).
     #[arg(long, default_value = "full")]
@@ -317,11 +329,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     println!(
-        "Wuyang {} benchmark on {} ({} connections, sync={}, {} requests per scenario)",
+        "Wuyang {} benchmark on {} ({} connections, sync={}, history={}, {} requests per scenario)",
         env!("CARGO_PKG_VERSION"),
         machine(),
         args.connections,
         args.sync,
+        args.history,
         args.requests
     );
     println!();
@@ -368,6 +381,8 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             &data,
             "--sync",
             &args.sync,
+            "--history",
+            if args.history { "true" } else { "false" },
         ])?),
     };
     let addr = match (&server, args.target) {
@@ -582,6 +597,9 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             r.update_errors
         );
     }
+    if wants(&args, "history") || wants(&args, "aggregate") {
+        history_scenarios(&args, addr, ceiling, server.is_some().then_some(&data)).await?;
+    }
     println!();
     let Some(server) = server else {
         return Ok(());
@@ -603,6 +621,162 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         again.kill();
     }
     let _ = Path::new(&data);
+    Ok(())
+}
+
+/// The allocated bytes of the database in `dir` (pages in use × page
+/// size), read through SQLite so that the write-ahead log counts.
+fn db_bytes(dir: &str) -> anyhow::Result<(i64, i64)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        Path::new(dir).join("wuyang.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let rows: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM history_recent)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(((pages - free) * size, rows))
+}
+
+/// The history scenarios: ingest of temporal instances by batch upsert,
+/// the load of one attribute with many instances through the temporal API,
+/// its disk cost, and aggregated retrieval of it (the Stellio scenario).
+async fn history_scenarios(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    ceiling: Option<f64>,
+    data: Option<&String>,
+) -> anyhow::Result<()> {
+    let conns = args.connections;
+    if wants(args, "history") {
+        // 1,000 meters with one numeric property; every batch updates all
+        // of them with a new observation: 1,000 temporal instances.
+        let batches = args.history_instances.div_ceil(1000);
+        let result = load(
+            addr,
+            conns,
+            batches,
+            Arc::new(|b| {
+                let observed = format!("2024-03-{:02}T{:02}:{:02}:00Z", 1 + b / 1440, b / 60 % 24, b % 60);
+                let items: Vec<Value> = (0..1000u64)
+                    .map(|k| {
+                        json!({
+                            "id": format!("urn:ngsi-ld:Meter:{k}"),
+                            "type": "Meter",
+                            "power": {"type": "Property", "value": (b * 1000 + k) as f64 * 0.5, "observedAt": observed}
+                        })
+                    })
+                    .collect();
+                request(
+                    Method::POST,
+                    "/ngsi-ld/v1/entityOperations/upsert?options=update".into(),
+                    Some(&Value::Array(items)),
+                    true,
+                )
+            }),
+        )
+        .await?;
+        print_row(
+            &Row {
+                name: "history ingest: batch upsert, 1 attr x 1,000".into(),
+                unit: "inst/s",
+                result,
+                multiplier: 1000.0,
+            },
+            ceiling,
+        );
+    }
+    if !wants(args, "aggregate") {
+        return Ok(());
+    }
+    let id = "urn:ngsi-ld:Meter:aggregated";
+    let total = args.aggregate_instances.max(1);
+    let per_request = 5000u64;
+    let before = data.map(|d| db_bytes(d)).transpose()?;
+    let result = load(
+        addr,
+        1,
+        total.div_ceil(per_request),
+        Arc::new(move |b| {
+            // One observation a minute from 2024-01-01.
+            let start = 1_704_067_200i64;
+            let list: Vec<Value> = (b * per_request..((b + 1) * per_request).min(total))
+                .map(|i| {
+                    let t = start + i as i64 * 60;
+                    let (d, s) = (t / 86_400, t % 86_400);
+                    // Days since 1970 to a civil date (2024 is a leap year;
+                    // 100,000 minutes stay within 2024).
+                    let doy = d - 19_723;
+                    let months = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+                    let (mut m, mut left) = (0usize, doy);
+                    while m < 11 && left >= months[m] {
+                        left -= months[m];
+                        m += 1;
+                    }
+                    json!({"type": "Property", "value": (i % 1000) as f64 / 10.0,
+                        "observedAt": format!("2024-{:02}-{:02}T{:02}:{:02}:00Z", m + 1, left + 1, s / 3600, s / 60 % 60)})
+                })
+                .collect();
+            request(
+                Method::POST,
+                "/ngsi-ld/v1/temporal/entities".into(),
+                Some(&json!({"id": id, "type": "Meter", "power": list})),
+                true,
+            )
+        }),
+    )
+    .await?;
+    if result.errors > 0 {
+        bail!(
+            "loading the aggregated series failed: {:?}",
+            result.first_error
+        );
+    }
+    print_row(
+        &Row {
+            name: format!("temporal create, {per_request} instances per request"),
+            unit: "inst/s",
+            result,
+            multiplier: per_request as f64,
+        },
+        ceiling,
+    );
+    let make: MakeRequest = Arc::new(move |_| {
+        let path = format!(
+            "/ngsi-ld/v1/temporal/entities/{id}?options=aggregatedValues&aggrMethods=totalCount,sum,avg,min,max&aggrPeriodDuration=P1D&timerel=between&timeAt=2024-01-01T00:00:00Z&endTimeAt=2025-01-01T00:00:00Z"
+        );
+        request(Method::GET, path, None, true)
+    });
+    let first = load(addr, 1, 1, make.clone()).await?;
+    if first.errors > 0 {
+        bail!("aggregation failed: {:?}", first.first_error);
+    }
+    let cold_ms = first.percentile_ms(0.5);
+    let result = load(addr, conns, args.requests.min(20_000), make).await?;
+    print_row(
+        &Row {
+            name: format!("aggregated values P1D ({total} instances)"),
+            unit: "req/s",
+            result,
+            multiplier: 1.0,
+        },
+        ceiling,
+    );
+    println!("|   first aggregation (loads the series into memory): {cold_ms:.1} ms");
+    if let (Some(d), Some((bytes0, rows0))) = (data, before) {
+        let (bytes1, rows1) = db_bytes(d)?;
+        let added = (rows1 - rows0).max(1);
+        println!(
+            "|   disk: {} temporal instances added {:.1} MB, {:.1} bytes per numeric instance",
+            added,
+            (bytes1 - bytes0) as f64 / 1e6,
+            (bytes1 - bytes0) as f64 / added as f64
+        );
+    }
     Ok(())
 }
 

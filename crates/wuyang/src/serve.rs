@@ -36,6 +36,28 @@ pub struct ServeArgs {
     /// crash, not a power loss).
     #[arg(long, env = "WUYANG_SYNC", default_value = "full", value_parser = ["full", "normal"])]
     pub sync: String,
+    /// Record every attribute change as a temporal instance (the temporal
+    /// API); `--history false` or `--no-history` switches it off.
+    #[arg(
+        long,
+        env = "WUYANG_HISTORY",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub history: bool,
+    /// Do not record history (same as `--history false`).
+    #[arg(long)]
+    pub no_history: bool,
+    /// Delete temporal instances older than this many days (checked hourly);
+    /// unset keeps all.
+    #[arg(long, env = "WUYANG_HISTORY_DAYS")]
+    pub history_days: Option<u32>,
+    /// Memory for the numeric series that aggregated temporal queries read,
+    /// in MiB.
+    #[arg(long, env = "WUYANG_HISTORY_CACHE_MB", default_value_t = 256)]
+    pub history_cache_mb: usize,
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
@@ -51,6 +73,9 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
     };
     let store = SqliteStore::open(SqliteConfig {
         sync,
+        history: args.history && !args.no_history,
+        history_days: args.history_days,
+        history_cache_bytes: args.history_cache_mb.saturating_mul(1 << 20),
         ..SqliteConfig::in_dir(&args.data_dir)
     })
     .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;

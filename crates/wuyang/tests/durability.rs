@@ -18,9 +18,14 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &std::path::Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wuyang"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("WUYANG_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -137,6 +142,28 @@ async fn acknowledged_writes_survive_kill_9() {
         assert!(
             stored >= *level,
             "{id}: acknowledged level {level} but found {stored}"
+        );
+        // Every acknowledged write left its temporal instance, in order.
+        let r = client
+            .get(format!(
+                "{}/temporal/entities/{id}?attrs=level&options=temporalValues",
+                server.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the history of {id} was lost");
+        let h: Value = r.json().await.unwrap();
+        let values: Vec<i64> = h["level"]["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{id}: no history in {h}"))
+            .iter()
+            .map(|pair| pair[0].as_i64().unwrap())
+            .collect();
+        let expected: Vec<i64> = (0..=*level).collect();
+        assert!(
+            values.len() >= expected.len() && values[..expected.len()] == expected[..],
+            "{id}: acknowledged levels up to {level} but the history holds {values:?}"
         );
     }
 }
@@ -386,4 +413,55 @@ async fn subscriptions_and_their_status_survive_kill_9() {
         }
     }
     assert!(rx.try_recv().is_err(), "level 1 was not notified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_retention_deletes_old_instances_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let id = "urn:ngsi-ld:WaterLevelSensor:old";
+    let server = Server::start(dir.path());
+    let level =
+        |value: i64, at: &str| json!({"type": "Property", "value": value, "observedAt": at});
+    let r = client
+        .post(format!("{}/temporal/entities", server.base))
+        .json(&json!({
+            "id": id,
+            "type": "WaterLevelSensor",
+            "level": [level(1, "2020-01-01T00:00:00Z"), level(2, "2020-01-02T00:00:00Z"), level(3, "2099-01-01T00:00:00Z")]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    server.kill9();
+    // The sweep runs when the server starts, then hourly.
+    let server = Server::start_with(dir.path(), &["--history-days", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let h: Value = client
+            .get(format!(
+                "{}/temporal/entities/{id}?options=temporalValues",
+                server.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let values: Vec<i64> = h["level"]["values"]
+            .as_array()
+            .map(|v| v.iter().map(|p| p[0].as_i64().unwrap()).collect())
+            .unwrap_or_default();
+        if values == [3] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old instances are still there: {values:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -16,7 +16,7 @@ use crate::http::{
 };
 use crate::{AppState, Ngsi, read_body};
 
-const QUERY_PARAMS: &[&str] = &[
+pub(crate) const QUERY_PARAMS: &[&str] = &[
     "id",
     "idPattern",
     "type",
@@ -46,7 +46,7 @@ const QUERY_PARAMS: &[&str] = &[
     "containedBy",
     "expandValues",
 ];
-const RETRIEVE_PARAMS: &[&str] = &[
+pub(crate) const RETRIEVE_PARAMS: &[&str] = &[
     "type",
     "attrs",
     "pick",
@@ -119,7 +119,22 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'%');
 
 fn entity_location(id: &str) -> String {
-    format!("/ngsi-ld/v1/entities/{}", utf8_percent_encode(id, SEGMENT))
+    resource_location("/ngsi-ld/v1/entities", id)
+}
+
+/// The URL of resource `id` under `base`, with the id percent-encoded as a
+/// path segment.
+pub(crate) fn resource_location(base: &str, id: &str) -> String {
+    format!("{base}/{}", utf8_percent_encode(id, SEGMENT))
+}
+
+/// The `deleteAll` parameter of attribute deletions.
+pub(crate) fn delete_all_param(params: &[(String, String)]) -> Result<bool, NgsiError> {
+    match param(params, "deleteAll") {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(NgsiError::bad_data("deleteAll must be true or false")),
+    }
 }
 
 /// The shape of the writes that answer 204: check the parameters, read the
@@ -187,8 +202,8 @@ pub async fn retrieve(
     Ok(json_response(StatusCode::OK, produce, &ctx, body))
 }
 
-fn paging_links(
-    req: &Ngsi,
+pub(crate) fn paging_links(
+    path: &str,
     params: &[(String, String)],
     query: &EntityQuery,
     total: Option<usize>,
@@ -217,9 +232,8 @@ fn paging_links(
                 )
             })
             .collect();
-        format!("</ngsi-ld/v1/entities?{}>", qs.join("&"))
+        format!("<{path}?{}>", qs.join("&"))
     };
-    let _ = req;
     if query.offset > 0 {
         links.push(format!(
             "{}; rel=\"prev\";type=\"application/json\"",
@@ -251,7 +265,13 @@ fn query_response(
         .broker
         .query_entities(&req.tenant, ctx, query)
         .map_err(|e| req.err(e))?;
-    let links = paging_links(req, params, query, result.total, result.entities.len());
+    let links = paging_links(
+        "/ngsi-ld/v1/entities",
+        params,
+        query,
+        result.total,
+        result.entities.len(),
+    );
     let body = match produce {
         Produce::GeoJson { .. } => {
             let gp = param(params, "geometryProperty")
@@ -451,11 +471,7 @@ pub async fn delete_attr(
 ) -> ApiResult {
     let params = checked_params(req.query.as_deref(), &["datasetId", "deleteAll", "local"])
         .map_err(|e| req.err(e))?;
-    let delete_all = match param(&params, "deleteAll") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(req.err(NgsiError::bad_data("deleteAll must be true or false"))),
-    };
+    let delete_all = delete_all_param(&params).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     state
         .broker

@@ -4,6 +4,7 @@
 mod contexts;
 mod entities;
 mod subscriptions;
+mod temporal;
 
 use axum::Router;
 use axum::extract::State;
@@ -61,6 +62,27 @@ pub fn router() -> Router<AppState> {
             get(subscriptions::retrieve)
                 .patch(subscriptions::update)
                 .delete(subscriptions::delete),
+        )
+        .route(
+            "/temporal/entities",
+            post(temporal::create).get(temporal::query),
+        )
+        .route(
+            "/temporal/entities/{id}",
+            get(temporal::retrieve).delete(temporal::delete),
+        )
+        .route("/temporal/entities/{id}/attrs", post(temporal::append))
+        .route(
+            "/temporal/entities/{id}/attrs/{attr}",
+            delete(temporal::delete_attr),
+        )
+        .route(
+            "/temporal/entities/{id}/attrs/{attr}/{instance}",
+            patch(temporal::modify_instance).delete(temporal::delete_instance),
+        )
+        .route(
+            "/temporal/entityOperations/query",
+            post(temporal::query_post),
         )
         .route("/jsonldContexts", post(contexts::add).get(contexts::list))
         .route(

@@ -13,4 +13,5 @@ mod negotiation;
 mod query;
 mod subscriptions;
 mod support;
+mod temporal;
 mod tenants;

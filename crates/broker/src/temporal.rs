@@ -1,0 +1,1078 @@
+//! The temporal API (clauses 5.6.11–5.6.16 and 5.7.3–5.7.4): the history of
+//! entities in the temporal representation (clause 4.5.7), its simplified
+//! form (`temporalValues`, 4.5.9) and its aggregated form (4.5.19).
+//!
+//! The store records the history of every write; here the temporal query
+//! parameters are parsed, the history is read and rendered, and the writes
+//! of the temporal API are turned into store operations.
+
+use std::sync::Arc;
+
+use ngsi_model::parse::{EntityRequirements, parse_attributes, parse_entity};
+use ngsi_model::render::{Format, RenderOptions, render_attribute};
+use ngsi_model::time::{IsoDuration, format_micros, now_micros, parse_datetime};
+use ngsi_model::{AttrValue, Attribute, Iri, NgsiError, NgsiResult, Terms, iri};
+use serde_json::{Map, Value, json};
+use store::{
+    AggregateBucket, AggregateRequest, AttrHistory, HistoryEntity, HistoryOp, HistoryRequest,
+    TemporalInstance, TimeProperty, TimeRange,
+};
+
+use crate::{Broker, Ctx, EntityQuery, QueryParams, ViewOptions, check_id};
+
+/// The temporal parameters as the client wrote them (clause 5.2.21 and the
+/// HTTP binding's query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct TemporalParams {
+    pub timerel: Option<String>,
+    pub time_at: Option<String>,
+    pub end_time_at: Option<String>,
+    pub timeproperty: Option<String>,
+    pub last_n: Option<String>,
+    pub aggr_methods: Option<String>,
+    pub aggr_period_duration: Option<String>,
+}
+
+/// An aggregation function (clause 4.5.19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggrMethod {
+    TotalCount,
+    DistinctCount,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Stddev,
+    Sumsq,
+}
+
+impl AggrMethod {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "totalCount" => Self::TotalCount,
+            "distinctCount" => Self::DistinctCount,
+            "sum" => Self::Sum,
+            "avg" => Self::Avg,
+            "min" => Self::Min,
+            "max" => Self::Max,
+            "stddev" => Self::Stddev,
+            "sumsq" => Self::Sumsq,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::TotalCount => "totalCount",
+            Self::DistinctCount => "distinctCount",
+            Self::Sum => "sum",
+            Self::Avg => "avg",
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Stddev => "stddev",
+            Self::Sumsq => "sumsq",
+        }
+    }
+
+    fn value(self, b: &AggregateBucket) -> Value {
+        let f = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
+        match self {
+            Self::TotalCount => json!(b.count),
+            Self::DistinctCount => json!(b.distinct.unwrap_or(0)),
+            Self::Sum => f(b.sum),
+            Self::Avg => f(b.sum / b.count as f64),
+            Self::Min => f(b.min),
+            Self::Max => f(b.max),
+            Self::Stddev => f(b.stddev),
+            Self::Sumsq => f(b.sumsq),
+        }
+    }
+}
+
+/// The representation of a temporal answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TemporalFormat {
+    /// Every instance as a full attribute (clause 4.5.7).
+    #[default]
+    Normalized,
+    /// `[value, time]` pairs (clause 4.5.9).
+    TemporalValues,
+    /// Aggregates per period (clause 4.5.19).
+    Aggregated,
+}
+
+/// A parsed temporal query or retrieval.
+#[derive(Debug, Clone)]
+pub struct TemporalQuery {
+    /// The entity selection, paging and view (as for Query Entities).
+    pub entities: EntityQuery,
+    /// The time range and property.
+    pub range: TimeRange,
+    /// Only the last N instances of each attribute.
+    pub last_n: Option<usize>,
+    /// The representation.
+    pub format: TemporalFormat,
+    /// The aggregation functions.
+    pub methods: Vec<AggrMethod>,
+    /// The aggregation period.
+    pub period: Option<IsoDuration>,
+}
+
+/// The part of the instances an answer holds when the server cut
+/// attributes at its limit (the `Content-Range` of clause 6.3.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    /// The first instant of the range.
+    pub start: i64,
+    /// The last instant of the range.
+    pub end: i64,
+    /// lastN when asked for (`*` otherwise).
+    pub size: Option<usize>,
+}
+
+impl ContentRange {
+    /// The header value: `date-time <start>-<end>/<size>`.
+    pub fn header(&self) -> String {
+        format!(
+            "date-time {}-{}/{}",
+            format_micros(self.start),
+            format_micros(self.end),
+            self.size.map_or("*".to_string(), |n| n.to_string())
+        )
+    }
+}
+
+/// One page of rendered temporal entities.
+#[derive(Debug, Default)]
+pub struct TemporalResult {
+    /// The temporal entities.
+    pub entities: Vec<Map<String, Value>>,
+    /// All matches, when counted.
+    pub total: Option<usize>,
+    /// Set when some attribute was cut at the server's limit (answer 206).
+    pub range: Option<ContentRange>,
+}
+
+fn bad(detail: impl Into<String>) -> NgsiError {
+    NgsiError::bad_data(detail)
+}
+
+fn datetime(s: &str, name: &str) -> NgsiResult<i64> {
+    parse_datetime(s).ok_or_else(|| bad(format!("{name} {s:?} is not a DateTime")))
+}
+
+/// Splits the temporal options (temporalValues, aggregatedValues) from the
+/// others, which the entity view parses.
+fn split_options(p: &QueryParams) -> NgsiResult<(QueryParams, TemporalFormat)> {
+    let mut format = TemporalFormat::Normalized;
+    let mut rest = p.clone();
+    let mut take = |s: &str| match s {
+        "temporalValues" => {
+            if format == TemporalFormat::Normalized {
+                format = TemporalFormat::TemporalValues;
+            }
+            true
+        }
+        "aggregatedValues" => {
+            format = TemporalFormat::Aggregated;
+            true
+        }
+        _ => false,
+    };
+    if let Some(options) = &p.options {
+        let kept: Vec<&str> = options
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty() && !take(o))
+            .collect();
+        rest.options = (!kept.is_empty()).then(|| kept.join(","));
+    }
+    if let Some(f) = &p.format
+        && take(f)
+    {
+        rest.format = None;
+    }
+    Ok((rest, format))
+}
+
+impl TemporalParams {
+    fn range(&self) -> NgsiResult<TimeRange> {
+        let property = match self.timeproperty.as_deref() {
+            None | Some("observedAt") => TimeProperty::ObservedAt,
+            Some("modifiedAt") => TimeProperty::ModifiedAt,
+            Some("createdAt") => TimeProperty::CreatedAt,
+            Some(other) => {
+                return Err(bad(format!(
+                    "timeproperty {other:?} is not one of observedAt, createdAt, modifiedAt"
+                )));
+            }
+        };
+        let time_at = self
+            .time_at
+            .as_deref()
+            .map(|t| datetime(t, "timeAt"))
+            .transpose()?;
+        let end = self
+            .end_time_at
+            .as_deref()
+            .map(|t| datetime(t, "endTimeAt"))
+            .transpose()?;
+        let (from, to) = match (self.timerel.as_deref(), time_at) {
+            (None, None) if end.is_none() => (None, None),
+            (None, _) => return Err(bad("timeAt and endTimeAt need timerel")),
+            (Some(_), None) => return Err(bad("timerel needs timeAt")),
+            (Some("before"), Some(t)) => (None, Some(t)),
+            (Some("after"), Some(t)) => (Some(t.saturating_add(1)), None),
+            (Some("between"), Some(t)) => {
+                let end = end.ok_or_else(|| bad("timerel=between needs endTimeAt"))?;
+                if end <= t {
+                    return Err(bad("endTimeAt must be after timeAt"));
+                }
+                (Some(t), Some(end))
+            }
+            (Some(other), Some(_)) => {
+                return Err(bad(format!(
+                    "timerel {other:?} is not one of before, after, between"
+                )));
+            }
+        };
+        if end.is_some() && self.timerel.as_deref() != Some("between") {
+            return Err(bad("endTimeAt is only allowed with timerel=between"));
+        }
+        Ok(TimeRange { property, from, to })
+    }
+
+    fn last_n(&self) -> NgsiResult<Option<usize>> {
+        self.last_n
+            .as_deref()
+            .map(|n| match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(bad("lastN must be a positive integer")),
+            })
+            .transpose()
+    }
+
+    fn aggregation(&self) -> NgsiResult<(Vec<AggrMethod>, Option<IsoDuration>)> {
+        let methods = match &self.aggr_methods {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    AggrMethod::parse(m).ok_or_else(|| {
+                        bad(format!(
+                            "aggrMethods: {m:?} is not one of totalCount, distinctCount, sum, avg, min, max, stddev, sumsq"
+                        ))
+                    })
+                })
+                .collect::<NgsiResult<Vec<_>>>()?,
+        };
+        let period = self
+            .aggr_period_duration
+            .as_deref()
+            .map(|d| {
+                IsoDuration::parse(d).ok_or_else(|| {
+                    bad(format!(
+                        "aggrPeriodDuration {d:?} is not an ISO 8601 duration"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok((methods, period))
+    }
+}
+
+impl TemporalQuery {
+    fn build(
+        entities: EntityQuery,
+        t: &TemporalParams,
+        format: TemporalFormat,
+    ) -> NgsiResult<Self> {
+        let (methods, period) = t.aggregation()?;
+        if format == TemporalFormat::Aggregated && methods.is_empty() {
+            return Err(bad("aggregatedValues needs aggrMethods"));
+        }
+        Ok(Self {
+            entities,
+            range: t.range()?,
+            last_n: t.last_n()?,
+            format,
+            methods,
+            period,
+        })
+    }
+
+    /// Parses GET /temporal/entities.
+    pub fn from_params(
+        p: &QueryParams,
+        t: &TemporalParams,
+        ctx: &Ctx,
+        default_limit: usize,
+        max_limit: usize,
+    ) -> NgsiResult<Self> {
+        let (p, format) = split_options(p)?;
+        let entities = EntityQuery::from_params(&p, ctx, default_limit, max_limit)?;
+        Self::build(entities, t, format)
+    }
+
+    /// Parses GET /temporal/entities/{id}: the view and temporal parameters.
+    pub fn for_retrieve(p: &QueryParams, t: &TemporalParams, ctx: &Ctx) -> NgsiResult<Self> {
+        let (p, format) = split_options(p)?;
+        let mut entities = EntityQuery::default();
+        entities.view = ViewOptions::from_params(&p, ctx)?;
+        Self::build(entities, t, format)
+    }
+
+    /// Parses POST /temporal/entityOperations/query: a Query (clause
+    /// 5.2.23) whose `temporalQ` member holds the temporal parameters; the
+    /// URL may give lastN, aggrMethods and aggrPeriodDuration too.
+    pub fn from_json(
+        body: &Value,
+        p: &QueryParams,
+        url: &TemporalParams,
+        ctx: &Ctx,
+        default_limit: usize,
+        max_limit: usize,
+    ) -> NgsiResult<Self> {
+        let (p, format) = split_options(p)?;
+        let entities = EntityQuery::from_json(body, &p, ctx, default_limit, max_limit)?;
+        let mut t = url.clone();
+        if let Some(tq) = body.get("temporalQ") {
+            let Value::Object(m) = tq else {
+                return Err(bad("temporalQ must be an object"));
+            };
+            let text = |k: &str| -> NgsiResult<Option<String>> {
+                match m.get(k) {
+                    None => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(Value::Number(n)) if k == "lastN" => Ok(Some(n.to_string())),
+                    Some(_) => Err(bad(format!("temporalQ.{k} must be a string"))),
+                }
+            };
+            t.timerel = text("timerel")?;
+            t.time_at = text("timeAt")?;
+            t.end_time_at = text("endTimeAt")?;
+            t.timeproperty = text("timeproperty")?;
+            if let Some(n) = text("lastN")? {
+                t.last_n = Some(n);
+            }
+            if let Some(a) = text("aggrPeriodDuration")? {
+                t.aggr_period_duration = Some(a);
+            }
+            match m.get("aggrMethods") {
+                None => {}
+                Some(Value::Array(a)) => {
+                    let names: Option<Vec<&str>> = a.iter().map(Value::as_str).collect();
+                    let names = names.ok_or_else(|| bad("aggrMethods must hold strings"))?;
+                    t.aggr_methods = Some(names.join(","));
+                }
+                Some(Value::String(s)) => t.aggr_methods = Some(s.clone()),
+                Some(_) => return Err(bad("aggrMethods must be an array")),
+            }
+        }
+        Self::build(entities, &t, format)
+    }
+}
+
+/// The most instances in one temporal answer, over all its entities and
+/// attributes.
+const MAX_ANSWER_INSTANCES: usize = 100_000;
+
+/// The instanceId of an instance.
+pub fn instance_uri(id: i64) -> String {
+    format!("urn:ngsi-ld:instance:{id}")
+}
+
+fn parse_instance_id(s: &str) -> NgsiResult<i64> {
+    s.strip_prefix("urn:ngsi-ld:instance:")
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(|| bad(format!("{s:?} is not an instanceId of this broker")))
+}
+
+/// The time of an instance on the selected time property.
+fn time_of(i: &TemporalInstance, p: TimeProperty) -> i64 {
+    match p {
+        TimeProperty::ObservedAt => i.instant,
+        TimeProperty::ModifiedAt => i.modified_at,
+        TimeProperty::CreatedAt => i.created_at,
+    }
+}
+
+/// The member that holds the value of each attribute kind, and its plural
+/// in the simplified temporal representation.
+fn value_members(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "Relationship" => ("object", "objects"),
+        "LanguageProperty" => ("languageMap", "languageMaps"),
+        "JsonProperty" => ("json", "jsons"),
+        "VocabProperty" => ("vocab", "vocabs"),
+        "ListProperty" => ("valueList", "valueLists"),
+        "ListRelationship" => ("objectList", "objectLists"),
+        _ => ("value", "values"),
+    }
+}
+
+/// Cuts the histories at the server's limit consistently: every attribute
+/// keeps only the instances inside the range that all cut attributes cover
+/// completely. Returns that range when something was cut.
+fn cut(histories: &mut [&mut Vec<AttrHistory>], q: &TemporalQuery) -> Option<ContentRange> {
+    let p = q.range.property;
+    let cut_ones = || {
+        histories
+            .iter()
+            .flat_map(|h| h.iter())
+            .filter(|a| a.truncated && !a.instances.is_empty())
+    };
+    if q.last_n.is_some() {
+        // The last instances are kept: the complete range starts at the
+        // latest first instance of a cut attribute.
+        let start = cut_ones()
+            .filter_map(|a| a.instances.first().map(|i| time_of(i, p)))
+            .max()?;
+        let mut end = start;
+        for h in histories.iter_mut() {
+            for a in h.iter_mut() {
+                a.instances.retain(|i| time_of(i, p) >= start);
+                if let Some(l) = a.instances.last() {
+                    end = end.max(time_of(l, p));
+                }
+            }
+        }
+        return Some(ContentRange {
+            start,
+            end,
+            size: q.last_n,
+        });
+    }
+    let end = cut_ones()
+        .filter_map(|a| a.instances.last().map(|i| time_of(i, p)))
+        .min()?;
+    let mut start = end;
+    for h in histories.iter_mut() {
+        for a in h.iter_mut() {
+            a.instances.retain(|i| time_of(i, p) <= end);
+            if let Some(f) = a.instances.first() {
+                start = start.min(time_of(f, p));
+            }
+        }
+    }
+    Some(ContentRange {
+        start: q.range.from.unwrap_or(start),
+        end,
+        size: None,
+    })
+}
+
+impl Broker {
+    /// Retrieve Temporal Evolution of an Entity (clause 5.7.3).
+    pub async fn retrieve_temporal(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        q: &TemporalQuery,
+    ) -> NgsiResult<(Map<String, Value>, Option<ContentRange>)> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        let not_found = || NgsiError::not_found(format!("entity {id} has no history"));
+        let he = self
+            .store
+            .history_entity(tenant, id)
+            .ok_or_else(not_found)?;
+        if let Some(types) = &q.entities.view.type_filter
+            && !types.matches_with(&|n| he.types.iter().any(|t| **t == *n))
+        {
+            return Err(not_found());
+        }
+        let limit = self.instance_limit(std::slice::from_ref(&he), q);
+        let mut histories = vec![self.read_history(tenant, &he, q, limit).await?];
+        let range = {
+            let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
+            cut(&mut refs, q)
+        };
+        let history = histories.pop().unwrap_or_default();
+        let mut periods_cut = None;
+        let entity = self
+            .render_temporal(tenant, ctx, &he, history, q, limit, &mut periods_cut)
+            .await?;
+        Ok((entity, range.or(periods_cut)))
+    }
+
+    /// Query Temporal Evolution of Entities (clause 5.7.4).
+    pub async fn query_temporal(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        q: &TemporalQuery,
+    ) -> NgsiResult<TemporalResult> {
+        if !q.entities.has_selector() {
+            return Err(bad(
+                "a temporal query needs at least one of type, id, idPattern, attrs, q, scopeQ or a geo-query",
+            ));
+        }
+        self.check_tenant(tenant)?;
+        // Ids and types first (no copies of the others), then attrs and
+        // the filters that need the current entity.
+        let matched: Vec<HistoryEntity> = self
+            .store
+            .history_entities(tenant, &mut |id, types| {
+                q.entities.selects_history(id, types)
+            })
+            .into_iter()
+            .filter(|he| {
+                let attrs: Vec<Iri> = he.attrs.iter().map(|(a, _)| a.clone()).collect();
+                let current = q
+                    .entities
+                    .needs_current()
+                    .then(|| self.store.get(tenant, &he.id))
+                    .flatten();
+                q.entities.matches_history(&attrs, current.as_deref())
+            })
+            .collect();
+        let total = q.entities.count.then_some(matched.len());
+        let page: Vec<HistoryEntity> = matched
+            .into_iter()
+            .skip(q.entities.offset)
+            .take(q.entities.limit)
+            .collect();
+        let limit = self.instance_limit(&page, q);
+        let mut histories = Vec::with_capacity(page.len());
+        for he in &page {
+            histories.push(self.read_history(tenant, he, q, limit).await?);
+        }
+        let range = {
+            let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
+            cut(&mut refs, q)
+        };
+        let mut entities = Vec::with_capacity(page.len());
+        let mut periods_cut = None;
+        for (he, history) in page.iter().zip(histories) {
+            entities.push(
+                self.render_temporal(tenant, ctx, he, history, q, limit, &mut periods_cut)
+                    .await?,
+            );
+        }
+        Ok(TemporalResult {
+            entities,
+            total,
+            range: range.or(periods_cut),
+        })
+    }
+
+    /// The most instances per attribute instance for an answer about
+    /// `entities`: the configured limit, lowered so that the whole answer
+    /// holds at most `MAX_ANSWER_INSTANCES` (memory stays bounded for a
+    /// page of many entities; the answer is then cut with a Content-Range).
+    fn instance_limit(&self, entities: &[HistoryEntity], q: &TemporalQuery) -> usize {
+        let series: usize = entities
+            .iter()
+            .map(|he| {
+                he.attrs
+                    .iter()
+                    .filter(|(a, _)| {
+                        q.entities
+                            .view
+                            .attrs
+                            .as_ref()
+                            .is_none_or(|keep| keep.iter().any(|k| **k == **a))
+                    })
+                    .count()
+            })
+            .sum();
+        let share = MAX_ANSWER_INSTANCES / series.max(1);
+        self.config.temporal_limit.min(share).max(1)
+    }
+
+    /// The instances of an entity's history the query asks for (none for
+    /// the aggregated form, which reads the store's aggregates).
+    async fn read_history(
+        &self,
+        tenant: &str,
+        he: &HistoryEntity,
+        q: &TemporalQuery,
+        limit: usize,
+    ) -> NgsiResult<Vec<AttrHistory>> {
+        if q.format == TemporalFormat::Aggregated {
+            return Ok(Vec::new());
+        }
+        let req = HistoryRequest {
+            attrs: q.entities.view.attrs.clone(),
+            range: q.range,
+            last_n: q.last_n,
+            limit,
+        };
+        Ok(self
+            .store
+            .history(tenant, &he.id, req)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Renders one temporal entity. In the aggregated form an attribute
+    /// keeps at most `limit` periods; when some are cut, every attribute
+    /// keeps the periods before the cut, and `periods_cut` (narrowed over
+    /// the entities of an answer) tells the range answered.
+    #[allow(clippy::too_many_arguments)]
+    async fn render_temporal(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        he: &HistoryEntity,
+        history: Vec<AttrHistory>,
+        q: &TemporalQuery,
+        limit: usize,
+        periods_cut: &mut Option<ContentRange>,
+    ) -> NgsiResult<Map<String, Value>> {
+        let mut out = Map::new();
+        out.insert("id".into(), Value::String(he.id.to_string()));
+        let types: Vec<Value> = he
+            .types
+            .iter()
+            .map(|t| Value::String(ctx.compact(t).into_owned()))
+            .collect();
+        out.insert(
+            "type".into(),
+            match types.len() {
+                1 => types.into_iter().next().unwrap_or(Value::Null),
+                _ => Value::Array(types),
+            },
+        );
+        let view = &q.entities.view;
+        let opts = RenderOptions {
+            format: Format::Normalized,
+            sys_attrs: view.sys_attrs,
+            lang: view.lang.as_deref(),
+        };
+        let mut attrs: Vec<(String, Vec<Value>)> = Vec::new();
+        let mut push = |name: &Iri, v: Vec<Value>| {
+            let key = ctx.compact(name).into_owned();
+            match attrs.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => list.extend(v),
+                None => attrs.push((key, v)),
+            }
+        };
+        match q.format {
+            TemporalFormat::Aggregated => {
+                let mut all = Vec::new();
+                for (attr, dataset) in &he.attrs {
+                    if view
+                        .attrs
+                        .as_ref()
+                        .is_some_and(|keep| !keep.iter().any(|k| **k == **attr))
+                    {
+                        continue;
+                    }
+                    let buckets = self
+                        .store
+                        .aggregate(
+                            tenant,
+                            &he.id,
+                            attr.clone(),
+                            dataset.clone(),
+                            AggregateRequest {
+                                range: q.range,
+                                period: q.period,
+                                distinct: q.methods.contains(&AggrMethod::DistinctCount),
+                            },
+                        )
+                        .await?;
+                    all.push((attr, dataset, buckets));
+                }
+                // The end of the first cut attribute's last kept period.
+                let cut_at = all
+                    .iter()
+                    .filter(|(_, _, b)| b.len() > limit)
+                    .map(|(_, _, b)| b[limit - 1].end)
+                    .min();
+                if let Some(end) = cut_at {
+                    let start = all
+                        .iter()
+                        .filter_map(|(_, _, b)| b.first().map(|x| x.start))
+                        .min()
+                        .unwrap_or(end);
+                    for (_, _, b) in &mut all {
+                        b.retain(|x| x.end <= end);
+                    }
+                    let narrowed = match *periods_cut {
+                        Some(r) => ContentRange {
+                            start: r.start.min(start),
+                            end: r.end.min(end),
+                            size: None,
+                        },
+                        None => ContentRange {
+                            start,
+                            end,
+                            size: None,
+                        },
+                    };
+                    *periods_cut = Some(narrowed);
+                }
+                for (attr, dataset, buckets) in all {
+                    let mut m = Map::new();
+                    m.insert("type".into(), Value::String("Property".into()));
+                    if let Some(d) = dataset {
+                        m.insert("datasetId".into(), Value::String(d.to_string()));
+                    }
+                    for method in &q.methods {
+                        let series: Vec<Value> = buckets
+                            .iter()
+                            .map(|b| {
+                                json!([
+                                    method.value(b),
+                                    format_micros(b.start),
+                                    format_micros(b.end)
+                                ])
+                            })
+                            .collect();
+                        m.insert(method.name().into(), Value::Array(series));
+                    }
+                    push(attr, vec![Value::Object(m)]);
+                }
+            }
+            TemporalFormat::TemporalValues => {
+                for h in history {
+                    let kind = h
+                        .instances
+                        .iter()
+                        .find_map(|i| i.attr.as_ref().map(|a| a.value.kind_name()))
+                        .unwrap_or("Property");
+                    let (member, plural) = value_members(kind);
+                    let pairs: Vec<Value> = h
+                        .instances
+                        .iter()
+                        .map(|i| {
+                            let v = match &i.attr {
+                                Some(a) => match render_attribute(a, ctx, &opts) {
+                                    Value::Object(mut m) => m.remove(member).unwrap_or(Value::Null),
+                                    other => other,
+                                },
+                                None => Value::String(ngsi_model::entity::core_iri::NULL.into()),
+                            };
+                            json!([v, format_micros(time_of(i, q.range.property))])
+                        })
+                        .collect();
+                    let mut m = Map::new();
+                    m.insert("type".into(), Value::String(kind.into()));
+                    if let Some(d) = &h.dataset_id {
+                        m.insert("datasetId".into(), Value::String(d.to_string()));
+                    }
+                    m.insert(plural.into(), Value::Array(pairs));
+                    push(&h.attr, vec![Value::Object(m)]);
+                }
+            }
+            TemporalFormat::Normalized => {
+                for h in history {
+                    let rendered: Vec<Value> = h
+                        .instances
+                        .iter()
+                        .map(|i| render_instance(i, h.dataset_id.as_deref(), ctx, &opts))
+                        .collect();
+                    push(&h.attr, rendered);
+                }
+            }
+        }
+        let single_object = q.format != TemporalFormat::Normalized;
+        for (key, mut list) in attrs {
+            let v = if single_object && list.len() == 1 {
+                list.pop().unwrap_or(Value::Null)
+            } else {
+                Value::Array(list)
+            };
+            out.insert(key, v);
+        }
+        Ok(out)
+    }
+
+    /// Create or Update Temporal Representation of an Entity (clause
+    /// 5.6.11): adds the instances of the body; `true` when the temporal
+    /// entity is new.
+    pub async fn create_temporal(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        body: &Value,
+    ) -> NgsiResult<(Arc<str>, bool)> {
+        let Value::Object(map) = body else {
+            return Err(bad("a temporal entity must be a JSON object"));
+        };
+        let mut head = Map::new();
+        for k in ["id", "@id", "type", "@type"] {
+            if let Some(v) = map.get(k) {
+                head.insert(k.into(), v.clone());
+            }
+        }
+        let entity = parse_entity(
+            &Value::Object(head),
+            ctx,
+            EntityRequirements {
+                id: true,
+                types: true,
+            },
+            self.config.parse,
+        )?;
+        let attrs = self.temporal_attrs(ctx, map)?;
+        let created = self
+            .store
+            .write_history(
+                tenant,
+                HistoryOp::Add {
+                    id: entity.id.clone(),
+                    types: entity.types,
+                    attrs,
+                },
+            )
+            .await??;
+        Ok((entity.id, created))
+    }
+
+    /// Add Attributes to Temporal Representation of an Entity (clause
+    /// 5.6.12).
+    pub async fn append_temporal(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        let Value::Object(map) = body else {
+            return Err(bad("an entity fragment must be a JSON object"));
+        };
+        crate::check_fragment_id(map, id)?;
+        if self.store.history_entity(tenant, id).is_none() {
+            return Err(NgsiError::not_found(format!("entity {id} has no history")));
+        }
+        let attrs = self.temporal_attrs(ctx, map)?;
+        self.store
+            .write_history(
+                tenant,
+                HistoryOp::Add {
+                    id: id.into(),
+                    types: Vec::new(),
+                    attrs,
+                },
+            )
+            .await??;
+        Ok(())
+    }
+
+    /// Parses the attributes of a temporal entity fragment: each attribute
+    /// holds one instance or an array of instances (any datasetIds).
+    fn temporal_attrs(
+        &self,
+        ctx: &Ctx,
+        map: &Map<String, Value>,
+    ) -> NgsiResult<Vec<(Iri, Vec<Attribute>)>> {
+        let now = now_micros();
+        let mut out: Vec<(Iri, Vec<Attribute>)> = Vec::new();
+        for (key, value) in map {
+            if matches!(
+                key.as_str(),
+                "id" | "@id" | "type" | "@type" | "@context" | "scope" | "createdAt" | "modifiedAt"
+            ) {
+                continue;
+            }
+            let items: Vec<&Value> = match value {
+                Value::Array(items) if !items.is_empty() => items.iter().collect(),
+                Value::Array(_) => {
+                    return Err(bad(format!("attribute {key} has no instances")));
+                }
+                other => vec![other],
+            };
+            for item in items {
+                let mut item = item.clone();
+                if let Value::Object(m) = &mut item {
+                    // Set by the broker, never taken from the client.
+                    for k in ["instanceId", "createdAt", "modifiedAt", "deletedAt"] {
+                        m.remove(k);
+                    }
+                }
+                let mut one = Map::new();
+                one.insert(key.clone(), item);
+                for (name, instances) in parse_attributes(&one, ctx, self.config.parse)? {
+                    for mut inst in instances {
+                        inst.stamp(now, now);
+                        match out.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, list)) => list.push(inst),
+                            None => out.push((name.clone(), vec![inst])),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete Temporal Representation of an Entity (clause 5.6.16).
+    pub async fn delete_temporal(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        self.store
+            .write_history(tenant, HistoryOp::DeleteEntity { id: id.into() })
+            .await??;
+        Ok(())
+    }
+
+    /// Delete Attribute from Temporal Representation of an Entity (clause
+    /// 5.6.13): the default instance, one datasetId, or all (`deleteAll`).
+    pub async fn delete_temporal_attr(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        attr: &str,
+        dataset_id: Option<&str>,
+        delete_all: bool,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        if let Some(d) = dataset_id
+            && d != "@none"
+            && !ngsi_model::parse::is_absolute_iri(d)
+        {
+            return Err(bad(format!("datasetId {d:?} is not a URI")));
+        }
+        let dataset = if delete_all {
+            None
+        } else {
+            Some(dataset_id.filter(|d| *d != "@none").map(Into::into))
+        };
+        self.store
+            .write_history(
+                tenant,
+                HistoryOp::DeleteAttr {
+                    id: id.into(),
+                    attr: iri(&ctx.expand(attr)),
+                    dataset,
+                },
+            )
+            .await??;
+        Ok(())
+    }
+
+    /// Modify Attribute Instance in Temporal Representation of an Entity
+    /// (clause 5.6.14): replaces the content of one instance.
+    pub async fn modify_temporal_instance(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        attr: &str,
+        instance_id: &str,
+        body: &Value,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        let instance = parse_instance_id(instance_id)?;
+        let Value::Object(fragment) = body else {
+            return Err(bad("an attribute instance must be a JSON object"));
+        };
+        // The body is either the instance itself or a fragment naming the
+        // attribute (`{"speed": {...}}`).
+        let inner = match fragment.get(attr) {
+            Some(v) => v.clone(),
+            None => {
+                let mut m = fragment.clone();
+                m.remove("@context");
+                Value::Object(m)
+            }
+        };
+        let mut map = Map::new();
+        map.insert(attr.to_string(), inner);
+        let mut parsed = self.temporal_attrs(ctx, &map)?;
+        let value = match parsed.pop() {
+            Some((_, mut list)) if list.len() == 1 && parsed.is_empty() => list.remove(0),
+            _ => return Err(bad("the body must hold exactly one attribute instance")),
+        };
+        if let AttrValue::Property(Value::String(s)) = &value.value
+            && s == ngsi_model::entity::core_iri::NULL
+        {
+            return Err(bad("an instance cannot be set to the NGSI-LD Null"));
+        }
+        self.store
+            .write_history(
+                tenant,
+                HistoryOp::ModifyInstance {
+                    id: id.into(),
+                    attr: iri(&ctx.expand(attr)),
+                    instance,
+                    value: Box::new(value),
+                },
+            )
+            .await??;
+        Ok(())
+    }
+
+    /// Delete Attribute Instance from Temporal Representation of an Entity
+    /// (clause 5.6.15).
+    pub async fn delete_temporal_instance(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        attr: &str,
+        instance_id: &str,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        self.check_tenant(tenant)?;
+        let instance = parse_instance_id(instance_id)?;
+        self.store
+            .write_history(
+                tenant,
+                HistoryOp::DeleteInstance {
+                    id: id.into(),
+                    attr: iri(&ctx.expand(attr)),
+                    instance,
+                },
+            )
+            .await??;
+        Ok(())
+    }
+}
+
+/// One instance in the normalized temporal representation: the attribute
+/// with its instanceId; a deletion as the NGSI-LD Null with deletedAt.
+fn render_instance(
+    i: &TemporalInstance,
+    dataset: Option<&str>,
+    ctx: &Ctx,
+    opts: &RenderOptions,
+) -> Value {
+    let mut m = match &i.attr {
+        Some(a) => {
+            let mut a = a.clone();
+            a.dataset_id = dataset.map(Into::into);
+            match render_attribute(&a, ctx, opts) {
+                Value::Object(m) => m,
+                other => {
+                    let mut m = Map::new();
+                    m.insert("value".into(), other);
+                    m
+                }
+            }
+        }
+        None => {
+            let mut m = Map::new();
+            m.insert("type".into(), Value::String("Property".into()));
+            m.insert(
+                "value".into(),
+                Value::String(ngsi_model::entity::core_iri::NULL.into()),
+            );
+            if let Some(d) = dataset {
+                m.insert("datasetId".into(), Value::String(d.into()));
+            }
+            m.insert(
+                "deletedAt".into(),
+                Value::String(format_micros(i.modified_at)),
+            );
+            m
+        }
+    };
+    m.insert(
+        "instanceId".into(),
+        Value::String(instance_uri(i.instance_id)),
+    );
+    Value::Object(m)
+}

@@ -1,0 +1,295 @@
+//! Temporal API handlers (clauses 6.18 to 6.24): the history of entities.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use broker::{Ctx, TemporalParams, TemporalQuery, TemporalResult};
+use serde_json::Value;
+
+use super::entities::{
+    QUERY_PARAMS, RETRIEVE_PARAMS, body_and_ctx, delete_all_param, link_ctx, paging_links,
+    resource_location,
+};
+use super::{created, query_params};
+use crate::http::{
+    ApiResult, Produce, empty, json_response, negotiate, param, query_params as checked_params,
+};
+use crate::{AppState, Ngsi};
+
+/// The temporal parameters of GET requests (clause 6.18.3.1).
+const TEMPORAL_PARAMS: &[&str] = &[
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "timeproperty",
+    "lastN",
+    "aggrMethods",
+    "aggrPeriodDuration",
+];
+
+const BASE: &str = "/ngsi-ld/v1/temporal/entities";
+
+fn allowed(base: &[&'static str]) -> Vec<&'static str> {
+    base.iter().chain(TEMPORAL_PARAMS).copied().collect()
+}
+
+fn temporal_params(params: &[(String, String)]) -> TemporalParams {
+    let get = |n: &str| param(params, n).map(str::to_string);
+    TemporalParams {
+        timerel: get("timerel"),
+        time_at: get("timeAt"),
+        end_time_at: get("endTimeAt"),
+        timeproperty: get("timeproperty"),
+        last_n: get("lastN"),
+        aggr_methods: get("aggrMethods"),
+        aggr_period_duration: get("aggrPeriodDuration"),
+    }
+}
+
+/// 200, or 206 with Content-Range when the server cut some attribute's
+/// instances at its limit (clause 6.3.10).
+fn temporal_response(
+    produce: Produce,
+    ctx: &Ctx,
+    body: Value,
+    range: Option<broker::ContentRange>,
+) -> Response {
+    let status = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = json_response(status, produce, ctx, body);
+    if let Some(r) = range
+        && let Ok(v) = HeaderValue::from_str(&r.header())
+    {
+        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
+/// GET /temporal/entities/{id}
+pub async fn retrieve(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let params =
+        checked_params(req.query.as_deref(), &allowed(RETRIEVE_PARAMS)).map_err(|e| req.err(e))?;
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    let query =
+        TemporalQuery::for_retrieve(&query_params(&params), &temporal_params(&params), &ctx)
+            .map_err(|e| req.err(e))?;
+    let (entity, range) = state
+        .broker
+        .retrieve_temporal(&req.tenant, &ctx, &id, &query)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(temporal_response(
+        produce,
+        &ctx,
+        Value::Object(entity),
+        range,
+    ))
+}
+
+/// Runs a temporal query and answers it with paging links, the count and,
+/// for a cut answer, Content-Range.
+async fn run_query(
+    state: &AppState,
+    req: &Ngsi,
+    produce: Produce,
+    ctx: &Ctx,
+    params: &[(String, String)],
+    query: &TemporalQuery,
+) -> ApiResult {
+    let result = state
+        .broker
+        .query_temporal(&req.tenant, ctx, query)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(query_response(produce, ctx, params, query, result))
+}
+
+fn query_response(
+    produce: Produce,
+    ctx: &Ctx,
+    params: &[(String, String)],
+    query: &TemporalQuery,
+    result: TemporalResult,
+) -> Response {
+    let links = paging_links(
+        BASE,
+        params,
+        &query.entities,
+        result.total,
+        result.entities.len(),
+    );
+    let body = Value::Array(result.entities.into_iter().map(Value::Object).collect());
+    let mut resp = temporal_response(produce, ctx, body, result.range);
+    if let Some(total) = result.total {
+        resp.headers_mut()
+            .insert("NGSILD-Results-Count", HeaderValue::from(total));
+    }
+    for l in links {
+        if let Ok(v) = HeaderValue::from_str(&l) {
+            resp.headers_mut().append(header::LINK, v);
+        }
+    }
+    resp
+}
+
+/// GET /temporal/entities
+pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
+    let params =
+        checked_params(req.query.as_deref(), &allowed(QUERY_PARAMS)).map_err(|e| req.err(e))?;
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    let cfg = state.broker.config();
+    let query = TemporalQuery::from_params(
+        &query_params(&params),
+        &temporal_params(&params),
+        &ctx,
+        cfg.default_limit,
+        cfg.max_limit,
+    )
+    .map_err(|e| req.err(e))?;
+    run_query(&state, &req, produce, &ctx, &params, &query).await
+}
+
+/// POST /temporal/entityOperations/query
+pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let params = checked_params(
+        req.query.as_deref(),
+        &[
+            "limit",
+            "offset",
+            "count",
+            "options",
+            "format",
+            "local",
+            "lang",
+            "lastN",
+            "aggrMethods",
+            "aggrPeriodDuration",
+        ],
+    )
+    .map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let cfg = state.broker.config();
+    let query = TemporalQuery::from_json(
+        &value,
+        &query_params(&params),
+        &temporal_params(&params),
+        &ctx,
+        cfg.default_limit,
+        cfg.max_limit,
+    )
+    .map_err(|e| req.err(e))?;
+    run_query(&state, &req, produce, &ctx, &params, &query).await
+}
+
+/// POST /temporal/entities: 201 when the temporal entity is new, else 204.
+pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
+    checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let (id, new) = state
+        .broker
+        .create_temporal(&req.tenant, &ctx, &value)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(if new {
+        created(&resource_location(BASE, &id))
+    } else {
+        empty(StatusCode::NO_CONTENT)
+    })
+}
+
+/// POST /temporal/entities/{id}/attrs
+pub async fn append(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    state
+        .broker
+        .append_temporal(&req.tenant, &ctx, &id, &value)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// DELETE /temporal/entities/{id}
+pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
+    checked_params(req.query.as_deref(), &["type", "local"]).map_err(|e| req.err(e))?;
+    state
+        .broker
+        .delete_temporal(&req.tenant, &id)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// DELETE /temporal/entities/{id}/attrs/{attr}
+pub async fn delete_attr(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path((id, attr)): Path<(String, String)>,
+) -> ApiResult {
+    let params = checked_params(req.query.as_deref(), &["datasetId", "deleteAll", "local"])
+        .map_err(|e| req.err(e))?;
+    let delete_all = delete_all_param(&params).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    state
+        .broker
+        .delete_temporal_attr(
+            &req.tenant,
+            &ctx,
+            &id,
+            &attr,
+            param(&params, "datasetId"),
+            delete_all,
+        )
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// PATCH /temporal/entities/{id}/attrs/{attr}/{instanceId}
+pub async fn modify_instance(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path((id, attr, instance)): Path<(String, String, String)>,
+    body: Body,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    state
+        .broker
+        .modify_temporal_instance(&req.tenant, &ctx, &id, &attr, &instance, &value)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// DELETE /temporal/entities/{id}/attrs/{attr}/{instanceId}
+pub async fn delete_instance(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path((id, attr, instance)): Path<(String, String, String)>,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    state
+        .broker
+        .delete_temporal_instance(&req.tenant, &ctx, &id, &attr, &instance)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}

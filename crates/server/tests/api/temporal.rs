@@ -1,0 +1,598 @@
+//! The temporal API (clauses 5.6.11–5.6.16, 5.7.3, 5.7.4, 6.18–6.24):
+//! history recorded by ordinary writes, the three representations, time
+//! ranges, the temporal writes and the pagination of long histories.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Server, enc, vehicle};
+
+/// `2024-07-01T00:00:00Z` plus `hours`, as the server renders it.
+fn at(hours: i64) -> String {
+    let day = 1 + hours / 24;
+    let hour = hours % 24;
+    format!("2024-07-{day:02}T{hour:02}:00:00.000000Z")
+}
+
+fn speed(value: Value, hours: i64) -> Value {
+    json!({"type": "Property", "value": value, "observedAt": at(hours)})
+}
+
+/// Creates a temporal entity `id` of type Vehicle with speed instances
+/// `(value, hours)` through POST /temporal/entities.
+async fn temporal_vehicle(s: &Server, id: &str, instances: &[(i64, i64)]) {
+    let list: Vec<Value> = instances.iter().map(|(v, h)| speed(json!(v), *h)).collect();
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle", "speed": list}),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 204, "{}", r.text);
+}
+
+async fn temporal(s: &Server, id: &str, params: &str) -> Value {
+    let r = s
+        .get(&format!("/temporal/entities/{}?{params}", enc(id)))
+        .await;
+    assert_eq!(r.status, 200, "{params}: {}", r.text);
+    r.body
+}
+
+/// The values of the simplified representation of `speed`.
+async fn values(s: &Server, id: &str, params: &str) -> Vec<Value> {
+    let body = temporal(
+        s,
+        id,
+        &format!("options=temporalValues&attrs=speed&{params}"),
+    )
+    .await;
+    body["speed"]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no values: {body}"))
+        .iter()
+        .map(|pair| pair[0].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn entity_updates_and_batch_upserts_are_recorded() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:rec";
+    let mut v = vehicle(id, 1);
+    v["speed"]["observedAt"] = json!(at(0));
+    s.create(v).await;
+    s.patch(
+        &format!("/entities/{id}/attrs"),
+        &json!({"speed": speed(json!(2), 1)}),
+    )
+    .await
+    .no_content();
+    s.patch(
+        &format!("/entities/{id}/attrs/speed"),
+        &json!({"value": 3, "observedAt": at(2)}),
+    )
+    .await
+    .no_content();
+    let r = s
+        .post(
+            "/entityOperations/upsert?options=update",
+            &json!([{"id": id, "type": "Vehicle", "speed": speed(json!(4), 3)}]),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    // An update that does not change an attribute records nothing for it:
+    // brandName has only the instance of the create.
+    let body = temporal(&s, id, "").await;
+    let speeds = body["speed"].as_array().unwrap();
+    assert_eq!(speeds.len(), 4, "{body}");
+    for (i, inst) in speeds.iter().enumerate() {
+        assert_eq!(inst["value"], json!(i + 1));
+        assert_eq!(inst["observedAt"], json!(at(i as i64)));
+        assert_eq!(inst["type"], "Property");
+        assert!(
+            inst["instanceId"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:ngsi-ld:")
+        );
+    }
+    assert_eq!(body["brandName"].as_array().unwrap().len(), 1);
+    assert_eq!(body["type"], "Vehicle");
+    // sysAttrs shows createdAt and modifiedAt of each instance.
+    let body = temporal(&s, id, "options=sysAttrs&attrs=speed").await;
+    assert!(body["speed"][0]["modifiedAt"].is_string(), "{body}");
+    assert!(body["speed"][0]["createdAt"].is_string());
+    assert!(body.get("brandName").is_none());
+    // Deleting an attribute records its deletion.
+    s.delete(&format!("/entities/{id}/attrs/brandName"))
+        .await
+        .no_content();
+    let body = temporal(&s, id, "attrs=brandName").await;
+    let brand = body["brandName"].as_array().unwrap();
+    assert_eq!(brand.len(), 2, "{body}");
+    assert_eq!(brand[1]["value"], "urn:ngsi-ld:null");
+    assert!(brand[1]["deletedAt"].is_string());
+    // Deleting the entity keeps its history.
+    s.delete(&format!("/entities/{id}")).await.no_content();
+    let body = temporal(&s, id, "attrs=speed").await;
+    assert_eq!(body["speed"].as_array().unwrap().len(), 5);
+    // Batch creates are recorded too.
+    let r = s
+        .post(
+            "/entityOperations/create",
+            &json!([vehicle("urn:ngsi-ld:Vehicle:b1", 7)]),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(values(&s, "urn:ngsi-ld:Vehicle:b1", "").await, [json!(7)]);
+}
+
+#[tokio::test]
+async fn temporal_values_time_ranges_last_n_and_time_property() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:tv";
+    temporal_vehicle(&s, id, &[(10, 1), (20, 2), (30, 3), (40, 4)]).await;
+    let body = temporal(&s, id, "options=temporalValues").await;
+    assert_eq!(
+        body["speed"],
+        json!({"type": "Property", "values": [[10, at(1)], [20, at(2)], [30, at(3)], [40, at(4)]]})
+    );
+    let t = |h| enc(&at(h));
+    assert_eq!(
+        values(&s, id, &format!("timerel=before&timeAt={}", t(3))).await,
+        [json!(10), json!(20)]
+    );
+    assert_eq!(
+        values(&s, id, &format!("timerel=after&timeAt={}", t(2))).await,
+        [json!(30), json!(40)]
+    );
+    assert_eq!(
+        values(
+            &s,
+            id,
+            &format!("timerel=between&timeAt={}&endTimeAt={}", t(2), t(4))
+        )
+        .await,
+        [json!(20), json!(30)]
+    );
+    assert_eq!(values(&s, id, "lastN=2").await, [json!(30), json!(40)]);
+    assert_eq!(
+        values(&s, id, &format!("lastN=1&timerel=before&timeAt={}", t(3))).await,
+        [json!(20)]
+    );
+    // All instances were stored just now: by modifiedAt, none is before
+    // 2024 and all are after it.
+    let body = temporal(
+        &s,
+        id,
+        &format!("timeproperty=modifiedAt&timerel=before&timeAt={}", t(0)),
+    )
+    .await;
+    assert!(body.get("speed").is_none(), "{body}");
+    assert_eq!(
+        values(
+            &s,
+            id,
+            &format!("timeproperty=modifiedAt&timerel=after&timeAt={}", t(0))
+        )
+        .await
+        .len(),
+        4
+    );
+    assert_eq!(
+        values(
+            &s,
+            id,
+            &format!("timeproperty=createdAt&timerel=after&timeAt={}", t(0))
+        )
+        .await
+        .len(),
+        4
+    );
+    // Relationships use `objects`, LanguageProperties `languageMaps`.
+    let r = s
+        .post(
+            &format!("/temporal/entities/{}/attrs", enc(id)),
+            &json!({
+                "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1", "observedAt": at(1)},
+                "label": {"type": "LanguageProperty", "languageMap": {"en": "car"}, "observedAt": at(1)},
+            }),
+        )
+        .await;
+    r.no_content();
+    let body = temporal(&s, id, "options=temporalValues&attrs=owner,label").await;
+    assert_eq!(
+        body["owner"]["objects"],
+        json!([["urn:ngsi-ld:Person:1", at(1)]])
+    );
+    assert_eq!(
+        body["label"]["languageMaps"],
+        json!([[{"en": "car"}, at(1)]])
+    );
+}
+
+#[tokio::test]
+async fn aggregated_values_with_every_method_and_a_period() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:agg";
+    temporal_vehicle(&s, id, &[(1, 0), (2, 1), (3, 25), (3, 26)]).await;
+    let methods = "totalCount,distinctCount,sum,avg,min,max,stddev,sumsq";
+    let body = temporal(
+        &s,
+        id,
+        &format!(
+            "options=aggregatedValues&aggrMethods={methods}&aggrPeriodDuration=P1D&timerel=between&timeAt={}&endTimeAt={}",
+            enc(&at(0)),
+            enc(&at(48))
+        ),
+    )
+    .await;
+    let a = &body["speed"];
+    assert_eq!(a["type"], "Property", "{body}");
+    let day = |m: &str, i: usize| a[m][i].clone();
+    assert_eq!(day("totalCount", 0), json!([2, at(0), at(24)]));
+    assert_eq!(day("totalCount", 1), json!([2, at(24), at(48)]));
+    assert_eq!(day("distinctCount", 0)[0], 2);
+    assert_eq!(day("distinctCount", 1)[0], 1);
+    assert_eq!(day("sum", 0)[0], 3.0);
+    assert_eq!(day("sum", 1)[0], 6.0);
+    assert_eq!(day("avg", 0)[0], 1.5);
+    assert_eq!(day("min", 0)[0], 1.0);
+    assert_eq!(day("max", 1)[0], 3.0);
+    assert_eq!(day("sumsq", 0)[0], 5.0);
+    assert_eq!(day("stddev", 1)[0], 0.0);
+    let sd = day("stddev", 0)[0].as_f64().unwrap();
+    assert!((sd - 0.5f64.sqrt()).abs() < 1e-9, "{sd}");
+    // An hour period: empty hours are left out.
+    let body = temporal(
+        &s,
+        id,
+        &format!(
+            "options=aggregatedValues&aggrMethods=sum&aggrPeriodDuration=PT1H&timerel=after&timeAt={}",
+            enc("2024-06-30T23:30:00Z")
+        ),
+    )
+    .await;
+    assert_eq!(body["speed"]["sum"].as_array().unwrap().len(), 4, "{body}");
+    // Without a period (or PT0S): one period over the whole range.
+    for extra in ["", "&aggrPeriodDuration=PT0S"] {
+        let body = temporal(
+            &s,
+            id,
+            &format!("options=aggregatedValues&aggrMethods=totalCount,max{extra}"),
+        )
+        .await;
+        assert_eq!(body["speed"]["totalCount"][0][0], 4, "{body}");
+        assert_eq!(body["speed"]["max"][0][0], 3.0);
+    }
+    // A write after the first aggregation is counted by the next one.
+    temporal_vehicle(&s, id, &[(100, 30)]).await;
+    let body = temporal(&s, id, "options=aggregatedValues&aggrMethods=max").await;
+    assert_eq!(body["speed"]["max"][0][0], 100.0);
+}
+
+#[tokio::test]
+async fn temporal_query_selects_like_query_entities() {
+    let s = Server::start().await;
+    s.create(vehicle("urn:ngsi-ld:Vehicle:q1", 10)).await;
+    s.create(vehicle("urn:ngsi-ld:Vehicle:q2", 1)).await;
+    s.create(json!({"id": "urn:ngsi-ld:Bus:q3", "type": "Bus", "speed": {"type": "Property", "value": 50}}))
+        .await;
+    let ids = |r: &crate::support::Resp| crate::support::ids_of(&r.body);
+    let r = s.get("/temporal/entities?type=Vehicle").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        ids(&r),
+        ["urn:ngsi-ld:Vehicle:q1", "urn:ngsi-ld:Vehicle:q2"]
+    );
+    let r = s.get("/temporal/entities?type=Vehicle&q=speed>5").await;
+    assert_eq!(ids(&r), ["urn:ngsi-ld:Vehicle:q1"]);
+    let r = s
+        .get("/temporal/entities?attrs=speed&count=true&limit=1")
+        .await;
+    assert_eq!(ids(&r), ["urn:ngsi-ld:Bus:q3"]);
+    assert_eq!(r.header("ngsild-results-count"), Some("3"));
+    assert!(
+        r.headers
+            .get_all("link")
+            .iter()
+            .any(|l| l.to_str().unwrap().contains("rel=\"next\""))
+    );
+    let r = s
+        .get("/temporal/entities?idPattern=.*q2&options=temporalValues")
+        .await;
+    assert_eq!(r.body[0]["speed"]["values"][0][0], 1, "{}", r.text);
+    let r = s
+        .get("/temporal/entities?georel=near;maxDistance==1000&geometry=Point&coordinates=[113.26,23.13]&type=Vehicle")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids(&r).len(), 2);
+    // POST /temporal/entityOperations/query with a temporalQ.
+    let r = s
+        .post(
+            "/temporal/entityOperations/query?options=temporalValues",
+            &json!({
+                "type": "Query",
+                "entities": [{"type": "Bus"}],
+                "attrs": ["speed"],
+                "temporalQ": {"timerel": "after", "timeAt": "2000-01-01T00:00:00Z", "timeproperty": "modifiedAt", "lastN": 1}
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids(&r), ["urn:ngsi-ld:Bus:q3"]);
+    assert_eq!(r.body[0]["speed"]["values"][0][0], 50);
+    // A query needs a selector.
+    s.get("/temporal/entities")
+        .await
+        .problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn temporal_writes_create_append_modify_and_delete() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:w";
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle", "speed": [speed(json!(1), 1), speed(json!(2), 2)]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.header("location"),
+        Some("/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:Vehicle:w")
+    );
+    // The temporal entity does not exist as a current entity.
+    s.get(&format!("/entities/{id}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle", "speed": speed(json!(3), 3)}),
+        )
+        .await;
+    r.no_content();
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"speed": [speed(json!(4), 4)], "fuel": {"type": "Property", "value": 0.5, "datasetId": "urn:ngsi-ld:tank:1", "observedAt": at(4)}}),
+    )
+    .await
+    .no_content();
+    assert_eq!(
+        values(&s, id, "").await,
+        [json!(1), json!(2), json!(3), json!(4)]
+    );
+    let body = temporal(&s, id, "attrs=fuel").await;
+    assert_eq!(body["fuel"][0]["datasetId"], "urn:ngsi-ld:tank:1", "{body}");
+    // Modify, then delete, one instance by its instanceId.
+    let body = temporal(&s, id, "attrs=speed").await;
+    let second = body["speed"][1]["instanceId"].as_str().unwrap().to_string();
+    s.patch(
+        &format!("/temporal/entities/{id}/attrs/speed/{}", enc(&second)),
+        &json!({"type": "Property", "value": 20}),
+    )
+    .await
+    .no_content();
+    assert_eq!(
+        values(&s, id, "").await,
+        [json!(1), json!(20), json!(3), json!(4)]
+    );
+    s.delete(&format!(
+        "/temporal/entities/{id}/attrs/speed/{}",
+        enc(&second)
+    ))
+    .await
+    .no_content();
+    assert_eq!(values(&s, id, "").await, [json!(1), json!(3), json!(4)]);
+    s.delete(&format!(
+        "/temporal/entities/{id}/attrs/speed/{}",
+        enc(&second)
+    ))
+    .await
+    .problem(404, "ResourceNotFound");
+    s.delete(&format!(
+        "/temporal/entities/{id}/attrs/speed/not-an-instance"
+    ))
+    .await
+    .problem(400, "BadRequestData");
+    // Delete an attribute's history: one datasetId, then all.
+    s.delete(&format!(
+        "/temporal/entities/{id}/attrs/fuel?datasetId=urn:ngsi-ld:tank:1"
+    ))
+    .await
+    .no_content();
+    assert!(temporal(&s, id, "").await.get("fuel").is_none());
+    s.delete(&format!(
+        "/temporal/entities/{id}/attrs/speed?deleteAll=true"
+    ))
+    .await
+    .no_content();
+    s.delete(&format!("/temporal/entities/{id}/attrs/speed"))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.delete(&format!("/temporal/entities/{id}"))
+        .await
+        .no_content();
+    s.get(&format!("/temporal/entities/{id}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.delete(&format!("/temporal/entities/{id}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"speed": speed(json!(1), 1)}),
+    )
+    .await
+    .problem(404, "ResourceNotFound");
+    // Invalid temporal entities.
+    s.post(
+        "/temporal/entities",
+        &json!({"id": id, "speed": speed(json!(1), 1)}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        "/temporal/entities",
+        &json!({"id": id, "type": "Vehicle", "speed": {"type": "Property"}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post("/temporal/entities", &json!([1, 2]))
+        .await
+        .problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn long_histories_are_cut_with_content_range_and_206() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:long";
+    // 1,050 instances, one a minute from 2024-07-01T00:00Z, in requests
+    // under the test server's body limit.
+    let minute = |m: i64| format!("2024-07-01T{:02}:{:02}:00.000000Z", m / 60, m % 60);
+    for chunk in 0..7 {
+        let list: Vec<Value> = (chunk * 150..(chunk + 1) * 150)
+            .map(|m| json!({"type": "Property", "value": m, "observedAt": minute(m)}))
+            .collect();
+        let r = s
+            .post(
+                "/temporal/entities",
+                &json!({"id": id, "type": "Vehicle", "speed": list}),
+            )
+            .await;
+        assert!(r.status == 201 || r.status == 204, "{}", r.text);
+    }
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=temporalValues",
+            enc(id)
+        ))
+        .await;
+    assert_eq!(r.status, 206, "{}", &r.text[..200.min(r.text.len())]);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/*", minute(0), minute(999)).as_str())
+    );
+    assert_eq!(r.body["speed"]["values"].as_array().unwrap().len(), 1000);
+    // The next page starts after the end of the range.
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=temporalValues&timerel=after&timeAt={}",
+            enc(id),
+            enc(&minute(999))
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let rest = r.body["speed"]["values"].as_array().unwrap();
+    assert_eq!(rest.len(), 50);
+    assert_eq!(rest[0][0], 1000);
+    // lastN within the limit is complete; above it, the last ones come
+    // with the size in the range.
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=temporalValues&lastN=3",
+            enc(id)
+        ))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["speed"]["values"][0][0], 1047);
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=temporalValues&lastN=1040",
+            enc(id)
+        ))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/1040", minute(50), minute(1049)).as_str())
+    );
+    // An aggregation into more periods than the limit is cut too.
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=aggregatedValues&aggrMethods=sum&aggrPeriodDuration=PT1M",
+            enc(id)
+        ))
+        .await;
+    assert_eq!(r.status, 206, "{}", &r.text[..200.min(r.text.len())]);
+    assert_eq!(r.body["speed"]["sum"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/*", minute(0), minute(1000)).as_str())
+    );
+    // A query answer is cut the same way.
+    let r = s.get("/temporal/entities?type=Vehicle").await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body[0]["speed"].as_array().unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn invalid_temporal_requests_are_refused() {
+    let s = Server::start().await;
+    temporal_vehicle(&s, "urn:ngsi-ld:Vehicle:e", &[(1, 1)]).await;
+    let base = "/temporal/entities/urn:ngsi-ld:Vehicle:e";
+    for (params, kind) in [
+        (
+            "timerel=between&timeAt=2024-07-01T00:00:00Z",
+            "BadRequestData",
+        ),
+        (
+            "timerel=during&timeAt=2024-07-01T00:00:00Z",
+            "BadRequestData",
+        ),
+        ("timerel=before", "BadRequestData"),
+        ("timeAt=2024-07-01T00:00:00Z", "BadRequestData"),
+        ("timerel=before&timeAt=yesterday", "BadRequestData"),
+        (
+            "timerel=between&timeAt=2024-07-02T00:00:00Z&endTimeAt=2024-07-01T00:00:00Z",
+            "BadRequestData",
+        ),
+        ("timeproperty=deletedAt", "BadRequestData"),
+        ("lastN=0", "BadRequestData"),
+        ("lastN=-1", "BadRequestData"),
+        ("options=aggregatedValues", "BadRequestData"),
+        (
+            "options=aggregatedValues&aggrMethods=median",
+            "BadRequestData",
+        ),
+        (
+            "options=aggregatedValues&aggrMethods=sum&aggrPeriodDuration=P1X",
+            "BadRequestData",
+        ),
+        (
+            "options=aggregatedValues&aggrMethods=sum&aggrPeriodDuration=1D",
+            "BadRequestData",
+        ),
+        ("options=temporalValues&unknown=1", "InvalidRequest"),
+    ] {
+        let r = s.get(&format!("{base}?{params}")).await;
+        assert_eq!(r.status, 400, "{params}: {}", r.text);
+        r.problem(400, kind);
+    }
+    s.get("/temporal/entities/urn:ngsi-ld:Vehicle:none")
+        .await
+        .problem(404, "ResourceNotFound");
+    s.get("/temporal/entities/not-a-uri")
+        .await
+        .problem(400, "BadRequestData");
+    s.req(Method::GET, base)
+        .header("NGSILD-Tenant", "nobody")
+        .send()
+        .await
+        .problem(404, "NonexistentTenant");
+    s.post(
+        "/temporal/entityOperations/query",
+        &json!({"type": "Query", "entities": [{"type": "Vehicle"}], "temporalQ": {"timerel": "between"}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        "/temporal/entityOperations/query",
+        &json!({"type": "Query", "entities": [{"type": "Vehicle"}], "temporalQ": 5}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+}

@@ -1,0 +1,1134 @@
+//! The history of attributes (the NGSI-LD temporal representation), kept by
+//! the embedded store.
+//!
+//! Every attribute instance that a committed write stamped (its `modifiedAt`
+//! changed, or it is new) becomes one *temporal instance*, written by the
+//! writer thread in the same transaction as the entity, so an acknowledged
+//! write never lacks its history. A deleted attribute or entity leaves an
+//! instance without value whose `modifiedAt` is the `deletedAt`.
+//!
+//! Storage: one *series* per (tenant, entity, attribute, datasetId) in
+//! `history_series` (unique by the writer's map in memory, which is loaded
+//! whole on open: no index on disk), and the instances in `history`, a `WITHOUT ROWID` table
+//! keyed by (series, instant, seq): the instances of one attribute lie
+//! together in time order, and the key is the row (no separate index). The
+//! instant is observedAt when given, else modifiedAt. A plain numeric
+//! Property instance (no unitCode, no sub-attributes) is stored as its number
+//! alone; anything else as positional MessagePack of the attribute.
+//!
+//! Writes land first in `history_recent`, a rowid table in seq order with
+//! no index (each commit appends to its last pages), and move to `history`
+//! sorted by series once `FLUSH_ROWS` have gathered: clustering by series
+//! directly, or indexing the recent rows by series, would dirty one page per
+//! series in every commit when thousands of sensors report at once. The
+//! writer keeps the seqs of the recent rows per series in memory; reads
+//! fetch those rows by rowid beside the range query on `history`, in one
+//! read transaction.
+//!
+//! Numeric aggregation reads an in-memory columnar copy of a series (times
+//! and values), loaded by the writer on first use and extended by it after
+//! each commit, so that the copy never misses or repeats a commit. The copies
+//! share one byte budget; the least recently used ones are dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ngsi_model::time::IsoDuration;
+use ngsi_model::{AttrValue, Attribute, Entity, Iri};
+use parking_lot::{Mutex, RwLock};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::{
+    AggregateBucket, AttrHistory, HistoryEntity, HistoryRequest, StoreError, TemporalInstance,
+    TimeProperty, TimeRange,
+};
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS history_series (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    attr TEXT NOT NULL,
+    dataset TEXT
+);
+CREATE TABLE IF NOT EXISTS history_entities (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    types TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    series INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    modified INTEGER,
+    created INTEGER,
+    num,
+    doc BLOB,
+    PRIMARY KEY (series, t, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history_recent (
+    seq INTEGER PRIMARY KEY,
+    series INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    modified INTEGER,
+    created INTEGER,
+    num,
+    doc BLOB
+);
+";
+
+/// Instances gathered in `history_recent` before they move to `history`.
+pub(crate) const FLUSH_ROWS: usize = 50_000;
+
+/// The identity of a series: tenant, entity id, attribute, datasetId.
+pub(crate) type SeriesKey = (Box<str>, Arc<str>, Iri, Option<Box<str>>);
+
+/// One series of an entity: id, attribute, datasetId.
+pub(crate) type SeriesRef = (i64, Iri, Option<Box<str>>);
+
+/// An entity with history: its types and its series ids.
+pub(crate) type EntitySeries = (Vec<Iri>, Vec<i64>);
+
+/// A history row without its series and seq: instant, modified, created,
+/// number, document.
+pub(crate) type EncodedInstance = (i64, Option<i64>, Option<i64>, Option<Num>, Option<Vec<u8>>);
+
+/// What the store knows about the entities with history, in memory.
+#[derive(Default)]
+pub(crate) struct HistoryIndex {
+    pub(crate) series: HashMap<SeriesKey, i64>,
+    pub(crate) by_id: HashMap<i64, SeriesKey>,
+    /// Per tenant, entity id → types and series ids.
+    pub(crate) entities: HashMap<Box<str>, BTreeMap<Arc<str>, EntitySeries>>,
+    /// The seqs of the rows of `history_recent`, per series (published
+    /// after each commit, cleared after each move; a stale seq finds
+    /// nothing, and its row is then found in `history`).
+    pub(crate) recent: HashMap<i64, Vec<i64>>,
+}
+
+impl HistoryIndex {
+    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut index = Self::default();
+        {
+            let mut stmt = conn.prepare("SELECT series, seq FROM history_recent")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                index
+                    .recent
+                    .entry(row.get(0)?)
+                    .or_default()
+                    .push(row.get(1)?);
+            }
+        }
+        let mut stmt = conn.prepare("SELECT tenant, id, types FROM history_entities")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (tenant, id, types): (String, String, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            let types: Vec<String> = serde_json::from_str(&types).unwrap_or_default();
+            index.entities.entry(tenant.into()).or_default().insert(
+                id.into(),
+                (
+                    types.iter().map(|t| ngsi_model::iri(t)).collect(),
+                    Vec::new(),
+                ),
+            );
+        }
+        let mut stmt =
+            conn.prepare("SELECT id, tenant, entity, attr, dataset FROM history_series")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (sid, tenant, entity, attr, dataset): (
+                i64,
+                String,
+                String,
+                String,
+                Option<String>,
+            ) = (
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            );
+            let key: SeriesKey = (
+                tenant.into(),
+                entity.into(),
+                ngsi_model::iri(&attr),
+                dataset.map(Into::into),
+            );
+            index.add_series(sid, key);
+        }
+        Ok(index)
+    }
+
+    pub(crate) fn add_series(&mut self, sid: i64, key: SeriesKey) {
+        let entry = self
+            .entities
+            .entry(key.0.clone())
+            .or_default()
+            .entry(key.1.clone())
+            .or_default();
+        entry.1.push(sid);
+        self.series.insert(key.clone(), sid);
+        self.by_id.insert(sid, key);
+    }
+
+    pub(crate) fn remove_series(&mut self, sid: i64) {
+        if let Some(key) = self.by_id.remove(&sid) {
+            self.series.remove(&key);
+            if let Some(e) = self
+                .entities
+                .get_mut(&key.0)
+                .and_then(|m| m.get_mut(&key.1))
+            {
+                e.1.retain(|s| *s != sid);
+            }
+        }
+    }
+
+    pub(crate) fn entity_list(
+        &self,
+        tenant: &str,
+        select: &mut dyn FnMut(&str, &[Iri]) -> bool,
+    ) -> Vec<HistoryEntity> {
+        let Some(map) = self.entities.get(tenant) else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter(|(id, (types, _))| select(id, types))
+            .map(|(id, entry)| self.entity_of(id, entry))
+            .collect()
+    }
+
+    pub(crate) fn entity(&self, tenant: &str, id: &str) -> Option<HistoryEntity> {
+        let (id, entry) = self.entities.get(tenant)?.get_key_value(id)?;
+        Some(self.entity_of(id, entry))
+    }
+
+    fn entity_of(&self, id: &Arc<str>, (types, series): &EntitySeries) -> HistoryEntity {
+        let mut attrs: Vec<(Iri, Option<Box<str>>)> = series
+            .iter()
+            .filter_map(|s| self.by_id.get(s).map(|k| (k.2.clone(), k.3.clone())))
+            .collect();
+        attrs.sort();
+        HistoryEntity {
+            id: id.clone(),
+            types: types.clone(),
+            attrs,
+        }
+    }
+
+    /// The series of an entity, with attribute and datasetId, optionally
+    /// only those of some attributes.
+    pub(crate) fn series_of(
+        &self,
+        tenant: &str,
+        id: &str,
+        attrs: Option<&[Iri]>,
+    ) -> Option<Vec<SeriesRef>> {
+        let (_, series) = self.entities.get(tenant)?.get(id)?;
+        let mut out: Vec<SeriesRef> = series
+            .iter()
+            .filter_map(|s| {
+                let k = self.by_id.get(s)?;
+                attrs
+                    .is_none_or(|a| a.iter().any(|n| **n == *k.2))
+                    .then(|| (*s, k.2.clone(), k.3.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
+        Some(out)
+    }
+}
+
+/// One row of the `history` table, ready to insert.
+pub(crate) struct Row {
+    pub(crate) series: i64,
+    pub(crate) t: i64,
+    pub(crate) seq: i64,
+    pub(crate) modified: Option<i64>,
+    pub(crate) created: Option<i64>,
+    pub(crate) num: Option<Num>,
+    pub(crate) doc: Option<Vec<u8>>,
+}
+
+/// A stored number: integers stay integers.
+#[derive(Clone, Copy)]
+pub(crate) enum Num {
+    Int(i64),
+    Real(f64),
+}
+
+impl Num {
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Real(f) => f,
+        }
+    }
+}
+
+fn number_of(v: &serde_json::Value) -> Option<Num> {
+    let n = v.as_number()?;
+    if let Some(i) = n.as_i64() {
+        Some(Num::Int(i))
+    } else {
+        n.as_f64().filter(|f| f.is_finite()).map(Num::Real)
+    }
+}
+
+/// Encodes an attribute instance as a history row (without series, seq).
+/// `None` for `attr` records a deletion at `deleted_at`.
+pub(crate) fn encode_instance(attr: Option<&Attribute>, deleted_at: i64) -> EncodedInstance {
+    let Some(a) = attr else {
+        return (deleted_at, None, None, None, None);
+    };
+    let observed = a
+        .observed_at
+        .as_deref()
+        .and_then(ngsi_model::time::parse_datetime);
+    let t = observed.unwrap_or(a.modified_at);
+    let modified = observed.map(|_| a.modified_at);
+    let created = (a.created_at != a.modified_at).then_some(a.created_at);
+    let num = match &a.value {
+        AttrValue::Property(v) => number_of(v),
+        _ => None,
+    };
+    let plain = num.is_some() && a.unit_code.is_none() && a.sub.is_empty();
+    let doc = (!plain).then(|| {
+        let mut copy = a.clone();
+        copy.dataset_id = None;
+        copy.created_at = 0;
+        copy.modified_at = 0;
+        copy.observed_at = None;
+        rmp_serde::to_vec(&copy).unwrap_or_default()
+    });
+    // A deletion has neither number nor document; a non-plain instance
+    // always has its document.
+    (t, modified, created, num, doc)
+}
+
+fn decode_row(
+    t: i64,
+    seq: i64,
+    modified: Option<i64>,
+    created: Option<i64>,
+    num: rusqlite::types::Value,
+    doc: Option<Vec<u8>>,
+) -> TemporalInstance {
+    let modified_at = modified.unwrap_or(t);
+    let created_at = created.unwrap_or(modified_at);
+    let num = match num {
+        rusqlite::types::Value::Integer(i) => Some(serde_json::Value::from(i)),
+        rusqlite::types::Value::Real(f) => serde_json::Number::from_f64(f).map(Into::into),
+        _ => None,
+    };
+    let attr = match (doc, num) {
+        (Some(bytes), _) => rmp_serde::from_slice::<Attribute>(&bytes).ok(),
+        (None, Some(v)) => Some(Attribute::new(AttrValue::Property(v))),
+        (None, None) => None,
+    }
+    .map(|mut a| {
+        a.created_at = created_at;
+        a.modified_at = modified_at;
+        a.observed_at = modified.map(|_| ngsi_model::time::format_micros(t).into());
+        a
+    });
+    TemporalInstance {
+        instance_id: seq,
+        instant: t,
+        modified_at,
+        created_at,
+        attr,
+    }
+}
+
+/// Reads the instances of `req` for the series of one entity.
+/// The seqs of the recent rows of each series of `series`.
+pub(crate) type RecentSeqs = HashMap<i64, Vec<i64>>;
+
+pub(crate) fn read_history(
+    conn: &Connection,
+    series: &[SeriesRef],
+    recent: &RecentSeqs,
+    req: &HistoryRequest,
+) -> Result<Vec<AttrHistory>, StoreError> {
+    // Both tables in one snapshot: a move between two reads would hide or
+    // repeat rows.
+    let tx = conn.unchecked_transaction()?;
+    let out = read_history_in(&tx, series, recent, req)?;
+    tx.finish()?;
+    Ok(out)
+}
+
+fn read_history_in(
+    conn: &Connection,
+    series: &[SeriesRef],
+    recent: &RecentSeqs,
+    req: &HistoryRequest,
+) -> Result<Vec<AttrHistory>, StoreError> {
+    let key = match req.range.property {
+        TimeProperty::ObservedAt => "t",
+        TimeProperty::ModifiedAt => "COALESCE(modified, t)",
+        TimeProperty::CreatedAt => "COALESCE(created, modified, t)",
+    };
+    let order = if req.last_n.is_some() { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT t, seq, modified, created, num, doc FROM history \
+         WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 \
+         ORDER BY {key} {order}, seq {order} LIMIT ?4"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut by_seq = conn.prepare_cached(
+        "SELECT t, seq, modified, created, num, doc FROM history_recent WHERE seq = ?1",
+    )?;
+    let (from, to) = (
+        req.range.from.unwrap_or(i64::MIN),
+        req.range.to.unwrap_or(i64::MAX),
+    );
+    let key_of = |i: &TemporalInstance| match req.range.property {
+        TimeProperty::ObservedAt => i.instant,
+        TimeProperty::ModifiedAt => i.modified_at,
+        TimeProperty::CreatedAt => i.created_at,
+    };
+    let mut out = Vec::with_capacity(series.len());
+    for (sid, attr, dataset) in series {
+        let take = req.last_n.map_or(req.limit, |n| n.min(req.limit));
+        let mut rows = stmt.query(params![
+            sid,
+            from,
+            to,
+            i64::try_from(take).unwrap_or(i64::MAX - 1) + 1
+        ])?;
+        let mut instances = Vec::new();
+        while let Some(row) = rows.next()? {
+            instances.push(decode_row(
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ));
+        }
+        drop(rows);
+        // The recent rows of the series: every one in the range is a
+        // candidate; the history query gave at least `take + 1` of the
+        // others when there were that many, so the merge is exact.
+        if let Some(seqs) = recent.get(sid) {
+            let mut extra = false;
+            for seq in seqs {
+                let mut rows = by_seq.query([seq])?;
+                if let Some(row) = rows.next()? {
+                    let i = decode_row(
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    );
+                    let k = key_of(&i);
+                    if k >= from && k < to {
+                        instances.push(i);
+                        extra = true;
+                    }
+                }
+            }
+            if extra {
+                instances.sort_by_key(|i| (key_of(i), i.instance_id));
+                if req.last_n.is_some() {
+                    instances.reverse();
+                }
+            }
+        }
+        // Cut by the limit, not by lastN itself.
+        let truncated = instances.len() > take && req.last_n.is_none_or(|n| n > req.limit);
+        instances.truncate(take);
+        if req.last_n.is_some() {
+            instances.reverse();
+        }
+        if instances.is_empty() && (req.range.from.is_some() || req.range.to.is_some()) {
+            continue;
+        }
+        out.push(AttrHistory {
+            attr: attr.clone(),
+            dataset_id: dataset.clone(),
+            instances,
+            truncated,
+        });
+    }
+    Ok(out)
+}
+
+/// The numeric instances of one series in time order.
+#[derive(Debug, Default)]
+pub(crate) struct NumSeries {
+    pub(crate) times: Vec<i64>,
+    pub(crate) values: Vec<f64>,
+}
+
+impl NumSeries {
+    pub(crate) fn load(conn: &Connection, sid: i64) -> Result<Self, StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT t, num FROM history WHERE series = ?1 AND num IS NOT NULL ORDER BY t, seq",
+        )?;
+        let mut rows = stmt.query([sid])?;
+        let mut s = NumSeries::default();
+        while let Some(row) = rows.next()? {
+            let v: rusqlite::types::Value = row.get(1)?;
+            let v = match v {
+                rusqlite::types::Value::Integer(i) => i as f64,
+                rusqlite::types::Value::Real(f) => f,
+                _ => continue,
+            };
+            s.times.push(row.get(0)?);
+            s.values.push(v);
+        }
+        Ok(s)
+    }
+
+    fn insert(&mut self, t: i64, v: f64) {
+        // Appends are the common case (time moves forward).
+        if self.times.last().is_none_or(|last| *last <= t) {
+            self.times.push(t);
+            self.values.push(v);
+        } else {
+            let at = self.times.partition_point(|x| *x <= t);
+            self.times.insert(at, t);
+            self.values.insert(at, v);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.times.len() * 16 + 64
+    }
+
+    /// Aggregates the instances in `range` over periods of `period` (none or
+    /// zero: one period over the whole range). Periods start at the range's
+    /// start, or at the first instance when the range is open at the start.
+    pub(crate) fn aggregate(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+        period: Option<&IsoDuration>,
+        distinct: bool,
+    ) -> Vec<AggregateBucket> {
+        let lo = from.map_or(0, |f| self.times.partition_point(|x| *x < f));
+        let hi = to.map_or(self.times.len(), |t| self.times.partition_point(|x| *x < t));
+        if lo >= hi {
+            return Vec::new();
+        }
+        aggregate_points(
+            &self.times[lo..hi],
+            &self.values[lo..hi],
+            from,
+            to,
+            period,
+            distinct,
+        )
+    }
+}
+
+/// Aggregates sorted points into periods; empty periods are left out.
+/// Each period is found by binary search and then summarised in tight
+/// passes over its slice (the second one for the standard deviation).
+pub fn aggregate_points(
+    times: &[i64],
+    values: &[f64],
+    from: Option<i64>,
+    to: Option<i64>,
+    period: Option<&IsoDuration>,
+    distinct: bool,
+) -> Vec<AggregateBucket> {
+    let n = times.len().min(values.len());
+    let (times, values) = (&times[..n], &values[..n]);
+    let Some(&first) = times.first() else {
+        return Vec::new();
+    };
+    let last = times[n - 1];
+    let start = from.unwrap_or(first);
+    let whole_end = to.unwrap_or_else(|| last.saturating_add(1));
+    let period = period.filter(|p| !p.is_zero());
+    let mut out: Vec<AggregateBucket> = Vec::new();
+    let mut i = 0usize;
+    while i < n {
+        let t = times[i];
+        // The period holding `t`.
+        let (bucket_start, bucket_end) = match period {
+            None => (start, whole_end),
+            Some(p) if p.months == 0 => {
+                let k = (i128::from(t) - i128::from(start)).div_euclid(i128::from(p.micros));
+                let s = i128::from(start) + k * i128::from(p.micros);
+                let s = i64::try_from(s).unwrap_or(i64::MAX);
+                (s, s.saturating_add(p.micros))
+            }
+            Some(p) => {
+                // Calendar periods step a month at a time from the last one.
+                let (mut s, mut e) = match out.last() {
+                    Some(b) => (b.end, p.add_to(b.end).unwrap_or(i64::MAX)),
+                    None => (start, p.add_to(start).unwrap_or(i64::MAX)),
+                };
+                while t >= e && e != i64::MAX {
+                    s = e;
+                    e = match p.add_to(s) {
+                        Some(x) if x > s => x,
+                        _ => i64::MAX,
+                    };
+                }
+                (s, e)
+            }
+        };
+        let len = if period.is_none() || bucket_end == i64::MAX {
+            n - i
+        } else {
+            times[i..].partition_point(|x| *x < bucket_end).max(1)
+        };
+        out.push(summarise(
+            &values[i..i + len],
+            bucket_start,
+            bucket_end,
+            distinct,
+        ));
+        i += len;
+    }
+    out
+}
+
+fn summarise(v: &[f64], start: i64, end: i64, distinct: bool) -> AggregateBucket {
+    let (mut sum, mut sumsq) = (0.0f64, 0.0f64);
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &x in v {
+        sum += x;
+        sumsq += x * x;
+        min = min.min(x);
+        max = max.max(x);
+    }
+    let count = v.len() as u64;
+    let mean = sum / count as f64;
+    let stddev = if count > 1 {
+        let ss: f64 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
+        (ss / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    let distinct = distinct.then(|| {
+        let mut seen: Vec<u64> = v
+            .iter()
+            .map(|x| if *x == 0.0 { 0 } else { x.to_bits() })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len() as u64
+    });
+    AggregateBucket {
+        start,
+        end,
+        count,
+        distinct,
+        sum,
+        sumsq,
+        min,
+        max,
+        stddev,
+    }
+}
+
+/// The in-memory columnar copies of numeric series, bounded in bytes.
+pub(crate) struct NumCache {
+    entries: HashMap<i64, (Arc<RwLock<NumSeries>>, AtomicU64)>,
+    bytes: usize,
+    budget: usize,
+    tick: AtomicU64,
+}
+
+impl NumCache {
+    pub(crate) fn new(budget: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            bytes: 0,
+            budget,
+            tick: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn get(&self, sid: i64) -> Option<Arc<RwLock<NumSeries>>> {
+        let (s, used) = self.entries.get(&sid)?;
+        used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        Some(s.clone())
+    }
+
+    /// Keeps `series` if it fits the budget (evicting the least recently
+    /// used copies); returns it shared either way.
+    pub(crate) fn put(&mut self, sid: i64, series: NumSeries) -> Arc<RwLock<NumSeries>> {
+        let size = series.bytes();
+        let shared = Arc::new(RwLock::new(series));
+        if size > self.budget {
+            return shared;
+        }
+        self.remove(sid);
+        self.bytes += size;
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        self.entries
+            .insert(sid, (shared.clone(), AtomicU64::new(tick)));
+        self.evict();
+        shared
+    }
+
+    pub(crate) fn remove(&mut self, sid: i64) {
+        if let Some((s, _)) = self.entries.remove(&sid) {
+            self.bytes = self.bytes.saturating_sub(s.read().bytes());
+        }
+    }
+
+    /// Adds a committed numeric instance to the copy of its series, if held.
+    pub(crate) fn append(&mut self, sid: i64, t: i64, v: f64) {
+        if let Some((s, _)) = self.entries.get(&sid) {
+            s.write().insert(t, v);
+            self.bytes += 16;
+        }
+    }
+
+    pub(crate) fn evict(&mut self) {
+        while self.bytes > self.budget && !self.entries.is_empty() {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| used.load(Ordering::Relaxed))
+                .map(|(sid, _)| *sid);
+            match oldest {
+                Some(sid) => self.remove(sid),
+                None => break,
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
+/// The history side of one group of writes, published after the commit.
+#[derive(Default)]
+pub(crate) struct HistoryOverlay {
+    /// Series created by the group (looked up by every later instance of
+    /// the group: a map, not a list, or creates grow quadratic).
+    pub(crate) new_series: HashMap<SeriesKey, i64>,
+    /// Entity types written by the group, by (tenant, id).
+    pub(crate) entity_types: HashMap<(Box<str>, Arc<str>), Vec<Iri>>,
+    pub(crate) numbers: Vec<(i64, i64, f64)>,
+    /// (series, seq) of the rows written to `history_recent`.
+    pub(crate) recent: Vec<(i64, i64)>,
+    pub(crate) recorded: usize,
+}
+
+/// The writer's state for recording history.
+pub(crate) struct Recorder {
+    pub(crate) next_series: i64,
+    pub(crate) next_seq: i64,
+    /// Rows in `history_recent` (an upper bound: rows of a failed commit
+    /// are counted too).
+    pub(crate) recent_rows: usize,
+}
+
+impl Recorder {
+    pub(crate) fn open(conn: &Connection) -> Result<Self, StoreError> {
+        let next_series: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM history_series",
+            [],
+            |r| r.get(0),
+        )?;
+        let seq: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'history_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let recent: i64 =
+            conn.query_row("SELECT count(*) FROM history_recent", [], |r| r.get(0))?;
+        Ok(Self {
+            next_series,
+            next_seq: seq.and_then(|s| s.parse().ok()).unwrap_or(1),
+            recent_rows: usize::try_from(recent).unwrap_or(0),
+        })
+    }
+
+    /// The series id of `key`, created (in the transaction and the overlay)
+    /// when new.
+    pub(crate) fn series(
+        &mut self,
+        tx: &Transaction<'_>,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        key: SeriesKey,
+    ) -> Result<i64, StoreError> {
+        if let Some(sid) = index.series.get(&key) {
+            return Ok(*sid);
+        }
+        if let Some(sid) = overlay.new_series.get(&key) {
+            return Ok(*sid);
+        }
+        let sid = self.next_series;
+        self.next_series += 1;
+        tx.prepare_cached(
+            "INSERT INTO history_series (id, tenant, entity, attr, dataset) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![sid, &*key.0, &*key.1, &*key.2, key.3.as_deref()])?;
+        overlay.new_series.insert(key, sid);
+        Ok(sid)
+    }
+
+    /// The series of attribute `name` of entity `id` with the datasetId of
+    /// `inst`.
+    #[allow(clippy::too_many_arguments)]
+    fn series_for(
+        &mut self,
+        tx: &Transaction<'_>,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        name: &Iri,
+        inst: &Attribute,
+    ) -> Result<i64, StoreError> {
+        let key = (
+            tenant.into(),
+            id.clone(),
+            name.clone(),
+            inst.dataset_id.clone(),
+        );
+        self.series(tx, index, overlay, key)
+    }
+
+    /// Inserts one temporal instance.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert(
+        &mut self,
+        tx: &Transaction<'_>,
+        overlay: &mut HistoryOverlay,
+        sid: i64,
+        attr: Option<&Attribute>,
+        deleted_at: i64,
+    ) -> Result<i64, StoreError> {
+        let (t, modified, created, num, doc) = encode_instance(attr, deleted_at);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let row = Row {
+            series: sid,
+            t,
+            seq,
+            modified,
+            created,
+            num,
+            doc,
+        };
+        insert_row(tx, &row, true)?;
+        self.recent_rows += 1;
+        if let Some(n) = num {
+            overlay.numbers.push((sid, t, n.as_f64()));
+        }
+        overlay.recorded += 1;
+        overlay.recent.push((sid, seq));
+        Ok(seq)
+    }
+
+    /// Records the temporal instances of one applied operation: every
+    /// instance of `after` that is new or was stamped, and every instance
+    /// of `before` that is gone (a deletion).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
+        &mut self,
+        tx: &Transaction<'_>,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        before: Option<&Entity>,
+        after: Option<&Entity>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if let Some(after) = after {
+            self.note_types(tx, index, overlay, tenant, id, &after.types)?;
+            for (name, instances) in &after.attrs {
+                let old = before.and_then(|b| b.attr(name));
+                for inst in instances {
+                    let prior =
+                        old.and_then(|o| o.iter().find(|x| x.dataset_id == inst.dataset_id));
+                    if prior.is_some_and(|p| p.modified_at == inst.modified_at) {
+                        continue;
+                    }
+                    let sid = self.series_for(tx, index, overlay, tenant, id, name, inst)?;
+                    self.insert(tx, overlay, sid, Some(inst), now)?;
+                }
+            }
+        }
+        if let Some(before) = before {
+            let deleted_at = after.map_or(now, |a| a.modified_at);
+            for (name, instances) in &before.attrs {
+                let new = after.and_then(|a| a.attr(name));
+                for inst in instances {
+                    if new.is_some_and(|n| n.iter().any(|x| x.dataset_id == inst.dataset_id)) {
+                        continue;
+                    }
+                    let sid = self.series_for(tx, index, overlay, tenant, id, name, inst)?;
+                    self.insert(tx, overlay, sid, None, deleted_at)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the types of an entity with history when they are new.
+    pub(crate) fn note_types(
+        &mut self,
+        tx: &Transaction<'_>,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        types: &[Iri],
+    ) -> Result<(), StoreError> {
+        let pending = overlay
+            .entity_types
+            .get(&(Box::<str>::from(tenant), id.clone()))
+            .map(Vec::as_slice);
+        let known = pending.or_else(|| {
+            index
+                .entities
+                .get(tenant)
+                .and_then(|m| m.get(&**id))
+                .map(|(t, _)| t.as_slice())
+        });
+        if known == Some(types) || types.is_empty() {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&types.iter().map(|t| &**t).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into());
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO history_entities (tenant, id, types) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![tenant, &**id, text])?;
+        overlay
+            .entity_types
+            .insert((tenant.into(), id.clone()), types.to_vec());
+        Ok(())
+    }
+
+    /// Saves the instance counter (once per commit that recorded some).
+    pub(crate) fn save_seq(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('history_seq', ?1)")?
+            .execute([self.next_seq.to_string()])?;
+        Ok(())
+    }
+}
+
+/// Inserts a row into `history_recent` (`recent`) or `history`.
+pub(crate) fn insert_row(tx: &Transaction<'_>, row: &Row, recent: bool) -> Result<(), StoreError> {
+    let num: Option<rusqlite::types::Value> = row.num.map(|n| match n {
+        Num::Int(i) => rusqlite::types::Value::Integer(i),
+        Num::Real(f) => rusqlite::types::Value::Real(f),
+    });
+    tx.prepare_cached(if recent {
+        "INSERT OR REPLACE INTO history_recent (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    } else {
+        "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    })?
+    .execute(params![
+        row.series,
+        row.t,
+        row.seq,
+        row.modified,
+        row.created,
+        num,
+        row.doc
+    ])?;
+    Ok(())
+}
+
+/// Moves the rows of `history_recent` into `history`, sorted by series so
+/// that each series' last page is written once.
+pub(crate) fn flush_recent(
+    conn: &mut Connection,
+    recorder: &mut Recorder,
+) -> Result<(), StoreError> {
+    if recorder.recent_rows == 0 {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) \
+         SELECT series, t, seq, modified, created, num, doc FROM history_recent ORDER BY series, t, seq; \
+         DELETE FROM history_recent;",
+    )?;
+    tx.commit()?;
+    recorder.recent_rows = 0;
+    Ok(())
+}
+
+/// Publishes the history side of a committed group.
+pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: HistoryOverlay) {
+    if !o.new_series.is_empty() || !o.entity_types.is_empty() || !o.recent.is_empty() {
+        let mut index = index.write();
+        for (sid, seq) in o.recent {
+            index.recent.entry(sid).or_default().push(seq);
+        }
+        for ((tenant, id), types) in o.entity_types {
+            index
+                .entities
+                .entry(tenant)
+                .or_default()
+                .entry(id)
+                .or_default()
+                .0 = types;
+        }
+        for (key, sid) in o.new_series {
+            index.add_series(sid, key);
+        }
+    }
+    if !o.numbers.is_empty() {
+        let mut cache = cache.lock();
+        for (sid, t, v) in o.numbers {
+            cache.append(sid, t, v);
+        }
+        cache.evict();
+    }
+}
+
+/// Aggregates the whole range of `range` for a time property other than
+/// the instant, or when the series is not cached: from the instances.
+pub(crate) fn aggregate_instances(
+    instances: &[TemporalInstance],
+    range: &TimeRange,
+    period: Option<&IsoDuration>,
+    distinct: bool,
+) -> Vec<AggregateBucket> {
+    let mut points: Vec<(i64, f64)> = instances
+        .iter()
+        .filter_map(|i| {
+            let v = match &i.attr.as_ref()?.value {
+                AttrValue::Property(v) => v.as_f64()?,
+                _ => return None,
+            };
+            let t = match range.property {
+                TimeProperty::ObservedAt => i.instant,
+                TimeProperty::ModifiedAt => i.modified_at,
+                TimeProperty::CreatedAt => i.created_at,
+            };
+            Some((t, v))
+        })
+        .collect();
+    points.sort_by_key(|p| p.0);
+    let (times, values): (Vec<i64>, Vec<f64>) = points.into_iter().unzip();
+    aggregate_points(&times, &values, range.from, range.to, period, distinct)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(times: &[i64], values: &[f64], period: Option<i64>, expect: &[(i64, i64, u64, f64)]) {
+        let p = period.map(|micros| IsoDuration { months: 0, micros });
+        let got = aggregate_points(times, values, None, None, p.as_ref(), true);
+        let got: Vec<(i64, i64, u64, f64)> = got
+            .iter()
+            .map(|b| (b.start, b.end, b.count, b.sum))
+            .collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn aggregation_buckets() {
+        check(&[], &[], Some(10), &[]);
+        check(
+            &[0, 5, 10, 35],
+            &[1.0, 2.0, 3.0, 4.0],
+            Some(10),
+            &[(0, 10, 2, 3.0), (10, 20, 1, 3.0), (30, 40, 1, 4.0)],
+        );
+        check(&[3, 5], &[1.0, 2.0], None, &[(3, 6, 2, 3.0)]);
+        check(&[3, 5], &[1.0, 2.0], Some(0), &[(3, 6, 2, 3.0)]);
+    }
+
+    #[test]
+    fn aggregation_statistics() {
+        let b = aggregate_points(&[1, 2, 3, 4], &[2.0, 4.0, 4.0, 6.0], None, None, None, true);
+        assert_eq!(b.len(), 1);
+        let b = &b[0];
+        assert_eq!(
+            (b.count, b.distinct, b.sum, b.sumsq),
+            (4, Some(3), 16.0, 72.0)
+        );
+        assert_eq!((b.min, b.max), (2.0, 6.0));
+        assert!((b.stddev - (8.0f64 / 3.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let p = IsoDuration {
+            months: 1,
+            micros: 1,
+        };
+        let b = aggregate_points(
+            &[i64::MIN, 0, i64::MAX],
+            &[1.0, 2.0, 3.0],
+            None,
+            None,
+            Some(&p),
+            false,
+        );
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 3);
+        let p = IsoDuration {
+            months: 0,
+            micros: 1,
+        };
+        let b = aggregate_points(
+            &[i64::MIN, i64::MAX],
+            &[1.0, 2.0],
+            None,
+            None,
+            Some(&p),
+            false,
+        );
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 2);
+    }
+    proptest::proptest! {
+        #[test]
+        fn aggregation_matches_a_naive_count(
+            mut times in proptest::collection::vec(-1_000_000i64..1_000_000, 0..300),
+            micros in 1i64..500_000,
+            months in 0u32..3,
+            from in proptest::option::of(-1_000_000i64..0),
+        ) {
+            times.sort_unstable();
+            let values: Vec<f64> = times.iter().map(|t| (*t % 97) as f64).collect();
+            let p = IsoDuration { months, micros };
+            let kept: Vec<(i64, f64)> = times
+                .iter()
+                .zip(&values)
+                .filter(|(t, _)| from.is_none_or(|f| **t >= f))
+                .map(|(t, v)| (*t, *v))
+                .collect();
+            let (kt, kv): (Vec<i64>, Vec<f64>) = kept.iter().copied().unzip();
+            let buckets = aggregate_points(&kt, &kv, from, None, Some(&p), true);
+            proptest::prop_assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), kt.len() as u64);
+            for w in buckets.windows(2) {
+                proptest::prop_assert!(w[0].end <= w[1].start);
+            }
+            for b in &buckets {
+                let inside: Vec<f64> = kept
+                    .iter()
+                    .filter(|(t, _)| *t >= b.start && *t < b.end)
+                    .map(|(_, v)| *v)
+                    .collect();
+                proptest::prop_assert_eq!(inside.len() as u64, b.count);
+                proptest::prop_assert_eq!(inside.iter().sum::<f64>(), b.sum);
+                proptest::prop_assert!(b.stddev >= 0.0);
+            }
+        }
+    }
+}
