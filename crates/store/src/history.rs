@@ -30,7 +30,9 @@
 //! each commit, so that the copy never misses or repeats a commit. The copies
 //! share one byte budget; the least recently used ones are dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -648,7 +650,7 @@ pub(crate) struct NumCache {
 impl NumCache {
     pub(crate) fn new(budget: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             bytes: 0,
             budget,
             tick: AtomicU64::new(0),
