@@ -168,6 +168,9 @@ impl notify::Reports for StatusReports {
     }
 }
 
+/// The shortest period of periodic notifications, in seconds.
+const MIN_PERIOD_SECS: f64 = 0.1;
+
 /// The store collection of subscription statuses.
 pub(crate) const STATUS_COLLECTION: &str = "subscriptionStatus";
 
@@ -323,7 +326,10 @@ impl Engine {
         if let Some(secs) = entry.sub.time_interval {
             let weak = Arc::downgrade(&self.inner);
             let e = Arc::downgrade(&entry);
-            let period = Duration::from_secs_f64(secs);
+            // A tiny interval would turn one subscription into a busy loop
+            // over the store: periodic notifications go out at most every
+            // 100 ms (docs/conformance.md).
+            let period = Duration::from_secs_f64(secs.max(MIN_PERIOD_SECS));
             *entry.periodic.lock() = Some(tokio::spawn(async move {
                 let mut tick =
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
