@@ -85,7 +85,11 @@ CREATE TABLE IF NOT EXISTS history_recent (
 pub(crate) const FLUSH_ROWS: usize = 50_000;
 
 /// The identity of a series: tenant, entity id, attribute, datasetId.
-pub(crate) type SeriesKey = (Box<str>, Arc<str>, Iri, Option<Box<str>>);
+pub(crate) type SeriesKeyData = (Box<str>, Arc<str>, Iri, Option<Box<str>>);
+
+/// A series key shared by the maps that hold it (one allocation per
+/// series); lookups take a plain [`SeriesKeyData`].
+pub(crate) type SeriesKey = Arc<SeriesKeyData>;
 
 /// One series of an entity: id, attribute, datasetId.
 pub(crate) type SeriesRef = (i64, Iri, Option<Box<str>>);
@@ -155,24 +159,32 @@ impl HistoryIndex {
                 row.get(3)?,
                 row.get(4)?,
             );
-            let key: SeriesKey = (
+            // One copy of the entity id, shared with the entity's entry.
+            let entity: Arc<str> = match index
+                .entities
+                .get(tenant.as_str())
+                .and_then(|m| m.get_key_value(entity.as_str()))
+            {
+                Some((k, _)) => k.clone(),
+                None => entity.into(),
+            };
+            let key: SeriesKey = Arc::new((
                 tenant.into(),
-                entity.into(),
+                entity,
                 ngsi_model::iri(&attr),
                 dataset.map(Into::into),
-            );
+            ));
             index.add_series(sid, key);
         }
         Ok(index)
     }
 
     pub(crate) fn add_series(&mut self, sid: i64, key: SeriesKey) {
-        let entry = self
-            .entities
-            .entry(key.0.clone())
-            .or_default()
-            .entry(key.1.clone())
-            .or_default();
+        let entities = match self.entities.get_mut(&*key.0) {
+            Some(m) => m,
+            None => self.entities.entry(key.0.clone()).or_default(),
+        };
+        let entry = entities.entry(key.1.clone()).or_default();
         entry.1.push(sid);
         self.series.insert(key.clone(), sid);
         self.by_id.insert(sid, key);
@@ -767,7 +779,7 @@ impl Recorder {
         tx: &Transaction<'_>,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
-        key: SeriesKey,
+        key: SeriesKeyData,
     ) -> Result<i64, StoreError> {
         if let Some(sid) = index.series.get(&key) {
             return Ok(*sid);
@@ -781,7 +793,7 @@ impl Recorder {
             "INSERT INTO history_series (id, tenant, entity, attr, dataset) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![sid, &*key.0, &*key.1, &*key.2, key.3.as_deref()])?;
-        overlay.new_series.insert(key, sid);
+        overlay.new_series.insert(Arc::new(key), sid);
         Ok(sid)
     }
 
