@@ -95,7 +95,7 @@ pub(crate) type SeriesKey = Arc<SeriesKeyData>;
 pub(crate) type SeriesRef = (i64, Iri, Option<Box<str>>);
 
 /// An entity with history: its types and its series ids.
-pub(crate) type EntitySeries = (Vec<Iri>, Vec<i64>);
+pub(crate) type EntitySeries = (Vec<Iri>, Vec<SeriesRef>);
 
 /// A history row without its series and seq: instant, modified, created,
 /// number, document.
@@ -104,8 +104,6 @@ pub(crate) type EncodedInstance = (i64, Option<i64>, Option<i64>, Option<Num>, O
 /// What the store knows about the entities with history, in memory.
 #[derive(Default)]
 pub(crate) struct HistoryIndex {
-    pub(crate) series: HashMap<SeriesKey, i64>,
-    pub(crate) by_id: HashMap<i64, SeriesKey>,
     /// Per tenant, entity id → types and series ids.
     pub(crate) entities: HashMap<Box<str>, BTreeMap<Arc<str>, EntitySeries>>,
     /// The seqs of the rows of `history_recent`, per series (published
@@ -168,38 +166,56 @@ impl HistoryIndex {
                 Some((k, _)) => k.clone(),
                 None => entity.into(),
             };
-            let key: SeriesKey = Arc::new((
+            let key: SeriesKeyData = (
                 tenant.into(),
                 entity,
                 ngsi_model::iri(&attr),
                 dataset.map(Into::into),
-            ));
-            index.add_series(sid, key);
+            );
+            index.add_series(sid, &key);
+        }
+        for (_, series) in index.entities.values_mut().flat_map(|m| m.values_mut()) {
+            series.shrink_to_fit();
         }
         Ok(index)
     }
 
-    pub(crate) fn add_series(&mut self, sid: i64, key: SeriesKey) {
+    /// Adds series `sid` to its entity's list. An entity's series are kept
+    /// as one small list (about 40 bytes each, no hash maps): lookups scan
+    /// it, and an entity has few series.
+    pub(crate) fn add_series(&mut self, sid: i64, key: &SeriesKeyData) {
         let entities = match self.entities.get_mut(&*key.0) {
             Some(m) => m,
             None => self.entities.entry(key.0.clone()).or_default(),
         };
         let entry = entities.entry(key.1.clone()).or_default();
-        entry.1.push(sid);
-        self.series.insert(key.clone(), sid);
-        self.by_id.insert(sid, key);
+        entry.1.push((sid, key.2.clone(), key.3.clone()));
     }
 
-    pub(crate) fn remove_series(&mut self, sid: i64) {
-        if let Some(key) = self.by_id.remove(&sid) {
-            self.series.remove(&key);
-            if let Some(e) = self
-                .entities
-                .get_mut(&key.0)
-                .and_then(|m| m.get_mut(&key.1))
-            {
-                e.1.retain(|s| *s != sid);
-            }
+    /// The id of the series `key`, if it exists.
+    pub(crate) fn lookup(&self, key: &SeriesKeyData) -> Option<i64> {
+        let (_, series) = self.entities.get(&*key.0)?.get(&*key.1)?;
+        series
+            .iter()
+            .find(|(_, attr, dataset)| {
+                ngsi_model::entity::same_iri(attr, &key.2) && *dataset == key.3
+            })
+            .map(|(sid, _, _)| *sid)
+    }
+
+    /// Every series id.
+    pub(crate) fn all_series(&self) -> Vec<i64> {
+        self.entities
+            .values()
+            .flat_map(|m| m.values())
+            .flat_map(|(_, series)| series.iter().map(|(sid, _, _)| *sid))
+            .collect()
+    }
+
+    /// Removes series `sid` of entity `id` of `tenant`.
+    pub(crate) fn remove_series(&mut self, tenant: &str, id: &str, sid: i64) {
+        if let Some(e) = self.entities.get_mut(tenant).and_then(|m| m.get_mut(id)) {
+            e.1.retain(|(s, _, _)| *s != sid);
         }
     }
 
@@ -225,7 +241,7 @@ impl HistoryIndex {
     fn entity_of(&self, id: &Arc<str>, (types, series): &EntitySeries) -> HistoryEntity {
         let mut attrs: Vec<(Iri, Option<Box<str>>)> = series
             .iter()
-            .filter_map(|s| self.by_id.get(s).map(|k| (k.2.clone(), k.3.clone())))
+            .map(|(_, attr, dataset)| (attr.clone(), dataset.clone()))
             .collect();
         attrs.sort();
         HistoryEntity {
@@ -246,12 +262,8 @@ impl HistoryIndex {
         let (_, series) = self.entities.get(tenant)?.get(id)?;
         let mut out: Vec<SeriesRef> = series
             .iter()
-            .filter_map(|s| {
-                let k = self.by_id.get(s)?;
-                attrs
-                    .is_none_or(|a| a.iter().any(|n| **n == *k.2))
-                    .then(|| (*s, k.2.clone(), k.3.clone()))
-            })
+            .filter(|(_, attr, _)| attrs.is_none_or(|a| a.iter().any(|n| **n == **attr)))
+            .cloned()
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
         Some(out)
@@ -781,8 +793,8 @@ impl Recorder {
         overlay: &mut HistoryOverlay,
         key: SeriesKeyData,
     ) -> Result<i64, StoreError> {
-        if let Some(sid) = index.series.get(&key) {
-            return Ok(*sid);
+        if let Some(sid) = index.lookup(&key) {
+            return Ok(sid);
         }
         if let Some(sid) = overlay.new_series.get(&key) {
             return Ok(*sid);
@@ -1001,7 +1013,7 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
                 .0 = types;
         }
         for (key, sid) in o.new_series {
-            index.add_series(sid, key);
+            index.add_series(sid, &key);
         }
     }
     if !o.numbers.is_empty() {

@@ -507,7 +507,7 @@ impl Store for SqliteStore {
             attr,
             dataset,
         );
-        let Some(sid) = self.shared.history_index.read().series.get(&key).copied() else {
+        let Some(sid) = self.shared.history_index.read().lookup(&key) else {
             return Box::pin(async { Ok(Vec::new()) });
         };
         let period = req.period;
@@ -726,14 +726,7 @@ impl Writer {
 
     fn expire(&mut self, before: i64) -> Result<u64, StoreError> {
         self.flush_recent()?;
-        let series: Vec<i64> = self
-            .shared
-            .history_index
-            .read()
-            .by_id
-            .keys()
-            .copied()
-            .collect();
+        let series: Vec<i64> = self.shared.history_index.read().all_series();
         let tx = self.conn.transaction()?;
         let mut deleted = 0u64;
         {
@@ -774,6 +767,7 @@ impl Writer {
         };
         let mut overlay = HistoryOverlay::default();
         let mut removed: Vec<i64> = Vec::new();
+        let mut removed_from: Option<Arc<str>> = None;
         let mut removed_entity: Option<Arc<str>> = None;
         let mut invalidate: Vec<i64> = Vec::new();
         let tx = self.conn.transaction()?;
@@ -851,6 +845,7 @@ impl Writer {
                             delete_series(&tx, sid)?;
                             removed.push(sid);
                         }
+                        removed_from = Some(id.clone());
                         Ok(false)
                     }
                 }
@@ -936,8 +931,10 @@ impl Writer {
         }
         if !removed.is_empty() || removed_entity.is_some() {
             let mut index = self.shared.history_index.write();
-            for sid in &removed {
-                index.remove_series(*sid);
+            if let Some(id) = removed_from.as_ref().or(removed_entity.as_ref()) {
+                for sid in &removed {
+                    index.remove_series(tenant, id, *sid);
+                }
             }
             if let Some(id) = &removed_entity
                 && let Some(m) = index.entities.get_mut(tenant)
