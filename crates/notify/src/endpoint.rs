@@ -61,6 +61,9 @@ pub enum EndpointError {
     /// The scheme is not one this broker delivers to.
     #[error("endpoint scheme {0:?} is not supported (http, https, mqtt)")]
     Scheme(String),
+    /// A receiverInfo entry cannot be sent.
+    #[error("receiverInfo: {0}")]
+    ReceiverInfo(String),
     /// A notifierInfo entry has a value the spec does not allow.
     #[error("notifierInfo {key}: {reason}")]
     NotifierInfo {
@@ -164,6 +167,30 @@ pub fn parse_target(
         }
         other => Err(EndpointError::Scheme(other.to_string())),
     }
+}
+
+/// Checks that every receiverInfo pair can travel as an HTTP header (MQTT
+/// carries them in the metadata, where any string goes).
+pub fn check_receiver_info(
+    target: &Target,
+    pairs: &[(String, String)],
+) -> Result<(), EndpointError> {
+    if matches!(target, Target::Mqtt(_)) {
+        return Ok(());
+    }
+    for (key, value) in pairs {
+        if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err() {
+            return Err(EndpointError::ReceiverInfo(format!(
+                "{key:?} is not an HTTP header name"
+            )));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(EndpointError::ReceiverInfo(format!(
+                "the value of {key} is not a valid HTTP header value"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Splits `host[:port]` (IPv6 hosts in brackets).

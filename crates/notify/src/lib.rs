@@ -22,7 +22,9 @@ use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
-pub use endpoint::{Endpoint, EndpointError, MqttEndpoint, MqttVersion, Target, parse_target};
+pub use endpoint::{
+    Endpoint, EndpointError, MqttEndpoint, MqttVersion, Target, check_receiver_info, parse_target,
+};
 
 /// One notification ready to send.
 #[derive(Debug, Clone)]

@@ -785,6 +785,7 @@ fn parse_notification(
         }
     };
     let target = notify::parse_target(&uri, &notifier_info).map_err(|e| bad(e.to_string()))?;
+    notify::check_receiver_info(&target, &receiver_info).map_err(|e| bad(e.to_string()))?;
     let endpoint = notify::Endpoint {
         target,
         receiver_info,

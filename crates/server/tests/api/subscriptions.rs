@@ -246,6 +246,13 @@ async fn invalid_subscriptions_are_refused_with_the_spec_errors() {
             ),
         ),
         (
+            "receiverInfo that is no header",
+            with(
+                json!({"notification": {"endpoint": {"uri": "http://127.0.0.1:9/n",
+                "receiverInfo": [{"key": "X Bad Header", "value": "v"}]}}}),
+            ),
+        ),
+        (
             "expired",
             with(json!({"expiresAt": "2001-01-01T00:00:00Z"})),
         ),
