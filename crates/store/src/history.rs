@@ -140,39 +140,70 @@ impl HistoryIndex {
                 ),
             );
         }
+        // Millions of rows on a restart: read them borrowed, and resolve
+        // the few distinct attribute names through a local table rather
+        // than the global interner.
         let mut stmt =
             conn.prepare("SELECT id, tenant, entity, attr, dataset FROM history_series")?;
         let mut rows = stmt.query([])?;
+        let mut attrs: HashMap<Box<str>, Iri> = HashMap::default();
+        let text = |v: rusqlite::types::ValueRef<'_>| -> Result<String, StoreError> {
+            match v {
+                rusqlite::types::ValueRef::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
+                _ => Err(StoreError::Decode {
+                    id: "<history_series>".into(),
+                    reason: "a text column holds something else".into(),
+                }),
+            }
+        };
         while let Some(row) = rows.next()? {
-            let (sid, tenant, entity, attr, dataset): (
-                i64,
-                String,
-                String,
-                String,
-                Option<String>,
-            ) = (
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            );
-            // One copy of the entity id, shared with the entity's entry.
-            let entity: Arc<str> = match index
-                .entities
-                .get(tenant.as_str())
-                .and_then(|m| m.get_key_value(entity.as_str()))
-            {
-                Some((k, _)) => k.clone(),
-                None => entity.into(),
+            let sid: i64 = row.get(0)?;
+            let (tenant, entity, attr) = match (row.get_ref(1)?, row.get_ref(2)?, row.get_ref(3)?) {
+                (
+                    rusqlite::types::ValueRef::Text(t),
+                    rusqlite::types::ValueRef::Text(e),
+                    rusqlite::types::ValueRef::Text(a),
+                ) => (
+                    std::str::from_utf8(t).unwrap_or_default(),
+                    std::str::from_utf8(e).unwrap_or_default(),
+                    std::str::from_utf8(a).unwrap_or_default(),
+                ),
+                (t, e, a) => {
+                    // Not plain text: take the slow path (and its error).
+                    let (t, e, a) = (text(t)?, text(e)?, text(a)?);
+                    let key: SeriesKeyData = (
+                        t.into(),
+                        e.into(),
+                        ngsi_model::iri(&a),
+                        row.get::<_, Option<String>>(4)?.map(Into::into),
+                    );
+                    index.add_series(sid, &key);
+                    continue;
+                }
             };
-            let key: SeriesKeyData = (
-                tenant.into(),
-                entity,
-                ngsi_model::iri(&attr),
-                dataset.map(Into::into),
-            );
-            index.add_series(sid, &key);
+            let dataset: Option<Box<str>> = match row.get_ref(4)? {
+                rusqlite::types::ValueRef::Null => None,
+                v => Some(text(v)?.into()),
+            };
+            let attr = match attrs.get(attr) {
+                Some(i) => i.clone(),
+                None => {
+                    let i = ngsi_model::iri(attr);
+                    attrs.insert(attr.into(), i.clone());
+                    i
+                }
+            };
+            let tenant_map = match index.entities.get_mut(tenant) {
+                Some(m) => m,
+                None => index.entities.entry(tenant.into()).or_default(),
+            };
+            // One copy of the entity id, shared with the entity's entry.
+            match tenant_map.get_mut(entity) {
+                Some((_, series)) => series.push((sid, attr, dataset)),
+                None => {
+                    tenant_map.insert(entity.into(), (Vec::new(), vec![(sid, attr, dataset)]));
+                }
+            }
         }
         for (_, series) in index.entities.values_mut().flat_map(|m| m.values_mut()) {
             series.shrink_to_fit();
