@@ -128,17 +128,25 @@ impl HistoryIndex {
         }
         let mut stmt = conn.prepare("SELECT tenant, id, types FROM history_entities")?;
         let mut rows = stmt.query([])?;
+        // Entities share a few type lists: parse each distinct one once.
+        let mut type_lists: HashMap<String, Vec<Iri>> = HashMap::default();
         while let Some(row) = rows.next()? {
-            let (tenant, id, types): (String, String, String) =
-                (row.get(0)?, row.get(1)?, row.get(2)?);
-            let types: Vec<String> = serde_json::from_str(&types).unwrap_or_default();
-            index.entities.entry(tenant.into()).or_default().insert(
-                id.into(),
-                (
-                    types.iter().map(|t| ngsi_model::iri(t)).collect(),
-                    Vec::new(),
-                ),
-            );
+            let (tenant, id): (String, String) = (row.get(0)?, row.get(1)?);
+            let types_text = row.get_ref(2)?.as_str().unwrap_or("[]");
+            let types = match type_lists.get(types_text) {
+                Some(t) => t.clone(),
+                None => {
+                    let parsed: Vec<String> = serde_json::from_str(types_text).unwrap_or_default();
+                    let t: Vec<Iri> = parsed.iter().map(|t| ngsi_model::iri(t)).collect();
+                    type_lists.insert(types_text.to_string(), t.clone());
+                    t
+                }
+            };
+            let tenant_map = match index.entities.get_mut(tenant.as_str()) {
+                Some(m) => m,
+                None => index.entities.entry(tenant.into()).or_default(),
+            };
+            tenant_map.insert(id.into(), (types, Vec::new()));
         }
         // Millions of rows on a restart: read them borrowed, and resolve
         // the few distinct attribute names through a local table rather
