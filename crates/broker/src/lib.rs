@@ -123,12 +123,15 @@ impl UpdateResult {
 
 /// Checks that an entity id taken from a URL is a URI.
 fn check_id(id: &str) -> NgsiResult<()> {
+    check_uri(id, "entity id")
+}
+
+/// Checks that `id`, a `what` taken from a URL, is a URI.
+fn check_uri(id: &str, what: &str) -> NgsiResult<()> {
     if ngsi_model::parse::is_absolute_iri(id) {
         Ok(())
     } else {
-        Err(NgsiError::bad_data(format!(
-            "entity id {id:?} is not a URI"
-        )))
+        Err(NgsiError::bad_data(format!("{what} {id:?} is not a URI")))
     }
 }
 

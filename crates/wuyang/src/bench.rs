@@ -170,6 +170,33 @@ impl LoadResult {
     }
 }
 
+/// A keep-alive HTTP/1.1 connection of the load generator.
+pub(crate) type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Opens a keep-alive connection to `addr`.
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Connection> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Sends `req` and reads the whole answer: status and body.
+pub(crate) async fn send(
+    sender: &mut Connection,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<(u16, Bytes)> {
+    // A keep-alive connection takes the next request only once the
+    // previous exchange is fully done.
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
 type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
 
 /// Sends `total` requests made by `make` over `connections` keep-alive
@@ -187,11 +214,7 @@ async fn load(
         let counter = counter.clone();
         let make = make.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let mut sender = connect(addr).await?;
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             let mut first_error = None;
@@ -203,11 +226,9 @@ async fn load(
                 let req = make(i);
                 sender.ready().await?;
                 let t0 = Instant::now();
-                let resp = sender.send_request(req).await?;
-                let status = resp.status();
-                let body = resp.into_body().collect().await?.to_bytes();
+                let (status, body) = send(&mut sender, req).await?;
                 latencies.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                if !status.is_success() {
+                if !(200..300).contains(&status) {
                     errors += 1;
                     if first_error.is_none() {
                         first_error = Some(format!("{status}: {}", String::from_utf8_lossy(&body)));

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::bench::{request, template_entity};
+use crate::bench::{connect, request, send, template_entity};
 
 /// Subscriptions in the scenario.
 const SUBSCRIPTIONS: u64 = 100;
@@ -140,30 +139,6 @@ async fn mqtt_receiver(clock: Arc<Clock>, topic: &str) -> anyhow::Result<()> {
         .await
         .context("no MQTT broker on 127.0.0.1:1883 (bash scripts/services.sh starts one)")??;
     Ok(())
-}
-
-async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
-    req: hyper::Request<http_body_util::Full<Bytes>>,
-) -> anyhow::Result<(u16, Bytes)> {
-    // A keep-alive connection takes the next request only once the
-    // previous exchange is fully done.
-    sender.ready().await?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-async fn connect(
-    addr: SocketAddr,
-) -> anyhow::Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
 }
 
 /// Runs the scenario: `total` partial updates over `connections`

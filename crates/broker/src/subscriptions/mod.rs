@@ -29,13 +29,7 @@ fn not_found(id: &str) -> NgsiError {
 }
 
 fn check_id(id: &str) -> NgsiResult<()> {
-    if ngsi_model::parse::is_absolute_iri(id) {
-        Ok(())
-    } else {
-        Err(NgsiError::bad_data(format!(
-            "subscription id {id:?} is not a URI"
-        )))
-    }
+    crate::check_uri(id, "subscription id")
 }
 
 fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {

@@ -60,8 +60,7 @@ pub struct NotificationSpec {
     pub pick: Option<Vec<Iri>>,
     pub omit: Option<Vec<Iri>>,
     pub format: Format,
-    /// Whether `format` was given (it is rendered only then... and always
-    /// as its spec name).
+    /// Show createdAt/modifiedAt (and deletedAt) in notified entities.
     pub sys_attrs: bool,
     pub show_changes: bool,
     /// The endpoint as given, without the parsed form.
