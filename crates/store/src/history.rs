@@ -20,7 +20,11 @@
 //! no index (each commit appends to its last pages), and move to `history`
 //! sorted by series once `FLUSH_ROWS` have gathered: clustering by series
 //! directly, or indexing the recent rows by series, would dirty one page per
-//! series in every commit when thousands of sensors report at once. The
+//! series in every commit when thousands of sensors report at once. A
+//! series created by the commit is the exception: its id is above every
+//! series in `history`, so its first instances append to the last pages of
+//! `history` directly (a create would otherwise pay for its instances twice,
+//! once here and once in the move). The
 //! writer keeps the seqs of the recent rows per series in memory; reads
 //! fetch those rows by rowid beside the range query on `history`, in one
 //! read transaction.
@@ -789,6 +793,10 @@ pub(crate) struct HistoryOverlay {
     /// (series, seq) of the rows written to `history_recent`.
     pub(crate) recent: Vec<(i64, i64)>,
     pub(crate) recorded: usize,
+    /// The first series the group created: it and every later one are
+    /// newer than any row of `history`, so their instances are appended
+    /// there directly instead of passing through `history_recent`.
+    pub(crate) first_new: Option<i64>,
 }
 
 /// The writer's state for recording history.
@@ -840,6 +848,7 @@ impl Recorder {
         }
         let sid = self.next_series;
         self.next_series += 1;
+        overlay.first_new.get_or_insert(sid);
         tx.prepare_cached(
             "INSERT INTO history_series (id, tenant, entity, attr, dataset) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
@@ -892,13 +901,16 @@ impl Recorder {
             num,
             doc,
         };
-        insert_row(tx, &row, true)?;
-        self.recent_rows += 1;
+        let fresh = overlay.first_new.is_some_and(|first| sid >= first);
+        insert_row(tx, &row, !fresh)?;
         if let Some(n) = num {
             overlay.numbers.push((sid, t, n.as_f64()));
         }
         overlay.recorded += 1;
-        overlay.recent.push((sid, seq));
+        if !fresh {
+            self.recent_rows += 1;
+            overlay.recent.push((sid, seq));
+        }
         Ok(seq)
     }
 
