@@ -80,6 +80,10 @@ pub struct SqliteConfig {
     pub history_days: Option<u32>,
     /// How often the retention sweep runs.
     pub history_sweep: std::time::Duration,
+    /// WAL frames (pages) after which the log is copied into the database
+    /// by the checkpoint thread; the writer copies it itself at four times
+    /// as many.
+    pub checkpoint_frames: i32,
 }
 
 /// When a commit is acknowledged.
@@ -117,6 +121,7 @@ impl Default for SqliteConfig {
             history_cache_bytes: 256 << 20,
             history_days: None,
             history_sweep: std::time::Duration::from_secs(3600),
+            checkpoint_frames: 8192,
         }
     }
 }
@@ -216,7 +221,9 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "cache_size", -65536)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // Checkpoints run on their own thread (see `Checkpointer`): the hook
+        // replaces SQLite's automatic checkpoint in the writer's commits.
+        conn.wal_hook(Some(note_wal_frames));
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::history::SCHEMA)?;
         let version: Option<String> = conn
@@ -291,6 +298,10 @@ impl SqliteStore {
         });
         let (tx, rx) = mpsc::channel(config.queue_depth);
         let writer_shared = shared.clone();
+        let checkpoint = match &config.path {
+            Some(path) => Some(Checkpointer::spawn(path, config.checkpoint_frames)?),
+            None => None,
+        };
         std::thread::Builder::new()
             .name("wuyang-writer".into())
             .spawn(move || {
@@ -299,6 +310,7 @@ impl SqliteStore {
                     shared: writer_shared,
                     max_group_ops: config.max_group_ops,
                     recorder,
+                    checkpoint,
                 }
                 .run(rx)
             })?;
@@ -1044,6 +1056,71 @@ struct Writer {
     max_group_ops: usize,
     /// Records history; `None` when history is off.
     recorder: Option<Recorder>,
+    /// The checkpoint thread; `None` in memory (no WAL).
+    checkpoint: Option<Checkpointer>,
+}
+
+thread_local! {
+    /// Frames in the WAL after the last commit of this thread's connection
+    /// (set by the WAL hook, which runs on the committing thread: the
+    /// writer's).
+    static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::os::raw::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(frames));
+    Ok(())
+}
+
+/// Copies the WAL into the database on its own connection and thread, so
+/// that the writer's commits rarely pay for a checkpoint.
+///
+/// A passive checkpoint copies the frames committed before it started,
+/// beside the writer and without blocking it. The log restarts from its
+/// beginning only at a write that finds all of it copied, which a busy
+/// writer never does: it keeps adding frames while the thread copies. So
+/// once the thread is done, the writer copies the few frames left itself,
+/// and its next commit restarts the log.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+    /// WAL frames that start a checkpoint (`SqliteConfig::checkpoint_frames`).
+    frames: i32,
+    /// `IDLE`, `RUNNING` (asked for or copying) or `DONE`.
+    state: Arc<std::sync::atomic::AtomicU8>,
+}
+
+const CHECKPOINT_IDLE: u8 = 0;
+const CHECKPOINT_RUNNING: u8 = 1;
+const CHECKPOINT_DONE: u8 = 2;
+
+impl Checkpointer {
+    fn spawn(path: &std::path::Path, frames: i32) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(CHECKPOINT_IDLE));
+        let done = state.clone();
+        std::thread::Builder::new()
+            .name("wuyang-checkpoint".into())
+            .spawn(move || {
+                // Ends when the writer, the only sender, stops.
+                while rx.recv().is_ok() {
+                    passive_checkpoint(&conn);
+                    done.store(CHECKPOINT_DONE, Ordering::Release);
+                }
+            })?;
+        Ok(Self {
+            wake,
+            frames: frames.max(1),
+            state,
+        })
+    }
+}
+
+fn passive_checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "checkpoint failed");
+    }
 }
 
 /// A tenant and an entity id.
@@ -1291,6 +1368,7 @@ impl Writer {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
+                self.after_commit();
                 // After the answers: the move delays the next group only.
                 if self
                     .recorder
@@ -1312,6 +1390,35 @@ impl Writer {
         m.commits.inc();
         m.commit_ops.observe(op_count as f64);
         m.commit_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Starts a checkpoint on the checkpoint thread once the WAL has grown,
+    /// and finishes it here once that thread is done (see
+    /// [`Checkpointer`]). Should the thread fall far behind, the writer
+    /// checkpoints alone.
+    fn after_commit(&mut self) {
+        let frames = WAL_FRAMES.with(std::cell::Cell::get);
+        let Some(checkpoint) = &self.checkpoint else {
+            return;
+        };
+        if frames < checkpoint.frames {
+            return;
+        }
+        let state = checkpoint.state.load(Ordering::Acquire);
+        if state == CHECKPOINT_IDLE {
+            checkpoint
+                .state
+                .store(CHECKPOINT_RUNNING, Ordering::Release);
+            let _ = checkpoint.wake.try_send(());
+        }
+        // Far behind: four times the threshold.
+        if state == CHECKPOINT_DONE || frames / 4 >= checkpoint.frames {
+            passive_checkpoint(&self.conn);
+            WAL_FRAMES.with(|f| f.set(0));
+            if state == CHECKPOINT_DONE {
+                checkpoint.state.store(CHECKPOINT_IDLE, Ordering::Release);
+            }
+        }
     }
 
     fn publish(&self, mut overlay: Overlay) {

@@ -866,3 +866,44 @@ async fn without_history_nothing_is_recorded() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_write_ahead_log_is_checkpointed_while_writes_go_on() {
+    // Many small commits with a small checkpoint threshold: without
+    // checkpoints the log would hold every page of every commit.
+    let dir = tempfile::tempdir().unwrap();
+    let frames = 64;
+    let config = || SqliteConfig {
+        checkpoint_frames: frames,
+        ..SqliteConfig::in_dir(dir.path())
+    };
+    let wal = dir.path().join("wuyang.db-wal");
+    let mut largest = 0;
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        for i in 0..3000 {
+            store
+                .write(
+                    "",
+                    vec![create(entity(
+                        &format!("urn:wal:{i:05}"),
+                        "https://example.org/T",
+                        i,
+                    ))],
+                )
+                .await
+                .unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        // Each commit writes several pages: far more than the bound below
+        // went through the log.
+        let page = 4096 + 24;
+        assert!(
+            largest <= (4 * frames as u64 + 64) * page,
+            "the log grew to {largest} bytes"
+        );
+    }
+    let store = SqliteStore::open(config()).unwrap();
+    assert_eq!(store.entity_count(), 3000);
+    assert_eq!(level_of(&store.get("", "urn:wal:02999").unwrap()), 2999);
+}
