@@ -12,6 +12,8 @@ use ngsi_model::parse::{EntityRequirements, parse_attributes, parse_entity};
 use ngsi_model::render::{Format, RenderOptions, render_attribute};
 use ngsi_model::time::{IsoDuration, format_micros, now_micros, parse_datetime};
 use ngsi_model::{AttrValue, Attribute, Iri, NgsiError, NgsiResult, Terms, iri};
+use ngsi_query::Query;
+use ngsi_query::q::Predicate;
 use serde_json::{Map, Value, json};
 use store::{
     AggregateBucket, AggregateRequest, AttrHistory, HistoryEntity, HistoryOp, HistoryRequest,
@@ -513,8 +515,9 @@ impl Broker {
         }
         self.check_tenant(tenant)?;
         // Ids and types first (no copies of the others), then attrs and
-        // the filters that need the current entity.
-        let matched: Vec<HistoryEntity> = self
+        // scopeQ (on the current entity), then the time range, q and the
+        // geo-query on the instances in the range (clause 5.7.4.4).
+        let candidates: Vec<HistoryEntity> = self
             .store
             .history_entities(tenant, &mut |id, types| {
                 q.entities.selects_history(id, types)
@@ -530,6 +533,14 @@ impl Broker {
                 q.entities.matches_history(&attrs, current.as_deref())
             })
             .collect();
+        let mut matched = Vec::with_capacity(candidates.len());
+        for he in candidates {
+            if self.has_instances_in_range(tenant, &he, q).await?
+                && self.history_filter_matches(tenant, &he, q).await?
+            {
+                matched.push(he);
+            }
+        }
         let total = q.entities.count.then_some(matched.len());
         let page: Vec<HistoryEntity> = matched
             .into_iter()
@@ -558,6 +569,88 @@ impl Broker {
             total,
             range: range.or(periods_cut),
         })
+    }
+
+    /// Whether the entity has an instance of the projected attributes in
+    /// the query's time range (clause 5.7.4.4: an entity whose time series
+    /// hold no data in the interval is not part of the result). Without a
+    /// time range every entity with history has.
+    async fn has_instances_in_range(
+        &self,
+        tenant: &str,
+        he: &HistoryEntity,
+        q: &TemporalQuery,
+    ) -> NgsiResult<bool> {
+        if q.range.from.is_none() && q.range.to.is_none() {
+            return Ok(true);
+        }
+        let req = HistoryRequest {
+            attrs: q.entities.view.attrs.clone(),
+            range: q.range,
+            last_n: None,
+            limit: 1,
+        };
+        let history = self.store.history(tenant, &he.id, req).await?;
+        Ok(history
+            .unwrap_or_default()
+            .iter()
+            .any(|a| !a.instances.is_empty()))
+    }
+
+    /// Whether `q` and the geo-query of a temporal query hold on the
+    /// entity's instances in the time range (clause 5.7.4.4: "the values
+    /// filter query shall be checked against all the Attribute instances"
+    /// of the interval, the geoquery "against the GeoProperty instances
+    /// that are within the interval"). A term of `q` holds when some
+    /// instance in the range satisfies it (`!attr` when none exists), as
+    /// for the instances of several datasetIds in Query Entities. The
+    /// instances of the attributes the filters name are read in pages, so
+    /// a long history is never held whole.
+    async fn history_filter_matches(
+        &self,
+        tenant: &str,
+        he: &HistoryEntity,
+        q: &TemporalQuery,
+    ) -> NgsiResult<bool> {
+        let Some(mut filter) = HistoryFilter::new(&q.entities) else {
+            return Ok(true);
+        };
+        let p = q.range.property;
+        let mut range = q.range;
+        loop {
+            let req = HistoryRequest {
+                attrs: Some(filter.attrs.clone()),
+                range,
+                last_n: None,
+                limit: FILTER_PAGE,
+            };
+            let page = self
+                .store
+                .history(tenant, &he.id, req)
+                .await?
+                .unwrap_or_default();
+            filter.add_page(he, &page);
+            if filter.decided() {
+                break;
+            }
+            // The next page starts at the earliest last instant of a cut
+            // series: instances read twice change no existence test.
+            let Some(next) = page
+                .iter()
+                .filter(|a| a.truncated)
+                .filter_map(|a| a.instances.last().map(|i| time_of(i, p)))
+                .min()
+            else {
+                break;
+            };
+            let from = range.from.unwrap_or(i64::MIN);
+            range.from = Some(if next > from {
+                next
+            } else {
+                next.saturating_add(1)
+            });
+        }
+        Ok(filter.result())
     }
 
     /// The most instances per attribute instance for an answer about
@@ -1029,6 +1122,143 @@ impl Broker {
             )
             .await??;
         Ok(())
+    }
+}
+
+/// The instances of one series read at once by [`HistoryFilter`].
+const FILTER_PAGE: usize = 10_000;
+
+/// `q` and the geo-query of a temporal query, evaluated over the pages of
+/// an entity's instances in the time range. Each term of `q` is decided
+/// over all pages (some instance satisfies it; for `!attr`, no page has an
+/// instance), then the terms are combined as the query says.
+struct HistoryFilter<'a> {
+    query: &'a EntityQuery,
+    /// The attributes the filters name (expanded).
+    attrs: Vec<Iri>,
+    /// The terms of `q`, depth first.
+    terms: Vec<TermState>,
+    /// Whether some page satisfied the geo-query.
+    geo: bool,
+}
+
+/// One term of `q` as a query of its own, and whether it holds so far.
+struct TermState {
+    term: Query,
+    /// `!attr`: holds while no page has an instance.
+    negative: bool,
+    holds: bool,
+}
+
+impl<'a> HistoryFilter<'a> {
+    fn new(query: &'a EntityQuery) -> Option<Self> {
+        fn collect(q: &Query, out: &mut Vec<TermState>) {
+            match q {
+                Query::And(items) | Query::Or(items) => items.iter().for_each(|i| collect(i, out)),
+                Query::Term(t) => {
+                    let negative = matches!(t.predicate, Predicate::NotExists);
+                    out.push(TermState {
+                        term: Query::Term(t.clone()),
+                        negative,
+                        holds: negative,
+                    });
+                }
+            }
+        }
+        if query.q.is_none() && query.geo.is_none() {
+            return None;
+        }
+        let mut terms = Vec::new();
+        let mut attrs: Vec<Iri> = Vec::new();
+        if let Some(q) = &query.q {
+            collect(q, &mut terms);
+            for path in q.paths() {
+                let a = iri(&path.attr);
+                if !attrs.contains(&a) {
+                    attrs.push(a);
+                }
+            }
+        }
+        if let Some((_, prop)) = &query.geo
+            && !attrs.contains(prop)
+        {
+            attrs.push(prop.clone());
+        }
+        Some(Self {
+            query,
+            attrs,
+            terms,
+            geo: query.geo.is_none(),
+        })
+    }
+
+    /// Takes the instances of one page into account.
+    fn add_page(&mut self, he: &HistoryEntity, page: &[AttrHistory]) {
+        let mut entity = ngsi_model::Entity {
+            id: he.id.clone(),
+            types: he.types.clone(),
+            scopes: Vec::new(),
+            attrs: Vec::new(),
+            created_at: 0,
+            modified_at: 0,
+        };
+        for h in page {
+            // Deletions are no values: they satisfy no term.
+            let instances = h.instances.iter().filter_map(|i| {
+                i.attr.as_ref().map(|a| {
+                    let mut a = a.clone();
+                    a.dataset_id = h.dataset_id.clone();
+                    a
+                })
+            });
+            match entity.attrs.iter_mut().find(|(n, _)| *n == h.attr) {
+                Some((_, list)) => list.extend(instances),
+                None => entity.attrs.push((h.attr.clone(), instances.collect())),
+            }
+        }
+        entity.attrs.retain(|(_, list)| !list.is_empty());
+        let target = crate::target::EntityTarget(&entity);
+        for t in &mut self.terms {
+            let here = t.term.matches(&target);
+            t.holds = if t.negative {
+                t.holds && here
+            } else {
+                t.holds || here
+            };
+        }
+        self.geo = self.geo || self.query.matches_geo(&entity);
+    }
+
+    /// Whether further pages cannot change the result: every term is
+    /// positive (so results only turn true) and the result already holds.
+    fn decided(&self) -> bool {
+        self.terms.iter().all(|t| !t.negative) && self.result()
+    }
+
+    /// Whether the filters hold on the pages seen.
+    fn result(&self) -> bool {
+        fn combine(q: &Query, terms: &[TermState], i: &mut usize) -> bool {
+            // Every operand is visited so that `i` follows the depth-first
+            // order of `terms`.
+            let mut operands = |items: &[Query]| -> Vec<bool> {
+                items.iter().map(|x| combine(x, terms, i)).collect()
+            };
+            match q {
+                Query::And(items) => operands(items).into_iter().all(|b| b),
+                Query::Or(items) => operands(items).into_iter().any(|b| b),
+                Query::Term(_) => {
+                    let holds = terms.get(*i).is_some_and(|t| t.holds);
+                    *i += 1;
+                    holds
+                }
+            }
+        }
+        let q = self
+            .query
+            .q
+            .as_ref()
+            .is_none_or(|q| combine(q, &self.terms, &mut 0));
+        q && self.geo
     }
 }
 

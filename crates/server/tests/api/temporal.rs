@@ -330,6 +330,115 @@ async fn temporal_query_selects_like_query_entities() {
 }
 
 #[tokio::test]
+async fn temporal_q_and_geo_queries_test_the_instances_in_the_time_range() {
+    let s = Server::start().await;
+    let ids = |r: &crate::support::Resp| crate::support::ids_of(&r.body);
+    let t = |h| enc(&at(h));
+    // A current entity whose speed was 100 at hour 1 and is 10 now.
+    let id = "urn:ngsi-ld:Vehicle:slowed";
+    let mut v = vehicle(id, 100);
+    v["speed"]["observedAt"] = json!(at(1));
+    s.create(v).await;
+    s.patch(
+        &format!("/entities/{id}/attrs"),
+        &json!({"speed": speed(json!(10), 3)}),
+    )
+    .await
+    .no_content();
+    // A temporal entity with no current state: speeds 120, 80 and a
+    // location that moved from Guangzhou to Shenzhen.
+    let only = "urn:ngsi-ld:Vehicle:history-only";
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({
+                "id": only, "type": "Vehicle",
+                "speed": [speed(json!(120), 1), speed(json!(80), 3)],
+                "location": [
+                    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [113.26, 23.13]}, "observedAt": at(1)},
+                    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [114.06, 22.54]}, "observedAt": at(3)},
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let query = |params: String| {
+        let s = &s;
+        async move {
+            let r = s
+                .get(&format!("/temporal/entities?type=Vehicle&{params}"))
+                .await;
+            assert_eq!(r.status, 200, "{params}: {}", r.text);
+            r
+        }
+    };
+    // Over the whole history both had a speed above 90, although neither
+    // has one now.
+    let r = query(format!("q=speed>90&timerel=after&timeAt={}", t(0))).await;
+    assert_eq!(ids(&r), [only, id]);
+    // Every instance in the range is returned, not only the matching ones.
+    let speeds = r.body[1]["speed"].as_array().unwrap();
+    assert_eq!(speeds.len(), 2, "{}", r.text);
+    // From hour 2 on, no speed above 90 is left; 10 and 80 are below 50...
+    let r = query(format!("q=speed>90&timerel=after&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    let r = query(format!("q=speed<50&timerel=after&timeAt={}", t(2))).await;
+    assert_eq!(ids(&r), [id]);
+    // ... and before hour 2 no speed was below 50.
+    let r = query(format!("q=speed<50&timerel=before&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    // Each term may hold at a different instant; `|` and `!attr` too.
+    let r = query(format!(
+        "q=speed>110;speed<90&timerel=between&timeAt={}&endTimeAt={}",
+        t(0),
+        t(4)
+    ))
+    .await;
+    assert_eq!(ids(&r), [only]);
+    let r = query(format!(
+        "q=speed==10|speed==120&timerel=after&timeAt={}",
+        t(0)
+    ))
+    .await;
+    assert_eq!(ids(&r), [only, id]);
+    let r = query(format!("q=!brandName&timerel=after&timeAt={}", t(0))).await;
+    assert_eq!(ids(&r), [only]);
+    // The geo-query tests the GeoProperty instances in the range: the
+    // history-only vehicle was near Shenzhen at hour 3, not at hour 1.
+    let near_shenzhen = "georel=near;maxDistance==1000&geometry=Point&coordinates=[114.06,22.54]";
+    let r = query(format!("{near_shenzhen}&timerel=after&timeAt={}", t(2))).await;
+    assert_eq!(ids(&r), [only]);
+    let r = query(format!("{near_shenzhen}&timerel=before&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    // The same through POST /temporal/entityOperations/query.
+    let r = s
+        .post(
+            "/temporal/entityOperations/query",
+            &json!({
+                "type": "Query",
+                "entities": [{"type": "Vehicle"}],
+                "q": "speed>90",
+                "geoQ": {"georel": "near;maxDistance==1000", "geometry": "Point", "coordinates": [113.26, 23.13]},
+                "temporalQ": {"timerel": "before", "timeAt": at(2)}
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The location of the current vehicle was recorded at its creation,
+    // now, outside the range.
+    assert_eq!(ids(&r), [only]);
+    // An entity without instances (of the projected attributes) in the
+    // range is not in the answer, and not counted.
+    let r = query(format!("count=true&timerel=before&timeAt={}", t(2))).await;
+    assert_eq!(ids(&r), [only, id]);
+    let r = query(format!("count=true&timerel=before&timeAt={}", t(0))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    assert_eq!(r.header("ngsild-results-count"), Some("0"));
+    let r = query(format!("attrs=brandName&timerel=before&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+}
+
+#[tokio::test]
 async fn temporal_writes_create_append_modify_and_delete() {
     let s = Server::start().await;
     let id = "urn:ngsi-ld:Vehicle:w";
