@@ -1,6 +1,7 @@
 //! The temporal API (clauses 5.6.11–5.6.16 and 5.7.3–5.7.4): the history of
-//! entities in the temporal representation (clause 4.5.7), its simplified
-//! form (`temporalValues`, 4.5.9) and its aggregated form (4.5.19).
+//! entities in the temporal representation (clause 4.5.7, also with concise
+//! instances), its simplified form (`temporalValues`, 4.5.9) and its
+//! aggregated form (4.5.19).
 //!
 //! The store records the history of every write; here the temporal query
 //! parameters are parsed, the history is read and rendered, and the writes
@@ -415,6 +416,38 @@ fn value_members(kind: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The first element of a pair of the simplified temporal representation
+/// (clause 4.5.9), from the normalized rendering of the instance: the
+/// value, object, value list or object list (URIs) itself; a languageMap,
+/// json or vocab inside an object with that one member.
+fn simplified_value(rendered: Value, member: &str) -> Value {
+    let Value::Object(mut m) = rendered else {
+        return rendered;
+    };
+    // A LanguageProperty rendered for one language (`lang`) is a Property.
+    let (member, v) = match m.remove(member) {
+        Some(v) => (member, v),
+        None => ("value", m.remove("value").unwrap_or(Value::Null)),
+    };
+    match (member, v) {
+        ("languageMap" | "json" | "vocab", v) => {
+            let mut wrapped = Map::new();
+            wrapped.insert(member.into(), v);
+            Value::Object(wrapped)
+        }
+        ("objectList", Value::Array(items)) => Value::Array(
+            items
+                .into_iter()
+                .map(|o| match o {
+                    Value::Object(mut o) => o.remove("object").unwrap_or(Value::Null),
+                    other => other,
+                })
+                .collect(),
+        ),
+        (_, v) => v,
+    }
+}
+
 /// Cuts the histories at the server's limit consistently: every attribute
 /// keeps only the instances inside the range that all cut attributes cover
 /// completely. Returns that range when something was cut.
@@ -737,6 +770,15 @@ impl Broker {
             sys_attrs: view.sys_attrs,
             lang: view.lang.as_deref(),
         };
+        // The concise temporal representation: each instance in the concise
+        // form (no "type" where the value member tells the kind).
+        let instance_opts = RenderOptions {
+            format: match view.format {
+                Format::Concise => Format::Concise,
+                _ => Format::Normalized,
+            },
+            ..opts
+        };
         let mut attrs: Vec<(String, Vec<Value>)> = Vec::new();
         let mut push = |name: &Iri, v: Vec<Value>| {
             let key = ctx.compact(name).into_owned();
@@ -836,10 +878,9 @@ impl Broker {
                         .iter()
                         .map(|i| {
                             let v = match &i.attr {
-                                Some(a) => match render_attribute(a, ctx, &opts) {
-                                    Value::Object(mut m) => m.remove(member).unwrap_or(Value::Null),
-                                    other => other,
-                                },
+                                Some(a) => {
+                                    simplified_value(render_attribute(a, ctx, &opts), member)
+                                }
                                 None => Value::String(ngsi_model::entity::core_iri::NULL.into()),
                             };
                             json!([v, format_micros(time_of(i, q.range.property))])
@@ -859,7 +900,7 @@ impl Broker {
                     let rendered: Vec<Value> = h
                         .instances
                         .iter()
-                        .map(|i| render_instance(i, h.dataset_id.as_deref(), ctx, &opts))
+                        .map(|i| render_instance(i, h.dataset_id.as_deref(), ctx, &instance_opts))
                         .collect();
                     push(&h.attr, rendered);
                 }
@@ -1285,7 +1326,9 @@ fn render_instance(
         }
         None => {
             let mut m = Map::new();
-            m.insert("type".into(), Value::String("Property".into()));
+            if opts.format != Format::Concise {
+                m.insert("type".into(), Value::String("Property".into()));
+            }
             m.insert(
                 "value".into(),
                 Value::String(ngsi_model::entity::core_iri::NULL.into()),

@@ -197,19 +197,141 @@ async fn temporal_values_time_ranges_last_n_and_time_property() {
             &json!({
                 "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1", "observedAt": at(1)},
                 "label": {"type": "LanguageProperty", "languageMap": {"en": "car"}, "observedAt": at(1)},
+                "specs": {"type": "JsonProperty", "json": {"doors": 4}, "observedAt": at(1)},
+                "category": {"type": "VocabProperty", "vocab": "urn:ngsi-ld:taxi", "observedAt": at(1)},
+                "crew": {"type": "ListRelationship", "objectList": [{"object": "urn:ngsi-ld:Person:1"}], "observedAt": at(1)},
             }),
         )
         .await;
     r.no_content();
-    let body = temporal(&s, id, "options=temporalValues&attrs=owner,label").await;
+    let body = temporal(
+        &s,
+        id,
+        "options=temporalValues&attrs=owner,label,specs,category,crew",
+    )
+    .await;
     assert_eq!(
         body["owner"]["objects"],
         json!([["urn:ngsi-ld:Person:1", at(1)]])
     );
+    // Clause 4.5.9: a languageMap, json or vocab is given inside an object
+    // with that one member; an objectList as the list of URIs.
     assert_eq!(
         body["label"]["languageMaps"],
-        json!([[{"en": "car"}, at(1)]])
+        json!([[{"languageMap": {"en": "car"}}, at(1)]]),
+        "{body}"
     );
+    assert_eq!(
+        body["specs"]["jsons"],
+        json!([[{"json": {"doors": 4}}, at(1)]])
+    );
+    assert_eq!(
+        body["category"]["vocabs"],
+        json!([[{"vocab": "urn:ngsi-ld:taxi"}, at(1)]])
+    );
+    assert_eq!(
+        body["crew"]["objectLists"],
+        json!([[["urn:ngsi-ld:Person:1"], at(1)]])
+    );
+}
+
+#[tokio::test]
+async fn concise_temporal_representation_out_and_in() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:concise";
+    // Instances in the concise form: no "type" where the member that
+    // carries the value tells the kind.
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({
+                "id": id, "type": "Vehicle",
+                "speed": [{"value": 10, "observedAt": at(1)}, {"value": 20, "observedAt": at(2)}],
+                "owner": {"object": "urn:ngsi-ld:Person:1", "observedAt": at(1)},
+                "location": {"value": {"type": "Point", "coordinates": [113.26, 23.13]}, "observedAt": at(1)},
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({
+            "speed": {"value": 30, "observedAt": at(3)},
+            "label": {"languageMap": {"en": "car"}, "observedAt": at(3)},
+        }),
+    )
+    .await
+    .no_content();
+    let body = temporal(&s, id, "").await;
+    assert_eq!(body["speed"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(body["speed"][2]["type"], "Property");
+    assert_eq!(body["owner"][0]["type"], "Relationship");
+    assert_eq!(body["location"][0]["type"], "GeoProperty");
+    assert_eq!(body["label"][0]["type"], "LanguageProperty");
+    // The concise output: the same instances without "type", for
+    // format=concise and options=concise, in Retrieve and in Query.
+    for params in ["format=concise", "options=concise"] {
+        let body = temporal(&s, id, params).await;
+        assert_eq!(body["type"], "Vehicle", "{body}");
+        let speeds = body["speed"].as_array().unwrap();
+        assert_eq!(speeds.len(), 3);
+        assert_eq!(speeds[0]["value"], 10);
+        assert_eq!(speeds[0]["observedAt"], at(1));
+        assert!(speeds[0]["instanceId"].is_string());
+        for attr in ["speed", "owner", "location", "label"] {
+            for inst in body[attr].as_array().unwrap() {
+                assert!(inst.get("type").is_none(), "{params}: {inst}");
+            }
+        }
+        assert_eq!(body["owner"][0]["object"], "urn:ngsi-ld:Person:1");
+        assert_eq!(body["location"][0]["value"]["type"], "Point");
+        assert_eq!(body["label"][0]["languageMap"], json!({"en": "car"}));
+        let r = s
+            .get(&format!("/temporal/entities?type=Vehicle&{params}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(r.body[0]["speed"][0].get("type").is_none(), "{}", r.text);
+    }
+    // The concise output is valid input: written back under another id,
+    // it reads the same.
+    let mut copy = temporal(&s, id, "format=concise").await;
+    copy["id"] = json!("urn:ngsi-ld:Vehicle:concise-copy");
+    let r = s.post("/temporal/entities", &copy).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let again = temporal(
+        &s,
+        "urn:ngsi-ld:Vehicle:concise-copy",
+        "options=temporalValues",
+    )
+    .await;
+    let original = temporal(&s, id, "options=temporalValues").await;
+    for attr in ["speed", "owner", "location", "label"] {
+        assert_eq!(again[attr], original[attr], "{attr}");
+    }
+    // A deleted attribute's instance in the concise form.
+    s.create(json!({"id": "urn:ngsi-ld:Vehicle:c2", "type": "Vehicle", "speed": 5}))
+        .await;
+    s.delete("/entities/urn:ngsi-ld:Vehicle:c2/attrs/speed")
+        .await
+        .no_content();
+    let body = temporal(&s, "urn:ngsi-ld:Vehicle:c2", "format=concise").await;
+    let deleted = &body["speed"][1];
+    assert_eq!(deleted["value"], "urn:ngsi-ld:null", "{body}");
+    assert!(deleted["deletedAt"].is_string());
+    assert!(deleted.get("type").is_none());
+    // Concise input that is no attribute is refused.
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"speed": [{}]}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"speed": [null]}),
+    )
+    .await
+    .problem(400, "BadRequestData");
 }
 
 #[tokio::test]
