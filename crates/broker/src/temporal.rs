@@ -125,9 +125,12 @@ pub struct TemporalQuery {
 /// attributes at its limit (the `Content-Range` of clause 6.3.10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContentRange {
-    /// The first instant of the range.
+    /// Where the range starts: its earliest instant (the requested lower
+    /// bound when there is one), or with lastN its latest (the requested
+    /// upper bound when there is one).
     pub start: i64,
-    /// The last instant of the range.
+    /// Where the range ends: the last instant answered, or with lastN the
+    /// earliest.
     pub end: i64,
     /// lastN when asked for (`*` otherwise).
     pub size: Option<usize>,
@@ -225,7 +228,10 @@ impl TemporalParams {
             (None, _) => return Err(bad("timeAt and endTimeAt need timerel")),
             (Some(_), None) => return Err(bad("timerel needs timeAt")),
             (Some("before"), Some(t)) => (None, Some(t)),
-            (Some("after"), Some(t)) => (Some(t.saturating_add(1)), None),
+            // Clause 4.11: timeAt is an exclusive bound for before, an
+            // inclusive one for after; between includes timeAt and
+            // excludes endTimeAt.
+            (Some("after"), Some(t)) => (Some(t), None),
             (Some("between"), Some(t)) => {
                 let end = end.ok_or_else(|| bad("timerel=between needs endTimeAt"))?;
                 if end <= t {
@@ -461,22 +467,25 @@ fn cut(histories: &mut [&mut Vec<AttrHistory>], q: &TemporalQuery) -> Option<Con
     };
     if q.last_n.is_some() {
         // The last instances are kept: the complete range starts at the
-        // latest first instance of a cut attribute.
-        let start = cut_ones()
+        // latest first instance of a cut attribute. The range is written
+        // in the order of lastN, from the most recent instant (the end of
+        // the requested range when it has one) down to that first kept
+        // one, as the ETSI tests of clause 6.3.10 expect.
+        let first = cut_ones()
             .filter_map(|a| a.instances.first().map(|i| time_of(i, p)))
             .max()?;
-        let mut end = start;
+        let mut last = first;
         for h in histories.iter_mut() {
             for a in h.iter_mut() {
-                a.instances.retain(|i| time_of(i, p) >= start);
+                a.instances.retain(|i| time_of(i, p) >= first);
                 if let Some(l) = a.instances.last() {
-                    end = end.max(time_of(l, p));
+                    last = last.max(time_of(l, p));
                 }
             }
         }
         return Some(ContentRange {
-            start,
-            end,
+            start: q.range.to.unwrap_or(last),
+            end: first,
             size: q.last_n,
         });
     }

@@ -143,8 +143,22 @@ async fn temporal_values_time_ranges_last_n_and_time_property() {
         values(&s, id, &format!("timerel=before&timeAt={}", t(3))).await,
         [json!(10), json!(20)]
     );
+    // Clause 4.11: before excludes timeAt, after includes it, between
+    // includes timeAt and excludes endTimeAt.
     assert_eq!(
         values(&s, id, &format!("timerel=after&timeAt={}", t(2))).await,
+        [json!(20), json!(30), json!(40)]
+    );
+    assert_eq!(
+        values(
+            &s,
+            id,
+            &format!(
+                "timerel=after&timeAt={}",
+                enc("2024-07-01T02:00:00.000001Z")
+            )
+        )
+        .await,
         [json!(30), json!(40)]
     );
     assert_eq!(
@@ -708,7 +722,8 @@ async fn long_histories_are_cut_with_content_range_and_206() {
         Some(format!("date-time {}-{}/*", minute(0), minute(999)).as_str())
     );
     assert_eq!(r.body["speed"]["values"].as_array().unwrap().len(), 1000);
-    // The next page starts after the end of the range.
+    // The next page starts at the end of the range (after is inclusive,
+    // so the last instance comes again and none at that instant is lost).
     let r = s
         .get(&format!(
             "/temporal/entities/{}?options=temporalValues&timerel=after&timeAt={}",
@@ -718,8 +733,35 @@ async fn long_histories_are_cut_with_content_range_and_206() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let rest = r.body["speed"]["values"].as_array().unwrap();
-    assert_eq!(rest.len(), 50);
-    assert_eq!(rest[0][0], 1000);
+    assert_eq!(rest.len(), 51);
+    assert_eq!(rest[0][0], 999);
+    // With a lower bound the range starts at it.
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=temporalValues&timerel=after&timeAt={}",
+            enc(id),
+            enc("2024-06-30T00:00:00Z")
+        ))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time 2024-06-30T00:00:00.000000Z-{}/*", minute(999)).as_str())
+    );
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?timerel=between&timeAt={}&endTimeAt={}",
+            enc(id),
+            enc(&minute(10)),
+            enc(&minute(1040))
+        ))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body["speed"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/*", minute(10), minute(1009)).as_str())
+    );
     // lastN within the limit is complete; above it, the last ones come
     // with the size in the range.
     let r = s
@@ -736,11 +778,31 @@ async fn long_histories_are_cut_with_content_range_and_206() {
             enc(id)
         ))
         .await;
+    // The range of a lastN answer runs from the most recent instant (or
+    // the requested upper bound) down to the earliest one answered.
     assert_eq!(r.status, 206);
     assert_eq!(
         r.header("content-range"),
-        Some(format!("date-time {}-{}/1040", minute(50), minute(1049)).as_str())
+        Some(format!("date-time {}-{}/1040", minute(1049), minute(50)).as_str())
     );
+    let values = r.body["speed"]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 1000);
+    assert_eq!(values[0][0], 50);
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?lastN=1030&timerel=before&timeAt={}",
+            enc(id),
+            enc(&minute(1040))
+        ))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/1030", minute(1040), minute(40)).as_str())
+    );
+    let speeds = r.body["speed"].as_array().unwrap();
+    assert_eq!(speeds.len(), 1000);
+    assert_eq!(speeds[999]["value"], 1039);
     // An aggregation into more periods than the limit is cut too.
     let r = s
         .get(&format!(
