@@ -506,30 +506,42 @@ impl EntityQuery {
                 let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
                 s.matches(&scopes)
             })
-            && self.geo.as_ref().is_none_or(|(g, prop)| {
-                e.attr(prop).is_some_and(|instances| {
-                    instances.iter().any(|a| match &a.value {
-                        AttrValue::GeoProperty(v) => {
-                            ngsi_geo::parse_geojson(v).is_ok_and(|geom| g.matches(&geom))
-                        }
-                        _ => false,
-                    })
+            && self.matches_geo(e)
+    }
+
+    /// Whether some instance of the geo-query's GeoProperty in `e` satisfies
+    /// it (`true` without a geo-query).
+    pub(crate) fn matches_geo(&self, e: &Entity) -> bool {
+        self.geo.as_ref().is_none_or(|(g, prop)| {
+            e.attr(prop).is_some_and(|instances| {
+                instances.iter().any(|a| match &a.value {
+                    AttrValue::GeoProperty(v) => {
+                        ngsi_geo::parse_geojson(v).is_ok_and(|geom| g.matches(&geom))
+                    }
+                    _ => false,
                 })
             })
+        })
     }
 
     /// Whether an entity with history that [`Self::selects_history`]
-    /// selected matches the rest: `attrs` against the attributes with
-    /// history, and `q`, `scopeQ` and the geo-query against the current
-    /// state of the entity (an entity that no longer exists matches none of
-    /// them).
+    /// selected matches `attrs` (against the attributes with history) and
+    /// `scopeQ` (against the current state of the entity: the history keeps
+    /// no scopes, so an entity that no longer exists matches no scopeQ).
+    /// `q` and the geo-query are decided on the history itself
+    /// (`temporal::HistoryFilter`).
     pub(crate) fn matches_history(&self, history_attrs: &[Iri], current: Option<&Entity>) -> bool {
         let with_attrs = self
             .attrs_filter
             .as_ref()
             .is_none_or(|a| a.iter().any(|n| history_attrs.contains(n)));
-        let filters = !self.needs_current() || current.is_some_and(|e| self.matches_filters(e));
-        with_attrs && filters
+        let scopes = self.scope_q.as_ref().is_none_or(|s| {
+            current.is_some_and(|e| {
+                let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
+                s.matches(&scopes)
+            })
+        });
+        with_attrs && scopes
     }
 
     /// Whether an entity with history is selected by its id and types
@@ -543,9 +555,9 @@ impl EntityQuery {
                 .any(|s| s.matches_id_and_types(id, &has_type))
     }
 
-    /// Whether `q`, `scopeQ` or a geo-query needs the entity itself.
+    /// Whether a temporal query needs the current entity (for `scopeQ`).
     pub(crate) fn needs_current(&self) -> bool {
-        self.q.is_some() || self.scope_q.is_some() || self.geo.is_some()
+        self.scope_q.is_some()
     }
 
     /// The conditions of `q` that an attribute index can answer: the terms

@@ -1,6 +1,7 @@
 //! The temporal API (clauses 5.6.11–5.6.16 and 5.7.3–5.7.4): the history of
-//! entities in the temporal representation (clause 4.5.7), its simplified
-//! form (`temporalValues`, 4.5.9) and its aggregated form (4.5.19).
+//! entities in the temporal representation (clause 4.5.7, also with concise
+//! instances), its simplified form (`temporalValues`, 4.5.9) and its
+//! aggregated form (4.5.19).
 //!
 //! The store records the history of every write; here the temporal query
 //! parameters are parsed, the history is read and rendered, and the writes
@@ -12,6 +13,8 @@ use ngsi_model::parse::{EntityRequirements, parse_attributes, parse_entity};
 use ngsi_model::render::{Format, RenderOptions, render_attribute};
 use ngsi_model::time::{IsoDuration, format_micros, now_micros, parse_datetime};
 use ngsi_model::{AttrValue, Attribute, Iri, NgsiError, NgsiResult, Terms, iri};
+use ngsi_query::Query;
+use ngsi_query::q::Predicate;
 use serde_json::{Map, Value, json};
 use store::{
     AggregateBucket, AggregateRequest, AttrHistory, HistoryEntity, HistoryOp, HistoryRequest,
@@ -122,9 +125,12 @@ pub struct TemporalQuery {
 /// attributes at its limit (the `Content-Range` of clause 6.3.10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContentRange {
-    /// The first instant of the range.
+    /// Where the range starts: its earliest instant (the requested lower
+    /// bound when there is one), or with lastN its latest (the requested
+    /// upper bound when there is one).
     pub start: i64,
-    /// The last instant of the range.
+    /// Where the range ends: the last instant answered, or with lastN the
+    /// earliest.
     pub end: i64,
     /// lastN when asked for (`*` otherwise).
     pub size: Option<usize>,
@@ -222,7 +228,10 @@ impl TemporalParams {
             (None, _) => return Err(bad("timeAt and endTimeAt need timerel")),
             (Some(_), None) => return Err(bad("timerel needs timeAt")),
             (Some("before"), Some(t)) => (None, Some(t)),
-            (Some("after"), Some(t)) => (Some(t.saturating_add(1)), None),
+            // Clause 4.11: timeAt is an exclusive bound for before, an
+            // inclusive one for after; between includes timeAt and
+            // excludes endTimeAt.
+            (Some("after"), Some(t)) => (Some(t), None),
             (Some("between"), Some(t)) => {
                 let end = end.ok_or_else(|| bad("timerel=between needs endTimeAt"))?;
                 if end <= t {
@@ -413,6 +422,38 @@ fn value_members(kind: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The first element of a pair of the simplified temporal representation
+/// (clause 4.5.9), from the normalized rendering of the instance: the
+/// value, object, value list or object list (URIs) itself; a languageMap,
+/// json or vocab inside an object with that one member.
+fn simplified_value(rendered: Value, member: &str) -> Value {
+    let Value::Object(mut m) = rendered else {
+        return rendered;
+    };
+    // A LanguageProperty rendered for one language (`lang`) is a Property.
+    let (member, v) = match m.remove(member) {
+        Some(v) => (member, v),
+        None => ("value", m.remove("value").unwrap_or(Value::Null)),
+    };
+    match (member, v) {
+        ("languageMap" | "json" | "vocab", v) => {
+            let mut wrapped = Map::new();
+            wrapped.insert(member.into(), v);
+            Value::Object(wrapped)
+        }
+        ("objectList", Value::Array(items)) => Value::Array(
+            items
+                .into_iter()
+                .map(|o| match o {
+                    Value::Object(mut o) => o.remove("object").unwrap_or(Value::Null),
+                    other => other,
+                })
+                .collect(),
+        ),
+        (_, v) => v,
+    }
+}
+
 /// Cuts the histories at the server's limit consistently: every attribute
 /// keeps only the instances inside the range that all cut attributes cover
 /// completely. Returns that range when something was cut.
@@ -426,22 +467,25 @@ fn cut(histories: &mut [&mut Vec<AttrHistory>], q: &TemporalQuery) -> Option<Con
     };
     if q.last_n.is_some() {
         // The last instances are kept: the complete range starts at the
-        // latest first instance of a cut attribute.
-        let start = cut_ones()
+        // latest first instance of a cut attribute. The range is written
+        // in the order of lastN, from the most recent instant (the end of
+        // the requested range when it has one) down to that first kept
+        // one, as the ETSI tests of clause 6.3.10 expect.
+        let first = cut_ones()
             .filter_map(|a| a.instances.first().map(|i| time_of(i, p)))
             .max()?;
-        let mut end = start;
+        let mut last = first;
         for h in histories.iter_mut() {
             for a in h.iter_mut() {
-                a.instances.retain(|i| time_of(i, p) >= start);
+                a.instances.retain(|i| time_of(i, p) >= first);
                 if let Some(l) = a.instances.last() {
-                    end = end.max(time_of(l, p));
+                    last = last.max(time_of(l, p));
                 }
             }
         }
         return Some(ContentRange {
-            start,
-            end,
+            start: q.range.to.unwrap_or(last),
+            end: first,
             size: q.last_n,
         });
     }
@@ -513,8 +557,9 @@ impl Broker {
         }
         self.check_tenant(tenant)?;
         // Ids and types first (no copies of the others), then attrs and
-        // the filters that need the current entity.
-        let matched: Vec<HistoryEntity> = self
+        // scopeQ (on the current entity), then the time range, q and the
+        // geo-query on the instances in the range (clause 5.7.4.4).
+        let candidates: Vec<HistoryEntity> = self
             .store
             .history_entities(tenant, &mut |id, types| {
                 q.entities.selects_history(id, types)
@@ -530,6 +575,14 @@ impl Broker {
                 q.entities.matches_history(&attrs, current.as_deref())
             })
             .collect();
+        let mut matched = Vec::with_capacity(candidates.len());
+        for he in candidates {
+            if self.has_instances_in_range(tenant, &he, q).await?
+                && self.history_filter_matches(tenant, &he, q).await?
+            {
+                matched.push(he);
+            }
+        }
         let total = q.entities.count.then_some(matched.len());
         let page: Vec<HistoryEntity> = matched
             .into_iter()
@@ -558,6 +611,88 @@ impl Broker {
             total,
             range: range.or(periods_cut),
         })
+    }
+
+    /// Whether the entity has an instance of the projected attributes in
+    /// the query's time range (clause 5.7.4.4: an entity whose time series
+    /// hold no data in the interval is not part of the result). Without a
+    /// time range every entity with history has.
+    async fn has_instances_in_range(
+        &self,
+        tenant: &str,
+        he: &HistoryEntity,
+        q: &TemporalQuery,
+    ) -> NgsiResult<bool> {
+        if q.range.from.is_none() && q.range.to.is_none() {
+            return Ok(true);
+        }
+        let req = HistoryRequest {
+            attrs: q.entities.view.attrs.clone(),
+            range: q.range,
+            last_n: None,
+            limit: 1,
+        };
+        let history = self.store.history(tenant, &he.id, req).await?;
+        Ok(history
+            .unwrap_or_default()
+            .iter()
+            .any(|a| !a.instances.is_empty()))
+    }
+
+    /// Whether `q` and the geo-query of a temporal query hold on the
+    /// entity's instances in the time range (clause 5.7.4.4: "the values
+    /// filter query shall be checked against all the Attribute instances"
+    /// of the interval, the geoquery "against the GeoProperty instances
+    /// that are within the interval"). A term of `q` holds when some
+    /// instance in the range satisfies it (`!attr` when none exists), as
+    /// for the instances of several datasetIds in Query Entities. The
+    /// instances of the attributes the filters name are read in pages, so
+    /// a long history is never held whole.
+    async fn history_filter_matches(
+        &self,
+        tenant: &str,
+        he: &HistoryEntity,
+        q: &TemporalQuery,
+    ) -> NgsiResult<bool> {
+        let Some(mut filter) = HistoryFilter::new(&q.entities) else {
+            return Ok(true);
+        };
+        let p = q.range.property;
+        let mut range = q.range;
+        loop {
+            let req = HistoryRequest {
+                attrs: Some(filter.attrs.clone()),
+                range,
+                last_n: None,
+                limit: FILTER_PAGE,
+            };
+            let page = self
+                .store
+                .history(tenant, &he.id, req)
+                .await?
+                .unwrap_or_default();
+            filter.add_page(he, &page);
+            if filter.decided() {
+                break;
+            }
+            // The next page starts at the earliest last instant of a cut
+            // series: instances read twice change no existence test.
+            let Some(next) = page
+                .iter()
+                .filter(|a| a.truncated)
+                .filter_map(|a| a.instances.last().map(|i| time_of(i, p)))
+                .min()
+            else {
+                break;
+            };
+            let from = range.from.unwrap_or(i64::MIN);
+            range.from = Some(if next > from {
+                next
+            } else {
+                next.saturating_add(1)
+            });
+        }
+        Ok(filter.result())
     }
 
     /// The most instances per attribute instance for an answer about
@@ -643,6 +778,15 @@ impl Broker {
             format: Format::Normalized,
             sys_attrs: view.sys_attrs,
             lang: view.lang.as_deref(),
+        };
+        // The concise temporal representation: each instance in the concise
+        // form (no "type" where the value member tells the kind).
+        let instance_opts = RenderOptions {
+            format: match view.format {
+                Format::Concise => Format::Concise,
+                _ => Format::Normalized,
+            },
+            ..opts
         };
         let mut attrs: Vec<(String, Vec<Value>)> = Vec::new();
         let mut push = |name: &Iri, v: Vec<Value>| {
@@ -743,10 +887,9 @@ impl Broker {
                         .iter()
                         .map(|i| {
                             let v = match &i.attr {
-                                Some(a) => match render_attribute(a, ctx, &opts) {
-                                    Value::Object(mut m) => m.remove(member).unwrap_or(Value::Null),
-                                    other => other,
-                                },
+                                Some(a) => {
+                                    simplified_value(render_attribute(a, ctx, &opts), member)
+                                }
                                 None => Value::String(ngsi_model::entity::core_iri::NULL.into()),
                             };
                             json!([v, format_micros(time_of(i, q.range.property))])
@@ -766,7 +909,7 @@ impl Broker {
                     let rendered: Vec<Value> = h
                         .instances
                         .iter()
-                        .map(|i| render_instance(i, h.dataset_id.as_deref(), ctx, &opts))
+                        .map(|i| render_instance(i, h.dataset_id.as_deref(), ctx, &instance_opts))
                         .collect();
                     push(&h.attr, rendered);
                 }
@@ -1032,6 +1175,143 @@ impl Broker {
     }
 }
 
+/// The instances of one series read at once by [`HistoryFilter`].
+const FILTER_PAGE: usize = 10_000;
+
+/// `q` and the geo-query of a temporal query, evaluated over the pages of
+/// an entity's instances in the time range. Each term of `q` is decided
+/// over all pages (some instance satisfies it; for `!attr`, no page has an
+/// instance), then the terms are combined as the query says.
+struct HistoryFilter<'a> {
+    query: &'a EntityQuery,
+    /// The attributes the filters name (expanded).
+    attrs: Vec<Iri>,
+    /// The terms of `q`, depth first.
+    terms: Vec<TermState>,
+    /// Whether some page satisfied the geo-query.
+    geo: bool,
+}
+
+/// One term of `q` as a query of its own, and whether it holds so far.
+struct TermState {
+    term: Query,
+    /// `!attr`: holds while no page has an instance.
+    negative: bool,
+    holds: bool,
+}
+
+impl<'a> HistoryFilter<'a> {
+    fn new(query: &'a EntityQuery) -> Option<Self> {
+        fn collect(q: &Query, out: &mut Vec<TermState>) {
+            match q {
+                Query::And(items) | Query::Or(items) => items.iter().for_each(|i| collect(i, out)),
+                Query::Term(t) => {
+                    let negative = matches!(t.predicate, Predicate::NotExists);
+                    out.push(TermState {
+                        term: Query::Term(t.clone()),
+                        negative,
+                        holds: negative,
+                    });
+                }
+            }
+        }
+        if query.q.is_none() && query.geo.is_none() {
+            return None;
+        }
+        let mut terms = Vec::new();
+        let mut attrs: Vec<Iri> = Vec::new();
+        if let Some(q) = &query.q {
+            collect(q, &mut terms);
+            for path in q.paths() {
+                let a = iri(&path.attr);
+                if !attrs.contains(&a) {
+                    attrs.push(a);
+                }
+            }
+        }
+        if let Some((_, prop)) = &query.geo
+            && !attrs.contains(prop)
+        {
+            attrs.push(prop.clone());
+        }
+        Some(Self {
+            query,
+            attrs,
+            terms,
+            geo: query.geo.is_none(),
+        })
+    }
+
+    /// Takes the instances of one page into account.
+    fn add_page(&mut self, he: &HistoryEntity, page: &[AttrHistory]) {
+        let mut entity = ngsi_model::Entity {
+            id: he.id.clone(),
+            types: he.types.clone(),
+            scopes: Vec::new(),
+            attrs: Vec::new(),
+            created_at: 0,
+            modified_at: 0,
+        };
+        for h in page {
+            // Deletions are no values: they satisfy no term.
+            let instances = h.instances.iter().filter_map(|i| {
+                i.attr.as_ref().map(|a| {
+                    let mut a = a.clone();
+                    a.dataset_id = h.dataset_id.clone();
+                    a
+                })
+            });
+            match entity.attrs.iter_mut().find(|(n, _)| *n == h.attr) {
+                Some((_, list)) => list.extend(instances),
+                None => entity.attrs.push((h.attr.clone(), instances.collect())),
+            }
+        }
+        entity.attrs.retain(|(_, list)| !list.is_empty());
+        let target = crate::target::EntityTarget(&entity);
+        for t in &mut self.terms {
+            let here = t.term.matches(&target);
+            t.holds = if t.negative {
+                t.holds && here
+            } else {
+                t.holds || here
+            };
+        }
+        self.geo = self.geo || self.query.matches_geo(&entity);
+    }
+
+    /// Whether further pages cannot change the result: every term is
+    /// positive (so results only turn true) and the result already holds.
+    fn decided(&self) -> bool {
+        self.terms.iter().all(|t| !t.negative) && self.result()
+    }
+
+    /// Whether the filters hold on the pages seen.
+    fn result(&self) -> bool {
+        fn combine(q: &Query, terms: &[TermState], i: &mut usize) -> bool {
+            // Every operand is visited so that `i` follows the depth-first
+            // order of `terms`.
+            let mut operands = |items: &[Query]| -> Vec<bool> {
+                items.iter().map(|x| combine(x, terms, i)).collect()
+            };
+            match q {
+                Query::And(items) => operands(items).into_iter().all(|b| b),
+                Query::Or(items) => operands(items).into_iter().any(|b| b),
+                Query::Term(_) => {
+                    let holds = terms.get(*i).is_some_and(|t| t.holds);
+                    *i += 1;
+                    holds
+                }
+            }
+        }
+        let q = self
+            .query
+            .q
+            .as_ref()
+            .is_none_or(|q| combine(q, &self.terms, &mut 0));
+        q && self.geo
+    }
+}
+
 /// One instance in the normalized temporal representation: the attribute
 /// with its instanceId; a deletion as the NGSI-LD Null with deletedAt.
 fn render_instance(
@@ -1055,7 +1335,9 @@ fn render_instance(
         }
         None => {
             let mut m = Map::new();
-            m.insert("type".into(), Value::String("Property".into()));
+            if opts.format != Format::Concise {
+                m.insert("type".into(), Value::String("Property".into()));
+            }
             m.insert(
                 "value".into(),
                 Value::String(ngsi_model::entity::core_iri::NULL.into()),

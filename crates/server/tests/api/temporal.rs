@@ -143,8 +143,22 @@ async fn temporal_values_time_ranges_last_n_and_time_property() {
         values(&s, id, &format!("timerel=before&timeAt={}", t(3))).await,
         [json!(10), json!(20)]
     );
+    // Clause 4.11: before excludes timeAt, after includes it, between
+    // includes timeAt and excludes endTimeAt.
     assert_eq!(
         values(&s, id, &format!("timerel=after&timeAt={}", t(2))).await,
+        [json!(20), json!(30), json!(40)]
+    );
+    assert_eq!(
+        values(
+            &s,
+            id,
+            &format!(
+                "timerel=after&timeAt={}",
+                enc("2024-07-01T02:00:00.000001Z")
+            )
+        )
+        .await,
         [json!(30), json!(40)]
     );
     assert_eq!(
@@ -197,19 +211,141 @@ async fn temporal_values_time_ranges_last_n_and_time_property() {
             &json!({
                 "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1", "observedAt": at(1)},
                 "label": {"type": "LanguageProperty", "languageMap": {"en": "car"}, "observedAt": at(1)},
+                "specs": {"type": "JsonProperty", "json": {"doors": 4}, "observedAt": at(1)},
+                "category": {"type": "VocabProperty", "vocab": "urn:ngsi-ld:taxi", "observedAt": at(1)},
+                "crew": {"type": "ListRelationship", "objectList": [{"object": "urn:ngsi-ld:Person:1"}], "observedAt": at(1)},
             }),
         )
         .await;
     r.no_content();
-    let body = temporal(&s, id, "options=temporalValues&attrs=owner,label").await;
+    let body = temporal(
+        &s,
+        id,
+        "options=temporalValues&attrs=owner,label,specs,category,crew",
+    )
+    .await;
     assert_eq!(
         body["owner"]["objects"],
         json!([["urn:ngsi-ld:Person:1", at(1)]])
     );
+    // Clause 4.5.9: a languageMap, json or vocab is given inside an object
+    // with that one member; an objectList as the list of URIs.
     assert_eq!(
         body["label"]["languageMaps"],
-        json!([[{"en": "car"}, at(1)]])
+        json!([[{"languageMap": {"en": "car"}}, at(1)]]),
+        "{body}"
     );
+    assert_eq!(
+        body["specs"]["jsons"],
+        json!([[{"json": {"doors": 4}}, at(1)]])
+    );
+    assert_eq!(
+        body["category"]["vocabs"],
+        json!([[{"vocab": "urn:ngsi-ld:taxi"}, at(1)]])
+    );
+    assert_eq!(
+        body["crew"]["objectLists"],
+        json!([[["urn:ngsi-ld:Person:1"], at(1)]])
+    );
+}
+
+#[tokio::test]
+async fn concise_temporal_representation_out_and_in() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:concise";
+    // Instances in the concise form: no "type" where the member that
+    // carries the value tells the kind.
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({
+                "id": id, "type": "Vehicle",
+                "speed": [{"value": 10, "observedAt": at(1)}, {"value": 20, "observedAt": at(2)}],
+                "owner": {"object": "urn:ngsi-ld:Person:1", "observedAt": at(1)},
+                "location": {"value": {"type": "Point", "coordinates": [113.26, 23.13]}, "observedAt": at(1)},
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({
+            "speed": {"value": 30, "observedAt": at(3)},
+            "label": {"languageMap": {"en": "car"}, "observedAt": at(3)},
+        }),
+    )
+    .await
+    .no_content();
+    let body = temporal(&s, id, "").await;
+    assert_eq!(body["speed"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(body["speed"][2]["type"], "Property");
+    assert_eq!(body["owner"][0]["type"], "Relationship");
+    assert_eq!(body["location"][0]["type"], "GeoProperty");
+    assert_eq!(body["label"][0]["type"], "LanguageProperty");
+    // The concise output: the same instances without "type", for
+    // format=concise and options=concise, in Retrieve and in Query.
+    for params in ["format=concise", "options=concise"] {
+        let body = temporal(&s, id, params).await;
+        assert_eq!(body["type"], "Vehicle", "{body}");
+        let speeds = body["speed"].as_array().unwrap();
+        assert_eq!(speeds.len(), 3);
+        assert_eq!(speeds[0]["value"], 10);
+        assert_eq!(speeds[0]["observedAt"], at(1));
+        assert!(speeds[0]["instanceId"].is_string());
+        for attr in ["speed", "owner", "location", "label"] {
+            for inst in body[attr].as_array().unwrap() {
+                assert!(inst.get("type").is_none(), "{params}: {inst}");
+            }
+        }
+        assert_eq!(body["owner"][0]["object"], "urn:ngsi-ld:Person:1");
+        assert_eq!(body["location"][0]["value"]["type"], "Point");
+        assert_eq!(body["label"][0]["languageMap"], json!({"en": "car"}));
+        let r = s
+            .get(&format!("/temporal/entities?type=Vehicle&{params}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(r.body[0]["speed"][0].get("type").is_none(), "{}", r.text);
+    }
+    // The concise output is valid input: written back under another id,
+    // it reads the same.
+    let mut copy = temporal(&s, id, "format=concise").await;
+    copy["id"] = json!("urn:ngsi-ld:Vehicle:concise-copy");
+    let r = s.post("/temporal/entities", &copy).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let again = temporal(
+        &s,
+        "urn:ngsi-ld:Vehicle:concise-copy",
+        "options=temporalValues",
+    )
+    .await;
+    let original = temporal(&s, id, "options=temporalValues").await;
+    for attr in ["speed", "owner", "location", "label"] {
+        assert_eq!(again[attr], original[attr], "{attr}");
+    }
+    // A deleted attribute's instance in the concise form.
+    s.create(json!({"id": "urn:ngsi-ld:Vehicle:c2", "type": "Vehicle", "speed": 5}))
+        .await;
+    s.delete("/entities/urn:ngsi-ld:Vehicle:c2/attrs/speed")
+        .await
+        .no_content();
+    let body = temporal(&s, "urn:ngsi-ld:Vehicle:c2", "format=concise").await;
+    let deleted = &body["speed"][1];
+    assert_eq!(deleted["value"], "urn:ngsi-ld:null", "{body}");
+    assert!(deleted["deletedAt"].is_string());
+    assert!(deleted.get("type").is_none());
+    // Concise input that is no attribute is refused.
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"speed": [{}]}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"speed": [null]}),
+    )
+    .await
+    .problem(400, "BadRequestData");
 }
 
 #[tokio::test]
@@ -327,6 +463,115 @@ async fn temporal_query_selects_like_query_entities() {
     s.get("/temporal/entities")
         .await
         .problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn temporal_q_and_geo_queries_test_the_instances_in_the_time_range() {
+    let s = Server::start().await;
+    let ids = |r: &crate::support::Resp| crate::support::ids_of(&r.body);
+    let t = |h| enc(&at(h));
+    // A current entity whose speed was 100 at hour 1 and is 10 now.
+    let id = "urn:ngsi-ld:Vehicle:slowed";
+    let mut v = vehicle(id, 100);
+    v["speed"]["observedAt"] = json!(at(1));
+    s.create(v).await;
+    s.patch(
+        &format!("/entities/{id}/attrs"),
+        &json!({"speed": speed(json!(10), 3)}),
+    )
+    .await
+    .no_content();
+    // A temporal entity with no current state: speeds 120, 80 and a
+    // location that moved from Guangzhou to Shenzhen.
+    let only = "urn:ngsi-ld:Vehicle:history-only";
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({
+                "id": only, "type": "Vehicle",
+                "speed": [speed(json!(120), 1), speed(json!(80), 3)],
+                "location": [
+                    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [113.26, 23.13]}, "observedAt": at(1)},
+                    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [114.06, 22.54]}, "observedAt": at(3)},
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let query = |params: String| {
+        let s = &s;
+        async move {
+            let r = s
+                .get(&format!("/temporal/entities?type=Vehicle&{params}"))
+                .await;
+            assert_eq!(r.status, 200, "{params}: {}", r.text);
+            r
+        }
+    };
+    // Over the whole history both had a speed above 90, although neither
+    // has one now.
+    let r = query(format!("q=speed>90&timerel=after&timeAt={}", t(0))).await;
+    assert_eq!(ids(&r), [only, id]);
+    // Every instance in the range is returned, not only the matching ones.
+    let speeds = r.body[1]["speed"].as_array().unwrap();
+    assert_eq!(speeds.len(), 2, "{}", r.text);
+    // From hour 2 on, no speed above 90 is left; 10 and 80 are below 50...
+    let r = query(format!("q=speed>90&timerel=after&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    let r = query(format!("q=speed<50&timerel=after&timeAt={}", t(2))).await;
+    assert_eq!(ids(&r), [id]);
+    // ... and before hour 2 no speed was below 50.
+    let r = query(format!("q=speed<50&timerel=before&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    // Each term may hold at a different instant; `|` and `!attr` too.
+    let r = query(format!(
+        "q=speed>110;speed<90&timerel=between&timeAt={}&endTimeAt={}",
+        t(0),
+        t(4)
+    ))
+    .await;
+    assert_eq!(ids(&r), [only]);
+    let r = query(format!(
+        "q=speed==10|speed==120&timerel=after&timeAt={}",
+        t(0)
+    ))
+    .await;
+    assert_eq!(ids(&r), [only, id]);
+    let r = query(format!("q=!brandName&timerel=after&timeAt={}", t(0))).await;
+    assert_eq!(ids(&r), [only]);
+    // The geo-query tests the GeoProperty instances in the range: the
+    // history-only vehicle was near Shenzhen at hour 3, not at hour 1.
+    let near_shenzhen = "georel=near;maxDistance==1000&geometry=Point&coordinates=[114.06,22.54]";
+    let r = query(format!("{near_shenzhen}&timerel=after&timeAt={}", t(2))).await;
+    assert_eq!(ids(&r), [only]);
+    let r = query(format!("{near_shenzhen}&timerel=before&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    // The same through POST /temporal/entityOperations/query.
+    let r = s
+        .post(
+            "/temporal/entityOperations/query",
+            &json!({
+                "type": "Query",
+                "entities": [{"type": "Vehicle"}],
+                "q": "speed>90",
+                "geoQ": {"georel": "near;maxDistance==1000", "geometry": "Point", "coordinates": [113.26, 23.13]},
+                "temporalQ": {"timerel": "before", "timeAt": at(2)}
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The location of the current vehicle was recorded at its creation,
+    // now, outside the range.
+    assert_eq!(ids(&r), [only]);
+    // An entity without instances (of the projected attributes) in the
+    // range is not in the answer, and not counted.
+    let r = query(format!("count=true&timerel=before&timeAt={}", t(2))).await;
+    assert_eq!(ids(&r), [only, id]);
+    let r = query(format!("count=true&timerel=before&timeAt={}", t(0))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
+    assert_eq!(r.header("ngsild-results-count"), Some("0"));
+    let r = query(format!("attrs=brandName&timerel=before&timeAt={}", t(2))).await;
+    assert!(ids(&r).is_empty(), "{}", r.text);
 }
 
 #[tokio::test]
@@ -477,7 +722,8 @@ async fn long_histories_are_cut_with_content_range_and_206() {
         Some(format!("date-time {}-{}/*", minute(0), minute(999)).as_str())
     );
     assert_eq!(r.body["speed"]["values"].as_array().unwrap().len(), 1000);
-    // The next page starts after the end of the range.
+    // The next page starts at the end of the range (after is inclusive,
+    // so the last instance comes again and none at that instant is lost).
     let r = s
         .get(&format!(
             "/temporal/entities/{}?options=temporalValues&timerel=after&timeAt={}",
@@ -487,8 +733,35 @@ async fn long_histories_are_cut_with_content_range_and_206() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let rest = r.body["speed"]["values"].as_array().unwrap();
-    assert_eq!(rest.len(), 50);
-    assert_eq!(rest[0][0], 1000);
+    assert_eq!(rest.len(), 51);
+    assert_eq!(rest[0][0], 999);
+    // With a lower bound the range starts at it.
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?options=temporalValues&timerel=after&timeAt={}",
+            enc(id),
+            enc("2024-06-30T00:00:00Z")
+        ))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time 2024-06-30T00:00:00.000000Z-{}/*", minute(999)).as_str())
+    );
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?timerel=between&timeAt={}&endTimeAt={}",
+            enc(id),
+            enc(&minute(10)),
+            enc(&minute(1040))
+        ))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body["speed"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/*", minute(10), minute(1009)).as_str())
+    );
     // lastN within the limit is complete; above it, the last ones come
     // with the size in the range.
     let r = s
@@ -505,11 +778,31 @@ async fn long_histories_are_cut_with_content_range_and_206() {
             enc(id)
         ))
         .await;
+    // The range of a lastN answer runs from the most recent instant (or
+    // the requested upper bound) down to the earliest one answered.
     assert_eq!(r.status, 206);
     assert_eq!(
         r.header("content-range"),
-        Some(format!("date-time {}-{}/1040", minute(50), minute(1049)).as_str())
+        Some(format!("date-time {}-{}/1040", minute(1049), minute(50)).as_str())
     );
+    let values = r.body["speed"]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 1000);
+    assert_eq!(values[0][0], 50);
+    let r = s
+        .get(&format!(
+            "/temporal/entities/{}?lastN=1030&timerel=before&timeAt={}",
+            enc(id),
+            enc(&minute(1040))
+        ))
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("date-time {}-{}/1030", minute(1040), minute(40)).as_str())
+    );
+    let speeds = r.body["speed"].as_array().unwrap();
+    assert_eq!(speeds.len(), 1000);
+    assert_eq!(speeds[999]["value"], 1039);
     // An aggregation into more periods than the limit is cut too.
     let r = s
         .get(&format!(
