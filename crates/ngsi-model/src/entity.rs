@@ -57,12 +57,14 @@ pub struct Entity {
     /// The entity id, a URI.
     pub id: Arc<str>,
     /// Expanded entity types, at least one.
+    #[serde(with = "crate::names::name_list")]
     pub types: Vec<Iri>,
     /// The scopes of the entity (`/a/b` paths), possibly empty.
     #[serde(default)]
     pub scopes: Vec<Box<str>>,
     /// Attributes in the order they were first added. Each has one or more
     /// instances, distinguished by `dataset_id` (at most one without).
+    #[serde(with = "crate::names::named")]
     pub attrs: Vec<(Iri, Vec<Attribute>)>,
     /// System attribute createdAt, in microseconds since the Unix epoch.
     pub created_at: i64,
@@ -114,7 +116,7 @@ pub struct Attribute {
     #[serde(default)]
     pub modified_at: i64,
     /// Sub-attributes (properties of properties), by expanded name.
-    #[serde(default)]
+    #[serde(default, with = "crate::names::named")]
     pub sub: Vec<(Iri, Attribute)>,
 }
 

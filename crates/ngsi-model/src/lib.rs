@@ -5,6 +5,7 @@
 
 pub mod entity;
 pub mod error;
+pub mod names;
 pub mod parse;
 pub mod render;
 pub mod time;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use ngsi_model::names::Names;
 use ngsi_model::{Entity, NgsiError};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
@@ -153,6 +154,8 @@ struct Shared {
     path: Option<PathBuf>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
+    /// The numbers of the names in the stored encodings.
+    names: Arc<Names>,
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`; dropping the
@@ -176,6 +179,7 @@ CREATE TABLE IF NOT EXISTS entities (
     UNIQUE (tenant, id)
 );
 CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS names (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     tenant TEXT NOT NULL,
@@ -188,14 +192,18 @@ CREATE TABLE IF NOT EXISTS records (
 
 /// Version 2: entities as positional MessagePack (fields by position, every
 /// field present).
-const FORMAT_VERSION: &str = "2";
+const FORMAT_VERSION: &str = "3";
+
+/// Version 2 is version 3 without the name table: its names are strings,
+/// which version 3 reads as well. Opening it upgrades the version in place.
+const FORMAT_VERSION_2: &str = "2";
 
 // Positional fields: about a third smaller than named ones. A change of the
 // model's fields needs a new FORMAT_VERSION and a migration.
 use crate::index::encode;
 
-fn decode(id: &str, bytes: &[u8]) -> Result<Entity, StoreError> {
-    crate::index::decode(bytes).map_err(|e| StoreError::Decode {
+fn decode(names: &Arc<Names>, id: &str, bytes: &[u8]) -> Result<Entity, StoreError> {
+    crate::index::decode(names, bytes).map_err(|e| StoreError::Decode {
         id: id.to_string(),
         reason: e.to_string(),
     })
@@ -239,6 +247,12 @@ impl SqliteStore {
                 )?;
             }
             Some(FORMAT_VERSION) => {}
+            Some(FORMAT_VERSION_2) => {
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'format'",
+                    [FORMAT_VERSION],
+                )?;
+            }
             Some(other) => {
                 return Err(StoreError::Decode {
                     id: "<database>".into(),
@@ -271,7 +285,9 @@ impl SqliteStore {
                 known.insert(name?.into());
             }
         }
-        let count = load_entities(&conn, &mut tenants)?;
+        let names = Arc::new(load_names(&conn)?);
+        let persisted_names = names.len();
+        let count = load_entities(&conn, &names, &mut tenants)?;
         let history_index = HistoryIndex::load(&conn)?;
         let recorder = config.history.then(|| Recorder::open(&conn)).transpose()?;
         let shared = Arc::new(Shared {
@@ -295,6 +311,7 @@ impl SqliteStore {
             num_cache: Mutex::new(NumCache::new(config.history_cache_bytes)),
             path: config.path.clone(),
             readers: Mutex::new(Vec::new()),
+            names,
         });
         let (tx, rx) = mpsc::channel(config.queue_depth);
         let writer_shared = shared.clone();
@@ -311,6 +328,7 @@ impl SqliteStore {
                     max_group_ops: config.max_group_ops,
                     recorder,
                     checkpoint,
+                    persisted_names,
                 }
                 .run(rx)
             })?;
@@ -977,8 +995,27 @@ fn delete_series(tx: &rusqlite::Transaction<'_>, sid: i64) -> Result<(), StoreEr
 /// Loads every stored entity into the indexes. Reading rows, decoding them
 /// and indexing them run as a three-stage pipeline on their own threads, so
 /// a restart uses both cores.
+/// The name table, in number order (numbers are dense from 0).
+fn load_names(conn: &Connection) -> Result<Names, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, name FROM names ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let mut list = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (id, name): (i64, String) = (row.get(0)?, row.get(1)?);
+        if usize::try_from(id).ok() != Some(list.len()) {
+            return Err(StoreError::Decode {
+                id: "<names>".into(),
+                reason: format!("name number {id} out of sequence"),
+            });
+        }
+        list.push(ngsi_model::iri(&name));
+    }
+    Ok(Names::from_list(list))
+}
+
 fn load_entities(
     conn: &Connection,
+    names: &Arc<Names>,
     tenants: &mut HashMap<Box<str>, TenantIndex>,
 ) -> Result<u64, StoreError> {
     use std::sync::mpsc::sync_channel;
@@ -992,7 +1029,9 @@ fn load_entities(
             for chunk in raw_rx {
                 let decoded: Result<Decoded, StoreError> = chunk
                     .into_iter()
-                    .map(|(tenant, id, bytes)| decode(&id, &bytes).map(|e| (tenant, e, bytes)))
+                    .map(|(tenant, id, bytes)| {
+                        decode(names, &id, &bytes).map(|e| (tenant, e, bytes))
+                    })
                     .collect();
                 let failed = decoded.is_err();
                 if dec_tx.send(decoded).is_err() || failed {
@@ -1008,7 +1047,7 @@ fn load_entities(
                     for (tenant, entity, bytes) in chunk? {
                         local
                             .entry(tenant)
-                            .or_default()
+                            .or_insert_with(|| TenantIndex::new(names.clone()))
                             .put(&entity, bytes.into_boxed_slice());
                         count += 1;
                         // Progress for operators: a large city takes seconds.
@@ -1058,6 +1097,8 @@ struct Writer {
     recorder: Option<Recorder>,
     /// The checkpoint thread; `None` in memory (no WAL).
     checkpoint: Option<Checkpointer>,
+    /// Names numbered below this are in the `names` table.
+    persisted_names: usize,
 }
 
 thread_local! {
@@ -1191,7 +1232,8 @@ impl Writer {
         let mut op_count = 0usize;
         let mut history = HistoryOverlay::default();
         let recorder = &mut self.recorder;
-        let outcome = (|| -> Result<(), StoreError> {
+        let persisted_names = self.persisted_names;
+        let outcome = (|| -> Result<usize, StoreError> {
             let tx = self.conn.transaction()?;
             {
                 let mut put = tx.prepare_cached(
@@ -1276,7 +1318,7 @@ impl Writer {
                                 match change.next {
                                     Next::Keep => {}
                                     Next::Put(entity) => {
-                                        let bytes = encode(&entity);
+                                        let bytes = encode(&self.shared.names, &entity);
                                         put.execute(params![&*req.tenant, &*op.id, &bytes])?;
                                         if let Some(r) = recorder.as_mut() {
                                             r.record(
@@ -1350,11 +1392,22 @@ impl Writer {
             {
                 r.save_seq(&tx)?;
             }
+            // The names the group's encodings numbered first, in the same
+            // transaction as the encodings.
+            let fresh = self.shared.names.since(persisted_names);
+            if !fresh.is_empty() {
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO names (id, name) VALUES (?1, ?2)")?;
+                for (n, name) in &fresh {
+                    insert.execute(params![n, &**name])?;
+                }
+            }
             tx.commit()?;
-            Ok(())
+            Ok(fresh.len())
         })();
         match outcome {
-            Ok(()) => {
+            Ok(new_names) => {
+                self.persisted_names += new_names;
                 self.shared
                     .metrics
                     .history_instances
@@ -1449,7 +1502,9 @@ impl Writer {
         for (key, state) in overlay.changed {
             let old = before.remove(&key).flatten();
             let (tenant, _) = key;
-            let index = tenants.entry(tenant).or_default();
+            let index = tenants
+                .entry(tenant)
+                .or_insert_with(|| TenantIndex::new(self.shared.names.clone()));
             match (state, old) {
                 (Some((entity, bytes)), old) => {
                     if old.is_none() {

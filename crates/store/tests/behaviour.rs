@@ -907,3 +907,96 @@ async fn the_write_ahead_log_is_checkpointed_while_writes_go_on() {
     assert_eq!(store.entity_count(), 3000);
     assert_eq!(level_of(&store.get("", "urn:wal:02999").unwrap()), 2999);
 }
+
+#[tokio::test]
+async fn names_are_stored_once_and_numbered_in_the_encodings() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        let ops = (0..50)
+            .map(|i| create(entity(&format!("urn:n:{i}"), "https://example.org/T", i)))
+            .collect();
+        store.write("", ops).await.unwrap();
+        // A name first used by a later commit.
+        let mut e = entity("urn:n:late", "https://example.org/Late", 1);
+        e.attrs[0].0 = iri("https://example.org/lateLevel");
+        store.write("", vec![create(e)]).await.unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+    let doc: Vec<u8> = db
+        .query_row("SELECT doc FROM entities WHERE id = 'urn:n:7'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&doc);
+    assert!(!text.contains("example.org"), "names are numbers: {text}");
+    let names: Vec<String> = db
+        .prepare("SELECT name FROM names ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        names,
+        [
+            "https://example.org/T",
+            "https://example.org/level",
+            "https://example.org/Late",
+            "https://example.org/lateLevel"
+        ]
+    );
+    drop(db);
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(level_of(&store.get("", "urn:n:7").unwrap()), 7);
+    let late = store.get("", "urn:n:late").unwrap();
+    assert_eq!(&*late.types[0], "https://example.org/Late");
+    assert!(late.attr("https://example.org/lateLevel").is_some());
+}
+
+#[tokio::test]
+async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        store
+            .write(
+                "",
+                vec![create(entity("urn:old:1", "https://example.org/T", 5))],
+            )
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    {
+        // Rewrite it as version 2 wrote it: names as strings, no table.
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        let old = rmp_serde::to_vec(&entity("urn:old:1", "https://example.org/T", 5)).unwrap();
+        assert!(String::from_utf8_lossy(&old).contains("https://example.org/level"));
+        db.execute("UPDATE entities SET doc = ?1", [old]).unwrap();
+        db.execute("DELETE FROM names", []).unwrap();
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'format'", [])
+            .unwrap();
+    }
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(level_of(&store.get("", "urn:old:1").unwrap()), 5);
+    // Old and new encodings side by side.
+    store
+        .write(
+            "",
+            vec![create(entity("urn:new:1", "https://example.org/T", 6))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(level_of(&store.get("", "urn:new:1").unwrap()), 6);
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+    let format: String = db
+        .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(format, "3");
+}
