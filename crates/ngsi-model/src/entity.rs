@@ -101,7 +101,7 @@ pub struct Attribute {
     /// The kind and the value.
     pub value: AttrValue,
     /// The datasetId; `None` for the default instance.
-    #[serde(default)]
+    #[serde(default, with = "crate::names::optional_name")]
     pub dataset_id: Option<Box<str>>,
     /// observedAt as given by the producer (validated ISO 8601 DateTime).
     #[serde(default)]
