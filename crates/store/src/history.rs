@@ -774,11 +774,6 @@ impl NumCache {
             }
         }
     }
-
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
-    }
 }
 
 /// The history side of one group of writes, published after the commit.

@@ -482,7 +482,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Deletes the instances older than `before` (microseconds since the
     /// epoch) of every tenant and frees their disk space; resolves to the
-    /// number deleted.
+    /// number deleted. The embedded store deletes in bounded chunks between
+    /// writes; instances recorded while it runs may wait for the next call.
     fn expire_history(&self, _before: i64) -> StoreFuture<u64> {
         history_disabled()
     }

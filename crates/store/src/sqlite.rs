@@ -7,7 +7,7 @@
 //! changes of the group so far), writes the rows in one transaction, commits,
 //! publishes the changes to the indexes and only then answers each caller.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::history::{HistoryIndex, HistoryOverlay, NumCache, NumSeries, Recorder};
@@ -38,6 +39,8 @@ enum Msg {
     Write(WriteRequest),
     /// Work that must run on the writer's connection, between groups.
     Job(Box<dyn FnOnce(&mut Writer) + Send>),
+    /// A retention sweep, run in chunks between groups (see [`Sweep`]).
+    Expire(Sweep),
 }
 
 struct WriteRequest {
@@ -79,8 +82,12 @@ pub struct SqliteConfig {
     /// Delete instances older than this many days (checked every
     /// `history_sweep`); `None` keeps everything.
     pub history_days: Option<u32>,
-    /// How often the retention sweep runs.
+    /// How long the retention thread waits after a sweep before the next.
     pub history_sweep: std::time::Duration,
+    /// The most instances a retention sweep deletes in one transaction
+    /// (and the most series it looks at in one): between two such chunks
+    /// the writer commits the writes that are waiting.
+    pub history_sweep_rows: usize,
     /// WAL frames (pages) after which the log is copied into the database
     /// by the checkpoint thread; the writer copies it itself at four times
     /// as many.
@@ -122,6 +129,7 @@ impl Default for SqliteConfig {
             history_cache_bytes: 256 << 20,
             history_days: None,
             history_sweep: std::time::Duration::from_secs(3600),
+            history_sweep_rows: 50_000,
             checkpoint_frames: 8192,
         }
     }
@@ -329,6 +337,8 @@ impl SqliteStore {
                     recorder,
                     checkpoint,
                     persisted_names,
+                    sweeps: VecDeque::new(),
+                    sweep_rows: config.history_sweep_rows.max(1),
                 }
                 .run(rx)
             })?;
@@ -596,7 +606,14 @@ impl Store for SqliteStore {
     }
 
     fn expire_history(&self, before: i64) -> StoreFuture<u64> {
-        self.job(move |w| w.expire(before))
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let (done, rx) = oneshot::channel();
+            tx.send(Msg::Expire(Sweep::new(before, done)))
+                .await
+                .map_err(|_| StoreError::WriterGone)?;
+            rx.await.map_err(|_| StoreError::WriterGone)?
+        })
     }
 
     fn records(&self, tenant: &str, collection: &str) -> Vec<(String, serde_json::Value)> {
@@ -711,7 +728,8 @@ fn prepare_auto_vacuum(conn: &Connection, retention: bool) -> Result<(), StoreEr
 }
 
 /// Starts the thread that asks the writer to delete instances older than
-/// `days` every `every`; it ends with the store.
+/// `days`, at the start and then `every` after the end of each sweep; it
+/// ends with the store.
 fn spawn_retention(
     tx: mpsc::WeakSender<Msg>,
     days: u32,
@@ -724,23 +742,62 @@ fn spawn_retention(
                 let Some(sender) = tx.upgrade() else { return };
                 let cutoff = ngsi_model::time::now_micros()
                     .saturating_sub(i64::from(days).saturating_mul(86_400_000_000));
-                let job = Box::new(move |w: &mut Writer| match w.expire(cutoff) {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "history retention"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "history retention failed"),
-                });
-                if sender.blocking_send(Msg::Job(job)).is_err() {
+                let (done, result) = oneshot::channel();
+                if sender
+                    .blocking_send(Msg::Expire(Sweep::new(cutoff, done)))
+                    .is_err()
+                {
                     return;
                 }
+                // Not held while the sweep runs: the store may stop meanwhile
+                // (the writer then drops the sweep, and this thread ends).
                 drop(sender);
+                match result.blocking_recv() {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "history retention"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "history retention failed"),
+                    Err(_) => return,
+                }
                 std::thread::sleep(every);
             }
         })?;
     Ok(())
 }
 
+/// A retention sweep: deletes the instances older than `before` of every
+/// series, in chunks of at most `SqliteConfig::history_sweep_rows` rows
+/// (and as many series looked at), one transaction each. The writer runs
+/// one chunk after each group or job, so a sweep of millions of rows never
+/// holds back the writes for longer than one chunk, and the WAL of one
+/// chunk stays small. Each chunk frees the pages its deletes emptied
+/// (`PRAGMA incremental_vacuum(N)`) in its own transaction.
+///
+/// A sweep moves `history_recent` into `history` when it starts and then
+/// deletes from `history` only: instances recorded while it runs (still in
+/// `history_recent`) and series created meanwhile wait for the next sweep.
+struct Sweep {
+    before: i64,
+    /// The series still to sweep in descending order (the next one last);
+    /// `None` until the first chunk.
+    series: Option<Vec<i64>>,
+    /// Instances deleted so far.
+    deleted: u64,
+    /// Answered with `deleted` when the sweep is done.
+    done: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+impl Sweep {
+    fn new(before: i64, done: oneshot::Sender<Result<u64, StoreError>>) -> Self {
+        Self {
+            before,
+            series: None,
+            deleted: 0,
+            done,
+        }
+    }
+}
+
 impl Writer {
-    /// Deletes the instances older than `before` and frees their pages.
     /// Moves the recent instances into the clustered table (before the
     /// operations that read or change `history` alone).
     fn flush_recent(&mut self) -> Result<(), StoreError> {
@@ -754,32 +811,121 @@ impl Writer {
         }
     }
 
-    fn expire(&mut self, before: i64) -> Result<u64, StoreError> {
-        self.flush_recent()?;
-        let series: Vec<i64> = self.shared.history_index.read().all_series();
-        let tx = self.conn.transaction()?;
-        let mut deleted = 0u64;
-        {
-            let mut del = tx.prepare_cached("DELETE FROM history WHERE series = ?1 AND t < ?2")?;
-            for sid in &series {
-                deleted += del.execute(params![sid, before])? as u64;
+    /// Runs one chunk of the first sweep waiting, and answers the sweep
+    /// once it is done (or failed).
+    fn sweep_step(&mut self) {
+        let Some(mut sweep) = self.sweeps.pop_front() else {
+            return;
+        };
+        match self.expire_chunk(&mut sweep) {
+            Ok(false) => self.sweeps.push_front(sweep),
+            Ok(true) => {
+                if sweep.deleted > 0 {
+                    // Hand the freed pages back to the file system now
+                    // rather than at the next checkpoint.
+                    if let Err(e) =
+                        self.conn
+                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "checkpoint after retention failed");
+                    }
+                }
+                let _ = sweep.done.send(Ok(sweep.deleted));
+            }
+            Err(e) => {
+                // The chunks committed so far stay deleted; the next sweep
+                // takes up the rest.
+                let _ = sweep.done.send(Err(e));
             }
         }
-        tx.commit()?;
-        if deleted > 0 {
-            self.shared.num_cache.lock().clear();
-            // Each step of the pragma frees one page: run it to the end.
-            let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum")?;
+    }
+
+    /// Deletes the next chunk of `sweep` in one transaction and frees the
+    /// pages it emptied; `true` when the sweep has no series left.
+    ///
+    /// The expired instances of a series are the first of its key range
+    /// (series, t, seq): a chunk deletes them from the start of the range,
+    /// the whole prefix `t < before` when it fits in the chunk, else up to
+    /// the key of the last row that fits.
+    fn expire_chunk(&mut self, sweep: &mut Sweep) -> Result<bool, StoreError> {
+        let series = match &mut sweep.series {
+            Some(series) => series,
+            None => {
+                // The recent rows are not in `history`: move them first.
+                self.flush_recent()?;
+                let mut all = self.shared.history_index.read().all_series();
+                // In key order (the next one last), so that the chunks walk
+                // the table from its start.
+                all.sort_unstable_by(|a, b| b.cmp(a));
+                sweep.series.insert(all)
+            }
+        };
+        let before = sweep.before;
+        let limit = self.sweep_rows;
+        let tx = self.conn.transaction()?;
+        let free_before = freelist_count(&tx)?;
+        let mut deleted = 0usize;
+        let mut touched: Vec<i64> = Vec::new();
+        {
+            let mut last_key = tx.prepare_cached(
+                "SELECT t, seq FROM history WHERE series = ?1 AND t < ?2 \
+                 ORDER BY t, seq LIMIT 1 OFFSET ?3",
+            )?;
+            let mut delete_all =
+                tx.prepare_cached("DELETE FROM history WHERE series = ?1 AND t < ?2")?;
+            let mut delete_to = tx.prepare_cached(
+                // The explicit `t <= ?2` bounds the key range searched.
+                "DELETE FROM history WHERE series = ?1 AND t <= ?2 AND (t < ?2 OR seq <= ?3)",
+            )?;
+            let mut looked = 0usize;
+            while deleted < limit && looked < limit {
+                let Some(&sid) = series.last() else { break };
+                looked += 1;
+                let room = limit - deleted;
+                // The key of the room-th expired row: when there is one,
+                // the series has at least as many expired rows as fit.
+                let last: Option<(i64, i64)> = last_key
+                    .query_row(
+                        params![sid, before, i64::try_from(room - 1).unwrap_or(i64::MAX)],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let n = match last {
+                    Some((t, seq)) => delete_to.execute(params![sid, t, seq])?,
+                    None => {
+                        series.pop();
+                        delete_all.execute(params![sid, before])?
+                    }
+                };
+                if n > 0 {
+                    touched.push(sid);
+                    deleted += n;
+                }
+            }
+        }
+        let freed = freelist_count(&tx)? - free_before;
+        if freed > 0 {
+            // Only the pages this chunk emptied, so that the pages moved
+            // (and the WAL of the chunk) stay of the chunk's size. Each step
+            // of the pragma frees one page: run it to the end.
+            let mut vacuum = tx.prepare(&format!("PRAGMA incremental_vacuum({freed})"))?;
             let mut rows = vacuum.query([])?;
             while rows.next()?.is_some() {}
-            drop(rows);
-            drop(vacuum);
-            // Hand the freed pages back to the file system now rather than
-            // at the next automatic checkpoint.
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
-        Ok(deleted)
+        tx.commit()?;
+        let finished = series.is_empty();
+        sweep.deleted += deleted as u64;
+        if !touched.is_empty() {
+            // The columnar copies of the series touched hold deleted rows.
+            let mut cache = self.shared.num_cache.lock();
+            for sid in touched {
+                cache.remove(sid);
+            }
+        }
+        // Like a group's commit: start or finish a checkpoint once the WAL
+        // has grown, so that a long sweep does not grow it without bound.
+        self.after_commit();
+        Ok(finished)
     }
 
     /// Applies one write of the temporal API in its own transaction.
@@ -986,6 +1132,11 @@ fn instance_not_found(id: &str, instance: i64) -> NgsiError {
     ))
 }
 
+/// Pages on the free list of the database.
+fn freelist_count(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
+}
+
 fn delete_series(tx: &rusqlite::Transaction<'_>, sid: i64) -> Result<(), StoreError> {
     tx.execute("DELETE FROM history WHERE series = ?1", [sid])?;
     tx.execute("DELETE FROM history_series WHERE id = ?1", [sid])?;
@@ -1099,6 +1250,10 @@ struct Writer {
     checkpoint: Option<Checkpointer>,
     /// Names numbered below this are in the `names` table.
     persisted_names: usize,
+    /// Retention sweeps asked for, the running one first.
+    sweeps: VecDeque<Sweep>,
+    /// `SqliteConfig::history_sweep_rows`.
+    sweep_rows: usize,
 }
 
 thread_local! {
@@ -1188,36 +1343,69 @@ struct Overlay {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        while let Some(first) = rx.blocking_recv() {
-            let first = match first {
-                Msg::Write(w) => w,
-                Msg::Job(job) => {
-                    job(&mut self);
-                    continue;
+        loop {
+            // While a sweep runs, one chunk of it follows each group or job,
+            // so that waiting writes wait for one chunk at most.
+            let msg = if self.sweeps.is_empty() {
+                match rx.blocking_recv() {
+                    Some(msg) => Some(msg),
+                    None => break,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(TryRecvError::Empty) => None,
+                    // The store is gone: what a sweep left waits for the
+                    // next one.
+                    Err(TryRecvError::Disconnected) => break,
                 }
             };
-            let mut ops = first.ops.len();
-            let mut group = vec![first];
-            let mut job = None;
-            while ops < self.max_group_ops {
-                match rx.try_recv() {
-                    Ok(Msg::Write(req)) => {
-                        ops += req.ops.len();
-                        group.push(req);
-                    }
-                    Ok(Msg::Job(j)) => {
-                        job = Some(j);
-                        break;
-                    }
-                    Err(_) => break,
-                }
+            if let Some(msg) = msg {
+                self.handle(msg, &mut rx);
             }
-            self.commit_group(group);
-            if let Some(job) = job {
-                job(&mut self);
-            }
+            self.sweep_step();
         }
         tracing::debug!("store writer stopped");
+    }
+
+    /// Handles `first` and, if it is a write, every write waiting behind
+    /// it (up to `max_group_ops`) in one group, then the job that ended the
+    /// group, if any.
+    fn handle(&mut self, first: Msg, rx: &mut mpsc::Receiver<Msg>) {
+        let first = match first {
+            Msg::Write(w) => w,
+            Msg::Job(job) => {
+                job(self);
+                return;
+            }
+            Msg::Expire(sweep) => {
+                self.sweeps.push_back(sweep);
+                return;
+            }
+        };
+        let mut ops = first.ops.len();
+        let mut group = vec![first];
+        let mut job = None;
+        while ops < self.max_group_ops {
+            match rx.try_recv() {
+                Ok(Msg::Write(req)) => {
+                    ops += req.ops.len();
+                    group.push(req);
+                }
+                Ok(Msg::Job(j)) => {
+                    job = Some(j);
+                    break;
+                }
+                // Starting a sweep costs nothing: its first chunk runs
+                // after the group.
+                Ok(Msg::Expire(sweep)) => self.sweeps.push_back(sweep),
+                Err(_) => break,
+            }
+        }
+        self.commit_group(group);
+        if let Some(job) = job {
+            job(self);
+        }
     }
 
     fn commit_group(&mut self, group: Vec<WriteRequest>) {

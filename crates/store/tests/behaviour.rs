@@ -798,8 +798,22 @@ async fn temporal_writes_add_modify_and_delete_instances() {
 
 #[tokio::test]
 async fn retention_deletes_old_instances_and_frees_pages() {
+    check_retention_frees_pages(SqliteConfig::default().history_sweep_rows).await;
+}
+
+#[tokio::test]
+async fn retention_in_small_chunks_frees_pages() {
+    // About forty chunks, each freeing the pages it emptied.
+    check_retention_frees_pages(500).await;
+}
+
+async fn check_retention_frees_pages(sweep_rows: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    let store = SqliteStore::open(SqliteConfig {
+        history_sweep_rows: sweep_rows,
+        ..SqliteConfig::in_dir(dir.path())
+    })
+    .unwrap();
     let level = iri("https://example.org/level");
     let attrs: Vec<Attribute> = (0..20_000)
         .map(|i| {
@@ -831,6 +845,147 @@ async fn retention_deletes_old_instances_and_frees_pages() {
         .unwrap()
         .unwrap();
     assert_eq!(h[0].instances.len(), 1000);
+}
+
+/// Numeric instances observed at the given seconds (several may share one).
+fn observed_at_seconds(seconds: &[i64]) -> Vec<Attribute> {
+    seconds
+        .iter()
+        .map(|&s| {
+            let mut a = Attribute::new(AttrValue::Property(json!(s)));
+            a.observed_at = Some(ngsi_model::time::format_micros(s * 1_000_000).into());
+            a
+        })
+        .collect()
+}
+
+/// An operation that changes nothing and calls `f` on the writer thread
+/// when it is applied.
+fn probe(f: impl FnOnce() + Send + 'static) -> Op {
+    Op::new("urn:ngsi-ld:T:probe", move |_| {
+        f();
+        Ok(Change {
+            next: Next::Keep,
+            report: None,
+        })
+    })
+}
+
+/// Polls `f` once: enough for a store future to queue its message to the
+/// writer.
+async fn queue<F: std::future::Future + Unpin>(f: &mut F) {
+    std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut *f).poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_deletes_in_chunks_between_writes_and_keeps_what_is_not_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteConfig {
+        history_sweep_rows: 100,
+        ..SqliteConfig::in_dir(dir.path())
+    })
+    .unwrap();
+    let level = iri("https://example.org/level");
+    // Expired instances in 14 chunks: whole chunks of one series, a run of
+    // one instant cut by a chunk's end, a series of another tenant with a
+    // few, a series with none; the instances at the cutoff itself stay.
+    let cutoff = 1000;
+    let same: Vec<i64> = [(500, 350), (999, 10), (1000, 10)]
+        .iter()
+        .flat_map(|&(s, n)| std::iter::repeat_n(s, n))
+        .collect();
+    let series: [(&str, &str, Vec<i64>); 4] = [
+        ("", "urn:ngsi-ld:T:long", (0..2000).collect()),
+        ("", "urn:ngsi-ld:T:same", same),
+        ("other", "urn:ngsi-ld:T:few", (990..=1020).collect()),
+        ("", "urn:ngsi-ld:T:young", (1000..1050).collect()),
+    ];
+    for (tenant, id, seconds) in &series {
+        store
+            .write_history(
+                tenant,
+                store::HistoryOp::Add {
+                    id: (*id).into(),
+                    types: vec![iri("https://example.org/T")],
+                    attrs: vec![(level.clone(), observed_at_seconds(seconds))],
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let expired: i64 = series
+        .iter()
+        .map(|(_, _, s)| s.iter().filter(|&&t| t < cutoff).count() as i64)
+        .sum();
+    assert_eq!(expired, 1370);
+
+    // Hold the writer in a write, queue the sweep and a second write behind
+    // it, then let go: the second write is applied while the sweep has
+    // begun and not finished. (Deleting all in one transaction, the writer
+    // applied it after the whole sweep.)
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let held = tokio::spawn(store.write(
+        "",
+        vec![probe(move || {
+            entered_tx.send(()).unwrap();
+            gate.recv().unwrap();
+        })],
+    ));
+    entered.await.unwrap();
+    let mut sweep = store.expire_history(cutoff * 1_000_000);
+    queue(&mut sweep).await;
+    let db = dir.path().join("wuyang.db");
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let mut during = store.write(
+        "",
+        vec![probe(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            let left: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM history WHERE t < ?1",
+                    [cutoff * 1_000_000],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            seen_tx.send(left).unwrap();
+        })],
+    );
+    queue(&mut during).await;
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    during.await.unwrap();
+    let left = seen.recv().unwrap();
+    assert!(
+        0 < left && left < expired,
+        "{left} of {expired} expired instances left when the write was applied"
+    );
+    assert_eq!(sweep.await.unwrap(), expired as u64);
+
+    for (tenant, id, seconds) in &series {
+        let kept: Vec<i64> = seconds.iter().copied().filter(|&t| t >= cutoff).collect();
+        let h = store
+            .history(tenant, id, history_request())
+            .await
+            .unwrap()
+            .unwrap();
+        let instants: Vec<i64> = h[0]
+            .instances
+            .iter()
+            .map(|i| i.instant / 1_000_000)
+            .collect();
+        assert_eq!(instants, kept, "{id}");
+    }
+    assert_eq!(store.expire_history(cutoff * 1_000_000).await.unwrap(), 0);
 }
 
 #[tokio::test]
