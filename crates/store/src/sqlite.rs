@@ -1424,9 +1424,14 @@ impl Writer {
         let outcome = (|| -> Result<usize, StoreError> {
             let tx = self.conn.transaction()?;
             {
-                let mut put = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO entities (tenant, id, doc) VALUES (?1, ?2, ?3)",
+                // An existing row is updated in place: a replace would delete
+                // it and insert it again, four B-tree changes instead of one.
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO entities (tenant, id, doc) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant, id) DO UPDATE SET doc = excluded.doc",
                 )?;
+                let mut update = tx
+                    .prepare_cached("UPDATE entities SET doc = ?3 WHERE tenant = ?1 AND id = ?2")?;
                 let mut del =
                     tx.prepare_cached("DELETE FROM entities WHERE tenant = ?1 AND id = ?2")?;
                 let mut add_tenant =
@@ -1507,7 +1512,21 @@ impl Writer {
                                     Next::Keep => {}
                                     Next::Put(entity) => {
                                         let bytes = encode(&self.shared.names, &entity);
-                                        put.execute(params![&*req.tenant, &*op.id, &bytes])?;
+                                        // Never 0 rows while memory and
+                                        // disk agree; if not, insert.
+                                        let updated = existed
+                                            && update.execute(params![
+                                                &*req.tenant,
+                                                &*op.id,
+                                                &bytes
+                                            ])? == 1;
+                                        if !updated {
+                                            insert.execute(params![
+                                                &*req.tenant,
+                                                &*op.id,
+                                                &bytes
+                                            ])?;
+                                        }
                                         if let Some(r) = recorder.as_mut() {
                                             r.record(
                                                 &tx,
