@@ -1375,7 +1375,7 @@ impl Writer {
         let first = match first {
             Msg::Write(w) => w,
             Msg::Job(job) => {
-                job(self);
+                self.run_job(job);
                 return;
             }
             Msg::Expire(sweep) => {
@@ -1404,8 +1404,17 @@ impl Writer {
         }
         self.commit_group(group);
         if let Some(job) = job {
-            job(self);
+            self.run_job(job);
         }
+    }
+
+    /// Runs a job, then the checkpoint step: jobs commit too (temporal
+    /// writes, the move of the recent history), and the WAL hook has
+    /// replaced SQLite's automatic checkpoint, so without it a broker fed
+    /// only through the temporal API would grow its log without bound.
+    fn run_job(&mut self, job: Box<dyn FnOnce(&mut Writer) + Send>) {
+        job(self);
+        self.after_commit();
     }
 
     fn commit_group(&mut self, group: Vec<WriteRequest>) {

@@ -1155,3 +1155,46 @@ async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
         .unwrap();
     assert_eq!(format, "3");
 }
+
+#[tokio::test]
+async fn the_write_ahead_log_is_checkpointed_under_temporal_writes_alone() {
+    // Writes of the temporal API commit on the writer as jobs, not groups:
+    // they too must start checkpoints, or a broker fed only through the
+    // temporal API grows its log without bound.
+    let dir = tempfile::tempdir().unwrap();
+    let frames = 64;
+    let store = SqliteStore::open(SqliteConfig {
+        checkpoint_frames: frames,
+        ..SqliteConfig::in_dir(dir.path())
+    })
+    .unwrap();
+    let wal = dir.path().join("wuyang.db-wal");
+    let level = iri("https://example.org/level");
+    let mut largest = 0;
+    for i in 0..1500 {
+        store
+            .write_history(
+                "",
+                store::HistoryOp::Add {
+                    id: format!("urn:wal:{i:05}").into(),
+                    types: vec![iri("https://example.org/T")],
+                    attrs: vec![(level.clone(), observed_at_seconds(&[i, i + 1]))],
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    let page = 4096 + 24;
+    assert!(
+        largest <= (4 * frames as u64 + 64) * page,
+        "the log grew to {largest} bytes"
+    );
+    let h = store
+        .history("", "urn:wal:01499", history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h[0].instances.len(), 2);
+}
