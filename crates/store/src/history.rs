@@ -95,8 +95,9 @@ pub(crate) type SeriesKeyData = (Box<str>, Arc<str>, Iri, Option<Box<str>>);
 /// series); lookups take a plain [`SeriesKeyData`].
 pub(crate) type SeriesKey = Arc<SeriesKeyData>;
 
-/// One series of an entity: id, attribute, datasetId.
-pub(crate) type SeriesRef = (i64, Iri, Option<Box<str>>);
+/// One series of an entity: id, attribute, datasetId (interned: the few
+/// datasetIds of a city recur in every entity that has them).
+pub(crate) type SeriesRef = (i64, Iri, Option<Iri>);
 
 /// An entity with history: its types and its series ids.
 pub(crate) type EntitySeries = (Vec<Iri>, Vec<SeriesRef>);
@@ -159,6 +160,7 @@ impl HistoryIndex {
             conn.prepare("SELECT id, tenant, entity, attr, dataset FROM history_series")?;
         let mut rows = stmt.query([])?;
         let mut attrs: HashMap<Box<str>, Iri> = HashMap::default();
+        let mut datasets: HashMap<Box<str>, Iri> = HashMap::default();
         let text = |v: rusqlite::types::ValueRef<'_>| -> Result<String, StoreError> {
             match v {
                 rusqlite::types::ValueRef::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
@@ -193,9 +195,20 @@ impl HistoryIndex {
                     continue;
                 }
             };
-            let dataset: Option<Box<str>> = match row.get_ref(4)? {
+            let dataset: Option<Iri> = match row.get_ref(4)? {
                 rusqlite::types::ValueRef::Null => None,
-                v => Some(text(v)?.into()),
+                rusqlite::types::ValueRef::Text(d) => {
+                    let d = std::str::from_utf8(d).unwrap_or_default();
+                    Some(match datasets.get(d) {
+                        Some(i) => i.clone(),
+                        None => {
+                            let i = ngsi_model::iri(d);
+                            datasets.insert(d.into(), i.clone());
+                            i
+                        }
+                    })
+                }
+                v => Some(ngsi_model::iri(&text(v)?)),
             };
             let attr = match attrs.get(attr) {
                 Some(i) => i.clone(),
@@ -232,7 +245,9 @@ impl HistoryIndex {
             None => self.entities.entry(key.0.clone()).or_default(),
         };
         let entry = entities.entry(key.1.clone()).or_default();
-        entry.1.push((sid, key.2.clone(), key.3.clone()));
+        entry
+            .1
+            .push((sid, key.2.clone(), key.3.as_deref().map(ngsi_model::iri)));
     }
 
     /// The id of the series `key`, if it exists.
@@ -241,7 +256,7 @@ impl HistoryIndex {
         series
             .iter()
             .find(|(_, attr, dataset)| {
-                ngsi_model::entity::same_iri(attr, &key.2) && *dataset == key.3
+                ngsi_model::entity::same_iri(attr, &key.2) && dataset.as_deref() == key.3.as_deref()
             })
             .map(|(sid, _, _)| *sid)
     }
@@ -284,7 +299,7 @@ impl HistoryIndex {
     fn entity_of(&self, id: &Arc<str>, (types, series): &EntitySeries) -> HistoryEntity {
         let mut attrs: Vec<(Iri, Option<Box<str>>)> = series
             .iter()
-            .map(|(_, attr, dataset)| (attr.clone(), dataset.clone()))
+            .map(|(_, attr, dataset)| (attr.clone(), dataset.as_deref().map(Box::from)))
             .collect();
         attrs.sort();
         HistoryEntity {
@@ -525,7 +540,7 @@ fn read_history_in(
         }
         out.push(AttrHistory {
             attr: attr.clone(),
-            dataset_id: dataset.clone(),
+            dataset_id: dataset.as_deref().map(Box::from),
             instances,
             truncated,
         });

@@ -561,7 +561,7 @@ impl Store for SqliteStore {
                 last_n: None,
                 limit: usize::MAX,
             };
-            let series = vec![(sid, key.2.clone(), key.3.clone())];
+            let series = vec![(sid, key.2.clone(), key.3.as_deref().map(ngsi_model::iri))];
             let recent = recent_of(&self.shared.history_index.read(), &series);
             return self.read(move |conn| {
                 let h = crate::history::read_history(conn, &series, &recent, &hreq)?;
@@ -956,7 +956,7 @@ impl Writer {
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|(_, a, _)| **a == *attr)
-                    .map(|(s, _, d)| (s, d))
+                    .map(|(s, _, d)| (s, d.as_deref().map(Box::from)))
                     .collect()
             };
             match op {
