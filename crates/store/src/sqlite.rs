@@ -295,8 +295,30 @@ impl SqliteStore {
         }
         let names = Arc::new(load_names(&conn)?);
         let persisted_names = names.len();
-        let count = load_entities(&conn, &names, &mut tenants)?;
-        let history_index = HistoryIndex::load(&conn)?;
+        // The history index loads beside the entities, on its own
+        // connection (a restart at a million entities with history: two
+        // loads of four seconds each).
+        let (count, history_index) = match &config.path {
+            Some(path) => std::thread::scope(|scope| {
+                let history = scope.spawn(|| -> Result<HistoryIndex, StoreError> {
+                    let conn = Connection::open_with_flags(
+                        path,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    HistoryIndex::load(&conn)
+                });
+                let count = load_entities(&conn, &names, &mut tenants);
+                let history_index = history.join().map_err(|_| {
+                    StoreError::Io(std::io::Error::other("loading history panicked"))
+                })?;
+                Ok::<_, StoreError>((count?, history_index?))
+            })?,
+            None => (
+                load_entities(&conn, &names, &mut tenants)?,
+                HistoryIndex::load(&conn)?,
+            ),
+        };
         let recorder = config.history.then(|| Recorder::open(&conn)).transpose()?;
         let shared = Arc::new(Shared {
             tenants: RwLock::new(tenants),
