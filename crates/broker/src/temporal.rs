@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ngsi_model::parse::{EntityRequirements, parse_attributes, parse_entity};
 use ngsi_model::render::{Format, RenderOptions, render_attribute};
-use ngsi_model::time::{IsoDuration, format_micros, now_micros, parse_datetime};
+use ngsi_model::time::{IsoDuration, format_instant, format_micros, now_micros, parse_datetime};
 use ngsi_model::{AttrValue, Attribute, Iri, NgsiError, NgsiResult, Terms, iri};
 use ngsi_query::Query;
 use ngsi_query::q::Predicate;
@@ -141,8 +141,8 @@ impl ContentRange {
     pub fn header(&self) -> String {
         format!(
             "date-time {}-{}/{}",
-            format_micros(self.start),
-            format_micros(self.end),
+            format_instant(self.start),
+            format_instant(self.end),
             self.size.map_or("*".to_string(), |n| n.to_string())
         )
     }
@@ -864,8 +864,8 @@ impl Broker {
                             .map(|b| {
                                 json!([
                                     method.value(b),
-                                    format_micros(b.start),
-                                    format_micros(b.end)
+                                    format_instant(b.start),
+                                    format_instant(b.end)
                                 ])
                             })
                             .collect();
@@ -892,7 +892,7 @@ impl Broker {
                                 }
                                 None => Value::String(ngsi_model::entity::core_iri::NULL.into()),
                             };
-                            json!([v, format_micros(time_of(i, q.range.property))])
+                            json!([v, format_instant(time_of(i, q.range.property))])
                         })
                         .collect();
                     let mut m = Map::new();

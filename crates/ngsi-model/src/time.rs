@@ -16,6 +16,23 @@ pub fn format_micros(micros: i64) -> String {
     }
 }
 
+/// Formats a producer's instant (an observedAt read back from history) in
+/// UTC with the fewest fractional digits that keep it exact: whole seconds
+/// as `2020-08-01T12:03:00Z`, as producers and the ETSI tests write them.
+pub fn format_instant(micros: i64) -> String {
+    let format = if micros % 1_000_000 == 0 {
+        SecondsFormat::Secs
+    } else if micros % 1_000 == 0 {
+        SecondsFormat::Millis
+    } else {
+        SecondsFormat::Micros
+    };
+    match Utc.timestamp_micros(micros).single() {
+        Some(t) => t.to_rfc3339_opts(format, true),
+        None => "1970-01-01T00:00:00Z".to_string(),
+    }
+}
+
 /// Parses an ISO 8601 DateTime as NGSI-LD accepts it (RFC 3339 with a time
 /// zone, or without one meaning UTC) into microseconds since the epoch.
 pub fn parse_datetime(s: &str) -> Option<i64> {
@@ -214,5 +231,23 @@ impl IsoDuration {
             at = at.checked_add_months(chrono::Months::new(self.months))?;
         }
         at.timestamp_micros().checked_add(self.micros)
+    }
+}
+
+#[cfg(test)]
+mod instant_tests {
+    use super::*;
+
+    #[test]
+    fn instants_keep_only_the_digits_they_need() {
+        for text in [
+            "2020-08-01T12:03:00Z",
+            "2020-08-01T12:03:00.250Z",
+            "2020-08-01T12:03:00.000001Z",
+        ] {
+            assert_eq!(format_instant(parse_datetime(text).unwrap()), text);
+        }
+        let offset = parse_datetime("2020-08-01T20:03:00+08:00").unwrap();
+        assert_eq!(format_instant(offset), "2020-08-01T12:03:00Z");
     }
 }

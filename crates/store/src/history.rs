@@ -418,7 +418,7 @@ fn decode_row(
     .map(|mut a| {
         a.created_at = created_at;
         a.modified_at = modified_at;
-        a.observed_at = modified.map(|_| ngsi_model::time::format_micros(t).into());
+        a.observed_at = modified.map(|_| ngsi_model::time::format_instant(t).into());
         a
     });
     TemporalInstance {
