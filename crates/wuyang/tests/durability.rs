@@ -70,8 +70,19 @@ fn entity(id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
+    acknowledged_writes_survive_kill_9_with(&[]).await;
+}
+
+/// `--sync normal` acknowledges once the operating system has the WAL, not
+/// the disk: that too survives the death of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_with_sync_normal() {
+    acknowledged_writes_survive_kill_9_with(&["--sync", "normal"]).await;
+}
+
+async fn acknowledged_writes_survive_kill_9_with(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_with(dir.path(), extra);
     let base = server.base.clone();
     jsonld::install_tls_provider();
     let client = reqwest::Client::new();
@@ -129,7 +140,7 @@ async fn acknowledged_writes_survive_kill_9() {
         acked.len()
     );
 
-    let server = Server::start(dir.path());
+    let server = Server::start_with(dir.path(), extra);
     for (id, level) in &acked {
         let r = client
             .get(format!("{}/entities/{id}", server.base))
