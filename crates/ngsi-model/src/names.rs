@@ -97,6 +97,23 @@ impl Names {
         self.inner.read().list.clone()
     }
 
+    /// The number of `name`, given now when it has none (for in-memory
+    /// indexes that number names too: the owner persists it with the next
+    /// commit like any other).
+    pub fn number_of(&self, name: &str) -> u32 {
+        self.number(name)
+    }
+
+    /// The number of `name`, if it has one.
+    pub fn find(&self, name: &str) -> Option<u32> {
+        self.inner.read().numbers.get(name).copied()
+    }
+
+    /// The names by number, as they are now (later names are not in it).
+    pub fn snapshot(&self) -> Arc<Vec<Iri>> {
+        self.list()
+    }
+
     /// Runs `f` with this table in scope: names serialize as numbers and
     /// deserialize from either form (see the module documentation).
     pub fn scope<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {

@@ -40,6 +40,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ngsi_model::names::Names;
 use ngsi_model::time::IsoDuration;
 use ngsi_model::{AttrValue, Attribute, Entity, Iri};
 use parking_lot::{Mutex, RwLock};
@@ -99,16 +100,28 @@ pub(crate) type SeriesKey = Arc<SeriesKeyData>;
 /// datasetIds of a city recur in every entity that has them).
 pub(crate) type SeriesRef = (i64, Iri, Option<Iri>);
 
-/// An entity with history: its types and its series ids.
-pub(crate) type EntitySeries = (Vec<Iri>, Vec<SeriesRef>);
+/// One series in an entity's list: its id, and its attribute and datasetId
+/// as numbers of the store's name table (the datasetId's number plus one, 0
+/// for none): 16 bytes, with no allocation of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    sid: i64,
+    attr: u32,
+    dataset: u32,
+}
+
+/// An entity with history: its types and its series.
+pub(crate) type EntitySeries = (Vec<Iri>, Vec<Slot>);
 
 /// A history row without its series and seq: instant, modified, created,
 /// number, document.
 pub(crate) type EncodedInstance = (i64, Option<i64>, Option<i64>, Option<Num>, Option<Vec<u8>>);
 
 /// What the store knows about the entities with history, in memory.
-#[derive(Default)]
 pub(crate) struct HistoryIndex {
+    /// The store's name table, which numbers the attributes and datasetIds
+    /// of the series lists.
+    names: Arc<Names>,
     /// Per tenant, entity id → types and series ids.
     pub(crate) entities: HashMap<Box<str>, BTreeMap<Arc<str>, EntitySeries>>,
     /// The seqs of the rows of `history_recent`, per series (published
@@ -118,8 +131,26 @@ pub(crate) struct HistoryIndex {
 }
 
 impl HistoryIndex {
-    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let mut index = Self::default();
+    pub(crate) fn new(names: Arc<Names>) -> Self {
+        Self {
+            names,
+            entities: HashMap::default(),
+            recent: HashMap::default(),
+        }
+    }
+
+    /// The slot of series `sid` of attribute `attr` with `dataset`,
+    /// numbering names that have no number yet.
+    fn slot(&self, sid: i64, attr: &str, dataset: Option<&str>) -> Slot {
+        Slot {
+            sid,
+            attr: self.names.number_of(attr),
+            dataset: dataset.map_or(0, |d| self.names.number_of(d) + 1),
+        }
+    }
+
+    pub(crate) fn load(conn: &Connection, names: Arc<Names>) -> Result<Self, StoreError> {
+        let mut index = Self::new(names);
         {
             let mut stmt = conn.prepare("SELECT series, seq FROM history_recent")?;
             let mut rows = stmt.query([])?;
@@ -159,8 +190,19 @@ impl HistoryIndex {
         let mut stmt =
             conn.prepare("SELECT id, tenant, entity, attr, dataset FROM history_series")?;
         let mut rows = stmt.query([])?;
-        let mut attrs: HashMap<Box<str>, Iri> = HashMap::default();
-        let mut datasets: HashMap<Box<str>, Iri> = HashMap::default();
+        // Attribute names and datasetIds through local tables: a few
+        // distinct ones among millions of rows.
+        let mut numbers: HashMap<Box<str>, u32> = HashMap::default();
+        let mut number = |names: &Names, name: &str| -> u32 {
+            match numbers.get(name) {
+                Some(n) => *n,
+                None => {
+                    let n = names.number_of(name);
+                    numbers.insert(name.into(), n);
+                    n
+                }
+            }
+        };
         let text = |v: rusqlite::types::ValueRef<'_>| -> Result<String, StoreError> {
             match v {
                 rusqlite::types::ValueRef::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
@@ -195,28 +237,18 @@ impl HistoryIndex {
                     continue;
                 }
             };
-            let dataset: Option<Iri> = match row.get_ref(4)? {
-                rusqlite::types::ValueRef::Null => None,
+            let names = index.names.clone();
+            let dataset = match row.get_ref(4)? {
+                rusqlite::types::ValueRef::Null => 0,
                 rusqlite::types::ValueRef::Text(d) => {
-                    let d = std::str::from_utf8(d).unwrap_or_default();
-                    Some(match datasets.get(d) {
-                        Some(i) => i.clone(),
-                        None => {
-                            let i = ngsi_model::iri(d);
-                            datasets.insert(d.into(), i.clone());
-                            i
-                        }
-                    })
+                    number(&names, std::str::from_utf8(d).unwrap_or_default()) + 1
                 }
-                v => Some(ngsi_model::iri(&text(v)?)),
+                v => number(&names, &text(v)?) + 1,
             };
-            let attr = match attrs.get(attr) {
-                Some(i) => i.clone(),
-                None => {
-                    let i = ngsi_model::iri(attr);
-                    attrs.insert(attr.into(), i.clone());
-                    i
-                }
+            let slot = Slot {
+                sid,
+                attr: number(&names, attr),
+                dataset,
             };
             let tenant_map = match index.entities.get_mut(tenant) {
                 Some(m) => m,
@@ -224,9 +256,9 @@ impl HistoryIndex {
             };
             // One copy of the entity id, shared with the entity's entry.
             match tenant_map.get_mut(entity) {
-                Some((_, series)) => series.push((sid, attr, dataset)),
+                Some((_, series)) => series.push(slot),
                 None => {
-                    tenant_map.insert(entity.into(), (Vec::new(), vec![(sid, attr, dataset)]));
+                    tenant_map.insert(entity.into(), (Vec::new(), vec![slot]));
                 }
             }
         }
@@ -237,28 +269,30 @@ impl HistoryIndex {
     }
 
     /// Adds series `sid` to its entity's list. An entity's series are kept
-    /// as one small list (about 40 bytes each, no hash maps): lookups scan
-    /// it, and an entity has few series.
+    /// as one small list (16 bytes each, no hash maps): lookups scan it, and
+    /// an entity has few series.
     pub(crate) fn add_series(&mut self, sid: i64, key: &SeriesKeyData) {
+        let slot = self.slot(sid, &key.2, key.3.as_deref());
         let entities = match self.entities.get_mut(&*key.0) {
             Some(m) => m,
             None => self.entities.entry(key.0.clone()).or_default(),
         };
         let entry = entities.entry(key.1.clone()).or_default();
-        entry
-            .1
-            .push((sid, key.2.clone(), key.3.as_deref().map(ngsi_model::iri)));
+        entry.1.push(slot);
     }
 
     /// The id of the series `key`, if it exists.
     pub(crate) fn lookup(&self, key: &SeriesKeyData) -> Option<i64> {
         let (_, series) = self.entities.get(&*key.0)?.get(&*key.1)?;
+        let attr = self.names.find(&key.2)?;
+        let dataset = match key.3.as_deref() {
+            None => 0,
+            Some(d) => self.names.find(d)? + 1,
+        };
         series
             .iter()
-            .find(|(_, attr, dataset)| {
-                ngsi_model::entity::same_iri(attr, &key.2) && dataset.as_deref() == key.3.as_deref()
-            })
-            .map(|(sid, _, _)| *sid)
+            .find(|s| s.attr == attr && s.dataset == dataset)
+            .map(|s| s.sid)
     }
 
     /// Every series id.
@@ -266,15 +300,27 @@ impl HistoryIndex {
         self.entities
             .values()
             .flat_map(|m| m.values())
-            .flat_map(|(_, series)| series.iter().map(|(sid, _, _)| *sid))
+            .flat_map(|(_, series)| series.iter().map(|s| s.sid))
             .collect()
     }
 
     /// Removes series `sid` of entity `id` of `tenant`.
     pub(crate) fn remove_series(&mut self, tenant: &str, id: &str, sid: i64) {
         if let Some(e) = self.entities.get_mut(tenant).and_then(|m| m.get_mut(id)) {
-            e.1.retain(|(s, _, _)| *s != sid);
+            e.1.retain(|s| s.sid != sid);
         }
+    }
+
+    /// A slot with its names.
+    fn named(names: &[Iri], slot: &Slot) -> SeriesRef {
+        let name = |n: u32| {
+            names
+                .get(n as usize)
+                .cloned()
+                .unwrap_or_else(|| ngsi_model::iri(""))
+        };
+        let dataset = (slot.dataset > 0).then(|| name(slot.dataset - 1));
+        (slot.sid, name(slot.attr), dataset)
     }
 
     pub(crate) fn entity_list(
@@ -297,9 +343,13 @@ impl HistoryIndex {
     }
 
     fn entity_of(&self, id: &Arc<str>, (types, series): &EntitySeries) -> HistoryEntity {
+        let names = self.names.snapshot();
         let mut attrs: Vec<(Iri, Option<Box<str>>)> = series
             .iter()
-            .map(|(_, attr, dataset)| (attr.clone(), dataset.as_deref().map(Box::from)))
+            .map(|slot| {
+                let (_, attr, dataset) = Self::named(&names, slot);
+                (attr, dataset.as_deref().map(Box::from))
+            })
             .collect();
         attrs.sort();
         HistoryEntity {
@@ -318,10 +368,13 @@ impl HistoryIndex {
         attrs: Option<&[Iri]>,
     ) -> Option<Vec<SeriesRef>> {
         let (_, series) = self.entities.get(tenant)?.get(id)?;
+        let names = self.names.snapshot();
+        let wanted: Option<Vec<u32>> =
+            attrs.map(|a| a.iter().filter_map(|n| self.names.find(n)).collect());
         let mut out: Vec<SeriesRef> = series
             .iter()
-            .filter(|(_, attr, _)| attrs.is_none_or(|a| a.iter().any(|n| **n == **attr)))
-            .cloned()
+            .filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.attr)))
+            .map(|s| Self::named(&names, s))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
         Some(out)

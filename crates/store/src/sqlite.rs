@@ -300,13 +300,14 @@ impl SqliteStore {
         // loads of four seconds each).
         let (count, history_index) = match &config.path {
             Some(path) => std::thread::scope(|scope| {
-                let history = scope.spawn(|| -> Result<HistoryIndex, StoreError> {
+                let history_names = names.clone();
+                let history = scope.spawn(move || -> Result<HistoryIndex, StoreError> {
                     let conn = Connection::open_with_flags(
                         path,
                         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
-                    HistoryIndex::load(&conn)
+                    HistoryIndex::load(&conn, history_names)
                 });
                 let count = load_entities(&conn, &names, &mut tenants);
                 let history_index = history.join().map_err(|_| {
@@ -316,7 +317,7 @@ impl SqliteStore {
             })?,
             None => (
                 load_entities(&conn, &names, &mut tenants)?,
-                HistoryIndex::load(&conn)?,
+                HistoryIndex::load(&conn, names.clone())?,
             ),
         };
         let recorder = config.history.then(|| Recorder::open(&conn)).transpose()?;
