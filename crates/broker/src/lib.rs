@@ -7,6 +7,7 @@
 mod batch;
 mod context;
 mod discovery;
+pub mod order;
 mod query;
 pub mod subscriptions;
 mod target;

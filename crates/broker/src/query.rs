@@ -40,6 +40,7 @@ pub struct QueryParams {
     pub dataset_id: Option<String>,
     pub keep: Option<String>,
     pub drop: Option<String>,
+    pub order_by: Option<String>,
 }
 
 /// How matched entities are shown: representation and projection.
@@ -154,6 +155,8 @@ pub struct EntityQuery {
     pub limit: usize,
     /// Count all matches.
     pub count: bool,
+    /// The order of the matches (`orderBy`); without it, by id.
+    pub order_by: Option<Vec<crate::order::OrderKey>>,
     /// How to render the matches.
     pub view: ViewOptions,
 }
@@ -365,6 +368,11 @@ impl EntityQuery {
             offset: parse_usize(p.offset.as_deref(), "offset", 0)?,
             limit: parse_usize(p.limit.as_deref(), "limit", default_limit)?,
             count: parse_bool(p.count.as_deref(), "count")?,
+            order_by: p
+                .order_by
+                .as_deref()
+                .map(|o| crate::order::parse_order_by(o, ctx))
+                .transpose()?,
             view,
         };
         q.check_limits(max_limit)?;
@@ -694,6 +702,9 @@ impl Broker {
             conditions: &conditions,
             exact: query.selection_is_exact(),
         };
+        if let Some(keys) = &query.order_by {
+            return self.query_ordered(tenant, ctx, query, selection, keys);
+        }
         let filter = |e: &Entity| query.matches(e);
         let page = self.store.query(
             tenant,
@@ -713,6 +724,59 @@ impl Broker {
                 .collect(),
             total: page.total,
         })
+    }
+
+    /// Query Entities with `orderBy` (clause 4.23): every match is visited
+    /// once to take its sort values (only those are kept, never the whole
+    /// entities), the matches are sorted, and the page is read by id.
+    fn query_ordered(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &EntityQuery,
+        selection: Selection<'_>,
+        keys: &[crate::order::OrderKey],
+    ) -> NgsiResult<QueryResult> {
+        type Keyed = (Vec<Option<crate::order::SortValue>>, Arc<str>);
+        let keyed: parking_lot::Mutex<Vec<Keyed>> = parking_lot::Mutex::default();
+        let filter = |e: &Entity| {
+            let matched = query.matches(e);
+            if matched {
+                keyed
+                    .lock()
+                    .push((crate::order::sort_values(keys, e), e.id.clone()));
+            }
+            matched
+        };
+        // Not exact: the filter must see every match, and nothing is kept
+        // but the keys.
+        let selection = Selection {
+            exact: false,
+            ..selection
+        };
+        self.store.query(
+            tenant,
+            selection,
+            &filter,
+            Page {
+                offset: 0,
+                limit: 0,
+                count: true,
+            },
+        );
+        let mut keyed = keyed.into_inner();
+        // Stable: ties keep the id order the store visits them in.
+        keyed.sort_by(|a, b| crate::order::compare(keys, &a.0, &b.0));
+        let total = query.count.then_some(keyed.len());
+        let entities = keyed
+            .iter()
+            .skip(query.offset)
+            .take(query.limit)
+            // One deleted since is left out of the page.
+            .filter_map(|(_, id)| self.store.get(tenant, id))
+            .map(|e| self.render(&e, ctx, &query.view))
+            .collect();
+        Ok(QueryResult { entities, total })
     }
 
     /// Purge Entities (clause 5.6.21): deletes the selected entities, or with

@@ -298,6 +298,17 @@ impl TemporalQuery {
         t: &TemporalParams,
         format: TemporalFormat,
     ) -> NgsiResult<Self> {
+        // Clause 5.7.4.4: a temporal query orders by id only.
+        if entities
+            .order_by
+            .iter()
+            .flatten()
+            .any(|k| k.path != crate::order::OrderPath::Id)
+        {
+            return Err(bad(
+                "orderBy of a temporal query may only name id (clause 5.7.4.4)",
+            ));
+        }
         let (methods, period) = t.aggregation()?;
         if format == TemporalFormat::Aggregated && methods.is_empty() {
             return Err(bad("aggregatedValues needs aggrMethods"));
@@ -582,6 +593,15 @@ impl Broker {
             {
                 matched.push(he);
             }
+        }
+        // Matches come in id order; orderBy can only ask for it reversed.
+        if q.entities
+            .order_by
+            .as_ref()
+            .and_then(|keys| keys.first())
+            .is_some_and(|k| k.descending)
+        {
+            matched.reverse();
         }
         let total = q.entities.count.then_some(matched.len());
         let page: Vec<HistoryEntity> = matched

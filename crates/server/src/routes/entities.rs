@@ -45,6 +45,7 @@ pub(crate) const QUERY_PARAMS: &[&str] = &[
     "entityMap",
     "containedBy",
     "expandValues",
+    "orderBy",
 ];
 pub(crate) const RETRIEVE_PARAMS: &[&str] = &[
     "type",
@@ -320,7 +321,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
     let params = checked_params(
         req.query.as_deref(),
         &[
-            "limit", "offset", "count", "options", "format", "local", "lang",
+            "limit", "offset", "count", "options", "format", "local", "lang", "orderBy",
         ],
     )
     .map_err(|e| req.err(e))?;

@@ -171,6 +171,7 @@ pub(crate) fn query_params(params: &[(String, String)]) -> QueryParams {
         dataset_id: get("datasetId"),
         keep: get("keep"),
         drop: get("drop"),
+        order_by: get("orderBy"),
     }
 }
 

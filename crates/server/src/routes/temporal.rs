@@ -175,6 +175,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
             "lastN",
             "aggrMethods",
             "aggrPeriodDuration",
+            "orderBy",
         ],
     )
     .map_err(|e| req.err(e))?;

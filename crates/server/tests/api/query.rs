@@ -419,3 +419,86 @@ async fn query_by_dataset_id() {
         .await;
     assert_eq!(r.body, json!([{"id": "urn:d:1", "type": "T", "temp": 2}]));
 }
+
+/// The three buildings of the ETSI orderBy tests (019_19), created in the
+/// order 2, 1, 3, and one without `name`.
+async fn ordered_city() -> Server {
+    let s = Server::start().await;
+    for (n, name) in [(2, "B"), (1, "A"), (3, "C")] {
+        s.create(json!({
+            "id": format!("urn:o:{n}"), "type": "Building",
+            "name": {"type": "Property", "value": name,
+                     "subProperty": {"type": "Property", "value": n}},
+        }))
+        .await;
+        // Distinct createdAt values.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    s.create(json!({"id": "urn:o:0", "type": "Building", "height": 1}))
+        .await;
+    s
+}
+
+#[tokio::test]
+async fn order_by_sorts_the_matches() {
+    let s = ordered_city().await;
+    let asc = ["urn:o:1", "urn:o:2", "urn:o:3"];
+    let desc = ["urn:o:3", "urn:o:2", "urn:o:1"];
+    let created = ["urn:o:2", "urn:o:1", "urn:o:3"];
+    // The ETSI cases; urn:o:0 has no name: last, in both directions (and
+    // last created).
+    for (order, expected) in [
+        ("name", &asc[..]),
+        ("createdAt", &created[..]),
+        ("name.createdAt", &created[..]),
+        ("name.subProperty", &asc[..]),
+        ("name;asc", &asc[..]),
+        ("name;desc", &desc[..]),
+        ("type,name", &asc[..]),
+        ("type;asc,name.subProperty;desc,name;asc", &desc[..]),
+    ] {
+        let mut want: Vec<&str> = expected.to_vec();
+        want.push("urn:o:0");
+        assert_eq!(
+            s.ids(&format!("type=Building&orderBy={}", enc(order)))
+                .await,
+            want,
+            "orderBy={order}"
+        );
+    }
+    // The entity members order every entity; id;desc reverses the default.
+    assert_eq!(
+        s.ids("type=Building&orderBy=id;desc").await,
+        ["urn:o:3", "urn:o:2", "urn:o:1", "urn:o:0"]
+    );
+    // Pages are cut after the ordering; the count is of all matches.
+    let r = s
+        .get("/entities?type=Building&orderBy=name;desc&limit=2&offset=1&count=true")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids_of(&r.body), ["urn:o:2", "urn:o:1"]);
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("4"));
+    // With q: only the matches are ordered.
+    assert_eq!(
+        s.ids(&format!(
+            "type=Building&{}&orderBy=name;desc",
+            q("name.subProperty>1")
+        ))
+        .await,
+        ["urn:o:3", "urn:o:2"]
+    );
+    // POST /entityOperations/query takes it from the URL.
+    let r = s
+        .post(
+            "/entityOperations/query?orderBy=name;desc",
+            &json!({"type": "Query", "entities": [{"type": "Building"}], "attrs": ["name"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids_of(&r.body), ["urn:o:3", "urn:o:2", "urn:o:1"]);
+    for bad in ["name;up", "a.b.c", "id.x", "name,", ""] {
+        s.get(&format!("/entities?type=Building&orderBy={}", enc(bad)))
+            .await
+            .problem(400, "BadRequestData");
+    }
+}

@@ -889,3 +889,44 @@ async fn invalid_temporal_requests_are_refused() {
     .await
     .problem(400, "BadRequestData");
 }
+
+#[tokio::test]
+async fn temporal_queries_order_by_id_only() {
+    let s = Server::start().await;
+    for n in [2, 1, 3] {
+        temporal_vehicle(&s, &format!("urn:ngsi-ld:Vehicle:o{n}"), &[(n, 1)]).await;
+    }
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap_or_else(|| panic!("not an array: {body}"))
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let query = "/temporal/entities?type=Vehicle&timerel=after&timeAt=1970-01-01T00:00:00Z";
+    let asc = [
+        "urn:ngsi-ld:Vehicle:o1",
+        "urn:ngsi-ld:Vehicle:o2",
+        "urn:ngsi-ld:Vehicle:o3",
+    ];
+    for (order, reversed) in [("id", false), ("id;asc", false), ("id;desc", true)] {
+        let r = s.get(&format!("{query}&orderBy={}", enc(order))).await;
+        assert_eq!(r.status, 200, "{order}: {}", r.text);
+        let mut want = asc.to_vec();
+        if reversed {
+            want.reverse();
+        }
+        assert_eq!(ids(&r.body), want, "orderBy={order}");
+    }
+    // A page of the reversed order.
+    let r = s
+        .get(&format!("{query}&orderBy=id;desc&limit=1&offset=1"))
+        .await;
+    assert_eq!(ids(&r.body), ["urn:ngsi-ld:Vehicle:o2"]);
+    // Clause 5.7.4.4: anything but id is BadRequestData (ETSI 021_23).
+    for order in ["speed", "createdAt", "speed.observedAt", "id,speed"] {
+        s.get(&format!("{query}&orderBy={}", enc(order)))
+            .await
+            .problem(400, "BadRequestData");
+    }
+}
