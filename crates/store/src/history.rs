@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS history_series (
     attr TEXT NOT NULL,
     dataset TEXT
 );
+CREATE TABLE IF NOT EXISTS history_series_groups (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    series BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history_entities (
     tenant TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -131,6 +137,11 @@ pub(crate) struct HistoryIndex {
 }
 
 impl HistoryIndex {
+    /// The name table the series lists number their names in.
+    pub(crate) fn names(&self) -> &Arc<Names> {
+        &self.names
+    }
+
     pub(crate) fn new(names: Arc<Names>) -> Self {
         Self {
             names,
@@ -260,6 +271,58 @@ impl HistoryIndex {
                 None => {
                     tenant_map.insert(entity.into(), (Vec::new(), vec![slot]));
                 }
+            }
+        }
+        // The groups: one row per entity and commit, its series numbered
+        // from the row id.
+        let mut stmt =
+            conn.prepare("SELECT id, tenant, entity, series FROM history_series_groups")?;
+        let mut rows = stmt.query([])?;
+        let known = index.names.len() as u32;
+        while let Some(row) = rows.next()? {
+            let first: i64 = row.get(0)?;
+            let (tenant, entity, entries) =
+                match (row.get_ref(1)?, row.get_ref(2)?, row.get_ref(3)?) {
+                    (
+                        rusqlite::types::ValueRef::Text(t),
+                        rusqlite::types::ValueRef::Text(e),
+                        rusqlite::types::ValueRef::Blob(b),
+                    ) => (
+                        std::str::from_utf8(t).unwrap_or_default(),
+                        std::str::from_utf8(e).unwrap_or_default(),
+                        b,
+                    ),
+                    _ => {
+                        return Err(StoreError::Decode {
+                            id: "<history_series_groups>".into(),
+                            reason: "a column holds something else".into(),
+                        });
+                    }
+                };
+            let tenant_map = match index.entities.get_mut(tenant) {
+                Some(m) => m,
+                None => index.entities.entry(tenant.into()).or_default(),
+            };
+            let list = match tenant_map.get_mut(entity) {
+                Some((_, series)) => series,
+                None => &mut tenant_map.entry(entity.into()).or_default().1,
+            };
+            for (i, e) in entries.chunks_exact(GROUP_ENTRY).enumerate() {
+                let (attr, dataset) = read_entry(e);
+                if attr == DELETED {
+                    continue;
+                }
+                if attr >= known || dataset > known {
+                    return Err(StoreError::Decode {
+                        id: "<history_series_groups>".into(),
+                        reason: format!("series {} names an unknown name", first + i as i64),
+                    });
+                }
+                list.push(Slot {
+                    sid: first + i as i64,
+                    attr,
+                    dataset,
+                });
             }
         }
         for (_, series) in index.entities.values_mut().flat_map(|m| m.values_mut()) {
@@ -860,6 +923,90 @@ pub(crate) struct HistoryOverlay {
     /// newer than any row of `history`, so their instances are appended
     /// there directly instead of passing through `history_recent`.
     pub(crate) first_new: Option<i64>,
+    /// Series created for one entity and not yet written as a group row.
+    pub(crate) group: Option<PendingGroup>,
+}
+
+/// Series created one after the other for one entity, written together as
+/// one row of `history_series_groups` (see [`GROUP_ENTRY`]).
+#[derive(Debug)]
+pub(crate) struct PendingGroup {
+    tenant: Box<str>,
+    entity: Arc<str>,
+    first: i64,
+    entries: Vec<u8>,
+}
+
+/// Bytes of one series in a group row: the attribute's name number and the
+/// datasetId's (plus one; 0 for none), both little-endian `u32`. The series
+/// id is the row id plus the entry's position. A deleted series keeps its
+/// place with the attribute number `u32::MAX`.
+pub(crate) const GROUP_ENTRY: usize = 8;
+
+const DELETED: u32 = u32::MAX;
+
+fn group_entry(attr: u32, dataset: u32) -> [u8; GROUP_ENTRY] {
+    let mut e = [0u8; GROUP_ENTRY];
+    e[..4].copy_from_slice(&attr.to_le_bytes());
+    e[4..].copy_from_slice(&dataset.to_le_bytes());
+    e
+}
+
+fn read_entry(e: &[u8]) -> (u32, u32) {
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    (word(&e[..4]), word(&e[4..8]))
+}
+
+/// Writes the pending group of `overlay`, if any.
+pub(crate) fn flush_group(
+    tx: &Transaction<'_>,
+    overlay: &mut HistoryOverlay,
+) -> Result<(), StoreError> {
+    if let Some(g) = overlay.group.take() {
+        tx.prepare_cached(
+            "INSERT INTO history_series_groups (id, tenant, entity, series) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![g.first, &*g.tenant, &*g.entity, g.entries])?;
+    }
+    Ok(())
+}
+
+/// Deletes series `sid` from the table that holds it: its own row of
+/// `history_series` (written before groups existed), or its entry of a
+/// group row (the row goes when its last entry does).
+pub(crate) fn delete_series_row(tx: &Transaction<'_>, sid: i64) -> Result<(), StoreError> {
+    if tx.execute("DELETE FROM history_series WHERE id = ?1", [sid])? > 0 {
+        return Ok(());
+    }
+    let group: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT id, series FROM history_series_groups WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
+            [sid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((first, mut entries)) = group else {
+        return Ok(());
+    };
+    let at = usize::try_from(sid - first)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(GROUP_ENTRY);
+    if at + GROUP_ENTRY > entries.len() {
+        return Ok(());
+    }
+    entries[at..at + GROUP_ENTRY].copy_from_slice(&group_entry(DELETED, 0));
+    if entries
+        .chunks_exact(GROUP_ENTRY)
+        .all(|e| read_entry(e).0 == DELETED)
+    {
+        tx.execute("DELETE FROM history_series_groups WHERE id = ?1", [first])?;
+    } else {
+        tx.execute(
+            "UPDATE history_series_groups SET series = ?2 WHERE id = ?1",
+            params![first, entries],
+        )?;
+    }
+    Ok(())
 }
 
 /// The writer's state for recording history.
@@ -874,7 +1021,8 @@ pub(crate) struct Recorder {
 impl Recorder {
     pub(crate) fn open(conn: &Connection) -> Result<Self, StoreError> {
         let next_series: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(id), 0) + 1 FROM history_series",
+            "SELECT MAX((SELECT COALESCE(MAX(id), 0) + 1 FROM history_series), \
+                        (SELECT COALESCE(MAX(id + length(series) / 8), 1) FROM history_series_groups))",
             [],
             |r| r.get(0),
         )?;
@@ -912,10 +1060,30 @@ impl Recorder {
         let sid = self.next_series;
         self.next_series += 1;
         overlay.first_new.get_or_insert(sid);
-        tx.prepare_cached(
-            "INSERT INTO history_series (id, tenant, entity, attr, dataset) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![sid, &*key.0, &*key.1, &*key.2, key.3.as_deref()])?;
+        // The series joins the pending group of its entity (ids follow one
+        // another), or starts one.
+        let joins = overlay.group.as_ref().is_some_and(|g| {
+            *g.tenant == *key.0
+                && *g.entity == *key.1
+                && g.first + (g.entries.len() / GROUP_ENTRY) as i64 == sid
+        });
+        if !joins {
+            flush_group(tx, overlay)?;
+            overlay.group = Some(PendingGroup {
+                tenant: key.0.clone(),
+                entity: key.1.clone(),
+                first: sid,
+                entries: Vec::with_capacity(GROUP_ENTRY * 8),
+            });
+        }
+        let attr = index.names().number_of(&key.2);
+        let dataset = key
+            .3
+            .as_deref()
+            .map_or(0, |d| index.names().number_of(d) + 1);
+        if let Some(g) = overlay.group.as_mut() {
+            g.entries.extend_from_slice(&group_entry(attr, dataset));
+        }
         overlay.new_series.insert(Arc::new(key), sid);
         Ok(sid)
     }

@@ -1114,10 +1114,13 @@ impl Writer {
             drop(tx);
             return Ok(result);
         }
+        crate::history::flush_group(&tx, &mut overlay)?;
         if overlay.recorded > 0 {
             recorder.save_seq(&tx)?;
         }
+        let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
         tx.commit()?;
+        self.persisted_names += new_names;
         self.shared
             .metrics
             .history_instances
@@ -1162,13 +1165,26 @@ fn freelist_count(conn: &Connection) -> Result<i64, StoreError> {
 
 fn delete_series(tx: &rusqlite::Transaction<'_>, sid: i64) -> Result<(), StoreError> {
     tx.execute("DELETE FROM history WHERE series = ?1", [sid])?;
-    tx.execute("DELETE FROM history_series WHERE id = ?1", [sid])?;
-    Ok(())
+    crate::history::delete_series_row(tx, sid)
 }
 
-/// Loads every stored entity into the indexes. Reading rows, decoding them
-/// and indexing them run as a three-stage pipeline on their own threads, so
-/// a restart uses both cores.
+/// Inserts the names numbered from `from` on into `names`, in the
+/// transaction of the rows that use them; returns how many.
+fn persist_names(
+    tx: &rusqlite::Transaction<'_>,
+    names: &Names,
+    from: usize,
+) -> Result<usize, StoreError> {
+    let fresh = names.since(from);
+    if !fresh.is_empty() {
+        let mut insert = tx.prepare_cached("INSERT INTO names (id, name) VALUES (?1, ?2)")?;
+        for (n, name) in &fresh {
+            insert.execute(params![n, &**name])?;
+        }
+    }
+    Ok(fresh.len())
+}
+
 /// The name table, in number order (numbers are dense from 0).
 fn load_names(conn: &Connection) -> Result<Names, StoreError> {
     let mut stmt = conn.prepare("SELECT id, name FROM names ORDER BY id")?;
@@ -1187,6 +1203,9 @@ fn load_names(conn: &Connection) -> Result<Names, StoreError> {
     Ok(Names::from_list(list))
 }
 
+/// Loads every stored entity into the indexes. Reading rows, decoding them
+/// and indexing them run as a three-stage pipeline on their own threads, so
+/// a restart uses both cores.
 fn load_entities(
     conn: &Connection,
     names: &Arc<Names>,
@@ -1626,23 +1645,17 @@ impl Writer {
                     results.push(these);
                 }
             }
+            crate::history::flush_group(&tx, &mut history)?;
             if history.recorded > 0
                 && let Some(r) = recorder.as_ref()
             {
                 r.save_seq(&tx)?;
             }
-            // The names the group's encodings numbered first, in the same
-            // transaction as the encodings.
-            let fresh = self.shared.names.since(persisted_names);
-            if !fresh.is_empty() {
-                let mut insert =
-                    tx.prepare_cached("INSERT INTO names (id, name) VALUES (?1, ?2)")?;
-                for (n, name) in &fresh {
-                    insert.execute(params![n, &**name])?;
-                }
-            }
+            // The names the group's encodings and series numbered first, in
+            // the same transaction as they.
+            let new_names = persist_names(&tx, &self.shared.names, persisted_names)?;
             tx.commit()?;
-            Ok(fresh.len())
+            Ok(new_names)
         })();
         match outcome {
             Ok(new_names) => {

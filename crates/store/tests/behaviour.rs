@@ -1113,8 +1113,13 @@ async fn names_are_stored_once_and_numbered_in_the_encodings() {
 #[tokio::test]
 async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
     let dir = tempfile::tempdir().unwrap();
+    // Format 2 had no name numbers anywhere: no history series groups.
+    let config = || SqliteConfig {
+        history: false,
+        ..SqliteConfig::in_dir(dir.path())
+    };
     {
-        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        let store = SqliteStore::open(config()).unwrap();
         store
             .write(
                 "",
@@ -1134,7 +1139,7 @@ async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
         db.execute("UPDATE meta SET value = '2' WHERE key = 'format'", [])
             .unwrap();
     }
-    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    let store = SqliteStore::open(config()).unwrap();
     assert_eq!(level_of(&store.get("", "urn:old:1").unwrap()), 5);
     // Old and new encodings side by side.
     store
@@ -1197,4 +1202,190 @@ async fn the_write_ahead_log_is_checkpointed_under_temporal_writes_alone() {
         .unwrap()
         .unwrap();
     assert_eq!(h[0].instances.len(), 2);
+}
+
+/// An entity with two attributes, one of them with two datasetIds.
+fn with_datasets(id: &str, level: i64) -> Entity {
+    let mut e = entity(id, "https://example.org/T", level);
+    let mut a = Attribute::new(AttrValue::Property(json!(level)));
+    a.dataset_id = Some("urn:ds:a".into());
+    let mut b = Attribute::new(AttrValue::Property(json!(level + 1)));
+    b.dataset_id = Some("urn:ds:b".into());
+    e.attrs.push((iri("https://example.org/flow"), vec![a, b]));
+    e
+}
+
+/// (attribute, datasetId, values) of the history of `id`, sorted.
+async fn series_of(store: &SqliteStore, id: &str) -> Vec<(String, Option<String>, Vec<i64>)> {
+    let mut out: Vec<_> = store
+        .history("", id, history_request())
+        .await
+        .unwrap()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| {
+            let values = h
+                .instances
+                .iter()
+                .filter_map(|i| match &i.attr.as_ref()?.value {
+                    AttrValue::Property(v) => v.as_i64(),
+                    _ => None,
+                })
+                .collect();
+            (h.attr.to_string(), h.dataset_id.map(String::from), values)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn series_written_as_groups_survive_reopening_and_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SqliteConfig::in_dir(dir.path());
+    let flow = "https://example.org/flow";
+    let level = "https://example.org/level";
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        // Two entities in one commit: two groups, ids one after the other.
+        store
+            .write(
+                "",
+                vec![
+                    create(with_datasets("urn:g:1", 1)),
+                    create(with_datasets("urn:g:2", 10)),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let expected_1 = vec![
+        (flow.to_string(), Some("urn:ds:a".to_string()), vec![1]),
+        (flow.to_string(), Some("urn:ds:b".to_string()), vec![2]),
+        (level.to_string(), None, vec![1]),
+    ];
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        assert_eq!(series_of(&store, "urn:g:1").await, expected_1);
+        // A series created after the restart gets a fresh id.
+        store
+            .write("", vec![create(with_datasets("urn:g:3", 100))])
+            .await
+            .unwrap();
+        assert_eq!(series_of(&store, "urn:g:3").await.len(), 3);
+        // Deleting one series of a group keeps the others.
+        store
+            .write_history(
+                "",
+                store::HistoryOp::DeleteAttr {
+                    id: "urn:g:2".into(),
+                    attr: iri(flow),
+                    dataset: Some(Some("urn:ds:a".into())),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .write_history(
+                "",
+                store::HistoryOp::DeleteEntity {
+                    id: "urn:g:1".into(),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(config()).unwrap();
+    assert_eq!(series_of(&store, "urn:g:1").await, vec![]);
+    assert_eq!(
+        series_of(&store, "urn:g:2").await,
+        vec![
+            (flow.to_string(), Some("urn:ds:b".to_string()), vec![11]),
+            (level.to_string(), None, vec![10]),
+        ]
+    );
+    assert_eq!(series_of(&store, "urn:g:3").await.len(), 3);
+    // Entity 1's group row went with its last series.
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+    let groups: i64 = db
+        .query_row("SELECT count(*) FROM history_series_groups", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(groups, 2);
+}
+
+#[tokio::test]
+async fn series_rows_of_the_earlier_layout_still_load() {
+    // Rewrite the groups as the rows of one series each that earlier
+    // versions wrote, then reopen, write and delete.
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SqliteConfig::in_dir(dir.path());
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        store
+            .write("", vec![create(with_datasets("urn:l:1", 1))])
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        let names: Vec<String> = db
+            .prepare("SELECT name FROM names ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let groups: Vec<(i64, String, String, Vec<u8>)> = db
+            .prepare("SELECT id, tenant, entity, series FROM history_series_groups")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!groups.is_empty());
+        for (first, tenant, entity, entries) in groups {
+            for (i, e) in entries.chunks_exact(8).enumerate() {
+                let attr = u32::from_le_bytes(e[..4].try_into().unwrap()) as usize;
+                let dataset = u32::from_le_bytes(e[4..].try_into().unwrap()) as usize;
+                let dataset = (dataset > 0).then(|| names[dataset - 1].clone());
+                db.execute(
+                    "INSERT INTO history_series (id, tenant, entity, attr, dataset) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![first + i as i64, tenant, entity, names[attr], dataset],
+                )
+                .unwrap();
+            }
+        }
+        db.execute("DELETE FROM history_series_groups", []).unwrap();
+    }
+    let store = SqliteStore::open(config()).unwrap();
+    let before = series_of(&store, "urn:l:1").await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    store
+        .write("", vec![create(with_datasets("urn:l:2", 50))])
+        .await
+        .unwrap();
+    assert_eq!(series_of(&store, "urn:l:1").await, before);
+    assert_eq!(series_of(&store, "urn:l:2").await.len(), 3);
+    store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteAttr {
+                id: "urn:l:1".into(),
+                attr: iri("https://example.org/flow"),
+                dataset: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(series_of(&store, "urn:l:1").await.len(), 1);
 }
