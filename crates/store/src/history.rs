@@ -7,9 +7,14 @@
 //! write never lacks its history. A deleted attribute or entity leaves an
 //! instance without value whose `modifiedAt` is the `deletedAt`.
 //!
-//! Storage: one *series* per (tenant, entity, attribute, datasetId) in
-//! `history_series` (unique by the writer's map in memory, which is loaded
-//! whole on open: no index on disk), and the instances in `history`, a `WITHOUT ROWID` table
+//! Storage: one *series* per (tenant, entity, attribute, datasetId),
+//! unique by the writer's map in memory, which is loaded whole on open (no
+//! index on disk). The series a commit creates for one entity are one row
+//! of `history_series_groups`: their ids follow from the row id, their
+//! attribute and datasetId are numbers of the store's name table (8 bytes
+//! a series; see [`GROUP_ENTRY`]). Stores written before groups existed
+//! have one text row per series in `history_series`, which still loads.
+//! The instances are in `history`, a `WITHOUT ROWID` table
 //! keyed by (series, instant, seq): the instances of one attribute lie
 //! together in time order, and the key is the row (no separate index). The
 //! instant is observedAt when given, else modifiedAt. A plain numeric
