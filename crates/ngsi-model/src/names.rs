@@ -33,10 +33,54 @@ pub struct Names {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Names by number, shared with the decoders in scope (copied on write
-    /// only while one holds it).
-    list: Arc<Vec<Iri>>,
+    /// Names by number, shared with the decoders in scope.
+    list: Arc<NameList>,
     numbers: FxHashMap<Iri, u32>,
+}
+
+/// Names in segments of this many.
+const SEGMENT: usize = 1024;
+
+/// The names of a table by number, in segments of [`SEGMENT`]: a copy (made
+/// when a name is added while a decoder holds the list) copies the segment
+/// pointers and at most one segment, never every name, so a table of
+/// hundreds of thousands of datasetIds still grows in constant time.
+#[derive(Debug, Default, Clone)]
+pub struct NameList {
+    segments: Vec<Arc<Vec<Iri>>>,
+    len: usize,
+}
+
+impl NameList {
+    /// The name numbered `n`.
+    pub fn get(&self, n: usize) -> Option<&Iri> {
+        self.segments.get(n / SEGMENT)?.get(n % SEGMENT)
+    }
+
+    /// Number of names.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, name: Iri) {
+        if self.len.is_multiple_of(SEGMENT) {
+            self.segments.push(Arc::new(Vec::with_capacity(SEGMENT)));
+        }
+        if let Some(last) = self.segments.last_mut() {
+            Arc::make_mut(last).push(name);
+        }
+        self.len += 1;
+    }
+
+    /// The names in number order.
+    pub fn iter(&self) -> impl Iterator<Item = &Iri> {
+        self.segments.iter().flat_map(|s| s.iter())
+    }
 }
 
 impl Names {
@@ -47,9 +91,13 @@ impl Names {
             .enumerate()
             .map(|(i, n)| (n.clone(), i as u32))
             .collect();
+        let mut names = NameList::default();
+        for n in list {
+            names.push(n);
+        }
         Self {
             inner: RwLock::new(Inner {
-                list: Arc::new(list),
+                list: Arc::new(names),
                 numbers,
             }),
         }
@@ -68,12 +116,8 @@ impl Names {
     /// The names numbered `from` and above, with their numbers.
     pub fn since(&self, from: usize) -> Vec<(u32, Iri)> {
         let inner = self.inner.read();
-        inner
-            .list
-            .iter()
-            .enumerate()
-            .skip(from)
-            .map(|(i, n)| (i as u32, n.clone()))
+        (from..inner.list.len())
+            .filter_map(|i| inner.list.get(i).map(|n| (i as u32, n.clone())))
             .collect()
     }
 
@@ -93,7 +137,7 @@ impl Names {
         n
     }
 
-    fn list(&self) -> Arc<Vec<Iri>> {
+    fn list(&self) -> Arc<NameList> {
         self.inner.read().list.clone()
     }
 
@@ -110,7 +154,7 @@ impl Names {
     }
 
     /// The names by number, as they are now (later names are not in it).
-    pub fn snapshot(&self) -> Arc<Vec<Iri>> {
+    pub fn snapshot(&self) -> Arc<NameList> {
         self.list()
     }
 
@@ -139,7 +183,7 @@ impl Names {
 struct Scope {
     names: Arc<Names>,
     /// The list as first read by a decode in this scope.
-    list: Option<Arc<Vec<Iri>>>,
+    list: Option<Arc<NameList>>,
 }
 
 thread_local! {
@@ -342,6 +386,33 @@ mod tests {
         let back: Entity = reopened.scope(|| serde_json::from_slice(&bytes).unwrap());
         assert_eq!(back, e);
         assert_eq!(names.since(2).len(), names.len() - 2);
+    }
+
+    #[test]
+    fn many_names_span_segments_and_read_back() {
+        let names = Arc::new(Names::default());
+        let mut e = sample();
+        // More datasetIds than a segment holds, each numbered once.
+        let n = 3 * SEGMENT + 7;
+        let template = e.attrs[0].1[0].clone();
+        e.attrs[0].1 = (0..n)
+            .map(|i| {
+                let mut a = template.clone();
+                a.dataset_id = Some(format!("urn:example:dataset:{i}").into());
+                a
+            })
+            .collect();
+        let bytes = names.scope(|| encode(&e));
+        assert_eq!(names.len(), n + 3);
+        let back: Entity = names.scope(|| serde_json::from_slice(&bytes).unwrap());
+        assert_eq!(back, e);
+        assert_eq!(names.since(n).len(), 3);
+        let snapshot = names.snapshot();
+        assert_eq!(snapshot.len(), n + 3);
+        assert_eq!(snapshot.iter().count(), n + 3);
+        let reopened = Arc::new(Names::from_list(snapshot.iter().cloned().collect()));
+        let back: Entity = reopened.scope(|| serde_json::from_slice(&bytes).unwrap());
+        assert_eq!(back, e);
     }
 
     #[test]

@@ -380,7 +380,7 @@ impl HistoryIndex {
     }
 
     /// A slot with its names.
-    fn named(names: &[Iri], slot: &Slot) -> SeriesRef {
+    fn named(names: &ngsi_model::names::NameList, slot: &Slot) -> SeriesRef {
         let name = |n: u32| {
             names
                 .get(n as usize)
