@@ -586,22 +586,33 @@ impl Broker {
                 q.entities.matches_history(&attrs, current.as_deref())
             })
             .collect();
-        let mut matched = Vec::with_capacity(candidates.len());
-        for he in candidates {
-            if self.has_instances_in_range(tenant, &he, q).await?
-                && self.history_filter_matches(tenant, &he, q).await?
-            {
-                matched.push(he);
-            }
-        }
-        // Matches come in id order; orderBy can only ask for it reversed.
+        // Candidates come in id order; orderBy can only ask for it reversed.
+        let mut candidates = candidates;
         if q.entities
             .order_by
             .as_ref()
             .and_then(|keys| keys.first())
             .is_some_and(|k| k.descending)
         {
-            matched.reverse();
+            candidates.reverse();
+        }
+        // Each candidate costs a read of its history in the range: without
+        // count, stop once the page is full.
+        let wanted = if q.entities.count {
+            usize::MAX
+        } else {
+            q.entities.offset.saturating_add(q.entities.limit)
+        };
+        let mut matched = Vec::new();
+        for he in candidates {
+            if matched.len() >= wanted {
+                break;
+            }
+            if self.has_instances_in_range(tenant, &he, q).await?
+                && self.history_filter_matches(tenant, &he, q).await?
+            {
+                matched.push(he);
+            }
         }
         let total = q.entities.count.then_some(matched.len());
         let page: Vec<HistoryEntity> = matched
