@@ -930,3 +930,41 @@ async fn temporal_queries_order_by_id_only() {
             .problem(400, "BadRequestData");
     }
 }
+
+#[tokio::test]
+async fn pages_of_a_range_query_skip_entities_without_instances_in_the_range() {
+    let s = Server::start().await;
+    // p1 and p3 have instances after hour 10, p2 and p4 only before.
+    for (n, hour) in [(1, 20), (2, 1), (3, 30), (4, 2), (5, 40)] {
+        temporal_vehicle(&s, &format!("urn:ngsi-ld:Vehicle:p{n}"), &[(n, hour)]).await;
+    }
+    let page = |extra: &str| {
+        let s = &s;
+        let extra = extra.to_string();
+        async move {
+            let r = s
+                .get(&format!(
+                    "/temporal/entities?type=Vehicle&timerel=after&timeAt={}{extra}",
+                    enc(&at(10))
+                ))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            (
+                crate::support::ids_of(&r.body),
+                r.header("NGSILD-Results-Count").map(str::to_string),
+            )
+        }
+    };
+    let v = |n: &[i32]| -> Vec<String> {
+        n.iter()
+            .map(|n| format!("urn:ngsi-ld:Vehicle:p{n}"))
+            .collect()
+    };
+    assert_eq!(page("&limit=2").await.0, v(&[1, 3]));
+    assert_eq!(page("&limit=2&offset=1").await.0, v(&[3, 5]));
+    assert_eq!(page("&limit=1&offset=2").await.0, v(&[5]));
+    assert_eq!(page("&limit=1&offset=3").await.0, v(&[]));
+    assert_eq!(page("&limit=2&orderBy=id;desc").await.0, v(&[5, 3]));
+    let (ids, count) = page("&limit=1&count=true").await;
+    assert_eq!((ids, count.as_deref()), (v(&[1]), Some("3")));
+}
