@@ -349,6 +349,53 @@ impl HistoryIndex {
         entry.1.push(slot);
     }
 
+    /// The series list of entity `id`, if it has history.
+    pub(crate) fn series_list(&self, tenant: &str, id: &str) -> Option<&[Slot]> {
+        self.entities
+            .get(tenant)?
+            .get(id)
+            .map(|(_, series)| series.as_slice())
+    }
+
+    /// The id of the series of `attr` with `dataset` among `slots`.
+    pub(crate) fn find_in(&self, slots: &[Slot], attr: &str, dataset: Option<&str>) -> Option<i64> {
+        let attr = self.names.find(attr)?;
+        let dataset = match dataset {
+            None => 0,
+            Some(d) => self.names.find(d)? + 1,
+        };
+        slots
+            .iter()
+            .find(|s| s.attr == attr && s.dataset == dataset)
+            .map(|s| s.sid)
+    }
+
+    /// Adds the series of a written group row.
+    fn add_group(&mut self, g: &PendingGroup) {
+        let entities = match self.entities.get_mut(&*g.tenant) {
+            Some(m) => m,
+            None => self.entities.entry(g.tenant.clone()).or_default(),
+        };
+        let slots = g
+            .entries
+            .chunks_exact(GROUP_ENTRY)
+            .enumerate()
+            .map(|(i, e)| {
+                let (attr, dataset) = read_entry(e);
+                Slot {
+                    sid: g.first + i as i64,
+                    attr,
+                    dataset,
+                }
+            });
+        match entities.get_mut(&*g.entity) {
+            Some(entry) => entry.1.extend(slots),
+            None => {
+                entities.insert(g.entity.clone(), (Vec::new(), slots.collect()));
+            }
+        }
+    }
+
     /// The id of the series `key`, if it exists.
     pub(crate) fn lookup(&self, key: &SeriesKeyData) -> Option<i64> {
         let (_, series) = self.entities.get(&*key.0)?.get(&*key.1)?;
@@ -930,6 +977,11 @@ pub(crate) struct HistoryOverlay {
     pub(crate) first_new: Option<i64>,
     /// Series created for one entity and not yet written as a group row.
     pub(crate) group: Option<PendingGroup>,
+    /// The group rows written, to publish (one index entry per group).
+    pub(crate) groups: Vec<PendingGroup>,
+    /// The entities that have series in `new_series` (a miss here spares
+    /// building a key).
+    pub(crate) new_entities: rustc_hash::FxHashSet<Arc<str>>,
 }
 
 /// Series created one after the other for one entity, written together as
@@ -971,7 +1023,8 @@ pub(crate) fn flush_group(
         tx.prepare_cached(
             "INSERT INTO history_series_groups (id, tenant, entity, series) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![g.first, &*g.tenant, &*g.entity, g.entries])?;
+        .execute(params![g.first, &*g.tenant, &*g.entity, &g.entries])?;
+        overlay.groups.push(g);
     }
     Ok(())
 }
@@ -1049,17 +1102,24 @@ impl Recorder {
 
     /// The series id of `key`, created (in the transaction and the overlay)
     /// when new.
+    /// `known` is the entity's series list in the index (`None` for an
+    /// entity without history), looked up once by the caller.
     pub(crate) fn series(
         &mut self,
         tx: &Transaction<'_>,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
+        known: Option<&[Slot]>,
         key: SeriesKeyData,
     ) -> Result<i64, StoreError> {
-        if let Some(sid) = index.lookup(&key) {
+        if let Some(slots) = known
+            && let Some(sid) = index.find_in(slots, &key.2, key.3.as_deref())
+        {
             return Ok(sid);
         }
-        if let Some(sid) = overlay.new_series.get(&key) {
+        if overlay.new_entities.contains(&*key.1)
+            && let Some(sid) = overlay.new_series.get(&key)
+        {
             return Ok(*sid);
         }
         let sid = self.next_series;
@@ -1068,9 +1128,9 @@ impl Recorder {
         // The series joins the pending group of its entity (ids follow one
         // another), or starts one.
         let joins = overlay.group.as_ref().is_some_and(|g| {
-            *g.tenant == *key.0
-                && *g.entity == *key.1
-                && g.first + (g.entries.len() / GROUP_ENTRY) as i64 == sid
+            g.first + (g.entries.len() / GROUP_ENTRY) as i64 == sid
+                && (Arc::ptr_eq(&g.entity, &key.1) || *g.entity == *key.1)
+                && *g.tenant == *key.0
         });
         if !joins {
             flush_group(tx, overlay)?;
@@ -1089,6 +1149,7 @@ impl Recorder {
         if let Some(g) = overlay.group.as_mut() {
             g.entries.extend_from_slice(&group_entry(attr, dataset));
         }
+        overlay.new_entities.insert(key.1.clone());
         overlay.new_series.insert(Arc::new(key), sid);
         Ok(sid)
     }
@@ -1101,6 +1162,7 @@ impl Recorder {
         tx: &Transaction<'_>,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
+        known: Option<&[Slot]>,
         tenant: &str,
         id: &Arc<str>,
         name: &Iri,
@@ -1112,7 +1174,7 @@ impl Recorder {
             name.clone(),
             inst.dataset_id.clone(),
         );
-        self.series(tx, index, overlay, key)
+        self.series(tx, index, overlay, known, key)
     }
 
     /// Inserts one temporal instance.
@@ -1165,6 +1227,7 @@ impl Recorder {
         after: Option<&Entity>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let known = index.series_list(tenant, id);
         if let Some(after) = after {
             self.note_types(tx, index, overlay, tenant, id, &after.types)?;
             for (name, instances) in &after.attrs {
@@ -1175,7 +1238,7 @@ impl Recorder {
                     if prior.is_some_and(|p| p.modified_at == inst.modified_at) {
                         continue;
                     }
-                    let sid = self.series_for(tx, index, overlay, tenant, id, name, inst)?;
+                    let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
                     self.insert(tx, overlay, sid, Some(inst), now)?;
                 }
             }
@@ -1188,7 +1251,7 @@ impl Recorder {
                     if new.is_some_and(|n| n.iter().any(|x| x.dataset_id == inst.dataset_id)) {
                         continue;
                     }
-                    let sid = self.series_for(tx, index, overlay, tenant, id, name, inst)?;
+                    let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
                     self.insert(tx, overlay, sid, None, deleted_at)?;
                 }
             }
@@ -1285,7 +1348,7 @@ pub(crate) fn flush_recent(
 
 /// Publishes the history side of a committed group.
 pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: HistoryOverlay) {
-    if !o.new_series.is_empty() || !o.entity_types.is_empty() || !o.recent.is_empty() {
+    if !o.groups.is_empty() || !o.entity_types.is_empty() || !o.recent.is_empty() {
         let mut index = index.write();
         for (sid, seq) in o.recent {
             index.recent.entry(sid).or_default().push(seq);
@@ -1299,8 +1362,8 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
                 .or_default()
                 .0 = types;
         }
-        for (key, sid) in o.new_series {
-            index.add_series(sid, &key);
+        for g in &o.groups {
+            index.add_group(g);
         }
     }
     if !o.numbers.is_empty() {

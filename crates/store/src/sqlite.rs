@@ -1000,7 +1000,8 @@ impl Writer {
                                     name.clone(),
                                     inst.dataset_id.clone(),
                                 );
-                                let sid = recorder.series(&tx, &index, &mut overlay, key)?;
+                                let known = index.series_list(tenant, &id);
+                                let sid = recorder.series(&tx, &index, &mut overlay, known, key)?;
                                 recorder.insert(
                                     &tx,
                                     &mut overlay,
