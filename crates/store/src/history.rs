@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS history_series_groups (
     id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     entity TEXT NOT NULL,
-    series BLOB NOT NULL
+    series BLOB NOT NULL,
+    types BLOB
 );
 CREATE TABLE IF NOT EXISTS history_entities (
     tenant TEXT NOT NULL,
@@ -281,7 +282,7 @@ impl HistoryIndex {
         // The groups: one row per entity and commit, its series numbered
         // from the row id.
         let mut stmt =
-            conn.prepare("SELECT id, tenant, entity, series FROM history_series_groups")?;
+            conn.prepare("SELECT id, tenant, entity, series, types FROM history_series_groups")?;
         let mut rows = stmt.query([])?;
         let known = index.names.len() as u32;
         while let Some(row) = rows.next()? {
@@ -308,10 +309,23 @@ impl HistoryIndex {
                 Some(m) => m,
                 None => index.entities.entry(tenant.into()).or_default(),
             };
-            let list = match tenant_map.get_mut(entity) {
-                Some((_, series)) => series,
-                None => &mut tenant_map.entry(entity.into()).or_default().1,
+            let types: Option<Vec<u8>> = row.get(4)?;
+            let entry = match tenant_map.get_mut(entity) {
+                Some(e) => e,
+                None => tenant_map.entry(entity.into()).or_default(),
             };
+            // A type change since is in history_entities, read first.
+            if entry.0.is_empty()
+                && let Some(types) = types
+            {
+                let list = index.names.snapshot();
+                entry.0 = types
+                    .chunks_exact(4)
+                    .filter_map(|b| list.get(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
+                    .cloned()
+                    .collect();
+            }
+            let list = &mut entry.1;
             for (i, e) in entries.chunks_exact(GROUP_ENTRY).enumerate() {
                 let (attr, dataset) = read_entry(e);
                 if attr == DELETED {
@@ -982,7 +996,14 @@ pub(crate) struct HistoryOverlay {
     /// The entities that have series in `new_series` (a miss here spares
     /// building a key).
     pub(crate) new_entities: rustc_hash::FxHashSet<Arc<str>>,
+    /// Types of entities new to history, by id (and tenant), not yet
+    /// written: they ride in the entity's first group row, or go to
+    /// `history_entities` at the commit (see [`finish`]).
+    pub(crate) deferred_types: DeferredTypes,
 }
+
+/// Types waiting to be written, by entity id: (tenant, types) pairs.
+pub(crate) type DeferredTypes = HashMap<Arc<str>, Vec<(Box<str>, Vec<Iri>)>>;
 
 /// Series created one after the other for one entity, written together as
 /// one row of `history_series_groups` (see [`GROUP_ENTRY`]).
@@ -992,6 +1013,44 @@ pub(crate) struct PendingGroup {
     entity: Arc<str>,
     first: i64,
     entries: Vec<u8>,
+    /// The entity's types as name numbers (little-endian `u32`s) when the
+    /// entity is new to history.
+    types: Option<Vec<u8>>,
+}
+
+/// Types as name numbers.
+fn encode_types(names: &Names, types: &[Iri]) -> Vec<u8> {
+    types
+        .iter()
+        .flat_map(|t| names.number_of(t).to_le_bytes())
+        .collect()
+}
+
+/// Writes what the group still holds back: the pending group row, and the
+/// types of new entities that no group row carried.
+pub(crate) fn finish(tx: &Transaction<'_>, overlay: &mut HistoryOverlay) -> Result<(), StoreError> {
+    flush_group(tx, overlay)?;
+    for (id, list) in std::mem::take(&mut overlay.deferred_types) {
+        for (tenant, types) in list {
+            write_types(tx, &tenant, &id, &types)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_types(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    id: &str,
+    types: &[Iri],
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string(&types.iter().map(|t| &**t).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into());
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO history_entities (tenant, id, types) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![tenant, id, text])?;
+    Ok(())
 }
 
 /// Bytes of one series in a group row: the attribute's name number and the
@@ -1021,9 +1080,9 @@ pub(crate) fn flush_group(
 ) -> Result<(), StoreError> {
     if let Some(g) = overlay.group.take() {
         tx.prepare_cached(
-            "INSERT INTO history_series_groups (id, tenant, entity, series) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO history_series_groups (id, tenant, entity, series, types) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![g.first, &*g.tenant, &*g.entity, &g.entries])?;
+        .execute(params![g.first, &*g.tenant, &*g.entity, &g.entries, &g.types])?;
         overlay.groups.push(g);
     }
     Ok(())
@@ -1032,18 +1091,24 @@ pub(crate) fn flush_group(
 /// Deletes series `sid` from the table that holds it: its own row of
 /// `history_series` (written before groups existed), or its entry of a
 /// group row (the row goes when its last entry does).
-pub(crate) fn delete_series_row(tx: &Transaction<'_>, sid: i64) -> Result<(), StoreError> {
+pub(crate) fn delete_series_row(
+    tx: &Transaction<'_>,
+    names: &Names,
+    sid: i64,
+) -> Result<(), StoreError> {
     if tx.execute("DELETE FROM history_series WHERE id = ?1", [sid])? > 0 {
         return Ok(());
     }
-    let group: Option<(i64, Vec<u8>)> = tx
+    type GroupRow = (i64, String, String, Vec<u8>, Option<Vec<u8>>);
+    let group: Option<GroupRow> = tx
         .query_row(
-            "SELECT id, series FROM history_series_groups WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
+            "SELECT id, tenant, entity, series, types FROM history_series_groups \
+             WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
             [sid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()?;
-    let Some((first, mut entries)) = group else {
+    let Some((first, tenant, entity, mut entries, types)) = group else {
         return Ok(());
     };
     let at = usize::try_from(sid - first)
@@ -1057,6 +1122,27 @@ pub(crate) fn delete_series_row(tx: &Transaction<'_>, sid: i64) -> Result<(), St
         .chunks_exact(GROUP_ENTRY)
         .all(|e| read_entry(e).0 == DELETED)
     {
+        // The entity's types leave with the row unless kept elsewhere
+        // (a deletion of the whole entity removes them after).
+        if let Some(types) = types {
+            let list = names.snapshot();
+            let types: Vec<Iri> = types
+                .chunks_exact(4)
+                .filter_map(|b| list.get(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
+                .cloned()
+                .collect();
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM history_entities WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, entity],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                write_types(tx, &tenant, &entity, &types)?;
+            }
+        }
         tx.execute("DELETE FROM history_series_groups WHERE id = ?1", [first])?;
     } else {
         tx.execute(
@@ -1134,11 +1220,24 @@ impl Recorder {
         });
         if !joins {
             flush_group(tx, overlay)?;
+            // An entity new to history: its types ride in its first row.
+            let types = overlay.deferred_types.get_mut(&*key.1).and_then(|list| {
+                let at = list.iter().position(|(t, _)| **t == *key.0)?;
+                Some(encode_types(index.names(), &list.swap_remove(at).1))
+            });
+            if overlay
+                .deferred_types
+                .get(&*key.1)
+                .is_some_and(Vec::is_empty)
+            {
+                overlay.deferred_types.remove(&*key.1);
+            }
             overlay.group = Some(PendingGroup {
                 tenant: key.0.clone(),
                 entity: key.1.clone(),
                 first: sid,
                 entries: Vec::with_capacity(GROUP_ENTRY * 8),
+                types,
             });
         }
         let attr = index.names().number_of(&key.2);
@@ -1283,12 +1382,21 @@ impl Recorder {
         if known == Some(types) || types.is_empty() {
             return Ok(());
         }
-        let text = serde_json::to_string(&types.iter().map(|t| &**t).collect::<Vec<_>>())
-            .unwrap_or_else(|_| "[]".into());
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO history_entities (tenant, id, types) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![tenant, &**id, text])?;
+        let deferred = overlay
+            .deferred_types
+            .get_mut(&**id)
+            .and_then(|list| list.iter_mut().find(|(t, _)| **t == *tenant));
+        match (known, deferred) {
+            // Not yet written: the types change before they are.
+            (_, Some((_, pending))) => *pending = types.to_vec(),
+            // New to history: written with the entity's first group row.
+            (None, None) => overlay
+                .deferred_types
+                .entry(id.clone())
+                .or_default()
+                .push((tenant.into(), types.to_vec())),
+            (Some(_), None) => write_types(tx, tenant, id, types)?,
+        }
         overlay
             .entity_types
             .insert((tenant.into(), id.clone()), types.to_vec());

@@ -1019,7 +1019,7 @@ impl Writer {
                     None => Err(not_found(&id)),
                     Some(series) => {
                         for (sid, _, _) in series {
-                            delete_series(&tx, sid)?;
+                            delete_series(&tx, &self.shared.names, sid)?;
                             removed.push(sid);
                         }
                         tx.execute(
@@ -1042,7 +1042,7 @@ impl Writer {
                         )))
                     } else {
                         for sid in series {
-                            delete_series(&tx, sid)?;
+                            delete_series(&tx, &self.shared.names, sid)?;
                             removed.push(sid);
                         }
                         removed_from = Some(id.clone());
@@ -1115,7 +1115,7 @@ impl Writer {
             drop(tx);
             return Ok(result);
         }
-        crate::history::flush_group(&tx, &mut overlay)?;
+        crate::history::finish(&tx, &mut overlay)?;
         if overlay.recorded > 0 {
             recorder.save_seq(&tx)?;
         }
@@ -1164,9 +1164,13 @@ fn freelist_count(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
 }
 
-fn delete_series(tx: &rusqlite::Transaction<'_>, sid: i64) -> Result<(), StoreError> {
+fn delete_series(
+    tx: &rusqlite::Transaction<'_>,
+    names: &Names,
+    sid: i64,
+) -> Result<(), StoreError> {
     tx.execute("DELETE FROM history WHERE series = ?1", [sid])?;
-    crate::history::delete_series_row(tx, sid)
+    crate::history::delete_series_row(tx, names, sid)
 }
 
 /// Inserts the names numbered from `from` on into `names`, in the
@@ -1646,7 +1650,7 @@ impl Writer {
                     results.push(these);
                 }
             }
-            crate::history::flush_group(&tx, &mut history)?;
+            crate::history::finish(&tx, &mut history)?;
             if history.recorded > 0
                 && let Some(r) = recorder.as_ref()
             {

@@ -1389,3 +1389,86 @@ async fn series_rows_of_the_earlier_layout_still_load() {
         .unwrap();
     assert_eq!(series_of(&store, "urn:l:1").await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_types_of_an_entity_new_to_history_survive_reopening_and_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SqliteConfig::in_dir(dir.path());
+    let types_of = |store: &SqliteStore, id: &str| -> Vec<String> {
+        store
+            .history_entity("", id)
+            .map(|h| h.types.iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default()
+    };
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        store
+            .write(
+                "",
+                vec![
+                    create(entity("urn:t:1", "https://example.org/T", 1)),
+                    create(entity("urn:t:2", "https://example.org/T", 2)),
+                    create(entity("urn:t:3", "https://example.org/T", 3)),
+                ],
+            )
+            .await
+            .unwrap();
+        // A type change after the first write.
+        store
+            .write(
+                "",
+                vec![Op::new("urn:t:2", |_| {
+                    Ok(Change::put(entity("urn:t:2", "https://example.org/U", 20)))
+                })],
+            )
+            .await
+            .unwrap();
+        // Every series of urn:t:3 deleted: its group row goes, its types stay.
+        store
+            .write_history(
+                "",
+                store::HistoryOp::DeleteAttr {
+                    id: "urn:t:3".into(),
+                    attr: iri("https://example.org/level"),
+                    dataset: None,
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        // A temporal entity with types and no attributes.
+        store
+            .write_history(
+                "",
+                store::HistoryOp::Add {
+                    id: "urn:t:4".into(),
+                    types: vec![iri("https://example.org/V")],
+                    attrs: Vec::new(),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(config()).unwrap();
+    assert_eq!(types_of(&store, "urn:t:1"), ["https://example.org/T"]);
+    assert_eq!(types_of(&store, "urn:t:2"), ["https://example.org/U"]);
+    assert_eq!(types_of(&store, "urn:t:3"), ["https://example.org/T"]);
+    assert_eq!(types_of(&store, "urn:t:4"), ["https://example.org/V"]);
+    store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteEntity {
+                id: "urn:t:1".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(config()).unwrap();
+    assert!(store.history_entity("", "urn:t:1").is_none());
+    assert_eq!(types_of(&store, "urn:t:2"), ["https://example.org/U"]);
+}
