@@ -564,17 +564,37 @@ pub(crate) fn encode_instance(attr: Option<&Attribute>, deleted_at: i64) -> Enco
         _ => None,
     };
     let plain = num.is_some() && a.unit_code.is_none() && a.sub.is_empty();
-    let doc = (!plain).then(|| {
-        let mut copy = a.clone();
-        copy.dataset_id = None;
-        copy.created_at = 0;
-        copy.modified_at = 0;
-        copy.observed_at = None;
-        rmp_serde::to_vec(&copy).unwrap_or_default()
-    });
+    let doc = (!plain).then(|| instance_doc(a));
     // A deletion has neither number nor document; a non-plain instance
     // always has its document.
     (t, modified, created, num, doc)
+}
+
+/// The document of an instance: the attribute without what its row holds
+/// (datasetId, times), in the positional encoding of [`Attribute`], written
+/// from borrowed parts (no copy of the attribute).
+fn instance_doc(a: &Attribute) -> Vec<u8> {
+    /// [`Attribute`]'s fields in its order.
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        value: &'a AttrValue,
+        dataset_id: Option<&'a str>,
+        observed_at: Option<&'a str>,
+        unit_code: Option<&'a str>,
+        created_at: i64,
+        modified_at: i64,
+        sub: &'a [(Iri, Attribute)],
+    }
+    rmp_serde::to_vec(&Doc {
+        value: &a.value,
+        dataset_id: None,
+        observed_at: None,
+        unit_code: a.unit_code.as_deref(),
+        created_at: 0,
+        modified_at: 0,
+        sub: &a.sub,
+    })
+    .unwrap_or_default()
 }
 
 fn decode_row(
@@ -1613,6 +1633,51 @@ mod tests {
                 proptest::prop_assert_eq!(inside.iter().sum::<f64>(), b.sum);
                 proptest::prop_assert!(b.stddev >= 0.0);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// The document as written before: a trimmed copy of the attribute.
+    fn copied(a: &Attribute) -> Vec<u8> {
+        let mut copy = a.clone();
+        copy.dataset_id = None;
+        copy.created_at = 0;
+        copy.modified_at = 0;
+        copy.observed_at = None;
+        rmp_serde::to_vec(&copy).unwrap()
+    }
+
+    #[test]
+    fn instance_documents_match_the_trimmed_copy_and_read_back() {
+        let mut p = Attribute::new(AttrValue::Property(serde_json::json!(20.5)));
+        p.unit_code = Some("CEL".into());
+        p.dataset_id = Some("urn:ds:a".into());
+        p.observed_at = Some("2024-03-01T08:00:00Z".into());
+        p.created_at = 5;
+        p.modified_at = 7;
+        let mut accuracy = Attribute::new(AttrValue::Property(serde_json::json!(0.5)));
+        accuracy.unit_code = Some("P1".into());
+        p.sub
+            .push((ngsi_model::iri("https://example.org/accuracy"), accuracy));
+        let r = Attribute::new(AttrValue::Relationship {
+            object: serde_json::json!("urn:x:1"),
+            object_type: None,
+        });
+        let l = Attribute::new(AttrValue::ListProperty(vec![
+            serde_json::json!(1),
+            serde_json::json!("a"),
+        ]));
+        for a in [&p, &r, &l] {
+            let doc = instance_doc(a);
+            assert_eq!(doc, copied(a));
+            let back: Attribute = rmp_serde::from_slice(&doc).unwrap();
+            assert_eq!(back.value, a.value);
+            assert_eq!(back.sub, a.sub);
+            assert_eq!(back.unit_code, a.unit_code);
         }
     }
 }
