@@ -293,6 +293,51 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// No orderBy text panics the parser.
+        #[test]
+        fn any_text_parses_or_is_bad_data(text in "\\PC{0,40}") {
+            let _ = parse_order_by(&text, &ctx());
+        }
+
+        /// Members built from the grammar parse into as many keys, with
+        /// their directions.
+        #[test]
+        fn grammar_members_parse(
+            members in proptest::collection::vec(
+                (
+                    "(id|type|createdAt|modifiedAt|[a-z][a-zA-Z0-9]{0,8}(\\.(createdAt|observedAt|[a-z][a-zA-Z0-9]{0,6}))?)",
+                    proptest::option::of(proptest::bool::ANY),
+                ),
+                1..5,
+            )
+        ) {
+            let text = members
+                .iter()
+                .map(|(path, dir)| match dir {
+                    None => path.clone(),
+                    Some(true) => format!("{path};desc"),
+                    Some(false) => format!("{path};asc"),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let keys = parse_order_by(&text, &ctx());
+            // A path like id.x is refused; every other member parses.
+            let entity_member_with_sub = members.iter().any(|(p, _)| {
+                p.split_once('.').is_some_and(|(head, _)| {
+                    matches!(head, "id" | "type" | "createdAt" | "modifiedAt")
+                })
+            });
+            proptest::prop_assert_eq!(keys.is_ok(), !entity_member_with_sub, "{}", text);
+            if let Ok(keys) = keys {
+                proptest::prop_assert_eq!(keys.len(), members.len());
+                for (k, (_, dir)) in keys.iter().zip(&members) {
+                    proptest::prop_assert_eq!(k.descending, *dir == Some(true));
+                }
+            }
+        }
+    }
+
     #[test]
     fn missing_values_come_last_in_both_directions() {
         let asc = [OrderKey {
