@@ -570,7 +570,7 @@ impl Broker {
         // Ids and types first (no copies of the others), then attrs and
         // scopeQ (on the current entity), then the time range, q and the
         // geo-query on the instances in the range (clause 5.7.4.4).
-        let candidates: Vec<HistoryEntity> = self
+        let mut candidates: Vec<HistoryEntity> = self
             .store
             .history_entities(tenant, &mut |id, types| {
                 q.entities.selects_history(id, types)
@@ -587,7 +587,6 @@ impl Broker {
             })
             .collect();
         // Candidates come in id order; orderBy can only ask for it reversed.
-        let mut candidates = candidates;
         if q.entities
             .order_by
             .as_ref()

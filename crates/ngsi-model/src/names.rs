@@ -121,8 +121,10 @@ impl Names {
             .collect()
     }
 
-    /// The number of `name`, given now when it has none.
-    fn number(&self, name: &str) -> u32 {
+    /// The number of `name`, given now when it has none (also for
+    /// in-memory indexes that number names: the owner persists it with the
+    /// next commit like any other).
+    pub fn number_of(&self, name: &str) -> u32 {
         if let Some(n) = self.inner.read().numbers.get(name) {
             return *n;
         }
@@ -139,13 +141,6 @@ impl Names {
 
     fn list(&self) -> Arc<NameList> {
         self.inner.read().list.clone()
-    }
-
-    /// The number of `name`, given now when it has none (for in-memory
-    /// indexes that number names too: the owner persists it with the next
-    /// commit like any other).
-    pub fn number_of(&self, name: &str) -> u32 {
-        self.number(name)
     }
 
     /// The number of `name`, if it has one.
@@ -192,7 +187,7 @@ thread_local! {
 
 /// The number of `name` in the table in scope, if any.
 fn number_in_scope(name: &str) -> Option<u32> {
-    SCOPE.with(|s| s.borrow().as_ref().map(|s| s.names.number(name)))
+    SCOPE.with(|s| s.borrow().as_ref().map(|s| s.names.number_of(name)))
 }
 
 /// The name numbered `n` in the table in scope.

@@ -210,6 +210,7 @@ impl HistoryIndex {
         // Attribute names and datasetIds through local tables: a few
         // distinct ones among millions of rows.
         let mut numbers: HashMap<Box<str>, u32> = HashMap::default();
+        let names = index.names.clone();
         let mut number = |names: &Names, name: &str| -> u32 {
             match numbers.get(name) {
                 Some(n) => *n,
@@ -254,7 +255,6 @@ impl HistoryIndex {
                     continue;
                 }
             };
-            let names = index.names.clone();
             let dataset = match row.get_ref(4)? {
                 rusqlite::types::ValueRef::Null => 0,
                 rusqlite::types::ValueRef::Text(d) => {
@@ -285,6 +285,8 @@ impl HistoryIndex {
             conn.prepare("SELECT id, tenant, entity, series, types FROM history_series_groups")?;
         let mut rows = stmt.query([])?;
         let known = index.names.len() as u32;
+        // Group rows name only persisted names, all in this snapshot.
+        let name_list = index.names.snapshot();
         while let Some(row) = rows.next()? {
             let first: i64 = row.get(0)?;
             let (tenant, entity, entries) =
@@ -318,12 +320,7 @@ impl HistoryIndex {
             if entry.0.is_empty()
                 && let Some(types) = types
             {
-                let list = index.names.snapshot();
-                entry.0 = types
-                    .chunks_exact(4)
-                    .filter_map(|b| list.get(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
-                    .cloned()
-                    .collect();
+                entry.0 = decode_types(&name_list, &types);
             }
             let list = &mut entry.1;
             for (i, e) in entries.chunks_exact(GROUP_ENTRY).enumerate() {
@@ -1038,6 +1035,15 @@ pub(crate) struct PendingGroup {
     types: Option<Vec<u8>>,
 }
 
+/// Types from their name numbers (see [`encode_types`]).
+fn decode_types(list: &ngsi_model::names::NameList, bytes: &[u8]) -> Vec<Iri> {
+    bytes
+        .chunks_exact(4)
+        .filter_map(|b| list.get(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
+        .cloned()
+        .collect()
+}
+
 /// Types as name numbers.
 fn encode_types(names: &Names, types: &[Iri]) -> Vec<u8> {
     types
@@ -1145,12 +1151,7 @@ pub(crate) fn delete_series_row(
         // The entity's types leave with the row unless kept elsewhere
         // (a deletion of the whole entity removes them after).
         if let Some(types) = types {
-            let list = names.snapshot();
-            let types: Vec<Iri> = types
-                .chunks_exact(4)
-                .filter_map(|b| list.get(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
-                .cloned()
-                .collect();
+            let types = decode_types(&names.snapshot(), &types);
             let exists = tx
                 .query_row(
                     "SELECT 1 FROM history_entities WHERE tenant = ?1 AND id = ?2",

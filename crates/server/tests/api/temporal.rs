@@ -896,13 +896,7 @@ async fn temporal_queries_order_by_id_only() {
     for n in [2, 1, 3] {
         temporal_vehicle(&s, &format!("urn:ngsi-ld:Vehicle:o{n}"), &[(n, 1)]).await;
     }
-    let ids = |body: &Value| -> Vec<String> {
-        body.as_array()
-            .unwrap_or_else(|| panic!("not an array: {body}"))
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default().to_string())
-            .collect()
-    };
+    let ids = crate::support::ids_of;
     let query = "/temporal/entities?type=Vehicle&timerel=after&timeAt=1970-01-01T00:00:00Z";
     let asc = [
         "urn:ngsi-ld:Vehicle:o1",
