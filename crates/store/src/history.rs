@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS history_recent (
 );
 ";
 
+/// How far ahead of the instance counter its saved value goes.
+const SEQ_RESERVE: i64 = 1 << 20;
+
 /// Instances gathered in `history_recent` before they move to `history`.
 pub(crate) const FLUSH_ROWS: usize = 50_000;
 
@@ -1178,6 +1181,10 @@ pub(crate) fn delete_series_row(
 pub(crate) struct Recorder {
     pub(crate) next_series: i64,
     pub(crate) next_seq: i64,
+    /// The counter value saved in `meta`: every seq below it may be in use.
+    /// A commit saves a value `SEQ_RESERVE` ahead only once the counter
+    /// reaches it, so that most commits leave the `meta` page alone.
+    saved_seq: i64,
     /// Rows in `history_recent` (an upper bound: rows of a failed commit
     /// are counted too).
     pub(crate) recent_rows: usize,
@@ -1200,9 +1207,11 @@ impl Recorder {
             .optional()?;
         let recent: i64 =
             conn.query_row("SELECT count(*) FROM history_recent", [], |r| r.get(0))?;
+        let next_seq = seq.and_then(|s| s.parse().ok()).unwrap_or(1);
         Ok(Self {
             next_series,
-            next_seq: seq.and_then(|s| s.parse().ok()).unwrap_or(1),
+            next_seq,
+            saved_seq: next_seq,
             recent_rows: usize::try_from(recent).unwrap_or(0),
         })
     }
@@ -1424,11 +1433,25 @@ impl Recorder {
         Ok(())
     }
 
-    /// Saves the instance counter (once per commit that recorded some).
-    pub(crate) fn save_seq(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Saves the instance counter when the commit's instances used seqs
+    /// beyond the saved value: it saves a value `SEQ_RESERVE` ahead, and a
+    /// restart continues from there (seqs need to be unique and growing,
+    /// not dense).
+    pub(crate) fn save_seq(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.next_seq <= self.saved_seq {
+            return Ok(());
+        }
+        let reserved = self.next_seq + SEQ_RESERVE;
         tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('history_seq', ?1)")?
-            .execute([self.next_seq.to_string()])?;
+            .execute([reserved.to_string()])?;
+        self.saved_seq = reserved;
         Ok(())
+    }
+
+    /// After a transaction that may have saved the counter failed: the next
+    /// commit that records saves it again.
+    pub(crate) fn commit_failed(&mut self) {
+        self.saved_seq = 0;
     }
 }
 

@@ -71,13 +71,22 @@ pub fn encode(names: &Arc<Names>, entity: &Entity) -> Vec<u8> {
     names.scope(|| rmp_serde::to_vec(entity).expect("an entity always encodes"))
 }
 
+/// An entity as held: its stored encoding and the row that stores it (the
+/// rowid of the `entities` table, which the writer assigns: rows are found
+/// by number, so the table needs no index on the id).
+#[derive(Debug)]
+struct Held {
+    row: i64,
+    bytes: Box<[u8]>,
+}
+
 /// The indexes of one tenant.
 #[derive(Debug)]
 pub struct TenantIndex {
     /// The store's name table, which the held encodings number their names
     /// in.
     names: Arc<Names>,
-    by_id: BTreeMap<Arc<str>, Box<[u8]>>,
+    by_id: BTreeMap<Arc<str>, Held>,
     by_type: HashMap<Iri, BTreeSet<Arc<str>>>,
     /// Value indexes of the attributes that queries asked for, built on
     /// first use and maintained on every write from then on.
@@ -111,8 +120,8 @@ impl TenantIndex {
 
     /// The entity `id`, decoded.
     pub fn get(&self, id: &str) -> Option<Arc<Entity>> {
-        let bytes = self.by_id.get(id)?;
-        self.decode_stored(id, bytes).map(Arc::new)
+        let held = self.by_id.get(id)?;
+        self.decode_stored(id, &held.bytes).map(Arc::new)
     }
 
     /// The entity `id`, decoded; an error (not `None`) when it is held but
@@ -120,13 +129,18 @@ impl TenantIndex {
     pub fn lookup(&self, id: &str) -> Result<Option<Arc<Entity>>, crate::StoreError> {
         match self.by_id.get(id) {
             None => Ok(None),
-            Some(bytes) => decode(&self.names, bytes)
+            Some(held) => decode(&self.names, &held.bytes)
                 .map(|e| Some(Arc::new(e)))
                 .map_err(|e| crate::StoreError::Decode {
                     id: id.to_string(),
                     reason: e.to_string(),
                 }),
         }
+    }
+
+    /// The row of the `entities` table that stores entity `id`.
+    pub fn row_of(&self, id: &str) -> Option<i64> {
+        self.by_id.get(id).map(|h| h.row)
     }
 
     /// Whether entity `id` exists.
@@ -144,20 +158,22 @@ impl TenantIndex {
         self.by_id.is_empty()
     }
 
-    /// Inserts or replaces an entity; `bytes` is its stored encoding.
-    pub fn put(&mut self, entity: &Entity, bytes: Box<[u8]>) {
+    /// Inserts or replaces an entity; `bytes` is its stored encoding, in
+    /// row `row` of the `entities` table.
+    pub fn put(&mut self, entity: &Entity, row: i64, bytes: Box<[u8]>) {
         let old = self.get(&entity.id);
-        self.replace(old.as_deref(), entity, bytes);
+        self.replace(old.as_deref(), entity, row, bytes);
     }
 
     /// Replaces `old` (the held version of the entity, as the caller has it
-    /// decoded already; `None` if it is new) with `entity`.
-    pub fn replace(&mut self, old: Option<&Entity>, entity: &Entity, bytes: Box<[u8]>) {
+    /// decoded already; `None` if it is new) with `entity`, stored in row
+    /// `row`.
+    pub fn replace(&mut self, old: Option<&Entity>, entity: &Entity, row: i64, bytes: Box<[u8]>) {
         let id = entity.id.clone();
         if let Some(old) = old {
             self.unlink(old);
         }
-        self.by_id.insert(id.clone(), bytes);
+        self.by_id.insert(id.clone(), Held { row, bytes });
         for t in &entity.types {
             self.by_type
                 .entry(t.clone())
@@ -327,7 +343,7 @@ impl TenantIndex {
                 continue;
             }
             let mut index = AttrIndex::default();
-            for (id, bytes) in &self.by_id {
+            for (id, Held { bytes, .. }) in &self.by_id {
                 if let Some(e) = self.decode_stored(id, bytes) {
                     index.insert(&c.attr, &e);
                 }
@@ -339,7 +355,7 @@ impl TenantIndex {
 
     /// Visits every entity in id order.
     pub fn scan(&self, visit: &mut dyn FnMut(&Entity)) {
-        for (id, bytes) in &self.by_id {
+        for (id, Held { bytes, .. }) in &self.by_id {
             if let Some(e) = self.decode_stored(id, bytes) {
                 visit(&e);
             }
@@ -475,15 +491,15 @@ impl TenantIndex {
         match self.candidates(&selection) {
             Some(ids) => {
                 for id in ids {
-                    if let Some(bytes) = self.by_id.get(&**id)
-                        && !visit(id, bytes)
+                    if let Some(held) = self.by_id.get(&**id)
+                        && !visit(id, &held.bytes)
                     {
                         break;
                     }
                 }
             }
             None => {
-                for (id, bytes) in &self.by_id {
+                for (id, Held { bytes, .. }) in &self.by_id {
                     if !visit(id, bytes) {
                         break;
                     }

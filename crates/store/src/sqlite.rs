@@ -181,10 +181,10 @@ impl std::fmt::Debug for SqliteStore {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entities (
+    row INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     id TEXT NOT NULL,
-    doc BLOB NOT NULL,
-    UNIQUE (tenant, id)
+    doc BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS names (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
@@ -198,13 +198,34 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 ";
 
-/// Version 2: entities as positional MessagePack (fields by position, every
-/// field present).
-const FORMAT_VERSION: &str = "3";
+/// Version 4: entities as positional MessagePack (fields by position, every
+/// field present) with names as numbers of the `names` table, in rows that
+/// the writer numbers (the in-memory index keeps each entity's row, so the
+/// table has no index on the id: an insert appends, an update or a delete
+/// goes straight to its row).
+const FORMAT_VERSION: &str = "4";
+
+/// Version 3 keeps the entities in a table unique on (tenant, id), which
+/// opening rebuilds in the version 4 shape, keeping its rows.
+const FORMAT_VERSION_3: &str = "3";
 
 /// Version 2 is version 3 without the name table: its names are strings,
-/// which version 3 reads as well. Opening it upgrades the version in place.
+/// which later versions read as well.
 const FORMAT_VERSION_2: &str = "2";
+
+/// Rebuilds the version 2 and 3 `entities` table (unique on tenant and id)
+/// as the version 4 table, keeping each entity's row number.
+const UPGRADE_ENTITIES_TO_4: &str = "
+CREATE TABLE entities_v4 (
+    row INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    doc BLOB NOT NULL
+);
+INSERT INTO entities_v4 (row, tenant, id, doc) SELECT rowid, tenant, id, doc FROM entities;
+DROP TABLE entities;
+ALTER TABLE entities_v4 RENAME TO entities;
+";
 
 // Positional fields: about a third smaller than named ones. A change of the
 // model's fields needs a new FORMAT_VERSION and a migration.
@@ -255,11 +276,15 @@ impl SqliteStore {
                 )?;
             }
             Some(FORMAT_VERSION) => {}
-            Some(FORMAT_VERSION_2) => {
-                conn.execute(
+            Some(FORMAT_VERSION_2 | FORMAT_VERSION_3) => {
+                tracing::info!("upgrading the data directory to storage format {FORMAT_VERSION}");
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(UPGRADE_ENTITIES_TO_4)?;
+                tx.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'format'",
                     [FORMAT_VERSION],
                 )?;
+                tx.commit()?;
             }
             Some(other) => {
                 return Err(StoreError::Decode {
@@ -321,6 +346,10 @@ impl SqliteStore {
             ),
         };
         let recorder = config.history.then(|| Recorder::open(&conn)).transpose()?;
+        let next_row: i64 =
+            conn.query_row("SELECT COALESCE(MAX(row), 0) + 1 FROM entities", [], |r| {
+                r.get(0)
+            })?;
         let shared = Arc::new(Shared {
             tenants: RwLock::new(tenants),
             known_tenants: RwLock::new(known),
@@ -360,6 +389,7 @@ impl SqliteStore {
                     recorder,
                     checkpoint,
                     persisted_names,
+                    next_row,
                     sweeps: VecDeque::new(),
                     sweep_rows: config.history_sweep_rows.max(1),
                 }
@@ -1120,7 +1150,10 @@ impl Writer {
             recorder.save_seq(&tx)?;
         }
         let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
-        tx.commit()?;
+        if let Err(e) = tx.commit() {
+            recorder.commit_failed();
+            return Err(e.into());
+        }
         self.persisted_names += new_names;
         self.shared
             .metrics
@@ -1218,8 +1251,8 @@ fn load_entities(
 ) -> Result<u64, StoreError> {
     use std::sync::mpsc::sync_channel;
     const CHUNK: usize = 4096;
-    type Raw = Vec<(Box<str>, String, Vec<u8>)>;
-    type Decoded = Vec<(Box<str>, Entity, Vec<u8>)>;
+    type Raw = Vec<(Box<str>, String, i64, Vec<u8>)>;
+    type Decoded = Vec<(Box<str>, Entity, i64, Vec<u8>)>;
     let (raw_tx, raw_rx) = sync_channel::<Raw>(4);
     let (dec_tx, dec_rx) = sync_channel::<Result<Decoded, StoreError>>(4);
     std::thread::scope(|scope| {
@@ -1227,8 +1260,8 @@ fn load_entities(
             for chunk in raw_rx {
                 let decoded: Result<Decoded, StoreError> = chunk
                     .into_iter()
-                    .map(|(tenant, id, bytes)| {
-                        decode(names, &id, &bytes).map(|e| (tenant, e, bytes))
+                    .map(|(tenant, id, row, bytes)| {
+                        decode(names, &id, &bytes).map(|e| (tenant, e, row, bytes))
                     })
                     .collect();
                 let failed = decoded.is_err();
@@ -1242,11 +1275,11 @@ fn load_entities(
                 let mut local: HashMap<Box<str>, TenantIndex> = HashMap::new();
                 let mut count = 0u64;
                 for chunk in dec_rx {
-                    for (tenant, entity, bytes) in chunk? {
+                    for (tenant, entity, row, bytes) in chunk? {
                         local
                             .entry(tenant)
                             .or_insert_with(|| TenantIndex::new(names.clone()))
-                            .put(&entity, bytes.into_boxed_slice());
+                            .put(&entity, row, bytes.into_boxed_slice());
                         count += 1;
                         // Progress for operators: a large city takes seconds.
                         if count.is_multiple_of(250_000) {
@@ -1258,11 +1291,16 @@ fn load_entities(
             },
         );
         let read = (|| -> Result<(), StoreError> {
-            let mut stmt = conn.prepare("SELECT tenant, id, doc FROM entities")?;
+            let mut stmt = conn.prepare("SELECT tenant, id, row, doc FROM entities")?;
             let mut rows = stmt.query([])?;
             let mut chunk: Raw = Vec::with_capacity(CHUNK);
             while let Some(row) = rows.next()? {
-                chunk.push((row.get::<_, String>(0)?.into(), row.get(1)?, row.get(2)?));
+                chunk.push((
+                    row.get::<_, String>(0)?.into(),
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                ));
                 if chunk.len() == CHUNK
                     && raw_tx
                         .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
@@ -1297,6 +1335,9 @@ struct Writer {
     checkpoint: Option<Checkpointer>,
     /// Names numbered below this are in the `names` table.
     persisted_names: usize,
+    /// The row the next new entity is stored in: rows only grow, so an
+    /// insert appends to the table.
+    next_row: i64,
     /// Retention sweeps asked for, the running one first.
     sweeps: VecDeque<Sweep>,
     /// `SqliteConfig::history_sweep_rows`.
@@ -1370,7 +1411,7 @@ fn passive_checkpoint(conn: &Connection) {
 type EntityKey = (Box<str>, Arc<str>);
 
 /// An entity with its stored encoding.
-type Encoded = (Arc<Entity>, Box<[u8]>);
+type Encoded = (Arc<Entity>, Box<[u8]>, i64);
 
 /// The state of one group of writes before it is published.
 #[derive(Default)]
@@ -1477,19 +1518,19 @@ impl Writer {
         let mut history = HistoryOverlay::default();
         let recorder = &mut self.recorder;
         let persisted_names = self.persisted_names;
+        let next_row = &mut self.next_row;
         let outcome = (|| -> Result<usize, StoreError> {
             let tx = self.conn.transaction()?;
             {
-                // An existing row is updated in place: a replace would delete
-                // it and insert it again, four B-tree changes instead of one.
+                // Rows are found by number (the index holds each entity's
+                // row): an existing row is updated in place, a new entity
+                // appended.
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO entities (tenant, id, doc) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (tenant, id) DO UPDATE SET doc = excluded.doc",
+                    "INSERT OR REPLACE INTO entities (row, tenant, id, doc) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                let mut update = tx
-                    .prepare_cached("UPDATE entities SET doc = ?3 WHERE tenant = ?1 AND id = ?2")?;
-                let mut del =
-                    tx.prepare_cached("DELETE FROM entities WHERE tenant = ?1 AND id = ?2")?;
+                let mut update =
+                    tx.prepare_cached("UPDATE entities SET doc = ?2 WHERE row = ?1")?;
+                let mut del = tx.prepare_cached("DELETE FROM entities WHERE row = ?1")?;
                 let mut add_tenant =
                     tx.prepare_cached("INSERT OR IGNORE INTO tenants (name) VALUES (?1)")?;
                 let mut put_record = tx.prepare_cached(
@@ -1533,30 +1574,35 @@ impl Writer {
                     for op in req.ops {
                         op_count += 1;
                         let key = (req.tenant.clone(), op.id.clone());
-                        let current: Option<Arc<Entity>> = match overlay.changed.get(&key) {
-                            Some(state) => state.as_ref().map(|(e, _)| e.clone()),
-                            None => {
-                                let held = match committed.get(&*req.tenant) {
-                                    Some(t) => t.lookup(&op.id),
-                                    None => Ok(None),
-                                };
-                                let held = match held {
-                                    Ok(held) => held,
-                                    Err(e) => {
-                                        // A held entity that does not decode is
-                                        // never treated as absent (that would
-                                        // orphan its index entries).
-                                        these.push(Err(NgsiError::internal(e.to_string())));
-                                        continue;
-                                    }
-                                };
-                                overlay
-                                    .before
-                                    .entry(key.clone())
-                                    .or_insert_with(|| held.clone());
-                                held
-                            }
-                        };
+                        let (current, row): (Option<Arc<Entity>>, Option<i64>) =
+                            match overlay.changed.get(&key) {
+                                Some(state) => (
+                                    state.as_ref().map(|(e, _, _)| e.clone()),
+                                    state.as_ref().map(|(_, _, row)| *row),
+                                ),
+                                None => {
+                                    let tenant_index = committed.get(&*req.tenant);
+                                    let held = match tenant_index {
+                                        Some(t) => t.lookup(&op.id),
+                                        None => Ok(None),
+                                    };
+                                    let held = match held {
+                                        Ok(held) => held,
+                                        Err(e) => {
+                                            // A held entity that does not decode is
+                                            // never treated as absent (that would
+                                            // orphan its index entries).
+                                            these.push(Err(NgsiError::internal(e.to_string())));
+                                            continue;
+                                        }
+                                    };
+                                    overlay
+                                        .before
+                                        .entry(key.clone())
+                                        .or_insert_with(|| held.clone());
+                                    (held, tenant_index.and_then(|t| t.row_of(&op.id)))
+                                }
+                            };
                         let existed = current.is_some();
                         let before = overlay.events.is_some().then(|| current.clone()).flatten();
                         let applied =
@@ -1568,16 +1614,20 @@ impl Writer {
                                     Next::Keep => {}
                                     Next::Put(entity) => {
                                         let bytes = encode(&self.shared.names, &entity);
+                                        let row = match row {
+                                            Some(row) => row,
+                                            None => {
+                                                *next_row += 1;
+                                                *next_row - 1
+                                            }
+                                        };
                                         // Never 0 rows while memory and
                                         // disk agree; if not, insert.
-                                        let updated = existed
-                                            && update.execute(params![
-                                                &*req.tenant,
-                                                &*op.id,
-                                                &bytes
-                                            ])? == 1;
+                                        let updated =
+                                            existed && update.execute(params![row, &bytes])? == 1;
                                         if !updated {
                                             insert.execute(params![
+                                                row,
                                                 &*req.tenant,
                                                 &*op.id,
                                                 &bytes
@@ -1604,7 +1654,9 @@ impl Writer {
                                                 after: Some(entity.clone()),
                                             });
                                         }
-                                        overlay.changed.insert(key, Some((entity, bytes.into())));
+                                        overlay
+                                            .changed
+                                            .insert(key, Some((entity, bytes.into(), row)));
                                         if !known.contains(&req.tenant)
                                             && !overlay.new_tenants.contains(&req.tenant)
                                         {
@@ -1613,7 +1665,9 @@ impl Writer {
                                         }
                                     }
                                     Next::Delete => {
-                                        del.execute(params![&*req.tenant, &*op.id])?;
+                                        if let Some(row) = row {
+                                            del.execute([row])?;
+                                        }
                                         if let Some(r) = recorder.as_mut() {
                                             r.record(
                                                 &tx,
@@ -1652,7 +1706,7 @@ impl Writer {
             }
             crate::history::finish(&tx, &mut history)?;
             if history.recorded > 0
-                && let Some(r) = recorder.as_ref()
+                && let Some(r) = recorder.as_mut()
             {
                 r.save_seq(&tx)?;
             }
@@ -1691,6 +1745,9 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed; the group is rejected");
+                if let Some(r) = self.recorder.as_mut() {
+                    r.commit_failed();
+                }
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Io(std::io::Error::other(e.to_string()))));
                 }
@@ -1763,11 +1820,11 @@ impl Writer {
                 .entry(tenant)
                 .or_insert_with(|| TenantIndex::new(self.shared.names.clone()));
             match (state, old) {
-                (Some((entity, bytes)), old) => {
+                (Some((entity, bytes, row)), old) => {
                     if old.is_none() {
                         delta += 1;
                     }
-                    index.replace(old.as_deref(), &entity, bytes);
+                    index.replace(old.as_deref(), &entity, row, bytes);
                 }
                 (None, Some(old)) => {
                     index.remove_known(&old);

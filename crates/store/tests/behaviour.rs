@@ -1138,6 +1138,7 @@ async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
         db.execute("DELETE FROM names", []).unwrap();
         db.execute("UPDATE meta SET value = '2' WHERE key = 'format'", [])
             .unwrap();
+        entities_table_as_before_format_4(&db);
     }
     let store = SqliteStore::open(config()).unwrap();
     assert_eq!(level_of(&store.get("", "urn:old:1").unwrap()), 5);
@@ -1158,7 +1159,100 @@ async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(format, "3");
+    assert_eq!(format, "4");
+}
+
+/// Rebuilds the `entities` table in the shape formats 2 and 3 had: unique
+/// on (tenant, id), rows numbered by SQLite.
+fn entities_table_as_before_format_4(db: &rusqlite::Connection) {
+    db.execute_batch(
+        "CREATE TABLE entities_old (tenant TEXT NOT NULL, id TEXT NOT NULL, doc BLOB NOT NULL, \
+             UNIQUE (tenant, id)); \
+         INSERT INTO entities_old (tenant, id, doc) SELECT tenant, id, doc FROM entities ORDER BY row DESC; \
+         DROP TABLE entities; \
+         ALTER TABLE entities_old RENAME TO entities;",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_store_of_format_3_gets_numbered_rows_and_keeps_updating_and_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        let ops = (0..20)
+            .map(|i| {
+                create(entity(
+                    &format!("urn:f3:{i:02}"),
+                    "https://example.org/T",
+                    i,
+                ))
+            })
+            .collect();
+        store.write("", ops).await.unwrap();
+        store
+            .write(
+                "t2",
+                vec![create(entity("urn:f3:00", "https://example.org/T", 100))],
+            )
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        entities_table_as_before_format_4(&db);
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'format'", [])
+            .unwrap();
+    }
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        assert_eq!(level_of(&store.get("", "urn:f3:05").unwrap()), 5);
+        assert_eq!(level_of(&store.get("t2", "urn:f3:00").unwrap()), 100);
+        // Update, delete and create after the upgrade, then restart: each
+        // write reached the row of its entity and no other.
+        store
+            .write(
+                "",
+                vec![put(entity("urn:f3:05", "https://example.org/T", 55))],
+            )
+            .await
+            .unwrap();
+        store
+            .write(
+                "",
+                vec![Op::new("urn:f3:06", |_| {
+                    Ok(Change {
+                        next: Next::Delete,
+                        report: None,
+                    })
+                })],
+            )
+            .await
+            .unwrap();
+        store
+            .write(
+                "",
+                vec![create(entity("urn:f3:new", "https://example.org/T", 7))],
+            )
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(level_of(&store.get("", "urn:f3:05").unwrap()), 55);
+    assert!(store.get("", "urn:f3:06").is_none());
+    assert_eq!(level_of(&store.get("", "urn:f3:new").unwrap()), 7);
+    assert_eq!(level_of(&store.get("", "urn:f3:00").unwrap()), 0);
+    assert_eq!(level_of(&store.get("t2", "urn:f3:00").unwrap()), 100);
+    assert_eq!(store.entity_count(), 21);
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 21, "one row per entity");
 }
 
 #[tokio::test]
