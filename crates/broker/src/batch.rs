@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_entity};
 use ngsi_model::time::now_micros;
-use ngsi_model::{Entity, ErrorKind, NgsiError, NgsiResult, update};
+use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, update};
 use serde_json::Value;
 use store::{Change, Next, Op};
 
@@ -54,45 +54,44 @@ enum Kind {
     Merge,
 }
 
-fn entity_id_of(v: &Value) -> String {
-    match v.get("id").or_else(|| v.get("@id")) {
-        Some(Value::String(s)) => s.clone(),
-        _ => String::new(),
-    }
+fn entity_id_of<J: JsonDoc>(v: &J) -> String {
+    v.get("id")
+        .or_else(|| v.get("@id"))
+        .and_then(J::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
-fn batch_array(body: &Value) -> NgsiResult<&Vec<Value>> {
-    match body {
-        Value::Array(items) if items.is_empty() => {
-            Err(NgsiError::bad_data("a batch needs at least one entity"))
-        }
-        Value::Array(items) if items.iter().any(Value::is_null) => {
+fn batch_array<J: JsonDoc>(body: &J) -> NgsiResult<&[J]> {
+    match body.as_array() {
+        Some([]) => Err(NgsiError::bad_data("a batch needs at least one entity")),
+        Some(items) if items.iter().any(J::is_null) => {
             Err(NgsiError::bad_data("a batch cannot contain null"))
         }
-        Value::Array(items) => Ok(items),
-        _ => Err(NgsiError::bad_data("a batch must be a JSON array")),
+        Some(items) => Ok(items),
+        None => Err(NgsiError::bad_data("a batch must be a JSON array")),
     }
 }
 
 impl Broker {
     /// Batch Create.
-    pub async fn batch_create(
+    pub async fn batch_create<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         kind: BodyKind,
         link: Option<&str>,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<BatchResult> {
         self.batch(tenant, kind, link, body, Kind::Create).await
     }
 
     /// Batch Upsert.
-    pub async fn batch_upsert(
+    pub async fn batch_upsert<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         kind: BodyKind,
         link: Option<&str>,
-        body: &Value,
+        body: &J,
         mode: UpsertMode,
     ) -> NgsiResult<BatchResult> {
         self.batch(tenant, kind, link, body, Kind::Upsert(mode))
@@ -100,12 +99,12 @@ impl Broker {
     }
 
     /// Batch Update.
-    pub async fn batch_update(
+    pub async fn batch_update<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         kind: BodyKind,
         link: Option<&str>,
-        body: &Value,
+        body: &J,
         no_overwrite: bool,
     ) -> NgsiResult<BatchResult> {
         self.check_tenant(tenant)?;
@@ -114,12 +113,12 @@ impl Broker {
     }
 
     /// Batch Merge.
-    pub async fn batch_merge(
+    pub async fn batch_merge<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         kind: BodyKind,
         link: Option<&str>,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<BatchResult> {
         self.check_tenant(tenant)?;
         self.batch(tenant, kind, link, body, Kind::Merge).await
@@ -155,12 +154,12 @@ impl Broker {
         Ok(result)
     }
 
-    async fn batch(
+    async fn batch<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         body_kind: BodyKind,
         link: Option<&str>,
-        body: &Value,
+        body: &J,
         kind: Kind,
     ) -> NgsiResult<BatchResult> {
         let items = batch_array(body)?;
@@ -195,7 +194,7 @@ impl Broker {
         Ok(result)
     }
 
-    fn batch_entity(&self, item: &Value, ctx: &Ctx, kind: Kind) -> NgsiResult<Entity> {
+    fn batch_entity<J: JsonDoc>(&self, item: &J, ctx: &Ctx, kind: Kind) -> NgsiResult<Entity> {
         let (req, limits) = match kind {
             Kind::Create | Kind::Upsert(_) => (
                 EntityRequirements {

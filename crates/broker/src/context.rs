@@ -108,12 +108,9 @@ impl crate::Broker {
         &self,
         kind: BodyKind,
         link: Option<&str>,
-        body: &Value,
+        body: &impl ngsi_model::JsonDoc,
     ) -> NgsiResult<Ctx> {
-        let inline = match body {
-            Value::Object(m) => m.get("@context"),
-            _ => None,
-        };
+        let inline = body.get("@context").map(ngsi_model::JsonDoc::to_value);
         match kind {
             BodyKind::Json => {
                 if inline.is_some() {
@@ -129,7 +126,7 @@ impl crate::Broker {
                         "an application/ld+json body must carry @context",
                     ));
                 };
-                self.context_from_value(source).await
+                self.context_from_value(&source).await
             }
         }
     }

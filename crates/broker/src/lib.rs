@@ -21,7 +21,7 @@ use ngsi_model::parse::{
 use ngsi_model::render::{RenderOptions, render_entity};
 use ngsi_model::time::now_micros;
 use ngsi_model::update::{self, UpdateReport};
-use ngsi_model::{Entity, ErrorKind, NgsiError, NgsiResult, Terms, iri};
+use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, Terms, iri};
 use serde_json::{Map, Value};
 use store::{Change, Next, Op, Outcome, Store};
 
@@ -230,11 +230,11 @@ impl Broker {
     }
 
     /// Create Entity (clause 5.6.1). Returns the new entity's id.
-    pub async fn create_entity(
+    pub async fn create_entity<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<Arc<str>> {
         let mut entity = parse_entity(
             body,
@@ -294,12 +294,12 @@ impl Broker {
 
     /// Update Entity Attributes (clause 5.6.2): only existing attributes are
     /// written; the result lists the others.
-    pub async fn update_attrs(
+    pub async fn update_attrs<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         id: &str,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<UpdateResult> {
         let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
         let report = self
@@ -312,12 +312,12 @@ impl Broker {
 
     /// Append Entity Attributes (clause 5.6.3), optionally without
     /// overwriting existing ones.
-    pub async fn append_attrs(
+    pub async fn append_attrs<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         id: &str,
-        body: &Value,
+        body: &J,
         no_overwrite: bool,
     ) -> NgsiResult<UpdateResult> {
         let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
@@ -330,21 +330,21 @@ impl Broker {
     }
 
     /// Partial Attribute Update (clause 5.6.4).
-    pub async fn partial_attr_update(
+    pub async fn partial_attr_update<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         id: &str,
         attr: &str,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<()> {
         check_id(id)?;
         let name = iri(&ctx.expand(attr));
-        let Value::Object(_) = body else {
+        if !body.is_object() {
             return Err(NgsiError::bad_data(
                 "an attribute fragment must be a JSON object",
             ));
-        };
+        }
         let patch = parse_fragment_instance(attr, body, ctx, ParseLimits::patch())?;
         self.modify_entity(tenant, id, move |entity, now| {
             update::partial_update(entity, &name, patch, now)
@@ -353,22 +353,20 @@ impl Broker {
     }
 
     /// Replace Attribute (clause 5.6.19).
-    pub async fn replace_attr(
+    pub async fn replace_attr<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         id: &str,
         attr: &str,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<()> {
         check_id(id)?;
         let name = iri(&ctx.expand(attr));
-        let instances = parse_attribute(
-            attr,
-            strip_context(body).as_ref().unwrap_or(body),
-            ctx,
-            self.config.parse,
-        )?;
+        let instances = match strip_context(body) {
+            Some(stripped) => parse_attribute(attr, &stripped, ctx, self.config.parse)?,
+            None => parse_attribute(attr, body, ctx, self.config.parse)?,
+        };
         self.modify_entity(tenant, id, move |entity, now| {
             update::replace_attribute(entity, &name, instances, now)
         })
@@ -400,12 +398,12 @@ impl Broker {
     }
 
     /// Merge Entity (clause 5.6.17).
-    pub async fn merge_entity(
+    pub async fn merge_entity<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         id: &str,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<()> {
         let fragment = self.fragment_entity(ctx, id, body, ParseLimits::patch())?;
         self.modify_entity(tenant, id, move |entity, now| {
@@ -416,12 +414,12 @@ impl Broker {
     }
 
     /// Replace Entity (clause 5.6.18).
-    pub async fn replace_entity(
+    pub async fn replace_entity<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         id: &str,
-        body: &Value,
+        body: &J,
     ) -> NgsiResult<()> {
         let mut new = self.fragment_entity(ctx, id, body, self.config.parse)?;
         if new.types.is_empty() {
@@ -527,44 +525,40 @@ impl Broker {
 
     /// Parses an entity fragment for the attribute operations: attributes
     /// only; an `id` member, if present, must match.
-    fn fragment_attrs(
+    fn fragment_attrs<J: JsonDoc>(
         &self,
         ctx: &Ctx,
         id: &str,
-        body: &Value,
+        body: &J,
         limits: ParseLimits,
     ) -> NgsiResult<Vec<(ngsi_model::Iri, Vec<ngsi_model::Attribute>)>> {
-        check_id(id)?;
-        let Value::Object(map) = body else {
-            return Err(NgsiError::bad_data(
-                "an entity fragment must be a JSON object",
-            ));
-        };
-        check_fragment_id(map, id)?;
-        parse_attributes(map, ctx, limits)
+        check_fragment(body, id)?;
+        parse_attributes(body.members(), ctx, limits)
     }
 
-    fn fragment_entity(
+    fn fragment_entity<J: JsonDoc>(
         &self,
         ctx: &Ctx,
         id: &str,
-        body: &Value,
+        body: &J,
         limits: ParseLimits,
     ) -> NgsiResult<Entity> {
-        check_id(id)?;
-        let Value::Object(map) = body else {
-            return Err(NgsiError::bad_data(
-                "an entity fragment must be a JSON object",
-            ));
-        };
-        check_fragment_id(map, id)?;
+        check_fragment(body, id)?;
         parse_entity(body, ctx, EntityRequirements::default(), limits)
     }
 }
 
-fn check_fragment_id(map: &Map<String, Value>, id: &str) -> NgsiResult<()> {
-    match map.get("id").or_else(|| map.get("@id")) {
-        Some(Value::String(s)) if s == id => Ok(()),
+/// Checks an entity fragment for the operations on entity `id`: a JSON
+/// object whose `id` member, if present, must match.
+fn check_fragment<J: JsonDoc>(body: &J, id: &str) -> NgsiResult<()> {
+    check_id(id)?;
+    if !body.is_object() {
+        return Err(NgsiError::bad_data(
+            "an entity fragment must be a JSON object",
+        ));
+    }
+    match body.get("id").or_else(|| body.get("@id")) {
+        Some(v) if v.as_str() == Some(id) => Ok(()),
         Some(_) => Err(NgsiError::bad_data(
             "the id in the body differs from the id in the path",
         )),
@@ -572,29 +566,31 @@ fn check_fragment_id(map: &Map<String, Value>, id: &str) -> NgsiResult<()> {
     }
 }
 
-fn strip_context(body: &Value) -> Option<Value> {
-    match body {
-        Value::Object(m) if m.contains_key("@context") => {
-            let mut m = m.clone();
-            m.remove("@context");
-            Some(Value::Object(m))
-        }
-        _ => None,
+/// The attribute fragment without its `@context` member, if it has one.
+fn strip_context<J: JsonDoc>(body: &J) -> Option<Value> {
+    if body.get("@context").is_none() {
+        return None;
     }
+    let mut value = body.to_value();
+    if let Value::Object(m) = &mut value {
+        m.remove("@context");
+    }
+    Some(value)
 }
 
 /// Parses the body of a partial attribute update: an attribute fragment in
 /// which the value member may be missing (only metadata or sub-attributes
 /// change).
-fn parse_fragment_instance(
+fn parse_fragment_instance<J: JsonDoc>(
     name: &str,
-    body: &Value,
+    body: &J,
     ctx: &Ctx,
     limits: ParseLimits,
 ) -> NgsiResult<ngsi_model::Attribute> {
-    let stripped = strip_context(body);
-    let body = stripped.as_ref().unwrap_or(body);
-    let mut instances = parse_attribute(name, body, ctx, limits)?;
+    let mut instances = match strip_context(body) {
+        Some(stripped) => parse_attribute(name, &stripped, ctx, limits)?,
+        None => parse_attribute(name, body, ctx, limits)?,
+    };
     if instances.len() != 1 {
         return Err(NgsiError::bad_data(
             "a partial update carries one attribute instance",

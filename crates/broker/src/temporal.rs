@@ -1010,10 +1010,10 @@ impl Broker {
     ) -> NgsiResult<()> {
         check_id(id)?;
         self.check_tenant(tenant)?;
+        crate::check_fragment(body, id)?;
         let Value::Object(map) = body else {
             return Err(bad("an entity fragment must be a JSON object"));
         };
-        crate::check_fragment_id(map, id)?;
         if self.store.history_entity(tenant, id).is_none() {
             return Err(NgsiError::not_found(format!("entity {id} has no history")));
         }
@@ -1064,7 +1064,11 @@ impl Broker {
                 }
                 let mut one = Map::new();
                 one.insert(key.clone(), item);
-                for (name, instances) in parse_attributes(&one, ctx, self.config.parse)? {
+                for (name, instances) in parse_attributes(
+                    one.iter().map(|(k, v)| (k.as_str(), v)),
+                    ctx,
+                    self.config.parse,
+                )? {
                     for mut inst in instances {
                         inst.stamp(now, now);
                         match out.iter_mut().find(|(n, _)| *n == name) {

@@ -5,6 +5,7 @@
 
 pub mod entity;
 pub mod error;
+pub mod json;
 pub mod names;
 pub mod parse;
 pub mod render;
@@ -13,4 +14,5 @@ pub mod update;
 
 pub use entity::{AttrValue, Attribute, Entity, Iri, iri};
 pub use error::{ErrorKind, NgsiError, NgsiResult};
+pub use json::{Json, JsonDoc};
 pub use parse::Terms;

@@ -3,10 +3,11 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::entity::{AttrValue, Attribute, Entity, Iri, iri};
 use crate::error::{NgsiError, NgsiResult};
+use crate::json::JsonDoc;
 use crate::time::parse_datetime;
 
 /// Expansion and compaction of terms, implemented by the JSON-LD context of a
@@ -227,13 +228,13 @@ fn expand_name(terms: &dyn Terms, name: &str, what: &str) -> NgsiResult<Iri> {
 }
 
 /// Parses the `type` member of an entity: a name or a non-empty array.
-pub fn parse_types(v: &Value, terms: &dyn Terms) -> NgsiResult<Vec<Iri>> {
+pub fn parse_types<J: JsonDoc>(v: &J, terms: &dyn Terms) -> NgsiResult<Vec<Iri>> {
     let mut out = Vec::new();
-    match v {
-        Value::String(s) => out.push(expand_name(terms, s, "entity type")?),
-        Value::Array(items) if !items.is_empty() => {
+    match (v.as_str(), v.as_array()) {
+        (Some(s), _) => out.push(expand_name(terms, s, "entity type")?),
+        (_, Some(items)) if !items.is_empty() => {
             for item in items {
-                let Value::String(s) = item else {
+                let Some(s) = item.as_str() else {
                     return Err(NgsiError::bad_data(
                         "entity type must be a string or an array of strings",
                     ));
@@ -253,7 +254,7 @@ pub fn parse_types(v: &Value, terms: &dyn Terms) -> NgsiResult<Vec<Iri>> {
     Ok(out)
 }
 
-fn parse_scopes(v: &Value) -> NgsiResult<Vec<Box<str>>> {
+fn parse_scopes<J: JsonDoc>(v: &J) -> NgsiResult<Vec<Box<str>>> {
     let check = |s: &str| -> NgsiResult<Box<str>> {
         if is_valid_scope(s) {
             Ok(s.into())
@@ -261,13 +262,13 @@ fn parse_scopes(v: &Value) -> NgsiResult<Vec<Box<str>>> {
             Err(NgsiError::bad_data(format!("invalid scope {s:?}")))
         }
     };
-    match v {
-        Value::String(s) => Ok(vec![check(s)?]),
-        Value::Array(items) => items
+    match (v.as_str(), v.as_array()) {
+        (Some(s), _) => Ok(vec![check(s)?]),
+        (_, Some(items)) => items
             .iter()
-            .map(|i| match i {
-                Value::String(s) => check(s),
-                _ => Err(NgsiError::bad_data(
+            .map(|i| match i.as_str() {
+                Some(s) => check(s),
+                None => Err(NgsiError::bad_data(
                     "scope must be a string or an array of strings",
                 )),
             })
@@ -280,41 +281,39 @@ fn parse_scopes(v: &Value) -> NgsiResult<Vec<Box<str>>> {
 
 /// Parses an entity document (normalized or concise). `@context` is ignored
 /// here: the caller resolved it into `terms` already.
-pub fn parse_entity(
-    doc: &Value,
+pub fn parse_entity<J: JsonDoc>(
+    doc: &J,
     terms: &dyn Terms,
     req: EntityRequirements,
     limits: ParseLimits,
 ) -> NgsiResult<Entity> {
-    let Value::Object(map) = doc else {
+    if !doc.is_object() {
         return Err(NgsiError::bad_data("an entity must be a JSON object"));
-    };
-    let id = match map.get("id").or_else(|| map.get("@id")) {
-        Some(Value::String(s)) if is_absolute_iri(s) && s != crate::entity::core_iri::NULL => {
-            s.as_str().into()
-        }
-        Some(Value::String(s)) => {
+    }
+    let id = match doc.get("id").or_else(|| doc.get("@id")).map(|v| v.as_str()) {
+        Some(Some(s)) if is_absolute_iri(s) && s != crate::entity::core_iri::NULL => s.into(),
+        Some(Some(s)) => {
             return Err(NgsiError::bad_data(format!("entity id {s:?} is not a URI")));
         }
-        Some(_) => return Err(NgsiError::bad_data("entity id must be a string")),
+        Some(None) => return Err(NgsiError::bad_data("entity id must be a string")),
         None if req.id => return Err(NgsiError::bad_data("entity id is missing")),
         None => "".into(),
     };
-    let types = match map.get("type").or_else(|| map.get("@type")) {
+    let types = match doc.get("type").or_else(|| doc.get("@type")) {
         Some(v) => parse_types(v, terms)?,
         None if req.types => return Err(NgsiError::bad_data("entity type is missing")),
         None => Vec::new(),
     };
-    let scopes = match map.get("scope") {
+    let scopes = match doc.get("scope") {
         // In a merge patch the Null asks to delete the scopes; it stays in
         // the patch as the only scope so that the merge can see it.
-        Some(Value::String(s)) if limits.allow_null && s == crate::entity::core_iri::NULL => {
-            vec![s.as_str().into()]
+        Some(v) if limits.allow_null && v.as_str() == Some(crate::entity::core_iri::NULL) => {
+            vec![crate::entity::core_iri::NULL.into()]
         }
         Some(v) => parse_scopes(v)?,
         None => Vec::new(),
     };
-    let attrs = parse_attributes(map, terms, limits)?;
+    let attrs = parse_attributes(doc.members(), terms, limits)?;
     Ok(Entity {
         id,
         types,
@@ -327,14 +326,14 @@ pub fn parse_entity(
 
 /// Parses the attributes of an entity or an entity fragment, skipping the
 /// entity-level members (id, type, scope, @context, system attributes).
-pub fn parse_attributes(
-    map: &Map<String, Value>,
+pub fn parse_attributes<'a, J: JsonDoc + 'a>(
+    members: impl Iterator<Item = (&'a str, &'a J)>,
     terms: &dyn Terms,
     limits: ParseLimits,
 ) -> NgsiResult<Vec<(Iri, Vec<Attribute>)>> {
-    let mut attrs: Vec<(Iri, Vec<Attribute>)> = Vec::new();
-    for (name, value) in map {
-        if ENTITY_MEMBERS.contains(&name.as_str()) {
+    let mut attrs: Vec<(Iri, Vec<Attribute>)> = Vec::with_capacity(members.size_hint().0);
+    for (name, value) in members {
+        if ENTITY_MEMBERS.contains(&name) {
             continue;
         }
         let expanded = expand_name(terms, name, "attribute")?;
@@ -378,9 +377,9 @@ fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
 
 /// Whether `v` is an object that is written as an attribute (it has one of
 /// the members that only attributes have).
-fn looks_like_attribute(v: &Value) -> bool {
-    match v {
-        Value::Object(m) => [
+fn looks_like_attribute<J: JsonDoc>(v: &J) -> bool {
+    v.is_object()
+        && [
             "type",
             "value",
             "object",
@@ -392,21 +391,19 @@ fn looks_like_attribute(v: &Value) -> bool {
             "datasetId",
         ]
         .iter()
-        .any(|k| m.contains_key(*k)),
-        _ => false,
-    }
+        .any(|k| v.get(k).is_some())
 }
 
 /// Parses the value of one attribute member: one instance, or an array of
 /// instances of a multi-attribute.
-pub fn parse_attribute(
+pub fn parse_attribute<J: JsonDoc>(
     name: &str,
-    value: &Value,
+    value: &J,
     terms: &dyn Terms,
     limits: ParseLimits,
 ) -> NgsiResult<Vec<Attribute>> {
-    match value {
-        Value::Array(items) if !items.is_empty() && items.iter().all(looks_like_attribute) => items
+    match value.as_array() {
+        Some(items) if !items.is_empty() && items.iter().all(looks_like_attribute) => items
             .iter()
             .map(|i| parse_instance(name, i, terms, limits, 0))
             .collect(),
@@ -423,9 +420,9 @@ const GEOJSON_TYPES: &[&str] = &[
     "MultiPolygon",
 ];
 
-fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
+fn kind_of<'a, J: JsonDoc>(m: &'a J, name: &str) -> NgsiResult<&'a str> {
     if let Some(t) = m.get("type") {
-        let Value::String(t) = t else {
+        let Some(t) = t.as_str() else {
             return Err(NgsiError::bad_data(format!(
                 "attribute {name}: type must be a string"
             )));
@@ -434,7 +431,7 @@ fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
         return match t {
             "Property" | "Relationship" | "GeoProperty" | "LanguageProperty" | "JsonProperty"
             | "VocabProperty" | "ListProperty" | "ListRelationship" => Ok(t),
-            _ if GEOJSON_TYPES.contains(&t) && m.contains_key("coordinates") => Ok("Geometry"),
+            _ if GEOJSON_TYPES.contains(&t) && m.get("coordinates").is_some() => Ok("Geometry"),
             _ => Err(NgsiError::bad_data(format!(
                 "attribute {name}: unknown attribute type {t:?}"
             ))),
@@ -442,11 +439,11 @@ fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
     }
     // Concise form: the kind follows from the member that carries the value;
     // a value that is a GeoJSON geometry makes a GeoProperty.
-    if let Some(Value::Object(v)) = m.get("value")
+    if let Some(v) = m.get("value")
         && v.get("type")
-            .and_then(Value::as_str)
+            .and_then(J::as_str)
             .is_some_and(|t| GEOJSON_TYPES.contains(&t))
-        && v.contains_key("coordinates")
+        && v.get("coordinates").is_some()
     {
         return Ok("GeoProperty");
     }
@@ -459,48 +456,37 @@ fn kind_of<'a>(m: &'a Map<String, Value>, name: &str) -> NgsiResult<&'a str> {
         ("valueList", "ListProperty"),
         ("objectList", "ListRelationship"),
     ] {
-        if m.contains_key(member) {
+        if m.get(member).is_some() {
             return Ok(kind);
         }
     }
     Ok("CompoundValue")
 }
 
-fn require<'a>(
-    m: &'a Map<String, Value>,
-    member: &str,
-    name: &str,
-    kind: &str,
-) -> NgsiResult<&'a Value> {
+fn require<'a, J: JsonDoc>(m: &'a J, member: &str, name: &str, kind: &str) -> NgsiResult<&'a J> {
     match m.get(member) {
-        Some(Value::Null) | None => Err(NgsiError::bad_data(format!(
+        Some(v) if !v.is_null() => Ok(v),
+        _ => Err(NgsiError::bad_data(format!(
             "attribute {name}: a {kind} needs a non-null {member}"
         ))),
-        Some(v) => Ok(v),
     }
 }
 
-fn parse_uri_value(v: &Value, name: &str) -> NgsiResult<Value> {
-    match v {
-        Value::String(s) if is_absolute_iri(s) => Ok(v.clone()),
-        Value::Array(items)
-            if !items.is_empty()
-                && items
-                    .iter()
-                    .all(|i| matches!(i, Value::String(s) if is_absolute_iri(s))) =>
-        {
-            Ok(v.clone())
-        }
+fn parse_uri_value<J: JsonDoc>(v: &J, name: &str) -> NgsiResult<Value> {
+    let uri = |i: &J| i.as_str().is_some_and(is_absolute_iri);
+    match v.as_array() {
+        None if uri(v) => Ok(v.to_value()),
+        Some(items) if !items.is_empty() && items.iter().all(uri) => Ok(v.to_value()),
         _ => Err(NgsiError::bad_data(format!(
             "attribute {name}: a relationship object must be a URI or an array of URIs"
         ))),
     }
 }
 
-fn expand_vocab(v: &Value, terms: &dyn Terms, name: &str) -> NgsiResult<Value> {
-    match v {
-        Value::String(s) => Ok(Value::String(terms.expand(s).into_owned())),
-        Value::Array(items) if !items.is_empty() => items
+fn expand_vocab<J: JsonDoc>(v: &J, terms: &dyn Terms, name: &str) -> NgsiResult<Value> {
+    match (v.as_str(), v.as_array()) {
+        (Some(s), _) => Ok(Value::String(terms.expand(s).into_owned())),
+        (_, Some(items)) if !items.is_empty() => items
             .iter()
             .map(|i| expand_vocab(i, terms, name))
             .collect::<NgsiResult<Vec<_>>>()
@@ -553,9 +539,9 @@ pub fn check_geometry(v: &Value) -> Result<(), String> {
     }
 }
 
-fn parse_instance(
+fn parse_instance<J: JsonDoc>(
     name: &str,
-    value: &Value,
+    value: &J,
     terms: &dyn Terms,
     limits: ParseLimits,
     depth: usize,
@@ -565,20 +551,20 @@ fn parse_instance(
             "attribute {name}: sub-attributes nested too deeply"
         )));
     }
-    let m = match value {
-        Value::Object(m) => m,
-        Value::Null => {
-            return Err(NgsiError::bad_data(format!(
-                "attribute {name}: null is not a valid value"
-            )));
-        }
+    if value.is_null() {
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name}: null is not a valid value"
+        )));
+    }
+    if !value.is_object() {
         // Concise form of a Property: the bare value.
-        other => return Ok(Attribute::new(AttrValue::Property(other.clone()))),
-    };
+        return Ok(Attribute::new(AttrValue::Property(value.to_value())));
+    }
+    let m = value;
     let kind = kind_of(m, name)?;
     let mut consumed_value = true;
     let value = match kind {
-        "Property" => AttrValue::Property(require(m, "value", name, kind)?.clone()),
+        "Property" => AttrValue::Property(require(m, "value", name, kind)?.to_value()),
         "Relationship" => AttrValue::Relationship {
             object: parse_uri_value(require(m, "object", name, kind)?, name)?,
             object_type: match m.get("objectType") {
@@ -589,16 +575,16 @@ fn parse_instance(
         "GeoProperty" => {
             let g = require(m, "value", name, kind)?;
             if limits.allow_null && g.as_str() == Some(crate::entity::core_iri::NULL) {
-                AttrValue::GeoProperty(g.clone())
+                AttrValue::GeoProperty(g.to_value())
             } else {
                 // A geometry may arrive encoded as a JSON string (clause 4.7.2).
-                let g = match g {
-                    Value::String(s) => serde_json::from_str(s).map_err(|_| {
+                let g = match g.as_str() {
+                    Some(s) => serde_json::from_str(s).map_err(|_| {
                         NgsiError::bad_data(format!(
                             "attribute {name}: the geometry string is not GeoJSON"
                         ))
                     })?,
-                    other => other.clone(),
+                    None => g.to_value(),
                 };
                 check_geometry(&g)
                     .map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
@@ -606,11 +592,12 @@ fn parse_instance(
             }
         }
         "Geometry" => {
-            check_geometry(value)
+            let g = m.to_value();
+            check_geometry(&g)
                 .map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
-            return Ok(Attribute::new(AttrValue::GeoProperty(value.clone())));
+            return Ok(Attribute::new(AttrValue::GeoProperty(g)));
         }
-        "LanguageProperty" => match require(m, "languageMap", name, kind)? {
+        "LanguageProperty" => match require(m, "languageMap", name, kind)?.to_value() {
             Value::Object(map)
                 if map.iter().all(|(k, v)| {
                     is_language_tag(k)
@@ -621,7 +608,7 @@ fn parse_instance(
                         }
                 }) =>
             {
-                AttrValue::LanguageProperty(map.clone())
+                AttrValue::LanguageProperty(map)
             }
             _ => {
                 return Err(NgsiError::bad_data(format!(
@@ -629,28 +616,28 @@ fn parse_instance(
                 )));
             }
         },
-        "JsonProperty" => AttrValue::JsonProperty(require(m, "json", name, kind)?.clone()),
+        "JsonProperty" => AttrValue::JsonProperty(require(m, "json", name, kind)?.to_value()),
         "VocabProperty" => {
             AttrValue::VocabProperty(expand_vocab(require(m, "vocab", name, kind)?, terms, name)?)
         }
-        "ListProperty" => match require(m, "valueList", name, kind)? {
-            Value::Array(items) => AttrValue::ListProperty(items.clone()),
-            _ => {
+        "ListProperty" => match require(m, "valueList", name, kind)?.as_array() {
+            Some(items) => AttrValue::ListProperty(items.iter().map(J::to_value).collect()),
+            None => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: valueList must be an array"
                 )));
             }
         },
-        "ListRelationship" => match require(m, "objectList", name, kind)? {
-            Value::Array(items) => {
+        "ListRelationship" => match require(m, "objectList", name, kind)?.as_array() {
+            Some(items) => {
                 let mut objects = Vec::with_capacity(items.len());
                 for item in items {
-                    let target = match item {
-                        Value::Object(o) => o.get("object").unwrap_or(&Value::Null),
-                        other => other,
+                    let target = match item.is_object() {
+                        true => item.get("object").and_then(J::as_str),
+                        false => item.as_str(),
                     };
                     match target {
-                        Value::String(s) if is_absolute_iri(s) => objects.push(target.clone()),
+                        Some(s) if is_absolute_iri(s) => objects.push(Value::String(s.into())),
                         _ => {
                             return Err(NgsiError::bad_data(format!(
                                 "attribute {name}: objectList must hold URIs"
@@ -666,7 +653,7 @@ fn parse_instance(
                     },
                 }
             }
-            _ => {
+            None => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: objectList must be an array"
                 )));
@@ -676,12 +663,12 @@ fn parse_instance(
             // A JSON object without any attribute member: in concise form this
             // is a Property whose value is the object itself.
             consumed_value = false;
-            if m.is_empty() {
+            if m.member_count() == 0 {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: an empty object is not an attribute"
                 )));
             }
-            AttrValue::Property(value.clone())
+            AttrValue::Property(m.to_value())
         }
     };
     if !limits.allow_null && value_has_null(&value) {
@@ -693,16 +680,16 @@ fn parse_instance(
     if !consumed_value {
         return Ok(attr);
     }
-    if m.contains_key("@context") {
+    if m.get("@context").is_some() {
         return Err(NgsiError::bad_data(format!(
             "attribute {name}: an attribute cannot carry its own @context"
         )));
     }
     if let Some(d) = m.get("datasetId") {
-        match d {
+        match d.as_str() {
             // "@none" names the default instance (clause 4.5.5).
-            Value::String(s) if s == "@none" => {}
-            Value::String(s) if is_absolute_iri(s) => attr.dataset_id = Some(s.as_str().into()),
+            Some("@none") => {}
+            Some(s) if is_absolute_iri(s) => attr.dataset_id = Some(s.into()),
             _ => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: datasetId must be a URI"
@@ -711,8 +698,8 @@ fn parse_instance(
         }
     }
     if let Some(o) = m.get("observedAt") {
-        match o {
-            Value::String(s) if is_datetime(s) => attr.observed_at = Some(s.as_str().into()),
+        match o.as_str() {
+            Some(s) if is_datetime(s) => attr.observed_at = Some(s.into()),
             _ => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: observedAt must be a DateTime"
@@ -721,8 +708,8 @@ fn parse_instance(
         }
     }
     if let Some(u) = m.get("unitCode") {
-        match u {
-            Value::String(s) if !s.is_empty() => attr.unit_code = Some(s.as_str().into()),
+        match u.as_str() {
+            Some(s) if !s.is_empty() => attr.unit_code = Some(s.into()),
             _ => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: unitCode must be a string"
@@ -730,8 +717,8 @@ fn parse_instance(
             }
         }
     }
-    for (sub_name, sub_value) in m {
-        if ATTRIBUTE_MEMBERS.contains(&sub_name.as_str()) {
+    for (sub_name, sub_value) in m.members() {
+        if ATTRIBUTE_MEMBERS.contains(&sub_name) {
             continue;
         }
         let expanded = expand_name(terms, sub_name, "sub-attribute")?;

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ngsi_model::{ErrorKind, NgsiError};
+use ngsi_model::{ErrorKind, Json, NgsiError};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
@@ -345,8 +345,8 @@ pub fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
     false
 }
 
-/// Parses a request body as JSON within the nesting limit.
-pub fn parse_body(bytes: &Bytes, max_depth: usize) -> Result<Value, NgsiError> {
+/// Refuses an empty body and one that nests deeper than `max_depth`.
+fn check_json_text(bytes: &[u8], max_depth: usize) -> Result<(), NgsiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(NgsiError::invalid_request("the request body is empty"));
     }
@@ -355,8 +355,24 @@ pub fn parse_body(bytes: &Bytes, max_depth: usize) -> Result<Value, NgsiError> {
             "the JSON nests deeper than {max_depth} levels"
         )));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| NgsiError::invalid_request(format!("the body is not valid JSON: {e}")))
+    Ok(())
+}
+
+fn not_json(e: serde_json::Error) -> NgsiError {
+    NgsiError::invalid_request(format!("the body is not valid JSON: {e}"))
+}
+
+/// Parses a request body as JSON within the nesting limit.
+pub fn parse_body(bytes: &Bytes, max_depth: usize) -> Result<Value, NgsiError> {
+    check_json_text(bytes, max_depth)?;
+    serde_json::from_slice(bytes).map_err(not_json)
+}
+
+/// Parses a request body as JSON within the nesting limit, borrowing its
+/// strings (the entity write path, see [`Json`]).
+pub fn parse_doc(bytes: &[u8], max_depth: usize) -> Result<Json<'_>, NgsiError> {
+    check_json_text(bytes, max_depth)?;
+    Json::from_slice(bytes).map_err(not_json)
 }
 
 /// The value of a Link header pointing at a context URL.

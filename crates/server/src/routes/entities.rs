@@ -5,14 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use broker::{BatchResult, Ctx, EntityQuery, UpdateResult, UpsertMode, ViewOptions};
-use ngsi_model::NgsiError;
+use bytes::Bytes;
+use ngsi_model::{Json, JsonDoc, NgsiError};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use super::{body_kind, created, query_params};
 use crate::http::{
     ApiResult, Consume, Produce, content_type, empty, json_response, link_context, negotiate,
-    param, parse_body, query_params as checked_params,
+    param, parse_body, parse_doc, query_params as checked_params,
 };
 use crate::{AppState, Ngsi, read_body};
 
@@ -73,19 +74,48 @@ pub(crate) async fn body_and_ctx(
     state: &AppState,
     body: Body,
 ) -> Result<(Value, Consume, Ctx), crate::http::ApiError> {
+    let (bytes, consume) = json_body(req, state, body).await?;
+    let value = parse_body(&bytes, state.config.max_json_depth).map_err(|e| req.err(e))?;
+    let ctx = body_ctx(req, state, consume, &value).await?;
+    Ok((value, consume, ctx))
+}
+
+/// Reads a JSON body after the Content-Type check.
+async fn json_body(
+    req: &Ngsi,
+    state: &AppState,
+    body: Body,
+) -> Result<(Bytes, Consume), crate::http::ApiError> {
     let consume = content_type(&req.headers, &req.method).map_err(|e| req.err(e))?;
     let bytes = read_body(req, state, body).await?;
-    let value = parse_body(&bytes, state.config.max_json_depth).map_err(|e| req.err(e))?;
+    Ok((bytes, consume))
+}
+
+/// Parses a body read by [`json_body`] into a [`Json`] borrowing from it.
+fn body_doc<'a>(
+    req: &Ngsi,
+    state: &AppState,
+    bytes: &'a Bytes,
+) -> Result<Json<'a>, crate::http::ApiError> {
+    parse_doc(bytes, state.config.max_json_depth).map_err(|e| req.err(e))
+}
+
+/// Resolves the @context of a body: its Link header, or its own @context.
+async fn body_ctx(
+    req: &Ngsi,
+    state: &AppState,
+    consume: Consume,
+    doc: &(impl JsonDoc + Sync),
+) -> Result<Ctx, crate::http::ApiError> {
     let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let ctx = state
         .broker
-        .context_for_body(body_kind(consume), link.as_deref(), &value)
+        .context_for_body(body_kind(consume), link.as_deref(), doc)
         .await
         .map_err(|e| req.err(e))?;
-    let ctx = state
+    Ok(state
         .broker
-        .name_inline_context(ctx, &format!("http://{}", req.host));
-    Ok((value, consume, ctx))
+        .name_inline_context(ctx, &format!("http://{}", req.host)))
 }
 
 pub(crate) async fn link_ctx(req: &Ngsi, state: &AppState) -> Result<Ctx, crate::http::ApiError> {
@@ -144,11 +174,13 @@ async fn write_no_content(
     state: &AppState,
     req: &Ngsi,
     body: Body,
-    op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Value) -> ngsi_model::NgsiResult<()>,
+    op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Json<'_>) -> ngsi_model::NgsiResult<()>,
 ) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(req, state, body).await?;
-    op(&state.broker, &ctx, &value)
+    let (bytes, consume) = json_body(req, state, body).await?;
+    let doc = body_doc(req, state, &bytes)?;
+    let ctx = body_ctx(req, state, consume, &doc).await?;
+    op(&state.broker, &ctx, &doc)
         .await
         .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
@@ -157,10 +189,12 @@ async fn write_no_content(
 /// POST /entities
 pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let (bytes, consume) = json_body(&req, &state, body).await?;
+    let doc = body_doc(&req, &state, &bytes)?;
+    let ctx = body_ctx(&req, &state, consume, &doc).await?;
     let id = state
         .broker
-        .create_entity(&req.tenant, &ctx, &value)
+        .create_entity(&req.tenant, &ctx, &doc)
         .await
         .map_err(|e| req.err(e))?;
     Ok(created(&entity_location(&id)))
@@ -412,10 +446,12 @@ pub async fn append(
     let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let no_overwrite =
         param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let (bytes, consume) = json_body(&req, &state, body).await?;
+    let doc = body_doc(&req, &state, &bytes)?;
+    let ctx = body_ctx(&req, &state, consume, &doc).await?;
     let result = state
         .broker
-        .append_attrs(&req.tenant, &ctx, &id, &value, no_overwrite)
+        .append_attrs(&req.tenant, &ctx, &id, &doc, no_overwrite)
         .await
         .map_err(|e| req.err(e))?;
     Ok(update_response(result, Produce::Json, &ctx))
@@ -429,10 +465,12 @@ pub async fn update(
     body: Body,
 ) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let (bytes, consume) = json_body(&req, &state, body).await?;
+    let doc = body_doc(&req, &state, &bytes)?;
+    let ctx = body_ctx(&req, &state, consume, &doc).await?;
     let result = state
         .broker
-        .update_attrs(&req.tenant, &ctx, &id, &value)
+        .update_attrs(&req.tenant, &ctx, &id, &doc)
         .await
         .map_err(|e| req.err(e))?;
     Ok(update_response(result, Produce::Json, &ctx))
@@ -489,19 +527,6 @@ pub async fn delete_attr(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// Reads a batch body: the contexts are resolved per entity by the broker.
-async fn batch_body(
-    req: &Ngsi,
-    state: &AppState,
-    body: Body,
-) -> Result<(Value, Consume, Option<String>), crate::http::ApiError> {
-    let consume = content_type(&req.headers, &req.method).map_err(|e| req.err(e))?;
-    let bytes = read_body(req, state, body).await?;
-    let value = parse_body(&bytes, state.config.max_json_depth).map_err(|e| req.err(e))?;
-    let link = link_context(&req.headers).map_err(|e| req.err(e))?;
-    Ok((value, consume, link))
-}
-
 fn batch_response(result: BatchResult, all_ok: StatusCode, body: Option<Vec<String>>) -> Response {
     if !result.errors.is_empty() {
         let bytes = serde_json::to_vec(&result.to_json()).unwrap_or_default();
@@ -531,10 +556,13 @@ fn batch_response(result: BatchResult, all_ok: StatusCode, body: Option<Vec<Stri
 /// POST /entityOperations/create
 pub async fn batch_create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, consume, link) = batch_body(&req, &state, body).await?;
+    // The contexts are resolved per entity by the broker.
+    let (bytes, consume) = json_body(&req, &state, body).await?;
+    let doc = body_doc(&req, &state, &bytes)?;
+    let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_create(&req.tenant, body_kind(consume), link.as_deref(), &value)
+        .batch_create(&req.tenant, body_kind(consume), link.as_deref(), &doc)
         .await
         .map_err(|e| req.err(e))?;
     let ids = result.success.clone();
@@ -549,16 +577,13 @@ pub async fn batch_upsert(State(state): State<AppState>, req: Ngsi, body: Body) 
         Some("update") => UpsertMode::Update,
         Some(o) => return Err(req.err(NgsiError::bad_data(format!("unknown upsert option {o:?}")))),
     };
-    let (value, consume, link) = batch_body(&req, &state, body).await?;
+    // The contexts are resolved per entity by the broker.
+    let (bytes, consume) = json_body(&req, &state, body).await?;
+    let doc = body_doc(&req, &state, &bytes)?;
+    let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_upsert(
-            &req.tenant,
-            body_kind(consume),
-            link.as_deref(),
-            &value,
-            mode,
-        )
+        .batch_upsert(&req.tenant, body_kind(consume), link.as_deref(), &doc, mode)
         .await
         .map_err(|e| req.err(e))?;
     if result.errors.is_empty() && result.created.is_empty() {
@@ -573,14 +598,17 @@ pub async fn batch_update(State(state): State<AppState>, req: Ngsi, body: Body) 
     let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let no_overwrite =
         param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
-    let (value, consume, link) = batch_body(&req, &state, body).await?;
+    // The contexts are resolved per entity by the broker.
+    let (bytes, consume) = json_body(&req, &state, body).await?;
+    let doc = body_doc(&req, &state, &bytes)?;
+    let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
         .batch_update(
             &req.tenant,
             body_kind(consume),
             link.as_deref(),
-            &value,
+            &doc,
             no_overwrite,
         )
         .await
@@ -591,10 +619,13 @@ pub async fn batch_update(State(state): State<AppState>, req: Ngsi, body: Body) 
 /// POST /entityOperations/merge
 pub async fn batch_merge(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, consume, link) = batch_body(&req, &state, body).await?;
+    // The contexts are resolved per entity by the broker.
+    let (bytes, consume) = json_body(&req, &state, body).await?;
+    let doc = body_doc(&req, &state, &bytes)?;
+    let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_merge(&req.tenant, body_kind(consume), link.as_deref(), &value)
+        .batch_merge(&req.tenant, body_kind(consume), link.as_deref(), &doc)
         .await
         .map_err(|e| req.err(e))?;
     Ok(batch_response(result, StatusCode::NO_CONTENT, None))
@@ -603,7 +634,9 @@ pub async fn batch_merge(State(state): State<AppState>, req: Ngsi, body: Body) -
 /// POST /entityOperations/delete
 pub async fn batch_delete(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (value, _, _) = batch_body(&req, &state, body).await?;
+    let (bytes, _) = json_body(&req, &state, body).await?;
+    let value = parse_body(&bytes, state.config.max_json_depth).map_err(|e| req.err(e))?;
+    link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
         .batch_delete(&req.tenant, &value)
