@@ -568,9 +568,7 @@ fn check_fragment<J: JsonDoc>(body: &J, id: &str) -> NgsiResult<()> {
 
 /// The attribute fragment without its `@context` member, if it has one.
 fn strip_context<J: JsonDoc>(body: &J) -> Option<Value> {
-    if body.get("@context").is_none() {
-        return None;
-    }
+    body.get("@context")?;
     let mut value = body.to_value();
     if let Value::Object(m) = &mut value {
         m.remove("@context");
