@@ -658,12 +658,34 @@ async fn notifications_are_published_over_mqtt() {
     sub["notification"]["endpoint"]["receiverInfo"] =
         json!([{"key": "X-District", "value": "Haizhu"}]);
     subscribe(&s, &sub).await;
+    // ETSI 058_01_03, 058_02_03, 058_03_02: a user in the URI, QoS 2, MQTT
+    // 3.1.1 (the broker of the tests lets anyone in).
+    let mut v311 = subscription(
+        "urn:ngsi-ld:Subscription:mqtt311",
+        &format!("mqtt://guest@127.0.0.1:1883/{topic}"),
+    );
+    v311["notification"]["endpoint"]["notifierInfo"] = json!([
+        {"key": "MQTT-QoS", "value": "2"},
+        {"key": "MQTT-Version", "value": "mqtt3.1.1"}
+    ]);
+    subscribe(&s, &v311).await;
     s.create(sensor("urn:ngsi-ld:WaterLevelSensor:mqtt", 3.0))
         .await;
-    let m = tokio::time::timeout(Duration::from_secs(10), messages.recv())
-        .await
-        .expect("no MQTT notification")
-        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(10), messages.recv())
+                .await
+                .expect("no MQTT notification")
+                .unwrap(),
+        );
+    }
+    got.sort_by_key(|m| m["body"]["subscriptionId"].as_str().map(str::to_string));
+    assert_eq!(
+        got[1]["body"]["subscriptionId"],
+        "urn:ngsi-ld:Subscription:mqtt311"
+    );
+    let m = got.swap_remove(0);
     assert_eq!(m["metadata"]["Content-Type"], "application/json");
     assert_eq!(m["metadata"]["X-District"], "Haizhu");
     assert_eq!(m["metadata"]["Link"], link(CORE));
@@ -1082,5 +1104,182 @@ async fn an_entity_deletion_is_notified_bare_unless_changes_are_shown() {
     assert_eq!(
         d["street"]["languageMap"],
         json!({"@none": "urn:ngsi-ld:null"})
+    );
+}
+
+#[tokio::test]
+async fn creation_and_update_rules_of_the_etsi_suite() {
+    let s = Server::start().await;
+    let ok = subscription("urn:ngsi-ld:Subscription:rules", "http://127.0.0.1:9/n");
+    let with_notification = |extra: Value| {
+        let mut b = ok.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b["notification"][k] = v.clone();
+        }
+        b
+    };
+    let with_endpoint = |extra: Value| {
+        let mut b = ok.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b["notification"]["endpoint"][k] = v.clone();
+        }
+        b
+    };
+    let mut invalid_context = ok.clone();
+    invalid_context["jsonldContext"] = json!("unknownContext");
+    // ETSI 028_07_01, 028_09, 028_10.
+    for (what, body) in [
+        ("jsonldContext not a URI", invalid_context),
+        (
+            "simplified with showChanges",
+            with_notification(json!({"format": "simplified", "showChanges": true})),
+        ),
+        (
+            "empty attributes",
+            with_notification(json!({"attributes": []})),
+        ),
+        ("empty pick", with_notification(json!({"pick": []}))),
+        ("empty omit", with_notification(json!({"omit": []}))),
+        (
+            "number as receiverInfo value",
+            with_endpoint(json!({"receiverInfo": [{"key": "K", "value": 42}]})),
+        ),
+        (
+            "object as notifierInfo value",
+            with_endpoint(json!({"notifierInfo": [{"key": "K", "value": {"a": 1}}]})),
+        ),
+        (
+            "receiverInfo without value",
+            with_endpoint(json!({"receiverInfo": [{"key": "K"}]})),
+        ),
+        (
+            "number as receiverInfo key",
+            with_endpoint(json!({"receiverInfo": [{"key": 5, "value": "v"}]})),
+        ),
+    ] {
+        let r = s.post("/subscriptions", &body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        r.problem(400, "BadRequestData");
+    }
+    // ETSI 028_07_02: a jsonldContext that cannot be fetched.
+    let mut unavailable = ok.clone();
+    unavailable["jsonldContext"] = json!("http://127.0.0.1:9/missing.jsonld");
+    s.post("/subscriptions", &unavailable)
+        .await
+        .problem(503, "LdContextNotAvailable");
+
+    // ETSI 5811_02_04: read-only and unknown members are ignored, not
+    // echoed.
+    let mut read_only = ok.clone();
+    read_only["status"] = json!("expired");
+    read_only["__context"] = json!("http://127.0.0.1:9/hijacked.jsonld");
+    read_only["notification"]["timesSent"] = json!(42);
+    subscribe(&s, &read_only).await;
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(got.body["status"], "active");
+    assert!(!got.text.contains("hijacked"), "{}", got.text);
+    assert!(
+        got.body["notification"].get("timesSent").is_none(),
+        "{}",
+        got.text
+    );
+
+    // ETSI 029_04: the endpoint cannot be removed.
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"type": "Subscription", "notification": {"format": "keyValues", "endpoint": null}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+
+    // ETSI 029_10: an expired subscription is active again once expiresAt
+    // is moved to the future.
+    let soon = ngsi_model::time::format_micros(ngsi_model::time::now_micros() + 1_200_000);
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"expiresAt": soon}),
+    )
+    .await
+    .no_content();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(got.body["status"], "expired", "{}", got.text);
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"type": "Subscription", "expiresAt": "2999-08-01T22:07:00Z"}),
+    )
+    .await
+    .no_content();
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(got.body["status"], "active", "{}", got.text);
+}
+
+#[tokio::test]
+async fn notifications_select_types_instances_and_system_attributes() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    // ETSI 046_16: a type expression selects the entities.
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:types",
+            "type": "Subscription",
+            "entities": [{"type": "(Building|Tower)"}],
+            "notificationTrigger": ["entityCreated"],
+            "notification": {"endpoint": {"uri": uri}, "sysAttrs": true},
+        }),
+    )
+    .await;
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:no", 1.0))
+        .await;
+    nothing(&mut rx, 300).await;
+    s.create(building("urn:ngsi-ld:Building:types")).await;
+    let n = next(&mut rx).await;
+    let d = &n.body["data"][0];
+    assert_eq!(d["id"], "urn:ngsi-ld:Building:types");
+    // ETSI 046_17: sysAttrs shows createdAt and modifiedAt.
+    assert!(
+        d["createdAt"].is_string() && d["modifiedAt"].is_string(),
+        "{d}"
+    );
+    s.delete("/subscriptions/urn:ngsi-ld:Subscription:types")
+        .await
+        .no_content();
+
+    // ETSI 046_19: datasetId keeps only those instances; 046_20: the
+    // jsonldContext compacts the notification, here the core context alone.
+    let (ld_uri, mut ld_rx) = receiver(StatusCode::OK).await;
+    let core_v18 = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:datasets",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "datasetId": ["urn:ngsi-ld:Dataset:fr"],
+            "jsonldContext": core_v18,
+            "notification": {"endpoint": {"uri": ld_uri, "accept": "application/ld+json"}},
+        }),
+    )
+    .await;
+    s.patch(
+        &format!("/entities/{}/attrs", enc("urn:ngsi-ld:Building:types")),
+        &json!({"name": {"type": "Property", "value": "Tour de Canton (fr)", "datasetId": "urn:ngsi-ld:Dataset:fr"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut ld_rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert_eq!(d["@context"], core_v18);
+    let name = &d["name"];
+    assert_eq!(
+        name,
+        &json!({"type": "Property", "value": "Tour de Canton (fr)", "datasetId": "urn:ngsi-ld:Dataset:fr"}),
+        "{d:?}"
+    );
+    assert!(
+        d.keys()
+            .all(|k| !k.ends_with("height") && !k.ends_with("street")),
+        "only attributes with an instance in the datasets: {d:?}"
     );
 }
