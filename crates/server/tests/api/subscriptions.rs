@@ -1062,7 +1062,12 @@ async fn an_entity_deletion_is_notified_bare_unless_changes_are_shown() {
     let s = Server::start().await;
     let (bare, mut bare_rx) = receiver(StatusCode::OK).await;
     let (changes, mut changes_rx) = receiver(StatusCode::OK).await;
-    for (id, uri, show) in [("bare", &bare, false), ("changes", &changes, true)] {
+    let (sys, mut sys_rx) = receiver(StatusCode::OK).await;
+    for (id, uri, show, sys_attrs) in [
+        ("bare", &bare, false, false),
+        ("changes", &changes, true, false),
+        ("sys", &sys, false, true),
+    ] {
         subscribe(
             &s,
             &json!({
@@ -1070,7 +1075,7 @@ async fn an_entity_deletion_is_notified_bare_unless_changes_are_shown() {
                 "type": "Subscription",
                 "entities": [{"type": "Building"}],
                 "notificationTrigger": ["entityDeleted"],
-                "notification": {"endpoint": {"uri": uri}, "showChanges": show},
+                "notification": {"endpoint": {"uri": uri}, "showChanges": show, "sysAttrs": sys_attrs},
             }),
         )
         .await;
@@ -1085,6 +1090,14 @@ async fn an_entity_deletion_is_notified_bare_unless_changes_are_shown() {
     let d = n.body["data"][0].as_object().unwrap();
     assert_eq!(d.len(), 3, "{d:?}");
     assert!(d["deletedAt"].is_string());
+    // ETSI 046_21_02: and createdAt, modifiedAt with sysAttrs.
+    let n = next(&mut sys_rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert_eq!(d.len(), 5, "{d:?}");
+    assert!(
+        d["createdAt"].is_string() && d["modifiedAt"].is_string(),
+        "{d:?}"
+    );
     // ETSI 046_37: with showChanges every attribute, deleted, with its last
     // value.
     let n = next(&mut changes_rx).await;
@@ -1161,6 +1174,16 @@ async fn creation_and_update_rules_of_the_etsi_suite() {
         assert_eq!(r.status, 400, "{what}: {}", r.text);
         r.problem(400, "BadRequestData");
     }
+    // ETSI 028_08: pick with omit on one member, attributes with either.
+    for extra in [
+        json!({"pick": ["id"], "omit": ["id"]}),
+        json!({"pick": ["level"], "attributes": ["level"]}),
+        json!({"omit": ["level"], "attributes": ["level"]}),
+    ] {
+        s.post("/subscriptions", &with_notification(extra))
+            .await
+            .problem(400, "BadRequestData");
+    }
     // ETSI 028_07_02: a jsonldContext that cannot be fetched.
     let mut unavailable = ok.clone();
     unavailable["jsonldContext"] = json!("http://127.0.0.1:9/missing.jsonld");
@@ -1184,6 +1207,29 @@ async fn creation_and_update_rules_of_the_etsi_suite() {
         got.text
     );
 
+    // ETSI 029_01, 032_01: no id is 405, an id that is no URI is 400.
+    let r = s.req(Method::DELETE, "/subscriptions/").send().await;
+    assert_eq!(r.status, 405);
+    s.delete("/subscriptions/InvalidUri")
+        .await
+        .problem(400, "BadRequestData");
+    s.patch("/subscriptions/InvalidUri", &json!({"isActive": true}))
+        .await
+        .problem(400, "BadRequestData");
+    // ETSI 029_06: the notification member is replaced.
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"type": "Subscription", "notification": {"format": "keyValues",
+            "endpoint": {"uri": "http://my.second.endpoint.org/notify", "accept": "application/json"}}}),
+    )
+    .await
+    .no_content();
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(
+        got.body["notification"],
+        json!({"format": "keyValues",
+            "endpoint": {"uri": "http://my.second.endpoint.org/notify", "accept": "application/json"}})
+    );
     // ETSI 029_04: the endpoint cannot be removed.
     s.patch(
         "/subscriptions/urn:ngsi-ld:Subscription:rules",
@@ -1282,4 +1328,124 @@ async fn notifications_select_types_instances_and_system_attributes() {
             .all(|k| !k.ends_with("height") && !k.ends_with("street")),
         "only attributes with an instance in the datasets: {d:?}"
     );
+}
+
+#[tokio::test]
+async fn deletions_by_merge_and_partial_update_and_the_previous_json_and_vocab() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let (kv_uri, mut kv_rx) = receiver(StatusCode::OK).await;
+    // ETSI 5212_01: paused, nothing is delivered.
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:changes",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "isActive": false,
+            "notificationTrigger": ["attributeUpdated", "attributeDeleted", "entityDeleted"],
+            "notification": {"endpoint": {"uri": uri}, "showChanges": true, "sysAttrs": true},
+        }),
+    )
+    .await;
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:kv",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "watchedAttributes": ["street"],
+            "notificationTrigger": ["attributeDeleted"],
+            "notification": {"endpoint": {"uri": kv_uri}, "format": "keyValues"},
+        }),
+    )
+    .await;
+    let id = "urn:ngsi-ld:Building:merge";
+    let mut entity = building(id);
+    entity["doc"] = json!({"type": "JsonProperty", "json": {"floors": 108, "null": null}});
+    entity["kind"] = json!({"type": "VocabProperty", "vocab": "tower"});
+    s.create(entity).await;
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"height": {"type": "Property", "value": 604}}),
+    )
+    .await
+    .no_content();
+    nothing(&mut rx, 300).await;
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:changes",
+        &json!({"isActive": true}),
+    )
+    .await
+    .no_content();
+
+    // ETSI 046_32, 046_33: previousJson and previousVocab.
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"doc": {"type": "JsonProperty", "json": {"floors": 109}},
+                "kind": {"type": "VocabProperty", "vocab": "mast"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut rx).await;
+    let d = &n.body["data"][0];
+    assert_eq!(
+        d["doc"]["previousJson"],
+        json!({"floors": 108, "null": null})
+    );
+    assert_eq!(d["kind"]["previousVocab"], "tower", "{d}");
+
+    // ETSI 046_22_09/10/11: a merge with the NGSI-LD Null and a partial
+    // update with it delete the attribute, which is notified as deleted.
+    s.patch(
+        &format!("/entities/{}", enc(id)),
+        &json!({"locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:null"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut rx).await;
+    let located = &n.body["data"][0]["locatedAt"];
+    assert_eq!(located["object"], "urn:ngsi-ld:null", "{located}");
+    assert_eq!(located["previousObject"], "urn:ngsi-ld:District:Haizhu");
+    assert!(located["deletedAt"].is_string(), "{located}");
+    s.patch(
+        &format!("/entities/{}/attrs/street", enc(id)),
+        &json!({"type": "LanguageProperty", "languageMap": {"@none": "urn:ngsi-ld:null"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(
+        n.body["data"][0]["street"]["languageMap"],
+        json!({"@none": "urn:ngsi-ld:null"})
+    );
+    // ETSI 046_22_01/02: in keyValues the deleted attribute is the Null.
+    let n = next(&mut kv_rx).await;
+    let d = &n.body["data"][0];
+    assert_eq!(d["street"], "urn:ngsi-ld:null", "{d}");
+    assert_eq!(d["height"], 604, "{d}");
+
+    // ETSI 046_35, 046_36: deleted JsonProperty and VocabProperty.
+    s.delete(&format!("/entities/{}/attrs/doc", enc(id)))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    let doc = &n.body["data"][0]["doc"];
+    assert_eq!(doc["json"], "urn:ngsi-ld:null", "{doc}");
+    assert_eq!(doc["previousJson"], json!({"floors": 109}));
+
+    // ETSI 046_21_02, 046_38, 046_39: the entity deleted, with the system
+    // attributes and the last values.
+    s.delete(&format!("/entities/{}", enc(id)))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert!(
+        d["createdAt"].is_string() && d["deletedAt"].is_string(),
+        "{d:?}"
+    );
+    assert_eq!(d["kind"]["vocab"], "urn:ngsi-ld:null", "{d:?}");
+    assert_eq!(d["kind"]["previousVocab"], "mast", "{d:?}");
+    assert!(d.get("doc").is_none(), "deleted before: {d:?}");
 }
