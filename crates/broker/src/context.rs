@@ -177,6 +177,32 @@ impl crate::Broker {
         let Some(source @ (Value::Object(_) | Value::Array(_))) = &ctx.source else {
             return ctx;
         };
+        // An array of URLs that names one context besides the core context
+        // (which applies anyway) is that one context: the Link header names
+        // it, as the client did.
+        if let Value::Array(items) = source
+            && let Some(urls) = items
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<Vec<&str>>>()
+        {
+            let own: Vec<&str> = urls
+                .iter()
+                .copied()
+                .filter(|u| !jsonld::is_core_context_url(u))
+                .collect();
+            let named = match (own.as_slice(), urls.first()) {
+                ([one], _) => Some(one.to_string()),
+                ([], Some(core)) => Some(core.to_string()),
+                _ => None,
+            };
+            if let Some(url) = named {
+                return Ctx {
+                    link: Some(url),
+                    ..ctx
+                };
+            }
+        }
         // FNV-1a over the canonical JSON: stable across runs and builds.
         let canonical = jsonld::canonical_json(source);
         let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {

@@ -125,7 +125,12 @@ impl Notifier {
         // the process needs one installed first (a no-op when it is).
         #[cfg(feature = "tls")]
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Header names go out title-cased (`Link`, `X-Department`): HTTP
+        // says case does not matter, but receivers that keep the names in a
+        // plain dictionary (Python's http.server, the ETSI test harness)
+        // look them up as the spec and receiverInfo write them.
         let http = reqwest::Client::builder()
+            .http1_title_case_headers()
             .user_agent(concat!("wuyang/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

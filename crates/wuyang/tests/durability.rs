@@ -476,3 +476,74 @@ async fn history_retention_deletes_old_instances_on_start() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A subscription whose @context is an array holding one URL is notified
+/// with that URL in the Link header; after a restart it is replayed with the
+/// same context, fetched again, and still notifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_with_a_context_url_notifies_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let (uri, mut rx) = receiver().await;
+    let app = axum::Router::new().route(
+        "/context.jsonld",
+        axum::routing::get(|| async {
+            json!({"@context": {"level": "https://data.guangzhou.example/water#level"}}).to_string()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let context = format!("http://{}/context.jsonld", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let update = |base: &str, v: f64| {
+        client
+            .post(format!(
+                "{base}/entities/urn:ngsi-ld:WaterLevelSensor:u/attrs"
+            ))
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({"@context": [&context], "level": {"type": "Property", "value": v}})
+                    .to_string(),
+            )
+            .send()
+    };
+    {
+        let server = Server::start(dir.path());
+        let r = client
+            .post(format!("{}/subscriptions", server.base))
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({
+                    "@context": [&context],
+                    "id": "urn:ngsi-ld:Subscription:url",
+                    "type": "Subscription",
+                    "entities": [{"type": "WaterLevelSensor"}],
+                    "watchedAttributes": ["level"],
+                    "notification": {"endpoint": {"uri": uri}, "format": "keyValues"},
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = client
+            .post(format!("{}/entities", server.base))
+            .json(&entity("urn:ngsi-ld:WaterLevelSensor:u"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(update(&server.base, 1.0).await.unwrap().status(), 204);
+        let n = notification(&mut rx).await;
+        assert_eq!(n["data"][0]["level"], 1.0, "{n}");
+        server.kill9();
+    }
+    let server = Server::start(dir.path());
+    assert_eq!(update(&server.base, 2.0).await.unwrap().status(), 204);
+    let n = notification(&mut rx).await;
+    assert_eq!(
+        n["data"][0]["level"], 2.0,
+        "compacted with the URL's context: {n}"
+    );
+}

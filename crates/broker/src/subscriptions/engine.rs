@@ -409,8 +409,8 @@ impl Engine {
 struct Diff<'a> {
     created: Vec<&'a str>,
     updated: Vec<&'a str>,
-    /// Deleted attributes with their last instances.
-    deleted: Vec<(&'a str, &'a [Attribute])>,
+    /// Attributes that lost instances, with the instances they lost.
+    deleted: Vec<(&'a str, Vec<&'a Attribute>)>,
 }
 
 /// Whether two instances hold the same content (timestamps aside).
@@ -435,9 +435,10 @@ fn diff<'a>(before: &'a Entity, after: &'a Entity) -> Diff<'a> {
                 let added = instances
                     .iter()
                     .any(|i| !old.iter().any(|o| o.dataset_id == i.dataset_id));
-                let removed = old
+                let removed: Vec<&Attribute> = old
                     .iter()
-                    .any(|o| !instances.iter().any(|i| i.dataset_id == o.dataset_id));
+                    .filter(|o| !instances.iter().any(|i| i.dataset_id == o.dataset_id))
+                    .collect();
                 let changed = instances.iter().any(|i| {
                     old.iter()
                         .find(|o| o.dataset_id == i.dataset_id)
@@ -449,51 +450,89 @@ fn diff<'a>(before: &'a Entity, after: &'a Entity) -> Diff<'a> {
                 if changed {
                     d.updated.push(name);
                 }
-                if removed {
-                    d.deleted.push((name, old));
+                if !removed.is_empty() {
+                    d.deleted.push((name, removed));
                 }
             }
         }
     }
     for (name, instances) in &before.attrs {
         if after.attr(name).is_none() {
-            d.deleted.push((name, instances));
+            d.deleted.push((name, instances.iter().collect()));
         }
     }
     d
 }
 
-/// The marker of a deleted attribute (clause 5.8.6): the attribute with
-/// its value set to "urn:ngsi-ld:null".
-fn deleted_marker(old: &Attribute, format: Format) -> Value {
-    const NULL: &str = ngsi_model::entity::core_iri::NULL;
-    if format == Format::KeyValues {
-        return json!(NULL);
-    }
-    let mut m = Map::new();
-    let (kind, member, value) = match &old.value {
-        AttrValue::Relationship { .. } => ("Relationship", "object", json!(NULL)),
-        AttrValue::ListRelationship { .. } => ("ListRelationship", "objectList", json!(NULL)),
-        AttrValue::LanguageProperty(_) => {
-            ("LanguageProperty", "languageMap", json!({"@none": NULL}))
+/// How deletion markers are written.
+struct Markers<'a> {
+    format: Format,
+    sys_attrs: bool,
+    show_changes: bool,
+    /// When the deletion was seen (deletedAt).
+    now: i64,
+    ctx: &'a Ctx,
+}
+
+impl Markers<'_> {
+    /// The marker of a deleted attribute instance (clauses 5.2.1 and
+    /// 5.8.6): the attribute with its value set to "urn:ngsi-ld:null" (a
+    /// languageMap to `{"@none": "urn:ngsi-ld:null"}`), with the system
+    /// attributes and deletedAt when asked for, and the previous value with
+    /// showChanges. `dataset` keeps the instance's datasetId.
+    fn marker(&self, old: &Attribute, dataset: bool) -> Value {
+        const NULL: &str = ngsi_model::entity::core_iri::NULL;
+        if self.format == Format::KeyValues {
+            return json!(NULL);
         }
-        AttrValue::GeoProperty(_) => ("GeoProperty", "value", json!(NULL)),
-        AttrValue::JsonProperty(_) => ("JsonProperty", "json", json!(NULL)),
-        AttrValue::VocabProperty(_) => ("VocabProperty", "vocab", json!(NULL)),
-        AttrValue::ListProperty(_) => ("ListProperty", "valueList", json!(NULL)),
-        AttrValue::Property(_) => ("Property", "value", json!(NULL)),
-    };
-    m.insert("type".into(), json!(kind));
-    m.insert(member.into(), value);
-    if let Some(ds) = &old.dataset_id {
-        m.insert("datasetId".into(), json!(&**ds));
+        let mut m = Map::new();
+        let (kind, member, value) = match &old.value {
+            AttrValue::Relationship { .. } => ("Relationship", "object", json!(NULL)),
+            AttrValue::ListRelationship { .. } => ("ListRelationship", "objectList", json!(NULL)),
+            AttrValue::LanguageProperty(_) => {
+                ("LanguageProperty", "languageMap", json!({"@none": NULL}))
+            }
+            AttrValue::GeoProperty(_) => ("GeoProperty", "value", json!(NULL)),
+            AttrValue::JsonProperty(_) => ("JsonProperty", "json", json!(NULL)),
+            AttrValue::VocabProperty(_) => ("VocabProperty", "vocab", json!(NULL)),
+            AttrValue::ListProperty(_) => ("ListProperty", "valueList", json!(NULL)),
+            AttrValue::Property(_) => ("Property", "value", json!(NULL)),
+        };
+        m.insert("type".into(), json!(kind));
+        m.insert(member.into(), value);
+        if dataset && let Some(ds) = &old.dataset_id {
+            m.insert("datasetId".into(), json!(&**ds));
+        }
+        if self.sys_attrs {
+            m.insert("createdAt".into(), json!(format_micros(old.created_at)));
+            m.insert("modifiedAt".into(), json!(format_micros(old.modified_at)));
+            m.insert("deletedAt".into(), json!(format_micros(self.now)));
+        }
+        if self.show_changes {
+            let (k, v) = previous_member(old, self.ctx);
+            m.insert(k.into(), v);
+        }
+        Value::Object(m)
     }
-    Value::Object(m)
+
+    /// The marker of a whole deleted attribute: one marker, made from its
+    /// default instance (else its first), with the datasetId only when the
+    /// attribute had that one instance.
+    fn whole(&self, instances: &[&Attribute]) -> Value {
+        let Some(first) = instances
+            .iter()
+            .find(|a| a.dataset_id.is_none())
+            .or(instances.first())
+        else {
+            return Value::Null;
+        };
+        self.marker(first, instances.len() == 1)
+    }
 }
 
 /// The previous* member for showChanges.
-fn previous_member(old: &Attribute, ctx: &Ctx) -> Option<(&'static str, Value)> {
-    Some(match &old.value {
+fn previous_member(old: &Attribute, ctx: &Ctx) -> (&'static str, Value) {
+    match &old.value {
         AttrValue::Property(v) => ("previousValue", v.clone()),
         AttrValue::GeoProperty(v) => ("previousValue", v.clone()),
         AttrValue::Relationship { object, .. } => ("previousObject", object.clone()),
@@ -510,7 +549,7 @@ fn previous_member(old: &Attribute, ctx: &Ctx) -> Option<(&'static str, Value)> 
         AttrValue::ListRelationship { objects, .. } => {
             ("previousObjectList", Value::Array(objects.clone()))
         }
-    })
+    }
 }
 
 impl Inner {
@@ -562,7 +601,11 @@ impl Inner {
         };
         let t = sub.triggers;
         let fire;
-        let mut deleted: Vec<(&str, &[Attribute])> = Vec::new();
+        // On an entity deletion, whether its (watched) attributes are
+        // notified as deleted: when the deletion is notified through
+        // attributeDeleted, or with showChanges.
+        let mut entity_markers = false;
+        let mut deleted: Vec<(&str, Vec<&Attribute>)> = Vec::new();
         match (&change.before, &change.after) {
             (None, Some(after)) => {
                 let any_watched = after.attrs.iter().any(|(n, _)| watched(n));
@@ -571,7 +614,10 @@ impl Inner {
             }
             (Some(before), None) => {
                 let any_watched = before.attrs.iter().any(|(n, _)| watched(n));
-                fire = t.entity_deleted && (sub.watched.is_none() || any_watched);
+                let by_entity = t.entity_deleted && (sub.watched.is_none() || any_watched);
+                let by_attributes = t.attribute_deleted && any_watched;
+                fire = by_entity || by_attributes;
+                entity_markers = sub.notification.show_changes || !by_entity;
             }
             (Some(before), Some(after)) => {
                 let d = diff(before, after);
@@ -596,11 +642,39 @@ impl Inner {
             *last = Some(Instant::now());
         }
         let ctx = &entry.notify_ctx;
+        let view = &sub.view;
+        let format = view.format;
+        let shown = |name: &str| {
+            view.attrs
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|x| &**x == name))
+                && view
+                    .omit
+                    .as_ref()
+                    .is_none_or(|o| !o.iter().any(|x| &**x == name))
+        };
+        let in_datasets = |a: &Attribute| {
+            view.dataset_id
+                .as_ref()
+                .is_none_or(|ds| ds.iter().any(|d| d.as_deref() == a.dataset_id.as_deref()))
+        };
+        let markers = Markers {
+            format,
+            sys_attrs: sub.notification.sys_attrs && format != Format::KeyValues,
+            show_changes: sub.notification.show_changes && format != Format::KeyValues,
+            now,
+            ctx,
+        };
         let Some(after) = change.after.as_deref() else {
-            // Entity deleted: only deletedAt (and the system attributes).
+            // Entity deleted: deletedAt (and the system attributes), and
+            // the deleted attributes when asked for.
             let mut m = Map::new();
-            m.insert("id".into(), json!(&*subject.id));
-            m.insert("type".into(), type_value(subject, ctx));
+            if !view.omit_id {
+                m.insert("id".into(), json!(&*subject.id));
+            }
+            if !view.omit_type {
+                m.insert("type".into(), type_value(subject, ctx));
+            }
             if sub.notification.sys_attrs {
                 m.insert("createdAt".into(), json!(format_micros(subject.created_at)));
                 m.insert(
@@ -609,33 +683,18 @@ impl Inner {
                 );
             }
             m.insert("deletedAt".into(), json!(format_micros(now)));
+            if entity_markers {
+                for (name, instances) in &subject.attrs {
+                    let kept: Vec<&Attribute> =
+                        instances.iter().filter(|a| in_datasets(a)).collect();
+                    if watched(name) && shown(name) && !kept.is_empty() {
+                        m.insert(ctx.compact(name).into_owned(), markers.whole(&kept));
+                    }
+                }
+            }
             return Some(Value::Object(m));
         };
-        let mut out = crate::render_view(after, ctx, &sub.view);
-        let format = sub.view.format;
-        let shown = |name: &str| {
-            sub.view
-                .attrs
-                .as_ref()
-                .is_none_or(|a| a.iter().any(|x| &**x == name))
-                && sub
-                    .view
-                    .omit
-                    .as_ref()
-                    .is_none_or(|o| !o.iter().any(|x| &**x == name))
-        };
-        for (name, old) in deleted {
-            if !shown(name) || after.attr(name).is_some() {
-                continue;
-            }
-            let markers: Vec<Value> = old.iter().map(|o| deleted_marker(o, format)).collect();
-            let value = if markers.len() == 1 {
-                markers.into_iter().next().unwrap_or(Value::Null)
-            } else {
-                Value::Array(markers)
-            };
-            out.insert(ctx.compact(name).into_owned(), value);
-        }
+        let mut out = crate::render_view(after, ctx, view);
         if sub.notification.show_changes
             && format != Format::KeyValues
             && let Some(before) = change.before.as_deref()
@@ -648,11 +707,13 @@ impl Inner {
                 let Some(rendered) = out.get_mut(&key) else {
                     continue;
                 };
+                let shown_instances: Vec<&Attribute> =
+                    instances.iter().filter(|a| in_datasets(a)).collect();
                 let targets: Vec<&mut Value> = match rendered {
                     Value::Array(items) => items.iter_mut().collect(),
                     other => vec![other],
                 };
-                for (slot, instance) in targets.into_iter().zip(instances) {
+                for (slot, instance) in targets.into_iter().zip(shown_instances) {
                     let Some(prev) = old.iter().find(|o| o.dataset_id == instance.dataset_id)
                     else {
                         continue;
@@ -660,9 +721,31 @@ impl Inner {
                     if same_content(prev, instance) {
                         continue;
                     }
-                    if let (Value::Object(m), Some((k, v))) = (slot, previous_member(prev, ctx)) {
+                    if let Value::Object(m) = slot {
+                        let (k, v) = previous_member(prev, ctx);
                         m.insert(k.into(), v);
                     }
+                }
+            }
+        }
+        // Deleted attributes and instances, after the remaining ones.
+        for (name, removed) in deleted {
+            let removed: Vec<&Attribute> = removed.into_iter().filter(|a| in_datasets(a)).collect();
+            if !shown(name) || removed.is_empty() {
+                continue;
+            }
+            let key = ctx.compact(name).into_owned();
+            match out.get_mut(&key) {
+                None => {
+                    out.insert(key, markers.whole(&removed));
+                }
+                Some(rendered) => {
+                    let mut items = match rendered.take() {
+                        Value::Array(items) => items,
+                        one => vec![one],
+                    };
+                    items.extend(removed.iter().map(|a| markers.marker(a, true)));
+                    *rendered = Value::Array(items);
                 }
             }
         }

@@ -110,6 +110,11 @@ pub struct Subscription {
     /// expiresAt as the client wrote it.
     pub expires_text: Option<String>,
     pub is_active: bool,
+    /// Whether the client gave isActive (it is rendered back only then).
+    pub is_active_given: bool,
+    /// csf as given (validated as a query, not acted on: there are no
+    /// registrations to filter).
+    pub csf: Option<String>,
     /// Seconds that must pass between two notifications.
     pub throttling: Option<f64>,
     pub notification: NotificationSpec,
@@ -214,6 +219,8 @@ impl Subscription {
             expires_at: None,
             expires_text: None,
             is_active: true,
+            is_active_given: false,
+            csf: None,
             throttling: None,
             notification: NotificationSpec {
                 attributes: None,
@@ -421,7 +428,19 @@ impl Subscription {
                         Some(at)
                     }
                 }
-                "isActive" => self.is_active = null || boolean(value, key)?,
+                "isActive" => {
+                    self.is_active = null || boolean(value, key)?;
+                    self.is_active_given = !null;
+                }
+                "csf" => {
+                    self.csf = if null {
+                        None
+                    } else {
+                        let text = string(value, key)?;
+                        ngsi_query::parse_q(&text).map_err(|e| bad(format!("invalid csf: {e}")))?;
+                        Some(text)
+                    }
+                }
                 "jsonldContext" => {
                     self.jsonld_context = if null {
                         None
@@ -509,7 +528,17 @@ impl Subscription {
         };
         self.matcher = m;
         let n = &self.notification;
+        let names = |list: &Option<Vec<Iri>>, member: &str| {
+            list.as_ref()
+                .is_some_and(|l| l.iter().any(|x| &**x == member))
+        };
+        // pick keeps only the members it names; omit drops them.
+        let dropped =
+            |member: &str| (n.pick.is_some() && !names(&n.pick, member)) || names(&n.omit, member);
         self.view = ViewOptions {
+            omit_id: dropped("id"),
+            omit_type: dropped("type"),
+            omit_scope: dropped("scope"),
             format: n.format,
             sys_attrs: n.sys_attrs,
             lang: self.lang.clone(),
@@ -625,13 +654,18 @@ impl Subscription {
         if let Some(t) = &self.expires_text {
             out.insert("expiresAt".into(), json!(t));
         }
-        out.insert("isActive".into(), json!(self.is_active));
+        if self.is_active_given {
+            out.insert("isActive".into(), json!(self.is_active));
+        }
         out.insert("status".into(), json!(self.status(now)));
         if let Some(t) = self.throttling {
             out.insert("throttling".into(), number(t));
         }
         if let Some(c) = &self.jsonld_context {
             out.insert("jsonldContext".into(), json!(c));
+        }
+        if let Some(c) = &self.csf {
+            out.insert("csf".into(), json!(c));
         }
         if let Some(l) = self.local_only {
             out.insert("localOnly".into(), json!(l));
@@ -797,9 +831,25 @@ fn parse_notification(
             Some(v) => Ok(Some(expand_names(&non_empty_strings(v, name)?, ctx))),
         }
     };
+    // pick and omit may name the entity members id, type and scope
+    // (clause 4.21), which are kept as they are.
+    let members = |name: &str| -> NgsiResult<Option<Vec<Iri>>> {
+        match m.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Ok(Some(
+                non_empty_strings(v, name)?
+                    .iter()
+                    .map(|n| match n.as_str() {
+                        "id" | "type" | "scope" => iri(n),
+                        _ => iri(&ctx.expand(n)),
+                    })
+                    .collect(),
+            )),
+        }
+    };
     let attributes = names("attributes")?;
-    let pick = names("pick")?;
-    let omit = names("omit")?;
+    let pick = members("pick")?;
+    let omit = members("omit")?;
     if attributes.is_some() && (pick.is_some() || omit.is_some()) {
         return Err(bad("attributes cannot be used with pick or omit"));
     }

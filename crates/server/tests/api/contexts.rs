@@ -366,3 +366,24 @@ async fn an_inline_context_gets_a_url_for_json_answers() {
         .await;
     assert_eq!(again.header("link"), Some(link.as_str()));
 }
+
+#[tokio::test]
+async fn an_inline_context_of_one_url_is_named_by_that_url() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"@context": user_context()})).await;
+    // The core context beside it applies anyway: the Link header names the
+    // one context the client gave, not a served copy.
+    for inline in [json!([url]), json!([url, CORE])] {
+        let query = json!({"type": "Query", "entities": [{"type": "Car"}], "@context": inline});
+        let r = s
+            .req(Method::POST, "/entityOperations/query")
+            .header("accept", "application/json")
+            .ld(&query)
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.header("link"), Some(link(&url).as_str()), "{inline}");
+    }
+    let listed = s.get("/jsonldContexts?kind=ImplicitlyCreated").await;
+    assert_eq!(listed.body, json!([]));
+}

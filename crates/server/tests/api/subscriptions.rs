@@ -107,7 +107,10 @@ async fn subscriptions_are_created_retrieved_listed_updated_and_deleted() {
     let b = &got.body;
     assert_eq!(b["type"], "Subscription");
     assert_eq!(b["status"], "active");
-    assert_eq!(b["isActive"], true);
+    assert!(
+        b.get("isActive").is_none(),
+        "isActive is rendered only when it was given: {b}"
+    );
     assert_eq!(b["entities"], json!([{"type": "WaterLevelSensor"}]));
     assert_eq!(b["watchedAttributes"], json!(["level"]));
     assert_eq!(
@@ -158,6 +161,7 @@ async fn subscriptions_are_created_retrieved_listed_updated_and_deleted() {
     .no_content();
     let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:crud").await;
     assert_eq!(got.body["status"], "paused");
+    assert_eq!(got.body["isActive"], false);
     s.patch(
         "/subscriptions/urn:ngsi-ld:Subscription:crud",
         &json!({"isActive": true, "expiresAt": "2999-01-01T00:00:00Z", "q": "level>2"}),
@@ -286,6 +290,7 @@ async fn invalid_subscriptions_are_refused_with_the_spec_errors() {
             ),
         ),
         ("bad id", with(json!({"id": "not a uri"}))),
+        ("csf that is no query", with(json!({"csf": "(("}))),
         ("empty object", json!({})),
     ];
     for (what, body) in cases {
@@ -489,17 +494,24 @@ async fn triggers_cover_creation_deletion_and_attribute_deletion_with_changes() 
     let deleted_attr = next(&mut rx).await;
     assert_eq!(
         deleted_attr.body["data"][0]["district"],
-        json!({"type": "Property", "value": "urn:ngsi-ld:null"})
+        json!({"type": "Property", "value": "urn:ngsi-ld:null", "previousValue": "Haizhu"})
     );
     s.delete(&format!("/entities/{}", enc(id)))
         .await
         .no_content();
     let deleted = next(&mut rx).await;
     let d = deleted.body["data"][0].as_object().unwrap();
-    assert_eq!(d.len(), 3, "{d:?}");
     assert_eq!(d["id"], id);
     assert_eq!(d["type"], "WaterLevelSensor");
     assert!(d["deletedAt"].is_string());
+    // With showChanges the deleted attributes come with their last values
+    // (ETSI 046_37).
+    assert_eq!(
+        d["level"],
+        json!({"type": "Property", "value": "urn:ngsi-ld:null", "previousValue": 4.0}),
+        "{d:?}"
+    );
+    assert_eq!(d.len(), 5, "id, type, deletedAt, level, location: {d:?}");
     // Other tenants' changes are not seen.
     s.req(Method::POST, "/entities")
         .header("NGSILD-Tenant", "panyu")
@@ -646,12 +658,34 @@ async fn notifications_are_published_over_mqtt() {
     sub["notification"]["endpoint"]["receiverInfo"] =
         json!([{"key": "X-District", "value": "Haizhu"}]);
     subscribe(&s, &sub).await;
+    // ETSI 058_01_03, 058_02_03, 058_03_02: a user in the URI, QoS 2, MQTT
+    // 3.1.1 (the broker of the tests lets anyone in).
+    let mut v311 = subscription(
+        "urn:ngsi-ld:Subscription:mqtt311",
+        &format!("mqtt://guest@127.0.0.1:1883/{topic}"),
+    );
+    v311["notification"]["endpoint"]["notifierInfo"] = json!([
+        {"key": "MQTT-QoS", "value": "2"},
+        {"key": "MQTT-Version", "value": "mqtt3.1.1"}
+    ]);
+    subscribe(&s, &v311).await;
     s.create(sensor("urn:ngsi-ld:WaterLevelSensor:mqtt", 3.0))
         .await;
-    let m = tokio::time::timeout(Duration::from_secs(10), messages.recv())
-        .await
-        .expect("no MQTT notification")
-        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(10), messages.recv())
+                .await
+                .expect("no MQTT notification")
+                .unwrap(),
+        );
+    }
+    got.sort_by_key(|m| m["body"]["subscriptionId"].as_str().map(str::to_string));
+    assert_eq!(
+        got[1]["body"]["subscriptionId"],
+        "urn:ngsi-ld:Subscription:mqtt311"
+    );
+    let m = got.swap_remove(0);
     assert_eq!(m["metadata"]["Content-Type"], "application/json");
     assert_eq!(m["metadata"]["X-District"], "Haizhu");
     assert_eq!(m["metadata"]["Link"], link(CORE));
@@ -742,4 +776,676 @@ async fn geojson_notifications_carry_a_feature_collection() {
         json!({"type": "Point", "coordinates": [113.32, 23.10]})
     );
     assert_eq!(f["properties"]["level"]["value"], 1.0);
+}
+
+#[tokio::test]
+async fn a_subscription_renders_back_the_members_given() {
+    let s = Server::start().await;
+    let mut body = subscription("urn:ngsi-ld:Subscription:given", "http://127.0.0.1:9/n");
+    body["csf"] = json!("endpoint==\"http://127.0.0.1:9\"");
+    subscribe(&s, &body).await;
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:given").await;
+    // isActive was not given: only the status tells (ETSI 028_01, 030_03).
+    assert!(got.body.get("isActive").is_none(), "{}", got.text);
+    assert_eq!(got.body["status"], "active");
+    assert_eq!(got.body["csf"], "endpoint==\"http://127.0.0.1:9\"");
+    let mut paused = subscription("urn:ngsi-ld:Subscription:paused", "http://127.0.0.1:9/n");
+    paused["isActive"] = json!(false);
+    subscribe(&s, &paused).await;
+    let list = s.get("/subscriptions").await;
+    let paused = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "urn:ngsi-ld:Subscription:paused")
+        .unwrap()
+        .clone();
+    assert_eq!(paused["isActive"], false);
+    assert_eq!(paused["status"], "paused");
+    // Removing isActive with null goes back to the default, unwritten.
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:paused",
+        &json!({"isActive": null}),
+    )
+    .await
+    .no_content();
+    let got = s
+        .get("/subscriptions/urn:ngsi-ld:Subscription:paused")
+        .await;
+    assert!(got.body.get("isActive").is_none(), "{}", got.text);
+    assert_eq!(got.body["status"], "active");
+}
+
+/// A receiver that keeps each request as it came over the wire (head and
+/// body as text), as Python's http.server keeps header names.
+async fn raw_receiver() -> (String, mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, rx) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
+                            let _ = socket
+                                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/notify"), rx)
+}
+
+#[tokio::test]
+async fn notification_headers_are_title_cased_and_name_the_request_context() {
+    let s = Server::start().await;
+    let context = serve_document(json!({"@context": {
+        "level": "https://example.org/water#level",
+        "WaterLevelSensor": "https://example.org/water#WaterLevelSensor"
+    }}))
+    .await;
+    let (uri, mut rx) = raw_receiver().await;
+    // The @context is an array holding one URL (the ETSI documents' form):
+    // the Link header names that URL (ETSI 046_10).
+    let r = s
+        .req(Method::POST, "/subscriptions")
+        .ld(&json!({
+            "@context": [context],
+            "id": "urn:ngsi-ld:Subscription:raw",
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "notification": {"endpoint": {"uri": uri, "accept": "application/json",
+                "receiverInfo": [{"key": "X-Additional-Key", "value": "Value"}]}},
+        }))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("link", &link(&context))
+        .json(&sensor("urn:ngsi-ld:WaterLevelSensor:raw", 1.0))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let raw = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no notification within 10 s")
+        .unwrap();
+    let head = raw.split("\r\n\r\n").next().unwrap();
+    let lines: Vec<&str> = head.lines().collect();
+    // Receivers that keep header names in a plain dictionary look them up
+    // as written here (ETSI 046_09, 046_10).
+    assert!(
+        lines.contains(&format!("Link: {}", link(&context)).as_str()),
+        "{head}"
+    );
+    assert!(lines.contains(&"X-Additional-Key: Value"), "{head}");
+    assert!(lines.contains(&"Content-Type: application/json"), "{head}");
+    let body: Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["data"][0]["type"], "WaterLevelSensor", "{body}");
+    assert!(body["data"][0].get("level").is_some(), "{body}");
+}
+
+#[tokio::test]
+async fn pick_and_omit_name_entity_members_in_notifications() {
+    let s = Server::start().await;
+    let (picked, mut picked_rx) = receiver(StatusCode::OK).await;
+    let (omitted, mut omitted_rx) = receiver(StatusCode::OK).await;
+    let mut pick = subscription("urn:ngsi-ld:Subscription:pick", &picked);
+    pick["notification"]["pick"] = json!(["id", "level"]);
+    subscribe(&s, &pick).await;
+    let mut omit = subscription("urn:ngsi-ld:Subscription:omit", &omitted);
+    omit["notification"]["omit"] = json!(["type", "district"]);
+    subscribe(&s, &omit).await;
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:pick").await;
+    assert_eq!(got.body["notification"]["pick"], json!(["id", "level"]));
+    let id = "urn:ngsi-ld:WaterLevelSensor:pick";
+    s.create(sensor(id, 1.0)).await;
+    // ETSI 046_42 and 046_43: the entity members are picked and omitted
+    // like the attributes.
+    let n = next(&mut picked_rx).await;
+    assert_eq!(
+        n.body["data"][0],
+        json!({"id": id, "level": {"type": "Property", "value": 1.0, "unitCode": "MTR"}})
+    );
+    let n = next(&mut omitted_rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert_eq!(d["id"], id);
+    assert!(
+        d.get("type").is_none() && d.get("district").is_none(),
+        "{d:?}"
+    );
+    assert!(
+        d.get("level").is_some() && d.get("location").is_some(),
+        "{d:?}"
+    );
+}
+
+fn building(id: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "Building",
+        "name": [
+            {"type": "Property", "value": "Canton Tower"},
+            {"type": "Property", "value": "Tour de Canton", "datasetId": "urn:ngsi-ld:Dataset:fr"},
+            {"type": "Property", "value": "Kantonturm", "datasetId": "urn:ngsi-ld:Dataset:de"},
+        ],
+        "street": {"type": "LanguageProperty", "languageMap": {"en": "Yuejiang West Road", "zh": "阅江西路"}},
+        "locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:District:Haizhu"},
+        "height": {"type": "Property", "value": 600},
+    })
+}
+
+#[tokio::test]
+async fn deletions_are_notified_with_markers_system_attributes_and_previous_values() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:deleted",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "watchedAttributes": ["name", "street", "locatedAt"],
+            "notificationTrigger": ["attributeDeleted"],
+            "notification": {"endpoint": {"uri": uri}, "sysAttrs": true, "showChanges": true},
+        }),
+    )
+    .await;
+    let id = "urn:ngsi-ld:Building:canton";
+    s.create(building(id)).await;
+    let attr = |name: &str, query: &str| format!("/entities/{}/attrs/{name}{query}", enc(id));
+
+    // One instance deleted: the remaining ones, then the deleted one with
+    // its datasetId (ETSI 046_22_06), deletedAt (046_22_05) and previous
+    // value (046_34).
+    s.delete(&attr("name", "?datasetId=urn:ngsi-ld:Dataset:fr"))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    let name = n.body["data"][0]["name"].as_array().unwrap().clone();
+    assert_eq!(name.len(), 3, "{name:?}");
+    assert_eq!(name[0]["value"], "Canton Tower");
+    assert_eq!(name[1]["value"], "Kantonturm");
+    let marker = name[2].as_object().unwrap();
+    assert_eq!(marker["type"], "Property");
+    assert_eq!(marker["value"], "urn:ngsi-ld:null");
+    assert_eq!(marker["datasetId"], "urn:ngsi-ld:Dataset:fr");
+    assert_eq!(marker["previousValue"], "Tour de Canton");
+    for member in ["createdAt", "modifiedAt", "deletedAt"] {
+        assert!(
+            marker[member].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{marker:?}"
+        );
+    }
+
+    // Every instance deleted: one marker for the attribute (046_22_08).
+    s.delete(&attr("name", "?deleteAll=true"))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    let name = &n.body["data"][0]["name"];
+    assert_eq!(name["value"], "urn:ngsi-ld:null", "{name}");
+    assert_eq!(name["previousValue"], "Canton Tower", "{name}");
+    assert!(name.get("datasetId").is_none(), "{name}");
+
+    // A LanguageProperty: the languageMap is {"@none": null} (clause 5.2.1).
+    s.delete(&attr("street", "")).await.no_content();
+    let n = next(&mut rx).await;
+    let street = &n.body["data"][0]["street"];
+    assert_eq!(street["type"], "LanguageProperty");
+    assert_eq!(street["languageMap"], json!({"@none": "urn:ngsi-ld:null"}));
+    assert_eq!(
+        street["previousLanguageMap"],
+        json!({"en": "Yuejiang West Road", "zh": "阅江西路"})
+    );
+
+    // An attribute that is not watched: nothing (046_22_03).
+    s.delete(&attr("height", "")).await.no_content();
+    nothing(&mut rx, 300).await;
+
+    // The entity deleted: attributeDeleted notifies the watched attributes
+    // it still had, as deleted (046_22_12, 046_22_13).
+    s.delete(&format!("/entities/{}", enc(id)))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = d.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "createdAt",
+            "deletedAt",
+            "id",
+            "locatedAt",
+            "modifiedAt",
+            "type"
+        ],
+        "{d:?}"
+    );
+    assert_eq!(d["locatedAt"]["object"], "urn:ngsi-ld:null");
+    assert_eq!(
+        d["locatedAt"]["previousObject"],
+        "urn:ngsi-ld:District:Haizhu"
+    );
+    assert!(d["locatedAt"]["deletedAt"].is_string(), "{d:?}");
+}
+
+#[tokio::test]
+async fn an_entity_deletion_is_notified_bare_unless_changes_are_shown() {
+    let s = Server::start().await;
+    let (bare, mut bare_rx) = receiver(StatusCode::OK).await;
+    let (changes, mut changes_rx) = receiver(StatusCode::OK).await;
+    let (sys, mut sys_rx) = receiver(StatusCode::OK).await;
+    for (id, uri, show, sys_attrs) in [
+        ("bare", &bare, false, false),
+        ("changes", &changes, true, false),
+        ("sys", &sys, false, true),
+    ] {
+        subscribe(
+            &s,
+            &json!({
+                "id": format!("urn:ngsi-ld:Subscription:{id}"),
+                "type": "Subscription",
+                "entities": [{"type": "Building"}],
+                "notificationTrigger": ["entityDeleted"],
+                "notification": {"endpoint": {"uri": uri}, "showChanges": show, "sysAttrs": sys_attrs},
+            }),
+        )
+        .await;
+    }
+    let id = "urn:ngsi-ld:Building:gone";
+    s.create(building(id)).await;
+    s.delete(&format!("/entities/{}", enc(id)))
+        .await
+        .no_content();
+    // ETSI 046_21: id, type and deletedAt only.
+    let n = next(&mut bare_rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert!(d["deletedAt"].is_string());
+    // ETSI 046_21_02: and createdAt, modifiedAt with sysAttrs.
+    let n = next(&mut sys_rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert_eq!(d.len(), 5, "{d:?}");
+    assert!(
+        d["createdAt"].is_string() && d["modifiedAt"].is_string(),
+        "{d:?}"
+    );
+    // ETSI 046_37: with showChanges every attribute, deleted, with its last
+    // value.
+    let n = next(&mut changes_rx).await;
+    let d = &n.body["data"][0];
+    assert_eq!(
+        d["height"],
+        json!({"type": "Property", "value": "urn:ngsi-ld:null", "previousValue": 600})
+    );
+    assert_eq!(
+        d["name"],
+        json!({"type": "Property", "value": "urn:ngsi-ld:null", "previousValue": "Canton Tower"})
+    );
+    assert_eq!(
+        d["locatedAt"]["previousObject"],
+        "urn:ngsi-ld:District:Haizhu"
+    );
+    assert_eq!(
+        d["street"]["languageMap"],
+        json!({"@none": "urn:ngsi-ld:null"})
+    );
+}
+
+#[tokio::test]
+async fn creation_and_update_rules_of_the_etsi_suite() {
+    let s = Server::start().await;
+    let ok = subscription("urn:ngsi-ld:Subscription:rules", "http://127.0.0.1:9/n");
+    let with_notification = |extra: Value| {
+        let mut b = ok.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b["notification"][k] = v.clone();
+        }
+        b
+    };
+    let with_endpoint = |extra: Value| {
+        let mut b = ok.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b["notification"]["endpoint"][k] = v.clone();
+        }
+        b
+    };
+    let mut invalid_context = ok.clone();
+    invalid_context["jsonldContext"] = json!("unknownContext");
+    // ETSI 028_07_01, 028_09, 028_10.
+    for (what, body) in [
+        ("jsonldContext not a URI", invalid_context),
+        (
+            "simplified with showChanges",
+            with_notification(json!({"format": "simplified", "showChanges": true})),
+        ),
+        (
+            "empty attributes",
+            with_notification(json!({"attributes": []})),
+        ),
+        ("empty pick", with_notification(json!({"pick": []}))),
+        ("empty omit", with_notification(json!({"omit": []}))),
+        (
+            "number as receiverInfo value",
+            with_endpoint(json!({"receiverInfo": [{"key": "K", "value": 42}]})),
+        ),
+        (
+            "object as notifierInfo value",
+            with_endpoint(json!({"notifierInfo": [{"key": "K", "value": {"a": 1}}]})),
+        ),
+        (
+            "receiverInfo without value",
+            with_endpoint(json!({"receiverInfo": [{"key": "K"}]})),
+        ),
+        (
+            "number as receiverInfo key",
+            with_endpoint(json!({"receiverInfo": [{"key": 5, "value": "v"}]})),
+        ),
+    ] {
+        let r = s.post("/subscriptions", &body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        r.problem(400, "BadRequestData");
+    }
+    // ETSI 028_08: pick with omit on one member, attributes with either.
+    for extra in [
+        json!({"pick": ["id"], "omit": ["id"]}),
+        json!({"pick": ["level"], "attributes": ["level"]}),
+        json!({"omit": ["level"], "attributes": ["level"]}),
+    ] {
+        s.post("/subscriptions", &with_notification(extra))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    // ETSI 028_07_02: a jsonldContext that cannot be fetched.
+    let mut unavailable = ok.clone();
+    unavailable["jsonldContext"] = json!("http://127.0.0.1:9/missing.jsonld");
+    s.post("/subscriptions", &unavailable)
+        .await
+        .problem(503, "LdContextNotAvailable");
+
+    // ETSI 5811_02_04: read-only and unknown members are ignored, not
+    // echoed.
+    let mut read_only = ok.clone();
+    read_only["status"] = json!("expired");
+    read_only["__context"] = json!("http://127.0.0.1:9/hijacked.jsonld");
+    read_only["notification"]["timesSent"] = json!(42);
+    subscribe(&s, &read_only).await;
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(got.body["status"], "active");
+    assert!(!got.text.contains("hijacked"), "{}", got.text);
+    assert!(
+        got.body["notification"].get("timesSent").is_none(),
+        "{}",
+        got.text
+    );
+
+    // ETSI 029_01, 032_01: no id is 405, an id that is no URI is 400.
+    let r = s.req(Method::DELETE, "/subscriptions/").send().await;
+    assert_eq!(r.status, 405);
+    s.delete("/subscriptions/InvalidUri")
+        .await
+        .problem(400, "BadRequestData");
+    s.patch("/subscriptions/InvalidUri", &json!({"isActive": true}))
+        .await
+        .problem(400, "BadRequestData");
+    // ETSI 029_06: the notification member is replaced.
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"type": "Subscription", "notification": {"format": "keyValues",
+            "endpoint": {"uri": "http://my.second.endpoint.org/notify", "accept": "application/json"}}}),
+    )
+    .await
+    .no_content();
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(
+        got.body["notification"],
+        json!({"format": "keyValues",
+            "endpoint": {"uri": "http://my.second.endpoint.org/notify", "accept": "application/json"}})
+    );
+    // ETSI 029_04: the endpoint cannot be removed.
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"type": "Subscription", "notification": {"format": "keyValues", "endpoint": null}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+
+    // ETSI 029_10: an expired subscription is active again once expiresAt
+    // is moved to the future.
+    let soon = ngsi_model::time::format_micros(ngsi_model::time::now_micros() + 1_200_000);
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"expiresAt": soon}),
+    )
+    .await
+    .no_content();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(got.body["status"], "expired", "{}", got.text);
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:rules",
+        &json!({"type": "Subscription", "expiresAt": "2999-08-01T22:07:00Z"}),
+    )
+    .await
+    .no_content();
+    let got = s.get("/subscriptions/urn:ngsi-ld:Subscription:rules").await;
+    assert_eq!(got.body["status"], "active", "{}", got.text);
+}
+
+#[tokio::test]
+async fn notifications_select_types_instances_and_system_attributes() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    // ETSI 046_16: a type expression selects the entities.
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:types",
+            "type": "Subscription",
+            "entities": [{"type": "(Building|Tower)"}],
+            "notificationTrigger": ["entityCreated"],
+            "notification": {"endpoint": {"uri": uri}, "sysAttrs": true},
+        }),
+    )
+    .await;
+    s.create(sensor("urn:ngsi-ld:WaterLevelSensor:no", 1.0))
+        .await;
+    nothing(&mut rx, 300).await;
+    s.create(building("urn:ngsi-ld:Building:types")).await;
+    let n = next(&mut rx).await;
+    let d = &n.body["data"][0];
+    assert_eq!(d["id"], "urn:ngsi-ld:Building:types");
+    // ETSI 046_17: sysAttrs shows createdAt and modifiedAt.
+    assert!(
+        d["createdAt"].is_string() && d["modifiedAt"].is_string(),
+        "{d}"
+    );
+    s.delete("/subscriptions/urn:ngsi-ld:Subscription:types")
+        .await
+        .no_content();
+
+    // ETSI 046_19: datasetId keeps only those instances; 046_20: the
+    // jsonldContext compacts the notification, here the core context alone.
+    let (ld_uri, mut ld_rx) = receiver(StatusCode::OK).await;
+    let core_v18 = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:datasets",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "datasetId": ["urn:ngsi-ld:Dataset:fr"],
+            "jsonldContext": core_v18,
+            "notification": {"endpoint": {"uri": ld_uri, "accept": "application/ld+json"}},
+        }),
+    )
+    .await;
+    s.patch(
+        &format!("/entities/{}/attrs", enc("urn:ngsi-ld:Building:types")),
+        &json!({"name": {"type": "Property", "value": "Tour de Canton (fr)", "datasetId": "urn:ngsi-ld:Dataset:fr"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut ld_rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert_eq!(d["@context"], core_v18);
+    let name = &d["name"];
+    assert_eq!(
+        name,
+        &json!({"type": "Property", "value": "Tour de Canton (fr)", "datasetId": "urn:ngsi-ld:Dataset:fr"}),
+        "{d:?}"
+    );
+    assert!(
+        d.keys()
+            .all(|k| !k.ends_with("height") && !k.ends_with("street")),
+        "only attributes with an instance in the datasets: {d:?}"
+    );
+}
+
+#[tokio::test]
+async fn deletions_by_merge_and_partial_update_and_the_previous_json_and_vocab() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let (kv_uri, mut kv_rx) = receiver(StatusCode::OK).await;
+    // ETSI 5212_01: paused, nothing is delivered.
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:changes",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "isActive": false,
+            "notificationTrigger": ["attributeUpdated", "attributeDeleted", "entityDeleted"],
+            "notification": {"endpoint": {"uri": uri}, "showChanges": true, "sysAttrs": true},
+        }),
+    )
+    .await;
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:kv",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "watchedAttributes": ["street"],
+            "notificationTrigger": ["attributeDeleted"],
+            "notification": {"endpoint": {"uri": kv_uri}, "format": "keyValues"},
+        }),
+    )
+    .await;
+    let id = "urn:ngsi-ld:Building:merge";
+    let mut entity = building(id);
+    entity["doc"] = json!({"type": "JsonProperty", "json": {"floors": 108, "null": null}});
+    entity["kind"] = json!({"type": "VocabProperty", "vocab": "tower"});
+    s.create(entity).await;
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"height": {"type": "Property", "value": 604}}),
+    )
+    .await
+    .no_content();
+    nothing(&mut rx, 300).await;
+    s.patch(
+        "/subscriptions/urn:ngsi-ld:Subscription:changes",
+        &json!({"isActive": true}),
+    )
+    .await
+    .no_content();
+
+    // ETSI 046_32, 046_33: previousJson and previousVocab.
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"doc": {"type": "JsonProperty", "json": {"floors": 109}},
+                "kind": {"type": "VocabProperty", "vocab": "mast"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut rx).await;
+    let d = &n.body["data"][0];
+    assert_eq!(
+        d["doc"]["previousJson"],
+        json!({"floors": 108, "null": null})
+    );
+    assert_eq!(d["kind"]["previousVocab"], "tower", "{d}");
+
+    // ETSI 046_22_09/10/11: a merge with the NGSI-LD Null and a partial
+    // update with it delete the attribute, which is notified as deleted.
+    s.patch(
+        &format!("/entities/{}", enc(id)),
+        &json!({"locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:null"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut rx).await;
+    let located = &n.body["data"][0]["locatedAt"];
+    assert_eq!(located["object"], "urn:ngsi-ld:null", "{located}");
+    assert_eq!(located["previousObject"], "urn:ngsi-ld:District:Haizhu");
+    assert!(located["deletedAt"].is_string(), "{located}");
+    s.patch(
+        &format!("/entities/{}/attrs/street", enc(id)),
+        &json!({"type": "LanguageProperty", "languageMap": {"@none": "urn:ngsi-ld:null"}}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(
+        n.body["data"][0]["street"]["languageMap"],
+        json!({"@none": "urn:ngsi-ld:null"})
+    );
+    // ETSI 046_22_01/02: in keyValues the deleted attribute is the Null.
+    let n = next(&mut kv_rx).await;
+    let d = &n.body["data"][0];
+    assert_eq!(d["street"], "urn:ngsi-ld:null", "{d}");
+    assert_eq!(d["height"], 604, "{d}");
+
+    // ETSI 046_35, 046_36: deleted JsonProperty and VocabProperty.
+    s.delete(&format!("/entities/{}/attrs/doc", enc(id)))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    let doc = &n.body["data"][0]["doc"];
+    assert_eq!(doc["json"], "urn:ngsi-ld:null", "{doc}");
+    assert_eq!(doc["previousJson"], json!({"floors": 109}));
+
+    // ETSI 046_21_02, 046_38, 046_39: the entity deleted, with the system
+    // attributes and the last values.
+    s.delete(&format!("/entities/{}", enc(id)))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    let d = n.body["data"][0].as_object().unwrap();
+    assert!(
+        d["createdAt"].is_string() && d["deletedAt"].is_string(),
+        "{d:?}"
+    );
+    assert_eq!(d["kind"]["vocab"], "urn:ngsi-ld:null", "{d:?}");
+    assert_eq!(d["kind"]["previousVocab"], "mast", "{d:?}");
+    assert!(d.get("doc").is_none(), "deleted before: {d:?}");
 }
