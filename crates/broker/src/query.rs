@@ -145,7 +145,7 @@ fn literal_prefix(pattern: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct EntityQuery {
     pub(crate) selectors: Vec<Selector>,
-    attrs_filter: Option<Vec<Iri>>,
+    pub(crate) attrs_filter: Option<Vec<Iri>>,
     pub(crate) q: Option<Query>,
     pub(crate) scope_q: Option<ScopeQuery>,
     pub(crate) geo: Option<(GeoQuery, Iri)>,

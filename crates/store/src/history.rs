@@ -544,10 +544,17 @@ fn number_of(v: &serde_json::Value) -> Option<Num> {
 }
 
 /// Encodes an attribute instance as a history row (without series, seq).
-/// `None` for `attr` records a deletion at `deleted_at`.
-pub(crate) fn encode_instance(attr: Option<&Attribute>, deleted_at: i64) -> EncodedInstance {
+/// `None` for `attr` records a deletion at `deleted_at`; its document is
+/// then the kind of the attribute deleted (a MessagePack string, which no
+/// attribute document is: those are arrays), when known.
+pub(crate) fn encode_instance(
+    attr: Option<&Attribute>,
+    deleted_at: i64,
+    deleted_kind: Option<&str>,
+) -> EncodedInstance {
     let Some(a) = attr else {
-        return (deleted_at, None, None, None, None);
+        let doc = deleted_kind.and_then(|k| rmp_serde::to_vec(k).ok());
+        return (deleted_at, None, None, None, doc);
     };
     let observed = a
         .observed_at
@@ -609,8 +616,17 @@ fn decode_row(
         rusqlite::types::Value::Real(f) => serde_json::Number::from_f64(f).map(Into::into),
         _ => None,
     };
+    let mut deleted_kind = None;
     let attr = match (doc, num) {
-        (Some(bytes), _) => rmp_serde::from_slice::<Attribute>(&bytes).ok(),
+        (Some(bytes), _) => {
+            let attr = rmp_serde::from_slice::<Attribute>(&bytes).ok();
+            if attr.is_none() {
+                deleted_kind = rmp_serde::from_slice::<String>(&bytes)
+                    .ok()
+                    .and_then(|k| kind_name(&k));
+            }
+            attr
+        }
         (None, Some(v)) => Some(Attribute::new(AttrValue::Property(v))),
         (None, None) => None,
     }
@@ -626,6 +642,39 @@ fn decode_row(
         modified_at,
         created_at,
         attr,
+        deleted_kind,
+    }
+}
+
+/// The static name of an attribute kind read back from a deletion row.
+fn kind_name(k: &str) -> Option<&'static str> {
+    [
+        "Property",
+        "Relationship",
+        "GeoProperty",
+        "LanguageProperty",
+        "JsonProperty",
+        "VocabProperty",
+        "ListProperty",
+        "ListRelationship",
+    ]
+    .into_iter()
+    .find(|n| *n == k)
+}
+
+/// The rows a time property selects besides their time (see
+/// [`TimeProperty`]): SQL over the columns of `history`.
+fn selected_rows(property: TimeProperty, bounded: bool) -> &'static str {
+    match property {
+        // A row has an observedAt exactly when it keeps modifiedAt apart.
+        TimeProperty::ObservedAt if bounded => "AND modified IS NOT NULL",
+        // A deletion has neither number nor modifiedAt, and no document
+        // or only the kind (a MessagePack fixstr, 0xa0 to 0xbf).
+        TimeProperty::DeletedAt => {
+            "AND num IS NULL AND modified IS NULL \
+             AND (doc IS NULL OR hex(substr(doc, 1, 1)) BETWEEN 'A0' AND 'BF')"
+        }
+        _ => "",
     }
 }
 
@@ -654,14 +703,16 @@ fn read_history_in(
     req: &HistoryRequest,
 ) -> Result<Vec<AttrHistory>, StoreError> {
     let key = match req.range.property {
-        TimeProperty::ObservedAt => "t",
+        TimeProperty::ObservedAt | TimeProperty::DeletedAt => "t",
         TimeProperty::ModifiedAt => "COALESCE(modified, t)",
         TimeProperty::CreatedAt => "COALESCE(created, modified, t)",
     };
+    let bounded = req.range.bounded();
+    let rows = selected_rows(req.range.property, bounded);
     let order = if req.last_n.is_some() { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT t, seq, modified, created, num, doc FROM history \
-         WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 \
+         WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 {rows} \
          ORDER BY {key} {order}, seq {order} LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -672,11 +723,7 @@ fn read_history_in(
         req.range.from.unwrap_or(i64::MIN),
         req.range.to.unwrap_or(i64::MAX),
     );
-    let key_of = |i: &TemporalInstance| match req.range.property {
-        TimeProperty::ObservedAt => i.instant,
-        TimeProperty::ModifiedAt => i.modified_at,
-        TimeProperty::CreatedAt => i.created_at,
-    };
+    let key_of = |i: &TemporalInstance| req.range.property.time_of(i);
     let mut out = Vec::with_capacity(series.len());
     for (sid, attr, dataset) in series {
         let take = req.last_n.map_or(req.limit, |n| n.min(req.limit));
@@ -715,7 +762,7 @@ fn read_history_in(
                         row.get(5)?,
                     );
                     let k = key_of(&i);
-                    if k >= from && k < to {
+                    if k >= from && k < to && req.range.property.selects(&i, bounded) {
                         instances.push(i);
                         extra = true;
                     }
@@ -734,7 +781,7 @@ fn read_history_in(
         if req.last_n.is_some() {
             instances.reverse();
         }
-        if instances.is_empty() && (req.range.from.is_some() || req.range.to.is_some()) {
+        if instances.is_empty() && (bounded || req.range.property == TimeProperty::DeletedAt) {
             continue;
         }
         out.push(AttrHistory {
@@ -752,12 +799,16 @@ fn read_history_in(
 pub(crate) struct NumSeries {
     pub(crate) times: Vec<i64>,
     pub(crate) values: Vec<f64>,
+    /// How many of the points have no observedAt (a bounded observedAt
+    /// range leaves them out, so such a series aggregates from its
+    /// instances then).
+    pub(crate) unobserved: usize,
 }
 
 impl NumSeries {
     pub(crate) fn load(conn: &Connection, sid: i64) -> Result<Self, StoreError> {
         let mut stmt = conn.prepare_cached(
-            "SELECT t, num FROM history WHERE series = ?1 AND num IS NOT NULL ORDER BY t, seq",
+            "SELECT t, num, modified IS NULL FROM history WHERE series = ?1 AND num IS NOT NULL ORDER BY t, seq",
         )?;
         let mut rows = stmt.query([sid])?;
         let mut s = NumSeries::default();
@@ -770,11 +821,17 @@ impl NumSeries {
             };
             s.times.push(row.get(0)?);
             s.values.push(v);
+            if row.get::<_, bool>(2)? {
+                s.unobserved += 1;
+            }
         }
         Ok(s)
     }
 
-    fn insert(&mut self, t: i64, v: f64) {
+    fn insert(&mut self, t: i64, v: f64, observed: bool) {
+        if !observed {
+            self.unobserved += 1;
+        }
         // Appends are the common case (time moves forward).
         if self.times.last().is_none_or(|last| *last <= t) {
             self.times.push(t);
@@ -968,9 +1025,9 @@ impl NumCache {
     }
 
     /// Adds a committed numeric instance to the copy of its series, if held.
-    pub(crate) fn append(&mut self, sid: i64, t: i64, v: f64) {
+    pub(crate) fn append(&mut self, sid: i64, t: i64, v: f64, observed: bool) {
         if let Some((s, _)) = self.entries.get(&sid) {
-            s.write().insert(t, v);
+            s.write().insert(t, v, observed);
             self.bytes += 16;
         }
     }
@@ -998,7 +1055,8 @@ pub(crate) struct HistoryOverlay {
     pub(crate) new_series: HashMap<SeriesKey, i64>,
     /// Entity types written by the group, by (tenant, id).
     pub(crate) entity_types: HashMap<(Box<str>, Arc<str>), Vec<Iri>>,
-    pub(crate) numbers: Vec<(i64, i64, f64)>,
+    /// (series, instant, value, has observedAt) of the numeric instances.
+    pub(crate) numbers: Vec<(i64, i64, f64, bool)>,
     /// (series, seq) of the rows written to `history_recent`.
     pub(crate) recent: Vec<(i64, i64)>,
     pub(crate) recorded: usize,
@@ -1306,8 +1364,9 @@ impl Recorder {
         sid: i64,
         attr: Option<&Attribute>,
         deleted_at: i64,
+        deleted_kind: Option<&str>,
     ) -> Result<i64, StoreError> {
-        let (t, modified, created, num, doc) = encode_instance(attr, deleted_at);
+        let (t, modified, created, num, doc) = encode_instance(attr, deleted_at, deleted_kind);
         let seq = self.next_seq;
         self.next_seq += 1;
         let row = Row {
@@ -1322,7 +1381,9 @@ impl Recorder {
         let fresh = overlay.first_new.is_some_and(|first| sid >= first);
         insert_row(tx, &row, !fresh)?;
         if let Some(n) = num {
-            overlay.numbers.push((sid, t, n.as_f64()));
+            overlay
+                .numbers
+                .push((sid, t, n.as_f64(), modified.is_some()));
         }
         overlay.recorded += 1;
         if !fresh {
@@ -1359,7 +1420,7 @@ impl Recorder {
                         continue;
                     }
                     let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
-                    self.insert(tx, overlay, sid, Some(inst), now)?;
+                    self.insert(tx, overlay, sid, Some(inst), now, None)?;
                 }
             }
         }
@@ -1372,7 +1433,14 @@ impl Recorder {
                         continue;
                     }
                     let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
-                    self.insert(tx, overlay, sid, None, deleted_at)?;
+                    self.insert(
+                        tx,
+                        overlay,
+                        sid,
+                        None,
+                        deleted_at,
+                        Some(inst.value.kind_name()),
+                    )?;
                 }
             }
         }
@@ -1497,8 +1565,8 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
     }
     if !o.numbers.is_empty() {
         let mut cache = cache.lock();
-        for (sid, t, v) in o.numbers {
-            cache.append(sid, t, v);
+        for (sid, t, v, observed) in o.numbers {
+            cache.append(sid, t, v, observed);
         }
         cache.evict();
     }
@@ -1519,12 +1587,7 @@ pub(crate) fn aggregate_instances(
                 AttrValue::Property(v) => v.as_f64()?,
                 _ => return None,
             };
-            let t = match range.property {
-                TimeProperty::ObservedAt => i.instant,
-                TimeProperty::ModifiedAt => i.modified_at,
-                TimeProperty::CreatedAt => i.created_at,
-            };
-            Some((t, v))
+            Some((range.property.time_of(i), v))
         })
         .collect();
     points.sort_by_key(|p| p.0);

@@ -605,10 +605,12 @@ async fn stamped_instances_are_recorded_in_the_write_transaction() {
     assert_eq!(values[..5], [1, 2, 3, 4, 5].map(|v| Some(json!(v))));
     assert_eq!(values.len(), 6);
     assert_eq!(values[5], None);
-    // lastN and a range.
+    // lastN and a range (of modifiedAt: the instances have no observedAt,
+    // and an observedAt range selects only instances that have one).
     let mut req = history_request();
     req.last_n = Some(2);
     req.range.to = Some(5000);
+    req.range.property = store::TimeProperty::ModifiedAt;
     let h = store
         .history("", "urn:ngsi-ld:T:h", req)
         .await
