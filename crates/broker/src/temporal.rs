@@ -484,13 +484,19 @@ impl TemporalQuery {
     /// `omit`); `None`: all.
     fn shown_attrs(&self, he: &HistoryEntity) -> Option<Vec<Iri>> {
         let view = &self.entities.view;
-        if view.attrs.is_none() && view.omit.is_none() {
+        if view.attrs.is_none() && view.omit.is_none() && !view.omit_scope {
             return None;
         }
         let mut out: Vec<Iri> = Vec::new();
         for (a, _) in &he.attrs {
-            let kept = view.attrs.as_ref().is_none_or(|keep| keep.contains(a))
-                && view.omit.as_ref().is_none_or(|drop| !drop.contains(a));
+            // The Scope is an entity member: pick and omit name it as
+            // `scope`, attrs does not select it.
+            let kept = if **a == *store::history::SCOPE {
+                !view.omit_scope
+            } else {
+                view.attrs.as_ref().is_none_or(|keep| keep.contains(a))
+                    && view.omit.as_ref().is_none_or(|drop| !drop.contains(a))
+            };
             if kept && !out.contains(a) {
                 out.push(a.clone());
             }
@@ -770,12 +776,10 @@ impl Broker {
                 if datasets.is_some() && attrs.is_empty() {
                     return false;
                 }
-                let current = q
-                    .entities
-                    .needs_current()
-                    .then(|| self.store.get(tenant, &he.id))
-                    .flatten();
-                q.entities.matches_history(&attrs, current.as_deref())
+                q.entities
+                    .attrs_filter
+                    .as_ref()
+                    .is_none_or(|a| a.iter().any(|n| attrs.contains(n)))
             })
             .collect();
         // Candidates come in id order; orderBy can only ask for it reversed.
@@ -799,22 +803,31 @@ impl Broker {
             if matched.len() >= wanted {
                 break;
             }
-            if self.has_instances_in_range(tenant, &he, q).await?
-                && self.history_filter_matches(tenant, &he, q).await?
-            {
-                matched.push(he);
+            if !self.has_instances_in_range(tenant, &he, q).await? {
+                continue;
+            }
+            let windows = self.scope_windows(tenant, &he, q).await?;
+            if windows.as_ref().is_some_and(|w| w.intervals.is_empty()) {
+                continue;
+            }
+            if self.history_filter_matches(tenant, &he, q).await? {
+                matched.push((he, windows));
             }
         }
         let total = q.entities.count.then_some(matched.len());
-        let page: Vec<HistoryEntity> = matched
+        let (page, windows): (Vec<HistoryEntity>, Vec<Option<ScopeWindows>>) = matched
             .into_iter()
             .skip(q.entities.offset)
             .take(q.entities.limit)
-            .collect();
+            .unzip();
         let limit = self.instance_limit(&page, q);
         let mut histories = Vec::with_capacity(page.len());
-        for he in &page {
-            histories.push(self.read_history(tenant, he, q, limit).await?);
+        for (he, windows) in page.iter().zip(windows) {
+            let mut history = self.read_history(tenant, he, q, limit).await?;
+            if let Some(w) = windows {
+                w.restrict(&mut history, q);
+            }
+            histories.push(history);
         }
         let range = {
             let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
@@ -833,6 +846,66 @@ impl Broker {
             total,
             range: range.or(periods_cut),
         })
+    }
+
+    /// The intervals of the query's range in which the entity's Scope
+    /// matched `scopeQ` (clause 5.7.4.4, S4): a Scope is valid from its
+    /// instant until the next one or its deletion (clause 4.18), so the one
+    /// set last before the range is valid at its start. `None` without
+    /// scopeQ.
+    async fn scope_windows(
+        &self,
+        tenant: &str,
+        he: &HistoryEntity,
+        q: &TemporalQuery,
+    ) -> NgsiResult<Option<ScopeWindows>> {
+        let Some(sq) = &q.entities.scope_q else {
+            return Ok(None);
+        };
+        let scope = iri(store::history::SCOPE);
+        let mut w = ScopeWindows {
+            scope: scope.clone(),
+            intervals: Vec::new(),
+            instances: Vec::new(),
+        };
+        if !he.attrs.iter().any(|(a, _)| *a == scope) {
+            return Ok(Some(w));
+        }
+        // Every Scope instance: Scopes change seldom, and the validity of
+        // each ends with the next, deletions included.
+        let req = HistoryRequest {
+            attrs: Some(vec![scope]),
+            datasets: None,
+            range: TimeRange::default(),
+            last_n: None,
+            limit: MAX_ANSWER_INSTANCES,
+        };
+        let history = self
+            .store
+            .history(tenant, &he.id, req)
+            .await?
+            .unwrap_or_default();
+        let (from, to) = (
+            q.range.from.unwrap_or(i64::MIN),
+            q.range.to.unwrap_or(i64::MAX),
+        );
+        let mut all: Vec<TemporalInstance> =
+            history.into_iter().flat_map(|h| h.instances).collect();
+        all.sort_by_key(|i| (i.instant, i.instance_id));
+        for (k, i) in all.iter().enumerate() {
+            let start = i.instant.max(from);
+            let end = all.get(k + 1).map_or(to, |next| next.instant).min(to);
+            if start >= end {
+                continue;
+            }
+            let scopes = scope_values(i);
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            if !scopes.is_empty() && sq.matches(&scopes) {
+                w.intervals.push((start, end));
+                w.instances.push(i.clone());
+            }
+        }
+        Ok(Some(w))
     }
 
     /// Whether the entity has an instance of the projected attributes in
@@ -1267,8 +1340,12 @@ impl Broker {
         for (key, value) in map {
             if matches!(
                 key.as_str(),
-                "id" | "@id" | "type" | "@type" | "@context" | "scope" | "createdAt" | "modifiedAt"
+                "id" | "@id" | "type" | "@type" | "@context" | "createdAt" | "modifiedAt"
             ) {
+                continue;
+            }
+            if key == "scope" {
+                out.push((iri(store::history::SCOPE), temporal_scope(value, now)?));
                 continue;
             }
             let items: Vec<&Value> = match value {
@@ -1459,6 +1536,108 @@ impl Broker {
             )
             .await??;
         Ok(())
+    }
+}
+
+/// The instances of the Scope in a temporal entity (clause 4.5.6): the
+/// scope as an entity has it (a string or an array of strings: one
+/// instance, recorded now), or Property instances whose value is one.
+fn temporal_scope(value: &Value, now: i64) -> NgsiResult<Vec<Attribute>> {
+    fn scope_value(v: &Value) -> NgsiResult<Value> {
+        let check =
+            |s: &str| ngsi_query::validate_scope(s).map_err(|e| bad(format!("invalid scope: {e}")));
+        match v {
+            Value::String(s) => check(s).map(|()| v.clone()),
+            Value::Array(items) if !items.is_empty() => {
+                for i in items {
+                    check(i.as_str().ok_or_else(|| bad("a scope must be a string"))?)?;
+                }
+                Ok(v.clone())
+            }
+            _ => Err(bad("a scope must be a string or an array of strings")),
+        }
+    }
+    let instance = |value: Value, observed: Option<&Value>| -> NgsiResult<Attribute> {
+        let mut a = Attribute::new(AttrValue::Property(value));
+        a.stamp(now, now);
+        if let Some(o) = observed {
+            let text = o
+                .as_str()
+                .ok_or_else(|| bad("observedAt must be a DateTime"))?;
+            datetime(text, "observedAt")?;
+            a.observed_at = Some(text.into());
+        }
+        Ok(a)
+    };
+    let items: Vec<&Value> = match value {
+        Value::Array(items) if items.iter().all(Value::is_object) => items.iter().collect(),
+        Value::Object(_) => vec![value],
+        plain => return Ok(vec![instance(scope_value(plain)?, None)?]),
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Object(m) = item else {
+                return Err(bad("a scope instance must be an object"));
+            };
+            if let Some(t) = m.get("type")
+                && t != "Property"
+            {
+                return Err(bad("a scope instance is a Property"));
+            }
+            let v = m
+                .get("value")
+                .ok_or_else(|| bad("a scope instance needs a value"))?;
+            instance(scope_value(v)?, m.get("observedAt"))
+        })
+        .collect()
+}
+
+/// Where the Scope of an entity matched a temporal query's scopeQ: the
+/// intervals (of the instants) and the Scope instances valid in them.
+struct ScopeWindows {
+    scope: Iri,
+    intervals: Vec<(i64, i64)>,
+    instances: Vec<TemporalInstance>,
+}
+
+impl ScopeWindows {
+    /// Keeps the instances of the other attributes that lie in the
+    /// intervals, and shows the Scope instances valid in them, also the
+    /// one set before the range (annex C.5.16).
+    fn restrict(self, history: &mut Vec<AttrHistory>, q: &TemporalQuery) {
+        let p = q.range.property;
+        let inside = |t: i64| self.intervals.iter().any(|(a, b)| *a <= t && t < *b);
+        let mut scope_shown = false;
+        for h in history.iter_mut() {
+            if h.attr == self.scope {
+                h.instances.clone_from(&self.instances);
+                scope_shown = true;
+            } else {
+                h.instances.retain(|i| inside(time_of(i, p)));
+            }
+        }
+        let shown = q.entities.view.omit_scope;
+        if !scope_shown && !shown {
+            history.push(AttrHistory {
+                attr: self.scope,
+                dataset_id: None,
+                instances: self.instances,
+                truncated: false,
+            });
+        }
+    }
+}
+
+/// The scopes an instance of the Scope holds (none for a deletion).
+fn scope_values(i: &TemporalInstance) -> Vec<String> {
+    match i.attr.as_ref().map(|a| &a.value) {
+        Some(AttrValue::Property(Value::String(s))) => vec![s.clone()],
+        Some(AttrValue::Property(Value::Array(items))) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

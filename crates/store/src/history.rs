@@ -633,7 +633,15 @@ fn decode_row(
     .map(|mut a| {
         a.created_at = created_at;
         a.modified_at = modified_at;
-        a.observed_at = modified.map(|_| ngsi_model::time::format_instant(t).into());
+        // An observedAt copied from modifiedAt (the Scope's) reads back
+        // written as modifiedAt is.
+        a.observed_at = modified.map(|m| {
+            if m == t {
+                ngsi_model::time::format_micros(t).into()
+            } else {
+                ngsi_model::time::format_instant(t).into()
+            }
+        });
         a
     });
     TemporalInstance {
@@ -645,6 +653,9 @@ fn decode_row(
         deleted_kind,
     }
 }
+
+/// The attribute under which the history records an entity's Scope.
+pub const SCOPE: &str = "https://uri.etsi.org/ngsi-ld/scope";
 
 /// The static name of an attribute kind read back from a deletion row.
 fn kind_name(k: &str) -> Option<&'static str> {
@@ -1424,6 +1435,7 @@ impl Recorder {
                 }
             }
         }
+        self.record_scope(tx, index, overlay, tenant, id, before, after, now)?;
         if let Some(before) = before {
             let deleted_at = after.map_or(now, |a| a.modified_at);
             for (name, instances) in &before.attrs {
@@ -1443,6 +1455,52 @@ impl Recorder {
                     )?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Records a change of the entity's Scope (clause 4.5.6): a Property
+    /// of the core `scope` IRI whose value is the scope (one string or an
+    /// array), its observedAt a copy of modifiedAt; or a deletion when the
+    /// scope or the entity is gone.
+    #[allow(clippy::too_many_arguments)]
+    fn record_scope(
+        &mut self,
+        tx: &Transaction<'_>,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        before: Option<&Entity>,
+        after: Option<&Entity>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let old: &[Box<str>] = before.map_or(&[], |b| &b.scopes);
+        let new: &[Box<str>] = after.map_or(&[], |a| &a.scopes);
+        if old == new {
+            return Ok(());
+        }
+        let known = index.series_list(tenant, id);
+        let name = ngsi_model::iri(SCOPE);
+        if let Some(a) = after.filter(|a| !a.scopes.is_empty()) {
+            let value = match a.scopes.as_slice() {
+                [one] => serde_json::Value::String(one.to_string()),
+                many => many
+                    .iter()
+                    .map(|s| serde_json::Value::String(s.to_string()))
+                    .collect(),
+            };
+            let mut inst = Attribute::new(AttrValue::Property(value));
+            inst.created_at = a.modified_at;
+            inst.modified_at = a.modified_at;
+            inst.observed_at = Some(ngsi_model::time::format_micros(a.modified_at).into());
+            let sid = self.series_for(tx, index, overlay, known, tenant, id, &name, &inst)?;
+            self.insert(tx, overlay, sid, Some(&inst), now, None)?;
+        } else {
+            let deleted_at = after.map_or(now, |a| a.modified_at);
+            let inst = Attribute::new(AttrValue::Property(serde_json::Value::Null));
+            let sid = self.series_for(tx, index, overlay, known, tenant, id, &name, &inst)?;
+            self.insert(tx, overlay, sid, None, deleted_at, Some("Property"))?;
         }
         Ok(())
     }

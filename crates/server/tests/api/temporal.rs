@@ -1351,3 +1351,120 @@ async fn attribute_names_and_instance_ids_of_temporal_paths_are_checked() {
     .await
     .problem(404, "ResourceNotFound");
 }
+
+#[tokio::test]
+async fn the_scope_has_a_history_and_scope_q_tests_it_over_time() {
+    let s = Server::start().await;
+    // A Core API change of the scope is an instance of a Property whose
+    // observedAt copies modifiedAt (clause 4.5.6).
+    let id = "urn:ngsi-ld:Vehicle:scoped";
+    s.create(json!({"id": id, "type": "Vehicle", "scope": "/Old", "speed": {"type": "Property", "value": 1}}))
+        .await;
+    s.patch(
+        &format!("/entities/{id}"),
+        &json!({"scope": ["/New", "/Other"]}),
+    )
+    .await
+    .no_content();
+    let body = temporal(&s, id, "options=sysAttrs").await;
+    let scopes = body["scope"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(scopes.len(), 2, "{body}");
+    assert_eq!(scopes[1]["type"], "Property");
+    assert_eq!(scopes[1]["value"], json!(["/New", "/Other"]));
+    assert_eq!(scopes[1]["observedAt"], scopes[1]["modifiedAt"], "{body}");
+    assert!(temporal(&s, id, "omit=scope").await.get("scope").is_none());
+    assert!(temporal(&s, id, "pick=speed").await.get("scope").is_none());
+    // Removing the scope records its deletion.
+    s.patch(
+        &format!("/entities/{id}"),
+        &json!({"scope": "urn:ngsi-ld:null"}),
+    )
+    .await
+    .no_content();
+    let body = temporal(&s, id, "timeproperty=deletedAt").await;
+    assert_eq!(body["scope"][0]["value"], "urn:ngsi-ld:null", "{body}");
+
+    // Temporal entities with scope instances: a scope is valid from its
+    // instant until the next one (clause 4.18); scopeQ selects the
+    // entities whose scope matched in the range, and only the instances of
+    // the intervals in which it matched (annex C.5.16).
+    let h = |m: i64| format!("2024-07-01T12:{m:02}:00Z");
+    let p = |v: &str, m: i64| json!({"type": "Property", "value": v, "observedAt": h(m)});
+    for (id, scope, speed) in [
+        (
+            "urn:ngsi-ld:Vehicle:ab",
+            json!([p("/A/B", 0)]),
+            json!([p("ab", 5)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:plain",
+            json!("/X"),
+            json!([p("plain", 5)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:mid",
+            json!([p("/M", 10)]),
+            json!([p("pre", 5), p("post", 15)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:rep",
+            json!([p("/R", 0), p("/S", 30)]),
+            json!([p("old", 15), p("new", 45)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:late",
+            json!([p("/Z", 59)]),
+            json!([p("late", 5)]),
+        ),
+    ] {
+        let r = s
+            .post(
+                "/temporal/entities",
+                &json!({"id": id, "type": "Bus", "scope": scope, "speed": speed}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let query = |scope_q: &str| {
+        let url = format!(
+            "/temporal/entities?type=Bus&scopeQ={}&timerel=between&timeAt={}&endTimeAt={}",
+            enc(scope_q),
+            enc(&h(1)),
+            enc(&h(50))
+        );
+        let s = &s;
+        async move {
+            let r = s.get(&url).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r
+        }
+    };
+    let r = query("/A/B").await;
+    assert_eq!(crate::support::ids_of(&r.body), ["urn:ngsi-ld:Vehicle:ab"]);
+    // The scope set before the range is shown with the entity.
+    assert_eq!(r.body[0]["scope"][0]["value"], "/A/B", "{}", r.text);
+    let r = query("/#").await;
+    // "plain" got its scope when it was written, after the range; "late"
+    // only at minute 59.
+    assert_eq!(
+        crate::support::ids_of(&r.body),
+        [
+            "urn:ngsi-ld:Vehicle:ab",
+            "urn:ngsi-ld:Vehicle:mid",
+            "urn:ngsi-ld:Vehicle:rep"
+        ]
+    );
+    let speeds = |r: &crate::support::Resp| -> Vec<Value> {
+        r.body[0]["speed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["value"].clone())
+            .collect()
+    };
+    assert_eq!(speeds(&query("/M").await), [json!("post")]);
+    assert_eq!(speeds(&query("/R").await), [json!("old")]);
+    assert_eq!(speeds(&query("/S").await), [json!("new")]);
+    assert_eq!(query("/Z").await.body, json!([]));
+    assert_eq!(query("/X").await.body, json!([]));
+}
