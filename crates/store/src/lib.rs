@@ -510,6 +510,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<Option<Vec<AttrHistory>>> {
         history_disabled()
     }
+    /// For each of `ids` (of `tenant`), whether its history has an instance
+    /// that `req` selects (by its attributes, datasetIds and range;
+    /// `last_n` and `limit` do not matter). One read answers for all the
+    /// entities a temporal query considers.
+    fn history_has_instances(
+        &self,
+        _tenant: &str,
+        _ids: Vec<Arc<str>>,
+        _req: HistoryRequest,
+    ) -> StoreFuture<Vec<bool>> {
+        history_disabled()
+    }
     /// Aggregates the numeric instances of one attribute instance.
     fn aggregate(
         &self,

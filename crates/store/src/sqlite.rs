@@ -559,6 +559,38 @@ impl Store for SqliteStore {
         self.read(move |conn| crate::history::read_history(conn, &series, &recent, &req).map(Some))
     }
 
+    fn history_has_instances(
+        &self,
+        tenant: &str,
+        ids: Vec<Arc<str>>,
+        req: HistoryRequest,
+    ) -> StoreFuture<Vec<bool>> {
+        let (per_entity, recent) = {
+            let index = self.shared.history_index.read();
+            let per_entity: Vec<Vec<crate::history::SeriesRef>> = ids
+                .iter()
+                .map(|id| {
+                    let mut series = index
+                        .series_of(tenant, id, req.attrs.as_deref())
+                        .unwrap_or_default();
+                    if let Some(wanted) = &req.datasets {
+                        series.retain(|(_, _, d)| {
+                            wanted.iter().any(|w| w.as_deref() == d.as_deref())
+                        });
+                    }
+                    series
+                })
+                .collect();
+            let recent: crate::history::RecentSeqs = per_entity
+                .iter()
+                .flatten()
+                .filter_map(|(sid, _, _)| index.recent.get(sid).map(|v| (*sid, v.clone())))
+                .collect();
+            (per_entity, recent)
+        };
+        self.read(move |conn| crate::history::has_instances(conn, &per_entity, &recent, &req))
+    }
+
     fn aggregate(
         &self,
         tenant: &str,
