@@ -46,6 +46,7 @@ fn temporal_params(params: &[(String, String)]) -> TemporalParams {
         aggr_period_duration: get("aggrPeriodDuration"),
         local: get("local"),
         csf: get("csf"),
+        expand_values: get("expandValues"),
     }
 }
 

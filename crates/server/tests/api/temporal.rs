@@ -1468,3 +1468,24 @@ async fn the_scope_has_a_history_and_scope_q_tests_it_over_time() {
     assert_eq!(query("/Z").await.body, json!([]));
     assert_eq!(query("/X").await.body, json!([]));
 }
+
+#[tokio::test]
+async fn expand_values_expands_the_words_q_compares_a_vocab_property_with() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:ngsi-ld:Shop:v", "type": "Shop", "category": {"type": "VocabProperty", "vocab": "commercial"}}))
+        .await;
+    let base = format!(
+        "/temporal/entities?type=Shop&q=category==commercial&timerel=after&timeAt={}&timeproperty=createdAt",
+        enc("2000-01-01T00:00:00Z")
+    );
+    let r = s.get(&format!("{base}&expandValues=category")).await;
+    assert_eq!(
+        crate::support::ids_of(&r.body),
+        ["urn:ngsi-ld:Shop:v"],
+        "{}",
+        r.text
+    );
+    // The stored value is an IRI: the bare word alone does not match it.
+    let r = s.get(&base).await;
+    assert_eq!(r.body, json!([]), "{}", r.text);
+}
