@@ -1489,3 +1489,28 @@ async fn expand_values_expands_the_words_q_compares_a_vocab_property_with() {
     let r = s.get(&base).await;
     assert_eq!(r.body, json!([]), "{}", r.text);
 }
+
+#[tokio::test]
+async fn attributes_without_instances_in_the_range_are_left_out() {
+    // ETSI TP 020_04_01: an attribute with no instance in the range is
+    // not in the answer (not an empty array); with none at all the entity
+    // is answered with its id and type. An attribute the server cut to
+    // nothing at its limit is an empty array (TP 020_14, see
+    // long_histories_are_cut_with_content_range_and_206).
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:gap";
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle",
+                    "speed": [speed(json!(1), 1)],
+                    "fuel": [{"type": "Property", "value": 9, "observedAt": at(5)}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(&s, id, &format!("timerel=after&timeAt={}", enc(&at(3)))).await;
+    assert!(body.get("speed").is_none(), "{body}");
+    assert_eq!(body["fuel"][0]["value"], 9, "{body}");
+    let body = temporal(&s, id, &format!("timerel=after&timeAt={}", enc(&at(9)))).await;
+    assert_eq!(body, json!({"id": id, "type": "Vehicle"}));
+}
