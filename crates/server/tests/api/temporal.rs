@@ -883,6 +883,8 @@ async fn invalid_temporal_requests_are_refused() {
             "BadRequestData",
         ),
         ("options=temporalValues&unknown=1", "InvalidRequest"),
+        // Linked-entity projections are not offered (clause 5.7.3.4).
+        ("pick=owner{name}", "BadRequestData"),
         // An unknown representation is InvalidRequest (clause 6.3.12).
         ("options=temporalValues,invalidOptions", "InvalidRequest"),
         ("format=invalidFormat", "InvalidRequest"),
@@ -1513,4 +1515,78 @@ async fn attributes_without_instances_in_the_range_are_left_out() {
     assert_eq!(body["fuel"][0]["value"], 9, "{body}");
     let body = temporal(&s, id, &format!("timerel=after&timeAt={}", enc(&at(9)))).await;
     assert_eq!(body, json!({"id": id, "type": "Vehicle"}));
+}
+
+#[tokio::test]
+async fn simplified_pairs_of_geo_and_list_properties() {
+    // Clause 4.5.9 (ETSI TP 459_01): GeoProperties under `values`, the
+    // bare list of a ListProperty under `valueLists`, of a
+    // ListRelationship under `objectLists`.
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:lists";
+    let point = |x: f64| json!({"type": "Point", "coordinates": [x, 2.0]});
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle",
+                    "location": [
+                        {"type": "GeoProperty", "value": point(1.0), "observedAt": at(1)},
+                        {"type": "GeoProperty", "value": point(3.0), "observedAt": at(2)}],
+                    "depths": {"type": "ListProperty", "valueList": [1.2, 3.4], "observedAt": at(1)},
+                    "route": {"type": "ListRelationship", "objectList": ["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"], "observedAt": at(1)}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(&s, id, "options=temporalValues").await;
+    assert_eq!(
+        body["location"],
+        json!({"type": "GeoProperty", "values": [[point(1.0), at(1)], [point(3.0), at(2)]]})
+    );
+    assert_eq!(
+        body["depths"],
+        json!({"type": "ListProperty", "valueLists": [[[1.2, 3.4], at(1)]]})
+    );
+    assert_eq!(
+        body["route"],
+        json!({"type": "ListRelationship", "objectLists": [[["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"], at(1)]]})
+    );
+}
+
+#[tokio::test]
+async fn temporal_names_are_expanded_and_compacted_with_the_request_context() {
+    // ETSI TPs 020_01, 020_02, 021_04: names come back expanded without
+    // the @context they were written with, compacted with it.
+    let s = Server::start().await;
+    let ctx = json!({"Car": "https://cars.example/Car", "speed": "https://cars.example/speed"});
+    let url = crate::support::serve_document(json!({"@context": ctx})).await;
+    let id = "urn:ngsi-ld:Car:ctx";
+    let r = s
+        .req(Method::POST, "/temporal/entities")
+        .ld(&json!({"id": id, "type": "Car", "speed": [speed(json!(1), 1)], "@context": [url]}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(&s, id, "").await;
+    assert_eq!(body["type"], "https://cars.example/Car", "{body}");
+    assert_eq!(body["https://cars.example/speed"][0]["value"], 1, "{body}");
+    let link = crate::support::link(&url);
+    let r = s
+        .req(Method::GET, &format!("/temporal/entities/{id}"))
+        .header("Link", &link)
+        .send()
+        .await;
+    assert_eq!(r.body["type"], "Car", "{}", r.text);
+    assert_eq!(r.body["speed"][0]["value"], 1, "{}", r.text);
+    let r = s
+        .req(
+            Method::GET,
+            &format!(
+                "/temporal/entities?type=Car&timerel=after&timeAt={}",
+                enc(&at(0))
+            ),
+        )
+        .header("Link", &link)
+        .send()
+        .await;
+    assert_eq!(r.body[0]["speed"][0]["value"], 1, "{}", r.text);
 }
