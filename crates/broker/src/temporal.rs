@@ -400,8 +400,10 @@ impl TemporalQuery {
     /// Parses GET /temporal/entities/{id}: the view and temporal parameters.
     pub fn for_retrieve(p: &QueryParams, t: &TemporalParams, ctx: &Ctx) -> NgsiResult<Self> {
         let (view_params, representation) = split_options(p)?;
-        let mut entities = EntityQuery::default();
-        entities.view = ViewOptions::from_params(&view_params, ctx)?;
+        let entities = EntityQuery {
+            view: ViewOptions::from_params(&view_params, ctx)?,
+            ..Default::default()
+        };
         Self::build(entities, t, p, temporal_format(representation))
     }
 
@@ -533,7 +535,7 @@ fn expand_values(entities: &mut EntityQuery, t: &TemporalParams, ctx: &Ctx) -> N
         .collect();
     if let Some(q) = &mut entities.q {
         q.map_words(&mut |path, word| {
-            if attrs.iter().any(|a| *a == path.attr) {
+            if attrs.contains(&path.attr) {
                 ctx.expand(word).into_owned()
             } else {
                 word.to_string()
