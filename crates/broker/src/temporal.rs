@@ -1144,7 +1144,9 @@ impl Broker {
                 let shown = q.shown_attrs(he);
                 let datasets = q.shown_datasets();
                 for (attr, dataset) in &he.attrs {
-                    if shown.as_ref().is_some_and(|keep| !keep.contains(attr))
+                    // A Scope is no number to aggregate.
+                    if **attr == *store::history::SCOPE
+                        || shown.as_ref().is_some_and(|keep| !keep.contains(attr))
                         || datasets.as_ref().is_some_and(|want| {
                             !want.iter().any(|w| w.as_deref() == dataset.as_deref())
                         })
@@ -1656,8 +1658,7 @@ impl ScopeWindows {
                 h.instances.retain(|i| inside(time_of(i, p)));
             }
         }
-        let shown = q.entities.view.omit_scope;
-        if !scope_shown && !shown {
+        if !scope_shown && !q.entities.view.omit_scope {
             history.push(AttrHistory {
                 attr: self.scope,
                 dataset_id: None,

@@ -1375,6 +1375,8 @@ async fn the_scope_has_a_history_and_scope_q_tests_it_over_time() {
     assert_eq!(scopes[1]["value"], json!(["/New", "/Other"]));
     assert_eq!(scopes[1]["observedAt"], scopes[1]["modifiedAt"], "{body}");
     assert!(temporal(&s, id, "omit=scope").await.get("scope").is_none());
+    let body = temporal(&s, id, "options=aggregatedValues&aggrMethods=totalCount").await;
+    assert!(body.get("scope").is_none(), "{body}");
     assert!(temporal(&s, id, "pick=speed").await.get("scope").is_none());
     // Removing the scope records its deletion.
     s.patch(
