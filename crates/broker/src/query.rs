@@ -145,7 +145,7 @@ fn literal_prefix(pattern: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct EntityQuery {
     pub(crate) selectors: Vec<Selector>,
-    attrs_filter: Option<Vec<Iri>>,
+    pub(crate) attrs_filter: Option<Vec<Iri>>,
     pub(crate) q: Option<Query>,
     pub(crate) scope_q: Option<ScopeQuery>,
     pub(crate) geo: Option<(GeoQuery, Iri)>,
@@ -532,28 +532,8 @@ impl EntityQuery {
         })
     }
 
-    /// Whether an entity with history that [`Self::selects_history`]
-    /// selected matches `attrs` (against the attributes with history) and
-    /// `scopeQ` (against the current state of the entity: the history keeps
-    /// no scopes, so an entity that no longer exists matches no scopeQ).
-    /// `q` and the geo-query are decided on the history itself
-    /// (`temporal::HistoryFilter`).
-    pub(crate) fn matches_history(&self, history_attrs: &[Iri], current: Option<&Entity>) -> bool {
-        let with_attrs = self
-            .attrs_filter
-            .as_ref()
-            .is_none_or(|a| a.iter().any(|n| history_attrs.contains(n)));
-        let scopes = self.scope_q.as_ref().is_none_or(|s| {
-            current.is_some_and(|e| {
-                let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
-                s.matches(&scopes)
-            })
-        });
-        with_attrs && scopes
-    }
-
     /// Whether an entity with history is selected by its id and types
-    /// (the selectors; see [`Self::matches_history`] for the rest).
+    /// (the selectors; the temporal query decides the rest).
     pub(crate) fn selects_history(&self, id: &str, types: &[Iri]) -> bool {
         let has_type = |name: &str| types.iter().any(|x| ngsi_model::entity::same_iri(x, name));
         self.selectors.is_empty()
@@ -561,11 +541,6 @@ impl EntityQuery {
                 .selectors
                 .iter()
                 .any(|s| s.matches_id_and_types(id, &has_type))
-    }
-
-    /// Whether a temporal query needs the current entity (for `scopeQ`).
-    pub(crate) fn needs_current(&self) -> bool {
-        self.scope_q.is_some()
     }
 
     /// The conditions of `q` that an attribute index can answer: the terms

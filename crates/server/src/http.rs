@@ -286,6 +286,10 @@ pub fn query_params(
     let mut out = Vec::new();
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        // A query string is form-encoded (WHATWG URL, RFC 1866): `+` is a
+        // space there, as HTTP clients encode it (a literal plus is %2B).
+        let (k, v) = (k.replace('+', " "), v.replace('+', " "));
+        let (k, v) = (k.as_str(), v.as_str());
         let k = percent_decode_str(k)
             .decode_utf8()
             .map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;

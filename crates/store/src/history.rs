@@ -547,10 +547,17 @@ fn number_of(v: &serde_json::Value) -> Option<Num> {
 }
 
 /// Encodes an attribute instance as a history row (without series, seq).
-/// `None` for `attr` records a deletion at `deleted_at`.
-pub(crate) fn encode_instance(attr: Option<&Attribute>, deleted_at: i64) -> EncodedInstance {
+/// `None` for `attr` records a deletion at `deleted_at`; its document is
+/// then the kind of the attribute deleted (a MessagePack string, which no
+/// attribute document is: those are arrays), when known.
+pub(crate) fn encode_instance(
+    attr: Option<&Attribute>,
+    deleted_at: i64,
+    deleted_kind: Option<&str>,
+) -> EncodedInstance {
     let Some(a) = attr else {
-        return (deleted_at, None, None, None, None);
+        let doc = deleted_kind.and_then(|k| rmp_serde::to_vec(k).ok());
+        return (deleted_at, None, None, None, doc);
     };
     let observed = a
         .observed_at
@@ -612,15 +619,32 @@ fn decode_row(
         rusqlite::types::Value::Real(f) => serde_json::Number::from_f64(f).map(Into::into),
         _ => None,
     };
+    let mut deleted_kind = None;
     let attr = match (doc, num) {
-        (Some(bytes), _) => rmp_serde::from_slice::<Attribute>(&bytes).ok(),
+        (Some(bytes), _) => {
+            let attr = rmp_serde::from_slice::<Attribute>(&bytes).ok();
+            if attr.is_none() {
+                deleted_kind = rmp_serde::from_slice::<String>(&bytes)
+                    .ok()
+                    .and_then(|k| kind_name(&k));
+            }
+            attr
+        }
         (None, Some(v)) => Some(Attribute::new(AttrValue::Property(v))),
         (None, None) => None,
     }
     .map(|mut a| {
         a.created_at = created_at;
         a.modified_at = modified_at;
-        a.observed_at = modified.map(|_| ngsi_model::time::format_instant(t).into());
+        // An observedAt copied from modifiedAt (the Scope's) reads back
+        // written as modifiedAt is.
+        a.observed_at = modified.map(|m| {
+            if m == t {
+                ngsi_model::time::format_micros(t).into()
+            } else {
+                ngsi_model::time::format_instant(t).into()
+            }
+        });
         a
     });
     TemporalInstance {
@@ -629,6 +653,42 @@ fn decode_row(
         modified_at,
         created_at,
         attr,
+        deleted_kind,
+    }
+}
+
+/// The attribute under which the history records an entity's Scope.
+pub const SCOPE: &str = "https://uri.etsi.org/ngsi-ld/scope";
+
+/// The static name of an attribute kind read back from a deletion row.
+fn kind_name(k: &str) -> Option<&'static str> {
+    [
+        "Property",
+        "Relationship",
+        "GeoProperty",
+        "LanguageProperty",
+        "JsonProperty",
+        "VocabProperty",
+        "ListProperty",
+        "ListRelationship",
+    ]
+    .into_iter()
+    .find(|n| *n == k)
+}
+
+/// The rows a time property selects besides their time (see
+/// [`TimeProperty`]): SQL over the columns of `history`.
+fn selected_rows(property: TimeProperty, bounded: bool) -> &'static str {
+    match property {
+        // A row has an observedAt exactly when it keeps modifiedAt apart.
+        TimeProperty::ObservedAt if bounded => "AND modified IS NOT NULL",
+        // A deletion has neither number nor modifiedAt, and no document
+        // or only the kind (a MessagePack fixstr, 0xa0 to 0xbf).
+        TimeProperty::DeletedAt => {
+            "AND num IS NULL AND modified IS NULL \
+             AND (doc IS NULL OR hex(substr(doc, 1, 1)) BETWEEN 'A0' AND 'BF')"
+        }
+        _ => "",
     }
 }
 
@@ -657,14 +717,16 @@ fn read_history_in(
     req: &HistoryRequest,
 ) -> Result<Vec<AttrHistory>, StoreError> {
     let key = match req.range.property {
-        TimeProperty::ObservedAt => "t",
+        TimeProperty::ObservedAt | TimeProperty::DeletedAt => "t",
         TimeProperty::ModifiedAt => "COALESCE(modified, t)",
         TimeProperty::CreatedAt => "COALESCE(created, modified, t)",
     };
+    let bounded = req.range.bounded();
+    let rows = selected_rows(req.range.property, bounded);
     let order = if req.last_n.is_some() { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT t, seq, modified, created, num, doc FROM history \
-         WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 \
+         WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 {rows} \
          ORDER BY {key} {order}, seq {order} LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -675,11 +737,7 @@ fn read_history_in(
         req.range.from.unwrap_or(i64::MIN),
         req.range.to.unwrap_or(i64::MAX),
     );
-    let key_of = |i: &TemporalInstance| match req.range.property {
-        TimeProperty::ObservedAt => i.instant,
-        TimeProperty::ModifiedAt => i.modified_at,
-        TimeProperty::CreatedAt => i.created_at,
-    };
+    let key_of = |i: &TemporalInstance| req.range.property.time_of(i);
     let mut out = Vec::with_capacity(series.len());
     for (sid, attr, dataset) in series {
         let take = req.last_n.map_or(req.limit, |n| n.min(req.limit));
@@ -718,7 +776,7 @@ fn read_history_in(
                         row.get(5)?,
                     );
                     let k = key_of(&i);
-                    if k >= from && k < to {
+                    if k >= from && k < to && req.range.property.selects(&i, bounded) {
                         instances.push(i);
                         extra = true;
                     }
@@ -737,7 +795,7 @@ fn read_history_in(
         if req.last_n.is_some() {
             instances.reverse();
         }
-        if instances.is_empty() && (req.range.from.is_some() || req.range.to.is_some()) {
+        if instances.is_empty() && (bounded || req.range.property == TimeProperty::DeletedAt) {
             continue;
         }
         out.push(AttrHistory {
@@ -750,17 +808,83 @@ fn read_history_in(
     Ok(out)
 }
 
+/// For each entity (its series), whether some series has an instance that
+/// `req` selects: one indexed probe per series (`LIMIT 1`), in one
+/// snapshot, without decoding rows of `history`.
+pub(crate) fn has_instances(
+    conn: &Connection,
+    per_entity: &[Vec<SeriesRef>],
+    recent: &RecentSeqs,
+    req: &HistoryRequest,
+) -> Result<Vec<bool>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let key = match req.range.property {
+        TimeProperty::ObservedAt | TimeProperty::DeletedAt => "t",
+        TimeProperty::ModifiedAt => "COALESCE(modified, t)",
+        TimeProperty::CreatedAt => "COALESCE(created, modified, t)",
+    };
+    let bounded = req.range.bounded();
+    let rows = selected_rows(req.range.property, bounded);
+    let mut probe = tx.prepare_cached(&format!(
+        "SELECT 1 FROM history WHERE series = ?1 AND {key} >= ?2 AND {key} < ?3 {rows} LIMIT 1"
+    ))?;
+    let mut by_seq = tx.prepare_cached(
+        "SELECT t, seq, modified, created, num, doc FROM history_recent WHERE seq = ?1",
+    )?;
+    let (from, to) = (
+        req.range.from.unwrap_or(i64::MIN),
+        req.range.to.unwrap_or(i64::MAX),
+    );
+    let mut out = Vec::with_capacity(per_entity.len());
+    for series in per_entity {
+        let mut found = false;
+        'series: for (sid, _, _) in series {
+            if probe.exists(params![sid, from, to])? {
+                found = true;
+                break;
+            }
+            for seq in recent.get(sid).into_iter().flatten() {
+                let mut rows = by_seq.query([seq])?;
+                if let Some(row) = rows.next()? {
+                    let i = decode_row(
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    );
+                    let k = req.range.property.time_of(&i);
+                    if k >= from && k < to && req.range.property.selects(&i, bounded) {
+                        found = true;
+                        break 'series;
+                    }
+                }
+            }
+        }
+        out.push(found);
+    }
+    drop(probe);
+    drop(by_seq);
+    tx.finish()?;
+    Ok(out)
+}
+
 /// The numeric instances of one series in time order.
 #[derive(Debug, Default)]
 pub(crate) struct NumSeries {
     pub(crate) times: Vec<i64>,
     pub(crate) values: Vec<f64>,
+    /// How many of the points have no observedAt (a bounded observedAt
+    /// range leaves them out, so such a series aggregates from its
+    /// instances then).
+    pub(crate) unobserved: usize,
 }
 
 impl NumSeries {
     pub(crate) fn load(conn: &Connection, sid: i64) -> Result<Self, StoreError> {
         let mut stmt = conn.prepare_cached(
-            "SELECT t, num FROM history WHERE series = ?1 AND num IS NOT NULL ORDER BY t, seq",
+            "SELECT t, num, modified IS NULL FROM history WHERE series = ?1 AND num IS NOT NULL ORDER BY t, seq",
         )?;
         let mut rows = stmt.query([sid])?;
         let mut s = NumSeries::default();
@@ -773,11 +897,17 @@ impl NumSeries {
             };
             s.times.push(row.get(0)?);
             s.values.push(v);
+            if row.get::<_, bool>(2)? {
+                s.unobserved += 1;
+            }
         }
         Ok(s)
     }
 
-    fn insert(&mut self, t: i64, v: f64) {
+    fn insert(&mut self, t: i64, v: f64, observed: bool) {
+        if !observed {
+            self.unobserved += 1;
+        }
         // Appends are the common case (time moves forward).
         if self.times.last().is_none_or(|last| *last <= t) {
             self.times.push(t);
@@ -971,9 +1101,9 @@ impl NumCache {
     }
 
     /// Adds a committed numeric instance to the copy of its series, if held.
-    pub(crate) fn append(&mut self, sid: i64, t: i64, v: f64) {
+    pub(crate) fn append(&mut self, sid: i64, t: i64, v: f64, observed: bool) {
         if let Some((s, _)) = self.entries.get(&sid) {
-            s.write().insert(t, v);
+            s.write().insert(t, v, observed);
             self.bytes += 16;
         }
     }
@@ -1001,7 +1131,8 @@ pub(crate) struct HistoryOverlay {
     pub(crate) new_series: HashMap<SeriesKey, i64>,
     /// Entity types written by the group, by (tenant, id).
     pub(crate) entity_types: HashMap<(Box<str>, Arc<str>), Vec<Iri>>,
-    pub(crate) numbers: Vec<(i64, i64, f64)>,
+    /// (series, instant, value, has observedAt) of the numeric instances.
+    pub(crate) numbers: Vec<(i64, i64, f64, bool)>,
     /// (series, seq) of the rows written to `history_recent`.
     pub(crate) recent: Vec<(i64, i64)>,
     pub(crate) recorded: usize,
@@ -1315,8 +1446,9 @@ impl Recorder {
         sid: i64,
         attr: Option<&Attribute>,
         deleted_at: i64,
+        deleted_kind: Option<&str>,
     ) -> Result<i64, StoreError> {
-        let (t, modified, created, num, doc) = encode_instance(attr, deleted_at);
+        let (t, modified, created, num, doc) = encode_instance(attr, deleted_at, deleted_kind);
         let seq = self.next_seq;
         self.next_seq += 1;
         let row = Row {
@@ -1331,7 +1463,9 @@ impl Recorder {
         let fresh = overlay.first_new.is_some_and(|first| sid >= first);
         insert_row(tx, &row, !fresh)?;
         if let Some(n) = num {
-            overlay.numbers.push((sid, t, n.as_f64()));
+            overlay
+                .numbers
+                .push((sid, t, n.as_f64(), modified.is_some()));
         }
         overlay.recorded += 1;
         if !fresh {
@@ -1368,10 +1502,11 @@ impl Recorder {
                         continue;
                     }
                     let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
-                    self.insert(tx, overlay, sid, Some(inst), now)?;
+                    self.insert(tx, overlay, sid, Some(inst), now, None)?;
                 }
             }
         }
+        self.record_scope(tx, index, overlay, tenant, id, before, after, now)?;
         if let Some(before) = before {
             let deleted_at = after.map_or(now, |a| a.modified_at);
             for (name, instances) in &before.attrs {
@@ -1381,9 +1516,62 @@ impl Recorder {
                         continue;
                     }
                     let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
-                    self.insert(tx, overlay, sid, None, deleted_at)?;
+                    self.insert(
+                        tx,
+                        overlay,
+                        sid,
+                        None,
+                        deleted_at,
+                        Some(inst.value.kind_name()),
+                    )?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Records a change of the entity's Scope (clause 4.5.6): a Property
+    /// of the core `scope` IRI whose value is the scope (one string or an
+    /// array), its observedAt a copy of modifiedAt; or a deletion when the
+    /// scope or the entity is gone.
+    #[allow(clippy::too_many_arguments)]
+    fn record_scope(
+        &mut self,
+        tx: &Transaction<'_>,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        before: Option<&Entity>,
+        after: Option<&Entity>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let old: &[Box<str>] = before.map_or(&[], |b| &b.scopes);
+        let new: &[Box<str>] = after.map_or(&[], |a| &a.scopes);
+        if old == new {
+            return Ok(());
+        }
+        let known = index.series_list(tenant, id);
+        let name = ngsi_model::iri(SCOPE);
+        if let Some(a) = after.filter(|a| !a.scopes.is_empty()) {
+            let value = match a.scopes.as_slice() {
+                [one] => serde_json::Value::String(one.to_string()),
+                many => many
+                    .iter()
+                    .map(|s| serde_json::Value::String(s.to_string()))
+                    .collect(),
+            };
+            let mut inst = Attribute::new(AttrValue::Property(value));
+            inst.created_at = a.modified_at;
+            inst.modified_at = a.modified_at;
+            inst.observed_at = Some(ngsi_model::time::format_micros(a.modified_at).into());
+            let sid = self.series_for(tx, index, overlay, known, tenant, id, &name, &inst)?;
+            self.insert(tx, overlay, sid, Some(&inst), now, None)?;
+        } else {
+            let deleted_at = after.map_or(now, |a| a.modified_at);
+            let inst = Attribute::new(AttrValue::Property(serde_json::Value::Null));
+            let sid = self.series_for(tx, index, overlay, known, tenant, id, &name, &inst)?;
+            self.insert(tx, overlay, sid, None, deleted_at, Some("Property"))?;
         }
         Ok(())
     }
@@ -1520,8 +1708,8 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
     }
     if !o.numbers.is_empty() {
         let mut cache = cache.lock();
-        for (sid, t, v) in o.numbers {
-            cache.append(sid, t, v);
+        for (sid, t, v, observed) in o.numbers {
+            cache.append(sid, t, v, observed);
         }
         cache.evict();
     }
@@ -1542,12 +1730,7 @@ pub(crate) fn aggregate_instances(
                 AttrValue::Property(v) => v.as_f64()?,
                 _ => return None,
             };
-            let t = match range.property {
-                TimeProperty::ObservedAt => i.instant,
-                TimeProperty::ModifiedAt => i.modified_at,
-                TimeProperty::CreatedAt => i.created_at,
-            };
-            Some((t, v))
+            Some((range.property.time_of(i), v))
         })
         .collect();
     points.sort_by_key(|p| p.0);

@@ -224,12 +224,52 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + S
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TimeProperty {
     /// The instant of the instance: observedAt, or modifiedAt without it.
+    /// A bounded range selects only the instances that have an observedAt
+    /// (clause 4.11: an instance without it is not part of an
+    /// observedAt-based time filter).
     #[default]
     ObservedAt,
     /// When the broker stored the instance.
     ModifiedAt,
     /// When the attribute was created.
     CreatedAt,
+    /// When the attribute was deleted: only deletion instances are
+    /// selected, with or without a range.
+    DeletedAt,
+}
+
+impl TimeProperty {
+    /// Whether an instance is selected under this property, `bounded`
+    /// telling whether the range has a bound (see the variants).
+    pub fn selects(self, instance: &TemporalInstance, bounded: bool) -> bool {
+        match self {
+            Self::ObservedAt => {
+                !bounded
+                    || instance
+                        .attr
+                        .as_ref()
+                        .is_some_and(|a| a.observed_at.is_some())
+            }
+            Self::DeletedAt => instance.attr.is_none(),
+            Self::ModifiedAt | Self::CreatedAt => true,
+        }
+    }
+
+    /// The time of an instance on this property.
+    pub fn time_of(self, instance: &TemporalInstance) -> i64 {
+        match self {
+            Self::ObservedAt | Self::DeletedAt => instance.instant,
+            Self::ModifiedAt => instance.modified_at,
+            Self::CreatedAt => instance.created_at,
+        }
+    }
+}
+
+impl TimeRange {
+    /// Whether the range has a lower or an upper bound.
+    pub fn bounded(&self) -> bool {
+        self.from.is_some() || self.to.is_some()
+    }
 }
 
 /// A time range of a temporal query, in microseconds since the epoch.
@@ -248,6 +288,9 @@ pub struct TimeRange {
 pub struct HistoryRequest {
     /// Only these attributes (expanded); `None`: all.
     pub attrs: Option<Vec<Iri>>,
+    /// Only these attribute instances (`None` inside: the default
+    /// instance); `None`: all.
+    pub datasets: Option<Vec<Option<Box<str>>>>,
     /// The time range.
     pub range: TimeRange,
     /// Only the last N instances of each attribute instance (datasetId).
@@ -270,6 +313,9 @@ pub struct TemporalInstance {
     pub created_at: i64,
     /// The instance; `None` when the attribute was deleted at `modified_at`.
     pub attr: Option<Attribute>,
+    /// For a deletion, the kind of the attribute deleted (`Relationship`,
+    /// `LanguageProperty`, ...) when it was recorded.
+    pub deleted_kind: Option<&'static str>,
 }
 
 /// The history of one attribute instance (attribute and datasetId).
@@ -462,6 +508,18 @@ pub trait Store: Send + Sync + 'static {
         _id: &str,
         _req: HistoryRequest,
     ) -> StoreFuture<Option<Vec<AttrHistory>>> {
+        history_disabled()
+    }
+    /// For each of `ids` (of `tenant`), whether its history has an instance
+    /// that `req` selects (by its attributes, datasetIds and range;
+    /// `last_n` and `limit` do not matter). One read answers for all the
+    /// entities a temporal query considers.
+    fn history_has_instances(
+        &self,
+        _tenant: &str,
+        _ids: Vec<Arc<str>>,
+        _req: HistoryRequest,
+    ) -> StoreFuture<Vec<bool>> {
         history_disabled()
     }
     /// Aggregates the numeric instances of one attribute instance.

@@ -577,13 +577,48 @@ impl Store for SqliteStore {
     ) -> StoreFuture<Option<Vec<AttrHistory>>> {
         let (series, recent) = {
             let index = self.shared.history_index.read();
-            let Some(series) = index.series_of(tenant, id, req.attrs.as_deref()) else {
+            let Some(mut series) = index.series_of(tenant, id, req.attrs.as_deref()) else {
                 return Box::pin(async { Ok(None) });
             };
+            if let Some(wanted) = &req.datasets {
+                series.retain(|(_, _, d)| wanted.iter().any(|w| w.as_deref() == d.as_deref()));
+            }
             let recent = recent_of(&index, &series);
             (series, recent)
         };
         self.read(move |conn| crate::history::read_history(conn, &series, &recent, &req).map(Some))
+    }
+
+    fn history_has_instances(
+        &self,
+        tenant: &str,
+        ids: Vec<Arc<str>>,
+        req: HistoryRequest,
+    ) -> StoreFuture<Vec<bool>> {
+        let (per_entity, recent) = {
+            let index = self.shared.history_index.read();
+            let per_entity: Vec<Vec<crate::history::SeriesRef>> = ids
+                .iter()
+                .map(|id| {
+                    let mut series = index
+                        .series_of(tenant, id, req.attrs.as_deref())
+                        .unwrap_or_default();
+                    if let Some(wanted) = &req.datasets {
+                        series.retain(|(_, _, d)| {
+                            wanted.iter().any(|w| w.as_deref() == d.as_deref())
+                        });
+                    }
+                    series
+                })
+                .collect();
+            let recent: crate::history::RecentSeqs = per_entity
+                .iter()
+                .flatten()
+                .filter_map(|(sid, _, _)| index.recent.get(sid).map(|v| (*sid, v.clone())))
+                .collect();
+            (per_entity, recent)
+        };
+        self.read(move |conn| crate::history::has_instances(conn, &per_entity, &recent, &req))
     }
 
     fn aggregate(
@@ -605,29 +640,39 @@ impl Store for SqliteStore {
         };
         let period = req.period;
         let (from, to) = (req.range.from, req.range.to);
-        if req.range.property != TimeProperty::ObservedAt {
-            // Only the instant has a columnar copy: other time properties
-            // aggregate from the instances.
-            let hreq = HistoryRequest {
-                attrs: None,
-                range: req.range,
-                last_n: None,
-                limit: usize::MAX,
-            };
-            let series = vec![(sid, key.2.clone(), key.3.as_deref().map(ngsi_model::iri))];
-            let recent = recent_of(&self.shared.history_index.read(), &series);
-            return self.read(move |conn| {
-                let h = crate::history::read_history(conn, &series, &recent, &hreq)?;
+        let hreq = HistoryRequest {
+            attrs: None,
+            datasets: None,
+            range: req.range,
+            last_n: None,
+            limit: usize::MAX,
+        };
+        let series = vec![(sid, key.2.clone(), key.3.as_deref().map(ngsi_model::iri))];
+        let from_instances =
+            move |conn: &Connection,
+                  series: &[crate::history::SeriesRef],
+                  recent: &crate::history::RecentSeqs| {
+                let h = crate::history::read_history(conn, series, recent, &hreq)?;
                 let instances: Vec<_> = h.into_iter().flat_map(|a| a.instances).collect();
-                Ok(crate::history::aggregate_instances(
+                Ok::<_, StoreError>(crate::history::aggregate_instances(
                     &instances,
                     &hreq.range,
                     period.as_ref(),
                     req.distinct,
                 ))
-            });
+            };
+        // Only the instant has a columnar copy; a bounded range needs the
+        // points with an observedAt, which is every point of most series.
+        let cached = self.shared.num_cache.lock().get(sid);
+        let bounded = req.range.bounded();
+        let complete = move |s: &NumSeries| !bounded || s.unobserved == 0;
+        if req.range.property != TimeProperty::ObservedAt
+            || cached.as_ref().is_some_and(|c| !complete(&c.read()))
+        {
+            let recent = recent_of(&self.shared.history_index.read(), &series);
+            return self.read(move |conn| from_instances(conn, &series, &recent));
         }
-        if let Some(cached) = self.shared.num_cache.lock().get(sid) {
+        if let Some(cached) = cached {
             let buckets = cached
                 .read()
                 .aggregate(from, to, period.as_ref(), req.distinct);
@@ -637,8 +682,11 @@ impl Store for SqliteStore {
         // read of the rows and the copy joining the cache.
         self.job(move |w| {
             w.flush_recent()?;
-            let series = NumSeries::load(&w.conn, sid)?;
-            let shared = w.shared.num_cache.lock().put(sid, series);
+            let loaded = NumSeries::load(&w.conn, sid)?;
+            if !complete(&loaded) {
+                return from_instances(&w.conn, &series, &Default::default());
+            }
+            let shared = w.shared.num_cache.lock().put(sid, loaded);
             let buckets = shared
                 .read()
                 .aggregate(from, to, period.as_ref(), req.distinct);
@@ -1022,6 +1070,12 @@ impl Writer {
                         Err(NgsiError::bad_data("a new temporal entity needs a type"))
                     } else {
                         recorder.note_types(&tx, &index, &mut overlay, tenant, &id, &types)?;
+                        // An instance observed at the same instant as one
+                        // recorded before replaces it: those are deleted
+                        // first (all rows are in `history`, flushed above),
+                        // so instances of this operation never replace
+                        // each other.
+                        let mut placed = Vec::new();
                         for (name, instances) in attrs {
                             for inst in instances {
                                 let key = (
@@ -1032,15 +1086,29 @@ impl Writer {
                                 );
                                 let known = index.series_list(tenant, &id);
                                 let sid = recorder.series(&tx, &index, &mut overlay, known, key)?;
-                                recorder.insert(
-                                    &tx,
-                                    &mut overlay,
-                                    sid,
-                                    Some(&inst),
-                                    inst.modified_at,
-                                )?;
-                                invalidate.push(sid);
+                                if let Some(t) = inst
+                                    .observed_at
+                                    .as_deref()
+                                    .and_then(ngsi_model::time::parse_datetime)
+                                {
+                                    tx.prepare_cached(
+                                        "DELETE FROM history WHERE series = ?1 AND t = ?2 AND modified IS NOT NULL",
+                                    )?
+                                    .execute(params![sid, t])?;
+                                }
+                                placed.push((sid, inst));
                             }
+                        }
+                        for (sid, inst) in placed {
+                            recorder.insert(
+                                &tx,
+                                &mut overlay,
+                                sid,
+                                Some(&inst),
+                                inst.modified_at,
+                                None,
+                            )?;
+                            invalidate.push(sid);
                         }
                         Ok(!known)
                     }
@@ -1117,7 +1185,8 @@ impl Writer {
                         };
                         // The instance keeps its place in time; only its
                         // content and modifiedAt change.
-                        let (_, _, _, num, doc) = crate::history::encode_instance(Some(&value), t);
+                        let (_, _, _, num, doc) =
+                            crate::history::encode_instance(Some(&value), t, None);
                         let now = ngsi_model::time::now_micros();
                         let row = crate::history::Row {
                             series: sid,

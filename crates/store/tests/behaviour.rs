@@ -605,10 +605,12 @@ async fn stamped_instances_are_recorded_in_the_write_transaction() {
     assert_eq!(values[..5], [1, 2, 3, 4, 5].map(|v| Some(json!(v))));
     assert_eq!(values.len(), 6);
     assert_eq!(values[5], None);
-    // lastN and a range.
+    // lastN and a range (of modifiedAt: the instances have no observedAt,
+    // and an observedAt range selects only instances that have one).
     let mut req = history_request();
     req.last_n = Some(2);
     req.range.to = Some(5000);
+    req.range.property = store::TimeProperty::ModifiedAt;
     let h = store
         .history("", "urn:ngsi-ld:T:h", req)
         .await
@@ -1565,4 +1567,57 @@ async fn the_types_of_an_entity_new_to_history_survive_reopening_and_deletions()
     let store = SqliteStore::open(config()).unwrap();
     assert!(store.history_entity("", "urn:t:1").is_none());
     assert_eq!(types_of(&store, "urn:t:2"), ["https://example.org/U"]);
+}
+
+#[tokio::test]
+async fn one_read_tells_which_entities_have_instances_in_a_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    let level = iri("https://example.org/level");
+    let add = |id: &str, seconds: &[i64]| store::HistoryOp::Add {
+        id: id.into(),
+        types: vec![iri("https://example.org/T")],
+        attrs: vec![(level.clone(), observed_at_seconds(seconds))],
+    };
+    for (id, seconds) in [("urn:T:early", &[10, 20][..]), ("urn:T:late", &[100][..])] {
+        store
+            .write_history("", add(id, seconds))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // A later write lands in the recent rows, which count too.
+    store
+        .write_history("", add("urn:T:early", &[150]))
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<Arc<str>> = ["urn:T:early", "urn:T:late", "urn:T:none"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let check = |from: i64, to: i64, expect: [bool; 3]| {
+        let store = &store;
+        let ids = ids.clone();
+        async move {
+            let mut req = history_request();
+            req.range.from = Some(from * 1_000_000);
+            req.range.to = Some(to * 1_000_000);
+            let found = store.history_has_instances("", ids, req).await.unwrap();
+            assert_eq!(found, expect, "[{from}, {to})");
+        }
+    };
+    check(0, 15, [true, false, false]).await;
+    check(20, 100, [true, false, false]).await;
+    check(21, 100, [false, false, false]).await;
+    check(100, 101, [false, true, false]).await;
+    check(140, 200, [true, false, false]).await;
+    // Only deletions count for deletedAt: there are none.
+    let mut req = history_request();
+    req.range.property = store::TimeProperty::DeletedAt;
+    let found = store
+        .history_has_instances("", ids.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(found, [false, false, false]);
 }

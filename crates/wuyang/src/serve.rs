@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// in MiB.
     #[arg(long, env = "WUYANG_HISTORY_CACHE_MB", default_value_t = 256)]
     pub history_cache_mb: usize,
+    /// The most instances of one attribute in a temporal answer; beyond it
+    /// the answer is partial (206 with a Content-Range header).
+    #[arg(long, env = "WUYANG_TEMPORAL_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub temporal_limit: u64,
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
@@ -96,6 +100,7 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
         BrokerConfig {
             default_limit: args.default_limit,
             max_limit: args.max_limit,
+            temporal_limit: usize::try_from(args.temporal_limit).unwrap_or(usize::MAX),
             ..Default::default()
         },
     );

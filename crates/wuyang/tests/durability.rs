@@ -547,3 +547,40 @@ async fn a_subscription_with_a_context_url_notifies_after_a_restart() {
         "compacted with the URL's context: {n}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_limit_flag_cuts_long_histories() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let id = "urn:ngsi-ld:WaterLevelSensor:cut";
+    let server = Server::start_with(dir.path(), &["--temporal-limit", "2"]);
+    let level =
+        |value: i64, at: &str| json!({"type": "Property", "value": value, "observedAt": at});
+    let r = client
+        .post(format!("{}/temporal/entities", server.base))
+        .json(&json!({
+            "id": id,
+            "type": "WaterLevelSensor",
+            "level": [level(1, "2020-01-01T00:00:00Z"), level(2, "2020-01-02T00:00:00Z"), level(3, "2020-01-03T00:00:00Z")]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .get(format!(
+            "{}/temporal/entities/{id}?options=temporalValues",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        "date-time 2020-01-01T00:00:00Z-2020-01-02T00:00:00Z/*"
+    );
+    let h: Value = r.json().await.unwrap();
+    assert_eq!(h["level"]["values"].as_array().map(Vec::len), Some(2));
+}

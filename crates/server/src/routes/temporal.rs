@@ -44,6 +44,9 @@ fn temporal_params(params: &[(String, String)]) -> TemporalParams {
         last_n: get("lastN"),
         aggr_methods: get("aggrMethods"),
         aggr_period_duration: get("aggrPeriodDuration"),
+        local: get("local"),
+        csf: get("csf"),
+        expand_values: get("expandValues"),
     }
 }
 

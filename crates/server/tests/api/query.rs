@@ -502,3 +502,28 @@ async fn order_by_sorts_the_matches() {
             .problem(400, "BadRequestData");
     }
 }
+
+#[tokio::test]
+async fn a_plus_in_the_query_string_is_a_space() {
+    // HTTP clients form-encode query strings: a space becomes `+` (ETSI
+    // TP 021_09 sends `[6.541, 52.961]` so), a literal plus `%2B`.
+    let s = Server::start().await;
+    let mut v = crate::support::vehicle("urn:ngsi-ld:Vehicle:plus", 1);
+    v["brandName"]["value"] = json!("Mercedes Benz");
+    s.create(v).await;
+    let mut v = crate::support::vehicle("urn:ngsi-ld:Vehicle:literal", 1);
+    v["brandName"]["value"] = json!("A+B");
+    s.create(v).await;
+    assert_eq!(
+        s.ids("q=brandName==%22Mercedes+Benz%22").await,
+        ["urn:ngsi-ld:Vehicle:plus"]
+    );
+    assert_eq!(
+        s.ids("q=brandName==%22A%2BB%22").await,
+        ["urn:ngsi-ld:Vehicle:literal"]
+    );
+    assert_eq!(
+        s.ids("type=Vehicle&georel=within&geometry=Polygon&coordinates=[[[113,23],+[114,23],+[114,24],+[113,24],+[113,23]]]").await.len(),
+        2
+    );
+}

@@ -436,7 +436,7 @@ async fn temporal_query_selects_like_query_entities() {
             .any(|l| l.to_str().unwrap().contains("rel=\"next\""))
     );
     let r = s
-        .get("/temporal/entities?idPattern=.*q2&options=temporalValues")
+        .get("/temporal/entities?type=Vehicle&idPattern=.*q2&options=temporalValues")
         .await;
     assert_eq!(r.body[0]["speed"]["values"][0][0], 1, "{}", r.text);
     let r = s
@@ -459,8 +459,23 @@ async fn temporal_query_selects_like_query_entities() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(ids(&r), ["urn:ngsi-ld:Bus:q3"]);
     assert_eq!(r.body[0]["speed"]["values"][0][0], 50);
-    // A query needs a selector.
-    s.get("/temporal/entities")
+    // A query needs a selector: ids or system attributes alone are too
+    // wide (clause 5.7.4.4), local=true is enough.
+    for params in [
+        "",
+        "?id=urn:ngsi-ld:Vehicle:q1",
+        "?idPattern=.*q1",
+        "?attrs=createdAt",
+    ] {
+        s.get(&format!("/temporal/entities{params}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    let r = s.get("/temporal/entities?local=true").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids(&r).len(), 3);
+    // There are no registrations, but a malformed csf is still refused.
+    s.get("/temporal/entities?type=Vehicle&csf=))bad((")
         .await
         .problem(400, "BadRequestData");
 }
@@ -537,7 +552,15 @@ async fn temporal_q_and_geo_queries_test_the_instances_in_the_time_range() {
     ))
     .await;
     assert_eq!(ids(&r), [only, id]);
+    // brandName was recorded without observedAt: an observedAt range holds
+    // none of its instances (clause 4.11), a modifiedAt range does.
     let r = query(format!("q=!brandName&timerel=after&timeAt={}", t(0))).await;
+    assert_eq!(ids(&r), [only, id]);
+    let r = query(format!(
+        "q=!brandName&timerel=after&timeAt={}&timeproperty=modifiedAt",
+        t(0)
+    ))
+    .await;
     assert_eq!(ids(&r), [only]);
     // The geo-query tests the GeoProperty instances in the range: the
     // history-only vehicle was near Shenzhen at hour 3, not at hour 1.
@@ -843,7 +866,7 @@ async fn invalid_temporal_requests_are_refused() {
             "timerel=between&timeAt=2024-07-02T00:00:00Z&endTimeAt=2024-07-01T00:00:00Z",
             "BadRequestData",
         ),
-        ("timeproperty=deletedAt", "BadRequestData"),
+        ("timeproperty=bogusAt", "BadRequestData"),
         ("lastN=0", "BadRequestData"),
         ("lastN=-1", "BadRequestData"),
         ("options=aggregatedValues", "BadRequestData"),
@@ -860,6 +883,11 @@ async fn invalid_temporal_requests_are_refused() {
             "BadRequestData",
         ),
         ("options=temporalValues&unknown=1", "InvalidRequest"),
+        // Linked-entity projections are not offered (clause 5.7.3.4).
+        ("pick=owner{name}", "BadRequestData"),
+        // An unknown representation is InvalidRequest (clause 6.3.12).
+        ("options=temporalValues,invalidOptions", "InvalidRequest"),
+        ("format=invalidFormat", "InvalidRequest"),
     ] {
         let r = s.get(&format!("{base}?{params}")).await;
         assert_eq!(r.status, 400, "{params}: {}", r.text);
@@ -961,4 +989,606 @@ async fn pages_of_a_range_query_skip_entities_without_instances_in_the_range() {
     assert_eq!(page("&limit=2&orderBy=id;desc").await.0, v(&[5, 3]));
     let (ids, count) = page("&limit=1&count=true").await;
     assert_eq!((ids, count.as_deref()), (v(&[1]), Some("3")));
+}
+
+#[tokio::test]
+async fn pick_omit_attrs_and_dataset_id_project_the_temporal_representation() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:p";
+    let fuel = |v: i64, h: i64, ds: Option<&str>| {
+        let mut f = json!({"type": "Property", "value": v, "observedAt": at(h)});
+        if let Some(d) = ds {
+            f["datasetId"] = json!(d);
+        }
+        f
+    };
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({
+                "id": id, "type": "Vehicle",
+                "speed": [speed(json!(1), 1), speed(json!(2), 2)],
+                "fuel": [fuel(10, 1, None), fuel(20, 2, Some("urn:ngsi-ld:tank:2"))],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    // pick and omit choose the members, id and type included.
+    assert_eq!(keys(&temporal(&s, id, "pick=speed").await), ["speed"]);
+    assert_eq!(
+        keys(&temporal(&s, id, "pick=id,speed").await),
+        ["id", "speed"]
+    );
+    assert_eq!(
+        keys(&temporal(&s, id, "omit=speed").await),
+        ["fuel", "id", "type"]
+    );
+    assert_eq!(
+        keys(&temporal(&s, id, "omit=type,speed").await),
+        ["fuel", "id"]
+    );
+    // attrs cannot go with pick or omit.
+    for params in [
+        "pick=speed&attrs=fuel",
+        "omit=speed&attrs=fuel",
+        "pick=speed&omit=fuel",
+    ] {
+        s.get(&format!("/temporal/entities/{id}?{params}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    // Nothing left to show, or no history of the attributes asked for:
+    // ResourceNotFound.
+    for params in ["pick=unknown", "omit=id,type,speed,fuel", "attrs=unknown"] {
+        s.get(&format!("/temporal/entities/{id}?{params}"))
+            .await
+            .problem(404, "ResourceNotFound");
+    }
+    // datasetId keeps the instances of those datasetIds (@none: the default).
+    let body = temporal(&s, id, "datasetId=urn:ngsi-ld:tank:2").await;
+    assert_eq!(keys(&body), ["fuel", "id", "type"]);
+    assert_eq!(body["fuel"][0]["value"], 20, "{body}");
+    let body = temporal(&s, id, "datasetId=@none&attrs=fuel").await;
+    assert_eq!(body["fuel"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["fuel"][0]["value"], 10, "{body}");
+    // In a query, pick and omit only project: pick=id still returns the
+    // entity; datasetId also selects.
+    let r = s
+        .get(&format!(
+            "/temporal/entities?type=Vehicle&pick=id&timerel=after&timeAt={}",
+            enc(&at(0))
+        ))
+        .await;
+    assert_eq!(r.body, json!([{"id": id}]), "{}", r.text);
+    for (params, found) in [
+        ("datasetId=urn:ngsi-ld:tank:2", true),
+        ("attrs=speed&datasetId=urn:ngsi-ld:tank:2", false),
+        ("attrs=fuel&datasetId=urn:ngsi-ld:tank:9", false),
+    ] {
+        let r = s
+            .get(&format!(
+                "/temporal/entities?type=Vehicle&{params}&timerel=after&timeAt={}",
+                enc(&at(0))
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(
+            !r.body.as_array().unwrap().is_empty(),
+            found,
+            "{params}: {}",
+            r.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleted_attributes_keep_their_kind_and_are_selected_by_deleted_at() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:del";
+    s.create(json!({
+        "id": id, "type": "Vehicle",
+        "speed": {"type": "Property", "value": 1, "observedAt": at(1)},
+        "isParkedIn": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:1", "observedAt": at(1)},
+        "name": {"type": "LanguageProperty", "languageMap": {"en": "car"}, "observedAt": at(1)},
+    }))
+    .await;
+    for attr in ["speed", "isParkedIn", "name"] {
+        s.delete(&format!("/entities/{id}/attrs/{attr}"))
+            .await
+            .no_content();
+    }
+    // Only the deletions, each as the NGSI-LD Null of its kind.
+    let body = temporal(&s, id, "timeproperty=deletedAt").await;
+    let one = |attr: &str| {
+        let list = body[attr].as_array().unwrap_or_else(|| panic!("{body}"));
+        assert_eq!(list.len(), 1, "{body}");
+        let mut i = list[0].clone();
+        assert!(i["deletedAt"].is_string(), "{body}");
+        let m = i.as_object_mut().unwrap();
+        m.remove("deletedAt");
+        m.remove("instanceId");
+        i
+    };
+    assert_eq!(
+        one("speed"),
+        json!({"type": "Property", "value": "urn:ngsi-ld:null"})
+    );
+    assert_eq!(
+        one("isParkedIn"),
+        json!({"type": "Relationship", "object": "urn:ngsi-ld:null"})
+    );
+    assert_eq!(
+        one("name"),
+        json!({"type": "LanguageProperty", "languageMap": {"@none": "urn:ngsi-ld:null"}})
+    );
+    let body = temporal(&s, id, "timeproperty=deletedAt&options=temporalValues").await;
+    assert_eq!(body["isParkedIn"]["type"], "Relationship", "{body}");
+    assert_eq!(body["isParkedIn"]["objects"][0][0], "urn:ngsi-ld:null");
+    assert_eq!(
+        body["name"]["languageMaps"][0][0],
+        json!({"languageMap": {"@none": "urn:ngsi-ld:null"}})
+    );
+    // A deletion is no observation: an observedAt range leaves it out.
+    let body = temporal(
+        &s,
+        id,
+        &format!("timerel=after&timeAt={}&attrs=speed", enc(&at(0))),
+    )
+    .await;
+    assert_eq!(body["speed"].as_array().map(Vec::len), Some(1), "{body}");
+    // A deletedAt range selects by the deletion time.
+    let body = temporal(
+        &s,
+        id,
+        &format!(
+            "timeproperty=deletedAt&timerel=before&timeAt={}",
+            enc(&at(0))
+        ),
+    )
+    .await;
+    assert!(body.get("speed").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn an_observed_at_range_selects_only_instances_with_observed_at() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:obs";
+    s.create(json!({
+        "id": id, "type": "Vehicle",
+        "speed": {"type": "Property", "value": 1, "observedAt": at(1)},
+        "fuel": {"type": "Property", "value": 5},
+    }))
+    .await;
+    s.patch(
+        &format!("/entities/{id}/attrs"),
+        &json!({"speed": {"type": "Property", "value": 2}}),
+    )
+    .await
+    .no_content();
+    // Without a range every instance is there.
+    assert_eq!(values(&s, id, "").await, [json!(1), json!(2)]);
+    // An observedAt range (the default time property) holds only the
+    // instances with an observedAt (clause 4.11)...
+    let range = format!("timerel=after&timeAt={}", enc(&at(0)));
+    assert_eq!(values(&s, id, &range).await, [json!(1)]);
+    let body = temporal(&s, id, &range).await;
+    assert!(body.get("fuel").is_none(), "{body}");
+    let body = temporal(
+        &s,
+        id,
+        &format!("{range}&options=aggregatedValues&aggrMethods=totalCount,sum"),
+    )
+    .await;
+    assert_eq!(body["speed"]["totalCount"][0][0], 1, "{body}");
+    assert_eq!(body["speed"]["sum"][0][0], 1.0, "{body}");
+    // ... a modifiedAt range all of them.
+    let modified = format!("{range}&timeproperty=modifiedAt");
+    assert_eq!(values(&s, id, &modified).await, [json!(1), json!(2)]);
+    let body = temporal(
+        &s,
+        id,
+        &format!("{modified}&options=aggregatedValues&aggrMethods=totalCount"),
+    )
+    .await;
+    assert_eq!(body["speed"]["totalCount"][0][0], 2, "{body}");
+    // A query selects an entity by the instances of its range.
+    let r = s
+        .get(&format!(
+            "/temporal/entities?type=Vehicle&attrs=fuel&{range}"
+        ))
+        .await;
+    assert_eq!(r.body, json!([]), "{}", r.text);
+}
+
+#[tokio::test]
+async fn format_wins_over_options_and_query_bodies_ask_for_aggregation() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:fmt";
+    temporal_vehicle(&s, id, &[(1, 1), (3, 2)]).await;
+    let range = format!("timerel=after&timeAt={}", enc(&at(0)));
+    let r = s
+        .get(&format!(
+            "/temporal/entities?type=Vehicle&{range}&format=temporalValues&options=aggregatedValues&aggrMethods=sum"
+        ))
+        .await;
+    assert_eq!(
+        r.body[0]["speed"]["values"],
+        json!([[1, at(1)], [3, at(2)]]),
+        "{}",
+        r.text
+    );
+    // simplified is the simplified temporal representation.
+    let body = temporal(&s, id, "format=simplified").await;
+    assert_eq!(body["speed"]["values"][1][0], 3, "{body}");
+    // Aggregation methods in the Query body ask for the aggregated form,
+    // in temporalQ or in aggrParams (clause 5.2.44).
+    for body in [
+        json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+               "temporalQ": {"timerel": "after", "timeAt": at(0), "aggrMethods": ["sum"]}}),
+        json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+               "temporalQ": {"timerel": "after", "timeAt": at(0), "aggrMethods": "sum"}}),
+        json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+               "temporalQ": {"timerel": "after", "timeAt": at(0)},
+               "aggrParams": {"aggrMethods": ["sum"], "aggrPeriodDuration": "PT0S"}}),
+    ] {
+        let r = s.post("/temporal/entityOperations/query", &body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text);
+        assert_eq!(r.body[0]["speed"]["sum"][0][0], 4.0, "{body}: {}", r.text);
+    }
+    for (aggr, word) in [
+        (json!({"aggrMethods": ["median"]}), "aggrMethods"),
+        (
+            json!({"aggrMethods": ["sum"], "aggrPeriodDuration": "bogus"}),
+            "aggrPeriodDuration",
+        ),
+    ] {
+        let r = s
+            .post(
+                "/temporal/entityOperations/query",
+                &json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+                        "temporalQ": {"timerel": "after", "timeAt": at(0)}, "aggrParams": aggr}),
+            )
+            .await;
+        r.problem(400, "BadRequestData");
+        assert!(r.text.contains(word), "{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn temporal_upserts_replace_instances_observed_at_the_same_instant() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:up";
+    temporal_vehicle(&s, id, &[(120, 1), (80, 2)]).await;
+    // The same instants again, one with a new value, and a new one.
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": ["Vehicle", "Truck"],
+                    "speed": [speed(json!(121), 1), speed(json!(80), 2), speed(json!(100), 3)]}),
+        )
+        .await;
+    r.no_content();
+    assert_eq!(
+        values(&s, id, "").await,
+        [json!(121), json!(80), json!(100)]
+    );
+    // The type names are added to those the entity had.
+    let body = temporal(&s, id, "attrs=speed").await;
+    assert_eq!(body["type"], json!(["Vehicle", "Truck"]), "{body}");
+    // An instance whose value is the NGSI-LD Null records a deleted value
+    // (clause 4.5.7); the Null as a member value is refused.
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"speed": [speed(json!("urn:ngsi-ld:null"), 4)]}),
+    )
+    .await
+    .no_content();
+    assert_eq!(values(&s, id, "").await[3], json!("urn:ngsi-ld:null"));
+    let other = "urn:ngsi-ld:Vehicle:null";
+    s.post(
+        "/temporal/entities",
+        &json!({"id": other, "type": "Vehicle", "expiresAt": "urn:ngsi-ld:null", "speed": [speed(json!(1), 1)]}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.get(&format!("/temporal/entities/{other}"))
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn attribute_names_and_instance_ids_of_temporal_paths_are_checked() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:names";
+    temporal_vehicle(&s, id, &[(1, 1)]).await;
+    let body = temporal(&s, id, "").await;
+    let instance = body["speed"][0]["instanceId"].as_str().unwrap().to_string();
+    // Not a name (a dot segment, percent-encoded or not): BadRequestData,
+    // and nothing is deleted. The requests are sent raw: the client
+    // library would resolve the encoded dot segments itself.
+    for attr in ["invalid(Name", "%2e%2e", "%252e%252e", "%2e"] {
+        for path in [
+            format!("/ngsi-ld/v1/temporal/entities/{id}/attrs/{attr}"),
+            format!(
+                "/ngsi-ld/v1/temporal/entities/{id}/attrs/{attr}/{}",
+                enc(&instance)
+            ),
+        ] {
+            let answer = crate::support::raw(
+                &s,
+                &format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+            assert!(
+                answer.contains("/errors/BadRequestData"),
+                "{path}: {answer}"
+            );
+        }
+    }
+    s.patch(
+        &format!(
+            "/temporal/entities/{id}/attrs/invalid(Name/{}",
+            enc(&instance)
+        ),
+        &json!({"type": "Property", "value": 2}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    assert_eq!(values(&s, id, "").await, [json!(1)]);
+    // An instanceId that is a URI but names no instance: ResourceNotFound.
+    let unknown = "urn:ngsi-ld:01234567890123456789";
+    s.delete(&format!("/temporal/entities/{id}/attrs/speed/{unknown}"))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.patch(
+        &format!("/temporal/entities/{id}/attrs/speed/{unknown}"),
+        &json!({"type": "Property", "value": 2}),
+    )
+    .await
+    .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn the_scope_has_a_history_and_scope_q_tests_it_over_time() {
+    let s = Server::start().await;
+    // A Core API change of the scope is an instance of a Property whose
+    // observedAt copies modifiedAt (clause 4.5.6).
+    let id = "urn:ngsi-ld:Vehicle:scoped";
+    s.create(json!({"id": id, "type": "Vehicle", "scope": "/Old", "speed": {"type": "Property", "value": 1}}))
+        .await;
+    s.patch(
+        &format!("/entities/{id}"),
+        &json!({"scope": ["/New", "/Other"]}),
+    )
+    .await
+    .no_content();
+    let body = temporal(&s, id, "options=sysAttrs").await;
+    let scopes = body["scope"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(scopes.len(), 2, "{body}");
+    assert_eq!(scopes[1]["type"], "Property");
+    assert_eq!(scopes[1]["value"], json!(["/New", "/Other"]));
+    assert_eq!(scopes[1]["observedAt"], scopes[1]["modifiedAt"], "{body}");
+    assert!(temporal(&s, id, "omit=scope").await.get("scope").is_none());
+    let body = temporal(&s, id, "options=aggregatedValues&aggrMethods=totalCount").await;
+    assert!(body.get("scope").is_none(), "{body}");
+    assert!(temporal(&s, id, "pick=speed").await.get("scope").is_none());
+    // Removing the scope records its deletion.
+    s.patch(
+        &format!("/entities/{id}"),
+        &json!({"scope": "urn:ngsi-ld:null"}),
+    )
+    .await
+    .no_content();
+    let body = temporal(&s, id, "timeproperty=deletedAt").await;
+    assert_eq!(body["scope"][0]["value"], "urn:ngsi-ld:null", "{body}");
+
+    // Temporal entities with scope instances: a scope is valid from its
+    // instant until the next one (clause 4.18); scopeQ selects the
+    // entities whose scope matched in the range, and only the instances of
+    // the intervals in which it matched (annex C.5.16).
+    let h = |m: i64| format!("2024-07-01T12:{m:02}:00Z");
+    let p = |v: &str, m: i64| json!({"type": "Property", "value": v, "observedAt": h(m)});
+    for (id, scope, speed) in [
+        (
+            "urn:ngsi-ld:Vehicle:ab",
+            json!([p("/A/B", 0)]),
+            json!([p("ab", 5)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:plain",
+            json!("/X"),
+            json!([p("plain", 5)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:mid",
+            json!([p("/M", 10)]),
+            json!([p("pre", 5), p("post", 15)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:rep",
+            json!([p("/R", 0), p("/S", 30)]),
+            json!([p("old", 15), p("new", 45)]),
+        ),
+        (
+            "urn:ngsi-ld:Vehicle:late",
+            json!([p("/Z", 59)]),
+            json!([p("late", 5)]),
+        ),
+    ] {
+        let r = s
+            .post(
+                "/temporal/entities",
+                &json!({"id": id, "type": "Bus", "scope": scope, "speed": speed}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let query = |scope_q: &str| {
+        let url = format!(
+            "/temporal/entities?type=Bus&scopeQ={}&timerel=between&timeAt={}&endTimeAt={}",
+            enc(scope_q),
+            enc(&h(1)),
+            enc(&h(50))
+        );
+        let s = &s;
+        async move {
+            let r = s.get(&url).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r
+        }
+    };
+    let r = query("/A/B").await;
+    assert_eq!(crate::support::ids_of(&r.body), ["urn:ngsi-ld:Vehicle:ab"]);
+    // The scope set before the range is shown with the entity.
+    assert_eq!(r.body[0]["scope"][0]["value"], "/A/B", "{}", r.text);
+    let r = query("/#").await;
+    // "plain" got its scope when it was written, after the range; "late"
+    // only at minute 59.
+    assert_eq!(
+        crate::support::ids_of(&r.body),
+        [
+            "urn:ngsi-ld:Vehicle:ab",
+            "urn:ngsi-ld:Vehicle:mid",
+            "urn:ngsi-ld:Vehicle:rep"
+        ]
+    );
+    let speeds = |r: &crate::support::Resp| -> Vec<Value> {
+        r.body[0]["speed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["value"].clone())
+            .collect()
+    };
+    assert_eq!(speeds(&query("/M").await), [json!("post")]);
+    assert_eq!(speeds(&query("/R").await), [json!("old")]);
+    assert_eq!(speeds(&query("/S").await), [json!("new")]);
+    assert_eq!(query("/Z").await.body, json!([]));
+    assert_eq!(query("/X").await.body, json!([]));
+}
+
+#[tokio::test]
+async fn expand_values_expands_the_words_q_compares_a_vocab_property_with() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:ngsi-ld:Shop:v", "type": "Shop", "category": {"type": "VocabProperty", "vocab": "commercial"}}))
+        .await;
+    let base = format!(
+        "/temporal/entities?type=Shop&q=category==commercial&timerel=after&timeAt={}&timeproperty=createdAt",
+        enc("2000-01-01T00:00:00Z")
+    );
+    let r = s.get(&format!("{base}&expandValues=category")).await;
+    assert_eq!(
+        crate::support::ids_of(&r.body),
+        ["urn:ngsi-ld:Shop:v"],
+        "{}",
+        r.text
+    );
+    // The stored value is an IRI: the bare word alone does not match it.
+    let r = s.get(&base).await;
+    assert_eq!(r.body, json!([]), "{}", r.text);
+}
+
+#[tokio::test]
+async fn attributes_without_instances_in_the_range_are_left_out() {
+    // ETSI TP 020_04_01: an attribute with no instance in the range is
+    // not in the answer (not an empty array); with none at all the entity
+    // is answered with its id and type. An attribute the server cut to
+    // nothing at its limit is an empty array (TP 020_14, see
+    // long_histories_are_cut_with_content_range_and_206).
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:gap";
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle",
+                    "speed": [speed(json!(1), 1)],
+                    "fuel": [{"type": "Property", "value": 9, "observedAt": at(5)}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(&s, id, &format!("timerel=after&timeAt={}", enc(&at(3)))).await;
+    assert!(body.get("speed").is_none(), "{body}");
+    assert_eq!(body["fuel"][0]["value"], 9, "{body}");
+    let body = temporal(&s, id, &format!("timerel=after&timeAt={}", enc(&at(9)))).await;
+    assert_eq!(body, json!({"id": id, "type": "Vehicle"}));
+}
+
+#[tokio::test]
+async fn simplified_pairs_of_geo_and_list_properties() {
+    // Clause 4.5.9 (ETSI TP 459_01): GeoProperties under `values`, the
+    // bare list of a ListProperty under `valueLists`, of a
+    // ListRelationship under `objectLists`.
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:lists";
+    let point = |x: f64| json!({"type": "Point", "coordinates": [x, 2.0]});
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle",
+                    "location": [
+                        {"type": "GeoProperty", "value": point(1.0), "observedAt": at(1)},
+                        {"type": "GeoProperty", "value": point(3.0), "observedAt": at(2)}],
+                    "depths": {"type": "ListProperty", "valueList": [1.2, 3.4], "observedAt": at(1)},
+                    "route": {"type": "ListRelationship", "objectList": ["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"], "observedAt": at(1)}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(&s, id, "options=temporalValues").await;
+    assert_eq!(
+        body["location"],
+        json!({"type": "GeoProperty", "values": [[point(1.0), at(1)], [point(3.0), at(2)]]})
+    );
+    assert_eq!(
+        body["depths"],
+        json!({"type": "ListProperty", "valueLists": [[[1.2, 3.4], at(1)]]})
+    );
+    assert_eq!(
+        body["route"],
+        json!({"type": "ListRelationship", "objectLists": [[["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"], at(1)]]})
+    );
+}
+
+#[tokio::test]
+async fn temporal_names_are_expanded_and_compacted_with_the_request_context() {
+    // ETSI TPs 020_01, 020_02, 021_04: names come back expanded without
+    // the @context they were written with, compacted with it.
+    let s = Server::start().await;
+    let ctx = json!({"Car": "https://cars.example/Car", "speed": "https://cars.example/speed"});
+    let url = crate::support::serve_document(json!({"@context": ctx})).await;
+    let id = "urn:ngsi-ld:Car:ctx";
+    let r = s
+        .req(Method::POST, "/temporal/entities")
+        .ld(&json!({"id": id, "type": "Car", "speed": [speed(json!(1), 1)], "@context": [url]}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(&s, id, "").await;
+    assert_eq!(body["type"], "https://cars.example/Car", "{body}");
+    assert_eq!(body["https://cars.example/speed"][0]["value"], 1, "{body}");
+    let link = crate::support::link(&url);
+    let r = s
+        .req(Method::GET, &format!("/temporal/entities/{id}"))
+        .header("Link", &link)
+        .send()
+        .await;
+    assert_eq!(r.body["type"], "Car", "{}", r.text);
+    assert_eq!(r.body["speed"][0]["value"], 1, "{}", r.text);
+    let r = s
+        .req(
+            Method::GET,
+            &format!(
+                "/temporal/entities?type=Car&timerel=after&timeAt={}",
+                enc(&at(0))
+            ),
+        )
+        .header("Link", &link)
+        .send()
+        .await;
+    assert_eq!(r.body[0]["speed"][0]["value"], 1, "{}", r.text);
 }
