@@ -155,7 +155,12 @@ impl Attribute {
 }
 
 /// The kind of an attribute with its value, as in clause 4.5 of the spec.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// In the stored encoding (MessagePack, not human-readable) the kind is
+/// its number, the variant's index, where a derived encoding would spell
+/// its name: a byte instead of up to seventeen, for every attribute of
+/// every entity and every temporal instance. Decoding takes either.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub enum AttrValue {
     /// A Property: any JSON value (string, number, boolean, array, object).
     Property(Value),
@@ -187,6 +192,82 @@ pub enum AttrValue {
     },
 }
 
+impl Serialize for AttrValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if serializer.is_human_readable() {
+            return Named::from(self).serialize(serializer);
+        }
+        let mut m = serializer.serialize_map(Some(1))?;
+        // The variant indexes, in declaration order, which the derived
+        // Deserialize maps back to the variants.
+        match self {
+            Self::Property(v) => m.serialize_entry(&0u8, v)?,
+            Self::Relationship {
+                object,
+                object_type,
+            } => m.serialize_entry(&1u8, &(object, object_type))?,
+            Self::GeoProperty(v) => m.serialize_entry(&2u8, v)?,
+            Self::LanguageProperty(v) => m.serialize_entry(&3u8, v)?,
+            Self::JsonProperty(v) => m.serialize_entry(&4u8, v)?,
+            Self::VocabProperty(v) => m.serialize_entry(&5u8, v)?,
+            Self::ListProperty(v) => m.serialize_entry(&6u8, v)?,
+            Self::ListRelationship {
+                objects,
+                object_type,
+            } => m.serialize_entry(&7u8, &(objects, object_type))?,
+        }
+        m.end()
+    }
+}
+
+/// [`AttrValue`] with its kinds by name: its human-readable encoding.
+#[derive(Serialize)]
+#[serde(rename = "AttrValue")]
+enum Named<'a> {
+    Property(&'a Value),
+    Relationship {
+        object: &'a Value,
+        object_type: &'a Option<Value>,
+    },
+    GeoProperty(&'a Value),
+    LanguageProperty(&'a Map<String, Value>),
+    JsonProperty(&'a Value),
+    VocabProperty(&'a Value),
+    ListProperty(&'a [Value]),
+    ListRelationship {
+        objects: &'a [Value],
+        object_type: &'a Option<Value>,
+    },
+}
+
+impl<'a> From<&'a AttrValue> for Named<'a> {
+    fn from(v: &'a AttrValue) -> Self {
+        match v {
+            AttrValue::Property(v) => Named::Property(v),
+            AttrValue::Relationship {
+                object,
+                object_type,
+            } => Named::Relationship {
+                object,
+                object_type,
+            },
+            AttrValue::GeoProperty(v) => Named::GeoProperty(v),
+            AttrValue::LanguageProperty(v) => Named::LanguageProperty(v),
+            AttrValue::JsonProperty(v) => Named::JsonProperty(v),
+            AttrValue::VocabProperty(v) => Named::VocabProperty(v),
+            AttrValue::ListProperty(v) => Named::ListProperty(v),
+            AttrValue::ListRelationship {
+                objects,
+                object_type,
+            } => Named::ListRelationship {
+                objects,
+                object_type,
+            },
+        }
+    }
+}
+
 impl AttrValue {
     /// The NGSI-LD name of the kind (`Property`, `Relationship`, ...).
     pub fn kind_name(&self) -> &'static str {
@@ -200,5 +281,68 @@ impl AttrValue {
             Self::ListProperty(_) => "ListProperty",
             Self::ListRelationship { .. } => "ListRelationship",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn every_kind() -> Vec<AttrValue> {
+        vec![
+            AttrValue::Property(json!({"a": [1, 2.5, "x"]})),
+            AttrValue::Relationship {
+                object: json!("urn:ngsi-ld:Road:1"),
+                object_type: Some(json!("https://example.org/Road")),
+            },
+            AttrValue::Relationship {
+                object: json!(["urn:a", "urn:b"]),
+                object_type: None,
+            },
+            AttrValue::GeoProperty(json!({"type": "Point", "coordinates": [113.3, 23.1]})),
+            AttrValue::LanguageProperty(
+                json!({"zh": "羊城", "en": "City of Rams"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+            AttrValue::JsonProperty(json!({"@id": "kept", "n": null})),
+            AttrValue::VocabProperty(json!("https://example.org/Green")),
+            AttrValue::ListProperty(vec![json!(1), json!("two")]),
+            AttrValue::ListRelationship {
+                objects: vec![json!("urn:a")],
+                object_type: Some(json!("https://example.org/Stop")),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_stored_encoding_numbers_the_kind_and_reads_both_forms() {
+        for v in every_kind() {
+            let numbered = rmp_serde::to_vec(&v).unwrap();
+            let named = rmp_serde::to_vec(&Named::from(&v)).unwrap();
+            let name = v.kind_name().as_bytes();
+            assert!(!numbered.windows(name.len()).any(|w| w == name), "{v:?}");
+            assert!(numbered.len() + name.len() <= named.len() + 1, "{v:?}");
+            assert_eq!(rmp_serde::from_slice::<AttrValue>(&numbered).unwrap(), v);
+            assert_eq!(rmp_serde::from_slice::<AttrValue>(&named).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn the_human_readable_encoding_names_the_kind() {
+        let v = AttrValue::Relationship {
+            object: json!("urn:a"),
+            object_type: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"Relationship": {"object": "urn:a", "object_type": null}})
+        );
+        assert_eq!(
+            serde_json::from_value::<AttrValue>(serde_json::to_value(&v).unwrap()).unwrap(),
+            v
+        );
     }
 }
