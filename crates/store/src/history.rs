@@ -571,16 +571,19 @@ pub(crate) fn encode_instance(
         _ => None,
     };
     let plain = num.is_some() && a.unit_code.is_none() && a.sub.is_empty();
-    let doc = (!plain).then(|| instance_doc(a));
+    let doc = (!plain).then(|| instance_doc(a, num.is_some()));
     // A deletion has neither number nor document; a non-plain instance
     // always has its document.
     (t, modified, created, num, doc)
 }
 
 /// The document of an instance: the attribute without what its row holds
-/// (datasetId, times), in the positional encoding of [`Attribute`], written
-/// from borrowed parts (no copy of the attribute).
-fn instance_doc(a: &Attribute) -> Vec<u8> {
+/// (datasetId, times, and the value when it is the row's number: then the
+/// document's value is null, which no numbered instance has), in the
+/// positional encoding of [`Attribute`], written from borrowed parts (no
+/// copy of the attribute).
+fn instance_doc(a: &Attribute, value_in_num: bool) -> Vec<u8> {
+    const IN_NUM: AttrValue = AttrValue::Property(serde_json::Value::Null);
     /// [`Attribute`]'s fields in its order.
     #[derive(serde::Serialize)]
     struct Doc<'a> {
@@ -593,7 +596,7 @@ fn instance_doc(a: &Attribute) -> Vec<u8> {
         sub: &'a [(Iri, Attribute)],
     }
     rmp_serde::to_vec(&Doc {
-        value: &a.value,
+        value: if value_in_num { &IN_NUM } else { &a.value },
         dataset_id: None,
         observed_at: None,
         unit_code: a.unit_code.as_deref(),
@@ -621,8 +624,13 @@ fn decode_row(
     };
     let mut deleted_kind = None;
     let attr = match (doc, num) {
-        (Some(bytes), _) => {
-            let attr = rmp_serde::from_slice::<Attribute>(&bytes).ok();
+        (Some(bytes), num) => {
+            let mut attr = rmp_serde::from_slice::<Attribute>(&bytes).ok();
+            if let (Some(a), Some(n)) = (&mut attr, num)
+                && a.value == AttrValue::Property(serde_json::Value::Null)
+            {
+                a.value = AttrValue::Property(n);
+            }
             if attr.is_none() {
                 deleted_kind = rmp_serde::from_slice::<String>(&bytes)
                     .ok()
@@ -1858,6 +1866,37 @@ mod doc_tests {
         rmp_serde::to_vec(&copy).unwrap()
     }
 
+    /// A numeric instance with metadata keeps its number in the row only;
+    /// it reads back whole, and a document of the earlier layout (number
+    /// inside) still reads.
+    #[test]
+    fn a_numbered_instance_keeps_its_value_in_the_row_only() {
+        for value in [serde_json::json!(20.5), serde_json::json!(-3)] {
+            let mut a = Attribute::new(AttrValue::Property(value.clone()));
+            a.unit_code = Some("CEL".into());
+            a.created_at = 5;
+            a.modified_at = 5;
+            let (t, modified, created, num, doc) = encode_instance(Some(&a), 0, None);
+            let num = match num.unwrap() {
+                Num::Int(i) => rusqlite::types::Value::Integer(i),
+                Num::Real(f) => rusqlite::types::Value::Real(f),
+            };
+            let doc = doc.unwrap();
+            let raw: Attribute = rmp_serde::from_slice(&doc).unwrap();
+            assert_eq!(
+                raw.value,
+                AttrValue::Property(serde_json::Value::Null),
+                "the number is not in the document"
+            );
+            for doc in [doc, copied(&a)] {
+                let back = decode_row(t, 1, modified, created, num.clone(), Some(doc));
+                let back = back.attr.unwrap();
+                assert_eq!(back.value, AttrValue::Property(value.clone()));
+                assert_eq!(back.unit_code.as_deref(), Some("CEL"));
+            }
+        }
+    }
+
     #[test]
     fn instance_documents_match_the_trimmed_copy_and_read_back() {
         let mut p = Attribute::new(AttrValue::Property(serde_json::json!(20.5)));
@@ -1879,7 +1918,7 @@ mod doc_tests {
             serde_json::json!("a"),
         ]));
         for a in [&p, &r, &l] {
-            let doc = instance_doc(a);
+            let doc = instance_doc(a, false);
             assert_eq!(doc, copied(a));
             let back: Attribute = rmp_serde::from_slice(&doc).unwrap();
             assert_eq!(back.value, a.value);
