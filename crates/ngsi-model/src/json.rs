@@ -37,8 +37,15 @@ pub enum Json<'a> {
 impl<'a> Json<'a> {
     /// Parses `text`, borrowing its strings.
     pub fn from_slice(text: &'a [u8]) -> serde_json::Result<Self> {
+        Self::from_slice_nested(text, usize::MAX)
+    }
+
+    /// Parses `text`, borrowing its strings, refusing objects and arrays
+    /// nested more than `max_depth` deep (the outermost is depth 1). The
+    /// limit is checked while parsing: no pass over the text before.
+    pub fn from_slice_nested(text: &'a [u8], max_depth: usize) -> serde_json::Result<Self> {
         let mut de = serde_json::Deserializer::from_slice(text);
-        let doc = <Json<'a> as de::Deserialize>::deserialize(&mut de)?;
+        let doc = JsonSeed { left: max_depth }.deserialize(&mut de)?;
         de.end()?;
         Ok(doc)
     }
@@ -175,11 +182,37 @@ const SCAN_MEMBERS: usize = 32;
 
 impl<'de> de::Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
+        JsonSeed { left: usize::MAX }.deserialize(deserializer)
     }
 }
 
-struct JsonVisitor;
+/// Reads one value with `left` more levels of objects and arrays allowed.
+#[derive(Clone, Copy)]
+struct JsonSeed {
+    left: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for JsonSeed {
+    type Value = Json<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(JsonVisitor { left: self.left })
+    }
+}
+
+struct JsonVisitor {
+    left: usize,
+}
+
+impl JsonVisitor {
+    /// The seed of the values inside an object or array being entered.
+    fn inner<E: de::Error>(&self) -> Result<JsonSeed, E> {
+        match self.left {
+            0 => Err(E::custom("the JSON nests too deeply")),
+            left => Ok(JsonSeed { left: left - 1 }),
+        }
+    }
+}
 
 impl<'de> Visitor<'de> for JsonVisitor {
     type Value = Json<'de>;
@@ -217,17 +250,19 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::String(Cow::Owned(s)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let inner = self.inner()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(item) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(inner)? {
             items.push(item);
         }
         Ok(Json::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let inner = self.inner()?;
         let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
         let mut positions: Option<HashMap<Cow<'de, str>, usize>> = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let value: Json<'de> = map.next_value()?;
+            let value = map.next_value_seed(inner)?;
             let at = match &mut positions {
                 Some(positions) => positions.get(&key).copied(),
                 None => members.iter().position(|(k, _)| *k == key),
@@ -321,6 +356,17 @@ mod tests {
             assert_eq!(names[1], "m1");
             assert_eq!(doc.get("m1").and_then(JsonDoc::as_str), Some("last"));
         }
+    }
+
+    #[test]
+    fn nesting_is_limited_while_parsing() {
+        let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+        assert!(Json::from_slice_nested(nested(3).as_bytes(), 3).is_ok());
+        assert!(Json::from_slice_nested(nested(4).as_bytes(), 3).is_err());
+        assert!(Json::from_slice_nested(br#"{"a":{"b":[1]}}"#, 3).is_ok());
+        assert!(Json::from_slice_nested(br#"{"a":{"b":[{}]}}"#, 3).is_err());
+        assert!(Json::from_slice_nested(b"7", 0).is_ok());
+        assert!(Json::from_slice_nested(b"{}", 0).is_err());
     }
 
     #[test]

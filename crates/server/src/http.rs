@@ -373,10 +373,14 @@ pub fn parse_body(bytes: &Bytes, max_depth: usize) -> Result<Value, NgsiError> {
 }
 
 /// Parses a request body as JSON within the nesting limit, borrowing its
-/// strings (the entity write path, see [`Json`]).
+/// strings (the entity write path, see [`Json`]). The parser checks the
+/// nesting as it goes; only a body it refuses is scanned, to answer as
+/// [`parse_body`] does.
 pub fn parse_doc(bytes: &[u8], max_depth: usize) -> Result<Json<'_>, NgsiError> {
-    check_json_text(bytes, max_depth)?;
-    Json::from_slice(bytes).map_err(not_json)
+    Json::from_slice_nested(bytes, max_depth).map_err(|e| match check_json_text(bytes, max_depth) {
+        Err(refused) => refused,
+        Ok(()) => not_json(e),
+    })
 }
 
 /// The value of a Link header pointing at a context URL.
