@@ -28,6 +28,10 @@ impl Terms for Ctx {
     fn compact<'a>(&'a self, iri: &'a str) -> Cow<'a, str> {
         self.table.compact_iri(iri)
     }
+
+    fn expand_iri(&self, term: &str) -> ngsi_model::Iri {
+        self.table.expand_term_shared(term, ngsi_model::iri)
+    }
 }
 
 impl Ctx {

@@ -204,7 +204,24 @@ pub struct Context {
     inverse: HashMap<String, String>,
     /// Terms usable as compact IRI prefixes: (IRI, term), longest IRI first.
     prefixes: Vec<(String, String)>,
+    /// Terms expanded before, with the shared IRI the caller made of each
+    /// (see [`Context::expand_term_shared`]).
+    memo: Memo,
 }
+
+/// The memo of [`Context::expand_term_shared`], bounded; a clone starts
+/// empty.
+#[derive(Debug, Default)]
+struct Memo(parking_lot::RwLock<HashMap<Box<str>, Arc<str>>>);
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// The most terms one context remembers expansions of.
+const MEMO_TERMS: usize = 4096;
 
 /// Fetches the document behind a context URL during processing.
 pub(crate) type Loader<'a> = dyn Fn(&str) -> Option<Arc<Value>> + 'a;
@@ -297,6 +314,7 @@ impl Context {
             vocab,
             inverse,
             prefixes,
+            memo: Memo::default(),
         }
     }
 
@@ -343,6 +361,22 @@ impl Context {
             }
         }
         Cow::Owned(format!("{}{term}", self.vocab))
+    }
+
+    /// [`Context::expand_term`] as a shared string made by `share` (an
+    /// interner), remembered per term: the write path expands the same few
+    /// attribute names for every entity of a batch and every request that
+    /// uses this context.
+    pub fn expand_term_shared(&self, term: &str, share: impl FnOnce(&str) -> Arc<str>) -> Arc<str> {
+        if let Some(found) = self.memo.0.read().get(term) {
+            return found.clone();
+        }
+        let shared = share(&self.expand_term(term));
+        let mut memo = self.memo.0.write();
+        if memo.len() < MEMO_TERMS {
+            memo.insert(term.into(), shared.clone());
+        }
+        shared
     }
 
     /// Compacts an IRI to the name a client of this context expects, the

@@ -1030,3 +1030,28 @@ mod properties {
         })
     }
 }
+
+#[test]
+fn shared_expansions_are_remembered_per_context() {
+    let ctx = user(json!({"level": "https://data.example/water#level", "ex": "https://ex.org/"}));
+    let made = AtomicUsize::new(0);
+    let share = |s: &str| {
+        made.fetch_add(1, Ordering::Relaxed);
+        Arc::<str>::from(s)
+    };
+    for term in ["level", "ex:depth", "temperature", "level"] {
+        let first = ctx.expand_term_shared(term, share);
+        let again = ctx.expand_term_shared(term, share);
+        assert_eq!(*first, *ctx.expand_term(term), "{term}");
+        assert!(Arc::ptr_eq(&first, &again), "{term}: remembered");
+    }
+    assert_eq!(
+        made.load(Ordering::Relaxed),
+        3,
+        "one share per distinct term"
+    );
+    // A clone (a context derived from this one) starts without the memo.
+    let copy = ctx.clone();
+    copy.expand_term_shared("level", share);
+    assert_eq!(made.load(Ordering::Relaxed), 4);
+}

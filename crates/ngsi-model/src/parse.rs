@@ -17,6 +17,11 @@ pub trait Terms: Send + Sync {
     fn expand<'a>(&'a self, term: &'a str) -> Cow<'a, str>;
     /// Compacts an IRI to the shortest term of the context.
     fn compact<'a>(&'a self, iri: &'a str) -> Cow<'a, str>;
+    /// Expands a term to its interned IRI (see [`iri`]); contexts may
+    /// remember the answer.
+    fn expand_iri(&self, term: &str) -> Iri {
+        iri(&self.expand(term))
+    }
 }
 
 /// Terms of the core context only: everything unknown goes to the default
@@ -132,6 +137,29 @@ pub fn is_absolute_iri(s: &str) -> bool {
     let Some(colon) = s.find(':') else {
         return false;
     };
+    if s.is_ascii() {
+        // The common case, byte by byte: an ASCII IRI has no invisible
+        // characters, only the controls and the forbidden ASCII ones.
+        let scheme = &s.as_bytes()[..colon];
+        return scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme[1..]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+            && colon + 1 < s.len()
+            && !s.bytes().any(|c| {
+                c <= b' '
+                    || c == 0x7f
+                    || matches!(
+                        c,
+                        b'<' | b'>' | b'"' | b'{' | b'}' | b'|' | b'\\' | b'^' | b'`'
+                    )
+            });
+    }
+    is_absolute_iri_by_char(s, colon)
+}
+
+/// [`is_absolute_iri`] char by char, for any text (`colon`: the first one).
+fn is_absolute_iri_by_char(s: &str, colon: usize) -> bool {
     let scheme = &s[..colon];
     let mut chars = scheme.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
@@ -224,7 +252,7 @@ fn expand_name(terms: &dyn Terms, name: &str, what: &str) -> NgsiResult<Iri> {
     {
         return Err(NgsiError::bad_data(format!("invalid {what} name {name:?}")));
     }
-    Ok(iri(&terms.expand(name)))
+    Ok(terms.expand_iri(name))
 }
 
 /// Parses the `type` member of an entity: a name or a non-empty array.
@@ -758,6 +786,49 @@ fn value_has_null(v: &AttrValue) -> bool {
         AttrValue::LanguageProperty(m) => m.values().any(json_has_null),
         AttrValue::ListProperty(items) | AttrValue::ListRelationship { objects: items, .. } => {
             items.iter().any(json_has_null)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn absolute_iris() {
+        for ok in [
+            "urn:ngsi-ld:Road:1",
+            "https://example.org/a?b=c#d",
+            "x+y.z-1:a",
+        ] {
+            assert!(is_absolute_iri(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "urn",
+            "urn:",
+            ":a",
+            "1a:b",
+            "urn:a b",
+            "urn:a\tb",
+            "urn:a<b",
+            "urn:a\u{7f}",
+            "urn:a\u{200B}",
+        ] {
+            assert!(!is_absolute_iri(bad), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// The ASCII fast path agrees with the char-by-char rules.
+        #[test]
+        fn the_ascii_path_agrees_with_the_char_path(s in "[ -~\t\n\x00\x7f]{0,12}:?[ -~\t\x7f]{0,12}") {
+            if let Some(colon) = s.find(':') {
+                prop_assert_eq!(is_absolute_iri(&s), is_absolute_iri_by_char(&s, colon));
+            } else {
+                prop_assert!(!is_absolute_iri(&s));
+            }
         }
     }
 }
