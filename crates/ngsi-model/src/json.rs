@@ -264,7 +264,9 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let inner = self.inner()?;
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        // serde_json gives no size hints: start with room for a few, as
+        // growing from empty reallocates at 4 and at 8.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(1024));
         while let Some(item) = seq.next_element_seed(inner)? {
             items.push(item);
         }
@@ -272,7 +274,9 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let inner = self.inner()?;
-        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
+        // An attribute has about five members: room for eight saves the
+        // reallocations of growing from empty.
+        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(8);
         let mut positions: Option<HashMap<Cow<'de, str>, usize>> = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let value = map.next_value_seed(inner)?;
