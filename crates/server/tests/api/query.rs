@@ -53,9 +53,12 @@ async fn selectors_and_type_expressions() {
     check(
         &s,
         &[
-            ("id=urn:q:1,urn:q:3", &["urn:q:1", "urn:q:3"]),
-            ("id=urn:q:9", &[]),
-            ("idPattern=urn:q:[12]", &["urn:q:1", "urn:q:2"]),
+            ("id=urn:q:1,urn:q:3&type=Building", &["urn:q:1", "urn:q:3"]),
+            ("id=urn:q:9&type=Building", &[]),
+            (
+                "idPattern=urn:q:[12]&type=Building,House",
+                &["urn:q:1", "urn:q:2"],
+            ),
             ("idPattern=.*3$&type=Building", &["urn:q:3"]),
             ("type=Building", &["urn:q:1", "urn:q:3"]),
             ("type=Landmark", &["urn:q:3"]),
@@ -270,17 +273,21 @@ async fn pagination_links_follow_the_suite_format() {
 #[tokio::test]
 async fn query_forms_and_projection() {
     let s = city().await;
-    let r = s.get("/entities?id=urn:q:3&options=keyValues").await;
+    let r = s
+        .get("/entities?id=urn:q:3&type=Building&options=keyValues")
+        .await;
     assert_eq!(
         r.body,
         json!([{"id": "urn:q:3", "type": ["Building", "Landmark"], "scope": ["/other", "/city/north/east"],
                 "name": "Eiffel", "height": 300}])
     );
     let r = s
-        .get("/entities?id=urn:q:3&options=concise&pick=id,height")
+        .get("/entities?id=urn:q:3&type=Building&options=concise&pick=id,height")
         .await;
     assert_eq!(r.body, json!([{"id": "urn:q:3", "height": 300}]));
-    let r = s.get("/entities?id=urn:q:3&omit=name,scope,type").await;
+    let r = s
+        .get("/entities?id=urn:q:3&type=Building&omit=name,scope,type")
+        .await;
     assert_eq!(
         r.body,
         json!([{"id": "urn:q:3", "height": {"type": "Property", "value": 300}}])
