@@ -598,6 +598,11 @@ async fn pick_and_omit_rules_of_the_etsi_suite() {
         "type=Building&pick=name%7C%7Cheight",
         "type=Building&pick=id,,name",
         "type=Building&pick=id;name",
+        // Linked-entity projections need join (clause 5.7.2.4; 019_33).
+        "type=Building&pick=owner%7Bname%7D",
+        "type=Building&omit=owner%7Bname%7D&join=inline&joinLevel=1",
+        // Linked-entity terms in q likewise (5722_01_03).
+        "type=Building&q=owner%7Bname%7D==%22x%22",
     ] {
         s.get(&format!("/entities?{query}"))
             .await
