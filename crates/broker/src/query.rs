@@ -43,6 +43,8 @@ pub struct QueryParams {
     pub order_by: Option<String>,
     pub local: Option<String>,
     pub csf: Option<String>,
+    pub order_from: Option<String>,
+    pub collation: Option<String>,
 }
 
 /// How matched entities are shown: representation and projection.
@@ -206,6 +208,8 @@ pub struct EntityQuery {
     pub count: bool,
     /// The order of the matches (`orderBy`); without it, by id.
     pub order_by: Option<Vec<crate::order::OrderKey>>,
+    /// The reference geometry of ordering by distance (`orderFrom`).
+    pub order_from: Option<ngsi_geo::Geometry>,
     /// How to render the matches.
     pub view: ViewOptions,
     /// Whether the query names enough to select by on its own (clause
@@ -496,9 +500,17 @@ impl EntityQuery {
                 .as_deref()
                 .map(|o| crate::order::parse_order_by(o, ctx))
                 .transpose()?,
+            order_from: None,
             view,
             wide_enough,
         };
+        let mut q = q;
+        q.set_order_reference(p.order_from.as_deref(), None)?;
+        // Only codepoint order is offered: a collation is refused rather
+        // than silently not applied (clause 4.23.1; ETSI 5243_01_05).
+        if p.collation.is_some() {
+            return Err(NgsiError::bad_data("collation is not supported"));
+        }
         q.check_limits(max_limit)?;
         Ok(q)
     }
@@ -575,7 +587,69 @@ impl EntityQuery {
             ),
             Some(_) => return Err(NgsiError::bad_data("attrs must be a non-empty array")),
         };
-        let mut q = Self::from_params(&params, ctx, default_limit, max_limit)?;
+        // The ordering parameters (Table 5.2.43-1): orderBy (strings),
+        // coordinates (an array, needed to order by distance), geometry (a
+        // string); a collation is refused as in the query string.
+        let mut reference: Option<(String, Option<String>)> = None;
+        match m.get("ordering") {
+            None => {}
+            Some(Value::Object(o)) => {
+                params.order_by = match o.get("orderBy") {
+                    None => None,
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Array(a)) if !a.is_empty() => Some(
+                        a.iter()
+                            .map(|x| {
+                                x.as_str().map(str::to_string).ok_or_else(|| {
+                                    NgsiError::bad_data("ordering.orderBy must hold strings")
+                                })
+                            })
+                            .collect::<NgsiResult<Vec<_>>>()?
+                            .join(","),
+                    ),
+                    Some(_) => {
+                        return Err(NgsiError::bad_data(
+                            "ordering.orderBy must be a non-empty array of strings",
+                        ));
+                    }
+                };
+                let geometry = match o.get("geometry") {
+                    None => None,
+                    Some(Value::String(g)) => Some(g.clone()),
+                    Some(_) => {
+                        return Err(NgsiError::bad_data("ordering.geometry must be a string"));
+                    }
+                };
+                match o.get("coordinates") {
+                    None => {}
+                    Some(c @ Value::Array(_)) => reference = Some((c.to_string(), geometry)),
+                    Some(_) => {
+                        return Err(NgsiError::bad_data("ordering.coordinates must be an array"));
+                    }
+                }
+                if o.contains_key("collation") {
+                    params.collation = Some(String::new());
+                }
+            }
+            Some(_) => return Err(NgsiError::bad_data("ordering must be an object")),
+        }
+        let mut q = if reference.is_some() {
+            // The reference is set below, from the body.
+            let mut without = params.clone();
+            without.order_by = None;
+            let mut q = Self::from_params(&without, ctx, default_limit, max_limit)?;
+            q.order_by = params
+                .order_by
+                .as_deref()
+                .map(|o| crate::order::parse_order_by(o, ctx))
+                .transpose()?;
+            q
+        } else {
+            Self::from_params(&params, ctx, default_limit, max_limit)?
+        };
+        if let Some((coordinates, geometry)) = &reference {
+            q.set_order_reference(Some(coordinates), geometry.as_deref())?;
+        }
         if let Some(g) = m.get("geoQ") {
             let g = ngsi_geo::parse_geoquery_json(g).map_err(bad)?;
             let prop = iri(&ctx.expand(g.geoproperty_or_default()));
@@ -656,6 +730,50 @@ impl EntityQuery {
             q.wide_enough = true;
         }
         Ok(q)
+    }
+
+    /// Sets the reference geometry of ordering by distance from its
+    /// coordinates (a JSON array) and geometry type (by default inferred
+    /// from how deep the coordinates nest). Ordering by distance needs one
+    /// (clause 4.23.3).
+    fn set_order_reference(
+        &mut self,
+        coordinates: Option<&str>,
+        geometry: Option<&str>,
+    ) -> NgsiResult<()> {
+        let needed = self
+            .order_by
+            .as_deref()
+            .is_some_and(crate::order::needs_reference);
+        let Some(coordinates) = coordinates else {
+            if needed {
+                return Err(NgsiError::bad_data(
+                    "ordering by distance needs the reference coordinates (orderFrom)",
+                ));
+            }
+            return Ok(());
+        };
+        let kind = match geometry {
+            Some(g) => g,
+            None => {
+                let depth = coordinates
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| *c == '[' || c.is_whitespace())
+                    .filter(|c| *c == '[')
+                    .count();
+                match depth {
+                    0 | 1 => "Point",
+                    2 => "LineString",
+                    3 => "Polygon",
+                    _ => "MultiPolygon",
+                }
+            }
+        };
+        let g = ngsi_geo::parse_geometry_params(kind, coordinates)
+            .map_err(|e| NgsiError::bad_data(format!("invalid orderFrom: {e}")))?;
+        self.order_from = Some(g);
+        Ok(())
     }
 
     fn check_limits(&self, max_limit: usize) -> NgsiResult<()> {
@@ -933,9 +1051,10 @@ impl Broker {
         let filter = |e: &Entity| {
             let matched = query.matches(e);
             if matched {
-                keyed
-                    .lock()
-                    .push((crate::order::sort_values(keys, e), e.id.clone()));
+                keyed.lock().push((
+                    crate::order::sort_values(keys, e, query.order_from.as_ref()),
+                    e.id.clone(),
+                ));
             }
             matched
         };

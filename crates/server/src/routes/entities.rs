@@ -47,6 +47,8 @@ pub(crate) const QUERY_PARAMS: &[&str] = &[
     "containedBy",
     "expandValues",
     "orderBy",
+    "orderFrom",
+    "collation",
 ];
 pub(crate) const RETRIEVE_PARAMS: &[&str] = &[
     "type",
@@ -407,7 +409,16 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
     let params = checked_params(
         req.query.as_deref(),
         &[
-            "limit", "offset", "count", "options", "format", "local", "lang", "orderBy",
+            "limit",
+            "offset",
+            "count",
+            "options",
+            "format",
+            "local",
+            "lang",
+            "orderBy",
+            "orderFrom",
+            "collation",
         ],
     )
     .map_err(|e| req.err(e))?;

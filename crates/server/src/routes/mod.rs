@@ -174,6 +174,8 @@ pub(crate) fn query_params(params: &[(String, String)]) -> QueryParams {
         order_by: get("orderBy"),
         local: get("local"),
         csf: get("csf"),
+        order_from: get("orderFrom"),
+        collation: get("collation"),
     }
 }
 

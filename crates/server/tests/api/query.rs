@@ -659,3 +659,66 @@ async fn post_query_members_of_the_etsi_suite() {
         post(body.clone()).await.problem(400, "BadRequestData");
     }
 }
+
+/// Ordering by distance (clause 4.23.3, ETSI 423_01, 5243_01): `dist-asc`
+/// and `dist-desc` from `orderFrom`, or from the `coordinates` of the
+/// `ordering` member of a Query; no reference, or a collation, is
+/// BadRequestData.
+#[tokio::test]
+async fn order_by_distance_and_the_ordering_member() {
+    let s = Server::start().await;
+    for (id, lon, lat) in [
+        ("urn:o:near", 8.01, 40.01),
+        ("urn:o:mid", 9.0, 41.0),
+        ("urn:o:far", 10.0, 45.0),
+    ] {
+        s.create(json!({"id": id, "type": "Spot",
+                        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}}))
+            .await;
+    }
+    s.create(json!({"id": "urn:o:nowhere", "type": "Spot"}))
+        .await;
+    let near_first = ["urn:o:near", "urn:o:mid", "urn:o:far", "urn:o:nowhere"];
+    let r = s
+        .get("/entities?type=Spot&orderBy=location;dist-asc&orderFrom=%5B8,40%5D")
+        .await;
+    assert_eq!(ids_of(&r.body), near_first, "{}", r.text);
+    let r = s
+        .get("/entities?type=Spot&orderBy=location;dist-desc&orderFrom=%5B8,40%5D")
+        .await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:o:far", "urn:o:mid", "urn:o:near", "urn:o:nowhere"],
+        "an entity without the GeoProperty comes last"
+    );
+    let r = s
+        .post(
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Spot"}],
+                    "ordering": {"orderBy": ["location;dist-asc"], "coordinates": [8, 40], "geometry": "Point"}}),
+        )
+        .await;
+    assert_eq!(ids_of(&r.body), near_first, "{}", r.text);
+    for query in [
+        "type=Spot&orderBy=location;dist-asc",
+        "type=Spot&orderBy=id;dist-asc&orderFrom=%5B8,40%5D",
+        "type=Spot&orderBy=name&collation=und",
+    ] {
+        s.get(&format!("/entities?{query}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    for ordering in [
+        json!({"orderBy": ["location;dist-asc"]}),
+        json!({"orderBy": ["location;dist-asc"], "coordinates": "8,40"}),
+        json!({"orderBy": ["id;asc"], "geometry": 5}),
+        json!({"orderBy": ["id;asc"], "collation": "de-u-co-phonebk"}),
+    ] {
+        s.post(
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Spot"}], "ordering": ordering}),
+        )
+        .await
+        .problem(400, "BadRequestData");
+    }
+}
