@@ -45,6 +45,7 @@ pub struct QueryParams {
     pub csf: Option<String>,
     pub order_from: Option<String>,
     pub collation: Option<String>,
+    pub expand_values: Option<String>,
 }
 
 /// How matched entities are shown: representation and projection.
@@ -463,7 +464,22 @@ impl EntityQuery {
         };
         let mut view = ViewOptions::from_params(p, ctx)?;
         view.type_filter = None;
-        let parsed_q = p.q.as_deref().map(|s| parse_q(s, ctx)).transpose()?;
+        let mut parsed_q = p.q.as_deref().map(|s| parse_q(s, ctx)).transpose()?;
+        // expandValues (clause 4.9, example 12): the unquoted values of the
+        // listed attributes are terms, expanded with the @context as a
+        // VocabProperty's vocab is on the way in.
+        if let Some(list) = &p.expand_values {
+            let names = expand_list(list, ctx)?;
+            if let Some(q) = parsed_q.as_mut() {
+                q.map_words(&mut |path, word| {
+                    if names.iter().any(|n| **n == *path.attr) {
+                        ctx.expand(word).into_owned()
+                    } else {
+                        word.to_string()
+                    }
+                });
+            }
+        }
         // Clause 5.7.2.4 (ETSI 019_03_05, 019_25, 019_26, 5722_01): a query
         // needs a type, attrs or q naming a non-system attribute, a
         // geo-query or scopeQ, unless it is local or for every type; ids

@@ -176,6 +176,7 @@ pub(crate) fn query_params(params: &[(String, String)]) -> QueryParams {
         csf: get("csf"),
         order_from: get("orderFrom"),
         collation: get("collation"),
+        expand_values: get("expandValues"),
     }
 }
 

@@ -722,3 +722,25 @@ async fn order_by_distance_and_the_ordering_member() {
         .problem(400, "BadRequestData");
     }
 }
+
+/// expandValues (clause 4.9, example 12; ETSI 019_29_12/13): the unquoted
+/// values of the listed attributes are expanded like vocab terms before
+/// they are compared.
+#[tokio::test]
+async fn expand_values_expands_the_words_of_the_listed_attributes() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:v:1", "type": "Shop",
+                    "category": {"type": "VocabProperty", "vocab": "commercial"}}))
+        .await;
+    assert!(s.ids("type=Shop&q=category==commercial").await.is_empty());
+    assert_eq!(
+        s.ids("type=Shop&q=category==commercial&expandValues=category")
+            .await,
+        ["urn:v:1"]
+    );
+    assert!(
+        s.ids("type=Shop&q=category==commercial&expandValues=other")
+            .await
+            .is_empty()
+    );
+}
