@@ -580,7 +580,7 @@ impl EntityQuery {
         }
         // joinLevel is a positive integer (join itself is not offered).
         if let Some(level) = m.get("joinLevel")
-            && !level.as_u64().is_some_and(|l| l > 0)
+            && level.as_u64().is_none_or(|l| l == 0)
         {
             return Err(NgsiError::bad_data("joinLevel must be a positive integer"));
         }

@@ -198,7 +198,7 @@ fn parse_distance(text: &str, start: usize) -> Result<f64, GeoError> {
         return Err(error(start + end, reason));
     }
     match text.parse::<f64>() {
-        Ok(d) if d == 0.0 => Err(error(start, "a distance must be a positive number, not 0")),
+        Ok(0.0) => Err(error(start, "a distance must be a positive number, not 0")),
         Ok(d) if d.is_finite() => Ok(d),
         _ => Err(error(start, "distance is too large")),
     }
