@@ -279,7 +279,24 @@ impl Broker {
         {
             return Err(not_found(id));
         }
-        Ok(self.render(&entity, ctx, view))
+        // Clause 5.7.1.4 as the ETSI suite reads it (018_03_02): an entity
+        // that has none of the attributes asked for with attrs is not found.
+        if view.attrs_given
+            && let Some(wanted) = &view.attrs
+            && !wanted.iter().any(|a| entity.attr(a).is_some())
+        {
+            return Err(NgsiError::not_found(format!(
+                "entity {id} has none of the attributes requested"
+            )));
+        }
+        let out = self.render(&entity, ctx, view);
+        // Nothing left after pick/omit (clause 4.21, ETSI 018_19).
+        if out.is_empty() {
+            return Err(NgsiError::not_found(format!(
+                "nothing of entity {id} is left after pick/omit"
+            )));
+        }
+        Ok(out)
     }
 
     /// Renders an entity with the view's projection and options.

@@ -14,6 +14,12 @@
 //! other (arrays and objects, by their JSON text). An entity without the
 //! member comes after those with it, in either direction. Entities equal on
 //! every member keep the order of their ids.
+//!
+//! A GeoProperty may be ordered by distance (clause 4.23.3): `location;dist-asc`
+//! or `location;dist-desc`, from the reference geometry given beside
+//! `orderBy` (`orderFrom`, or the `coordinates` and `geometry` of the
+//! ordering parameters of a Query); the distance is that of its default
+//! instance, in metres.
 
 use std::cmp::Ordering;
 
@@ -35,6 +41,9 @@ pub enum OrderPath {
     ModifiedAt,
     /// An attribute (expanded name) and what of it.
     Attr(Iri, AttrMember),
+    /// The distance of a GeoProperty (expanded name) from the reference
+    /// geometry.
+    Distance(Iri),
 }
 
 /// What of an attribute a member orders by.
@@ -72,12 +81,14 @@ pub fn parse_order_by(text: &str, ctx: &Ctx) -> NgsiResult<Vec<OrderKey>> {
             Some((p, d)) => (p.trim(), Some(d.trim())),
             None => (member, None),
         };
-        let descending = match direction {
-            None | Some("asc") => false,
-            Some("desc") => true,
+        let (descending, distance) = match direction {
+            None | Some("asc") => (false, false),
+            Some("desc") => (true, false),
+            Some("dist-asc") => (false, true),
+            Some("dist-desc") => (true, true),
             Some(d) => {
                 return Err(bad(format!(
-                    "orderBy direction {d:?} is neither asc nor desc"
+                    "orderBy direction {d:?} is none of asc, desc, dist-asc, dist-desc"
                 )));
             }
         };
@@ -127,6 +138,15 @@ pub fn parse_order_by(text: &str, ctx: &Ctx) -> NgsiResult<Vec<OrderKey>> {
                     }
                 };
                 OrderPath::Attr(name, member)
+            }
+        };
+        let path = match (distance, path) {
+            (false, path) => path,
+            (true, OrderPath::Attr(name, AttrMember::Value)) => OrderPath::Distance(name),
+            (true, _) => {
+                return Err(bad(format!(
+                    "orderBy member {member:?}: only a GeoProperty orders by distance"
+                )));
             }
         };
         keys.push(OrderKey { path, descending });
@@ -190,10 +210,33 @@ fn value_of(a: &Attribute) -> Option<SortValue> {
     }
 }
 
-/// The values of `keys` for `e`.
-pub fn sort_values(keys: &[OrderKey], e: &Entity) -> Vec<Option<SortValue>> {
+/// Whether `keys` order by a distance, so that a reference geometry is needed.
+pub fn needs_reference(keys: &[OrderKey]) -> bool {
+    keys.iter()
+        .any(|k| matches!(k.path, OrderPath::Distance(_)))
+}
+
+/// The values of `keys` for `e`; `from` is the reference geometry of the
+/// distance members.
+pub fn sort_values(
+    keys: &[OrderKey],
+    e: &Entity,
+    from: Option<&ngsi_geo::Geometry>,
+) -> Vec<Option<SortValue>> {
     keys.iter()
         .map(|k| match &k.path {
+            OrderPath::Distance(name) => {
+                let instances = e.attr(name)?;
+                let a = instances
+                    .iter()
+                    .find(|i| i.dataset_id.is_none())
+                    .or_else(|| instances.first())?;
+                let AttrValue::GeoProperty(v) = &a.value else {
+                    return None;
+                };
+                let geometry = ngsi_geo::parse_geojson(v).ok()?;
+                from.map(|f| SortValue::Number(ngsi_geo::distance_m(&geometry, f)))
+            }
             OrderPath::Id => Some(SortValue::Text(e.id.to_string())),
             OrderPath::Type => e.types.first().map(|t| SortValue::Text(t.to_string())),
             OrderPath::CreatedAt => Some(SortValue::Number(e.created_at as f64)),

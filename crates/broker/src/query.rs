@@ -41,6 +41,11 @@ pub struct QueryParams {
     pub keep: Option<String>,
     pub drop: Option<String>,
     pub order_by: Option<String>,
+    pub local: Option<String>,
+    pub csf: Option<String>,
+    pub order_from: Option<String>,
+    pub collation: Option<String>,
+    pub expand_values: Option<String>,
 }
 
 /// How matched entities are shown: representation and projection.
@@ -54,6 +59,9 @@ pub struct ViewOptions {
     pub lang: Option<String>,
     /// Keep only these attributes (expanded).
     pub attrs: Option<Vec<Iri>>,
+    /// `attrs` was given (not only `pick`): Retrieve Entity answers
+    /// ResourceNotFound when the entity has none of them.
+    pub attrs_given: bool,
     /// Drop these attributes (expanded).
     pub omit: Option<Vec<Iri>>,
     /// Drop the id member (omit=id).
@@ -101,8 +109,15 @@ pub struct IdPattern {
 }
 
 impl IdPattern {
-    /// Compiles `pattern`.
+    /// Compiles `pattern`. A quantifier that follows a quantifier (`a**`,
+    /// `a+*`) repeats nothing in ECMAScript regular expressions: refused,
+    /// although the regex crate would accept it (ETSI 019_03_02).
     pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        if let Some(at) = repeated_quantifier(pattern) {
+            return Err(regex::Error::Syntax(format!(
+                "nothing to repeat at byte {at}"
+            )));
+        }
         Ok(Self {
             regex: Regex::new(pattern)?,
             prefix: literal_prefix(pattern).into(),
@@ -113,6 +128,43 @@ impl IdPattern {
     pub fn is_match(&self, id: &str) -> bool {
         id.starts_with(&*self.prefix) && self.regex.is_match(id)
     }
+}
+
+/// The byte position of a `*` or `+` that directly follows a quantifier
+/// (outside a character class and not escaped), if any. `*?` and `+?`
+/// (lazy) are fine.
+fn repeated_quantifier(pattern: &str) -> Option<usize> {
+    let (mut escaped, mut in_class, mut after_quantifier) = (false, false, false);
+    for (i, c) in pattern.char_indices() {
+        if escaped {
+            escaped = false;
+            after_quantifier = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            _ if in_class => {}
+            '*' | '+' if after_quantifier => return Some(i),
+            '*' | '+' | '}' => {
+                after_quantifier = true;
+                continue;
+            }
+            '?' if after_quantifier => {
+                // Lazy: the quantifier is complete.
+                after_quantifier = false;
+                continue;
+            }
+            '?' => {
+                after_quantifier = true;
+                continue;
+            }
+            _ => {}
+        }
+        after_quantifier = false;
+    }
+    None
 }
 
 /// The literal text that every match of `pattern` starts with: the plain
@@ -157,8 +209,13 @@ pub struct EntityQuery {
     pub count: bool,
     /// The order of the matches (`orderBy`); without it, by id.
     pub order_by: Option<Vec<crate::order::OrderKey>>,
+    /// The reference geometry of ordering by distance (`orderFrom`).
+    pub order_from: Option<ngsi_geo::Geometry>,
     /// How to render the matches.
     pub view: ViewOptions,
+    /// Whether the query names enough to select by on its own (clause
+    /// 5.7.2.4), worked out from the parameters as given.
+    pub(crate) wide_enough: bool,
 }
 
 /// One page of rendered query results.
@@ -205,6 +262,27 @@ fn parse_usize(s: Option<&str>, name: &str, default: usize) -> NgsiResult<usize>
     }
 }
 
+/// The names of a `pick` or `omit` projection (clause 4.21: `,` or `|`
+/// between the names). A linked-entity projection (`attr{...}`) needs
+/// Linked Entity Retrieval (`join`), which is not offered: BadRequestData.
+fn projection_names(s: &str) -> NgsiResult<Vec<String>> {
+    let terms = ngsi_query::parse_projection(s).map_err(bad)?;
+    if terms.iter().any(|t| !t.linked.is_empty()) {
+        return Err(NgsiError::bad_data(
+            "a linked-entity projection (attr{...}) needs join, which is not supported",
+        ));
+    }
+    Ok(terms.into_iter().map(|t| t.name).collect())
+}
+
+/// Whether `name` (a term or its IRI) is a system attribute (clause 4.8).
+fn is_system_name(name: &str) -> bool {
+    let term = name
+        .strip_prefix("https://uri.etsi.org/ngsi-ld/")
+        .unwrap_or(name);
+    matches!(term, "createdAt" | "modifiedAt" | "deletedAt")
+}
+
 /// Whether a `pick`/`omit` name is an entity member rather than an attribute.
 fn is_entity_member(name: &str) -> bool {
     matches!(name, "id" | "type" | "scope")
@@ -242,7 +320,11 @@ impl ViewOptions {
                     "sysAttrs" => v.sys_attrs = true,
                     // Accepted for compatibility; they do not change a query.
                     "noOverwrite" | "replace" | "update" => {}
-                    other => return Err(NgsiError::bad_data(format!("unknown option {other:?}"))),
+                    other => {
+                        return Err(NgsiError::invalid_request(format!(
+                            "unknown option {other:?}"
+                        )));
+                    }
                 }
             }
         }
@@ -251,18 +333,35 @@ impl ViewOptions {
                 "keyValues" | "simplified" => Format::KeyValues,
                 "concise" => Format::Concise,
                 "normalized" => Format::Normalized,
-                other => return Err(NgsiError::bad_data(format!("unknown format {other:?}"))),
+                other => {
+                    return Err(NgsiError::invalid_request(format!(
+                        "unknown format {other:?}"
+                    )));
+                }
             });
         }
         v.format = format.unwrap_or_default();
         if p.pick.is_some() && p.omit.is_some() {
             return Err(NgsiError::bad_data("pick and omit cannot be used together"));
         }
+        // Clause 4.21: pick and omit replace attrs (ETSI 018_18_02/03).
+        if p.attrs.is_some() && (p.pick.is_some() || p.omit.is_some()) {
+            return Err(NgsiError::bad_data(
+                "attrs cannot be used together with pick or omit",
+            ));
+        }
         if let Some(a) = &p.attrs {
-            v.attrs = Some(expand_list(a, ctx)?);
+            let names = ngsi_query::parse_attr_list(a).map_err(bad)?;
+            if let Some(member) = names.iter().find(|n| is_entity_member(n)) {
+                return Err(NgsiError::bad_data(format!(
+                    "attrs lists attributes; {member:?} is an entity member"
+                )));
+            }
+            v.attrs = Some(names.iter().map(|n| iri(&ctx.expand(n))).collect());
+            v.attrs_given = true;
         }
         if let Some(pick) = &p.pick {
-            let names = ngsi_query::parse_attr_list(pick).map_err(bad)?;
+            let names = projection_names(pick)?;
             v.omit_id = !names.iter().any(|n| n == "id");
             v.omit_type = !names.iter().any(|n| n == "type");
             v.omit_scope = !names.iter().any(|n| n == "scope");
@@ -277,7 +376,7 @@ impl ViewOptions {
             });
         }
         if let Some(omit) = &p.omit {
-            let names = ngsi_query::parse_attr_list(omit).map_err(bad)?;
+            let names = projection_names(omit)?;
             v.omit_id = names.iter().any(|n| n == "id");
             v.omit_type = names.iter().any(|n| n == "type");
             v.omit_scope = names.iter().any(|n| n == "scope");
@@ -302,7 +401,7 @@ impl ViewOptions {
                     .collect(),
             );
         }
-        if let Some(t) = &p.r#type {
+        if let Some(t) = p.r#type.as_deref().filter(|t| t.trim() != "*") {
             v.type_filter = Some(parse_types(t, ctx)?);
         }
         Ok(v)
@@ -333,8 +432,21 @@ impl EntityQuery {
                     .map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?,
             );
         }
-        if let Some(t) = &p.r#type {
+        // `type=*` selects every type and implies local=true, which it
+        // cannot go with local=false (Table 6.4.3.2-1).
+        let all_types = p.r#type.as_deref().map(str::trim) == Some("*");
+        let local = parse_bool(p.local.as_deref(), "local")?;
+        if all_types && p.local.as_deref() == Some("false") {
+            return Err(NgsiError::bad_data("type=* implies local=true"));
+        }
+        if let Some(t) = p.r#type.as_deref().filter(|_| !all_types) {
             selector.types = Some(parse_types(t, ctx)?);
+        }
+        // A context source filter is a query (clause 4.9): checked, not
+        // acted on while there are no registrations.
+        if let Some(csf) = &p.csf {
+            ngsi_query::parse_q(csf)
+                .map_err(|e| NgsiError::bad_data(format!("invalid csf: {e}")))?;
         }
         let geo = match (&p.georel, &p.geometry, &p.coordinates) {
             (None, None, None) => None,
@@ -352,10 +464,41 @@ impl EntityQuery {
         };
         let mut view = ViewOptions::from_params(p, ctx)?;
         view.type_filter = None;
+        let mut parsed_q = p.q.as_deref().map(|s| parse_q(s, ctx)).transpose()?;
+        // expandValues (clause 4.9, example 12): the unquoted values of the
+        // listed attributes are terms, expanded with the @context as a
+        // VocabProperty's vocab is on the way in.
+        if let Some(list) = &p.expand_values {
+            let names = expand_list(list, ctx)?;
+            if let Some(q) = parsed_q.as_mut() {
+                q.map_words(&mut |path, word| {
+                    if names.iter().any(|n| **n == *path.attr) {
+                        ctx.expand(word).into_owned()
+                    } else {
+                        word.to_string()
+                    }
+                });
+            }
+        }
+        // Clause 5.7.2.4 (ETSI 019_03_05, 019_25, 019_26, 5722_01): a query
+        // needs a type, attrs or q naming a non-system attribute, a
+        // geo-query or scopeQ, unless it is local or for every type; ids
+        // alone are not enough.
+        let wide_enough = local
+            || all_types
+            || selector.types.is_some()
+            || p.attrs
+                .as_deref()
+                .is_some_and(|a| a.split(',').any(|n| !is_system_name(n.trim())))
+            || parsed_q
+                .as_ref()
+                .is_some_and(|q| q.paths().iter().any(|path| !is_system_name(&path.attr)))
+            || p.scope_q.is_some()
+            || geo.is_some();
         let q = EntityQuery {
             selectors: vec![selector],
             attrs_filter: view.attrs.clone().filter(|_| p.attrs.is_some()),
-            q: p.q.as_deref().map(|s| parse_q(s, ctx)).transpose()?,
+            q: parsed_q,
             scope_q: p
                 .scope_q
                 .as_deref()
@@ -373,8 +516,17 @@ impl EntityQuery {
                 .as_deref()
                 .map(|o| crate::order::parse_order_by(o, ctx))
                 .transpose()?,
+            order_from: None,
             view,
+            wide_enough,
         };
+        let mut q = q;
+        q.set_order_reference(p.order_from.as_deref(), None)?;
+        // Only codepoint order is offered: a collation is refused rather
+        // than silently not applied (clause 4.23.1; ETSI 5243_01_05).
+        if p.collation.is_some() {
+            return Err(NgsiError::bad_data("collation is not supported"));
+        }
         q.check_limits(max_limit)?;
         Ok(q)
     }
@@ -403,6 +555,35 @@ impl EntityQuery {
             }
         };
         let mut params = p.clone();
+        // pick and omit: arrays of names or a projection string (Table
+        // 5.2.23-1), the query-parameter forms otherwise.
+        for (key, slot) in [("pick", &mut params.pick), ("omit", &mut params.omit)] {
+            *slot = match m.get(key) {
+                None => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Array(a)) if !a.is_empty() => Some(
+                    a.iter()
+                        .map(|x| {
+                            x.as_str().map(str::to_string).ok_or_else(|| {
+                                NgsiError::bad_data(format!("{key} must hold strings"))
+                            })
+                        })
+                        .collect::<NgsiResult<Vec<_>>>()?
+                        .join(","),
+                ),
+                Some(_) => {
+                    return Err(NgsiError::bad_data(format!(
+                        "{key} must be a non-empty array of names"
+                    )));
+                }
+            };
+        }
+        // joinLevel is a positive integer (join itself is not offered).
+        if let Some(level) = m.get("joinLevel")
+            && level.as_u64().is_none_or(|l| l == 0)
+        {
+            return Err(NgsiError::bad_data("joinLevel must be a positive integer"));
+        }
         params.q = string("q")?;
         params.scope_q = string("scopeQ")?;
         if let Some(lang) = string("lang")? {
@@ -410,7 +591,7 @@ impl EntityQuery {
         }
         params.attrs = match m.get("attrs") {
             None => None,
-            Some(Value::Array(a)) => Some(
+            Some(Value::Array(a)) if !a.is_empty() => Some(
                 a.iter()
                     .map(|x| {
                         x.as_str()
@@ -420,9 +601,71 @@ impl EntityQuery {
                     .collect::<NgsiResult<Vec<_>>>()?
                     .join(","),
             ),
-            Some(_) => return Err(NgsiError::bad_data("attrs must be an array")),
+            Some(_) => return Err(NgsiError::bad_data("attrs must be a non-empty array")),
         };
-        let mut q = Self::from_params(&params, ctx, default_limit, max_limit)?;
+        // The ordering parameters (Table 5.2.43-1): orderBy (strings),
+        // coordinates (an array, needed to order by distance), geometry (a
+        // string); a collation is refused as in the query string.
+        let mut reference: Option<(String, Option<String>)> = None;
+        match m.get("ordering") {
+            None => {}
+            Some(Value::Object(o)) => {
+                params.order_by = match o.get("orderBy") {
+                    None => None,
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Array(a)) if !a.is_empty() => Some(
+                        a.iter()
+                            .map(|x| {
+                                x.as_str().map(str::to_string).ok_or_else(|| {
+                                    NgsiError::bad_data("ordering.orderBy must hold strings")
+                                })
+                            })
+                            .collect::<NgsiResult<Vec<_>>>()?
+                            .join(","),
+                    ),
+                    Some(_) => {
+                        return Err(NgsiError::bad_data(
+                            "ordering.orderBy must be a non-empty array of strings",
+                        ));
+                    }
+                };
+                let geometry = match o.get("geometry") {
+                    None => None,
+                    Some(Value::String(g)) => Some(g.clone()),
+                    Some(_) => {
+                        return Err(NgsiError::bad_data("ordering.geometry must be a string"));
+                    }
+                };
+                match o.get("coordinates") {
+                    None => {}
+                    Some(c @ Value::Array(_)) => reference = Some((c.to_string(), geometry)),
+                    Some(_) => {
+                        return Err(NgsiError::bad_data("ordering.coordinates must be an array"));
+                    }
+                }
+                if o.contains_key("collation") {
+                    params.collation = Some(String::new());
+                }
+            }
+            Some(_) => return Err(NgsiError::bad_data("ordering must be an object")),
+        }
+        let mut q = if reference.is_some() {
+            // The reference is set below, from the body.
+            let mut without = params.clone();
+            without.order_by = None;
+            let mut q = Self::from_params(&without, ctx, default_limit, max_limit)?;
+            q.order_by = params
+                .order_by
+                .as_deref()
+                .map(|o| crate::order::parse_order_by(o, ctx))
+                .transpose()?;
+            q
+        } else {
+            Self::from_params(&params, ctx, default_limit, max_limit)?
+        };
+        if let Some((coordinates, geometry)) = &reference {
+            q.set_order_reference(Some(coordinates), geometry.as_deref())?;
+        }
         if let Some(g) = m.get("geoQ") {
             let g = ngsi_geo::parse_geoquery_json(g).map_err(bad)?;
             let prop = iri(&ctx.expand(g.geoproperty_or_default()));
@@ -432,6 +675,9 @@ impl EntityQuery {
             let Value::Array(list) = entities else {
                 return Err(NgsiError::bad_data("entities must be an array"));
             };
+            if list.is_empty() {
+                return Err(NgsiError::bad_data("entities must not be empty"));
+            }
             q.selectors = list
                 .iter()
                 .map(|sel| {
@@ -448,13 +694,41 @@ impl EntityQuery {
                         }
                     };
                     let mut out = Selector::default();
-                    if let Some(id) = text("id")? {
-                        if !ngsi_model::parse::is_absolute_iri(id) {
-                            return Err(NgsiError::bad_data(format!("id {id:?} is not a URI")));
+                    // id: one URI or an array of URIs (Table 5.2.33-1).
+                    let ids: Option<Vec<&str>> = match s.get("id") {
+                        None => None,
+                        Some(Value::String(v)) => Some(vec![v.as_str()]),
+                        Some(Value::Array(a)) if !a.is_empty() => Some(
+                            a.iter()
+                                .map(|x| {
+                                    x.as_str().ok_or_else(|| {
+                                        NgsiError::bad_data(
+                                            "id of an entity selector must hold strings",
+                                        )
+                                    })
+                                })
+                                .collect::<NgsiResult<Vec<_>>>()?,
+                        ),
+                        Some(_) => {
+                            return Err(NgsiError::bad_data(
+                                "id of an entity selector must be a URI or an array of URIs",
+                            ));
                         }
-                        out.ids = Some(vec![Arc::from(id)]);
+                    };
+                    if let Some(ids) = ids {
+                        if let Some(bad_id) =
+                            ids.iter().find(|i| !ngsi_model::parse::is_absolute_iri(i))
+                        {
+                            return Err(NgsiError::bad_data(format!("id {bad_id:?} is not a URI")));
+                        }
+                        out.ids = Some(ids.into_iter().map(Arc::from).collect());
                     }
-                    if let Some(p) = text("idPattern")? {
+                    // The type is mandatory; id takes precedence over
+                    // idPattern (clause 5.2.33).
+                    if s.get("type").is_none() {
+                        return Err(NgsiError::bad_data("an entity selector needs a type"));
+                    }
+                    if let Some(p) = text("idPattern")?.filter(|_| out.ids.is_none()) {
                         out.id_pattern =
                             Some(IdPattern::new(p).map_err(|e| {
                                 NgsiError::bad_data(format!("invalid idPattern: {e}"))
@@ -466,8 +740,56 @@ impl EntityQuery {
                     Ok(out)
                 })
                 .collect::<NgsiResult<Vec<_>>>()?;
+            q.wide_enough = true;
+        }
+        if q.geo.is_some() {
+            q.wide_enough = true;
         }
         Ok(q)
+    }
+
+    /// Sets the reference geometry of ordering by distance from its
+    /// coordinates (a JSON array) and geometry type (by default inferred
+    /// from how deep the coordinates nest). Ordering by distance needs one
+    /// (clause 4.23.3).
+    fn set_order_reference(
+        &mut self,
+        coordinates: Option<&str>,
+        geometry: Option<&str>,
+    ) -> NgsiResult<()> {
+        let needed = self
+            .order_by
+            .as_deref()
+            .is_some_and(crate::order::needs_reference);
+        let Some(coordinates) = coordinates else {
+            if needed {
+                return Err(NgsiError::bad_data(
+                    "ordering by distance needs the reference coordinates (orderFrom)",
+                ));
+            }
+            return Ok(());
+        };
+        let kind = match geometry {
+            Some(g) => g,
+            None => {
+                let depth = coordinates
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| *c == '[' || c.is_whitespace())
+                    .filter(|c| *c == '[')
+                    .count();
+                match depth {
+                    0 | 1 => "Point",
+                    2 => "LineString",
+                    3 => "Polygon",
+                    _ => "MultiPolygon",
+                }
+            }
+        };
+        let g = ngsi_geo::parse_geometry_params(kind, coordinates)
+            .map_err(|e| NgsiError::bad_data(format!("invalid orderFrom: {e}")))?;
+        self.order_from = Some(g);
+        Ok(())
     }
 
     fn check_limits(&self, max_limit: usize) -> NgsiResult<()> {
@@ -663,9 +985,9 @@ impl Broker {
         ctx: &Ctx,
         query: &EntityQuery,
     ) -> NgsiResult<QueryResult> {
-        if !query.has_selector() {
+        if !query.wide_enough {
             return Err(NgsiError::bad_data(
-                "a query needs at least one of type, id, idPattern, attrs, q, scopeQ or a geo-query",
+                "a query needs a type, attrs or q naming an attribute, scopeQ, a geo-query or local=true",
             ));
         }
         self.check_tenant(tenant)?;
@@ -696,6 +1018,9 @@ impl Broker {
                 .entities
                 .iter()
                 .map(|e| self.render(e, ctx, &query.view))
+                // An entity left without members by pick/omit is not shown
+                // (ETSI 019_17_01).
+                .filter(|m| !m.is_empty())
                 .collect(),
             total: page.total,
         })
@@ -717,9 +1042,10 @@ impl Broker {
         let filter = |e: &Entity| {
             let matched = query.matches(e);
             if matched {
-                keyed
-                    .lock()
-                    .push((crate::order::sort_values(keys, e), e.id.clone()));
+                keyed.lock().push((
+                    crate::order::sort_values(keys, e, query.order_from.as_ref()),
+                    e.id.clone(),
+                ));
             }
             matched
         };
@@ -750,6 +1076,7 @@ impl Broker {
             // One deleted since is left out of the page.
             .filter_map(|(_, id)| self.store.get(tenant, id))
             .map(|e| self.render(&e, ctx, &query.view))
+            .filter(|m| !m.is_empty())
             .collect();
         Ok(QueryResult { entities, total })
     }

@@ -17,9 +17,9 @@
 //! ```
 //!
 //! `near` takes exactly one distance modifier: the grammar has no production
-//! for `near;minDistance==a;maxDistance==b`, so that form is rejected. Zero is
-//! accepted as a distance (`near;maxDistance==0` means "touching"); signs,
-//! exponents, `inf` and `NaN` are not.
+//! for `near;minDistance==a;maxDistance==b`, so that form is rejected. A
+//! PositiveNumber is non-zero (clause 4.10, "excluding the number 0"), so a
+//! zero distance is rejected, as are signs, exponents, `inf` and `NaN`.
 
 use std::fmt;
 
@@ -198,6 +198,7 @@ fn parse_distance(text: &str, start: usize) -> Result<f64, GeoError> {
         return Err(error(start + end, reason));
     }
     match text.parse::<f64>() {
+        Ok(0.0) => Err(error(start, "a distance must be a positive number, not 0")),
         Ok(d) if d.is_finite() => Ok(d),
         _ => Err(error(start, "distance is too large")),
     }

@@ -87,10 +87,19 @@ pub fn render_entity(
 }
 
 /// Renders the instances of one attribute: one value, or an array for a
-/// multi-attribute.
+/// multi-attribute. In the simplified form a multi-attribute is
+/// `{"dataset": {<datasetId>: <value>, "@none": <default instance's value>}}`
+/// (clause 4.5.4, see docs/spec-notes.md §7.3).
 pub fn render_instances(instances: &[Attribute], terms: &dyn Terms, opts: &RenderOptions) -> Value {
     if instances.len() == 1 {
         return render_attribute(&instances[0], terms, opts);
+    }
+    if opts.format == Format::KeyValues {
+        let dataset: Map<String, Value> = instances
+            .iter()
+            .map(|a| (dataset_key(a).to_string(), render_attribute(a, terms, opts)))
+            .collect();
+        return serde_json::json!({ "dataset": dataset });
     }
     Value::Array(
         instances
@@ -98,6 +107,12 @@ pub fn render_instances(instances: &[Attribute], terms: &dyn Terms, opts: &Rende
             .map(|a| render_attribute(a, terms, opts))
             .collect(),
     )
+}
+
+/// The key of an instance in the simplified `dataset` map: its datasetId,
+/// or `@none` for the default instance.
+pub fn dataset_key(a: &Attribute) -> &str {
+    a.dataset_id.as_deref().unwrap_or("@none")
 }
 
 fn compact_vocab(v: &Value, terms: &dyn Terms) -> Value {
@@ -110,16 +125,40 @@ fn compact_vocab(v: &Value, terms: &dyn Terms) -> Value {
     }
 }
 
-/// Chooses the string of a language map for `lang`, a comma-separated
-/// list of tags in order of preference (clause 4.15): for each tag the exact
-/// tag, then a tag with the same primary subtag; then `@none`, then the
+/// Chooses the string of a language map for `lang` (clause 4.15): a
+/// comma-separated list of language ranges, each with an optional
+/// `;q=<weight>` (default 1), tried by descending weight and, among equal
+/// weights, in the order given. A range matches a tag equal to it, or with
+/// the same primary subtag (`nl-BE` finds `nl`, `en` finds `en-US`), case
+/// aside; `*` matches any entry. When no range matches: `@none`, then the
 /// first entry.
 fn pick_language<'m>(map: &'m Map<String, Value>, lang: &str) -> Option<(&'m str, &'m Value)> {
-    let wanted = lang
+    let mut wanted: Vec<(&str, f64)> = lang
         .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && *t != "*");
+        .filter_map(|entry| {
+            let mut parts = entry.split(';').map(str::trim);
+            let tag = parts.next().filter(|t| !t.is_empty())?;
+            let weight = parts
+                .find_map(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|w| w.trim().parse::<f64>().ok())
+                })
+                .filter(|w| w.is_finite())
+                .unwrap_or(1.0);
+            Some((tag, weight))
+        })
+        .collect();
+    // Stable: equal weights keep the order given.
+    wanted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let any = || {
+        map.iter()
+            .find(|(k, _)| *k == "@none")
+            .or_else(|| map.iter().next())
+    };
     let matching = |tag: &str| {
+        if tag == "*" {
+            return any();
+        }
         let primary = tag.split('-').next().unwrap_or(tag);
         map.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(tag))
@@ -132,21 +171,22 @@ fn pick_language<'m>(map: &'m Map<String, Value>, lang: &str) -> Option<(&'m str
             })
     };
     wanted
-        .clone()
-        .find_map(matching)
-        .or_else(|| map.iter().find(|(k, _)| *k == "@none"))
-        .or_else(|| map.iter().next())
+        .iter()
+        .filter(|(_, w)| *w > 0.0)
+        .find_map(|(t, _)| matching(t))
+        .or_else(any)
         .map(|(k, v)| (k.as_str(), v))
 }
 
 /// Renders one attribute instance.
 pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOptions) -> Value {
-    let lang = opts.lang.filter(|l| *l != "*");
+    let lang = opts.lang.filter(|l| !l.trim().is_empty());
     if opts.format == Format::KeyValues {
         return match &attr.value {
-            AttrValue::Property(v) | AttrValue::GeoProperty(v) | AttrValue::JsonProperty(v) => {
-                v.clone()
-            }
+            AttrValue::Property(v) | AttrValue::GeoProperty(v) => v.clone(),
+            // Like languageMap and vocab, the json member stays, so that the
+            // keys of the JSON value are not read as terms (clause 4.5.4).
+            AttrValue::JsonProperty(v) => serde_json::json!({ "json": v }),
             AttrValue::Relationship { object, .. } => object.clone(),
             // The simplified forms of LanguageProperty and VocabProperty keep
             // their member name, so that the keys (language tags) are not

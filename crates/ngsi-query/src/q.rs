@@ -984,6 +984,11 @@ impl Term {
             // target: not identical, not included in an array, not in the
             // list, not in the range, and a different data type counts as
             // unequal.
+            // Clause 4.9, unequal on `attr[*]` (any key of a languageMap):
+            // no value of any key may be equal.
+            Predicate::NotEqual(o) if self.path.compound.iter().any(|k| k == "*") => {
+                !buf.iter().any(|t| equals_operand(unwrap(t), o))
+            }
             Predicate::NotEqual(o) => buf.iter().any(|t| !equals_operand(unwrap(t), o)),
             Predicate::Greater(v) => ordering(&|o| o == Ordering::Greater, v),
             Predicate::GreaterEq(v) => ordering(&|o| o != Ordering::Less, v),

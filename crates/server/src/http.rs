@@ -276,9 +276,19 @@ pub fn tenant(headers: &HeaderMap) -> Result<(String, Option<HeaderValue>), Ngsi
     }
 }
 
-/// Query parameters of a request, percent-decoded, checked against the
-/// names the operation accepts (unknown names are InvalidRequest, clause
-/// 6.3.20).
+/// One name or value of a query string, decoded as HTML forms and HTTP
+/// clients encode it (application/x-www-form-urlencoded): `+` is a space
+/// (a plus sign itself comes as `%2B`), then percent-decoding.
+fn decode_query_part(part: &str) -> Result<String, NgsiError> {
+    let spaced = part.replace('+', " ");
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))
+}
+
+/// Query parameters of a request, decoded, checked against the names the
+/// operation accepts (unknown names are InvalidRequest, clause 6.3.20).
 pub fn query_params(
     raw: Option<&str>,
     allowed: &[&str],
@@ -286,17 +296,9 @@ pub fn query_params(
     let mut out = Vec::new();
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        // A query string is form-encoded (WHATWG URL, RFC 1866): `+` is a
-        // space there, as HTTP clients encode it (a literal plus is %2B).
-        let (k, v) = (k.replace('+', " "), v.replace('+', " "));
-        let (k, v) = (k.as_str(), v.as_str());
-        let k = percent_decode_str(k)
-            .decode_utf8()
-            .map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
-        let v = percent_decode_str(v)
-            .decode_utf8()
-            .map_err(|_| NgsiError::invalid_request("query parameter is not UTF-8"))?;
-        if !allowed.contains(&k.as_ref()) {
+        let k = decode_query_part(k)?;
+        let v = decode_query_part(v)?;
+        if !allowed.contains(&k.as_str()) {
             return Err(NgsiError::invalid_request(format!(
                 "unknown query parameter {k}"
             )));
@@ -306,7 +308,7 @@ pub fn query_params(
                 "query parameter {k} is repeated"
             )));
         }
-        out.push((k.into_owned(), v.into_owned()));
+        out.push((k, v));
     }
     Ok(out)
 }

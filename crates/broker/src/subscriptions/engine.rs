@@ -739,6 +739,35 @@ impl Inner {
                 None => {
                     out.insert(key, markers.whole(&removed));
                 }
+                // Simplified: the instances go in the `dataset` map, keyed
+                // by datasetId (clause 4.5.4, ETSI 046_22_07).
+                Some(rendered) if format == Format::KeyValues => {
+                    let mut dataset = match rendered.take() {
+                        Value::Object(mut m) if m.len() == 1 && m.contains_key("dataset") => {
+                            match m.remove("dataset") {
+                                Some(Value::Object(d)) => d,
+                                _ => Map::new(),
+                            }
+                        }
+                        one => {
+                            let mut d = Map::new();
+                            let remaining = after
+                                .attr(name)
+                                .and_then(|i| i.iter().find(|a| in_datasets(a)));
+                            if let Some(a) = remaining {
+                                d.insert(ngsi_model::render::dataset_key(a).to_string(), one);
+                            }
+                            d
+                        }
+                    };
+                    for a in &removed {
+                        dataset.insert(
+                            ngsi_model::render::dataset_key(a).to_string(),
+                            markers.marker(a, true),
+                        );
+                    }
+                    *rendered = json!({ "dataset": dataset });
+                }
                 Some(rendered) => {
                     let mut items = match rendered.take() {
                         Value::Array(items) => items,

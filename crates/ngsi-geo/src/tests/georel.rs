@@ -25,7 +25,6 @@ fn check(input: &str, expect: &str) {
 fn valid() {
     check("near;maxDistance==2000", "near;maxDistance==2000");
     check("near;minDistance==15.5", "near;minDistance==15.5");
-    check("near;maxDistance==0", "near;maxDistance==0");
     check("near;maxDistance==007", "near;maxDistance==7");
     check("near;maxDistance==0.000001", "near;maxDistance==0.000001");
     check("within", "within");
@@ -70,6 +69,14 @@ fn invalid() {
     check(
         "near;maxdistance==5",
         "invalid georel at byte 5: expected maxDistance or minDistance after near;",
+    );
+    check(
+        "near;maxDistance==0",
+        "invalid georel at byte 18: a distance must be a positive number, not 0",
+    );
+    check(
+        "near;minDistance==0.00",
+        "invalid georel at byte 18: a distance must be a positive number, not 0",
     );
     // NGSIv2 wrote `near;maxDistance:1000`; NGSI-LD requires `==`.
     check(

@@ -47,6 +47,8 @@ pub(crate) const QUERY_PARAMS: &[&str] = &[
     "containedBy",
     "expandValues",
     "orderBy",
+    "orderFrom",
+    "collation",
 ];
 pub(crate) const RETRIEVE_PARAMS: &[&str] = &[
     "type",
@@ -200,17 +202,67 @@ pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> Api
     Ok(created(&entity_location(&id)))
 }
 
-/// The geometry of a rendered entity's GeoProperty, for GeoJSON output.
+/// The GeoJSON Feature of a rendered entity (clause 4.5.16): its geometry
+/// is the value of `geometry_property`, of the default instance when the
+/// attribute has several, and null when the entity lacks it or its value is
+/// no GeoJSON geometry.
 fn feature(mut entity: Map<String, Value>, geometry_property: &str) -> Value {
     let id = entity.remove("id").unwrap_or(Value::Null);
-    let geometry = match entity.get(geometry_property) {
-        Some(Value::Object(g)) if g.contains_key("value") => {
-            g.get("value").cloned().unwrap_or(Value::Null)
-        }
-        Some(Value::Object(g)) => Value::Object(g.clone()),
-        _ => Value::Null,
-    };
+    let geometry = entity
+        .get(geometry_property)
+        .and_then(geometry_of)
+        .cloned()
+        .unwrap_or(Value::Null);
     serde_json::json!({ "id": id, "type": "Feature", "geometry": geometry, "properties": entity })
+}
+
+/// The geometry of a rendered attribute in any representation: normalized
+/// or concise `{"value": ...}`, an array of instances, the simplified
+/// `{"dataset": {...}}` map or a bare value.
+fn geometry_of(rendered: &Value) -> Option<&Value> {
+    match rendered {
+        Value::Array(instances) => instances
+            .iter()
+            .find(|i| i.get("datasetId").is_none())
+            .and_then(geometry_of),
+        Value::Object(m) if m.len() == 1 && m.contains_key("dataset") => {
+            m.get("dataset")?.get("@none").and_then(geometry_of)
+        }
+        Value::Object(m) if m.contains_key("value") => m.get("value").filter(|v| is_geometry(v)),
+        v if is_geometry(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Whether `v` looks like a GeoJSON geometry object (a geometry type and its
+/// coordinates); values were validated when they were written.
+fn is_geometry(v: &Value) -> bool {
+    const TYPES: [&str; 6] = [
+        "Point",
+        "MultiPoint",
+        "LineString",
+        "MultiLineString",
+        "Polygon",
+        "MultiPolygon",
+    ];
+    v.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| TYPES.contains(&t))
+        && v.get("coordinates").is_some()
+}
+
+/// `geometryProperty` is only meaningful for GeoJSON (clauses 5.7.1.4 and
+/// 5.7.2.4): with any other response type it is BadRequestData.
+fn check_geometry_property(
+    params: &[(String, String)],
+    produce: &Produce,
+) -> Result<(), NgsiError> {
+    if param(params, "geometryProperty").is_some() && !matches!(produce, Produce::GeoJson { .. }) {
+        return Err(NgsiError::bad_data(
+            "geometryProperty needs Accept: application/geo+json",
+        ));
+    }
+    Ok(())
 }
 
 /// GET /entities/{id}
@@ -221,6 +273,7 @@ pub async fn retrieve(
 ) -> ApiResult {
     let params = checked_params(req.query.as_deref(), RETRIEVE_PARAMS).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
+    check_geometry_property(&params, &produce).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     let view = ViewOptions::from_params(&query_params(&params), &ctx).map_err(|e| req.err(e))?;
     let entity = state
@@ -296,6 +349,7 @@ fn query_response(
     query: &EntityQuery,
 ) -> ApiResult {
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
+    check_geometry_property(params, &produce).map_err(|e| req.err(e))?;
     let result = state
         .broker
         .query_entities(&req.tenant, ctx, query)
@@ -355,11 +409,26 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
     let params = checked_params(
         req.query.as_deref(),
         &[
-            "limit", "offset", "count", "options", "format", "local", "lang", "orderBy",
+            "limit",
+            "offset",
+            "count",
+            "options",
+            "format",
+            "local",
+            "lang",
+            "orderBy",
+            "orderFrom",
+            "collation",
         ],
     )
     .map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    // temporalQ belongs to Query Temporal Evolution only (Table 5.2.23-1).
+    if value.get("temporalQ").is_some() {
+        return Err(req.err(NgsiError::bad_data(
+            "temporalQ is only for POST /temporal/entityOperations/query",
+        )));
+    }
     let cfg = state.broker.config();
     let query = EntityQuery::from_json(
         &value,

@@ -172,6 +172,11 @@ pub(crate) fn query_params(params: &[(String, String)]) -> QueryParams {
         keep: get("keep"),
         drop: get("drop"),
         order_by: get("orderBy"),
+        local: get("local"),
+        csf: get("csf"),
+        order_from: get("orderFrom"),
+        collation: get("collation"),
+        expand_values: get("expandValues"),
     }
 }
 

@@ -119,7 +119,7 @@ async fn append_attrs_adds_and_overwrites_unless_no_overwrite() {
     .no_content();
     assert_eq!(
         s.entity(ID, "options=keyValues").await["color"],
-        json!(["red", "green"])
+        json!({"dataset": {"@none": "red", "urn:ds:1": "green"}})
     );
     s.post("/entities/urn:ngsi-ld:Vehicle:none/attrs", &json!({"a": 1}))
         .await
@@ -170,7 +170,7 @@ async fn partial_attribute_update_merges_the_fragment() {
     .no_content();
     assert_eq!(
         s.entity(ID, "options=keyValues").await["temp"],
-        json!([10, 12])
+        json!({"dataset": {"@none": 10, "urn:ds:1": 12}})
     );
     // Errors.
     s.patch(&attr("nothing"), &json!({"value": 1}))
@@ -260,7 +260,7 @@ async fn delete_attribute_default_instance_dataset_id_and_delete_all() {
     r.no_content();
     assert_eq!(
         s.entity(ID, "options=keyValues").await["temp"],
-        json!([1, 2])
+        json!({"dataset": {"urn:ds:1": 1, "urn:ds:2": 2}})
     );
     s.delete(&format!("{}?datasetId=urn:ds:1", attr("temp")))
         .await

@@ -187,3 +187,53 @@ async fn names_are_compacted_with_the_request_context_or_given_as_iris() {
     );
     s.get("/types/Shop").await.problem(404, "ResourceNotFound");
 }
+
+/// What the ETSI discovery TPs check beyond the happy path (577_01,
+/// 5710_01): entity members are no attributes, the operations take only
+/// their own parameters, and the lists are those of the request's tenant.
+#[tokio::test]
+async fn discovery_rules_of_the_etsi_suite() {
+    let s = seeded().await;
+    let r = s.get("/attributes").await;
+    for member in [
+        "id",
+        "type",
+        "scope",
+        "createdAt",
+        "modifiedAt",
+        "deletedAt",
+    ] {
+        assert!(
+            !strings(&r.body["attributeList"]).contains(&member.to_string()),
+            "{member}"
+        );
+        s.get(&format!("/attributes/{member}"))
+            .await
+            .problem(404, "ResourceNotFound");
+    }
+    for path in [
+        "/types/Building?details=true",
+        "/attributes?limit=5",
+        "/attributes/height?details=true",
+    ] {
+        s.get(path).await.problem(400, "InvalidRequest");
+    }
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("NGSILD-Tenant", "other")
+        .json(&json!({"id": "urn:d:9", "type": "OtherType", "size": 1}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .req(Method::GET, "/types")
+        .header("NGSILD-Tenant", "other")
+        .send()
+        .await;
+    assert_eq!(strings(&r.body["typeList"]), ["OtherType"]);
+    let r = s.get("/types").await;
+    assert!(!strings(&r.body["typeList"]).contains(&"OtherType".to_string()));
+    s.get("/types/OtherType")
+        .await
+        .problem(404, "ResourceNotFound");
+}

@@ -125,6 +125,8 @@ async fn invalid_geo_queries() {
         geo("close", "Point", "[1,2]"),
         geo("near", "Point", "[1,2]"),
         geo("near;maxDistance==-1", "Point", "[1,2]"),
+        // A PositiveNumber excludes 0 (clause 4.10, ETSI 019_30_01).
+        geo("near;maxDistance==0", "Point", "[1,2]"),
         geo("within", "Circle", "[1,2]"),
         geo("within", "Point", "[1]"),
         geo("within", "Polygon", "[[[0,0],[1,0],[1,1]]]"),

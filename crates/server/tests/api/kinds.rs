@@ -75,9 +75,13 @@ async fn every_kind_in_key_values_form() {
         kv["location"],
         json!({"type": "Point", "coordinates": [2.35, 48.85]})
     );
-    assert_eq!(kv["doc"], json!({"speed": 1, "type": "raw", "@id": "x"}));
-    // LanguageProperty and VocabProperty keep their member (clauses 4.5.18,
-    // 4.5.20), as the ETSI editors' tutorials and Orion-LD show.
+    // JsonProperty, LanguageProperty and VocabProperty keep their member
+    // (clause 4.5.4; ETSI 454_01), so that the keys of the value are not
+    // read as terms.
+    assert_eq!(
+        kv["doc"],
+        json!({"json": {"speed": 1, "type": "raw", "@id": "x"}})
+    );
     assert_eq!(kv["category"], json!({"vocab": "Commercial"}));
     assert_eq!(kv["readings"], json!([3, 1, 2]));
     assert_eq!(kv["path"], json!(["urn:a:1", "urn:a:2"]));
@@ -104,9 +108,21 @@ async fn lang_picks_one_string_of_a_language_property() {
             "lang=de",
             json!({"type": "Property", "value": "Brug", "lang": "@none"}),
         ),
+        // `*` is any language: the @none entry, else the first (ETSI
+        // 018_07_03).
         (
             "lang=*",
-            json!({"type": "LanguageProperty", "languageMap": {"en": "Bridge", "fr": "Pont", "@none": "Brug"}}),
+            json!({"type": "Property", "value": "Brug", "lang": "@none"}),
+        ),
+        // q-weights rank the ranges, whatever their order (clause 4.15).
+        (
+            "lang=de;q=0.1,fr;q=0.2,en;q=0.9",
+            json!({"type": "Property", "value": "Bridge", "lang": "en"}),
+        ),
+        // A range with weight 0 is never chosen.
+        (
+            "lang=fr;q=0,en",
+            json!({"type": "Property", "value": "Bridge", "lang": "en"}),
         ),
         // A list is in order of preference: the first tag that matches wins.
         (
@@ -175,7 +191,7 @@ async fn multi_instance_attributes_with_dataset_ids() {
     );
     assert_eq!(
         s.entity(ID, "options=keyValues").await["temp"],
-        json!([20, 21, 22])
+        json!({"dataset": {"@none": 20, "urn:ds:a": 21, "urn:ds:b": 22}})
     );
     assert_eq!(
         s.entity(ID, "datasetId=urn:ds:b").await["temp"],

@@ -2,7 +2,7 @@
 //! goes in JSON, JSON-LD and GeoJSON responses.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{CORE, Server, link, vehicle};
 
@@ -247,5 +247,48 @@ async fn geo_json_with_prefer_body_json_puts_the_context_in_a_link_header() {
             .send()
             .await;
         assert_eq!(r.body["@context"], CORE, "{path}");
+    }
+}
+
+/// The geometry of a Feature (clause 4.5.16, ETSI 4516_01, 4517_01): the
+/// default instance of a multi-attribute, null for a value that is no
+/// geometry; the simplified properties hold the `dataset` map; and
+/// geometryProperty asks for GeoJSON (clauses 5.7.1.4 and 5.7.2.4, ETSI
+/// 5711_01_02, 019_27_01).
+#[tokio::test]
+async fn geo_json_geometry_of_multi_attributes_and_non_geometries() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:g:1", "type": "Vehicle", "speed": 5, "location": [
+        {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [9.0, 9.0]}, "datasetId": "urn:ds:gps"},
+        {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1.0, 2.0]}},
+    ]}))
+    .await;
+    let geo = |path: String| {
+        let s = &s;
+        async move {
+            s.req(Method::GET, &path)
+                .header("accept", "application/geo+json")
+                .send()
+                .await
+        }
+    };
+    let point = json!({"type": "Point", "coordinates": [1.0, 2.0]});
+    let r = geo("/entities/urn:g:1".into()).await;
+    assert_eq!(r.body["geometry"], point, "{}", r.text);
+    let r = geo("/entities/urn:g:1?options=keyValues".into()).await;
+    assert_eq!(r.body["geometry"], point, "{}", r.text);
+    assert_eq!(
+        r.body["properties"]["location"],
+        json!({"dataset": {"@none": point, "urn:ds:gps": {"type": "Point", "coordinates": [9.0, 9.0]}}})
+    );
+    let r = geo("/entities?type=Vehicle&options=concise".into()).await;
+    assert_eq!(r.body["features"][0]["geometry"], point, "{}", r.text);
+    let r = geo("/entities/urn:g:1?geometryProperty=speed".into()).await;
+    assert_eq!(r.body["geometry"], Value::Null, "{}", r.text);
+    for path in [
+        "/entities/urn:g:1?geometryProperty=location",
+        "/entities?type=Vehicle&geometryProperty=location",
+    ] {
+        s.get(path).await.problem(400, "BadRequestData");
     }
 }

@@ -53,9 +53,12 @@ async fn selectors_and_type_expressions() {
     check(
         &s,
         &[
-            ("id=urn:q:1,urn:q:3", &["urn:q:1", "urn:q:3"]),
-            ("id=urn:q:9", &[]),
-            ("idPattern=urn:q:[12]", &["urn:q:1", "urn:q:2"]),
+            ("id=urn:q:1,urn:q:3&type=Building", &["urn:q:1", "urn:q:3"]),
+            ("id=urn:q:9&type=Building", &[]),
+            (
+                "idPattern=urn:q:[12]&type=Building,House",
+                &["urn:q:1", "urn:q:2"],
+            ),
             ("idPattern=.*3$&type=Building", &["urn:q:3"]),
             ("type=Building", &["urn:q:1", "urn:q:3"]),
             ("type=Landmark", &["urn:q:3"]),
@@ -270,17 +273,21 @@ async fn pagination_links_follow_the_suite_format() {
 #[tokio::test]
 async fn query_forms_and_projection() {
     let s = city().await;
-    let r = s.get("/entities?id=urn:q:3&options=keyValues").await;
+    let r = s
+        .get("/entities?id=urn:q:3&type=Building&options=keyValues")
+        .await;
     assert_eq!(
         r.body,
         json!([{"id": "urn:q:3", "type": ["Building", "Landmark"], "scope": ["/other", "/city/north/east"],
                 "name": "Eiffel", "height": 300}])
     );
     let r = s
-        .get("/entities?id=urn:q:3&options=concise&pick=id,height")
+        .get("/entities?id=urn:q:3&type=Building&options=concise&pick=id,height")
         .await;
     assert_eq!(r.body, json!([{"id": "urn:q:3", "height": 300}]));
-    let r = s.get("/entities?id=urn:q:3&omit=name,scope,type").await;
+    let r = s
+        .get("/entities?id=urn:q:3&type=Building&omit=name,scope,type")
+        .await;
     assert_eq!(
         r.body,
         json!([{"id": "urn:q:3", "height": {"type": "Property", "value": 300}}])
@@ -375,6 +382,10 @@ async fn q_inside_language_maps_and_the_default_page_size() {
         sorted(s.ids(&q("name[*]~=Road")).await),
         ["urn:l:1", "urn:l:2"]
     );
+    // Unequal on any language: no value of any language may be equal
+    // (clause 4.9, ETSI 019_29_07).
+    assert_eq!(s.ids(&q("name[*]!=\"Grande Rue\"")).await, ["urn:l:2"]);
+    assert_eq!(s.ids(&q("name[en]!=\"Big Road\"")).await, ["urn:l:2"]);
     let r = s
         .get("/entities?type=Street&lang=fr&options=keyValues")
         .await;
@@ -525,5 +536,236 @@ async fn a_plus_in_the_query_string_is_a_space() {
     assert_eq!(
         s.ids("type=Vehicle&georel=within&geometry=Polygon&coordinates=[[[113,23],+[114,23],+[114,24],+[113,24],+[113,23]]]").await.len(),
         2
+    );
+}
+
+/// The selection rules of clause 5.7.2.4 as the ETSI suite checks them
+/// (019_03, 019_25, 019_26, 5722_01) and the query string as HTTP clients
+/// encode it (019_09, 019_10: a space as `+`).
+#[tokio::test]
+async fn minimal_selectors_local_all_types_and_form_encoding() {
+    let s = city().await;
+    // Ids alone, or attrs and q on system attributes only, are too wide.
+    for query in [
+        "id=urn:q:1,urn:q:2",
+        "idPattern=urn:q:.*",
+        "attrs=createdAt",
+        q("modifiedAt>\"2020-01-01T00:00:00Z\"").as_str(),
+    ] {
+        s.get(&format!("/entities?{query}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    // local=true and type=* select every entity.
+    for query in ["local=true", "type=*", "type=%2A&local=true"] {
+        assert_eq!(
+            sorted(s.ids(query).await),
+            ["urn:q:1", "urn:q:2", "urn:q:3"],
+            "{query}"
+        );
+    }
+    s.get("/entities?type=*&local=false")
+        .await
+        .problem(400, "BadRequestData");
+    // attrs may not name entity members; a context source filter must be a
+    // query; `**` repeats nothing.
+    for query in [
+        "attrs=id,type",
+        "type=Building&csf=))bad((",
+        "type=Building&idPattern=a**",
+    ] {
+        s.get(&format!("/entities?{query}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    assert_eq!(
+        s.ids("type=Building&csf=name==%22x%22").await.len(),
+        2,
+        "a valid csf is accepted"
+    );
+    // `+` is a space, `%2B` a plus sign.
+    assert_eq!(
+        s.ids("type=Building&q=name==%22Eiffel+Tower%22")
+            .await
+            .len(),
+        0
+    );
+    s.create(json!({"id": "urn:q:4", "type": "House", "name": "Eiffel Tower", "code": "a+b",
+                    "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1.5, 2.5]}}}))
+        .await;
+    assert_eq!(
+        s.ids("type=House&q=name==%22Eiffel+Tower%22").await,
+        ["urn:q:4"]
+    );
+    assert_eq!(s.ids("type=House&q=code==%22a%2Bb%22").await, ["urn:q:4"]);
+    assert_eq!(
+        s.ids("type=House&georel=equals&geometry=Point&coordinates=%5B1.5,+2.5%5D")
+            .await,
+        ["urn:q:4"]
+    );
+}
+
+/// pick and omit (clause 4.21): `|` is another spelling of `,`, they do
+/// not go with attrs, and an entity left with no member is not listed
+/// (ETSI 019_17, 019_18, 421_01).
+#[tokio::test]
+async fn pick_and_omit_rules_of_the_etsi_suite() {
+    let s = city().await;
+    let comma = s.get("/entities?type=Building,House&pick=id,height").await;
+    let pipe = s
+        .get("/entities?type=Building,House&pick=id%7Cheight")
+        .await;
+    assert_eq!(comma.body, pipe.body);
+    assert_eq!(ids_of(&pipe.body).len(), 3);
+    for query in [
+        "type=Building&pick=name&attrs=height",
+        "type=Building&omit=name&attrs=height",
+        "type=Building&pick=name%7C%7Cheight",
+        "type=Building&pick=id,,name",
+        "type=Building&pick=id;name",
+        // Linked-entity projections need join (clause 5.7.2.4; 019_33).
+        "type=Building&pick=owner%7Bname%7D",
+        "type=Building&omit=owner%7Bname%7D&join=inline&joinLevel=1",
+        // Linked-entity terms in q likewise (5722_01_03).
+        "type=Building&q=owner%7Bname%7D==%22x%22",
+    ] {
+        s.get(&format!("/entities?{query}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    // urn:q:3 has no tags: with pick=tags it has nothing left.
+    let r = s
+        .get("/entities?type=Building,House&pick=tags&options=keyValues")
+        .await;
+    assert_eq!(r.body, json!([{"tags": ["a", "b"]}, {"tags": ["c"]}]));
+}
+
+/// The members of a Query body (clause 5.2.23) and of its entity selectors
+/// (clause 5.2.33) as the ETSI suite checks them (019_32, 5233_01).
+#[tokio::test]
+async fn post_query_members_of_the_etsi_suite() {
+    let s = city().await;
+    let post = |body: serde_json::Value| {
+        let s = &s;
+        async move { s.post("/entityOperations/query", &body).await }
+    };
+    let r = post(
+        json!({"type": "Query", "entities": [{"type": "Building"}], "pick": ["id", "height"]}),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:q:1", "height": {"type": "Property", "value": 100}},
+               {"id": "urn:q:3", "height": {"type": "Property", "value": 300}}])
+    );
+    let r = post(json!({"type": "Query", "entities": [{"type": "House"}], "omit": "name,scope,tags,open,address,owner,temp,built"})).await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:q:2", "type": "House", "height": {"type": "Property", "value": 20}}])
+    );
+    // id: one URI or an array; it wins over idPattern.
+    let r = post(json!({"type": "Query", "entities": [{"type": "Building,House", "id": ["urn:q:1", "urn:q:2"]}]})).await;
+    assert_eq!(sorted(ids_of(&r.body)), ["urn:q:1", "urn:q:2"]);
+    let r = post(json!({"type": "Query", "entities": [{"type": "Building", "id": "urn:q:1", "idPattern": "urn:q:3"}]})).await;
+    assert_eq!(ids_of(&r.body), ["urn:q:1"]);
+    for body in [
+        json!({"type": "Query", "entities": []}),
+        json!({"type": "Query", "entities": [{"type": "Building"}], "attrs": []}),
+        json!({"type": "Query", "entities": [{"type": "Building"}], "pick": []}),
+        json!({"type": "Query", "entities": [{"type": "Building"}], "q": 42}),
+        json!({"type": "Query", "entities": [{"type": "Building"}], "join": "inline", "joinLevel": 0}),
+        json!({"type": "Query", "entities": [{"type": "Building"}],
+               "temporalQ": {"timerel": "after", "timeAt": "2020-01-01T00:00:00Z"}}),
+        json!({"type": "NotQuery", "entities": [{"type": "Building"}]}),
+        json!({"type": "Query", "entities": [{"id": "urn:q:1"}]}),
+        json!({"type": "Query", "entities": [{"type": "Building", "id": "not a uri"}]}),
+        json!({"type": "Query", "entities": [{"type": "Building", "id": ["urn:q:1", 5]}]}),
+    ] {
+        post(body.clone()).await.problem(400, "BadRequestData");
+    }
+}
+
+/// Ordering by distance (clause 4.23.3, ETSI 423_01, 5243_01): `dist-asc`
+/// and `dist-desc` from `orderFrom`, or from the `coordinates` of the
+/// `ordering` member of a Query; no reference, or a collation, is
+/// BadRequestData.
+#[tokio::test]
+async fn order_by_distance_and_the_ordering_member() {
+    let s = Server::start().await;
+    for (id, lon, lat) in [
+        ("urn:o:near", 8.01, 40.01),
+        ("urn:o:mid", 9.0, 41.0),
+        ("urn:o:far", 10.0, 45.0),
+    ] {
+        s.create(json!({"id": id, "type": "Spot",
+                        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}}))
+            .await;
+    }
+    s.create(json!({"id": "urn:o:nowhere", "type": "Spot"}))
+        .await;
+    let near_first = ["urn:o:near", "urn:o:mid", "urn:o:far", "urn:o:nowhere"];
+    let r = s
+        .get("/entities?type=Spot&orderBy=location;dist-asc&orderFrom=%5B8,40%5D")
+        .await;
+    assert_eq!(ids_of(&r.body), near_first, "{}", r.text);
+    let r = s
+        .get("/entities?type=Spot&orderBy=location;dist-desc&orderFrom=%5B8,40%5D")
+        .await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:o:far", "urn:o:mid", "urn:o:near", "urn:o:nowhere"],
+        "an entity without the GeoProperty comes last"
+    );
+    let r = s
+        .post(
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Spot"}],
+                    "ordering": {"orderBy": ["location;dist-asc"], "coordinates": [8, 40], "geometry": "Point"}}),
+        )
+        .await;
+    assert_eq!(ids_of(&r.body), near_first, "{}", r.text);
+    for query in [
+        "type=Spot&orderBy=location;dist-asc",
+        "type=Spot&orderBy=id;dist-asc&orderFrom=%5B8,40%5D",
+        "type=Spot&orderBy=name&collation=und",
+    ] {
+        s.get(&format!("/entities?{query}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    for ordering in [
+        json!({"orderBy": ["location;dist-asc"]}),
+        json!({"orderBy": ["location;dist-asc"], "coordinates": "8,40"}),
+        json!({"orderBy": ["id;asc"], "geometry": 5}),
+        json!({"orderBy": ["id;asc"], "collation": "de-u-co-phonebk"}),
+    ] {
+        s.post(
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Spot"}], "ordering": ordering}),
+        )
+        .await
+        .problem(400, "BadRequestData");
+    }
+}
+
+/// expandValues (clause 4.9, example 12; ETSI 019_29_12/13): the unquoted
+/// values of the listed attributes are expanded like vocab terms before
+/// they are compared.
+#[tokio::test]
+async fn expand_values_expands_the_words_of_the_listed_attributes() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:v:1", "type": "Shop",
+                    "category": {"type": "VocabProperty", "vocab": "commercial"}}))
+        .await;
+    assert!(s.ids("type=Shop&q=category==commercial").await.is_empty());
+    assert_eq!(
+        s.ids("type=Shop&q=category==commercial&expandValues=category")
+            .await,
+        ["urn:v:1"]
+    );
+    assert!(
+        s.ids("type=Shop&q=category==commercial&expandValues=other")
+            .await
+            .is_empty()
     );
 }

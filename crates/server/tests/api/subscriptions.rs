@@ -960,6 +960,51 @@ fn building(id: &str) -> Value {
     })
 }
 
+/// In the simplified form a multi-attribute is a `dataset` map (clause
+/// 4.5.4): a deleted instance is its datasetId's marker there, beside the
+/// remaining instances (ETSI 046_22_07); one instance left and one deleted
+/// make a map too.
+#[tokio::test]
+async fn deleted_instances_in_key_values_go_in_the_dataset_map() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:deleted-kv",
+            "type": "Subscription",
+            "entities": [{"type": "Building"}],
+            "watchedAttributes": ["name"],
+            "notificationTrigger": ["attributeDeleted"],
+            "notification": {"endpoint": {"uri": uri}, "format": "keyValues"},
+        }),
+    )
+    .await;
+    let id = "urn:ngsi-ld:Building:canton-kv";
+    s.create(building(id)).await;
+    let attr = |query: &str| format!("/entities/{}/attrs/name{query}", enc(id));
+    s.delete(&attr("?datasetId=urn:ngsi-ld:Dataset:fr"))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(
+        n.body["data"][0]["name"],
+        json!({"dataset": {
+            "@none": "Canton Tower",
+            "urn:ngsi-ld:Dataset:de": "Kantonturm",
+            "urn:ngsi-ld:Dataset:fr": "urn:ngsi-ld:null",
+        }})
+    );
+    s.delete(&attr("?datasetId=urn:ngsi-ld:Dataset:de"))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(
+        n.body["data"][0]["name"],
+        json!({"dataset": {"@none": "Canton Tower", "urn:ngsi-ld:Dataset:de": "urn:ngsi-ld:null"}})
+    );
+}
+
 #[tokio::test]
 async fn deletions_are_notified_with_markers_system_attributes_and_previous_values() {
     let s = Server::start().await;
