@@ -24,7 +24,9 @@ pub fn router() -> Router<AppState> {
             "/entities",
             post(entities::create)
                 .get(entities::query)
-                .delete(entities::purge),
+                .delete(entities::purge)
+                .patch(entities::missing_id)
+                .put(entities::missing_id),
         )
         .route(
             "/entities/{id}",

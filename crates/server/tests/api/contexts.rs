@@ -276,6 +276,31 @@ async fn link_header_rules() {
         .send()
         .await;
     r.problem(400, "BadRequestData");
+    // application/ld+json carries the context in the body: a JSON-LD Link
+    // header besides it is refused (clause 6.3.5, ETSI 001_09, 003_09).
+    let body = json!({"id": "urn:c:1", "type": "Car", "@context": url});
+    s.req(Method::POST, "/entities")
+        .header("link", &link(&url))
+        .ld(&body)
+        .send()
+        .await
+        .problem(400, "BadRequestData");
+    s.req(Method::POST, "/entityOperations/upsert")
+        .header("link", &link(&url))
+        .ld(&json!([body]))
+        .send()
+        .await
+        .problem(400, "BadRequestData");
+    s.get("/entities/urn:c:1")
+        .await
+        .problem(404, "ResourceNotFound");
+    // A user context may not hold scoped contexts (clause 5.5.7, ETSI
+    // 557_01_01).
+    s.req(Method::POST, "/entities")
+        .ld(&json!({"id": "urn:c:1", "type": "Car", "@context": [{"Car": {"@id": "https://e.example/Car", "@context": {"speed": "https://e.example/s"}}}]}))
+        .send()
+        .await
+        .problem(400, "BadRequestData");
     // A Link that is not a JSON-LD context is ignored.
     let r = s
         .req(Method::GET, "/entities?type=Car")
