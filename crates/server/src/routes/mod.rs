@@ -3,6 +3,7 @@
 
 mod contexts;
 mod entities;
+mod info;
 mod subscriptions;
 mod temporal;
 
@@ -87,6 +88,7 @@ pub fn router() -> Router<AppState> {
             post(temporal::query_post),
         )
         .route("/jsonldContexts", post(contexts::add).get(contexts::list))
+        .route("/info/sourceIdentity", get(info::source_identity))
         .route(
             "/jsonldContexts/{id}",
             get(contexts::serve).delete(contexts::remove),
