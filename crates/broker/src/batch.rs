@@ -163,6 +163,9 @@ impl Broker {
         kind: Kind,
     ) -> NgsiResult<BatchResult> {
         let items = batch_array(body)?;
+        if body_kind == BodyKind::LdJson && link.is_some() {
+            return Err(crate::context::ld_json_with_link());
+        }
         let shared_ctx = match body_kind {
             BodyKind::Json => Some(self.context_from_link(link).await),
             BodyKind::LdJson => None,
@@ -234,6 +237,25 @@ impl Broker {
         let outcomes = self.store.write(tenant, ops).await?;
         for (id, outcome) in op_ids.into_iter().zip(outcomes) {
             match outcome {
+                // An update that left attributes as they were (noOverwrite)
+                // did not do all it was asked: the entity is in error.
+                Ok(o) if o.report.as_ref().is_some_and(|r| !r.not_updated.is_empty()) => {
+                    let names: Vec<&str> = o
+                        .report
+                        .iter()
+                        .flat_map(|r| r.not_updated.iter().map(|(n, _)| &**n))
+                        .collect();
+                    result.errors.push((
+                        id,
+                        NgsiError::new(
+                            ErrorKind::AlreadyExists,
+                            format!(
+                                "attributes not overwritten as noOverwrite was given: {}",
+                                names.join(", ")
+                            ),
+                        ),
+                    ));
+                }
                 Ok(o) => {
                     if o.created {
                         result.created.push(id.clone());
@@ -265,18 +287,14 @@ fn batch_op(mut entity: Entity, kind: Kind) -> Op {
             }
             (Kind::Upsert(UpsertMode::Update), Some(old)) => {
                 let mut e = old.clone();
-                for t in &entity.types {
-                    if !e.types.contains(t) {
-                        e.types.push(t.clone());
-                    }
-                }
-                update::append(&mut e, entity.attrs, false, now);
+                update::append(&mut e, entity, false, now);
                 e.modified_at = now;
                 Ok(Change::put(e))
             }
+            // Batch Update runs Append Attributes per entity (clause 5.6.9).
             (Kind::Update { no_overwrite }, Some(old)) => {
                 let mut e = old.clone();
-                let report = update::append(&mut e, entity.attrs, no_overwrite, now);
+                let report = update::append(&mut e, entity, no_overwrite, now);
                 Ok(Change {
                     next: Next::Put(e),
                     report: Some(report),

@@ -74,6 +74,14 @@ pub enum BodyKind {
     LdJson,
 }
 
+/// The error of an `application/ld+json` request that also names a
+/// @context in a Link header (clause 6.3.5).
+pub(crate) fn ld_json_with_link() -> NgsiError {
+    NgsiError::bad_data(
+        "an application/ld+json request carries its @context in the body and cannot have a JSON-LD Link header",
+    )
+}
+
 pub(crate) fn context_error(e: jsonld::ContextError) -> NgsiError {
     match e {
         jsonld::ContextError::NotAvailable { url, reason } => NgsiError::new(
@@ -125,6 +133,9 @@ impl crate::Broker {
                 self.context_from_link(link).await
             }
             BodyKind::LdJson => {
+                if link.is_some() {
+                    return Err(ld_json_with_link());
+                }
                 let Some(source) = inline else {
                     return Err(NgsiError::bad_data(
                         "an application/ld+json body must carry @context",

@@ -15,13 +15,12 @@ mod temporal;
 
 use std::sync::Arc;
 
-use ngsi_model::parse::{
-    EntityRequirements, ParseLimits, parse_attribute, parse_attributes, parse_entity,
-};
+use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_attribute, parse_entity};
 use ngsi_model::render::{RenderOptions, render_entity};
 use ngsi_model::time::now_micros;
-use ngsi_model::update::{self, UpdateReport};
+use ngsi_model::update::{self, AttrPatch, UpdateReport};
 use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, Terms, iri};
+use ngsi_query::TypeExpr;
 use serde_json::{Map, Value};
 use store::{Change, Next, Op, Outcome, Store};
 
@@ -79,6 +78,15 @@ impl std::fmt::Debug for Broker {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Which instances of an attribute Delete Entity Attribute removes (clause 5.6.5).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Instances<'a> {
+    /// The instance with this datasetId; `None` (or "@none") is the default instance.
+    pub dataset_id: Option<&'a str>,
+    /// Every instance, whatever its datasetId.
+    pub delete_all: bool,
 }
 
 /// The per-attribute result of an update, ready to render (clause 5.2.18).
@@ -309,26 +317,32 @@ impl Broker {
         render_view(entity, ctx, view)
     }
 
-    /// Update Entity Attributes (clause 5.6.2): only existing attributes are
-    /// written; the result lists the others.
+    /// Update Entity Attributes (clause 5.6.2): a partial update patch
+    /// (clause 5.5.8). Attributes that exist are replaced, the others are
+    /// appended, and an attribute given as the NGSI-LD Null is deleted; new
+    /// types are added; the scope replaces the entity's scope if it has one.
     pub async fn update_attrs<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         id: &str,
         body: &J,
+        type_filter: Option<&str>,
     ) -> NgsiResult<UpdateResult> {
-        let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
+        let fragment = self.fragment_entity(ctx, id, body, ParseLimits::patch())?;
+        check_no_compound_null(&fragment.attrs)?;
+        let types = self.type_selector(ctx, type_filter)?;
         let report = self
-            .modify(tenant, id, move |entity, now| {
-                Ok(update::update_existing(entity, attrs, now))
+            .modify(tenant, id, types, move |entity, now| {
+                Ok(update::update_attrs(entity, fragment, now))
             })
             .await?;
         Ok(UpdateResult::from_report(report, ctx))
     }
 
     /// Append Entity Attributes (clause 5.6.3), optionally without
-    /// overwriting existing ones.
+    /// overwriting existing ones; the fragment's types and scopes are added
+    /// too.
     pub async fn append_attrs<J: JsonDoc + Sync>(
         &self,
         tenant: &str,
@@ -336,11 +350,13 @@ impl Broker {
         id: &str,
         body: &J,
         no_overwrite: bool,
+        type_filter: Option<&str>,
     ) -> NgsiResult<UpdateResult> {
-        let attrs = self.fragment_attrs(ctx, id, body, self.config.parse)?;
+        let fragment = self.fragment_entity(ctx, id, body, self.config.parse)?;
+        let types = self.type_selector(ctx, type_filter)?;
         let report = self
-            .modify(tenant, id, move |entity, now| {
-                Ok(update::append(entity, attrs, no_overwrite, now))
+            .modify(tenant, id, types, move |entity, now| {
+                Ok(update::append(entity, fragment, no_overwrite, now))
             })
             .await?;
         Ok(UpdateResult::from_report(report, ctx))
@@ -354,16 +370,13 @@ impl Broker {
         id: &str,
         attr: &str,
         body: &J,
+        type_filter: Option<&str>,
     ) -> NgsiResult<()> {
         check_id(id)?;
-        let name = iri(&ctx.expand(attr));
-        if !body.is_object() {
-            return Err(NgsiError::bad_data(
-                "an attribute fragment must be a JSON object",
-            ));
-        }
+        let name = target_attribute(attr, ctx, "partially updated")?;
         let patch = parse_fragment_instance(attr, body, ctx, ParseLimits::patch())?;
-        self.modify_entity(tenant, id, move |entity, now| {
+        let types = self.type_selector(ctx, type_filter)?;
+        self.modify_entity(tenant, id, types, move |entity, now| {
             update::partial_update(entity, &name, patch, now)
         })
         .await
@@ -377,14 +390,16 @@ impl Broker {
         id: &str,
         attr: &str,
         body: &J,
+        type_filter: Option<&str>,
     ) -> NgsiResult<()> {
         check_id(id)?;
-        let name = iri(&ctx.expand(attr));
+        let name = target_attribute(attr, ctx, "replaced")?;
         let instances = match strip_context(body) {
             Some(stripped) => parse_attribute(attr, &stripped, ctx, self.config.parse)?,
             None => parse_attribute(attr, body, ctx, self.config.parse)?,
         };
-        self.modify_entity(tenant, id, move |entity, now| {
+        let types = self.type_selector(ctx, type_filter)?;
+        self.modify_entity(tenant, id, types, move |entity, now| {
             update::replace_attribute(entity, &name, instances, now)
         })
         .await
@@ -397,18 +412,29 @@ impl Broker {
         ctx: &Ctx,
         id: &str,
         attr: &str,
-        dataset_id: Option<&str>,
-        delete_all: bool,
+        instances: Instances<'_>,
+        type_filter: Option<&str>,
     ) -> NgsiResult<()> {
         check_id(id)?;
+        let Instances {
+            dataset_id,
+            delete_all,
+        } = instances;
         if let Some(d) = dataset_id
             && !ngsi_model::parse::is_absolute_iri(d)
         {
             return Err(NgsiError::bad_data(format!("datasetId {d:?} is not a URI")));
         }
-        let name = iri(&ctx.expand(attr));
+        let types = self.type_selector(ctx, type_filter)?;
+        // The scope is deleted like an attribute (clause 5.6.5).
+        if attr == "scope" || ctx.expand(attr) == ngsi_model::entity::core_iri::SCOPE {
+            return self
+                .modify_entity(tenant, id, types, update::delete_scope)
+                .await;
+        }
+        let name = target_attribute(attr, ctx, "deleted")?;
         let dataset_id = dataset_id.filter(|d| *d != "@none").map(str::to_string);
-        self.modify_entity(tenant, id, move |entity, now| {
+        self.modify_entity(tenant, id, types, move |entity, now| {
             update::delete_attribute(entity, &name, dataset_id.as_deref(), delete_all, now)
         })
         .await
@@ -421,9 +447,11 @@ impl Broker {
         ctx: &Ctx,
         id: &str,
         body: &J,
+        type_filter: Option<&str>,
     ) -> NgsiResult<()> {
         let fragment = self.fragment_entity(ctx, id, body, ParseLimits::patch())?;
-        self.modify_entity(tenant, id, move |entity, now| {
+        let types = self.type_selector(ctx, type_filter)?;
+        self.modify_entity(tenant, id, types, move |entity, now| {
             update::merge(entity, fragment, now);
             Ok(())
         })
@@ -437,17 +465,21 @@ impl Broker {
         ctx: &Ctx,
         id: &str,
         body: &J,
+        type_filter: Option<&str>,
     ) -> NgsiResult<()> {
         let mut new = self.fragment_entity(ctx, id, body, self.config.parse)?;
         if new.types.is_empty() {
             return Err(NgsiError::bad_data("entity type is missing"));
         }
         new.id = id.into();
+        let types = self.type_selector(ctx, type_filter)?;
         self.check_tenant(tenant)?;
         self.write_one(
             tenant,
             Op::new(id, move |current| {
-                let old = current.ok_or_else(|| not_found(&new.id))?;
+                let old = current
+                    .filter(|e| selected(e, types.as_ref()))
+                    .ok_or_else(|| not_found(&new.id))?;
                 Ok(Change::put(update::replace(old, new, now_micros())))
             }),
         )
@@ -467,24 +499,16 @@ impl Broker {
         self.check_tenant(tenant)?;
         // The optional `type` selector: an entity of another type is not
         // the one the client meant, so it is not found.
-        let types = type_filter
-            .map(|t| query::parse_types(t, ctx))
-            .transpose()?;
+        let types = self.type_selector(ctx, type_filter)?;
         let owned: Arc<str> = id.into();
         let id2 = owned.clone();
         self.write_one(
             tenant,
             Op::new(owned, move |current| match current {
-                Some(e)
-                    if types
-                        .as_ref()
-                        .is_none_or(|t| t.matches_with(&|n| e.has_type(n))) =>
-                {
-                    Ok(Change {
-                        next: Next::Delete,
-                        report: None,
-                    })
-                }
+                Some(e) if selected(e, types.as_ref()) => Ok(Change {
+                    next: Next::Delete,
+                    report: None,
+                }),
                 _ => Err(not_found(&id2)),
             }),
         )
@@ -498,9 +522,10 @@ impl Broker {
         &self,
         tenant: &str,
         id: &str,
+        types: Option<TypeExpr>,
         f: impl FnOnce(&mut Entity, i64) -> NgsiResult<()> + Send + 'static,
     ) -> NgsiResult<()> {
-        self.modify(tenant, id, move |entity, now| {
+        self.modify(tenant, id, types, move |entity, now| {
             f(entity, now).map(|()| UpdateReport::default())
         })
         .await
@@ -508,11 +533,13 @@ impl Broker {
     }
 
     /// Runs `f` on the latest version of entity `id` inside the writer and
-    /// stores the result.
+    /// stores the result. With `types`, an entity of other types is not
+    /// found (the selector of Entity types of clause 5.6).
     async fn modify(
         &self,
         tenant: &str,
         id: &str,
+        types: Option<TypeExpr>,
         f: impl FnOnce(&mut Entity, i64) -> NgsiResult<UpdateReport> + Send + 'static,
     ) -> NgsiResult<UpdateReport> {
         check_id(id)?;
@@ -523,7 +550,10 @@ impl Broker {
             .write_one(
                 tenant,
                 Op::new(owned, move |current| {
-                    let mut entity = current.cloned().ok_or_else(|| not_found(&id2))?;
+                    let mut entity = current
+                        .filter(|e| selected(e, types.as_ref()))
+                        .cloned()
+                        .ok_or_else(|| not_found(&id2))?;
                     let report = f(&mut entity, now_micros())?;
                     let unchanged = report.updated.is_empty() && !report.not_updated.is_empty();
                     Ok(Change {
@@ -540,17 +570,9 @@ impl Broker {
         Ok(outcome.report.unwrap_or_default())
     }
 
-    /// Parses an entity fragment for the attribute operations: attributes
-    /// only; an `id` member, if present, must match.
-    fn fragment_attrs<J: JsonDoc>(
-        &self,
-        ctx: &Ctx,
-        id: &str,
-        body: &J,
-        limits: ParseLimits,
-    ) -> NgsiResult<Vec<(ngsi_model::Iri, Vec<ngsi_model::Attribute>)>> {
-        check_fragment(body, id)?;
-        parse_attributes(body.members(), ctx, limits)
+    /// Parses the optional `type` selector of the operations on one entity.
+    fn type_selector(&self, ctx: &Ctx, type_filter: Option<&str>) -> NgsiResult<Option<TypeExpr>> {
+        type_filter.map(|t| query::parse_types(t, ctx)).transpose()
     }
 
     fn fragment_entity<J: JsonDoc>(
@@ -593,36 +615,149 @@ fn strip_context<J: JsonDoc>(body: &J) -> Option<Value> {
     Some(value)
 }
 
+/// The members that carry the value of an attribute, one per kind.
+const VALUE_MEMBERS: &[&str] = &[
+    "value",
+    "object",
+    "languageMap",
+    "json",
+    "vocab",
+    "valueList",
+    "objectList",
+];
+
 /// Parses the body of a partial attribute update: an attribute fragment in
 /// which the value member may be missing (only metadata or sub-attributes
-/// change).
+/// change) and the type, if given, names the kind the target must have.
+/// The fragment goes through a `Value` only when it has an `@context` or no
+/// value member.
 fn parse_fragment_instance<J: JsonDoc>(
     name: &str,
     body: &J,
     ctx: &Ctx,
     limits: ParseLimits,
-) -> NgsiResult<ngsi_model::Attribute> {
-    let mut instances = match strip_context(body) {
-        Some(stripped) => parse_attribute(name, &stripped, ctx, limits)?,
-        None => parse_attribute(name, body, ctx, limits)?,
+) -> NgsiResult<AttrPatch> {
+    if !body.is_object() {
+        return Err(NgsiError::bad_data(
+            "an attribute fragment must be a JSON object",
+        ));
+    }
+    let kind = match body.get("type") {
+        None => None,
+        Some(t) => match t.as_str() {
+            Some(t) => Some(
+                t.strip_prefix(ngsi_model::entity::core_iri::NGSI_LD)
+                    .unwrap_or(t)
+                    .to_string(),
+            ),
+            None => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: type must be a string"
+                )));
+            }
+        },
+    };
+    let value_given = VALUE_MEMBERS.iter().any(|m| body.get(m).is_some());
+    let mut instances = if value_given && body.get("@context").is_none() {
+        parse_attribute(name, body, ctx, limits)?
+    } else {
+        let mut value = body.to_value();
+        let Value::Object(members) = &mut value else {
+            unreachable!("checked to be an object")
+        };
+        members.remove("@context");
+        if members.is_empty() {
+            return Err(NgsiError::bad_data(
+                "an empty attribute fragment changes nothing",
+            ));
+        }
+        if !value_given {
+            // Only metadata and sub-attributes: parse them under a
+            // placeholder value, which the update leaves out.
+            members.insert("type".into(), Value::String("Property".into()));
+            members.insert("value".into(), Value::Bool(true));
+        }
+        parse_attribute(name, &value, ctx, limits)?
     };
     if instances.len() != 1 {
         return Err(NgsiError::bad_data(
             "a partial update carries one attribute instance",
         ));
     }
-    let instance = instances.remove(0);
+    let attr = instances.remove(0);
     // The Null deletes a whole attribute or sub-attribute here; unlike in a
     // merge it cannot delete a key inside a compound value (clause 5.5.8).
-    if let ngsi_model::AttrValue::Property(v @ (Value::Object(_) | Value::Array(_))) =
-        &instance.value
+    if let ngsi_model::AttrValue::Property(v @ (Value::Object(_) | Value::Array(_))) = &attr.value
         && ngsi_model::parse::json_has_null(v)
     {
         return Err(NgsiError::bad_data(format!(
             "attribute {name}: the NGSI-LD Null cannot appear inside a compound value in a partial update"
         )));
     }
-    Ok(instance)
+    Ok(AttrPatch {
+        attr,
+        value_given,
+        kind,
+    })
+}
+
+/// Whether `entity` is selected by the optional selector of Entity types.
+fn selected(entity: &Entity, types: Option<&TypeExpr>) -> bool {
+    types.is_none_or(|t| t.matches_with(&|n| entity.has_type(n)))
+}
+
+/// The expanded name of the attribute an operation on one attribute
+/// targets (clauses 5.6.4, 5.6.5, 5.6.19): a valid attribute name, and not
+/// the scope.
+fn target_attribute(attr: &str, ctx: &Ctx, what: &str) -> NgsiResult<ngsi_model::Iri> {
+    if attr == "scope" {
+        return Err(NgsiError::bad_data(format!(
+            "the scope cannot be {what} as an attribute"
+        )));
+    }
+    if !ngsi_model::parse::is_valid_name(attr) {
+        return Err(NgsiError::bad_data(format!(
+            "invalid attribute name {attr:?}"
+        )));
+    }
+    Ok(iri(&ctx.expand(attr)))
+}
+
+/// In Update Entity Attributes the NGSI-LD Null deletes a whole attribute
+/// instance; anywhere else inside an instance (a sub-attribute, a key of a
+/// compound value) it is refused, as the instance replaces the old one.
+fn check_no_compound_null(
+    attrs: &[(ngsi_model::Iri, Vec<ngsi_model::Attribute>)],
+) -> NgsiResult<()> {
+    fn has_null(a: &ngsi_model::Attribute) -> bool {
+        use ngsi_model::AttrValue as V;
+        use ngsi_model::parse::json_has_null;
+        let in_value = match &a.value {
+            V::Property(v) | V::GeoProperty(v) | V::VocabProperty(v) => json_has_null(v),
+            V::JsonProperty(_) => false,
+            V::Relationship { object, .. } => json_has_null(object),
+            V::LanguageProperty(m) => m.values().any(json_has_null),
+            V::ListProperty(items) | V::ListRelationship { objects: items, .. } => {
+                items.iter().any(json_has_null)
+            }
+        };
+        in_value || a.sub.iter().any(|(_, s)| has_null(s))
+    }
+    for (name, instances) in attrs {
+        for a in instances {
+            let nested = if update::is_ngsi_null(a) {
+                a.sub.iter().any(|(_, s)| has_null(s))
+            } else {
+                has_null(a)
+            };
+            if nested {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: the NGSI-LD Null can only delete a whole attribute here"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Renders an entity with the view's projection and options.

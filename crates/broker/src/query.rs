@@ -819,6 +819,41 @@ impl EntityQuery {
             || self.geo.is_some()
     }
 
+    /// Whether a purge with this query is narrow enough (clause 5.6.21.4):
+    /// it names entity types, a non-system attribute (in `attrs` or in
+    /// `q`), a geo-query, or is limited to the local scope. Ids and id
+    /// patterns alone are not enough.
+    pub fn qualifies_for_purge(&self, local: bool, members: &[Iri]) -> bool {
+        fn system(n: &str) -> bool {
+            let short = n
+                .strip_prefix(ngsi_model::entity::core_iri::NGSI_LD)
+                .unwrap_or(n);
+            matches!(
+                short,
+                "createdAt" | "modifiedAt" | "deletedAt" | "observedAt"
+            )
+        }
+        let attrs = self
+            .attrs_filter
+            .iter()
+            .flatten()
+            .chain(members)
+            .any(|n| !system(n));
+        let q = self.q.as_ref().is_some_and(|q| {
+            let mut names = false;
+            q.clone().map_attr_names(&mut |n| {
+                names |= !system(n);
+                n.to_string()
+            });
+            names
+        });
+        local
+            || attrs
+            || q
+            || self.geo.is_some()
+            || self.selectors.iter().any(|s| s.types.is_some())
+    }
+
     /// Whether `e` matches every condition of the query.
     pub fn matches(&self, e: &Entity) -> bool {
         (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
@@ -1088,16 +1123,38 @@ impl Broker {
         tenant: &str,
         ctx: &Ctx,
         params: &QueryParams,
+        local: bool,
     ) -> NgsiResult<()> {
         if params.keep.is_some() && params.drop.is_some() {
             return Err(NgsiError::bad_data("keep and drop cannot be used together"));
+        }
+        // Linked-entity projections (`attr{sub}`) are refused (clause 5.6.21.4).
+        if let Some(attrs) = &params.attrs
+            && attrs
+                .split(',')
+                .any(|a| !ngsi_model::parse::is_valid_name(a.trim()))
+        {
+            return Err(NgsiError::bad_data(format!("invalid attrs {attrs:?}")));
         }
         let mut p = params.clone();
         p.count = Some("true".into());
         p.limit = Some("1".into());
         let query = EntityQuery::from_params(&p, ctx, 1, usize::MAX)?;
-        if !query.has_selector() {
-            return Err(NgsiError::bad_data("purge needs at least one selector"));
+        let keep = params
+            .keep
+            .as_deref()
+            .map(|k| expand_list(k, ctx))
+            .transpose()?;
+        let drop = params
+            .drop
+            .as_deref()
+            .map(|d| expand_list(d, ctx))
+            .transpose()?;
+        let members: Vec<Iri> = keep.iter().chain(&drop).flatten().cloned().collect();
+        if !query.qualifies_for_purge(local, &members) {
+            return Err(NgsiError::bad_data(
+                "purge needs entity types, a non-system attribute (attrs, keep, drop or q), a geo-query or local=true",
+            ));
         }
         self.check_tenant(tenant)?;
         let (ids, types) = query.selection_parts();
@@ -1117,16 +1174,6 @@ impl Broker {
                 count: false,
             },
         );
-        let keep = params
-            .keep
-            .as_deref()
-            .map(|k| expand_list(k, ctx))
-            .transpose()?;
-        let drop = params
-            .drop
-            .as_deref()
-            .map(|d| expand_list(d, ctx))
-            .transpose()?;
         let ops = page
             .entities
             .iter()

@@ -6,7 +6,8 @@
 //! sections 4.1 and 4.2), reduced to what NGSI-LD needs: `@base`,
 //! `@language`, `@direction` and `@propagate` are accepted and ignored,
 //! `@reverse` terms are recorded but never chosen for compaction, and scoped
-//! contexts (`@context` inside a term definition) are kept unprocessed.
+//! contexts (`@context` inside a term definition) are refused in user
+//! contexts (clause 5.5.7) and kept unprocessed in core contexts.
 //!
 //! Two NGSI-LD rules shape it (ETSI GS CIM 009 v1.9.1, clause 5.5.7): the core
 //! context is always part of the active context, and it is applied last, so a
@@ -250,6 +251,7 @@ impl Context {
             vocab: None,
             core: Some(&core),
             inclusions: 0,
+            in_core: 0,
         };
         builder.process(ctx, loader, &mut Vec::new(), 0)?;
         // The core context is applied last: its terms win over any user
@@ -268,6 +270,7 @@ impl Context {
             vocab: None,
             core: None,
             inclusions: 0,
+            in_core: 0,
         };
         let ctx = doc
             .get("@context")
@@ -430,6 +433,10 @@ struct Builder<'c> {
     core: Option<&'c Context>,
     /// Remote contexts processed so far.
     inclusions: usize,
+    /// How many core context documents enclose the definitions being
+    /// processed (a core context may use scoped contexts, a user context
+    /// may not).
+    in_core: usize,
 }
 
 /// Where a term stands while one local context is processed.
@@ -508,8 +515,11 @@ impl Builder<'_> {
             reason: "not loaded".into(),
         })?;
         let inner = remote_context_member(url, &doc)?;
+        let core_doc = usize::from(core::is_core_context_url(url));
         chain.push(url.to_owned());
+        self.in_core += core_doc;
         let result = self.process(inner, loader, chain, depth + 1);
+        self.in_core -= core_doc;
         chain.pop();
         result
     }
@@ -735,6 +745,13 @@ impl Builder<'_> {
                 )));
             }
         };
+        // NGSI-LD: a user @context shall not contain scoped contexts
+        // (ETSI GS CIM 009 v1.9.1, clause 5.5.7).
+        if map.contains_key("@context") && self.core.is_some() && self.in_core == 0 {
+            return Err(ContextError::Invalid(format!(
+                "the term definition of {term} has a scoped context, which a user @context cannot have"
+            )));
+        }
         let protected = match map.get("@protected") {
             None => protected_default,
             Some(Value::Bool(b)) => *b,

@@ -4,7 +4,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContextError {
     /// A referenced context could not be obtained (network failure, timeout,
-    /// non-success status, oversized or non-JSON body). NGSI-LD maps this to
+    /// non-success status, oversized body). NGSI-LD maps this to
     /// `LdContextNotAvailable` (HTTP 503).
     #[error("@context {url} is not available: {reason}")]
     NotAvailable {

@@ -32,10 +32,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// The resolver bounds the time of every call (see
 /// [`ResolverConfig::fetch_timeout`]); an implementation only reports what
-/// went wrong, as a short reason.
+/// went wrong: [`ContextError::NotAvailable`] when the document could not be
+/// obtained, [`ContextError::Invalid`] when it was obtained but is not JSON.
 pub trait Fetch: Send + Sync {
     /// Fetches and parses the document at `url`.
-    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Value, String>>;
+    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Value, ContextError>>;
 }
 
 /// Installs ring as the process-wide TLS crypto provider when the `tls`
@@ -73,7 +74,11 @@ impl HttpFetcher {
         }
     }
 
-    async fn get(&self, url: &str) -> Result<Value, String> {
+    async fn get(&self, url: &str) -> Result<Value, ContextError> {
+        let unavailable = |reason: String| ContextError::NotAvailable {
+            url: url.to_owned(),
+            reason,
+        };
         let mut response = self
             .client
             .get(url)
@@ -83,36 +88,45 @@ impl HttpFetcher {
             )
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| unavailable(error_chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("the server answered with HTTP status {status}"));
+            return Err(unavailable(format!(
+                "the server answered with HTTP status {status}"
+            )));
         }
         if response
             .content_length()
             .is_some_and(|len| len > self.max_body_bytes as u64)
         {
-            return Err(format!(
+            return Err(unavailable(format!(
                 "the document is larger than {} bytes",
                 self.max_body_bytes
-            ));
+            )));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?
+        {
             if body.len() + chunk.len() > self.max_body_bytes {
-                return Err(format!(
+                return Err(unavailable(format!(
                     "the document is larger than {} bytes",
                     self.max_body_bytes
-                ));
+                )));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| format!("the document is not JSON: {e}"))
+        // Retrieved but not JSON: an invalid context, not an unavailable one
+        // (clause 5.5.6).
+        serde_json::from_slice(&body)
+            .map_err(|e| ContextError::Invalid(format!("the document at {url} is not JSON: {e}")))
     }
 }
 
 impl Fetch for HttpFetcher {
-    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Value, ContextError>> {
         Box::pin(self.get(url))
     }
 }
@@ -454,12 +468,7 @@ impl ContextResolver {
                     reason: format!("no answer within {} ms", timeout.as_millis()),
                 });
             }
-            Ok(Err(reason)) => {
-                return Err(ContextError::NotAvailable {
-                    url: url.to_owned(),
-                    reason,
-                });
-            }
+            Ok(Err(e)) => return Err(e),
             Ok(Ok(doc)) => Arc::new(doc),
         };
         remote_context_member(url, &doc)?;

@@ -402,7 +402,7 @@ mod resolver {
     }
 
     impl Fetch for MapFetcher {
-        fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+        fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Value, ContextError>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 if let Some(d) = self.delay {
@@ -412,7 +412,10 @@ mod resolver {
                     .lock()
                     .get(url)
                     .cloned()
-                    .ok_or_else(|| "404 not found".to_owned())
+                    .ok_or_else(|| ContextError::NotAvailable {
+                        url: url.to_owned(),
+                        reason: "404 not found".to_owned(),
+                    })
             })
         }
     }
@@ -421,7 +424,7 @@ mod resolver {
     struct Hanging;
 
     impl Fetch for Hanging {
-        fn fetch<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+        fn fetch<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<Value, ContextError>> {
             Box::pin(std::future::pending())
         }
     }
@@ -670,8 +673,9 @@ mod resolver {
             .resolve(&json!(url))
             .await
             .unwrap_err();
+        // Retrieved but not JSON: invalid, not unavailable (clause 5.5.6).
         assert!(
-            matches!(err, ContextError::NotAvailable { ref reason, .. } if reason.contains("not JSON")),
+            matches!(err, ContextError::Invalid(ref m) if m.contains("not JSON")),
             "{err}"
         );
     }

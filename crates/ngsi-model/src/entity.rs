@@ -47,6 +47,8 @@ pub mod core_iri {
     pub const OBSERVATION_SPACE: &str = "https://uri.etsi.org/ngsi-ld/observationSpace";
     /// The `operationSpace` GeoProperty.
     pub const OPERATION_SPACE: &str = "https://uri.etsi.org/ngsi-ld/operationSpace";
+    /// The `scope` member of entities.
+    pub const SCOPE: &str = "https://uri.etsi.org/ngsi-ld/scope";
     /// The NGSI-LD Null used by merge-patch to delete.
     pub const NULL: &str = "urn:ngsi-ld:null";
 }

@@ -129,7 +129,84 @@ const ATTRIBUTE_MEMBERS: &[&str] = &[
     "@context",
     "previousValue",
     "previousObject",
+    "valueType",
 ];
+
+/// The member that carries the value of each attribute kind.
+const VALUE_MEMBER: &[(&str, &str)] = &[
+    ("Property", "value"),
+    ("GeoProperty", "value"),
+    ("Relationship", "object"),
+    ("LanguageProperty", "languageMap"),
+    ("JsonProperty", "json"),
+    ("VocabProperty", "vocab"),
+    ("ListProperty", "valueList"),
+    ("ListRelationship", "objectList"),
+];
+
+/// Refuses the members that an attribute of `kind` shall never include
+/// (clauses 4.5.2.2, 4.5.3.2, 4.5.18 to 4.5.24): the value members of the
+/// other kinds, the output-only `previous*` members, the sealed members
+/// outside `ngsildproof`, a `unitCode` on kinds without units, and a
+/// LanguageProperty `valueType` other than `langString`.
+fn check_members<J: JsonDoc>(m: &J, kind: &str, name: &str) -> NgsiResult<()> {
+    let own = VALUE_MEMBER
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| *v);
+    let refuse = |member: &str| {
+        Err(NgsiError::bad_data(format!(
+            "attribute {name}: a {kind} cannot have a {member} member"
+        )))
+    };
+    for (member, value) in m.members() {
+        let foreign_value = VALUE_MEMBER
+            .iter()
+            .any(|(_, v)| *v == member && Some(member) != own);
+        let unitless = member == "unitCode"
+            && matches!(
+                kind,
+                "Relationship" | "LanguageProperty" | "JsonProperty" | "ListRelationship"
+            );
+        let sealed =
+            matches!(member, "entityIdSealed" | "entityTypeSealed") && name != "ngsildproof";
+        let output_only = matches!(
+            member,
+            "previousValue"
+                | "previousObject"
+                | "previousLanguageMap"
+                | "previousJson"
+                | "previousVocab"
+                | "previousValueList"
+                | "previousObjectList"
+        );
+        if foreign_value || unitless || sealed || output_only {
+            return refuse(member);
+        }
+        if member == "valueType"
+            && kind == "LanguageProperty"
+            && value.as_str() != Some("langString")
+        {
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name}: the valueType of a LanguageProperty must be langString"
+            )));
+        }
+    }
+    if name == "ngsildproof" {
+        // Its value is the proof object and the sealed members are strings
+        // (clause 4.5.2.2).
+        let proof_ok = m.get("value").is_none_or(|v| v.is_object());
+        let sealed_ok = ["entityIdSealed", "entityTypeSealed"]
+            .iter()
+            .all(|k| m.get(k).is_none_or(|v| v.as_str().is_some()));
+        if !proof_ok || !sealed_ok {
+            return Err(NgsiError::bad_data(
+                "attribute ngsildproof: the value must be a proof object and the sealed members strings",
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Whether `s` is an absolute IRI (a scheme followed by a colon and at least
 /// one further character, with no characters that IRIs forbid).
@@ -590,6 +667,9 @@ fn parse_instance<J: JsonDoc>(
     }
     let m = value;
     let kind = kind_of(m, name)?;
+    if kind != "CompoundValue" && kind != "Geometry" {
+        check_members(m, kind, name)?;
+    }
     let mut consumed_value = true;
     let value = match kind {
         "Property" => AttrValue::Property(require(m, "value", name, kind)?.to_value()),
@@ -644,7 +724,18 @@ fn parse_instance<J: JsonDoc>(
                 )));
             }
         },
-        "JsonProperty" => AttrValue::JsonProperty(require(m, "json", name, kind)?.to_value()),
+        "JsonProperty" => {
+            // A raw JSON object or an array of objects (clause 4.5.24).
+            let j = require(m, "json", name, kind)?;
+            let null = limits.allow_null && j.as_str() == Some(crate::entity::core_iri::NULL);
+            let objects = j.is_object() || j.as_array().is_some_and(|a| a.iter().all(J::is_object));
+            if !null && !objects {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: json must be a JSON object or an array of objects"
+                )));
+            }
+            AttrValue::JsonProperty(j.to_value())
+        }
         "VocabProperty" => {
             AttrValue::VocabProperty(expand_vocab(require(m, "vocab", name, kind)?, terms, name)?)
         }
@@ -717,7 +808,10 @@ fn parse_instance<J: JsonDoc>(
         match d.as_str() {
             // "@none" names the default instance (clause 4.5.5).
             Some("@none") => {}
-            Some(s) if is_absolute_iri(s) => attr.dataset_id = Some(s.into()),
+            // A datasetId cannot be deleted with the NGSI-LD Null (clause 5.5.8).
+            Some(s) if is_absolute_iri(s) && s != crate::entity::core_iri::NULL => {
+                attr.dataset_id = Some(s.into())
+            }
             _ => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: datasetId must be a URI"

@@ -85,16 +85,41 @@ fn insert_instance(entity: &mut Entity, name: &Iri, mut new: Attribute, now: i64
     }
 }
 
-/// Append Entity Attributes (clause 5.6.3): adds attributes, overwriting
-/// existing instances with the same datasetId unless `no_overwrite`.
-pub fn append(
-    entity: &mut Entity,
-    attrs: Vec<(Iri, Vec<Attribute>)>,
-    no_overwrite: bool,
-    now: i64,
-) -> UpdateReport {
+/// Adds the types of `fragment` that `entity` lacks (clauses 5.6.2, 5.6.3).
+fn add_types(entity: &mut Entity, types: Vec<Iri>) -> bool {
+    let mut changed = false;
+    for t in types {
+        if !entity.types.contains(&t) {
+            entity.types.push(t);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// The name under which scope changes are reported in an UpdateResult.
+pub const SCOPE: &str = "scope";
+
+/// Append Entity Attributes (clause 5.6.3): adds the fragment's types and
+/// attributes, overwriting existing instances with the same datasetId
+/// unless `no_overwrite`. Scopes of the fragment replace the entity's, or
+/// with `no_overwrite` are added to them.
+pub fn append(entity: &mut Entity, fragment: Entity, no_overwrite: bool, now: i64) -> UpdateReport {
     let mut report = UpdateReport::default();
-    for (name, instances) in attrs {
+    let mut changed = add_types(entity, fragment.types);
+    if !fragment.scopes.is_empty() {
+        if no_overwrite {
+            for s in fragment.scopes {
+                if !entity.scopes.contains(&s) {
+                    entity.scopes.push(s);
+                }
+            }
+        } else {
+            entity.scopes = fragment.scopes;
+        }
+        changed = true;
+    }
+    for (name, instances) in fragment.attrs {
         for new in instances {
             let existing = entity
                 .attr_mut(&name)
@@ -115,44 +140,76 @@ pub fn append(
             }
         }
     }
-    if !report.updated.is_empty() {
+    if changed || !report.updated.is_empty() {
         entity.modified_at = now;
     }
     report
 }
 
-/// Update Entity Attributes (clause 5.6.2): overwrites existing instances;
-/// attributes (or datasetIds) that do not exist are reported, not added.
-pub fn update_existing(
-    entity: &mut Entity,
-    attrs: Vec<(Iri, Vec<Attribute>)>,
-    now: i64,
-) -> UpdateReport {
+/// Update Entity Attributes (clause 5.6.2, a partial update patch of
+/// clause 5.5.8): an instance with the same datasetId is replaced as a
+/// whole, one that does not exist is appended, and one given as the NGSI-LD
+/// Null is deleted. New types are added; the scope replaces the entity's
+/// scope only when it has one (otherwise it is reported as not updated).
+pub fn update_attrs(entity: &mut Entity, fragment: Entity, now: i64) -> UpdateReport {
     let mut report = UpdateReport::default();
-    for (name, instances) in attrs {
+    let mut changed = add_types(entity, fragment.types);
+    if !fragment.scopes.is_empty() {
+        if entity.scopes.is_empty() {
+            report
+                .not_updated
+                .push((crate::iri(SCOPE), "the entity has no scope".into()));
+        } else {
+            entity.scopes = fragment.scopes;
+            changed = true;
+        }
+    }
+    for (name, instances) in fragment.attrs {
         for new in instances {
-            let existing = entity
-                .attr_mut(&name)
-                .and_then(|i| find_instance(i, new.dataset_id.as_deref()));
-            match existing {
-                Some(old) => {
-                    overwrite(old, new, now);
+            let null = is_ngsi_null(&new);
+            let dataset = new.dataset_id.clone();
+            let pos = entity
+                .attr(&name)
+                .and_then(|i| i.iter().position(|a| a.dataset_id == dataset));
+            match (pos, null) {
+                (Some(i), true) => {
+                    remove_instance(entity, &name, i);
                     report.updated(&name);
                 }
-                None => report.not_updated.push((
+                (None, true) => report.not_updated.push((
                     name.clone(),
-                    match &new.dataset_id {
-                        Some(d) => format!("no instance with datasetId {d}"),
-                        None => "attribute does not exist".into(),
+                    match &dataset {
+                        Some(d) => format!("no instance with datasetId {d} to delete"),
+                        None => "no default instance to delete".into(),
                     },
                 )),
+                (Some(i), false) => {
+                    let instances = entity.attr_mut(&name).expect("found above");
+                    overwrite(&mut instances[i], new, now);
+                    report.updated(&name);
+                }
+                (None, false) => {
+                    insert_instance(entity, &name, new, now);
+                    report.updated(&name);
+                }
             }
         }
     }
-    if !report.updated.is_empty() {
+    if changed || !report.updated.is_empty() {
         entity.modified_at = now;
     }
     report
+}
+
+/// Removes instance `i` of attribute `name`, and the attribute with its
+/// last instance.
+fn remove_instance(entity: &mut Entity, name: &str, i: usize) {
+    if let Some(instances) = entity.attr_mut(name) {
+        instances.remove(i);
+        if instances.is_empty() {
+            entity.attrs.retain(|(n, _)| &**n != name);
+        }
+    }
 }
 
 /// Applies an RFC 7396 merge patch to a JSON value, with the NGSI-LD Null in
@@ -234,13 +291,31 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
     old.modified_at = now;
 }
 
+/// The fragment of a Partial Attribute Update (clause 5.6.4).
+#[derive(Debug, Clone)]
+pub struct AttrPatch {
+    /// The members given. Its value is meaningless unless `value_given`.
+    pub attr: Attribute,
+    /// Whether the fragment carries the value member; without it only the
+    /// metadata and the sub-attributes change.
+    pub value_given: bool,
+    /// The attribute type the fragment names, if it names one: it must be
+    /// the type of the target (an attribute cannot change its type).
+    pub kind: Option<String>,
+}
+
 /// Partial Attribute Update (clause 5.6.4) of instance `patch.dataset_id`.
 pub fn partial_update(
     entity: &mut Entity,
     name: &Iri,
-    patch: Attribute,
+    patch: AttrPatch,
     now: i64,
 ) -> NgsiResult<()> {
+    let AttrPatch {
+        attr: mut patch,
+        value_given,
+        kind,
+    } = patch;
     let dataset = patch.dataset_id.clone();
     let Some(instances) = entity.attr_mut(name) else {
         return Err(NgsiError::not_found(format!(
@@ -252,14 +327,41 @@ pub fn partial_update(
             "attribute {name} has no such datasetId"
         )));
     };
-    if is_ngsi_null(&patch) {
+    let current = instances[pos].value.kind_name();
+    if let Some(k) = kind.as_deref()
+        && k != current
+    {
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name} is a {current}: a partial update cannot make it a {k}"
+        )));
+    }
+    if value_given && is_ngsi_null(&patch) {
         instances.remove(pos);
         if instances.is_empty() {
             entity.attrs.retain(|(n, _)| n != name);
         }
     } else {
+        if !value_given {
+            patch.value = instances[pos].value.clone();
+        } else if patch.value.kind_name() != current {
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name} is a {current}: the fragment's value is a {}",
+                patch.value.kind_name()
+            )));
+        }
         merge_instance(&mut instances[pos], patch, false, now);
     }
+    entity.modified_at = now;
+    Ok(())
+}
+
+/// Deletes the scopes of an entity (Delete Attribute of `scope`, clause
+/// 5.6.5).
+pub fn delete_scope(entity: &mut Entity, now: i64) -> NgsiResult<()> {
+    if entity.scopes.is_empty() {
+        return Err(NgsiError::not_found("the entity has no scope"));
+    }
+    entity.scopes.clear();
     entity.modified_at = now;
     Ok(())
 }

@@ -107,7 +107,8 @@ fn attribute() -> impl Strategy<Value = Value> {
             .prop_map(|(x, y)| json!({"type": "GeoProperty", "value": {"type": "Point", "coordinates": [x, y]}})),
         prop::collection::btree_map("(zh|en|zh-Hans|@none)", "[a-z广州]{1,8}", 1..3)
             .prop_map(|m| json!({"type": "LanguageProperty", "languageMap": m})),
-        json_value().prop_map(|v| json!({"type": "JsonProperty", "json": v})),
+        // A raw JSON object or an array of objects (clause 4.5.24.2).
+        json_value().prop_map(|v| json!({"type": "JsonProperty", "json": {"raw": v}})),
         Just(json!({"type": "VocabProperty", "vocab": "WaterLevelSensor"})),
         prop::collection::vec(scalar(), 0..4).prop_map(|v| json!({"type": "ListProperty", "valueList": v})),
         prop::collection::vec(uri(), 0..3).prop_map(|v| {

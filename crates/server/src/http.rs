@@ -455,3 +455,10 @@ pub fn empty(status: StatusCode) -> Response {
     *r.status_mut() = status;
     r
 }
+
+/// Whether `s` is an RFC 7230 token: one or more `tchar`s.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

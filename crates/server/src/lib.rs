@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The deepest JSON nesting accepted in a body.
     pub max_json_depth: usize,
+    /// The Context Source alias this broker announces (clause 5.2.40).
+    pub source_alias: String,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +41,7 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: 8 << 20,
             max_json_depth: 64,
+            source_alias: "wuyang".into(),
         }
     }
 }

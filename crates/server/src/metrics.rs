@@ -30,6 +30,7 @@ struct RouteLabels {
 
 /// The registry and the HTTP metrics.
 pub struct Metrics {
+    started: Instant,
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -64,10 +65,16 @@ impl Metrics {
         );
         extra(&mut registry);
         Self {
+            started: Instant::now(),
             registry: Mutex::new(registry),
             requests,
             latency,
         }
+    }
+
+    /// How long the service has been up.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// The registry in the Prometheus text format.

@@ -65,6 +65,22 @@ pub struct ServeArgs {
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
+    /// The Context Source alias announced by `GET /info/sourceIdentity`
+    /// (an RFC 7230 token; a tenant's alias appends the tenant name).
+    #[arg(long, env = "WUYANG_SOURCE_ALIAS", default_value = "wuyang", value_parser = parse_alias)]
+    pub source_alias: String,
+}
+
+/// A Context Source alias is an RFC 7230 pseudonym: a non-empty token.
+fn parse_alias(s: &str) -> Result<String, String> {
+    if server::http::is_token(s) {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "the alias must be a non-empty RFC 7230 token (letters, digits, !#$%&'*+-.^_`|~)"
+                .into(),
+        )
+    }
 }
 
 /// Builds the application state over a store opened in `args.data_dir`.
@@ -113,6 +129,7 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
         config: Arc::new(ServerConfig {
             max_body_bytes: args.max_body_bytes,
             max_json_depth: args.max_json_depth,
+            source_alias: args.source_alias.clone(),
         }),
         metrics: Arc::new(metrics),
     })

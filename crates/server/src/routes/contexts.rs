@@ -54,6 +54,18 @@ fn info_json(i: &ContextInfo) -> Value {
     v
 }
 
+/// The value of a boolean parameter (`details`, `reload`): absent is false,
+/// anything but `true` or `false` is BadRequestData (ETSI 052_04, 051_04_04).
+fn flag(params: &[(String, String)], name: &str) -> Result<bool, NgsiError> {
+    match param(params, name) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(NgsiError::bad_data(format!(
+            "{name} must be true or false, not {v:?}"
+        ))),
+    }
+}
+
 /// Finds the URL of a held context from the id in the path: a local id of a
 /// hosted context, or the (decoded) URL of any held context.
 fn find(state: &AppState, id: &str) -> Option<ContextInfo> {
@@ -73,9 +85,18 @@ pub async fn add(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiRes
     let bytes = read_body(&req, &state, body).await?;
     let doc: Value = serde_json::from_slice(&bytes)
         .map_err(|_| req.err(NgsiError::invalid_request("the body is not valid JSON")))?;
+    let local = |v: &Value| matches!(v, Value::Object(_) | Value::String(_));
     match doc.get("@context") {
-        Some(Value::Object(_) | Value::Array(_) | Value::String(_)) if doc.is_object() => {}
-        _ => {
+        Some(Value::Object(_) | Value::String(_)) => {}
+        Some(Value::Array(items)) if items.iter().all(local) => {}
+        // Well-formed JSON whose @context is no JSON-LD context: invalid
+        // JSON-LD (clauses 5.13.2.4, 5.5.4; ETSI 5132_01).
+        Some(_) => {
+            return Err(req.err(NgsiError::bad_data(
+                "the @context member must be a string, an object or an array of them",
+            )));
+        }
+        None => {
             return Err(req.err(NgsiError::invalid_request(
                 "the body must be an object with an @context member",
             )));
@@ -108,7 +129,7 @@ fn rand_id() -> u64 {
 pub async fn list(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     let params =
         checked_params(req.query.as_deref(), &["details", "kind"]).map_err(|e| req.err(e))?;
-    let details = param(&params, "details") == Some("true");
+    let details = flag(&params, "details").map_err(|e| req.err(e))?;
     let kind = match param(&params, "kind") {
         None => None,
         Some("Hosted") => Some(ContextKind::Hosted),
@@ -139,12 +160,13 @@ pub async fn list(State(state): State<AppState>, req: Ngsi) -> ApiResult {
 /// GET /jsonldContexts/{id}
 pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
     let params = checked_params(req.query.as_deref(), &["details"]).map_err(|e| req.err(e))?;
+    let details = flag(&params, "details").map_err(|e| req.err(e))?;
     if let Some(doc) = jsonld::core_context_document(&id) {
         return Ok(json(StatusCode::OK, doc));
     }
     let info = find(&state, &id)
         .ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
-    if param(&params, "details") == Some("true") {
+    if details {
         return Ok(json(StatusCode::OK, &info_json(&info)));
     }
     let doc = state
@@ -158,23 +180,36 @@ pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<Stri
 /// DELETE /jsonldContexts/{id}
 pub async fn remove(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
     let params = checked_params(req.query.as_deref(), &["reload"]).map_err(|e| req.err(e))?;
+    let reload = flag(&params, "reload").map_err(|e| req.err(e))?;
     if jsonld::is_core_context_url(&id) {
+        // The core context is built in: it cannot be deleted, and reloading
+        // it has nothing to download (ETSI 051_08, 051_09).
+        if reload {
+            return Ok(empty(StatusCode::NO_CONTENT));
+        }
         return Err(req.err(NgsiError::bad_data("the core @context cannot be deleted")));
     }
-    let info = find(&state, &id)
-        .ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
+    let info = find(&state, &id);
     let resolver = state.broker.contexts();
-    if param(&params, "reload") == Some("true") {
-        if info.kind != ContextKind::Cached {
+    if reload {
+        // Only a Cached context can be reloaded; an id that names none is
+        // not one either (clause 5.13.5.4, ETSI 051_04_01).
+        let Some(info) = info.filter(|i| i.kind == ContextKind::Cached) else {
             return Err(req.err(NgsiError::bad_data(
                 "only a cached @context can be reloaded",
             )));
-        }
-        resolver
-            .reload(&info.url)
-            .await
-            .map_err(|e| req.err(NgsiError::bad_data(e.to_string())))?;
+        };
+        // A failed download, or an invalid document, is LdContextNotAvailable
+        // and leaves the stored copy in place (clause 5.13.5.4).
+        resolver.reload(&info.url).await.map_err(|e| {
+            req.err(NgsiError::new(
+                ngsi_model::ErrorKind::LdContextNotAvailable,
+                format!("the @context {} could not be reloaded: {e}", info.url),
+            ))
+        })?;
     } else {
+        let info =
+            info.ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
         state
             .broker
             .forget_context(&info.url)

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use broker::{BatchResult, Ctx, EntityQuery, UpdateResult, UpsertMode, ViewOptions};
+use broker::{BatchResult, Ctx, EntityQuery, Instances, UpdateResult, UpsertMode, ViewOptions};
 use bytes::Bytes;
 use ngsi_model::{Json, JsonDoc, NgsiError};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -68,6 +68,9 @@ pub(crate) const RETRIEVE_PARAMS: &[&str] = &[
     "link",
 ];
 const WRITE_PARAMS: &[&str] = &["options", "local", "format"];
+/// The parameters of the writes on one entity, which also take the
+/// selector of Entity types (clause 5.6).
+const ENTITY_WRITE_PARAMS: &[&str] = &["options", "local", "format", "type"];
 
 /// Reads and parses a JSON body after the Content-Type check, and resolves
 /// its @context.
@@ -176,13 +179,14 @@ async fn write_no_content(
     state: &AppState,
     req: &Ngsi,
     body: Body,
-    op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Json<'_>) -> ngsi_model::NgsiResult<()>,
+    op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Json<'_>, Option<&str>) -> ngsi_model::NgsiResult<()>,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), ENTITY_WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (bytes, consume) = json_body(req, state, body).await?;
     let doc = body_doc(req, state, &bytes)?;
     let ctx = body_ctx(req, state, consume, &doc).await?;
-    op(&state.broker, &ctx, &doc)
+    op(&state.broker, &ctx, &doc, param(&params, "type"))
         .await
         .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
@@ -449,21 +453,40 @@ pub async fn purge(State(state): State<AppState>, req: Ngsi) -> ApiResult {
             "type",
             "id",
             "idPattern",
+            "attrs",
             "q",
             "scopeQ",
+            "georel",
+            "geometry",
+            "coordinates",
+            "geoproperty",
+            "csf",
             "keep",
             "drop",
             "local",
         ],
     )
     .map_err(|e| req.err(e))?;
+    let local = match param(&params, "local") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(req.err(NgsiError::bad_data("local must be true or false"))),
+    };
     let ctx = link_ctx(&req, &state).await?;
     state
         .broker
-        .purge_entities(&req.tenant, &ctx, &query_params(&params))
+        .purge_entities(&req.tenant, &ctx, &query_params(&params), local)
         .await
         .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// PATCH or PUT /entities without an entity id: the id is missing
+/// (clauses 5.6.17.4, 5.6.18.4).
+pub async fn missing_id(req: Ngsi) -> ApiResult {
+    Err(req.err(NgsiError::bad_data(
+        "the entity id is missing from the path",
+    )))
 }
 
 /// PATCH /entities/{id} (merge)
@@ -473,8 +496,8 @@ pub async fn merge(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v| {
-        b.merge_entity(&req.tenant, ctx, &id, v).await
+    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+        b.merge_entity(&req.tenant, ctx, &id, v, t).await
     })
     .await
 }
@@ -486,8 +509,8 @@ pub async fn replace(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v| {
-        b.replace_entity(&req.tenant, ctx, &id, v).await
+    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+        b.replace_entity(&req.tenant, ctx, &id, v, t).await
     })
     .await
 }
@@ -512,7 +535,8 @@ pub async fn append(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), ENTITY_WRITE_PARAMS).map_err(|e| req.err(e))?;
     let no_overwrite =
         param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
     let (bytes, consume) = json_body(&req, &state, body).await?;
@@ -520,7 +544,14 @@ pub async fn append(
     let ctx = body_ctx(&req, &state, consume, &doc).await?;
     let result = state
         .broker
-        .append_attrs(&req.tenant, &ctx, &id, &doc, no_overwrite)
+        .append_attrs(
+            &req.tenant,
+            &ctx,
+            &id,
+            &doc,
+            no_overwrite,
+            param(&params, "type"),
+        )
         .await
         .map_err(|e| req.err(e))?;
     Ok(update_response(result, Produce::Json, &ctx))
@@ -533,13 +564,14 @@ pub async fn update(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), ENTITY_WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (bytes, consume) = json_body(&req, &state, body).await?;
     let doc = body_doc(&req, &state, &bytes)?;
     let ctx = body_ctx(&req, &state, consume, &doc).await?;
     let result = state
         .broker
-        .update_attrs(&req.tenant, &ctx, &id, &doc)
+        .update_attrs(&req.tenant, &ctx, &id, &doc, param(&params, "type"))
         .await
         .map_err(|e| req.err(e))?;
     Ok(update_response(result, Produce::Json, &ctx))
@@ -552,8 +584,9 @@ pub async fn partial_update(
     Path((id, attr)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v| {
-        b.partial_attr_update(&req.tenant, ctx, &id, &attr, v).await
+    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+        b.partial_attr_update(&req.tenant, ctx, &id, &attr, v, t)
+            .await
     })
     .await
 }
@@ -565,8 +598,8 @@ pub async fn replace_attr(
     Path((id, attr)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v| {
-        b.replace_attr(&req.tenant, ctx, &id, &attr, v).await
+    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+        b.replace_attr(&req.tenant, ctx, &id, &attr, v, t).await
     })
     .await
 }
@@ -577,8 +610,11 @@ pub async fn delete_attr(
     req: Ngsi,
     Path((id, attr)): Path<(String, String)>,
 ) -> ApiResult {
-    let params = checked_params(req.query.as_deref(), &["datasetId", "deleteAll", "local"])
-        .map_err(|e| req.err(e))?;
+    let params = checked_params(
+        req.query.as_deref(),
+        &["datasetId", "deleteAll", "local", "type"],
+    )
+    .map_err(|e| req.err(e))?;
     let delete_all = delete_all_param(&params).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     state
@@ -588,8 +624,11 @@ pub async fn delete_attr(
             &ctx,
             &id,
             &attr,
-            param(&params, "datasetId"),
-            delete_all,
+            Instances {
+                dataset_id: param(&params, "datasetId"),
+                delete_all,
+            },
+            param(&params, "type"),
         )
         .await
         .map_err(|e| req.err(e))?;

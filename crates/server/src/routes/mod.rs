@@ -3,6 +3,7 @@
 
 mod contexts;
 mod entities;
+mod info;
 mod subscriptions;
 mod temporal;
 
@@ -24,7 +25,9 @@ pub fn router() -> Router<AppState> {
             "/entities",
             post(entities::create)
                 .get(entities::query)
-                .delete(entities::purge),
+                .delete(entities::purge)
+                .patch(entities::missing_id)
+                .put(entities::missing_id),
         )
         .route(
             "/entities/{id}",
@@ -85,6 +88,7 @@ pub fn router() -> Router<AppState> {
             post(temporal::query_post),
         )
         .route("/jsonldContexts", post(contexts::add).get(contexts::list))
+        .route("/info/sourceIdentity", get(info::source_identity))
         .route(
             "/jsonldContexts/{id}",
             get(contexts::serve).delete(contexts::remove),

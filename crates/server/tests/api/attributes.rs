@@ -26,31 +26,105 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn update_attrs_writes_existing_attributes_only() {
+async fn update_attrs_replaces_appends_and_deletes_with_the_null() {
     let s = Server::start().await;
     s.create(vehicle(ID, 1)).await;
-    // All exist: 204 (trailing slash form of the suite).
+    s.patch(
+        &attr("speed"),
+        &json!({"type": "Property", "value": 1, "unitCode": "KMH"}),
+    )
+    .await
+    .no_content();
+    // An existing attribute is replaced as a whole (clause 5.5.8, example
+    // 2: its unitCode goes); trailing slash form of the suite.
     s.patch(
         &format!("{}/", attrs()),
         &json!({"speed": {"type": "Property", "value": 2}}),
     )
     .await
     .no_content();
-    assert_eq!(s.entity(ID, "options=keyValues").await["speed"], 2);
-    // One does not exist: 207 with an UpdateResult; it is not added.
+    let e = s.entity(ID, "").await;
+    assert_eq!(e["speed"], json!({"type": "Property", "value": 2}));
+    // One that does not exist is appended (clause 5.6.2, ETSI 011_01_03).
+    s.patch(&attrs(), &json!({"speed": 3, "color": "red"}))
+        .await
+        .no_content();
+    let e = s.entity(ID, "options=keyValues").await;
+    assert_eq!(
+        (e["speed"].clone(), e["color"].clone()),
+        (json!(3), json!("red"))
+    );
+    // The NGSI-LD Null deletes an attribute (example 3, ETSI 011_07) and an
+    // instance given its datasetId (011_08); a new datasetId is a new
+    // instance (558_01_04).
+    s.patch(
+        &attrs(),
+        &json!({"color": {"type": "Property", "value": "urn:ngsi-ld:null"},
+                "speed": {"type": "Property", "value": 4, "datasetId": "urn:ds:gps"}}),
+    )
+    .await
+    .no_content();
+    let e = s.entity(ID, "").await;
+    assert!(e.get("color").is_none(), "{e}");
+    assert_eq!(e["speed"].as_array().map(Vec::len), Some(2), "{e}");
+    s.patch(
+        &attrs(),
+        &json!({"speed": {"type": "Property", "value": "urn:ngsi-ld:null", "datasetId": "urn:ds:gps"},
+                "location": {"type": "GeoProperty", "value": "urn:ngsi-ld:null"}}),
+    )
+    .await
+    .no_content();
+    let e = s.entity(ID, "").await;
+    assert_eq!(e["speed"]["value"], 3, "{e}");
+    assert!(e.get("location").is_none(), "{e}");
+    // Deleting what is not there is reported, as is a scope when the entity
+    // has none (ETSI 011_05_02).
     let r = s
-        .patch(&attrs(), &json!({"speed": 3, "color": "red"}))
+        .patch(
+            &attrs(),
+            &json!({"color": "urn:ngsi-ld:null", "scope": "/a", "brandName": "Volvo"}),
+        )
         .await;
     assert_eq!(r.status, 207, "{}", r.text);
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(strings(&r.body["updated"]), ["speed"]);
-    let not = r.body["notUpdated"].as_array().unwrap();
-    assert_eq!(not.len(), 1);
-    assert_eq!(not[0]["attributeName"], "color");
-    assert!(not[0]["reason"].as_str().is_some_and(|x| !x.is_empty()));
-    let e = s.entity(ID, "options=keyValues").await;
-    assert_eq!(e["speed"], 3);
-    assert!(e.get("color").is_none());
+    assert_eq!(strings(&r.body["updated"]), ["brandName"]);
+    let mut not: Vec<String> = r.body["notUpdated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            assert!(n["reason"].as_str().is_some_and(|x| !x.is_empty()));
+            n["attributeName"].as_str().unwrap().to_string()
+        })
+        .collect();
+    not.sort();
+    assert_eq!(not, ["color", "scope"]);
+    assert!(s.entity(ID, "").await.get("scope").is_none());
+    // New types are added and an existing scope is replaced (011_06, 011_05_01).
+    s.put(
+        &format!("/entities/{ID}"),
+        &json!({"type": "Vehicle", "scope": "/a", "speed": 5}),
+    )
+    .await
+    .no_content();
+    s.patch(
+        &attrs(),
+        &json!({"type": ["Vehicle", "Car"], "scope": "/b/c"}),
+    )
+    .await
+    .no_content();
+    let e = s.entity(ID, "").await;
+    assert_eq!(
+        (e["type"].clone(), e["scope"].clone()),
+        (json!(["Vehicle", "Car"]), json!("/b/c"))
+    );
+    // The Null only deletes whole attributes here.
+    s.patch(
+        &attrs(),
+        &json!({"speed": {"type": "Property", "value": {"a": "urn:ngsi-ld:null"}}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
     // Errors.
     s.patch(
         "/entities/urn:ngsi-ld:Vehicle:none/attrs",
@@ -67,6 +141,85 @@ async fn update_attrs_writes_existing_attributes_only() {
         .send()
         .await;
     r.problem(400, "InvalidRequest");
+}
+
+#[tokio::test]
+async fn the_type_selector_gates_the_operations_on_one_entity() {
+    let s = Server::start().await;
+    s.create(json!({"id": ID, "type": "Building", "name": "x", "scope": "/Madrid"}))
+        .await;
+    let name = |v: serde_json::Value| json!({"name": v});
+    // ETSI 562_01, 563_01, 564_01_02, 565_01: a selector of other types
+    // finds nothing and changes nothing; a matching one works.
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("{}?type=Vehicle", attrs()),
+            name(json!("y")),
+        ),
+        (
+            Method::POST,
+            format!("{}?type=Vehicle", attrs()),
+            name(json!("y")),
+        ),
+        (
+            Method::PATCH,
+            format!("{}?type=Vehicle", attr("name")),
+            json!({"value": "y"}),
+        ),
+        (
+            Method::PUT,
+            format!("{}?type=Vehicle", attr("name")),
+            json!({"value": "y"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/entities/{ID}?type=Vehicle"),
+            name(json!("y")),
+        ),
+    ] {
+        s.send_json(method.clone(), &path, &body)
+            .await
+            .problem(404, "ResourceNotFound");
+    }
+    s.delete(&format!("{}?type=Vehicle", attr("name")))
+        .await
+        .problem(404, "ResourceNotFound");
+    assert_eq!(s.entity(ID, "options=keyValues").await["name"], "x");
+    s.patch(&format!("{}?type=Building", attrs()), &name(json!("y")))
+        .await
+        .no_content();
+    s.patch(
+        &format!("{}?type=Building", attr("name")),
+        &json!({"value": "z"}),
+    )
+    .await
+    .no_content();
+    assert_eq!(s.entity(ID, "options=keyValues").await["name"], "z");
+    s.delete(&format!("{}?type=Building", attr("name")))
+        .await
+        .no_content();
+    // The scope is deleted like an attribute (ETSI 013_04), and cannot be
+    // updated or replaced as one (564_01_01, 055_03_05).
+    s.patch(&attr("scope"), &json!({"value": "/Barcelona"}))
+        .await
+        .problem(400, "BadRequestData");
+    s.put(
+        &attr("scope"),
+        &json!({"type": "Property", "value": "/Barcelona"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.delete(&attr("scope")).await.no_content();
+    let e = s.entity(ID, "").await;
+    assert!(e.get("scope").is_none() && e.get("name").is_none(), "{e}");
+    s.delete(&attr("scope"))
+        .await
+        .problem(404, "ResourceNotFound");
+    // An invalid attribute name in the path (055_03_03).
+    s.put(&attr("@invalid"), &json!({"type": "Property", "value": 1}))
+        .await
+        .problem(400, "BadRequestData");
 }
 
 #[tokio::test]
@@ -127,6 +280,24 @@ async fn append_attrs_adds_and_overwrites_unless_no_overwrite() {
     s.post(&attrs(), &json!({"location": 5}))
         .await
         .problem(400, "BadRequestData");
+    // Types are added; a scope replaces the entity's scope, or with
+    // noOverwrite is added to it (clause 5.6.3, ETSI 010_07).
+    s.post(&attrs(), &json!({"type": "Car", "scope": "/a"}))
+        .await
+        .no_content();
+    s.post(
+        &format!("{}?options=noOverwrite", attrs()),
+        &json!({"scope": ["/b", "/a"]}),
+    )
+    .await
+    .no_content();
+    let e = s.entity(ID, "").await;
+    assert_eq!(
+        (e["type"].clone(), e["scope"].clone()),
+        (json!(["Vehicle", "Car"]), json!(["/a", "/b"]))
+    );
+    s.post(&attrs(), &json!({"scope": "/c"})).await.no_content();
+    assert_eq!(s.entity(ID, "").await["scope"], "/c");
 }
 
 #[tokio::test]
@@ -191,6 +362,46 @@ async fn partial_attribute_update_merges_the_fragment() {
     s.patch(&attr("speed"), &json!({"value": {"a": "urn:ngsi-ld:null"}}))
         .await
         .problem(400, "BadRequestData");
+    // A fragment without a value changes the sub-attributes only; the type
+    // of an attribute cannot change; an empty fragment and a datasetId set
+    // to the Null are refused (ETSI 012_01_01, 012_02_03, 012_02_04,
+    // 558_01_04).
+    s.patch(
+        &attrs(),
+        &json!({"owner": {"type": "Relationship", "object": "urn:p:1", "since": 2020}}),
+    )
+    .await
+    .no_content();
+    s.patch(
+        &attr("owner"),
+        &json!({"providedBy": {"type": "Relationship", "object": "urn:p:2"}, "observedAt": "2024-01-01T00:00:00Z"}),
+    )
+    .await
+    .no_content();
+    assert_eq!(
+        s.entity(ID, "").await["owner"],
+        json!({"type": "Relationship", "object": "urn:p:1", "observedAt": "2024-01-01T00:00:00Z",
+               "since": {"type": "Property", "value": 2020},
+               "providedBy": {"type": "Relationship", "object": "urn:p:2"}})
+    );
+    for fragment in [
+        json!({"type": "Property", "value": 5}),
+        json!({"value": 5}),
+        json!({"type": "Property", "since": 2021}),
+        json!({}),
+        json!({"datasetId": "urn:ngsi-ld:null"}),
+    ] {
+        s.patch(&attr("owner"), &fragment)
+            .await
+            .problem(400, "BadRequestData");
+    }
+    s.patch(
+        &attr("speed"),
+        &json!({"type": "Relationship", "object": "urn:e:1"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    assert_eq!(s.entity(ID, "options=keyValues").await["speed"], 3);
     let r = s
         .req(Method::PATCH, &attr("speed"))
         .body("text/plain", "x")

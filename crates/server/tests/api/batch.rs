@@ -201,11 +201,20 @@ async fn batch_update() {
             &json!([{"id": "urn:b:1", "a": 99, "d": 4}]),
         )
         .await;
-    // Keeping an attribute is what noOverwrite asks for, not a failure of
-    // the entity: the batch succeeds.
-    assert_eq!(r.status, 204, "{}", r.text);
+    // An entity whose attributes were kept is not fully updated: 207, the
+    // entity in errors (clause 5.6.9, ETSI 005_02_01 and 005_02_03); its
+    // new attributes are appended all the same.
+    check_result(&r, &[], &[("urn:b:1", "AlreadyExists")]);
     let e = s.entity("urn:b:1", "options=keyValues").await;
     assert_eq!((e["a"].clone(), e["d"].clone()), (json!(11), json!(4)));
+    // New types are added (ETSI 005_05).
+    s.post(
+        "/entityOperations/update",
+        &json!([{"id": "urn:b:2", "type": ["T", "U"]}]),
+    )
+    .await
+    .no_content();
+    assert_eq!(s.entity("urn:b:2", "").await["type"], json!(["T", "U"]));
 }
 
 #[tokio::test]

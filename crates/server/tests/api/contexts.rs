@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{CORE, Server, link, serve_document, silent_url};
+use crate::support::{
+    CORE, Server, link, serve_document, serve_document_times, serve_text, silent_url,
+};
 
 const ID: &str = "urn:ngsi-ld:Car:1";
 
@@ -166,12 +168,18 @@ async fn hosted_contexts_add_list_get_use_delete() {
 #[tokio::test]
 async fn hosted_context_errors() {
     let s = Server::start().await;
-    for body in [
-        "{",
-        "[]",
-        "{\"x\": 1}",
-        "{\"@context\": 5}",
-        "{\"@context\": true}",
+    // Not JSON or no @context member: InvalidRequest (ETSI 050_02); an
+    // @context that is no JSON-LD context: BadRequestData (5132_01).
+    for (body, error) in [
+        ("{", "InvalidRequest"),
+        ("[]", "InvalidRequest"),
+        ("{\"x\": 1}", "InvalidRequest"),
+        ("{\"@context\": 5}", "BadRequestData"),
+        ("{\"@context\": true}", "BadRequestData"),
+        (
+            "{\"@context\": [\"https://e.example/c\", 5]}",
+            "BadRequestData",
+        ),
     ] {
         let r = s
             .req(Method::POST, "/jsonldContexts")
@@ -180,10 +188,31 @@ async fn hosted_context_errors() {
             .await;
         assert_eq!(r.status, 400, "{body}: {}", r.text);
         assert_eq!(
-            r.body["type"], "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest",
+            r.body["type"],
+            format!("https://uri.etsi.org/ngsi-ld/errors/{error}"),
             "{body}"
         );
+        assert!(r.header("location").is_none(), "{body}");
     }
+    // details and reload are booleans (ETSI 052_04, 051_04_04).
+    for path in [
+        "/jsonldContexts?details=other",
+        "/jsonldContexts?details=other&kind=Hosted",
+        "/jsonldContexts/nothing?details=yes",
+    ] {
+        s.get(path).await.problem(400, "BadRequestData");
+    }
+    s.delete("/jsonldContexts/nothing?reload=xxx")
+        .await
+        .problem(400, "BadRequestData");
+    // Reloading needs a Cached context: an unknown id is none (051_04_01);
+    // without reload it is not found (051_04_02/03).
+    s.delete("/jsonldContexts/nothing?reload=true")
+        .await
+        .problem(400, "BadRequestData");
+    s.delete("/jsonldContexts/nothing?reload=false")
+        .await
+        .problem(404, "ResourceNotFound");
     s.get("/jsonldContexts/nothing")
         .await
         .problem(404, "ResourceNotFound");
@@ -201,6 +230,59 @@ async fn hosted_context_errors() {
         .delete(&format!("/jsonldContexts/{}", crate::support::enc(CORE)))
         .await;
     r.problem(400, "BadRequestData");
+    s.delete(&format!(
+        "/jsonldContexts/{}?reload=false",
+        crate::support::enc(CORE)
+    ))
+    .await
+    .problem(400, "BadRequestData");
+    // Reloading the built-in core context has nothing to do (ETSI 051_09).
+    s.delete(&format!(
+        "/jsonldContexts/{}?reload=true",
+        crate::support::enc(CORE)
+    ))
+    .await
+    .no_content();
+    assert_eq!(
+        s.get(&format!("/jsonldContexts/{}", crate::support::enc(CORE)))
+            .await
+            .status,
+        200
+    );
+}
+
+/// A Cached context whose server went away cannot be reloaded:
+/// LdContextNotAvailable, and the stored copy stays until a plain delete
+/// (clause 5.13.5.4, ETSI 051_05, 5135_01).
+#[tokio::test]
+async fn a_failed_reload_keeps_the_cached_context() {
+    let s = Server::start().await;
+    let url = serve_document_times(json!({"@context": user_context()}), 1).await;
+    let r = s
+        .req(Method::GET, "/entities?type=Car")
+        .header("link", &link(&url))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = crate::support::enc(&url);
+    let r = s.get(&format!("/jsonldContexts/{id}?details=true")).await;
+    assert_eq!(r.body["kind"], "Cached", "{}", r.text);
+    s.delete(&format!("/jsonldContexts/{id}?reload=true"))
+        .await
+        .problem(503, "LdContextNotAvailable");
+    let r = s.get(&format!("/jsonldContexts/{id}?details=true")).await;
+    assert_eq!(
+        (r.status, &r.body["kind"]),
+        (200, &json!("Cached")),
+        "{}",
+        r.text
+    );
+    s.delete(&format!("/jsonldContexts/{id}"))
+        .await
+        .no_content();
+    s.get(&format!("/jsonldContexts/{id}?details=true"))
+        .await
+        .problem(404, "ResourceNotFound");
 }
 
 #[tokio::test]
@@ -262,6 +344,17 @@ async fn a_fetched_document_that_is_no_context_is_bad_request_data() {
     s.get(&format!("/entities/{ID}"))
         .await
         .problem(404, "ResourceNotFound");
+    // Retrieved but not JSON is invalid too, not unavailable (clause 5.5.6,
+    // ETSI 556_01_02).
+    let url = serve_text("this is { not json".into()).await;
+    s.req(Method::POST, "/entities")
+        .ld(&json!({"id": ID, "type": "Car", "@context": url}))
+        .send()
+        .await
+        .problem(400, "BadRequestData");
+    s.get(&format!("/entities/{ID}"))
+        .await
+        .problem(404, "ResourceNotFound");
 }
 
 #[tokio::test]
@@ -276,6 +369,31 @@ async fn link_header_rules() {
         .send()
         .await;
     r.problem(400, "BadRequestData");
+    // application/ld+json carries the context in the body: a JSON-LD Link
+    // header besides it is refused (clause 6.3.5, ETSI 001_09, 003_09).
+    let body = json!({"id": "urn:c:1", "type": "Car", "@context": url});
+    s.req(Method::POST, "/entities")
+        .header("link", &link(&url))
+        .ld(&body)
+        .send()
+        .await
+        .problem(400, "BadRequestData");
+    s.req(Method::POST, "/entityOperations/upsert")
+        .header("link", &link(&url))
+        .ld(&json!([body]))
+        .send()
+        .await
+        .problem(400, "BadRequestData");
+    s.get("/entities/urn:c:1")
+        .await
+        .problem(404, "ResourceNotFound");
+    // A user context may not hold scoped contexts (clause 5.5.7, ETSI
+    // 557_01_01).
+    s.req(Method::POST, "/entities")
+        .ld(&json!({"id": "urn:c:1", "type": "Car", "@context": [{"Car": {"@id": "https://e.example/Car", "@context": {"speed": "https://e.example/s"}}}]}))
+        .send()
+        .await
+        .problem(400, "BadRequestData");
     // A Link that is not a JSON-LD context is ignored.
     let r = s
         .req(Method::GET, "/entities?type=Car")

@@ -203,6 +203,41 @@ async fn invalid_creates_are_rejected_and_create_nothing() {
             "BadRequestData",
         ),
     ];
+    // Members that an attribute of a kind shall never have (clauses
+    // 4.5.2.2, 4.5.3.2, 4.5.21, 4.5.24; ETSI 452_01, 453_01, 4522_01_03,
+    // 4524_01, 452_03_02/03, 5232_01_02).
+    let mut cases = cases;
+    for attr in [
+        json!({"type": "Property", "value": 1, "object": "urn:o:1"}),
+        json!({"type": "Property", "value": 1, "languageMap": {"en": "x"}}),
+        json!({"type": "Property", "value": 1, "valueList": [1]}),
+        json!({"type": "Property", "value": 1, "previousValue": 0}),
+        json!({"type": "Property", "value": 1, "entityIdSealed": "urn:x"}),
+        json!({"type": "Relationship", "object": "urn:o:1", "unitCode": "MTR"}),
+        json!({"type": "Relationship", "object": "urn:o:1", "value": 42}),
+        json!({"type": "Relationship", "object": "urn:o:1", "previousObject": "urn:o:0"}),
+        json!({"type": "ListProperty", "valueList": [1.2], "value": 3}),
+        json!({"type": "JsonProperty", "json": {"a": 1}, "unitCode": "MTR"}),
+        json!({"type": "JsonProperty", "json": {"a": 1}, "value": 1}),
+        json!({"type": "JsonProperty", "json": 5}),
+        json!({"type": "LanguageProperty", "languageMap": {"en": "x"}, "valueType": "xsd:string"}),
+    ] {
+        cases.push((
+            "application/json",
+            with(json!({"p": attr})),
+            "BadRequestData",
+        ));
+    }
+    for proof in [
+        json!({"type": "Property", "value": "not-a-proof-object"}),
+        json!({"type": "Property", "value": {"type": "DataIntegrityProof"}, "entityTypeSealed": 42}),
+    ] {
+        cases.push((
+            "application/json",
+            with(json!({"ngsildproof": proof})),
+            "BadRequestData",
+        ));
+    }
     for (ct, body, kind) in cases {
         // An empty body gets no Content-Length from the client otherwise.
         let r = s
@@ -216,6 +251,24 @@ async fn invalid_creates_are_rejected_and_create_nothing() {
         let get = s.get(&format!("/entities/{}", enc(id))).await;
         assert_eq!(get.status, 404, "created by {body}");
     }
+}
+
+#[tokio::test]
+async fn optional_attribute_members_are_accepted() {
+    let s = Server::start().await;
+    // valueType is a legal member (ETSI 452_01_06, 5232_01_01) and
+    // objectType too (453_01_05); a sub-attribute may be named like the
+    // output members' prefix.
+    s.create(json!({
+        "id": "urn:ngsi-ld:T:opt", "type": "T",
+        "speed": {"type": "Property", "value": 1, "valueType": "xsd:double", "previousOwner": "x"},
+        "name": {"type": "LanguageProperty", "languageMap": {"en": "x"}, "valueType": "langString"},
+        "parked": {"type": "Relationship", "object": "urn:o:1", "objectType": "Parking"},
+    }))
+    .await;
+    let e = s.entity("urn:ngsi-ld:T:opt", "").await;
+    assert_eq!(e["speed"]["previousOwner"]["value"], "x", "{e}");
+    assert_eq!(e["parked"]["objectType"], "Parking", "{e}");
 }
 
 #[tokio::test]
@@ -571,6 +624,27 @@ async fn purge_entities() {
         .await
         .problem(400, "InvalidRequest");
     assert_eq!(s.ids("type=B").await, ["urn:b:1"]);
+    // Too wide: ids, an id pattern, system attributes only (clause
+    // 5.6.21.4, ETSI 060_06); linked-entity terms (5621_01).
+    for query in [
+        "id=urn:b:1",
+        "idPattern=.*",
+        "attrs=createdAt",
+        "q=modifiedAt%3E%222020-01-01T00:00:00Z%22",
+        "type=B&q=owner%7Bname%7D==%22x%22",
+        "type=B&attrs=owner%7Bname%7D",
+    ] {
+        s.delete(&format!("/entities?{query}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    assert_eq!(s.ids("type=B").await, ["urn:b:1"]);
+    // attrs names a non-system attribute; local=true alone purges all
+    // (060_03_03).
+    s.delete("/entities?attrs=nothing").await.no_content();
+    assert_eq!(s.ids("type=B").await, ["urn:b:1"]);
+    s.delete("/entities?local=true").await.no_content();
+    assert!(s.ids("type=A,B").await.is_empty());
 }
 
 #[tokio::test]

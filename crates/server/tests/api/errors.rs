@@ -168,11 +168,20 @@ async fn routes_that_do_not_exist() {
     let s = Server::start().await;
     s.get("/nothing").await.problem(404, "ResourceNotFound");
     let r = s
-        .req(Method::PUT, "/entities")
+        .req(Method::PUT, "/entityOperations/create")
         .json(&json!({}))
         .send()
         .await;
     assert_eq!(r.status, 405);
+    // Merge and Replace Entity without an id: the id is missing (ETSI
+    // 056_02_02, 054_02_02).
+    for method in [Method::PATCH, Method::PUT] {
+        s.req(method, "/entities/")
+            .json(&json!({"type": "T"}))
+            .send()
+            .await
+            .problem(400, "BadRequestData");
+    }
 }
 
 #[tokio::test]

@@ -1494,3 +1494,52 @@ async fn deletions_by_merge_and_partial_update_and_the_previous_json_and_vocab()
     assert_eq!(d["kind"]["previousVocab"], "mast", "{d:?}");
     assert!(d.get("doc").is_none(), "deleted before: {d:?}");
 }
+
+/// Update Attributes (5.6.2) appends an attribute that did not exist and
+/// deletes one with the NGSI-LD Null: both are notified, as attributeCreated
+/// and attributeDeleted (ETSI 046_20, 046_41, 046_22_09/10/11 case 02).
+#[tokio::test]
+async fn update_attributes_that_append_and_delete_are_notified() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({
+            "id": "urn:ngsi-ld:Subscription:update-attrs",
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "notificationTrigger": ["attributeCreated", "attributeDeleted"],
+            "notification": {"endpoint": {"uri": uri}, "showChanges": true},
+        }),
+    )
+    .await;
+    let id = "urn:ngsi-ld:WaterLevelSensor:ua";
+    s.create(sensor(id, 1.0)).await;
+    // The creation creates its attributes.
+    next(&mut rx).await;
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"name": {"type": "Property", "value": "Liede"}}),
+    )
+    .await
+    .no_content();
+    let created = next(&mut rx).await;
+    assert_eq!(
+        created.body["data"][0]["name"],
+        json!({"type": "Property", "value": "Liede"}),
+        "no previousValue for a new attribute: {}",
+        created.body
+    );
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"district": {"type": "Property", "value": "urn:ngsi-ld:null"}}),
+    )
+    .await
+    .no_content();
+    let deleted = next(&mut rx).await;
+    assert_eq!(
+        deleted.body["data"][0]["district"],
+        json!({"type": "Property", "value": "urn:ngsi-ld:null", "previousValue": "Haizhu"})
+    );
+    assert!(s.entity(id, "").await.get("district").is_none());
+}

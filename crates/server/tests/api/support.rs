@@ -70,6 +70,7 @@ impl Server {
             config: Arc::new(ServerConfig {
                 max_body_bytes: MAX_BODY,
                 max_json_depth: 64,
+                source_alias: "wuyang-test".into(),
             }),
             metrics: Arc::new(metrics),
         };
@@ -286,6 +287,21 @@ pub fn check_problem_texts(p: &Value) {
 /// Serves `doc` as `application/ld+json` to every GET, on a fresh port;
 /// returns its URL. The task ends with the test's runtime.
 pub async fn serve_document(doc: Value) -> String {
+    serve_text(doc.to_string()).await
+}
+
+/// Serves `body` verbatim, JSON or not, as `application/ld+json`.
+pub async fn serve_text(body: String) -> String {
+    serve_text_times(body, usize::MAX).await
+}
+
+/// Serves `doc` to the first `times` connections, then closes the port: a
+/// context server that goes away.
+pub async fn serve_document_times(doc: Value, times: usize) -> String {
+    serve_text_times(doc.to_string(), times).await
+}
+
+async fn serve_text_times(body: String, times: usize) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -293,14 +309,14 @@ pub async fn serve_document(doc: Value) -> String {
         "http://{}/context.jsonld",
         listener.local_addr().expect("address")
     );
-    let body = doc.to_string();
     tokio::spawn(async move {
-        loop {
+        for _ in 0..times {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
             let body = body.clone();
-            tokio::spawn(async move {
+            // The last connection is answered before the listener closes.
+            let answer = tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
                 while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -316,6 +332,9 @@ pub async fn serve_document(doc: Value) -> String {
                 let _ = socket.write_all(head.as_bytes()).await;
                 let _ = socket.write_all(body.as_bytes()).await;
             });
+            if times != usize::MAX {
+                let _ = answer.await;
+            }
         }
     });
     url

@@ -222,3 +222,56 @@ async fn the_tenant_header_is_echoed_on_every_success() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
 }
+
+/// Retrieve Context Source Identity Information (5.15.1, Table 5.2.40-1):
+/// the mandatory members, an alias per tenant that stays the same, and the
+/// core @context on the JSON-LD form [X 061_01].
+#[tokio::test]
+async fn the_source_identity_names_the_broker_and_each_tenant() {
+    let s = Server::start().await;
+    let default = s.get("/info/sourceIdentity").await;
+    assert_eq!(default.status, 200, "{}", default.text);
+    let body = &default.body;
+    assert_eq!(body["type"], "ContextSourceIdentity");
+    assert_eq!(body["id"], "urn:ngsi-ld:ContextSource:wuyang-test");
+    assert_eq!(body["contextSourceAlias"], "wuyang-test");
+    let uptime = body["contextSourceUptime"].as_str().unwrap();
+    assert!(
+        uptime.starts_with('P') && uptime.contains('T') && uptime.ends_with('S'),
+        "{uptime}"
+    );
+    let at = body["contextSourceTimeAt"].as_str().unwrap();
+    assert!(
+        at.ends_with('Z') && ngsi_model::time::parse_datetime(at).is_some(),
+        "{at}"
+    );
+    assert!(
+        default.header("link").is_some(),
+        "the core context is linked"
+    );
+    let alias = async |tenant: &str| {
+        let r = s
+            .req(Method::GET, "/info/sourceIdentity")
+            .header("NGSILD-Tenant", tenant)
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.header("ngsild-tenant"), Some(tenant));
+        r.body["contextSourceAlias"].as_str().unwrap().to_string()
+    };
+    // Tenants unknown to the store have an identity too.
+    let a = alias("urnalias-a").await;
+    assert_eq!(a, "wuyang-test.urnalias-a");
+    assert_ne!(a, alias("urnalias-b").await);
+    assert_eq!(a, alias("urnalias-a").await);
+    let ld = s
+        .req(Method::GET, "/info/sourceIdentity")
+        .header("Accept", "application/ld+json")
+        .send()
+        .await;
+    assert_eq!(ld.status, 200);
+    assert!(ld.body.get("@context").is_some(), "{}", ld.text);
+    s.get("/info/sourceIdentity?local=true")
+        .await
+        .problem(400, "InvalidRequest");
+}
