@@ -615,17 +615,6 @@ fn strip_context<J: JsonDoc>(body: &J) -> Option<Value> {
     Some(value)
 }
 
-/// The members that carry the value of an attribute, one per kind.
-const VALUE_MEMBERS: &[&str] = &[
-    "value",
-    "object",
-    "languageMap",
-    "json",
-    "vocab",
-    "valueList",
-    "objectList",
-];
-
 /// Parses the body of a partial attribute update: an attribute fragment in
 /// which the value member may be missing (only metadata or sub-attributes
 /// change) and the type, if given, names the kind the target must have.
@@ -657,7 +646,9 @@ fn parse_fragment_instance<J: JsonDoc>(
             }
         },
     };
-    let value_given = VALUE_MEMBERS.iter().any(|m| body.get(m).is_some());
+    let value_given = ngsi_model::parse::VALUE_MEMBERS
+        .iter()
+        .any(|m| body.get(m).is_some());
     let mut instances = if value_given && body.get("@context").is_none() {
         parse_attribute(name, body, ctx, limits)?
     } else {

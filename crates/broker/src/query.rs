@@ -558,25 +558,7 @@ impl EntityQuery {
         // pick and omit: arrays of names or a projection string (Table
         // 5.2.23-1), the query-parameter forms otherwise.
         for (key, slot) in [("pick", &mut params.pick), ("omit", &mut params.omit)] {
-            *slot = match m.get(key) {
-                None => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Array(a)) if !a.is_empty() => Some(
-                    a.iter()
-                        .map(|x| {
-                            x.as_str().map(str::to_string).ok_or_else(|| {
-                                NgsiError::bad_data(format!("{key} must hold strings"))
-                            })
-                        })
-                        .collect::<NgsiResult<Vec<_>>>()?
-                        .join(","),
-                ),
-                Some(_) => {
-                    return Err(NgsiError::bad_data(format!(
-                        "{key} must be a non-empty array of names"
-                    )));
-                }
-            };
+            *slot = m.get(key).map(|v| names_list(v, key)).transpose()?;
         }
         // joinLevel is a positive integer (join itself is not offered).
         if let Some(level) = m.get("joinLevel")
@@ -610,25 +592,10 @@ impl EntityQuery {
         match m.get("ordering") {
             None => {}
             Some(Value::Object(o)) => {
-                params.order_by = match o.get("orderBy") {
-                    None => None,
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(Value::Array(a)) if !a.is_empty() => Some(
-                        a.iter()
-                            .map(|x| {
-                                x.as_str().map(str::to_string).ok_or_else(|| {
-                                    NgsiError::bad_data("ordering.orderBy must hold strings")
-                                })
-                            })
-                            .collect::<NgsiResult<Vec<_>>>()?
-                            .join(","),
-                    ),
-                    Some(_) => {
-                        return Err(NgsiError::bad_data(
-                            "ordering.orderBy must be a non-empty array of strings",
-                        ));
-                    }
-                };
+                params.order_by = o
+                    .get("orderBy")
+                    .map(|v| names_list(v, "ordering.orderBy"))
+                    .transpose()?;
                 let geometry = match o.get("geometry") {
                     None => None,
                     Some(Value::String(g)) => Some(g.clone()),
@@ -824,15 +791,7 @@ impl EntityQuery {
     /// `q`), a geo-query, or is limited to the local scope. Ids and id
     /// patterns alone are not enough.
     pub fn qualifies_for_purge(&self, local: bool, members: &[Iri]) -> bool {
-        fn system(n: &str) -> bool {
-            let short = n
-                .strip_prefix(ngsi_model::entity::core_iri::NGSI_LD)
-                .unwrap_or(n);
-            matches!(
-                short,
-                "createdAt" | "modifiedAt" | "deletedAt" | "observedAt"
-            )
-        }
+        let system = is_system_attribute;
         let attrs = self
             .attrs_filter
             .iter()
@@ -1210,6 +1169,37 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// A member of a POST Query that lists names: a string (a comma list) or a
+/// non-empty array of strings, as the comma list of the query string.
+fn names_list(v: &Value, key: &str) -> NgsiResult<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(a) if !a.is_empty() => Ok(a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .ok_or_else(|| NgsiError::bad_data(format!("{key} must hold strings")))
+            })
+            .collect::<NgsiResult<Vec<_>>>()?
+            .join(",")),
+        _ => Err(NgsiError::bad_data(format!(
+            "{key} must be a non-empty array of strings"
+        ))),
+    }
+}
+
+/// Whether `name` (expanded) is a system attribute that selects nothing by
+/// itself: createdAt, modifiedAt, deletedAt, observedAt.
+pub(crate) fn is_system_attribute(name: &str) -> bool {
+    let short = name
+        .strip_prefix(ngsi_model::entity::core_iri::NGSI_LD)
+        .unwrap_or(name);
+    matches!(
+        short,
+        "createdAt" | "modifiedAt" | "deletedAt" | "observedAt"
+    )
 }
 
 #[cfg(test)]

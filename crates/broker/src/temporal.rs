@@ -464,15 +464,7 @@ impl TemporalQuery {
     /// geo-query or scopeQ, or local=true; ids alone are too wide, ETSI TP
     /// 021_24, as are system attributes alone, 5741_01).
     fn has_selector(&self) -> bool {
-        fn system(name: &str) -> bool {
-            let name = name
-                .strip_prefix(ngsi_model::entity::core_iri::NGSI_LD)
-                .unwrap_or(name);
-            matches!(
-                name,
-                "createdAt" | "modifiedAt" | "deletedAt" | "observedAt"
-            )
-        }
+        let system = crate::query::is_system_attribute;
         let e = &self.entities;
         self.local
             || e.selectors.iter().any(|s| s.types.is_some())

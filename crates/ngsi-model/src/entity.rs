@@ -271,6 +271,18 @@ impl<'a> From<&'a AttrValue> for Named<'a> {
 }
 
 impl AttrValue {
+    /// The NGSI-LD names of the kinds, in the order of the variants.
+    pub const KIND_NAMES: [&'static str; 8] = [
+        "Property",
+        "Relationship",
+        "GeoProperty",
+        "LanguageProperty",
+        "JsonProperty",
+        "VocabProperty",
+        "ListProperty",
+        "ListRelationship",
+    ];
+
     /// The NGSI-LD name of the kind (`Property`, `Relationship`, ...).
     pub fn kind_name(&self) -> &'static str {
         match self {

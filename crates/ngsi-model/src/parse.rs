@@ -482,21 +482,24 @@ fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
 
 /// Whether `v` is an object that is written as an attribute (it has one of
 /// the members that only attributes have).
+/// The members that carry the value of an attribute, one per kind
+/// (`value` for Property and GeoProperty).
+pub const VALUE_MEMBERS: &[&str] = &[
+    "value",
+    "object",
+    "languageMap",
+    "json",
+    "vocab",
+    "valueList",
+    "objectList",
+];
+
 fn looks_like_attribute<J: JsonDoc>(v: &J) -> bool {
     v.is_object()
-        && [
-            "type",
-            "value",
-            "object",
-            "languageMap",
-            "json",
-            "vocab",
-            "valueList",
-            "objectList",
-            "datasetId",
-        ]
-        .iter()
-        .any(|k| v.get(k).is_some())
+        && ["type", "datasetId"]
+            .iter()
+            .chain(VALUE_MEMBERS)
+            .any(|k| v.get(k).is_some())
 }
 
 /// Parses the value of one attribute member: one instance, or an array of
@@ -516,7 +519,8 @@ pub fn parse_attribute<J: JsonDoc>(
     }
 }
 
-const GEOJSON_TYPES: &[&str] = &[
+/// The GeoJSON geometry types.
+pub const GEOJSON_TYPES: &[&str] = &[
     "Point",
     "MultiPoint",
     "LineString",

@@ -670,18 +670,7 @@ pub const SCOPE: &str = "https://uri.etsi.org/ngsi-ld/scope";
 
 /// The static name of an attribute kind read back from a deletion row.
 fn kind_name(k: &str) -> Option<&'static str> {
-    [
-        "Property",
-        "Relationship",
-        "GeoProperty",
-        "LanguageProperty",
-        "JsonProperty",
-        "VocabProperty",
-        "ListProperty",
-        "ListRelationship",
-    ]
-    .into_iter()
-    .find(|n| *n == k)
+    AttrValue::KIND_NAMES.into_iter().find(|n| *n == k)
 }
 
 /// The rows a time property selects besides their time (see

@@ -25,16 +25,7 @@ use crate::{AttrInfo, Filter, Page, QueryPage, Selection, TypeInfo};
 pub const MAX_ATTR_INDEXES: usize = 32;
 
 /// The names of the attribute kinds, in the order of the counters.
-const KINDS: [&str; 8] = [
-    "Property",
-    "Relationship",
-    "GeoProperty",
-    "LanguageProperty",
-    "JsonProperty",
-    "VocabProperty",
-    "ListProperty",
-    "ListRelationship",
-];
+const KINDS: [&str; 8] = ngsi_model::AttrValue::KIND_NAMES;
 
 fn kind_index(name: &str) -> usize {
     KINDS.iter().position(|k| *k == name).unwrap_or(0)

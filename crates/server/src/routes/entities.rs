@@ -241,17 +241,9 @@ fn geometry_of(rendered: &Value) -> Option<&Value> {
 /// Whether `v` looks like a GeoJSON geometry object (a geometry type and its
 /// coordinates); values were validated when they were written.
 fn is_geometry(v: &Value) -> bool {
-    const TYPES: [&str; 6] = [
-        "Point",
-        "MultiPoint",
-        "LineString",
-        "MultiLineString",
-        "Polygon",
-        "MultiPolygon",
-    ];
     v.get("type")
         .and_then(Value::as_str)
-        .is_some_and(|t| TYPES.contains(&t))
+        .is_some_and(|t| ngsi_model::parse::GEOJSON_TYPES.contains(&t))
         && v.get("coordinates").is_some()
 }
 
