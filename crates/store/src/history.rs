@@ -1148,6 +1148,13 @@ pub(crate) struct HistoryOverlay {
     /// written: they ride in the entity's first group row, or go to
     /// `history_entities` at the commit (see [`finish`]).
     pub(crate) deferred_types: DeferredTypes,
+    /// Whether instance rows wait in `pending` for [`finish`], which writes
+    /// them with one prepared statement per table (a group of entity writes,
+    /// which reads no row of its own; the temporal API's jobs write at once).
+    pub(crate) defer_rows: bool,
+    /// Instance rows waiting for [`finish`], with whether each goes to
+    /// `history_recent`.
+    pub(crate) pending: Vec<(Row, bool)>,
 }
 
 /// Types waiting to be written, by entity id: (tenant, types) pairs.
@@ -1186,6 +1193,14 @@ fn encode_types(names: &Names, types: &[Iri]) -> Vec<u8> {
 /// Writes what the group still holds back: the pending group row, and the
 /// types of new entities that no group row carried.
 pub(crate) fn finish(tx: &Transaction<'_>, overlay: &mut HistoryOverlay) -> Result<(), StoreError> {
+    if !overlay.pending.is_empty() {
+        let mut recent = tx.prepare_cached(INSERT_RECENT)?;
+        let mut history = tx.prepare_cached(INSERT_HISTORY)?;
+        for (row, to_recent) in overlay.pending.drain(..) {
+            let stmt = if to_recent { &mut recent } else { &mut history };
+            execute_row(stmt, &row)?;
+        }
+    }
     flush_group(tx, overlay)?;
     for (id, list) in std::mem::take(&mut overlay.deferred_types) {
         for (tenant, types) in list {
@@ -1458,7 +1473,11 @@ impl Recorder {
             doc,
         };
         let fresh = overlay.first_new.is_some_and(|first| sid >= first);
-        insert_row(tx, &row, !fresh)?;
+        if overlay.defer_rows {
+            overlay.pending.push((row, !fresh));
+        } else {
+            insert_row(tx, &row, !fresh)?;
+        }
         if let Some(n) = num {
             overlay
                 .numbers
@@ -1642,16 +1661,24 @@ impl Recorder {
 
 /// Inserts a row into `history_recent` (`recent`) or `history`.
 pub(crate) fn insert_row(tx: &Transaction<'_>, row: &Row, recent: bool) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(if recent {
+        INSERT_RECENT
+    } else {
+        INSERT_HISTORY
+    })?;
+    execute_row(&mut stmt, row)
+}
+
+const INSERT_RECENT: &str = "INSERT OR REPLACE INTO history_recent (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_HISTORY: &str = "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Runs an insert statement of [`insert_row`] for `row`.
+fn execute_row(stmt: &mut rusqlite::Statement<'_>, row: &Row) -> Result<(), StoreError> {
     let num: Option<rusqlite::types::Value> = row.num.map(|n| match n {
         Num::Int(i) => rusqlite::types::Value::Integer(i),
         Num::Real(f) => rusqlite::types::Value::Real(f),
     });
-    tx.prepare_cached(if recent {
-        "INSERT OR REPLACE INTO history_recent (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    } else {
-        "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    })?
-    .execute(params![
+    stmt.execute(params![
         row.series,
         row.t,
         row.seq,

@@ -1584,7 +1584,10 @@ impl Writer {
         let mut results: Vec<Vec<Result<Outcome, NgsiError>>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut op_count = 0usize;
-        let mut history = HistoryOverlay::default();
+        let mut history = HistoryOverlay {
+            defer_rows: true,
+            ..HistoryOverlay::default()
+        };
         let recorder = &mut self.recorder;
         let persisted_names = self.persisted_names;
         let next_row = &mut self.next_row;
