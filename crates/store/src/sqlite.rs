@@ -214,7 +214,9 @@ const FORMAT_VERSION_3: &str = "3";
 const FORMAT_VERSION_2: &str = "2";
 
 /// Rebuilds the version 2 and 3 `entities` table (unique on tenant and id)
-/// as the version 4 table, keeping each entity's row number.
+/// as the version 4 table. The rows are numbered afresh: nothing refers to
+/// the old numbers, and the first builds of version 2 kept the table
+/// `WITHOUT ROWID` (there are no old numbers to keep).
 const UPGRADE_ENTITIES_TO_4: &str = "
 CREATE TABLE entities_v4 (
     row INTEGER PRIMARY KEY,
@@ -222,7 +224,7 @@ CREATE TABLE entities_v4 (
     id TEXT NOT NULL,
     doc BLOB NOT NULL
 );
-INSERT INTO entities_v4 (row, tenant, id, doc) SELECT rowid, tenant, id, doc FROM entities;
+INSERT INTO entities_v4 (tenant, id, doc) SELECT tenant, id, doc FROM entities;
 DROP TABLE entities;
 ALTER TABLE entities_v4 RENAME TO entities;
 ";

@@ -1177,6 +1177,52 @@ fn entities_table_as_before_format_4(db: &rusqlite::Connection) {
     .unwrap();
 }
 
+/// The first builds of format 2 kept the entities in a `WITHOUT ROWID`
+/// table keyed on (tenant, id) (the unique index came an hour later, and
+/// `CREATE TABLE IF NOT EXISTS` never rebuilt an existing table): such a
+/// directory opened before format 4 and must still open and upgrade.
+#[tokio::test]
+async fn a_store_of_format_2_without_rowid_opens_and_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        let ops = (0..3)
+            .map(|i| create(entity(&format!("urn:w:{i}"), "https://example.org/T", i)))
+            .collect();
+        store.write("", ops).await.unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE entities_old (tenant TEXT NOT NULL, id TEXT NOT NULL, \
+                 doc BLOB NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID; \
+             INSERT INTO entities_old (tenant, id, doc) SELECT tenant, id, doc FROM entities; \
+             DROP TABLE entities; \
+             ALTER TABLE entities_old RENAME TO entities; \
+             UPDATE meta SET value = '2' WHERE key = 'format';",
+        )
+        .unwrap();
+    }
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        assert_eq!(level_of(&store.get("", "urn:w:1").unwrap()), 1);
+        store
+            .write("", vec![put(entity("urn:w:1", "https://example.org/T", 11))])
+            .await
+            .unwrap();
+        store
+            .write("", vec![create(entity("urn:w:new", "https://example.org/T", 7))])
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(level_of(&store.get("", "urn:w:1").unwrap()), 11);
+    assert_eq!(level_of(&store.get("", "urn:w:new").unwrap()), 7);
+    assert_eq!(store.entity_count(), 4);
+}
+
 #[tokio::test]
 async fn a_store_of_format_3_gets_numbered_rows_and_keeps_updating_and_deleting() {
     let dir = tempfile::tempdir().unwrap();
