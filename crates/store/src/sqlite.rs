@@ -1216,15 +1216,24 @@ impl Writer {
             drop(tx);
             return Ok(result);
         }
-        crate::history::finish(&tx, &mut overlay)?;
-        if overlay.recorded > 0 {
-            recorder.save_seq(&tx)?;
-        }
-        let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
-        if let Err(e) = tx.commit() {
-            recorder.commit_failed();
-            return Err(e.into());
-        }
+        // Any failure from here on rolls back a counter the transaction
+        // may have saved: the next commit that records must save it again.
+        let committed = (|| -> Result<usize, StoreError> {
+            crate::history::finish(&tx, &mut overlay)?;
+            if overlay.recorded > 0 {
+                recorder.save_seq(&tx)?;
+            }
+            let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
+            tx.commit()?;
+            Ok(new_names)
+        })();
+        let new_names = match committed {
+            Ok(n) => n,
+            Err(e) => {
+                recorder.commit_failed();
+                return Err(e);
+            }
+        };
         self.persisted_names += new_names;
         self.shared
             .metrics
