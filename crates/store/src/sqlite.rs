@@ -214,7 +214,9 @@ const FORMAT_VERSION_3: &str = "3";
 const FORMAT_VERSION_2: &str = "2";
 
 /// Rebuilds the version 2 and 3 `entities` table (unique on tenant and id)
-/// as the version 4 table, keeping each entity's row number.
+/// as the version 4 table. The rows are numbered afresh: nothing refers to
+/// the old numbers, and the first builds of version 2 kept the table
+/// `WITHOUT ROWID` (there are no old numbers to keep).
 const UPGRADE_ENTITIES_TO_4: &str = "
 CREATE TABLE entities_v4 (
     row INTEGER PRIMARY KEY,
@@ -222,7 +224,7 @@ CREATE TABLE entities_v4 (
     id TEXT NOT NULL,
     doc BLOB NOT NULL
 );
-INSERT INTO entities_v4 (row, tenant, id, doc) SELECT rowid, tenant, id, doc FROM entities;
+INSERT INTO entities_v4 (tenant, id, doc) SELECT tenant, id, doc FROM entities;
 DROP TABLE entities;
 ALTER TABLE entities_v4 RENAME TO entities;
 ";
@@ -1214,15 +1216,24 @@ impl Writer {
             drop(tx);
             return Ok(result);
         }
-        crate::history::finish(&tx, &mut overlay)?;
-        if overlay.recorded > 0 {
-            recorder.save_seq(&tx)?;
-        }
-        let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
-        if let Err(e) = tx.commit() {
-            recorder.commit_failed();
-            return Err(e.into());
-        }
+        // Any failure from here on rolls back a counter the transaction
+        // may have saved: the next commit that records must save it again.
+        let committed = (|| -> Result<usize, StoreError> {
+            crate::history::finish(&tx, &mut overlay)?;
+            if overlay.recorded > 0 {
+                recorder.save_seq(&tx)?;
+            }
+            let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
+            tx.commit()?;
+            Ok(new_names)
+        })();
+        let new_names = match committed {
+            Ok(n) => n,
+            Err(e) => {
+                recorder.commit_failed();
+                return Err(e);
+            }
+        };
         self.persisted_names += new_names;
         self.shared
             .metrics

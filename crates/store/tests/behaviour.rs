@@ -1177,6 +1177,58 @@ fn entities_table_as_before_format_4(db: &rusqlite::Connection) {
     .unwrap();
 }
 
+/// The first builds of format 2 kept the entities in a `WITHOUT ROWID`
+/// table keyed on (tenant, id) (the unique index came an hour later, and
+/// `CREATE TABLE IF NOT EXISTS` never rebuilt an existing table): such a
+/// directory opened before format 4 and must still open and upgrade.
+#[tokio::test]
+async fn a_store_of_format_2_without_rowid_opens_and_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        let ops = (0..3)
+            .map(|i| create(entity(&format!("urn:w:{i}"), "https://example.org/T", i)))
+            .collect();
+        store.write("", ops).await.unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE entities_old (tenant TEXT NOT NULL, id TEXT NOT NULL, \
+                 doc BLOB NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID; \
+             INSERT INTO entities_old (tenant, id, doc) SELECT tenant, id, doc FROM entities; \
+             DROP TABLE entities; \
+             ALTER TABLE entities_old RENAME TO entities; \
+             UPDATE meta SET value = '2' WHERE key = 'format';",
+        )
+        .unwrap();
+    }
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        assert_eq!(level_of(&store.get("", "urn:w:1").unwrap()), 1);
+        store
+            .write(
+                "",
+                vec![put(entity("urn:w:1", "https://example.org/T", 11))],
+            )
+            .await
+            .unwrap();
+        store
+            .write(
+                "",
+                vec![create(entity("urn:w:new", "https://example.org/T", 7))],
+            )
+            .await
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(level_of(&store.get("", "urn:w:1").unwrap()), 11);
+    assert_eq!(level_of(&store.get("", "urn:w:new").unwrap()), 7);
+    assert_eq!(store.entity_count(), 4);
+}
+
 #[tokio::test]
 async fn a_store_of_format_3_gets_numbered_rows_and_keeps_updating_and_deleting() {
     let dir = tempfile::tempdir().unwrap();
@@ -1620,4 +1672,73 @@ async fn one_read_tells_which_entities_have_instances_in_a_range() {
         .await
         .unwrap();
     assert_eq!(found, [false, false, false]);
+}
+
+/// A temporal write whose transaction fails after it reserved instance
+/// numbers must not leave the writer believing the reservation is saved:
+/// after a restart the numbers would be handed out again, and two
+/// instances of one series would share an instance id.
+#[tokio::test]
+async fn a_failed_temporal_write_does_not_keep_an_unsaved_seq_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = iri("https://example.org/fresh");
+    let instance = |v: i64, t: i64| {
+        let mut a = Attribute::new(AttrValue::Property(json!(v)));
+        a.observed_at = Some(ngsi_model::time::format_micros(t).into());
+        a.modified_at = 1;
+        a.created_at = 1;
+        a
+    };
+    let add = |attrs: Vec<Attribute>| store::HistoryOp::Add {
+        id: "urn:ngsi-ld:T:seq".into(),
+        types: vec![iri("https://example.org/T")],
+        attrs: vec![(fresh.clone(), attrs)],
+    };
+    let db_path = dir.path().join("wuyang.db");
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        // Take the number the next new name gets, so that persisting the
+        // names (after the counter is saved) fails.
+        let db = rusqlite::Connection::open(&db_path).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        let taken: i64 = db
+            .query_row("SELECT count(*) FROM names", [], |r| r.get(0))
+            .unwrap();
+        db.execute(
+            "INSERT INTO names (id, name) VALUES (?1, 'blocker')",
+            [taken],
+        )
+        .unwrap();
+        let failed = store
+            .write_history("", add(vec![instance(1, 10), instance(2, 20)]))
+            .await;
+        assert!(failed.is_err(), "{failed:?}");
+        db.execute("DELETE FROM names WHERE name = 'blocker'", [])
+            .unwrap();
+        store
+            .write_history("", add(vec![instance(3, 30), instance(4, 40)]))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    store
+        .write_history(
+            "",
+            add((5..9).map(|i| instance(i, i * 10)).collect::<Vec<_>>()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let h = store
+        .history("", "urn:ngsi-ld:T:seq", history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ids: Vec<i64> = h[0].instances.iter().map(|i| i.instance_id).collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "instance ids reused: {ids:?}");
 }
