@@ -206,7 +206,7 @@ CREATE TABLE IF NOT EXISTS records (
 const FORMAT_VERSION: &str = "4";
 
 /// Version 3 keeps the entities in a table unique on (tenant, id), which
-/// opening rebuilds in the version 4 shape, keeping its rows.
+/// opening rebuilds in the version 4 shape, numbering its rows afresh.
 const FORMAT_VERSION_3: &str = "3";
 
 /// Version 2 is version 3 without the name table: its names are strings,
