@@ -570,13 +570,14 @@ pub(crate) fn encode_instance(
         AttrValue::Property(v) => number_of(v),
         _ => None,
     };
-    let plain = num.is_some() && a.unit_code.is_none() && a.sub.is_empty();
     // The document leaves the value to the row only when the row holds it
-    // exactly (not an unsigned integer above i64::MAX, kept as a float).
+    // exactly (not an unsigned integer above i64::MAX, kept as a float);
+    // an instance is plain (no document at all) only then.
     let exact = match (&a.value, num) {
         (AttrValue::Property(serde_json::Value::Number(n)), Some(Num::Real(_))) => n.is_f64(),
         (_, num) => num.is_some(),
     };
+    let plain = exact && a.unit_code.is_none() && a.sub.is_empty();
     let doc = (!plain).then(|| instance_doc(a, exact));
     // A deletion has neither number nor document; a non-plain instance
     // always has its document.
@@ -1920,20 +1921,27 @@ mod doc_tests {
     }
 
     /// A number the row cannot hold exactly (an unsigned integer above
-    /// `i64::MAX`, which the row keeps as a float) stays in the document
-    /// of an instance with metadata, and reads back exactly.
+    /// `i64::MAX`, which the row keeps as a float) stays in the document,
+    /// with metadata or without, and reads back exactly.
     #[test]
     fn a_number_the_row_rounds_stays_in_the_document() {
         let value = serde_json::json!(u64::MAX);
-        let mut a = Attribute::new(AttrValue::Property(value.clone()));
-        a.unit_code = Some("C62".into());
-        let (t, modified, created, num, doc) = encode_instance(Some(&a), 0, None);
-        let num = match num.unwrap() {
-            Num::Int(i) => rusqlite::types::Value::Integer(i),
-            Num::Real(f) => rusqlite::types::Value::Real(f),
-        };
-        let back = decode_row(t, 1, modified, created, num, doc);
-        assert_eq!(back.attr.unwrap().value, AttrValue::Property(value));
+        for unit in [Some("C62"), None] {
+            let mut a = Attribute::new(AttrValue::Property(value.clone()));
+            a.unit_code = unit.map(Into::into);
+            let (t, modified, created, num, doc) = encode_instance(Some(&a), 0, None);
+            assert!(doc.is_some(), "{unit:?}");
+            let num = match num.unwrap() {
+                Num::Int(i) => rusqlite::types::Value::Integer(i),
+                Num::Real(f) => rusqlite::types::Value::Real(f),
+            };
+            let back = decode_row(t, 1, modified, created, num, doc);
+            assert_eq!(
+                back.attr.unwrap().value,
+                AttrValue::Property(value.clone()),
+                "{unit:?}"
+            );
+        }
     }
 
     #[test]
