@@ -32,6 +32,16 @@ fn create(e: Entity) -> Op {
     })
 }
 
+/// An operation that deletes entity `id`, present or not.
+fn delete(id: &str) -> Op {
+    Op::new(id, |_| {
+        Ok(Change {
+            next: Next::Delete,
+            report: None,
+        })
+    })
+}
+
 fn level_of(e: &Entity) -> i64 {
     match &e.attr("https://example.org/level").unwrap()[0].value {
         AttrValue::Property(v) => v.as_i64().unwrap(),
@@ -192,15 +202,7 @@ async fn everything_survives_reopening() {
             .await
             .unwrap();
         store
-            .write(
-                "nansha",
-                vec![Op::new("urn:p:2", |_| {
-                    Ok(Change {
-                        next: Next::Delete,
-                        report: None,
-                    })
-                })],
-            )
+            .write("nansha", vec![delete("urn:p:2")])
             .await
             .unwrap();
         store
@@ -297,12 +299,7 @@ async fn attribute_indexes_follow_writes() {
             "",
             vec![
                 set_level("urn:i:4", 2),
-                Op::new("urn:i:7", |_| {
-                    Ok(Change {
-                        next: Next::Delete,
-                        report: None,
-                    })
-                }),
+                delete("urn:i:7"),
                 create(entity("urn:i:99", "https://example.org/T", 1)),
             ],
         )
@@ -337,12 +334,7 @@ async fn discovery_counts_and_exact_counts_follow_writes() {
                     e.attrs.clear();
                     Ok(Change::put(e))
                 }),
-                Op::new("urn:d:1", |_| {
-                    Ok(Change {
-                        next: Next::Delete,
-                        report: None,
-                    })
-                }),
+                delete("urn:d:1"),
             ],
         )
         .await
@@ -442,18 +434,8 @@ async fn the_change_feed_reports_every_applied_op_in_order_after_commit() {
             report: None,
         })
     });
-    let delete = Op::new(id, |_| {
-        Ok(Change {
-            next: Next::Delete,
-            report: None,
-        })
-    });
-    let delete_missing = Op::new("urn:a:missing", |_| {
-        Ok(Change {
-            next: Next::Delete,
-            report: None,
-        })
-    });
+    let deletes = delete(id);
+    let delete_missing = delete("urn:a:missing");
     store
         .write(
             "t1",
@@ -462,7 +444,7 @@ async fn the_change_feed_reports_every_applied_op_in_order_after_commit() {
                 bump,
                 fails,
                 keeps,
-                delete,
+                deletes,
                 delete_missing,
             ],
         )
@@ -567,15 +549,7 @@ async fn stamped_instances_are_recorded_in_the_write_transaction() {
             .unwrap();
         // A deletion leaves an instance without value.
         store
-            .write(
-                "",
-                vec![Op::new("urn:ngsi-ld:T:h", |_| {
-                    Ok(Change {
-                        next: Next::Delete,
-                        report: None,
-                    })
-                })],
-            )
+            .write("", vec![delete("urn:ngsi-ld:T:h")])
             .await
             .unwrap()
             .remove(0)
@@ -1272,18 +1246,7 @@ async fn a_store_of_format_3_gets_numbered_rows_and_keeps_updating_and_deleting(
             )
             .await
             .unwrap();
-        store
-            .write(
-                "",
-                vec![Op::new("urn:f3:06", |_| {
-                    Ok(Change {
-                        next: Next::Delete,
-                        report: None,
-                    })
-                })],
-            )
-            .await
-            .unwrap();
+        store.write("", vec![delete("urn:f3:06")]).await.unwrap();
         store
             .write(
                 "",

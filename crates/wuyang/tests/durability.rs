@@ -417,19 +417,7 @@ async fn history_retention_deletes_old_instances_on_start() {
     let client = reqwest::Client::new();
     let id = "urn:ngsi-ld:WaterLevelSensor:old";
     let server = Server::start(dir.path());
-    let level =
-        |value: i64, at: &str| json!({"type": "Property", "value": value, "observedAt": at});
-    let r = client
-        .post(format!("{}/temporal/entities", server.base))
-        .json(&json!({
-            "id": id,
-            "type": "WaterLevelSensor",
-            "level": [level(1, "2020-01-01T00:00:00Z"), level(2, "2020-01-02T00:00:00Z"), level(3, "2099-01-01T00:00:00Z")]
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    post_three_levels(&client, &server.base, id, "2099-01-01T00:00:00Z").await;
     server.kill9();
     // The sweep runs when the server starts, then hourly.
     let server = Server::start_with(dir.path(), &["--history-days", "30"]);
@@ -539,19 +527,7 @@ async fn temporal_limit_flag_cuts_long_histories() {
     let client = reqwest::Client::new();
     let id = "urn:ngsi-ld:WaterLevelSensor:cut";
     let server = Server::start_with(dir.path(), &["--temporal-limit", "2"]);
-    let level =
-        |value: i64, at: &str| json!({"type": "Property", "value": value, "observedAt": at});
-    let r = client
-        .post(format!("{}/temporal/entities", server.base))
-        .json(&json!({
-            "id": id,
-            "type": "WaterLevelSensor",
-            "level": [level(1, "2020-01-01T00:00:00Z"), level(2, "2020-01-02T00:00:00Z"), level(3, "2020-01-03T00:00:00Z")]
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    post_three_levels(&client, &server.base, id, "2020-01-03T00:00:00Z").await;
     let r = client
         .get(format!(
             "{}/temporal/entities/{id}?options=temporalValues",
@@ -567,4 +543,22 @@ async fn temporal_limit_flag_cuts_long_histories() {
     );
     let h: Value = r.json().await.unwrap();
     assert_eq!(h["level"]["values"].as_array().map(Vec::len), Some(2));
+}
+
+/// Creates temporal entity `id` with three `level` instances, observed on
+/// 2020-01-01, 2020-01-02 and at `last_at`.
+async fn post_three_levels(client: &reqwest::Client, base: &str, id: &str, last_at: &str) {
+    let level =
+        |value: i64, at: &str| json!({"type": "Property", "value": value, "observedAt": at});
+    let r = client
+        .post(format!("{base}/temporal/entities"))
+        .json(&json!({
+            "id": id,
+            "type": "WaterLevelSensor",
+            "level": [level(1, "2020-01-01T00:00:00Z"), level(2, "2020-01-02T00:00:00Z"), level(3, last_at)]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 }
