@@ -16,7 +16,7 @@ mod temporal;
 use std::sync::Arc;
 
 use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_attribute, parse_entity};
-use ngsi_model::render::{RenderOptions, render_entity};
+use ngsi_model::render::{JsonSink, RenderOptions, Sink, ValueSink, write_entity};
 use ngsi_model::time::now_micros;
 use ngsi_model::update::{self, AttrPatch, UpdateReport};
 use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, Terms, iri};
@@ -753,13 +753,34 @@ fn check_no_compound_null(
 
 /// Renders an entity with the view's projection and options.
 pub(crate) fn render_view(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map<String, Value> {
+    let mut sink = ValueSink::default();
+    write_view(entity, ctx, view, &mut sink);
+    match sink.finish() {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Renders an entity with the view's projection and options as JSON text,
+/// or `None` when pick/omit leave nothing of it.
+pub(crate) fn view_json(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Option<Vec<u8>> {
+    let mut sink = JsonSink::new(Vec::with_capacity(1024));
+    write_view(entity, ctx, view, &mut sink);
+    (sink.out != b"{}").then_some(sink.out)
+}
+
+/// Writes an entity with the view's projection and options to `out`.
+fn write_view<S: Sink>(entity: &Entity, ctx: &Ctx, view: &ViewOptions, out: &mut S) {
     let opts = RenderOptions {
         format: view.format,
         sys_attrs: view.sys_attrs,
         lang: view.lang.as_deref(),
+        omit_id: view.omit_id,
+        omit_type: view.omit_type,
+        omit_scope: view.omit_scope,
     };
     if view.attrs.is_none() && view.omit.is_none() && view.dataset_id.is_none() {
-        return render_entity(entity, ctx, &opts);
+        return write_entity(entity, ctx, &opts, out);
     }
     let mut projected = entity.clone();
     if let Some(keep) = &view.attrs {
@@ -778,15 +799,5 @@ pub(crate) fn render_view(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map
         }
         projected.attrs.retain(|(_, i)| !i.is_empty());
     }
-    let mut out = render_entity(&projected, ctx, &opts);
-    if view.omit_id {
-        out.remove("id");
-    }
-    if view.omit_type {
-        out.remove("type");
-    }
-    if view.omit_scope {
-        out.remove("scope");
-    }
-    out
+    write_entity(&projected, ctx, &opts, out);
 }

@@ -8,7 +8,7 @@ use ngsi_model::render::Format;
 use ngsi_model::{AttrValue, Entity, Iri, NgsiError, NgsiResult, Terms, iri};
 use ngsi_query::{Query, ScopeQuery, TypeExpr};
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use store::attr_index::{Condition, IndexKey, IndexedCondition};
 use store::{Change, Next, Op, Page, Selection};
 
@@ -221,8 +221,10 @@ pub struct EntityQuery {
 /// One page of rendered query results.
 #[derive(Debug, Default)]
 pub struct QueryResult {
-    /// The rendered entities.
-    pub entities: Vec<Map<String, Value>>,
+    /// The rendered entities, each the JSON text of an object with at least
+    /// one member (an entity that pick/omit leave empty is not shown, ETSI
+    /// 019_17_01).
+    pub entities: Vec<Vec<u8>>,
     /// All matches, when counted.
     pub total: Option<usize>,
 }
@@ -1011,10 +1013,7 @@ impl Broker {
             entities: page
                 .entities
                 .iter()
-                .map(|e| self.render(e, ctx, &query.view))
-                // An entity left without members by pick/omit is not shown
-                // (ETSI 019_17_01).
-                .filter(|m| !m.is_empty())
+                .filter_map(|e| crate::view_json(e, ctx, &query.view))
                 .collect(),
             total: page.total,
         })
@@ -1069,8 +1068,7 @@ impl Broker {
             .take(query.limit)
             // One deleted since is left out of the page.
             .filter_map(|(_, id)| self.store.get(tenant, id))
-            .map(|e| self.render(&e, ctx, &query.view))
-            .filter(|m| !m.is_empty())
+            .filter_map(|e| crate::view_json(&e, ctx, &query.view))
             .collect();
         Ok(QueryResult { entities, total })
     }

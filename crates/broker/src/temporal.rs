@@ -1112,6 +1112,7 @@ impl Broker {
             format: Format::Normalized,
             sys_attrs: view.sys_attrs,
             lang: view.lang.as_deref(),
+            ..RenderOptions::default()
         };
         // The concise temporal representation: each instance in the concise
         // form (no "type" where the value member tells the kind).

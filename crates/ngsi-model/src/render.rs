@@ -1,5 +1,10 @@
 //! Rendering of entities to the normalized, concise and keyValues forms,
 //! compacting every IRI through the response's JSON-LD context.
+//!
+//! One renderer writes to a [`Sink`]: a [`ValueSink`] builds a JSON value
+//! (for callers that still change the result, such as notifications), a
+//! [`JsonSink`] writes JSON text straight into a byte buffer (for query
+//! answers, where the tree would only be serialized and dropped).
 
 use serde_json::{Map, Value};
 
@@ -28,6 +33,155 @@ pub struct RenderOptions<'a> {
     pub sys_attrs: bool,
     /// Pick one language of LanguageProperties (`*` keeps all).
     pub lang: Option<&'a str>,
+    /// Leave out the entity's `id` (pick/omit, clause 4.21).
+    pub omit_id: bool,
+    /// Leave out the entity's `type`.
+    pub omit_type: bool,
+    /// Leave out the entity's `scope`.
+    pub omit_scope: bool,
+}
+
+/// Where a renderer writes JSON, as a sequence of events. Keys come only
+/// inside objects, each followed by exactly one value.
+pub trait Sink {
+    /// Opens an object.
+    fn begin_object(&mut self);
+    /// Closes the innermost object.
+    fn end_object(&mut self);
+    /// Opens an array.
+    fn begin_array(&mut self);
+    /// Closes the innermost array.
+    fn end_array(&mut self);
+    /// The key of the next member of the innermost object.
+    fn key(&mut self, k: &str);
+    /// A string value.
+    fn string(&mut self, s: &str);
+    /// Any JSON value.
+    fn value(&mut self, v: &Value);
+}
+
+/// A [`Sink`] that builds a [`Value`].
+#[derive(Debug, Default)]
+pub struct ValueSink {
+    open: Vec<Open>,
+    done: Option<Value>,
+}
+
+#[derive(Debug)]
+enum Open {
+    Object(Map<String, Value>, Option<String>),
+    Array(Vec<Value>),
+}
+
+impl ValueSink {
+    fn put(&mut self, v: Value) {
+        match self.open.last_mut() {
+            Some(Open::Object(m, key)) => {
+                if let Some(k) = key.take() {
+                    m.insert(k, v);
+                }
+            }
+            Some(Open::Array(items)) => items.push(v),
+            None => self.done = Some(v),
+        }
+    }
+
+    /// The value written (null if nothing was).
+    pub fn finish(self) -> Value {
+        self.done.unwrap_or(Value::Null)
+    }
+}
+
+impl Sink for ValueSink {
+    fn begin_object(&mut self) {
+        self.open.push(Open::Object(Map::new(), None));
+    }
+    fn end_object(&mut self) {
+        if let Some(Open::Object(m, _)) = self.open.pop() {
+            self.put(Value::Object(m));
+        }
+    }
+    fn begin_array(&mut self) {
+        self.open.push(Open::Array(Vec::new()));
+    }
+    fn end_array(&mut self) {
+        if let Some(Open::Array(items)) = self.open.pop() {
+            self.put(Value::Array(items));
+        }
+    }
+    fn key(&mut self, k: &str) {
+        if let Some(Open::Object(_, key)) = self.open.last_mut() {
+            *key = Some(k.to_owned());
+        }
+    }
+    fn string(&mut self, s: &str) {
+        self.put(Value::String(s.to_owned()));
+    }
+    fn value(&mut self, v: &Value) {
+        self.put(v.clone());
+    }
+}
+
+/// A [`Sink`] that writes compact JSON text, as `serde_json::to_vec` would
+/// write the value a [`ValueSink`] builds from the same events.
+#[derive(Debug, Default)]
+pub struct JsonSink {
+    /// The text written so far.
+    pub out: Vec<u8>,
+    /// Whether the next member or item needs a comma before it.
+    comma: bool,
+}
+
+impl JsonSink {
+    /// A sink that appends to `out`.
+    pub fn new(out: Vec<u8>) -> Self {
+        Self { out, comma: false }
+    }
+
+    fn separate(&mut self) {
+        if self.comma {
+            self.out.push(b',');
+        }
+    }
+}
+
+impl Sink for JsonSink {
+    fn begin_object(&mut self) {
+        self.separate();
+        self.out.push(b'{');
+        self.comma = false;
+    }
+    fn end_object(&mut self) {
+        self.out.push(b'}');
+        self.comma = true;
+    }
+    fn begin_array(&mut self) {
+        self.separate();
+        self.out.push(b'[');
+        self.comma = false;
+    }
+    fn end_array(&mut self) {
+        self.out.push(b']');
+        self.comma = true;
+    }
+    fn key(&mut self, k: &str) {
+        self.separate();
+        // Writing a string to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, k);
+        self.out.push(b':');
+        self.comma = false;
+    }
+    fn string(&mut self, s: &str) {
+        self.separate();
+        let _ = serde_json::to_writer(&mut self.out, s);
+        self.comma = true;
+    }
+    fn value(&mut self, v: &Value) {
+        self.separate();
+        // A Value has only string keys, so this cannot fail either.
+        let _ = serde_json::to_writer(&mut self.out, v);
+        self.comma = true;
+    }
 }
 
 /// Renders `entity` as a JSON object. The caller has already applied any
@@ -37,76 +191,98 @@ pub fn render_entity(
     terms: &dyn Terms,
     opts: &RenderOptions,
 ) -> Map<String, Value> {
-    let mut out = Map::new();
-    out.insert("id".into(), Value::String(entity.id.to_string()));
-    let types: Vec<Value> = entity
-        .types
-        .iter()
-        .map(|t| Value::String(terms.compact(t).into_owned()))
-        .collect();
-    out.insert(
-        "type".into(),
-        if types.len() == 1 {
-            types.into_iter().next().unwrap()
-        } else {
-            Value::Array(types)
-        },
-    );
-    if !entity.scopes.is_empty() {
-        let scopes: Vec<Value> = entity
-            .scopes
-            .iter()
-            .map(|s| Value::String(s.to_string()))
-            .collect();
-        out.insert(
-            "scope".into(),
-            if scopes.len() == 1 {
-                scopes.into_iter().next().unwrap()
-            } else {
-                Value::Array(scopes)
-            },
-        );
+    let mut sink = ValueSink::default();
+    write_entity(entity, terms, opts, &mut sink);
+    match sink.finish() {
+        Value::Object(m) => m,
+        _ => Map::new(),
     }
-    if opts.sys_attrs && opts.format != Format::KeyValues {
-        out.insert(
-            "createdAt".into(),
-            Value::String(format_micros(entity.created_at)),
-        );
-        out.insert(
-            "modifiedAt".into(),
-            Value::String(format_micros(entity.modified_at)),
-        );
-    }
-    for (name, instances) in &entity.attrs {
-        out.insert(
-            terms.compact(name).into_owned(),
-            render_instances(instances, terms, opts),
-        );
-    }
-    out
 }
 
-/// Renders the instances of one attribute: one value, or an array for a
+/// Renders one attribute instance.
+pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOptions) -> Value {
+    let mut sink = ValueSink::default();
+    write_attribute(attr, terms, opts, &mut sink);
+    sink.finish()
+}
+
+/// Writes `entity` as a JSON object to `out` (see [`render_entity`]).
+pub fn write_entity<S: Sink>(
+    entity: &Entity,
+    terms: &dyn Terms,
+    opts: &RenderOptions,
+    out: &mut S,
+) {
+    out.begin_object();
+    if !opts.omit_id {
+        out.key("id");
+        out.string(&entity.id);
+    }
+    if !opts.omit_type {
+        out.key("type");
+        one_or_many(out, &entity.types, |out, t| out.string(&terms.compact(t)));
+    }
+    if !entity.scopes.is_empty() && !opts.omit_scope {
+        out.key("scope");
+        one_or_many(out, &entity.scopes, |out, s| out.string(s));
+    }
+    if opts.sys_attrs && opts.format != Format::KeyValues {
+        out.key("createdAt");
+        out.string(&format_micros(entity.created_at));
+        out.key("modifiedAt");
+        out.string(&format_micros(entity.modified_at));
+    }
+    for (name, instances) in &entity.attrs {
+        out.key(&terms.compact(name));
+        write_instances(instances, terms, opts, out);
+    }
+    out.end_object();
+}
+
+/// One item as itself, several as an array.
+fn one_or_many<S: Sink, T>(out: &mut S, items: &[T], mut write: impl FnMut(&mut S, &T)) {
+    if let [only] = items {
+        write(out, only);
+        return;
+    }
+    out.begin_array();
+    for item in items {
+        write(out, item);
+    }
+    out.end_array();
+}
+
+/// Writes the instances of one attribute: one value, or an array for a
 /// multi-attribute. In the simplified form a multi-attribute is
 /// `{"dataset": {<datasetId>: <value>, "@none": <default instance's value>}}`
 /// (clause 4.5.4, see docs/spec-notes.md §7.3).
-pub fn render_instances(instances: &[Attribute], terms: &dyn Terms, opts: &RenderOptions) -> Value {
-    if instances.len() == 1 {
-        return render_attribute(&instances[0], terms, opts);
+fn write_instances<S: Sink>(
+    instances: &[Attribute],
+    terms: &dyn Terms,
+    opts: &RenderOptions,
+    out: &mut S,
+) {
+    if let [only] = instances {
+        write_attribute(only, terms, opts, out);
+        return;
     }
     if opts.format == Format::KeyValues {
-        let dataset: Map<String, Value> = instances
-            .iter()
-            .map(|a| (dataset_key(a).to_string(), render_attribute(a, terms, opts)))
-            .collect();
-        return serde_json::json!({ "dataset": dataset });
+        out.begin_object();
+        out.key("dataset");
+        out.begin_object();
+        for a in instances {
+            out.key(dataset_key(a));
+            write_attribute(a, terms, opts, out);
+        }
+        out.end_object();
+        out.end_object();
+        return;
     }
-    Value::Array(
-        instances
-            .iter()
-            .map(|a| render_attribute(a, terms, opts))
-            .collect(),
-    )
+    out.begin_array();
+    for a in instances {
+        write_attribute(a, terms, opts, out);
+    }
+    out.end_array();
 }
 
 /// The key of an instance in the simplified `dataset` map: its datasetId,
@@ -115,14 +291,44 @@ pub fn dataset_key(a: &Attribute) -> &str {
     a.dataset_id.as_deref().unwrap_or("@none")
 }
 
-fn compact_vocab(v: &Value, terms: &dyn Terms) -> Value {
+/// Writes a VocabProperty's value or an objectType with every IRI compacted.
+fn write_vocab<S: Sink>(v: &Value, terms: &dyn Terms, out: &mut S) {
     match v {
-        Value::String(s) => Value::String(terms.compact(s).into_owned()),
+        Value::String(s) => out.string(&terms.compact(s)),
         Value::Array(items) => {
-            Value::Array(items.iter().map(|i| compact_vocab(i, terms)).collect())
+            out.begin_array();
+            for i in items {
+                write_vocab(i, terms, out);
+            }
+            out.end_array();
         }
-        other => other.clone(),
+        other => out.value(other),
     }
+}
+
+fn write_map<S: Sink>(map: &Map<String, Value>, out: &mut S) {
+    out.begin_object();
+    for (k, v) in map {
+        out.key(k);
+        out.value(v);
+    }
+    out.end_object();
+}
+
+fn write_list<S: Sink>(items: &[Value], out: &mut S) {
+    out.begin_array();
+    for i in items {
+        out.value(i);
+    }
+    out.end_array();
+}
+
+/// `{"<member>": <value>}`.
+fn write_wrapped<S: Sink>(member: &str, out: &mut S, write: impl FnOnce(&mut S)) {
+    out.begin_object();
+    out.key(member);
+    write(out);
+    out.end_object();
 }
 
 /// Chooses the string of a language map for `lang` (clause 4.15): a
@@ -178,131 +384,151 @@ fn pick_language<'m>(map: &'m Map<String, Value>, lang: &str) -> Option<(&'m str
         .map(|(k, v)| (k.as_str(), v))
 }
 
-/// Renders one attribute instance.
-pub fn render_attribute(attr: &Attribute, terms: &dyn Terms, opts: &RenderOptions) -> Value {
+/// Writes one attribute instance (see [`render_attribute`]).
+pub fn write_attribute<S: Sink>(
+    attr: &Attribute,
+    terms: &dyn Terms,
+    opts: &RenderOptions,
+    out: &mut S,
+) {
     let lang = opts.lang.filter(|l| !l.trim().is_empty());
+    let picked = match &attr.value {
+        AttrValue::LanguageProperty(map) => lang.and_then(|l| pick_language(map, l)),
+        _ => None,
+    };
     if opts.format == Format::KeyValues {
-        return match &attr.value {
-            AttrValue::Property(v) | AttrValue::GeoProperty(v) => v.clone(),
+        match &attr.value {
+            AttrValue::Property(v) | AttrValue::GeoProperty(v) => out.value(v),
             // Like languageMap and vocab, the json member stays, so that the
             // keys of the JSON value are not read as terms (clause 4.5.4).
-            AttrValue::JsonProperty(v) => serde_json::json!({ "json": v }),
-            AttrValue::Relationship { object, .. } => object.clone(),
+            AttrValue::JsonProperty(v) => write_wrapped("json", out, |out| out.value(v)),
+            AttrValue::Relationship { object, .. } => out.value(object),
             // The simplified forms of LanguageProperty and VocabProperty keep
             // their member name, so that the keys (language tags) are not
             // expanded and the terms can be expanded again by @vocab.
-            AttrValue::LanguageProperty(map) => match lang.and_then(|l| pick_language(map, l)) {
-                Some((_, v)) => v.clone(),
-                None => serde_json::json!({ "languageMap": map }),
+            AttrValue::LanguageProperty(map) => match picked {
+                Some((_, v)) => out.value(v),
+                None => write_wrapped("languageMap", out, |out| write_map(map, out)),
             },
-            AttrValue::VocabProperty(v) => serde_json::json!({ "vocab": compact_vocab(v, terms) }),
-            AttrValue::ListProperty(items) => Value::Array(items.clone()),
-            AttrValue::ListRelationship { objects, .. } => Value::Array(objects.clone()),
-        };
+            AttrValue::VocabProperty(v) => {
+                write_wrapped("vocab", out, |out| write_vocab(v, terms, out))
+            }
+            AttrValue::ListProperty(items) => write_list(items, out),
+            AttrValue::ListRelationship { objects, .. } => write_list(objects, out),
+        }
+        return;
     }
     let concise = opts.format == Format::Concise;
-    let mut m = Map::new();
-    let mut kind = attr.value.kind_name();
-    let mut value_member = "value";
+    // Concise: a Property or GeoProperty with nothing but its value is
+    // written as the bare value, unless the value is an object that would
+    // be read back as something else.
+    if concise
+        && attr.dataset_id.is_none()
+        && attr.observed_at.is_none()
+        && attr.unit_code.is_none()
+        && !opts.sys_attrs
+        && attr.sub.is_empty()
+        && let AttrValue::Property(v) | AttrValue::GeoProperty(v) = &attr.value
+    {
+        let bare_ok = match v {
+            Value::Object(_) => matches!(attr.value, AttrValue::GeoProperty(_)),
+            Value::Array(items) => !items.iter().any(Value::is_object),
+            _ => true,
+        };
+        if bare_ok {
+            out.value(v);
+            return;
+        }
+    }
+    out.begin_object();
+    if !concise {
+        out.key("type");
+        // A LanguageProperty narrowed to one language is a Property.
+        out.string(if picked.is_some() {
+            "Property"
+        } else {
+            attr.value.kind_name()
+        });
+    }
     match &attr.value {
         AttrValue::Property(v) | AttrValue::GeoProperty(v) => {
-            m.insert("value".into(), v.clone());
+            out.key("value");
+            out.value(v);
         }
         AttrValue::Relationship {
             object,
             object_type,
         } => {
-            value_member = "object";
-            m.insert("object".into(), object.clone());
+            out.key("object");
+            out.value(object);
             if let Some(t) = object_type {
-                m.insert("objectType".into(), compact_vocab(t, terms));
+                out.key("objectType");
+                write_vocab(t, terms, out);
             }
         }
-        AttrValue::LanguageProperty(map) => match lang.and_then(|l| pick_language(map, l)) {
+        AttrValue::LanguageProperty(map) => match picked {
             Some((tag, v)) => {
-                kind = "Property";
-                m.insert("value".into(), v.clone());
-                m.insert("lang".into(), Value::String(tag.to_string()));
+                out.key("value");
+                out.value(v);
+                out.key("lang");
+                out.string(tag);
             }
             None => {
-                value_member = "languageMap";
-                m.insert("languageMap".into(), Value::Object(map.clone()));
+                out.key("languageMap");
+                write_map(map, out);
             }
         },
         AttrValue::JsonProperty(v) => {
-            value_member = "json";
-            m.insert("json".into(), v.clone());
+            out.key("json");
+            out.value(v);
         }
         AttrValue::VocabProperty(v) => {
-            value_member = "vocab";
-            m.insert("vocab".into(), compact_vocab(v, terms));
+            out.key("vocab");
+            write_vocab(v, terms, out);
         }
         AttrValue::ListProperty(items) => {
-            value_member = "valueList";
-            m.insert("valueList".into(), Value::Array(items.clone()));
+            out.key("valueList");
+            write_list(items, out);
         }
         AttrValue::ListRelationship {
             objects,
             object_type,
         } => {
-            value_member = "objectList";
             // The list is written as objects in every form but keyValues
             // (clause 4.5.22).
-            let list = objects
-                .iter()
-                .map(|o| serde_json::json!({ "object": o }))
-                .collect();
-            m.insert("objectList".into(), Value::Array(list));
+            out.key("objectList");
+            out.begin_array();
+            for o in objects {
+                write_wrapped("object", out, |out| out.value(o));
+            }
+            out.end_array();
             if let Some(t) = object_type {
-                m.insert("objectType".into(), compact_vocab(t, terms));
+                out.key("objectType");
+                write_vocab(t, terms, out);
             }
         }
     }
     if let Some(d) = &attr.dataset_id {
-        m.insert("datasetId".into(), Value::String(d.to_string()));
+        out.key("datasetId");
+        out.string(d);
     }
     if let Some(o) = &attr.observed_at {
-        m.insert("observedAt".into(), Value::String(o.to_string()));
+        out.key("observedAt");
+        out.string(o);
     }
     if let Some(u) = &attr.unit_code {
-        m.insert("unitCode".into(), Value::String(u.to_string()));
+        out.key("unitCode");
+        out.string(u);
     }
     if opts.sys_attrs {
-        m.insert(
-            "createdAt".into(),
-            Value::String(format_micros(attr.created_at)),
-        );
-        m.insert(
-            "modifiedAt".into(),
-            Value::String(format_micros(attr.modified_at)),
-        );
+        out.key("createdAt");
+        out.string(&format_micros(attr.created_at));
+        out.key("modifiedAt");
+        out.string(&format_micros(attr.modified_at));
     }
     for (name, sub) in &attr.sub {
-        m.insert(
-            terms.compact(name).into_owned(),
-            render_attribute(sub, terms, opts),
-        );
+        out.key(&terms.compact(name));
+        write_attribute(sub, terms, opts, out);
     }
-    if concise {
-        // A Property or GeoProperty with nothing but its value is written as
-        // the bare value, unless the value is an object that would be read
-        // back as something else.
-        if m.len() == 1 && value_member == "value" && matches!(kind, "Property" | "GeoProperty") {
-            let v = m.remove("value").unwrap_or(Value::Null);
-            let bare_ok = match &v {
-                Value::Object(_) => kind == "GeoProperty",
-                Value::Array(items) => !items.iter().any(Value::is_object),
-                _ => true,
-            };
-            if bare_ok {
-                return v;
-            }
-            m.insert("value".into(), v);
-        }
-        return Value::Object(m);
-    }
-    let mut full = Map::with_capacity(m.len() + 1);
-    full.insert("type".into(), Value::String(kind.to_string()));
-    full.extend(m);
-    Value::Object(full)
+    out.end_object();
 }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use ngsi_model::Terms;
 use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_entity};
-use ngsi_model::render::{Format, RenderOptions, render_entity};
+use ngsi_model::render::{Format, JsonSink, RenderOptions, render_entity, write_entity};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -167,6 +167,33 @@ proptest! {
         let concise = render_entity(&parsed, &ctx, &RenderOptions { format: Format::Concise, ..Default::default() });
         let again = parse_entity(&Value::Object(concise), &ctx, req, ParseLimits::default()).unwrap();
         prop_assert_eq!(again, parsed);
+    }
+
+    /// The JSON text writer and the value builder are one renderer: for
+    /// every form and option the text is the serialized value.
+    #[test]
+    fn json_text_is_the_serialized_tree(
+        doc in entity(),
+        format in prop::sample::select(vec![Format::Normalized, Format::Concise, Format::KeyValues]),
+        sys_attrs in any::<bool>(),
+        lang in prop::option::of(prop::sample::select(vec!["zh", "en;q=0.5,zh-Hans", "*", "fr"])),
+        omit in (any::<bool>(), any::<bool>(), any::<bool>()),
+        multi in any::<bool>(),
+    ) {
+        let ctx = context();
+        let mut parsed = parse_entity(&doc, &ctx, EntityRequirements { id: true, types: true }, ParseLimits::default()).unwrap();
+        parsed.scopes = vec!["/Guangzhou/Tianhe".into()];
+        if multi && let Some((_, instances)) = parsed.attrs.first_mut() {
+            // A second instance under another datasetId: a multi-attribute.
+            let mut other = instances[0].clone();
+            other.dataset_id = Some(format!("{}:other", other.dataset_id.as_deref().unwrap_or("urn:ngsi-ld:Dataset")).into());
+            instances.push(other);
+        }
+        let opts = RenderOptions { format, sys_attrs, lang, omit_id: omit.0, omit_type: omit.1, omit_scope: omit.2 };
+        let tree = render_entity(&parsed, &ctx, &opts);
+        let mut text = JsonSink::default();
+        write_entity(&parsed, &ctx, &opts, &mut text);
+        prop_assert_eq!(String::from_utf8(text.out).unwrap(), serde_json::to_string(&tree).unwrap());
     }
 
     #[test]

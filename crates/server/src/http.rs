@@ -449,6 +449,60 @@ pub fn json_response(
     (status, headers, bytes).into_response()
 }
 
+/// A JSON array response whose items are already JSON text, each an
+/// object (as [`broker::QueryResult`] holds them): for JSON the context goes
+/// in a Link header, for JSON-LD into each item. GeoJSON takes the tree
+/// path of [`json_response`] through `to_tree`.
+pub fn json_array_response(
+    status: StatusCode,
+    produce: Produce,
+    ctx: &broker::Ctx,
+    items: Vec<Vec<u8>>,
+    to_tree: impl FnOnce(Vec<Vec<u8>>) -> Value,
+) -> Response {
+    let context = match produce {
+        Produce::Json => None,
+        Produce::LdJson => Some(serde_json::to_vec(&ctx.body_value()).unwrap_or_default()),
+        Produce::GeoJson { .. } => return json_response(status, produce, ctx, to_tree(items)),
+    };
+    let extra = context.as_ref().map_or(0, |c| c.len() + 14);
+    let mut body = Vec::with_capacity(items.iter().map(|i| i.len() + 1 + extra).sum::<usize>() + 2);
+    body.push(b'[');
+    for (n, mut item) in items.into_iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        if let Some(c) = &context
+            && item.last() == Some(&b'}')
+        {
+            // `{...}` becomes `{...,"@context":<context>}`; items are never
+            // empty objects.
+            item.pop();
+            body.extend_from_slice(&item);
+            body.extend_from_slice(b",\"@context\":");
+            body.extend_from_slice(c);
+            body.push(b'}');
+        } else {
+            body.extend_from_slice(&item);
+        }
+    }
+    body.push(b']');
+    let mut headers = HeaderMap::new();
+    if context.is_some() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ld+json"),
+        );
+    } else {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::LINK, context_link_value(ctx.link_url()));
+    }
+    (status, headers, body).into_response()
+}
+
 /// A response with a status and no body (204 without Content-Length).
 pub fn empty(status: StatusCode) -> Response {
     let mut r = Response::new(Body::empty());

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::{body_kind, created, query_params};
 use crate::http::{
-    ApiResult, Consume, Produce, content_type, empty, json_response, link_context, negotiate,
-    param, parse_body, parse_doc, query_params as checked_params,
+    ApiResult, Consume, Produce, content_type, empty, json_array_response, json_response,
+    link_context, negotiate, param, parse_body, parse_doc, query_params as checked_params,
 };
 use crate::{AppState, Ngsi, read_body};
 
@@ -357,19 +357,15 @@ fn query_response(
         result.total,
         result.entities.len(),
     );
-    let body = match produce {
-        Produce::GeoJson { .. } => {
-            let gp = param(params, "geometryProperty")
-                .unwrap_or("location")
-                .to_string();
-            serde_json::json!({
-                "type": "FeatureCollection",
-                "features": result.entities.into_iter().map(|e| feature(e, &gp)).collect::<Vec<_>>(),
-            })
-        }
-        _ => Value::Array(result.entities.into_iter().map(Value::Object).collect()),
-    };
-    let mut resp = json_response(StatusCode::OK, produce, ctx, body);
+    let gp = param(params, "geometryProperty").unwrap_or("location");
+    let mut resp = json_array_response(StatusCode::OK, produce, ctx, result.entities, |items| {
+        let features: Vec<Value> = items
+            .iter()
+            .filter_map(|i| serde_json::from_slice(i).ok())
+            .map(|e| feature(e, gp))
+            .collect();
+        serde_json::json!({ "type": "FeatureCollection", "features": features })
+    });
     if let Some(total) = result.total {
         resp.headers_mut()
             .insert("NGSILD-Results-Count", HeaderValue::from(total));

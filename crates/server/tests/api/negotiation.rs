@@ -108,6 +108,7 @@ async fn json_responses_carry_the_context_in_a_link_header() {
 async fn ld_json_responses_carry_the_context_in_the_body() {
     let s = Server::start().await;
     s.create(vehicle(ID, 1)).await;
+    s.create(vehicle("urn:ngsi-ld:Vehicle:second", 2)).await;
     let r = s
         .req(Method::GET, &format!("/entities/{ID}"))
         .header("accept", "application/ld+json")
@@ -120,7 +121,12 @@ async fn ld_json_responses_carry_the_context_in_the_body() {
         .header("accept", "application/ld+json")
         .send()
         .await;
-    assert_eq!(r.body[0]["@context"], CORE, "{}", r.text);
+    // Every entity of the array carries it, after its own members.
+    assert_eq!(r.body.as_array().map(Vec::len), Some(2), "{}", r.text);
+    for item in r.body.as_array().unwrap() {
+        assert_eq!(item["@context"], CORE, "{}", r.text);
+        assert_eq!(item["type"], "Vehicle", "{}", r.text);
+    }
     // An inline context comes back as it was given.
     let ctx = json!({"Truck": "https://t.example/Truck"});
     let r = s
