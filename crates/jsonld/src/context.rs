@@ -366,6 +366,32 @@ impl Context {
         Cow::Owned(format!("{}{term}", self.vocab))
     }
 
+    /// Whether [`Context::expand_term`] of `term` is `iri`, without building
+    /// the expansion (compaction checks every candidate this way).
+    pub(crate) fn expands_to(&self, term: &str, iri: &str) -> bool {
+        let joined = |base: &str, rest: &str| iri.strip_prefix(base) == Some(rest);
+        if term.starts_with('@') && (is_keyword(term) || looks_like_keyword(term)) {
+            return term == iri;
+        }
+        if let Some(def) = self.terms.get(term) {
+            return def.id == iri;
+        }
+        if let Some((prefix, suffix)) = term.split_once(':') {
+            if prefix == "_" || suffix.starts_with("//") {
+                return term == iri;
+            }
+            if let Some(def) = self.terms.get(prefix)
+                && def.prefix
+            {
+                return joined(&def.id, suffix);
+            }
+            if is_scheme(prefix) {
+                return term == iri;
+            }
+        }
+        joined(&self.vocab, term)
+    }
+
     /// [`Context::expand_term`] as a shared string made by `share` (an
     /// interner), remembered per term: the write path expands the same few
     /// attribute names for every entity of a batch and every request that
@@ -395,7 +421,7 @@ impl Context {
         }
         if let Some(rest) = iri.strip_prefix(self.vocab.as_str())
             && !rest.is_empty()
-            && self.expand_term(rest) == iri
+            && self.expands_to(rest, iri)
         {
             return Cow::Borrowed(rest);
         }
@@ -412,7 +438,7 @@ impl Context {
                 None => true,
                 Some(b) => (candidate.len(), &candidate) < (b.len(), b),
             };
-            if shorter && self.expand_term(&candidate) == iri {
+            if shorter && self.expands_to(&candidate, iri) {
                 best = Some(candidate);
             }
         }

@@ -986,6 +986,18 @@ mod properties {
             prop_assert_eq!(core.expand_term(&compacted), iri.as_str());
         }
 
+        /// The allocation-free check that compaction uses agrees with
+        /// expansion, for the term's own expansion and for a near miss.
+        #[test]
+        fn expands_to_agrees_with_expand_term(terms in user_context(), term in "[a-zA-Z_@][a-zA-Z0-9_:/#.@-]{0,20}") {
+            let ctx = Context::from_value(&to_json(&terms)).unwrap();
+            let iri = ctx.expand_term(&term).into_owned();
+            prop_assert!(ctx.expands_to(&term, &iri));
+            let longer = format!("{iri}x");
+            prop_assert!(!ctx.expands_to(&term, &longer));
+            prop_assert!(!ctx.expands_to(&term, &iri[..iri.len() - 1]));
+        }
+
         #[test]
         fn processing_arbitrary_json_never_panics(value in arbitrary_json()) {
             let _ = Context::from_value(&value);
