@@ -33,8 +33,9 @@ pub struct MqttEndpoint {
 /// Where notifications are delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// HTTP POST to this `http://` or `https://` URL.
-    Http(String),
+    /// HTTP POST to this `http://` or `https://` URL (parsed once, not
+    /// for every notification).
+    Http(reqwest::Url),
     /// An MQTT publication.
     Mqtt(MqttEndpoint),
 }
@@ -97,7 +98,7 @@ pub fn parse_target(
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(invalid());
             }
-            Ok(Target::Http(uri.to_string()))
+            Ok(Target::Http(url))
         }
         "mqtt" => {
             let (authority, path) = rest.split_once('/').ok_or_else(invalid)?;
@@ -232,7 +233,7 @@ mod tests {
     fn http_and_mqtt_endpoints_parse() {
         assert_eq!(
             parse_target("http://127.0.0.1:8080/notify", &[]),
-            Ok(Target::Http("http://127.0.0.1:8080/notify".into()))
+            Ok(Target::Http("http://127.0.0.1:8080/notify".parse().unwrap()))
         );
         let Ok(Target::Mqtt(m)) = parse_target(
             "mqtt://user:p%40ss@broker.local:1884/city/alerts",

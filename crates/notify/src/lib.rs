@@ -237,7 +237,7 @@ async fn deliver(inner: &Inner, endpoint: &Endpoint, message: &Message) -> Resul
     let timeout = endpoint.timeout.unwrap_or(inner.config.default_timeout);
     match &endpoint.target {
         Target::Http(url) => {
-            let mut request = inner.http.post(url).timeout(timeout);
+            let mut request = inner.http.post(url.clone()).timeout(timeout);
             for (k, v) in message.headers.iter().chain(&endpoint.receiver_info) {
                 request = request.header(k.as_str(), v.as_str());
             }

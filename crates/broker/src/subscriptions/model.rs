@@ -231,7 +231,8 @@ impl Subscription {
                 show_changes: false,
                 endpoint_doc: Map::new(),
                 endpoint: Arc::new(notify::Endpoint {
-                    target: notify::Target::Http(String::new()),
+                    // Replaced by the create document's endpoint.
+                    target: notify::Target::Http("http://localhost/".parse().unwrap()),
                     receiver_info: Vec::new(),
                     timeout: None,
                     cooldown: None,
