@@ -233,7 +233,9 @@ mod tests {
     fn http_and_mqtt_endpoints_parse() {
         assert_eq!(
             parse_target("http://127.0.0.1:8080/notify", &[]),
-            Ok(Target::Http("http://127.0.0.1:8080/notify".parse().unwrap()))
+            Ok(Target::Http(
+                "http://127.0.0.1:8080/notify".parse().unwrap()
+            ))
         );
         let Ok(Target::Mqtt(m)) = parse_target(
             "mqtt://user:p%40ss@broker.local:1884/city/alerts",

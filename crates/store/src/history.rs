@@ -87,6 +87,12 @@ CREATE TABLE IF NOT EXISTS history (
     doc BLOB,
     PRIMARY KEY (series, t, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history_genesis (
+    grp INTEGER PRIMARY KEY,
+    min_t INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    rows BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history_recent (
     seq INTEGER PRIMARY KEY,
     series INTEGER NOT NULL,
@@ -614,6 +620,16 @@ fn instance_doc(a: &Attribute, value_in_num: bool) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// A row as written (see [`Row`]) read back as an instance.
+fn decode_stored(r: Row) -> TemporalInstance {
+    let num = match r.num {
+        Some(Num::Int(i)) => rusqlite::types::Value::Integer(i),
+        Some(Num::Real(f)) => rusqlite::types::Value::Real(f),
+        None => rusqlite::types::Value::Null,
+    };
+    decode_row(r.t, r.seq, r.modified, r.created, num, r.doc)
+}
+
 fn decode_row(
     t: i64,
     seq: i64,
@@ -763,34 +779,38 @@ fn read_history_in(
             ));
         }
         drop(rows);
-        // The recent rows of the series: every one in the range is a
-        // candidate; the history query gave at least `take + 1` of the
-        // others when there were that many, so the merge is exact.
-        if let Some(seqs) = recent.get(sid) {
-            let mut extra = false;
-            for seq in seqs {
-                let mut rows = by_seq.query([seq])?;
-                if let Some(row) = rows.next()? {
-                    let i = decode_row(
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                        row.get(5)?,
-                    );
-                    let k = key_of(&i);
-                    if k >= from && k < to && req.range.property.selects(&i, bounded) {
-                        instances.push(i);
-                        extra = true;
-                    }
-                }
+        // The recent rows and the genesis instances of the series: every
+        // one in the range is a candidate; the history query gave at least
+        // `take + 1` of the others when there were that many, so the merge
+        // is exact.
+        let mut extra = false;
+        let mut consider = |i: TemporalInstance| {
+            let k = key_of(&i);
+            if k >= from && k < to && req.range.property.selects(&i, bounded) {
+                instances.push(i);
+                extra = true;
             }
-            if extra {
-                instances.sort_by_key(|i| (key_of(i), i.instance_id));
-                if req.last_n.is_some() {
-                    instances.reverse();
-                }
+        };
+        for seq in recent.get(sid).into_iter().flatten() {
+            let mut rows = by_seq.query([seq])?;
+            if let Some(row) = rows.next()? {
+                consider(decode_row(
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ));
+            }
+        }
+        for row in crate::genesis::rows_of(conn, *sid)? {
+            consider(decode_stored(row));
+        }
+        if extra {
+            instances.sort_by_key(|i| (key_of(i), i.instance_id));
+            if req.last_n.is_some() {
+                instances.reverse();
             }
         }
         // Cut by the limit, not by lastN itself.
@@ -847,6 +867,10 @@ pub(crate) fn has_instances(
                 found = true;
                 break;
             }
+            let selected = |i: &TemporalInstance| {
+                let k = req.range.property.time_of(i);
+                k >= from && k < to && req.range.property.selects(i, bounded)
+            };
             for seq in recent.get(sid).into_iter().flatten() {
                 let mut rows = by_seq.query([seq])?;
                 if let Some(row) = rows.next()? {
@@ -858,11 +882,16 @@ pub(crate) fn has_instances(
                         row.get(4)?,
                         row.get(5)?,
                     );
-                    let k = req.range.property.time_of(&i);
-                    if k >= from && k < to && req.range.property.selects(&i, bounded) {
+                    if selected(&i) {
                         found = true;
                         break 'series;
                     }
+                }
+            }
+            for row in crate::genesis::rows_of(&tx, *sid)? {
+                if selected(&decode_stored(row)) {
+                    found = true;
+                    break 'series;
                 }
             }
         }
@@ -903,6 +932,12 @@ impl NumSeries {
             s.values.push(v);
             if row.get::<_, bool>(2)? {
                 s.unobserved += 1;
+            }
+        }
+        // The genesis instances, where their instants place them.
+        for row in crate::genesis::rows_of(conn, sid)? {
+            if let Some(n) = row.num {
+                s.insert(row.t, n.as_f64(), row.modified.is_some());
             }
         }
         Ok(s)
@@ -1200,15 +1235,34 @@ fn encode_types(names: &Names, types: &[Iri]) -> Vec<u8> {
 /// Writes what the group still holds back: the pending group row, and the
 /// types of new entities that no group row carried.
 pub(crate) fn finish(tx: &Transaction<'_>, overlay: &mut HistoryOverlay) -> Result<(), StoreError> {
+    flush_group(tx, overlay)?;
     if !overlay.pending.is_empty() {
         let mut recent = tx.prepare_cached(INSERT_RECENT)?;
         let mut history = tx.prepare_cached(INSERT_HISTORY)?;
+        // The rows of series this commit created, by group: one genesis row
+        // each (see [`genesis`]).
+        let mut born: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
         for (row, to_recent) in overlay.pending.drain(..) {
-            let stmt = if to_recent { &mut recent } else { &mut history };
-            execute_row(stmt, &row)?;
+            if to_recent {
+                execute_row(&mut recent, &row)?;
+            } else if let Some(first) = group_of(&overlay.groups, row.series) {
+                born.entry(first).or_default().push(row);
+            } else {
+                execute_row(&mut history, &row)?;
+            }
+        }
+        let mut insert = tx.prepare_cached(crate::genesis::INSERT)?;
+        for (first, rows) in born {
+            let min_t = rows.iter().map(|r| r.t).min().unwrap_or(0);
+            let last = rows.iter().map(|r| r.series).max().unwrap_or(first);
+            insert.execute(params![
+                first,
+                min_t,
+                last,
+                crate::genesis::encode(first, &rows)
+            ])?;
         }
     }
-    flush_group(tx, overlay)?;
     for (id, list) in std::mem::take(&mut overlay.deferred_types) {
         for (tenant, types) in list {
             write_types(tx, &tenant, &id, &types)?;
@@ -1265,6 +1319,15 @@ pub(crate) fn flush_group(
         overlay.groups.push(g);
     }
     Ok(())
+}
+
+/// The group (its first series) among `groups`, written by this commit in
+/// the order of their ids, that holds series `sid`.
+fn group_of(groups: &[PendingGroup], sid: i64) -> Option<i64> {
+    let at = groups.partition_point(|g| g.first <= sid).checked_sub(1)?;
+    let g = &groups[at];
+    let count = i64::try_from(g.entries.len() / GROUP_ENTRY).unwrap_or(0);
+    (sid < g.first + count).then_some(g.first)
 }
 
 /// Deletes series `sid` from the table that holds it: its own row of
@@ -1677,10 +1740,10 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, row: &Row, recent: bool) -> Resul
 }
 
 const INSERT_RECENT: &str = "INSERT OR REPLACE INTO history_recent (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const INSERT_HISTORY: &str = "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+pub(crate) const INSERT_HISTORY: &str = "INSERT OR REPLACE INTO history (series, t, seq, modified, created, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Runs an insert statement of [`insert_row`] for `row`.
-fn execute_row(stmt: &mut rusqlite::Statement<'_>, row: &Row) -> Result<(), StoreError> {
+pub(crate) fn execute_row(stmt: &mut rusqlite::Statement<'_>, row: &Row) -> Result<(), StoreError> {
     let num: Option<rusqlite::types::Value> = row.num.map(|n| match n {
         Num::Int(i) => rusqlite::types::Value::Integer(i),
         Num::Real(f) => rusqlite::types::Value::Real(f),

@@ -6,6 +6,7 @@
 //! trait.
 
 pub mod attr_index;
+mod genesis;
 pub mod history;
 pub mod index;
 pub mod sqlite;

@@ -198,12 +198,19 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 ";
 
+/// Version 5: version 4 with genesis rows (`history_genesis`, see
+/// `genesis.rs`): the first instances of a created entity's series in one
+/// row. A version 4 directory becomes version 5 as it is (it has no genesis
+/// rows); a version 4 binary refuses a version 5 directory, whose genesis
+/// instances it could not see.
+const FORMAT_VERSION: &str = "5";
+
 /// Version 4: entities as positional MessagePack (fields by position, every
 /// field present) with names as numbers of the `names` table, in rows that
 /// the writer numbers (the in-memory index keeps each entity's row, so the
 /// table has no index on the id: an insert appends, an update or a delete
 /// goes straight to its row).
-const FORMAT_VERSION: &str = "4";
+const FORMAT_VERSION_4: &str = "4";
 
 /// Version 3 keeps the entities in a table unique on (tenant, id), which
 /// opening rebuilds in the version 4 shape, numbering its rows afresh.
@@ -278,10 +285,12 @@ impl SqliteStore {
                 )?;
             }
             Some(FORMAT_VERSION) => {}
-            Some(FORMAT_VERSION_2 | FORMAT_VERSION_3) => {
+            Some(old @ (FORMAT_VERSION_2 | FORMAT_VERSION_3 | FORMAT_VERSION_4)) => {
                 tracing::info!("upgrading the data directory to storage format {FORMAT_VERSION}");
                 let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(UPGRADE_ENTITIES_TO_4)?;
+                if old != FORMAT_VERSION_4 {
+                    tx.execute_batch(UPGRADE_ENTITIES_TO_4)?;
+                }
                 tx.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'format'",
                     [FORMAT_VERSION],
@@ -984,6 +993,9 @@ impl Writer {
             while deleted < limit && looked < limit {
                 let Some(&sid) = series.last() else { break };
                 looked += 1;
+                // Instances in a genesis row move to `history` first when
+                // some of them expired.
+                crate::genesis::explode(&tx, sid, Some(before))?;
                 let room = limit - deleted;
                 // The key of the room-th expired row: when there is one,
                 // the series has at least as many expired rows as fit.
@@ -1093,6 +1105,7 @@ impl Writer {
                                     .as_deref()
                                     .and_then(ngsi_model::time::parse_datetime)
                                 {
+                                    crate::genesis::explode(&tx, sid, None)?;
                                     tx.prepare_cached(
                                         "DELETE FROM history WHERE series = ?1 AND t = ?2 AND modified IS NOT NULL",
                                     )?
@@ -1152,6 +1165,7 @@ impl Writer {
                 HistoryOp::DeleteInstance { id, attr, instance } => {
                     let mut found = false;
                     for (sid, _) in series_of(&id, &attr) {
+                        crate::genesis::explode(&tx, sid, None)?;
                         let n = tx.execute(
                             "DELETE FROM history WHERE series = ?1 AND seq = ?2",
                             params![sid, instance],
@@ -1175,6 +1189,7 @@ impl Writer {
                 } => {
                     let mut found = false;
                     for (sid, _) in series_of(&id, &attr) {
+                        crate::genesis::explode(&tx, sid, None)?;
                         let row: Option<(i64, Option<i64>, Option<i64>)> = tx
                             .query_row(
                                 "SELECT t, modified, created FROM history WHERE series = ?1 AND seq = ?2",
@@ -1282,6 +1297,7 @@ fn delete_series(
     names: &Names,
     sid: i64,
 ) -> Result<(), StoreError> {
+    crate::genesis::explode(tx, sid, None)?;
     tx.execute("DELETE FROM history WHERE series = ?1", [sid])?;
     crate::history::delete_series_row(tx, names, sid)
 }

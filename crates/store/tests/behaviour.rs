@@ -1135,7 +1135,7 @@ async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(format, "4");
+    assert_eq!(format, "5");
 }
 
 /// Rebuilds the `entities` table in the shape formats 2 and 3 had: unique
@@ -1704,4 +1704,199 @@ async fn a_failed_temporal_write_does_not_keep_an_unsaved_seq_reservation() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 6, "instance ids reused: {ids:?}");
+}
+
+/// The first instances of entities created together live in one genesis
+/// row per entity, not in `history`; reading, aggregating, modifying,
+/// deleting and expiring them works as for any other instance, and the
+/// answers survive a reopen.
+#[tokio::test]
+async fn first_instances_of_created_entities_read_edit_delete_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SqliteConfig::in_dir(dir.path());
+    let level = iri("https://example.org/level");
+    let t = "https://example.org/T";
+    let observed = |mut e: Entity, seconds: i64| {
+        e.attrs[0].1[0].observed_at =
+            Some(ngsi_model::time::format_micros(seconds * 1_000_000).into());
+        e
+    };
+    let rows = |table: &str| -> i64 {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    let levels = |h: &[store::AttrHistory]| -> Vec<(i64, i64)> {
+        h.iter()
+            .flat_map(|a| &a.instances)
+            .filter_map(|i| match &i.attr.as_ref()?.value {
+                AttrValue::Property(v) => Some((i.instant / 1_000_000, v.as_i64()?)),
+                _ => None,
+            })
+            .collect()
+    };
+    let store = SqliteStore::open(config()).unwrap();
+    let created = store
+        .write(
+            "",
+            ["a", "b", "c", "d"]
+                .iter()
+                .zip(1..)
+                .map(|(n, i)| create(observed(entity(&format!("urn:g:{n}"), t, i * 10), i * 100)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok));
+    assert_eq!((rows("history_genesis"), rows("history")), (4, 0));
+    let history = |id: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .history("", id, history_request())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    for (id, expected) in [("urn:g:a", (100, 10)), ("urn:g:d", (400, 40))] {
+        assert_eq!(levels(&history(id).await), [expected], "{id}");
+    }
+    let sum = |id: &'static str| {
+        let (store, level) = (&store, level.clone());
+        async move {
+            let b = store
+                .aggregate("", id, level, None, Default::default())
+                .await
+                .unwrap();
+            b.first().map(|b| b.sum)
+        }
+    };
+    assert_eq!(sum("urn:g:a").await, Some(10.0));
+    // A later instance joins the first one, in time order, in the cached
+    // aggregation too.
+    let a = store.get("", "urn:g:a").unwrap();
+    store
+        .write(
+            "",
+            vec![put(observed(with_level((*a).clone(), 11, 2000), 150))],
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(levels(&history("urn:g:a").await), [(100, 10), (150, 11)]);
+    assert_eq!(sum("urn:g:a").await, Some(21.0));
+    // Modifying a first instance moves its entity's genesis row to `history`.
+    let first_of = |h: Vec<store::AttrHistory>| h[0].instances[0].instance_id;
+    let b_first = first_of(history("urn:g:b").await);
+    let mut changed = Attribute::new(AttrValue::Property(json!(25)));
+    changed.observed_at = Some(ngsi_model::time::format_micros(200_000_000).into());
+    store
+        .write_history(
+            "",
+            store::HistoryOp::ModifyInstance {
+                id: "urn:g:b".into(),
+                attr: level.clone(),
+                instance: b_first,
+                value: Box::new(changed),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(levels(&history("urn:g:b").await), [(200, 25)]);
+    assert_eq!(sum("urn:g:b").await, Some(25.0));
+    assert_eq!(rows("history_genesis"), 3);
+    // Deleting one.
+    let c_first = first_of(history("urn:g:c").await);
+    let delete_c = || store::HistoryOp::DeleteInstance {
+        id: "urn:g:c".into(),
+        attr: level.clone(),
+        instance: c_first,
+    };
+    store.write_history("", delete_c()).await.unwrap().unwrap();
+    let again = store.write_history("", delete_c()).await.unwrap();
+    assert_eq!(again.unwrap_err().kind, ErrorKind::ResourceNotFound);
+    assert!(levels(&history("urn:g:c").await).is_empty());
+    // Deleting the attribute's history.
+    store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteAttr {
+                id: "urn:g:d".into(),
+                attr: level.clone(),
+                dataset: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(levels(&history("urn:g:d").await).is_empty());
+    assert_eq!(rows("history_genesis"), 1);
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let store = SqliteStore::open(config()).unwrap();
+    let read = |id: &'static str| {
+        let store = &store;
+        async move {
+            levels(
+                &store
+                    .history("", id, history_request())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            )
+        }
+    };
+    assert_eq!(read("urn:g:a").await, [(100, 10), (150, 11)]);
+    assert_eq!(read("urn:g:b").await, [(200, 25)]);
+    assert!(read("urn:g:c").await.is_empty());
+    // Expiring: a's first instance (100 s) goes with its genesis row, its
+    // later one (150 s) stays.
+    assert_eq!(store.expire_history(120 * 1_000_000).await.unwrap(), 1);
+    assert_eq!(read("urn:g:a").await, [(150, 11)]);
+    assert_eq!(rows("history_genesis"), 0);
+}
+
+/// A format 4 directory opens as it is and becomes format 5; an unknown
+/// newer format is refused rather than misread.
+#[tokio::test]
+async fn a_format_4_directory_opens_and_a_newer_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SqliteConfig::in_dir(dir.path());
+    let set_format = |v: &str| {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        db.execute("UPDATE meta SET value = ?1 WHERE key = 'format'", [v])
+            .unwrap();
+    };
+    let format = || -> String {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        db.query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        store
+            .write(
+                "",
+                vec![create(entity("urn:f:1", "https://example.org/T", 4))],
+            )
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    set_format("4");
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        assert_eq!(level_of(&store.get("", "urn:f:1").unwrap()), 4);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(format(), "5");
+    set_format("6");
+    assert!(SqliteStore::open(config()).is_err());
 }

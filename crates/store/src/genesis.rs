@@ -1,0 +1,233 @@
+//! Genesis rows: the instances that the commit creating a group of series
+//! (the series of one entity, see `history_series_groups`) wrote for them,
+//! kept together as one row of `history_genesis` keyed by the group's first
+//! series id, instead of one row of `history` each.
+//!
+//! A created entity's first instances are most of what a city writes to
+//! its history while it loads (ten rows for the template entity of the
+//! benchmark); one row instead of ten saves most of the writer's history
+//! work per created entity. Readers of a series merge its genesis
+//! instances with its rows of `history` and `history_recent`. Whatever
+//! changes or deletes instances of a series first *explodes* the genesis
+//! row that holds them into ordinary `history` rows ([`explode`]), so the
+//! code that edits `history` needs no other case.
+//!
+//! Encoding (MessagePack): an array of rows, each an array
+//! `[offset, t, seq, modified|nil, created|nil, num|nil, doc|nil]`, where
+//! `offset` is the series id minus the group's, `num` an integer or a
+//! float and `doc` binary.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::StoreError;
+use crate::history::{Num, Row};
+
+/// Inserts a genesis row: group, earliest instant, last series, rows.
+pub(crate) const INSERT: &str =
+    "INSERT INTO history_genesis (grp, min_t, last, rows) VALUES (?1, ?2, ?3, ?4)";
+
+/// The MessagePack nil marker.
+const NIL: u8 = 0xc0;
+
+/// Encodes the rows of the group whose first series is `first`.
+pub(crate) fn encode(first: i64, rows: &[Row]) -> Vec<u8> {
+    use rmp::encode::{write_array_len, write_bin, write_f64, write_nil, write_sint};
+    let mut out = Vec::with_capacity(rows.len() * 48);
+    let opt = |out: &mut Vec<u8>, v: Option<i64>| {
+        let _ = match v {
+            Some(v) => write_sint(out, v).is_ok(),
+            None => write_nil(out).is_ok(),
+        };
+    };
+    // Writing to a Vec cannot fail; the results are dropped.
+    let _ = write_array_len(&mut out, u32::try_from(rows.len()).unwrap_or(u32::MAX));
+    for r in rows {
+        let _ = write_array_len(&mut out, 7);
+        let _ = write_sint(&mut out, r.series - first);
+        let _ = write_sint(&mut out, r.t);
+        let _ = write_sint(&mut out, r.seq);
+        opt(&mut out, r.modified);
+        opt(&mut out, r.created);
+        let _ = match r.num {
+            None => write_nil(&mut out).is_ok(),
+            Some(Num::Int(i)) => write_sint(&mut out, i).is_ok(),
+            Some(Num::Real(f)) => write_f64(&mut out, f).is_ok(),
+        };
+        let _ = match &r.doc {
+            None => write_nil(&mut out).is_ok(),
+            Some(d) => write_bin(&mut out, d).is_ok(),
+        };
+    }
+    out
+}
+
+fn corrupt(reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Decode {
+        id: "<history_genesis>".into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Decodes a genesis row of the group whose first series is `first`.
+pub(crate) fn decode(first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
+    use rmp::decode::{read_array_len, read_bin_len, read_f64, read_int};
+    let mut rd: &[u8] = bytes;
+    let int = |rd: &mut &[u8]| read_int::<i64, _>(rd).map_err(corrupt);
+    let opt = |rd: &mut &[u8]| -> Result<Option<i64>, StoreError> {
+        if rd.first() == Some(&NIL) {
+            *rd = &rd[1..];
+            return Ok(None);
+        }
+        read_int::<i64, _>(rd).map(Some).map_err(corrupt)
+    };
+    let n = read_array_len(&mut rd).map_err(corrupt)?;
+    let mut rows = Vec::with_capacity(n.min(1024) as usize);
+    for _ in 0..n {
+        if read_array_len(&mut rd).map_err(corrupt)? != 7 {
+            return Err(corrupt("a row is not seven fields"));
+        }
+        let series = first + int(&mut rd)?;
+        let t = int(&mut rd)?;
+        let seq = int(&mut rd)?;
+        let modified = opt(&mut rd)?;
+        let created = opt(&mut rd)?;
+        let num = match rd.first() {
+            Some(&NIL) => {
+                rd = &rd[1..];
+                None
+            }
+            // float 32 or float 64
+            Some(0xca | 0xcb) => Some(Num::Real(read_f64(&mut rd).map_err(corrupt)?)),
+            _ => Some(Num::Int(int(&mut rd)?)),
+        };
+        let doc = if rd.first() == Some(&NIL) {
+            rd = &rd[1..];
+            None
+        } else {
+            let len = read_bin_len(&mut rd).map_err(corrupt)? as usize;
+            if len > rd.len() {
+                return Err(corrupt("a document runs past the row"));
+            }
+            let (d, rest) = rd.split_at(len);
+            rd = rest;
+            Some(d.to_vec())
+        };
+        rows.push(Row {
+            series,
+            t,
+            seq,
+            modified,
+            created,
+            num,
+            doc,
+        });
+    }
+    Ok(rows)
+}
+
+/// The genesis row that may hold instances of series `sid`: the one of
+/// the last group at or before it, if its series reach `sid`. Returns the
+/// group, the earliest instant and the encoded rows.
+fn lookup(conn: &Connection, sid: i64) -> Result<Option<(i64, i64, Vec<u8>)>, StoreError> {
+    let found: Option<(i64, i64, i64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT grp, min_t, last, rows FROM history_genesis \
+             WHERE grp <= ?1 ORDER BY grp DESC LIMIT 1",
+        )?
+        .query_row([sid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    Ok(found
+        .filter(|(_, _, last, _)| sid <= *last)
+        .map(|(first, min_t, _, rows)| (first, min_t, rows)))
+}
+
+/// The genesis instances of series `sid`, in (instant, seq) order.
+pub(crate) fn rows_of(conn: &Connection, sid: i64) -> Result<Vec<Row>, StoreError> {
+    let Some((first, _, bytes)) = lookup(conn, sid)? else {
+        return Ok(Vec::new());
+    };
+    let mut rows: Vec<Row> = decode(first, &bytes)?
+        .into_iter()
+        .filter(|r| r.series == sid)
+        .collect();
+    rows.sort_by_key(|r| (r.t, r.seq));
+    Ok(rows)
+}
+
+/// Moves the genesis row that holds instances of series `sid`, if any, to
+/// ordinary rows of `history` (every series of its group), so that they
+/// can be changed or deleted there. With `older_than`, only a row with an
+/// instant before it moves (what a retention sweep would delete). Returns
+/// whether a row moved.
+pub(crate) fn explode(
+    conn: &Connection,
+    sid: i64,
+    older_than: Option<i64>,
+) -> Result<bool, StoreError> {
+    let Some((first, min_t, bytes)) = lookup(conn, sid)? else {
+        return Ok(false);
+    };
+    if older_than.is_some_and(|before| min_t >= before) {
+        return Ok(false);
+    }
+    let rows = decode(first, &bytes)?;
+    let mut insert = conn.prepare_cached(crate::history::INSERT_HISTORY)?;
+    for r in &rows {
+        crate::history::execute_row(&mut insert, r)?;
+    }
+    conn.execute("DELETE FROM history_genesis WHERE grp = ?1", params![first])?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(series: i64, seq: i64, num: Option<Num>, doc: Option<Vec<u8>>) -> Row {
+        Row {
+            series,
+            t: 1_700_000_000_000_000 + seq,
+            seq,
+            modified: (seq % 2 == 0).then_some(-5),
+            created: (seq % 3 == 0).then_some(i64::MAX),
+            num,
+            doc,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip() {
+        let rows = vec![
+            row(100, 1, Some(Num::Int(-7)), None),
+            row(101, 2, Some(Num::Real(20.5)), Some(vec![0x91, 0x01])),
+            row(102, 3, None, Some(vec![0u8; 300])),
+            row(109, 4, Some(Num::Int(i64::MIN)), Some(Vec::new())),
+            row(100, 5, Some(Num::Real(f64::MAX)), None),
+        ];
+        let back = decode(100, &encode(100, &rows)).unwrap();
+        assert_eq!(back.len(), rows.len());
+        for (a, b) in rows.iter().zip(&back) {
+            assert_eq!(
+                (a.series, a.t, a.seq, a.modified, a.created, &a.doc),
+                (b.series, b.t, b.seq, b.modified, b.created, &b.doc)
+            );
+            match (a.num, b.num) {
+                (None, None) => {}
+                (Some(Num::Int(x)), Some(Num::Int(y))) => assert_eq!(x, y),
+                (Some(Num::Real(x)), Some(Num::Real(y))) => assert_eq!(x.to_bits(), y.to_bits()),
+                _ => panic!("number kind changed"),
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_rows_are_errors_not_panics() {
+        let bytes = encode(7, &[row(7, 1, Some(Num::Real(1.5)), Some(vec![1, 2, 3]))]);
+        for cut in 0..bytes.len() {
+            assert!(decode(7, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut wrong = bytes.clone();
+        wrong[1] = 0x96; // a row of six fields
+        assert!(decode(7, &wrong).is_err());
+    }
+}
