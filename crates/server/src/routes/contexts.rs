@@ -169,6 +169,17 @@ pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<Stri
     if details {
         return Ok(json(StatusCode::OK, &info_json(&info)));
     }
+    // A Cached context is a local copy of a document served elsewhere: its
+    // metadata is served, its content is not (clauses 5.13.1, 5.13.4.4).
+    if info.kind == ContextKind::Cached {
+        return Err(req.err(NgsiError::new(
+            ngsi_model::ErrorKind::OperationNotSupported,
+            format!(
+                "{} is a cached copy of a remote @context; fetch it from that URL, or ask for details=true",
+                info.url
+            ),
+        )));
+    }
     let doc = state
         .broker
         .contexts()

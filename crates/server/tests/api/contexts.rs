@@ -285,6 +285,53 @@ async fn a_failed_reload_keeps_the_cached_context() {
         .problem(404, "ResourceNotFound");
 }
 
+/// A Cached context is a copy of a document served elsewhere: the broker
+/// gives its metadata but not its content, OperationNotSupported (clause
+/// 5.13.4.4, HTTP 422 by 6.30.3.1), whether by its URL or its local id.
+#[tokio::test]
+async fn a_cached_context_is_described_but_not_served() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let r = s
+        .req(Method::GET, "/entities?type=Car")
+        .header("link", &link(&url))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = crate::support::enc(&url);
+    for query in ["", "?details=false"] {
+        s.get(&format!("/jsonldContexts/{id}{query}"))
+            .await
+            .problem(422, "OperationNotSupported");
+    }
+    let r = s.get(&format!("/jsonldContexts/{id}?details=true")).await;
+    assert_eq!(
+        (r.status, &r.body["kind"], &r.body["URL"]),
+        (200, &json!("Cached"), &json!(url)),
+        "{}",
+        r.text
+    );
+    // Its local id names it as well as its URL does.
+    let local_id = r.body["localId"].as_str().unwrap().to_string();
+    s.get(&format!(
+        "/jsonldContexts/{}",
+        crate::support::enc(&local_id)
+    ))
+    .await
+    .problem(422, "OperationNotSupported");
+    // A hosted context is served as before.
+    let r = s
+        .post("/jsonldContexts", &json!({"@context": user_context()}))
+        .await;
+    let location = r.header("location").unwrap().to_string();
+    let local_id = location.rsplit('/').next().unwrap();
+    let r = s.get(&format!("/jsonldContexts/{local_id}")).await;
+    assert_eq!(
+        (r.status, r.body),
+        (200, json!({"@context": user_context()}))
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_remote_context_is_503_quickly() {
     let s = Server::start().await;
