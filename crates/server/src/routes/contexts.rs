@@ -166,12 +166,9 @@ pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<Stri
     }
     let info = find(&state, &id)
         .ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
-    if details {
-        return Ok(json(StatusCode::OK, &info_json(&info)));
-    }
     // A Cached context is a local copy of a document served elsewhere: its
     // metadata is served, its content is not (clauses 5.13.1, 5.13.4.4).
-    if info.kind == ContextKind::Cached {
+    if !details && info.kind == ContextKind::Cached {
         return Err(req.err(NgsiError::new(
             ngsi_model::ErrorKind::OperationNotSupported,
             format!(
@@ -179,6 +176,12 @@ pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<Stri
                 info.url
             ),
         )));
+    }
+    // Serving finds the @context in the storage: that is one more hit
+    // (numberOfHits, clause 5.13.3.5), counted in the details given now.
+    let info = state.broker.contexts().hit(&info.url).unwrap_or(info);
+    if details {
+        return Ok(json(StatusCode::OK, &info_json(&info)));
     }
     let doc = state
         .broker

@@ -332,6 +332,43 @@ async fn a_cached_context_is_described_but_not_served() {
     );
 }
 
+/// numberOfHits counts the times the @context was found in the storage
+/// (clause 5.13.3.5): a request that uses the cached copy, and a Serve
+/// @context, which finds it there too and reports its own hit. The download
+/// that stored it is no hit (ETSI 053_06: 1, then 3 after one more use).
+#[tokio::test]
+async fn serving_a_context_finds_it_in_the_storage_and_counts_a_hit() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let id = crate::support::enc(&url);
+    let r#use = || async {
+        let r = s
+            .req(Method::GET, "/entities?type=Car")
+            .header("link", &link(&url))
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    };
+    let details = || async {
+        let r = s.get(&format!("/jsonldContexts/{id}?details=true")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    };
+    r#use().await;
+    let d = details().await;
+    assert_eq!(d["numberOfHits"], 1, "{d}");
+    assert!(
+        d["lastUsage"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{d}"
+    );
+    r#use().await;
+    assert_eq!(details().await["numberOfHits"], 3);
+    // Listing finds no particular @context: it counts nothing.
+    let r = s.get("/jsonldContexts?details=true&kind=Cached").await;
+    assert_eq!(r.body[0]["numberOfHits"], 3, "{}", r.text);
+    assert_eq!(details().await["numberOfHits"], 4);
+}
+
 #[tokio::test]
 async fn an_unreachable_remote_context_is_503_quickly() {
     let s = Server::start().await;
