@@ -369,6 +369,102 @@ async fn serving_a_context_finds_it_in_the_storage_and_counts_a_hit() {
     assert_eq!(details().await["numberOfHits"], 4);
 }
 
+/// A hosted @context is information of the tenant that added it (clause
+/// 5.5.10): another tenant, the default one included, can neither serve,
+/// list nor delete it. Cached copies of remote documents stay shared.
+/// (ETSI 5134_01.)
+#[tokio::test]
+async fn a_hosted_context_belongs_to_the_tenant_that_added_it() {
+    let s = Server::start().await;
+    let term = "TenantOnlyTerm";
+    let doc = json!({"@context": {term: "urn:ngsi-ld:attributes:TenantOnlyTerm"}});
+    let as_tenant = |method: Method, path: &str, tenant: &str| {
+        let r = s.req(method, path);
+        if tenant.is_empty() {
+            r
+        } else {
+            r.header("NGSILD-Tenant", tenant)
+        }
+    };
+    let r = as_tenant(Method::POST, "/jsonldContexts", "ctx-a")
+        .json(&doc)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let local_id = r
+        .header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // Adding it created the tenant.
+    let r = as_tenant(Method::GET, "/entities?type=Car", "ctx-a")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for other in ["ctx-b", ""] {
+        for query in ["", "?details=true"] {
+            let r = as_tenant(
+                Method::GET,
+                &format!("/jsonldContexts/{local_id}{query}"),
+                other,
+            )
+            .send()
+            .await;
+            r.problem(404, "ResourceNotFound");
+            assert!(!r.text.contains(term), "{}", r.text);
+        }
+        for query in ["", "?details=true", "?kind=Hosted"] {
+            let r = as_tenant(Method::GET, &format!("/jsonldContexts{query}"), other)
+                .send()
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert!(!r.text.contains(&local_id), "{other:?}{query}: {}", r.text);
+        }
+        as_tenant(
+            Method::DELETE,
+            &format!("/jsonldContexts/{local_id}"),
+            other,
+        )
+        .send()
+        .await
+        .problem(404, "ResourceNotFound");
+    }
+    // The owner still has it, listed and served, and deletes it.
+    let r = as_tenant(Method::GET, "/jsonldContexts?details=true", "ctx-a")
+        .send()
+        .await;
+    assert!(r.text.contains(&local_id), "{}", r.text);
+    let r = as_tenant(Method::GET, &format!("/jsonldContexts/{local_id}"), "ctx-a")
+        .send()
+        .await;
+    assert_eq!((r.status, r.body), (200, doc));
+    // A remote @context fetched for one tenant is one cached copy for all.
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let r = as_tenant(Method::GET, "/entities?type=Car", "ctx-a")
+        .header("link", &link(&url))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = as_tenant(Method::GET, "/jsonldContexts?kind=Cached", "ctx-b")
+        .send()
+        .await;
+    assert_eq!(r.body, json!([url]), "{}", r.text);
+    as_tenant(
+        Method::DELETE,
+        &format!("/jsonldContexts/{local_id}"),
+        "ctx-a",
+    )
+    .send()
+    .await
+    .no_content();
+    as_tenant(Method::GET, &format!("/jsonldContexts/{local_id}"), "ctx-a")
+        .send()
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
 #[tokio::test]
 async fn an_unreachable_remote_context_is_503_quickly() {
     let s = Server::start().await;
