@@ -146,14 +146,18 @@ impl crate::Broker {
         }
     }
 
-    /// Hosts `document` under `url` for the @context serving endpoint,
-    /// durably: hosted contexts survive a restart.
-    pub async fn host_context(&self, url: &str, document: Value) -> NgsiResult<()> {
+    /// Hosts `document` under `url` for the @context serving endpoint, on
+    /// behalf of `tenant`, durably: hosted contexts survive a restart. Like
+    /// any record, it creates the tenant.
+    pub async fn host_context(&self, tenant: &str, url: &str, document: Value) -> NgsiResult<()> {
         self.contexts
             .insert_local(url, document.clone())
             .map_err(|e| NgsiError::invalid_request(e.to_string()))?;
+        self.hosted_tenants
+            .write()
+            .insert(url.to_string(), tenant.to_string());
         self.store
-            .put_record("", HOSTED_CONTEXTS, url, Some(document))
+            .put_record(tenant, HOSTED_CONTEXTS, url, Some(document))
             .await?;
         Ok(())
     }
@@ -161,24 +165,42 @@ impl crate::Broker {
     /// Forgets a held context (hosted or cached).
     pub async fn forget_context(&self, url: &str) -> NgsiResult<bool> {
         let removed = self.contexts.remove(url);
-        if !self
-            .store
-            .records("", HOSTED_CONTEXTS)
-            .iter()
-            .all(|(k, _)| k != url)
-        {
+        let owner = self.hosted_tenants.write().remove(url);
+        if let Some(tenant) = owner {
             self.store
-                .put_record("", HOSTED_CONTEXTS, url, None)
+                .put_record(&tenant, HOSTED_CONTEXTS, url, None)
                 .await?;
         }
         Ok(removed)
     }
 
-    /// Hosts again the contexts that were hosted before a restart.
+    /// Whether the @context storage entry `info` is visible to requests of
+    /// `tenant` (clause 5.5.10): a Hosted context belongs to the tenant that
+    /// added it; Cached and ImplicitlyCreated ones are the broker's copies
+    /// of what requests named, shared by every tenant.
+    pub fn context_visible(&self, tenant: &str, info: &jsonld::ContextInfo) -> bool {
+        info.kind != jsonld::ContextKind::Hosted
+            || self
+                .hosted_tenants
+                .read()
+                .get(&info.url)
+                .map_or(tenant.is_empty(), |owner| owner == tenant)
+    }
+
+    /// Hosts again the contexts that were hosted before a restart, each for
+    /// its tenant.
     pub(crate) fn restore_hosted_contexts(&self) {
-        for (url, doc) in self.store.records("", HOSTED_CONTEXTS) {
-            if let Err(e) = self.contexts.insert_local(&url, doc) {
-                tracing::warn!(%url, error = %e, "a stored hosted @context could not be restored");
+        let mut tenants = self.store.tenants();
+        if !tenants.iter().any(String::is_empty) {
+            tenants.insert(0, String::new());
+        }
+        for tenant in tenants {
+            for (url, doc) in self.store.records(&tenant, HOSTED_CONTEXTS) {
+                if let Err(e) = self.contexts.insert_local(&url, doc) {
+                    tracing::warn!(%url, error = %e, "a stored hosted @context could not be restored");
+                    continue;
+                }
+                self.hosted_tenants.write().insert(url, tenant.clone());
             }
         }
     }

@@ -70,6 +70,9 @@ pub struct Broker {
     subscription_writes: tokio::sync::Mutex<()>,
     /// Becomes true once the stored subscriptions are installed.
     restored: tokio::sync::watch::Receiver<bool>,
+    /// The tenant that added each hosted @context, by URL (see
+    /// [`Broker::context_visible`]).
+    hosted_tenants: parking_lot::RwLock<std::collections::HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -170,6 +173,7 @@ impl Broker {
             subscriptions: engine,
             subscription_writes: tokio::sync::Mutex::new(()),
             restored,
+            hosted_tenants: parking_lot::RwLock::default(),
         };
         broker.restore_hosted_contexts();
         if tokio::runtime::Handle::try_current().is_ok() {

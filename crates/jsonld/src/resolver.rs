@@ -626,6 +626,14 @@ impl ContextResolver {
         })
     }
 
+    /// Records a use of the document held under `url` by a request that
+    /// found it in the storage without resolving a context (Serve @context),
+    /// and gives its metadata, that use counted.
+    pub fn hit(&self, url: &str) -> Option<ContextInfo> {
+        self.touch(url)?;
+        self.entry(url)
+    }
+
     /// Forgets the document held under `url`, hosted or cached; tells whether
     /// there was one.
     pub fn remove(&self, url: &str) -> bool {

@@ -185,6 +185,7 @@ async fn data_and_tenants_survive_a_restart() {
     jsonld::install_tls_provider();
     let client = reqwest::Client::new();
     let hosted;
+    let hosted_by_tenant;
     {
         let server = Server::start(dir.path());
         let r = client
@@ -210,6 +211,15 @@ async fn data_and_tenants_survive_a_restart() {
             .unwrap();
         assert_eq!(r.status(), 201);
         hosted = r.headers()["location"].to_str().unwrap().to_string();
+        let r = client
+            .post(format!("{}/jsonldContexts", server.base))
+            .header("NGSILD-Tenant", "panyu")
+            .json(&json!({"@context": {"depth": "https://data.guangzhou.example/ontology#depth"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        hosted_by_tenant = r.headers()["location"].to_str().unwrap().to_string();
     }
     let server = Server::start(dir.path());
     // The hosted @context is still served, and still usable in a Link header.
@@ -220,6 +230,14 @@ async fn data_and_tenants_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // A tenant's hosted @context is still its own.
+    for (tenant, status) in [("panyu", 200), ("", 404)] {
+        let mut get = client.get(format!("{origin}{hosted_by_tenant}"));
+        if !tenant.is_empty() {
+            get = get.header("NGSILD-Tenant", tenant);
+        }
+        assert_eq!(get.send().await.unwrap().status(), status, "{tenant:?}");
+    }
     let r = client
         .get(format!("{}/entities/urn:ngsi-ld:WaterLevelSensor:restart", server.base))
         .header("Link", format!("<{origin}{hosted}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""))

@@ -66,16 +66,19 @@ fn flag(params: &[(String, String)], name: &str) -> Result<bool, NgsiError> {
     }
 }
 
-/// Finds the URL of a held context from the id in the path: a local id of a
-/// hosted context, or the (decoded) URL of any held context.
-fn find(state: &AppState, id: &str) -> Option<ContextInfo> {
-    let resolver = state.broker.contexts();
-    resolver.entry(id).or_else(|| {
+/// Finds a held context from the id in the path: a local id of a hosted
+/// context, or the (decoded) URL of any held context; only among those the
+/// tenant sees (another tenant's hosted context is not found).
+fn find(state: &AppState, tenant: &str, id: &str) -> Option<ContextInfo> {
+    let broker = &state.broker;
+    let resolver = broker.contexts();
+    let visible = |e: &ContextInfo| broker.context_visible(tenant, e);
+    resolver.entry(id).filter(visible).or_else(|| {
         let suffix = format!("{BASE}{id}");
         resolver
             .entries()
             .into_iter()
-            .find(|e| e.url.ends_with(&suffix))
+            .find(|e| e.url.ends_with(&suffix) && visible(e))
     })
 }
 
@@ -112,7 +115,7 @@ pub async fn add(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiRes
     let url = format!("http://{}{BASE}{id}", req.host);
     state
         .broker
-        .host_context(&url, doc)
+        .host_context(&req.tenant, &url, doc)
         .await
         .map_err(|e| req.err(e))?;
     Ok(created(&format!("{BASE}{id}")))
@@ -142,7 +145,9 @@ pub async fn list(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         .contexts()
         .entries()
         .into_iter()
-        .filter(|e| kind.is_none_or(|k| e.kind == k))
+        .filter(|e| {
+            kind.is_none_or(|k| e.kind == k) && state.broker.context_visible(&req.tenant, e)
+        })
         .collect();
     let body = if details {
         Value::Array(entries.iter().map(info_json).collect())
@@ -164,8 +169,22 @@ pub async fn serve(State(state): State<AppState>, req: Ngsi, Path(id): Path<Stri
     if let Some(doc) = jsonld::core_context_document(&id) {
         return Ok(json(StatusCode::OK, doc));
     }
-    let info = find(&state, &id)
+    let info = find(&state, &req.tenant, &id)
         .ok_or_else(|| req.err(NgsiError::not_found(format!("no @context {id}"))))?;
+    // A Cached context is a local copy of a document served elsewhere: its
+    // metadata is served, its content is not (clauses 5.13.1, 5.13.4.4).
+    if !details && info.kind == ContextKind::Cached {
+        return Err(req.err(NgsiError::new(
+            ngsi_model::ErrorKind::OperationNotSupported,
+            format!(
+                "{} is a cached copy of a remote @context; fetch it from that URL, or ask for details=true",
+                info.url
+            ),
+        )));
+    }
+    // Serving finds the @context in the storage: that is one more hit
+    // (numberOfHits, clause 5.13.3.5), counted in the details given now.
+    let info = state.broker.contexts().hit(&info.url).unwrap_or(info);
     if details {
         return Ok(json(StatusCode::OK, &info_json(&info)));
     }
@@ -189,7 +208,7 @@ pub async fn remove(State(state): State<AppState>, req: Ngsi, Path(id): Path<Str
         }
         return Err(req.err(NgsiError::bad_data("the core @context cannot be deleted")));
     }
-    let info = find(&state, &id);
+    let info = find(&state, &req.tenant, &id);
     let resolver = state.broker.contexts();
     if reload {
         // Only a Cached context can be reloaded; an id that names none is

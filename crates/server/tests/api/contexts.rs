@@ -285,6 +285,186 @@ async fn a_failed_reload_keeps_the_cached_context() {
         .problem(404, "ResourceNotFound");
 }
 
+/// A Cached context is a copy of a document served elsewhere: the broker
+/// gives its metadata but not its content, OperationNotSupported (clause
+/// 5.13.4.4, HTTP 422 by 6.30.3.1), whether by its URL or its local id.
+#[tokio::test]
+async fn a_cached_context_is_described_but_not_served() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let r = s
+        .req(Method::GET, "/entities?type=Car")
+        .header("link", &link(&url))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = crate::support::enc(&url);
+    for query in ["", "?details=false"] {
+        s.get(&format!("/jsonldContexts/{id}{query}"))
+            .await
+            .problem(422, "OperationNotSupported");
+    }
+    let r = s.get(&format!("/jsonldContexts/{id}?details=true")).await;
+    assert_eq!(
+        (r.status, &r.body["kind"], &r.body["URL"]),
+        (200, &json!("Cached"), &json!(url)),
+        "{}",
+        r.text
+    );
+    // Its local id names it as well as its URL does.
+    let local_id = r.body["localId"].as_str().unwrap().to_string();
+    s.get(&format!(
+        "/jsonldContexts/{}",
+        crate::support::enc(&local_id)
+    ))
+    .await
+    .problem(422, "OperationNotSupported");
+    // A hosted context is served as before.
+    let r = s
+        .post("/jsonldContexts", &json!({"@context": user_context()}))
+        .await;
+    let location = r.header("location").unwrap().to_string();
+    let local_id = location.rsplit('/').next().unwrap();
+    let r = s.get(&format!("/jsonldContexts/{local_id}")).await;
+    assert_eq!(
+        (r.status, r.body),
+        (200, json!({"@context": user_context()}))
+    );
+}
+
+/// numberOfHits counts the times the @context was found in the storage
+/// (clause 5.13.3.5): a request that uses the cached copy, and a Serve
+/// @context, which finds it there too and reports its own hit. The download
+/// that stored it is no hit (ETSI 053_06: 1, then 3 after one more use).
+#[tokio::test]
+async fn serving_a_context_finds_it_in_the_storage_and_counts_a_hit() {
+    let s = Server::start().await;
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let id = crate::support::enc(&url);
+    let r#use = || async {
+        let r = s
+            .req(Method::GET, "/entities?type=Car")
+            .header("link", &link(&url))
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    };
+    let details = || async {
+        let r = s.get(&format!("/jsonldContexts/{id}?details=true")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    };
+    r#use().await;
+    let d = details().await;
+    assert_eq!(d["numberOfHits"], 1, "{d}");
+    assert!(
+        d["lastUsage"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{d}"
+    );
+    r#use().await;
+    assert_eq!(details().await["numberOfHits"], 3);
+    // Listing finds no particular @context: it counts nothing.
+    let r = s.get("/jsonldContexts?details=true&kind=Cached").await;
+    assert_eq!(r.body[0]["numberOfHits"], 3, "{}", r.text);
+    assert_eq!(details().await["numberOfHits"], 4);
+}
+
+/// A hosted @context is information of the tenant that added it (clause
+/// 5.5.10): another tenant, the default one included, can neither serve,
+/// list nor delete it. Cached copies of remote documents stay shared.
+/// (ETSI 5134_01.)
+#[tokio::test]
+async fn a_hosted_context_belongs_to_the_tenant_that_added_it() {
+    let s = Server::start().await;
+    let term = "TenantOnlyTerm";
+    let doc = json!({"@context": {term: "urn:ngsi-ld:attributes:TenantOnlyTerm"}});
+    let as_tenant = |method: Method, path: &str, tenant: &str| {
+        let r = s.req(method, path);
+        if tenant.is_empty() {
+            r
+        } else {
+            r.header("NGSILD-Tenant", tenant)
+        }
+    };
+    let r = as_tenant(Method::POST, "/jsonldContexts", "ctx-a")
+        .json(&doc)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let local_id = r
+        .header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // Adding it created the tenant.
+    let r = as_tenant(Method::GET, "/entities?type=Car", "ctx-a")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for other in ["ctx-b", ""] {
+        for query in ["", "?details=true"] {
+            let r = as_tenant(
+                Method::GET,
+                &format!("/jsonldContexts/{local_id}{query}"),
+                other,
+            )
+            .send()
+            .await;
+            r.problem(404, "ResourceNotFound");
+            assert!(!r.text.contains(term), "{}", r.text);
+        }
+        for query in ["", "?details=true", "?kind=Hosted"] {
+            let r = as_tenant(Method::GET, &format!("/jsonldContexts{query}"), other)
+                .send()
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert!(!r.text.contains(&local_id), "{other:?}{query}: {}", r.text);
+        }
+        as_tenant(
+            Method::DELETE,
+            &format!("/jsonldContexts/{local_id}"),
+            other,
+        )
+        .send()
+        .await
+        .problem(404, "ResourceNotFound");
+    }
+    // The owner still has it, listed and served, and deletes it.
+    let r = as_tenant(Method::GET, "/jsonldContexts?details=true", "ctx-a")
+        .send()
+        .await;
+    assert!(r.text.contains(&local_id), "{}", r.text);
+    let r = as_tenant(Method::GET, &format!("/jsonldContexts/{local_id}"), "ctx-a")
+        .send()
+        .await;
+    assert_eq!((r.status, r.body), (200, doc));
+    // A remote @context fetched for one tenant is one cached copy for all.
+    let url = serve_document(json!({"@context": user_context()})).await;
+    let r = as_tenant(Method::GET, "/entities?type=Car", "ctx-a")
+        .header("link", &link(&url))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = as_tenant(Method::GET, "/jsonldContexts?kind=Cached", "ctx-b")
+        .send()
+        .await;
+    assert_eq!(r.body, json!([url]), "{}", r.text);
+    as_tenant(
+        Method::DELETE,
+        &format!("/jsonldContexts/{local_id}"),
+        "ctx-a",
+    )
+    .send()
+    .await
+    .no_content();
+    as_tenant(Method::GET, &format!("/jsonldContexts/{local_id}"), "ctx-a")
+        .send()
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
 #[tokio::test]
 async fn an_unreachable_remote_context_is_503_quickly() {
     let s = Server::start().await;
