@@ -455,11 +455,15 @@ impl TenantIndex {
             .iter()
             .filter_map(|c| self.by_attr.get(&c.attr).map(|i| (i, &c.condition)))
             .collect();
-        let mut visit = |id: &str, bytes: &[u8]| -> bool {
+        let of_type = |id: &str| {
+            type_sets
+                .as_ref()
+                .is_none_or(|sets| sets.iter().any(|s| s.contains(id)))
+        };
+        // `typed`: the caller checked the types already.
+        let mut visit = |id: &str, bytes: &[u8], typed: bool| -> bool {
             if !selection.exact {
-                if let Some(sets) = &type_sets
-                    && !sets.iter().any(|s| s.contains(id))
-                {
+                if !typed && !of_type(id) {
                     return true;
                 }
                 if !checks.iter().all(|(index, c)| index.may_satisfy(id, c)) {
@@ -489,8 +493,14 @@ impl TenantIndex {
         match self.candidates(&selection) {
             Some(ids) => {
                 for id in ids {
+                    // A candidate of another type is passed over before its
+                    // lookup (candidates by attribute value come in id
+                    // order, so the ids of other types may come first).
+                    if !selection.exact && !of_type(id) {
+                        continue;
+                    }
                     if let Some(held) = self.by_id.get(&**id)
-                        && !visit(id, &held.bytes)
+                        && !visit(id, &held.bytes, true)
                     {
                         break;
                     }
@@ -498,7 +508,7 @@ impl TenantIndex {
             }
             None => {
                 for (id, Held { bytes, .. }) in &self.by_id {
-                    if !visit(id, bytes) {
+                    if !visit(id, bytes, false) {
                         break;
                     }
                 }
