@@ -630,6 +630,18 @@ fn decode_stored(r: Row) -> TemporalInstance {
     decode_row(r.t, r.seq, r.modified, r.created, num, r.doc)
 }
 
+/// A row of `SELECT t, seq, modified, created, num, doc` as an instance.
+fn instance_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TemporalInstance> {
+    Ok(decode_row(
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
 fn decode_row(
     t: i64,
     seq: i64,
@@ -769,14 +781,7 @@ fn read_history_in(
         ])?;
         let mut instances = Vec::new();
         while let Some(row) = rows.next()? {
-            instances.push(decode_row(
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-            ));
+            instances.push(instance_of(row)?);
         }
         drop(rows);
         // The recent rows and the genesis instances of the series: every
@@ -794,14 +799,7 @@ fn read_history_in(
         for seq in recent.get(sid).into_iter().flatten() {
             let mut rows = by_seq.query([seq])?;
             if let Some(row) = rows.next()? {
-                consider(decode_row(
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ));
+                consider(instance_of(row)?);
             }
         }
         for row in crate::genesis::rows_of(conn, *sid)? {
@@ -874,14 +872,7 @@ pub(crate) fn has_instances(
             for seq in recent.get(sid).into_iter().flatten() {
                 let mut rows = by_seq.query([seq])?;
                 if let Some(row) = rows.next()? {
-                    let i = decode_row(
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                        row.get(5)?,
-                    );
+                    let i = instance_of(row)?;
                     if selected(&i) {
                         found = true;
                         break 'series;
