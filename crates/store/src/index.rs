@@ -31,6 +31,26 @@ fn kind_index(name: &str) -> usize {
     KINDS.iter().position(|k| *k == name).unwrap_or(0)
 }
 
+/// The kinds among the instances of one attribute, as the discovery
+/// counts see them.
+fn kinds_of(instances: &[ngsi_model::Attribute]) -> [bool; 8] {
+    let mut k = [false; 8];
+    for a in instances {
+        k[kind_index(a.value.kind_name())] = true;
+    }
+    k
+}
+
+/// Whether two versions of an entity have the same attributes, in the same
+/// order, with the same kinds: then they count alike in discovery.
+fn same_attr_kinds(a: &Entity, b: &Entity) -> bool {
+    a.attrs.len() == b.attrs.len()
+        && a.attrs
+            .iter()
+            .zip(&b.attrs)
+            .all(|((na, ia), (nb, ib))| na == nb && kinds_of(ia) == kinds_of(ib))
+}
+
 /// Entities (of one type, or in all) having an attribute, by kind.
 #[derive(Debug, Default, Clone)]
 struct AttrCounts {
@@ -168,8 +188,20 @@ impl TenantIndex {
     /// `row`.
     pub fn replace(&mut self, old: Option<&Entity>, entity: &Entity, row: i64, bytes: Box<[u8]>) {
         let id = entity.id.clone();
-        if let Some(old) = old {
-            self.unlink(old);
+        match old {
+            // The same types and the same attributes of the same kinds (the
+            // common update): the type sets and the discovery counts stay as
+            // they are; only the value indexes follow the values.
+            Some(old) if old.types == entity.types && same_attr_kinds(old, entity) => {
+                for (attr, index) in &mut self.by_attr {
+                    index.remove(attr, old);
+                    index.insert(attr, entity);
+                }
+                self.by_id.insert(id, Held { row, bytes });
+                return;
+            }
+            Some(old) => self.unlink(old),
+            None => {}
         }
         self.by_id.insert(id.clone(), Held { row, bytes });
         for t in &entity.types {
@@ -225,13 +257,7 @@ impl TenantIndex {
         let kinds: Vec<(Iri, [bool; 8])> = e
             .attrs
             .iter()
-            .map(|(name, instances)| {
-                let mut k = [false; 8];
-                for a in instances {
-                    k[kind_index(a.value.kind_name())] = true;
-                }
-                (name.clone(), k)
-            })
+            .map(|(name, instances)| (name.clone(), kinds_of(instances)))
             .collect();
         for t in &e.types {
             let tc = self.types.entry(t.clone()).or_default();

@@ -1900,3 +1900,101 @@ async fn a_format_4_directory_opens_and_a_newer_one_is_refused() {
     set_format("6");
     assert!(SqliteStore::open(config()).is_err());
 }
+
+/// Discovery follows an update that changes an attribute's kind, and an
+/// update of values alone (same types, attributes and kinds) leaves the
+/// counts as they were while the value indexes follow the new values.
+#[tokio::test]
+async fn discovery_and_value_indexes_follow_updates() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let t = "https://example.org/T";
+    let level = iri("https://example.org/level");
+    store
+        .write(
+            "",
+            vec![
+                create(entity("urn:k:1", t, 1)),
+                create(entity("urn:k:2", t, 2)),
+            ],
+        )
+        .await
+        .unwrap();
+    let by_level = |v: i64| {
+        let conditions = [store::attr_index::IndexedCondition {
+            attr: level.clone(),
+            condition: store::attr_index::Condition::AnyOf(vec![store::attr_index::IndexKey::num(
+                v as f64,
+            )]),
+        }];
+        let types = [iri(t)];
+        let sel = Selection {
+            ids: None,
+            types: Some(&types),
+            conditions: &conditions,
+            exact: false,
+        };
+        let page = store.query("", sel, &|e| level_of(e) == v, all());
+        page.entities
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    // The first query builds the value index; later writes maintain it.
+    assert_eq!(by_level(1), ["urn:k:1"]);
+    let set = |id: &'static str, value: AttrValue| {
+        Op::new(id, move |c| {
+            let mut e = c.cloned().unwrap();
+            e.attrs[0].1[0].value = value;
+            e.modified_at += 1;
+            Ok(Change::put(e))
+        })
+    };
+    store
+        .write("", vec![set("urn:k:1", AttrValue::Property(json!(7)))])
+        .await
+        .unwrap();
+    assert_eq!(by_level(1), Vec::<String>::new());
+    assert_eq!(by_level(7), ["urn:k:1"]);
+    let attrs = store.attr_infos("");
+    assert_eq!(
+        (attrs[0].entities, attrs[0].kinds.clone()),
+        (2, vec!["Property"])
+    );
+    assert_eq!(store.type_infos("")[0].entities, 2);
+    store
+        .write(
+            "",
+            vec![set(
+                "urn:k:2",
+                AttrValue::Relationship {
+                    object: json!("urn:k:1"),
+                    object_type: None,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    let attrs = store.attr_infos("");
+    assert_eq!(attrs[0].entities, 2);
+    let mut kinds = attrs[0].kinds.clone();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["Property", "Relationship"]);
+    store
+        .write(
+            "",
+            vec![set(
+                "urn:k:1",
+                AttrValue::Relationship {
+                    object: json!("urn:k:2"),
+                    object_type: None,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.attr_infos("")[0].kinds, ["Relationship"]);
+    assert_eq!(
+        store.type_infos("")[0].attrs,
+        [(level.clone(), vec!["Relationship"])]
+    );
+}
