@@ -129,6 +129,12 @@ pub enum StoreError {
         /// The decoder's message.
         reason: String,
     },
+    /// The data directory is in a storage format this build does not know
+    /// (a newer build wrote it).
+    #[error(
+        "the data directory has storage format {0}, which this build does not know; was it written by a newer Wuyang?"
+    )]
+    UnknownFormat(String),
     /// The writer has stopped (the store is shutting down or failed).
     #[error("the store's writer has stopped")]
     WriterGone,

@@ -297,12 +297,7 @@ impl SqliteStore {
                 )?;
                 tx.commit()?;
             }
-            Some(other) => {
-                return Err(StoreError::Decode {
-                    id: "<database>".into(),
-                    reason: format!("unknown storage format {other}"),
-                });
-            }
+            Some(other) => return Err(StoreError::UnknownFormat(other.to_string())),
         }
 
         let mut tenants: HashMap<Box<str>, TenantIndex> = HashMap::new();

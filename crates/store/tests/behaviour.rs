@@ -1898,7 +1898,10 @@ async fn a_format_4_directory_opens_and_a_newer_one_is_refused() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(format(), "5");
     set_format("6");
-    assert!(SqliteStore::open(config()).is_err());
+    match SqliteStore::open(config()) {
+        Err(store::StoreError::UnknownFormat(f)) => assert_eq!(f, "6"),
+        other => panic!("a format 6 directory opened: {:?}", other.err()),
+    }
 }
 
 /// Discovery follows an update that changes an attribute's kind, and an
