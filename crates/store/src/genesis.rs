@@ -70,7 +70,7 @@ fn corrupt(reason: impl std::fmt::Display) -> StoreError {
 
 /// Decodes a genesis row of the group whose first series is `first`.
 pub(crate) fn decode(first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
-    use rmp::decode::{read_array_len, read_bin_len, read_f64, read_int};
+    use rmp::decode::{read_array_len, read_bin_len, read_f32, read_f64, read_int};
     let mut rd: &[u8] = bytes;
     let int = |rd: &mut &[u8]| read_int::<i64, _>(rd).map_err(corrupt);
     let opt = |rd: &mut &[u8]| -> Result<Option<i64>, StoreError> {
@@ -86,7 +86,9 @@ pub(crate) fn decode(first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
         if read_array_len(&mut rd).map_err(corrupt)? != 7 {
             return Err(corrupt("a row is not seven fields"));
         }
-        let series = first + int(&mut rd)?;
+        let series = first
+            .checked_add(int(&mut rd)?)
+            .ok_or_else(|| corrupt("a series offset out of range"))?;
         let t = int(&mut rd)?;
         let seq = int(&mut rd)?;
         let modified = opt(&mut rd)?;
@@ -96,8 +98,8 @@ pub(crate) fn decode(first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
                 rd = &rd[1..];
                 None
             }
-            // float 32 or float 64
-            Some(0xca | 0xcb) => Some(Num::Real(read_f64(&mut rd).map_err(corrupt)?)),
+            Some(0xca) => Some(Num::Real(f64::from(read_f32(&mut rd).map_err(corrupt)?))),
+            Some(0xcb) => Some(Num::Real(read_f64(&mut rd).map_err(corrupt)?)),
             _ => Some(Num::Int(int(&mut rd)?)),
         };
         let doc = if rd.first() == Some(&NIL) {
@@ -122,6 +124,9 @@ pub(crate) fn decode(first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
             doc,
         });
     }
+    if !rd.is_empty() {
+        return Err(corrupt("bytes after the last row"));
+    }
     Ok(rows)
 }
 
@@ -141,17 +146,39 @@ fn lookup(conn: &Connection, sid: i64) -> Result<Option<(i64, i64, Vec<u8>)>, St
         .map(|(first, min_t, _, rows)| (first, min_t, rows)))
 }
 
-/// The genesis instances of series `sid`, in (instant, seq) order.
-pub(crate) fn rows_of(conn: &Connection, sid: i64) -> Result<Vec<Row>, StoreError> {
-    let Some((first, _, bytes)) = lookup(conn, sid)? else {
-        return Ok(Vec::new());
-    };
-    let mut rows: Vec<Row> = decode(first, &bytes)?
-        .into_iter()
-        .filter(|r| r.series == sid)
-        .collect();
-    rows.sort_by_key(|r| (r.t, r.seq));
-    Ok(rows)
+/// Reads genesis instances series by series, keeping the last group it
+/// decoded: the series of one entity share one row, which a read of the
+/// entity's history would otherwise decode once per series.
+#[derive(Default)]
+pub(crate) struct Reader {
+    /// The last group read: its first series, its last, and its rows.
+    group: Option<(i64, i64, Vec<Row>)>,
+}
+
+impl Reader {
+    /// The genesis instances of series `sid`, in (instant, seq) order.
+    pub(crate) fn rows_of(&mut self, conn: &Connection, sid: i64) -> Result<Vec<Row>, StoreError> {
+        let cached = self
+            .group
+            .as_ref()
+            .is_some_and(|(first, last, _)| (*first..=*last).contains(&sid));
+        if !cached {
+            self.group = match lookup(conn, sid)? {
+                Some((first, _, bytes)) => {
+                    let rows = decode(first, &bytes)?;
+                    let last = rows.iter().map(|r| r.series).max().unwrap_or(first);
+                    Some((first, last, rows))
+                }
+                None => None,
+            };
+        }
+        let Some((_, _, rows)) = &self.group else {
+            return Ok(Vec::new());
+        };
+        let mut mine: Vec<Row> = rows.iter().filter(|r| r.series == sid).cloned().collect();
+        mine.sort_by_key(|r| (r.t, r.seq));
+        Ok(mine)
+    }
 }
 
 /// Moves the genesis row that holds instances of series `sid`, if any, to
@@ -221,6 +248,14 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_offset_is_an_error_not_an_overflow() {
+        // A row whose offset was damaged into a huge value.
+        let mut r = row(7, 1, None, None);
+        r.series = i64::MAX;
+        assert!(decode(7, &encode(0, &[r])).is_err());
+    }
+
+    #[test]
     fn damaged_rows_are_errors_not_panics() {
         let bytes = encode(7, &[row(7, 1, Some(Num::Real(1.5)), Some(vec![1, 2, 3]))]);
         for cut in 0..bytes.len() {
@@ -229,5 +264,8 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[1] = 0x96; // a row of six fields
         assert!(decode(7, &wrong).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0xc0);
+        assert!(decode(7, &longer).is_err(), "bytes after the last row");
     }
 }

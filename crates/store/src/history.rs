@@ -517,6 +517,7 @@ impl HistoryIndex {
 }
 
 /// One row of the `history` table, ready to insert.
+#[derive(Clone)]
 pub(crate) struct Row {
     pub(crate) series: i64,
     pub(crate) t: i64,
@@ -771,6 +772,7 @@ fn read_history_in(
     );
     let key_of = |i: &TemporalInstance| req.range.property.time_of(i);
     let mut out = Vec::with_capacity(series.len());
+    let mut genesis = crate::genesis::Reader::default();
     for (sid, attr, dataset) in series {
         let take = req.last_n.map_or(req.limit, |n| n.min(req.limit));
         let mut rows = stmt.query(params![
@@ -802,7 +804,7 @@ fn read_history_in(
                 consider(instance_of(row)?);
             }
         }
-        for row in crate::genesis::rows_of(conn, *sid)? {
+        for row in genesis.rows_of(conn, *sid)? {
             consider(decode_stored(row));
         }
         if extra {
@@ -858,6 +860,7 @@ pub(crate) fn has_instances(
         req.range.to.unwrap_or(i64::MAX),
     );
     let mut out = Vec::with_capacity(per_entity.len());
+    let mut genesis = crate::genesis::Reader::default();
     for series in per_entity {
         let mut found = false;
         'series: for (sid, _, _) in series {
@@ -879,7 +882,7 @@ pub(crate) fn has_instances(
                     }
                 }
             }
-            for row in crate::genesis::rows_of(&tx, *sid)? {
+            for row in genesis.rows_of(&tx, *sid)? {
                 if selected(&decode_stored(row)) {
                     found = true;
                     break 'series;
@@ -926,7 +929,7 @@ impl NumSeries {
             }
         }
         // The genesis instances, where their instants place them.
-        for row in crate::genesis::rows_of(conn, sid)? {
+        for row in crate::genesis::Reader::default().rows_of(conn, sid)? {
             if let Some(n) = row.num {
                 s.insert(row.t, n.as_f64(), row.modified.is_some());
             }

@@ -2001,3 +2001,219 @@ async fn discovery_and_value_indexes_follow_updates() {
         [(level.clone(), vec!["Relationship"])]
     );
 }
+
+/// An entity of three attributes a, b, c (three series), observed at
+/// `base`, `base + 1` and `base + 2` seconds with those values.
+fn three_series_entity(id: &str, base: i64) -> Entity {
+    let attr = |n: i64| {
+        let mut a = Attribute::new(AttrValue::Property(json!(base + n)));
+        a.observed_at = Some(ngsi_model::time::format_micros((base + n) * 1_000_000).into());
+        a
+    };
+    Entity {
+        id: id.into(),
+        types: vec![iri("https://example.org/T")],
+        scopes: Vec::new(),
+        attrs: ["a", "b", "c"]
+            .iter()
+            .zip(0..)
+            .map(|(n, i)| (iri(&format!("https://example.org/{n}")), vec![attr(i)]))
+            .collect(),
+        created_at: 1,
+        modified_at: 1,
+    }
+}
+
+fn all_history() -> store::HistoryRequest {
+    store::HistoryRequest {
+        limit: usize::MAX,
+        ..Default::default()
+    }
+}
+
+/// Per attribute (sorted): its values and whether the answer was cut.
+async fn series_values(
+    s: &SqliteStore,
+    id: &str,
+    r: store::HistoryRequest,
+) -> Vec<(String, Vec<i64>, bool)> {
+    let mut out: Vec<_> = s
+        .history("", id, r)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            (
+                a.attr.to_string(),
+                a.instances
+                    .iter()
+                    .filter_map(|i| match &i.attr.as_ref()?.value {
+                        AttrValue::Property(v) => v.as_i64(),
+                        _ => None,
+                    })
+                    .collect(),
+                a.truncated,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Genesis rows of entities with several series: each series finds its own
+/// instances in its group's row (the first, middle and last of a group),
+/// under lastN and limit; the probe, a temporal write at an existing
+/// instant, deleting the last series of a group and a whole entity, reusing
+/// series ids after a reopen, and retention.
+#[tokio::test]
+async fn genesis_rows_of_entities_with_several_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SqliteConfig::in_dir(dir.path());
+    let rows = |table: &str| -> i64 {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    let store = SqliteStore::open(config()).unwrap();
+    let r = store
+        .write(
+            "",
+            vec![
+                create(three_series_entity("urn:x:1", 100)),
+                create(three_series_entity("urn:x:2", 200)),
+                create(three_series_entity("urn:x:3", 300)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(r.iter().all(Result::is_ok));
+    assert_eq!((rows("history_genesis"), rows("history")), (3, 0));
+    for (id, base) in [("urn:x:1", 100), ("urn:x:2", 200), ("urn:x:3", 300)] {
+        let v = series_values(&store, id, all_history()).await;
+        assert_eq!(
+            v.iter().map(|x| x.1.clone()).collect::<Vec<_>>(),
+            vec![vec![base], vec![base + 1], vec![base + 2]],
+            "{id}"
+        );
+    }
+    // lastN / limit with genesis instances.
+    let v = series_values(
+        &store,
+        "urn:x:2",
+        store::HistoryRequest {
+            last_n: Some(1),
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(v.iter().all(|x| x.1.len() == 1 && !x.2), "{v:?}");
+    let v = series_values(
+        &store,
+        "urn:x:2",
+        store::HistoryRequest {
+            limit: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(v.iter().all(|x| x.1.is_empty() && x.2), "{v:?}");
+    let has = store
+        .history_has_instances(
+            "",
+            vec![Arc::from("urn:x:1"), Arc::from("urn:x:3")],
+            all_history(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(has, [true, true]);
+    // Temporal Add at the instant of b's genesis instance of x:2 replaces it.
+    let mut a = Attribute::new(AttrValue::Property(json!(999)));
+    a.observed_at = Some(ngsi_model::time::format_micros(201 * 1_000_000).into());
+    store
+        .write_history(
+            "",
+            store::HistoryOp::Add {
+                id: "urn:x:2".into(),
+                types: vec![],
+                attrs: vec![(iri("https://example.org/b"), vec![a])],
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let v = series_values(&store, "urn:x:2", all_history()).await;
+    assert_eq!(
+        v.iter().map(|x| x.1.clone()).collect::<Vec<_>>(),
+        vec![vec![200], vec![999], vec![202]]
+    );
+    // Delete attribute c of x:1 (the last series of its group).
+    store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteAttr {
+                id: "urn:x:1".into(),
+                attr: iri("https://example.org/c"),
+                dataset: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        series_values(&store, "urn:x:1", all_history())
+            .await
+            .iter()
+            .map(|x| x.1.clone())
+            .collect::<Vec<_>>(),
+        vec![vec![100], vec![101]]
+    );
+    // Delete the whole history of the last entity, reopen, create another:
+    // ids may be reused.
+    store
+        .write_history(
+            "",
+            store::HistoryOp::DeleteEntity {
+                id: "urn:x:3".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows("history_genesis"), 0);
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let store = SqliteStore::open(config()).unwrap();
+    let r = store
+        .write("", vec![create(three_series_entity("urn:x:4", 400))])
+        .await
+        .unwrap();
+    assert!(r.iter().all(Result::is_ok));
+    assert_eq!(
+        series_values(&store, "urn:x:4", all_history())
+            .await
+            .iter()
+            .map(|x| x.1.clone())
+            .collect::<Vec<_>>(),
+        vec![vec![400], vec![401], vec![402]]
+    );
+    assert!(
+        store
+            .history("", "urn:x:3", all_history())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Retention at 401 s: x:1, x:2 all gone, x:4 keeps b and c.
+    let n = store.expire_history(401 * 1_000_000).await.unwrap();
+    assert_eq!(n, 2 + 3 + 1);
+    assert_eq!(
+        series_values(&store, "urn:x:4", all_history())
+            .await
+            .iter()
+            .map(|x| x.1.clone())
+            .collect::<Vec<_>>(),
+        vec![vec![], vec![401], vec![402]]
+    );
+}

@@ -698,6 +698,9 @@ fn db_bytes(dir: &str) -> anyhow::Result<(i64, i64)> {
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    // Instance rows. Not those in genesis rows (the first instances of
+    // created entities, several to a row): the interval measured, a load
+    // through the temporal API, writes none.
     let rows: i64 = conn.query_row(
         "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM history_recent)",
         [],
