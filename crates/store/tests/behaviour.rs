@@ -1706,6 +1706,13 @@ async fn a_failed_temporal_write_does_not_keep_an_unsaved_seq_reservation() {
     assert_eq!(ids.len(), 6, "instance ids reused: {ids:?}");
 }
 
+/// The rows of `table` in the store of directory `dir`, read beside it.
+fn table_rows(dir: &std::path::Path, table: &str) -> i64 {
+    let db = rusqlite::Connection::open(dir.join("wuyang.db")).unwrap();
+    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
 /// The first instances of entities created together live in one genesis
 /// row per entity, not in `history`; reading, aggregating, modifying,
 /// deleting and expiring them works as for any other instance, and the
@@ -1721,11 +1728,7 @@ async fn first_instances_of_created_entities_read_edit_delete_and_expire() {
             Some(ngsi_model::time::format_micros(seconds * 1_000_000).into());
         e
     };
-    let rows = |table: &str| -> i64 {
-        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
-        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap()
-    };
+    let rows = |table: &str| table_rows(dir.path(), table);
     let levels = |h: &[store::AttrHistory]| -> Vec<(i64, i64)> {
         h.iter()
             .flat_map(|a| &a.instances)
@@ -2070,11 +2073,7 @@ async fn series_values(
 async fn genesis_rows_of_entities_with_several_series() {
     let dir = tempfile::tempdir().unwrap();
     let config = || SqliteConfig::in_dir(dir.path());
-    let rows = |table: &str| -> i64 {
-        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
-        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap()
-    };
+    let rows = |table: &str| table_rows(dir.path(), table);
     let store = SqliteStore::open(config()).unwrap();
     let r = store
         .write(
