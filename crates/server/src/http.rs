@@ -403,18 +403,9 @@ pub fn json_response(
 ) -> Response {
     let mut headers = HeaderMap::new();
     match produce {
-        Produce::Json => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            headers.insert(header::LINK, context_link_value(ctx.link_url()));
-        }
+        Produce::Json => json_headers(&mut headers, ctx, false),
         Produce::LdJson => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/ld+json"),
-            );
+            json_headers(&mut headers, ctx, true);
             let context = ctx.body_value();
             match &mut body {
                 Value::Object(m) => {
@@ -488,7 +479,14 @@ pub fn json_array_response(
     }
     body.push(b']');
     let mut headers = HeaderMap::new();
-    if context.is_some() {
+    json_headers(&mut headers, ctx, context.is_some());
+    (status, headers, body).into_response()
+}
+
+/// The Content-Type of a JSON (with the context in a Link header) or a
+/// JSON-LD answer (whose body carries the context).
+fn json_headers(headers: &mut HeaderMap, ctx: &broker::Ctx, ld: bool) {
+    if ld {
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/ld+json"),
@@ -500,7 +498,6 @@ pub fn json_array_response(
         );
         headers.insert(header::LINK, context_link_value(ctx.link_url()));
     }
-    (status, headers, body).into_response()
 }
 
 /// A response with a status and no body (204 without Content-Length).
