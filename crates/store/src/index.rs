@@ -486,15 +486,10 @@ impl TenantIndex {
                 .as_ref()
                 .is_none_or(|sets| sets.iter().any(|s| s.contains(id)))
         };
-        // `typed`: the caller checked the types already.
-        let mut visit = |id: &str, bytes: &[u8], typed: bool| -> bool {
-            if !selection.exact {
-                if !typed && !of_type(id) {
-                    return true;
-                }
-                if !checks.iter().all(|(index, c)| index.may_satisfy(id, c)) {
-                    return true;
-                }
+        // The callers pass over candidates of other types first.
+        let mut visit = |id: &str, bytes: &[u8]| -> bool {
+            if !selection.exact && !checks.iter().all(|(index, c)| index.may_satisfy(id, c)) {
+                return true;
             }
             let in_page = matched >= page.offset && matched < end;
             if selection.exact {
@@ -526,7 +521,7 @@ impl TenantIndex {
                         continue;
                     }
                     if let Some(held) = self.by_id.get(&**id)
-                        && !visit(id, &held.bytes, true)
+                        && !visit(id, &held.bytes)
                     {
                         break;
                     }
@@ -534,7 +529,10 @@ impl TenantIndex {
             }
             None => {
                 for (id, Held { bytes, .. }) in &self.by_id {
-                    if !visit(id, bytes, false) {
+                    if !selection.exact && !of_type(id) {
+                        continue;
+                    }
+                    if !visit(id, bytes) {
                         break;
                     }
                 }

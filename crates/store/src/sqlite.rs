@@ -171,6 +171,23 @@ struct Shared {
 pub struct SqliteStore {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Msg>,
+    /// Signalled by the writer thread once it has closed its connections.
+    closed: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// Waits (a bounded time) for the writer to close the database: SQLite
+    /// can deadlock when one connection of a process closes a file while
+    /// another opens it, so a store reopened right after a drop must find
+    /// the old connections closed.
+    fn drop(&mut self) {
+        let (unused, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, unused));
+        let _ = self
+            .closed
+            .lock()
+            .recv_timeout(std::time::Duration::from_secs(10));
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -380,6 +397,7 @@ impl SqliteStore {
             names,
         });
         let (tx, rx) = mpsc::channel(config.queue_depth);
+        let (closed_tx, closed) = std::sync::mpsc::channel();
         let writer_shared = shared.clone();
         let checkpoint = match &config.path {
             Some(path) => Some(Checkpointer::spawn(path, config.checkpoint_frames)?),
@@ -399,12 +417,17 @@ impl SqliteStore {
                     sweeps: VecDeque::new(),
                     sweep_rows: config.history_sweep_rows.max(1),
                 }
-                .run(rx)
+                .run(rx);
+                let _ = closed_tx.send(());
             })?;
         if let (Some(days), true) = (config.history_days, config.history) {
             spawn_retention(tx.downgrade(), days, config.history_sweep)?;
         }
-        Ok(Self { shared, tx })
+        Ok(Self {
+            shared,
+            tx,
+            closed: Mutex::new(closed),
+        })
     }
 
     /// Registers the store's metrics (commit count, ops per commit, commit
@@ -1462,6 +1485,8 @@ struct Checkpointer {
     frames: i32,
     /// `IDLE`, `RUNNING` (asked for or copying) or `DONE`.
     state: Arc<std::sync::atomic::AtomicU8>,
+    /// The checkpoint thread, joined on drop.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 const CHECKPOINT_IDLE: u8 = 0;
@@ -1475,7 +1500,7 @@ impl Checkpointer {
         let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let state = Arc::new(std::sync::atomic::AtomicU8::new(CHECKPOINT_IDLE));
         let done = state.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("wuyang-checkpoint".into())
             .spawn(move || {
                 // Ends when the writer, the only sender, stops.
@@ -1488,7 +1513,20 @@ impl Checkpointer {
             wake,
             frames: frames.max(1),
             state,
+            thread: Some(thread),
         })
+    }
+}
+
+impl Drop for Checkpointer {
+    /// Stops the thread and waits until it has closed its connection (see
+    /// `SqliteStore`'s `Drop`).
+    fn drop(&mut self) {
+        let (unused, _) = std::sync::mpsc::sync_channel(1);
+        drop(std::mem::replace(&mut self.wake, unused));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
