@@ -598,27 +598,21 @@ pub(crate) fn encode_instance(
 /// copy of the attribute).
 fn instance_doc(a: &Attribute, value_in_num: bool) -> Vec<u8> {
     const IN_NUM: AttrValue = AttrValue::Property(serde_json::Value::Null);
-    /// [`Attribute`]'s fields in its order.
-    #[derive(serde::Serialize)]
-    struct Doc<'a> {
-        value: &'a AttrValue,
-        dataset_id: Option<&'a str>,
-        observed_at: Option<&'a str>,
-        unit_code: Option<&'a str>,
-        created_at: i64,
-        modified_at: i64,
-        sub: &'a [(Iri, Attribute)],
-    }
-    rmp_serde::to_vec(&Doc {
-        value: if value_in_num { &IN_NUM } else { &a.value },
-        dataset_id: None,
-        observed_at: None,
-        unit_code: a.unit_code.as_deref(),
-        created_at: 0,
-        modified_at: 0,
-        sub: &a.sub,
-    })
-    .unwrap_or_default()
+    let mut out = Vec::with_capacity(64);
+    crate::codec::write_attribute(
+        &mut out,
+        None,
+        &crate::codec::AttrParts {
+            value: if value_in_num { &IN_NUM } else { &a.value },
+            dataset_id: None,
+            observed_at: None,
+            unit_code: a.unit_code.as_deref(),
+            created_at: 0,
+            modified_at: 0,
+            sub: &a.sub,
+        },
+    );
+    out
 }
 
 /// A row as written (see [`Row`]) read back as an instance.
@@ -661,7 +655,7 @@ fn decode_row(
     let mut deleted_kind = None;
     let attr = match (doc, num) {
         (Some(bytes), num) => {
-            let mut attr = rmp_serde::from_slice::<Attribute>(&bytes).ok();
+            let mut attr = crate::codec::decode_attribute(&bytes).ok();
             if let (Some(a), Some(n)) = (&mut attr, num)
                 && a.value == AttrValue::Property(serde_json::Value::Null)
             {

@@ -73,20 +73,14 @@ struct AttrTotals {
 /// Decodes a stored entity whose names are numbered in `names` (or
 /// strings, as before the table existed).
 pub fn decode(names: &Arc<Names>, bytes: &[u8]) -> Result<Entity, rmp_serde::decode::Error> {
-    names.scope(|| rmp_serde::from_slice(bytes))
+    crate::codec::decode_entity(names, bytes)
 }
 
 /// Encodes an entity for storage: positional MessagePack with its types and
-/// attribute names as numbers of `names` (see [`ngsi_model::names`]).
+/// attribute names as numbers of `names` (see [`ngsi_model::names`] and
+/// [`crate::codec`]).
 pub fn encode(names: &Arc<Names>, entity: &Entity) -> Vec<u8> {
-    use serde::Serialize;
-    // Room for a typical entity up front: growing from empty reallocates
-    // eight times on the way to a kilobyte.
-    let mut out = Vec::with_capacity(1024);
-    names
-        .scope(|| entity.serialize(&mut rmp_serde::Serializer::new(&mut out)))
-        .expect("an entity always encodes");
-    out
+    crate::codec::encode_entity(names, entity)
 }
 
 /// An entity as held: its stored encoding and the row that stores it (the

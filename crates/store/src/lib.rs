@@ -6,6 +6,7 @@
 //! trait.
 
 pub mod attr_index;
+pub mod codec;
 mod genesis;
 pub mod history;
 pub mod index;

@@ -1,0 +1,283 @@
+//! The hand-written codec against rmp-serde, the reference.
+
+use super::*;
+use proptest::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+
+/// The reference encoding: rmp-serde with `names` in scope.
+fn reference(names: &Arc<Names>, e: &Entity) -> Vec<u8> {
+    let mut out = Vec::new();
+    names
+        .scope(|| e.serialize(&mut rmp_serde::Serializer::new(&mut out)))
+        .unwrap();
+    out
+}
+
+fn fast(names: &Arc<Names>, bytes: &[u8]) -> Option<Entity> {
+    Reader::new(bytes, Some(names)).entity()
+}
+
+/// The integers at the edges of MessagePack's integer forms.
+fn integer_edges() -> Vec<i64> {
+    let mut edges = vec![0, i64::MIN, i64::MAX];
+    for bits in [5u32, 7, 8, 15, 16, 31, 32] {
+        let e = 1i64 << bits;
+        edges.extend([e - 1, e, e + 1, -e - 1, -e, -e + 1]);
+    }
+    edges
+}
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<u64>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        // Every integer form, at both ends.
+        prop::sample::select(integer_edges()).prop_map(Value::from),
+        prop::sample::select(integer_edges()).prop_map(|i| Value::from(i.unsigned_abs())),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "\\PC{0,40}".prop_map(Value::from),
+        // Past the one-byte string length.
+        "[a-z]{250,300}".prop_map(Value::from),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    scalar().prop_recursive(3, 40, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec(("\\PC{0,8}", inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// An `Option<Value>` that survives the encoding: `Some(null)` is written
+/// as nil and read back as `None`, by serde as by the codec.
+fn object_type() -> impl Strategy<Value = Option<Value>> {
+    prop::option::of(json_value().prop_filter("not null", |v| !v.is_null()))
+}
+
+fn attr_value() -> impl Strategy<Value = AttrValue> {
+    prop_oneof![
+        json_value().prop_map(AttrValue::Property),
+        (json_value(), object_type()).prop_map(|(object, object_type)| {
+            AttrValue::Relationship {
+                object,
+                object_type,
+            }
+        }),
+        json_value().prop_map(AttrValue::GeoProperty),
+        prop::collection::vec(("[a-z]{1,3}", "\\PC{0,12}"), 0..4).prop_map(|kv| {
+            AttrValue::LanguageProperty(kv.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
+        }),
+        json_value().prop_map(AttrValue::JsonProperty),
+        json_value().prop_map(AttrValue::VocabProperty),
+        prop::collection::vec(json_value(), 0..5).prop_map(AttrValue::ListProperty),
+        (prop::collection::vec(json_value(), 0..4), object_type()).prop_map(
+            |(objects, object_type)| AttrValue::ListRelationship {
+                objects,
+                object_type,
+            }
+        ),
+    ]
+}
+
+fn timestamp() -> impl Strategy<Value = i64> {
+    prop_oneof![any::<i64>(), prop::sample::select(integer_edges())]
+}
+
+fn name() -> impl Strategy<Value = Iri> {
+    "https://example\\.org/[a-z]{1,6}".prop_map(|s| iri(&s))
+}
+
+fn leaf_attribute() -> impl Strategy<Value = Attribute> {
+    (
+        attr_value(),
+        prop::option::of("urn:ds:[a-z0-9]{1,5}"),
+        prop::option::of("2026-11-26T10:00:0[0-9]Z"),
+        prop::option::of("[A-Z0-9]{3}"),
+        timestamp(),
+        timestamp(),
+    )
+        .prop_map(
+            |(value, dataset_id, observed_at, unit_code, created_at, modified_at)| Attribute {
+                value,
+                dataset_id: dataset_id.map(Into::into),
+                observed_at: observed_at.map(Into::into),
+                unit_code: unit_code.map(Into::into),
+                created_at,
+                modified_at,
+                sub: Vec::new(),
+            },
+        )
+}
+
+fn attribute() -> impl Strategy<Value = Attribute> {
+    (
+        leaf_attribute(),
+        prop::collection::vec((name(), leaf_attribute()), 0..3),
+    )
+        .prop_map(|(mut a, sub)| {
+            a.sub = sub;
+            a
+        })
+}
+
+fn entity() -> impl Strategy<Value = Entity> {
+    (
+        "urn:ngsi-ld:[A-Za-z]{1,8}:[0-9]{1,6}",
+        prop::collection::vec(name(), 1..3),
+        prop::collection::vec("/[A-Za-z]{1,6}(/[a-z]{1,4})?", 0..3),
+        prop::collection::vec((name(), prop::collection::vec(attribute(), 1..3)), 0..6),
+        timestamp(),
+        timestamp(),
+    )
+        .prop_map(
+            |(id, types, scopes, attrs, created_at, modified_at)| Entity {
+                id: id.into(),
+                types,
+                scopes: scopes.into_iter().map(Into::into).collect(),
+                attrs,
+                created_at,
+                modified_at,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The writer's bytes are rmp-serde's, and the reader takes them back
+    /// on its own path (no fallback) as the entity written.
+    #[test]
+    fn entities_encode_as_rmp_serde_and_read_back(e in entity()) {
+        let names = Arc::new(Names::default());
+        let bytes = encode_entity(&names, &e);
+        prop_assert_eq!(&bytes, &reference(&names, &e));
+        prop_assert_eq!(fast(&names, &bytes), Some(e.clone()));
+        prop_assert_eq!(decode_entity(&names, &bytes).unwrap(), e);
+    }
+
+    /// Without a name table (the temporal instances' documents) names are
+    /// strings, as rmp-serde writes them outside a scope.
+    #[test]
+    fn attributes_without_a_table_encode_as_rmp_serde(a in attribute()) {
+        let mut bytes = Vec::new();
+        write_attribute(&mut bytes, None, &AttrParts::of(&a));
+        prop_assert_eq!(&bytes, &rmp_serde::to_vec(&a).unwrap());
+        let mut r = Reader::new(&bytes, None);
+        let read = r.attribute().filter(|_| r.at_end());
+        prop_assert_eq!(read, Some(a.clone()));
+        prop_assert_eq!(decode_attribute(&bytes).unwrap(), a);
+    }
+
+    /// On any input, damaged or not, the reader never panics, and whatever
+    /// it takes it reads as rmp-serde does.
+    #[test]
+    fn damaged_input_reads_as_rmp_serde_or_falls_back(
+        e in entity(),
+        cut in any::<prop::sample::Index>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+    ) {
+        let names = Arc::new(Names::default());
+        let mut bytes = encode_entity(&names, &e);
+        for (at, b) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1));
+        if let Some(read) = fast(&names, &bytes) {
+            let reference: Result<Entity, _> = names.scope(|| rmp_serde::from_slice(&bytes));
+            prop_assert_eq!(reference.ok(), Some(read));
+        }
+        // The public reader answers (an error or an entity), never panics.
+        let _ = decode_entity(&names, &bytes);
+    }
+}
+
+#[test]
+fn names_as_strings_read_on_the_fast_path() {
+    // Encodings from before the name table (storage formats 2 and 3).
+    let names = Arc::new(Names::default());
+    let mut a = Attribute::new(AttrValue::Property(json!(1)));
+    a.dataset_id = Some("urn:ds:1".into());
+    a.sub.push((
+        iri("https://example.org/acc"),
+        Attribute::new(AttrValue::Property(json!(0.5))),
+    ));
+    let e = Entity {
+        id: "urn:e:1".into(),
+        types: vec![iri("https://example.org/T")],
+        scopes: vec![],
+        attrs: vec![(iri("https://example.org/level"), vec![a])],
+        created_at: 1,
+        modified_at: 2,
+    };
+    let plain = rmp_serde::to_vec(&e).unwrap();
+    assert_eq!(fast(&names, &plain), Some(e.clone()));
+    assert!(names.is_empty(), "reading names as strings numbers none");
+}
+
+#[test]
+fn shapes_it_does_not_take_fall_back_to_rmp_serde() {
+    // An attribute of an older shape: fewer fields (the rest default).
+    #[derive(Serialize)]
+    struct Older {
+        value: AttrValue,
+        dataset_id: Option<String>,
+        observed_at: Option<String>,
+    }
+    let bytes = rmp_serde::to_vec(&Older {
+        value: AttrValue::Property(json!("x")),
+        dataset_id: None,
+        observed_at: Some("2026-11-26T00:00:00Z".into()),
+    })
+    .unwrap();
+    assert!(Reader::new(&bytes, None).attribute().is_none());
+    let a = decode_attribute(&bytes).unwrap();
+    assert_eq!(a.value, AttrValue::Property(json!("x")));
+    assert_eq!(a.observed_at.as_deref(), Some("2026-11-26T00:00:00Z"));
+    assert!(a.sub.is_empty());
+
+    // A name number the table does not have is an error, not a wrong name.
+    let names = Arc::new(Names::default());
+    let e = Entity {
+        id: "urn:e:1".into(),
+        types: vec![iri("https://example.org/T")],
+        scopes: vec![],
+        attrs: vec![],
+        created_at: 1,
+        modified_at: 2,
+    };
+    let bytes = encode_entity(&names, &e);
+    assert!(decode_entity(&Arc::new(Names::default()), &bytes).is_err());
+}
+
+#[test]
+fn deep_nesting_is_left_to_rmp_serde() {
+    let mut v = json!(1);
+    for _ in 0..(MAX_DEPTH + 10) {
+        v = json!([v]);
+    }
+    let names = Arc::new(Names::default());
+    let e = Entity {
+        id: "urn:e:1".into(),
+        types: vec![iri("https://example.org/T")],
+        scopes: vec![],
+        attrs: vec![(
+            iri("https://example.org/deep"),
+            vec![Attribute::new(AttrValue::Property(v))],
+        )],
+        created_at: 1,
+        modified_at: 2,
+    };
+    let bytes = encode_entity(&names, &e);
+    assert!(fast(&names, &bytes).is_none());
+    // rmp-serde refuses it too (its own depth bound): an error, no panic.
+    let _ = decode_entity(&names, &bytes);
+}
