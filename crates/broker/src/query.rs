@@ -90,12 +90,15 @@ impl Selector {
         self.matches_id_and_types(&e.id, &|name| e.has_type(name))
     }
 
+    /// The id tests first: subscriptions of one type told apart by their
+    /// ids (one per district, say) reject most entities on a byte
+    /// comparison of the pattern's literal prefix.
     fn matches_id_and_types(&self, id: &str, has_type: &dyn Fn(&str) -> bool) -> bool {
         self.ids
             .as_ref()
             .is_none_or(|ids| ids.iter().any(|i| **i == *id))
-            && self.types.as_ref().is_none_or(|t| t.matches_with(has_type))
             && self.id_pattern.as_ref().is_none_or(|p| p.is_match(id))
+            && self.types.as_ref().is_none_or(|t| t.matches_with(has_type))
     }
 }
 

@@ -556,7 +556,7 @@ impl Inner {
     fn on_commit(&self, batch: &[EntityChange]) {
         let now = now_micros();
         let since = Instant::now();
-        let mut pending: Vec<(Arc<Entry>, Vec<Value>)> = Vec::new();
+        let mut pending: Vec<(Arc<Entry>, Vec<Item>)> = Vec::new();
         // The subscriptions of the tenant of the previous change, kept while
         // the tenant stays the same.
         let mut current: Option<(Arc<str>, Option<Entries>)> = None;
@@ -585,7 +585,7 @@ impl Inner {
     }
 
     /// Decides whether `change` notifies `entry`, and renders the entity.
-    fn evaluate(&self, entry: &Entry, change: &EntityChange, now: i64) -> Option<Value> {
+    fn evaluate(&self, entry: &Entry, change: &EntityChange, now: i64) -> Option<Item> {
         let sub = &entry.sub;
         if sub.time_interval.is_some() || !sub.is_live(now) {
             return None;
@@ -692,8 +692,16 @@ impl Inner {
                     }
                 }
             }
-            return Some(Value::Object(m));
+            return Some(Item::Tree(Value::Object(m)));
         };
+        let marks_changes =
+            sub.notification.show_changes && format != Format::KeyValues && change.before.is_some();
+        if !marks_changes && deleted.is_empty() && sub.notification.accept != Accept::GeoJson {
+            // Nothing to add to the entity as rendered: its text, with no
+            // tree built.
+            let text = crate::view_json(after, ctx, view).unwrap_or_else(|| b"{}".to_vec());
+            return Some(Item::Text(text));
+        }
         let mut out = crate::render_view(after, ctx, view);
         if sub.notification.show_changes
             && format != Format::KeyValues
@@ -778,37 +786,16 @@ impl Inner {
                 }
             }
         }
-        Some(Value::Object(out))
+        Some(Item::Tree(Value::Object(out)))
     }
 
     /// Renders and queues one notification of `data` for `entry`.
-    fn send(&self, entry: &Entry, data: Vec<Value>, now: i64, since: Instant) {
+    fn send(&self, entry: &Entry, data: Vec<Item>, now: i64, since: Instant) {
         let sub = &entry.sub;
         let ctx = &entry.notify_ctx;
         let accept = sub.notification.accept;
-        let data = match accept {
-            Accept::LdJson => data
-                .into_iter()
-                .map(|mut d| {
-                    if let Value::Object(m) = &mut d {
-                        m.insert("@context".into(), ctx.body_value());
-                    }
-                    d
-                })
-                .collect(),
-            Accept::GeoJson => vec![feature_collection(data, ctx, sub)],
-            Accept::Json => data,
-        };
-        let data = match accept {
-            Accept::GeoJson => data.into_iter().next().unwrap_or(Value::Null),
-            _ => Value::Array(data),
-        };
-        let body = json!({
-            "id": format!("urn:ngsi-ld:Notification:{}", unique_suffix()),
-            "type": "Notification",
-            "subscriptionId": &*sub.id,
-            "notifiedAt": format_micros(now),
-            "data": data,
+        let body = notification_body(&sub.id, now, accept, data, ctx, |data| {
+            feature_collection(data, ctx, sub)
         });
         let mut headers = vec![("Content-Type".to_string(), accept.media_type().to_string())];
         if accept != Accept::LdJson {
@@ -825,7 +812,7 @@ impl Inner {
         }
         let message = notify::Message {
             headers,
-            body: Bytes::from(body.to_string()),
+            body: Bytes::from(body),
             since,
         };
         // A full queue is counted by the notifier.
@@ -863,10 +850,15 @@ impl Inner {
                 count: false,
             },
         );
-        let data: Vec<Value> = page
+        let data: Vec<Item> = page
             .entities
             .iter()
-            .map(|e| Value::Object(crate::render_view(e, &entry.notify_ctx, &entry.sub.view)))
+            .map(|e| {
+                Item::Text(
+                    crate::view_json(e, &entry.notify_ctx, &entry.sub.view)
+                        .unwrap_or_else(|| b"{}".to_vec()),
+                )
+            })
             .collect();
         if !data.is_empty() {
             self.metrics.matched.inc();
@@ -940,6 +932,92 @@ fn type_value(e: &Entity, ctx: &Ctx) -> Value {
     }
 }
 
+/// A notified entity as rendered: its JSON tree, or (when nothing is added
+/// to it after rendering) its JSON text.
+#[derive(Debug)]
+enum Item {
+    Tree(Value),
+    Text(Vec<u8>),
+}
+
+impl Item {
+    fn into_tree(self) -> Value {
+        match self {
+            Item::Tree(v) => v,
+            Item::Text(t) => serde_json::from_slice(&t).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The text of a notification (clause 5.3.1) of `data`: its members in the
+/// order `id`, `type`, `subscriptionId`, `notifiedAt`, `data`; in JSON-LD
+/// each entity carries the @context; in GeoJSON `data` is one
+/// FeatureCollection (made by `to_geojson`).
+fn notification_body(
+    subscription: &str,
+    now: i64,
+    accept: Accept,
+    data: Vec<Item>,
+    ctx: &Ctx,
+    to_geojson: impl FnOnce(Vec<Value>) -> Value,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        256 + data
+            .iter()
+            .map(|d| match d {
+                Item::Text(t) => t.len() + 1,
+                Item::Tree(_) => 512,
+            })
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(b"{\"id\":\"urn:ngsi-ld:Notification:");
+    out.extend_from_slice(unique_suffix().as_bytes());
+    out.extend_from_slice(b"\",\"type\":\"Notification\",\"subscriptionId\":");
+    let _ = serde_json::to_writer(&mut out, subscription);
+    out.extend_from_slice(b",\"notifiedAt\":\"");
+    out.extend_from_slice(format_micros(now).as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    match accept {
+        Accept::GeoJson => {
+            let collection = to_geojson(data.into_iter().map(Item::into_tree).collect());
+            let _ = serde_json::to_writer(&mut out, &collection);
+        }
+        Accept::Json | Accept::LdJson => {
+            let context = (accept == Accept::LdJson)
+                .then(|| serde_json::to_vec(&ctx.body_value()).unwrap_or_default());
+            out.push(b'[');
+            for (n, item) in data.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                match (item, &context) {
+                    (Item::Tree(mut v), context) => {
+                        if let (Value::Object(m), Some(_)) = (&mut v, context) {
+                            m.insert("@context".into(), ctx.body_value());
+                        }
+                        let _ = serde_json::to_writer(&mut out, &v);
+                    }
+                    (Item::Text(t), Some(c)) if t.last() == Some(&b'}') => {
+                        // `{...}` becomes `{...,"@context":<context>}`
+                        // (`{"@context":...}` for an empty entity).
+                        out.extend_from_slice(&t[..t.len() - 1]);
+                        if t.len() > 2 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(b"\"@context\":");
+                        out.extend_from_slice(c);
+                        out.push(b'}');
+                    }
+                    (Item::Text(t), _) => out.extend_from_slice(&t),
+                }
+            }
+            out.push(b']');
+        }
+    }
+    out.push(b'}');
+    out
+}
+
 /// The GeoJSON form of notified entities (clause 4.5.16).
 fn feature_collection(data: Vec<Value>, ctx: &Ctx, sub: &Subscription) -> Value {
     let geo_name = sub
@@ -965,4 +1043,76 @@ fn feature_collection(data: Vec<Value>, ctx: &Ctx, sub: &Subscription) -> Value 
         })
         .collect();
     json!({"type": "FeatureCollection", "features": features})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ngsi_model::iri;
+
+    fn entity() -> Entity {
+        let mut speed = Attribute::new(AttrValue::Property(json!(42.5)));
+        speed.observed_at = Some("2026-11-26T10:00:00Z".into());
+        speed.unit_code = Some("KMH".into());
+        Entity {
+            id: "urn:ngsi-ld:Road:1".into(),
+            types: vec![iri("https://uri.etsi.org/ngsi-ld/default-context/Road")],
+            scopes: vec![],
+            attrs: vec![(
+                iri("https://uri.etsi.org/ngsi-ld/default-context/speed"),
+                vec![speed],
+            )],
+            created_at: 1,
+            modified_at: 2,
+        }
+    }
+
+    /// The body without its `id` (a fresh suffix in each).
+    fn parsed(body: &[u8]) -> Value {
+        let mut v: Value = serde_json::from_slice(body).unwrap();
+        let id = v.as_object_mut().unwrap().shift_remove("id").unwrap();
+        assert!(id.as_str().unwrap().starts_with("urn:ngsi-ld:Notification:"));
+        v
+    }
+
+    /// An entity notified as text reads as the same notification as the
+    /// tree it replaced, in every form, with several entities and with an
+    /// empty one (pick/omit left nothing).
+    #[test]
+    fn text_and_tree_items_make_the_same_notification() {
+        let ctx = Ctx::core();
+        let e = entity();
+        for format in [Format::Normalized, Format::Concise, Format::KeyValues] {
+            let view = ViewOptions {
+                format,
+                sys_attrs: true,
+                ..ViewOptions::default()
+            };
+            for accept in [Accept::Json, Accept::LdJson, Accept::GeoJson] {
+                let text = || {
+                    vec![
+                        Item::Text(crate::view_json(&e, &ctx, &view).unwrap()),
+                        Item::Text(b"{}".to_vec()),
+                    ]
+                };
+                let tree = || {
+                    vec![
+                        Item::Tree(Value::Object(crate::render_view(&e, &ctx, &view))),
+                        Item::Tree(Value::Object(Map::new())),
+                    ]
+                };
+                let geo = |data: Vec<Value>| json!({"type": "FeatureCollection", "n": data});
+                let a = notification_body("urn:s:1", 7, accept, text(), &ctx, geo);
+                let b = notification_body("urn:s:1", 7, accept, tree(), &ctx, geo);
+                let (a, b) = (parsed(&a), parsed(&b));
+                assert_eq!(a, b, "{format:?} {accept:?}");
+                assert_eq!(a["subscriptionId"], "urn:s:1");
+                assert_eq!(a["notifiedAt"], format_micros(7));
+                if accept == Accept::LdJson {
+                    assert!(a["data"][1]["@context"].is_string(), "{a}");
+                    assert_eq!(a["data"][0]["id"], "urn:ngsi-ld:Road:1");
+                }
+            }
+        }
+    }
 }
