@@ -416,6 +416,7 @@ impl SqliteStore {
                     next_row,
                     sweeps: VecDeque::new(),
                     sweep_rows: config.history_sweep_rows.max(1),
+                    recent: RecentEntities::default(),
                 }
                 .run(rx);
                 let _ = closed_tx.send(());
@@ -1456,6 +1457,54 @@ struct Writer {
     sweeps: VecDeque<Sweep>,
     /// `SqliteConfig::history_sweep_rows`.
     sweep_rows: usize,
+    /// The entities written last, decoded (see [`RecentEntities`]).
+    recent: RecentEntities,
+}
+
+/// The committed state of the entities written last, decoded: an update
+/// of an entity updated a moment ago (a sensor's next reading) finds it
+/// here instead of decoding its stored encoding again.
+///
+/// Invariant: an entity held here is the committed, published one. Only
+/// [`Writer::publish`] changes it (the same step that changes the
+/// indexes), so a group that fails to commit leaves it as it was.
+///
+/// Two generations approximate least-recently-used at the cost of a hash
+/// lookup: an entity found in the older one moves to the newer; once the
+/// newer holds [`RECENT_ENTITIES`], it becomes the older and the older is
+/// dropped. At most twice that many entities are held (a template entity
+/// takes a few kilobytes decoded).
+#[derive(Default)]
+struct RecentEntities {
+    newer: HashMap<EntityKey, Arc<Entity>>,
+    older: HashMap<EntityKey, Arc<Entity>>,
+}
+
+/// Entities in one generation of [`RecentEntities`].
+const RECENT_ENTITIES: usize = 4096;
+
+impl RecentEntities {
+    fn get(&mut self, key: &EntityKey) -> Option<Arc<Entity>> {
+        if let Some(e) = self.newer.get(key) {
+            return Some(e.clone());
+        }
+        let (key, e) = self.older.remove_entry(key)?;
+        self.put(key, e.clone());
+        Some(e)
+    }
+
+    fn put(&mut self, key: EntityKey, entity: Arc<Entity>) {
+        if self.newer.len() >= RECENT_ENTITIES && !self.newer.contains_key(&key) {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.older.remove(&key);
+        self.newer.insert(key, entity);
+    }
+
+    fn remove(&mut self, key: &EntityKey) {
+        self.newer.remove(key);
+        self.older.remove(key);
+    }
 }
 
 thread_local! {
@@ -1649,6 +1698,7 @@ impl Writer {
             ..HistoryOverlay::default()
         };
         let recorder = &mut self.recorder;
+        let recent = &mut self.recent;
         let persisted_names = self.persisted_names;
         let next_row = &mut self.next_row;
         let outcome = (|| -> Result<usize, StoreError> {
@@ -1714,9 +1764,10 @@ impl Writer {
                                 ),
                                 None => {
                                     let tenant_index = committed.get(&*req.tenant);
-                                    let held = match tenant_index {
-                                        Some(t) => t.lookup(&op.id),
-                                        None => Ok(None),
+                                    let held = match (recent.get(&key), tenant_index) {
+                                        (Some(e), _) => Ok(Some(e)),
+                                        (None, Some(t)) => t.lookup(&op.id),
+                                        (None, None) => Ok(None),
                                     };
                                     let held = match held {
                                         Ok(held) => held,
@@ -1920,7 +1971,7 @@ impl Writer {
         }
     }
 
-    fn publish(&self, mut overlay: Overlay) {
+    fn publish(&mut self, mut overlay: Overlay) {
         let events = overlay.events.take();
         if !overlay.records.is_empty() {
             let mut records = self.shared.records.write();
@@ -1947,9 +1998,8 @@ impl Writer {
         let mut before = overlay.before;
         for (key, state) in overlay.changed {
             let old = before.remove(&key).flatten();
-            let (tenant, _) = key;
             let index = tenants
-                .entry(tenant)
+                .entry(key.0.clone())
                 .or_insert_with(|| TenantIndex::new(self.shared.names.clone()));
             match (state, old) {
                 (Some((entity, bytes, row)), old) => {
@@ -1957,9 +2007,11 @@ impl Writer {
                         delta += 1;
                     }
                     index.replace(old.as_deref(), &entity, row, bytes);
+                    self.recent.put(key, entity);
                 }
                 (None, Some(old)) => {
                     index.remove_known(&old);
+                    self.recent.remove(&key);
                     delta -= 1;
                 }
                 (None, None) => {}

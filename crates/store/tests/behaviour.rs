@@ -2216,3 +2216,67 @@ async fn genesis_rows_of_entities_with_several_series() {
         vec![vec![], vec![401], vec![402]]
     );
 }
+
+/// Updates read the state the previous group committed, whether the writer
+/// still holds the entity decoded or not: more entities than its cache of
+/// recent ones holds (two generations of 4,096) are updated in turn, the
+/// same ids live in two tenants, and deleted entities are created again.
+#[tokio::test]
+async fn updates_in_turn_see_the_last_committed_state_of_each_entity() {
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let n = 10_000;
+    let id = |i: usize| format!("urn:ngsi-ld:T:{i}");
+    let increment = |id: String| {
+        Op::new(id, |current| {
+            let mut e = current
+                .cloned()
+                .ok_or_else(|| NgsiError::not_found("missing"))?;
+            let next = level_of(&e) + 1;
+            e.attrs[0].1[0].value = AttrValue::Property(json!(next));
+            Ok(Change::put(e))
+        })
+    };
+    for tenant in ["a", "b"] {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let ops = chunk
+                .iter()
+                .map(|&i| create(entity(&id(i), "https://example.org/T", 0)))
+                .collect();
+            store.write(tenant, ops).await.unwrap();
+        }
+    }
+    // Three rounds in tenant a, one in tenant b, in groups of 500.
+    for tenant in ["a", "a", "b", "a"] {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+            let ops = chunk.iter().map(|&i| increment(id(i))).collect();
+            for r in store.write(tenant, ops).await.unwrap() {
+                r.unwrap();
+            }
+        }
+    }
+    // Every hundredth entity of tenant a deleted and created anew.
+    let gone: Vec<usize> = (0..n).step_by(100).collect();
+    store
+        .write("a", gone.iter().map(|&i| delete(&id(i))).collect())
+        .await
+        .unwrap();
+    for r in store
+        .write(
+            "a",
+            gone.iter()
+                .map(|&i| create(entity(&id(i), "https://example.org/T", 7)))
+                .collect(),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    for i in 0..n {
+        let a = store.get("a", &id(i)).unwrap();
+        let b = store.get("b", &id(i)).unwrap();
+        let expected = if i % 100 == 0 { 7 } else { 3 };
+        assert_eq!(level_of(&a), expected, "tenant a, {}", id(i));
+        assert_eq!(level_of(&b), 1, "tenant b, {}", id(i));
+    }
+}

@@ -1071,7 +1071,11 @@ mod tests {
     fn parsed(body: &[u8]) -> Value {
         let mut v: Value = serde_json::from_slice(body).unwrap();
         let id = v.as_object_mut().unwrap().shift_remove("id").unwrap();
-        assert!(id.as_str().unwrap().starts_with("urn:ngsi-ld:Notification:"));
+        assert!(
+            id.as_str()
+                .unwrap()
+                .starts_with("urn:ngsi-ld:Notification:")
+        );
         v
     }
 
