@@ -113,10 +113,6 @@ pub(crate) const FLUSH_ROWS: usize = 50_000;
 /// The identity of a series: tenant, entity id, attribute, datasetId.
 pub(crate) type SeriesKeyData = (Box<str>, Arc<str>, Iri, Option<Box<str>>);
 
-/// A series key shared by the maps that hold it (one allocation per
-/// series); lookups take a plain [`SeriesKeyData`].
-pub(crate) type SeriesKey = Arc<SeriesKeyData>;
-
 /// One series of an entity: id, attribute, datasetId (interned: the few
 /// datasetIds of a city recur in every entity that has them).
 pub(crate) type SeriesRef = (i64, Iri, Option<Iri>);
@@ -1153,9 +1149,10 @@ impl NumCache {
 /// The history side of one group of writes, published after the commit.
 #[derive(Default)]
 pub(crate) struct HistoryOverlay {
-    /// Series created by the group (looked up by every later instance of
-    /// the group: a map, not a list, or creates grow quadratic).
-    pub(crate) new_series: HashMap<SeriesKey, i64>,
+    /// Series created by the group, by entity id (looked up by every later
+    /// instance of the entity in the group: a map by entity, or creates
+    /// grow quadratic; an entity has a handful of series).
+    pub(crate) new_series: rustc_hash::FxHashMap<Arc<str>, Vec<NewSeries>>,
     /// Entity types written by the group, by (tenant, id).
     pub(crate) entity_types: HashMap<(Box<str>, Arc<str>), Vec<Iri>>,
     /// (series, instant, value, has observedAt) of the numeric instances.
@@ -1171,9 +1168,6 @@ pub(crate) struct HistoryOverlay {
     pub(crate) group: Option<PendingGroup>,
     /// The group rows written, to publish (one index entry per group).
     pub(crate) groups: Vec<PendingGroup>,
-    /// The entities that have series in `new_series` (a miss here spares
-    /// building a key).
-    pub(crate) new_entities: rustc_hash::FxHashSet<Arc<str>>,
     /// Types of entities new to history, by id (and tenant), not yet
     /// written: they ride in the entity's first group row, or go to
     /// `history_entities` at the commit (see [`finish`]).
@@ -1185,6 +1179,15 @@ pub(crate) struct HistoryOverlay {
     /// Instance rows waiting for [`finish`], with whether each goes to
     /// `history_recent`.
     pub(crate) pending: Vec<(Row, bool)>,
+}
+
+/// A series created by a group (see [`HistoryOverlay::new_series`]).
+#[derive(Debug)]
+pub(crate) struct NewSeries {
+    tenant: Box<str>,
+    attr: Iri,
+    dataset: Option<Box<str>>,
+    sid: i64,
 }
 
 /// Types waiting to be written, by entity id: (tenant, types) pairs.
@@ -1421,23 +1424,31 @@ impl Recorder {
     /// when new.
     /// `known` is the entity's series list in the index (`None` for an
     /// entity without history), looked up once by the caller.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn series(
         &mut self,
         tx: &Transaction<'_>,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
         known: Option<&[Slot]>,
-        key: SeriesKeyData,
+        tenant: &str,
+        id: &Arc<str>,
+        name: &Iri,
+        dataset: Option<&str>,
     ) -> Result<i64, StoreError> {
         if let Some(slots) = known
-            && let Some(sid) = index.find_in(slots, &key.2, key.3.as_deref())
+            && let Some(sid) = index.find_in(slots, name, dataset)
         {
             return Ok(sid);
         }
-        if overlay.new_entities.contains(&*key.1)
-            && let Some(sid) = overlay.new_series.get(&key)
+        if let Some(created) = overlay.new_series.get(&**id)
+            && let Some(s) = created.iter().find(|s| {
+                ngsi_model::entity::same_iri(&s.attr, name)
+                    && s.dataset.as_deref() == dataset
+                    && *s.tenant == *tenant
+            })
         {
-            return Ok(*sid);
+            return Ok(s.sid);
         }
         let sid = self.next_series;
         self.next_series += 1;
@@ -1446,41 +1457,43 @@ impl Recorder {
         // another), or starts one.
         let joins = overlay.group.as_ref().is_some_and(|g| {
             g.first + (g.entries.len() / GROUP_ENTRY) as i64 == sid
-                && (Arc::ptr_eq(&g.entity, &key.1) || *g.entity == *key.1)
-                && *g.tenant == *key.0
+                && (Arc::ptr_eq(&g.entity, id) || *g.entity == **id)
+                && *g.tenant == *tenant
         });
         if !joins {
             flush_group(tx, overlay)?;
             // An entity new to history: its types ride in its first row.
-            let types = overlay.deferred_types.get_mut(&*key.1).and_then(|list| {
-                let at = list.iter().position(|(t, _)| **t == *key.0)?;
+            let types = overlay.deferred_types.get_mut(&**id).and_then(|list| {
+                let at = list.iter().position(|(t, _)| **t == *tenant)?;
                 Some(encode_types(index.names(), &list.swap_remove(at).1))
             });
-            if overlay
-                .deferred_types
-                .get(&*key.1)
-                .is_some_and(Vec::is_empty)
-            {
-                overlay.deferred_types.remove(&*key.1);
+            if overlay.deferred_types.get(&**id).is_some_and(Vec::is_empty) {
+                overlay.deferred_types.remove(&**id);
             }
             overlay.group = Some(PendingGroup {
-                tenant: key.0.clone(),
-                entity: key.1.clone(),
+                tenant: tenant.into(),
+                entity: id.clone(),
                 first: sid,
                 entries: Vec::with_capacity(GROUP_ENTRY * 8),
                 types,
             });
         }
-        let attr = index.names().number_of(&key.2);
-        let dataset = key
-            .3
-            .as_deref()
-            .map_or(0, |d| index.names().number_of(d) + 1);
+        let attr = index.names().number_of(name);
+        let dataset_number = dataset.map_or(0, |d| index.names().number_of(d) + 1);
         if let Some(g) = overlay.group.as_mut() {
-            g.entries.extend_from_slice(&group_entry(attr, dataset));
+            g.entries
+                .extend_from_slice(&group_entry(attr, dataset_number));
         }
-        overlay.new_entities.insert(key.1.clone());
-        overlay.new_series.insert(Arc::new(key), sid);
+        overlay
+            .new_series
+            .entry(id.clone())
+            .or_default()
+            .push(NewSeries {
+                tenant: tenant.into(),
+                attr: name.clone(),
+                dataset: dataset.map(Into::into),
+                sid,
+            });
         Ok(sid)
     }
 
@@ -1498,13 +1511,16 @@ impl Recorder {
         name: &Iri,
         inst: &Attribute,
     ) -> Result<i64, StoreError> {
-        let key = (
-            tenant.into(),
-            id.clone(),
-            name.clone(),
-            inst.dataset_id.clone(),
-        );
-        self.series(tx, index, overlay, known, key)
+        self.series(
+            tx,
+            index,
+            overlay,
+            known,
+            tenant,
+            id,
+            name,
+            inst.dataset_id.as_deref(),
+        )
     }
 
     /// Inserts one temporal instance.

@@ -1111,14 +1111,17 @@ impl Writer {
                         let mut placed = Vec::new();
                         for (name, instances) in attrs {
                             for inst in instances {
-                                let key = (
-                                    tenant.into(),
-                                    id.clone(),
-                                    name.clone(),
-                                    inst.dataset_id.clone(),
-                                );
                                 let known = index.series_list(tenant, &id);
-                                let sid = recorder.series(&tx, &index, &mut overlay, known, key)?;
+                                let sid = recorder.series(
+                                    &tx,
+                                    &index,
+                                    &mut overlay,
+                                    known,
+                                    tenant,
+                                    &id,
+                                    &name,
+                                    inst.dataset_id.as_deref(),
+                                )?;
                                 if let Some(t) = inst
                                     .observed_at
                                     .as_deref()

@@ -2280,3 +2280,49 @@ async fn updates_in_turn_see_the_last_committed_state_of_each_entity() {
         assert_eq!(level_of(&b), 1, "tenant b, {}", id(i));
     }
 }
+
+/// The same entity id created in two tenants by writes that wait together
+/// (so that the writer commits them in one group): each tenant's entity
+/// gets series of its own, holding only its own instances.
+#[tokio::test]
+async fn one_group_keeps_the_series_of_two_tenants_apart() {
+    let store = Arc::new(SqliteStore::open(SqliteConfig::default()).unwrap());
+    let n = 200;
+    let id = |i: i64| format!("urn:ngsi-ld:T:{i}");
+    let mut writes = Vec::new();
+    for i in 0..n {
+        for (tenant, level) in [("a", i), ("b", 1000 + i)] {
+            let store = store.clone();
+            let e = with_level(entity(&id(i), "https://example.org/T", 0), level, 10 + i);
+            writes.push(tokio::spawn(async move {
+                store
+                    .write(tenant, vec![put(e)])
+                    .await
+                    .unwrap()
+                    .remove(0)
+                    .unwrap();
+            }));
+        }
+    }
+    for w in writes {
+        w.await.unwrap();
+    }
+    for i in 0..n {
+        for (tenant, level) in [("a", i), ("b", 1000 + i)] {
+            let h = store
+                .history(tenant, &id(i), history_request())
+                .await
+                .unwrap()
+                .unwrap();
+            let values: Vec<_> = h
+                .iter()
+                .flat_map(|a| &a.instances)
+                .map(|inst| match &inst.attr.as_ref().unwrap().value {
+                    AttrValue::Property(v) => v.as_i64().unwrap(),
+                    _ => panic!("not a property"),
+                })
+                .collect();
+            assert_eq!(values, [level], "tenant {tenant}, {}", id(i));
+        }
+    }
+}
