@@ -2219,7 +2219,7 @@ async fn genesis_rows_of_entities_with_several_series() {
 
 /// Updates read the state the previous group committed, whether the writer
 /// still holds the entity decoded or not: more entities than its cache of
-/// recent ones holds (two generations of 4,096) are updated in turn, the
+/// recent ones holds (two generations of 1,024) are updated in turn, the
 /// same ids live in two tenants, and deleted entities are created again.
 #[tokio::test]
 async fn updates_in_turn_see_the_last_committed_state_of_each_entity() {
