@@ -158,9 +158,9 @@ pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'
 }
 
 // The smallest form of each length and integer, as `rmp`'s writers choose
-// it.
+// it (also used by the genesis rows, `genesis.rs`).
 
-fn array_len(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn array_len(out: &mut Vec<u8>, len: usize) {
     match len {
         0..16 => out.push(0x90 | len as u8),
         16..0x1_0000 => {
@@ -225,7 +225,7 @@ fn uint(out: &mut Vec<u8>, n: u64) {
 }
 
 /// A signed integer: a non-negative one in the unsigned forms.
-fn int(out: &mut Vec<u8>, n: i64) {
+pub(crate) fn int(out: &mut Vec<u8>, n: i64) {
     match n {
         0.. => uint(out, n as u64),
         -32..0 => out.push(n as u8),
@@ -245,8 +245,31 @@ fn int(out: &mut Vec<u8>, n: i64) {
     }
 }
 
-fn nil(out: &mut Vec<u8>) {
+pub(crate) fn nil(out: &mut Vec<u8>) {
     out.push(0xc0);
+}
+
+/// A 64-bit float (serde and `rmp` never shorten one).
+pub(crate) fn f64(out: &mut Vec<u8>, f: f64) {
+    out.push(0xcb);
+    out.extend_from_slice(&f.to_be_bytes());
+}
+
+/// Binary data.
+pub(crate) fn bin(out: &mut Vec<u8>, b: &[u8]) {
+    let len = b.len();
+    match len {
+        0..0x100 => out.extend_from_slice(&[0xc4, len as u8]),
+        0x100..0x1_0000 => {
+            out.push(0xc5);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xc6);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(b);
 }
 
 fn name(out: &mut Vec<u8>, names: Option<&Names>, n: &str) {
@@ -297,8 +320,7 @@ fn value(out: &mut Vec<u8>, v: &Value) {
             } else if let Some(i) = n.as_i64() {
                 int(out, i);
             } else {
-                out.push(0xcb);
-                out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_be_bytes());
+                f64(out, n.as_f64().unwrap_or(f64::NAN));
             }
         }
         Value::String(s) => string(out, s),

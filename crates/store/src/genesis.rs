@@ -31,32 +31,29 @@ const NIL: u8 = 0xc0;
 
 /// Encodes the rows of the group whose first series is `first`.
 pub(crate) fn encode(first: i64, rows: &[Row]) -> Vec<u8> {
-    use rmp::encode::{write_array_len, write_bin, write_f64, write_nil, write_sint};
+    use crate::codec::{array_len, bin, f64, int, nil};
     let mut out = Vec::with_capacity(rows.len() * 48);
-    let opt = |out: &mut Vec<u8>, v: Option<i64>| {
-        let _ = match v {
-            Some(v) => write_sint(out, v).is_ok(),
-            None => write_nil(out).is_ok(),
-        };
+    let opt = |out: &mut Vec<u8>, v: Option<i64>| match v {
+        Some(v) => int(out, v),
+        None => nil(out),
     };
-    // Writing to a Vec cannot fail; the results are dropped.
-    let _ = write_array_len(&mut out, u32::try_from(rows.len()).unwrap_or(u32::MAX));
+    array_len(&mut out, rows.len());
     for r in rows {
-        let _ = write_array_len(&mut out, 7);
-        let _ = write_sint(&mut out, r.series - first);
-        let _ = write_sint(&mut out, r.t);
-        let _ = write_sint(&mut out, r.seq);
+        array_len(&mut out, 7);
+        int(&mut out, r.series - first);
+        int(&mut out, r.t);
+        int(&mut out, r.seq);
         opt(&mut out, r.modified);
         opt(&mut out, r.created);
-        let _ = match r.num {
-            None => write_nil(&mut out).is_ok(),
-            Some(Num::Int(i)) => write_sint(&mut out, i).is_ok(),
-            Some(Num::Real(f)) => write_f64(&mut out, f).is_ok(),
-        };
-        let _ = match &r.doc {
-            None => write_nil(&mut out).is_ok(),
-            Some(d) => write_bin(&mut out, d).is_ok(),
-        };
+        match r.num {
+            None => nil(&mut out),
+            Some(Num::Int(i)) => int(&mut out, i),
+            Some(Num::Real(f)) => f64(&mut out, f),
+        }
+        match &r.doc {
+            None => nil(&mut out),
+            Some(d) => bin(&mut out, d),
+        }
     }
     out
 }

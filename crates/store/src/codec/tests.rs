@@ -281,3 +281,55 @@ fn deep_nesting_is_left_to_rmp_serde() {
     // rmp-serde refuses it too (its own depth bound): an error, no panic.
     let _ = decode_entity(&names, &bytes);
 }
+
+/// Each writer picks the form `rmp`'s writer picks, at every edge.
+#[test]
+fn the_writers_pick_rmps_forms() {
+    fn same(ours: impl Fn(&mut Vec<u8>), theirs: impl Fn(&mut Vec<u8>), what: &str) {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        ours(&mut a);
+        theirs(&mut b);
+        assert_eq!(a, b, "{what}");
+    }
+    for i in integer_edges() {
+        same(
+            |o| int(o, i),
+            |o| drop(rmp::encode::write_sint(o, i)),
+            &format!("int {i}"),
+        );
+        let u = i.unsigned_abs();
+        same(
+            |o| uint(o, u),
+            |o| drop(rmp::encode::write_uint(o, u)),
+            &format!("uint {u}"),
+        );
+    }
+    for len in [0usize, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536] {
+        let bytes = vec![b'a'; len];
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        same(
+            |o| bin(o, &bytes),
+            |o| drop(rmp::encode::write_bin(o, &bytes)),
+            "bin",
+        );
+        same(
+            |o| string(o, &text),
+            |o| drop(rmp::encode::write_str(o, &text)),
+            "str",
+        );
+        same(
+            |o| array_len(o, len),
+            |o| drop(rmp::encode::write_array_len(o, len as u32)),
+            "array",
+        );
+        same(
+            |o| map_len(o, len),
+            |o| drop(rmp::encode::write_map_len(o, len as u32)),
+            "map",
+        );
+    }
+    for f in [0.0, -1.5, f64::MAX, f64::MIN_POSITIVE] {
+        same(|o| f64(o, f), |o| drop(rmp::encode::write_f64(o, f)), "f64");
+    }
+    same(nil, |o| drop(rmp::encode::write_nil(o)), "nil");
+}
