@@ -161,48 +161,41 @@ pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'
 // it (also used by the genesis rows, `genesis.rs`).
 
 pub(crate) fn array_len(out: &mut Vec<u8>, len: usize) {
-    match len {
-        0..16 => out.push(0x90 | len as u8),
-        16..0x1_0000 => {
-            out.push(0xdc);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdd);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-        }
-    }
+    header(out, len, Some((0x90, 16)), None, [0xdc, 0xdd]);
 }
 
 fn map_len(out: &mut Vec<u8>, len: usize) {
-    match len {
-        0..16 => out.push(0x80 | len as u8),
-        16..0x1_0000 => {
-            out.push(0xde);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdf);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-        }
-    }
+    header(out, len, Some((0x80, 16)), None, [0xde, 0xdf]);
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
-    let len = s.len();
-    match len {
-        0..32 => out.push(0xa0 | len as u8),
-        32..0x100 => out.extend_from_slice(&[0xd9, len as u8]),
-        0x100..0x1_0000 => {
-            out.push(0xda);
+    header(out, s.len(), Some((0xa0, 32)), Some(0xd9), [0xda, 0xdb]);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The marker and length of an array, map, string or binary: the fixed
+/// form (`fix` with the length in its low bits, below `limit`), else one
+/// length byte after `marker8` (strings and binaries), else two or four
+/// after `wide`'s markers.
+fn header(
+    out: &mut Vec<u8>,
+    len: usize,
+    fix: Option<(u8, usize)>,
+    marker8: Option<u8>,
+    wide: [u8; 2],
+) {
+    match (fix, marker8) {
+        (Some((fix, limit)), _) if len < limit => out.push(fix | len as u8),
+        (_, Some(marker)) if len < 0x100 => out.extend_from_slice(&[marker, len as u8]),
+        _ if len < 0x1_0000 => {
+            out.push(wide[0]);
             out.extend_from_slice(&(len as u16).to_be_bytes());
         }
         _ => {
-            out.push(0xdb);
+            out.push(wide[1]);
             out.extend_from_slice(&(len as u32).to_be_bytes());
         }
     }
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn uint(out: &mut Vec<u8>, n: u64) {
@@ -257,18 +250,7 @@ pub(crate) fn f64(out: &mut Vec<u8>, f: f64) {
 
 /// Binary data.
 pub(crate) fn bin(out: &mut Vec<u8>, b: &[u8]) {
-    let len = b.len();
-    match len {
-        0..0x100 => out.extend_from_slice(&[0xc4, len as u8]),
-        0x100..0x1_0000 => {
-            out.push(0xc5);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xc6);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-        }
-    }
+    header(out, b.len(), None, Some(0xc4), [0xc5, 0xc6]);
     out.extend_from_slice(b);
 }
 

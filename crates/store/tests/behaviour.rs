@@ -42,6 +42,18 @@ fn delete(id: &str) -> Op {
     })
 }
 
+/// An operation that adds one to the level of entity `id`, which must exist.
+fn increment(id: &str) -> Op {
+    Op::new(id, |current| {
+        let mut e = current
+            .cloned()
+            .ok_or_else(|| NgsiError::not_found("missing"))?;
+        let next = level_of(&e) + 1;
+        e.attrs[0].1[0].value = AttrValue::Property(json!(next));
+        Ok(Change::put(e))
+    })
+}
+
 fn level_of(e: &Entity) -> i64 {
     match &e.attr("https://example.org/level").unwrap()[0].value {
         AttrValue::Property(v) => v.as_i64().unwrap(),
@@ -61,23 +73,13 @@ fn all() -> Page {
 async fn ops_apply_in_order_and_each_sees_the_previous() {
     let store = SqliteStore::open(SqliteConfig::default()).unwrap();
     let id = "urn:ngsi-ld:T:1";
-    let increment = || {
-        Op::new(id, |current| {
-            let mut e = current
-                .cloned()
-                .ok_or_else(|| NgsiError::not_found("missing"))?;
-            let next = level_of(&e) + 1;
-            e.attrs[0].1[0].value = AttrValue::Property(json!(next));
-            Ok(Change::put(e))
-        })
-    };
     let results = store
         .write(
             "",
             vec![
                 create(entity(id, "https://example.org/T", 0)),
-                increment(),
-                increment(),
+                increment(id),
+                increment(id),
             ],
         )
         .await
@@ -2226,16 +2228,6 @@ async fn updates_in_turn_see_the_last_committed_state_of_each_entity() {
     let store = SqliteStore::open(SqliteConfig::default()).unwrap();
     let n = 10_000;
     let id = |i: usize| format!("urn:ngsi-ld:T:{i}");
-    let increment = |id: String| {
-        Op::new(id, |current| {
-            let mut e = current
-                .cloned()
-                .ok_or_else(|| NgsiError::not_found("missing"))?;
-            let next = level_of(&e) + 1;
-            e.attrs[0].1[0].value = AttrValue::Property(json!(next));
-            Ok(Change::put(e))
-        })
-    };
     for tenant in ["a", "b"] {
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
             let ops = chunk
@@ -2248,7 +2240,7 @@ async fn updates_in_turn_see_the_last_committed_state_of_each_entity() {
     // Three rounds in tenant a, one in tenant b, in groups of 500.
     for tenant in ["a", "a", "b", "a"] {
         for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-            let ops = chunk.iter().map(|&i| increment(id(i))).collect();
+            let ops = chunk.iter().map(|&i| increment(&id(i))).collect();
             for r in store.write(tenant, ops).await.unwrap() {
                 r.unwrap();
             }
