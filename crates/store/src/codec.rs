@@ -97,45 +97,26 @@ impl<'a> AttrParts<'a> {
 pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'_>) {
     array_len(out, 7);
     map_len(out, 1);
+    uint(out, kind_number(a.value));
     match a.value {
-        AttrValue::Property(v) => {
-            uint(out, 0);
-            value(out, v);
-        }
+        AttrValue::Property(v)
+        | AttrValue::GeoProperty(v)
+        | AttrValue::JsonProperty(v)
+        | AttrValue::VocabProperty(v) => value(out, v),
         AttrValue::Relationship {
             object,
             object_type,
         } => {
-            uint(out, 1);
             array_len(out, 2);
             value(out, object);
             optional_value(out, object_type.as_ref());
         }
-        AttrValue::GeoProperty(v) => {
-            uint(out, 2);
-            value(out, v);
-        }
-        AttrValue::LanguageProperty(m) => {
-            uint(out, 3);
-            object(out, m);
-        }
-        AttrValue::JsonProperty(v) => {
-            uint(out, 4);
-            value(out, v);
-        }
-        AttrValue::VocabProperty(v) => {
-            uint(out, 5);
-            value(out, v);
-        }
-        AttrValue::ListProperty(items) => {
-            uint(out, 6);
-            array(out, items);
-        }
+        AttrValue::LanguageProperty(m) => object(out, m),
+        AttrValue::ListProperty(items) => array(out, items),
         AttrValue::ListRelationship {
             objects,
             object_type,
         } => {
-            uint(out, 7);
             array_len(out, 2);
             array(out, objects);
             optional_value(out, object_type.as_ref());
@@ -154,6 +135,21 @@ pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'
         array_len(out, 2);
         name(out, names, n);
         write_attribute(out, names, &AttrParts::of(s));
+    }
+}
+
+/// The number of an attribute's kind in the encoding: its place in
+/// [`AttrValue`]'s declaration (see its `Serialize`).
+fn kind_number(v: &AttrValue) -> u64 {
+    match v {
+        AttrValue::Property(_) => 0,
+        AttrValue::Relationship { .. } => 1,
+        AttrValue::GeoProperty(_) => 2,
+        AttrValue::LanguageProperty(_) => 3,
+        AttrValue::JsonProperty(_) => 4,
+        AttrValue::VocabProperty(_) => 5,
+        AttrValue::ListProperty(_) => 6,
+        AttrValue::ListRelationship { .. } => 7,
     }
 }
 
