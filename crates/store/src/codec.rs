@@ -577,40 +577,33 @@ impl<'a> Reader<'a> {
     }
 
     fn array_len(&mut self) -> Option<usize> {
-        let marker = self.peek()?;
-        self.at += 1;
-        let n = match marker {
-            Marker::FixArray(n) => u64::from(n),
-            Marker::Array16 => self.be(2)?,
-            Marker::Array32 => self.be(4)?,
-            _ => return None,
-        };
-        usize::try_from(n).ok()
+        self.length(Counted::Array)
     }
 
     fn map_len(&mut self) -> Option<usize> {
-        let marker = self.peek()?;
-        self.at += 1;
-        let n = match marker {
-            Marker::FixMap(n) => u64::from(n),
-            Marker::Map16 => self.be(2)?,
-            Marker::Map32 => self.be(4)?,
-            _ => return None,
-        };
-        usize::try_from(n).ok()
+        self.length(Counted::Map)
     }
 
     fn str(&mut self) -> Option<&'a str> {
+        let n = self.length(Counted::Str)?;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    /// The length after a marker of `what`; `None` after any other marker.
+    fn length(&mut self, what: Counted) -> Option<usize> {
+        use Counted::{Array, Map, Str};
         let marker = self.peek()?;
         self.at += 1;
-        let n = match marker {
-            Marker::FixStr(n) => u64::from(n),
-            Marker::Str8 => self.be(1)?,
-            Marker::Str16 => self.be(2)?,
-            Marker::Str32 => self.be(4)?,
+        let n = match (what, marker) {
+            (Array, Marker::FixArray(n)) | (Map, Marker::FixMap(n)) | (Str, Marker::FixStr(n)) => {
+                u64::from(n)
+            }
+            (Str, Marker::Str8) => self.be(1)?,
+            (Array, Marker::Array16) | (Map, Marker::Map16) | (Str, Marker::Str16) => self.be(2)?,
+            (Array, Marker::Array32) | (Map, Marker::Map32) | (Str, Marker::Str32) => self.be(4)?,
             _ => return None,
         };
-        std::str::from_utf8(self.take(usize::try_from(n).ok()?)?).ok()
+        usize::try_from(n).ok()
     }
 
     fn optional_str(&mut self) -> Option<Option<Box<str>>> {
@@ -659,6 +652,14 @@ impl<'a> Reader<'a> {
 enum Int {
     U(u64),
     I(i64),
+}
+
+/// What a length belongs to.
+#[derive(Clone, Copy)]
+enum Counted {
+    Array,
+    Map,
+    Str,
 }
 
 /// A float as serde_json reads one: not finite is null.
