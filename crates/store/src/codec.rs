@@ -368,20 +368,14 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             scopes.push(self.str()?.into());
         }
-        let n = self.array_len()?;
-        let mut attrs = Vec::with_capacity(n.min(256));
-        for _ in 0..n {
-            if self.array_len()? != 2 {
-                return None;
-            }
-            let name = self.name()?;
-            let k = self.array_len()?;
+        let attrs = self.named(|r| {
+            let k = r.array_len()?;
             let mut instances = Vec::with_capacity(k.min(64));
             for _ in 0..k {
-                instances.push(self.attribute()?);
+                instances.push(r.attribute()?);
             }
-            attrs.push((name, instances));
-        }
+            Some(instances)
+        })?;
         let created_at = self.int()?;
         let modified_at = self.int()?;
         self.at_end().then_some(Entity {
@@ -441,15 +435,7 @@ impl<'a> Reader<'a> {
         let unit_code = self.optional_str()?;
         let created_at = self.int()?;
         let modified_at = self.int()?;
-        let n = self.array_len()?;
-        let mut sub = Vec::with_capacity(n.min(64));
-        for _ in 0..n {
-            if self.array_len()? != 2 {
-                return None;
-            }
-            let name = self.name()?;
-            sub.push((name, self.attribute_at(depth + 1)?));
-        }
+        let sub = self.named(|r| r.attribute_at(depth + 1))?;
         Some(Attribute {
             value,
             dataset_id,
@@ -459,6 +445,21 @@ impl<'a> Reader<'a> {
             modified_at,
             sub,
         })
+    }
+
+    /// A list of `[name, item]` pairs (attributes, sub-attributes), as
+    /// `ngsi_model::names::named` writes it.
+    fn named<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<(Iri, T)>> {
+        let n = self.array_len()?;
+        let mut out = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            if self.array_len()? != 2 {
+                return None;
+            }
+            let name = self.name()?;
+            out.push((name, item(self)?));
+        }
+        Some(out)
     }
 
     fn object_and_type(&mut self) -> Option<(Value, Option<Value>)> {
