@@ -13,6 +13,11 @@
 //!   encodings), MessagePack types the model never writes, and damaged
 //!   input, for which rmp-serde gives the error.
 //!
+//! One deliberate difference: when serde_json's `raw_value` feature is on
+//! (axum turns it on in the server's build), a stored value object whose
+//! first member is `$serde_json::private::RawValue` makes rmp-serde fail or
+//! re-parse it; the codec keeps the object as it was stored.
+//!
 //! Why by hand: the serde path asks a thread-local scope for every name
 //! and builds each value through visitors. Writing and reading stored
 //! entities is on every write (the writer reads the entity it updates and
@@ -335,9 +340,17 @@ struct Reader<'a> {
     list: Option<Arc<NameList>>,
 }
 
-/// Nesting deeper than this is left to rmp-serde (which has its own
-/// bound), so that a damaged input cannot exhaust the stack here.
+/// Values nested deeper than this, and sub-attributes deeper than
+/// [`MAX_SUB_DEPTH`], are left to rmp-serde, so that a damaged input cannot
+/// exhaust the stack here. Together they stay below rmp-serde's own bound
+/// (1,023 arrays and maps, counted over the whole document: an entity's
+/// first value sits 6 deep, each sub-attribute level adds 4), so the codec
+/// never takes a document that rmp-serde refuses for its depth.
 const MAX_DEPTH: usize = 256;
+
+/// See [`MAX_DEPTH`]. Requests are parsed with a nesting limit of 64 by
+/// default, far below this.
+const MAX_SUB_DEPTH: usize = 64;
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], names: Option<&'a Arc<Names>>) -> Self {
@@ -393,10 +406,13 @@ impl<'a> Reader<'a> {
     }
 
     fn attribute_at(&mut self, depth: usize) -> Option<Attribute> {
-        if depth > MAX_DEPTH || self.array_len()? != 7 || self.map_len()? != 1 {
+        if depth > MAX_SUB_DEPTH || self.array_len()? != 7 || self.map_len()? != 1 {
             return None;
         }
-        let kind = self.uint()?;
+        // The derived reader of the kind takes unsigned forms only.
+        let Int::U(kind) = self.integer()? else {
+            return None;
+        };
         let value = match kind {
             0 => AttrValue::Property(self.value(0)?),
             1 => {

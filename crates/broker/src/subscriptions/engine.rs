@@ -696,11 +696,9 @@ impl Inner {
         };
         let marks_changes =
             sub.notification.show_changes && format != Format::KeyValues && change.before.is_some();
-        if !marks_changes && deleted.is_empty() && sub.notification.accept != Accept::GeoJson {
-            // Nothing to add to the entity as rendered: its text, with no
-            // tree built.
-            let text = crate::view_json(after, ctx, view).unwrap_or_else(|| b"{}".to_vec());
-            return Some(Item::Text(text));
+        if !marks_changes && deleted.is_empty() {
+            // Nothing to add to the entity as rendered.
+            return Some(Item::rendered(after, ctx, view, sub.notification.accept));
         }
         let mut out = crate::render_view(after, ctx, view);
         if sub.notification.show_changes
@@ -854,9 +852,11 @@ impl Inner {
             .entities
             .iter()
             .map(|e| {
-                Item::Text(
-                    crate::view_json(e, &entry.notify_ctx, &entry.sub.view)
-                        .unwrap_or_else(|| b"{}".to_vec()),
+                Item::rendered(
+                    e,
+                    &entry.notify_ctx,
+                    &entry.sub.view,
+                    entry.sub.notification.accept,
                 )
             })
             .collect();
@@ -941,6 +941,20 @@ enum Item {
 }
 
 impl Item {
+    /// `entity` as notified with nothing added: its JSON text, with no tree
+    /// built, except in GeoJSON, whose FeatureCollection is made from trees.
+    fn rendered(entity: &Entity, ctx: &Ctx, view: &ViewOptions, accept: Accept) -> Self {
+        match accept {
+            Accept::GeoJson => Item::Tree(Value::Object(crate::render_view(entity, ctx, view))),
+            Accept::Json | Accept::LdJson => {
+                Item::Text(crate::view_json(entity, ctx, view).unwrap_or_else(|| b"{}".to_vec()))
+            }
+        }
+    }
+
+    /// The tree (GeoJSON). [`Item::rendered`] never gives text in GeoJSON,
+    /// so the parse is only a fallback (exact: serde_json parses floats
+    /// with `float_roundtrip`).
     fn into_tree(self) -> Value {
         match self {
             Item::Tree(v) => v,
@@ -1064,6 +1078,25 @@ mod tests {
             )],
             created_at: 1,
             modified_at: 2,
+        }
+    }
+
+    /// GeoJSON notifications are made from trees (a FeatureCollection is
+    /// built around each entity); the others take the entity's text.
+    #[test]
+    fn only_geojson_renders_a_tree() {
+        let ctx = Ctx::core();
+        let view = ViewOptions::default();
+        let e = entity();
+        assert!(matches!(
+            Item::rendered(&e, &ctx, &view, Accept::GeoJson),
+            Item::Tree(_)
+        ));
+        for accept in [Accept::Json, Accept::LdJson] {
+            assert!(matches!(
+                Item::rendered(&e, &ctx, &view, accept),
+                Item::Text(_)
+            ));
         }
     }
 

@@ -291,3 +291,35 @@ async fn values_with_markup_characters_are_stored_verbatim() {
         r.text
     );
 }
+
+/// Numbers come back as they were sent, digit for digit (each written in
+/// the shortest form of its double): serde_json's default float parser
+/// rounds `-116.83361554809613` to the neighbouring double, which reads
+/// back as `-116.83361554809612`. In a value and in coordinates,
+/// through create, retrieve, query and the temporal representation. The
+/// bodies are compared as text, so no JSON parser on the test's side can
+/// hide a difference.
+#[tokio::test]
+async fn numbers_read_back_digit_for_digit() {
+    let s = Server::start().await;
+    let body = r#"{"id": "urn:ngsi-ld:Thing:f", "type": "Thing",
+        "v": {"type": "Property", "value": -116.83361554809613},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [-116.83361554809613, 23.129163292975672]}}}"#;
+    let r = s
+        .req(reqwest::Method::POST, "/entities")
+        .body("application/json", body)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    for path in [
+        "/entities/urn:ngsi-ld:Thing:f",
+        "/entities?type=Thing&options=keyValues",
+        "/temporal/entities/urn:ngsi-ld:Thing:f",
+    ] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        for digits in ["-116.83361554809613", "23.129163292975672"] {
+            assert!(r.text.contains(digits), "{path} lost {digits}: {}", r.text);
+        }
+    }
+}

@@ -333,3 +333,48 @@ fn the_writers_pick_rmps_forms() {
     }
     same(nil, |o| drop(rmp::encode::write_nil(o)), "nil");
 }
+
+/// Shapes that rmp-serde refuses are refused here too (and handed to it,
+/// which reports the error): the kind in a signed integer form, and
+/// sub-attributes nested past the bound that keeps the whole document
+/// within rmp-serde's depth limit.
+#[test]
+fn what_rmp_serde_refuses_the_fast_reader_refuses() {
+    let names = Arc::new(Names::default());
+    let a = Attribute::new(AttrValue::Property(json!(1)));
+    let e = Entity {
+        id: "urn:e:1".into(),
+        types: vec![iri("https://example.org/T")],
+        scopes: vec![],
+        attrs: vec![(iri("https://example.org/level"), vec![a.clone()])],
+        created_at: 1,
+        modified_at: 2,
+    };
+    let bytes = encode_entity(&names, &e);
+    // The kind: a one-entry map (0x81) then 0 as a positive fixint.
+    let at = bytes.windows(2).position(|w| w == [0x81, 0x00]).unwrap();
+    let mut signed = bytes[..at + 1].to_vec();
+    signed.extend_from_slice(&[0xd0, 0x00]);
+    signed.extend_from_slice(&bytes[at + 2..]);
+    let reference: Result<Entity, _> = names.scope(|| rmp_serde::from_slice(&signed));
+    assert!(reference.is_err());
+    assert!(fast(&names, &signed).is_none());
+    assert!(decode_entity(&names, &signed).is_err());
+
+    // Sub-attributes up to the bound read on the fast path; past it, not.
+    let nest = |levels: usize| {
+        let mut inner = a.clone();
+        for _ in 0..levels {
+            let mut outer = a.clone();
+            outer.sub.push((iri("https://example.org/s"), inner));
+            inner = outer;
+        }
+        Entity {
+            attrs: vec![(iri("https://example.org/level"), vec![inner])],
+            ..e.clone()
+        }
+    };
+    let within = nest(MAX_SUB_DEPTH);
+    assert_eq!(fast(&names, &encode_entity(&names, &within)), Some(within));
+    assert!(fast(&names, &encode_entity(&names, &nest(MAX_SUB_DEPTH + 1))).is_none());
+}
