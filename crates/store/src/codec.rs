@@ -145,6 +145,7 @@ pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'
 
 /// The number of an attribute's kind in the encoding: its place in
 /// [`AttrValue`]'s declaration (see its `Serialize`).
+#[inline(always)]
 fn kind_number(v: &AttrValue) -> u64 {
     match v {
         AttrValue::Property(_) => 0,
@@ -161,14 +162,17 @@ fn kind_number(v: &AttrValue) -> u64 {
 // The smallest form of each length and integer, as `rmp`'s writers choose
 // it (also used by the genesis rows, `genesis.rs`).
 
+#[inline(always)]
 pub(crate) fn array_len(out: &mut Vec<u8>, len: usize) {
     header(out, len, Some((0x90, 16)), None, [0xdc, 0xdd]);
 }
 
+#[inline(always)]
 fn map_len(out: &mut Vec<u8>, len: usize) {
     header(out, len, Some((0x80, 16)), None, [0xde, 0xdf]);
 }
 
+#[inline(always)]
 fn string(out: &mut Vec<u8>, s: &str) {
     header(out, s.len(), Some((0xa0, 32)), Some(0xd9), [0xda, 0xdb]);
     out.extend_from_slice(s.as_bytes());
@@ -178,6 +182,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 /// form (`fix` with the length in its low bits, below `limit`), else one
 /// length byte after `marker8` (strings and binaries), else two or four
 /// after `wide`'s markers.
+#[inline(always)]
 fn header(
     out: &mut Vec<u8>,
     len: usize,
@@ -199,6 +204,7 @@ fn header(
     }
 }
 
+#[inline(always)]
 fn uint(out: &mut Vec<u8>, n: u64) {
     match n {
         0..0x80 => out.push(n as u8),
@@ -219,6 +225,7 @@ fn uint(out: &mut Vec<u8>, n: u64) {
 }
 
 /// A signed integer: a non-negative one in the unsigned forms.
+#[inline(always)]
 pub(crate) fn int(out: &mut Vec<u8>, n: i64) {
     match n {
         0.. => uint(out, n as u64),
