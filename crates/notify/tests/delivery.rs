@@ -288,3 +288,36 @@ async fn within_the_cooldown_after_a_failure_notifications_are_dropped() {
         "one request reached the receiver"
     );
 }
+
+/// A receiver that redirects is not followed: the notification goes to the
+/// endpoint the subscription names, and a 3xx answer is a failed delivery
+/// (a redirected POST would lose its body).
+#[tokio::test]
+async fn a_redirect_is_a_failed_delivery_not_followed() {
+    let (target, mut redirected) = receiver(StatusCode::OK, Duration::ZERO).await;
+    let app = Router::new().route(
+        "/notify",
+        post(move || {
+            let target = target.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("Location", target)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    notifier
+        .send(
+            &Arc::from("urn:sub:moved"),
+            &endpoint(&format!("http://{addr}/notify"), &[]),
+            message("{}"),
+        )
+        .unwrap();
+    let events = log.wait_for("urn:sub:moved", 2).await;
+    assert!(
+        matches!(&events[1], Event::Failed(r) if r.contains("307")),
+        "{events:?}"
+    );
+    assert!(redirected.try_recv().is_err(), "the redirect was followed");
+}
