@@ -260,8 +260,15 @@ async fn deliver(inner: &Inner, endpoint: &Endpoint, message: &Message) -> Resul
         // third of the notifier's work per notification. Redirects are not
         // followed, on either path: a 3xx answer is a failed delivery (a
         // redirected POST would lose its body, and the subscription names
-        // its endpoint).
-        Target::Http(url) if url.scheme() == "http" => {
+        // its endpoint). A URL with credentials (reqwest sends them as
+        // Basic authentication) or a fragment (reqwest leaves it out) takes
+        // reqwest's path.
+        Target::Http(url)
+            if url.scheme() == "http"
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.fragment().is_none() =>
+        {
             let mut request = http::Request::post(url.as_str());
             if let Some(headers) = request.headers_mut() {
                 headers.insert(

@@ -321,3 +321,28 @@ async fn a_redirect_is_a_failed_delivery_not_followed() {
     );
     assert!(redirected.try_recv().is_err(), "the redirect was followed");
 }
+
+/// Credentials in an endpoint's URL go out as Basic authentication, and a
+/// fragment is left out of the request.
+#[tokio::test]
+async fn credentials_in_the_url_are_sent_as_basic_authentication() {
+    let (url, mut received) = receiver(StatusCode::OK, Duration::ZERO).await;
+    let with_credentials = url.replace("http://", "http://city:secret@") + "#part";
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    notifier
+        .send(
+            &Arc::from("urn:sub:auth"),
+            &endpoint(&with_credentials, &[]),
+            message("{}"),
+        )
+        .unwrap();
+    let events = log.wait_for("urn:sub:auth", 2).await;
+    assert_eq!(events[1], Event::Delivered, "{events:?}");
+    let (headers, _) = received.recv().await.unwrap();
+    // base64("city:secret")
+    assert_eq!(
+        headers.get("authorization").and_then(|v| v.to_str().ok()),
+        Some("Basic Y2l0eTpzZWNyZXQ=")
+    );
+}
