@@ -69,6 +69,9 @@ pub struct NotifierConfig {
     pub backoff: Duration,
     /// Timeout of one attempt when the endpoint sets none.
     pub default_timeout: Duration,
+    /// How long an idle connection to a receiver is kept for the next
+    /// notification before it is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for NotifierConfig {
@@ -78,6 +81,7 @@ impl Default for NotifierConfig {
             max_attempts: 3,
             backoff: Duration::from_millis(100),
             default_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -95,8 +99,8 @@ type PlainClient = hyper_util::client::legacy::Client<
 
 struct Inner {
     config: NotifierConfig,
-    /// `http://` endpoints.
-    plain: PlainClient,
+    /// `http://` endpoints; `None` behind a proxy.
+    plain: Option<PlainClient>,
     /// `https://` endpoints.
     http: reqwest::Client,
     mqtt: mqtt::Connections,
@@ -145,14 +149,22 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .http1_title_case_headers()
             .user_agent(USER_AGENT)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(config.idle_timeout)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let plain =
+        // hyper's pool closes idle connections only with a timer. Behind an
+        // HTTP proxy (set in the environment, which reqwest follows) every
+        // endpoint takes reqwest's path.
+        let proxied = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+        let plain = (!proxied).then(|| {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .http1_title_case_headers(true)
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build_http();
+                .pool_idle_timeout(config.idle_timeout)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build_http()
+        });
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -267,14 +279,14 @@ async fn deliver(inner: &Inner, endpoint: &Endpoint, message: &Message) -> Resul
             if url.scheme() == "http"
                 && url.username().is_empty()
                 && url.password().is_none()
-                && url.fragment().is_none() =>
+                && url.fragment().is_none()
+                && inner.plain.is_some() =>
         {
+            let Some(plain) = &inner.plain else {
+                return Err("no client for plain HTTP".into());
+            };
             let mut request = http::Request::post(url.as_str());
             if let Some(headers) = request.headers_mut() {
-                headers.insert(
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(USER_AGENT),
-                );
                 for (k, v) in message.headers.iter().chain(&endpoint.receiver_info) {
                     let name = http::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|e| format!("header {k}: {e}"))?;
@@ -282,11 +294,18 @@ async fn deliver(inner: &Inner, endpoint: &Endpoint, message: &Message) -> Resul
                         http::HeaderValue::from_str(v).map_err(|e| format!("header {k}: {e}"))?;
                     headers.append(name, value);
                 }
+                // reqwest's defaults, where the headers above set none.
+                headers
+                    .entry(http::header::USER_AGENT)
+                    .or_insert(http::HeaderValue::from_static(USER_AGENT));
+                headers
+                    .entry(http::header::ACCEPT)
+                    .or_insert(http::HeaderValue::from_static("*/*"));
             }
             let request = request
                 .body(http_body_util::Full::new(message.body.clone()))
                 .map_err(|e| e.to_string())?;
-            let response = tokio::time::timeout(timeout, inner.plain.request(request))
+            let response = tokio::time::timeout(timeout, plain.request(request))
                 .await
                 .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
                 .map_err(|e| e.to_string())?;

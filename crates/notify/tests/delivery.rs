@@ -93,6 +93,7 @@ fn config() -> NotifierConfig {
         max_attempts: 3,
         backoff: Duration::from_millis(10),
         default_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(30),
     }
 }
 
@@ -307,19 +308,25 @@ async fn a_redirect_is_a_failed_delivery_not_followed() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let log = Arc::new(Log::default());
     let notifier = Notifier::new(config(), log.clone());
-    notifier
-        .send(
-            &Arc::from("urn:sub:moved"),
-            &endpoint(&format!("http://{addr}/notify"), &[]),
-            message("{}"),
-        )
-        .unwrap();
-    let events = log.wait_for("urn:sub:moved", 2).await;
-    assert!(
-        matches!(&events[1], Event::Failed(r) if r.contains("307")),
-        "{events:?}"
-    );
-    assert!(redirected.try_recv().is_err(), "the redirect was followed");
+    // The plain path, then reqwest's (a fragment sends it there).
+    for (key, suffix) in [("urn:sub:moved", ""), ("urn:sub:moved2", "#reqwest")] {
+        notifier
+            .send(
+                &Arc::from(key),
+                &endpoint(&format!("http://{addr}/notify{suffix}"), &[]),
+                message("{}"),
+            )
+            .unwrap();
+        let events = log.wait_for(key, 2).await;
+        assert!(
+            matches!(&events[1], Event::Failed(r) if r.contains("307")),
+            "{key}: {events:?}"
+        );
+        assert!(
+            redirected.try_recv().is_err(),
+            "{key}: the redirect was followed"
+        );
+    }
 }
 
 /// Credentials in an endpoint's URL go out as Basic authentication, and a
@@ -344,5 +351,73 @@ async fn credentials_in_the_url_are_sent_as_basic_authentication() {
     assert_eq!(
         headers.get("authorization").and_then(|v| v.to_str().ok()),
         Some("Basic Y2l0eTpzZWNyZXQ=")
+    );
+}
+
+/// A `User-Agent` in receiverInfo replaces the notifier's own; `Accept`
+/// defaults to `*/*` (on both HTTP paths, as reqwest sends them).
+#[tokio::test]
+async fn receiver_info_replaces_the_default_user_agent() {
+    let (url, mut received) = receiver(StatusCode::OK, Duration::ZERO).await;
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    for (key, url) in [
+        ("urn:sub:ua", url.clone()),
+        ("urn:sub:ua2", url + "#reqwest"),
+    ] {
+        let mut ep = (*endpoint(&url, &[])).clone();
+        ep.receiver_info = vec![("User-Agent".into(), "city-agent".into())];
+        notifier
+            .send(&Arc::from(key), &Arc::new(ep), message("{}"))
+            .unwrap();
+        let (headers, _) = received.recv().await.unwrap();
+        let agents: Vec<_> = headers.get_all("user-agent").iter().collect();
+        assert_eq!(agents, ["city-agent"], "{key}");
+        assert_eq!(headers.get("accept").unwrap(), "*/*", "{key}");
+    }
+}
+
+/// A connection to a receiver that keeps it open is closed by the notifier
+/// once it has been idle for `idle_timeout`.
+#[tokio::test]
+async fn idle_connections_to_receivers_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(
+        NotifierConfig {
+            idle_timeout: Duration::from_millis(200),
+            ..config()
+        },
+        log.clone(),
+    );
+    notifier
+        .send(
+            &Arc::from("urn:sub:idle"),
+            &endpoint(&format!("http://{addr}/notify"), &[]),
+            message("{}"),
+        )
+        .unwrap();
+    let (mut socket, _) = listener.accept().await.unwrap();
+    // Read the request (small: it arrives in one piece or a few), answer,
+    // and keep the connection open.
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"{}") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the request ended early");
+        request.extend_from_slice(&buf[..n]);
+    }
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let events = log.wait_for("urn:sub:idle", 2).await;
+    assert_eq!(events[1], Event::Delivered, "{events:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the idle connection is still open: {closed:?}"
     );
 }
