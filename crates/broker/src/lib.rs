@@ -765,6 +765,25 @@ pub(crate) fn render_view(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map
     }
 }
 
+/// Appends the JSON text of an entity to `out`, with `context` (JSON text)
+/// as its last member `@context` when given: `{...}` becomes
+/// `{...,"@context":<context>}`, `{}` becomes `{"@context":<context>}`.
+/// Text that is no object is appended as it is.
+pub fn push_entity_json(out: &mut Vec<u8>, entity: &[u8], context: Option<&[u8]>) {
+    match (context, entity.split_last()) {
+        (Some(c), Some((b'}', open))) => {
+            out.extend_from_slice(open);
+            if open.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"@context\":");
+            out.extend_from_slice(c);
+            out.push(b'}');
+        }
+        _ => out.extend_from_slice(entity),
+    }
+}
+
 /// Renders an entity with the view's projection and options as JSON text,
 /// or `None` when pick/omit leave nothing of it.
 pub(crate) fn view_json(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Option<Vec<u8>> {

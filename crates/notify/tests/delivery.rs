@@ -60,10 +60,15 @@ async fn receiver(status: StatusCode, delay: Duration) -> (String, Received) {
             }
         }),
     );
+    (format!("http://{}/notify", serve(app).await), rx)
+}
+
+/// Serves `app` on a free port of 127.0.0.1.
+async fn serve(app: Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/notify"), rx)
+    addr
 }
 
 fn endpoint(uri: &str, info: &[(&str, &str)]) -> Arc<Endpoint> {
@@ -303,9 +308,7 @@ async fn a_redirect_is_a_failed_delivery_not_followed() {
             async move { (StatusCode::TEMPORARY_REDIRECT, [("Location", target)]) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     let log = Arc::new(Log::default());
     let notifier = Notifier::new(config(), log.clone());
     // The plain path, then reqwest's (a fragment sends it there).

@@ -459,23 +459,11 @@ pub fn json_array_response(
     let extra = context.as_ref().map_or(0, |c| c.len() + 14);
     let mut body = Vec::with_capacity(items.iter().map(|i| i.len() + 1 + extra).sum::<usize>() + 2);
     body.push(b'[');
-    for (n, mut item) in items.into_iter().enumerate() {
+    for (n, item) in items.iter().enumerate() {
         if n > 0 {
             body.push(b',');
         }
-        if let Some(c) = &context
-            && item.last() == Some(&b'}')
-        {
-            // `{...}` becomes `{...,"@context":<context>}`; items are never
-            // empty objects.
-            item.pop();
-            body.extend_from_slice(&item);
-            body.extend_from_slice(b",\"@context\":");
-            body.extend_from_slice(c);
-            body.push(b'}');
-        } else {
-            body.extend_from_slice(&item);
-        }
+        broker::push_entity_json(&mut body, item, context.as_deref());
     }
     body.push(b']');
     let mut headers = HeaderMap::new();

@@ -1328,6 +1328,17 @@ fn with_datasets(id: &str, level: i64) -> Entity {
     e
 }
 
+/// The integer values of a series' instances, in order.
+fn int_values(h: &store::AttrHistory) -> Vec<i64> {
+    h.instances
+        .iter()
+        .filter_map(|i| match &i.attr.as_ref()?.value {
+            AttrValue::Property(v) => v.as_i64(),
+            _ => None,
+        })
+        .collect()
+}
+
 /// (attribute, datasetId, values) of the history of `id`, sorted.
 async fn series_of(store: &SqliteStore, id: &str) -> Vec<(String, Option<String>, Vec<i64>)> {
     let mut out: Vec<_> = store
@@ -1337,14 +1348,7 @@ async fn series_of(store: &SqliteStore, id: &str) -> Vec<(String, Option<String>
         .unwrap_or_default()
         .into_iter()
         .map(|h| {
-            let values = h
-                .instances
-                .iter()
-                .filter_map(|i| match &i.attr.as_ref()?.value {
-                    AttrValue::Property(v) => v.as_i64(),
-                    _ => None,
-                })
-                .collect();
+            let values = int_values(&h);
             (h.attr.to_string(), h.dataset_id.map(String::from), values)
         })
         .collect();
@@ -2048,19 +2052,7 @@ async fn series_values(
         .unwrap()
         .unwrap_or_default()
         .into_iter()
-        .map(|a| {
-            (
-                a.attr.to_string(),
-                a.instances
-                    .iter()
-                    .filter_map(|i| match &i.attr.as_ref()?.value {
-                        AttrValue::Property(v) => v.as_i64(),
-                        _ => None,
-                    })
-                    .collect(),
-                a.truncated,
-            )
-        })
+        .map(|a| (a.attr.to_string(), int_values(&a), a.truncated))
         .collect();
     out.sort();
     out

@@ -1011,18 +1011,9 @@ fn notification_body(
                         }
                         let _ = serde_json::to_writer(&mut out, &v);
                     }
-                    (Item::Text(t), Some(c)) if t.last() == Some(&b'}') => {
-                        // `{...}` becomes `{...,"@context":<context>}`
-                        // (`{"@context":...}` for an empty entity).
-                        out.extend_from_slice(&t[..t.len() - 1]);
-                        if t.len() > 2 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(b"\"@context\":");
-                        out.extend_from_slice(c);
-                        out.push(b'}');
+                    (Item::Text(t), context) => {
+                        crate::push_entity_json(&mut out, &t, context.as_deref());
                     }
-                    (Item::Text(t), _) => out.extend_from_slice(&t),
                 }
             }
             out.push(b']');
