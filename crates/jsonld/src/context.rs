@@ -17,7 +17,7 @@
 //! redefines it, and never lets `null` drop the core terms.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};

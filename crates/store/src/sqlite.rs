@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use foldhash::HashMap as FoldMap;
+
 use ngsi_model::names::Names;
 use ngsi_model::{Entity, NgsiError};
 use parking_lot::{Mutex, RwLock};
@@ -1481,8 +1483,8 @@ struct Writer {
 /// grew by 50 MB).
 #[derive(Default)]
 struct RecentEntities {
-    newer: HashMap<EntityKey, Arc<Entity>>,
-    older: HashMap<EntityKey, Arc<Entity>>,
+    newer: FoldMap<EntityKey, Arc<Entity>>,
+    older: FoldMap<EntityKey, Arc<Entity>>,
 }
 
 /// Entities in one generation of [`RecentEntities`].
@@ -1601,11 +1603,11 @@ type Encoded = (Arc<Entity>, Box<[u8]>, i64);
 struct Overlay {
     /// The new state of each entity written: the entity and its encoding,
     /// or `None` for a deletion.
-    changed: HashMap<EntityKey, Option<Encoded>>,
+    changed: FoldMap<EntityKey, Option<Encoded>>,
     /// The committed state of each entity written, as read by its first op
     /// in the group: publishing unlinks it from the indexes without
     /// decoding it again.
-    before: HashMap<EntityKey, Option<Arc<Entity>>>,
+    before: FoldMap<EntityKey, Option<Arc<Entity>>>,
     new_tenants: Vec<Box<str>>,
     records: Vec<(Box<str>, RecordWrite)>,
     /// Every change in application order, when someone listens.
@@ -1690,11 +1692,14 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<WriteRequest>) {
         let started = Instant::now();
+        let ops: usize = group.iter().map(|r| r.ops.len()).sum();
         let mut overlay = Overlay {
             events: (self.shared.changes.receiver_count() > 0).then(Vec::new),
+            changed: FoldMap::with_capacity_and_hasher(ops, Default::default()),
+            before: FoldMap::with_capacity_and_hasher(ops, Default::default()),
             ..Overlay::default()
         };
-        let mut tenant_names: HashMap<Box<str>, Arc<str>> = HashMap::new();
+        let mut tenant_names: FoldMap<Box<str>, Arc<str>> = FoldMap::default();
         let mut results: Vec<Vec<Result<Outcome, NgsiError>>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut op_count = 0usize;
@@ -2042,7 +2047,7 @@ impl Writer {
 }
 
 /// The shared name of a tenant, allocated once per group.
-fn tenant_arc(names: &mut HashMap<Box<str>, Arc<str>>, tenant: &str) -> Arc<str> {
+fn tenant_arc(names: &mut FoldMap<Box<str>, Arc<str>>, tenant: &str) -> Arc<str> {
     if let Some(name) = names.get(tenant) {
         return name.clone();
     }
