@@ -8,7 +8,7 @@ use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_entity};
 use ngsi_model::time::now_micros;
 use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, update};
 use serde_json::Value;
-use store::{Change, Next, Op};
+use store::{Change, Next, Op, Prepared};
 
 use crate::{BodyKind, Broker, Ctx, not_found};
 
@@ -188,7 +188,12 @@ impl Broker {
             match parsed {
                 Ok(entity) => {
                     op_ids.push(entity.id.to_string());
-                    ops.push(batch_op(entity, kind));
+                    // What the store can do here rather than on its writer,
+                    // for the operations that put the entity as given.
+                    let prepared = matches!(kind, Kind::Create | Kind::Upsert(UpsertMode::Replace))
+                        .then(|| self.store.prepare(&entity))
+                        .flatten();
+                    ops.push(batch_op(entity, kind, prepared));
                 }
                 Err(e) => result.errors.push((id, e)),
             }
@@ -269,10 +274,16 @@ impl Broker {
     }
 }
 
-fn batch_op(mut entity: Entity, kind: Kind) -> Op {
+/// The operation of one entity of a batch; `prepared` is what the store
+/// made of the entity as given (see [`store::Store::prepare`]).
+fn batch_op(mut entity: Entity, kind: Kind, prepared: Option<Prepared>) -> Op {
     let id: Arc<str> = entity.id.clone();
     Op::new(id, move |current| {
         let now = now_micros();
+        let put = |entity| Change {
+            next: Next::Put(entity, prepared),
+            report: None,
+        };
         match (kind, current) {
             (Kind::Create, Some(_)) => Err(NgsiError::new(
                 ErrorKind::AlreadyExists,
@@ -280,10 +291,10 @@ fn batch_op(mut entity: Entity, kind: Kind) -> Op {
             )),
             (Kind::Create | Kind::Upsert(_), None) => {
                 update::stamp_new(&mut entity, now);
-                Ok(Change::put(entity))
+                Ok(put(entity))
             }
             (Kind::Upsert(UpsertMode::Replace), Some(old)) => {
-                Ok(Change::put(update::replace(old, entity, now)))
+                Ok(put(update::replace(old, entity, now)))
             }
             (Kind::Upsert(UpsertMode::Update), Some(old)) => {
                 let mut e = old.clone();
@@ -296,7 +307,7 @@ fn batch_op(mut entity: Entity, kind: Kind) -> Op {
                 let mut e = old.clone();
                 let report = update::append(&mut e, entity, no_overwrite, now);
                 Ok(Change {
-                    next: Next::Put(e),
+                    next: Next::Put(e, None),
                     report: Some(report),
                 })
             }

@@ -258,6 +258,7 @@ impl Broker {
             self.config.parse,
         )?;
         let id = entity.id.clone();
+        let prepared = self.store.prepare(&entity);
         self.write_one(
             tenant,
             Op::new(id.clone(), move |current| {
@@ -268,7 +269,10 @@ impl Broker {
                     ));
                 }
                 update::stamp_new(&mut entity, now_micros());
-                Ok(Change::put(entity))
+                Ok(Change {
+                    next: Next::Put(entity, prepared),
+                    report: None,
+                })
             }),
         )
         .await?;
@@ -564,7 +568,7 @@ impl Broker {
                         next: if unchanged {
                             Next::Keep
                         } else {
-                            Next::Put(entity)
+                            Next::Put(entity, None)
                         },
                         report: Some(report),
                     })

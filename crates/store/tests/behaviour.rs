@@ -2310,3 +2310,123 @@ async fn one_group_keeps_the_series_of_two_tenants_apart() {
         }
     }
 }
+
+/// An entity with every part the prepared encoding covers: observedAt,
+/// unitCode, datasetIds, a sub-attribute, a relationship and a string.
+fn rich_entity(id: &str, level: i64) -> Entity {
+    let prop = |v: serde_json::Value| Attribute::new(AttrValue::Property(v));
+    let mut observed = prop(json!(level));
+    observed.observed_at = Some("2024-03-01T08:00:00.5+08:00".into());
+    observed.unit_code = Some("CEL".into());
+    let mut sub = prop(json!(0.5));
+    sub.observed_at = Some("2024-03-01T08:00:00Z".into());
+    observed.sub = vec![(iri("https://example.org/accuracy"), sub)];
+    let mut a = prop(json!(level + 1));
+    a.dataset_id = Some("urn:ngsi-ld:Dataset:a".into());
+    let mut b = prop(json!("text"));
+    b.dataset_id = Some("urn:ngsi-ld:Dataset:b".into());
+    Entity {
+        id: id.into(),
+        types: vec![iri("https://example.org/T")],
+        scopes: Vec::new(),
+        attrs: vec![
+            (iri("https://example.org/level"), vec![observed]),
+            (iri("https://example.org/pair"), vec![a, b]),
+            (
+                iri("https://example.org/near"),
+                vec![Attribute::new(AttrValue::Relationship {
+                    object: json!("urn:ngsi-ld:T:other"),
+                    object_type: None,
+                })],
+            ),
+        ],
+        created_at: 0,
+        modified_at: 0,
+    }
+}
+
+/// Puts `e` stamped at `now` (a create, or a replacement of the entity
+/// held, which keeps its createdAt), with what the store prepared of `e`
+/// when `prepared` is set.
+fn put_stamped(store: &SqliteStore, mut e: Entity, now: i64, prepared: bool) -> Op {
+    let prepared = prepared.then(|| store.prepare(&e).expect("the store prepares"));
+    Op::new(e.id.clone(), move |current| {
+        ngsi_model::update::stamp_new(&mut e, now);
+        if let Some(old) = current {
+            e.created_at = old.created_at;
+        }
+        Ok(Change {
+            next: Next::Put(e, prepared),
+            report: None,
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_prepared_put_stores_and_records_what_the_writer_encodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SqliteConfig::in_dir(dir.path());
+    let id = "urn:ngsi-ld:T:prepared";
+    let t0 = 1_700_000_000_000_000;
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        // The same writes in two tenants: prepared in one, not in the other.
+        for (tenant, prepared) in [("prepared", true), ("plain", false)] {
+            for (level, now) in [(1, t0), (2, t0 + 1_000_000)] {
+                let op = put_stamped(&store, rich_entity(id, level), now, prepared);
+                store
+                    .write(tenant, vec![op])
+                    .await
+                    .unwrap()
+                    .remove(0)
+                    .unwrap();
+            }
+        }
+    }
+    // Read back after a reopen: the stored bytes, not the writer's copy.
+    let store = SqliteStore::open(config()).unwrap();
+    let stored = store.get("prepared", id).unwrap();
+    assert_eq!(stored, store.get("plain", id).unwrap());
+    assert_eq!(
+        (stored.created_at, stored.modified_at),
+        (t0, t0 + 1_000_000)
+    );
+    let history = |tenant: &'static str| {
+        let store = &store;
+        async move {
+            let mut h = store
+                .history(tenant, id, history_request())
+                .await
+                .unwrap()
+                .unwrap();
+            h.sort_by(|a, b| (&a.attr, &a.dataset_id).cmp(&(&b.attr, &b.dataset_id)));
+            h.into_iter()
+                .map(|a| {
+                    let instances: Vec<_> = a
+                        .instances
+                        .into_iter()
+                        .map(|i| (i.instant, i.modified_at, i.created_at, i.attr))
+                        .collect();
+                    (a.attr, a.dataset_id, instances)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let prepared = history("prepared").await;
+    assert_eq!(prepared, history("plain").await);
+    // Four attribute instances, each created and then replaced.
+    assert_eq!(prepared.len(), 4);
+    assert!(
+        prepared
+            .iter()
+            .all(|(_, _, instances)| instances.len() == 2)
+    );
+    let level = &prepared
+        .iter()
+        .find(|a| &*a.0 == "https://example.org/level")
+        .unwrap()
+        .2;
+    // observedAt, not modifiedAt, is the instant of an observed instance.
+    assert_eq!(level[0].0, 1_709_251_200_500_000);
+    assert_eq!(level[1].1, t0 + 1_000_000);
+}
