@@ -8,7 +8,7 @@ use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_entity};
 use ngsi_model::time::now_micros;
 use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, update};
 use serde_json::Value;
-use store::{Change, Next, Op, Prepared};
+use store::{Change, Next, Op};
 
 use crate::{BodyKind, Broker, Ctx, not_found};
 
@@ -188,12 +188,7 @@ impl Broker {
             match parsed {
                 Ok(entity) => {
                     op_ids.push(entity.id.to_string());
-                    // What the store can do here rather than on its writer,
-                    // for the operations that put the entity as given.
-                    let prepared = matches!(kind, Kind::Create | Kind::Upsert(UpsertMode::Replace))
-                        .then(|| self.store.prepare(&entity))
-                        .flatten();
-                    ops.push(batch_op(entity, kind, prepared));
+                    ops.push(batch_op(entity, kind));
                 }
                 Err(e) => result.errors.push((id, e)),
             }
@@ -274,16 +269,10 @@ impl Broker {
     }
 }
 
-/// The operation of one entity of a batch; `prepared` is what the store
-/// made of the entity as given (see [`store::Store::prepare`]).
-fn batch_op(mut entity: Entity, kind: Kind, prepared: Option<Prepared>) -> Op {
+fn batch_op(mut entity: Entity, kind: Kind) -> Op {
     let id: Arc<str> = entity.id.clone();
     Op::new(id, move |current| {
         let now = now_micros();
-        let put = |entity| Change {
-            next: Next::Put(entity, prepared),
-            report: None,
-        };
         match (kind, current) {
             (Kind::Create, Some(_)) => Err(NgsiError::new(
                 ErrorKind::AlreadyExists,
@@ -291,10 +280,10 @@ fn batch_op(mut entity: Entity, kind: Kind, prepared: Option<Prepared>) -> Op {
             )),
             (Kind::Create | Kind::Upsert(_), None) => {
                 update::stamp_new(&mut entity, now);
-                Ok(put(entity))
+                Ok(Change::put(entity))
             }
             (Kind::Upsert(UpsertMode::Replace), Some(old)) => {
-                Ok(put(update::replace(old, entity, now)))
+                Ok(Change::put(update::replace(old, entity, now)))
             }
             (Kind::Upsert(UpsertMode::Update), Some(old)) => {
                 let mut e = old.clone();
@@ -307,7 +296,7 @@ fn batch_op(mut entity: Entity, kind: Kind, prepared: Option<Prepared>) -> Op {
                 let mut e = old.clone();
                 let report = update::append(&mut e, entity, no_overwrite, now);
                 Ok(Change {
-                    next: Next::Put(e, None),
+                    next: Next::Put(e),
                     report: Some(report),
                 })
             }

@@ -258,7 +258,6 @@ impl Broker {
             self.config.parse,
         )?;
         let id = entity.id.clone();
-        let prepared = self.store.prepare(&entity);
         self.write_one(
             tenant,
             Op::new(id.clone(), move |current| {
@@ -269,10 +268,7 @@ impl Broker {
                     ));
                 }
                 update::stamp_new(&mut entity, now_micros());
-                Ok(Change {
-                    next: Next::Put(entity, prepared),
-                    report: None,
-                })
+                Ok(Change::put(entity))
             }),
         )
         .await?;
@@ -568,7 +564,7 @@ impl Broker {
                         next: if unchanged {
                             Next::Keep
                         } else {
-                            Next::Put(entity, None)
+                            Next::Put(entity)
                         },
                         report: Some(report),
                     })

@@ -96,7 +96,12 @@ fn time(out: &mut Vec<u8>, t: i64, stamps: &mut Option<&mut Vec<u32>>) {
     }
 }
 
-fn write_entity(out: &mut Vec<u8>, names: &Names, e: &Entity, stamps: &mut Option<&mut Vec<u32>>) {
+fn write_entity(
+    out: &mut Vec<u8>,
+    names: &Names,
+    e: &Entity,
+    stamps: &mut Option<&mut Vec<u32>>,
+) {
     array_len(out, 6);
     string(out, &e.id);
     array_len(out, e.types.len());

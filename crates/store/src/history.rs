@@ -525,7 +525,7 @@ pub(crate) struct Row {
 }
 
 /// A stored number: integers stay integers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub(crate) enum Num {
     Int(i64),
     Real(f64),
@@ -566,51 +566,9 @@ pub(crate) fn encode_instance(
         .observed_at
         .as_deref()
         .and_then(ngsi_model::time::parse_datetime);
-    let (num, doc) = value_parts(a);
-    OpenInstance { observed, num, doc }.stamp(a.created_at, a.modified_at)
-}
-
-/// The instances of an entity version in its order, encoded but for their
-/// times where that could be done (see [`OpenInstance`]).
-pub(crate) type OpenInstances = Vec<Option<OpenInstance>>;
-
-/// The part of a temporal instance that does not depend on the attribute's
-/// system times: its observedAt (read), number and document. Made on a
-/// request's thread for the attributes of a new entity version (see
-/// [`crate::Prepared`]); the writer adds the times. Not for an attribute
-/// with sub-attributes, whose document holds their times.
-#[derive(Debug)]
-pub(crate) struct OpenInstance {
-    observed: Option<i64>,
-    num: Option<Num>,
-    doc: Option<Vec<u8>>,
-}
-
-impl OpenInstance {
-    /// `None` for an attribute with sub-attributes.
-    pub(crate) fn of(a: &Attribute) -> Option<Self> {
-        if !a.sub.is_empty() {
-            return None;
-        }
-        let observed = a
-            .observed_at
-            .as_deref()
-            .and_then(ngsi_model::time::parse_datetime);
-        let (num, doc) = value_parts(a);
-        Some(Self { observed, num, doc })
-    }
-
-    /// The row of the instance whose attribute has these times.
-    pub(crate) fn stamp(self, created: i64, modified: i64) -> EncodedInstance {
-        let t = self.observed.unwrap_or(modified);
-        let modified_column = self.observed.map(|_| modified);
-        let created = (created != modified).then_some(created);
-        (t, modified_column, created, self.num, self.doc)
-    }
-}
-
-/// The number and the document of an instance row (see [`Row`]).
-fn value_parts(a: &Attribute) -> (Option<Num>, Option<Vec<u8>>) {
+    let t = observed.unwrap_or(a.modified_at);
+    let modified = observed.map(|_| a.modified_at);
+    let created = (a.created_at != a.modified_at).then_some(a.created_at);
     let num = match &a.value {
         AttrValue::Property(v) => number_of(v),
         _ => None,
@@ -626,7 +584,7 @@ fn value_parts(a: &Attribute) -> (Option<Num>, Option<Vec<u8>>) {
     let doc = (!plain).then(|| instance_doc(a, exact));
     // A deletion has neither number nor document; a non-plain instance
     // always has its document.
-    (num, doc)
+    (t, modified, created, num, doc)
 }
 
 /// The document of an instance: the attribute without what its row holds
@@ -1576,18 +1534,7 @@ impl Recorder {
         deleted_at: i64,
         deleted_kind: Option<&str>,
     ) -> Result<i64, StoreError> {
-        let encoded = encode_instance(attr, deleted_at, deleted_kind);
-        self.insert_encoded(tx, overlay, sid, encoded)
-    }
-
-    /// Inserts one temporal instance, encoded.
-    fn insert_encoded(
-        &mut self,
-        tx: &Transaction<'_>,
-        overlay: &mut HistoryOverlay,
-        sid: i64,
-        (t, modified, created, num, doc): EncodedInstance,
-    ) -> Result<i64, StoreError> {
+        let (t, modified, created, num, doc) = encode_instance(attr, deleted_at, deleted_kind);
         let seq = self.next_seq;
         self.next_seq += 1;
         let row = Row {
@@ -1620,9 +1567,7 @@ impl Recorder {
 
     /// Records the temporal instances of one applied operation: every
     /// instance of `after` that is new or was stamped, and every instance
-    /// of `before` that is gone (a deletion). `open`, when given, holds the
-    /// instances of `after` in its order, encoded but for their times where
-    /// that could be done.
+    /// of `before` that is gone (a deletion).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
         &mut self,
@@ -1634,31 +1579,20 @@ impl Recorder {
         before: Option<&Entity>,
         after: Option<&Entity>,
         now: i64,
-        open: Option<OpenInstances>,
     ) -> Result<(), StoreError> {
         let known = index.series_list(tenant, id);
         if let Some(after) = after {
             self.note_types(tx, index, overlay, tenant, id, &after.types)?;
-            let mut open = open.map(Vec::into_iter);
             for (name, instances) in &after.attrs {
                 let old = before.and_then(|b| b.attr(name));
                 for inst in instances {
-                    let encoded = open.as_mut().and_then(Iterator::next).flatten();
                     let prior =
                         old.and_then(|o| o.iter().find(|x| x.dataset_id == inst.dataset_id));
                     if prior.is_some_and(|p| p.modified_at == inst.modified_at) {
                         continue;
                     }
                     let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
-                    match encoded {
-                        Some(e) => {
-                            let row = e.stamp(inst.created_at, inst.modified_at);
-                            self.insert_encoded(tx, overlay, sid, row)?;
-                        }
-                        None => {
-                            self.insert(tx, overlay, sid, Some(inst), now, None)?;
-                        }
-                    }
+                    self.insert(tx, overlay, sid, Some(inst), now, None)?;
                 }
             }
         }

@@ -26,11 +26,8 @@ use ngsi_model::{Attribute, Entity, Iri, NgsiError};
 pub enum Next {
     /// Leave the entity as it is.
     Keep,
-    /// Store this version of the entity, with what [`Store::prepare`] made
-    /// of it (`None`: nothing), which holds when the entity is the prepared
-    /// one stamped with [`ngsi_model::update::stamp_new`], its createdAt
-    /// then changed or not (a new or a replaced entity).
-    Put(Entity, Option<Prepared>),
+    /// Store this version of the entity.
+    Put(Entity),
     /// Delete the entity.
     Delete,
 }
@@ -48,22 +45,10 @@ impl Change {
     /// Store `entity`.
     pub fn put(entity: Entity) -> Self {
         Self {
-            next: Next::Put(entity, None),
+            next: Next::Put(entity),
             report: None,
         }
     }
-}
-
-/// The work on a new version of an entity that a backend can do on the
-/// caller's thread before the write reaches its writer, where only the
-/// system times are left to fill in (see [`Store::prepare`]).
-#[derive(Debug)]
-pub struct Prepared {
-    pub(crate) entity: codec::Unstamped,
-    /// The temporal instance of each attribute instance, in the entity's
-    /// order (none when the store keeps no history; `None` for one the
-    /// writer encodes).
-    pub(crate) instances: history::OpenInstances,
 }
 
 /// The function an operation runs against the current state of its entity
@@ -467,14 +452,6 @@ fn history_disabled<T: Send + 'static>() -> StoreFuture<T> {
 pub trait Store: Send + Sync + 'static {
     /// Applies `ops` for `tenant` and resolves once they are durable.
     fn write(&self, tenant: &str, ops: Vec<Op>) -> WriteFuture;
-    /// Prepares the write of `entity` as a new version (a create, or a
-    /// replacement) on the caller's thread: an operation that puts the
-    /// entity so stamped passes it in [`Next::Put`]. `None` if the backend
-    /// has nothing to prepare.
-    fn prepare(&self, entity: &Entity) -> Option<Prepared> {
-        let _ = entity;
-        None
-    }
     /// The entity `id` of `tenant`.
     fn get(&self, tenant: &str, id: &str) -> Option<Arc<Entity>>;
     /// The entities of `tenant` selected by `selection` that pass `filter`,

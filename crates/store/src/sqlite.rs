@@ -26,13 +26,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::history::{
-    HistoryIndex, HistoryOverlay, NumCache, NumSeries, OpenInstance, OpenInstances, Recorder,
-};
+use crate::history::{HistoryIndex, HistoryOverlay, NumCache, NumSeries, Recorder};
 use crate::index::TenantIndex;
 use crate::{
     AggregateBucket, AggregateRequest, AttrHistory, ChangeBatch, ChangeReceiver, EntityChange,
-    Filter, HistoryEntity, HistoryOp, HistoryRequest, Next, Op, Outcome, Page, Prepared, QueryPage,
+    Filter, HistoryEntity, HistoryOp, HistoryRequest, Next, Op, Outcome, Page, QueryPage,
     Selection, Store, StoreError, StoreFuture, TimeProperty, WriteFuture,
 };
 
@@ -463,22 +461,6 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn prepare(&self, entity: &Entity) -> Option<Prepared> {
-        let instances = if self.shared.history {
-            entity
-                .attrs
-                .iter()
-                .flat_map(|(_, instances)| instances.iter().map(OpenInstance::of))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Some(Prepared {
-            entity: crate::codec::encode_unstamped(&self.shared.names, entity),
-            instances,
-        })
-    }
-
     fn write(&self, tenant: &str, ops: Vec<Op>) -> WriteFuture {
         let tx = self.tx.clone();
         let tenant: Box<str> = tenant.into();
@@ -1823,11 +1805,8 @@ impl Writer {
                             Ok(change) => {
                                 match change.next {
                                     Next::Keep => {}
-                                    Next::Put(entity, prepared) => {
-                                        let (bytes, open) = stamp_prepared(prepared, &entity)
-                                            .unwrap_or_else(|| {
-                                                (encode(&self.shared.names, &entity), None)
-                                            });
+                                    Next::Put(entity) => {
+                                        let bytes = encode(&self.shared.names, &entity);
                                         let row = match row {
                                             Some(row) => row,
                                             None => {
@@ -1857,7 +1836,6 @@ impl Writer {
                                                 current.as_deref(),
                                                 Some(&entity),
                                                 entity.modified_at,
-                                                open,
                                             )?;
                                         }
                                         let entity = Arc::new(entity);
@@ -1893,7 +1871,6 @@ impl Writer {
                                                 current.as_deref(),
                                                 None,
                                                 ngsi_model::time::now_micros(),
-                                                None,
                                             )?;
                                         }
                                         if let Some(events) = &mut overlay.events
@@ -2067,23 +2044,6 @@ impl Writer {
             let _ = self.shared.changes.send(events.into());
         }
     }
-}
-
-/// The encoding of `entity` and its temporal instances but for their
-/// times from what [`SqliteStore::prepare`] made of it, or `None` when
-/// there is nothing or it does not fit (then the writer encodes).
-fn stamp_prepared(
-    prepared: Option<Prepared>,
-    entity: &Entity,
-) -> Option<(Vec<u8>, Option<OpenInstances>)> {
-    let Prepared {
-        entity: unstamped,
-        instances,
-    } = prepared?;
-    let bytes = unstamped.stamp(entity.created_at, entity.modified_at)?;
-    let count: usize = entity.attrs.iter().map(|(_, v)| v.len()).sum();
-    let open = (!instances.is_empty() && instances.len() == count).then_some(instances);
-    Some((bytes, open))
 }
 
 /// The shared name of a tenant, allocated once per group.
