@@ -35,73 +35,11 @@ pub fn encode_entity(names: &Names, entity: &Entity) -> Vec<u8> {
     // Room for a typical entity up front: growing from empty reallocates
     // eight times on the way to a kilobyte.
     let mut out = Vec::with_capacity(1024);
-    write_entity(&mut out, names, entity, &mut None);
+    write_entity(&mut out, names, entity);
     out
 }
 
-/// The encoding of an entity whose system times are not known yet: every
-/// createdAt and modifiedAt (the entity's and each attribute's, at any
-/// depth) is a placeholder, to be written by [`Unstamped::stamp`]. Made on
-/// a request's thread, so that the writer thread only fills in the times.
-#[derive(Debug)]
-pub struct Unstamped {
-    bytes: Vec<u8>,
-    /// Where each time's eight bytes start, in writing order: the
-    /// attributes' first, the entity's createdAt and modifiedAt last.
-    stamps: Vec<u32>,
-}
-
-/// The placeholder of an unstamped time. Any value above `u32::MAX` is
-/// written as `0xcf` and eight bytes, as every real time (microseconds
-/// since 1970) is, so that a stamp changes no length.
-const PLACEHOLDER: u64 = u64::MAX;
-
-/// The encoding of `entity` with its times left open (see [`Unstamped`]).
-pub fn encode_unstamped(names: &Names, entity: &Entity) -> Unstamped {
-    let mut bytes = Vec::with_capacity(1024);
-    let mut stamps = Vec::with_capacity(32);
-    write_entity(&mut bytes, names, entity, &mut Some(&mut stamps));
-    Unstamped { bytes, stamps }
-}
-
-impl Unstamped {
-    /// The encoding of the entity with `created` as its createdAt and
-    /// `modified` as every other time: what [`encode_entity`] gives for the
-    /// entity so stamped (a new entity, or a replaced one, which keeps only
-    /// its createdAt). `None` for a time that is not written in eight bytes
-    /// (before 1970-02-20), which the caller then encodes the usual way.
-    pub fn stamp(mut self, created: i64, modified: i64) -> Option<Vec<u8>> {
-        let wide = |t: i64| u64::try_from(t).ok().filter(|t| *t > u64::from(u32::MAX));
-        let (created, modified) = (wide(created)?, wide(modified)?);
-        let last = self.stamps.len().checked_sub(2)?;
-        for (i, at) in self.stamps.iter().enumerate() {
-            let t = if i == last { created } else { modified };
-            let at = *at as usize;
-            self.bytes[at..at + 8].copy_from_slice(&t.to_be_bytes());
-        }
-        Some(self.bytes)
-    }
-}
-
-/// A system time: the value, or a placeholder whose place is noted.
-#[inline(always)]
-fn time(out: &mut Vec<u8>, t: i64, stamps: &mut Option<&mut Vec<u32>>) {
-    match stamps {
-        None => int(out, t),
-        Some(list) => {
-            out.push(0xcf);
-            list.push(out.len() as u32);
-            out.extend_from_slice(&PLACEHOLDER.to_be_bytes());
-        }
-    }
-}
-
-fn write_entity(
-    out: &mut Vec<u8>,
-    names: &Names,
-    e: &Entity,
-    stamps: &mut Option<&mut Vec<u32>>,
-) {
+fn write_entity(out: &mut Vec<u8>, names: &Names, e: &Entity) {
     array_len(out, 6);
     string(out, &e.id);
     array_len(out, e.types.len());
@@ -118,11 +56,11 @@ fn write_entity(
         name(out, Some(names), n);
         array_len(out, instances.len());
         for a in instances {
-            write_attribute_timed(out, Some(names), &AttrParts::of(a), stamps);
+            write_attribute(out, Some(names), &AttrParts::of(a));
         }
     }
-    time(out, e.created_at, stamps);
-    time(out, e.modified_at, stamps);
+    int(out, e.created_at);
+    int(out, e.modified_at);
 }
 
 /// The fields of an attribute to write, borrowed (a temporal instance
@@ -162,16 +100,6 @@ impl<'a> AttrParts<'a> {
 /// Writes an attribute: its names numbered in `names`, or strings without
 /// a table.
 pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'_>) {
-    write_attribute_timed(out, names, a, &mut None);
-}
-
-/// [`write_attribute`], with its times left open when `stamps` is given.
-fn write_attribute_timed(
-    out: &mut Vec<u8>,
-    names: Option<&Names>,
-    a: &AttrParts<'_>,
-    stamps: &mut Option<&mut Vec<u32>>,
-) {
     array_len(out, 7);
     map_len(out, 1);
     uint(out, kind_number(a.value));
@@ -205,13 +133,13 @@ fn write_attribute_timed(
     }
     optional_string(out, a.observed_at);
     optional_string(out, a.unit_code);
-    time(out, a.created_at, stamps);
-    time(out, a.modified_at, stamps);
+    int(out, a.created_at);
+    int(out, a.modified_at);
     array_len(out, a.sub.len());
     for (n, s) in a.sub {
         array_len(out, 2);
         name(out, names, n);
-        write_attribute_timed(out, names, &AttrParts::of(s), stamps);
+        write_attribute(out, names, &AttrParts::of(s));
     }
 }
 

@@ -14,23 +14,6 @@ fn reference(names: &Arc<Names>, e: &Entity) -> Vec<u8> {
     out
 }
 
-#[test]
-fn times_that_do_not_take_eight_bytes_are_not_stamped() {
-    let names = Names::default();
-    let e = Entity {
-        id: "urn:ngsi-ld:T:1".into(),
-        types: vec![ngsi_model::iri("https://example.org/T")],
-        scopes: Vec::new(),
-        attrs: Vec::new(),
-        created_at: 0,
-        modified_at: 0,
-    };
-    let t = 1i64 << 40;
-    assert!(encode_unstamped(&names, &e).stamp(t, t).is_some());
-    assert_eq!(encode_unstamped(&names, &e).stamp(u32::MAX.into(), t), None);
-    assert_eq!(encode_unstamped(&names, &e).stamp(t, -1), None);
-}
-
 fn fast(names: &Arc<Names>, bytes: &[u8]) -> Option<Entity> {
     Reader::new(bytes, Some(names)).entity()
 }
@@ -178,33 +161,6 @@ proptest! {
         prop_assert_eq!(&bytes, &reference(&names, &e));
         prop_assert_eq!(fast(&names, &bytes), Some(e.clone()));
         prop_assert_eq!(decode_entity(&names, &bytes).unwrap(), e);
-    }
-
-    /// An entity encoded before its times are known, then stamped, has the
-    /// bytes of the entity stamped, then encoded: every attribute time (at
-    /// any depth) the modification time, the entity's createdAt its own.
-    #[test]
-    fn stamping_an_unstamped_encoding_is_encoding_the_stamped_entity(
-        e in entity(),
-        created in (1i64 << 32)..i64::MAX,
-        modified in (1i64 << 32)..i64::MAX,
-    ) {
-        fn stamp(a: &mut Attribute, t: i64) {
-            a.created_at = t;
-            a.modified_at = t;
-            for (_, s) in &mut a.sub {
-                stamp(s, t);
-            }
-        }
-        let names = Arc::new(Names::default());
-        let unstamped = encode_unstamped(&names, &e);
-        let mut stamped = e.clone();
-        stamped.created_at = created;
-        stamped.modified_at = modified;
-        for (_, instances) in &mut stamped.attrs {
-            instances.iter_mut().for_each(|a| stamp(a, modified));
-        }
-        prop_assert_eq!(unstamped.stamp(created, modified), Some(encode_entity(&names, &stamped)));
     }
 
     /// Without a name table (the temporal instances' documents) names are
