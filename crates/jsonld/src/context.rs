@@ -16,8 +16,8 @@
 //! prefixes such as `ngsi-ld:`), silently keeps a core term when a user context
 //! redefines it, and never lets `null` drop the core terms.
 
-use std::borrow::Cow;
 use foldhash::{HashMap, HashMapExt};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};

@@ -285,15 +285,21 @@ impl AttrValue {
 
     /// The NGSI-LD name of the kind (`Property`, `Relationship`, ...).
     pub fn kind_name(&self) -> &'static str {
+        Self::KIND_NAMES[self.kind_index()]
+    }
+
+    /// The place of the kind in [`AttrValue::KIND_NAMES`], which is its
+    /// place in the declaration (its number in the stored encoding).
+    pub fn kind_index(&self) -> usize {
         match self {
-            Self::Property(_) => "Property",
-            Self::Relationship { .. } => "Relationship",
-            Self::GeoProperty(_) => "GeoProperty",
-            Self::LanguageProperty(_) => "LanguageProperty",
-            Self::JsonProperty(_) => "JsonProperty",
-            Self::VocabProperty(_) => "VocabProperty",
-            Self::ListProperty(_) => "ListProperty",
-            Self::ListRelationship { .. } => "ListRelationship",
+            Self::Property(_) => 0,
+            Self::Relationship { .. } => 1,
+            Self::GeoProperty(_) => 2,
+            Self::LanguageProperty(_) => 3,
+            Self::JsonProperty(_) => 4,
+            Self::VocabProperty(_) => 5,
+            Self::ListProperty(_) => 6,
+            Self::ListRelationship { .. } => 7,
         }
     }
 }

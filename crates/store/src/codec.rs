@@ -147,16 +147,7 @@ pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'
 /// [`AttrValue`]'s declaration (see its `Serialize`).
 #[inline(always)]
 fn kind_number(v: &AttrValue) -> u64 {
-    match v {
-        AttrValue::Property(_) => 0,
-        AttrValue::Relationship { .. } => 1,
-        AttrValue::GeoProperty(_) => 2,
-        AttrValue::LanguageProperty(_) => 3,
-        AttrValue::JsonProperty(_) => 4,
-        AttrValue::VocabProperty(_) => 5,
-        AttrValue::ListProperty(_) => 6,
-        AttrValue::ListRelationship { .. } => 7,
-    }
+    v.kind_index() as u64
 }
 
 // The smallest form of each length and integer, as `rmp`'s writers choose

@@ -27,16 +27,12 @@ pub const MAX_ATTR_INDEXES: usize = 32;
 /// The names of the attribute kinds, in the order of the counters.
 const KINDS: [&str; 8] = ngsi_model::AttrValue::KIND_NAMES;
 
-fn kind_index(name: &str) -> usize {
-    KINDS.iter().position(|k| *k == name).unwrap_or(0)
-}
-
 /// The kinds among the instances of one attribute, as the discovery
 /// counts see them.
 fn kinds_of(instances: &[ngsi_model::Attribute]) -> [bool; 8] {
     let mut k = [false; 8];
     for a in instances {
-        k[kind_index(a.value.kind_name())] = true;
+        k[a.value.kind_index()] = true;
     }
     k
 }
@@ -248,18 +244,13 @@ impl TenantIndex {
                 *n = n.saturating_sub(1);
             }
         }
-        let kinds: Vec<(Iri, [bool; 8])> = e
-            .attrs
-            .iter()
-            .map(|(name, instances)| (name.clone(), kinds_of(instances)))
-            .collect();
         for t in &e.types {
             let tc = self.types.entry(t.clone()).or_default();
             bump(&mut tc.entities, add);
-            for (name, k) in &kinds {
+            for (name, instances) in &e.attrs {
                 let ac = tc.attrs.entry(name.clone()).or_default();
                 bump(&mut ac.entities, add);
-                for (i, present) in k.iter().enumerate() {
+                for (i, present) in kinds_of(instances).iter().enumerate() {
                     if *present {
                         bump(&mut ac.kinds[i], add);
                     }
@@ -272,10 +263,10 @@ impl TenantIndex {
                 self.types.remove(t);
             }
         }
-        for (name, k) in &kinds {
+        for (name, instances) in &e.attrs {
             let totals = self.attrs.entry(name.clone()).or_default();
             bump(&mut totals.counts.entities, add);
-            for (i, present) in k.iter().enumerate() {
+            for (i, present) in kinds_of(instances).iter().enumerate() {
                 if *present {
                     bump(&mut totals.counts.kinds[i], add);
                 }
