@@ -49,7 +49,7 @@ use ngsi_model::names::Names;
 use ngsi_model::time::IsoDuration;
 use ngsi_model::{AttrValue, Attribute, Entity, Iri};
 use parking_lot::{Mutex, RwLock};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
     AggregateBucket, AttrHistory, HistoryEntity, HistoryRequest, StoreError, TemporalInstance,
@@ -1225,7 +1225,7 @@ fn encode_types(names: &Names, types: &[Iri]) -> Vec<u8> {
 
 /// Writes what the group still holds back: the pending group row, and the
 /// types of new entities that no group row carried.
-pub(crate) fn finish(tx: &Transaction<'_>, overlay: &mut HistoryOverlay) -> Result<(), StoreError> {
+pub(crate) fn finish(tx: &Connection, overlay: &mut HistoryOverlay) -> Result<(), StoreError> {
     flush_group(tx, overlay)?;
     if !overlay.pending.is_empty() {
         let mut recent = tx.prepare_cached(INSERT_RECENT)?;
@@ -1262,12 +1262,7 @@ pub(crate) fn finish(tx: &Transaction<'_>, overlay: &mut HistoryOverlay) -> Resu
     Ok(())
 }
 
-fn write_types(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    id: &str,
-    types: &[Iri],
-) -> Result<(), StoreError> {
+fn write_types(tx: &Connection, tenant: &str, id: &str, types: &[Iri]) -> Result<(), StoreError> {
     let text = serde_json::to_string(&types.iter().map(|t| &**t).collect::<Vec<_>>())
         .unwrap_or_else(|_| "[]".into());
     tx.prepare_cached(
@@ -1298,10 +1293,7 @@ fn read_entry(e: &[u8]) -> (u32, u32) {
 }
 
 /// Writes the pending group of `overlay`, if any.
-pub(crate) fn flush_group(
-    tx: &Transaction<'_>,
-    overlay: &mut HistoryOverlay,
-) -> Result<(), StoreError> {
+pub(crate) fn flush_group(tx: &Connection, overlay: &mut HistoryOverlay) -> Result<(), StoreError> {
     if let Some(g) = overlay.group.take() {
         tx.prepare_cached(
             "INSERT INTO history_series_groups (id, tenant, entity, series, types) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1325,7 +1317,7 @@ fn group_of(groups: &[PendingGroup], sid: i64) -> Option<i64> {
 /// `history_series` (written before groups existed), or its entry of a
 /// group row (the row goes when its last entry does).
 pub(crate) fn delete_series_row(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     names: &Names,
     sid: i64,
 ) -> Result<(), StoreError> {
@@ -1427,7 +1419,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn series(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
         known: Option<&[Slot]>,
@@ -1502,7 +1494,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     fn series_for(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
         known: Option<&[Slot]>,
@@ -1527,7 +1519,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         overlay: &mut HistoryOverlay,
         sid: i64,
         attr: Option<&Attribute>,
@@ -1571,7 +1563,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
         tenant: &str,
@@ -1627,7 +1619,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     fn record_scope(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
         tenant: &str,
@@ -1669,7 +1661,7 @@ impl Recorder {
     /// Stores the types of an entity with history when they are new.
     pub(crate) fn note_types(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         index: &HistoryIndex,
         overlay: &mut HistoryOverlay,
         tenant: &str,
@@ -1715,7 +1707,7 @@ impl Recorder {
     /// beyond the saved value: it saves a value `SEQ_RESERVE` ahead, and a
     /// restart continues from there (seqs need to be unique and growing,
     /// not dense).
-    pub(crate) fn save_seq(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    pub(crate) fn save_seq(&mut self, tx: &Connection) -> Result<(), StoreError> {
         if self.next_seq <= self.saved_seq {
             return Ok(());
         }
@@ -1734,7 +1726,7 @@ impl Recorder {
 }
 
 /// Inserts a row into `history_recent` (`recent`) or `history`.
-pub(crate) fn insert_row(tx: &Transaction<'_>, row: &Row, recent: bool) -> Result<(), StoreError> {
+pub(crate) fn insert_row(tx: &Connection, row: &Row, recent: bool) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(if recent {
         INSERT_RECENT
     } else {

@@ -1316,11 +1316,7 @@ fn freelist_count(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
 }
 
-fn delete_series(
-    tx: &rusqlite::Transaction<'_>,
-    names: &Names,
-    sid: i64,
-) -> Result<(), StoreError> {
+fn delete_series(tx: &Connection, names: &Names, sid: i64) -> Result<(), StoreError> {
     crate::genesis::explode(tx, sid, None)?;
     tx.execute("DELETE FROM history WHERE series = ?1", [sid])?;
     crate::history::delete_series_row(tx, names, sid)
@@ -1328,11 +1324,7 @@ fn delete_series(
 
 /// Inserts the names numbered from `from` on into `names`, in the
 /// transaction of the rows that use them; returns how many.
-fn persist_names(
-    tx: &rusqlite::Transaction<'_>,
-    names: &Names,
-    from: usize,
-) -> Result<usize, StoreError> {
+fn persist_names(tx: &Connection, names: &Names, from: usize) -> Result<usize, StoreError> {
     let fresh = names.since(from);
     if !fresh.is_empty() {
         let mut insert = tx.prepare_cached("INSERT INTO names (id, name) VALUES (?1, ?2)")?;
@@ -1711,8 +1703,13 @@ impl Writer {
         let recent = &mut self.recent;
         let persisted_names = self.persisted_names;
         let next_row = &mut self.next_row;
+        let conn = &self.conn;
         let outcome = (|| -> Result<usize, StoreError> {
-            let tx = self.conn.transaction()?;
+            // BEGIN and COMMIT as cached statements: rusqlite's Transaction
+            // parses both afresh for every group, which cost a single-write
+            // group 5% of the writer's time. A failure rolls back below.
+            conn.prepare_cached("BEGIN")?.execute([])?;
+            let tx = conn;
             {
                 // Rows are found by number (the index holds each entity's
                 // row): an existing row is updated in place, a new entity
@@ -1828,7 +1825,7 @@ impl Writer {
                                         }
                                         if let Some(r) = recorder.as_mut() {
                                             r.record(
-                                                &tx,
+                                                tx,
                                                 &history_index,
                                                 &mut history,
                                                 &req.tenant,
@@ -1863,7 +1860,7 @@ impl Writer {
                                         }
                                         if let Some(r) = recorder.as_mut() {
                                             r.record(
-                                                &tx,
+                                                tx,
                                                 &history_index,
                                                 &mut history,
                                                 &req.tenant,
@@ -1897,18 +1894,24 @@ impl Writer {
                     results.push(these);
                 }
             }
-            crate::history::finish(&tx, &mut history)?;
+            crate::history::finish(tx, &mut history)?;
             if history.recorded > 0
                 && let Some(r) = recorder.as_mut()
             {
-                r.save_seq(&tx)?;
+                r.save_seq(tx)?;
             }
             // The names the group's encodings and series numbered first, in
             // the same transaction as they.
-            let new_names = persist_names(&tx, &self.shared.names, persisted_names)?;
-            tx.commit()?;
+            let new_names = persist_names(tx, &self.shared.names, persisted_names)?;
+            tx.prepare_cached("COMMIT")?.execute([])?;
             Ok(new_names)
         })();
+        if outcome.is_err()
+            && !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rolling back a failed group failed");
+        }
         match outcome {
             Ok(new_names) => {
                 self.persisted_names += new_names;

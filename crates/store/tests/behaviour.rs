@@ -2310,3 +2310,56 @@ async fn one_group_keeps_the_series_of_two_tenants_apart() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_group_that_fails_to_commit_is_rolled_back_and_the_next_one_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    let t = "https://example.org/T";
+    store
+        .write("", vec![create(entity("urn:ok:1", t, 1))])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    // Another connection makes the entities table refuse one id: the
+    // writer's statement fails in the middle of its group.
+    let other = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON entities WHEN NEW.id = 'urn:bad:1' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    drop(other);
+    let failed = store
+        .write(
+            "",
+            vec![
+                create(entity("urn:ok:2", t, 2)),
+                create(entity("urn:bad:1", t, 3)),
+            ],
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    // Nothing of the failed group is visible, and the writer goes on: its
+    // transaction was rolled back, so the next group can begin its own.
+    assert!(store.get("", "urn:ok:2").is_none());
+    assert_eq!(store.entity_count(), 1);
+    for id in ["urn:ok:3", "urn:ok:4"] {
+        store
+            .write("", vec![create(entity(id, t, 4))])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+    }
+    drop(store);
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    let ids: Vec<String> = ["urn:ok:1", "urn:ok:2", "urn:bad:1", "urn:ok:3", "urn:ok:4"]
+        .into_iter()
+        .filter(|id| store.get("", id).is_some())
+        .map(String::from)
+        .collect();
+    assert_eq!(ids, ["urn:ok:1", "urn:ok:3", "urn:ok:4"]);
+}
