@@ -39,8 +39,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u64,
     /// Scenarios to run (comma separated): null, create, partial, update,
-    /// upsert, query, relquery, notify-http, notify-mqtt, history, aggregate,
-    /// restart. Default: all.
+    /// upsert, query, relquery, notify-http, notify-mqtt, notify-http-batch,
+    /// notify-mqtt-batch, history, aggregate, restart. Default: all.
     #[arg(long)]
     pub only: Option<String>,
     /// Whether the benchmarked server records history (`wuyang serve
@@ -632,22 +632,37 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             ceiling,
         );
     }
-    for (name, transport) in [
-        ("notify-http", crate::bench_notify::Transport::Http),
-        ("notify-mqtt", crate::bench_notify::Transport::Mqtt),
+    for (name, transport, batch) in [
+        ("notify-http", crate::bench_notify::Transport::Http, 1),
+        ("notify-mqtt", crate::bench_notify::Transport::Mqtt, 1),
+        (
+            "notify-http-batch",
+            crate::bench_notify::Transport::Http,
+            10,
+        ),
+        (
+            "notify-mqtt-batch",
+            crate::bench_notify::Transport::Mqtt,
+            10,
+        ),
     ] {
         if !wants(&args, name) {
             continue;
         }
-        let r = crate::bench_notify::run(addr, conns, n, transport).await?;
+        let r = crate::bench_notify::run(addr, conns, n, transport, batch).await?;
         println!(
             "| {:<42} | {:>10.0} {:<10} | {:>7.2} | {:>7.2} | {:>7.2} | {:>8} | {:>6} |",
             format!(
-                "notifications, 100 subscriptions, {} ({}/{} delivered)",
+                "notifications, 100 subscriptions, {}, {} ({}/{} delivered)",
                 if transport == crate::bench_notify::Transport::Http {
                     "HTTP"
                 } else {
                     "MQTT"
+                },
+                if batch == 1 {
+                    "partial updates".to_string()
+                } else {
+                    format!("batch updates of {batch}")
                 },
                 r.delivered,
                 r.updates

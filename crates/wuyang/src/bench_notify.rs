@@ -1,7 +1,9 @@
 //! The notification scenarios of `wuyang bench`: 100 active subscriptions,
-//! partial updates that each match one of them, delivered to a receiver in
-//! this process over HTTP or through the MQTT broker; the latency is taken
-//! from the update's acknowledgement to the notification's arrival.
+//! updates that each match one of them (partial attribute updates, or batch
+//! upserts of ten entities as the city simulator sends), delivered to a
+//! receiver in this process over HTTP or through the MQTT broker; the
+//! latency is taken from the update's acknowledgement to the notification's
+//! arrival.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -141,14 +143,18 @@ async fn mqtt_receiver(clock: Arc<Clock>, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the scenario: `total` partial updates over `connections`
-/// connections against the broker at `addr`.
+/// Runs the scenario: `total` updates over `connections` connections
+/// against the broker at `addr`: one partial attribute update per request
+/// when `batch` is 1, else batch upserts (`options=update`) of `batch`
+/// entities, as the city simulator sends its readings.
 pub async fn run(
     addr: SocketAddr,
     connections: usize,
     total: u64,
     transport: Transport,
+    batch: u64,
 ) -> anyhow::Result<NotifyResult> {
+    let batch = batch.max(1);
     let clock = Arc::new(Clock {
         start: Instant::now(),
         acked: (0..total).map(|_| AtomicU64::new(0)).collect(),
@@ -249,24 +255,43 @@ pub async fn run(
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(addr).await?;
-            loop {
-                let i = counter.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
+            let id = |i: u64| {
                 let n = i % (SUBSCRIPTIONS * PER_SUBSCRIPTION);
-                let body = json!({"type": "Property", "value": i as f64, "observedAt": "2024-03-01T09:00:00Z", "unitCode": "CEL"});
-                let path = format!(
-                    "/ngsi-ld/v1/entities/urn:ngsi-ld:Bench:{prefix}:{}:{}/attrs/aProperty",
+                format!(
+                    "urn:ngsi-ld:Bench:{prefix}:{}:{}",
                     n % SUBSCRIPTIONS,
                     n / SUBSCRIPTIONS
-                );
-                let (status, _) = send(&mut sender, request(Method::PATCH, path, Some(&body), true))
-                    .await
-                    .context("updating")?;
-                clock.acked[i as usize].store(clock.now(), Ordering::Relaxed);
+                )
+            };
+            let reading = |i: u64| json!({"type": "Property", "value": i as f64, "observedAt": "2024-03-01T09:00:00Z", "unitCode": "CEL"});
+            loop {
+                let first = counter.fetch_add(batch, Ordering::Relaxed);
+                if first >= total {
+                    break;
+                }
+                let updates = first..(first + batch).min(total);
+                let req = if batch == 1 {
+                    let path = format!("/ngsi-ld/v1/entities/{}/attrs/aProperty", id(first));
+                    request(Method::PATCH, path, Some(&reading(first)), true)
+                } else {
+                    let entities: Vec<Value> = updates
+                        .clone()
+                        .map(|i| json!({"id": id(i), "type": "Sensor", "aProperty": reading(i)}))
+                        .collect();
+                    request(
+                        Method::POST,
+                        "/ngsi-ld/v1/entityOperations/upsert?options=update".into(),
+                        Some(&Value::Array(entities)),
+                        true,
+                    )
+                };
+                let (status, _) = send(&mut sender, req).await.context("updating")?;
+                let now = clock.now();
+                for i in updates.clone() {
+                    clock.acked[i as usize].store(now, Ordering::Relaxed);
+                }
                 if status != 204 {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                    errors.fetch_add(updates.end - updates.start, Ordering::Relaxed);
                 }
             }
             anyhow::Ok(())
