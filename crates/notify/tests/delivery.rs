@@ -424,3 +424,75 @@ async fn idle_connections_to_receivers_are_closed() {
         "the idle connection is still open: {closed:?}"
     );
 }
+
+/// The variable that tells a run of this binary it is the child of
+/// [`behind_a_proxy_from_the_environment_notifications_go_through_it`].
+const PROXY_CHILD: &str = "WUYANG_NOTIFY_PROXY_CHILD";
+
+/// Behind an HTTP proxy named in the environment (as reqwest reads it),
+/// plain `http://` notifications go through the proxy too. The environment
+/// is set for a second run of this test binary, which runs only
+/// [`proxied_delivery_child`]: setting it in this process would need
+/// `unsafe`. The "proxy" is a receiver here that answers every request; the
+/// endpoint is a port nothing listens on, so only a request sent through the
+/// proxy is delivered.
+#[tokio::test]
+async fn behind_a_proxy_from_the_environment_notifications_go_through_it() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let app = Router::new().fallback(move |req: axum::extract::Request| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(req.uri().to_string());
+            StatusCode::OK
+        }
+    });
+    let proxy = serve(app).await;
+    let exe = std::env::current_exe().unwrap();
+    let child = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args([
+                "proxied_delivery_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(PROXY_CHILD, "1")
+            .env("HTTP_PROXY", format!("http://{proxy}"))
+            .env_remove("http_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && out.contains("1 passed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    // The proxy got the request in absolute form, for the endpoint.
+    assert_eq!(seen.recv().await.unwrap(), "http://127.0.0.1:9/notify");
+}
+
+/// The child run of the test above (ignored in a normal run).
+#[tokio::test]
+#[ignore = "run by behind_a_proxy_from_the_environment_notifications_go_through_it"]
+async fn proxied_delivery_child() {
+    assert!(
+        std::env::var_os(PROXY_CHILD).is_some(),
+        "run by the parent test"
+    );
+    let log = Arc::new(Log::default());
+    let notifier = Notifier::new(config(), log.clone());
+    notifier
+        .send(
+            &Arc::from("urn:sub:proxied"),
+            &endpoint("http://127.0.0.1:9/notify", &[]),
+            message("{}"),
+        )
+        .unwrap();
+    let events = log.wait_for("urn:sub:proxied", 2).await;
+    assert_eq!(events.get(1), Some(&Event::Delivered), "{events:?}");
+}
