@@ -456,12 +456,10 @@ pub fn parse_attributes<'a, J: JsonDoc + 'a>(
 }
 
 fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
-    for (i, a) in instances.iter().enumerate() {
-        if instances[..i].iter().any(|b| b.dataset_id == a.dataset_id) {
-            return Err(NgsiError::bad_data(format!(
-                "attribute {name} has two instances with the same datasetId"
-            )));
-        }
+    if has_repeated_dataset_id(instances) {
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name} has two instances with the same datasetId"
+        )));
     }
     let geo = [
         "https://uri.etsi.org/ngsi-ld/location",
@@ -478,6 +476,22 @@ fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether two of `instances` have the same datasetId (or both none): by
+/// pairs for a few, through a set for many (an attribute may have
+/// thousands of instances, and pairs would take the square of that).
+pub fn has_repeated_dataset_id(instances: &[Attribute]) -> bool {
+    if instances.len() <= 16 {
+        return instances
+            .iter()
+            .enumerate()
+            .any(|(i, a)| instances[..i].iter().any(|b| b.dataset_id == a.dataset_id));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(instances.len());
+    !instances
+        .iter()
+        .all(|a| seen.insert(a.dataset_id.as_deref()))
 }
 
 /// Whether `v` is an object that is written as an attribute (it has one of
@@ -891,6 +905,25 @@ fn value_has_null(v: &AttrValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The set and the pairs agree on either side of the threshold.
+        #[test]
+        fn repeated_dataset_ids_are_found_at_any_count(
+            ids in proptest::collection::vec(proptest::option::of(0u8..40), 0..40),
+        ) {
+            let instances: Vec<Attribute> = ids
+                .iter()
+                .map(|d| {
+                    let mut a = Attribute::new(AttrValue::Property(serde_json::Value::Null));
+                    a.dataset_id = d.map(|d| format!("urn:d:{d}").into());
+                    a
+                })
+                .collect();
+            let by_pairs = ids.iter().enumerate().any(|(i, a)| ids[..i].contains(a));
+            proptest::prop_assert_eq!(has_repeated_dataset_id(&instances), by_pairs);
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

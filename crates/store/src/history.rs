@@ -1190,6 +1190,101 @@ pub(crate) struct NewSeries {
     sid: i64,
 }
 
+/// Above this many attribute instances (before and after together), an
+/// operation's history is recorded through [`ManyInstances`].
+const MANY_INSTANCES: usize = 32;
+
+/// The lookups of [`Recorder::record`] for an entity of many attribute
+/// instances, as maps: the instances before and after the operation by
+/// attribute and datasetId, and the entity's series (those in the index,
+/// those the group created so far and those this call creates) by the
+/// numbers of their attribute and datasetId.
+struct ManyInstances<'e> {
+    // Keyed by names and datasetIds as given: seeded hashing, so that no
+    // chosen set of them collides.
+    before: foldhash::HashMap<(&'e str, Option<&'e str>), &'e Attribute>,
+    after: foldhash::HashSet<(&'e str, Option<&'e str>)>,
+    series: HashMap<(u32, u32), i64>,
+}
+
+impl<'e> ManyInstances<'e> {
+    fn new(
+        index: &HistoryIndex,
+        known: Option<&[Slot]>,
+        overlay: &HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        before: Option<&'e Entity>,
+        after: Option<&'e Entity>,
+    ) -> Self {
+        let pairs = |e: Option<&'e Entity>| {
+            e.into_iter().flat_map(|e| {
+                e.attrs.iter().flat_map(|(name, instances)| {
+                    instances
+                        .iter()
+                        .map(move |a| ((&**name, a.dataset_id.as_deref()), a))
+                })
+            })
+        };
+        let names = index.names();
+        let mut series: HashMap<(u32, u32), i64> = known
+            .into_iter()
+            .flatten()
+            .map(|s| ((s.attr, s.dataset), s.sid))
+            .collect();
+        for s in overlay.new_series.get(&**id).into_iter().flatten() {
+            if *s.tenant == *tenant {
+                let attr = names.number_of(&s.attr);
+                let dataset = s.dataset.as_deref().map_or(0, |d| names.number_of(d) + 1);
+                series.insert((attr, dataset), s.sid);
+            }
+        }
+        Self {
+            before: pairs(before).collect(),
+            after: pairs(after).map(|(key, _)| key).collect(),
+            series,
+        }
+    }
+
+    /// The instance of attribute `name` with `dataset` before the operation.
+    fn before(&self, name: &str, dataset: Option<&str>) -> Option<&'e Attribute> {
+        self.before.get(&(name, dataset)).copied()
+    }
+
+    /// Whether the operation kept an instance of `name` with `dataset`.
+    fn kept(&self, name: &str, dataset: Option<&str>) -> bool {
+        self.after.contains(&(name, dataset))
+    }
+
+    /// The series of `name` with the datasetId of `inst`, created when new.
+    #[allow(clippy::too_many_arguments)]
+    fn series(
+        &mut self,
+        recorder: &mut Recorder,
+        tx: &Connection,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        name: &Iri,
+        inst: &Attribute,
+    ) -> Result<i64, StoreError> {
+        let names = index.names();
+        let dataset = inst.dataset_id.as_deref();
+        let key = (
+            names.number_of(name),
+            dataset.map_or(0, |d| names.number_of(d) + 1),
+        );
+        if let Some(sid) = self.series.get(&key) {
+            return Ok(*sid);
+        }
+        // Neither in the index nor among the group's new series.
+        let sid = recorder.new_series(tx, index, overlay, tenant, id, name, dataset)?;
+        self.series.insert(key, sid);
+        Ok(sid)
+    }
+}
+
 /// Types waiting to be written, by entity id: (tenant, types) pairs.
 pub(crate) type DeferredTypes = HashMap<Arc<str>, Vec<(Box<str>, Vec<Iri>)>>;
 
@@ -1442,6 +1537,22 @@ impl Recorder {
         {
             return Ok(s.sid);
         }
+        self.new_series(tx, index, overlay, tenant, id, name, dataset)
+    }
+
+    /// Creates the series of attribute `name` with `dataset` of entity `id`
+    /// (in the transaction and the overlay), known to be new.
+    #[allow(clippy::too_many_arguments)]
+    fn new_series(
+        &mut self,
+        tx: &Connection,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        name: &Iri,
+        dataset: Option<&str>,
+    ) -> Result<i64, StoreError> {
         let sid = self.next_series;
         self.next_series += 1;
         overlay.first_new.get_or_insert(sid);
@@ -1573,17 +1684,37 @@ impl Recorder {
         now: i64,
     ) -> Result<(), StoreError> {
         let known = index.series_list(tenant, id);
+        let instances = |e: Option<&Entity>| {
+            e.map_or(0, |e| e.attrs.iter().map(|(_, v)| v.len()).sum::<usize>())
+        };
+        // An entity of many attribute instances is looked up through maps
+        // built for this call: by scans, its record would take the square
+        // of its size.
+        let mut many = (instances(before) + instances(after) > MANY_INSTANCES)
+            .then(|| ManyInstances::new(index, known, overlay, tenant, id, before, after));
         if let Some(after) = after {
             self.note_types(tx, index, overlay, tenant, id, &after.types)?;
             for (name, instances) in &after.attrs {
-                let old = before.and_then(|b| b.attr(name));
+                let old = match &many {
+                    Some(_) => None,
+                    None => before.and_then(|b| b.attr(name)),
+                };
                 for inst in instances {
-                    let prior =
-                        old.and_then(|o| o.iter().find(|x| x.dataset_id == inst.dataset_id));
+                    let prior = match &many {
+                        Some(m) => m.before(name, inst.dataset_id.as_deref()),
+                        None => {
+                            old.and_then(|o| o.iter().find(|x| x.dataset_id == inst.dataset_id))
+                        }
+                    };
                     if prior.is_some_and(|p| p.modified_at == inst.modified_at) {
                         continue;
                     }
-                    let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
+                    let sid = match &mut many {
+                        Some(m) => m.series(self, tx, index, overlay, tenant, id, name, inst)?,
+                        None => {
+                            self.series_for(tx, index, overlay, known, tenant, id, name, inst)?
+                        }
+                    };
                     self.insert(tx, overlay, sid, Some(inst), now, None)?;
                 }
             }
@@ -1592,12 +1723,26 @@ impl Recorder {
         if let Some(before) = before {
             let deleted_at = after.map_or(now, |a| a.modified_at);
             for (name, instances) in &before.attrs {
-                let new = after.and_then(|a| a.attr(name));
+                let new = match &many {
+                    Some(_) => None,
+                    None => after.and_then(|a| a.attr(name)),
+                };
                 for inst in instances {
-                    if new.is_some_and(|n| n.iter().any(|x| x.dataset_id == inst.dataset_id)) {
+                    let kept = match &many {
+                        Some(m) => m.kept(name, inst.dataset_id.as_deref()),
+                        None => {
+                            new.is_some_and(|n| n.iter().any(|x| x.dataset_id == inst.dataset_id))
+                        }
+                    };
+                    if kept {
                         continue;
                     }
-                    let sid = self.series_for(tx, index, overlay, known, tenant, id, name, inst)?;
+                    let sid = match &mut many {
+                        Some(m) => m.series(self, tx, index, overlay, tenant, id, name, inst)?,
+                        None => {
+                            self.series_for(tx, index, overlay, known, tenant, id, name, inst)?
+                        }
+                    };
                     self.insert(
                         tx,
                         overlay,

@@ -2363,3 +2363,80 @@ async fn a_group_that_fails_to_commit_is_rolled_back_and_the_next_one_commits() 
         .collect();
     assert_eq!(ids, ["urn:ok:1", "urn:ok:3", "urn:ok:4"]);
 }
+
+/// An attribute of one instance per datasetId in `datasets`, stamped `t`.
+fn instances(datasets: std::ops::Range<u32>, t: i64) -> Vec<Attribute> {
+    datasets
+        .map(|d| {
+            let mut a = Attribute::new(AttrValue::Property(json!(d)));
+            a.dataset_id = Some(format!("urn:ngsi-ld:Dataset:{d}").into());
+            a.created_at = t;
+            a.modified_at = t;
+            a
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_history_of_an_entity_of_many_instances_records_each_change_once() {
+    // More instances than the recorder looks up by scanning: its maps
+    // must find the same instances and series as the scans.
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let id = "urn:ngsi-ld:T:many";
+    let temp = iri("https://example.org/temp");
+    let version = |attrs: Vec<Attribute>, t: i64| Entity {
+        id: id.into(),
+        types: vec![iri("https://example.org/T")],
+        scopes: Vec::new(),
+        attrs: vec![(temp.clone(), attrs)],
+        created_at: 1_000,
+        modified_at: t,
+    };
+    let put = |e: Entity| Op::new(id, move |_| Ok(Change::put(e)));
+    store
+        .write("", vec![put(version(instances(0..40, 1_000), 1_000))])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    // 0..20 change, 20..30 stay as they were, 30..40 go, 40..45 are new;
+    // in the same group, 40..45 change again.
+    let mut second = instances(0..20, 2_000);
+    second.extend(instances(20..30, 1_000));
+    second.extend(instances(40..45, 2_000));
+    let mut third = second.clone();
+    third.truncate(30);
+    third.extend(instances(40..45, 3_000));
+    let results = store
+        .write(
+            "",
+            vec![put(version(second, 2_000)), put(version(third, 3_000))],
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    let history = store
+        .history("", id, history_request())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut counts: Vec<(u32, usize, usize)> = history
+        .iter()
+        .map(|h| {
+            let d = h.dataset_id.as_deref().unwrap();
+            let n: u32 = d.rsplit(':').next().unwrap().parse().unwrap();
+            let deletions = h.instances.iter().filter(|i| i.attr.is_none()).count();
+            (n, h.instances.len(), deletions)
+        })
+        .collect();
+    counts.sort_unstable();
+    let expected: Vec<(u32, usize, usize)> = (0..45)
+        .map(|n| match n {
+            0..20 => (n, 2, 0),
+            20..30 => (n, 1, 0),
+            30..40 => (n, 2, 1),
+            _ => (n, 2, 0),
+        })
+        .collect();
+    assert_eq!(counts, expected);
+}
