@@ -85,6 +85,144 @@ fn insert_instance(entity: &mut Entity, name: &Iri, mut new: Attribute, now: i64
     }
 }
 
+/// Above this many comparisons, a fragment's attributes and instances are
+/// found through maps rather than by scanning: an entity may have thousands
+/// of attributes or datasetIds, and a fragment as many, and scans would
+/// take the product of the two.
+const SCAN_LIMIT: usize = 1024;
+
+/// An entity being edited by a fragment: its attributes found by name.
+/// Attributes are added at the end, and the ones left without instances are
+/// removed by [`Edit::finish`], so that positions hold during the edit.
+struct Edit<'e> {
+    entity: &'e mut Entity,
+    /// Seeded hashing: the names are the client's.
+    by_name: Option<foldhash::HashMap<Iri, usize>>,
+}
+
+impl<'e> Edit<'e> {
+    fn new(entity: &'e mut Entity, lookups: usize) -> Self {
+        let scans = (entity.attrs.len() + lookups).saturating_mul(lookups);
+        let by_name = (scans > SCAN_LIMIT).then(|| {
+            entity
+                .attrs
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (n.clone(), i))
+                .collect()
+        });
+        Self { entity, by_name }
+    }
+
+    /// The position of attribute `name`, if the entity has it.
+    fn find(&self, name: &Iri) -> Option<usize> {
+        match &self.by_name {
+            Some(map) => map.get(name).copied(),
+            None => self.entity.attrs.iter().position(|(n, _)| n == name),
+        }
+    }
+
+    /// The instances of attribute `name`, added without instances if new,
+    /// for `lookups` finds by datasetId.
+    fn attr(&mut self, name: &Iri, lookups: usize) -> Instances<'_> {
+        let at = match self.find(name) {
+            Some(at) => at,
+            None => {
+                self.entity.attrs.push((name.clone(), Vec::new()));
+                let at = self.entity.attrs.len() - 1;
+                if let Some(map) = &mut self.by_name {
+                    map.insert(name.clone(), at);
+                }
+                at
+            }
+        };
+        Instances::new(&mut self.entity.attrs[at].1, lookups)
+    }
+
+    /// Removes the attributes left without instances.
+    fn finish(self) {
+        self.entity.attrs.retain(|(_, v)| !v.is_empty());
+    }
+}
+
+/// The instances of one attribute being edited, found by datasetId.
+/// With a map, removals wait for [`Instances::finish`], so that positions
+/// hold meanwhile.
+struct Instances<'a> {
+    list: &'a mut Vec<Attribute>,
+    by_dataset: Option<foldhash::HashMap<Option<Box<str>>, usize>>,
+    removed: Vec<usize>,
+}
+
+impl<'a> Instances<'a> {
+    fn new(list: &'a mut Vec<Attribute>, lookups: usize) -> Self {
+        let scans = (list.len() + lookups).saturating_mul(lookups);
+        let by_dataset = (scans > SCAN_LIMIT).then(|| {
+            list.iter()
+                .enumerate()
+                .map(|(i, a)| (a.dataset_id.clone(), i))
+                .collect()
+        });
+        Self {
+            list,
+            by_dataset,
+            removed: Vec::new(),
+        }
+    }
+
+    fn find(&self, dataset: Option<&str>) -> Option<usize> {
+        match &self.by_dataset {
+            Some(map) => map.get(&dataset.map(Box::from)).copied(),
+            None => self
+                .list
+                .iter()
+                .position(|a| a.dataset_id.as_deref() == dataset),
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut Attribute {
+        &mut self.list[i]
+    }
+
+    fn remove(&mut self, i: usize) {
+        match &mut self.by_dataset {
+            Some(map) => {
+                map.remove(&self.list[i].dataset_id);
+                self.removed.push(i);
+            }
+            None => {
+                self.list.remove(i);
+            }
+        }
+    }
+
+    /// Adds `new`, stamped as created now.
+    fn insert(&mut self, mut new: Attribute, now: i64) {
+        new.created_at = 0;
+        new.stamp(now, now);
+        if let Some(map) = &mut self.by_dataset {
+            map.insert(new.dataset_id.clone(), self.list.len());
+        }
+        self.list.push(new);
+    }
+
+    /// Applies the removals that waited.
+    fn finish(self) {
+        if self.removed.is_empty() {
+            return;
+        }
+        let mut gone = vec![false; self.list.len()];
+        for i in self.removed {
+            gone[i] = true;
+        }
+        let mut i = 0;
+        self.list.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+    }
+}
+
 /// Adds the types of `fragment` that `entity` lacks (clauses 5.6.2, 5.6.3).
 fn add_types(entity: &mut Entity, types: Vec<Iri>) -> bool {
     let mut changed = false;
@@ -119,27 +257,28 @@ pub fn append(entity: &mut Entity, fragment: Entity, no_overwrite: bool, now: i6
         }
         changed = true;
     }
+    let mut edit = Edit::new(entity, fragment.attrs.len());
     for (name, instances) in fragment.attrs {
+        let mut list = edit.attr(&name, instances.len());
         for new in instances {
-            let existing = entity
-                .attr_mut(&name)
-                .and_then(|i| find_instance(i, new.dataset_id.as_deref()));
-            match existing {
+            match list.find(new.dataset_id.as_deref()) {
                 Some(_) if no_overwrite => report.not_updated.push((
                     name.clone(),
                     "attribute exists and noOverwrite was given".into(),
                 )),
-                Some(old) => {
-                    overwrite(old, new, now);
+                Some(i) => {
+                    overwrite(list.get_mut(i), new, now);
                     report.updated(&name);
                 }
                 None => {
-                    insert_instance(entity, &name, new, now);
+                    list.insert(new, now);
                     report.updated(&name);
                 }
             }
         }
+        list.finish();
     }
+    edit.finish();
     if changed || !report.updated.is_empty() {
         entity.modified_at = now;
     }
@@ -164,52 +303,40 @@ pub fn update_attrs(entity: &mut Entity, fragment: Entity, now: i64) -> UpdateRe
             changed = true;
         }
     }
+    let mut edit = Edit::new(entity, fragment.attrs.len());
     for (name, instances) in fragment.attrs {
+        let mut list = edit.attr(&name, instances.len());
         for new in instances {
             let null = is_ngsi_null(&new);
-            let dataset = new.dataset_id.clone();
-            let pos = entity
-                .attr(&name)
-                .and_then(|i| i.iter().position(|a| a.dataset_id == dataset));
-            match (pos, null) {
+            match (list.find(new.dataset_id.as_deref()), null) {
                 (Some(i), true) => {
-                    remove_instance(entity, &name, i);
+                    list.remove(i);
                     report.updated(&name);
                 }
                 (None, true) => report.not_updated.push((
                     name.clone(),
-                    match &dataset {
+                    match &new.dataset_id {
                         Some(d) => format!("no instance with datasetId {d} to delete"),
                         None => "no default instance to delete".into(),
                     },
                 )),
                 (Some(i), false) => {
-                    let instances = entity.attr_mut(&name).expect("found above");
-                    overwrite(&mut instances[i], new, now);
+                    overwrite(list.get_mut(i), new, now);
                     report.updated(&name);
                 }
                 (None, false) => {
-                    insert_instance(entity, &name, new, now);
+                    list.insert(new, now);
                     report.updated(&name);
                 }
             }
         }
+        list.finish();
     }
+    edit.finish();
     if changed || !report.updated.is_empty() {
         entity.modified_at = now;
     }
     report
-}
-
-/// Removes instance `i` of attribute `name`, and the attribute with its
-/// last instance.
-fn remove_instance(entity: &mut Entity, name: &str, i: usize) {
-    if let Some(instances) = entity.attr_mut(name) {
-        instances.remove(i);
-        if instances.is_empty() {
-            entity.attrs.retain(|(n, _)| &**n != name);
-        }
-    }
 }
 
 /// Applies an RFC 7396 merge patch to a JSON value, with the NGSI-LD Null in
@@ -440,27 +567,21 @@ pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
     } else if !fragment.scopes.is_empty() {
         entity.scopes = fragment.scopes;
     }
+    let mut edit = Edit::new(entity, fragment.attrs.len());
     for (name, instances) in fragment.attrs {
+        let mut list = edit.attr(&name, instances.len());
         for patch in instances {
             let null = is_ngsi_null(&patch);
-            let dataset = patch.dataset_id.clone();
-            match entity.attr_mut(&name) {
-                Some(existing) => match existing.iter().position(|a| a.dataset_id == dataset) {
-                    Some(i) if null => {
-                        existing.remove(i);
-                        if existing.is_empty() {
-                            entity.attrs.retain(|(n, _)| *n != name);
-                        }
-                    }
-                    Some(i) => merge_instance(&mut existing[i], patch, true, now),
-                    None if null => {}
-                    None => insert_instance(entity, &name, stripped(patch), now),
-                },
+            match list.find(patch.dataset_id.as_deref()) {
+                Some(i) if null => list.remove(i),
+                Some(i) => merge_instance(list.get_mut(i), patch, true, now),
                 None if null => {}
-                None => insert_instance(entity, &name, stripped(patch), now),
+                None => list.insert(stripped(patch), now),
             }
         }
+        list.finish();
     }
+    edit.finish();
     entity.modified_at = now;
 }
 
@@ -476,4 +597,156 @@ pub fn replace(old: &Entity, mut new: Entity, now: i64) -> Entity {
     new.id = old.id.clone();
     new.created_at = old.created_at;
     new
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The edits by scanning, one instance at a time: the reference that
+    /// the maps of [`Edit`] and [`Instances`] must agree with.
+    mod reference {
+        use super::super::*;
+
+        fn position(e: &Entity, name: &Iri, dataset: &Option<Box<str>>) -> Option<usize> {
+            e.attr(name)
+                .and_then(|i| i.iter().position(|a| a.dataset_id == *dataset))
+        }
+
+        fn remove(e: &mut Entity, name: &Iri, i: usize) {
+            let list = e.attr_mut(name).unwrap();
+            list.remove(i);
+            if list.is_empty() {
+                e.attrs.retain(|(n, _)| n != name);
+            }
+        }
+
+        pub fn edit(e: &mut Entity, fragment: Entity, mode: u8, now: i64) -> Vec<Iri> {
+            let mut updated: Vec<Iri> = Vec::new();
+            for (name, instances) in fragment.attrs {
+                for new in instances {
+                    let null = is_ngsi_null(&new);
+                    let at = position(e, &name, &new.dataset_id);
+                    let wrote = match (mode, at, null) {
+                        // append with noOverwrite
+                        (0, Some(_), _) => false,
+                        // append
+                        (1, Some(i), _) => {
+                            overwrite(&mut e.attr_mut(&name).unwrap()[i], new, now);
+                            true
+                        }
+                        (0 | 1, None, _) => {
+                            insert_instance(e, &name, new, now);
+                            true
+                        }
+                        // update attributes
+                        (2, Some(i), true) => {
+                            remove(e, &name, i);
+                            true
+                        }
+                        (2, None, true) => false,
+                        (2, Some(i), false) => {
+                            overwrite(&mut e.attr_mut(&name).unwrap()[i], new, now);
+                            true
+                        }
+                        (2, None, false) => {
+                            insert_instance(e, &name, new, now);
+                            true
+                        }
+                        // merge
+                        (_, Some(i), true) => {
+                            remove(e, &name, i);
+                            false
+                        }
+                        (_, Some(i), false) => {
+                            merge_instance(&mut e.attr_mut(&name).unwrap()[i], new, true, now);
+                            false
+                        }
+                        (_, None, true) => false,
+                        (_, None, false) => {
+                            insert_instance(e, &name, stripped(new), now);
+                            false
+                        }
+                    };
+                    if wrote && !updated.contains(&name) {
+                        updated.push(name.clone());
+                    }
+                }
+            }
+            updated
+        }
+    }
+
+    /// Instances of one attribute: datasetIds from a small pool (so that
+    /// fragments hit, miss and repeat), some the NGSI-LD Null.
+    fn instances() -> impl Strategy<Value = Vec<Attribute>> {
+        proptest::collection::vec((proptest::option::of(0u8..48), 0u8..6), 0..48).prop_map(
+            |items| {
+                let mut seen = std::collections::HashSet::new();
+                items
+                    .into_iter()
+                    .filter(|(d, _)| seen.insert(*d))
+                    .map(|(d, v)| {
+                        let value = match v {
+                            0 => Value::String(core_iri::NULL.into()),
+                            v => Value::from(v),
+                        };
+                        let mut a = Attribute::new(AttrValue::Property(value));
+                        a.dataset_id = d.map(|d| format!("urn:d:{d}").into());
+                        a
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn entity() -> impl Strategy<Value = Entity> {
+        proptest::collection::vec((0u8..40, instances()), 0..40).prop_map(|attrs| {
+            let mut seen = std::collections::HashSet::new();
+            Entity {
+                id: "urn:ngsi-ld:T:1".into(),
+                types: vec![crate::iri("https://example.org/T")],
+                scopes: Vec::new(),
+                attrs: attrs
+                    .into_iter()
+                    .filter(|(n, i)| seen.insert(*n) && !i.is_empty())
+                    .map(|(n, i)| (crate::iri(&format!("https://example.org/a{n}")), i))
+                    .collect(),
+                created_at: 1,
+                modified_at: 1,
+            }
+        })
+    }
+
+    fn sorted(mut e: Entity) -> Vec<(Iri, Vec<Attribute>)> {
+        e.attrs.sort_by(|a, b| a.0.cmp(&b.0));
+        e.attrs
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Append, Update Attributes and Merge give what editing one
+        /// instance at a time by scanning gives, with and without the maps.
+        /// (An attribute emptied and refilled by one fragment keeps its
+        /// place where the scans moved it to the end: compared by name.)
+        #[test]
+        fn edits_through_maps_agree_with_scans(e in entity(), fragment in entity(), mode in 0u8..4) {
+            let now = 5;
+            let (mut fast, mut slow) = (e.clone(), e);
+            let updated = match mode {
+                0 => append(&mut fast, fragment.clone(), true, now).updated,
+                1 => append(&mut fast, fragment.clone(), false, now).updated,
+                2 => update_attrs(&mut fast, fragment.clone(), now).updated,
+                _ => {
+                    merge(&mut fast, fragment.clone(), now);
+                    Vec::new()
+                }
+            };
+            let expected = reference::edit(&mut slow, fragment, mode, now);
+            prop_assert_eq!(updated, expected);
+            prop_assert_eq!(sorted(fast), sorted(slow));
+        }
+    }
 }
