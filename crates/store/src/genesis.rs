@@ -148,8 +148,10 @@ fn lookup(conn: &Connection, sid: i64) -> Result<Option<(i64, i64, Vec<u8>)>, St
 /// entity's history would otherwise decode once per series.
 #[derive(Default)]
 pub(crate) struct Reader {
-    /// The last group read: its first series, its last, and its rows.
-    group: Option<(i64, i64, Vec<Row>)>,
+    /// The last group read: its first series, its last, and its rows by
+    /// series, each in (instant, seq) order (a group may hold thousands of
+    /// series: one pass sorts them all out).
+    group: Option<(i64, i64, rustc_hash::FxHashMap<i64, Vec<Row>>)>,
 }
 
 impl Reader {
@@ -164,17 +166,24 @@ impl Reader {
                 Some((first, _, bytes)) => {
                     let rows = decode(first, &bytes)?;
                     let last = rows.iter().map(|r| r.series).max().unwrap_or(first);
-                    Some((first, last, rows))
+                    let mut by_series = rustc_hash::FxHashMap::<i64, Vec<Row>>::default();
+                    for row in rows {
+                        by_series.entry(row.series).or_default().push(row);
+                    }
+                    for rows in by_series.values_mut() {
+                        rows.sort_by_key(|r| (r.t, r.seq));
+                    }
+                    Some((first, last, by_series))
                 }
                 None => None,
             };
         }
-        let Some((_, _, rows)) = &self.group else {
-            return Ok(Vec::new());
-        };
-        let mut mine: Vec<Row> = rows.iter().filter(|r| r.series == sid).cloned().collect();
-        mine.sort_by_key(|r| (r.t, r.seq));
-        Ok(mine)
+        Ok(self
+            .group
+            .as_ref()
+            .and_then(|(_, _, by_series)| by_series.get(&sid))
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
