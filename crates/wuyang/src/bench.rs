@@ -40,7 +40,7 @@ pub struct BenchArgs {
     pub batch_size: u64,
     /// Scenarios to run (comma separated): null, create, partial, update,
     /// upsert, query, relquery, notify-http, notify-mqtt, notify-http-batch,
-    /// notify-mqtt-batch, history, aggregate, restart. Default: all.
+    /// notify-mqtt-batch, history, aggregate, wide, restart. Default: all.
     #[arg(long)]
     pub only: Option<String>,
     /// Whether the benchmarked server records history (`wuyang serve
@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// aggregates.
     #[arg(long, default_value_t = 100_000)]
     pub aggregate_instances: u64,
+    /// Instances (datasetIds) of the one attribute of the `wide` scenario's
+    /// entity.
+    #[arg(long, default_value_t = 100_000)]
+    pub wide_instances: u64,
     /// Durability of the benchmarked server (`full` or `normal`, as for
     /// `wuyang serve --sync`).
     #[arg(long, default_value = "full")]
@@ -679,6 +683,9 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     if wants(&args, "history") || wants(&args, "aggregate") {
         history_scenarios(&args, addr, ceiling, server.is_some().then_some(&data)).await?;
     }
+    if wants(&args, "wide") {
+        wide_entity(addr, args.wide_instances).await?;
+    }
     println!();
     let Some(server) = server else {
         return Ok(());
@@ -727,6 +734,68 @@ fn db_bytes(dir: &str) -> anyhow::Result<(i64, i64)> {
 /// The history scenarios: ingest of temporal instances by batch upsert,
 /// the load of one attribute with many instances through the temporal API,
 /// its disk cost, and aggregated retrieval of it (the Stellio scenario).
+/// One entity with one attribute of `n` instances (one per datasetId):
+/// the time of each operation on it, one request at a time. Every step
+/// should grow with `n`, not with its square (the writer is blocked
+/// meanwhile).
+async fn wide_entity(addr: SocketAddr, n: u64) -> anyhow::Result<()> {
+    let id = format!("urn:ngsi-ld:Wide:{n}:{}", std::process::id());
+    let instances = |v: i64| -> Value {
+        (0..n)
+            .map(|i| json!({"type": "Property", "value": v + i as i64, "datasetId": format!("urn:ngsi-ld:Dataset:{i}")}))
+            .collect()
+    };
+    let steps: Vec<(&str, Method, String, Option<Value>)> = vec![
+        (
+            "create",
+            Method::POST,
+            "/ngsi-ld/v1/entities".into(),
+            Some(json!({"id": id, "type": "Wide", "reading": instances(0)})),
+        ),
+        (
+            "partial update of one instance",
+            Method::PATCH,
+            format!("/ngsi-ld/v1/entities/{id}/attrs/reading"),
+            Some(json!({"value": -1, "datasetId": format!("urn:ngsi-ld:Dataset:{}", n / 2)})),
+        ),
+        (
+            "append every instance",
+            Method::POST,
+            format!("/ngsi-ld/v1/entities/{id}/attrs"),
+            Some(json!({"reading": instances(1)})),
+        ),
+        (
+            "merge every instance",
+            Method::PATCH,
+            format!("/ngsi-ld/v1/entities/{id}"),
+            Some(json!({"reading": instances(2)})),
+        ),
+        (
+            "temporal retrieve, lastN=1",
+            Method::GET,
+            format!("/ngsi-ld/v1/temporal/entities/{id}?lastN=1"),
+            None,
+        ),
+    ];
+    println!();
+    println!(
+        "One entity with {n} instances of one attribute (one datasetId each), one request at a time:"
+    );
+    println!();
+    println!("| operation | status | ms |");
+    println!("|---|---|---|");
+    let mut conn = connect(addr).await?;
+    for (name, method, path, body) in steps {
+        let started = Instant::now();
+        let (status, _) = send(&mut conn, request(method, path, body.as_ref(), true)).await?;
+        println!(
+            "| {name} | {status} | {:.1} |",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    Ok(())
+}
+
 async fn history_scenarios(
     args: &BenchArgs,
     addr: SocketAddr,

@@ -15,10 +15,12 @@ fn the_benchmark_runs_its_scenarios_without_errors() {
         "notify-http",
         "notify-http-batch",
         "notify-mqtt-batch",
+        "wide",
     ];
     let out = Command::new(env!("CARGO_BIN_EXE_wuyang"))
         .args(["bench", "--requests", "300", "--entities", "2000"])
-        .args(["--batch-size", "100", "--only", &scenarios.join(",")])
+        .args(["--batch-size", "100", "--wide-instances", "500"])
+        .args(["--only", &scenarios.join(",")])
         .output()
         .expect("run wuyang bench");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -27,12 +29,17 @@ fn the_benchmark_runs_its_scenarios_without_errors() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The result rows: `| name | rate unit | p50 | p95 | p99 | vs null | errors |`.
-    let rows: Vec<Vec<&str>> = text
+    // The result rows: `| name | rate unit | p50 | p95 | p99 | vs null | errors |`,
+    // then those of the wide entity: `| operation | status | ms |`.
+    let (rows, wide): (Vec<Vec<&str>>, Vec<Vec<&str>>) = text
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
-        .map(|l| l.split('|').map(str::trim).collect())
-        .collect();
+        .filter(|l| {
+            l.starts_with("| ") && !l.starts_with("| scenario") && !l.starts_with("| operation")
+        })
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<&str>>())
+        .partition(|r| r.len() > 5);
+    let statuses: Vec<&str> = wide.iter().map(|r| r[2]).collect();
+    assert_eq!(statuses, ["201", "204", "204", "204", "200"], "{text}");
     let names: Vec<&str> = rows.iter().map(|r| r[1]).collect();
     for wanted in [
         "null handler: parse entity",
