@@ -1124,11 +1124,16 @@ impl Broker {
             ..opts
         };
         let mut attrs: Vec<(String, Vec<Value>)> = Vec::new();
+        // Each name's place in `attrs` (an entity may have thousands).
+        let mut places: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut push = |name: &Iri, v: Vec<Value>| {
             let key = ctx.compact(name).into_owned();
-            match attrs.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, list)) => list.extend(v),
-                None => attrs.push((key, v)),
+            match places.get(&key) {
+                Some(&i) => attrs[i].1.extend(v),
+                None => {
+                    places.insert(key.clone(), attrs.len());
+                    attrs.push((key, v));
+                }
             }
         };
         match q.format {

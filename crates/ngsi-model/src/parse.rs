@@ -437,16 +437,37 @@ pub fn parse_attributes<'a, J: JsonDoc + 'a>(
     limits: ParseLimits,
 ) -> NgsiResult<Vec<(Iri, Vec<Attribute>)>> {
     let mut attrs: Vec<(Iri, Vec<Attribute>)> = Vec::with_capacity(members.size_hint().0);
+    // Past a few attributes, their places by name: an entity may have
+    // thousands, and a scan per attribute would take the square.
+    let mut places: Option<foldhash::HashMap<Iri, usize>> = None;
     for (name, value) in members {
         if ENTITY_MEMBERS.contains(&name) {
             continue;
         }
         let expanded = expand_name(terms, name, "attribute")?;
         let instances = parse_attribute(name, value, terms, limits)?;
-        match attrs.iter_mut().find(|(n, _)| *n == expanded) {
+        let place = match &places {
+            Some(map) => map.get(&expanded).copied(),
+            None => attrs.iter().position(|(n, _)| *n == expanded),
+        };
+        match place {
             // Two terms that expand to the same IRI: merge their instances.
-            Some((_, existing)) => existing.extend(instances),
-            None => attrs.push((expanded, instances)),
+            Some(i) => attrs[i].1.extend(instances),
+            None => {
+                if let Some(map) = &mut places {
+                    map.insert(expanded.clone(), attrs.len());
+                }
+                attrs.push((expanded, instances));
+            }
+        }
+        if places.is_none() && attrs.len() > 32 {
+            places = Some(
+                attrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| (n.clone(), i))
+                    .collect(),
+            );
         }
     }
     for (name, instances) in &attrs {
@@ -905,6 +926,45 @@ fn value_has_null(v: &AttrValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Terms that expand to one IRI merge their instances, however many
+    /// attributes come between (past a few, they are found by a map).
+    #[test]
+    fn terms_of_one_iri_merge_among_many_attributes() {
+        for count in [3usize, 40, 200] {
+            let mut doc = serde_json::Map::new();
+            for i in 0..count {
+                doc.insert(
+                    format!("a{i}"),
+                    serde_json::json!({"type": "Property", "value": i, "datasetId": "urn:d:1"}),
+                );
+            }
+            // The IRI of the first term, given last, with another datasetId.
+            doc.insert(
+                format!("{DEFAULT_VOCAB}a0"),
+                serde_json::json!({"type": "Property", "value": -1, "datasetId": "urn:d:2"}),
+            );
+            let doc = serde_json::Value::Object(doc);
+            let attrs =
+                parse_attributes(doc_members(&doc), &DefaultVocab, ParseLimits::default()).unwrap();
+            assert_eq!(attrs.len(), count, "{count}");
+            assert_eq!(&*attrs[0].0, format!("{DEFAULT_VOCAB}a0"));
+            assert_eq!(attrs[0].1.len(), 2, "{count}");
+            // The same datasetId twice under one IRI is refused.
+            let mut doc = doc;
+            doc[format!("{DEFAULT_VOCAB}a0")]["datasetId"] = "urn:d:1".into();
+            assert!(
+                parse_attributes(doc_members(&doc), &DefaultVocab, ParseLimits::default()).is_err()
+            );
+        }
+    }
+
+    fn doc_members(doc: &serde_json::Value) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        doc.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+    }
 
     proptest::proptest! {
         /// The set and the pairs agree on either side of the threshold.

@@ -17,8 +17,11 @@ pub struct UpdateReport {
 }
 
 impl UpdateReport {
+    /// Notes that attribute `name` was written. The edits go through a
+    /// fragment attribute by attribute (each name once: the parser merges
+    /// terms of one IRI), so a name already noted is the last one.
     fn updated(&mut self, name: &Iri) {
-        if !self.updated.contains(name) {
+        if self.updated.last() != Some(name) {
             self.updated.push(name.clone());
         }
     }
@@ -208,19 +211,25 @@ impl<'a> Instances<'a> {
 
     /// Applies the removals that waited.
     fn finish(self) {
-        if self.removed.is_empty() {
-            return;
-        }
-        let mut gone = vec![false; self.list.len()];
-        for i in self.removed {
-            gone[i] = true;
-        }
-        let mut i = 0;
-        self.list.retain(|_| {
-            i += 1;
-            !gone[i - 1]
-        });
+        remove_places(self.list, &self.removed);
     }
+}
+
+/// Removes the items at `places` from `list` in one pass, keeping the order
+/// of the others.
+fn remove_places<T>(list: &mut Vec<T>, places: &[usize]) {
+    if places.is_empty() {
+        return;
+    }
+    let mut gone = vec![false; list.len()];
+    for &i in places {
+        gone[i] = true;
+    }
+    let mut i = 0;
+    list.retain(|_| {
+        i += 1;
+        !gone[i - 1]
+    });
 }
 
 /// Adds the types of `fragment` that `entity` lacks (clauses 5.6.2, 5.6.3).
@@ -397,12 +406,32 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
     if patch.unit_code.is_some() {
         old.unit_code = patch.unit_code;
     }
+    // Past a few, the sub-attributes' places by name (see `SCAN_LIMIT`);
+    // removals then wait for the end, so that the places hold.
+    let scans = (old.sub.len() + patch.sub.len()).saturating_mul(patch.sub.len());
+    let mut places: Option<foldhash::HashMap<Iri, usize>> = (scans > SCAN_LIMIT).then(|| {
+        old.sub
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect()
+    });
+    let mut gone = Vec::new();
     for (name, sub) in patch.sub {
-        let pos = old.sub.iter().position(|(n, _)| *n == name);
+        let pos = match &places {
+            Some(map) => map.get(&name).copied(),
+            None => old.sub.iter().position(|(n, _)| *n == name),
+        };
         match (pos, is_ngsi_null(&sub)) {
-            (Some(i), true) => {
-                old.sub.remove(i);
-            }
+            (Some(i), true) => match &mut places {
+                Some(map) => {
+                    map.remove(&name);
+                    gone.push(i);
+                }
+                None => {
+                    old.sub.remove(i);
+                }
+            },
             (None, true) => {}
             (Some(i), false) => merge_instance(&mut old.sub[i].1, sub, compound, now),
             (None, false) => {
@@ -411,10 +440,14 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
                     strip_compound_nulls(&mut sub);
                 }
                 sub.stamp(now, now);
+                if let Some(map) = &mut places {
+                    map.insert(name.clone(), old.sub.len());
+                }
                 old.sub.push((name, sub));
             }
         }
     }
+    remove_places(&mut old.sub, &gone);
     old.modified_at = now;
 }
 
@@ -724,8 +757,63 @@ mod tests {
         e.attrs
     }
 
+    /// The sub-attribute loop of [`merge_instance`] by scanning, one
+    /// sub-attribute at a time (the reference for its map).
+    fn merge_subs_by_scan(old: &mut Attribute, patch: Vec<(Iri, Attribute)>, now: i64) {
+        for (name, sub) in patch {
+            let pos = old.sub.iter().position(|(n, _)| *n == name);
+            match (pos, is_ngsi_null(&sub)) {
+                (Some(i), true) => {
+                    old.sub.remove(i);
+                }
+                (None, true) => {}
+                (Some(i), false) => merge_instance(&mut old.sub[i].1, sub, true, now),
+                (None, false) => {
+                    let mut sub = sub;
+                    strip_compound_nulls(&mut sub);
+                    sub.stamp(now, now);
+                    old.sub.push((name, sub));
+                }
+            }
+        }
+        old.modified_at = now;
+    }
+
+    fn subs() -> impl Strategy<Value = Vec<(Iri, Attribute)>> {
+        proptest::collection::vec((0u8..60, 0u8..4), 0..60).prop_map(|items| {
+            let mut seen = std::collections::HashSet::new();
+            items
+                .into_iter()
+                .filter(|(n, _)| seen.insert(*n))
+                .map(|(n, v)| {
+                    let value = match v {
+                        0 => Value::String(core_iri::NULL.into()),
+                        v => Value::from(v),
+                    };
+                    let name = crate::iri(&format!("https://example.org/s{n}"));
+                    (name, Attribute::new(AttrValue::Property(value)))
+                })
+                .collect()
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Merging sub-attributes through the map gives what the scans give,
+        /// in the same order.
+        #[test]
+        fn sub_attributes_merge_through_maps_as_by_scans(old in subs(), patch in subs()) {
+            let mut base = Attribute::new(AttrValue::Property(Value::from(1)));
+            base.sub = old.into_iter().filter(|(_, a)| !is_ngsi_null(a)).collect();
+            let mut with_patch = Attribute::new(AttrValue::Property(Value::from(2)));
+            with_patch.sub = patch.clone();
+            let (mut fast, mut slow) = (base.clone(), base);
+            merge_instance(&mut fast, with_patch, true, 7);
+            slow.value = AttrValue::Property(Value::from(2));
+            merge_subs_by_scan(&mut slow, patch, 7);
+            prop_assert_eq!(fast, slow);
+        }
 
         /// Append, Update Attributes and Merge give what editing one
         /// instance at a time by scanning gives, with and without the maps.
