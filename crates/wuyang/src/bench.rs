@@ -55,8 +55,9 @@ pub struct BenchArgs {
     /// aggregates.
     #[arg(long, default_value_t = 100_000)]
     pub aggregate_instances: u64,
-    /// Instances (datasetIds) of the one attribute of the `wide` scenario's
-    /// entity.
+    /// The size of the `wide` scenario's entities: the instances
+    /// (datasetIds) of the first one's attribute, the attributes of the
+    /// second.
     #[arg(long, default_value_t = 100_000)]
     pub wide_instances: u64,
     /// Durability of the benchmarked server (`full` or `normal`, as for
@@ -734,64 +735,104 @@ fn db_bytes(dir: &str) -> anyhow::Result<(i64, i64)> {
 /// The history scenarios: ingest of temporal instances by batch upsert,
 /// the load of one attribute with many instances through the temporal API,
 /// its disk cost, and aggregated retrieval of it (the Stellio scenario).
-/// One entity with one attribute of `n` instances (one per datasetId):
-/// the time of each operation on it, one request at a time. Every step
-/// should grow with `n`, not with its square (the writer is blocked
-/// meanwhile).
+/// One entity with one attribute of `n` instances (one per datasetId), then
+/// one with `n` attributes: the time of each operation on them, one request
+/// at a time. Every step should grow with `n`, not with its square (the
+/// writer is blocked meanwhile).
 async fn wide_entity(addr: SocketAddr, n: u64) -> anyhow::Result<()> {
-    let id = format!("urn:ngsi-ld:Wide:{n}:{}", std::process::id());
+    let pid = std::process::id();
     let instances = |v: i64| -> Value {
         (0..n)
             .map(|i| json!({"type": "Property", "value": v + i as i64, "datasetId": format!("urn:ngsi-ld:Dataset:{i}")}))
             .collect()
     };
-    let steps: Vec<(&str, Method, String, Option<Value>)> = vec![
-        (
-            "create",
-            Method::POST,
-            "/ngsi-ld/v1/entities".into(),
-            Some(json!({"id": id, "type": "Wide", "reading": instances(0)})),
-        ),
-        (
-            "partial update of one instance",
-            Method::PATCH,
-            format!("/ngsi-ld/v1/entities/{id}/attrs/reading"),
-            Some(json!({"value": -1, "datasetId": format!("urn:ngsi-ld:Dataset:{}", n / 2)})),
-        ),
-        (
-            "append every instance",
-            Method::POST,
-            format!("/ngsi-ld/v1/entities/{id}/attrs"),
-            Some(json!({"reading": instances(1)})),
-        ),
-        (
-            "merge every instance",
-            Method::PATCH,
-            format!("/ngsi-ld/v1/entities/{id}"),
-            Some(json!({"reading": instances(2)})),
-        ),
-        (
-            "temporal retrieve, lastN=1",
-            Method::GET,
-            format!("/ngsi-ld/v1/temporal/entities/{id}?lastN=1"),
-            None,
-        ),
-    ];
-    println!();
-    println!(
-        "One entity with {n} instances of one attribute (one datasetId each), one request at a time:"
-    );
-    println!();
-    println!("| operation | status | ms |");
-    println!("|---|---|---|");
+    let attributes = |v: i64| -> serde_json::Map<String, Value> {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("a{i}"),
+                    json!({"type": "Property", "value": v + i as i64}),
+                )
+            })
+            .collect()
+    };
     let mut conn = connect(addr).await?;
-    for (name, method, path, body) in steps {
-        let started = Instant::now();
-        let (status, _) = send(&mut conn, request(method, path, body.as_ref(), true)).await?;
-        println!(
-            "| {name} | {status} | {:.1} |",
-            started.elapsed().as_secs_f64() * 1000.0
+    for shape in [
+        "instances of one attribute (one datasetId each)",
+        "attributes",
+    ] {
+        let by_dataset = shape.starts_with("instances");
+        let id = format!(
+            "urn:ngsi-ld:Wide:{pid}:{}",
+            if by_dataset {
+                "instances"
+            } else {
+                "attributes"
+            }
         );
+        let fragment = |v: i64| -> Value {
+            if by_dataset {
+                json!({"reading": instances(v)})
+            } else {
+                Value::Object(attributes(v))
+            }
+        };
+        let mut entity = fragment(0);
+        entity["id"] = json!(id);
+        entity["type"] = json!("Wide");
+        let (one, one_patch) = if by_dataset {
+            (
+                "reading",
+                json!({"value": -1, "datasetId": format!("urn:ngsi-ld:Dataset:{}", n / 2)}),
+            )
+        } else {
+            ("a0", json!({"value": -1}))
+        };
+        let steps: Vec<(&str, Method, String, Option<Value>)> = vec![
+            (
+                "create",
+                Method::POST,
+                "/ngsi-ld/v1/entities".into(),
+                Some(entity),
+            ),
+            (
+                "partial update of one",
+                Method::PATCH,
+                format!("/ngsi-ld/v1/entities/{id}/attrs/{one}"),
+                Some(one_patch),
+            ),
+            (
+                "append all",
+                Method::POST,
+                format!("/ngsi-ld/v1/entities/{id}/attrs"),
+                Some(fragment(1)),
+            ),
+            (
+                "merge all",
+                Method::PATCH,
+                format!("/ngsi-ld/v1/entities/{id}"),
+                Some(fragment(2)),
+            ),
+            (
+                "temporal retrieve, lastN=1",
+                Method::GET,
+                format!("/ngsi-ld/v1/temporal/entities/{id}?lastN=1"),
+                None,
+            ),
+        ];
+        println!();
+        println!("One entity with {n} {shape}, one request at a time:");
+        println!();
+        println!("| operation | status | ms |");
+        println!("|---|---|---|");
+        for (name, method, path, body) in steps {
+            let started = Instant::now();
+            let (status, _) = send(&mut conn, request(method, path, body.as_ref(), true)).await?;
+            println!(
+                "| {name} | {status} | {:.1} |",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
     }
     Ok(())
 }
