@@ -1,7 +1,7 @@
 //! Timestamps: system attributes are microseconds since the Unix epoch and are
 //! rendered as ISO 8601 UTC with microseconds.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 
 /// The current time in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
@@ -81,9 +81,12 @@ fn parse_common(b: &[u8]) -> Option<i64> {
     let hour = digits(&b[11..13])?;
     let minute = digits(&b[14..16])?;
     let second = digits(&b[17..19])?;
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
+    // chrono checks the date (month lengths, leap years) and counts its days.
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(year).ok()?,
+        u32::try_from(month).ok()?,
+        u32::try_from(day).ok()?,
+    )?;
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -110,30 +113,11 @@ fn parse_common(b: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    // Days from 0001-01-01 (day 1) to 1970-01-01.
+    const EPOCH_FROM_CE: i64 = 719_163;
+    let days = i64::from(date.num_days_from_ce()) - EPOCH_FROM_CE;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
     Some(seconds * 1_000_000 + nanos / 1000)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to the given date of the proleptic Gregorian
-/// calendar (the civil-from-days inverse of H. Hinnant's algorithms).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
