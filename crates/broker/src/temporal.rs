@@ -1314,11 +1314,7 @@ impl Broker {
         let mut types = entity.types;
         if let Some(he) = self.store.history_entity(tenant, &entity.id) {
             let mut all = he.types;
-            for t in types {
-                if !all.contains(&t) {
-                    all.push(t);
-                }
-            }
+            ngsi_model::entity::extend_unique(&mut all, types);
             types = all;
         }
         let created = self

@@ -156,6 +156,27 @@ impl Attribute {
     }
 }
 
+/// Appends to `list` the items of `more` that it lacks, in order; whether
+/// any was added. A set finds them past a few (an entity may be given
+/// thousands of types; pairwise checks would take the square).
+pub fn extend_unique(list: &mut Vec<Iri>, more: impl IntoIterator<Item = Iri>) -> bool {
+    let before = list.len();
+    let mut seen: Option<foldhash::HashSet<Iri>> = None;
+    for item in more {
+        if seen.is_none() && list.len() > 16 {
+            seen = Some(list.iter().cloned().collect());
+        }
+        let fresh = match &mut seen {
+            Some(set) => set.insert(item.clone()),
+            None => !list.contains(&item),
+        };
+        if fresh {
+            list.push(item);
+        }
+    }
+    list.len() > before
+}
+
 /// The kind of an attribute with its value, as in clause 4.5 of the spec.
 ///
 /// In the stored encoding (MessagePack, not human-readable) the kind is
@@ -307,6 +328,33 @@ impl AttrValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Through the set or pairwise, the same items are added in order.
+        #[test]
+        fn extend_unique_adds_what_is_missing_in_order(
+            start in proptest::collection::vec(0u8..60, 0..40),
+            more in proptest::collection::vec(0u8..60, 0..40),
+        ) {
+            let name = |n: &u8| iri(&format!("https://example.org/T{n}"));
+            let mut list: Vec<Iri> = Vec::new();
+            for n in &start {
+                if !list.contains(&name(n)) {
+                    list.push(name(n));
+                }
+            }
+            let mut expected = list.clone();
+            for n in &more {
+                if !expected.contains(&name(n)) {
+                    expected.push(name(n));
+                }
+            }
+            let before = list.len();
+            let changed = extend_unique(&mut list, more.iter().map(name));
+            proptest::prop_assert_eq!(changed, expected.len() > before);
+            proptest::prop_assert_eq!(&list, &expected);
+        }
+    }
     use serde_json::json;
 
     fn every_kind() -> Vec<AttrValue> {

@@ -338,17 +338,16 @@ pub fn parse_types<J: JsonDoc>(v: &J, terms: &dyn Terms) -> NgsiResult<Vec<Iri>>
     match (v.as_str(), v.as_array()) {
         (Some(s), _) => out.push(expand_name(terms, s, "entity type")?),
         (_, Some(items)) if !items.is_empty() => {
+            let mut expanded = Vec::with_capacity(items.len());
             for item in items {
                 let Some(s) = item.as_str() else {
                     return Err(NgsiError::bad_data(
                         "entity type must be a string or an array of strings",
                     ));
                 };
-                let t = expand_name(terms, s, "entity type")?;
-                if !out.contains(&t) {
-                    out.push(t);
-                }
+                expanded.push(expand_name(terms, s, "entity type")?);
             }
+            crate::entity::extend_unique(&mut out, expanded);
         }
         _ => {
             return Err(NgsiError::bad_data(

@@ -234,14 +234,7 @@ fn remove_places<T>(list: &mut Vec<T>, places: &[usize]) {
 
 /// Adds the types of `fragment` that `entity` lacks (clauses 5.6.2, 5.6.3).
 fn add_types(entity: &mut Entity, types: Vec<Iri>) -> bool {
-    let mut changed = false;
-    for t in types {
-        if !entity.types.contains(&t) {
-            entity.types.push(t);
-            changed = true;
-        }
-    }
-    changed
+    crate::entity::extend_unique(&mut entity.types, types)
 }
 
 /// The name under which scope changes are reported in an UpdateResult.
@@ -590,11 +583,7 @@ pub fn delete_attribute(
 /// scopes if given, merges each attribute instance, and deletes those set
 /// to the NGSI-LD Null.
 pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
-    for t in fragment.types {
-        if !entity.types.contains(&t) {
-            entity.types.push(t);
-        }
-    }
+    add_types(entity, fragment.types);
     if fragment.scopes.len() == 1 && &*fragment.scopes[0] == core_iri::NULL {
         entity.scopes.clear();
     } else if !fragment.scopes.is_empty() {
