@@ -700,6 +700,15 @@ mod tests {
         }
     }
 
+    /// A Property of value `v`, or the NGSI-LD Null for 0.
+    fn property(v: u8) -> Attribute {
+        let value = match v {
+            0 => Value::String(core_iri::NULL.into()),
+            v => Value::from(v),
+        };
+        Attribute::new(AttrValue::Property(value))
+    }
+
     /// Instances of one attribute: datasetIds from a small pool (so that
     /// fragments hit, miss and repeat), some the NGSI-LD Null.
     fn instances() -> impl Strategy<Value = Vec<Attribute>> {
@@ -710,11 +719,7 @@ mod tests {
                     .into_iter()
                     .filter(|(d, _)| seen.insert(*d))
                     .map(|(d, v)| {
-                        let value = match v {
-                            0 => Value::String(core_iri::NULL.into()),
-                            v => Value::from(v),
-                        };
-                        let mut a = Attribute::new(AttrValue::Property(value));
+                        let mut a = property(v);
                         a.dataset_id = d.map(|d| format!("urn:d:{d}").into());
                         a
                     })
@@ -775,12 +780,10 @@ mod tests {
                 .into_iter()
                 .filter(|(n, _)| seen.insert(*n))
                 .map(|(n, v)| {
-                    let value = match v {
-                        0 => Value::String(core_iri::NULL.into()),
-                        v => Value::from(v),
-                    };
-                    let name = crate::iri(&format!("https://example.org/s{n}"));
-                    (name, Attribute::new(AttrValue::Property(value)))
+                    (
+                        crate::iri(&format!("https://example.org/s{n}")),
+                        property(v),
+                    )
                 })
                 .collect()
         })
