@@ -1592,3 +1592,99 @@ async fn temporal_names_are_expanded_and_compacted_with_the_request_context() {
         .await;
     assert_eq!(r.body[0]["speed"][0]["value"], 1, "{}", r.text);
 }
+
+/// An entity of many datasetIds and many attributes, edited by fragments as
+/// large (past every size where lookups go through maps): the entity and
+/// its history come out as editing one instance at a time would leave them.
+#[tokio::test]
+async fn wide_entities_are_edited_and_recorded_instance_by_instance() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Wide:1";
+    let reading = |d: usize, v: i64| json!({"type": "Property", "value": v, "datasetId": format!("urn:ngsi-ld:Dataset:{d}")});
+    let mut entity = json!({"id": id, "type": "Wide", "reading": (0..300).map(|d| reading(d, 0)).collect::<Vec<_>>()});
+    for a in 0..100 {
+        entity[format!("a{a}")] = json!({"type": "Property", "value": a});
+    }
+    s.create(entity).await;
+    // Merge: datasetIds 0..150 deleted, 150..300 changed, 300..400 added;
+    // attributes a0..a50 deleted, the rest changed, b0..b50 added.
+    let mut merge = json!({"reading": (0..400).map(|d| if d < 150 {
+        json!({"type": "Property", "value": "urn:ngsi-ld:null", "datasetId": format!("urn:ngsi-ld:Dataset:{d}")})
+    } else {
+        reading(d, 1)
+    }).collect::<Vec<_>>()});
+    for a in 0..100 {
+        merge[format!("a{a}")] = if a < 50 {
+            json!("urn:ngsi-ld:null")
+        } else {
+            json!(-1)
+        };
+        merge[format!("b{a}")] = json!(a);
+    }
+    s.patch(&format!("/entities/{id}"), &merge)
+        .await
+        .no_content();
+    // Append without overwriting: only 400..450 are new.
+    let append = json!({"reading": (350..450).map(|d| reading(d, 2)).collect::<Vec<_>>()});
+    let r = s
+        .post(
+            &format!("/entities/{id}/attrs?options=noOverwrite"),
+            &append,
+        )
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+
+    let e = s.entity(id, "").await;
+    let mut got: Vec<(usize, i64)> = e["reading"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let d = i["datasetId"].as_str().unwrap();
+            (
+                d.rsplit(':').next().unwrap().parse().unwrap(),
+                i["value"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    let expected: Vec<(usize, i64)> = (150..450)
+        .map(|d| (d, if d < 400 { 1 } else { 2 }))
+        .collect();
+    assert_eq!(got, expected);
+    let names = e.as_object().unwrap();
+    assert!((0..50).all(|a| !names.contains_key(&format!("a{a}"))));
+    assert!((50..100).all(|a| e[format!("a{a}")]["value"] == -1));
+    assert!((0..100).all(|a| e[format!("b{a}")]["value"] == a));
+
+    // History: a deletion for 0..150, two instances for 150..300, one for
+    // 300..450; two for each attribute a (a0..a50 end deleted), one for b.
+    // The normalized temporal representation: one element per instance.
+    let h = temporal(&s, id, "").await;
+    let mut series: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
+    for i in h["reading"].as_array().unwrap() {
+        let d = i["datasetId"].as_str().unwrap();
+        let counts = series
+            .entry(d.rsplit(':').next().unwrap().parse().unwrap())
+            .or_default();
+        counts.0 += 1;
+        counts.1 += usize::from(i.get("deletedAt").is_some());
+    }
+    let series: Vec<(usize, usize, usize)> = series
+        .into_iter()
+        .map(|(d, (n, gone))| (d, n, gone))
+        .collect();
+    let expected: Vec<(usize, usize, usize)> = (0..450)
+        .map(|d| match d {
+            0..150 => (d, 2, 1),
+            150..300 => (d, 2, 0),
+            _ => (d, 1, 0),
+        })
+        .collect();
+    assert_eq!(series, expected);
+    for a in 0..100 {
+        let count = |name: &str| h[name].as_array().map_or(1, Vec::len);
+        assert_eq!(count(&format!("a{a}")), 2, "a{a}: {}", h[format!("a{a}")]);
+        assert_eq!(count(&format!("b{a}")), 1, "b{a}");
+    }
+}
