@@ -105,9 +105,13 @@ impl JsonDoc for Value {
         }
     }
     fn members(&self) -> impl Iterator<Item = (&str, &Self)> {
+        // An iterator of the map itself, which knows its length (the
+        // parser sizes its lookups by it).
+        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
         self.as_object()
-            .into_iter()
-            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
+            .unwrap_or(&EMPTY)
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
     }
     fn member_count(&self) -> usize {
         self.as_object().map_or(0, Map::len)

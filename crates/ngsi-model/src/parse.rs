@@ -435,38 +435,20 @@ pub fn parse_attributes<'a, J: JsonDoc + 'a>(
     terms: &dyn Terms,
     limits: ParseLimits,
 ) -> NgsiResult<Vec<(Iri, Vec<Attribute>)>> {
-    let mut attrs: Vec<(Iri, Vec<Attribute>)> = Vec::with_capacity(members.size_hint().0);
-    // Past a few attributes, their places by name: an entity may have
-    // thousands, and a scan per attribute would take the square.
-    let mut places: Option<foldhash::HashMap<Iri, usize>> = None;
+    // Both documents' member iterators know their length.
+    let count = members.size_hint().0;
+    let mut attrs: Vec<(Iri, Vec<Attribute>)> = Vec::with_capacity(count);
+    let mut places = crate::update::Places::new(&attrs, count, crate::update::attr_name);
     for (name, value) in members {
         if ENTITY_MEMBERS.contains(&name) {
             continue;
         }
         let expanded = expand_name(terms, name, "attribute")?;
         let instances = parse_attribute(name, value, terms, limits)?;
-        let place = match &places {
-            Some(map) => map.get(&expanded).copied(),
-            None => attrs.iter().position(|(n, _)| *n == expanded),
-        };
-        match place {
+        match places.find(&attrs, &expanded) {
             // Two terms that expand to the same IRI: merge their instances.
             Some(i) => attrs[i].1.extend(instances),
-            None => {
-                if let Some(map) = &mut places {
-                    map.insert(expanded.clone(), attrs.len());
-                }
-                attrs.push((expanded, instances));
-            }
-        }
-        if places.is_none() && attrs.len() > 32 {
-            places = Some(
-                attrs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (n, _))| (n.clone(), i))
-                    .collect(),
-            );
+            None => places.push(&mut attrs, (expanded, instances)),
         }
     }
     for (name, instances) in &attrs {

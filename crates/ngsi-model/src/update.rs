@@ -79,67 +79,144 @@ fn overwrite(old: &mut Attribute, mut new: Attribute, now: i64) {
     *old = new;
 }
 
-fn insert_instance(entity: &mut Entity, name: &Iri, mut new: Attribute, now: i64) {
+/// `new` stamped as created now.
+fn created(mut new: Attribute, now: i64) -> Attribute {
     new.created_at = 0;
     new.stamp(now, now);
+    new
+}
+
+fn insert_instance(entity: &mut Entity, name: &Iri, new: Attribute, now: i64) {
+    let new = created(new, now);
     match entity.attr_mut(name) {
         Some(instances) => instances.push(new),
         None => entity.attrs.push((name.clone(), vec![new])),
     }
 }
 
-/// Above this many comparisons, a fragment's attributes and instances are
-/// found through maps rather than by scanning: an entity may have thousands
-/// of attributes or datasetIds, and a fragment as many, and scans would
+/// Above this many comparisons, a pass of lookups in a list goes through a
+/// map rather than scans: an entity may have thousands of attributes,
+/// datasetIds or sub-attributes, and a fragment as many, and scans would
 /// take the product of the two.
 const SCAN_LIMIT: usize = 1024;
 
+/// The places of a list's items by key, for a pass of lookups over the
+/// list: by scan for a few, through a map (seeded hashing: the keys are the
+/// client's) past [`SCAN_LIMIT`] comparisons. With a map, removals wait for
+/// [`Places::finish`], so that places hold meanwhile.
+pub(crate) struct Places<T, K> {
+    key: fn(&T) -> &K,
+    map: Option<foldhash::HashMap<K, usize>>,
+    removed: Vec<usize>,
+}
+
+impl<T, K: std::hash::Hash + Eq + Clone> Places<T, K> {
+    /// For `lookups` lookups in `list`.
+    pub(crate) fn new(list: &[T], lookups: usize, key: fn(&T) -> &K) -> Self {
+        let scans = (list.len() + lookups).saturating_mul(lookups);
+        let map = (scans > SCAN_LIMIT).then(|| {
+            list.iter()
+                .enumerate()
+                .map(|(i, item)| (key(item).clone(), i))
+                .collect()
+        });
+        Self {
+            key,
+            map,
+            removed: Vec::new(),
+        }
+    }
+
+    /// The place of the item with key `k`.
+    pub(crate) fn find(&self, list: &[T], k: &K) -> Option<usize> {
+        match &self.map {
+            Some(map) => map.get(k).copied(),
+            None => list.iter().position(|item| (self.key)(item) == k),
+        }
+    }
+
+    /// Appends `item` to `list`.
+    pub(crate) fn push(&mut self, list: &mut Vec<T>, item: T) {
+        if let Some(map) = &mut self.map {
+            map.insert((self.key)(&item).clone(), list.len());
+        }
+        list.push(item);
+    }
+
+    /// Removes the item at `i`: at once without a map, at
+    /// [`Places::finish`] with one.
+    pub(crate) fn remove(&mut self, list: &mut Vec<T>, i: usize) {
+        match &mut self.map {
+            Some(map) => {
+                map.remove((self.key)(&list[i]));
+                self.removed.push(i);
+            }
+            None => {
+                list.remove(i);
+            }
+        }
+    }
+
+    /// Applies the removals that waited, keeping the order of the others.
+    pub(crate) fn finish(self, list: &mut Vec<T>) {
+        if self.removed.is_empty() {
+            return;
+        }
+        let mut gone = vec![false; list.len()];
+        for i in self.removed {
+            gone[i] = true;
+        }
+        let mut i = 0;
+        list.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+    }
+}
+
+/// An attribute's name in an entity's list.
+pub(crate) fn attr_name(a: &(Iri, Vec<Attribute>)) -> &Iri {
+    &a.0
+}
+
+/// A sub-attribute's name.
+fn sub_name(s: &(Iri, Attribute)) -> &Iri {
+    &s.0
+}
+
+/// An instance's datasetId.
+fn dataset_of(a: &Attribute) -> &Option<Box<str>> {
+    &a.dataset_id
+}
+
 /// An entity being edited by a fragment: its attributes found by name.
 /// Attributes are added at the end, and the ones left without instances are
-/// removed by [`Edit::finish`], so that positions hold during the edit.
+/// removed by [`Edit::finish`], so that places hold during the edit.
 struct Edit<'e> {
     entity: &'e mut Entity,
-    /// Seeded hashing: the names are the client's.
-    by_name: Option<foldhash::HashMap<Iri, usize>>,
+    places: Places<(Iri, Vec<Attribute>), Iri>,
 }
 
 impl<'e> Edit<'e> {
     fn new(entity: &'e mut Entity, lookups: usize) -> Self {
-        let scans = (entity.attrs.len() + lookups).saturating_mul(lookups);
-        let by_name = (scans > SCAN_LIMIT).then(|| {
-            entity
-                .attrs
-                .iter()
-                .enumerate()
-                .map(|(i, (n, _))| (n.clone(), i))
-                .collect()
-        });
-        Self { entity, by_name }
-    }
-
-    /// The position of attribute `name`, if the entity has it.
-    fn find(&self, name: &Iri) -> Option<usize> {
-        match &self.by_name {
-            Some(map) => map.get(name).copied(),
-            None => self.entity.attrs.iter().position(|(n, _)| n == name),
-        }
+        let places = Places::new(&entity.attrs, lookups, attr_name);
+        Self { entity, places }
     }
 
     /// The instances of attribute `name`, added without instances if new,
-    /// for `lookups` finds by datasetId.
+    /// for `lookups` lookups by datasetId.
     fn attr(&mut self, name: &Iri, lookups: usize) -> Instances<'_> {
-        let at = match self.find(name) {
+        let attrs = &mut self.entity.attrs;
+        let at = match self.places.find(attrs, name) {
             Some(at) => at,
             None => {
-                self.entity.attrs.push((name.clone(), Vec::new()));
-                let at = self.entity.attrs.len() - 1;
-                if let Some(map) = &mut self.by_name {
-                    map.insert(name.clone(), at);
-                }
-                at
+                self.places.push(attrs, (name.clone(), Vec::new()));
+                attrs.len() - 1
             }
         };
-        Instances::new(&mut self.entity.attrs[at].1, lookups)
+        let list = &mut attrs[at].1;
+        let places = Places::new(list, lookups, dataset_of);
+        Instances { list, places }
     }
 
     /// Removes the attributes left without instances.
@@ -149,38 +226,14 @@ impl<'e> Edit<'e> {
 }
 
 /// The instances of one attribute being edited, found by datasetId.
-/// With a map, removals wait for [`Instances::finish`], so that positions
-/// hold meanwhile.
 struct Instances<'a> {
     list: &'a mut Vec<Attribute>,
-    by_dataset: Option<foldhash::HashMap<Option<Box<str>>, usize>>,
-    removed: Vec<usize>,
+    places: Places<Attribute, Option<Box<str>>>,
 }
 
-impl<'a> Instances<'a> {
-    fn new(list: &'a mut Vec<Attribute>, lookups: usize) -> Self {
-        let scans = (list.len() + lookups).saturating_mul(lookups);
-        let by_dataset = (scans > SCAN_LIMIT).then(|| {
-            list.iter()
-                .enumerate()
-                .map(|(i, a)| (a.dataset_id.clone(), i))
-                .collect()
-        });
-        Self {
-            list,
-            by_dataset,
-            removed: Vec::new(),
-        }
-    }
-
-    fn find(&self, dataset: Option<&str>) -> Option<usize> {
-        match &self.by_dataset {
-            Some(map) => map.get(&dataset.map(Box::from)).copied(),
-            None => self
-                .list
-                .iter()
-                .position(|a| a.dataset_id.as_deref() == dataset),
-        }
+impl Instances<'_> {
+    fn find(&self, dataset: &Option<Box<str>>) -> Option<usize> {
+        self.places.find(self.list, dataset)
     }
 
     fn get_mut(&mut self, i: usize) -> &mut Attribute {
@@ -188,48 +241,18 @@ impl<'a> Instances<'a> {
     }
 
     fn remove(&mut self, i: usize) {
-        match &mut self.by_dataset {
-            Some(map) => {
-                map.remove(&self.list[i].dataset_id);
-                self.removed.push(i);
-            }
-            None => {
-                self.list.remove(i);
-            }
-        }
+        self.places.remove(self.list, i);
     }
 
     /// Adds `new`, stamped as created now.
-    fn insert(&mut self, mut new: Attribute, now: i64) {
-        new.created_at = 0;
-        new.stamp(now, now);
-        if let Some(map) = &mut self.by_dataset {
-            map.insert(new.dataset_id.clone(), self.list.len());
-        }
-        self.list.push(new);
+    fn insert(&mut self, new: Attribute, now: i64) {
+        self.places.push(self.list, created(new, now));
     }
 
     /// Applies the removals that waited.
     fn finish(self) {
-        remove_places(self.list, &self.removed);
+        self.places.finish(self.list);
     }
-}
-
-/// Removes the items at `places` from `list` in one pass, keeping the order
-/// of the others.
-fn remove_places<T>(list: &mut Vec<T>, places: &[usize]) {
-    if places.is_empty() {
-        return;
-    }
-    let mut gone = vec![false; list.len()];
-    for &i in places {
-        gone[i] = true;
-    }
-    let mut i = 0;
-    list.retain(|_| {
-        i += 1;
-        !gone[i - 1]
-    });
 }
 
 /// Adds the types of `fragment` that `entity` lacks (clauses 5.6.2, 5.6.3).
@@ -263,7 +286,7 @@ pub fn append(entity: &mut Entity, fragment: Entity, no_overwrite: bool, now: i6
     for (name, instances) in fragment.attrs {
         let mut list = edit.attr(&name, instances.len());
         for new in instances {
-            match list.find(new.dataset_id.as_deref()) {
+            match list.find(&new.dataset_id) {
                 Some(_) if no_overwrite => report.not_updated.push((
                     name.clone(),
                     "attribute exists and noOverwrite was given".into(),
@@ -310,7 +333,7 @@ pub fn update_attrs(entity: &mut Entity, fragment: Entity, now: i64) -> UpdateRe
         let mut list = edit.attr(&name, instances.len());
         for new in instances {
             let null = is_ngsi_null(&new);
-            match (list.find(new.dataset_id.as_deref()), null) {
+            match (list.find(&new.dataset_id), null) {
                 (Some(i), true) => {
                     list.remove(i);
                     report.updated(&name);
@@ -399,32 +422,10 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
     if patch.unit_code.is_some() {
         old.unit_code = patch.unit_code;
     }
-    // Past a few, the sub-attributes' places by name (see `SCAN_LIMIT`);
-    // removals then wait for the end, so that the places hold.
-    let scans = (old.sub.len() + patch.sub.len()).saturating_mul(patch.sub.len());
-    let mut places: Option<foldhash::HashMap<Iri, usize>> = (scans > SCAN_LIMIT).then(|| {
-        old.sub
-            .iter()
-            .enumerate()
-            .map(|(i, (n, _))| (n.clone(), i))
-            .collect()
-    });
-    let mut gone = Vec::new();
+    let mut places = Places::new(&old.sub, patch.sub.len(), sub_name);
     for (name, sub) in patch.sub {
-        let pos = match &places {
-            Some(map) => map.get(&name).copied(),
-            None => old.sub.iter().position(|(n, _)| *n == name),
-        };
-        match (pos, is_ngsi_null(&sub)) {
-            (Some(i), true) => match &mut places {
-                Some(map) => {
-                    map.remove(&name);
-                    gone.push(i);
-                }
-                None => {
-                    old.sub.remove(i);
-                }
-            },
+        match (places.find(&old.sub, &name), is_ngsi_null(&sub)) {
+            (Some(i), true) => places.remove(&mut old.sub, i),
             (None, true) => {}
             (Some(i), false) => merge_instance(&mut old.sub[i].1, sub, compound, now),
             (None, false) => {
@@ -433,14 +434,11 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
                     strip_compound_nulls(&mut sub);
                 }
                 sub.stamp(now, now);
-                if let Some(map) = &mut places {
-                    map.insert(name.clone(), old.sub.len());
-                }
-                old.sub.push((name, sub));
+                places.push(&mut old.sub, (name, sub));
             }
         }
     }
-    remove_places(&mut old.sub, &gone);
+    places.finish(&mut old.sub);
     old.modified_at = now;
 }
 
@@ -594,7 +592,7 @@ pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
         let mut list = edit.attr(&name, instances.len());
         for patch in instances {
             let null = is_ngsi_null(&patch);
-            match list.find(patch.dataset_id.as_deref()) {
+            match list.find(&patch.dataset_id) {
                 Some(i) if null => list.remove(i),
                 Some(i) => merge_instance(list.get_mut(i), patch, true, now),
                 None if null => {}
