@@ -1766,7 +1766,7 @@ impl<'a> HistoryFilter<'a> {
             let instances = h.instances.iter().filter_map(|i| {
                 i.attr.as_ref().map(|a| {
                     let mut a = a.clone();
-                    a.dataset_id = h.dataset_id.clone();
+                    a.dataset_id = h.dataset_id.as_deref().map(Into::into);
                     a
                 })
             });

@@ -37,6 +37,16 @@ pub fn iri(s: &str) -> Iri {
     new
 }
 
+/// Whether `s` is the text of an interned IRI itself (not a copy of it).
+/// Interned IRIs are never freed, so the address of such a text stays
+/// unique to it for the life of the process.
+pub fn is_interned(s: &str) -> bool {
+    INTERNER
+        .read()
+        .get(s)
+        .is_some_and(|found| std::ptr::eq(found.as_ptr(), s.as_ptr()))
+}
+
 /// Well-known IRIs of the NGSI-LD core context.
 pub mod core_iri {
     /// The namespace of the core vocabulary.
@@ -104,13 +114,13 @@ pub struct Attribute {
     pub value: AttrValue,
     /// The datasetId; `None` for the default instance.
     #[serde(default, with = "crate::names::optional_name")]
-    pub dataset_id: Option<Box<str>>,
+    pub dataset_id: Option<Arc<str>>,
     /// observedAt as given by the producer (validated ISO 8601 DateTime).
     #[serde(default)]
-    pub observed_at: Option<Box<str>>,
+    pub observed_at: Option<Arc<str>>,
     /// unitCode (UN/CEFACT code).
     #[serde(default)]
-    pub unit_code: Option<Box<str>>,
+    pub unit_code: Option<Arc<str>>,
     /// createdAt in microseconds since the Unix epoch.
     #[serde(default)]
     pub created_at: i64,

@@ -3,6 +3,7 @@
 //! the single place where read-modify-write happens.
 
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::entity::{AttrValue, Attribute, Entity, Iri, core_iri};
 use crate::error::{NgsiError, NgsiResult};
@@ -185,7 +186,7 @@ fn sub_name(s: &(Iri, Attribute)) -> &Iri {
 }
 
 /// An instance's datasetId.
-fn dataset_of(a: &Attribute) -> &Option<Box<str>> {
+fn dataset_of(a: &Attribute) -> &Option<Arc<str>> {
     &a.dataset_id
 }
 
@@ -228,11 +229,11 @@ impl<'e> Edit<'e> {
 /// The instances of one attribute being edited, found by datasetId.
 struct Instances<'a> {
     list: &'a mut Vec<Attribute>,
-    places: Places<Attribute, Option<Box<str>>>,
+    places: Places<Attribute, Option<Arc<str>>>,
 }
 
 impl Instances<'_> {
-    fn find(&self, dataset: &Option<Box<str>>) -> Option<usize> {
+    fn find(&self, dataset: &Option<Arc<str>>) -> Option<usize> {
         self.places.find(self.list, dataset)
     }
 
@@ -629,7 +630,7 @@ mod tests {
     mod reference {
         use super::super::*;
 
-        fn position(e: &Entity, name: &Iri, dataset: &Option<Box<str>>) -> Option<usize> {
+        fn position(e: &Entity, name: &Iri, dataset: &Option<Arc<str>>) -> Option<usize> {
             e.attr(name)
                 .and_then(|i| i.iter().position(|a| a.dataset_id == *dataset))
         }

@@ -443,7 +443,7 @@ impl<'a> Reader<'a> {
                 self.at += 1;
                 None
             }
-            _ => Some(Box::from(&*self.name()?)),
+            _ => Some(self.name()?),
         };
         let observed_at = self.optional_str()?;
         let unit_code = self.optional_str()?;
@@ -621,7 +621,7 @@ impl<'a> Reader<'a> {
         usize::try_from(n).ok()
     }
 
-    fn optional_str(&mut self) -> Option<Option<Box<str>>> {
+    fn optional_str(&mut self) -> Option<Option<Arc<str>>> {
         if self.peek()? == Marker::Null {
             self.at += 1;
             return Some(None);
