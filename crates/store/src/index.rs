@@ -244,17 +244,24 @@ impl TenantIndex {
                 *n = n.saturating_sub(1);
             }
         }
-        for t in &e.types {
-            let tc = self.types.entry(t.clone()).or_default();
-            bump(&mut tc.entities, add);
-            for (name, instances) in &e.attrs {
-                let ac = tc.attrs.entry(name.clone()).or_default();
-                bump(&mut ac.entities, add);
-                for (i, present) in kinds_of(instances).iter().enumerate() {
-                    if *present {
-                        bump(&mut ac.kinds[i], add);
-                    }
+        fn bump_kinds(counts: &mut AttrCounts, kinds: &[bool; 8], add: bool) {
+            bump(&mut counts.entities, add);
+            for (n, present) in counts.kinds.iter_mut().zip(kinds) {
+                if *present {
+                    bump(n, add);
                 }
+            }
+        }
+        fn slot<'m, V: Default>(map: &'m mut FxHashMap<Iri, V>, key: &Iri) -> &'m mut V {
+            map.entry(key.clone()).or_default()
+        }
+        let kinds: Vec<[bool; 8]> = e.attrs.iter().map(|(_, i)| kinds_of(i)).collect();
+        for t in &e.types {
+            let tc = slot(&mut self.types, t);
+            bump(&mut tc.entities, add);
+            for ((name, _), kinds) in e.attrs.iter().zip(&kinds) {
+                let ac = slot(&mut tc.attrs, name);
+                bump_kinds(ac, kinds, add);
                 if ac.entities == 0 {
                     tc.attrs.remove(name);
                 }
@@ -263,16 +270,11 @@ impl TenantIndex {
                 self.types.remove(t);
             }
         }
-        for (name, instances) in &e.attrs {
-            let totals = self.attrs.entry(name.clone()).or_default();
-            bump(&mut totals.counts.entities, add);
-            for (i, present) in kinds_of(instances).iter().enumerate() {
-                if *present {
-                    bump(&mut totals.counts.kinds[i], add);
-                }
-            }
+        for ((name, _), kinds) in e.attrs.iter().zip(&kinds) {
+            let totals = slot(&mut self.attrs, name);
+            bump_kinds(&mut totals.counts, kinds, add);
             for t in &e.types {
-                let n = totals.types.entry(t.clone()).or_default();
+                let n = slot(&mut totals.types, t);
                 bump(n, add);
                 if *n == 0 {
                     totals.types.remove(t);
