@@ -954,6 +954,21 @@ mod properties {
     }
 
     proptest! {
+        /// The cache key of a context is its canonical JSON text: strings
+        /// in it (written by hand where they need no escape) read back as
+        /// themselves, and a key is the text serde_json writes for the
+        /// same value once its object members are sorted.
+        #[test]
+        fn canonical_keys_write_strings_as_serde_json_does(
+            s in "\\PC{0,20}|[\"\\\\\\x00-\\x1f a-z]{0,12}",
+            k in "\\PC{0,8}",
+        ) {
+            prop_assert_eq!(canonical_json(&json!(s)), serde_json::to_string(&s).unwrap());
+            let key = canonical_json(&json!({ k.clone(): [s.clone(), 1] }));
+            let back: Value = serde_json::from_str(&key).unwrap();
+            prop_assert_eq!(back, json!({ k: [s, 1] }));
+        }
+
         #[test]
         fn compact_inverts_expand_for_terms(terms in user_context(), extra in term()) {
             let ctx = Context::from_value(&to_json(&terms)).unwrap();

@@ -208,55 +208,57 @@ pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
             let Some((target, params)) = parse_link(link) else {
                 continue;
             };
-            let is_context = params
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case("rel") && v == CONTEXT_REL);
+            let is_context = params.split(';').any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("rel")
+                        && v.trim().trim_matches('"') == CONTEXT_REL
+                })
+            });
             if is_context {
                 if found.is_some() {
                     return Err(NgsiError::bad_data(
                         "more than one JSON-LD context in Link headers",
                     ));
                 }
-                found = Some(target.to_string());
+                found = Some(target);
             }
         }
     }
-    Ok(found)
+    // Every write and most reads come here: the header is read in place,
+    // and only the context's URL is copied.
+    Ok(found.map(str::to_string))
 }
 
-fn split_links(text: &str) -> Vec<&str> {
-    // Commas separate links, but may also appear inside <...> and quotes.
-    let mut out = Vec::new();
-    let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
-    for (i, c) in text.char_indices() {
-        match c {
-            '<' if !quoted => depth += 1,
-            '>' if !quoted => depth -= 1,
-            '"' => quoted = !quoted,
-            ',' if depth == 0 && !quoted => {
-                out.push(&text[start..i]);
-                start = i + 1;
+/// The links of a Link header: commas separate them, but may also appear
+/// inside `<...>` and quotes. (The delimiters are ASCII, so a byte scan
+/// never splits a character.)
+fn split_links(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let (mut depth, mut quoted) = (0i32, false);
+        for (i, b) in text.bytes().enumerate() {
+            match b {
+                b'<' if !quoted => depth += 1,
+                b'>' if !quoted => depth -= 1,
+                b'"' => quoted = !quoted,
+                b',' if depth == 0 && !quoted => {
+                    rest = Some(&text[i + 1..]);
+                    return Some(&text[..i]);
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    out.push(&text[start..]);
-    out
+        rest = None;
+        Some(text)
+    })
 }
 
-fn parse_link(link: &str) -> Option<(&str, Vec<(String, String)>)> {
-    let link = link.trim();
-    let rest = link.strip_prefix('<')?;
+/// A link's target and the text of its parameters (`; k=v; ...`).
+fn parse_link(link: &str) -> Option<(&str, &str)> {
+    let rest = link.trim().strip_prefix('<')?;
     let end = rest.find('>')?;
-    let target = &rest[..end];
-    let params = rest[end + 1..]
-        .split(';')
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-        })
-        .collect();
-    Some((target, params))
+    Some((&rest[..end], &rest[end + 1..]))
 }
 
 /// The tenant named by the request (empty for the default tenant) and the
@@ -500,4 +502,107 @@ pub fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The Link header reading as first written (a vector of links, the
+    /// parameters copied into strings): the reference the reading in
+    /// place must agree with.
+    fn reference(text: &str) -> Result<Option<String>, ()> {
+        let mut links = Vec::new();
+        let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
+        for (i, c) in text.char_indices() {
+            match c {
+                '<' if !quoted => depth += 1,
+                '>' if !quoted => depth -= 1,
+                '"' => quoted = !quoted,
+                ',' if depth == 0 && !quoted => {
+                    links.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        links.push(&text[start..]);
+        let mut found = None;
+        for link in links {
+            let link = link.trim();
+            let Some(rest) = link.strip_prefix('<') else {
+                continue;
+            };
+            let Some(end) = rest.find('>') else {
+                continue;
+            };
+            let params: Vec<(String, String)> = rest[end + 1..]
+                .split(';')
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+                })
+                .collect();
+            if params
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("rel") && v == CONTEXT_REL)
+            {
+                if found.is_some() {
+                    return Err(());
+                }
+                found = Some(rest[..end].to_string());
+            }
+        }
+        Ok(found)
+    }
+
+    fn read(text: &str) -> Result<Option<String>, ()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LINK, text.parse().unwrap());
+        link_context(&headers).map_err(drop)
+    }
+
+    #[test]
+    fn the_context_link_is_found_among_others() {
+        let ctx = format!(
+            "<https://example.org/ctx.jsonld>; rel=\"{CONTEXT_REL}\"; type=\"application/ld+json\""
+        );
+        assert_eq!(
+            read(&ctx),
+            Ok(Some("https://example.org/ctx.jsonld".into()))
+        );
+        let two = format!("<https://a.example/x,y>; rel=\"next\", {ctx}");
+        assert_eq!(
+            read(&two),
+            Ok(Some("https://example.org/ctx.jsonld".into()))
+        );
+        assert_eq!(read(&format!("{ctx}, {ctx}")), Err(()));
+        assert_eq!(read("<https://a.example/>; rel=\"next\""), Ok(None));
+        assert_eq!(
+            read(&format!("<https://a.example/>; REL={CONTEXT_REL}")),
+            Ok(Some("https://a.example/".into()))
+        );
+    }
+
+    proptest! {
+        /// Any header text (made of the characters that matter to the
+        /// reading) is read as the reference reads it.
+        #[test]
+        fn reading_in_place_agrees_with_the_reference(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("<".to_string()), Just(">".to_string()), Just(",".to_string()),
+                    Just(";".to_string()), Just("=".to_string()), Just("\"".to_string()),
+                    Just(" ".to_string()), Just("rel".to_string()), Just("Rel".to_string()),
+                    Just(CONTEXT_REL.to_string()), Just("https://e.example/c".to_string()),
+                    "[a-z]{1,3}",
+                ],
+                0..24,
+            )
+        ) {
+            let text = parts.concat();
+            prop_assert_eq!(read(&text), reference(&text));
+        }
+    }
 }
