@@ -1323,25 +1323,25 @@ fn encode_types(names: &Names, types: &[Iri]) -> Vec<u8> {
 pub(crate) fn finish(tx: &Connection, overlay: &mut HistoryOverlay) -> Result<(), StoreError> {
     flush_group(tx, overlay)?;
     if !overlay.pending.is_empty() {
-        let mut recent = tx.prepare_cached(INSERT_RECENT)?;
-        let mut history = tx.prepare_cached(INSERT_HISTORY)?;
+        let mut recent = crate::sqlite::LazyStatement::new(tx, INSERT_RECENT);
+        let mut history = crate::sqlite::LazyStatement::new(tx, INSERT_HISTORY);
         // The rows of series this commit created, by group: one genesis row
         // each (see [`genesis`]).
         let mut born: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
         for (row, to_recent) in overlay.pending.drain(..) {
             if to_recent {
-                execute_row(&mut recent, &row)?;
+                execute_row(recent.get()?, &row)?;
             } else if let Some(first) = group_of(&overlay.groups, row.series) {
                 born.entry(first).or_default().push(row);
             } else {
-                execute_row(&mut history, &row)?;
+                execute_row(history.get()?, &row)?;
             }
         }
-        let mut insert = tx.prepare_cached(crate::genesis::INSERT)?;
+        let mut insert = crate::sqlite::LazyStatement::new(tx, crate::genesis::INSERT);
         for (first, rows) in born {
             let min_t = rows.iter().map(|r| r.t).min().unwrap_or(0);
             let last = rows.iter().map(|r| r.series).max().unwrap_or(first);
-            insert.execute(params![
+            insert.get()?.execute(params![
                 first,
                 min_t,
                 last,

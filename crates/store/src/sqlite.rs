@@ -1742,20 +1742,26 @@ impl Writer {
                 // Rows are found by number (the index holds each entity's
                 // row): an existing row is updated in place, a new entity
                 // appended.
-                let mut insert = tx.prepare_cached(
+                // Each prepared on first use: a group of updates uses one of
+                // the six, and taking a statement from the cache and giving
+                // it back costs hundreds of instructions.
+                let mut insert = LazyStatement::new(
+                    tx,
                     "INSERT OR REPLACE INTO entities (row, tenant, id, doc) VALUES (?1, ?2, ?3, ?4)",
-                )?;
+                );
                 let mut update =
-                    tx.prepare_cached("UPDATE entities SET doc = ?2 WHERE row = ?1")?;
-                let mut del = tx.prepare_cached("DELETE FROM entities WHERE row = ?1")?;
+                    LazyStatement::new(tx, "UPDATE entities SET doc = ?2 WHERE row = ?1");
+                let mut del = LazyStatement::new(tx, "DELETE FROM entities WHERE row = ?1");
                 let mut add_tenant =
-                    tx.prepare_cached("INSERT OR IGNORE INTO tenants (name) VALUES (?1)")?;
-                let mut put_record = tx.prepare_cached(
+                    LazyStatement::new(tx, "INSERT OR IGNORE INTO tenants (name) VALUES (?1)");
+                let mut put_record = LazyStatement::new(
+                    tx,
                     "INSERT OR REPLACE INTO records (tenant, collection, key, value) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                let mut del_record = tx.prepare_cached(
+                );
+                let mut del_record = LazyStatement::new(
+                    tx,
                     "DELETE FROM records WHERE tenant = ?1 AND collection = ?2 AND key = ?3",
-                )?;
+                );
                 let committed = self.shared.tenants.read();
                 let known = self.shared.known_tenants.read();
                 let history_index = self.shared.history_index.read();
@@ -1765,13 +1771,13 @@ impl Writer {
                     replies.push(req.reply);
                     for r in req.records {
                         match &r.value {
-                            Some(v) => put_record.execute(params![
+                            Some(v) => put_record.get()?.execute(params![
                                 &*req.tenant,
                                 &*r.collection,
                                 &*r.key,
                                 v.to_string()
                             ])?,
-                            None => del_record.execute(params![
+                            None => del_record.get()?.execute(params![
                                 &*req.tenant,
                                 &*r.collection,
                                 &*r.key
@@ -1782,7 +1788,7 @@ impl Writer {
                             && !known.contains(&req.tenant)
                             && !overlay.new_tenants.contains(&req.tenant)
                         {
-                            add_tenant.execute([&*req.tenant])?;
+                            add_tenant.get()?.execute([&*req.tenant])?;
                             overlay.new_tenants.push(req.tenant.clone());
                         }
                         overlay.records.push((req.tenant.clone(), r));
@@ -1841,10 +1847,10 @@ impl Writer {
                                         };
                                         // Never 0 rows while memory and
                                         // disk agree; if not, insert.
-                                        let updated =
-                                            existed && update.execute(params![row, &bytes])? == 1;
+                                        let updated = existed
+                                            && update.get()?.execute(params![row, &bytes])? == 1;
                                         if !updated {
-                                            insert.execute(params![
+                                            insert.get()?.execute(params![
                                                 row,
                                                 &*req.tenant,
                                                 &*op.id,
@@ -1878,13 +1884,13 @@ impl Writer {
                                         if !known.contains(&req.tenant)
                                             && !overlay.new_tenants.contains(&req.tenant)
                                         {
-                                            add_tenant.execute([&*req.tenant])?;
+                                            add_tenant.get()?.execute([&*req.tenant])?;
                                             overlay.new_tenants.push(req.tenant.clone());
                                         }
                                     }
                                     Next::Delete => {
                                         if let Some(row) = row {
-                                            del.execute([row])?;
+                                            del.get()?.execute([row])?;
                                         }
                                         if let Some(r) = recorder.as_mut() {
                                             r.record(
@@ -2073,6 +2079,30 @@ impl Writer {
         {
             // No listener left is not an error: the feed is best effort.
             let _ = self.shared.changes.send(events.into());
+        }
+    }
+}
+
+/// A statement taken from the connection's cache on its first use.
+pub(crate) struct LazyStatement<'c> {
+    conn: &'c Connection,
+    sql: &'static str,
+    stmt: Option<rusqlite::CachedStatement<'c>>,
+}
+
+impl<'c> LazyStatement<'c> {
+    pub(crate) fn new(conn: &'c Connection, sql: &'static str) -> Self {
+        Self {
+            conn,
+            sql,
+            stmt: None,
+        }
+    }
+
+    pub(crate) fn get(&mut self) -> rusqlite::Result<&mut rusqlite::CachedStatement<'c>> {
+        match &mut self.stmt {
+            Some(stmt) => Ok(stmt),
+            none => Ok(none.insert(self.conn.prepare_cached(self.sql)?)),
         }
     }
 }
