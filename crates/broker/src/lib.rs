@@ -722,7 +722,7 @@ fn target_attribute(attr: &str, ctx: &Ctx, what: &str) -> NgsiResult<ngsi_model:
 /// instance; anywhere else inside an instance (a sub-attribute, a key of a
 /// compound value) it is refused, as the instance replaces the old one.
 fn check_no_compound_null(
-    attrs: &[(ngsi_model::Iri, Vec<ngsi_model::Attribute>)],
+    attrs: &[(ngsi_model::Iri, ngsi_model::entity::InstanceList)],
 ) -> NgsiResult<()> {
     fn has_null(a: &ngsi_model::Attribute) -> bool {
         use ngsi_model::AttrValue as V;

@@ -63,6 +63,81 @@ pub mod core_iri {
     pub const NULL: &str = "urn:ngsi-ld:null";
 }
 
+/// The instances of one attribute, shared between versions of an entity
+/// until one of them changes it (copy on write): an update that changes
+/// one attribute copies that attribute's instances, not the others'. Reads
+/// go through `Deref` to the `Vec`; writes through `DerefMut`, which copies
+/// the list first when another version still shares it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceList(Arc<Vec<Attribute>>);
+
+impl InstanceList {
+    /// Whether `self` and `other` are the same list (not only equal): an
+    /// attribute an update left alone.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The instances, owned (copied only when shared).
+    pub fn into_vec(self) -> Vec<Attribute> {
+        Arc::unwrap_or_clone(self.0)
+    }
+}
+
+impl std::ops::Deref for InstanceList {
+    type Target = Vec<Attribute>;
+
+    fn deref(&self) -> &Vec<Attribute> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for InstanceList {
+    fn deref_mut(&mut self) -> &mut Vec<Attribute> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<Vec<Attribute>> for InstanceList {
+    fn from(list: Vec<Attribute>) -> Self {
+        Self(Arc::new(list))
+    }
+}
+
+impl FromIterator<Attribute> for InstanceList {
+    fn from_iter<I: IntoIterator<Item = Attribute>>(iter: I) -> Self {
+        Self(Arc::new(iter.into_iter().collect()))
+    }
+}
+
+impl IntoIterator for InstanceList {
+    type Item = Attribute;
+    type IntoIter = std::vec::IntoIter<Attribute>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_vec().into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a InstanceList {
+    type Item = &'a Attribute;
+    type IntoIter = std::slice::Iter<'a, Attribute>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut InstanceList {
+    type Item = &'a mut Attribute;
+    type IntoIter = std::slice::IterMut<'a, Attribute>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Arc::make_mut(&mut self.0).iter_mut()
+    }
+}
+
 /// A stored entity. Types and attribute names are expanded IRIs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
@@ -77,7 +152,7 @@ pub struct Entity {
     /// Attributes in the order they were first added. Each has one or more
     /// instances, distinguished by `dataset_id` (at most one without).
     #[serde(with = "crate::names::named")]
-    pub attrs: Vec<(Iri, Vec<Attribute>)>,
+    pub attrs: Vec<(Iri, InstanceList)>,
     /// System attribute createdAt, in microseconds since the Unix epoch.
     pub created_at: i64,
     /// System attribute modifiedAt, in microseconds since the Unix epoch.
@@ -93,12 +168,21 @@ impl Entity {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// The instance list of attribute `name`, if present (to tell by
+    /// [`InstanceList::same`] whether another version shares it).
+    pub fn attr_list(&self, name: &str) -> Option<&InstanceList> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| same_iri(n, name))
+            .map(|(_, v)| v)
+    }
+
     /// Mutable access to the instances of attribute `name`.
     pub fn attr_mut(&mut self, name: &str) -> Option<&mut Vec<Attribute>> {
         self.attrs
             .iter_mut()
             .find(|(n, _)| same_iri(n, name))
-            .map(|(_, v)| v)
+            .map(|(_, v)| &mut **v)
     }
 
     /// Whether the entity has type `t` (expanded).
@@ -421,6 +505,33 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<AttrValue>(serde_json::to_value(&v).unwrap()).unwrap(),
             v
+        );
+    }
+
+    #[test]
+    fn instance_lists_are_shared_until_one_version_changes() {
+        let prop = |v: i64| Attribute::new(AttrValue::Property(serde_json::json!(v)));
+        let a: InstanceList = vec![prop(1), prop(2)].into();
+        let mut b = a.clone();
+        assert!(a.same(&b) && a == b);
+        // Reading through a mutable handle copies nothing.
+        assert_eq!(b.len(), 2);
+        assert!(a.same(&b));
+        b[0].value = AttrValue::Property(serde_json::json!(9));
+        assert!(!a.same(&b));
+        assert_eq!(a[0].value, AttrValue::Property(serde_json::json!(1)));
+        assert_eq!(b[0].value, AttrValue::Property(serde_json::json!(9)));
+        // Equal lists that are not shared are equal, not the same.
+        let c: InstanceList = a.iter().cloned().collect();
+        assert!(a == c && !a.same(&c));
+        // Owned iteration of a shared list leaves the other intact.
+        let d = a.clone();
+        assert_eq!(d.into_iter().count(), 2);
+        assert_eq!(a.len(), 2);
+        // The serialized form is the plain list.
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::to_value(&*a).unwrap()
         );
     }
 }

@@ -383,7 +383,7 @@ mod tests {
             id: "urn:e:1".into(),
             types: vec![iri("https://example.org/T")],
             scopes: vec![],
-            attrs: vec![(iri("https://example.org/level"), vec![level])],
+            attrs: vec![(iri("https://example.org/level"), vec![level].into())],
             created_at: 1,
             modified_at: 2,
         }

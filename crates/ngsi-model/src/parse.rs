@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::entity::{AttrValue, Attribute, Entity, Iri, iri};
+use crate::entity::{AttrValue, Attribute, Entity, InstanceList, Iri, iri};
 use crate::error::{NgsiError, NgsiResult};
 use crate::json::JsonDoc;
 use crate::time::parse_datetime;
@@ -434,10 +434,10 @@ pub fn parse_attributes<'a, J: JsonDoc + 'a>(
     members: impl Iterator<Item = (&'a str, &'a J)>,
     terms: &dyn Terms,
     limits: ParseLimits,
-) -> NgsiResult<Vec<(Iri, Vec<Attribute>)>> {
+) -> NgsiResult<Vec<(Iri, InstanceList)>> {
     // Both documents' member iterators know their length.
     let count = members.size_hint().0;
-    let mut attrs: Vec<(Iri, Vec<Attribute>)> = Vec::with_capacity(count);
+    let mut attrs: Vec<(Iri, InstanceList)> = Vec::with_capacity(count);
     let mut places = crate::update::Places::new(&attrs, count, crate::update::attr_name);
     for (name, value) in members {
         if ENTITY_MEMBERS.contains(&name) {
@@ -448,7 +448,7 @@ pub fn parse_attributes<'a, J: JsonDoc + 'a>(
         match places.find(&attrs, &expanded) {
             // Two terms that expand to the same IRI: merge their instances.
             Some(i) => attrs[i].1.extend(instances),
-            None => places.push(&mut attrs, (expanded, instances)),
+            None => places.push(&mut attrs, (expanded, instances.into())),
         }
     }
     for (name, instances) in &attrs {

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::entity::{AttrValue, Attribute, Entity, Iri, core_iri};
+use crate::entity::{AttrValue, Attribute, Entity, InstanceList, Iri, core_iri};
 use crate::error::{NgsiError, NgsiResult};
 
 /// What an update did per attribute (the UpdateResult of clause 5.2.18).
@@ -91,7 +91,7 @@ fn insert_instance(entity: &mut Entity, name: &Iri, new: Attribute, now: i64) {
     let new = created(new, now);
     match entity.attr_mut(name) {
         Some(instances) => instances.push(new),
-        None => entity.attrs.push((name.clone(), vec![new])),
+        None => entity.attrs.push((name.clone(), vec![new].into())),
     }
 }
 
@@ -176,7 +176,7 @@ impl<T, K: std::hash::Hash + Eq + Clone> Places<T, K> {
 }
 
 /// An attribute's name in an entity's list.
-pub(crate) fn attr_name(a: &(Iri, Vec<Attribute>)) -> &Iri {
+pub(crate) fn attr_name(a: &(Iri, InstanceList)) -> &Iri {
     &a.0
 }
 
@@ -195,7 +195,7 @@ fn dataset_of(a: &Attribute) -> &Option<Arc<str>> {
 /// removed by [`Edit::finish`], so that places hold during the edit.
 struct Edit<'e> {
     entity: &'e mut Entity,
-    places: Places<(Iri, Vec<Attribute>), Iri>,
+    places: Places<(Iri, InstanceList), Iri>,
 }
 
 impl<'e> Edit<'e> {
@@ -211,7 +211,8 @@ impl<'e> Edit<'e> {
         let at = match self.places.find(attrs, name) {
             Some(at) => at,
             None => {
-                self.places.push(attrs, (name.clone(), Vec::new()));
+                self.places
+                    .push(attrs, (name.clone(), InstanceList::default()));
                 attrs.len() - 1
             }
         };
@@ -737,7 +738,7 @@ mod tests {
                 attrs: attrs
                     .into_iter()
                     .filter(|(n, i)| seen.insert(*n) && !i.is_empty())
-                    .map(|(n, i)| (crate::iri(&format!("https://example.org/a{n}")), i))
+                    .map(|(n, i)| (crate::iri(&format!("https://example.org/a{n}")), i.into()))
                     .collect(),
                 created_at: 1,
                 modified_at: 1,
@@ -745,7 +746,7 @@ mod tests {
         })
     }
 
-    fn sorted(mut e: Entity) -> Vec<(Iri, Vec<Attribute>)> {
+    fn sorted(mut e: Entity) -> Vec<(Iri, InstanceList)> {
         e.attrs.sort_by(|a, b| a.0.cmp(&b.0));
         e.attrs
     }

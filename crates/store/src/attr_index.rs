@@ -282,7 +282,7 @@ mod tests {
             scopes: Vec::new(),
             attrs: vec![(
                 iri("urn:a"),
-                vec![Attribute::new(AttrValue::Property(value))],
+                vec![Attribute::new(AttrValue::Property(value))].into(),
             )],
             created_at: 0,
             modified_at: 0,

@@ -385,7 +385,7 @@ impl<'a> Reader<'a> {
             for _ in 0..k {
                 instances.push(r.attribute()?);
             }
-            Some(instances)
+            Some(ngsi_model::entity::InstanceList::from(instances))
         })?;
         let created_at = self.int()?;
         let modified_at = self.int()?;

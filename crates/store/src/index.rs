@@ -44,7 +44,7 @@ fn same_attr_kinds(a: &Entity, b: &Entity) -> bool {
         && a.attrs
             .iter()
             .zip(&b.attrs)
-            .all(|((na, ia), (nb, ib))| na == nb && kinds_of(ia) == kinds_of(ib))
+            .all(|((na, ia), (nb, ib))| na == nb && (ia.same(ib) || kinds_of(ia) == kinds_of(ib)))
 }
 
 /// Entities (of one type, or in all) having an attribute, by kind.
@@ -184,8 +184,17 @@ impl TenantIndex {
             // they are; only the value indexes follow the values.
             Some(old) if old.types == entity.types && same_attr_kinds(old, entity) => {
                 for (attr, index) in &mut self.by_attr {
-                    index.remove(attr, old);
-                    index.insert(attr, entity);
+                    // An attribute the update left alone (the versions share
+                    // its instances) keeps its index entries.
+                    let kept = match (old.attr_list(attr), entity.attr_list(attr)) {
+                        (Some(a), Some(b)) => a.same(b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !kept {
+                        index.remove(attr, old);
+                        index.insert(attr, entity);
+                    }
                 }
                 self.by_id.insert(id, Held { row, bytes });
                 return;

@@ -16,7 +16,7 @@ fn entity(id: &str, t: &str, level: i64) -> Entity {
         scopes: Vec::new(),
         attrs: vec![(
             iri("https://example.org/level"),
-            vec![Attribute::new(AttrValue::Property(json!(level)))],
+            vec![Attribute::new(AttrValue::Property(json!(level)))].into(),
         )],
         created_at: 1,
         modified_at: 1,
@@ -59,6 +59,29 @@ fn level_of(e: &Entity) -> i64 {
         AttrValue::Property(v) => v.as_i64().unwrap(),
         _ => panic!("not a property"),
     }
+}
+
+/// The entities whose level is `v`, queried through the level's value
+/// index (the first such query builds it).
+fn ids_at_level(store: &SqliteStore, v: i64) -> Vec<String> {
+    use store::attr_index::{Condition, IndexKey, IndexedCondition};
+    let conditions = vec![IndexedCondition {
+        attr: iri("https://example.org/level"),
+        condition: Condition::AnyOf(vec![IndexKey::num(v as f64)]),
+    }];
+    let sel = Selection {
+        ids: None,
+        types: None,
+        conditions: &conditions,
+        exact: false,
+    };
+    let filter = move |e: &Entity| level_of(e) == v;
+    store
+        .query("", sel, &filter, all())
+        .entities
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect()
 }
 
 fn all() -> Page {
@@ -251,7 +274,6 @@ async fn everything_survives_reopening() {
 
 #[tokio::test]
 async fn attribute_indexes_follow_writes() {
-    use store::attr_index::{Condition, IndexKey, IndexedCondition};
     let store = SqliteStore::open(SqliteConfig::default()).unwrap();
     let ops = (0..10)
         .map(|i| {
@@ -263,28 +285,7 @@ async fn attribute_indexes_follow_writes() {
         })
         .collect();
     store.write("", ops).await.unwrap();
-    let level_is = |v: f64| {
-        vec![IndexedCondition {
-            attr: iri("https://example.org/level"),
-            condition: Condition::AnyOf(vec![IndexKey::num(v)]),
-        }]
-    };
-    let ids = |store: &SqliteStore, v: i64| -> Vec<String> {
-        let conditions = level_is(v as f64);
-        let sel = Selection {
-            ids: None,
-            types: None,
-            conditions: &conditions,
-            exact: false,
-        };
-        let filter = move |e: &Entity| level_of(e) == v;
-        store
-            .query("", sel, &filter, all())
-            .entities
-            .iter()
-            .map(|e| e.id.to_string())
-            .collect()
-    };
+    let ids = ids_at_level;
     // The first query builds the index.
     assert_eq!(ids(&store, 1), ["urn:i:1", "urn:i:4", "urn:i:7"]);
     // Writes after that keep it right: an update moves an entity, a delete
@@ -309,6 +310,67 @@ async fn attribute_indexes_follow_writes() {
         .unwrap();
     assert_eq!(ids(&store, 1), ["urn:i:1", "urn:i:99"]);
     assert_eq!(ids(&store, 2), ["urn:i:2", "urn:i:4", "urn:i:5", "urn:i:8"]);
+}
+
+#[tokio::test]
+async fn an_update_of_another_attribute_keeps_the_index_of_the_one_it_left_alone() {
+    // The versions before and after an update share the instances of the
+    // attributes it did not touch; the index keeps their entries then, and
+    // must still follow the attribute the next update changes.
+    let store = SqliteStore::open(SqliteConfig::default()).unwrap();
+    let note = iri("https://example.org/note");
+    let mut e = entity("urn:k:1", "https://example.org/T", 1);
+    e.attrs.push((
+        note.clone(),
+        vec![Attribute::new(AttrValue::Property(json!("a")))].into(),
+    ));
+    store.write("", vec![create(e)]).await.unwrap();
+    store
+        .write(
+            "",
+            vec![create(entity("urn:k:2", "https://example.org/T", 2))],
+        )
+        .await
+        .unwrap();
+    let ids = ids_at_level;
+    assert_eq!(ids(&store, 1), ["urn:k:1"]);
+    let update = |f: fn(&mut Entity)| {
+        Op::new("urn:k:1", move |current| {
+            let mut e = current.cloned().unwrap();
+            f(&mut e);
+            Ok(Change::put(e))
+        })
+    };
+    // The note changes: level's entries stay.
+    store
+        .write(
+            "",
+            vec![update(|e| {
+                e.attr_mut("https://example.org/note").unwrap()[0].value =
+                    AttrValue::Property(json!("b"))
+            })],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&store, 1), ["urn:k:1"]);
+    let stored = store.get("", "urn:k:1").unwrap();
+    assert_eq!(
+        stored.attr("https://example.org/note").unwrap()[0].value,
+        AttrValue::Property(json!("b"))
+    );
+    // Then the level changes: its entries move.
+    store
+        .write(
+            "",
+            vec![update(|e| {
+                e.attr_mut("https://example.org/level").unwrap()[0].value =
+                    AttrValue::Property(json!(2))
+            })],
+        )
+        .await
+        .unwrap();
+    assert!(ids(&store, 1).is_empty());
+    assert_eq!(ids(&store, 2), ["urn:k:1", "urn:k:2"]);
 }
 
 #[tokio::test]
@@ -1324,7 +1386,8 @@ fn with_datasets(id: &str, level: i64) -> Entity {
     a.dataset_id = Some("urn:ds:a".into());
     let mut b = Attribute::new(AttrValue::Property(json!(level + 1)));
     b.dataset_id = Some("urn:ds:b".into());
-    e.attrs.push((iri("https://example.org/flow"), vec![a, b]));
+    e.attrs
+        .push((iri("https://example.org/flow"), vec![a, b].into()));
     e
 }
 
@@ -2026,7 +2089,12 @@ fn three_series_entity(id: &str, base: i64) -> Entity {
         attrs: ["a", "b", "c"]
             .iter()
             .zip(0..)
-            .map(|(n, i)| (iri(&format!("https://example.org/{n}")), vec![attr(i)]))
+            .map(|(n, i)| {
+                (
+                    iri(&format!("https://example.org/{n}")),
+                    vec![attr(i)].into(),
+                )
+            })
             .collect(),
         created_at: 1,
         modified_at: 1,
@@ -2388,7 +2456,7 @@ async fn the_history_of_an_entity_of_many_instances_records_each_change_once() {
         id: id.into(),
         types: vec![iri("https://example.org/T")],
         scopes: Vec::new(),
-        attrs: vec![(temp.clone(), attrs)],
+        attrs: vec![(temp.clone(), attrs.into())],
         created_at: 1_000,
         modified_at: t,
     };

@@ -1065,7 +1065,7 @@ mod tests {
             scopes: vec![],
             attrs: vec![(
                 iri("https://uri.etsi.org/ngsi-ld/default-context/speed"),
-                vec![speed],
+                vec![speed].into(),
             )],
             created_at: 1,
             modified_at: 2,

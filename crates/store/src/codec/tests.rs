@@ -142,7 +142,7 @@ fn entity() -> impl Strategy<Value = Entity> {
                 id: id.into(),
                 types,
                 scopes: scopes.into_iter().map(Into::into).collect(),
-                attrs,
+                attrs: attrs.into_iter().map(|(n, i)| (n, i.into())).collect(),
                 created_at,
                 modified_at,
             },
@@ -214,7 +214,7 @@ fn names_as_strings_read_on_the_fast_path() {
         id: "urn:e:1".into(),
         types: vec![iri("https://example.org/T")],
         scopes: vec![],
-        attrs: vec![(iri("https://example.org/level"), vec![a])],
+        attrs: vec![(iri("https://example.org/level"), vec![a].into())],
         created_at: 1,
         modified_at: 2,
     };
@@ -271,7 +271,7 @@ fn deep_nesting_is_left_to_rmp_serde() {
         scopes: vec![],
         attrs: vec![(
             iri("https://example.org/deep"),
-            vec![Attribute::new(AttrValue::Property(v))],
+            vec![Attribute::new(AttrValue::Property(v))].into(),
         )],
         created_at: 1,
         modified_at: 2,
@@ -346,7 +346,7 @@ fn what_rmp_serde_refuses_the_fast_reader_refuses() {
         id: "urn:e:1".into(),
         types: vec![iri("https://example.org/T")],
         scopes: vec![],
-        attrs: vec![(iri("https://example.org/level"), vec![a.clone()])],
+        attrs: vec![(iri("https://example.org/level"), vec![a.clone()].into())],
         created_at: 1,
         modified_at: 2,
     };
@@ -370,7 +370,7 @@ fn what_rmp_serde_refuses_the_fast_reader_refuses() {
             inner = outer;
         }
         Entity {
-            attrs: vec![(iri("https://example.org/level"), vec![inner])],
+            attrs: vec![(iri("https://example.org/level"), vec![inner].into())],
             ..e.clone()
         }
     };
