@@ -257,7 +257,6 @@ ALTER TABLE entities_v4 RENAME TO entities;
 
 // Positional fields: about a third smaller than named ones. A change of the
 // model's fields needs a new FORMAT_VERSION and a migration.
-use crate::index::encode;
 
 fn decode(names: &Arc<Names>, id: &str, bytes: &[u8]) -> Result<Entity, StoreError> {
     crate::index::decode(names, bytes).map_err(|e| StoreError::Decode {
@@ -1480,18 +1479,23 @@ struct Writer {
 /// every request of the next group waited for it.
 #[derive(Default)]
 struct RecentEntities {
-    newer: FoldMap<EntityKey, Arc<Entity>>,
-    older: FoldMap<EntityKey, Arc<Entity>>,
+    newer: FoldMap<EntityKey, Recent>,
+    older: FoldMap<EntityKey, Recent>,
     /// Where dropped generations go; `None` frees them in place (when the
     /// thread could not be started, or has ended).
-    reaper: Option<std::sync::mpsc::Sender<FoldMap<EntityKey, Arc<Entity>>>>,
+    reaper: Option<std::sync::mpsc::Sender<FoldMap<EntityKey, Recent>>>,
 }
+
+/// A recent entity and its encoding: the next version's encoding copies
+/// the attributes it shares with this one
+/// ([`crate::codec::encode_entity_reusing`]).
+type Recent = (Arc<Entity>, Arc<crate::codec::Encoded>);
 
 /// Entities in one generation of [`RecentEntities`].
 const RECENT_ENTITIES: usize = 1024;
 
 impl RecentEntities {
-    fn get(&mut self, key: &EntityKey) -> Option<Arc<Entity>> {
+    fn get(&mut self, key: &EntityKey) -> Option<Recent> {
         if let Some(e) = self.newer.get(key) {
             return Some(e.clone());
         }
@@ -1502,7 +1506,7 @@ impl RecentEntities {
 
     /// A cache whose dropped generations are freed on a reaper thread.
     fn with_reaper() -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<FoldMap<EntityKey, Arc<Entity>>>();
+        let (tx, rx) = std::sync::mpsc::channel::<FoldMap<EntityKey, Recent>>();
         let reaper = std::thread::Builder::new()
             .name("wuyang-reaper".into())
             .spawn(move || rx.into_iter().for_each(drop))
@@ -1514,7 +1518,7 @@ impl RecentEntities {
         }
     }
 
-    fn put(&mut self, key: EntityKey, entity: Arc<Entity>) {
+    fn put(&mut self, key: EntityKey, entity: Recent) {
         if self.newer.len() >= RECENT_ENTITIES && !self.newer.contains_key(&key) {
             let dropped = std::mem::replace(&mut self.older, std::mem::take(&mut self.newer));
             if let Some(reaper) = &self.reaper
@@ -1615,8 +1619,9 @@ fn passive_checkpoint(conn: &Connection) {
 /// A tenant and an entity id.
 type EntityKey = (Box<str>, Arc<str>);
 
-/// An entity with its stored encoding.
-type Encoded = (Arc<Entity>, Box<[u8]>, i64);
+/// An entity with its stored encoding (and where its attributes lie in
+/// it) and its row.
+type Encoded = (Arc<Entity>, Arc<crate::codec::Encoded>, i64);
 
 /// The state of one group of writes before it is published.
 #[derive(Default)]
@@ -1797,36 +1802,45 @@ impl Writer {
                     for op in req.ops {
                         op_count += 1;
                         let key = (req.tenant.clone(), op.id.clone());
-                        let (current, row): (Option<Arc<Entity>>, Option<i64>) =
-                            match overlay.changed.get(&key) {
-                                Some(state) => (
-                                    state.as_ref().map(|(e, _, _)| e.clone()),
-                                    state.as_ref().map(|(_, _, row)| *row),
-                                ),
-                                None => {
-                                    let tenant_index = committed.get(&*req.tenant);
-                                    let held = match (recent.get(&key), tenant_index) {
-                                        (Some(e), _) => Ok(Some(e)),
-                                        (None, Some(t)) => t.lookup(&op.id),
-                                        (None, None) => Ok(None),
-                                    };
-                                    let held = match held {
-                                        Ok(held) => held,
-                                        Err(e) => {
-                                            // A held entity that does not decode is
-                                            // never treated as absent (that would
-                                            // orphan its index entries).
-                                            these.push(Err(NgsiError::internal(e.to_string())));
-                                            continue;
-                                        }
-                                    };
-                                    overlay
-                                        .before
-                                        .entry(key.clone())
-                                        .or_insert_with(|| held.clone());
-                                    (held, tenant_index.and_then(|t| t.row_of(&op.id)))
-                                }
-                            };
+                        // The latest state, and its encoding when at hand.
+                        let (current, row, prev): (
+                            Option<Arc<Entity>>,
+                            Option<i64>,
+                            Option<Arc<crate::codec::Encoded>>,
+                        ) = match overlay.changed.get(&key) {
+                            Some(state) => (
+                                state.as_ref().map(|(e, _, _)| e.clone()),
+                                state.as_ref().map(|(_, _, row)| *row),
+                                state.as_ref().map(|(_, c, _)| c.clone()),
+                            ),
+                            None => {
+                                let tenant_index = committed.get(&*req.tenant);
+                                let mut prev = None;
+                                let held = match (recent.get(&key), tenant_index) {
+                                    (Some((e, c)), _) => {
+                                        prev = Some(c);
+                                        Ok(Some(e))
+                                    }
+                                    (None, Some(t)) => t.lookup(&op.id),
+                                    (None, None) => Ok(None),
+                                };
+                                let held = match held {
+                                    Ok(held) => held,
+                                    Err(e) => {
+                                        // A held entity that does not decode is
+                                        // never treated as absent (that would
+                                        // orphan its index entries).
+                                        these.push(Err(NgsiError::internal(e.to_string())));
+                                        continue;
+                                    }
+                                };
+                                overlay
+                                    .before
+                                    .entry(key.clone())
+                                    .or_insert_with(|| held.clone());
+                                (held, tenant_index.and_then(|t| t.row_of(&op.id)), prev)
+                            }
+                        };
                         let existed = current.is_some();
                         let before = overlay.events.is_some().then(|| current.clone()).flatten();
                         let applied =
@@ -1837,7 +1851,12 @@ impl Writer {
                                 match change.next {
                                     Next::Keep => {}
                                     Next::Put(entity) => {
-                                        let bytes = encode(&self.shared.names, &entity);
+                                        let encoded = crate::codec::encode_entity_reusing(
+                                            &self.shared.names,
+                                            &entity,
+                                            current.as_deref().zip(prev.as_deref()),
+                                        );
+                                        let bytes = &encoded.bytes;
                                         let row = match row {
                                             Some(row) => row,
                                             None => {
@@ -1880,7 +1899,7 @@ impl Writer {
                                         }
                                         overlay
                                             .changed
-                                            .insert(key, Some((entity, bytes.into(), row)));
+                                            .insert(key, Some((entity, Arc::new(encoded), row)));
                                         if !known.contains(&req.tenant)
                                             && !overlay.new_tenants.contains(&req.tenant)
                                         {
@@ -2049,12 +2068,17 @@ impl Writer {
                 .entry(key.0.clone())
                 .or_insert_with(|| TenantIndex::new(self.shared.names.clone()));
             match (state, old) {
-                (Some((entity, bytes, row)), old) => {
+                (Some((entity, encoded, row)), old) => {
                     if old.is_none() {
                         delta += 1;
                     }
-                    index.replace(old.as_deref(), &entity, row, bytes);
-                    self.recent.put(key, entity);
+                    index.replace(
+                        old.as_deref(),
+                        &entity,
+                        row,
+                        encoded.bytes.as_slice().into(),
+                    );
+                    self.recent.put(key, (entity, encoded));
                 }
                 (None, Some(old)) => {
                     index.remove_known(&old);

@@ -374,6 +374,58 @@ async fn an_update_of_another_attribute_keeps_the_index_of_the_one_it_left_alone
 }
 
 #[tokio::test]
+async fn updates_of_one_attribute_at_a_time_are_stored_whole() {
+    // Each update's encoding copies the bytes of the attributes it shares
+    // with the version before (in the same group or an earlier one); what
+    // the table holds must read back as the whole latest version.
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..4)
+        .map(|i| format!("https://example.org/p{i}"))
+        .collect();
+    let mut e = entity("urn:w:1", "https://example.org/T", 0);
+    for n in &names {
+        e.attrs.push((
+            iri(n),
+            vec![Attribute::new(AttrValue::Property(json!(0)))].into(),
+        ));
+    }
+    let mut expected = e.clone();
+    {
+        let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+        store.write("", vec![create(e)]).await.unwrap();
+        let set = |name: String, v: i64| {
+            Op::new("urn:w:1", move |current| {
+                let mut e = current.cloned().unwrap();
+                e.attr_mut(&name).unwrap()[0].value = AttrValue::Property(json!(v));
+                Ok(Change::put(e))
+            })
+        };
+        for round in 1..=3 {
+            // One group of several updates, then single updates.
+            let group = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| set(n.clone(), round * 10 + i as i64))
+                .collect();
+            store.write("", group).await.unwrap();
+            store
+                .write("", vec![set(names[round as usize].clone(), -round)])
+                .await
+                .unwrap();
+        }
+        for (i, n) in names.iter().enumerate() {
+            // The last round's group, then its single update of p3.
+            let v = if i == 3 { -3 } else { 30 + i as i64 };
+            expected.attr_mut(n).unwrap()[0].value = AttrValue::Property(json!(v));
+        }
+        let live = store.get("", "urn:w:1").unwrap();
+        assert_eq!(live.attrs, expected.attrs);
+    }
+    let store = SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap();
+    assert_eq!(store.get("", "urn:w:1").unwrap().attrs, expected.attrs);
+}
+
+#[tokio::test]
 async fn discovery_counts_and_exact_counts_follow_writes() {
     let store = SqliteStore::open(SqliteConfig::default()).unwrap();
     let t = "https://example.org/T";

@@ -163,6 +163,49 @@ proptest! {
         prop_assert_eq!(decode_entity(&names, &bytes).unwrap(), e);
     }
 
+    /// Encoding a version of an entity from an earlier one's encoding gives
+    /// the bytes of a fresh encoding, whatever the two share: kept lists,
+    /// changed ones, a list kept under another name, attributes added,
+    /// removed or moved.
+    #[test]
+    fn a_version_encoded_from_an_earlier_one_is_encoded_as_afresh(
+        prev in entity(),
+        edits in prop::collection::vec((0u8..5, 0usize..8, attribute()), 0..6),
+        names_first in any::<bool>(),
+    ) {
+        let names = Arc::new(Names::default());
+        if names_first {
+            // Numbers given in another order than the entity's.
+            for (n, _) in prev.attrs.iter().rev() {
+                names.number_of(n);
+            }
+        }
+        let prev_encoded = encode_entity_reusing(&names, &prev, None);
+        prop_assert_eq!(&prev_encoded.bytes, &encode_entity(&names, &prev));
+        let mut next = prev.clone();
+        for (kind, at, attr) in edits {
+            let len = next.attrs.len();
+            match kind {
+                // Change one instance of a list (copied on write).
+                0 if len > 0 => next.attrs[at % len].1[0] = attr,
+                // Another list under a kept name.
+                1 if len > 0 => next.attrs[at % len].1 = vec![attr].into(),
+                // A kept list under another name.
+                2 if len > 0 => next.attrs[at % len].0 = iri(&format!("https://example.org/renamed{at}")),
+                3 if len > 0 => { next.attrs.remove(at % len); }
+                4 if len > 1 => next.attrs.swap(0, at % len),
+                _ => next.attrs.push((iri(&format!("https://example.org/added{at}")), vec![attr].into())),
+            }
+        }
+        next.modified_at = next.modified_at.wrapping_add(1);
+        let reused = encode_entity_reusing(&names, &next, Some((&prev, &prev_encoded)));
+        prop_assert_eq!(&reused.bytes, &encode_entity(&names, &next));
+        prop_assert_eq!(decode_entity(&names, &reused.bytes).unwrap(), next.clone());
+        // And the next version after that, from this one.
+        let again = encode_entity_reusing(&names, &next, Some((&next, &reused)));
+        prop_assert_eq!(&again.bytes, &reused.bytes);
+    }
+
     /// Without a name table (the temporal instances' documents) names are
     /// strings, as rmp-serde writes them outside a scope.
     #[test]
