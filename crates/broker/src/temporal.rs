@@ -1432,18 +1432,8 @@ impl Broker {
                 }
             }
         }
-        // One instance per attribute instance and observedAt: the last
-        // given wins, as it replaces a recorded one (see the store).
         for (_, list) in &mut out {
-            let mut keep = vec![true; list.len()];
-            for (i, a) in list.iter().enumerate() {
-                keep[i] = a.observed_at.is_none()
-                    || !list[i + 1..]
-                        .iter()
-                        .any(|b| b.dataset_id == a.dataset_id && b.observed_at == a.observed_at);
-            }
-            let mut flags = keep.into_iter();
-            list.retain(|_| flags.next().unwrap_or(true));
+            last_of_each_instant(list);
         }
         Ok(out)
     }
@@ -1883,4 +1873,70 @@ fn render_instance(
         Value::String(instance_uri(i.instance_id)),
     );
     Value::Object(m)
+}
+
+/// Keeps one instance per attribute instance (datasetId) and observedAt:
+/// the last given wins, as it replaces a recorded one (see the store).
+/// Instances without observedAt are all kept. One pass from the end with a
+/// set of what was seen: a request of thousands of instances of one
+/// attribute (the temporal API's batch load) scanned the rest of the list
+/// per instance before.
+fn last_of_each_instant(list: &mut Vec<Attribute>) {
+    if list.len() < 2 {
+        return;
+    }
+    let keep: Vec<bool> = {
+        let mut seen = std::collections::HashSet::with_capacity(list.len());
+        let mut keep = vec![true; list.len()];
+        for (i, a) in list.iter().enumerate().rev() {
+            if let Some(t) = a.observed_at.as_deref() {
+                keep[i] = seen.insert((a.dataset_id.as_deref(), t));
+            }
+        }
+        keep
+    };
+    let mut flags = keep.into_iter();
+    list.retain(|_| flags.next().unwrap_or(true));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reading `last_of_each_instant` replaced: for each instance, a
+    /// scan of the ones after it.
+    fn reference(list: &mut Vec<Attribute>) {
+        let mut keep = vec![true; list.len()];
+        for (i, a) in list.iter().enumerate() {
+            keep[i] = a.observed_at.is_none()
+                || !list[i + 1..]
+                    .iter()
+                    .any(|b| b.dataset_id == a.dataset_id && b.observed_at == a.observed_at);
+        }
+        let mut flags = keep.into_iter();
+        list.retain(|_| flags.next().unwrap_or(true));
+    }
+
+    proptest! {
+        #[test]
+        fn the_last_instance_of_each_instant_is_kept_as_by_the_scan(
+            items in prop::collection::vec((prop::option::of(0u8..3), prop::option::of(0u8..3)), 0..40)
+        ) {
+            let list: Vec<Attribute> = items
+                .iter()
+                .enumerate()
+                .map(|(i, (d, t))| {
+                    let mut a = Attribute::new(AttrValue::Property(serde_json::json!(i)));
+                    a.dataset_id = d.map(|d| format!("urn:d:{d}").into());
+                    a.observed_at = t.map(|t| format!("2024-01-01T00:00:0{t}Z").into());
+                    a
+                })
+                .collect();
+            let (mut fast, mut slow) = (list.clone(), list);
+            last_of_each_instant(&mut fast);
+            reference(&mut slow);
+            prop_assert_eq!(fast, slow);
+        }
+    }
 }
