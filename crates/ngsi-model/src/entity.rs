@@ -37,6 +37,19 @@ pub fn iri(s: &str) -> Iri {
     new
 }
 
+/// The interned copy of `s` if there is one, else a new shared text that
+/// is not interned: for texts a client chooses freely (datasetIds), so that
+/// requests that are refused never grow the interner. (A name the store
+/// keeps is interned by its name table; the next request naming it shares
+/// that copy.)
+pub fn shared_text(s: &str) -> Arc<str> {
+    INTERNER
+        .read()
+        .get(s)
+        .cloned()
+        .unwrap_or_else(|| Arc::from(s))
+}
+
 /// Whether `s` is the text of an interned IRI itself (not a copy of it).
 /// Interned IRIs are never freed, so the address of such a text stays
 /// unique to it for the life of the process.
@@ -533,5 +546,15 @@ mod tests {
             serde_json::to_value(&a).unwrap(),
             serde_json::to_value(&*a).unwrap()
         );
+    }
+
+    #[test]
+    fn free_texts_share_an_interned_copy_but_never_add_one() {
+        let fresh = shared_text("urn:test:shared-text:fresh");
+        assert!(!is_interned(&fresh));
+        assert!(!INTERNER.read().contains("urn:test:shared-text:fresh"));
+        let known = iri("urn:test:shared-text:known");
+        let again = shared_text("urn:test:shared-text:known");
+        assert!(Arc::ptr_eq(&known, &again) && is_interned(&again));
     }
 }

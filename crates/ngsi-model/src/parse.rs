@@ -830,7 +830,7 @@ fn parse_instance<J: JsonDoc>(
             Some("@none") => {}
             // A datasetId cannot be deleted with the NGSI-LD Null (clause 5.5.8).
             Some(s) if is_absolute_iri(s) && s != crate::entity::core_iri::NULL => {
-                attr.dataset_id = Some(crate::entity::iri(s))
+                attr.dataset_id = Some(crate::entity::shared_text(s))
             }
             _ => {
                 return Err(NgsiError::bad_data(format!(
