@@ -1469,9 +1469,12 @@ struct Writer {
 /// lookup: an entity found in the older one moves to the newer; once the
 /// newer holds [`RECENT_ENTITIES`], it becomes the older and the older is
 /// dropped. At most twice that many entities are held: a template entity
-/// takes about 6 KB decoded, so the bound keeps the cache near 12 MB (at
-/// 4,096 a generation the server's resident memory after the benchmark
-/// grew by 50 MB).
+/// takes about 6 KB decoded and 1 KB encoded (the encoding is kept for the
+/// next version's, see [`Recent`]), so the bound keeps the cache near
+/// 14 MB (at 4,096 a generation the server's resident memory after the
+/// benchmark grew by 50 MB). The index holds its own exact-size copy of
+/// the encoding: a copy of a kilobyte at publish, against re-encoding the
+/// attributes an update left alone.
 ///
 /// The dropped generation is freed on a thread of its own
 /// (`wuyang-reaper`): freeing a thousand entities made by the request
