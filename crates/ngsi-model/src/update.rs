@@ -470,17 +470,19 @@ pub fn partial_update(
         kind,
     } = patch;
     let dataset = patch.dataset_id.clone();
-    let Some(instances) = entity.attr_mut(name) else {
+    // Checked on the shared list: the list is copied (see `InstanceList`)
+    // only once the update is known to change it.
+    let Some(list) = entity.attr(name) else {
         return Err(NgsiError::not_found(format!(
             "attribute {name} does not exist"
         )));
     };
-    let Some(pos) = instances.iter().position(|a| a.dataset_id == dataset) else {
+    let Some(pos) = list.iter().position(|a| a.dataset_id == dataset) else {
         return Err(NgsiError::not_found(format!(
             "attribute {name} has no such datasetId"
         )));
     };
-    let current = instances[pos].value.kind_name();
+    let current = list[pos].value.kind_name();
     if let Some(k) = kind.as_deref()
         && k != current
     {
@@ -488,20 +490,26 @@ pub fn partial_update(
             "attribute {name} is a {current}: a partial update cannot make it a {k}"
         )));
     }
-    if value_given && is_ngsi_null(&patch) {
-        instances.remove(pos);
-        if instances.is_empty() {
-            entity.attrs.retain(|(n, _)| n != name);
-        }
-    } else {
+    let delete = value_given && is_ngsi_null(&patch);
+    if !delete {
         if !value_given {
-            patch.value = instances[pos].value.clone();
+            patch.value = list[pos].value.clone();
         } else if patch.value.kind_name() != current {
             return Err(NgsiError::bad_data(format!(
                 "attribute {name} is a {current}: the fragment's value is a {}",
                 patch.value.kind_name()
             )));
         }
+    }
+    let Some(instances) = entity.attr_mut(name) else {
+        return Err(NgsiError::internal(format!("attribute {name} vanished")));
+    };
+    if delete {
+        instances.remove(pos);
+        if instances.is_empty() {
+            entity.attrs.retain(|(n, _)| n != name);
+        }
+    } else {
         merge_instance(&mut instances[pos], patch, false, now);
     }
     entity.modified_at = now;
