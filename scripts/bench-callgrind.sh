@@ -9,6 +9,7 @@
 #
 # Compare two binaries with the same arguments; see docs/benchmarks.md.
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh"
 bin=${1:-target/release/wuyang}
 scenario=${2:-partial}
 n=${3:-10000}
@@ -19,10 +20,7 @@ valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$dir/cg.o
     "$bin" serve --listen "$addr" --data-dir "$dir/data" > "$dir/serve.log" 2>&1 &
 server=$!
 trap '[ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
-for _ in $(seq 1 120); do
-    curl -s -o /dev/null "http://$addr/health" && break
-    sleep 0.5
-done
+wait_for_health "$addr" 0.5 120
 "$bin" bench --target "$addr" --only "$scenario" --requests "$n" > /dev/null 2>&1
 kill -INT $server
 wait $server || true

@@ -10,6 +10,7 @@
 # Alternate two binaries (e.g. the one before and after a change) a few times;
 # see docs/benchmarks.md.
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh"
 bin=${1:-target/release/wuyang}
 scenario=${2:-partial}
 n=${3:-30000}
@@ -19,10 +20,7 @@ dir=$(mktemp -d)
 "$bin" serve --listen "$addr" --data-dir "$dir" > "$dir.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir" "$dir.log"' EXIT
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://$addr/health" && break
-    sleep 0.1
-done
+wait_for_health "$addr" 0.1 100
 bench() { "$bin" bench --target "$addr" --entities 100000 "$@" 2>&1; }
 case $scenario in
     # The dataset and the attribute indexes, outside the measured run.

@@ -175,10 +175,7 @@ pub struct Entity {
 impl Entity {
     /// The instances of attribute `name`, if present.
     pub fn attr(&self, name: &str) -> Option<&[Attribute]> {
-        self.attrs
-            .iter()
-            .find(|(n, _)| same_iri(n, name))
-            .map(|(_, v)| v.as_slice())
+        self.attr_list(name).map(|v| v.as_slice())
     }
 
     /// The instance list of attribute `name`, if present (to tell by

@@ -255,9 +255,9 @@ DROP TABLE entities;
 ALTER TABLE entities_v4 RENAME TO entities;
 ";
 
-// Positional fields: about a third smaller than named ones. A change of the
-// model's fields needs a new FORMAT_VERSION and a migration.
-
+/// Decodes a stored entity. The encoding is positional (about a third
+/// smaller than named fields): a change of the model's fields needs a new
+/// FORMAT_VERSION and a migration.
 fn decode(names: &Arc<Names>, id: &str, bytes: &[u8]) -> Result<Entity, StoreError> {
     crate::index::decode(names, bytes).map_err(|e| StoreError::Decode {
         id: id.to_string(),
@@ -1811,21 +1811,16 @@ impl Writer {
                             Option<i64>,
                             Option<Arc<crate::codec::Encoded>>,
                         ) = match overlay.changed.get(&key) {
-                            Some(state) => (
-                                state.as_ref().map(|(e, _, _)| e.clone()),
-                                state.as_ref().map(|(_, _, row)| *row),
-                                state.as_ref().map(|(_, c, _)| c.clone()),
-                            ),
+                            Some(Some((e, c, row))) => {
+                                (Some(e.clone()), Some(*row), Some(c.clone()))
+                            }
+                            Some(None) => (None, None, None),
                             None => {
                                 let tenant_index = committed.get(&*req.tenant);
-                                let mut prev = None;
-                                let held = match (recent.get(&key), tenant_index) {
-                                    (Some((e, c)), _) => {
-                                        prev = Some(c);
-                                        Ok(Some(e))
-                                    }
-                                    (None, Some(t)) => t.lookup(&op.id),
-                                    (None, None) => Ok(None),
+                                let (held, prev) = match (recent.get(&key), tenant_index) {
+                                    (Some((e, c)), _) => (Ok(Some(e)), Some(c)),
+                                    (None, Some(t)) => (t.lookup(&op.id), None),
+                                    (None, None) => (Ok(None), None),
                                 };
                                 let held = match held {
                                     Ok(held) => held,
