@@ -30,32 +30,71 @@ pub(crate) const INSERT: &str =
 const NIL: u8 = 0xc0;
 
 /// Encodes the rows of the group whose first series is `first`.
+#[cfg(test)]
 pub(crate) fn encode(first: i64, rows: &[Row]) -> Vec<u8> {
-    use crate::codec::{array_len, bin, f64, int, nil};
-    let mut out = Vec::with_capacity(rows.len() * 48);
-    let opt = |out: &mut Vec<u8>, v: Option<i64>| match v {
-        Some(v) => int(out, v),
-        None => nil(out),
-    };
-    array_len(&mut out, rows.len());
+    let mut b = Builder::default();
     for r in rows {
-        array_len(&mut out, 7);
-        int(&mut out, r.series - first);
-        int(&mut out, r.t);
-        int(&mut out, r.seq);
-        opt(&mut out, r.modified);
-        opt(&mut out, r.created);
+        b.push(first, r);
+    }
+    b.finish().2
+}
+
+/// A genesis row built while its instances are recorded: each row is
+/// encoded as it comes, and [`Builder::finish`] puts the count in front.
+/// The bytes are exactly [`encode`]'s for the same rows.
+#[derive(Debug, Default)]
+pub(crate) struct Builder {
+    rows: Vec<u8>,
+    count: usize,
+    min_t: i64,
+    last: i64,
+}
+
+impl Builder {
+    /// Adds a row of the group whose first series is `first`.
+    pub(crate) fn push(&mut self, first: i64, r: &Row) {
+        use crate::codec::{array_len, bin, f64, int, nil};
+        let out = &mut self.rows;
+        let opt = |out: &mut Vec<u8>, v: Option<i64>| match v {
+            Some(v) => int(out, v),
+            None => nil(out),
+        };
+        array_len(out, 7);
+        int(out, r.series - first);
+        int(out, r.t);
+        int(out, r.seq);
+        opt(out, r.modified);
+        opt(out, r.created);
         match r.num {
-            None => nil(&mut out),
-            Some(Num::Int(i)) => int(&mut out, i),
-            Some(Num::Real(f)) => f64(&mut out, f),
+            None => nil(out),
+            Some(Num::Int(i)) => int(out, i),
+            Some(Num::Real(f)) => f64(out, f),
         }
         match &r.doc {
-            None => nil(&mut out),
-            Some(d) => bin(&mut out, d),
+            None => nil(out),
+            Some(d) => bin(out, d),
         }
+        if self.count == 0 {
+            (self.min_t, self.last) = (r.t, r.series);
+        } else {
+            self.min_t = self.min_t.min(r.t);
+            self.last = self.last.max(r.series);
+        }
+        self.count += 1;
     }
-    out
+
+    /// Whether no row was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The earliest instant, the last series and the encoded rows.
+    pub(crate) fn finish(self) -> (i64, i64, Vec<u8>) {
+        let mut out = Vec::with_capacity(self.rows.len() + 5);
+        crate::codec::array_len(&mut out, self.count);
+        out.extend_from_slice(&self.rows);
+        (self.min_t, self.last, out)
+    }
 }
 
 fn corrupt(reason: impl std::fmt::Display) -> StoreError {
@@ -251,6 +290,37 @@ mod tests {
                 _ => panic!("number kind changed"),
             }
         }
+    }
+
+    #[test]
+    fn the_builder_keeps_the_earliest_instant_and_the_last_series() {
+        // Rows in the order a group's instances come: not by instant, and a
+        // later series before an earlier one (an entity's attribute whose
+        // instances were recorded after another's).
+        let mut rows = vec![
+            row(103, 9, None, None),
+            row(101, 2, Some(Num::Int(1)), None),
+            row(104, 5, None, Some(vec![7])),
+            row(102, 7, None, None),
+        ];
+        rows[2].t = 1;
+        let mut b = Builder::default();
+        assert!(b.is_empty());
+        for r in &rows {
+            b.push(100, r);
+        }
+        assert!(!b.is_empty());
+        let (min_t, last, bytes) = b.finish();
+        assert_eq!((min_t, last), (1, 104));
+        let back = decode(100, &bytes).unwrap();
+        assert_eq!(
+            back.iter()
+                .map(|r| (r.series, r.t, r.seq))
+                .collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| (r.series, r.t, r.seq))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -1299,6 +1299,27 @@ pub(crate) struct PendingGroup {
     /// The entity's types as name numbers (little-endian `u32`s) when the
     /// entity is new to history.
     types: Option<Vec<u8>>,
+    /// The first instances of the group's series (with deferred rows): its
+    /// genesis row, written by [`finish`].
+    genesis: crate::genesis::Builder,
+}
+
+impl HistoryOverlay {
+    /// The group this commit created that holds series `sid`: the one being
+    /// built, else one written before it (in the order of their ids).
+    fn group_holding(&mut self, sid: i64) -> Option<&mut PendingGroup> {
+        let holds = |g: &PendingGroup| {
+            sid >= g.first && sid < g.first + (g.entries.len() / GROUP_ENTRY) as i64
+        };
+        if let Some(g) = self.group.as_mut().filter(|g| holds(g)) {
+            return Some(g);
+        }
+        let at = self
+            .groups
+            .partition_point(|g| g.first <= sid)
+            .checked_sub(1)?;
+        self.groups.get_mut(at).filter(|g| holds(g))
+    }
 }
 
 /// Types from their name numbers (see [`encode_types`]).
@@ -1325,28 +1346,24 @@ pub(crate) fn finish(tx: &Connection, overlay: &mut HistoryOverlay) -> Result<()
     if !overlay.pending.is_empty() {
         let mut recent = crate::sqlite::LazyStatement::new(tx, INSERT_RECENT);
         let mut history = crate::sqlite::LazyStatement::new(tx, INSERT_HISTORY);
-        // The rows of series this commit created, by group: one genesis row
-        // each (see [`genesis`]).
-        let mut born: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
         for (row, to_recent) in overlay.pending.drain(..) {
-            if to_recent {
-                execute_row(recent.get()?, &row)?;
-            } else if let Some(first) = group_of(&overlay.groups, row.series) {
-                born.entry(first).or_default().push(row);
-            } else {
-                execute_row(history.get()?, &row)?;
-            }
+            execute_row(
+                if to_recent {
+                    recent.get()?
+                } else {
+                    history.get()?
+                },
+                &row,
+            )?;
         }
-        let mut insert = crate::sqlite::LazyStatement::new(tx, crate::genesis::INSERT);
-        for (first, rows) in born {
-            let min_t = rows.iter().map(|r| r.t).min().unwrap_or(0);
-            let last = rows.iter().map(|r| r.series).max().unwrap_or(first);
-            insert.get()?.execute(params![
-                first,
-                min_t,
-                last,
-                crate::genesis::encode(first, &rows)
-            ])?;
+    }
+    // The first instances of the series this commit created: one genesis
+    // row per group (see [`crate::genesis`]), in the order of their ids.
+    let mut insert = crate::sqlite::LazyStatement::new(tx, crate::genesis::INSERT);
+    for g in &mut overlay.groups {
+        if !g.genesis.is_empty() {
+            let (min_t, last, rows) = std::mem::take(&mut g.genesis).finish();
+            insert.get()?.execute(params![g.first, min_t, last, rows])?;
         }
     }
     for (id, list) in std::mem::take(&mut overlay.deferred_types) {
@@ -1397,15 +1414,6 @@ pub(crate) fn flush_group(tx: &Connection, overlay: &mut HistoryOverlay) -> Resu
         overlay.groups.push(g);
     }
     Ok(())
-}
-
-/// The group (its first series) among `groups`, written by this commit in
-/// the order of their ids, that holds series `sid`.
-fn group_of(groups: &[PendingGroup], sid: i64) -> Option<i64> {
-    let at = groups.partition_point(|g| g.first <= sid).checked_sub(1)?;
-    let g = &groups[at];
-    let count = i64::try_from(g.entries.len() / GROUP_ENTRY).unwrap_or(0);
-    (sid < g.first + count).then_some(g.first)
 }
 
 /// Deletes series `sid` from the table that holds it: its own row of
@@ -1579,6 +1587,7 @@ impl Recorder {
                 first: sid,
                 entries: Vec::with_capacity(GROUP_ENTRY * 8),
                 types,
+                genesis: crate::genesis::Builder::default(),
             });
         }
         let attr = index.names().number_of(name);
@@ -1650,10 +1659,14 @@ impl Recorder {
             doc,
         };
         let fresh = overlay.first_new.is_some_and(|first| sid >= first);
-        if overlay.defer_rows {
-            overlay.pending.push((row, !fresh));
-        } else {
+        if !overlay.defer_rows {
             insert_row(tx, &row, !fresh)?;
+        } else if let Some(g) = fresh.then(|| overlay.group_holding(sid)).flatten() {
+            g.genesis.push(g.first, &row);
+        } else {
+            // A series this commit created is in one of its groups; a row
+            // of `history` would do as well.
+            overlay.pending.push((row, !fresh));
         }
         if let Some(n) = num {
             overlay
