@@ -12,15 +12,29 @@
 //! row that holds them into ordinary `history` rows ([`explode`]), so the
 //! code that edits `history` needs no other case.
 //!
-//! Encoding (MessagePack): an array of rows, each an array
+//! Encoding (MessagePack): an array of items. An item is a row, an array
 //! `[offset, t, seq, modified|nil, created|nil, num|nil, doc|nil]`, where
 //! `offset` is the series id minus the group's, `num` an integer or a
-//! float and `doc` binary.
+//! float and `doc` binary; or (since storage format 6) a created entity:
+//! the byte `0xc1` (which MessagePack never uses), then `offset`, `seq`
+//! and the entity's stored encoding as binary. That item stands for one
+//! row per attribute instance of the entity, in the entity's order, with
+//! series `offset`, `offset + 1`, ... and seqs `seq`, `seq + 1`, ..., each
+//! the instance as [`crate::history::encode_instance`] writes it: what the
+//! recorder would have written row by row. A created entity's instances
+//! are the bytes of its encoding already, so its creation copies them once
+//! instead of encoding every instance again.
 
+use std::sync::Arc;
+
+use ngsi_model::names::Names;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
 use crate::history::{Num, Row};
+
+/// The first byte of a created-entity item.
+const ENTITY_ITEM: u8 = 0xc1;
 
 /// Inserts a genesis row: group, earliest instant, last series, rows.
 pub(crate) const INSERT: &str =
@@ -74,11 +88,35 @@ impl Builder {
             None => nil(out),
             Some(d) => bin(out, d),
         }
+        self.note(r.t, r.series);
+    }
+
+    /// Adds a created entity's instances (see the module documentation):
+    /// the first of its series is `sid`, of its seqs `seq`; `min_t` is the
+    /// earliest instant among them and `last` their last series.
+    pub(crate) fn push_entity(
+        &mut self,
+        first: i64,
+        sid: i64,
+        seq: i64,
+        encoding: &[u8],
+        min_t: i64,
+        last: i64,
+    ) {
+        use crate::codec::{bin, int};
+        self.rows.push(ENTITY_ITEM);
+        int(&mut self.rows, sid - first);
+        int(&mut self.rows, seq);
+        bin(&mut self.rows, encoding);
+        self.note(min_t, last);
+    }
+
+    fn note(&mut self, t: i64, series: i64) {
         if self.count == 0 {
-            (self.min_t, self.last) = (r.t, r.series);
+            (self.min_t, self.last) = (t, series);
         } else {
-            self.min_t = self.min_t.min(r.t);
-            self.last = self.last.max(r.series);
+            self.min_t = self.min_t.min(t);
+            self.last = self.last.max(series);
         }
         self.count += 1;
     }
@@ -104,8 +142,9 @@ fn corrupt(reason: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Decodes a genesis row of the group whose first series is `first`.
-pub(crate) fn decode(first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
+/// Decodes a genesis row of the group whose first series is `first`;
+/// `names` numbers the names of its entity items.
+pub(crate) fn decode(names: &Arc<Names>, first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
     use rmp::decode::{read_array_len, read_bin_len, read_f32, read_f64, read_int};
     let mut rd: &[u8] = bytes;
     let int = |rd: &mut &[u8]| read_int::<i64, _>(rd).map_err(corrupt);
@@ -119,6 +158,38 @@ pub(crate) fn decode(first: i64, bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
     let n = read_array_len(&mut rd).map_err(corrupt)?;
     let mut rows = Vec::with_capacity(n.min(1024) as usize);
     for _ in 0..n {
+        if rd.first() == Some(&ENTITY_ITEM) {
+            rd = &rd[1..];
+            let offset = int(&mut rd)?;
+            let seq = int(&mut rd)?;
+            let len = read_bin_len(&mut rd).map_err(corrupt)? as usize;
+            if len > rd.len() {
+                return Err(corrupt("an entity runs past the row"));
+            }
+            let (encoding, rest) = rd.split_at(len);
+            rd = rest;
+            let entity = crate::codec::decode_entity(names, encoding).map_err(corrupt)?;
+            let instances = entity.attrs.iter().flat_map(|(_, list)| list.iter());
+            for (k, inst) in (0i64..).zip(instances) {
+                let (t, modified, created, num, doc) =
+                    crate::history::encode_instance(Some(inst), 0, None);
+                rows.push(Row {
+                    series: first
+                        .checked_add(offset)
+                        .and_then(|s| s.checked_add(k))
+                        .ok_or_else(|| corrupt("a series offset out of range"))?,
+                    t,
+                    seq: seq
+                        .checked_add(k)
+                        .ok_or_else(|| corrupt("a seq out of range"))?,
+                    modified,
+                    created,
+                    num,
+                    doc,
+                });
+            }
+            continue;
+        }
         if read_array_len(&mut rd).map_err(corrupt)? != 7 {
             return Err(corrupt("a row is not seven fields"));
         }
@@ -185,8 +256,9 @@ fn lookup(conn: &Connection, sid: i64) -> Result<Option<(i64, i64, Vec<u8>)>, St
 /// Reads genesis instances series by series, keeping the last group it
 /// decoded: the series of one entity share one row, which a read of the
 /// entity's history would otherwise decode once per series.
-#[derive(Default)]
 pub(crate) struct Reader {
+    /// The store's name table (for entity items).
+    names: Arc<Names>,
     /// The last group read: its first series, its last, and its rows by
     /// series, each in (instant, seq) order (a group may hold thousands of
     /// series: one pass sorts them all out).
@@ -194,6 +266,10 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    pub(crate) fn new(names: Arc<Names>) -> Self {
+        Self { names, group: None }
+    }
+
     /// The genesis instances of series `sid`, in (instant, seq) order.
     pub(crate) fn rows_of(&mut self, conn: &Connection, sid: i64) -> Result<Vec<Row>, StoreError> {
         let cached = self
@@ -203,7 +279,7 @@ impl Reader {
         if !cached {
             self.group = match lookup(conn, sid)? {
                 Some((first, _, bytes)) => {
-                    let rows = decode(first, &bytes)?;
+                    let rows = decode(&self.names, first, &bytes)?;
                     let last = rows.iter().map(|r| r.series).max().unwrap_or(first);
                     let mut by_series = rustc_hash::FxHashMap::<i64, Vec<Row>>::default();
                     for row in rows {
@@ -233,6 +309,7 @@ impl Reader {
 /// whether a row moved.
 pub(crate) fn explode(
     conn: &Connection,
+    names: &Arc<Names>,
     sid: i64,
     older_than: Option<i64>,
 ) -> Result<bool, StoreError> {
@@ -242,7 +319,7 @@ pub(crate) fn explode(
     if older_than.is_some_and(|before| min_t >= before) {
         return Ok(false);
     }
-    let rows = decode(first, &bytes)?;
+    let rows = decode(names, first, &bytes)?;
     let mut insert = conn.prepare_cached(crate::history::INSERT_HISTORY)?;
     for r in &rows {
         crate::history::execute_row(&mut insert, r)?;
@@ -276,7 +353,7 @@ mod tests {
             row(109, 4, Some(Num::Int(i64::MIN)), Some(Vec::new())),
             row(100, 5, Some(Num::Real(f64::MAX)), None),
         ];
-        let back = decode(100, &encode(100, &rows)).unwrap();
+        let back = decode(&Names::default().into(), 100, &encode(100, &rows)).unwrap();
         assert_eq!(back.len(), rows.len());
         for (a, b) in rows.iter().zip(&back) {
             assert_eq!(
@@ -312,7 +389,7 @@ mod tests {
         assert!(!b.is_empty());
         let (min_t, last, bytes) = b.finish();
         assert_eq!((min_t, last), (1, 104));
-        let back = decode(100, &bytes).unwrap();
+        let back = decode(&Names::default().into(), 100, &bytes).unwrap();
         assert_eq!(
             back.iter()
                 .map(|r| (r.series, r.t, r.seq))
@@ -328,20 +405,36 @@ mod tests {
         // A row whose offset was damaged into a huge value.
         let mut r = row(7, 1, None, None);
         r.series = i64::MAX;
-        assert!(decode(7, &encode(0, &[r])).is_err());
+        assert!(decode(&Names::default().into(), 7, &encode(0, &[r])).is_err());
     }
 
     #[test]
     fn damaged_rows_are_errors_not_panics() {
         let bytes = encode(7, &[row(7, 1, Some(Num::Real(1.5)), Some(vec![1, 2, 3]))]);
         for cut in 0..bytes.len() {
-            assert!(decode(7, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode(&Names::default().into(), 7, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut wrong = bytes.clone();
         wrong[1] = 0x96; // a row of six fields
-        assert!(decode(7, &wrong).is_err());
+        assert!(decode(&Names::default().into(), 7, &wrong).is_err());
         let mut longer = bytes.clone();
         longer.push(0xc0);
-        assert!(decode(7, &longer).is_err(), "bytes after the last row");
+        assert!(
+            decode(&Names::default().into(), 7, &longer).is_err(),
+            "bytes after the last row"
+        );
+        // An entity item whose encoding is damaged or cut.
+        let mut b = Builder::default();
+        b.push_entity(7, 7, 1, &[0x93, 0xff, 0x01], 0, 7);
+        let (_, _, bytes) = b.finish();
+        for cut in 0..=bytes.len() {
+            assert!(
+                decode(&Names::default().into(), 7, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 }

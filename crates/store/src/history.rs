@@ -721,6 +721,7 @@ pub(crate) type RecentSeqs = HashMap<i64, Vec<i64>>;
 
 pub(crate) fn read_history(
     conn: &Connection,
+    names: &Arc<Names>,
     series: &[SeriesRef],
     recent: &RecentSeqs,
     req: &HistoryRequest,
@@ -728,13 +729,14 @@ pub(crate) fn read_history(
     // Both tables in one snapshot: a move between two reads would hide or
     // repeat rows.
     let tx = conn.unchecked_transaction()?;
-    let out = read_history_in(&tx, series, recent, req)?;
+    let out = read_history_in(&tx, names, series, recent, req)?;
     tx.finish()?;
     Ok(out)
 }
 
 fn read_history_in(
     conn: &Connection,
+    names: &Arc<Names>,
     series: &[SeriesRef],
     recent: &RecentSeqs,
     req: &HistoryRequest,
@@ -762,7 +764,7 @@ fn read_history_in(
     );
     let key_of = |i: &TemporalInstance| req.range.property.time_of(i);
     let mut out = Vec::with_capacity(series.len());
-    let mut genesis = crate::genesis::Reader::default();
+    let mut genesis = crate::genesis::Reader::new(names.clone());
     for (sid, attr, dataset) in series {
         let take = req.last_n.map_or(req.limit, |n| n.min(req.limit));
         let mut rows = stmt.query(params![
@@ -827,6 +829,7 @@ fn read_history_in(
 /// snapshot, without decoding rows of `history`.
 pub(crate) fn has_instances(
     conn: &Connection,
+    names: &Arc<Names>,
     per_entity: &[Vec<SeriesRef>],
     recent: &RecentSeqs,
     req: &HistoryRequest,
@@ -850,7 +853,7 @@ pub(crate) fn has_instances(
         req.range.to.unwrap_or(i64::MAX),
     );
     let mut out = Vec::with_capacity(per_entity.len());
-    let mut genesis = crate::genesis::Reader::default();
+    let mut genesis = crate::genesis::Reader::new(names.clone());
     for series in per_entity {
         let mut found = false;
         'series: for (sid, _, _) in series {
@@ -899,7 +902,11 @@ pub(crate) struct NumSeries {
 }
 
 impl NumSeries {
-    pub(crate) fn load(conn: &Connection, sid: i64) -> Result<Self, StoreError> {
+    pub(crate) fn load(
+        conn: &Connection,
+        names: &Arc<Names>,
+        sid: i64,
+    ) -> Result<Self, StoreError> {
         let mut stmt = conn.prepare_cached(
             "SELECT t, num, modified IS NULL FROM history WHERE series = ?1 AND num IS NOT NULL ORDER BY t, seq",
         )?;
@@ -919,7 +926,7 @@ impl NumSeries {
             }
         }
         // The genesis instances, where their instants place them.
-        for row in crate::genesis::Reader::default().rows_of(conn, sid)? {
+        for row in crate::genesis::Reader::new(names.clone()).rows_of(conn, sid)? {
             if let Some(n) = row.num {
                 s.insert(row.t, n.as_f64(), row.modified.is_some());
             }
@@ -1695,8 +1702,14 @@ impl Recorder {
         before: Option<&Entity>,
         after: Option<&Entity>,
         now: i64,
+        encoding: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         let known = index.series_list(tenant, id);
+        if let (None, None, Some(after), Some(encoding)) = (before, known, after, encoding)
+            && self.record_created(tx, index, overlay, tenant, id, after, encoding)?
+        {
+            return Ok(());
+        }
         let instances = |e: Option<&Entity>| {
             e.map_or(0, |e| e.attrs.iter().map(|(_, v)| v.len()).sum::<usize>())
         };
@@ -1768,6 +1781,84 @@ impl Recorder {
             }
         }
         Ok(())
+    }
+
+    /// Records the instances of entity `e`, created by this operation and
+    /// new to history, as one entity item of its group's genesis row (see
+    /// [`crate::genesis`]): its stored `encoding` stands for them. Returns
+    /// false, having recorded nothing, when the item could not say what
+    /// [`Self::record`] writes row by row: rows not deferred to the commit,
+    /// series of the entity created earlier in the commit, a Scope (its
+    /// series comes after the attributes'), many instances, or two
+    /// instances of one attribute with one datasetId (they share a series).
+    #[allow(clippy::too_many_arguments)]
+    fn record_created(
+        &mut self,
+        tx: &Connection,
+        index: &HistoryIndex,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        e: &Entity,
+        encoding: &[u8],
+    ) -> Result<bool, StoreError> {
+        let count: usize = e.attrs.iter().map(|(_, list)| list.len()).sum();
+        let distinct = e.attrs.iter().all(|(_, list)| {
+            list.iter()
+                .enumerate()
+                .all(|(i, a)| list[..i].iter().all(|b| b.dataset_id != a.dataset_id))
+        });
+        if !overlay.defer_rows
+            || count == 0
+            || count > MANY_INSTANCES
+            || !e.scopes.is_empty()
+            || !distinct
+            || overlay.new_series.contains_key(&**id)
+        {
+            return Ok(false);
+        }
+        self.note_types(tx, index, overlay, tenant, id, &e.types)?;
+        let mut first = None;
+        let mut min_t = i64::MAX;
+        for (name, list) in &e.attrs {
+            for inst in list.iter() {
+                let sid = self.new_series(
+                    tx,
+                    index,
+                    overlay,
+                    tenant,
+                    id,
+                    name,
+                    inst.dataset_id.as_deref(),
+                )?;
+                first.get_or_insert(sid);
+                let t = inst
+                    .observed_at
+                    .as_deref()
+                    .and_then(ngsi_model::time::parse_datetime)
+                    .unwrap_or(inst.modified_at);
+                min_t = min_t.min(t);
+            }
+        }
+        let (Some(sid), Some(group)) = (first, overlay.group.as_mut()) else {
+            return Err(StoreError::Io(std::io::Error::other(
+                "a created entity's series have no group",
+            )));
+        };
+        let count = count as i64;
+        // The series are consecutive in the entity's own group: it joins no
+        // group of another entity, and none of its series is older.
+        debug_assert_eq!(
+            group.first + (group.entries.len() / GROUP_ENTRY) as i64,
+            sid + count
+        );
+        let seq = self.next_seq;
+        self.next_seq += count;
+        group
+            .genesis
+            .push_entity(group.first, sid, seq, encoding, min_t, sid + count - 1);
+        overlay.recorded += count as usize;
+        Ok(true)
     }
 
     /// Records a change of the entity's Scope (clause 4.5.6): a Property
@@ -2097,6 +2188,176 @@ mod doc_tests {
     use super::*;
 
     /// The document as written before: a trimmed copy of the attribute.
+    /// An entity of every kind of instance the recorder tells apart: plain
+    /// numbers (integer, float, an unsigned integer above i64::MAX), units,
+    /// sub-attributes, datasetIds, observedAt or not, created and modified
+    /// apart, and the other kinds of attribute.
+    fn varied_entity(id: &str) -> Entity {
+        use serde_json::json;
+        let at = |mut a: Attribute, observed: Option<&str>, created: i64| {
+            a.created_at = created;
+            a.modified_at = 2_000;
+            a.observed_at = observed.map(Into::into);
+            a
+        };
+        let prop = |v: serde_json::Value| Attribute::new(AttrValue::Property(v));
+        let mut unit = prop(json!(20.5));
+        unit.unit_code = Some("CEL".into());
+        let mut with_sub = prop(json!(1013));
+        with_sub.sub = vec![(ngsi_model::iri("https://example.org/accuracy"), {
+            let mut a = prop(json!(0.5));
+            a.observed_at = Some("2024-03-01T08:00:00Z".into());
+            a
+        })];
+        let mut a_set = prop(json!(60));
+        a_set.dataset_id = Some("urn:ngsi-ld:Dataset:a".into());
+        let mut b_set = prop(json!(62.25));
+        b_set.dataset_id = Some("urn:ngsi-ld:Dataset:b".into());
+        let name = |n: &str| ngsi_model::iri(&format!("https://example.org/{n}"));
+        Entity {
+            id: id.into(),
+            types: vec![name("Sensor")],
+            scopes: Vec::new(),
+            attrs: vec![
+                (
+                    name("int"),
+                    vec![at(prop(json!(7)), Some("2024-03-01T08:00:00Z"), 2_000)].into(),
+                ),
+                (
+                    name("unit"),
+                    vec![at(unit, Some("2024-03-01T07:00:00.5Z"), 1_000)].into(),
+                ),
+                (
+                    name("big"),
+                    vec![at(prop(json!(u64::MAX)), None, 2_000)].into(),
+                ),
+                (name("sub"), vec![at(with_sub, None, 2_000)].into()),
+                (
+                    name("sets"),
+                    vec![
+                        at(a_set, Some("2023-01-01T00:00:00Z"), 2_000),
+                        at(b_set, None, 2_000),
+                    ]
+                    .into(),
+                ),
+                (
+                    name("text"),
+                    vec![at(prop(json!("open")), None, 2_000)].into(),
+                ),
+                (
+                    name("rel"),
+                    vec![at(
+                        Attribute::new(AttrValue::Relationship {
+                            object: json!("urn:ngsi-ld:Group:1"),
+                            object_type: None,
+                        }),
+                        None,
+                        2_000,
+                    )]
+                    .into(),
+                ),
+                (
+                    name("location"),
+                    vec![at(
+                        Attribute::new(AttrValue::GeoProperty(
+                            json!({"type": "Point", "coordinates": [113.25, 23.08]}),
+                        )),
+                        None,
+                        2_000,
+                    )]
+                    .into(),
+                ),
+            ],
+            created_at: 1_000,
+            modified_at: 2_000,
+        }
+    }
+
+    /// The genesis rows a commit creating `entities` writes, the encodings
+    /// given to the recorder (entity items) or not (a row per instance).
+    fn genesis_of(entities: &[Entity], with_encoding: bool) -> (Vec<Row>, Vec<u32>) {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+        )
+        .unwrap();
+        let names = Arc::new(Names::default());
+        let index = HistoryIndex::new(names.clone());
+        let mut recorder = Recorder::open(&conn).unwrap();
+        let mut overlay = HistoryOverlay {
+            defer_rows: true,
+            ..HistoryOverlay::default()
+        };
+        for e in entities {
+            let encoding = crate::codec::encode_entity_reusing(&names, e, None).bytes;
+            let id: Arc<str> = e.id.clone();
+            recorder
+                .record(
+                    &conn,
+                    &index,
+                    &mut overlay,
+                    "",
+                    &id,
+                    None,
+                    Some(e),
+                    e.modified_at,
+                    with_encoding.then_some(&encoding[..]),
+                )
+                .unwrap();
+        }
+        finish(&conn, &mut overlay).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT grp, rows FROM history_genesis ORDER BY grp")
+            .unwrap();
+        let groups: Vec<(i64, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let items = groups
+            .iter()
+            .map(|(_, bytes)| rmp::decode::read_array_len(&mut &bytes[..]).unwrap())
+            .collect();
+        let rows = groups
+            .iter()
+            .flat_map(|(first, bytes)| crate::genesis::decode(&names, *first, bytes).unwrap())
+            .collect();
+        (rows, items)
+    }
+
+    /// A created entity's genesis item reads back as exactly the rows the
+    /// recorder writes instance by instance: series, instants, seqs,
+    /// system times, numbers and documents.
+    #[test]
+    fn an_entity_item_reads_back_as_the_rows_recorded_one_by_one() {
+        let entities = [varied_entity("urn:e:1"), varied_entity("urn:e:2")];
+        let (items, count) = genesis_of(&entities, true);
+        assert_eq!(count, [1, 1], "one entity item a group");
+        let (rows, count) = genesis_of(&entities, false);
+        assert_eq!(count, [9, 9], "a row an instance");
+        let key = |r: &Row| {
+            let num = r.num.map(|n| match n {
+                Num::Int(i) => format!("i{i}"),
+                Num::Real(f) => format!("f{}", f.to_bits()),
+            });
+            (
+                r.series,
+                r.t,
+                r.seq,
+                r.modified,
+                r.created,
+                num,
+                r.doc.clone(),
+            )
+        };
+        assert_eq!(rows.len(), 18);
+        assert_eq!(
+            items.iter().map(key).collect::<Vec<_>>(),
+            rows.iter().map(key).collect::<Vec<_>>()
+        );
+    }
+
     fn copied(a: &Attribute) -> Vec<u8> {
         let mut copy = a.clone();
         copy.dataset_id = None;

@@ -54,16 +54,20 @@ struct AttrCounts {
     kinds: [usize; 8],
 }
 
+/// The discovery counts of one type: its entities, and its attributes by
+/// name number.
 #[derive(Debug, Default)]
 struct TypeCounts {
     entities: usize,
-    attrs: FxHashMap<Iri, AttrCounts>,
+    attrs: FxHashMap<u32, AttrCounts>,
 }
 
+/// The discovery counts of one attribute: in all, and by type (name
+/// number).
 #[derive(Debug, Default)]
 struct AttrTotals {
     counts: AttrCounts,
-    types: FxHashMap<Iri, usize>,
+    types: FxHashMap<u32, usize>,
 }
 
 /// Decodes a stored entity whose names are numbered in `names` (or
@@ -99,8 +103,11 @@ pub struct TenantIndex {
     /// Value indexes of the attributes that queries asked for, built on
     /// first use and maintained on every write from then on.
     by_attr: HashMap<Iri, AttrIndex>,
-    types: FxHashMap<Iri, TypeCounts>,
-    attrs: FxHashMap<Iri, AttrTotals>,
+    /// Discovery counts by the name numbers of types and attributes (in
+    /// `names`): a create bumps a counter per type and attribute pair, and
+    /// a number hashes in one step where an IRI takes its whole length.
+    types: FxHashMap<u32, TypeCounts>,
+    attrs: FxHashMap<u32, AttrTotals>,
 }
 
 impl TenantIndex {
@@ -261,29 +268,31 @@ impl TenantIndex {
                 }
             }
         }
-        fn slot<'m, V: Default>(map: &'m mut FxHashMap<Iri, V>, key: &Iri) -> &'m mut V {
-            map.entry(key.clone()).or_default()
-        }
-        let kinds: Vec<[bool; 8]> = e.attrs.iter().map(|(_, i)| kinds_of(i)).collect();
-        for t in &e.types {
-            let tc = slot(&mut self.types, t);
+        let types: Vec<u32> = e.types.iter().map(|t| self.names.number_of(t)).collect();
+        let attrs: Vec<(u32, [bool; 8])> = e
+            .attrs
+            .iter()
+            .map(|(name, i)| (self.names.number_of(name), kinds_of(i)))
+            .collect();
+        for &t in &types {
+            let tc = self.types.entry(t).or_default();
             bump(&mut tc.entities, add);
-            for ((name, _), kinds) in e.attrs.iter().zip(&kinds) {
-                let ac = slot(&mut tc.attrs, name);
+            for (name, kinds) in &attrs {
+                let ac = tc.attrs.entry(*name).or_default();
                 bump_kinds(ac, kinds, add);
                 if ac.entities == 0 {
                     tc.attrs.remove(name);
                 }
             }
             if tc.entities == 0 {
-                self.types.remove(t);
+                self.types.remove(&t);
             }
         }
-        for ((name, _), kinds) in e.attrs.iter().zip(&kinds) {
-            let totals = slot(&mut self.attrs, name);
+        for (name, kinds) in &attrs {
+            let totals = self.attrs.entry(*name).or_default();
             bump_kinds(&mut totals.counts, kinds, add);
-            for t in &e.types {
-                let n = slot(&mut totals.types, t);
+            for t in &types {
+                let n = totals.types.entry(*t).or_default();
                 bump(n, add);
                 if *n == 0 {
                     totals.types.remove(t);
@@ -306,21 +315,22 @@ impl TenantIndex {
 
     /// The entity types with their counts and attributes (for discovery).
     pub fn type_infos(&self) -> Vec<TypeInfo> {
+        let names = self.names.snapshot();
         let mut out: Vec<TypeInfo> = self
             .types
             .iter()
-            .map(|(name, tc)| {
+            .filter_map(|(name, tc)| {
                 let mut attrs: Vec<(Iri, Vec<&'static str>)> = tc
                     .attrs
                     .iter()
-                    .map(|(a, c)| (a.clone(), Self::kinds_of(c)))
+                    .filter_map(|(a, c)| Some((names.get(*a as usize)?.clone(), Self::kinds_of(c))))
                     .collect();
                 attrs.sort_by(|a, b| a.0.cmp(&b.0));
-                TypeInfo {
-                    name: name.clone(),
+                Some(TypeInfo {
+                    name: names.get(*name as usize)?.clone(),
                     entities: tc.entities,
                     attrs,
-                }
+                })
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -329,18 +339,23 @@ impl TenantIndex {
 
     /// The attributes with their counts, kinds and types (for discovery).
     pub fn attr_infos(&self) -> Vec<AttrInfo> {
+        let names = self.names.snapshot();
         let mut out: Vec<AttrInfo> = self
             .attrs
             .iter()
-            .map(|(name, t)| {
-                let mut types: Vec<Iri> = t.types.keys().cloned().collect();
+            .filter_map(|(name, t)| {
+                let mut types: Vec<Iri> = t
+                    .types
+                    .keys()
+                    .filter_map(|n| names.get(*n as usize).cloned())
+                    .collect();
                 types.sort();
-                AttrInfo {
-                    name: name.clone(),
+                Some(AttrInfo {
+                    name: names.get(*name as usize)?.clone(),
                     entities: t.counts.entities,
                     kinds: Self::kinds_of(&t.counts),
                     types,
-                }
+                })
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

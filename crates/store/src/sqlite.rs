@@ -217,12 +217,18 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 ";
 
+/// Version 6: version 5 whose genesis rows may hold a created entity's
+/// stored encoding in place of its instances' rows (see `genesis.rs`). A
+/// version 5 directory becomes version 6 as it is; a version 5 binary
+/// refuses a version 6 directory, whose entity items it could not read.
+const FORMAT_VERSION: &str = "6";
+
 /// Version 5: version 4 with genesis rows (`history_genesis`, see
 /// `genesis.rs`): the first instances of a created entity's series in one
 /// row. A version 4 directory becomes version 5 as it is (it has no genesis
 /// rows); a version 4 binary refuses a version 5 directory, whose genesis
 /// instances it could not see.
-const FORMAT_VERSION: &str = "5";
+const FORMAT_VERSION_5: &str = "5";
 
 /// Version 4: entities as positional MessagePack (fields by position, every
 /// field present) with names as numbers of the `names` table, in rows that
@@ -303,10 +309,12 @@ impl SqliteStore {
                 )?;
             }
             Some(FORMAT_VERSION) => {}
-            Some(old @ (FORMAT_VERSION_2 | FORMAT_VERSION_3 | FORMAT_VERSION_4)) => {
+            Some(
+                old @ (FORMAT_VERSION_2 | FORMAT_VERSION_3 | FORMAT_VERSION_4 | FORMAT_VERSION_5),
+            ) => {
                 tracing::info!("upgrading the data directory to storage format {FORMAT_VERSION}");
                 let tx = conn.unchecked_transaction()?;
-                if old != FORMAT_VERSION_4 {
+                if old != FORMAT_VERSION_4 && old != FORMAT_VERSION_5 {
                     tx.execute_batch(UPGRADE_ENTITIES_TO_4)?;
                 }
                 tx.execute(
@@ -617,7 +625,10 @@ impl Store for SqliteStore {
             let recent = recent_of(&index, &series);
             (series, recent)
         };
-        self.read(move |conn| crate::history::read_history(conn, &series, &recent, &req).map(Some))
+        let names = self.shared.names.clone();
+        self.read(move |conn| {
+            crate::history::read_history(conn, &names, &series, &recent, &req).map(Some)
+        })
     }
 
     fn history_has_instances(
@@ -649,7 +660,10 @@ impl Store for SqliteStore {
                 .collect();
             (per_entity, recent)
         };
-        self.read(move |conn| crate::history::has_instances(conn, &per_entity, &recent, &req))
+        let names = self.shared.names.clone();
+        self.read(move |conn| {
+            crate::history::has_instances(conn, &names, &per_entity, &recent, &req)
+        })
     }
 
     fn aggregate(
@@ -679,11 +693,12 @@ impl Store for SqliteStore {
             limit: usize::MAX,
         };
         let series = vec![(sid, key.2.clone(), key.3.as_deref().map(ngsi_model::iri))];
+        let names = self.shared.names.clone();
         let from_instances =
             move |conn: &Connection,
                   series: &[crate::history::SeriesRef],
                   recent: &crate::history::RecentSeqs| {
-                let h = crate::history::read_history(conn, series, recent, &hreq)?;
+                let h = crate::history::read_history(conn, &names, series, recent, &hreq)?;
                 let instances: Vec<_> = h.into_iter().flat_map(|a| a.instances).collect();
                 Ok::<_, StoreError>(crate::history::aggregate_instances(
                     &instances,
@@ -713,7 +728,7 @@ impl Store for SqliteStore {
         // read of the rows and the copy joining the cache.
         self.job(move |w| {
             w.flush_recent()?;
-            let loaded = NumSeries::load(&w.conn, sid)?;
+            let loaded = NumSeries::load(&w.conn, &w.shared.names, sid)?;
             if !complete(&loaded) {
                 return from_instances(&w.conn, &series, &Default::default());
             }
@@ -1015,7 +1030,7 @@ impl Writer {
                 looked += 1;
                 // Instances in a genesis row move to `history` first when
                 // some of them expired.
-                crate::genesis::explode(&tx, sid, Some(before))?;
+                crate::genesis::explode(&tx, &self.shared.names, sid, Some(before))?;
                 let room = limit - deleted;
                 // The key of the room-th expired row: when there is one,
                 // the series has at least as many expired rows as fit.
@@ -1128,7 +1143,7 @@ impl Writer {
                                     .as_deref()
                                     .and_then(ngsi_model::time::parse_datetime)
                                 {
-                                    crate::genesis::explode(&tx, sid, None)?;
+                                    crate::genesis::explode(&tx, &self.shared.names, sid, None)?;
                                     tx.prepare_cached(
                                         "DELETE FROM history WHERE series = ?1 AND t = ?2 AND modified IS NOT NULL",
                                     )?
@@ -1188,7 +1203,7 @@ impl Writer {
                 HistoryOp::DeleteInstance { id, attr, instance } => {
                     let mut found = false;
                     for (sid, _) in series_of(&id, &attr) {
-                        crate::genesis::explode(&tx, sid, None)?;
+                        crate::genesis::explode(&tx, &self.shared.names, sid, None)?;
                         let n = tx.execute(
                             "DELETE FROM history WHERE series = ?1 AND seq = ?2",
                             params![sid, instance],
@@ -1212,7 +1227,7 @@ impl Writer {
                 } => {
                     let mut found = false;
                     for (sid, _) in series_of(&id, &attr) {
-                        crate::genesis::explode(&tx, sid, None)?;
+                        crate::genesis::explode(&tx, &self.shared.names, sid, None)?;
                         let row: Option<(i64, Option<i64>, Option<i64>)> = tx
                             .query_row(
                                 "SELECT t, modified, created FROM history WHERE series = ?1 AND seq = ?2",
@@ -1315,8 +1330,8 @@ fn freelist_count(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
 }
 
-fn delete_series(tx: &Connection, names: &Names, sid: i64) -> Result<(), StoreError> {
-    crate::genesis::explode(tx, sid, None)?;
+fn delete_series(tx: &Connection, names: &Arc<Names>, sid: i64) -> Result<(), StoreError> {
+    crate::genesis::explode(tx, names, sid, None)?;
     tx.execute("DELETE FROM history WHERE series = ?1", [sid])?;
     crate::history::delete_series_row(tx, names, sid)
 }
@@ -1884,6 +1899,7 @@ impl Writer {
                                                 current.as_deref(),
                                                 Some(&entity),
                                                 entity.modified_at,
+                                                Some(&encoded.bytes),
                                             )?;
                                         }
                                         let entity = Arc::new(entity);
@@ -1919,6 +1935,7 @@ impl Writer {
                                                 current.as_deref(),
                                                 None,
                                                 ngsi_model::time::now_micros(),
+                                                None,
                                             )?;
                                         }
                                         if let Some(events) = &mut overlay.events

@@ -1251,7 +1251,7 @@ async fn a_store_of_format_2_with_names_as_strings_opens_and_upgrades() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(format, "5");
+    assert_eq!(format, "6");
 }
 
 /// Rebuilds the `entities` table in the shape formats 2 and 3 had: unique
@@ -1983,8 +1983,8 @@ async fn first_instances_of_created_entities_read_edit_delete_and_expire() {
     assert_eq!(rows("history_genesis"), 0);
 }
 
-/// A format 4 directory opens as it is and becomes format 5; an unknown
-/// newer format is refused rather than misread.
+/// A format 4 or 5 directory opens as it is and becomes format 6; an
+/// unknown newer format is refused rather than misread.
 #[tokio::test]
 async fn a_format_4_directory_opens_and_a_newer_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -2020,11 +2020,18 @@ async fn a_format_4_directory_opens_and_a_newer_one_is_refused() {
         assert_eq!(level_of(&store.get("", "urn:f:1").unwrap()), 4);
     }
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(format(), "5");
-    set_format("6");
+    assert_eq!(format(), "6");
+    set_format("5");
+    {
+        let store = SqliteStore::open(config()).unwrap();
+        assert_eq!(level_of(&store.get("", "urn:f:1").unwrap()), 4);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(format(), "6");
+    set_format("7");
     match SqliteStore::open(config()) {
-        Err(store::StoreError::UnknownFormat(f)) => assert_eq!(f, "6"),
-        other => panic!("a format 6 directory opened: {:?}", other.err()),
+        Err(store::StoreError::UnknownFormat(f)) => assert_eq!(f, "7"),
+        other => panic!("a format 7 directory opened: {:?}", other.err()),
     }
 }
 
