@@ -386,8 +386,9 @@ impl HistoryIndex {
             .map(|s| s.sid)
     }
 
-    /// Adds the series of a written group row.
-    fn add_group(&mut self, g: &PendingGroup) {
+    /// Adds the series of a written group row, and the entity's `types`
+    /// when given.
+    fn add_group(&mut self, g: &PendingGroup, types: Option<Vec<Iri>>) {
         let entities = match self.entities.get_mut(&*g.tenant) {
             Some(m) => m,
             None => self.entities.entry(g.tenant.clone()).or_default(),
@@ -405,9 +406,17 @@ impl HistoryIndex {
                 }
             });
         match entities.get_mut(&*g.entity) {
-            Some(entry) => entry.1.extend(slots),
+            Some(entry) => {
+                entry.1.extend(slots);
+                if let Some(types) = types {
+                    entry.0 = types;
+                }
+            }
             None => {
-                entities.insert(g.entity.clone(), (Vec::new(), slots.collect()));
+                entities.insert(
+                    g.entity.clone(),
+                    (types.unwrap_or_default(), slots.collect()),
+                );
             }
         }
     }
@@ -1817,7 +1826,8 @@ impl Recorder {
         {
             return Ok(false);
         }
-        self.note_types(tx, index, overlay, tenant, id, &e.types)?;
+        // Without series in the index, the entity has no entry there.
+        self.note_types_in(tx, None, overlay, tenant, id, &e.types)?;
         let mut first = None;
         let mut min_t = i64::MAX;
         for (name, list) in &e.attrs {
@@ -1917,12 +1927,26 @@ impl Recorder {
         id: &Arc<str>,
         types: &[Iri],
     ) -> Result<(), StoreError> {
+        self.note_types_in(tx, Some(index), overlay, tenant, id, types)
+    }
+
+    /// [`Self::note_types`] with the index to look the entity's types up in,
+    /// or `None` for an entity known to be absent from it.
+    fn note_types_in(
+        &mut self,
+        tx: &Connection,
+        index: Option<&HistoryIndex>,
+        overlay: &mut HistoryOverlay,
+        tenant: &str,
+        id: &Arc<str>,
+        types: &[Iri],
+    ) -> Result<(), StoreError> {
         let pending = overlay
             .entity_types
             .get(&(Box::<str>::from(tenant), id.clone()))
             .map(Vec::as_slice);
         let known = pending.or_else(|| {
-            index
+            index?
                 .entities
                 .get(tenant)
                 .and_then(|m| m.get(&**id))
@@ -2032,7 +2056,14 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
         for (sid, seq) in o.recent {
             index.recent.entry(sid).or_default().push(seq);
         }
-        for ((tenant, id), types) in o.entity_types {
+        let mut types = o.entity_types;
+        for g in &o.groups {
+            // The types of an entity new to history with its first series:
+            // one lookup of the entity for both.
+            let types = types.remove(&(g.tenant.clone(), g.entity.clone()));
+            index.add_group(g, types);
+        }
+        for ((tenant, id), types) in types {
             index
                 .entities
                 .entry(tenant)
@@ -2040,9 +2071,6 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
                 .entry(id)
                 .or_default()
                 .0 = types;
-        }
-        for g in &o.groups {
-            index.add_group(g);
         }
     }
     if !o.numbers.is_empty() {

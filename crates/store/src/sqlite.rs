@@ -1851,7 +1851,12 @@ impl Writer {
                                     .before
                                     .entry(key.clone())
                                     .or_insert_with(|| held.clone());
-                                (held, tenant_index.and_then(|t| t.row_of(&op.id)), prev)
+                                // An entity the index does not hold has no row
+                                // (a second lookup would miss again).
+                                let row = held
+                                    .as_ref()
+                                    .and_then(|_| tenant_index.and_then(|t| t.row_of(&op.id)));
+                                (held, row, prev)
                             }
                         };
                         let existed = current.is_some();
