@@ -1812,18 +1812,21 @@ impl Recorder {
         encoding: &[u8],
     ) -> Result<bool, StoreError> {
         let count: usize = e.attrs.iter().map(|(_, list)| list.len()).sum();
+        if !overlay.defer_rows
+            || count == 0
+            || count > MANY_INSTANCES
+            || !e.scopes.is_empty()
+            || overlay.new_series.contains_key(&**id)
+        {
+            return Ok(false);
+        }
+        // Pairwise, so only after the count is known to be small.
         let distinct = e.attrs.iter().all(|(_, list)| {
             list.iter()
                 .enumerate()
                 .all(|(i, a)| list[..i].iter().all(|b| b.dataset_id != a.dataset_id))
         });
-        if !overlay.defer_rows
-            || count == 0
-            || count > MANY_INSTANCES
-            || !e.scopes.is_empty()
-            || !distinct
-            || overlay.new_series.contains_key(&**id)
-        {
+        if !distinct {
             return Ok(false);
         }
         // Without series in the index, the entity has no entry there.
