@@ -1860,11 +1860,14 @@ impl Recorder {
         };
         let count = count as i64;
         // The series are consecutive in the entity's own group: it joins no
-        // group of another entity, and none of its series is older.
-        debug_assert_eq!(
-            group.first + (group.entries.len() / GROUP_ENTRY) as i64,
-            sid + count
-        );
+        // group of another entity, and none of its series is older. Were
+        // that ever untrue, the item would name other series: the commit
+        // fails instead.
+        if group.first + (group.entries.len() / GROUP_ENTRY) as i64 != sid + count {
+            return Err(StoreError::Io(std::io::Error::other(
+                "a created entity's series do not follow one another",
+            )));
+        }
         let seq = self.next_seq;
         self.next_seq += count;
         group
@@ -2218,7 +2221,6 @@ mod tests {
 mod doc_tests {
     use super::*;
 
-    /// The document as written before: a trimmed copy of the attribute.
     /// An entity of every kind of instance the recorder tells apart: plain
     /// numbers (integer, float, an unsigned integer above i64::MAX), units,
     /// sub-attributes, datasetIds, observedAt or not, created and modified
@@ -2389,6 +2391,7 @@ mod doc_tests {
         );
     }
 
+    /// The document as written before: a trimmed copy of the attribute.
     fn copied(a: &Attribute) -> Vec<u8> {
         let mut copy = a.clone();
         copy.dataset_id = None;
