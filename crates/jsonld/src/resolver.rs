@@ -721,7 +721,11 @@ fn collect_urls(ctx: &Value, out: &mut Vec<String>) {
 /// The JSON text of `value` with object members sorted by key, so that equal
 /// contexts written in different member orders share one cache entry.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    // Sized for the common key, one URL (a Link header's), in one go.
+    let mut out = String::with_capacity(match value {
+        Value::String(s) => s.len() + 2,
+        _ => 64,
+    });
     write_canonical(value, &mut out);
     out
 }

@@ -199,6 +199,38 @@ pub fn content_type(headers: &HeaderMap, method: &Method) -> Result<Consume, Ngs
 
 /// The URL of the JSON-LD context named by the Link header, if any.
 pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
+    thread_local! {
+        /// The last single Link header read on this thread and its context
+        /// URL: a client sends the same header with every request.
+        static LAST: std::cell::RefCell<Option<SeenLink>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let mut values = headers.get_all(header::LINK).iter();
+    let only = match (values.next(), values.next()) {
+        (Some(only), None) => Some(only.as_bytes()),
+        _ => None,
+    };
+    if let Some(bytes) = only {
+        let hit = LAST.with(|last| match &*last.borrow() {
+            Some((seen, url)) if **seen == *bytes => Some(url.clone()),
+            _ => None,
+        });
+        if let Some(url) = hit {
+            return Ok(url);
+        }
+    }
+    let found = read_link_context(headers)?;
+    if let Some(bytes) = only {
+        LAST.with(|last| *last.borrow_mut() = Some((bytes.into(), found.clone())));
+    }
+    Ok(found)
+}
+
+/// A Link header's bytes and the context URL read from them.
+type SeenLink = (Box<[u8]>, Option<String>);
+
+/// [`link_context`] without the cache.
+fn read_link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
     let mut found = None;
     for value in headers.get_all(header::LINK) {
         let Ok(text) = value.to_str() else {
@@ -585,6 +617,31 @@ mod tests {
         );
     }
 
+    /// Two Link headers are read together, never from the cache of one.
+    #[test]
+    fn two_link_headers_are_read_together() {
+        let ctx = format!("<https://example.org/ctx.jsonld>; rel=\"{CONTEXT_REL}\"");
+        assert_eq!(
+            read(&ctx),
+            Ok(Some("https://example.org/ctx.jsonld".into()))
+        );
+        let mut headers = HeaderMap::new();
+        headers.append(header::LINK, ctx.parse().unwrap());
+        headers.append(header::LINK, ctx.parse().unwrap());
+        assert!(link_context(&headers).is_err(), "two contexts");
+        let mut headers = HeaderMap::new();
+        headers.append(header::LINK, ctx.parse().unwrap());
+        headers.append(
+            header::LINK,
+            "<https://a.example/>; rel=\"next\"".parse().unwrap(),
+        );
+        assert_eq!(
+            link_context(&headers).ok().flatten().as_deref(),
+            Some("https://example.org/ctx.jsonld")
+        );
+        assert_eq!(read("<https://a.example/>; rel=\"next\""), Ok(None));
+    }
+
     proptest! {
         /// Any header text (made of the characters that matter to the
         /// reading) is read as the reference reads it.
@@ -602,6 +659,8 @@ mod tests {
             )
         ) {
             let text = parts.concat();
+            prop_assert_eq!(read(&text), reference(&text));
+            // Again: now from the thread's cache of the last header.
             prop_assert_eq!(read(&text), reference(&text));
         }
     }
