@@ -5,7 +5,10 @@
 # `wuyang bench --target`, and prints the totals of the writer thread and of
 # the request threads.
 #
-#   scripts/bench-callgrind.sh [BINARY] [create|partial|update] [REQUESTS]
+#   scripts/bench-callgrind.sh [BINARY] [create|partial|update|upsert] [N]
+#
+# N counts requests, or for `upsert` the entities loaded by batch upserts of
+# 1,000 (the batch-upsert scenario).
 #
 # Compare two binaries with the same arguments; see docs/benchmarks.md.
 set -euo pipefail
@@ -21,7 +24,11 @@ valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$dir/cg.o
 server=$!
 trap '[ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 wait_for_health "$addr" 0.5 120
-"$bin" bench --target "$addr" --only "$scenario" --requests "$n" > /dev/null 2>&1
+case $scenario in
+    upsert) size=(--entities "$n") ;;
+    *) size=(--requests "$n") ;;
+esac
+"$bin" bench --target "$addr" --only "$scenario" "${size[@]}" > /dev/null 2>&1
 kill -INT $server
 wait $server || true
 writer=0 requests=0
