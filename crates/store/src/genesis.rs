@@ -332,6 +332,11 @@ pub(crate) fn explode(
 mod tests {
     use super::*;
 
+    /// An empty name table (rows number no names).
+    fn names() -> Arc<Names> {
+        Arc::default()
+    }
+
     fn row(series: i64, seq: i64, num: Option<Num>, doc: Option<Vec<u8>>) -> Row {
         Row {
             series,
@@ -353,7 +358,7 @@ mod tests {
             row(109, 4, Some(Num::Int(i64::MIN)), Some(Vec::new())),
             row(100, 5, Some(Num::Real(f64::MAX)), None),
         ];
-        let back = decode(&Names::default().into(), 100, &encode(100, &rows)).unwrap();
+        let back = decode(&names(), 100, &encode(100, &rows)).unwrap();
         assert_eq!(back.len(), rows.len());
         for (a, b) in rows.iter().zip(&back) {
             assert_eq!(
@@ -389,7 +394,7 @@ mod tests {
         assert!(!b.is_empty());
         let (min_t, last, bytes) = b.finish();
         assert_eq!((min_t, last), (1, 104));
-        let back = decode(&Names::default().into(), 100, &bytes).unwrap();
+        let back = decode(&names(), 100, &bytes).unwrap();
         assert_eq!(
             back.iter()
                 .map(|r| (r.series, r.t, r.seq))
@@ -405,25 +410,22 @@ mod tests {
         // A row whose offset was damaged into a huge value.
         let mut r = row(7, 1, None, None);
         r.series = i64::MAX;
-        assert!(decode(&Names::default().into(), 7, &encode(0, &[r])).is_err());
+        assert!(decode(&names(), 7, &encode(0, &[r])).is_err());
     }
 
     #[test]
     fn damaged_rows_are_errors_not_panics() {
         let bytes = encode(7, &[row(7, 1, Some(Num::Real(1.5)), Some(vec![1, 2, 3]))]);
         for cut in 0..bytes.len() {
-            assert!(
-                decode(&Names::default().into(), 7, &bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode(&names(), 7, &bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut wrong = bytes.clone();
         wrong[1] = 0x96; // a row of six fields
-        assert!(decode(&Names::default().into(), 7, &wrong).is_err());
+        assert!(decode(&names(), 7, &wrong).is_err());
         let mut longer = bytes.clone();
         longer.push(0xc0);
         assert!(
-            decode(&Names::default().into(), 7, &longer).is_err(),
+            decode(&names(), 7, &longer).is_err(),
             "bytes after the last row"
         );
         // An entity item whose encoding is damaged or cut.
@@ -431,10 +433,7 @@ mod tests {
         b.push_entity(7, 7, 1, &[0x93, 0xff, 0x01], 0, 7);
         let (_, _, bytes) = b.finish();
         for cut in 0..=bytes.len() {
-            assert!(
-                decode(&Names::default().into(), 7, &bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode(&names(), 7, &bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
 }

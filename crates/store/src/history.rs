@@ -558,6 +558,19 @@ fn number_of(v: &serde_json::Value) -> Option<Num> {
     }
 }
 
+/// The instant of an instance in its series: observedAt when given (then
+/// true), else modifiedAt.
+fn instant(a: &Attribute) -> (i64, bool) {
+    match a
+        .observed_at
+        .as_deref()
+        .and_then(ngsi_model::time::parse_datetime)
+    {
+        Some(t) => (t, true),
+        None => (a.modified_at, false),
+    }
+}
+
 /// Encodes an attribute instance as a history row (without series, seq).
 /// `None` for `attr` records a deletion at `deleted_at`; its document is
 /// then the kind of the attribute deleted (a MessagePack string, which no
@@ -571,12 +584,8 @@ pub(crate) fn encode_instance(
         let doc = deleted_kind.and_then(|k| rmp_serde::to_vec(k).ok());
         return (deleted_at, None, None, None, doc);
     };
-    let observed = a
-        .observed_at
-        .as_deref()
-        .and_then(ngsi_model::time::parse_datetime);
-    let t = observed.unwrap_or(a.modified_at);
-    let modified = observed.map(|_| a.modified_at);
+    let (t, observed) = instant(a);
+    let modified = observed.then_some(a.modified_at);
     let created = (a.created_at != a.modified_at).then_some(a.created_at);
     let num = match &a.value {
         AttrValue::Property(v) => number_of(v),
@@ -1320,13 +1329,18 @@ pub(crate) struct PendingGroup {
     genesis: crate::genesis::Builder,
 }
 
+impl PendingGroup {
+    /// The series after the group's last one.
+    fn end(&self) -> i64 {
+        self.first + (self.entries.len() / GROUP_ENTRY) as i64
+    }
+}
+
 impl HistoryOverlay {
     /// The group this commit created that holds series `sid`: the one being
     /// built, else one written before it (in the order of their ids).
     fn group_holding(&mut self, sid: i64) -> Option<&mut PendingGroup> {
-        let holds = |g: &PendingGroup| {
-            sid >= g.first && sid < g.first + (g.entries.len() / GROUP_ENTRY) as i64
-        };
+        let holds = |g: &PendingGroup| (g.first..g.end()).contains(&sid);
         if let Some(g) = self.group.as_mut().filter(|g| holds(g)) {
             return Some(g);
         }
@@ -1583,7 +1597,7 @@ impl Recorder {
         // The series joins the pending group of its entity (ids follow one
         // another), or starts one.
         let joins = overlay.group.as_ref().is_some_and(|g| {
-            g.first + (g.entries.len() / GROUP_ENTRY) as i64 == sid
+            g.end() == sid
                 && (Arc::ptr_eq(&g.entity, id) || *g.entity == **id)
                 && *g.tenant == *tenant
         });
@@ -1845,12 +1859,7 @@ impl Recorder {
                     inst.dataset_id.as_deref(),
                 )?;
                 first.get_or_insert(sid);
-                let t = inst
-                    .observed_at
-                    .as_deref()
-                    .and_then(ngsi_model::time::parse_datetime)
-                    .unwrap_or(inst.modified_at);
-                min_t = min_t.min(t);
+                min_t = min_t.min(instant(inst).0);
             }
         }
         let (Some(sid), Some(group)) = (first, overlay.group.as_mut()) else {
@@ -1863,7 +1872,7 @@ impl Recorder {
         // group of another entity, and none of its series is older. Were
         // that ever untrue, the item would name other series: the commit
         // fails instead.
-        if group.first + (group.entries.len() / GROUP_ENTRY) as i64 != sid + count {
+        if group.end() != sid + count {
             return Err(StoreError::Io(std::io::Error::other(
                 "a created entity's series do not follow one another",
             )));
