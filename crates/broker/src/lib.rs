@@ -9,6 +9,7 @@ mod context;
 mod discovery;
 pub mod order;
 mod query;
+pub mod registrations;
 pub mod subscriptions;
 mod target;
 mod temporal;
@@ -68,6 +69,8 @@ pub struct Broker {
     subscriptions: subscriptions::Engine,
     /// Serialises the writes of subscriptions (they are rare).
     subscription_writes: tokio::sync::Mutex<()>,
+    /// The context source registry.
+    registrations: registrations::Registry,
     /// Becomes true once the stored subscriptions are installed.
     restored: tokio::sync::watch::Receiver<bool>,
     /// The tenant that added each hosted @context, by URL (see
@@ -172,18 +175,21 @@ impl Broker {
             config,
             subscriptions: engine,
             subscription_writes: tokio::sync::Mutex::new(()),
+            registrations: registrations::Registry::default(),
             restored,
             hosted_tenants: parking_lot::RwLock::default(),
         };
         broker.restore_hosted_contexts();
         if tokio::runtime::Handle::try_current().is_ok() {
             broker.subscriptions.start();
-            let (store, contexts, engine) = (
+            let (store, contexts, engine, registry) = (
                 broker.store.clone(),
                 broker.contexts.clone(),
                 broker.subscriptions.clone(),
+                broker.registrations.clone(),
             );
             tokio::spawn(async move {
+                registrations::restore(store.clone(), contexts.clone(), registry).await;
                 subscriptions::restore(store, contexts, engine).await;
                 let _ = restored_tx.send(true);
             });

@@ -127,6 +127,11 @@ impl IdPattern {
         })
     }
 
+    /// The pattern as given.
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+
     /// Whether `id` matches.
     pub fn is_match(&self, id: &str) -> bool {
         id.starts_with(&*self.prefix) && self.regex.is_match(id)

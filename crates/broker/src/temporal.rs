@@ -247,7 +247,7 @@ fn temporal_format(r: Option<Representation>) -> TemporalFormat {
 }
 
 impl TemporalParams {
-    fn range(&self) -> NgsiResult<TimeRange> {
+    pub(crate) fn range(&self) -> NgsiResult<TimeRange> {
         let property = match self.timeproperty.as_deref() {
             None | Some("observedAt") => TimeProperty::ObservedAt,
             Some("modifiedAt") => TimeProperty::ModifiedAt,

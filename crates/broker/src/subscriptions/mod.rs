@@ -18,6 +18,7 @@ use store::Store;
 
 pub use engine::{Engine, Status};
 pub use model::Subscription;
+pub(crate) use model::unique_suffix;
 
 use crate::{Broker, Ctx};
 
@@ -272,7 +273,7 @@ pub(crate) async fn restore(
     }
 }
 
-async fn resolve(contexts: &jsonld::ContextResolver, source: &Value) -> NgsiResult<Ctx> {
+pub(crate) async fn resolve(contexts: &jsonld::ContextResolver, source: &Value) -> NgsiResult<Ctx> {
     if source.is_null() {
         return Ok(Ctx::core());
     }

@@ -1,0 +1,379 @@
+//! The context source registry (clauses 5.9 and 5.10): the operations of
+//! the API, their persistence, and discovery.
+//!
+//! A registration is stored as the list of requests that made it (the
+//! create document, then each PATCH fragment) with the @context of each, so
+//! that a restart replays them into exactly the same expanded form, whatever
+//! contexts the requests used (as subscriptions are).
+
+mod model;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ngsi_model::time::now_micros;
+use ngsi_model::{ErrorKind, NgsiError, NgsiResult, Terms, iri};
+use parking_lot::RwLock;
+use serde_json::{Map, Value, json};
+use store::{Store, TimeProperty};
+
+pub use model::{IntervalKind, Registration, RegistrationQuery};
+
+use crate::temporal::TemporalParams;
+use crate::{Broker, Ctx, QueryParams};
+
+/// The store collection of registrations.
+const COLLECTION: &str = "csourceRegistrations";
+
+fn not_found(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("context source registration {id} does not exist"))
+}
+
+fn check_id(id: &str) -> NgsiResult<()> {
+    crate::check_uri(id, "registration id")
+}
+
+fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
+    match body {
+        Value::Object(m) => Ok(m),
+        _ => Err(NgsiError::bad_data(
+            "a ContextSourceRegistration must be a JSON object",
+        )),
+    }
+}
+
+/// The registrations of every tenant, ordered by id.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    tenants: Arc<RwLock<HashMap<String, BTreeMap<Arc<str>, Arc<Registration>>>>>,
+    /// Serialises the writes (they are rare).
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Registry {
+    fn get(&self, tenant: &str, id: &str) -> Option<Arc<Registration>> {
+        self.tenants.read().get(tenant)?.get(id).cloned()
+    }
+
+    fn install(&self, tenant: &str, r: Registration) {
+        self.tenants
+            .write()
+            .entry(tenant.to_string())
+            .or_default()
+            .insert(r.id.clone(), Arc::new(r));
+    }
+
+    fn remove(&self, tenant: &str, id: &str) {
+        if let Some(list) = self.tenants.write().get_mut(tenant) {
+            list.remove(id);
+        }
+    }
+
+    fn has_tenant(&self, tenant: &str) -> bool {
+        self.tenants.read().contains_key(tenant)
+    }
+
+    fn list(&self, tenant: &str) -> Vec<Arc<Registration>> {
+        self.tenants
+            .read()
+            .get(tenant)
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One page of registrations.
+#[derive(Debug, Default)]
+pub struct RegistrationPage {
+    pub items: Vec<Map<String, Value>>,
+    /// Every matching registration, when counted.
+    pub total: usize,
+}
+
+impl RegistrationQuery {
+    /// Parses the query-string form of Query Context Source Registrations
+    /// (clause 6.8.3.2).
+    pub fn from_params(p: &QueryParams, t: &TemporalParams, ctx: &Ctx) -> NgsiResult<Self> {
+        let mut q = RegistrationQuery::default();
+        if let Some(ids) = &p.id {
+            let list: Vec<String> = ids.split(',').map(|s| s.trim().to_string()).collect();
+            for id in &list {
+                crate::check_uri(id, "id")?;
+            }
+            q.ids = Some(list);
+        }
+        if let Some(pattern) = &p.id_pattern {
+            q.id_pattern = Some(
+                crate::query::IdPattern::new(pattern)
+                    .map_err(|e| NgsiError::bad_data(format!("invalid idPattern: {e}")))?,
+            );
+        }
+        if let Some(types) = &p.r#type {
+            q.types = Some(crate::query::parse_types(types, ctx)?);
+        }
+        if let Some(attrs) = &p.attrs {
+            let names = ngsi_query::parse_attr_list(attrs)
+                .map_err(|e| NgsiError::bad_data(format!("invalid attrs: {e}")))?;
+            q.attrs = Some(names.iter().map(|n| iri(&ctx.expand(n))).collect());
+        }
+        q.q =
+            p.q.as_deref()
+                .map(|s| crate::query::parse_q(s, ctx))
+                .transpose()?;
+        q.csf = p
+            .csf
+            .as_deref()
+            .map(|s| {
+                crate::query::parse_q(s, ctx)
+                    .map_err(|e| NgsiError::bad_data(format!("invalid csf: {}", e.detail)))
+            })
+            .transpose()?;
+        q.scope_q = p
+            .scope_q
+            .as_deref()
+            .map(|s| {
+                ngsi_query::parse_scope_q(s)
+                    .map_err(|e| NgsiError::bad_data(format!("invalid scopeQ: {e}")))
+            })
+            .transpose()?;
+        if p.georel.is_some() || p.geometry.is_some() || p.coordinates.is_some() {
+            let g = ngsi_geo::parse_geoquery_params(
+                p.georel.as_deref(),
+                p.geometry.as_deref(),
+                p.coordinates.as_deref(),
+                p.geoproperty.as_deref(),
+            )
+            .map_err(|e| NgsiError::bad_data(e.to_string()))?;
+            let name = g.geoproperty_or_default().to_string();
+            let at = RegistrationQuery::geo_member(&name)
+                .or_else(|| RegistrationQuery::geo_member(&ctx.expand(&name)))
+                .ok_or_else(|| {
+                    NgsiError::bad_data(format!(
+                        "geoproperty {name:?} is not one of location, observationSpace, operationSpace"
+                    ))
+                })?;
+            q.geo = Some((g, at));
+        }
+        let range = t.range()?;
+        if t.timerel.is_some() {
+            let kind = match range.property {
+                TimeProperty::ObservedAt => IntervalKind::Observation,
+                _ => IntervalKind::Management,
+            };
+            q.time = Some((kind, range.from, range.to));
+        }
+        // Clause 5.10.2.4 asks for a type, attribute names, q or a
+        // geo-query; ids, idPattern, csf, scopeQ and a temporal query are
+        // selective enough too (ETSI 037_10_01 queries by id alone).
+        let selective = q.ids.is_some()
+            || q.id_pattern.is_some()
+            || q.types.is_some()
+            || q.attrs.is_some()
+            || q.q.is_some()
+            || q.csf.is_some()
+            || q.geo.is_some()
+            || q.scope_q.is_some()
+            || q.time.is_some();
+        if !selective {
+            return Err(NgsiError::bad_data(
+                "a query of registrations needs at least one of id, idPattern, type, attrs, q, csf, a geo-query, scopeQ or a temporal query",
+            ));
+        }
+        Ok(q)
+    }
+}
+
+impl Broker {
+    /// Register Context Source (clause 5.9.2). Returns the id.
+    pub async fn create_registration(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        body: &Value,
+    ) -> NgsiResult<Arc<str>> {
+        let doc = object(body)?;
+        let now = now_micros();
+        let r = Registration::create(doc, ctx, now, true)?;
+        let _guard = self.registrations.writes.lock().await;
+        if self
+            .registrations
+            .get(tenant, &r.id)
+            .is_some_and(|old| !old.expired(now))
+        {
+            return Err(NgsiError::new(
+                ErrorKind::AlreadyExists,
+                format!("context source registration {} already exists", r.id),
+            ));
+        }
+        let mut stored = doc.clone();
+        stored.remove("@context");
+        stored.insert("id".into(), json!(&*r.id));
+        let record = json!({
+            "requests": [{"context": ctx.source, "body": stored, "at": now}],
+        });
+        self.store
+            .put_record(tenant, COLLECTION, &r.id, Some(record))
+            .await?;
+        let id = r.id.clone();
+        self.registrations.install(tenant, r);
+        Ok(id)
+    }
+
+    /// The live registration `id` of `tenant`.
+    fn registration(&self, tenant: &str, id: &str) -> NgsiResult<Arc<Registration>> {
+        check_id(id)?;
+        self.registrations
+            .get(tenant, id)
+            .filter(|r| !r.expired(now_micros()))
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Retrieve Context Source Registration (clause 5.10.1).
+    pub fn retrieve_registration(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        sys_attrs: bool,
+    ) -> NgsiResult<Map<String, Value>> {
+        Ok(self.registration(tenant, id)?.render(ctx, sys_attrs))
+    }
+
+    /// Query Context Source Registrations (clause 5.10.2), ordered by id.
+    pub fn query_registrations(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &RegistrationQuery,
+        offset: usize,
+        limit: usize,
+        sys_attrs: bool,
+    ) -> NgsiResult<RegistrationPage> {
+        if !tenant.is_empty()
+            && !self.store.tenant_exists(tenant)
+            && !self.registrations.has_tenant(tenant)
+        {
+            return Err(NgsiError::new(
+                ErrorKind::NonexistentTenant,
+                format!("tenant {tenant} does not exist"),
+            ));
+        }
+        let now = now_micros();
+        let matching: Vec<Arc<Registration>> = self
+            .registrations
+            .list(tenant)
+            .into_iter()
+            .filter(|r| !r.expired(now) && query.matches(r))
+            .collect();
+        Ok(RegistrationPage {
+            total: matching.len(),
+            items: matching
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|r| r.render(ctx, sys_attrs))
+                .collect(),
+        })
+    }
+
+    /// Update Context Source Registration (clause 5.9.3).
+    pub async fn update_registration(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        let _guard = self.registrations.writes.lock().await;
+        let current = self.registration(tenant, id)?;
+        let fragment = object(body)?;
+        let now = now_micros();
+        let next = current.patch(fragment, ctx, now, true)?;
+        let mut record = self
+            .store
+            .records(tenant, COLLECTION)
+            .into_iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, v)| v)
+            .ok_or_else(|| NgsiError::internal("a registration has no stored record"))?;
+        let mut stored = fragment.clone();
+        stored.remove("@context");
+        if let Some(Value::Array(requests)) = record.get_mut("requests") {
+            requests.push(json!({"context": ctx.source, "body": stored, "at": now}));
+        }
+        self.store
+            .put_record(tenant, COLLECTION, id, Some(record))
+            .await?;
+        self.registrations.install(tenant, next);
+        Ok(())
+    }
+
+    /// Delete Context Source Registration (clause 5.9.4).
+    pub async fn delete_registration(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+        check_id(id)?;
+        let _guard = self.registrations.writes.lock().await;
+        // An expired registration is gone for clients; its record goes now.
+        let live = self.registration(tenant, id);
+        if self.registrations.get(tenant, id).is_some() {
+            self.store.put_record(tenant, COLLECTION, id, None).await?;
+            self.registrations.remove(tenant, id);
+        }
+        live.map(|_| ())
+    }
+}
+
+/// Reinstalls the stored registrations of every tenant by replaying their
+/// requests.
+pub(crate) async fn restore(
+    store: Arc<dyn Store>,
+    contexts: jsonld::ContextResolver,
+    registry: Registry,
+) {
+    let mut tenants = store.tenants();
+    if !tenants.iter().any(String::is_empty) {
+        tenants.push(String::new());
+    }
+    let mut restored = 0usize;
+    for tenant in tenants {
+        for (id, record) in store.records(&tenant, COLLECTION) {
+            match replay(&contexts, &record).await {
+                Ok(r) => {
+                    registry.install(&tenant, r);
+                    restored += 1;
+                }
+                Err(e) => {
+                    tracing::error!(%tenant, %id, error = %e, "a stored registration could not be restored")
+                }
+            }
+        }
+    }
+    if restored > 0 {
+        tracing::info!(
+            registrations = restored,
+            "context source registrations restored"
+        );
+    }
+}
+
+async fn replay(contexts: &jsonld::ContextResolver, record: &Value) -> NgsiResult<Registration> {
+    let Some(Value::Array(requests)) = record.get("requests") else {
+        return Err(NgsiError::internal("no requests"));
+    };
+    let mut r: Option<Registration> = None;
+    for request in requests {
+        let ctx =
+            crate::subscriptions::resolve(contexts, request.get("context").unwrap_or(&Value::Null))
+                .await?;
+        let body = object(request.get("body").unwrap_or(&Value::Null))?;
+        let at = request
+            .get("at")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(now_micros);
+        r = Some(match r {
+            None => Registration::create(body, &ctx, at, false)?,
+            Some(r) => r.patch(body, &ctx, at, false)?,
+        });
+    }
+    r.ok_or_else(|| NgsiError::internal("no create request"))
+}
