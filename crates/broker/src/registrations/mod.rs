@@ -42,10 +42,13 @@ fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
     }
 }
 
-/// The registrations of every tenant, ordered by id.
+/// The registrations of one tenant, ordered by id.
+type TenantRegistrations = BTreeMap<Arc<str>, Arc<Registration>>;
+
+/// The registrations of every tenant.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    tenants: Arc<RwLock<HashMap<String, BTreeMap<Arc<str>, Arc<Registration>>>>>,
+    tenants: Arc<RwLock<HashMap<String, TenantRegistrations>>>,
     /// Serialises the writes (they are rare).
     writes: Arc<tokio::sync::Mutex<()>>,
 }

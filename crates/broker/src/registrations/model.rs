@@ -866,11 +866,6 @@ impl RegistrationQuery {
                 attrs.extend(paths.iter().map(|p| &*p.attr));
             }
         }
-        if let Some((g, _)) = &self.geo
-            && g.geoproperty.is_none()
-        {
-            attrs.push("https://uri.etsi.org/ngsi-ld/location");
-        }
         if !r
             .information
             .iter()

@@ -4,6 +4,7 @@
 mod contexts;
 mod entities;
 mod info;
+mod registrations;
 mod subscriptions;
 mod temporal;
 
@@ -56,6 +57,16 @@ pub fn router() -> Router<AppState> {
         .route("/types/{type}", get(entities::type_info))
         .route("/attributes", get(entities::attributes))
         .route("/attributes/{attr}", get(entities::attribute_info))
+        .route(
+            "/csourceRegistrations",
+            post(registrations::create).get(registrations::query),
+        )
+        .route(
+            "/csourceRegistrations/{id}",
+            get(registrations::retrieve)
+                .patch(registrations::update)
+                .delete(registrations::delete),
+        )
         .route(
             "/subscriptions",
             post(subscriptions::create).get(subscriptions::query),
@@ -181,6 +192,79 @@ pub(crate) fn query_params(params: &[(String, String)]) -> QueryParams {
         order_from: get("orderFrom"),
         collation: get("collation"),
         expand_values: get("expandValues"),
+    }
+}
+
+/// The paging of a listing of subscriptions or registrations: `limit`,
+/// `offset` and `count` (clause 5.5.9).
+pub(crate) struct Paging {
+    pub offset: usize,
+    pub limit: usize,
+    pub count: bool,
+}
+
+impl Paging {
+    /// Reads and checks the parameters against the server's limits.
+    pub(crate) fn from_params(
+        params: &[(String, String)],
+        cfg: &broker::BrokerConfig,
+    ) -> Result<Self, NgsiError> {
+        let number = |name: &str, default: usize| -> Result<usize, NgsiError> {
+            match param(params, name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    NgsiError::bad_data(format!("{name} must be a non-negative integer"))
+                }),
+            }
+        };
+        let limit = number("limit", cfg.default_limit)?;
+        let offset = number("offset", 0)?;
+        if limit > cfg.max_limit {
+            return Err(NgsiError::new(
+                ErrorKind::TooManyResults,
+                format!("limit {limit} is above the maximum of {}", cfg.max_limit),
+            ));
+        }
+        let count = param(params, "count") == Some("true");
+        if limit == 0 && !count {
+            return Err(NgsiError::bad_data(
+                "limit=0 is only allowed with count=true",
+            ));
+        }
+        Ok(Self {
+            offset,
+            limit,
+            count,
+        })
+    }
+
+    /// Adds `NGSILD-Results-Count` (when counted) and the `prev`/`next`
+    /// links of the page to `resp`. `path` is the listing's path and query
+    /// string without limit and offset, which the links append.
+    pub(crate) fn decorate(&self, resp: &mut Response, path: &str, returned: usize, total: usize) {
+        if self.count {
+            resp.headers_mut()
+                .insert("NGSILD-Results-Count", HeaderValue::from(total));
+        }
+        let limit = self.limit;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let link = |offset: usize, rel: &str| {
+            format!(
+                "<{path}{sep}limit={limit}&offset={offset}>;rel=\"{rel}\";type=\"application/ld+json\""
+            )
+        };
+        if self.offset > 0 && limit > 0 {
+            let v = link(self.offset.saturating_sub(limit), "prev");
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().append(header::LINK, v);
+            }
+        }
+        if limit > 0 && self.offset + returned < total {
+            let v = link(self.offset + limit, "next");
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().append(header::LINK, v);
+            }
+        }
     }
 }
 

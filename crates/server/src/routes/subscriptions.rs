@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use broker::EntityQuery;
@@ -19,7 +19,7 @@ use crate::http::{
 };
 use crate::{AppState, Ngsi};
 
-fn sys_attrs(params: &[(String, String)]) -> bool {
+pub(super) fn sys_attrs(params: &[(String, String)]) -> bool {
     param(params, "options").is_some_and(|o| o.split(',').any(|x| x.trim() == "sysAttrs"))
 }
 
@@ -44,57 +44,22 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     .map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let cfg = state.broker.config();
-    let number = |name: &str, default: usize| -> Result<usize, ngsi_model::NgsiError> {
-        match param(&params, name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| {
-                ngsi_model::NgsiError::bad_data(format!("{name} must be a non-negative integer"))
-            }),
-        }
-    };
-    let limit = number("limit", cfg.default_limit).map_err(|e| req.err(e))?;
-    let offset = number("offset", 0).map_err(|e| req.err(e))?;
-    if limit > cfg.max_limit {
-        return Err(req.err(ngsi_model::NgsiError::new(
-            ngsi_model::ErrorKind::TooManyResults,
-            format!("limit {limit} is above the maximum of {}", cfg.max_limit),
-        )));
-    }
-    let count = param(&params, "count") == Some("true");
-    if limit == 0 && !count {
-        return Err(req.err(ngsi_model::NgsiError::bad_data(
-            "limit=0 is only allowed with count=true",
-        )));
-    }
+    let paging =
+        super::Paging::from_params(&params, state.broker.config()).map_err(|e| req.err(e))?;
     let page = state
         .broker
-        .query_subscriptions(&req.tenant, &ctx, offset, limit, sys_attrs(&params))
+        .query_subscriptions(
+            &req.tenant,
+            &ctx,
+            paging.offset,
+            paging.limit,
+            sys_attrs(&params),
+        )
         .map_err(|e| req.err(e))?;
     let returned = page.items.len();
     let body = Value::Array(page.items.into_iter().map(Value::Object).collect());
     let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
-    if count {
-        resp.headers_mut()
-            .insert("NGSILD-Results-Count", HeaderValue::from(page.total));
-    }
-    let link = |offset: usize, rel: &str| {
-        format!(
-            "</ngsi-ld/v1/subscriptions?limit={limit}&offset={offset}>;rel=\"{rel}\";type=\"application/ld+json\""
-        )
-    };
-    if offset > 0 && limit > 0 {
-        let v = link(offset.saturating_sub(limit), "prev");
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().append(header::LINK, v);
-        }
-    }
-    if limit > 0 && offset + returned < page.total {
-        let v = link(offset + limit, "next");
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().append(header::LINK, v);
-        }
-    }
+    paging.decorate(&mut resp, "/ngsi-ld/v1/subscriptions", returned, page.total);
     Ok(resp)
 }
 

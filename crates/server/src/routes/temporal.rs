@@ -34,7 +34,7 @@ fn allowed(base: &[&'static str]) -> Vec<&'static str> {
     base.iter().chain(TEMPORAL_PARAMS).copied().collect()
 }
 
-fn temporal_params(params: &[(String, String)]) -> TemporalParams {
+pub(super) fn temporal_params(params: &[(String, String)]) -> TemporalParams {
     let get = |n: &str| param(params, n).map(str::to_string);
     TemporalParams {
         timerel: get("timerel"),

@@ -11,6 +11,7 @@ mod geo;
 mod kinds;
 mod negotiation;
 mod query;
+mod registrations;
 mod subscriptions;
 mod support;
 mod temporal;
