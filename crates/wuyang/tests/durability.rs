@@ -538,6 +538,98 @@ async fn a_subscription_with_a_context_url_notifies_after_a_restart() {
     );
 }
 
+/// A context source registration, made with an inline @context and then
+/// updated without one, reads back the same after SIGKILL and a restart;
+/// a deleted one stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let kept = "urn:ngsi-ld:ContextSourceRegistration:water-bureau";
+    let gone = "urn:ngsi-ld:ContextSourceRegistration:gone";
+    let register = |base: String, id: &'static str| {
+        client
+            .post(format!("{base}/csourceRegistrations"))
+            .header("Content-Type", "application/ld+json")
+            .header("NGSILD-Tenant", "panyu")
+            .body(
+                json!({
+                    "@context": [{"level": "https://data.guangzhou.example/water#level"}],
+                    "id": id,
+                    "type": "ContextSourceRegistration",
+                    "information": [{"entities": [{"type": "WaterLevelSensor"}],
+                                     "propertyNames": ["level"]}],
+                    "endpoint": "http://water.guangzhou.example/ngsi-ld",
+                    "expiresAt": "2099-01-01T00:00:00Z",
+                })
+                .to_string(),
+            )
+            .send()
+    };
+    let read = |base: String| {
+        client
+            .get(format!(
+                "{base}/csourceRegistrations/{kept}?options=sysAttrs"
+            ))
+            .header("NGSILD-Tenant", "panyu")
+            .send()
+    };
+    let before: Value;
+    {
+        let server = Server::start(dir.path());
+        for id in [kept, gone] {
+            let r = register(server.base.clone(), id).await.unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        }
+        let r = client
+            .patch(format!("{}/csourceRegistrations/{kept}", server.base))
+            .header("NGSILD-Tenant", "panyu")
+            .json(
+                &json!({"endpoint": "http://water2.guangzhou.example/ngsi-ld", "expiresAt": null}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        let r = client
+            .delete(format!("{}/csourceRegistrations/{gone}", server.base))
+            .header("NGSILD-Tenant", "panyu")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        before = read(server.base.clone())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            before["information"][0]["propertyNames"],
+            json!(["https://data.guangzhou.example/water#level"]),
+            "{before}"
+        );
+        server.kill9();
+    }
+    let server = Server::start(dir.path());
+    let after: Value = read(server.base.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    assert!(after.get("expiresAt").is_none(), "{after}");
+    let r = client
+        .get(format!("{}/csourceRegistrations/{gone}", server.base))
+        .header("NGSILD-Tenant", "panyu")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_limit_flag_cuts_long_histories() {
     let dir = tempfile::tempdir().unwrap();

@@ -131,6 +131,33 @@ async fn a_registration_reads_back_as_registered_compacted_with_the_readers_cont
     );
     assert_eq!(info["relationshipNames"], json!(["isParked"]));
     assert!(r.body.get("createdAt").is_none());
+    // ETSI 033_05: a type registered without a context is in the default
+    // vocabulary; a reader whose context maps the term elsewhere gets it
+    // as a compact IRI.
+    let plain = "urn:ngsi-ld:ContextSourceRegistration:plain";
+    let r = s
+        .post(
+            "/csourceRegistrations",
+            &json!({"id": plain, "type": "ContextSourceRegistration",
+                    "information": [{"entities": [{"type": "Building"}]}],
+                    "endpoint": "http://my.csource.org:1026"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .req(
+            Method::GET,
+            &format!("/csourceRegistrations/{}", enc(plain)),
+        )
+        .header("Link", &link(&ctx))
+        .send()
+        .await;
+    assert_eq!(
+        r.body["information"][0]["entities"][0]["type"],
+        json!("ngsi-ld:default-context/Building"),
+        "{}",
+        r.text
+    );
     // options=sysAttrs adds the system attributes.
     let r = s
         .get(&format!(
