@@ -185,19 +185,64 @@ fn strip_trailing_slash(mut req: Request) -> Request {
     req
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves. Paths with a
-/// trailing slash are served like those without (the ETSI test suite uses
-/// both).
+/// Serves `state` on `listener` until `shutdown` resolves, then lets the
+/// requests in progress finish (for at most 5 s). Paths with a trailing slash are served like
+/// those without (the ETSI test suite uses both).
+///
+/// HTTP/1.1 through hyper directly rather than `axum::serve`, for one
+/// setting it does not offer: response header names go out title-cased
+/// (`Location`, `Content-Type`, `NGSILD-Results-Count`). Names are
+/// case-insensitive, but clients that look them up in a plain dictionary
+/// exist (the ETSI test suite reads the `Location` of a created resource so).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = app(state).map_request(strip_trailing_slash);
-    axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            app.clone()
+                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo::<SocketAddr>(remote));
+                    req.map(Body::new)
+                });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .title_case_headers(true)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // A live stream never ends by itself: it gets a few seconds.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!("connections still open at shutdown were closed");
+    }
+    Ok(())
 }

@@ -628,3 +628,28 @@ async fn a_tenant_sees_only_its_own_registrations() {
     assert_eq!(r.body, json!([]));
     s.delete(&path).await.problem(404, "ResourceNotFound");
 }
+
+/// ETSI 033_11 reads the id of a created registration from a header it
+/// looks up as `Location`, spelled so: names go out title-cased.
+#[tokio::test]
+async fn the_location_header_is_title_cased() {
+    let s = Server::start().await;
+    let mut body = registration("x");
+    body.as_object_mut().unwrap().remove("id");
+    let body = body.to_string();
+    let answer = crate::support::raw(
+        &s,
+        &format!(
+            "POST /ngsi-ld/v1/csourceRegistrations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(
+        answer.contains(
+            "\r\nLocation: /ngsi-ld/v1/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:"
+        ),
+        "{answer}"
+    );
+}
