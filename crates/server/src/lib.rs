@@ -8,7 +8,6 @@ pub mod http;
 mod metrics;
 mod routes;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -203,7 +202,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, remote) = tokio::select! {
+        let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -216,13 +215,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            app.clone()
-                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo::<SocketAddr>(remote));
-                    req.map(Body::new)
-                });
+        let service = app
+            .clone()
+            .map_request(|req: hyper::Request<hyper::body::Incoming>| req.map(Body::new));
         let conn = hyper::server::conn::http1::Builder::new()
             .title_case_headers(true)
             .serve_connection(
