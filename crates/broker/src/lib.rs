@@ -168,6 +168,7 @@ impl Broker {
         // The notifier's HTTP client needs the TLS provider installed first.
         jsonld::install_tls_provider();
         let engine = subscriptions::Engine::new(store.clone(), config.notifier.clone());
+        let registry = registrations::Registry::new(config.notifier.clone());
         let (restored_tx, restored) = tokio::sync::watch::channel(false);
         let broker = Self {
             store,
@@ -175,7 +176,7 @@ impl Broker {
             config,
             subscriptions: engine,
             subscription_writes: tokio::sync::Mutex::new(()),
-            registrations: registrations::Registry::default(),
+            registrations: registry,
             restored,
             hosted_tenants: parking_lot::RwLock::default(),
         };

@@ -540,7 +540,7 @@ async fn a_subscription_with_a_context_url_notifies_after_a_restart() {
 
 /// A context source registration, made with an inline @context and then
 /// updated without one, reads back the same after SIGKILL and a restart;
-/// a deleted one stays deleted.
+/// a deleted one stays deleted; a subscription to registrations is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -599,6 +599,25 @@ async fn registrations_survive_a_restart() {
             .await
             .unwrap();
         assert_eq!(r.status(), 204);
+        let r = client
+            .post(format!("{}/csourceSubscriptions", server.base))
+            .header("NGSILD-Tenant", "panyu")
+            .header("Content-Type", "application/ld+json")
+            .body(
+                json!({
+                    "@context": [{"level": "https://data.guangzhou.example/water#level"}],
+                    "id": "urn:ngsi-ld:Subscription:water-sources",
+                    "type": "Subscription",
+                    "entities": [{"type": "WaterLevelSensor"}],
+                    "watchedAttributes": ["level"],
+                    "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         before = read(server.base.clone())
             .await
             .unwrap()
@@ -620,6 +639,23 @@ async fn registrations_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(after, before);
+    let sub: Value = client
+        .get(format!(
+            "{}/csourceSubscriptions/urn:ngsi-ld:Subscription:water-sources",
+            server.base
+        ))
+        .header("NGSILD-Tenant", "panyu")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sub["watchedAttributes"],
+        json!(["https://data.guangzhou.example/water#level"]),
+        "{sub}"
+    );
     assert!(after.get("expiresAt").is_none(), "{after}");
     let r = client
         .get(format!("{}/csourceRegistrations/{gone}", server.base))

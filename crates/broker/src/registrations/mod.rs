@@ -7,6 +7,7 @@
 //! contexts the requests used (as subscriptions are).
 
 mod model;
+mod subscriptions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,12 +19,15 @@ use serde_json::{Map, Value, json};
 use store::{Store, TimeProperty};
 
 pub use model::{IntervalKind, Registration, RegistrationQuery};
+use subscriptions::{CsrSubscriptions, Trigger};
 
 use crate::temporal::TemporalParams;
 use crate::{Broker, Ctx, QueryParams};
 
 /// The store collection of registrations.
 const COLLECTION: &str = "csourceRegistrations";
+/// The store collection of subscriptions to registrations.
+const SUBSCRIPTIONS: &str = "csourceSubscriptions";
 
 fn not_found(id: &str) -> NgsiError {
     NgsiError::not_found(format!("context source registration {id} does not exist"))
@@ -45,15 +49,25 @@ fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
 /// The registrations of one tenant, ordered by id.
 type TenantRegistrations = BTreeMap<Arc<str>, Arc<Registration>>;
 
-/// The registrations of every tenant.
-#[derive(Debug, Clone, Default)]
+/// The registrations of every tenant, and the subscriptions to them.
+#[derive(Debug, Clone)]
 pub struct Registry {
     tenants: Arc<RwLock<HashMap<String, TenantRegistrations>>>,
-    /// Serialises the writes (they are rare).
+    /// Serialises the writes of registrations and their subscriptions
+    /// (they are rare).
     writes: Arc<tokio::sync::Mutex<()>>,
+    subscriptions: CsrSubscriptions,
 }
 
 impl Registry {
+    pub fn new(notifier: notify::NotifierConfig) -> Self {
+        Self {
+            tenants: Arc::default(),
+            writes: Arc::default(),
+            subscriptions: CsrSubscriptions::new(notifier),
+        }
+    }
+
     fn get(&self, tenant: &str, id: &str) -> Option<Arc<Registration>> {
         self.tenants.read().get(tenant)?.get(id).cloned()
     }
@@ -218,6 +232,9 @@ impl Broker {
             .put_record(tenant, COLLECTION, &r.id, Some(record))
             .await?;
         let id = r.id.clone();
+        self.registrations
+            .subscriptions
+            .on_change(tenant, None, Some(&r));
         self.registrations.install(tenant, r);
         Ok(id)
     }
@@ -308,6 +325,9 @@ impl Broker {
         self.store
             .put_record(tenant, COLLECTION, id, Some(record))
             .await?;
+        self.registrations
+            .subscriptions
+            .on_change(tenant, Some(&current), Some(&next));
         self.registrations.install(tenant, next);
         Ok(())
     }
@@ -322,8 +342,217 @@ impl Broker {
             self.store.put_record(tenant, COLLECTION, id, None).await?;
             self.registrations.remove(tenant, id);
         }
-        live.map(|_| ())
+        let r = live?;
+        self.registrations
+            .subscriptions
+            .on_change(tenant, Some(&r), None);
+        Ok(())
     }
+}
+
+fn subscription_not_found(id: &str) -> NgsiError {
+    NgsiError::not_found(format!(
+        "context source registration subscription {id} does not exist"
+    ))
+}
+
+impl Broker {
+    /// Installs a subscription to the registrations of `tenant`.
+    fn install_csr_subscription(
+        &self,
+        tenant: &str,
+        sub: crate::subscriptions::Subscription,
+        notify_ctx: Ctx,
+    ) -> NgsiResult<Arc<subscriptions::Entry>> {
+        install_csr_subscription(&self.registrations, tenant, sub, notify_ctx)
+    }
+
+    /// Create Context Source Registration Subscription (clause 5.11.2).
+    /// Returns the id. The registrations that match it now are notified at
+    /// once (triggerReason newlyMatching).
+    pub async fn create_csr_subscription(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        body: &Value,
+        origin: &str,
+    ) -> NgsiResult<Arc<str>> {
+        let doc = object(body)?;
+        let sub = crate::subscriptions::Subscription::create(doc, ctx, now_micros(), true)?;
+        let notify_ctx = self.notify_context(&sub, ctx, origin).await?;
+        let _guard = self.registrations.writes.lock().await;
+        if self
+            .registrations
+            .subscriptions
+            .get(tenant, &sub.id)
+            .is_some()
+        {
+            return Err(NgsiError::new(
+                ErrorKind::AlreadyExists,
+                format!("subscription {} already exists", sub.id),
+            ));
+        }
+        let mut stored = doc.clone();
+        stored.remove("@context");
+        stored.insert("id".into(), json!(&*sub.id));
+        let record = json!({
+            "requests": [{"context": ctx.source, "body": stored}],
+            "notifyContext": notify_ctx.source,
+            "notifyLink": notify_ctx.link,
+        });
+        // Checked before it is stored.
+        CsrSubscriptions::check(&sub)?;
+        self.store
+            .put_record(tenant, SUBSCRIPTIONS, &sub.id, Some(record))
+            .await?;
+        let id = sub.id.clone();
+        let entry = self.install_csr_subscription(tenant, sub, notify_ctx)?;
+        if entry.sub.time_interval.is_none() {
+            self.registrations.subscriptions.notify_all(
+                tenant,
+                &entry,
+                &self.registrations.list(tenant),
+                Some(Trigger::NewlyMatching),
+            );
+        }
+        Ok(id)
+    }
+
+    fn csr_subscription(&self, tenant: &str, id: &str) -> NgsiResult<Arc<subscriptions::Entry>> {
+        check_id(id)?;
+        self.registrations
+            .subscriptions
+            .get(tenant, id)
+            .ok_or_else(|| subscription_not_found(id))
+    }
+
+    fn render_csr_subscription(
+        entry: &subscriptions::Entry,
+        ctx: &Ctx,
+        sys_attrs: bool,
+    ) -> Map<String, Value> {
+        let status = entry.status.lock().clone();
+        crate::subscriptions::render_with_status(&entry.sub, &status, ctx, sys_attrs)
+    }
+
+    /// Retrieve Context Source Registration Subscription (clause 5.11.4).
+    pub fn retrieve_csr_subscription(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        sys_attrs: bool,
+    ) -> NgsiResult<Map<String, Value>> {
+        let entry = self.csr_subscription(tenant, id)?;
+        Ok(Self::render_csr_subscription(&entry, ctx, sys_attrs))
+    }
+
+    /// Query Context Source Registration Subscriptions (clause 5.11.5),
+    /// ordered by id.
+    pub fn query_csr_subscriptions(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        offset: usize,
+        limit: usize,
+        sys_attrs: bool,
+    ) -> NgsiResult<RegistrationPage> {
+        if !tenant.is_empty()
+            && !self.store.tenant_exists(tenant)
+            && !self.registrations.subscriptions.has_tenant(tenant)
+        {
+            return Err(NgsiError::new(
+                ErrorKind::NonexistentTenant,
+                format!("tenant {tenant} does not exist"),
+            ));
+        }
+        let all = self.registrations.subscriptions.list(tenant);
+        Ok(RegistrationPage {
+            total: all.len(),
+            items: all
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|e| Self::render_csr_subscription(e, ctx, sys_attrs))
+                .collect(),
+        })
+    }
+
+    /// Update Context Source Registration Subscription (clause 5.11.3):
+    /// the members of the fragment replace the stored ones; the
+    /// registrations that match it afterwards are notified.
+    pub async fn update_csr_subscription(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        body: &Value,
+        origin: &str,
+    ) -> NgsiResult<()> {
+        check_id(id)?;
+        let fragment = object(body)?;
+        let _guard = self.registrations.writes.lock().await;
+        let entry = self.csr_subscription(tenant, id)?;
+        let next = entry.sub.patch(fragment, ctx, now_micros(), true)?;
+        CsrSubscriptions::check(&next)?;
+        let notify_ctx = if fragment.contains_key("jsonldContext") {
+            self.notify_context(&next, ctx, origin).await?
+        } else {
+            entry.ctx.clone()
+        };
+        let mut record = self
+            .store
+            .records(tenant, SUBSCRIPTIONS)
+            .into_iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, v)| v)
+            .ok_or_else(|| NgsiError::internal("a subscription has no stored record"))?;
+        let mut stored = fragment.clone();
+        stored.remove("@context");
+        if let Some(Value::Array(requests)) = record.get_mut("requests") {
+            requests.push(json!({"context": ctx.source, "body": stored, "patch": true}));
+        }
+        record["notifyContext"] = notify_ctx.source.clone().unwrap_or(Value::Null);
+        record["notifyLink"] = json!(notify_ctx.link);
+        self.store
+            .put_record(tenant, SUBSCRIPTIONS, id, Some(record))
+            .await?;
+        let entry = self.install_csr_subscription(tenant, next, notify_ctx)?;
+        if entry.sub.time_interval.is_none() {
+            self.registrations.subscriptions.notify_all(
+                tenant,
+                &entry,
+                &self.registrations.list(tenant),
+                Some(Trigger::NewlyMatching),
+            );
+        }
+        Ok(())
+    }
+
+    /// Delete Context Source Registration Subscription (clause 5.11.6).
+    pub async fn delete_csr_subscription(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+        check_id(id)?;
+        let _guard = self.registrations.writes.lock().await;
+        self.csr_subscription(tenant, id)?;
+        self.store
+            .put_record(tenant, SUBSCRIPTIONS, id, None)
+            .await?;
+        self.registrations.subscriptions.remove(tenant, id);
+        Ok(())
+    }
+}
+
+fn install_csr_subscription(
+    registry: &Registry,
+    tenant: &str,
+    sub: crate::subscriptions::Subscription,
+    notify_ctx: Ctx,
+) -> NgsiResult<Arc<subscriptions::Entry>> {
+    let source = registry.clone();
+    let owner = tenant.to_string();
+    registry
+        .subscriptions
+        .install(tenant, sub, notify_ctx, move || source.list(&owner))
 }
 
 /// Reinstalls the stored registrations of every tenant by replaying their
@@ -350,11 +579,22 @@ pub(crate) async fn restore(
                 }
             }
         }
+        for (id, record) in store.records(&tenant, SUBSCRIPTIONS) {
+            let installed = crate::subscriptions::replay(&contexts, &record)
+                .await
+                .and_then(|(sub, ctx)| install_csr_subscription(&registry, &tenant, sub, ctx));
+            match installed {
+                Ok(_) => restored += 1,
+                Err(e) => {
+                    tracing::error!(%tenant, %id, error = %e, "a stored registration subscription could not be restored")
+                }
+            }
+        }
     }
     if restored > 0 {
         tracing::info!(
-            registrations = restored,
-            "context source registrations restored"
+            restored,
+            "context source registrations and their subscriptions restored"
         );
     }
 }

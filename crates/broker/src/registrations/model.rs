@@ -911,6 +911,13 @@ impl RegistrationQuery {
         }
     }
 
+    /// Whether `info` is one this query selects (its entities and
+    /// attributes; the registration's other members aside).
+    pub(crate) fn info_is_selected(&self, info: &RegistrationInfo) -> bool {
+        let attrs: Vec<&str> = self.attrs.iter().flatten().map(|a| &**a as &str).collect();
+        self.info_matches(info, &attrs)
+    }
+
     fn info_matches(&self, info: &RegistrationInfo, attrs: &[&str]) -> bool {
         let entity_criteria =
             self.ids.is_some() || self.id_pattern.is_some() || self.types.is_some();

@@ -57,6 +57,25 @@ impl Status {
         Value::Object(m)
     }
 
+    /// Counts what the notifier reports of one message at `now`.
+    pub fn apply(&mut self, event: &notify::Event, now: i64) {
+        match event {
+            notify::Event::Sending => {
+                self.times_sent += 1;
+                self.last_notification = Some(now);
+            }
+            notify::Event::Delivered => {
+                self.last_success = Some(now);
+                self.ok = Some(true);
+            }
+            notify::Event::Failed(_) => {
+                self.times_failed += 1;
+                self.last_failure = Some(now);
+                self.ok = Some(false);
+            }
+        }
+    }
+
     pub fn from_json(v: &Value) -> Self {
         let t = |k: &str| {
             v.get(k)
@@ -147,23 +166,7 @@ impl notify::Reports for StatusReports {
         let Some(state) = inner.states.read().get(key).cloned() else {
             return;
         };
-        let now = now_micros();
-        let mut s = state.status.lock();
-        match event {
-            notify::Event::Sending => {
-                s.times_sent += 1;
-                s.last_notification = Some(now);
-            }
-            notify::Event::Delivered => {
-                s.last_success = Some(now);
-                s.ok = Some(true);
-            }
-            notify::Event::Failed(_) => {
-                s.times_failed += 1;
-                s.last_failure = Some(now);
-                s.ok = Some(false);
-            }
-        }
+        state.status.lock().apply(&event, now_micros());
         state.dirty.store(true, Ordering::Release);
     }
 }

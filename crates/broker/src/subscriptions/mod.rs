@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 use store::Store;
 
 pub use engine::{Engine, Status};
-pub use model::Subscription;
 pub(crate) use model::unique_suffix;
+pub use model::{Accept, Subscription};
 
 use crate::{Broker, Ctx};
 
@@ -51,7 +51,7 @@ pub struct SubscriptionPage {
 impl Broker {
     /// The context notifications of `sub` are compacted with: its
     /// jsonldContext, else the context of the request that created it.
-    async fn notify_context(
+    pub(crate) async fn notify_context(
         &self,
         sub: &Subscription,
         request: &Ctx,
@@ -103,19 +103,8 @@ impl Broker {
         ctx: &Ctx,
         sys_attrs: bool,
     ) -> Map<String, Value> {
-        let mut out = entry.sub.render(ctx, now_micros(), sys_attrs);
         let status = entry.state.status.lock().clone();
-        if let (Some(Value::Object(n)), Value::Object(s)) =
-            (out.get_mut("notification"), status.to_json())
-        {
-            for (k, v) in s {
-                if (k == "timesSent" || k == "timesFailed") && v == json!(0) {
-                    continue;
-                }
-                n.insert(k, v);
-            }
-        }
-        out
+        render_with_status(&entry.sub, &status, ctx, sys_attrs)
     }
 
     /// Retrieve Subscription (clause 5.8.3).
@@ -238,6 +227,28 @@ impl Broker {
     }
 }
 
+/// `sub` compacted with `ctx`, its delivery status in `notification`
+/// (counts of zero left out).
+pub(crate) fn render_with_status(
+    sub: &Subscription,
+    status: &Status,
+    ctx: &Ctx,
+    sys_attrs: bool,
+) -> Map<String, Value> {
+    let mut out = sub.render(ctx, now_micros(), sys_attrs);
+    if let (Some(Value::Object(n)), Value::Object(s)) =
+        (out.get_mut("notification"), status.to_json())
+    {
+        for (k, v) in s {
+            if (k == "timesSent" || k == "timesFailed") && v == json!(0) {
+                continue;
+            }
+            n.insert(k, v);
+        }
+    }
+    out
+}
+
 /// Reinstalls the stored subscriptions of every tenant by replaying their
 /// requests.
 pub(crate) async fn restore(
@@ -288,7 +299,7 @@ pub(crate) async fn resolve(contexts: &jsonld::ContextResolver, source: &Value) 
     })
 }
 
-async fn replay(
+pub(crate) async fn replay(
     contexts: &jsonld::ContextResolver,
     record: &Value,
 ) -> NgsiResult<(Subscription, Ctx)> {

@@ -68,6 +68,16 @@ pub fn router() -> Router<AppState> {
                 .delete(registrations::delete),
         )
         .route(
+            "/csourceSubscriptions",
+            post(registrations::create_subscription).get(registrations::query_subscriptions),
+        )
+        .route(
+            "/csourceSubscriptions/{id}",
+            get(registrations::retrieve_subscription)
+                .patch(registrations::update_subscription)
+                .delete(registrations::delete_subscription),
+        )
+        .route(
             "/subscriptions",
             post(subscriptions::create).get(subscriptions::query),
         )

@@ -147,3 +147,110 @@ pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<Str
         .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
+
+/// The path of the subscriptions to registrations.
+const SUBSCRIPTIONS: &str = "/ngsi-ld/v1/csourceSubscriptions";
+
+/// POST /csourceSubscriptions
+pub async fn create_subscription(
+    State(state): State<AppState>,
+    req: Ngsi,
+    body: Body,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let id = state
+        .broker
+        .create_csr_subscription(&req.tenant, &ctx, &value, &format!("http://{}", req.host))
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(created(&format!("{SUBSCRIPTIONS}/{id}")))
+}
+
+/// GET /csourceSubscriptions
+pub async fn query_subscriptions(State(state): State<AppState>, req: Ngsi) -> ApiResult {
+    let params = checked_params(
+        req.query.as_deref(),
+        &["limit", "offset", "count", "options", "local"],
+    )
+    .map_err(|e| req.err(e))?;
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    let paging =
+        super::Paging::from_params(&params, state.broker.config()).map_err(|e| req.err(e))?;
+    let page = state
+        .broker
+        .query_csr_subscriptions(
+            &req.tenant,
+            &ctx,
+            paging.offset,
+            paging.limit,
+            sys_attrs(&params),
+        )
+        .map_err(|e| req.err(e))?;
+    let returned = page.items.len();
+    let body = Value::Array(page.items.into_iter().map(Value::Object).collect());
+    let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
+    paging.decorate(&mut resp, SUBSCRIPTIONS, returned, page.total);
+    Ok(resp)
+}
+
+/// GET /csourceSubscriptions/{id}
+pub async fn retrieve_subscription(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let params =
+        checked_params(req.query.as_deref(), &["options", "local"]).map_err(|e| req.err(e))?;
+    let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
+    let ctx = link_ctx(&req, &state).await?;
+    let sub = state
+        .broker
+        .retrieve_csr_subscription(&req.tenant, &ctx, &id, sys_attrs(&params))
+        .map_err(|e| req.err(e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        produce,
+        &ctx,
+        Value::Object(sub),
+    ))
+}
+
+/// PATCH /csourceSubscriptions/{id}
+pub async fn update_subscription(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    state
+        .broker
+        .update_csr_subscription(
+            &req.tenant,
+            &ctx,
+            &id,
+            &value,
+            &format!("http://{}", req.host),
+        )
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// DELETE /csourceSubscriptions/{id}
+pub async fn delete_subscription(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    state
+        .broker
+        .delete_csr_subscription(&req.tenant, &id)
+        .await
+        .map_err(|e| req.err(e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}

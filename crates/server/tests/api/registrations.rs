@@ -653,3 +653,190 @@ async fn the_location_header_is_title_cased() {
         "{answer}"
     );
 }
+
+/// A subscription to registrations of type Building (clause 5.11).
+fn csr_subscription(id: &str, uri: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "Subscription",
+        "entities": [{"type": "Building"}],
+        "notification": {"endpoint": {"uri": uri, "accept": "application/json"}},
+    })
+}
+
+/// ETSI 038–042: the operations on subscriptions to registrations.
+#[tokio::test]
+async fn registration_subscriptions_are_created_read_listed_updated_and_deleted() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Subscription:csr-crud";
+    let path = format!("/csourceSubscriptions/{}", enc(id));
+    let body = csr_subscription(id, "http://localhost:1/notify");
+    let r = s.post("/csourceSubscriptions", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/ngsi-ld/v1/csourceSubscriptions/{id}").as_str())
+    );
+    s.post("/csourceSubscriptions", &body)
+        .await
+        .problem(409, "AlreadyExists");
+    let got = s.get(&path).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert_eq!(got.body["entities"], json!([{"type": "Building"}]));
+    assert_eq!(got.body["status"], json!("active"));
+    // ETSI 038_08, 038_09: invalid ones.
+    for bad in [
+        json!({"type": "Subscription", "entities": [{"type": "Building"}]}),
+        json!({"type": "Nothing", "entities": [{"type": "Building"}],
+               "notification": {"endpoint": {"uri": "http://a.b/c"}}}),
+        json!({"type": "Subscription", "entities": [{"type": "Building"}], "q": "(bad",
+               "notification": {"endpoint": {"uri": "http://a.b/c"}}}),
+        json!({"type": "Subscription", "watchedAttributes": [],
+               "notification": {"endpoint": {"uri": "http://a.b/c"}}}),
+        json!({"type": "Subscription", "entities": [{"type": "Building"}],
+               "expiresAt": "2001-01-01T00:00:00Z",
+               "notification": {"endpoint": {"uri": "http://a.b/c"}}}),
+        json!({"type": "Subscription", "entities": [{"type": "Building"}],
+               "geoQ": {"geometry": "Point", "coordinates": [1, 2], "georel": "near;maxDistance==5",
+                        "geoproperty": "elsewhere"},
+               "notification": {"endpoint": {"uri": "http://a.b/c"}}}),
+    ] {
+        s.post("/csourceSubscriptions", &bad)
+            .await
+            .problem(400, "BadRequestData");
+    }
+    // ETSI 039: update; isActive false pauses it.
+    s.patch(&path, &json!({"isActive": false}))
+        .await
+        .no_content();
+    assert_eq!(s.get(&path).await.body["status"], json!("paused"));
+    s.patch(
+        "/csourceSubscriptions/invalidURI",
+        &json!({"isActive": true}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.patch(
+        "/csourceSubscriptions/urn:ngsi-ld:Subscription:none",
+        &json!({"isActive": true}),
+    )
+    .await
+    .problem(404, "ResourceNotFound");
+    // ETSI 041: listing with paging.
+    let other = "urn:ngsi-ld:Subscription:csr-crud-2";
+    assert_eq!(
+        s.post(
+            "/csourceSubscriptions",
+            &csr_subscription(other, "http://localhost:1/notify")
+        )
+        .await
+        .status,
+        201
+    );
+    let r = s.get("/csourceSubscriptions?limit=1&count=true").await;
+    assert_eq!(crate::support::ids_of(&r.body), [id]);
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("2"));
+    // Subscriptions to entities and to registrations are apart.
+    assert_eq!(s.get("/subscriptions").await.body, json!([]));
+    // ETSI 042.
+    s.delete(&path).await.no_content();
+    s.get(&path).await.problem(404, "ResourceNotFound");
+    s.delete("/csourceSubscriptions/invalidURI")
+        .await
+        .problem(400, "BadRequestData");
+}
+
+/// ETSI 047: notifications about registrations, with their triggerReason.
+#[tokio::test]
+async fn registration_subscriptions_notify_newly_matching_updated_and_no_longer_matching() {
+    use crate::subscriptions::{next, nothing, receiver};
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(axum::http::StatusCode::OK).await;
+    let before = "urn:ngsi-ld:ContextSourceRegistration:before";
+    register(&s, &building(before, json!({})), jsonld::CORE_CONTEXT_URL).await;
+    let sub = "urn:ngsi-ld:Subscription:csr-notify";
+    let mut body = csr_subscription(sub, &uri);
+    body["watchedAttributes"] = json!(["name"]);
+    let r = s.post("/csourceSubscriptions", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // What matches already is notified at once.
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["type"], json!("Notification"));
+    assert_eq!(n.body["subscriptionId"], json!(sub));
+    assert_eq!(n.body["triggerReason"], json!("newlyMatching"));
+    assert_eq!(crate::support::ids_of(&n.body["data"]), [before]);
+    assert!(
+        n.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    // A new matching registration; one that does not match (another
+    // type) tells nothing; only the matching RegistrationInfo is sent.
+    let added = "urn:ngsi-ld:ContextSourceRegistration:added";
+    let mut two_infos = building(added, json!({}));
+    two_infos["information"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"entities": [{"type": "Bus"}]}));
+    register(&s, &two_infos, jsonld::CORE_CONTEXT_URL).await;
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["triggerReason"], json!("newlyMatching"));
+    assert_eq!(crate::support::ids_of(&n.body["data"]), [added]);
+    assert_eq!(
+        n.body["data"][0]["information"],
+        building(added, json!({}))["information"]
+    );
+    let mut bus = building("urn:ngsi-ld:ContextSourceRegistration:bus", json!({}));
+    bus["information"] = json!([{"entities": [{"type": "Bus"}]}]);
+    register(&s, &bus, jsonld::CORE_CONTEXT_URL).await;
+    nothing(&mut rx, 300).await;
+    // An update of a matching registration; then one that makes it match
+    // no more.
+    let path = format!("/csourceRegistrations/{}", enc(added));
+    s.patch(&path, &json!({"endpoint": "http://new.example/ngsi-ld"}))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["triggerReason"], json!("updated"));
+    assert_eq!(
+        n.body["data"][0]["endpoint"],
+        json!("http://new.example/ngsi-ld")
+    );
+    s.patch(
+        &path,
+        &json!({"information": [{"entities": [{"type": "Bus"}]}]}),
+    )
+    .await
+    .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["triggerReason"], json!("noLongerMatching"));
+    // A deleted matching registration.
+    s.delete(&format!("/csourceRegistrations/{}", enc(before)))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["triggerReason"], json!("noLongerMatching"));
+    assert_eq!(crate::support::ids_of(&n.body["data"]), [before]);
+    // The delivery status is counted.
+    let got = s
+        .get(&format!("/csourceSubscriptions/{}", enc(sub)))
+        .await
+        .body;
+    assert_eq!(got["notification"]["timesSent"], json!(5), "{got}");
+    assert_eq!(got["notification"]["status"], json!("ok"), "{got}");
+    // A paused subscription tells nothing.
+    s.patch(
+        &format!("/csourceSubscriptions/{}", enc(sub)),
+        &json!({"isActive": false}),
+    )
+    .await
+    .no_content();
+    register(
+        &s,
+        &building("urn:ngsi-ld:ContextSourceRegistration:late", json!({})),
+        jsonld::CORE_CONTEXT_URL,
+    )
+    .await;
+    nothing(&mut rx, 300).await;
+}

@@ -15,14 +15,14 @@ use tokio::sync::mpsc;
 use crate::support::{CORE, Server, enc, link, serve_document};
 
 /// A notification as received: headers and JSON body.
-struct Received {
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Received {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 /// An HTTP receiver that answers `status`; returns its URL and a channel of
 /// what it got.
-async fn receiver(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn receiver(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Received>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = Router::new().route(
         "/notify",
@@ -41,7 +41,7 @@ async fn receiver(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Receiv
     (format!("http://{addr}/notify"), rx)
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+pub(crate) async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("no notification within 10 s")
@@ -49,7 +49,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
 }
 
 /// Asserts that nothing arrives within `ms` milliseconds.
-async fn nothing(rx: &mut mpsc::UnboundedReceiver<Received>, ms: u64) {
+pub(crate) async fn nothing(rx: &mut mpsc::UnboundedReceiver<Received>, ms: u64) {
     if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(ms), rx.recv()).await {
         panic!("unexpected notification: {}", r.body);
     }
