@@ -15,12 +15,13 @@ use std::sync::Arc;
 use ngsi_model::time::now_micros;
 use ngsi_model::{ErrorKind, NgsiError, NgsiResult, Terms, iri};
 use parking_lot::RwLock;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use store::{Store, TimeProperty};
 
 pub use model::{IntervalKind, Registration, RegistrationQuery};
 use subscriptions::{CsrSubscriptions, Trigger};
 
+use crate::subscriptions::{append_request, new_record};
 use crate::temporal::TemporalParams;
 use crate::{Broker, Ctx, QueryParams};
 
@@ -222,12 +223,7 @@ impl Broker {
                 format!("context source registration {} already exists", r.id),
             ));
         }
-        let mut stored = doc.clone();
-        stored.remove("@context");
-        stored.insert("id".into(), json!(&*r.id));
-        let record = json!({
-            "requests": [{"context": ctx.source, "body": stored, "at": now}],
-        });
+        let record = new_record(doc, &r.id, ctx, now, None);
         self.store
             .put_record(tenant, COLLECTION, &r.id, Some(record))
             .await?;
@@ -310,21 +306,17 @@ impl Broker {
         let fragment = object(body)?;
         let now = now_micros();
         let next = current.patch(fragment, ctx, now, true)?;
-        let mut record = self
-            .store
-            .records(tenant, COLLECTION)
-            .into_iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, v)| v)
-            .ok_or_else(|| NgsiError::internal("a registration has no stored record"))?;
-        let mut stored = fragment.clone();
-        stored.remove("@context");
-        if let Some(Value::Array(requests)) = record.get_mut("requests") {
-            requests.push(json!({"context": ctx.source, "body": stored, "at": now}));
-        }
-        self.store
-            .put_record(tenant, COLLECTION, id, Some(record))
-            .await?;
+        append_request(
+            &self.store,
+            tenant,
+            COLLECTION,
+            id,
+            fragment,
+            ctx,
+            now,
+            None,
+        )
+        .await?;
         self.registrations
             .subscriptions
             .on_change(tenant, Some(&current), Some(&next));
@@ -357,14 +349,25 @@ fn subscription_not_found(id: &str) -> NgsiError {
 }
 
 impl Broker {
-    /// Installs a subscription to the registrations of `tenant`.
+    /// Installs a subscription to the registrations of `tenant` (created
+    /// or updated) and notifies it of those that match it now, unless it
+    /// is periodic (newlyMatching).
     fn install_csr_subscription(
         &self,
         tenant: &str,
         sub: crate::subscriptions::Subscription,
         notify_ctx: Ctx,
-    ) -> NgsiResult<Arc<subscriptions::Entry>> {
-        install_csr_subscription(&self.registrations, tenant, sub, notify_ctx)
+    ) -> NgsiResult<()> {
+        let entry = install_csr_subscription(&self.registrations, tenant, sub, notify_ctx)?;
+        if entry.sub.time_interval.is_none() {
+            self.registrations.subscriptions.notify_all(
+                tenant,
+                &entry,
+                &self.registrations.list(tenant),
+                Some(Trigger::NewlyMatching),
+            );
+        }
+        Ok(())
     }
 
     /// Create Context Source Registration Subscription (clause 5.11.2).
@@ -392,29 +395,14 @@ impl Broker {
                 format!("subscription {} already exists", sub.id),
             ));
         }
-        let mut stored = doc.clone();
-        stored.remove("@context");
-        stored.insert("id".into(), json!(&*sub.id));
-        let record = json!({
-            "requests": [{"context": ctx.source, "body": stored}],
-            "notifyContext": notify_ctx.source,
-            "notifyLink": notify_ctx.link,
-        });
+        let record = new_record(doc, &sub.id, ctx, now_micros(), Some(&notify_ctx));
         // Checked before it is stored.
         CsrSubscriptions::check(&sub)?;
         self.store
             .put_record(tenant, SUBSCRIPTIONS, &sub.id, Some(record))
             .await?;
         let id = sub.id.clone();
-        let entry = self.install_csr_subscription(tenant, sub, notify_ctx)?;
-        if entry.sub.time_interval.is_none() {
-            self.registrations.subscriptions.notify_all(
-                tenant,
-                &entry,
-                &self.registrations.list(tenant),
-                Some(Trigger::NewlyMatching),
-            );
-        }
+        self.install_csr_subscription(tenant, sub, notify_ctx)?;
         Ok(id)
     }
 
@@ -456,7 +444,7 @@ impl Broker {
         offset: usize,
         limit: usize,
         sys_attrs: bool,
-    ) -> NgsiResult<RegistrationPage> {
+    ) -> NgsiResult<crate::subscriptions::SubscriptionPage> {
         if !tenant.is_empty()
             && !self.store.tenant_exists(tenant)
             && !self.registrations.subscriptions.has_tenant(tenant)
@@ -467,7 +455,7 @@ impl Broker {
             ));
         }
         let all = self.registrations.subscriptions.list(tenant);
-        Ok(RegistrationPage {
+        Ok(crate::subscriptions::SubscriptionPage {
             total: all.len(),
             items: all
                 .iter()
@@ -500,32 +488,18 @@ impl Broker {
         } else {
             entry.ctx.clone()
         };
-        let mut record = self
-            .store
-            .records(tenant, SUBSCRIPTIONS)
-            .into_iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, v)| v)
-            .ok_or_else(|| NgsiError::internal("a subscription has no stored record"))?;
-        let mut stored = fragment.clone();
-        stored.remove("@context");
-        if let Some(Value::Array(requests)) = record.get_mut("requests") {
-            requests.push(json!({"context": ctx.source, "body": stored, "patch": true}));
-        }
-        record["notifyContext"] = notify_ctx.source.clone().unwrap_or(Value::Null);
-        record["notifyLink"] = json!(notify_ctx.link);
-        self.store
-            .put_record(tenant, SUBSCRIPTIONS, id, Some(record))
-            .await?;
-        let entry = self.install_csr_subscription(tenant, next, notify_ctx)?;
-        if entry.sub.time_interval.is_none() {
-            self.registrations.subscriptions.notify_all(
-                tenant,
-                &entry,
-                &self.registrations.list(tenant),
-                Some(Trigger::NewlyMatching),
-            );
-        }
+        append_request(
+            &self.store,
+            tenant,
+            SUBSCRIPTIONS,
+            id,
+            fragment,
+            ctx,
+            now_micros(),
+            Some(&notify_ctx),
+        )
+        .await?;
+        self.install_csr_subscription(tenant, next, notify_ctx)?;
         Ok(())
     }
 

@@ -81,14 +81,7 @@ impl Broker {
                 format!("subscription {} already exists", sub.id),
             ));
         }
-        let mut stored = doc.clone();
-        stored.remove("@context");
-        stored.insert("id".into(), json!(&*sub.id));
-        let record = json!({
-            "requests": [{"context": ctx.source, "body": stored}],
-            "notifyContext": notify_ctx.source,
-            "notifyLink": notify_ctx.link,
-        });
+        let record = new_record(doc, &sub.id, ctx, now_micros(), Some(&notify_ctx));
         self.store
             .put_record(tenant, COLLECTION, &sub.id, Some(record))
             .await?;
@@ -176,23 +169,17 @@ impl Broker {
         } else {
             entry.notify_ctx.clone()
         };
-        let mut record = self
-            .store
-            .records(tenant, COLLECTION)
-            .into_iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, v)| v)
-            .ok_or_else(|| NgsiError::internal("a subscription has no stored record"))?;
-        let mut stored = fragment.clone();
-        stored.remove("@context");
-        if let Some(Value::Array(requests)) = record.get_mut("requests") {
-            requests.push(json!({"context": ctx.source, "body": stored, "patch": true}));
-        }
-        record["notifyContext"] = notify_ctx.source.clone().unwrap_or(Value::Null);
-        record["notifyLink"] = json!(notify_ctx.link);
-        self.store
-            .put_record(tenant, COLLECTION, id, Some(record))
-            .await?;
+        append_request(
+            &self.store,
+            tenant,
+            COLLECTION,
+            id,
+            fragment,
+            ctx,
+            now_micros(),
+            Some(&notify_ctx),
+        )
+        .await?;
         let status = entry.state.status.lock().clone();
         self.subscriptions
             .install(tenant, next, notify_ctx, Some(status));
@@ -225,6 +212,61 @@ impl Broker {
         let view = query.view.clone();
         self.subscriptions.live(tenant, query, ctx, view, 1024)
     }
+}
+
+/// The stored record of a subscription or registration made by `doc`
+/// (written with `ctx` at `at`, named `id`): the list of its requests, and
+/// the context its notifications use when it has them (`notify`).
+pub(crate) fn new_record(
+    doc: &Map<String, Value>,
+    id: &str,
+    ctx: &Ctx,
+    at: i64,
+    notify: Option<&Ctx>,
+) -> Value {
+    let mut stored = doc.clone();
+    stored.remove("@context");
+    stored.insert("id".into(), json!(id));
+    let mut record = json!({"requests": [{"context": ctx.source, "body": stored, "at": at}]});
+    if let Some(n) = notify {
+        record["notifyContext"] = n.source.clone().unwrap_or(Value::Null);
+        record["notifyLink"] = json!(n.link);
+    }
+    record
+}
+
+/// Appends the update `fragment` (written with `ctx` at `at`) to the stored
+/// record `id` of `collection` (see [`new_record`]); resolves once durable.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn append_request(
+    store: &Arc<dyn Store>,
+    tenant: &str,
+    collection: &str,
+    id: &str,
+    fragment: &Map<String, Value>,
+    ctx: &Ctx,
+    at: i64,
+    notify: Option<&Ctx>,
+) -> NgsiResult<()> {
+    let mut record = store
+        .records(tenant, collection)
+        .into_iter()
+        .find(|(k, _)| k == id)
+        .map(|(_, v)| v)
+        .ok_or_else(|| NgsiError::internal(format!("{id} has no stored record")))?;
+    let mut stored = fragment.clone();
+    stored.remove("@context");
+    if let Some(Value::Array(requests)) = record.get_mut("requests") {
+        requests.push(json!({"context": ctx.source, "body": stored, "at": at}));
+    }
+    if let Some(n) = notify {
+        record["notifyContext"] = n.source.clone().unwrap_or(Value::Null);
+        record["notifyLink"] = json!(n.link);
+    }
+    store
+        .put_record(tenant, collection, id, Some(record))
+        .await?;
+    Ok(())
 }
 
 /// `sub` compacted with `ctx`, its delivery status in `notification`

@@ -69,23 +69,23 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/csourceSubscriptions",
-            post(registrations::create_subscription).get(registrations::query_subscriptions),
+            post(subscriptions::create::<true>).get(subscriptions::query::<true>),
         )
         .route(
             "/csourceSubscriptions/{id}",
-            get(registrations::retrieve_subscription)
-                .patch(registrations::update_subscription)
-                .delete(registrations::delete_subscription),
+            get(subscriptions::retrieve::<true>)
+                .patch(subscriptions::update::<true>)
+                .delete(subscriptions::delete::<true>),
         )
         .route(
             "/subscriptions",
-            post(subscriptions::create).get(subscriptions::query),
+            post(subscriptions::create::<false>).get(subscriptions::query::<false>),
         )
         .route(
             "/subscriptions/{id}",
-            get(subscriptions::retrieve)
-                .patch(subscriptions::update)
-                .delete(subscriptions::delete),
+            get(subscriptions::retrieve::<false>)
+                .patch(subscriptions::update::<false>)
+                .delete(subscriptions::delete::<false>),
         )
         .route(
             "/temporal/entities",

@@ -23,20 +23,43 @@ pub(super) fn sys_attrs(params: &[(String, String)]) -> bool {
     param(params, "options").is_some_and(|o| o.split(',').any(|x| x.trim() == "sysAttrs"))
 }
 
-/// POST /subscriptions
-pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
-    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
-    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    let id = state
-        .broker
-        .create_subscription(&req.tenant, &ctx, &value, &format!("http://{}", req.host))
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(created(&format!("/ngsi-ld/v1/subscriptions/{id}")))
+/// The handlers below serve subscriptions to entities (`/subscriptions`,
+/// clause 5.8) and, with `CSR`, subscriptions to context source
+/// registrations (`/csourceSubscriptions`, clause 5.11): the same data
+/// type, the same requests.
+fn base(csr: bool) -> &'static str {
+    if csr {
+        "/ngsi-ld/v1/csourceSubscriptions"
+    } else {
+        "/ngsi-ld/v1/subscriptions"
+    }
 }
 
-/// GET /subscriptions
-pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
+/// POST /subscriptions, POST /csourceSubscriptions
+pub async fn create<const CSR: bool>(
+    State(state): State<AppState>,
+    req: Ngsi,
+    body: Body,
+) -> ApiResult {
+    checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
+    let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
+    let origin = format!("http://{}", req.host);
+    let broker = &state.broker;
+    let id = if CSR {
+        broker
+            .create_csr_subscription(&req.tenant, &ctx, &value, &origin)
+            .await
+    } else {
+        broker
+            .create_subscription(&req.tenant, &ctx, &value, &origin)
+            .await
+    }
+    .map_err(|e| req.err(e))?;
+    Ok(created(&format!("{}/{id}", base(CSR))))
+}
+
+/// GET /subscriptions, GET /csourceSubscriptions
+pub async fn query<const CSR: bool>(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     let params = checked_params(
         req.query.as_deref(),
         &["limit", "offset", "count", "options", "local"],
@@ -46,25 +69,23 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     let ctx = link_ctx(&req, &state).await?;
     let paging =
         super::Paging::from_params(&params, state.broker.config()).map_err(|e| req.err(e))?;
-    let page = state
-        .broker
-        .query_subscriptions(
-            &req.tenant,
-            &ctx,
-            paging.offset,
-            paging.limit,
-            sys_attrs(&params),
-        )
-        .map_err(|e| req.err(e))?;
+    let (offset, limit, sys) = (paging.offset, paging.limit, sys_attrs(&params));
+    let broker = &state.broker;
+    let page = if CSR {
+        broker.query_csr_subscriptions(&req.tenant, &ctx, offset, limit, sys)
+    } else {
+        broker.query_subscriptions(&req.tenant, &ctx, offset, limit, sys)
+    }
+    .map_err(|e| req.err(e))?;
     let returned = page.items.len();
     let body = Value::Array(page.items.into_iter().map(Value::Object).collect());
     let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
-    paging.decorate(&mut resp, "/ngsi-ld/v1/subscriptions", returned, page.total);
+    paging.decorate(&mut resp, base(CSR), returned, page.total);
     Ok(resp)
 }
 
-/// GET /subscriptions/{id}
-pub async fn retrieve(
+/// GET /subscriptions/{id}, GET /csourceSubscriptions/{id}
+pub async fn retrieve<const CSR: bool>(
     State(state): State<AppState>,
     req: Ngsi,
     Path(id): Path<String>,
@@ -73,10 +94,17 @@ pub async fn retrieve(
         checked_params(req.query.as_deref(), &["options", "local"]).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let sub = state
-        .broker
-        .retrieve_subscription(&req.tenant, &ctx, &id, sys_attrs(&params))
-        .map_err(|e| req.err(e))?;
+    let sys = sys_attrs(&params);
+    let sub = if CSR {
+        state
+            .broker
+            .retrieve_csr_subscription(&req.tenant, &ctx, &id, sys)
+    } else {
+        state
+            .broker
+            .retrieve_subscription(&req.tenant, &ctx, &id, sys)
+    }
+    .map_err(|e| req.err(e))?;
     Ok(json_response(
         StatusCode::OK,
         produce,
@@ -85,8 +113,8 @@ pub async fn retrieve(
     ))
 }
 
-/// PATCH /subscriptions/{id}
-pub async fn update(
+/// PATCH /subscriptions/{id}, PATCH /csourceSubscriptions/{id}
+pub async fn update<const CSR: bool>(
     State(state): State<AppState>,
     req: Ngsi,
     Path(id): Path<String>,
@@ -94,28 +122,34 @@ pub async fn update(
 ) -> ApiResult {
     checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    state
-        .broker
-        .update_subscription(
-            &req.tenant,
-            &ctx,
-            &id,
-            &value,
-            &format!("http://{}", req.host),
-        )
-        .await
-        .map_err(|e| req.err(e))?;
+    let origin = format!("http://{}", req.host);
+    let broker = &state.broker;
+    if CSR {
+        broker
+            .update_csr_subscription(&req.tenant, &ctx, &id, &value, &origin)
+            .await
+    } else {
+        broker
+            .update_subscription(&req.tenant, &ctx, &id, &value, &origin)
+            .await
+    }
+    .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// DELETE /subscriptions/{id}
-pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<String>) -> ApiResult {
+/// DELETE /subscriptions/{id}, DELETE /csourceSubscriptions/{id}
+pub async fn delete<const CSR: bool>(
+    State(state): State<AppState>,
+    req: Ngsi,
+    Path(id): Path<String>,
+) -> ApiResult {
     checked_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
-    state
-        .broker
-        .delete_subscription(&req.tenant, &id)
-        .await
-        .map_err(|e| req.err(e))?;
+    if CSR {
+        state.broker.delete_csr_subscription(&req.tenant, &id).await
+    } else {
+        state.broker.delete_subscription(&req.tenant, &id).await
+    }
+    .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
