@@ -16,7 +16,7 @@ use ngsi_model::time::now_micros;
 use ngsi_model::{ErrorKind, NgsiError, NgsiResult, Terms, iri};
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
-use store::{Store, TimeProperty};
+use store::Store;
 
 pub use model::{IntervalKind, Registration, RegistrationQuery};
 use subscriptions::{CsrSubscriptions, Trigger};
@@ -174,11 +174,7 @@ impl RegistrationQuery {
         }
         let range = t.range()?;
         if t.timerel.is_some() {
-            let kind = match range.property {
-                TimeProperty::ObservedAt => IntervalKind::Observation,
-                _ => IntervalKind::Management,
-            };
-            q.time = Some((kind, range.from, range.to));
+            q.time = Some((IntervalKind::of(range.property), range.from, range.to));
         }
         // Clause 5.10.2.4 asks for a type, attribute names, q or a
         // geo-query; ids, idPattern, csf, scopeQ and a temporal query are

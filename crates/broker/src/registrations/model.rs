@@ -822,6 +822,16 @@ pub enum IntervalKind {
     Management,
 }
 
+impl IntervalKind {
+    /// The interval a temporal query on `property` tests.
+    pub fn of(property: store::TimeProperty) -> Self {
+        match property {
+            store::TimeProperty::ObservedAt => IntervalKind::Observation,
+            _ => IntervalKind::Management,
+        }
+    }
+}
+
 /// A discovery query (Query Context Source Registrations, clause 5.10.2).
 #[derive(Debug, Clone, Default)]
 pub struct RegistrationQuery {

@@ -16,7 +16,7 @@ use ngsi_model::time::{format_micros, now_micros};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
 
-use super::model::{Registration, RegistrationQuery};
+use super::model::{IntervalKind, Registration, RegistrationQuery};
 use crate::Ctx;
 use crate::query::IdPattern;
 use crate::subscriptions::{Status, Subscription, unique_suffix};
@@ -89,6 +89,10 @@ fn queries_of(sub: &Subscription) -> Result<Vec<RegistrationQuery>, ngsi_model::
         attrs: sub.watched.clone(),
         q: sub.q.clone(),
         scope_q: sub.scope_q.clone(),
+        time: sub
+            .temporal_q
+            .as_ref()
+            .map(|(_, range)| (IntervalKind::of(range.property), range.from, range.to)),
         ..Default::default()
     };
     if let Some(csf) = &sub.csf {

@@ -121,6 +121,9 @@ pub struct Subscription {
     /// jsonldContext as given.
     pub jsonld_context: Option<String>,
     pub local_only: Option<bool>,
+    /// temporalQ (clause 5.2.21) as given and as a time range; only
+    /// subscriptions to context source registrations act on it.
+    pub temporal_q: Option<(Value, store::TimeRange)>,
     /// The compiled filter: selectors, q, geoQ and scopeQ.
     pub matcher: EntityQuery,
     /// How notified entities are rendered.
@@ -241,6 +244,7 @@ impl Subscription {
             },
             jsonld_context: None,
             local_only: None,
+            temporal_q: None,
             matcher: EntityQuery::default(),
             view: ViewOptions::default(),
             created_at: now,
@@ -455,6 +459,13 @@ impl Subscription {
                 }
                 "localOnly" => {
                     self.local_only = (!null).then(|| boolean(value, key)).transpose()?
+                }
+                "temporalQ" => {
+                    self.temporal_q = if null {
+                        None
+                    } else {
+                        Some((value.clone(), temporal_query(value)?))
+                    }
                 }
                 "notification" => {
                     if null {
@@ -671,6 +682,9 @@ impl Subscription {
         if let Some(l) = self.local_only {
             out.insert("localOnly".into(), json!(l));
         }
+        if let Some((t, _)) = &self.temporal_q {
+            out.insert("temporalQ".into(), t.clone());
+        }
         let n = &self.notification;
         let mut nm = Map::new();
         if let Some(a) = &n.attributes {
@@ -716,6 +730,36 @@ fn number(n: f64) -> Value {
     } else {
         json!(n)
     }
+}
+
+/// A TemporalQuery (clause 5.2.21): `timerel` with `timeAt` (and
+/// `endTimeAt` for between), and `timeproperty`.
+fn temporal_query(v: &Value) -> NgsiResult<store::TimeRange> {
+    let Value::Object(m) = v else {
+        return Err(bad("temporalQ must be an object"));
+    };
+    let text = |name: &str| -> NgsiResult<Option<String>> {
+        m.get(name).map(|v| string(v, name)).transpose()
+    };
+    if let Some(k) = m.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "timerel" | "timeAt" | "endTimeAt" | "timeproperty"
+        )
+    }) {
+        return Err(bad(format!("temporalQ has an unknown member {k:?}")));
+    }
+    let params = crate::temporal::TemporalParams {
+        timerel: text("timerel")?,
+        time_at: text("timeAt")?,
+        end_time_at: text("endTimeAt")?,
+        timeproperty: text("timeproperty")?,
+        ..Default::default()
+    };
+    if params.timerel.is_none() {
+        return Err(bad("temporalQ needs timerel"));
+    }
+    params.range()
 }
 
 fn parse_selectors(v: &Value, ctx: &Ctx) -> NgsiResult<Vec<EntitySelector>> {

@@ -840,3 +840,55 @@ async fn registration_subscriptions_notify_newly_matching_updated_and_no_longer_
     .await;
     nothing(&mut rx, 300).await;
 }
+
+/// ETSI 047_10, 047_11: a temporalQ selects registrations by their
+/// intervals, as a temporal discovery query does.
+#[tokio::test]
+async fn a_temporal_query_selects_registrations_by_their_intervals() {
+    use crate::subscriptions::{next, nothing, receiver};
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(axum::http::StatusCode::OK).await;
+    let interval = json!({"startAt": "2020-08-01T22:07:00Z", "endAt": "2021-08-01T21:07:00Z"});
+    let observed = "urn:ngsi-ld:ContextSourceRegistration:t-observed";
+    let managed = "urn:ngsi-ld:ContextSourceRegistration:t-managed";
+    let latest = "urn:ngsi-ld:ContextSourceRegistration:t-latest";
+    let ctx = jsonld::CORE_CONTEXT_URL;
+    register(
+        &s,
+        &building(observed, json!({"observationInterval": interval.clone()})),
+        ctx,
+    )
+    .await;
+    register(
+        &s,
+        &building(managed, json!({"managementInterval": interval})),
+        ctx,
+    )
+    .await;
+    register(&s, &building(latest, json!({})), ctx).await;
+    let mut body = csr_subscription("urn:ngsi-ld:Subscription:csr-temporal", &uri);
+    body["temporalQ"] = json!({"timerel": "before", "timeAt": "2021-08-01T22:00:00Z",
+                                "timeproperty": "modifiedAt"});
+    let r = s.post("/csourceSubscriptions", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let n = next(&mut rx).await;
+    assert_eq!(crate::support::ids_of(&n.body["data"]), [managed]);
+    nothing(&mut rx, 200).await;
+    let got = s
+        .get("/csourceSubscriptions/urn:ngsi-ld:Subscription:csr-temporal")
+        .await
+        .body;
+    assert_eq!(got["temporalQ"], body["temporalQ"]);
+    for bad in [
+        json!({"timerel": "before"}),
+        json!({"timerel": "whenever", "timeAt": "2021-08-01T22:00:00Z"}),
+        json!({"timeAt": "2021-08-01T22:00:00Z"}),
+        json!("before"),
+    ] {
+        let mut b = csr_subscription("urn:ngsi-ld:Subscription:csr-bad-temporal", &uri);
+        b["temporalQ"] = bad;
+        s.post("/csourceSubscriptions", &b)
+            .await
+            .problem(400, "BadRequestData");
+    }
+}
