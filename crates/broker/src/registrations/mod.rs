@@ -416,7 +416,13 @@ impl Broker {
         sys_attrs: bool,
     ) -> Map<String, Value> {
         let status = entry.status.lock().clone();
-        crate::subscriptions::render_with_status(&entry.sub, &status, ctx, sys_attrs)
+        let mut out = crate::subscriptions::render_with_status(&entry.sub, &status, ctx, sys_attrs);
+        // notificationTrigger (the kinds of entity changes) has no meaning
+        // for registrations: shown only as the client gave it.
+        if entry.sub.trigger_names.is_none() {
+            out.remove("notificationTrigger");
+        }
+        out
     }
 
     /// Retrieve Context Source Registration Subscription (clause 5.11.4).

@@ -5,7 +5,7 @@
 //! attributes, `q`, `csf`, `geoQ` and `scopeQ` select registrations as a
 //! discovery query does (clause 5.12). Each notification carries a
 //! `triggerReason`: `newlyMatching`, `updated` or `noLongerMatching`
-//! (clause 5.11.7).
+//! (clause 5.11.7); its type is ContextSourceNotification (clause 5.3.2).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -363,7 +363,7 @@ impl CsrSubscriptions {
             "id".into(),
             json!(format!("urn:ngsi-ld:Notification:{}", unique_suffix())),
         );
-        body.insert("type".into(), json!("Notification"));
+        body.insert("type".into(), json!("ContextSourceNotification"));
         body.insert("subscriptionId".into(), json!(&*entry.sub.id));
         body.insert("notifiedAt".into(), json!(format_micros(now)));
         body.insert("data".into(), Value::Array(items));

@@ -684,6 +684,12 @@ async fn registration_subscriptions_are_created_read_listed_updated_and_deleted(
     assert_eq!(got.status, 200, "{}", got.text);
     assert_eq!(got.body["entities"], json!([{"type": "Building"}]));
     assert_eq!(got.body["status"], json!("active"));
+    // ETSI 038_01: nothing the client did not give but status.
+    assert!(
+        got.body.get("notificationTrigger").is_none(),
+        "{}",
+        got.text
+    );
     // ETSI 038_08, 038_09: invalid ones.
     for bad in [
         json!({"type": "Subscription", "entities": [{"type": "Building"}]}),
@@ -761,7 +767,7 @@ async fn registration_subscriptions_notify_newly_matching_updated_and_no_longer_
     assert_eq!(r.status, 201, "{}", r.text);
     // What matches already is notified at once.
     let n = next(&mut rx).await;
-    assert_eq!(n.body["type"], json!("Notification"));
+    assert_eq!(n.body["type"], json!("ContextSourceNotification"));
     assert_eq!(n.body["subscriptionId"], json!(sub));
     assert_eq!(n.body["triggerReason"], json!("newlyMatching"));
     assert_eq!(crate::support::ids_of(&n.body["data"]), [before]);
