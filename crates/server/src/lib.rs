@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub max_json_depth: usize,
     /// The Context Source alias this broker announces (clause 5.2.40).
     pub source_alias: String,
+    /// How long a connection may take to send the headers of its next
+    /// request, idle keep-alive time included, before it is closed: slow
+    /// or forgotten clients do not hold connections forever.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +45,7 @@ impl Default for ServerConfig {
             max_body_bytes: 8 << 20,
             max_json_depth: 64,
             source_alias: "wuyang".into(),
+            idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -188,16 +193,19 @@ fn strip_trailing_slash(mut req: Request) -> Request {
 /// requests in progress finish (for at most 5 s). Paths with a trailing slash are served like
 /// those without (the ETSI test suite uses both).
 ///
-/// HTTP/1.1 through hyper directly rather than `axum::serve`, for one
-/// setting it does not offer: response header names go out title-cased
-/// (`Location`, `Content-Type`, `NGSILD-Results-Count`). Names are
+/// HTTP/1.1 through hyper directly rather than `axum::serve`, for two
+/// settings it does not offer: response header names go out title-cased
+/// (`Location`, `Content-Type`, `NGSILD-Results-Count`; names are
 /// case-insensitive, but clients that look them up in a plain dictionary
-/// exist (the ETSI test suite reads the `Location` of a created resource so).
+/// exist: the ETSI test suite reads the `Location` of a created resource
+/// so), and a connection that does not send the headers of its next
+/// request within [`ServerConfig::idle_timeout`] is closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let idle_timeout = state.config.idle_timeout;
     let app = app(state).map_request(strip_trailing_slash);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -220,6 +228,8 @@ pub async fn serve(
             .map_request(|req: hyper::Request<hyper::body::Incoming>| req.map(Body::new));
         let conn = hyper::server::conn::http1::Builder::new()
             .title_case_headers(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(idle_timeout)
             .serve_connection(
                 hyper_util::rt::TokioIo::new(stream),
                 hyper_util::service::TowerToHyperService::new(service),

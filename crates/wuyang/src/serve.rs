@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// Deepest JSON nesting accepted in a request body.
     #[arg(long, env = "WUYANG_MAX_JSON_DEPTH", default_value_t = 64)]
     pub max_json_depth: usize,
+    /// Seconds a connection may take to send the headers of its next
+    /// request (idle keep-alive time included) before it is closed.
+    #[arg(long, env = "WUYANG_IDLE_TIMEOUT_S", default_value_t = 60)]
+    pub idle_timeout_s: u64,
     /// Page size of queries without a limit.
     #[arg(long, env = "WUYANG_DEFAULT_LIMIT", default_value_t = 20)]
     pub default_limit: usize,
@@ -130,6 +134,7 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
             max_body_bytes: args.max_body_bytes,
             max_json_depth: args.max_json_depth,
             source_alias: args.source_alias.clone(),
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s.max(1)),
         }),
         metrics: Arc::new(metrics),
     })

@@ -1,6 +1,8 @@
 //! Cross-cutting HTTP behaviour: ProblemDetails, limits, unknown query
 //! parameters, trailing slashes, 411, 404/405 for routes.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::json;
 
@@ -242,4 +244,53 @@ async fn check_order_411_then_415_then_406_then_unknown_parameters() {
         .send()
         .await;
     assert_eq!(r.status, 406, "{}", r.text);
+}
+
+/// A client that sends half a request and stops, or keeps an idle
+/// connection open, loses the connection after the idle timeout: slow
+/// clients cannot hold connections (and the server's memory) forever. A
+/// client that goes on within the timeout keeps its connection.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Server::start_with(Duration::from_millis(500)).await;
+    let addr = s.origin.trim_start_matches("http://").to_string();
+    // Half a request line, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /ngsi-ld/v1/types HTT").await.unwrap();
+    // A keep-alive connection that answers one request, then idles.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /ngsi-ld/v1/types HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let started = std::time::Instant::now();
+    for (name, conn) in [("slow", &mut slow), ("idle", &mut idle)] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "the {name} connection is still open after 5 s"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed too early"
+    );
+    // Requests within the timeout keep one connection.
+    let mut busy = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..4 {
+        busy.write_all(b"GET /ngsi-ld/v1/types HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = busy.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

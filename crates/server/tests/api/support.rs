@@ -40,6 +40,12 @@ impl Server {
     /// Starts a server over an in-memory store, with a short @context fetch
     /// timeout so that unreachable contexts fail fast.
     pub async fn start() -> Server {
+        Self::start_with(ServerConfig::default().idle_timeout).await
+    }
+
+    /// As [`Server::start`], closing connections that take longer than
+    /// `idle_timeout` to send a request's headers.
+    pub async fn start_with(idle_timeout: Duration) -> Server {
         let store = SqliteStore::open(SqliteConfig::default()).expect("in-memory store");
         let contexts = jsonld::ContextResolver::new(jsonld::ResolverConfig {
             fetch_timeout: Duration::from_millis(400),
@@ -71,6 +77,7 @@ impl Server {
                 max_body_bytes: MAX_BODY,
                 max_json_depth: 64,
                 source_alias: "wuyang-test".into(),
+                idle_timeout,
             }),
             metrics: Arc::new(metrics),
         };
