@@ -168,7 +168,7 @@ impl Broker {
         // The notifier's HTTP client needs the TLS provider installed first.
         jsonld::install_tls_provider();
         let engine = subscriptions::Engine::new(store.clone(), config.notifier.clone());
-        let registry = registrations::Registry::new(config.notifier.clone());
+        let registry = registrations::Registry::new(config.notifier.clone(), store.clone());
         let (restored_tx, restored) = tokio::sync::watch::channel(false);
         let broker = Self {
             store,
@@ -183,6 +183,7 @@ impl Broker {
         broker.restore_hosted_contexts();
         if tokio::runtime::Handle::try_current().is_ok() {
             broker.subscriptions.start();
+            broker.registrations.start();
             let (store, contexts, engine, registry) = (
                 broker.store.clone(),
                 broker.contexts.clone(),

@@ -618,6 +618,30 @@ async fn registrations_survive_a_restart() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        // The registration it matches is notified at once, to a receiver
+        // that is not there: wait for the failure to be counted, and for
+        // the status writer (once a second).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sub: Value = client
+                .get(format!(
+                    "{}/csourceSubscriptions/urn:ngsi-ld:Subscription:water-sources",
+                    server.base
+                ))
+                .header("NGSILD-Tenant", "panyu")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if sub["notification"]["timesFailed"] == json!(1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no failed delivery: {sub}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         before = read(server.base.clone())
             .await
             .unwrap()
@@ -656,6 +680,10 @@ async fn registrations_survive_a_restart() {
         json!(["https://data.guangzhou.example/water#level"]),
         "{sub}"
     );
+    // Its delivery status too.
+    assert_eq!(sub["notification"]["timesSent"], json!(1), "{sub}");
+    assert_eq!(sub["notification"]["timesFailed"], json!(1), "{sub}");
+    assert_eq!(sub["notification"]["status"], json!("failed"), "{sub}");
     assert!(after.get("expiresAt").is_none(), "{after}");
     let r = client
         .get(format!("{}/csourceRegistrations/{gone}", server.base))

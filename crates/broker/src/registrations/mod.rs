@@ -61,12 +61,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(notifier: notify::NotifierConfig) -> Self {
+    pub fn new(notifier: notify::NotifierConfig, store: Arc<dyn Store>) -> Self {
         Self {
             tenants: Arc::default(),
             writes: Arc::default(),
-            subscriptions: CsrSubscriptions::new(notifier),
+            subscriptions: CsrSubscriptions::new(notifier, store),
         }
+    }
+
+    /// Starts the writer of delivery statuses. Needs a Tokio runtime.
+    pub fn start(&self) {
+        self.subscriptions.start();
     }
 
     fn get(&self, tenant: &str, id: &str) -> Option<Arc<Registration>> {
@@ -354,7 +359,7 @@ impl Broker {
         sub: crate::subscriptions::Subscription,
         notify_ctx: Ctx,
     ) -> NgsiResult<()> {
-        let entry = install_csr_subscription(&self.registrations, tenant, sub, notify_ctx)?;
+        let entry = install_csr_subscription(&self.registrations, tenant, sub, notify_ctx, None)?;
         if entry.sub.time_interval.is_none() {
             self.registrations.subscriptions.notify_all(
                 tenant,
@@ -415,7 +420,7 @@ impl Broker {
         ctx: &Ctx,
         sys_attrs: bool,
     ) -> Map<String, Value> {
-        let status = entry.status.lock().clone();
+        let status = entry.status.status.lock().clone();
         let mut out = crate::subscriptions::render_with_status(&entry.sub, &status, ctx, sys_attrs);
         // notificationTrigger (the kinds of entity changes) has no meaning
         // for registrations: shown only as the client gave it.
@@ -513,6 +518,9 @@ impl Broker {
         self.store
             .put_record(tenant, SUBSCRIPTIONS, id, None)
             .await?;
+        self.store
+            .put_record(tenant, subscriptions::STATUS_COLLECTION, id, None)
+            .await?;
         self.registrations.subscriptions.remove(tenant, id);
         Ok(())
     }
@@ -523,12 +531,13 @@ fn install_csr_subscription(
     tenant: &str,
     sub: crate::subscriptions::Subscription,
     notify_ctx: Ctx,
+    stored: Option<crate::subscriptions::Status>,
 ) -> NgsiResult<Arc<subscriptions::Entry>> {
     let source = registry.clone();
     let owner = tenant.to_string();
     registry
         .subscriptions
-        .install(tenant, sub, notify_ctx, move || source.list(&owner))
+        .install(tenant, sub, notify_ctx, stored, move || source.list(&owner))
 }
 
 /// Reinstalls the stored registrations of every tenant by replaying their
@@ -555,10 +564,19 @@ pub(crate) async fn restore(
                 }
             }
         }
+        let statuses: HashMap<String, Value> = store
+            .records(&tenant, subscriptions::STATUS_COLLECTION)
+            .into_iter()
+            .collect();
         for (id, record) in store.records(&tenant, SUBSCRIPTIONS) {
+            let status = statuses
+                .get(&id)
+                .map(crate::subscriptions::Status::from_json);
             let installed = crate::subscriptions::replay(&contexts, &record)
                 .await
-                .and_then(|(sub, ctx)| install_csr_subscription(&registry, &tenant, sub, ctx));
+                .and_then(|(sub, ctx)| {
+                    install_csr_subscription(&registry, &tenant, sub, ctx, status)
+                });
             match installed {
                 Ok(_) => restored += 1,
                 Err(e) => {

@@ -9,12 +9,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ngsi_model::time::{format_micros, now_micros};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
+use store::Store;
 
 use super::model::{IntervalKind, Registration, RegistrationQuery};
 use crate::Ctx;
@@ -47,7 +49,7 @@ pub struct Entry {
     key: Arc<str>,
     /// Discovery queries, one per entity selector (or one without).
     queries: Vec<RegistrationQuery>,
-    pub status: Arc<Mutex<Status>>,
+    pub status: Arc<StatusCell>,
     periodic: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -129,13 +131,26 @@ fn queries_of(sub: &Subscription) -> Result<Vec<RegistrationQuery>, ngsi_model::
         .collect()
 }
 
+/// The delivery status of one subscription, kept across its updates and
+/// written to the store at most once a second when it changed.
+pub struct StatusCell {
+    tenant: String,
+    id: Arc<str>,
+    pub status: Mutex<Status>,
+    dirty: AtomicBool,
+}
+
+/// The store collection of the delivery statuses.
+pub(crate) const STATUS_COLLECTION: &str = "csourceSubscriptionStatus";
+
 /// The subscriptions of one tenant, ordered by id.
 type TenantEntries = BTreeMap<Arc<str>, Arc<Entry>>;
 
 struct Inner {
     entries: RwLock<HashMap<String, TenantEntries>>,
     /// Delivery status by notifier key, kept across updates.
-    statuses: RwLock<HashMap<Arc<str>, Arc<Mutex<Status>>>>,
+    statuses: RwLock<HashMap<Arc<str>, Arc<StatusCell>>>,
+    store: Arc<dyn Store>,
     notifier: Mutex<Option<notify::Notifier>>,
     config: notify::NotifierConfig,
 }
@@ -160,10 +175,11 @@ impl notify::Reports for StatusReports {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        let Some(status) = inner.statuses.read().get(key).cloned() else {
+        let Some(cell) = inner.statuses.read().get(key).cloned() else {
             return;
         };
-        status.lock().apply(&event, now_micros());
+        cell.status.lock().apply(&event, now_micros());
+        cell.dirty.store(true, Ordering::Release);
     }
 }
 
@@ -172,15 +188,47 @@ fn key_of(tenant: &str, id: &str) -> Arc<str> {
 }
 
 impl CsrSubscriptions {
-    pub fn new(config: notify::NotifierConfig) -> Self {
+    pub fn new(config: notify::NotifierConfig, store: Arc<dyn Store>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 entries: RwLock::default(),
                 statuses: RwLock::default(),
+                store,
                 notifier: Mutex::new(None),
                 config,
             }),
         }
+    }
+
+    /// Starts the status writer. Needs a Tokio runtime.
+    pub fn start(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let dirty: Vec<Arc<StatusCell>> = inner
+                    .statuses
+                    .read()
+                    .values()
+                    .filter(|c| c.dirty.swap(false, Ordering::AcqRel))
+                    .cloned()
+                    .collect();
+                for cell in dirty {
+                    let value = cell.status.lock().to_json();
+                    let saved = inner
+                        .store
+                        .put_record(&cell.tenant, STATUS_COLLECTION, &cell.id, Some(value))
+                        .await;
+                    if let Err(e) = saved {
+                        tracing::warn!(error = %e, "a registration subscription status could not be saved");
+                        cell.dirty.store(true, Ordering::Release);
+                    }
+                }
+            }
+        });
     }
 
     /// The notifier, made on first use (it needs a Tokio runtime).
@@ -219,14 +267,15 @@ impl CsrSubscriptions {
         queries_of(sub).map(|_| ())
     }
 
-    /// Installs (or replaces) a subscription, keeping its delivery status,
-    /// and starts its periodic notifications. `registrations` gives the
-    /// registrations of the tenant for those.
+    /// Installs (or replaces) a subscription, keeping its delivery status
+    /// (or starting from `stored`), and starts its periodic notifications.
+    /// `registrations` gives the registrations of the tenant for those.
     pub fn install(
         &self,
         tenant: &str,
         sub: Subscription,
         ctx: Ctx,
+        stored: Option<Status>,
         registrations: impl Fn() -> Vec<Arc<Registration>> + Send + Sync + 'static,
     ) -> Result<Arc<Entry>, ngsi_model::NgsiError> {
         let queries = queries_of(&sub)?;
@@ -236,7 +285,14 @@ impl CsrSubscriptions {
             .statuses
             .write()
             .entry(key.clone())
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(StatusCell {
+                    tenant: tenant.to_string(),
+                    id: sub.id.clone(),
+                    status: Mutex::new(stored.unwrap_or_default()),
+                    dirty: AtomicBool::new(false),
+                })
+            })
             .clone();
         let entry = Arc::new(Entry {
             sub,
@@ -327,6 +383,7 @@ impl CsrSubscriptions {
             };
             if entry.sub.throttle().is_some_and(|t| {
                 entry
+                    .status
                     .status
                     .lock()
                     .last_notification
