@@ -134,6 +134,19 @@ impl RegistrationQuery {
         if let Some(types) = &p.r#type {
             q.types = Some(crate::query::parse_types(types, ctx)?);
         }
+        let members = |list: &Option<String>, name: &str| -> NgsiResult<Option<Vec<String>>> {
+            list.as_deref()
+                .map(|l| {
+                    ngsi_query::parse_attr_list(l)
+                        .map_err(|e| NgsiError::bad_data(format!("invalid {name}: {e}")))
+                })
+                .transpose()
+        };
+        q.pick = members(&p.pick, "pick")?;
+        q.omit = members(&p.omit, "omit")?;
+        if q.pick.is_some() && q.omit.is_some() {
+            return Err(NgsiError::bad_data("pick and omit cannot go together"));
+        }
         if let Some(attrs) = &p.attrs {
             let names = ngsi_query::parse_attr_list(attrs)
                 .map_err(|e| NgsiError::bad_data(format!("invalid attrs: {e}")))?;
@@ -288,7 +301,7 @@ impl Broker {
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .map(|r| r.render(ctx, sys_attrs))
+                .map(|r| query.project(r.render(ctx, sys_attrs)))
                 .collect(),
         })
     }

@@ -848,6 +848,23 @@ pub struct RegistrationQuery {
     /// The interval tested and the query's range: `from` inclusive, `to`
     /// exclusive.
     pub time: Option<(IntervalKind, Option<i64>, Option<i64>)>,
+    /// `pick` and `omit` (clause 4.21): the members of each registration
+    /// shown, by the names of the answer.
+    pub pick: Option<Vec<String>>,
+    pub omit: Option<Vec<String>>,
+}
+
+impl RegistrationQuery {
+    /// Applies `pick` and `omit` to a rendered registration.
+    pub fn project(&self, mut r: Map<String, Value>) -> Map<String, Value> {
+        if let Some(keep) = &self.pick {
+            r.retain(|k, _| keep.iter().any(|p| p == k));
+        }
+        if let Some(drop) = &self.omit {
+            r.retain(|k, _| !drop.iter().any(|o| o == k));
+        }
+        r
+    }
 }
 
 impl RegistrationQuery {

@@ -54,6 +54,8 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
             "options",
             "local",
             "lang",
+            "pick",
+            "omit",
         ],
     )
     .map_err(|e| req.err(e))?;

@@ -425,6 +425,40 @@ async fn discovery_selects_registrations_by_entities_attributes_and_properties()
         .send()
         .await;
     assert_eq!(r.body[0]["information"], registration(base)["information"]);
+    // pick and omit (clause 4.21) choose the members shown.
+    let r = s
+        .req(
+            Method::GET,
+            "/csourceRegistrations?type=Vehicle&pick=id,endpoint",
+        )
+        .header("Link", &link(&ctx))
+        .send()
+        .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": base, "endpoint": "http://my.csource.org:1026"},
+               {"id": only_props, "endpoint": "http://my.csource.org:1026"}]),
+        "{}",
+        r.text
+    );
+    let r = s
+        .req(
+            Method::GET,
+            "/csourceRegistrations?type=Building&omit=information,mode,operations,endpoint,type",
+        )
+        .header("Link", &link(&ctx))
+        .send()
+        .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": detailed}, {"id": only_props},
+               {"id": props, "csourceProperty1": "aValue", "csourceProperty2": "anotherValue"}]),
+        "{}",
+        r.text
+    );
+    s.get("/csourceRegistrations?type=Building&pick=id&omit=type")
+        .await
+        .problem(400, "BadRequestData");
     // ETSI 037_10: q and csf on Context Source Properties.
     let q = enc("csourceProperty1==\"aValue\"");
     assert_eq!(query(&s, &ctx, &format!("q={q}")).await, [props]);
