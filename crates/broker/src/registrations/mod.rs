@@ -51,13 +51,20 @@ fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
 type TenantRegistrations = BTreeMap<Arc<str>, Arc<Registration>>;
 
 /// The registrations of every tenant, and the subscriptions to them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Registry {
     tenants: Arc<RwLock<HashMap<String, TenantRegistrations>>>,
     /// Serialises the writes of registrations and their subscriptions
     /// (they are rare).
     writes: Arc<tokio::sync::Mutex<()>>,
     subscriptions: CsrSubscriptions,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -65,13 +72,63 @@ impl Registry {
         Self {
             tenants: Arc::default(),
             writes: Arc::default(),
-            subscriptions: CsrSubscriptions::new(notifier, store),
+            subscriptions: CsrSubscriptions::new(notifier, store.clone()),
+            store,
         }
     }
 
-    /// Starts the writer of delivery statuses. Needs a Tokio runtime.
+    /// Starts the writer of delivery statuses and, once a second, the
+    /// removal of expired registrations. Needs a Tokio runtime.
     pub fn start(&self) {
         self.subscriptions.start();
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                registry.remove_expired().await;
+            }
+        });
+    }
+
+    /// Deletes the registrations whose expiresAt has passed (clause 4.8:
+    /// they are no longer valid); their subscribers hear noLongerMatching.
+    async fn remove_expired(&self) {
+        let now = now_micros();
+        let expired: Vec<(String, Arc<Registration>)> = self
+            .tenants
+            .read()
+            .iter()
+            .flat_map(|(tenant, list)| {
+                list.values()
+                    .filter(|r| r.expired(now))
+                    .map(|r| (tenant.clone(), r.clone()))
+            })
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let _guard = self.writes.lock().await;
+        for (tenant, r) in expired {
+            // Replaced or deleted meanwhile: not this one any more.
+            if !self
+                .get(&tenant, &r.id)
+                .is_some_and(|now| Arc::ptr_eq(&now, &r))
+            {
+                continue;
+            }
+            if let Err(e) = self
+                .store
+                .put_record(&tenant, COLLECTION, &r.id, None)
+                .await
+            {
+                tracing::warn!(error = %e, id = %r.id, "an expired registration could not be deleted");
+                continue;
+            }
+            self.remove(&tenant, &r.id);
+            self.subscriptions.on_change(&tenant, Some(&r), None);
+        }
     }
 
     fn get(&self, tenant: &str, id: &str) -> Option<Arc<Registration>> {

@@ -932,3 +932,42 @@ async fn a_temporal_query_selects_registrations_by_their_intervals() {
             .problem(400, "BadRequestData");
     }
 }
+
+/// A registration whose expiresAt passes is deleted (clause 4.8), and a
+/// subscription it matched hears noLongerMatching.
+#[tokio::test]
+async fn an_expired_registration_is_removed_and_its_subscribers_told() {
+    use crate::subscriptions::{next, receiver};
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(axum::http::StatusCode::OK).await;
+    let id = "urn:ngsi-ld:ContextSourceRegistration:expiring";
+    let expires = ngsi_model::time::format_micros(ngsi_model::time::now_micros() + 1_500_000);
+    register(
+        &s,
+        &building(id, json!({"expiresAt": expires})),
+        jsonld::CORE_CONTEXT_URL,
+    )
+    .await;
+    let r = s
+        .post(
+            "/csourceSubscriptions",
+            &csr_subscription("urn:ngsi-ld:Subscription:csr-expiry", &uri),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["triggerReason"], json!("newlyMatching"));
+    let n = next(&mut rx).await;
+    assert_eq!(
+        n.body["triggerReason"],
+        json!("noLongerMatching"),
+        "{}",
+        n.body
+    );
+    assert_eq!(crate::support::ids_of(&n.body["data"]), [id]);
+    s.get(&format!("/csourceRegistrations/{}", enc(id)))
+        .await
+        .problem(404, "ResourceNotFound");
+    // It is gone, not hidden: the same id registers again.
+    register(&s, &building(id, json!({})), jsonld::CORE_CONTEXT_URL).await;
+}
