@@ -575,6 +575,14 @@ async fn registrations_survive_a_restart() {
             .header("NGSILD-Tenant", "panyu")
             .send()
     };
+    let read_sub = |base: String| {
+        client
+            .get(format!(
+                "{base}/csourceSubscriptions/urn:ngsi-ld:Subscription:water-sources"
+            ))
+            .header("NGSILD-Tenant", "panyu")
+            .send()
+    };
     let before: Value;
     {
         let server = Server::start(dir.path());
@@ -623,13 +631,7 @@ async fn registrations_survive_a_restart() {
         // the status writer (once a second).
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let sub: Value = client
-                .get(format!(
-                    "{}/csourceSubscriptions/urn:ngsi-ld:Subscription:water-sources",
-                    server.base
-                ))
-                .header("NGSILD-Tenant", "panyu")
-                .send()
+            let sub: Value = read_sub(server.base.clone())
                 .await
                 .unwrap()
                 .json()
@@ -663,13 +665,7 @@ async fn registrations_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(after, before);
-    let sub: Value = client
-        .get(format!(
-            "{}/csourceSubscriptions/urn:ngsi-ld:Subscription:water-sources",
-            server.base
-        ))
-        .header("NGSILD-Tenant", "panyu")
-        .send()
+    let sub: Value = read_sub(server.base.clone())
         .await
         .unwrap()
         .json()
