@@ -371,7 +371,6 @@ impl Broker {
         id: &str,
         body: &Value,
     ) -> NgsiResult<()> {
-        check_id(id)?;
         let _guard = self.registrations.writes.lock().await;
         let current = self.registration(tenant, id)?;
         let fragment = object(body)?;

@@ -21,7 +21,7 @@ use store::Store;
 use super::model::{IntervalKind, Registration, RegistrationQuery};
 use crate::Ctx;
 use crate::query::IdPattern;
-use crate::subscriptions::{Status, Subscription, unique_suffix};
+use crate::subscriptions::{Periodic, Status, Subscription, unique_suffix};
 
 /// Why a notification about a registration was sent (clause 5.11.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +50,7 @@ pub struct Entry {
     /// Discovery queries, one per entity selector (or one without).
     queries: Vec<RegistrationQuery>,
     pub status: Arc<StatusCell>,
-    periodic: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        if let Some(h) = self.periodic.get_mut().take() {
-            h.abort();
-        }
-    }
+    periodic: Periodic,
 }
 
 impl Entry {
@@ -300,23 +292,16 @@ impl CsrSubscriptions {
             key,
             queries,
             status,
-            periodic: Mutex::new(None),
+            periodic: Periodic::default(),
         });
         if let Some(secs) = entry.sub.time_interval {
-            let period = Duration::from_secs_f64(secs.max(0.1));
-            let weak = Arc::downgrade(&entry);
             let this = self.clone();
             let tenant = tenant.to_string();
-            *entry.periodic.lock() = Some(tokio::spawn(async move {
-                let mut tick =
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(entry) = weak.upgrade() else { break };
-                    this.notify_all(&tenant, &entry, &registrations(), None);
-                }
-            }));
+            entry
+                .periodic
+                .start(secs, Arc::downgrade(&entry), move |entry| {
+                    this.notify_all(&tenant, entry, &registrations(), None);
+                });
         }
         self.inner
             .entries

@@ -112,12 +112,41 @@ pub struct Entry {
     /// The context notifications are compacted with.
     pub notify_ctx: Ctx,
     pub state: Arc<DeliveryState>,
-    periodic: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    periodic: Periodic,
 }
 
-impl Drop for Entry {
+/// The timer of a periodic subscription (`timeInterval`): a task that
+/// runs every period while its subscription lives, and ends with it.
+#[derive(Default)]
+pub(crate) struct Periodic(Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl Periodic {
+    /// Calls `each` with `owner` every `secs` seconds (the first time after
+    /// one period) until `owner` is gone. A tiny interval would turn one
+    /// subscription into a busy loop: the period is at least 100 ms
+    /// (docs/conformance.md).
+    pub(crate) fn start<T: Send + Sync + 'static>(
+        &self,
+        secs: f64,
+        owner: std::sync::Weak<T>,
+        each: impl Fn(&T) + Send + 'static,
+    ) {
+        let period = Duration::from_secs_f64(secs.max(MIN_PERIOD_SECS));
+        *self.0.lock() = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(owner) = owner.upgrade() else { break };
+                each(&owner);
+            }
+        }));
+    }
+}
+
+impl Drop for Periodic {
     fn drop(&mut self) {
-        if let Some(h) = self.periodic.get_mut().take() {
+        if let Some(h) = self.0.get_mut().take() {
             h.abort();
         }
     }
@@ -324,27 +353,17 @@ impl Engine {
             key,
             notify_ctx,
             state,
-            periodic: Mutex::new(None),
+            periodic: Periodic::default(),
         });
         if let Some(secs) = entry.sub.time_interval {
             let weak = Arc::downgrade(&self.inner);
-            let e = Arc::downgrade(&entry);
-            // A tiny interval would turn one subscription into a busy loop
-            // over the store: periodic notifications go out at most every
-            // 100 ms (docs/conformance.md).
-            let period = Duration::from_secs_f64(secs.max(MIN_PERIOD_SECS));
-            *entry.periodic.lock() = Some(tokio::spawn(async move {
-                let mut tick =
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let (Some(inner), Some(entry)) = (weak.upgrade(), e.upgrade()) else {
-                        break;
-                    };
-                    inner.periodic(&entry);
-                }
-            }));
+            entry
+                .periodic
+                .start(secs, Arc::downgrade(&entry), move |entry| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.periodic(entry);
+                    }
+                });
         }
         let mut subs = self.inner.subs.write();
         let list = subs.entry(tenant).or_default();

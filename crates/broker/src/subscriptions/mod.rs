@@ -16,6 +16,7 @@ use ngsi_model::{ErrorKind, NgsiError, NgsiResult};
 use serde_json::{Map, Value, json};
 use store::Store;
 
+pub(crate) use engine::Periodic;
 pub use engine::{Engine, Status};
 pub(crate) use model::unique_suffix;
 pub use model::{Accept, Subscription};

@@ -65,6 +65,21 @@ async fn register(s: &Server, body: &Value, context: &str) {
     assert_eq!(r.status, 201, "{}", r.text);
 }
 
+/// Registers two Building registrations with the same interval (of
+/// 2020-08-01T22:07Z to 2021-08-01T21:07Z), as observationInterval and as
+/// managementInterval.
+async fn register_intervals(s: &Server, observed: &str, managed: &str) {
+    let interval = json!({"startAt": "2020-08-01T22:07:00Z", "endAt": "2021-08-01T21:07:00Z"});
+    for (id, member) in [
+        (observed, "observationInterval"),
+        (managed, "managementInterval"),
+    ] {
+        let mut extra = json!({});
+        extra[member] = interval.clone();
+        register(s, &building(id, extra), jsonld::CORE_CONTEXT_URL).await;
+    }
+}
+
 async fn query(s: &Server, context: &str, params: &str) -> Vec<String> {
     let r = s
         .req(Method::GET, &format!("/csourceRegistrations?{params}"))
@@ -511,19 +526,7 @@ async fn discovery_by_place_time_and_scope() {
         ctx,
     )
     .await;
-    let interval = json!({"startAt": "2020-08-01T22:07:00Z", "endAt": "2021-08-01T21:07:00Z"});
-    register(
-        &s,
-        &building(observed, json!({"observationInterval": interval.clone()})),
-        ctx,
-    )
-    .await;
-    register(
-        &s,
-        &building(managed, json!({"managementInterval": interval})),
-        ctx,
-    )
-    .await;
+    register_intervals(&s, observed, managed).await;
     // ETSI 037_07: near and within on location.
     assert_eq!(
         query(
@@ -888,23 +891,11 @@ async fn a_temporal_query_selects_registrations_by_their_intervals() {
     use crate::subscriptions::{next, nothing, receiver};
     let s = Server::start().await;
     let (uri, mut rx) = receiver(axum::http::StatusCode::OK).await;
-    let interval = json!({"startAt": "2020-08-01T22:07:00Z", "endAt": "2021-08-01T21:07:00Z"});
     let observed = "urn:ngsi-ld:ContextSourceRegistration:t-observed";
     let managed = "urn:ngsi-ld:ContextSourceRegistration:t-managed";
     let latest = "urn:ngsi-ld:ContextSourceRegistration:t-latest";
     let ctx = jsonld::CORE_CONTEXT_URL;
-    register(
-        &s,
-        &building(observed, json!({"observationInterval": interval.clone()})),
-        ctx,
-    )
-    .await;
-    register(
-        &s,
-        &building(managed, json!({"managementInterval": interval})),
-        ctx,
-    )
-    .await;
+    register_intervals(&s, observed, managed).await;
     register(&s, &building(latest, json!({})), ctx).await;
     let mut body = csr_subscription("urn:ngsi-ld:Subscription:csr-temporal", &uri);
     body["temporalQ"] = json!({"timerel": "before", "timeAt": "2021-08-01T22:00:00Z",
