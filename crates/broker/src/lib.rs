@@ -47,6 +47,10 @@ pub struct BrokerConfig {
     /// The most instances of one attribute in a temporal answer; beyond it
     /// the answer is partial (206 with Content-Range).
     pub temporal_limit: usize,
+    /// This broker's Context Source alias (clause 5.2.40): announced by
+    /// `GET /info/sourceIdentity` and added to the `Via` header of the
+    /// requests it forwards. Keep it unique among federated brokers.
+    pub source_alias: String,
 }
 
 impl Default for BrokerConfig {
@@ -57,8 +61,29 @@ impl Default for BrokerConfig {
             parse: ParseLimits::default(),
             notifier: notify::NotifierConfig::default(),
             temporal_limit: 1000,
+            source_alias: "wuyang".into(),
         }
     }
+}
+
+/// The Context Source alias of a tenant: the broker's alias, then a dot and
+/// the tenant name with the bytes that are not token characters
+/// percent-encoded, so that it stays an RFC 7230 pseudonym and a valid URN
+/// part. The default tenant has the broker's alias.
+pub fn tenant_alias(alias: &str, tenant: &str) -> String {
+    use std::fmt::Write as _;
+    if tenant.is_empty() {
+        return alias.to_string();
+    }
+    let mut out = format!("{alias}.");
+    for b in tenant.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// The NGSI-LD service.
@@ -225,6 +250,11 @@ impl Broker {
     }
 
     /// The settings.
+    /// The Context Source alias of `tenant` (see [`tenant_alias`]).
+    pub fn source_alias(&self, tenant: &str) -> String {
+        tenant_alias(&self.config.source_alias, tenant)
+    }
+
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }
@@ -294,6 +324,18 @@ impl Broker {
         check_id(id)?;
         self.check_tenant(tenant)?;
         let entity = self.store.get(tenant, id).ok_or_else(|| not_found(id))?;
+        self.finish_retrieve(&entity, ctx, id, view)
+    }
+
+    /// Retrieve Entity's checks of the found entity against the view, and
+    /// its rendering.
+    pub(crate) fn finish_retrieve(
+        &self,
+        entity: &Entity,
+        ctx: &Ctx,
+        id: &str,
+        view: &ViewOptions,
+    ) -> NgsiResult<Map<String, Value>> {
         if let Some(types) = &view.type_filter
             && !types.matches(&entity.types.iter().map(|t| &**t).collect::<Vec<_>>())
         {
@@ -309,7 +351,7 @@ impl Broker {
                 "entity {id} has none of the attributes requested"
             )));
         }
-        let out = self.render(&entity, ctx, view);
+        let out = self.render(entity, ctx, view);
         // Nothing left after pick/omit (clause 4.21, ETSI 018_19).
         if out.is_empty() {
             return Err(NgsiError::not_found(format!(

@@ -224,6 +224,12 @@ pub struct EntityQuery {
     /// Whether the query names enough to select by on its own (clause
     /// 5.7.2.4), worked out from the parameters as given.
     pub(crate) wide_enough: bool,
+    /// `local=true`: registered context sources are not asked (clause
+    /// 5.5.13).
+    pub local: bool,
+    /// The context source filter (`csf`, clause 4.9): which registrations
+    /// are asked, by their Context Source Properties.
+    pub(crate) csf: Option<Query>,
 }
 
 /// One page of rendered query results.
@@ -235,6 +241,9 @@ pub struct QueryResult {
     pub entities: Vec<Vec<u8>>,
     /// All matches, when counted.
     pub total: Option<usize>,
+    /// `NGSILD-Warning` values: the context sources whose answers are
+    /// missing (clause 6.3.17).
+    pub warnings: Vec<String>,
 }
 
 fn bad(e: impl std::fmt::Display) -> NgsiError {
@@ -452,12 +461,16 @@ impl EntityQuery {
         if let Some(t) = p.r#type.as_deref().filter(|_| !all_types) {
             selector.types = Some(parse_types(t, ctx)?);
         }
-        // A context source filter is a query (clause 4.9): checked, not
-        // acted on while there are no registrations.
-        if let Some(csf) = &p.csf {
-            ngsi_query::parse_q(csf)
-                .map_err(|e| NgsiError::bad_data(format!("invalid csf: {e}")))?;
-        }
+        // A context source filter is a query (clause 4.9) on the Context
+        // Source Properties of registrations.
+        let csf = p
+            .csf
+            .as_deref()
+            .map(|s| {
+                parse_q(s, ctx)
+                    .map_err(|e| NgsiError::bad_data(format!("invalid csf: {}", e.detail)))
+            })
+            .transpose()?;
         let geo = match (&p.georel, &p.geometry, &p.coordinates) {
             (None, None, None) => None,
             _ => {
@@ -529,6 +542,8 @@ impl EntityQuery {
             order_from: None,
             view,
             wide_enough,
+            local,
+            csf,
         };
         let mut q = q;
         q.set_order_reference(p.order_from.as_deref(), None)?;
@@ -873,7 +888,7 @@ impl EntityQuery {
     /// of a top-level conjunction on an attribute's own value (no
     /// sub-attribute, no compound path) that compare with a number, string,
     /// URI or boolean. Every entity matching `q` satisfies all of them.
-    fn index_conditions(&self) -> Vec<IndexedCondition> {
+    pub(crate) fn index_conditions(&self) -> Vec<IndexedCondition> {
         use ngsi_query::q::{Operand, Predicate, Value as QValue};
         fn key(v: &QValue) -> Option<IndexKey> {
             match v {
@@ -933,7 +948,7 @@ impl EntityQuery {
     /// Whether the store's by-type selection alone decides the query: one
     /// selector whose only condition is a union of types (`A`, `A,B`, `A|B`),
     /// and nothing else to check.
-    fn selection_is_exact(&self) -> bool {
+    pub(crate) fn selection_is_exact(&self) -> bool {
         fn union_of_types(t: &TypeExpr) -> bool {
             match t {
                 TypeExpr::Type(_) => true,
@@ -950,7 +965,7 @@ impl EntityQuery {
             && self.geo.is_none()
     }
 
-    fn selection_parts(&self) -> (Option<Vec<Arc<str>>>, Option<Vec<Iri>>) {
+    pub(crate) fn selection_parts(&self) -> (Option<Vec<Arc<str>>>, Option<Vec<Iri>>) {
         let ids = if self.selectors.iter().all(|s| s.ids.is_some()) && !self.selectors.is_empty() {
             Some(
                 self.selectors
@@ -1018,6 +1033,7 @@ impl Broker {
             },
         );
         Ok(QueryResult {
+            warnings: Vec::new(),
             entities: page
                 .entities
                 .iter()
@@ -1078,7 +1094,11 @@ impl Broker {
             .filter_map(|(_, id)| self.store.get(tenant, id))
             .filter_map(|e| crate::view_json(&e, ctx, &query.view))
             .collect();
-        Ok(QueryResult { entities, total })
+        Ok(QueryResult {
+            entities,
+            total,
+            warnings: Vec::new(),
+        })
     }
 
     /// Purge Entities (clause 5.6.21): deletes the selected entities, or with

@@ -31,8 +31,6 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The deepest JSON nesting accepted in a body.
     pub max_json_depth: usize,
-    /// The Context Source alias this broker announces (clause 5.2.40).
-    pub source_alias: String,
     /// How long a connection may take to send the headers of its next
     /// request, idle keep-alive time included, before it is closed: slow
     /// or forgotten clients do not hold connections forever.
@@ -44,7 +42,6 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: 8 << 20,
             max_json_depth: 64,
-            source_alias: "wuyang".into(),
             idle_timeout: std::time::Duration::from_secs(60),
         }
     }

@@ -69,8 +69,11 @@ pub struct ServeArgs {
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
-    /// The Context Source alias announced by `GET /info/sourceIdentity`
-    /// (an RFC 7230 token; a tenant's alias appends the tenant name).
+    /// The Context Source alias announced by `GET /info/sourceIdentity` and
+    /// added to the `Via` header of forwarded requests (an RFC 7230 token; a
+    /// tenant's alias appends the tenant name). Give each broker of a
+    /// federation its own: a request whose `Via` already names this alias
+    /// is answered locally (loop detection).
     #[arg(long, env = "WUYANG_SOURCE_ALIAS", default_value = "wuyang", value_parser = parse_alias)]
     pub source_alias: String,
 }
@@ -121,6 +124,7 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
             default_limit: args.default_limit,
             max_limit: args.max_limit,
             temporal_limit: usize::try_from(args.temporal_limit).unwrap_or(usize::MAX),
+            source_alias: args.source_alias.clone(),
             ..Default::default()
         },
     );
@@ -133,7 +137,6 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
         config: Arc::new(ServerConfig {
             max_body_bytes: args.max_body_bytes,
             max_json_depth: args.max_json_depth,
-            source_alias: args.source_alias.clone(),
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s.max(1)),
         }),
         metrics: Arc::new(metrics),

@@ -6,6 +6,7 @@
 //! that a restart replays them into exactly the same expanded form, whatever
 //! contexts the requests used (as subscriptions are).
 
+mod forward;
 mod model;
 mod subscriptions;
 
@@ -18,6 +19,7 @@ use parking_lot::RwLock;
 use serde_json::{Map, Value};
 use store::Store;
 
+pub use forward::Origin;
 pub use model::{IntervalKind, Registration, RegistrationQuery};
 use subscriptions::{CsrSubscriptions, Trigger};
 
@@ -59,6 +61,8 @@ pub struct Registry {
     writes: Arc<tokio::sync::Mutex<()>>,
     subscriptions: CsrSubscriptions,
     store: Arc<dyn Store>,
+    /// The HTTP client of distributed operations.
+    forwarder: forward::Forwarder,
 }
 
 impl std::fmt::Debug for Registry {
@@ -74,6 +78,7 @@ impl Registry {
             writes: Arc::default(),
             subscriptions: CsrSubscriptions::new(notifier, store.clone()),
             store,
+            forwarder: forward::Forwarder::new(),
         }
     }
 

@@ -664,6 +664,61 @@ impl Registration {
         Ok(())
     }
 
+    /// Whether the registration offers operation `op` (clause 4.20): named
+    /// in `operations` or in one of its groups (Table 4.20-2); without
+    /// `operations`, the group federationOps. Only the read operations are
+    /// known to the groups here, as only reads are forwarded.
+    pub fn offers(&self, op: &str) -> bool {
+        let in_group = |group: &str| match group {
+            "federationOps" | "associationOps" => {
+                matches!(op, "retrieveEntity" | "queryEntity" | "queryBatch")
+            }
+            "retrieveOps" | "redirectionOps" => matches!(op, "retrieveEntity" | "queryEntity"),
+            _ => false,
+        };
+        match &self.operations {
+            None => in_group("federationOps"),
+            Some(ops) => ops.iter().any(|o| o == op || in_group(o)),
+        }
+    }
+
+    /// `management.timeout` (clause 5.2.34), in milliseconds.
+    pub fn timeout_ms(&self) -> Option<f64> {
+        self.management
+            .as_ref()?
+            .get("timeout")
+            .and_then(Value::as_f64)
+    }
+
+    /// `management.localOnly`: the source is asked with `local=true`.
+    pub fn local_only(&self) -> bool {
+        self.management
+            .as_ref()
+            .and_then(|m| m.get("localOnly"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The tenant to name in requests to the source (`tenant`).
+    pub fn tenant(&self) -> Option<&str> {
+        self.plain[2].as_deref()
+    }
+
+    /// `contextSourceAlias`: the source's own alias, as it appears in the
+    /// `Via` header of requests it forwarded (clause 4.3.6.4).
+    pub fn alias(&self) -> Option<&str> {
+        let name = Ctx::core().expand("contextSourceAlias").into_owned();
+        self.properties
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .and_then(|(_, v)| v.as_str())
+    }
+
+    /// Whether a context source filter holds for the registration.
+    pub fn passes_csf(&self, csf: &Query) -> bool {
+        csf.matches(&JsonTarget(&self.filter_target()))
+    }
+
     /// Whether the registration has expired (clause 4.8: it no longer
     /// counts).
     pub fn expired(&self, now: i64) -> bool {

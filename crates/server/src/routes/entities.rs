@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use broker::registrations::Origin;
 use broker::{BatchResult, Ctx, EntityQuery, Instances, UpdateResult, UpsertMode, ViewOptions};
 use bytes::Bytes;
 use ngsi_model::{Json, JsonDoc, NgsiError};
@@ -272,9 +273,14 @@ pub async fn retrieve(
     check_geometry_property(&params, &produce).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     let view = ViewOptions::from_params(&query_params(&params), &ctx).map_err(|e| req.err(e))?;
-    let entity = state
+    let origin = Origin {
+        local: param(&params, "local") == Some("true"),
+        ..origin(&req)
+    };
+    let (entity, warnings) = state
         .broker
-        .retrieve_entity(&req.tenant, &ctx, &id, &view)
+        .retrieve_entity_distributed(&req.tenant, &ctx, &id, &view, &origin)
+        .await
         .map_err(|e| req.err(e))?;
     let body = match produce {
         Produce::GeoJson { .. } => feature(
@@ -283,7 +289,28 @@ pub async fn retrieve(
         ),
         _ => Value::Object(entity),
     };
-    Ok(json_response(StatusCode::OK, produce, &ctx, body))
+    let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
+    add_warnings(&mut resp, &warnings);
+    Ok(resp)
+}
+
+/// What a read passes on to the context sources it is forwarded to.
+fn origin(req: &Ngsi) -> Origin {
+    Origin {
+        query: req.query.clone(),
+        headers: req.headers.clone(),
+        local: false,
+    }
+}
+
+/// One `NGSILD-Warning` header per context source whose answer is missing
+/// (clause 6.3.17).
+fn add_warnings(resp: &mut Response, warnings: &[String]) {
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(w) {
+            resp.headers_mut().append("NGSILD-Warning", v);
+        }
+    }
 }
 
 pub(crate) fn paging_links(
@@ -337,19 +364,25 @@ pub(crate) fn paging_links(
     links
 }
 
-fn query_response(
+async fn query_response(
     req: &Ngsi,
     state: &AppState,
     ctx: &Ctx,
     params: &[(String, String)],
     query: &EntityQuery,
+    forward: bool,
 ) -> ApiResult {
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     check_geometry_property(params, &produce).map_err(|e| req.err(e))?;
-    let result = state
-        .broker
-        .query_entities(&req.tenant, ctx, query)
-        .map_err(|e| req.err(e))?;
+    let result = if forward {
+        state
+            .broker
+            .query_entities_distributed(&req.tenant, ctx, query, &origin(req))
+            .await
+    } else {
+        state.broker.query_entities(&req.tenant, ctx, query)
+    }
+    .map_err(|e| req.err(e))?;
     let links = paging_links(
         "/ngsi-ld/v1/entities",
         params,
@@ -375,6 +408,7 @@ fn query_response(
             resp.headers_mut().append(header::LINK, v);
         }
     }
+    add_warnings(&mut resp, &result.warnings);
     Ok(resp)
 }
 
@@ -391,7 +425,7 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    query_response(&req, &state, &ctx, &params, &query)
+    query_response(&req, &state, &ctx, &params, &query, true).await
 }
 
 /// POST /entityOperations/query
@@ -430,7 +464,8 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    query_response(&req, &state, &ctx, &params, &query)
+    // Not forwarded yet (queryBatch): answered from the local store.
+    query_response(&req, &state, &ctx, &params, &query, false).await
 }
 
 /// DELETE /entities (purge)

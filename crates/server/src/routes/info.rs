@@ -1,6 +1,5 @@
 //! Retrieve Context Source Identity Information (clauses 5.15.1, 5.2.40, 6.33).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,7 +19,7 @@ pub async fn source_identity(State(state): State<AppState>, req: Ngsi) -> ApiRes
     query_params(req.query.as_deref(), &[]).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let alias = tenant_alias(&state.config.source_alias, &req.tenant);
+    let alias = state.broker.source_alias(&req.tenant);
     let body = json!({
         "id": format!("urn:ngsi-ld:ContextSource:{alias}"),
         "type": "ContextSourceIdentity",
@@ -29,25 +28,6 @@ pub async fn source_identity(State(state): State<AppState>, req: Ngsi) -> ApiRes
         "contextSourceTimeAt": ngsi_model::time::format_micros(ngsi_model::time::now_micros()),
     });
     Ok(json_response(StatusCode::OK, produce, &ctx, body))
-}
-
-/// The alias of a tenant: the broker's alias, then a dot and the tenant name
-/// with the bytes that are not token characters percent-encoded, so that it
-/// stays an RFC 7230 pseudonym and a valid URN part. The default tenant has
-/// the broker's alias.
-fn tenant_alias(alias: &str, tenant: &str) -> String {
-    if tenant.is_empty() {
-        return alias.to_string();
-    }
-    let mut out = format!("{alias}.");
-    for b in tenant.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 /// An ISO 8601 duration with days, hours, minutes and whole seconds:
@@ -69,8 +49,11 @@ mod tests {
 
     #[test]
     fn aliases_and_durations() {
-        assert_eq!(tenant_alias("wuyang", ""), "wuyang");
-        assert_eq!(tenant_alias("wuyang", "city/a b"), "wuyang.city%2Fa%20b");
+        assert_eq!(broker::tenant_alias("wuyang", ""), "wuyang");
+        assert_eq!(
+            broker::tenant_alias("wuyang", "city/a b"),
+            "wuyang.city%2Fa%20b"
+        );
         assert_eq!(iso_duration(Duration::from_secs(90_061)), "P1DT1H1M1S");
         assert_eq!(iso_duration(Duration::ZERO), "P0DT0H0M0S");
     }

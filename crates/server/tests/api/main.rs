@@ -7,6 +7,7 @@ mod contexts;
 mod discovery;
 mod entities;
 mod errors;
+mod federation;
 mod geo;
 mod kinds;
 mod negotiation;

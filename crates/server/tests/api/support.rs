@@ -63,6 +63,7 @@ impl Server {
                     default_timeout: Duration::from_secs(2),
                     ..Default::default()
                 },
+                source_alias: "wuyang-test".into(),
                 ..Default::default()
             },
         );
@@ -76,7 +77,6 @@ impl Server {
             config: Arc::new(ServerConfig {
                 max_body_bytes: MAX_BODY,
                 max_json_depth: 64,
-                source_alias: "wuyang-test".into(),
                 idle_timeout,
             }),
             metrics: Arc::new(metrics),

@@ -1,0 +1,782 @@
+//! Distributed reads (clauses 4.3.6, 5.7.1.4 and 5.7.2.4): Retrieve Entity
+//! and Query Entities asked of the registered context sources as well as
+//! of the local store, and the answers merged (clause 4.5.5).
+//!
+//! The local-only path is untouched: a tenant without registrations costs
+//! one read lock. Sources are asked over HTTP with the client's selection
+//! parameters as the client wrote them and the client's @context, so that
+//! a source reads the names exactly as this broker did.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ngsi_model::entity::same_iri;
+use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_entity};
+use ngsi_model::time::parse_datetime;
+use ngsi_model::{Attribute, Entity, NgsiResult};
+use ngsi_query::Query;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+use store::{Page, Selection};
+
+use super::Registry;
+use super::model::{Mode, Registration, RegistrationQuery};
+use crate::{Broker, Ctx, EntityQuery, QueryResult, ViewOptions};
+
+/// How long a source may take when its registration sets no
+/// `management.timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest answer read from a source.
+const MAX_BODY: usize = 32 << 20;
+/// The most pages of one source's answer followed through `next` links.
+const MAX_PAGES: usize = 50;
+/// The query parameters a source receives, as the client wrote them: the
+/// selection. Paging, representation and projection stay here: sources
+/// answer the normalized form, which merging needs.
+const QUERY_PARAMS: &[&str] = &[
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "q",
+    "scopeQ",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "datasetId",
+    "expandValues",
+];
+/// The same for Retrieve Entity.
+const RETRIEVE_PARAMS: &[&str] = &["type", "attrs", "datasetId"];
+/// contextSourceInfo keys that tell the broker how to talk to the source
+/// (clause 4.3.6.6) rather than headers to send.
+const SPECIAL_KEYS: &[&str] = &[
+    "jsonldContext",
+    "accept",
+    "contentType",
+    "ngsildConformance",
+];
+/// Headers that belong to the connection, never taken from
+/// contextSourceInfo.
+const CONNECTION_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "via",
+    "link",
+    "accept",
+    "ngsild-tenant",
+];
+/// contextSourceInfo's value that copies the client's header (4.3.6.5).
+const FROM_REQUEST: &str = "urn:ngsi-ld:request";
+
+/// What a read brings from its request for forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The raw query string.
+    pub query: Option<String>,
+    /// The request's headers (`Via`, and those contextSourceInfo copies).
+    pub headers: HeaderMap,
+    /// `local=true` (Retrieve Entity; a query carries its own).
+    pub local: bool,
+}
+
+impl Origin {
+    /// The request's `Via` header values, joined.
+    fn via(&self) -> String {
+        self.headers
+            .get_all(reqwest::header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Whether a `Via` header names `alias` as a received-by pseudonym.
+fn via_names(via: &str, alias: &str) -> bool {
+    via.split(',').any(|hop| {
+        let mut parts = hop.split_whitespace();
+        parts.next();
+        parts.next() == Some(alias)
+    })
+}
+
+/// The HTTP client that asks the sources.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: reqwest::Client,
+}
+
+impl Forwarder {
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("wuyang/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { client }
+    }
+}
+
+/// Why a source's answer is not in the result: each becomes an
+/// `NGSILD-Warning` (clause 6.3.17).
+#[derive(Debug)]
+enum Failure {
+    /// No answer within the timeout, or none at all (199).
+    NoAnswer(String),
+    /// An error status (299).
+    Status(u16),
+    /// An answer that is not what NGSI-LD says (111).
+    Invalid(String),
+}
+
+impl Failure {
+    fn warning(&self, r: &Registration) -> String {
+        let agent = r
+            .endpoint
+            .as_deref()
+            .and_then(|e| reqwest::Url::parse(e).ok())
+            .map(|u| match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                _ => "-".into(),
+            })
+            .unwrap_or_else(|| "-".into());
+        let (code, text) = match self {
+            Failure::NoAnswer(why) => (199, format!("no answer from {}: {why}", r.id)),
+            Failure::Status(s) => (299, format!("{} answered status {s}", r.id)),
+            Failure::Invalid(why) => (111, format!("{} answered an invalid payload: {why}", r.id)),
+        };
+        let text = text.replace(['"', '\\', '\r', '\n'], "'");
+        format!("{code} {agent} \"{text}\"")
+    }
+}
+
+/// The pairs of a raw query string whose (decoded) key is in `keep`, as
+/// the client encoded them.
+fn passed_on(raw: Option<&str>, keep: &[&str]) -> Vec<String> {
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            keep.contains(&&*key)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `next` link of a paged answer, resolved against `base`.
+fn next_link(headers: &HeaderMap, base: &reqwest::Url) -> Option<reqwest::Url> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(|l| l.contains("rel=\"next\"") || l.contains("rel=next"))
+        .and_then(|l| {
+            let start = l.find('<')? + 1;
+            let end = l[start..].find('>')? + start;
+            base.join(&l[start..end]).ok()
+        })
+}
+
+impl Forwarder {
+    /// The headers of a request to the source of `r` (clauses 4.3.6.4 and
+    /// 4.3.6.5).
+    fn headers(&self, r: &Registration, origin: &Origin, ctx: &Ctx, alias: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        let link = ctx.link_url();
+        if link != jsonld::CORE_CONTEXT_URL
+            && let Ok(v) = HeaderValue::from_str(&format!(
+                "<{link}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
+            ))
+        {
+            h.insert(reqwest::header::LINK, v);
+        }
+        let via = origin.via();
+        let hop = format!("1.1 {alias}");
+        let via = if via.is_empty() {
+            hop
+        } else {
+            format!("{via}, {hop}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&via) {
+            h.insert(reqwest::header::VIA, v);
+        }
+        if let Some(t) = r.tenant()
+            && let Ok(v) = HeaderValue::from_str(t)
+        {
+            h.insert("ngsild-tenant", v);
+        }
+        for (k, v) in r.context_source_info.iter().flatten() {
+            if SPECIAL_KEYS.contains(&k.as_str())
+                || CONNECTION_HEADERS.contains(&k.to_ascii_lowercase().as_str())
+            {
+                continue;
+            }
+            let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+                continue;
+            };
+            let value = if v == FROM_REQUEST {
+                origin.headers.get(&name).cloned()
+            } else {
+                HeaderValue::from_str(v).ok()
+            };
+            if let Some(value) = value {
+                h.insert(name, value);
+            }
+        }
+        h
+    }
+
+    /// One GET to the source, bounded in time and size.
+    async fn get(
+        &self,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        timeout: Duration,
+    ) -> Result<(u16, HeaderMap, Vec<u8>), Failure> {
+        let fetch = async {
+            let mut resp = self
+                .client
+                .get(url)
+                .headers(headers)
+                .send()
+                .await
+                .map_err(|e| Failure::NoAnswer(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| Failure::NoAnswer(e.to_string()))?
+            {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(Failure::Invalid(format!("more than {MAX_BODY} bytes")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok((status, headers, body))
+        };
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::NoAnswer(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )))
+            })
+    }
+
+    fn base(r: &Registration, path: &str) -> Result<reqwest::Url, Failure> {
+        let endpoint = r.endpoint.as_deref().unwrap_or_default();
+        reqwest::Url::parse(&format!(
+            "{}/ngsi-ld/v1/{path}",
+            endpoint.trim_end_matches('/')
+        ))
+        .map_err(|e| Failure::Invalid(format!("endpoint: {e}")))
+    }
+
+    /// Query Entities at the source of `r`: the entity objects of its
+    /// answer, following `next` links until `want` are read (`None`: all).
+    async fn query(
+        &self,
+        r: &Registration,
+        origin: &Origin,
+        ctx: &Ctx,
+        alias: &str,
+        want: Option<usize>,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut params = passed_on(origin.query.as_deref(), QUERY_PARAMS);
+        if r.local_only() {
+            params.push("local=true".into());
+        }
+        let mut url = Self::base(r, "entities")?;
+        if !params.is_empty() {
+            url.set_query(Some(&params.join("&")));
+        }
+        let headers = self.headers(r, origin, ctx, alias);
+        let timeout = timeout_of(r);
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let (status, resp_headers, body) =
+                self.get(url.clone(), headers.clone(), timeout).await?;
+            if status != 200 {
+                return Err(Failure::Status(status));
+            }
+            match serde_json::from_slice(&body) {
+                Ok(Value::Array(items)) => out.extend(items),
+                Ok(_) => return Err(Failure::Invalid("not a JSON array".into())),
+                Err(e) => return Err(Failure::Invalid(e.to_string())),
+            }
+            if want.is_some_and(|w| out.len() >= w) {
+                break;
+            }
+            match next_link(&resp_headers, &url) {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Retrieve Entity at the source of `r`: `None` when it has no such
+    /// entity.
+    async fn retrieve(
+        &self,
+        r: &Registration,
+        id: &str,
+        origin: &Origin,
+        ctx: &Ctx,
+        alias: &str,
+    ) -> Result<Option<Value>, Failure> {
+        let mut params = passed_on(origin.query.as_deref(), RETRIEVE_PARAMS);
+        if r.local_only() {
+            params.push("local=true".into());
+        }
+        let mut url = Self::base(r, "entities")?;
+        url.path_segments_mut()
+            .map_err(|_| Failure::Invalid("endpoint cannot be a base".into()))?
+            .push(id);
+        if !params.is_empty() {
+            url.set_query(Some(&params.join("&")));
+        }
+        let (status, _, body) = self
+            .get(url, self.headers(r, origin, ctx, alias), timeout_of(r))
+            .await?;
+        match status {
+            200 => match serde_json::from_slice(&body) {
+                Ok(v @ Value::Object(_)) => Ok(Some(v)),
+                Ok(_) => Err(Failure::Invalid("not a JSON object".into())),
+                Err(e) => Err(Failure::Invalid(e.to_string())),
+            },
+            404 => Ok(None),
+            s => Err(Failure::Status(s)),
+        }
+    }
+}
+
+fn timeout_of(r: &Registration) -> Duration {
+    r.timeout_ms()
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+impl Registry {
+    /// The registrations of `tenant` a read is forwarded to: those that
+    /// offer `op`, pass `csf`, and whose information some of `selection`
+    /// selects; none when `Via` shows the request has passed here before
+    /// (a loop), nor those whose source it has passed.
+    pub(crate) fn sources(
+        &self,
+        tenant: &str,
+        op: &str,
+        selection: &[RegistrationQuery],
+        csf: Option<&Query>,
+        origin: &Origin,
+        alias: &str,
+    ) -> Vec<Arc<Registration>> {
+        let candidates: Vec<Arc<Registration>> = {
+            let tenants = self.tenants.read();
+            let Some(list) = tenants.get(tenant).filter(|l| !l.is_empty()) else {
+                return Vec::new();
+            };
+            list.values()
+                .filter(|r| r.offers(op) && r.endpoint.is_some())
+                .cloned()
+                .collect()
+        };
+        if candidates.is_empty() {
+            return candidates;
+        }
+        let via = origin.via();
+        if via_names(&via, alias) {
+            return Vec::new();
+        }
+        let now = ngsi_model::time::now_micros();
+        candidates
+            .into_iter()
+            .filter(|r| !r.expired(now))
+            .filter(|r| r.alias().is_none_or(|a| !via_names(&via, a)))
+            .filter(|r| csf.is_none_or(|c| r.passes_csf(c)))
+            .filter(|r| {
+                selection
+                    .iter()
+                    .any(|s| r.information.iter().any(|i| s.info_is_selected(i)))
+            })
+            .collect()
+    }
+}
+
+/// The answers of the sources, parsed: each source's entities, whether it
+/// is auxiliary, and the warnings of those that failed.
+struct Answers {
+    entities: Vec<(Entity, bool)>,
+    warnings: Vec<String>,
+}
+
+/// Parses one source's entity objects with the request's @context; a
+/// payload with an invalid entity is rejected whole (clause 6.3.17).
+fn parse_answer(items: Vec<Value>, ctx: &Ctx, limits: ParseLimits) -> Result<Vec<Entity>, Failure> {
+    items
+        .iter()
+        .map(|item| {
+            let mut e = parse_entity(
+                item,
+                ctx,
+                EntityRequirements {
+                    id: true,
+                    types: true,
+                },
+                limits,
+            )
+            .map_err(|e| Failure::Invalid(e.detail))?;
+            // The source's system attributes, when it gave them, order its
+            // instances against others (clause 4.5.5.3).
+            let time = |k: &str| item.get(k).and_then(Value::as_str).and_then(parse_datetime);
+            e.created_at = time("createdAt").unwrap_or(0);
+            e.modified_at = time("modifiedAt").unwrap_or(0);
+            Ok(e)
+        })
+        .collect()
+}
+
+/// Whether instance `a` is more recent than `b` (clause 4.5.5.3): by
+/// observedAt, else by modifiedAt; `false` when neither tells.
+fn more_recent(a: &Attribute, b: &Attribute) -> bool {
+    let at = |i: &Attribute| i.observed_at.as_deref().and_then(parse_datetime);
+    match (at(a), at(b)) {
+        (Some(x), Some(y)) if x != y => x > y,
+        _ => a.modified_at > b.modified_at && b.modified_at > 0,
+    }
+}
+
+/// Merges `from` into `into` (clause 4.5.5): types and scopes joined,
+/// instances of an attribute keyed by datasetId, the more recent of two
+/// with one datasetId kept. An auxiliary `from` only adds attributes that
+/// `into` lacks.
+pub(crate) fn merge(into: &mut Entity, from: Entity, auxiliary: bool) {
+    for t in from.types {
+        if !into.types.iter().any(|x| same_iri(x, &t)) {
+            into.types.push(t);
+        }
+    }
+    for s in from.scopes {
+        if !into.scopes.contains(&s) {
+            into.scopes.push(s);
+        }
+    }
+    for (name, list) in from.attrs {
+        match into.attrs.iter_mut().find(|(n, _)| same_iri(n, &name)) {
+            None => into.attrs.push((name, list)),
+            Some(_) if auxiliary => {}
+            Some((_, mine)) => {
+                for inst in list.iter() {
+                    match mine.iter_mut().find(|m| m.dataset_id == inst.dataset_id) {
+                        None => mine.push(inst.clone()),
+                        Some(m) if more_recent(inst, m) => *m = inst.clone(),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    into.modified_at = into.modified_at.max(from.modified_at);
+}
+
+impl Broker {
+    /// Asks every source at once; `ask` reads one source's entity objects.
+    async fn ask_sources<F, Fut>(
+        &self,
+        ctx: &Ctx,
+        sources: Vec<Arc<Registration>>,
+        ask: F,
+    ) -> Answers
+    where
+        F: Fn(Forwarder, Arc<Registration>) -> Fut,
+        Fut: Future<Output = Result<Vec<Value>, Failure>> + Send + 'static,
+    {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, r) in sources.iter().enumerate() {
+            let fut = ask(self.registrations.forwarder.clone(), r.clone());
+            set.spawn(async move { (i, fut.await) });
+        }
+        let mut results: Vec<Option<Result<Vec<Value>, Failure>>> =
+            sources.iter().map(|_| None).collect();
+        while let Some(done) = set.join_next().await {
+            if let Ok((i, r)) = done {
+                results[i] = Some(r);
+            }
+        }
+        let mut answers = Answers {
+            entities: Vec::new(),
+            warnings: Vec::new(),
+        };
+        for (r, result) in sources.iter().zip(results) {
+            let result = result
+                .unwrap_or_else(|| Err(Failure::NoAnswer("the request failed".into())))
+                .and_then(|items| parse_answer(items, ctx, self.config.parse));
+            match result {
+                Ok(list) => answers
+                    .entities
+                    .extend(list.into_iter().map(|e| (e, r.mode == Mode::Auxiliary))),
+                Err(f) => {
+                    tracing::debug!(registration = %r.id, failure = ?f, "a context source failed");
+                    answers.warnings.push(f.warning(r));
+                }
+            }
+        }
+        answers
+    }
+
+    /// Query Entities (clause 5.7.2) with the registered context sources:
+    /// local matches and those of each source that offers queryEntity,
+    /// merged by id.
+    pub async fn query_entities_distributed(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &EntityQuery,
+        origin: &Origin,
+    ) -> NgsiResult<QueryResult> {
+        let sources = if query.local || query.order_by.is_some() || !query.wide_enough {
+            Vec::new()
+        } else {
+            let selection: Vec<RegistrationQuery> = query
+                .selectors
+                .iter()
+                .map(|s| RegistrationQuery {
+                    ids: s
+                        .ids
+                        .as_ref()
+                        .map(|l| l.iter().map(|i| i.to_string()).collect()),
+                    id_pattern: s.id_pattern.clone(),
+                    types: s.types.clone(),
+                    attrs: query.attrs_filter.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            self.registrations.sources(
+                tenant,
+                "queryEntity",
+                &selection,
+                query.csf.as_ref(),
+                origin,
+                &self.source_alias(tenant),
+            )
+        };
+        if sources.is_empty() {
+            return self.query_entities(tenant, ctx, query);
+        }
+        let window = query.offset.saturating_add(query.limit);
+        let want = (!query.count).then_some(window);
+        let (fctx, origin_c, alias) = (ctx.clone(), origin.clone(), self.source_alias(tenant));
+        let answers = self
+            .ask_sources(ctx, sources, move |f, r| {
+                let (ctx, origin, alias) = (fctx.clone(), origin_c.clone(), alias.clone());
+                async move { f.query(&r, &origin, &ctx, &alias, want).await }
+            })
+            .await;
+        self.merge_query(tenant, ctx, query, answers, window)
+    }
+
+    fn merge_query(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &EntityQuery,
+        answers: Answers,
+        window: usize,
+    ) -> NgsiResult<QueryResult> {
+        let (ids, types) = query.selection_parts();
+        let conditions = query.index_conditions();
+        let selection = Selection {
+            ids: ids.as_deref(),
+            types: types.as_deref(),
+            conditions: &conditions,
+            exact: query.selection_is_exact(),
+        };
+        let filter = |e: &Entity| query.matches(e);
+        let local_tenant = tenant.is_empty() || self.store.tenant_exists(tenant);
+        let page = if local_tenant {
+            self.store.query(
+                tenant,
+                selection,
+                &filter,
+                Page {
+                    offset: 0,
+                    limit: window,
+                    count: query.count,
+                },
+            )
+        } else {
+            store::QueryPage::default()
+        };
+        let mut merged: BTreeMap<Arc<str>, Entity> = page
+            .entities
+            .iter()
+            .map(|e| (e.id.clone(), (**e).clone()))
+            .collect();
+        let mut total = page.total.unwrap_or(0);
+        // Sources first, auxiliary ones last: they only fill gaps.
+        let (main, aux): (Vec<_>, Vec<_>) = answers.entities.into_iter().partition(|(_, aux)| !aux);
+        for (remote, auxiliary) in main.into_iter().chain(aux) {
+            // Entities are not split across sources: what a source answers
+            // must match the whole query on its own.
+            if !query.matches(&remote) {
+                continue;
+            }
+            if let Some(mine) = merged.get_mut(&remote.id) {
+                merge(mine, remote, auxiliary);
+                continue;
+            }
+            let local = local_tenant
+                .then(|| self.store.get(tenant, &remote.id))
+                .flatten()
+                .filter(|e| query.matches(e));
+            match local {
+                // A local match beyond the window: counted already.
+                Some(e) => {
+                    let mut e = (*e).clone();
+                    merge(&mut e, remote, auxiliary);
+                    merged.insert(e.id.clone(), e);
+                }
+                None => {
+                    total += 1;
+                    merged.insert(remote.id.clone(), remote);
+                }
+            }
+        }
+        Ok(QueryResult {
+            entities: merged
+                .values()
+                .skip(query.offset)
+                .take(query.limit)
+                .filter_map(|e| crate::view_json(e, ctx, &query.view))
+                .collect(),
+            total: query.count.then_some(total),
+            warnings: answers.warnings,
+        })
+    }
+
+    /// Retrieve Entity (clause 5.7.1) with the registered context sources
+    /// that offer retrieveEntity: the local entity and theirs merged.
+    pub async fn retrieve_entity_distributed(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        view: &ViewOptions,
+        origin: &Origin,
+    ) -> NgsiResult<(Map<String, Value>, Vec<String>)> {
+        crate::check_uri(id, "entity id")?;
+        let sources = if origin.local {
+            Vec::new()
+        } else {
+            let selection = [RegistrationQuery {
+                ids: Some(vec![id.to_string()]),
+                types: view.type_filter.clone(),
+                attrs: view.attrs.clone().filter(|_| view.attrs_given),
+                ..Default::default()
+            }];
+            self.registrations.sources(
+                tenant,
+                "retrieveEntity",
+                &selection,
+                None,
+                origin,
+                &self.source_alias(tenant),
+            )
+        };
+        if sources.is_empty() {
+            return Ok((self.retrieve_entity(tenant, ctx, id, view)?, Vec::new()));
+        }
+        let (fctx, origin_c, fid) = (ctx.clone(), origin.clone(), id.to_string());
+        let alias = self.source_alias(tenant);
+        let answers = self
+            .ask_sources(ctx, sources, move |f, r| {
+                let (ctx, origin, id, alias) =
+                    (fctx.clone(), origin_c.clone(), fid.clone(), alias.clone());
+                async move {
+                    Ok(f.retrieve(&r, &id, &origin, &ctx, &alias)
+                        .await?
+                        .into_iter()
+                        .collect())
+                }
+            })
+            .await;
+        let local = (tenant.is_empty() || self.store.tenant_exists(tenant))
+            .then(|| self.store.get(tenant, id))
+            .flatten();
+        let mut entity: Option<Entity> = local.map(|e| (*e).clone());
+        let (main, aux): (Vec<_>, Vec<_>) = answers.entities.into_iter().partition(|(_, aux)| !aux);
+        for (remote, auxiliary) in main.into_iter().chain(aux) {
+            if *remote.id != *id {
+                continue;
+            }
+            match entity.as_mut() {
+                Some(mine) => merge(mine, remote, auxiliary),
+                None => entity = Some(remote),
+            }
+        }
+        let entity = entity.ok_or_else(|| crate::not_found(id))?;
+        Ok((
+            self.finish_retrieve(&entity, ctx, id, view)?,
+            answers.warnings,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_selection_is_passed_on_as_written() {
+        let raw =
+            "type=Vehicle&limit=5&attrs=speed%2CbrandName&q=speed%3E3&options=keyValues&count=true";
+        assert_eq!(
+            passed_on(Some(raw), QUERY_PARAMS),
+            vec!["type=Vehicle", "attrs=speed%2CbrandName", "q=speed%3E3"]
+        );
+        assert!(passed_on(None, QUERY_PARAMS).is_empty());
+    }
+
+    #[test]
+    fn via_is_read_by_pseudonym() {
+        assert!(via_names("1.1 a, 1.1 wuyang-x", "wuyang-x"));
+        assert!(via_names("HTTP/1.1 wuyang-x (comment)", "wuyang-x"));
+        assert!(!via_names("1.1 wuyang-xy", "wuyang-x"));
+        assert!(!via_names("", "wuyang-x"));
+    }
+
+    #[test]
+    fn next_links_resolve_against_the_source() {
+        let mut h = HeaderMap::new();
+        h.append(
+            reqwest::header::LINK,
+            HeaderValue::from_static(
+                "<https://x/ctx.jsonld>; rel=\"http://www.w3.org/ns/json-ld#context\"",
+            ),
+        );
+        h.append(
+            reqwest::header::LINK,
+            HeaderValue::from_static("</ngsi-ld/v1/entities?type=A&offset=20&limit=20>; rel=\"next\";type=\"application/json\""),
+        );
+        let base = reqwest::Url::parse("http://src:1026/ngsi-ld/v1/entities?type=A").unwrap();
+        assert_eq!(
+            next_link(&h, &base).unwrap().as_str(),
+            "http://src:1026/ngsi-ld/v1/entities?type=A&offset=20&limit=20"
+        );
+    }
+}

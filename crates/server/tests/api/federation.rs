@@ -1,0 +1,454 @@
+//! Distributed reads (clauses 4.3.6, 5.7.1.4, 5.7.2.4): Retrieve Entity and
+//! Query Entities forwarded to registered context sources. The sources are
+//! real: a second Wuyang server, or an HTTP receiver that records what it
+//! is asked and answers what the test says.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::support::{Server, ids_of, link, serve_document, silent_url};
+
+fn terms() -> Value {
+    json!({"@context": {
+        "Vehicle": "https://ngsi-ld-test-suite/context#Vehicle",
+        "brandName": "https://ngsi-ld-test-suite/context#brandName",
+        "speed": "https://ngsi-ld-test-suite/context#speed",
+        "isParked": "https://ngsi-ld-test-suite/context#isParked"
+    }})
+}
+
+/// A registration of `endpoint` for Vehicles, with `extra` members.
+fn registration(id: &str, endpoint: &str, extra: Value) -> Value {
+    let mut r = json!({
+        "id": id,
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": "Vehicle"}]}],
+        "endpoint": endpoint
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        r[k] = v.clone();
+    }
+    r
+}
+
+async fn register(s: &Server, ctx: &str, body: &Value) {
+    let r = s
+        .req(Method::POST, "/csourceRegistrations")
+        .header("Link", &link(ctx))
+        .json(body)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn create(s: &Server, ctx: &str, entity: Value) {
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Link", &link(ctx))
+        .json(&entity)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn get(s: &Server, ctx: &str, path: &str) -> crate::support::Resp {
+    s.req(Method::GET, path)
+        .header("Link", &link(ctx))
+        .send()
+        .await
+}
+
+fn brand(v: &str, observed: &str) -> Value {
+    json!({"type": "Property", "value": v, "observedAt": observed})
+}
+
+/// A request a recording source received.
+#[derive(Debug)]
+struct Asked {
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+/// An HTTP context source that records every request and answers `status`
+/// with `body` as JSON.
+async fn recording_source(
+    status: StatusCode,
+    body: String,
+) -> (String, mpsc::UnboundedReceiver<Asked>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let (tx, body) = (tx.clone(), body.clone());
+        async move {
+            let _ = tx.send(Asked { uri, headers });
+            (status, [("content-type", "application/json")], body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), rx)
+}
+
+#[tokio::test]
+async fn queries_and_retrievals_merge_what_a_registered_broker_holds() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    // Held here: A with an older brand; B only here.
+    create(
+        &here,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        "brandName": brand("BMW", "2024-01-01T00:00:00Z")}),
+    )
+    .await;
+    create(
+        &here,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:B", "type": "Vehicle",
+        "brandName": brand("Volvo", "2024-01-01T00:00:00Z")}),
+    )
+    .await;
+    // Held there: A with a newer brand and a speed; C only there.
+    create(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        "brandName": brand("Mercedes", "2024-06-01T00:00:00Z"),
+        "speed": {"type": "Property", "value": 80}}),
+    )
+    .await;
+    create(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:C", "type": "Vehicle",
+        "speed": {"type": "Property", "value": 30}}),
+    )
+    .await;
+    // Before any registration only the local entities are answered.
+    let r = get(&here, &ctx, "/entities?type=Vehicle").await;
+    assert_eq!(ids_of(&r.body).len(), 2);
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:there",
+            &there.origin,
+            json!({}),
+        ),
+    )
+    .await;
+
+    let r = get(&here, &ctx, "/entities?type=Vehicle&count=true").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        ids_of(&r.body),
+        [
+            "urn:ngsi-ld:Vehicle:A",
+            "urn:ngsi-ld:Vehicle:B",
+            "urn:ngsi-ld:Vehicle:C"
+        ],
+        "merged by id, in id order"
+    );
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("3"));
+    assert!(r.header("NGSILD-Warning").is_none());
+    let a = &r.body[0];
+    assert_eq!(
+        a["brandName"]["value"], "Mercedes",
+        "the later observedAt wins: {a}"
+    );
+    assert_eq!(a["speed"]["value"], 80);
+    // Paging cuts the merged list; representations apply to it.
+    let r = get(
+        &here,
+        &ctx,
+        "/entities?type=Vehicle&limit=1&offset=2&options=keyValues",
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:ngsi-ld:Vehicle:C", "type": "Vehicle", "speed": 30}])
+    );
+    // The query applies to each source's entities as a whole.
+    let r = get(&here, &ctx, "/entities?type=Vehicle&q=speed>50").await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:A"]);
+    let r = get(&here, &ctx, "/entities?type=Vehicle&attrs=speed").await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:C"]
+    );
+    assert!(r.body[0].get("brandName").is_none(), "{}", r.body[0]);
+    // local=true keeps to this broker.
+    let r = get(&here, &ctx, "/entities?type=Vehicle&local=true").await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:B"]
+    );
+
+    // Retrieve Entity: an entity only the source holds, and a merged one.
+    let r = get(&here, &ctx, "/entities/urn:ngsi-ld:Vehicle:C").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["speed"]["value"], 30);
+    let r = get(
+        &here,
+        &ctx,
+        "/entities/urn:ngsi-ld:Vehicle:A?options=keyValues",
+    )
+    .await;
+    assert_eq!(r.body["brandName"], "Mercedes");
+    assert_eq!(r.body["speed"], 80);
+    let r = get(&here, &ctx, "/entities/urn:ngsi-ld:Vehicle:C?local=true").await;
+    r.problem(404, "ResourceNotFound");
+    get(&here, &ctx, "/entities/urn:ngsi-ld:Vehicle:Z")
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn an_auxiliary_source_only_adds_what_nothing_else_has() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    create(
+        &here,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        "brandName": brand("BMW", "2024-01-01T00:00:00Z")}),
+    )
+    .await;
+    create(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        "brandName": brand("Mercedes", "2024-06-01T00:00:00Z"),
+        "isParked": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:P1"}}),
+    )
+    .await;
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:aux",
+            &there.origin,
+            json!({"mode": "auxiliary", "operations": ["retrieveOps"]}),
+        ),
+    )
+    .await;
+    for path in [
+        "/entities/urn:ngsi-ld:Vehicle:A?options=keyValues",
+        "/entities?type=Vehicle&options=keyValues",
+    ] {
+        let r = get(&here, &ctx, path).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let a = if r.body.is_array() {
+            r.body[0].clone()
+        } else {
+            r.body.clone()
+        };
+        assert_eq!(
+            a["brandName"], "BMW",
+            "held here, so not taken from an auxiliary source: {a}"
+        );
+        assert_eq!(a["isParked"], "urn:ngsi-ld:Parking:P1");
+    }
+}
+
+#[tokio::test]
+async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_info() {
+    let s = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let answer = json!([{"id": "urn:ngsi-ld:Vehicle:R", "type": "Vehicle", "speed": {"type": "Property", "value": 7}}]);
+    let (src, mut asked) = recording_source(StatusCode::OK, answer.to_string()).await;
+    register(
+        &s,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:rec",
+            &format!("{src}/broker1"),
+            json!({
+                "tenant": "city",
+                "operations": ["queryEntity"],
+                "contextSourceInfo": [{"key": "X-Auth-Token", "value": "secret"},
+                                      {"key": "X-Request-Id", "value": "urn:ngsi-ld:request"}]
+            }),
+        ),
+    )
+    .await;
+    // A registration that offers no reads is never asked.
+    let (silent_src, mut never) = recording_source(StatusCode::OK, "[]".into()).await;
+    register(
+        &s,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:upd",
+            &silent_src,
+            json!({"operations": ["updateOps"]}),
+        ),
+    )
+    .await;
+
+    let r = s
+        .req(
+            Method::GET,
+            "/entities?type=Vehicle&attrs=speed&limit=5&options=keyValues&count=true",
+        )
+        .header("Link", &link(&ctx))
+        .header("X-Request-Id", "r-42")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:ngsi-ld:Vehicle:R", "type": "Vehicle", "speed": 7}])
+    );
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("1"));
+    let got = asked.recv().await.unwrap();
+    assert_eq!(got.uri.path(), "/broker1/ngsi-ld/v1/entities");
+    assert_eq!(
+        got.uri.query(),
+        Some("type=Vehicle&attrs=speed"),
+        "the selection as the client wrote it, nothing else"
+    );
+    let h = |n: &str| {
+        got.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(h("via"), "1.1 wuyang-test");
+    assert_eq!(h("ngsild-tenant"), "city");
+    assert_eq!(h("x-auth-token"), "secret");
+    assert_eq!(h("x-request-id"), "r-42");
+    assert!(h("link").contains(&ctx), "{}", h("link"));
+    assert_eq!(h("accept"), "application/json");
+    assert!(never.try_recv().is_err());
+
+    // Retrieve Entity is not offered by the registration: not asked.
+    get(&s, &ctx, "/entities/urn:ngsi-ld:Vehicle:R")
+        .await
+        .problem(404, "ResourceNotFound");
+    // A request that has passed here before (its Via names this broker) is
+    // answered locally: no loop.
+    let r = s
+        .req(Method::GET, "/entities?type=Vehicle")
+        .header("Link", &link(&ctx))
+        .header("Via", "1.1 other, 1.1 wuyang-test")
+        .send()
+        .await;
+    assert_eq!(r.body, json!([]));
+    // Another hop is appended to the Via it came with.
+    get(&s, &ctx, "/entities?type=Vehicle").await;
+    let r = s
+        .req(Method::GET, "/entities?type=Vehicle")
+        .header("Link", &link(&ctx))
+        .header("Via", "1.1 other")
+        .send()
+        .await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:R"]);
+    asked.recv().await.unwrap();
+    let got = asked.recv().await.unwrap();
+    assert_eq!(
+        got.headers.get("via").unwrap(),
+        "1.1 other, 1.1 wuyang-test"
+    );
+    assert!(asked.try_recv().is_err() && never.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_failing_source_leaves_the_rest_of_the_answer_and_a_warning() {
+    let s = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    create(&s, &ctx, json!({"id": "urn:ngsi-ld:Vehicle:L", "type": "Vehicle", "speed": {"type": "Property", "value": 1}})).await;
+    let (failing, _a) = recording_source(StatusCode::INTERNAL_SERVER_ERROR, "{}".into()).await;
+    let (garbage, _b) = recording_source(StatusCode::OK, "[{\"no\": \"id\"}]".into()).await;
+    let (_listener, silent) = silent_url();
+    let silent = silent.trim_end_matches("/context.jsonld").to_string();
+    register(
+        &s,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:f",
+            &failing,
+            json!({}),
+        ),
+    )
+    .await;
+    register(
+        &s,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:g",
+            &garbage,
+            json!({}),
+        ),
+    )
+    .await;
+    register(
+        &s,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:s",
+            &silent,
+            json!({"management": {"timeout": 300}}),
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    let r = get(&s, &ctx, "/entities?type=Vehicle").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the registration's timeout"
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:L"]);
+    let mut codes: Vec<&str> = r
+        .headers
+        .get_all("NGSILD-Warning")
+        .iter()
+        .map(|v| &v.to_str().unwrap()[..3])
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["111", "199", "299"], "{:?}", r.headers);
+    let w = r.header("NGSILD-Warning").unwrap();
+    assert!(w.contains("urn:ngsi-ld:ContextSourceRegistration:"), "{w}");
+}
+
+#[tokio::test]
+async fn two_brokers_registered_with_each_other_answer_once() {
+    let (a, b) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    create(&a, &ctx, json!({"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle", "speed": {"type": "Property", "value": 1}})).await;
+    create(&b, &ctx, json!({"id": "urn:ngsi-ld:Vehicle:2", "type": "Vehicle", "speed": {"type": "Property", "value": 2}})).await;
+    register(
+        &a,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:b",
+            &b.origin,
+            json!({}),
+        ),
+    )
+    .await;
+    register(
+        &b,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:a",
+            &a.origin,
+            json!({}),
+        ),
+    )
+    .await;
+    for s in [&a, &b] {
+        let r = get(s, &ctx, "/entities?type=Vehicle").await;
+        assert_eq!(
+            ids_of(&r.body),
+            ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"]
+        );
+        assert!(r.header("NGSILD-Warning").is_none(), "{:?}", r.headers);
+    }
+}
