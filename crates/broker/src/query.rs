@@ -840,12 +840,19 @@ impl EntityQuery {
 
     /// Whether `e` matches every condition of the query.
     pub fn matches(&self, e: &Entity) -> bool {
+        self.selects(e) && self.matches_filters(e)
+    }
+
+    /// Whether `e` is selected by the entity selectors and `attrs`, the
+    /// filters aside: what is asked of an entity a context source answered
+    /// (it applied the filters to what it holds, and may have projected
+    /// away the attributes they test).
+    pub(crate) fn selects(&self, e: &Entity) -> bool {
         (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
             && self
                 .attrs_filter
                 .as_ref()
                 .is_none_or(|a| a.iter().any(|n| e.attr(n).is_some()))
-            && self.matches_filters(e)
     }
 
     /// Whether `e` satisfies `q`, `scopeQ` and the geo-query.

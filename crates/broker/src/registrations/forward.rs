@@ -82,6 +82,10 @@ pub struct Origin {
     pub headers: HeaderMap,
     /// `local=true` (Retrieve Entity; a query carries its own).
     pub local: bool,
+    /// The Query document of `POST /entityOperations/query`, as received
+    /// (with its `@context` when it came as JSON-LD): forwarded as the
+    /// body of the same operation.
+    pub body: Option<Value>,
 }
 
 impl Origin {
@@ -194,8 +198,23 @@ impl Forwarder {
             reqwest::header::ACCEPT,
             HeaderValue::from_static("application/json"),
         );
+        let inline = origin
+            .body
+            .as_ref()
+            .is_some_and(|b| b.get("@context").is_some());
+        if origin.body.is_some() {
+            h.insert(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static(if inline {
+                    "application/ld+json"
+                } else {
+                    "application/json"
+                }),
+            );
+        }
         let link = ctx.link_url();
-        if link != jsonld::CORE_CONTEXT_URL
+        if !inline
+            && link != jsonld::CORE_CONTEXT_URL
             && let Ok(v) = HeaderValue::from_str(&format!(
                 "<{link}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
             ))
@@ -238,17 +257,21 @@ impl Forwarder {
         h
     }
 
-    /// One GET to the source, bounded in time and size.
-    async fn get(
+    /// One request to the source (a GET, or a POST of `body`), bounded in
+    /// time and size.
+    async fn send(
         &self,
         url: reqwest::Url,
         headers: HeaderMap,
+        body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<(u16, HeaderMap, Vec<u8>), Failure> {
         let fetch = async {
-            let mut resp = self
-                .client
-                .get(url)
+            let req = match body {
+                Some(b) => self.client.post(url).body(b.to_vec()),
+                None => self.client.get(url),
+            };
+            let mut resp = req
                 .headers(headers)
                 .send()
                 .await
@@ -297,11 +320,23 @@ impl Forwarder {
         alias: &str,
         want: Option<usize>,
     ) -> Result<Vec<Value>, Failure> {
-        let mut params = passed_on(origin.query.as_deref(), QUERY_PARAMS);
+        // GET /entities with the selection of the query string, or POST
+        // /entityOperations/query with the Query document.
+        let body = origin.body.as_ref().map(|b| b.to_string().into_bytes());
+        let mut params = match body {
+            Some(_) => Vec::new(),
+            None => passed_on(origin.query.as_deref(), QUERY_PARAMS),
+        };
         if r.local_only() {
             params.push("local=true".into());
         }
-        let mut url = Self::base(r, "entities")?;
+        let mut url = Self::base(
+            r,
+            match body {
+                Some(_) => "entityOperations/query",
+                None => "entities",
+            },
+        )?;
         if !params.is_empty() {
             url.set_query(Some(&params.join("&")));
         }
@@ -309,12 +344,14 @@ impl Forwarder {
         let timeout = timeout_of(r);
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
-            let (status, resp_headers, body) =
-                self.get(url.clone(), headers.clone(), timeout).await?;
+            let (status, resp_headers, resp_body) = self
+                .send(url.clone(), headers.clone(), body.as_deref(), timeout)
+                .await?;
+            let body_read = resp_body;
             if status != 200 {
                 return Err(Failure::Status(status));
             }
-            match serde_json::from_slice(&body) {
+            match serde_json::from_slice(&body_read) {
                 Ok(Value::Array(items)) => out.extend(items),
                 Ok(_) => return Err(Failure::Invalid("not a JSON array".into())),
                 Err(e) => return Err(Failure::Invalid(e.to_string())),
@@ -352,7 +389,12 @@ impl Forwarder {
             url.set_query(Some(&params.join("&")));
         }
         let (status, _, body) = self
-            .get(url, self.headers(r, origin, ctx, alias), timeout_of(r))
+            .send(
+                url,
+                self.headers(r, origin, ctx, alias),
+                None,
+                timeout_of(r),
+            )
             .await?;
         match status {
             200 => match serde_json::from_slice(&body) {
@@ -568,7 +610,11 @@ impl Broker {
                 .collect();
             self.registrations.sources(
                 tenant,
-                "queryEntity",
+                if origin.body.is_some() {
+                    "queryBatch"
+                } else {
+                    "queryEntity"
+                },
                 &selection,
                 query.csf.as_ref(),
                 origin,
@@ -631,31 +677,33 @@ impl Broker {
         // Sources first, auxiliary ones last: they only fill gaps.
         let (main, aux): (Vec<_>, Vec<_>) = answers.entities.into_iter().partition(|(_, aux)| !aux);
         for (remote, auxiliary) in main.into_iter().chain(aux) {
-            // Entities are not split across sources: what a source answers
-            // must match the whole query on its own.
-            if !query.matches(&remote) {
+            // The source applied the filters to what it holds; its answer
+            // must still be what was asked for (a source that ignores the
+            // selection cannot widen the answer).
+            if !query.selects(&remote) {
                 continue;
             }
             if let Some(mine) = merged.get_mut(&remote.id) {
                 merge(mine, remote, auxiliary);
                 continue;
             }
+            // What this broker holds of the entity joins it, whether or not
+            // it matched on its own; a local match was counted already.
             let local = local_tenant
                 .then(|| self.store.get(tenant, &remote.id))
-                .flatten()
-                .filter(|e| query.matches(e));
-            match local {
-                // A local match beyond the window: counted already.
+                .flatten();
+            if !local.as_ref().is_some_and(|e| query.matches(e)) {
+                total += 1;
+            }
+            let entity = match local {
                 Some(e) => {
                     let mut e = (*e).clone();
                     merge(&mut e, remote, auxiliary);
-                    merged.insert(e.id.clone(), e);
+                    e
                 }
-                None => {
-                    total += 1;
-                    merged.insert(remote.id.clone(), remote);
-                }
-            }
+                None => remote,
+            };
+            merged.insert(entity.id.clone(), entity);
         }
         Ok(QueryResult {
             entities: merged

@@ -300,6 +300,7 @@ fn origin(req: &Ngsi) -> Origin {
         query: req.query.clone(),
         headers: req.headers.clone(),
         local: false,
+        body: None,
     }
 }
 
@@ -370,19 +371,19 @@ async fn query_response(
     ctx: &Ctx,
     params: &[(String, String)],
     query: &EntityQuery,
-    forward: bool,
+    body: Option<Value>,
 ) -> ApiResult {
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     check_geometry_property(params, &produce).map_err(|e| req.err(e))?;
-    let result = if forward {
-        state
-            .broker
-            .query_entities_distributed(&req.tenant, ctx, query, &origin(req))
-            .await
-    } else {
-        state.broker.query_entities(&req.tenant, ctx, query)
-    }
-    .map_err(|e| req.err(e))?;
+    let origin = Origin {
+        body,
+        ..origin(req)
+    };
+    let result = state
+        .broker
+        .query_entities_distributed(&req.tenant, ctx, query, &origin)
+        .await
+        .map_err(|e| req.err(e))?;
     let links = paging_links(
         "/ngsi-ld/v1/entities",
         params,
@@ -425,7 +426,7 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    query_response(&req, &state, &ctx, &params, &query, true).await
+    query_response(&req, &state, &ctx, &params, &query, None).await
 }
 
 /// POST /entityOperations/query
@@ -464,8 +465,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    // Not forwarded yet (queryBatch): answered from the local store.
-    query_response(&req, &state, &ctx, &params, &query, false).await
+    query_response(&req, &state, &ctx, &params, &query, Some(value)).await
 }
 
 /// DELETE /entities (purge)

@@ -174,14 +174,64 @@ async fn queries_and_retrievals_merge_what_a_registered_broker_holds() {
         json!([{"id": "urn:ngsi-ld:Vehicle:C", "type": "Vehicle", "speed": 30}])
     );
     // The query applies to each source's entities as a whole.
-    let r = get(&here, &ctx, "/entities?type=Vehicle&q=speed>50").await;
+    let r = get(&here, &ctx, "/entities?type=Vehicle&q=speed>50&count=true").await;
     assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:A"]);
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("1"));
+    // Filtered at the source on an attribute it then projected away; what
+    // this broker holds of A joins it although it did not match here.
+    let r = get(
+        &here,
+        &ctx,
+        "/entities?type=Vehicle&q=speed>50&attrs=brandName&options=keyValues",
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle", "brandName": "Mercedes"}])
+    );
+    let r = get(
+        &here,
+        &ctx,
+        "/entities?type=Vehicle&q=brandName==%22Volvo%22&options=keyValues",
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:ngsi-ld:Vehicle:B", "type": "Vehicle", "brandName": "Volvo"}])
+    );
     let r = get(&here, &ctx, "/entities?type=Vehicle&attrs=speed").await;
     assert_eq!(
         ids_of(&r.body),
         ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:C"]
     );
     assert!(r.body[0].get("brandName").is_none(), "{}", r.body[0]);
+    // POST /entityOperations/query is forwarded as itself (queryBatch), as
+    // JSON with the Link header or as JSON-LD with the @context inline.
+    let query = json!({"type": "Query", "entities": [{"type": "Vehicle"}], "q": "speed>10"});
+    let r = here
+        .req(Method::POST, "/entityOperations/query?count=true")
+        .header("Link", &link(&ctx))
+        .json(&query)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:C"]
+    );
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("2"));
+    let mut ld = query.clone();
+    ld["@context"] = json!([ctx]);
+    let r = here
+        .req(Method::POST, "/entityOperations/query")
+        .ld(&ld)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:C"]
+    );
     // local=true keeps to this broker.
     let r = get(&here, &ctx, "/entities?type=Vehicle&local=true").await;
     assert_eq!(
@@ -327,7 +377,15 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
     assert_eq!(h("accept"), "application/json");
     assert!(never.try_recv().is_err());
 
-    // Retrieve Entity is not offered by the registration: not asked.
+    // Neither is a POST query (queryBatch) nor Retrieve Entity offered by
+    // the registration: not asked.
+    let r = s
+        .req(Method::POST, "/entityOperations/query")
+        .header("Link", &link(&ctx))
+        .json(&json!({"type": "Query", "entities": [{"type": "Vehicle"}]}))
+        .send()
+        .await;
+    assert_eq!(r.body, json!([]));
     get(&s, &ctx, "/entities/urn:ngsi-ld:Vehicle:R")
         .await
         .problem(404, "ResourceNotFound");
