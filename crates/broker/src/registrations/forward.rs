@@ -109,6 +109,47 @@ fn via_names(via: &str, alias: &str) -> bool {
     })
 }
 
+/// How the forwarding to one registration went (Table 5.2.9-2).
+#[derive(Debug, Default, Clone)]
+pub struct SourceStats {
+    sent: u64,
+    failed: u64,
+    last_success: Option<i64>,
+    last_failure: Option<i64>,
+    last_ok: bool,
+}
+
+impl SourceStats {
+    fn record(&mut self, ok: bool, now: i64) {
+        self.sent += 1;
+        self.last_ok = ok;
+        if ok {
+            self.last_success = Some(now);
+        } else {
+            self.failed += 1;
+            self.last_failure = Some(now);
+        }
+    }
+
+    /// Adds `status`, `timesSent`, `timesFailed`, `lastSuccess` and
+    /// `lastFailure` to a rendered registration.
+    pub(crate) fn render(&self, out: &mut Map<String, Value>) {
+        use ngsi_model::time::format_micros;
+        out.insert(
+            "status".into(),
+            Value::from(if self.last_ok { "ok" } else { "failed" }),
+        );
+        out.insert("timesSent".into(), Value::from(self.sent));
+        out.insert("timesFailed".into(), Value::from(self.failed));
+        if let Some(t) = self.last_success {
+            out.insert("lastSuccess".into(), Value::from(format_micros(t)));
+        }
+        if let Some(t) = self.last_failure {
+            out.insert("lastFailure".into(), Value::from(format_micros(t)));
+        }
+    }
+}
+
 /// The HTTP client that asks the sources.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
@@ -540,6 +581,7 @@ impl Broker {
     /// Asks every source at once; `ask` reads one source's entity objects.
     async fn ask_sources<F, Fut>(
         &self,
+        tenant: &str,
         ctx: &Ctx,
         sources: Vec<Arc<Registration>>,
         ask: F,
@@ -564,10 +606,17 @@ impl Broker {
             entities: Vec::new(),
             warnings: Vec::new(),
         };
+        let now = ngsi_model::time::now_micros();
         for (r, result) in sources.iter().zip(results) {
             let result = result
                 .unwrap_or_else(|| Err(Failure::NoAnswer("the request failed".into())))
                 .and_then(|items| parse_answer(items, ctx, self.config.parse));
+            self.registrations
+                .stats
+                .lock()
+                .entry((tenant.to_string(), r.id.clone()))
+                .or_default()
+                .record(result.is_ok(), now);
             match result {
                 Ok(list) => answers
                     .entities
@@ -628,7 +677,7 @@ impl Broker {
         let want = (!query.count).then_some(window);
         let (fctx, origin_c, alias) = (ctx.clone(), origin.clone(), self.source_alias(tenant));
         let answers = self
-            .ask_sources(ctx, sources, move |f, r| {
+            .ask_sources(tenant, ctx, sources, move |f, r| {
                 let (ctx, origin, alias) = (fctx.clone(), origin_c.clone(), alias.clone());
                 async move { f.query(&r, &origin, &ctx, &alias, want).await }
             })
@@ -752,7 +801,7 @@ impl Broker {
         let (fctx, origin_c, fid) = (ctx.clone(), origin.clone(), id.to_string());
         let alias = self.source_alias(tenant);
         let answers = self
-            .ask_sources(ctx, sources, move |f, r| {
+            .ask_sources(tenant, ctx, sources, move |f, r| {
                 let (ctx, origin, id, alias) =
                     (fctx.clone(), origin_c.clone(), fid.clone(), alias.clone());
                 async move {

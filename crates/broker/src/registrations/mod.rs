@@ -63,6 +63,9 @@ pub struct Registry {
     store: Arc<dyn Store>,
     /// The HTTP client of distributed operations.
     forwarder: forward::Forwarder,
+    /// How the forwarding to each registration went, by tenant and id
+    /// (Table 5.2.9-2); kept in memory, from the start of the process.
+    stats: Arc<parking_lot::Mutex<HashMap<(String, Arc<str>), forward::SourceStats>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -79,6 +82,7 @@ impl Registry {
             subscriptions: CsrSubscriptions::new(notifier, store.clone()),
             store,
             forwarder: forward::Forwarder::new(),
+            stats: Arc::default(),
         }
     }
 
@@ -152,6 +156,24 @@ impl Registry {
         if let Some(list) = self.tenants.write().get_mut(tenant) {
             list.remove(id);
         }
+        self.stats
+            .lock()
+            .remove(&(tenant.to_string(), Arc::from(id)));
+    }
+
+    /// A registration rendered with the statistics of its forwarding.
+    fn render(
+        &self,
+        tenant: &str,
+        r: &Registration,
+        ctx: &Ctx,
+        sys_attrs: bool,
+    ) -> Map<String, Value> {
+        let mut out = r.render(ctx, sys_attrs);
+        if let Some(stats) = self.stats.lock().get(&(tenant.to_string(), r.id.clone())) {
+            stats.render(&mut out);
+        }
+        out
     }
 
     fn has_tenant(&self, tenant: &str) -> bool {
@@ -328,7 +350,8 @@ impl Broker {
         id: &str,
         sys_attrs: bool,
     ) -> NgsiResult<Map<String, Value>> {
-        Ok(self.registration(tenant, id)?.render(ctx, sys_attrs))
+        let r = self.registration(tenant, id)?;
+        Ok(self.registrations.render(tenant, &r, ctx, sys_attrs))
     }
 
     /// Query Context Source Registrations (clause 5.10.2), ordered by id.
@@ -363,7 +386,7 @@ impl Broker {
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .map(|r| query.project(r.render(ctx, sys_attrs)))
+                .map(|r| query.project(self.registrations.render(tenant, r, ctx, sys_attrs)))
                 .collect(),
         })
     }

@@ -239,6 +239,12 @@ async fn queries_and_retrievals_merge_what_a_registered_broker_holds() {
         ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:B"]
     );
 
+    let r = here
+        .get("/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:there")
+        .await;
+    assert_eq!(r.body["status"], "ok", "{}", r.body);
+    assert_eq!(r.body["timesFailed"], 0);
+    assert!(r.body["timesSent"].as_u64().unwrap() >= 7 && r.body["lastSuccess"].is_string());
     // Retrieve Entity: an entity only the source holds, and a merged one.
     let r = get(&here, &ctx, "/entities/urn:ngsi-ld:Vehicle:C").await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -473,6 +479,16 @@ async fn a_failing_source_leaves_the_rest_of_the_answer_and_a_warning() {
     assert_eq!(codes, ["111", "199", "299"], "{:?}", r.headers);
     let w = r.header("NGSILD-Warning").unwrap();
     assert!(w.contains("urn:ngsi-ld:ContextSourceRegistration:"), "{w}");
+    // The registration tells how its forwarding went (Table 5.2.9-2).
+    let r = s
+        .get("/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:f")
+        .await;
+    assert_eq!(r.body["status"], "failed", "{}", r.body);
+    assert_eq!(
+        (r.body["timesSent"].as_u64(), r.body["timesFailed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(r.body["lastFailure"].is_string() && r.body.get("lastSuccess").is_none());
 }
 
 #[tokio::test]
