@@ -52,6 +52,9 @@ fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
 /// The registrations of one tenant, ordered by id.
 type TenantRegistrations = BTreeMap<Arc<str>, Arc<Registration>>;
 
+/// The forwarding statistics of each registration, by tenant and id.
+type StatsByRegistration = HashMap<(String, Arc<str>), forward::SourceStats>;
+
 /// The registrations of every tenant, and the subscriptions to them.
 #[derive(Clone)]
 pub struct Registry {
@@ -65,7 +68,7 @@ pub struct Registry {
     forwarder: forward::Forwarder,
     /// How the forwarding to each registration went, by tenant and id
     /// (Table 5.2.9-2); kept in memory, from the start of the process.
-    stats: Arc<parking_lot::Mutex<HashMap<(String, Arc<str>), forward::SourceStats>>>,
+    stats: Arc<parking_lot::Mutex<StatsByRegistration>>,
 }
 
 impl std::fmt::Debug for Registry {
