@@ -593,6 +593,7 @@ impl EntityQuery {
         }
         params.q = string("q")?;
         params.scope_q = string("scopeQ")?;
+        params.csf = string("csf")?;
         if let Some(lang) = string("lang")? {
             params.lang = Some(lang);
         }

@@ -326,6 +326,7 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
             &format!("{src}/broker1"),
             json!({
                 "tenant": "city",
+                "department": "transport",
                 "operations": ["queryEntity"],
                 "contextSourceInfo": [{"key": "X-Auth-Token", "value": "secret"},
                                       {"key": "X-Request-Id", "value": "urn:ngsi-ld:request"}]
@@ -420,6 +421,29 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
         "1.1 other, 1.1 wuyang-test"
     );
     assert!(asked.try_recv().is_err() && never.try_recv().is_err());
+    // A context source filter picks registrations by their properties, in
+    // a query string or a Query document.
+    let r = get(
+        &s,
+        &ctx,
+        "/entities?type=Vehicle&csf=department==%22water%22",
+    )
+    .await;
+    assert_eq!(r.body, json!([]));
+    let r = get(
+        &s,
+        &ctx,
+        "/entities?type=Vehicle&csf=department==%22transport%22",
+    )
+    .await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:R"]);
+    let got = asked.recv().await.unwrap();
+    assert_eq!(
+        got.uri.query(),
+        Some("type=Vehicle"),
+        "csf is this broker's, not passed on"
+    );
+    assert!(asked.try_recv().is_err());
 }
 
 #[tokio::test]
