@@ -117,10 +117,16 @@ pub struct SourceStats {
     last_success: Option<i64>,
     last_failure: Option<i64>,
     last_ok: bool,
+    /// When the source last timed out.
+    timed_out_at: Option<i64>,
 }
 
 impl SourceStats {
-    fn record(&mut self, ok: bool, now: i64) {
+    fn record(&mut self, result: &Result<Vec<Entity>, Failure>, now: i64) {
+        let ok = result.is_ok();
+        if matches!(result, Err(Failure::Timeout(_))) {
+            self.timed_out_at = Some(now);
+        }
         self.sent += 1;
         self.last_ok = ok;
         if ok {
@@ -171,8 +177,13 @@ impl Forwarder {
 /// `NGSILD-Warning` (clause 6.3.17).
 #[derive(Debug)]
 enum Failure {
-    /// No answer within the timeout, or none at all (199).
+    /// No answer at all (199).
     NoAnswer(String),
+    /// No answer within the registration's timeout (199); the source is
+    /// not asked again for the registration's `cooldown`.
+    Timeout(Duration),
+    /// Not asked: the source timed out less than `cooldown` ago (199).
+    CoolingDown,
     /// An error status (299).
     Status(u16),
     /// An answer that is not what NGSI-LD says (111).
@@ -193,6 +204,14 @@ impl Failure {
             .unwrap_or_else(|| "-".into());
         let (code, text) = match self {
             Failure::NoAnswer(why) => (199, format!("no answer from {}: {why}", r.id)),
+            Failure::Timeout(t) => (
+                199,
+                format!("no answer from {} within {} ms", r.id, t.as_millis()),
+            ),
+            Failure::CoolingDown => (
+                199,
+                format!("{} timed out recently and is cooling down", r.id),
+            ),
             Failure::Status(s) => (299, format!("{} answered status {s}", r.id)),
             Failure::Invalid(why) => (111, format!("{} answered an invalid payload: {why}", r.id)),
         };
@@ -334,12 +353,7 @@ impl Forwarder {
         };
         tokio::time::timeout(timeout, fetch)
             .await
-            .unwrap_or_else(|_| {
-                Err(Failure::NoAnswer(format!(
-                    "no answer within {} ms",
-                    timeout.as_millis()
-                )))
-            })
+            .unwrap_or(Err(Failure::Timeout(timeout)))
     }
 
     fn base(r: &Registration, path: &str) -> Result<reqwest::Url, Failure> {
@@ -590,13 +604,18 @@ impl Broker {
         F: Fn(Forwarder, Arc<Registration>) -> Fut,
         Fut: Future<Output = Result<Vec<Value>, Failure>> + Send + 'static,
     {
+        let mut results: Vec<Option<Result<Vec<Value>, Failure>>> =
+            sources.iter().map(|_| None).collect();
+        let now = ngsi_model::time::now_micros();
         let mut set = tokio::task::JoinSet::new();
         for (i, r) in sources.iter().enumerate() {
+            if self.cooling_down(tenant, r, now) {
+                results[i] = Some(Err(Failure::CoolingDown));
+                continue;
+            }
             let fut = ask(self.registrations.forwarder.clone(), r.clone());
             set.spawn(async move { (i, fut.await) });
         }
-        let mut results: Vec<Option<Result<Vec<Value>, Failure>>> =
-            sources.iter().map(|_| None).collect();
         while let Some(done) = set.join_next().await {
             if let Ok((i, r)) = done {
                 results[i] = Some(r);
@@ -611,12 +630,14 @@ impl Broker {
             let result = result
                 .unwrap_or_else(|| Err(Failure::NoAnswer("the request failed".into())))
                 .and_then(|items| parse_answer(items, ctx, self.config.parse));
-            self.registrations
-                .stats
-                .lock()
-                .entry((tenant.to_string(), r.id.clone()))
-                .or_default()
-                .record(result.is_ok(), now);
+            if !matches!(result, Err(Failure::CoolingDown)) {
+                self.registrations
+                    .stats
+                    .lock()
+                    .entry((tenant.to_string(), r.id.clone()))
+                    .or_default()
+                    .record(&result, now);
+            }
             match result {
                 Ok(list) => answers
                     .entities
@@ -628,6 +649,20 @@ impl Broker {
             }
         }
         answers
+    }
+
+    /// Whether `r` timed out less than its `management.cooldown` ago
+    /// (clause 5.2.34): then it is not asked, and a timeout is answered.
+    fn cooling_down(&self, tenant: &str, r: &Registration, now: i64) -> bool {
+        let Some(cooldown) = r.cooldown_ms() else {
+            return false;
+        };
+        self.registrations
+            .stats
+            .lock()
+            .get(&(tenant.to_string(), r.id.clone()))
+            .and_then(|s| s.timed_out_at)
+            .is_some_and(|t| ((now - t) as f64) < cooldown * 1000.0)
     }
 
     /// Query Entities (clause 5.7.2) with the registered context sources:

@@ -690,6 +690,14 @@ impl Registration {
             .and_then(Value::as_f64)
     }
 
+    /// `management.cooldown` (clause 5.2.34), in milliseconds.
+    pub fn cooldown_ms(&self) -> Option<f64> {
+        self.management
+            .as_ref()?
+            .get("cooldown")
+            .and_then(Value::as_f64)
+    }
+
     /// `management.localOnly`: the source is asked with `local=true`.
     pub fn local_only(&self) -> bool {
         self.management

@@ -481,7 +481,7 @@ async fn a_failing_source_leaves_the_rest_of_the_answer_and_a_warning() {
         &registration(
             "urn:ngsi-ld:ContextSourceRegistration:s",
             &silent,
-            json!({"management": {"timeout": 300}}),
+            json!({"management": {"timeout": 300, "cooldown": 60000}}),
         ),
     )
     .await;
@@ -503,6 +503,24 @@ async fn a_failing_source_leaves_the_rest_of_the_answer_and_a_warning() {
     assert_eq!(codes, ["111", "199", "299"], "{:?}", r.headers);
     let w = r.header("NGSILD-Warning").unwrap();
     assert!(w.contains("urn:ngsi-ld:ContextSourceRegistration:"), "{w}");
+    // A source that timed out is not asked again during its cooldown: the
+    // timeout is answered at once.
+    let started = Instant::now();
+    let r = get(&s, &ctx, "/entities?type=Vehicle").await;
+    assert!(started.elapsed() < Duration::from_millis(250));
+    let cooling: Vec<&str> = r
+        .headers
+        .get_all("NGSILD-Warning")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .filter(|w| w.contains("cooling down"))
+        .collect();
+    assert_eq!(cooling.len(), 1, "{:?}", r.headers);
+    assert!(cooling[0].starts_with("199 "));
+    let r = s
+        .get("/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:s")
+        .await;
+    assert_eq!(r.body["timesSent"], 1, "not asked during the cooldown");
     // The registration tells how its forwarding went (Table 5.2.9-2).
     let r = s
         .get("/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:f")
@@ -510,7 +528,7 @@ async fn a_failing_source_leaves_the_rest_of_the_answer_and_a_warning() {
     assert_eq!(r.body["status"], "failed", "{}", r.body);
     assert_eq!(
         (r.body["timesSent"].as_u64(), r.body["timesFailed"].as_u64()),
-        (Some(1), Some(1))
+        (Some(2), Some(2))
     );
     assert!(r.body["lastFailure"].is_string() && r.body.get("lastSuccess").is_none());
 }
