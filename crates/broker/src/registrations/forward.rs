@@ -73,22 +73,23 @@ const CONNECTION_HEADERS: &[&str] = &[
 /// contextSourceInfo's value that copies the client's header (4.3.6.5).
 const FROM_REQUEST: &str = "urn:ngsi-ld:request";
 
-/// What a read brings from its request for forwarding.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
+/// What a read brings from its request for forwarding (borrowed: nothing
+/// is copied unless a source is asked).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
     /// The raw query string.
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
     /// The request's headers (`Via`, and those contextSourceInfo copies).
-    pub headers: HeaderMap,
+    pub headers: &'a HeaderMap,
     /// `local=true` (Retrieve Entity; a query carries its own).
     pub local: bool,
     /// The Query document of `POST /entityOperations/query`, as received
     /// (with its `@context` when it came as JSON-LD): forwarded as the
     /// body of the same operation.
-    pub body: Option<Value>,
+    pub body: Option<&'a Value>,
 }
 
-impl Origin {
+impl Origin<'_> {
     /// The request's `Via` header values, joined.
     fn via(&self) -> String {
         self.headers
@@ -252,7 +253,7 @@ fn next_link(headers: &HeaderMap, base: &reqwest::Url) -> Option<reqwest::Url> {
 impl Forwarder {
     /// The headers of a request to the source of `r` (clauses 4.3.6.4 and
     /// 4.3.6.5).
-    fn headers(&self, r: &Registration, origin: &Origin, ctx: &Ctx, alias: &str) -> HeaderMap {
+    fn headers(&self, r: &Registration, origin: &Origin<'_>, ctx: &Ctx, alias: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(
             reqwest::header::ACCEPT,
@@ -365,22 +366,20 @@ impl Forwarder {
         .map_err(|e| Failure::Invalid(format!("endpoint: {e}")))
     }
 
-    /// Query Entities at the source of `r`: the entity objects of its
-    /// answer, following `next` links until `want` are read (`None`: all).
-    async fn query(
+    /// The request that asks the source of `r` for Query Entities: GET
+    /// /entities with the selection of the query string, or POST
+    /// /entityOperations/query with the Query document.
+    fn query_request(
         &self,
         r: &Registration,
-        origin: &Origin,
+        origin: &Origin<'_>,
         ctx: &Ctx,
         alias: &str,
-        want: Option<usize>,
-    ) -> Result<Vec<Value>, Failure> {
-        // GET /entities with the selection of the query string, or POST
-        // /entityOperations/query with the Query document.
-        let body = origin.body.as_ref().map(|b| b.to_string().into_bytes());
+    ) -> Result<Prepared, Failure> {
+        let body = origin.body.map(|b| b.to_string().into_bytes());
         let mut params = match body {
             Some(_) => Vec::new(),
-            None => passed_on(origin.query.as_deref(), QUERY_PARAMS),
+            None => passed_on(origin.query, QUERY_PARAMS),
         };
         if r.local_only() {
             params.push("local=true".into());
@@ -395,44 +394,24 @@ impl Forwarder {
         if !params.is_empty() {
             url.set_query(Some(&params.join("&")));
         }
-        let headers = self.headers(r, origin, ctx, alias);
-        let timeout = timeout_of(r);
-        let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let (status, resp_headers, resp_body) = self
-                .send(url.clone(), headers.clone(), body.as_deref(), timeout)
-                .await?;
-            let body_read = resp_body;
-            if status != 200 {
-                return Err(Failure::Status(status));
-            }
-            match serde_json::from_slice(&body_read) {
-                Ok(Value::Array(items)) => out.extend(items),
-                Ok(_) => return Err(Failure::Invalid("not a JSON array".into())),
-                Err(e) => return Err(Failure::Invalid(e.to_string())),
-            }
-            if want.is_some_and(|w| out.len() >= w) {
-                break;
-            }
-            match next_link(&resp_headers, &url) {
-                Some(next) => url = next,
-                None => break,
-            }
-        }
-        Ok(out)
+        Ok(Prepared {
+            url,
+            headers: self.headers(r, origin, ctx, alias),
+            body,
+            timeout: timeout_of(r),
+        })
     }
 
-    /// Retrieve Entity at the source of `r`: `None` when it has no such
-    /// entity.
-    async fn retrieve(
+    /// The request that asks the source of `r` for Retrieve Entity.
+    fn retrieve_request(
         &self,
         r: &Registration,
         id: &str,
-        origin: &Origin,
+        origin: &Origin<'_>,
         ctx: &Ctx,
         alias: &str,
-    ) -> Result<Option<Value>, Failure> {
-        let mut params = passed_on(origin.query.as_deref(), RETRIEVE_PARAMS);
+    ) -> Result<Prepared, Failure> {
+        let mut params = passed_on(origin.query, RETRIEVE_PARAMS);
         if r.local_only() {
             params.push("local=true".into());
         }
@@ -443,24 +422,65 @@ impl Forwarder {
         if !params.is_empty() {
             url.set_query(Some(&params.join("&")));
         }
-        let (status, _, body) = self
-            .send(
-                url,
-                self.headers(r, origin, ctx, alias),
-                None,
-                timeout_of(r),
-            )
-            .await?;
+        Ok(Prepared {
+            url,
+            headers: self.headers(r, origin, ctx, alias),
+            body: None,
+            timeout: timeout_of(r),
+        })
+    }
+
+    /// Query Entities at a source: the entity objects of its answer,
+    /// following `next` links until `want` are read (`None`: all).
+    async fn query(self, p: Prepared, want: Option<usize>) -> Result<Vec<Value>, Failure> {
+        let mut url = p.url;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let (status, headers, body) = self
+                .send(url.clone(), p.headers.clone(), p.body.as_deref(), p.timeout)
+                .await?;
+            if status != 200 {
+                return Err(Failure::Status(status));
+            }
+            match serde_json::from_slice(&body) {
+                Ok(Value::Array(items)) => out.extend(items),
+                Ok(_) => return Err(Failure::Invalid("not a JSON array".into())),
+                Err(e) => return Err(Failure::Invalid(e.to_string())),
+            }
+            if want.is_some_and(|w| out.len() >= w) {
+                break;
+            }
+            match next_link(&headers, &url) {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Retrieve Entity at a source: its entity, or nothing when it has
+    /// none.
+    async fn retrieve(self, p: Prepared) -> Result<Vec<Value>, Failure> {
+        let (status, _, body) = self.send(p.url, p.headers, None, p.timeout).await?;
         match status {
             200 => match serde_json::from_slice(&body) {
-                Ok(v @ Value::Object(_)) => Ok(Some(v)),
+                Ok(v @ Value::Object(_)) => Ok(vec![v]),
                 Ok(_) => Err(Failure::Invalid("not a JSON object".into())),
                 Err(e) => Err(Failure::Invalid(e.to_string())),
             },
-            404 => Ok(None),
+            404 => Ok(Vec::new()),
             s => Err(Failure::Status(s)),
         }
     }
+}
+
+/// A request to a source, ready to send.
+#[derive(Debug)]
+struct Prepared {
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
 }
 
 fn timeout_of(r: &Registration) -> Duration {
@@ -480,7 +500,7 @@ impl Registry {
         op: &str,
         selection: &[RegistrationQuery],
         csf: Option<&Query>,
-        origin: &Origin,
+        origin: &Origin<'_>,
         alias: &str,
     ) -> Vec<Arc<Registration>> {
         let candidates: Vec<Arc<Registration>> = {
@@ -592,16 +612,19 @@ pub(crate) fn merge(into: &mut Entity, from: Entity, auxiliary: bool) {
 }
 
 impl Broker {
-    /// Asks every source at once; `ask` reads one source's entity objects.
-    async fn ask_sources<F, Fut>(
+    /// Asks every source at once: `prepare` makes the request for one,
+    /// `ask` sends it and reads the entity objects of the answer.
+    async fn ask_sources<P, F, Fut>(
         &self,
         tenant: &str,
         ctx: &Ctx,
         sources: Vec<Arc<Registration>>,
+        prepare: P,
         ask: F,
     ) -> Answers
     where
-        F: Fn(Forwarder, Arc<Registration>) -> Fut,
+        P: Fn(&Forwarder, &Registration) -> Result<Prepared, Failure>,
+        F: Fn(Forwarder, Prepared) -> Fut,
         Fut: Future<Output = Result<Vec<Value>, Failure>> + Send + 'static,
     {
         let mut results: Vec<Option<Result<Vec<Value>, Failure>>> =
@@ -613,8 +636,14 @@ impl Broker {
                 results[i] = Some(Err(Failure::CoolingDown));
                 continue;
             }
-            let fut = ask(self.registrations.forwarder.clone(), r.clone());
-            set.spawn(async move { (i, fut.await) });
+            let forwarder = &self.registrations.forwarder;
+            match prepare(forwarder, r) {
+                Ok(p) => {
+                    let fut = ask(forwarder.clone(), p);
+                    set.spawn(async move { (i, fut.await) });
+                }
+                Err(f) => results[i] = Some(Err(f)),
+            }
         }
         while let Some(done) = set.join_next().await {
             if let Ok((i, r)) = done {
@@ -673,7 +702,7 @@ impl Broker {
         tenant: &str,
         ctx: &Ctx,
         query: &EntityQuery,
-        origin: &Origin,
+        origin: &Origin<'_>,
     ) -> NgsiResult<QueryResult> {
         let sources = if query.local || query.order_by.is_some() || !query.wide_enough {
             Vec::new()
@@ -710,12 +739,15 @@ impl Broker {
         }
         let window = query.offset.saturating_add(query.limit);
         let want = (!query.count).then_some(window);
-        let (fctx, origin_c, alias) = (ctx.clone(), origin.clone(), self.source_alias(tenant));
+        let alias = self.source_alias(tenant);
         let answers = self
-            .ask_sources(tenant, ctx, sources, move |f, r| {
-                let (ctx, origin, alias) = (fctx.clone(), origin_c.clone(), alias.clone());
-                async move { f.query(&r, &origin, &ctx, &alias, want).await }
-            })
+            .ask_sources(
+                tenant,
+                ctx,
+                sources,
+                |f, r| f.query_request(r, origin, ctx, &alias),
+                move |f, p| f.query(p, want),
+            )
             .await;
         self.merge_query(tenant, ctx, query, answers, window)
     }
@@ -809,7 +841,7 @@ impl Broker {
         ctx: &Ctx,
         id: &str,
         view: &ViewOptions,
-        origin: &Origin,
+        origin: &Origin<'_>,
     ) -> NgsiResult<(Map<String, Value>, Vec<String>)> {
         crate::check_uri(id, "entity id")?;
         let sources = if origin.local {
@@ -833,19 +865,15 @@ impl Broker {
         if sources.is_empty() {
             return Ok((self.retrieve_entity(tenant, ctx, id, view)?, Vec::new()));
         }
-        let (fctx, origin_c, fid) = (ctx.clone(), origin.clone(), id.to_string());
         let alias = self.source_alias(tenant);
         let answers = self
-            .ask_sources(tenant, ctx, sources, move |f, r| {
-                let (ctx, origin, id, alias) =
-                    (fctx.clone(), origin_c.clone(), fid.clone(), alias.clone());
-                async move {
-                    Ok(f.retrieve(&r, &id, &origin, &ctx, &alias)
-                        .await?
-                        .into_iter()
-                        .collect())
-                }
-            })
+            .ask_sources(
+                tenant,
+                ctx,
+                sources,
+                |f, r| f.retrieve_request(r, id, origin, ctx, &alias),
+                Forwarder::retrieve,
+            )
             .await;
         let local = (tenant.is_empty() || self.store.tenant_exists(tenant))
             .then(|| self.store.get(tenant, id))

@@ -295,10 +295,10 @@ pub async fn retrieve(
 }
 
 /// What a read passes on to the context sources it is forwarded to.
-fn origin(req: &Ngsi) -> Origin {
+fn origin(req: &Ngsi) -> Origin<'_> {
     Origin {
-        query: req.query.clone(),
-        headers: req.headers.clone(),
+        query: req.query.as_deref(),
+        headers: &req.headers,
         local: false,
         body: None,
     }
@@ -376,7 +376,7 @@ async fn query_response(
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     check_geometry_property(params, &produce).map_err(|e| req.err(e))?;
     let origin = Origin {
-        body,
+        body: body.as_ref(),
         ..origin(req)
     };
     let result = state
