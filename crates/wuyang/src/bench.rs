@@ -39,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u64,
     /// Scenarios to run (comma separated): null, create, partial, update,
-    /// upsert, query, relquery, notify-http, notify-mqtt, notify-http-batch,
+    /// upsert, query, relquery, federation, notify-http, notify-mqtt, notify-http-batch,
     /// notify-mqtt-batch, history, aggregate, wide, restart. Default: all.
     #[arg(long)]
     pub only: Option<String>,
@@ -681,6 +681,9 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             r.update_errors
         );
     }
+    if wants(&args, "federation") && args.target.is_none() {
+        federation_scenario(addr, conns, n, ceiling).await?;
+    }
     if wants(&args, "history") || wants(&args, "aggregate") {
         history_scenarios(&args, addr, ceiling, server.is_some().then_some(&data)).await?;
     }
@@ -708,6 +711,104 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         again.kill();
     }
     let _ = Path::new(&data);
+    Ok(())
+}
+
+/// Distributed reads: a second broker (a department's system) registered
+/// for type `Federated` holds 1,000 template entities, the benchmarked one
+/// 1,000 of its own; the same query (type + q, a page of 20) is run with
+/// `local=true` (this broker only) and forwarded (both, merged), in the
+/// same run.
+async fn federation_scenario(
+    addr: SocketAddr,
+    conns: usize,
+    n: u64,
+    ceiling: Option<f64>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().context("temp dir path")?.to_string();
+    let source = ServerProcess::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--source-alias",
+        "wuyang-bench-source",
+    ])?;
+    let upsert = |prefix: &str| -> MakeRequest {
+        let items: Vec<Value> = (0..1000)
+            .map(|i| {
+                template_entity(
+                    &format!("urn:ngsi-ld:Federated:{prefix}:{i:04}"),
+                    "Federated",
+                    i,
+                )
+            })
+            .collect();
+        let body = Bytes::from(serde_json::to_vec(&items).expect("json"));
+        Arc::new(move |_| {
+            raw_request(
+                Method::POST,
+                "/ngsi-ld/v1/entityOperations/upsert".into(),
+                Some(body.clone()),
+                true,
+            )
+        })
+    };
+    load(source.addr, 1, 1, upsert("there")).await?;
+    load(addr, 1, 1, upsert("here")).await?;
+    let registration = serde_json::json!({
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": "Federated"}]}],
+        "endpoint": format!("http://{}", source.addr),
+    });
+    let r = load(
+        addr,
+        1,
+        1,
+        Arc::new(move |_| {
+            request(
+                Method::POST,
+                "/ngsi-ld/v1/csourceRegistrations".into(),
+                Some(&registration),
+                true,
+            )
+        }),
+    )
+    .await?;
+    anyhow::ensure!(r.errors == 0, "the registration was refused");
+    for (name, local) in [
+        (
+            "query type + q, this broker only (local=true, 1,000 entities)",
+            true,
+        ),
+        (
+            "query type + q, forwarded to a registered broker (2 x 1,000)",
+            false,
+        ),
+    ] {
+        let make: MakeRequest = Arc::new(move |i| {
+            let path = format!(
+                "/ngsi-ld/v1/entities?type=Federated&q=aProperty%3E{}{}",
+                i % 90,
+                if local { "&local=true" } else { "" }
+            );
+            request(Method::GET, path, None, true)
+        });
+        load(addr, conns, (n / 10).clamp(100, 1000), make.clone()).await?;
+        let result = load(addr, conns, n, make).await?;
+        print_row(
+            &Row {
+                name: name.into(),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            ceiling,
+        );
+    }
+    source.kill();
     Ok(())
 }
 
