@@ -7,17 +7,20 @@ use serde_json::{Value, json};
 
 use crate::{Broker, Ctx};
 
+/// The attribute kinds, by their NGSI-LD names.
+pub(crate) const ATTRIBUTE_KINDS: [&str; 8] = ngsi_model::AttrValue::KIND_NAMES;
+
 #[derive(Default)]
-struct TypeInfo {
-    count: usize,
-    attrs: BTreeMap<Iri, BTreeSet<&'static str>>,
+pub(crate) struct TypeInfo {
+    pub(crate) count: usize,
+    pub(crate) attrs: BTreeMap<Iri, BTreeSet<&'static str>>,
 }
 
 #[derive(Default)]
-struct AttrInfo {
-    count: usize,
-    kinds: BTreeSet<&'static str>,
-    types: BTreeSet<Iri>,
+pub(crate) struct AttrInfo {
+    pub(crate) count: usize,
+    pub(crate) kinds: BTreeSet<&'static str>,
+    pub(crate) types: BTreeSet<Iri>,
 }
 
 fn unique_id(prefix: &str) -> String {
@@ -27,7 +30,7 @@ fn unique_id(prefix: &str) -> String {
 impl Broker {
     // The store keeps these counts up to date on every write, so discovery
     // never scans the entities.
-    fn type_infos(&self, tenant: &str) -> BTreeMap<Iri, TypeInfo> {
+    pub(crate) fn type_infos(&self, tenant: &str) -> BTreeMap<Iri, TypeInfo> {
         self.store
             .type_infos(tenant)
             .into_iter()
@@ -48,7 +51,7 @@ impl Broker {
             .collect()
     }
 
-    fn attr_infos(&self, tenant: &str) -> BTreeMap<Iri, AttrInfo> {
+    pub(crate) fn attr_infos(&self, tenant: &str) -> BTreeMap<Iri, AttrInfo> {
         self.store
             .attr_infos(tenant)
             .into_iter()
@@ -67,27 +70,7 @@ impl Broker {
     /// (clause 5.7.6).
     pub fn entity_types(&self, tenant: &str, ctx: &Ctx, details: bool) -> NgsiResult<Value> {
         self.check_tenant(tenant)?;
-        let infos = self.type_infos(tenant);
-        if details {
-            return Ok(Value::Array(
-                infos
-                    .iter()
-                    .map(|(t, info)| {
-                        json!({
-                            "id": &**t,
-                            "type": "EntityType",
-                            "typeName": ctx.compact(t),
-                            "attributeNames": info.attrs.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect(),
-            ));
-        }
-        Ok(json!({
-            "id": unique_id("EntityTypeList"),
-            "type": "EntityTypeList",
-            "typeList": infos.keys().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
-        }))
+        Ok(render_types(&self.type_infos(tenant), ctx, details))
     }
 
     /// Retrieve Entity Type Information (clause 5.7.7).
@@ -98,45 +81,14 @@ impl Broker {
         let info = infos
             .get(&t)
             .ok_or_else(|| NgsiError::not_found(format!("no entity has type {type_name}")))?;
-        Ok(json!({
-            "id": &*t,
-            "type": "EntityTypeInfo",
-            "typeName": ctx.compact(&t),
-            "entityCount": info.count,
-            "attributeDetails": info.attrs.iter().map(|(a, kinds)| json!({
-                "id": &**a,
-                "type": "Attribute",
-                "attributeName": ctx.compact(a),
-                "attributeTypes": kinds.iter().collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }))
+        Ok(render_type_info(&t, info, ctx))
     }
 
     /// Retrieve Available Attributes (clause 5.7.8) and their details
     /// (clause 5.7.9).
     pub fn attributes(&self, tenant: &str, ctx: &Ctx, details: bool) -> NgsiResult<Value> {
         self.check_tenant(tenant)?;
-        let infos = self.attr_infos(tenant);
-        if details {
-            return Ok(Value::Array(
-                infos
-                    .iter()
-                    .map(|(a, info)| {
-                        json!({
-                            "id": &**a,
-                            "type": "Attribute",
-                            "attributeName": ctx.compact(a),
-                            "typeNames": info.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect(),
-            ));
-        }
-        Ok(json!({
-            "id": unique_id("AttributeList"),
-            "type": "AttributeList",
-            "attributeList": infos.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
-        }))
+        Ok(render_attributes(&self.attr_infos(tenant), ctx, details))
     }
 
     /// Retrieve Attribute Information (clause 5.7.10).
@@ -147,13 +99,86 @@ impl Broker {
         let info = infos
             .get(&a)
             .ok_or_else(|| NgsiError::not_found(format!("no entity has attribute {attr}")))?;
-        Ok(json!({
-            "id": &*a,
-            "type": "Attribute",
-            "attributeName": ctx.compact(&a),
-            "attributeCount": info.count,
-            "attributeTypes": info.kinds.iter().collect::<Vec<_>>(),
-            "typeNames": info.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
-        }))
+        Ok(render_attribute_info(&a, info, ctx))
     }
+}
+
+/// The answer of Retrieve Available Entity Types, with or without details.
+pub(crate) fn render_types(infos: &BTreeMap<Iri, TypeInfo>, ctx: &Ctx, details: bool) -> Value {
+    if details {
+        return Value::Array(
+            infos
+                .iter()
+                .map(|(t, info)| {
+                    json!({
+                        "id": &**t,
+                        "type": "EntityType",
+                        "typeName": ctx.compact(t),
+                        "attributeNames": info.attrs.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        );
+    }
+    json!({
+        "id": unique_id("EntityTypeList"),
+        "type": "EntityTypeList",
+        "typeList": infos.keys().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+    })
+}
+
+/// The answer of Retrieve Entity Type Information.
+pub(crate) fn render_type_info(t: &Iri, info: &TypeInfo, ctx: &Ctx) -> Value {
+    json!({
+        "id": &**t,
+        "type": "EntityTypeInfo",
+        "typeName": ctx.compact(t),
+        "entityCount": info.count,
+        "attributeDetails": info.attrs.iter().map(|(a, kinds)| json!({
+            "id": &**a,
+            "type": "Attribute",
+            "attributeName": ctx.compact(a),
+            "attributeTypes": kinds.iter().collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The answer of Retrieve Available Attributes, with or without details.
+pub(crate) fn render_attributes(
+    infos: &BTreeMap<Iri, AttrInfo>,
+    ctx: &Ctx,
+    details: bool,
+) -> Value {
+    if details {
+        return Value::Array(
+            infos
+                .iter()
+                .map(|(a, info)| {
+                    json!({
+                        "id": &**a,
+                        "type": "Attribute",
+                        "attributeName": ctx.compact(a),
+                        "typeNames": info.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        );
+    }
+    json!({
+        "id": unique_id("AttributeList"),
+        "type": "AttributeList",
+        "attributeList": infos.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
+    })
+}
+
+/// The answer of Retrieve Attribute Information.
+pub(crate) fn render_attribute_info(a: &Iri, info: &AttrInfo, ctx: &Ctx) -> Value {
+    json!({
+        "id": &**a,
+        "type": "Attribute",
+        "attributeName": ctx.compact(a),
+        "attributeCount": info.count,
+        "attributeTypes": info.kinds.iter().collect::<Vec<_>>(),
+        "typeNames": info.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+    })
 }

@@ -20,6 +20,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use store::{Page, Selection};
 
+mod discovery;
+
 use super::Registry;
 use super::model::{Mode, Registration, RegistrationQuery};
 use crate::{Broker, Ctx, EntityQuery, QueryResult, ViewOptions};
@@ -123,7 +125,7 @@ pub struct SourceStats {
 }
 
 impl SourceStats {
-    fn record(&mut self, result: &Result<Vec<Entity>, Failure>, now: i64) {
+    fn record<T>(&mut self, result: &Result<T, Failure>, now: i64) {
         let ok = result.is_ok();
         if matches!(result, Err(Failure::Timeout(_))) {
             self.timed_out_at = Some(now);
@@ -177,7 +179,7 @@ impl Forwarder {
 /// Why a source's answer is not in the result: each becomes an
 /// `NGSILD-Warning` (clause 6.3.17).
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     /// No answer at all (199).
     NoAnswer(String),
     /// No answer within the registration's timeout (199); the source is
@@ -476,7 +478,7 @@ impl Forwarder {
 
 /// A request to a source, ready to send.
 #[derive(Debug)]
-struct Prepared {
+pub(super) struct Prepared {
     url: reqwest::Url,
     headers: HeaderMap,
     body: Option<Vec<u8>>,
@@ -537,9 +539,25 @@ impl Registry {
 
 /// The answers of the sources, parsed: each source's entities, whether it
 /// is auxiliary, and the warnings of those that failed.
-struct Answers {
-    entities: Vec<(Entity, bool)>,
-    warnings: Vec<String>,
+pub(super) struct Answers<T> {
+    /// What each source that answered gave, read by the caller's check.
+    pub(super) answers: Vec<(Arc<Registration>, T)>,
+    pub(super) warnings: Vec<String>,
+}
+
+impl Answers<Vec<Entity>> {
+    /// The entities, each with whether its source is auxiliary.
+    fn entities(self) -> (Vec<(Entity, bool)>, Vec<String>) {
+        let entities = self
+            .answers
+            .into_iter()
+            .flat_map(|(r, list)| {
+                let aux = r.mode == Mode::Auxiliary;
+                list.into_iter().map(move |e| (e, aux))
+            })
+            .collect();
+        (entities, self.warnings)
+    }
 }
 
 /// Parses one source's entity objects with the request's @context; a
@@ -614,18 +632,20 @@ pub(crate) fn merge(into: &mut Entity, from: Entity, auxiliary: bool) {
 impl Broker {
     /// Asks every source at once: `prepare` makes the request for one,
     /// `ask` sends it and reads the entity objects of the answer.
-    async fn ask_sources<P, F, Fut>(
+    /// `check` reads an answer (a failure if it is not what NGSI-LD says).
+    pub(super) async fn ask_sources<T, P, F, Fut, C>(
         &self,
         tenant: &str,
-        ctx: &Ctx,
         sources: Vec<Arc<Registration>>,
         prepare: P,
         ask: F,
-    ) -> Answers
+        check: C,
+    ) -> Answers<T>
     where
         P: Fn(&Forwarder, &Registration) -> Result<Prepared, Failure>,
         F: Fn(Forwarder, Prepared) -> Fut,
         Fut: Future<Output = Result<Vec<Value>, Failure>> + Send + 'static,
+        C: Fn(Vec<Value>) -> Result<T, Failure>,
     {
         let mut results: Vec<Option<Result<Vec<Value>, Failure>>> =
             sources.iter().map(|_| None).collect();
@@ -651,14 +671,14 @@ impl Broker {
             }
         }
         let mut answers = Answers {
-            entities: Vec::new(),
+            answers: Vec::new(),
             warnings: Vec::new(),
         };
         let now = ngsi_model::time::now_micros();
         for (r, result) in sources.iter().zip(results) {
             let result = result
                 .unwrap_or_else(|| Err(Failure::NoAnswer("the request failed".into())))
-                .and_then(|items| parse_answer(items, ctx, self.config.parse));
+                .and_then(&check);
             if !matches!(result, Err(Failure::CoolingDown)) {
                 self.registrations
                     .stats
@@ -668,9 +688,7 @@ impl Broker {
                     .record(&result, now);
             }
             match result {
-                Ok(list) => answers
-                    .entities
-                    .extend(list.into_iter().map(|e| (e, r.mode == Mode::Auxiliary))),
+                Ok(t) => answers.answers.push((r.clone(), t)),
                 Err(f) => {
                     tracing::debug!(registration = %r.id, failure = ?f, "a context source failed");
                     answers.warnings.push(f.warning(r));
@@ -743,12 +761,13 @@ impl Broker {
         let answers = self
             .ask_sources(
                 tenant,
-                ctx,
                 sources,
                 |f, r| f.query_request(r, origin, ctx, &alias),
                 move |f, p| f.query(p, want),
+                |items| parse_answer(items, ctx, self.config.parse),
             )
-            .await;
+            .await
+            .entities();
         self.merge_query(tenant, ctx, query, answers, window)
     }
 
@@ -757,7 +776,7 @@ impl Broker {
         tenant: &str,
         ctx: &Ctx,
         query: &EntityQuery,
-        answers: Answers,
+        (entities, warnings): (Vec<(Entity, bool)>, Vec<String>),
         window: usize,
     ) -> NgsiResult<QueryResult> {
         let (ids, types) = query.selection_parts();
@@ -791,7 +810,7 @@ impl Broker {
             .collect();
         let mut total = page.total.unwrap_or(0);
         // Sources first, auxiliary ones last: they only fill gaps.
-        let (main, aux): (Vec<_>, Vec<_>) = answers.entities.into_iter().partition(|(_, aux)| !aux);
+        let (main, aux): (Vec<_>, Vec<_>) = entities.into_iter().partition(|(_, aux)| !aux);
         for (remote, auxiliary) in main.into_iter().chain(aux) {
             // The source applied the filters to what it holds; its answer
             // must still be what was asked for (a source that ignores the
@@ -829,7 +848,7 @@ impl Broker {
                 .filter_map(|e| crate::view_json(e, ctx, &query.view))
                 .collect(),
             total: query.count.then_some(total),
-            warnings: answers.warnings,
+            warnings,
         })
     }
 
@@ -866,20 +885,21 @@ impl Broker {
             return Ok((self.retrieve_entity(tenant, ctx, id, view)?, Vec::new()));
         }
         let alias = self.source_alias(tenant);
-        let answers = self
+        let (entities, warnings) = self
             .ask_sources(
                 tenant,
-                ctx,
                 sources,
                 |f, r| f.retrieve_request(r, id, origin, ctx, &alias),
                 Forwarder::retrieve,
+                |items| parse_answer(items, ctx, self.config.parse),
             )
-            .await;
+            .await
+            .entities();
         let local = (tenant.is_empty() || self.store.tenant_exists(tenant))
             .then(|| self.store.get(tenant, id))
             .flatten();
         let mut entity: Option<Entity> = local.map(|e| (*e).clone());
-        let (main, aux): (Vec<_>, Vec<_>) = answers.entities.into_iter().partition(|(_, aux)| !aux);
+        let (main, aux): (Vec<_>, Vec<_>) = entities.into_iter().partition(|(_, aux)| !aux);
         for (remote, auxiliary) in main.into_iter().chain(aux) {
             if *remote.id != *id {
                 continue;
@@ -890,10 +910,7 @@ impl Broker {
             }
         }
         let entity = entity.ok_or_else(|| crate::not_found(id))?;
-        Ok((
-            self.finish_retrieve(&entity, ctx, id, view)?,
-            answers.warnings,
-        ))
+        Ok((self.finish_retrieve(&entity, ctx, id, view)?, warnings))
     }
 }
 

@@ -669,17 +669,52 @@ impl Registration {
     /// `operations`, the group federationOps. Only the read operations are
     /// known to the groups here, as only reads are forwarded.
     pub fn offers(&self, op: &str) -> bool {
+        const DISCOVERY: [&str; 6] = [
+            "retrieveEntityTypes",
+            "retrieveEntityTypeDetails",
+            "retrieveEntityTypeInfo",
+            "retrieveAttrTypes",
+            "retrieveAttrTypeDetails",
+            "retrieveAttrTypeInfo",
+        ];
         let in_group = |group: &str| match group {
             "federationOps" | "associationOps" => {
                 matches!(op, "retrieveEntity" | "queryEntity" | "queryBatch")
+                    || DISCOVERY.contains(&op)
             }
-            "retrieveOps" | "redirectionOps" => matches!(op, "retrieveEntity" | "queryEntity"),
+            "redirectionOps" => {
+                matches!(op, "retrieveEntity" | "queryEntity") || DISCOVERY.contains(&op)
+            }
+            "retrieveOps" => matches!(op, "retrieveEntity" | "queryEntity"),
             _ => false,
         };
         match &self.operations {
             None => in_group("federationOps"),
             Some(ops) => ops.iter().any(|o| o == op || in_group(o)),
         }
+    }
+
+    /// Whether some RegistrationInfo may hold entities of type `t` (one
+    /// without entities holds any).
+    pub fn covers_type(&self, t: &str) -> bool {
+        self.information.iter().any(|i| {
+            i.entities
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|e| e.types.iter().any(|x| **x == *t)))
+        })
+    }
+
+    /// Whether some RegistrationInfo may hold attribute `a` (one without
+    /// property or relationship names holds any).
+    pub fn covers_attr(&self, a: &str) -> bool {
+        self.information.iter().any(|i| {
+            (i.property_names.is_none() && i.relationship_names.is_none())
+                || i.property_names
+                    .iter()
+                    .chain(i.relationship_names.iter())
+                    .flatten()
+                    .any(|n| **n == *a)
+        })
     }
 
     /// `management.timeout` (clause 5.2.34), in milliseconds.
@@ -1076,6 +1111,53 @@ mod tests {
             ],
             "endpoint": "http://my.csource.org:1026"
         })
+    }
+
+    #[test]
+    fn operations_and_groups_offer_what_tables_4_20_say() {
+        let ctx = Ctx::core();
+        let with = |ops: Option<Value>| {
+            let mut d = base();
+            if let Some(ops) = ops {
+                d["operations"] = ops;
+            }
+            Registration::create(&doc(d), &ctx, 0, true).unwrap()
+        };
+        let all = [
+            "retrieveEntity",
+            "queryEntity",
+            "queryBatch",
+            "retrieveEntityTypes",
+            "retrieveAttrTypeInfo",
+        ];
+        let offered = |r: &Registration| {
+            all.iter()
+                .filter(|op| r.offers(op))
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offered(&with(None)), all, "federationOps by default");
+        assert_eq!(offered(&with(Some(json!(["associationOps"])))), all);
+        assert_eq!(
+            offered(&with(Some(json!(["redirectionOps"])))),
+            [
+                "retrieveEntity",
+                "queryEntity",
+                "retrieveEntityTypes",
+                "retrieveAttrTypeInfo"
+            ]
+        );
+        assert_eq!(
+            offered(&with(Some(json!(["retrieveOps"])))),
+            ["retrieveEntity", "queryEntity"]
+        );
+        assert!(offered(&with(Some(json!(["updateOps", "createEntity"])))).is_empty());
+        assert_eq!(offered(&with(Some(json!(["queryBatch"])))), ["queryBatch"]);
+        let r = with(None);
+        assert!(r.covers_type(&ctx.expand("Vehicle")) && !r.covers_type(&ctx.expand("Bus")));
+        assert!(r.covers_attr(&ctx.expand("speed")));
+        // The second RegistrationInfo names no attributes: any.
+        assert!(r.covers_attr(&ctx.expand("anything")));
     }
 
     #[test]

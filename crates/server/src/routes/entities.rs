@@ -785,25 +785,45 @@ fn details(req: &Ngsi, params: &[(String, String)]) -> Result<bool, crate::http:
 }
 
 /// The shape of every discovery handler: check the parameters and Accept,
-/// resolve the Link context, call the broker, answer 200 with JSON.
+/// resolve the Link context, call the broker (which asks the registered
+/// sources unless `local=true`), answer 200 with JSON.
 async fn discovery(
     state: &AppState,
     req: &Ngsi,
     allowed: &[&str],
-    call: impl FnOnce(&broker::Broker, &Ctx, bool) -> ngsi_model::NgsiResult<Value>,
+    call: impl AsyncFnOnce(
+        &broker::Broker,
+        &Ctx,
+        bool,
+        &Origin<'_>,
+    ) -> ngsi_model::NgsiResult<(Value, Vec<String>)>,
 ) -> ApiResult {
     let params = checked_params(req.query.as_deref(), allowed).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(req, state).await?;
-    let body = call(&state.broker, &ctx, details(req, &params)?).map_err(|e| req.err(e))?;
-    Ok(json_response(StatusCode::OK, produce, &ctx, body))
+    let origin = Origin {
+        local: param(&params, "local") == Some("true"),
+        ..origin(req)
+    };
+    let (body, warnings) = call(&state.broker, &ctx, details(req, &params)?, &origin)
+        .await
+        .map_err(|e| req.err(e))?;
+    let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
+    add_warnings(&mut resp, &warnings);
+    Ok(resp)
 }
 
 /// GET /types
 pub async fn types(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    discovery(&state, &req, &["details", "local"], |b, ctx, details| {
-        b.entity_types(&req.tenant, ctx, details)
-    })
+    discovery(
+        &state,
+        &req,
+        &["details", "local"],
+        async |b, ctx, details, origin| {
+            b.entity_types_distributed(&req.tenant, ctx, details, origin)
+                .await
+        },
+    )
     .await
 }
 
@@ -813,17 +833,24 @@ pub async fn type_info(
     req: Ngsi,
     Path(type_name): Path<String>,
 ) -> ApiResult {
-    discovery(&state, &req, &["local"], |b, ctx, _| {
-        b.entity_type_info(&req.tenant, ctx, &type_name)
+    discovery(&state, &req, &["local"], async |b, ctx, _, origin| {
+        b.entity_type_info_distributed(&req.tenant, ctx, &type_name, origin)
+            .await
     })
     .await
 }
 
 /// GET /attributes
 pub async fn attributes(State(state): State<AppState>, req: Ngsi) -> ApiResult {
-    discovery(&state, &req, &["details", "local"], |b, ctx, details| {
-        b.attributes(&req.tenant, ctx, details)
-    })
+    discovery(
+        &state,
+        &req,
+        &["details", "local"],
+        async |b, ctx, details, origin| {
+            b.attributes_distributed(&req.tenant, ctx, details, origin)
+                .await
+        },
+    )
     .await
 }
 
@@ -833,8 +860,9 @@ pub async fn attribute_info(
     req: Ngsi,
     Path(attr): Path<String>,
 ) -> ApiResult {
-    discovery(&state, &req, &["local"], |b, ctx, _| {
-        b.attribute_info(&req.tenant, ctx, &attr)
+    discovery(&state, &req, &["local"], async |b, ctx, _, origin| {
+        b.attribute_info_distributed(&req.tenant, ctx, &attr, origin)
+            .await
     })
     .await
 }

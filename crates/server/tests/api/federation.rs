@@ -568,3 +568,97 @@ async fn two_brokers_registered_with_each_other_answer_once() {
         assert!(r.header("NGSILD-Warning").is_none(), "{:?}", r.headers);
     }
 }
+
+#[tokio::test]
+async fn types_and_attributes_include_what_registered_sources_hold() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    create(
+        &here,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:H", "type": "Vehicle",
+        "brandName": {"type": "Property", "value": "BMW"}}),
+    )
+    .await;
+    create(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:T", "type": "Vehicle",
+        "speed": {"type": "Property", "value": 5},
+        "isParked": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:P"}}),
+    )
+    .await;
+    // Held there but not registered: never taken.
+    create(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Bus:B", "type": "Bus",
+        "route": {"type": "Property", "value": "B1"}}),
+    )
+    .await;
+    register(&here, &ctx, &registration("urn:ngsi-ld:ContextSourceRegistration:d", &there.origin,
+        json!({"information": [{"entities": [{"type": "Vehicle"}], "propertyNames": ["speed"], "relationshipNames": ["isParked"]}]}))).await;
+
+    let r = get(&here, &ctx, "/types").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["typeList"], json!(["Vehicle"]));
+    let r = get(&here, &ctx, "/types?details=true").await;
+    assert_eq!(
+        r.body[0]["attributeNames"],
+        json!(["brandName", "isParked", "speed"]),
+        "{}",
+        r.body
+    );
+    let r = get(&here, &ctx, "/types/Vehicle").await;
+    assert_eq!(r.body["entityCount"], 2, "{}", r.body);
+    let kinds: Vec<(String, Value)> = r.body["attributeDetails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attributeName"].as_str().unwrap().to_string(),
+                a["attributeTypes"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("isParked".into(), json!(["Relationship"]))),
+        "{kinds:?}"
+    );
+    get(&here, &ctx, "/types/Bus")
+        .await
+        .problem(404, "ResourceNotFound");
+    let r = get(&here, &ctx, "/attributes").await;
+    assert_eq!(
+        r.body["attributeList"],
+        json!(["brandName", "isParked", "speed"])
+    );
+    let r = get(&here, &ctx, "/attributes?details=true").await;
+    let speed = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["attributeName"] == "speed")
+        .unwrap();
+    assert_eq!(speed["typeNames"], json!(["Vehicle"]));
+    let r = get(&here, &ctx, "/attributes/speed").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (
+            r.body["attributeCount"].clone(),
+            r.body["attributeTypes"].clone()
+        ),
+        (json!(1), json!(["Property"]))
+    );
+    get(&here, &ctx, "/attributes/route")
+        .await
+        .problem(404, "ResourceNotFound");
+    // local=true: this broker's own.
+    let r = get(&here, &ctx, "/types/Vehicle?local=true").await;
+    assert_eq!(r.body["entityCount"], 1);
+    get(&here, &ctx, "/attributes/speed?local=true")
+        .await
+        .problem(404, "ResourceNotFound");
+}
