@@ -973,6 +973,19 @@ impl EntityQuery {
             && self.geo.is_none()
     }
 
+    /// Calls `f` with what the store selects candidates by: ids, types
+    /// and the indexed conditions of the query.
+    pub(crate) fn with_selection<R>(&self, f: impl FnOnce(Selection<'_>) -> R) -> R {
+        let (ids, types) = self.selection_parts();
+        let conditions = self.index_conditions();
+        f(Selection {
+            ids: ids.as_deref(),
+            types: types.as_deref(),
+            conditions: &conditions,
+            exact: self.selection_is_exact(),
+        })
+    }
+
     pub(crate) fn selection_parts(&self) -> (Option<Vec<Arc<str>>>, Option<Vec<Iri>>) {
         let ids = if self.selectors.iter().all(|s| s.ids.is_some()) && !self.selectors.is_empty() {
             Some(
@@ -1018,22 +1031,14 @@ impl Broker {
             ));
         }
         self.check_tenant(tenant)?;
-        let (ids, types) = query.selection_parts();
-        let conditions = query.index_conditions();
-        let selection = Selection {
-            ids: ids.as_deref(),
-            types: types.as_deref(),
-            conditions: &conditions,
-            exact: query.selection_is_exact(),
-        };
         if let Some(keys) = &query.order_by {
-            return self.query_ordered(tenant, ctx, query, selection, keys);
+            return query.with_selection(|selection| {
+                self.query_ordered(tenant, ctx, query, selection, keys)
+            });
         }
-        let filter = |e: &Entity| query.matches(e);
-        let page = self.store.query(
+        let page = self.store_page(
             tenant,
-            selection,
-            &filter,
+            query,
             Page {
                 offset: query.offset,
                 limit: query.limit,
@@ -1049,6 +1054,18 @@ impl Broker {
                 .collect(),
             total: page.total,
         })
+    }
+
+    /// One page of the entities of `tenant` that match `query`, from the
+    /// store.
+    pub(crate) fn store_page(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        page: Page,
+    ) -> store::QueryPage {
+        let filter = |e: &Entity| query.matches(e);
+        query.with_selection(|selection| self.store.query(tenant, selection, &filter, page))
     }
 
     /// Query Entities with `orderBy` (clause 4.23): every match is visited

@@ -18,7 +18,7 @@ use ngsi_model::{Attribute, Entity, NgsiResult};
 use ngsi_query::Query;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
-use store::{Page, Selection};
+use store::Page;
 
 mod discovery;
 
@@ -359,13 +359,39 @@ impl Forwarder {
             .unwrap_or(Err(Failure::Timeout(timeout)))
     }
 
-    fn base(r: &Registration, path: &str) -> Result<reqwest::Url, Failure> {
+    /// A request to `{endpoint}/ngsi-ld/v1/{segments}` of the source of
+    /// `r`: a POST of `body`, else a GET; with `params` and, under
+    /// `management.localOnly`, `local=true` as the query string.
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        r: &Registration,
+        segments: &[&str],
+        mut params: Vec<String>,
+        body: Option<Vec<u8>>,
+        origin: &Origin<'_>,
+        ctx: &Ctx,
+        alias: &str,
+    ) -> Result<Prepared, Failure> {
         let endpoint = r.endpoint.as_deref().unwrap_or_default();
-        reqwest::Url::parse(&format!(
-            "{}/ngsi-ld/v1/{path}",
-            endpoint.trim_end_matches('/')
-        ))
-        .map_err(|e| Failure::Invalid(format!("endpoint: {e}")))
+        let mut url =
+            reqwest::Url::parse(&format!("{}/ngsi-ld/v1", endpoint.trim_end_matches('/')))
+                .map_err(|e| Failure::Invalid(format!("endpoint: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| Failure::Invalid("endpoint cannot be a base".into()))?
+            .extend(segments);
+        if r.local_only() {
+            params.push("local=true".into());
+        }
+        if !params.is_empty() {
+            url.set_query(Some(&params.join("&")));
+        }
+        Ok(Prepared {
+            url,
+            headers: self.headers(r, origin, ctx, alias),
+            body,
+            timeout: timeout_of(r),
+        })
     }
 
     /// The request that asks the source of `r` for Query Entities: GET
@@ -378,30 +404,26 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let body = origin.body.map(|b| b.to_string().into_bytes());
-        let mut params = match body {
-            Some(_) => Vec::new(),
-            None => passed_on(origin.query, QUERY_PARAMS),
-        };
-        if r.local_only() {
-            params.push("local=true".into());
+        match origin.body {
+            Some(b) => self.request(
+                r,
+                &["entityOperations", "query"],
+                Vec::new(),
+                Some(b.to_string().into_bytes()),
+                origin,
+                ctx,
+                alias,
+            ),
+            None => self.request(
+                r,
+                &["entities"],
+                passed_on(origin.query, QUERY_PARAMS),
+                None,
+                origin,
+                ctx,
+                alias,
+            ),
         }
-        let mut url = Self::base(
-            r,
-            match body {
-                Some(_) => "entityOperations/query",
-                None => "entities",
-            },
-        )?;
-        if !params.is_empty() {
-            url.set_query(Some(&params.join("&")));
-        }
-        Ok(Prepared {
-            url,
-            headers: self.headers(r, origin, ctx, alias),
-            body,
-            timeout: timeout_of(r),
-        })
     }
 
     /// The request that asks the source of `r` for Retrieve Entity.
@@ -413,23 +435,8 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let mut params = passed_on(origin.query, RETRIEVE_PARAMS);
-        if r.local_only() {
-            params.push("local=true".into());
-        }
-        let mut url = Self::base(r, "entities")?;
-        url.path_segments_mut()
-            .map_err(|_| Failure::Invalid("endpoint cannot be a base".into()))?
-            .push(id);
-        if !params.is_empty() {
-            url.set_query(Some(&params.join("&")));
-        }
-        Ok(Prepared {
-            url,
-            headers: self.headers(r, origin, ctx, alias),
-            body: None,
-            timeout: timeout_of(r),
-        })
+        let params = passed_on(origin.query, RETRIEVE_PARAMS);
+        self.request(r, &["entities", id], params, None, origin, ctx, alias)
     }
 
     /// Query Entities at a source: the entity objects of its answer,
@@ -779,21 +786,11 @@ impl Broker {
         (entities, warnings): (Vec<(Entity, bool)>, Vec<String>),
         window: usize,
     ) -> NgsiResult<QueryResult> {
-        let (ids, types) = query.selection_parts();
-        let conditions = query.index_conditions();
-        let selection = Selection {
-            ids: ids.as_deref(),
-            types: types.as_deref(),
-            conditions: &conditions,
-            exact: query.selection_is_exact(),
-        };
-        let filter = |e: &Entity| query.matches(e);
         let local_tenant = tenant.is_empty() || self.store.tenant_exists(tenant);
         let page = if local_tenant {
-            self.store.query(
+            self.store_page(
                 tenant,
-                selection,
-                &filter,
+                query,
                 Page {
                     offset: 0,
                     limit: window,

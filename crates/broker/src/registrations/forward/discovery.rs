@@ -27,26 +27,12 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let mut url = Self::base(r, segments[0])?;
-        url.path_segments_mut()
-            .map_err(|_| Failure::Invalid("endpoint cannot be a base".into()))?
-            .extend(&segments[1..]);
-        let mut params = Vec::new();
-        if details {
-            params.push("details=true");
-        }
-        if r.local_only() {
-            params.push("local=true");
-        }
-        if !params.is_empty() {
-            url.set_query(Some(&params.join("&")));
-        }
-        Ok(Prepared {
-            url,
-            headers: self.headers(r, origin, ctx, alias),
-            body: None,
-            timeout: super::timeout_of(r),
-        })
+        let params = if details {
+            vec!["details=true".to_string()]
+        } else {
+            Vec::new()
+        };
+        self.request(r, segments, params, None, origin, ctx, alias)
     }
 
     /// The JSON answer of a discovery request; nothing for a 404 (the
@@ -94,6 +80,36 @@ fn kinds(v: Option<&Value>) -> Result<BTreeSet<&'static str>, Failure> {
         .collect())
 }
 
+/// Where the names are in the answers to a list question.
+struct ListShape {
+    /// The resource.
+    path: &'static str,
+    /// The member of the list form.
+    list: &'static str,
+    /// The name member of each item of the details form, and what that
+    /// item is.
+    name: &'static str,
+    details_what: &'static str,
+    /// The names listed beside it in the details form.
+    related: &'static str,
+}
+
+const TYPES: ListShape = ListShape {
+    path: "types",
+    list: "typeList",
+    name: "typeName",
+    details_what: "an array of EntityType",
+    related: "attributeNames",
+};
+
+const ATTRIBUTES: ListShape = ListShape {
+    path: "attributes",
+    list: "attributeList",
+    name: "attributeName",
+    details_what: "an array of Attribute",
+    related: "typeNames",
+};
+
 impl Broker {
     /// The sources asked for discovery operation `op`, selected by
     /// `selection`.
@@ -134,6 +150,54 @@ impl Broker {
         }
     }
 
+    /// The sources' answers to a list question (`GET /types` or `GET
+    /// /attributes`, with or without details): each name, with the names
+    /// the details list beside it.
+    async fn ask_names(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        origin: &Origin<'_>,
+        sources: Vec<std::sync::Arc<crate::registrations::Registration>>,
+        details: bool,
+        shape: &ListShape,
+    ) -> super::Answers<Vec<(Iri, Vec<Iri>)>> {
+        let alias = self.source_alias(tenant);
+        self.ask_sources(
+            tenant,
+            sources,
+            |f, r| f.discovery_request(r, &[shape.path], details, origin, ctx, &alias),
+            Forwarder::fetch,
+            |docs| {
+                let mut found: Vec<(Iri, Vec<Iri>)> = Vec::new();
+                for doc in &docs {
+                    if details {
+                        let Value::Array(items) = doc else {
+                            return Err(invalid(shape.details_what));
+                        };
+                        for item in items {
+                            let name = item
+                                .get(shape.name)
+                                .and_then(Value::as_str)
+                                .ok_or_else(|| invalid(shape.details_what))?;
+                            let related = strings(item.get(shape.related), shape.related)?;
+                            found.push((
+                                expand(ctx, name),
+                                related.iter().map(|a| expand(ctx, a)).collect(),
+                            ));
+                        }
+                    } else {
+                        for name in strings(doc.get(shape.list), shape.list)? {
+                            found.push((expand(ctx, name), Vec::new()));
+                        }
+                    }
+                }
+                Ok(found)
+            },
+        )
+        .await
+    }
+
     /// Retrieve Available Entity Types (clauses 5.7.5, 5.7.6) with the
     /// sources that offer retrieveEntityTypes / retrieveEntityTypeDetails.
     pub async fn entity_types_distributed(
@@ -152,40 +216,8 @@ impl Broker {
         if sources.is_empty() {
             return Ok((self.entity_types(tenant, ctx, details)?, Vec::new()));
         }
-        let alias = self.source_alias(tenant);
         let answers = self
-            .ask_sources(
-                tenant,
-                sources,
-                |f, r| f.discovery_request(r, &["types"], details, origin, ctx, &alias),
-                Forwarder::fetch,
-                |docs| {
-                    let mut found: Vec<(Iri, Vec<Iri>)> = Vec::new();
-                    for doc in &docs {
-                        if details {
-                            let Value::Array(items) = doc else {
-                                return Err(invalid("an array of EntityType"));
-                            };
-                            for item in items {
-                                let name = item
-                                    .get("typeName")
-                                    .and_then(Value::as_str)
-                                    .ok_or_else(|| invalid("an EntityType"))?;
-                                let attrs = strings(item.get("attributeNames"), "attributeNames")?;
-                                found.push((
-                                    expand(ctx, name),
-                                    attrs.iter().map(|a| expand(ctx, a)).collect(),
-                                ));
-                            }
-                        } else {
-                            for name in strings(doc.get("typeList"), "an EntityTypeList")? {
-                                found.push((expand(ctx, name), Vec::new()));
-                            }
-                        }
-                    }
-                    Ok(found)
-                },
-            )
+            .ask_names(tenant, ctx, origin, sources, details, &TYPES)
             .await;
         let mut infos = self.local_types(tenant);
         // What a source says is taken within what it registered.
@@ -291,40 +323,8 @@ impl Broker {
         if sources.is_empty() {
             return Ok((self.attributes(tenant, ctx, details)?, Vec::new()));
         }
-        let alias = self.source_alias(tenant);
         let answers = self
-            .ask_sources(
-                tenant,
-                sources,
-                |f, r| f.discovery_request(r, &["attributes"], details, origin, ctx, &alias),
-                Forwarder::fetch,
-                |docs| {
-                    let mut found: Vec<(Iri, Vec<Iri>)> = Vec::new();
-                    for doc in &docs {
-                        if details {
-                            let Value::Array(items) = doc else {
-                                return Err(invalid("an array of Attribute"));
-                            };
-                            for item in items {
-                                let name = item
-                                    .get("attributeName")
-                                    .and_then(Value::as_str)
-                                    .ok_or_else(|| invalid("an Attribute"))?;
-                                let types = strings(item.get("typeNames"), "typeNames")?;
-                                found.push((
-                                    expand(ctx, name),
-                                    types.iter().map(|t| expand(ctx, t)).collect(),
-                                ));
-                            }
-                        } else {
-                            for name in strings(doc.get("attributeList"), "an AttributeList")? {
-                                found.push((expand(ctx, name), Vec::new()));
-                            }
-                        }
-                    }
-                    Ok(found)
-                },
-            )
+            .ask_names(tenant, ctx, origin, sources, details, &ATTRIBUTES)
             .await;
         let mut infos = self.local_attrs(tenant);
         for (r, found) in answers.answers {
