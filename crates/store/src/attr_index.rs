@@ -201,14 +201,19 @@ impl AttrIndex {
     /// The candidates for `condition`, unsorted and possibly repeated.
     pub fn candidates<'a>(&'a self, condition: &Condition, out: &mut Vec<&'a Arc<str>>) {
         out.extend(self.opaque.iter());
+        for set in self.sets(condition) {
+            out.extend(set.iter());
+        }
+    }
+
+    /// The sets of the keys that satisfy `condition` (the opaque entities
+    /// aside).
+    fn sets<'a: 'c, 'c>(
+        &'a self,
+        condition: &'c Condition,
+    ) -> Box<dyn Iterator<Item = &'a BTreeSet<Arc<str>>> + 'c> {
         match condition {
-            Condition::AnyOf(keys) => {
-                for k in keys {
-                    if let Some(set) = self.by_key.get(k) {
-                        out.extend(set.iter());
-                    }
-                }
-            }
+            Condition::AnyOf(keys) => Box::new(keys.iter().filter_map(|k| self.by_key.get(k))),
             Condition::Between(low, high) => {
                 let kind = low.as_ref().or(high.as_ref()).map(IndexKey::rank);
                 let (lo, hi) = match kind {
@@ -218,12 +223,7 @@ impl AttrIndex {
                     ),
                     Some(2) => (IndexKey::Str("".into()), None),
                     // Booleans or no bounds: every indexed entity.
-                    _ => {
-                        for set in self.by_key.values() {
-                            out.extend(set.iter());
-                        }
-                        return;
-                    }
+                    _ => return Box::new(self.by_key.values()),
                 };
                 let lo = Bound::Included(low.clone().unwrap_or(lo));
                 let hi = match high.clone().or(hi) {
@@ -233,11 +233,9 @@ impl AttrIndex {
                 if let (Bound::Included(l), Bound::Included(h)) = (&lo, &hi)
                     && l > h
                 {
-                    return;
+                    return Box::new(std::iter::empty());
                 }
-                for set in self.by_key.range((lo, hi)).map(|(_, s)| s) {
-                    out.extend(set.iter());
-                }
+                Box::new(self.by_key.range((lo, hi)).map(|(_, s)| s))
             }
         }
     }
@@ -254,18 +252,18 @@ impl AttrIndex {
         }
     }
 
-    /// An estimate of the candidates for `condition`, cheap for equality.
-    pub fn estimate(&self, condition: &Condition) -> usize {
-        match condition {
-            Condition::AnyOf(keys) => {
-                self.opaque.len()
-                    + keys
-                        .iter()
-                        .map(|k| self.by_key.get(k).map_or(0, BTreeSet::len))
-                        .sum::<usize>()
+    /// The number of candidates for `condition`, counted up to `cap` (a
+    /// wide range stops counting once it has passed it): exact for
+    /// equality, and for a range whenever it is at most `cap`.
+    pub fn estimate(&self, condition: &Condition, cap: usize) -> usize {
+        let mut n = self.opaque.len();
+        for set in self.sets(condition) {
+            n += set.len();
+            if n > cap && matches!(condition, Condition::Between(..)) {
+                break;
             }
-            Condition::Between(..) => usize::MAX / 2,
         }
+        n
     }
 }
 
@@ -301,6 +299,18 @@ mod tests {
         }
         let mut out = Vec::new();
         index.candidates(&condition, &mut out);
+        // The estimate counts the candidates, and a range stops counting
+        // once past the cap.
+        assert_eq!(
+            index.estimate(&condition, usize::MAX),
+            out.len(),
+            "{condition:?}"
+        );
+        let capped = index.estimate(&condition, 0);
+        assert!(
+            capped <= out.len() && (capped > 0) != out.is_empty(),
+            "{condition:?}"
+        );
         let mut got: Vec<&str> = out.iter().map(|s| &***s).collect();
         got.sort();
         got.dedup();

@@ -407,18 +407,28 @@ impl TenantIndex {
             sorted.dedup();
             return Some(sorted);
         }
+        // The entities of the types asked for: the candidates when no
+        // indexed condition selects fewer.
+        let of_types: Option<usize> = selection.types.map(|ts| {
+            ts.iter()
+                .map(|t| self.by_type.get(t).map_or(0, BTreeSet::len))
+                .sum()
+        });
+        let cap = of_types.unwrap_or(usize::MAX);
         let mut indexed: Vec<(usize, &AttrIndex, &crate::attr_index::Condition)> = selection
             .conditions
             .iter()
             .filter_map(|c| {
                 self.by_attr
                     .get(&c.attr)
-                    .map(|i| (i.estimate(&c.condition), i, &c.condition))
+                    .map(|i| (i.estimate(&c.condition, cap), i, &c.condition))
             })
             .collect();
+        // Start from the most selective condition, then intersect.
         // Equality conditions are cheap to read and intersect; a range is
-        // used only when there is no equality (it may cover most entities,
-        // and the filter checks it anyway).
+        // used only when there is no equality, and only the narrowest (it
+        // may cover most entities, and the filter checks it anyway).
+        indexed.sort_by_key(|(estimate, _, _)| *estimate);
         if indexed
             .iter()
             .any(|(_, _, c)| matches!(c, crate::attr_index::Condition::AnyOf(_)))
@@ -427,9 +437,15 @@ impl TenantIndex {
         } else {
             indexed.truncate(1);
         }
+        // The types may select fewer still (a wide range, or a common
+        // value, of an attribute that other types have too).
+        if indexed
+            .first()
+            .is_some_and(|(estimate, _, _)| *estimate > cap)
+        {
+            indexed.clear();
+        }
         if !indexed.is_empty() {
-            // Start from the most selective condition, then intersect.
-            indexed.sort_by_key(|(estimate, _, _)| *estimate);
             let mut result: Option<Vec<&Arc<str>>> = None;
             for (_, index, condition) in indexed {
                 let mut ids: Vec<&Arc<str>> = match index.sorted_candidates(condition) {
