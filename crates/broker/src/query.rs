@@ -542,7 +542,7 @@ impl EntityQuery {
             order_from: None,
             view,
             wide_enough,
-            local,
+            local: local || all_types,
             csf,
         };
         let mut q = q;

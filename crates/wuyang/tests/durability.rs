@@ -90,7 +90,8 @@ async fn acknowledged_writes_survive_kill_9_with(extra: &[&str]) {
     // Acknowledged state: created ids, and for each id the highest level
     // value whose update was acknowledged.
     let acked: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
-    let deadline = Instant::now() + Duration::from_millis(1500);
+    // The writers run until the server dies (or, should it never, this).
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut writers = Vec::new();
     for w in 0..8 {
         let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
@@ -127,8 +128,12 @@ async fn acknowledged_writes_survive_kill_9_with(extra: &[&str]) {
             }
         }));
     }
-    // Kill the server while the writers are busy.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Kill the server while the writers are busy, once they have had a
+    // load worth checking acknowledged (a busy machine takes longer).
+    let started = Instant::now();
+    while acked.lock().len() < 300 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.kill9();
     for w in writers {
         let _ = w.await;

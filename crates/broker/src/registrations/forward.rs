@@ -14,7 +14,7 @@ use std::time::Duration;
 use ngsi_model::entity::same_iri;
 use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_entity};
 use ngsi_model::time::parse_datetime;
-use ngsi_model::{Attribute, Entity, NgsiResult};
+use ngsi_model::{Attribute, Entity, NgsiResult, Terms};
 use ngsi_query::Query;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
@@ -29,7 +29,9 @@ use crate::{Broker, Ctx, EntityQuery, QueryResult, ViewOptions};
 /// How long a source may take when its registration sets no
 /// `management.timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The largest answer read from a source.
+/// The longest a source may take, whatever its registration says.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most bytes read from one source for one read, all pages together.
 const MAX_BODY: usize = 32 << 20;
 /// The most pages of one source's answer followed through `next` links.
 const MAX_PAGES: usize = 50;
@@ -70,6 +72,7 @@ const CONNECTION_HEADERS: &[&str] = &[
     "via",
     "link",
     "accept",
+    "content-type",
     "ngsild-tenant",
 ];
 /// contextSourceInfo's value that copies the client's header (4.3.6.5).
@@ -237,19 +240,36 @@ fn passed_on(raw: Option<&str>, keep: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The `next` link of a paged answer, resolved against `base`.
+/// The `next` link of a paged answer, resolved against `base`; only one
+/// on the same origin (a source cannot send this broker, with the headers
+/// meant for it, elsewhere).
 fn next_link(headers: &HeaderMap, base: &reqwest::Url) -> Option<reqwest::Url> {
-    headers
+    for value in headers
         .get_all(reqwest::header::LINK)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find(|l| l.contains("rel=\"next\"") || l.contains("rel=next"))
-        .and_then(|l| {
-            let start = l.find('<')? + 1;
-            let end = l[start..].find('>')? + start;
-            base.join(&l[start..end]).ok()
-        })
+    {
+        // link-value = "<" URI-Reference ">" *( ";" link-param ); the
+        // target may hold commas, so split on the brackets.
+        let mut rest = value;
+        while let Some(start) = rest.find('<') {
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('>') else {
+                break;
+            };
+            let target = &after[..end];
+            let params_end = after[end..].find('<').map_or(after.len(), |i| end + i);
+            let params = &after[end + 1..params_end];
+            if params.contains("rel=\"next\"") || params.contains("rel=next") {
+                return base
+                    .join(target)
+                    .ok()
+                    .filter(|u| u.origin() == base.origin());
+            }
+            rest = &after[params_end..];
+        }
+    }
+    None
 }
 
 impl Forwarder {
@@ -328,6 +348,8 @@ impl Forwarder {
         headers: HeaderMap,
         body: Option<&[u8]>,
         timeout: Duration,
+        deadline: tokio::time::Instant,
+        budget: &mut usize,
     ) -> Result<(u16, HeaderMap, Vec<u8>), Failure> {
         let fetch = async {
             let req = match body {
@@ -347,14 +369,15 @@ impl Forwarder {
                 .await
                 .map_err(|e| Failure::NoAnswer(e.to_string()))?
             {
-                if body.len() + chunk.len() > MAX_BODY {
+                if chunk.len() > *budget {
                     return Err(Failure::Invalid(format!("more than {MAX_BODY} bytes")));
                 }
+                *budget -= chunk.len();
                 body.extend_from_slice(&chunk);
             }
             Ok((status, headers, body))
         };
-        tokio::time::timeout(timeout, fetch)
+        tokio::time::timeout_at(deadline, fetch)
             .await
             .unwrap_or(Err(Failure::Timeout(timeout)))
     }
@@ -403,26 +426,28 @@ impl Forwarder {
         origin: &Origin<'_>,
         ctx: &Ctx,
         alias: &str,
+        sys_attrs: bool,
     ) -> Result<Prepared, Failure> {
+        let mut params = match origin.body {
+            Some(_) => Vec::new(),
+            None => passed_on(origin.query, QUERY_PARAMS),
+        };
+        // The system attributes, when the client wants them, come from the
+        // source (they also order its instances against others).
+        if sys_attrs {
+            params.push("options=sysAttrs".into());
+        }
         match origin.body {
             Some(b) => self.request(
                 r,
                 &["entityOperations", "query"],
-                Vec::new(),
+                params,
                 Some(b.to_string().into_bytes()),
                 origin,
                 ctx,
                 alias,
             ),
-            None => self.request(
-                r,
-                &["entities"],
-                passed_on(origin.query, QUERY_PARAMS),
-                None,
-                origin,
-                ctx,
-                alias,
-            ),
+            None => self.request(r, &["entities"], params, None, origin, ctx, alias),
         }
     }
 
@@ -434,19 +459,37 @@ impl Forwarder {
         origin: &Origin<'_>,
         ctx: &Ctx,
         alias: &str,
+        sys_attrs: bool,
     ) -> Result<Prepared, Failure> {
-        let params = passed_on(origin.query, RETRIEVE_PARAMS);
+        let mut params = passed_on(origin.query, RETRIEVE_PARAMS);
+        if sys_attrs {
+            params.push("options=sysAttrs".into());
+        }
         self.request(r, &["entities", id], params, None, origin, ctx, alias)
     }
 
     /// Query Entities at a source: the entity objects of its answer,
     /// following `next` links until `want` are read (`None`: all).
     async fn query(self, p: Prepared, want: Option<usize>) -> Result<Vec<Value>, Failure> {
-        let mut url = p.url;
+        let deadline = tokio::time::Instant::now() + p.timeout;
+        let mut budget = MAX_BODY;
+        let mut url = p.url.clone();
         let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
+        for page in 0.. {
+            if page == MAX_PAGES {
+                return Err(Failure::Invalid(format!(
+                    "more than {MAX_PAGES} pages; the answer would be cut"
+                )));
+            }
             let (status, headers, body) = self
-                .send(url.clone(), p.headers.clone(), p.body.as_deref(), p.timeout)
+                .send(
+                    url.clone(),
+                    p.headers.clone(),
+                    p.body.as_deref(),
+                    p.timeout,
+                    deadline,
+                    &mut budget,
+                )
                 .await?;
             if status != 200 {
                 return Err(Failure::Status(status));
@@ -460,6 +503,12 @@ impl Forwarder {
                 break;
             }
             match next_link(&headers, &url) {
+                // A POST query pages by the parameters of its link, sent
+                // with the same document to the same resource.
+                Some(next) if p.body.is_some() => {
+                    url = p.url.clone();
+                    url.set_query(next.query());
+                }
                 Some(next) => url = next,
                 None => break,
             }
@@ -470,7 +519,11 @@ impl Forwarder {
     /// Retrieve Entity at a source: its entity, or nothing when it has
     /// none.
     async fn retrieve(self, p: Prepared) -> Result<Vec<Value>, Failure> {
-        let (status, _, body) = self.send(p.url, p.headers, None, p.timeout).await?;
+        let deadline = tokio::time::Instant::now() + p.timeout;
+        let mut budget = MAX_BODY;
+        let (status, _, body) = self
+            .send(p.url, p.headers, None, p.timeout, deadline, &mut budget)
+            .await?;
         match status {
             200 => match serde_json::from_slice(&body) {
                 Ok(v @ Value::Object(_)) => Ok(vec![v]),
@@ -492,10 +545,14 @@ pub(super) struct Prepared {
     timeout: Duration,
 }
 
+/// The time a source has for one read, all pages together:
+/// `management.timeout`, within 1 ms and [`MAX_TIMEOUT`].
 fn timeout_of(r: &Registration) -> Duration {
     r.timeout_ms()
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .unwrap_or(DEFAULT_TIMEOUT)
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .map_or(DEFAULT_TIMEOUT, |t| {
+            t.clamp(Duration::from_millis(1), MAX_TIMEOUT)
+        })
 }
 
 impl Registry {
@@ -585,12 +642,39 @@ fn parse_answer(items: Vec<Value>, ctx: &Ctx, limits: ParseLimits) -> Result<Vec
             .map_err(|e| Failure::Invalid(e.detail))?;
             // The source's system attributes, when it gave them, order its
             // instances against others (clause 4.5.5.3).
-            let time = |k: &str| item.get(k).and_then(Value::as_str).and_then(parse_datetime);
-            e.created_at = time("createdAt").unwrap_or(0);
-            e.modified_at = time("modifiedAt").unwrap_or(0);
+            let (created, modified) = system_times(item);
+            e.created_at = created;
+            e.modified_at = modified;
+            for (name, list) in e.attrs.iter_mut() {
+                let Some(raw) = item.get(&*ctx.compact(name)).or_else(|| item.get(&**name)) else {
+                    continue;
+                };
+                let raws: Vec<&Value> = match raw {
+                    Value::Array(items) => items.iter().collect(),
+                    one => vec![one],
+                };
+                for inst in list.iter_mut() {
+                    let given = raws.iter().find(|r| {
+                        r.get("datasetId").and_then(Value::as_str) == inst.dataset_id.as_deref()
+                    });
+                    if let Some(r) = given {
+                        (inst.created_at, inst.modified_at) = system_times(r);
+                    }
+                }
+            }
             Ok(e)
         })
         .collect()
+}
+
+/// The createdAt and modifiedAt of a rendered entity or attribute, 0 when
+/// absent.
+fn system_times(v: &Value) -> (i64, i64) {
+    let time = |k: &str| v.get(k).and_then(Value::as_str).and_then(parse_datetime);
+    (
+        time("createdAt").unwrap_or(0),
+        time("modifiedAt").unwrap_or(0),
+    )
 }
 
 /// Whether instance `a` is more recent than `b` (clause 4.5.5.3): by
@@ -769,7 +853,7 @@ impl Broker {
             .ask_sources(
                 tenant,
                 sources,
-                |f, r| f.query_request(r, origin, ctx, &alias),
+                |f, r| f.query_request(r, origin, ctx, &alias, query.view.sys_attrs),
                 move |f, p| f.query(p, want),
                 |items| parse_answer(items, ctx, self.config.parse),
             )
@@ -806,6 +890,8 @@ impl Broker {
             .map(|e| (e.id.clone(), (**e).clone()))
             .collect();
         let mut total = page.total.unwrap_or(0);
+        // The entities whose data came from more than one place.
+        let mut joined: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
         // Sources first, auxiliary ones last: they only fill gaps.
         let (main, aux): (Vec<_>, Vec<_>) = entities.into_iter().partition(|(_, aux)| !aux);
         for (remote, auxiliary) in main.into_iter().chain(aux) {
@@ -816,6 +902,7 @@ impl Broker {
                 continue;
             }
             if let Some(mine) = merged.get_mut(&remote.id) {
+                joined.insert(remote.id.clone());
                 merge(mine, remote, auxiliary);
                 continue;
             }
@@ -829,6 +916,7 @@ impl Broker {
             }
             let entity = match local {
                 Some(e) => {
+                    joined.insert(e.id.clone());
                     let mut e = (*e).clone();
                     merge(&mut e, remote, auxiliary);
                     e
@@ -836,6 +924,18 @@ impl Broker {
                 None => remote,
             };
             merged.insert(entity.id.clone(), entity);
+        }
+        // A joined entity must still match as merged: where two places
+        // disagree and neither tells which is later, the one held here is
+        // kept, and it may not satisfy q (with `attrs` the sources may have
+        // projected away what q tests, so it cannot be told).
+        if query.attrs_filter.is_none() {
+            for id in joined {
+                if merged.get(&id).is_some_and(|e| !query.matches(e)) {
+                    merged.remove(&id);
+                    total = total.saturating_sub(1);
+                }
+            }
         }
         Ok(QueryResult {
             entities: merged
@@ -886,7 +986,7 @@ impl Broker {
             .ask_sources(
                 tenant,
                 sources,
-                |f, r| f.retrieve_request(r, id, origin, ctx, &alias),
+                |f, r| f.retrieve_request(r, id, origin, ctx, &alias, view.sys_attrs),
                 Forwarder::retrieve,
                 |items| parse_answer(items, ctx, self.config.parse),
             )
@@ -952,5 +1052,19 @@ mod tests {
             next_link(&h, &base).unwrap().as_str(),
             "http://src:1026/ngsi-ld/v1/entities?type=A&offset=20&limit=20"
         );
+        // Several link-values in one header, a comma inside the target.
+        let one = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.append(reqwest::header::LINK, HeaderValue::from_static(v));
+            next_link(&h, &base).map(|u| u.to_string())
+        };
+        assert_eq!(
+            one("</x?attrs=a,b&offset=0>; rel=\"prev\", </x?attrs=a,b&offset=40>; rel=\"next\""),
+            Some("http://src:1026/x?attrs=a,b&offset=40".into())
+        );
+        // Never to another origin.
+        assert_eq!(one("<http://elsewhere:80/x>; rel=\"next\""), None);
+        assert_eq!(one("<https://src:1026/x>; rel=next"), None);
+        assert_eq!(one("</x>; rel=\"prev\""), None);
     }
 }

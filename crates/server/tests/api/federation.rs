@@ -662,3 +662,156 @@ async fn types_and_attributes_include_what_registered_sources_hold() {
         .await
         .problem(404, "ResourceNotFound");
 }
+
+#[tokio::test]
+async fn long_answers_are_paged_through_and_bounds_hold() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    create(
+        &here,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:000", "type": "Vehicle",
+        "speed": {"type": "Property", "value": 1}}),
+    )
+    .await;
+    let many: Vec<Value> = (1..=30)
+        .map(|i| json!({"id": format!("urn:ngsi-ld:Vehicle:{i:03}"), "type": "Vehicle",
+            "speed": {"type": "Property", "value": i}, "brandName": {"type": "Property", "value": "B"}}))
+        .collect();
+    let r = there
+        .req(Method::POST, "/entityOperations/create")
+        .header("Link", &link(&ctx))
+        .json(&Value::Array(many))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // A timeout far beyond any bound is held to one (no panic).
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:p",
+            &there.origin,
+            json!({"management": {"timeout": 1e30}}),
+        ),
+    )
+    .await;
+    // The source answers 20 a page: its next links are followed (one holds
+    // a comma in attrs), for GET and for POST.
+    for path in [
+        "/entities?type=Vehicle&limit=100&count=true",
+        "/entities?type=Vehicle&attrs=speed,brandName&limit=100&count=true",
+    ] {
+        let r = get(&here, &ctx, path).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(ids_of(&r.body).len(), 31, "{path}: {:?}", r.headers);
+        assert_eq!(r.header("NGSILD-Results-Count"), Some("31"), "{path}");
+        assert!(
+            r.header("NGSILD-Warning").is_none(),
+            "{path}: {:?}",
+            r.headers
+        );
+    }
+    let r = here
+        .req(Method::POST, "/entityOperations/query?limit=100&count=true")
+        .header("Link", &link(&ctx))
+        .json(&json!({"type": "Query", "entities": [{"type": "Vehicle"}]}))
+        .send()
+        .await;
+    assert_eq!(ids_of(&r.body).len(), 31, "{:?} {}", r.headers, r.text);
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("31"));
+    // A page in the middle of the merged list.
+    let r = get(
+        &here,
+        &ctx,
+        "/entities?type=Vehicle&offset=25&limit=3&options=keyValues&attrs=speed",
+    )
+    .await;
+    assert_eq!(
+        ids_of(&r.body),
+        [
+            "urn:ngsi-ld:Vehicle:025",
+            "urn:ngsi-ld:Vehicle:026",
+            "urn:ngsi-ld:Vehicle:027"
+        ]
+    );
+    // type=* implies local=true: nothing is forwarded.
+    let r = get(&here, &ctx, "/entities?type=*").await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:000"]);
+}
+
+#[tokio::test]
+async fn where_two_places_disagree_the_merged_entity_still_answers_the_query() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    // Here the later observation, there an older one.
+    create(
+        &here,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        "brandName": brand("BMW", "2024-06-01T00:00:00Z"),
+        "speed": {"type": "Property", "value": 10}}),
+    )
+    .await;
+    create(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        "brandName": brand("Mercedes", "2024-01-01T00:00:00Z"),
+        "speed": {"type": "Property", "value": 80}}),
+    )
+    .await;
+    create(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:T", "type": "Vehicle",
+        "speed": {"type": "Property", "value": 5}}),
+    )
+    .await;
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:x",
+            &there.origin,
+            json!({}),
+        ),
+    )
+    .await;
+    let r = get(
+        &here,
+        &ctx,
+        "/entities/urn:ngsi-ld:Vehicle:A?options=keyValues",
+    )
+    .await;
+    assert_eq!(
+        r.body["brandName"], "BMW",
+        "the later observedAt, held here: {}",
+        r.body
+    );
+    // No observedAt on either speed, and no way to tell: the one held here
+    // stays, and A no longer satisfies a query the source matched it by.
+    let r = get(&here, &ctx, "/entities?type=Vehicle&q=speed>50&count=true").await;
+    assert_eq!(r.body, json!([]), "{}", r.text);
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("0"));
+    // The source's system attributes are asked for and shown.
+    let r = get(
+        &here,
+        &ctx,
+        "/entities/urn:ngsi-ld:Vehicle:T?options=sysAttrs",
+    )
+    .await;
+    let created = r.body["createdAt"].as_str().unwrap_or_default();
+    assert!(
+        created.starts_with("20") && !created.starts_with("1970"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["speed"]["modifiedAt"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{}",
+        r.body
+    );
+}

@@ -38,7 +38,17 @@ impl Forwarder {
     /// The JSON answer of a discovery request; nothing for a 404 (the
     /// source has no such type or attribute).
     async fn fetch(self, p: Prepared) -> Result<Vec<Value>, Failure> {
-        let (status, _, body) = self.send(p.url, p.headers, None, p.timeout).await?;
+        let deadline = tokio::time::Instant::now() + p.timeout;
+        let (status, _, body) = self
+            .send(
+                p.url,
+                p.headers,
+                None,
+                p.timeout,
+                deadline,
+                &mut super::MAX_BODY.clone(),
+            )
+            .await?;
         match status {
             200 => serde_json::from_slice(&body)
                 .map(|v| vec![v])
@@ -290,7 +300,7 @@ impl Broker {
         for (r, found) in answers.answers {
             for (count, attrs) in found {
                 let info = infos.entry(t.clone()).or_default();
-                info.count += count;
+                info.count = info.count.saturating_add(count);
                 for (a, k) in attrs.into_iter().filter(|(a, _)| r.covers_attr(a)) {
                     info.attrs.entry(a).or_default().extend(k);
                 }
@@ -388,7 +398,7 @@ impl Broker {
         for (r, found) in answers.answers {
             for (count, k, types) in found {
                 let info = infos.entry(a.clone()).or_default();
-                info.count += count;
+                info.count = info.count.saturating_add(count);
                 info.kinds.extend(k);
                 info.types
                     .extend(types.into_iter().filter(|t| r.covers_type(t)));
