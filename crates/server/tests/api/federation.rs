@@ -46,14 +46,20 @@ async fn register(s: &Server, ctx: &str, body: &Value) {
     assert_eq!(r.status, 201, "{}", r.text);
 }
 
-async fn create(s: &Server, ctx: &str, entity: Value) {
+/// Creates `entities` in one batch.
+async fn hold(s: &Server, ctx: &str, entities: Vec<Value>) {
     let r = s
-        .req(Method::POST, "/entities")
+        .req(Method::POST, "/entityOperations/create")
         .header("Link", &link(ctx))
-        .json(&entity)
+        .json(&Value::Array(entities))
         .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// A Property of `value`.
+fn prop(value: impl Into<Value>) -> Value {
+    json!({"type": "Property", "value": value.into()})
 }
 
 async fn get(s: &Server, ctx: &str, path: &str) -> crate::support::Resp {
@@ -99,34 +105,28 @@ async fn queries_and_retrievals_merge_what_a_registered_broker_holds() {
     let (here, there) = (Server::start().await, Server::start().await);
     let ctx = serve_document(terms()).await;
     // Held here: A with an older brand; B only here.
-    create(
+    hold(
         &here,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        vec![
+            json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
         "brandName": brand("BMW", "2024-01-01T00:00:00Z")}),
-    )
-    .await;
-    create(
-        &here,
-        &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:B", "type": "Vehicle",
+            json!({"id": "urn:ngsi-ld:Vehicle:B", "type": "Vehicle",
         "brandName": brand("Volvo", "2024-01-01T00:00:00Z")}),
+        ],
     )
     .await;
     // Held there: A with a newer brand and a speed; C only there.
-    create(
+    hold(
         &there,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        vec![
+            json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
         "brandName": brand("Mercedes", "2024-06-01T00:00:00Z"),
-        "speed": {"type": "Property", "value": 80}}),
-    )
-    .await;
-    create(
-        &there,
-        &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:C", "type": "Vehicle",
-        "speed": {"type": "Property", "value": 30}}),
+        "speed": prop(80)}),
+            json!({"id": "urn:ngsi-ld:Vehicle:C", "type": "Vehicle",
+        "speed": prop(30)}),
+        ],
     )
     .await;
     // Before any registration only the local entities are answered.
@@ -268,19 +268,19 @@ async fn queries_and_retrievals_merge_what_a_registered_broker_holds() {
 async fn an_auxiliary_source_only_adds_what_nothing_else_has() {
     let (here, there) = (Server::start().await, Server::start().await);
     let ctx = serve_document(terms()).await;
-    create(
+    hold(
         &here,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
-        "brandName": brand("BMW", "2024-01-01T00:00:00Z")}),
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        "brandName": brand("BMW", "2024-01-01T00:00:00Z")})],
     )
     .await;
-    create(
+    hold(
         &there,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
         "brandName": brand("Mercedes", "2024-06-01T00:00:00Z"),
-        "isParked": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:P1"}}),
+        "isParked": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:P1"}})],
     )
     .await;
     register(
@@ -316,7 +316,7 @@ async fn an_auxiliary_source_only_adds_what_nothing_else_has() {
 async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_info() {
     let s = Server::start().await;
     let ctx = serve_document(terms()).await;
-    let answer = json!([{"id": "urn:ngsi-ld:Vehicle:R", "type": "Vehicle", "speed": {"type": "Property", "value": 7}}]);
+    let answer = json!([{"id": "urn:ngsi-ld:Vehicle:R", "type": "Vehicle", "speed": prop(7)}]);
     let (src, mut asked) = recording_source(StatusCode::OK, answer.to_string()).await;
     register(
         &s,
@@ -450,7 +450,12 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
 async fn a_failing_source_leaves_the_rest_of_the_answer_and_a_warning() {
     let s = Server::start().await;
     let ctx = serve_document(terms()).await;
-    create(&s, &ctx, json!({"id": "urn:ngsi-ld:Vehicle:L", "type": "Vehicle", "speed": {"type": "Property", "value": 1}})).await;
+    hold(
+        &s,
+        &ctx,
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:L", "type": "Vehicle", "speed": prop(1)})],
+    )
+    .await;
     let (failing, _a) = recording_source(StatusCode::INTERNAL_SERVER_ERROR, "{}".into()).await;
     let (garbage, _b) = recording_source(StatusCode::OK, "[{\"no\": \"id\"}]".into()).await;
     let (_listener, silent) = silent_url();
@@ -537,8 +542,18 @@ async fn a_failing_source_leaves_the_rest_of_the_answer_and_a_warning() {
 async fn two_brokers_registered_with_each_other_answer_once() {
     let (a, b) = (Server::start().await, Server::start().await);
     let ctx = serve_document(terms()).await;
-    create(&a, &ctx, json!({"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle", "speed": {"type": "Property", "value": 1}})).await;
-    create(&b, &ctx, json!({"id": "urn:ngsi-ld:Vehicle:2", "type": "Vehicle", "speed": {"type": "Property", "value": 2}})).await;
+    hold(
+        &a,
+        &ctx,
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle", "speed": prop(1)})],
+    )
+    .await;
+    hold(
+        &b,
+        &ctx,
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:2", "type": "Vehicle", "speed": prop(2)})],
+    )
+    .await;
     register(
         &a,
         &ctx,
@@ -573,27 +588,27 @@ async fn two_brokers_registered_with_each_other_answer_once() {
 async fn types_and_attributes_include_what_registered_sources_hold() {
     let (here, there) = (Server::start().await, Server::start().await);
     let ctx = serve_document(terms()).await;
-    create(
+    hold(
         &here,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:H", "type": "Vehicle",
-        "brandName": {"type": "Property", "value": "BMW"}}),
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:H", "type": "Vehicle",
+        "brandName": prop("BMW")})],
     )
     .await;
-    create(
+    hold(
         &there,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:T", "type": "Vehicle",
-        "speed": {"type": "Property", "value": 5},
-        "isParked": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:P"}}),
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:T", "type": "Vehicle",
+        "speed": prop(5),
+        "isParked": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:P"}})],
     )
     .await;
     // Held there but not registered: never taken.
-    create(
+    hold(
         &there,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Bus:B", "type": "Bus",
-        "route": {"type": "Property", "value": "B1"}}),
+        vec![json!({"id": "urn:ngsi-ld:Bus:B", "type": "Bus",
+        "route": prop("B1")})],
     )
     .await;
     register(&here, &ctx, &registration("urn:ngsi-ld:ContextSourceRegistration:d", &there.origin,
@@ -667,16 +682,18 @@ async fn types_and_attributes_include_what_registered_sources_hold() {
 async fn long_answers_are_paged_through_and_bounds_hold() {
     let (here, there) = (Server::start().await, Server::start().await);
     let ctx = serve_document(terms()).await;
-    create(
+    hold(
         &here,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:000", "type": "Vehicle",
-        "speed": {"type": "Property", "value": 1}}),
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:000", "type": "Vehicle",
+        "speed": prop(1)})],
     )
     .await;
     let many: Vec<Value> = (1..=30)
-        .map(|i| json!({"id": format!("urn:ngsi-ld:Vehicle:{i:03}"), "type": "Vehicle",
-            "speed": {"type": "Property", "value": i}, "brandName": {"type": "Property", "value": "B"}}))
+        .map(|i| {
+            json!({"id": format!("urn:ngsi-ld:Vehicle:{i:03}"), "type": "Vehicle",
+            "speed": prop(i), "brandName": prop("B")})
+        })
         .collect();
     let r = there
         .req(Method::POST, "/entityOperations/create")
@@ -745,27 +762,24 @@ async fn where_two_places_disagree_the_merged_entity_still_answers_the_query() {
     let (here, there) = (Server::start().await, Server::start().await);
     let ctx = serve_document(terms()).await;
     // Here the later observation, there an older one.
-    create(
+    hold(
         &here,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
         "brandName": brand("BMW", "2024-06-01T00:00:00Z"),
-        "speed": {"type": "Property", "value": 10}}),
+        "speed": prop(10)})],
     )
     .await;
-    create(
+    hold(
         &there,
         &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
+        vec![
+            json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle",
         "brandName": brand("Mercedes", "2024-01-01T00:00:00Z"),
-        "speed": {"type": "Property", "value": 80}}),
-    )
-    .await;
-    create(
-        &there,
-        &ctx,
-        json!({"id": "urn:ngsi-ld:Vehicle:T", "type": "Vehicle",
-        "speed": {"type": "Property", "value": 5}}),
+        "speed": prop(80)}),
+            json!({"id": "urn:ngsi-ld:Vehicle:T", "type": "Vehicle",
+        "speed": prop(5)}),
+        ],
     )
     .await;
     register(
