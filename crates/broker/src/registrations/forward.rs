@@ -33,6 +33,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most bytes read from one source for one read, all pages together.
 const MAX_BODY: usize = 32 << 20;
+/// The most sources one read asks at the same time (a tenant may have
+/// many registrations; the rest wait for a turn).
+const MAX_ASKED_AT_ONCE: usize = 16;
 /// The most pages of one source's answer followed through `next` links.
 const MAX_PAGES: usize = 50;
 /// The query parameters a source receives, as the client wrote them: the
@@ -742,6 +745,7 @@ impl Broker {
             sources.iter().map(|_| None).collect();
         let now = ngsi_model::time::now_micros();
         let mut set = tokio::task::JoinSet::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_ASKED_AT_ONCE));
         for (i, r) in sources.iter().enumerate() {
             if self.cooling_down(tenant, r, now) {
                 results[i] = Some(Err(Failure::CoolingDown));
@@ -751,7 +755,11 @@ impl Broker {
             match prepare(forwarder, r) {
                 Ok(p) => {
                     let fut = ask(forwarder.clone(), p);
-                    set.spawn(async move { (i, fut.await) });
+                    let permits = permits.clone();
+                    set.spawn(async move {
+                        let _permit = permits.acquire_owned().await;
+                        (i, fut.await)
+                    });
                 }
                 Err(f) => results[i] = Some(Err(f)),
             }

@@ -829,3 +829,34 @@ async fn where_two_places_disagree_the_merged_entity_still_answers_the_query() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn many_registrations_are_all_asked_a_few_at_a_time() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    hold(
+        &there,
+        &ctx,
+        vec![json!({"id": "urn:ngsi-ld:Vehicle:M", "type": "Vehicle", "speed": prop(3)})],
+    )
+    .await;
+    for i in 0..20 {
+        let id = format!("urn:ngsi-ld:ContextSourceRegistration:m{i:02}");
+        register(&here, &ctx, &registration(&id, &there.origin, json!({}))).await;
+    }
+    let r = get(&here, &ctx, "/entities?type=Vehicle&count=true").await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:M"]);
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("1"));
+    assert!(r.header("NGSILD-Warning").is_none(), "{:?}", r.headers);
+    for i in [0, 19] {
+        let r = here
+            .get(&format!(
+                "/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:m{i:02}"
+            ))
+            .await;
+        assert_eq!(
+            (r.body["timesSent"].clone(), r.body["status"].clone()),
+            (json!(1), json!("ok"))
+        );
+    }
+}
