@@ -166,6 +166,13 @@ fn check_id(id: &str) -> NgsiResult<()> {
     check_uri(id, "entity id")
 }
 
+/// A request body that must be a JSON object: `what` names its data type
+/// in the error.
+fn json_object<'a>(body: &'a Value, what: &str) -> NgsiResult<&'a Map<String, Value>> {
+    body.as_object()
+        .ok_or_else(|| NgsiError::bad_data(format!("a {what} must be a JSON object")))
+}
+
 /// Checks that `id`, a `what` taken from a URL, is a URI.
 fn check_uri(id: &str, what: &str) -> NgsiResult<()> {
     if ngsi_model::parse::is_absolute_iri(id) {

@@ -41,12 +41,7 @@ fn check_id(id: &str) -> NgsiResult<()> {
 }
 
 fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
-    match body {
-        Value::Object(m) => Ok(m),
-        _ => Err(NgsiError::bad_data(
-            "a ContextSourceRegistration must be a JSON object",
-        )),
-    }
+    crate::json_object(body, "ContextSourceRegistration")
 }
 
 /// The registrations of one tenant, ordered by id.

@@ -35,10 +35,7 @@ fn check_id(id: &str) -> NgsiResult<()> {
 }
 
 fn object(body: &Value) -> NgsiResult<&Map<String, Value>> {
-    match body {
-        Value::Object(m) => Ok(m),
-        _ => Err(NgsiError::bad_data("a Subscription must be a JSON object")),
-    }
+    crate::json_object(body, "Subscription")
 }
 
 /// One page of subscriptions.
