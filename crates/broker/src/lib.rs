@@ -127,6 +127,9 @@ pub struct UpdateResult {
     pub updated: Vec<String>,
     /// Compacted names of the attributes not written, with the reason.
     pub not_updated: Vec<(String, String)>,
+    /// The registration whose source did not write an entry of
+    /// `not_updated` (by index; distributed writes).
+    pub registrations: Vec<(usize, Arc<str>)>,
 }
 
 impl UpdateResult {
@@ -142,6 +145,7 @@ impl UpdateResult {
                 .iter()
                 .map(|(n, r)| (ctx.compact(n).into_owned(), r.clone()))
                 .collect(),
+            registrations: Vec::new(),
         }
     }
 
@@ -154,9 +158,13 @@ impl UpdateResult {
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "updated": self.updated,
-            "notUpdated": self.not_updated.iter().map(|(n, r)| serde_json::json!({
-                "attributeName": n, "reason": r,
-            })).collect::<Vec<_>>(),
+            "notUpdated": self.not_updated.iter().enumerate().map(|(i, (n, r))| {
+                let mut entry = serde_json::json!({"attributeName": n, "reason": r});
+                if let Some((_, id)) = self.registrations.iter().find(|(at, _)| *at == i) {
+                    entry["registrationId"] = Value::from(&**id);
+                }
+                entry
+            }).collect::<Vec<_>>(),
         })
     }
 }
@@ -636,7 +644,7 @@ impl Broker {
         type_filter.map(|t| query::parse_types(t, ctx)).transpose()
     }
 
-    fn fragment_entity<J: JsonDoc>(
+    pub(crate) fn fragment_entity<J: JsonDoc>(
         &self,
         ctx: &Ctx,
         id: &str,

@@ -38,6 +38,18 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// A request with a body came without Content-Length.
     LengthRequired,
+    /// The operation conflicts with the state of the system, e.g. a
+    /// registration that holds the data does not accept the operation
+    /// (clauses 5.6.x.4, 6.3.17).
+    Conflict,
+    /// A registered context source answered something that is not
+    /// NGSI-LD, or an error of its own (clause 6.3.17).
+    BadGateway,
+    /// A registered context source did not answer in time (clause 6.3.17).
+    GatewayTimeout,
+    /// The request came back to this broker through a registration
+    /// (clause 6.3.18: 508; no ProblemDetails type is registered for it).
+    LoopDetected,
 }
 
 impl ErrorKind {
@@ -63,6 +75,10 @@ impl ErrorKind {
                 "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
             }
             Self::NonexistentTenant => "https://uri.etsi.org/ngsi-ld/errors/NonexistentTenant",
+            Self::Conflict => "https://uri.etsi.org/ngsi-ld/errors/Conflict",
+            Self::BadGateway => "https://uri.etsi.org/ngsi-ld/errors/BadGateway",
+            Self::GatewayTimeout => "https://uri.etsi.org/ngsi-ld/errors/GatewayTimeout",
+            Self::LoopDetected => "https://uri.etsi.org/ngsi-ld/errors/LoopDetected",
         }
     }
 
@@ -81,6 +97,10 @@ impl ErrorKind {
             Self::PayloadTooLarge => 413,
             Self::MethodNotAllowed => 405,
             Self::LengthRequired => 411,
+            Self::Conflict => 409,
+            Self::BadGateway => 502,
+            Self::GatewayTimeout => 504,
+            Self::LoopDetected => 508,
         }
     }
 
@@ -102,6 +122,10 @@ impl ErrorKind {
             Self::PayloadTooLarge => "Payload too large",
             Self::MethodNotAllowed => "Method not allowed",
             Self::LengthRequired => "Length required",
+            Self::Conflict => "Conflict",
+            Self::BadGateway => "Bad gateway",
+            Self::GatewayTimeout => "Gateway timeout",
+            Self::LoopDetected => "Loop detected",
         }
     }
 }

@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 use store::Page;
 
 mod discovery;
+mod write;
+
+pub use write::{Plan, Write, WriteAnswer, WriteKind};
 
 use super::Registry;
 use super::model::{Mode, Registration, RegistrationQuery};
@@ -195,6 +198,9 @@ pub(super) enum Failure {
     CoolingDown,
     /// An error status (299).
     Status(u16),
+    /// A write refused with an error status (299), and the source's
+    /// ProblemDetails when it gave one.
+    Refused(u16, Option<Map<String, Value>>),
     /// An answer that is not what NGSI-LD says (111).
     Invalid(String),
 }
@@ -221,7 +227,9 @@ impl Failure {
                 199,
                 format!("{} timed out recently and is cooling down", r.id),
             ),
-            Failure::Status(s) => (299, format!("{} answered status {s}", r.id)),
+            Failure::Status(s) | Failure::Refused(s, _) => {
+                (299, format!("{} answered status {s}", r.id))
+            }
             Failure::Invalid(why) => (111, format!("{} answered an invalid payload: {why}", r.id)),
         };
         let text = text.replace(['"', '\\', '\r', '\n'], "'");
@@ -345,8 +353,10 @@ impl Forwarder {
 
     /// One request to the source (a GET, or a POST of `body`), bounded in
     /// time and size.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
+        method: reqwest::Method,
         url: reqwest::Url,
         headers: HeaderMap,
         body: Option<&[u8]>,
@@ -355,10 +365,10 @@ impl Forwarder {
         budget: &mut usize,
     ) -> Result<(u16, HeaderMap, Vec<u8>), Failure> {
         let fetch = async {
-            let req = match body {
-                Some(b) => self.client.post(url).body(b.to_vec()),
-                None => self.client.get(url),
-            };
+            let mut req = self.client.request(method, url);
+            if let Some(b) = body {
+                req = req.body(b.to_vec());
+            }
             let mut resp = req
                 .headers(headers)
                 .send()
@@ -413,6 +423,11 @@ impl Forwarder {
             url.set_query(Some(&params.join("&")));
         }
         Ok(Prepared {
+            method: if body.is_some() {
+                reqwest::Method::POST
+            } else {
+                reqwest::Method::GET
+            },
             url,
             headers: self.headers(r, origin, ctx, alias),
             body,
@@ -486,6 +501,7 @@ impl Forwarder {
             }
             let (status, headers, body) = self
                 .send(
+                    p.method.clone(),
                     url.clone(),
                     p.headers.clone(),
                     p.body.as_deref(),
@@ -525,7 +541,15 @@ impl Forwarder {
         let deadline = tokio::time::Instant::now() + p.timeout;
         let mut budget = MAX_BODY;
         let (status, _, body) = self
-            .send(p.url, p.headers, None, p.timeout, deadline, &mut budget)
+            .send(
+                p.method,
+                p.url,
+                p.headers,
+                None,
+                p.timeout,
+                deadline,
+                &mut budget,
+            )
             .await?;
         match status {
             200 => match serde_json::from_slice(&body) {
@@ -542,6 +566,7 @@ impl Forwarder {
 /// A request to a source, ready to send.
 #[derive(Debug)]
 pub(super) struct Prepared {
+    method: reqwest::Method,
     url: reqwest::Url,
     headers: HeaderMap,
     body: Option<Vec<u8>>,
@@ -610,6 +635,8 @@ pub(super) struct Answers<T> {
     /// What each source that answered gave, read by the caller's check.
     pub(super) answers: Vec<(Arc<Registration>, T)>,
     pub(super) warnings: Vec<String>,
+    /// The sources that failed, and how.
+    pub(super) failed: Vec<(Arc<Registration>, Failure)>,
 }
 
 impl Answers<Vec<Entity>> {
@@ -772,6 +799,7 @@ impl Broker {
         let mut answers = Answers {
             answers: Vec::new(),
             warnings: Vec::new(),
+            failed: Vec::new(),
         };
         let now = ngsi_model::time::now_micros();
         for (r, result) in sources.iter().zip(results) {
@@ -791,6 +819,7 @@ impl Broker {
                 Err(f) => {
                     tracing::debug!(registration = %r.id, failure = ?f, "a context source failed");
                     answers.warnings.push(f.warning(r));
+                    answers.failed.push((r.clone(), f));
                 }
             }
         }

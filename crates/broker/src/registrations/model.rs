@@ -136,6 +136,15 @@ pub struct RegistrationInfo {
     pub relationship_names: Option<Vec<Iri>>,
 }
 
+/// What a registration holds of one entity (see [`Registration::cover`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cover {
+    /// All of it.
+    Entity,
+    /// These attributes (expanded names).
+    Attributes(Vec<Iri>),
+}
+
 /// The mode of a registration (clause 4.3.6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -666,8 +675,8 @@ impl Registration {
 
     /// Whether the registration offers operation `op` (clause 4.20): named
     /// in `operations` or in one of its groups (Table 4.20-2); without
-    /// `operations`, the group federationOps. Only the read operations are
-    /// known to the groups here, as only reads are forwarded.
+    /// `operations`, the group federationOps. The groups are known for the
+    /// operations that are forwarded: reads, and the writes of one entity.
     pub fn offers(&self, op: &str) -> bool {
         const DISCOVERY: [&str; 6] = [
             "retrieveEntityTypes",
@@ -677,14 +686,26 @@ impl Registration {
             "retrieveAttrTypeDetails",
             "retrieveAttrTypeInfo",
         ];
+        const UPDATES: [&str; 4] = ["updateEntity", "updateAttrs", "replaceEntity", "replaceAttrs"];
+        const REDIRECTED_WRITES: [&str; 5] = [
+            "createEntity",
+            "appendAttrs",
+            "deleteAttrs",
+            "deleteEntity",
+            "mergeEntity",
+        ];
         let in_group = |group: &str| match group {
             "federationOps" | "associationOps" => {
                 matches!(op, "retrieveEntity" | "queryEntity" | "queryBatch")
                     || DISCOVERY.contains(&op)
             }
             "redirectionOps" => {
-                matches!(op, "retrieveEntity" | "queryEntity") || DISCOVERY.contains(&op)
+                matches!(op, "retrieveEntity" | "queryEntity")
+                    || DISCOVERY.contains(&op)
+                    || UPDATES.contains(&op)
+                    || REDIRECTED_WRITES.contains(&op)
             }
+            "updateOps" => UPDATES.contains(&op),
             "retrieveOps" => matches!(op, "retrieveEntity" | "queryEntity"),
             _ => false,
         };
@@ -692,6 +713,45 @@ impl Registration {
             None => in_group("federationOps"),
             Some(ops) => ops.iter().any(|o| o == op || in_group(o)),
         }
+    }
+
+    /// What of entity `id` (of `types`, when known) the registration
+    /// holds: nothing (`None`), the whole entity, or some attributes
+    /// (expanded names), over the RegistrationInfos that select the
+    /// entity. An idPattern selects an id it matches anywhere.
+    pub fn cover(&self, id: &str, types: Option<&[Iri]>) -> Option<Cover> {
+        let mut names: Vec<Iri> = Vec::new();
+        let mut selected = false;
+        for info in &self.information {
+            let selects = info.entities.as_ref().is_none_or(|list| {
+                list.iter().any(|e| {
+                    types.is_none_or(|ts| e.types.iter().any(|t| ts.contains(t)))
+                        && match (&e.id, &e.id_pattern) {
+                            (Some(x), _) => x == id,
+                            (None, Some(p)) => p.is_match(id),
+                            (None, None) => true,
+                        }
+                })
+            });
+            if !selects {
+                continue;
+            }
+            selected = true;
+            if info.property_names.is_none() && info.relationship_names.is_none() {
+                return Some(Cover::Entity);
+            }
+            for n in info
+                .property_names
+                .iter()
+                .chain(info.relationship_names.iter())
+                .flatten()
+            {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        selected.then_some(Cover::Attributes(names))
     }
 
     /// Whether some RegistrationInfo may hold entities of type `t` (one

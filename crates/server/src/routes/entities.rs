@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use broker::registrations::Origin;
+use broker::registrations::{Origin, Write, WriteAnswer, WriteKind};
 use broker::{BatchResult, Ctx, EntityQuery, Instances, UpdateResult, UpsertMode, ViewOptions};
 use bytes::Bytes;
 use ngsi_model::{Json, JsonDoc, NgsiError};
@@ -174,12 +174,72 @@ pub(crate) fn delete_all_param(params: &[(String, String)]) -> Result<bool, Ngsi
     }
 }
 
+/// A write of one entity, through the registrations that hold what it
+/// names (clause 4.3.6): with none, `run` writes here what the client sent;
+/// otherwise the broker splits it, `run` writes the local part (the
+/// document the registrations left, `None` for writes without a body), and
+/// the sources get theirs. `done` answers a write whose every part
+/// succeeded (given the local result when the write stayed local).
+#[allow(clippy::too_many_arguments)]
+async fn entity_write<T>(
+    state: &AppState,
+    req: &Ngsi,
+    ctx: &Ctx,
+    write: Write<'_>,
+    doc: Option<&Json<'_>>,
+    run: impl AsyncFnOnce(Option<&Json<'_>>) -> ngsi_model::NgsiResult<T>,
+    report: impl FnOnce(&T) -> Option<UpdateResult>,
+    done: impl FnOnce(Option<T>) -> Response,
+) -> ApiResult {
+    let plan = state
+        .broker
+        .plan_write(&req.tenant, ctx, &write, doc)
+        .map_err(|e| req.err(e))?;
+    let Some(plan) = plan else {
+        let t = run(doc).await.map_err(|e| req.err(e))?;
+        return Ok(done(Some(t)));
+    };
+    let local = match plan.local() {
+        None => None,
+        Some(part) => {
+            let bytes = part.map(|v| Bytes::from(v.to_string()));
+            let part_doc = bytes.as_ref().map(|b| body_doc(req, state, b)).transpose()?;
+            let result = run(part_doc.as_ref()).await;
+            Some(result.map(|t| report(&t)))
+        }
+    };
+    let (answer, warnings) = state
+        .broker
+        .forward_write(&req.tenant, ctx, &write, plan, local)
+        .await;
+    let mut resp = match answer {
+        Ok(WriteAnswer::Done) => done(None),
+        Ok(WriteAnswer::Partial(body)) => {
+            json_response(StatusCode::MULTI_STATUS, Produce::Json, ctx, body)
+        }
+        Err(e) => axum::response::IntoResponse::into_response(req.err(e)),
+    };
+    add_warnings(&mut resp, &warnings);
+    Ok(resp)
+}
+
+/// The document of a write that has one, for [`entity_write`]'s `run`.
+fn doc_of<'d, 'a>(d: Option<&'d Json<'a>>) -> ngsi_model::NgsiResult<&'d Json<'a>> {
+    d.ok_or_else(|| NgsiError::internal("a write without its document"))
+}
+
+/// Whether a write asks to stay local (`local=true`).
+fn local_param(params: &[(String, String)]) -> bool {
+    param(params, "local") == Some("true")
+}
+
 /// The shape of the writes that answer 204: check the parameters, read the
-/// body and its @context, call the broker.
+/// body and its @context, write (see [`entity_write`]).
 async fn write_no_content(
     state: &AppState,
     req: &Ngsi,
     body: Body,
+    (kind, id, attr): (WriteKind, &str, Option<&str>),
     op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Json<'_>, Option<&str>) -> ngsi_model::NgsiResult<()>,
 ) -> ApiResult {
     let params =
@@ -187,24 +247,64 @@ async fn write_no_content(
     let (bytes, consume) = json_body(req, state, body).await?;
     let doc = body_doc(req, state, &bytes)?;
     let ctx = body_ctx(req, state, consume, &doc).await?;
-    op(&state.broker, &ctx, &doc, param(&params, "type"))
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let type_param = param(&params, "type");
+    let write = Write {
+        kind,
+        id,
+        attr,
+        type_param,
+        origin: Origin {
+            local: local_param(&params),
+            ..origin(req)
+        },
+    };
+    entity_write(
+        state,
+        req,
+        &ctx,
+        write,
+        Some(&doc),
+        async |d| op(&state.broker, &ctx, doc_of(d)?, type_param).await,
+        |_| None,
+        |_| empty(StatusCode::NO_CONTENT),
+    )
+    .await
 }
 
 /// POST /entities
 pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
-    checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
+    let params = checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
     let (bytes, consume) = json_body(&req, &state, body).await?;
     let doc = body_doc(&req, &state, &bytes)?;
     let ctx = body_ctx(&req, &state, consume, &doc).await?;
-    let id = state
-        .broker
-        .create_entity(&req.tenant, &ctx, &doc)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(created(&entity_location(&id)))
+    // The broker checks the entity before any part of it is forwarded.
+    let id = doc
+        .get("id")
+        .or_else(|| doc.get("@id"))
+        .and_then(JsonDoc::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let write = Write {
+        kind: WriteKind::Create,
+        id: &id,
+        attr: None,
+        type_param: None,
+        origin: Origin {
+            local: local_param(&params),
+            ..origin(&req)
+        },
+    };
+    entity_write(
+        &state,
+        &req,
+        &ctx,
+        write,
+        Some(&doc),
+        async |d| state.broker.create_entity(&req.tenant, &ctx, doc_of(d)?).await,
+        |_| None,
+        |_| created(&entity_location(&id)),
+    )
+    .await
 }
 
 /// The GeoJSON Feature of a rendered entity (clause 4.5.16): its geometry
@@ -519,7 +619,8 @@ pub async fn merge(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+    let what = (WriteKind::Merge, id.as_str(), None);
+    write_no_content(&state, &req, body, what, async |b, ctx, v, t| {
         b.merge_entity(&req.tenant, ctx, &id, v, t).await
     })
     .await
@@ -532,7 +633,8 @@ pub async fn replace(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+    let what = (WriteKind::Replace, id.as_str(), None);
+    write_no_content(&state, &req, body, what, async |b, ctx, v, t| {
         b.replace_entity(&req.tenant, ctx, &id, v, t).await
     })
     .await
@@ -543,12 +645,33 @@ pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<Str
     let params =
         checked_params(req.query.as_deref(), &["type", "local"]).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    state
-        .broker
-        .delete_entity(&req.tenant, &ctx, &id, param(&params, "type"))
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let type_param = param(&params, "type");
+    let write = Write {
+        kind: WriteKind::Delete,
+        id: &id,
+        attr: None,
+        type_param,
+        origin: Origin {
+            local: local_param(&params),
+            ..origin(&req)
+        },
+    };
+    entity_write(
+        &state,
+        &req,
+        &ctx,
+        write,
+        None,
+        async |_| {
+            state
+                .broker
+                .delete_entity(&req.tenant, &ctx, &id, type_param)
+                .await
+        },
+        |_| None,
+        |_| empty(StatusCode::NO_CONTENT),
+    )
+    .await
 }
 
 /// POST /entities/{id}/attrs (append)
@@ -565,19 +688,36 @@ pub async fn append(
     let (bytes, consume) = json_body(&req, &state, body).await?;
     let doc = body_doc(&req, &state, &bytes)?;
     let ctx = body_ctx(&req, &state, consume, &doc).await?;
-    let result = state
-        .broker
-        .append_attrs(
-            &req.tenant,
-            &ctx,
-            &id,
-            &doc,
-            no_overwrite,
-            param(&params, "type"),
-        )
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(update_response(result, Produce::Json, &ctx))
+    let type_param = param(&params, "type");
+    let write = Write {
+        kind: WriteKind::AppendAttrs,
+        id: &id,
+        attr: None,
+        type_param,
+        origin: Origin {
+            local: local_param(&params),
+            ..origin(&req)
+        },
+    };
+    entity_write(
+        &state,
+        &req,
+        &ctx,
+        write,
+        Some(&doc),
+        async |d| {
+            state
+                .broker
+                .append_attrs(&req.tenant, &ctx, &id, doc_of(d)?, no_overwrite, type_param)
+                .await
+        },
+        |r| Some(r.clone()),
+        |r| match r {
+            Some(r) => update_response(r, Produce::Json, &ctx),
+            None => empty(StatusCode::NO_CONTENT),
+        },
+    )
+    .await
 }
 
 /// PATCH /entities/{id}/attrs (update)
@@ -592,12 +732,36 @@ pub async fn update(
     let (bytes, consume) = json_body(&req, &state, body).await?;
     let doc = body_doc(&req, &state, &bytes)?;
     let ctx = body_ctx(&req, &state, consume, &doc).await?;
-    let result = state
-        .broker
-        .update_attrs(&req.tenant, &ctx, &id, &doc, param(&params, "type"))
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(update_response(result, Produce::Json, &ctx))
+    let type_param = param(&params, "type");
+    let write = Write {
+        kind: WriteKind::UpdateAttrs,
+        id: &id,
+        attr: None,
+        type_param,
+        origin: Origin {
+            local: local_param(&params),
+            ..origin(&req)
+        },
+    };
+    entity_write(
+        &state,
+        &req,
+        &ctx,
+        write,
+        Some(&doc),
+        async |d| {
+            state
+                .broker
+                .update_attrs(&req.tenant, &ctx, &id, doc_of(d)?, type_param)
+                .await
+        },
+        |r| Some(r.clone()),
+        |r| match r {
+            Some(r) => update_response(r, Produce::Json, &ctx),
+            None => empty(StatusCode::NO_CONTENT),
+        },
+    )
+    .await
 }
 
 /// PATCH /entities/{id}/attrs/{attr}
@@ -607,7 +771,8 @@ pub async fn partial_update(
     Path((id, attr)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+    let what = (WriteKind::PartialUpdate, id.as_str(), Some(attr.as_str()));
+    write_no_content(&state, &req, body, what, async |b, ctx, v, t| {
         b.partial_attr_update(&req.tenant, ctx, &id, &attr, v, t)
             .await
     })
@@ -621,7 +786,8 @@ pub async fn replace_attr(
     Path((id, attr)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult {
-    write_no_content(&state, &req, body, async |b, ctx, v, t| {
+    let what = (WriteKind::ReplaceAttr, id.as_str(), Some(attr.as_str()));
+    write_no_content(&state, &req, body, what, async |b, ctx, v, t| {
         b.replace_attr(&req.tenant, ctx, &id, &attr, v, t).await
     })
     .await
@@ -640,22 +806,43 @@ pub async fn delete_attr(
     .map_err(|e| req.err(e))?;
     let delete_all = delete_all_param(&params).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    state
-        .broker
-        .delete_attr(
-            &req.tenant,
-            &ctx,
-            &id,
-            &attr,
-            Instances {
-                dataset_id: param(&params, "datasetId"),
-                delete_all,
-            },
-            param(&params, "type"),
-        )
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let type_param = param(&params, "type");
+    let write = Write {
+        kind: WriteKind::DeleteAttr,
+        id: &id,
+        attr: Some(&attr),
+        type_param,
+        origin: Origin {
+            local: local_param(&params),
+            ..origin(&req)
+        },
+    };
+    entity_write(
+        &state,
+        &req,
+        &ctx,
+        write,
+        None,
+        async |_| {
+            state
+                .broker
+                .delete_attr(
+                    &req.tenant,
+                    &ctx,
+                    &id,
+                    &attr,
+                    Instances {
+                        dataset_id: param(&params, "datasetId"),
+                        delete_all,
+                    },
+                    type_param,
+                )
+                .await
+        },
+        |_| None,
+        |_| empty(StatusCode::NO_CONTENT),
+    )
+    .await
 }
 
 fn batch_response(result: BatchResult, all_ok: StatusCode, body: Option<Vec<String>>) -> Response {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::support::{Server, ids_of, link, serve_document, silent_url};
 
-fn terms() -> Value {
+pub(crate) fn terms() -> Value {
     json!({"@context": {
         "Vehicle": "https://ngsi-ld-test-suite/context#Vehicle",
         "brandName": "https://ngsi-ld-test-suite/context#brandName",
@@ -23,7 +23,7 @@ fn terms() -> Value {
 }
 
 /// A registration of `endpoint` for Vehicles, with `extra` members.
-fn registration(id: &str, endpoint: &str, extra: Value) -> Value {
+pub(crate) fn registration(id: &str, endpoint: &str, extra: Value) -> Value {
     let mut r = json!({
         "id": id,
         "type": "ContextSourceRegistration",
@@ -36,7 +36,7 @@ fn registration(id: &str, endpoint: &str, extra: Value) -> Value {
     r
 }
 
-async fn register(s: &Server, ctx: &str, body: &Value) {
+pub(crate) async fn register(s: &Server, ctx: &str, body: &Value) {
     let r = s
         .req(Method::POST, "/csourceRegistrations")
         .header("Link", &link(ctx))
@@ -47,7 +47,7 @@ async fn register(s: &Server, ctx: &str, body: &Value) {
 }
 
 /// Creates `entities` in one batch.
-async fn hold(s: &Server, ctx: &str, entities: Vec<Value>) {
+pub(crate) async fn hold(s: &Server, ctx: &str, entities: Vec<Value>) {
     let r = s
         .req(Method::POST, "/entityOperations/create")
         .header("Link", &link(ctx))
@@ -58,11 +58,11 @@ async fn hold(s: &Server, ctx: &str, entities: Vec<Value>) {
 }
 
 /// A Property of `value`.
-fn prop(value: impl Into<Value>) -> Value {
+pub(crate) fn prop(value: impl Into<Value>) -> Value {
     json!({"type": "Property", "value": value.into()})
 }
 
-async fn get(s: &Server, ctx: &str, path: &str) -> crate::support::Resp {
+pub(crate) async fn get(s: &Server, ctx: &str, path: &str) -> crate::support::Resp {
     s.req(Method::GET, path)
         .header("Link", &link(ctx))
         .send()

@@ -8,6 +8,7 @@ mod discovery;
 mod entities;
 mod errors;
 mod federation;
+mod federation_writes;
 mod geo;
 mod kinds;
 mod negotiation;

@@ -41,6 +41,7 @@ impl Forwarder {
         let deadline = tokio::time::Instant::now() + p.timeout;
         let (status, _, body) = self
             .send(
+                p.method,
                 p.url,
                 p.headers,
                 None,

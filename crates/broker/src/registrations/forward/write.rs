@@ -1,0 +1,682 @@
+//! Distributed writes of one entity (clauses 4.3.6.2, 4.3.6.3 and the
+//! "distributed operations" paragraphs of 5.6.1–5.6.19): what a write
+//! names is split over the registrations that hold it, in the order
+//! exclusive, redirect, local, inclusive; each part succeeds or fails on
+//! its own, and the client gets the operation's answer, the one failure,
+//! or a 207 that says which part failed.
+//!
+//! [`Broker::plan_write`] costs one read lock when the tenant has no
+//! registrations (the usual case): the write then runs as before.
+
+use std::sync::Arc;
+
+use ngsi_model::json::JsonDoc;
+use ngsi_model::{ErrorKind, Iri, NgsiError, NgsiResult, Terms};
+use serde_json::{Map, Value};
+
+use super::{Failure, Forwarder, Origin, Prepared, passed_on, via_names};
+use crate::registrations::model::{Cover, Mode, Registration};
+use crate::{Broker, Ctx, UpdateResult};
+
+/// The writes of one entity that are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `POST /entities`
+    Create,
+    /// `PATCH /entities/{id}/attrs`
+    UpdateAttrs,
+    /// `POST /entities/{id}/attrs`
+    AppendAttrs,
+    /// `PATCH /entities/{id}/attrs/{attr}`
+    PartialUpdate,
+    /// `PUT /entities/{id}/attrs/{attr}`
+    ReplaceAttr,
+    /// `DELETE /entities/{id}/attrs/{attr}`
+    DeleteAttr,
+    /// `PATCH /entities/{id}`
+    Merge,
+    /// `PUT /entities/{id}`
+    Replace,
+    /// `DELETE /entities/{id}`
+    Delete,
+}
+
+impl WriteKind {
+    /// The operation's name in Table 4.20-1.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Self::Create => "createEntity",
+            Self::UpdateAttrs => "updateEntity",
+            Self::AppendAttrs => "appendAttrs",
+            Self::PartialUpdate => "updateAttrs",
+            Self::ReplaceAttr => "replaceAttrs",
+            Self::DeleteAttr => "deleteAttrs",
+            Self::Merge => "mergeEntity",
+            Self::Replace => "replaceEntity",
+            Self::Delete => "deleteEntity",
+        }
+    }
+
+    fn method(self) -> reqwest::Method {
+        match self {
+            Self::Create | Self::AppendAttrs => reqwest::Method::POST,
+            Self::UpdateAttrs | Self::PartialUpdate | Self::Merge => reqwest::Method::PATCH,
+            Self::ReplaceAttr | Self::Replace => reqwest::Method::PUT,
+            Self::DeleteAttr | Self::Delete => reqwest::Method::DELETE,
+        }
+    }
+
+    /// Whether the path names one attribute.
+    fn on_attribute(self) -> bool {
+        matches!(
+            self,
+            Self::PartialUpdate | Self::ReplaceAttr | Self::DeleteAttr
+        )
+    }
+
+    /// Whether the answer reports per attribute (an UpdateResult) rather
+    /// than per entity (a BatchOperationResult).
+    fn by_attribute(self) -> bool {
+        matches!(self, Self::UpdateAttrs | Self::AppendAttrs) || self.on_attribute()
+    }
+
+    /// The path under `/ngsi-ld/v1` of the same operation at a source.
+    fn segments<'a>(self, id: &'a str, attr: &'a str) -> Vec<&'a str> {
+        match self {
+            Self::Create => vec!["entities"],
+            Self::UpdateAttrs | Self::AppendAttrs => vec!["entities", id, "attrs"],
+            Self::Merge | Self::Replace | Self::Delete => vec!["entities", id],
+            Self::PartialUpdate | Self::ReplaceAttr | Self::DeleteAttr => {
+                vec!["entities", id, "attrs", attr]
+            }
+        }
+    }
+}
+
+/// A write of one entity as the client sent it.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    pub kind: WriteKind,
+    pub id: &'a str,
+    /// The attribute of the path, as the client wrote it.
+    pub attr: Option<&'a str>,
+    /// The `type` parameter, as the client wrote it.
+    pub type_param: Option<&'a str>,
+    /// The request (its query string, `Via` and other headers; `local`).
+    pub origin: Origin<'a>,
+}
+
+/// Members of an entity document that are not attributes: they go with
+/// every part.
+const ENTITY_MEMBERS: &[&str] = &["id", "@id", "type", "@type", "@context", "scope"];
+
+/// The parameters of the client's query string a source gets with a write.
+const WRITE_PARAMS: &[&str] = &["options", "datasetId", "deleteAll", "type"];
+
+/// One registration's part of a write.
+#[derive(Debug)]
+struct Part {
+    registration: Arc<Registration>,
+    /// The attributes of the part (expanded names; none for an entity
+    /// operation without attributes).
+    attrs: Vec<Iri>,
+    /// The document the source gets (the client's, with only the part's
+    /// attributes).
+    body: Option<Value>,
+    /// Whether the registration offers the operation: if not, the part is
+    /// a Conflict and the source is not asked.
+    offered: bool,
+}
+
+/// How a write is split between this broker and the sources.
+#[derive(Debug)]
+pub struct Plan {
+    parts: Vec<Part>,
+    /// The local part: `None` when the sources hold all that was written;
+    /// else the document left for it (`None` for writes without a body).
+    local: Option<Option<Value>>,
+    /// The attributes of the local part (expanded).
+    local_attrs: Vec<Iri>,
+    /// Whether an entity missing here is no failure (Delete Entity with an
+    /// exclusive part: "removed locally if it exists").
+    local_optional: bool,
+}
+
+impl Plan {
+    /// The local part: `None` when there is none, else the document it
+    /// writes (`None` inside for writes without a body).
+    pub fn local(&self) -> Option<Option<&Value>> {
+        self.local.as_ref().map(Option::as_ref)
+    }
+}
+
+/// The answer of a distributed write.
+#[derive(Debug)]
+pub enum WriteAnswer {
+    /// Every part succeeded: the operation's own answer.
+    Done,
+    /// Several parts and some failed: 207 with this body.
+    Partial(Value),
+}
+
+/// The order in which modes take their parts.
+fn mode_rank(m: Mode) -> u8 {
+    match m {
+        Mode::Exclusive => 0,
+        Mode::Redirect => 1,
+        Mode::Inclusive => 2,
+        Mode::Auxiliary => 3,
+    }
+}
+
+/// The client's document with only the members that are no attributes
+/// and the attributes in `keep` (expanded names).
+fn part_body(body: &Value, ctx: &Ctx, keep: &[Iri]) -> Value {
+    match body {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| {
+                    ENTITY_MEMBERS.contains(&k.as_str()) || keep.iter().any(|n| **n == *ctx.expand(k))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The entity types a document names (expanded).
+fn body_types(body: &Value, ctx: &Ctx) -> Option<Vec<Iri>> {
+    let t = body.get("type").or_else(|| body.get("@type"))?;
+    let names: Vec<&str> = match t {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    Some(names.into_iter().map(|n| ctx.expand_iri(n)).collect())
+}
+
+impl Broker {
+    /// How a write of one entity is split over the registrations of
+    /// `tenant` (see the module); `None` when it stays local: with
+    /// `local=true`, or when no registration that may take writes holds
+    /// what it names. A write that would be forwarded while its `Via`
+    /// names this broker already is refused (508, a loop).
+    pub fn plan_write<J: JsonDoc>(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        w: &Write<'_>,
+        body: Option<&J>,
+    ) -> NgsiResult<Option<Plan>> {
+        if w.origin.local {
+            return Ok(None);
+        }
+        let registrations: Vec<Arc<Registration>> = {
+            let tenants = self.registrations.tenants.read();
+            let Some(list) = tenants.get(tenant).filter(|l| !l.is_empty()) else {
+                return Ok(None);
+            };
+            list.values()
+                .filter(|r| r.mode != Mode::Auxiliary && r.endpoint.is_some())
+                .cloned()
+                .collect()
+        };
+        if registrations.is_empty() {
+            return Ok(None);
+        }
+        // No part of a request this broker would refuse goes anywhere.
+        if let Some(b) = body {
+            self.check_write(ctx, w, b)?;
+        }
+        crate::check_uri(w.id, "entity id")?;
+        let body = body.map(JsonDoc::to_value);
+        let types = body
+            .as_ref()
+            .and_then(|b| body_types(b, ctx))
+            .or_else(|| {
+                w.type_param
+                    .filter(|t| !t.contains([',', ';', '|', '(', ')']))
+                    .map(|t| vec![ctx.expand_iri(t)])
+            })
+            .or_else(|| {
+                (tenant.is_empty() || self.store.tenant_exists(tenant))
+                    .then(|| self.store.get(tenant, w.id))
+                    .flatten()
+                    .map(|e| e.types.clone())
+            });
+        // The attributes the write names.
+        let written: Vec<Iri> = match (w.kind.on_attribute(), w.attr, &body) {
+            (true, Some(a), _) => vec![ctx.expand_iri(a)],
+            (false, _, Some(Value::Object(m))) => m
+                .keys()
+                .filter(|k| !ENTITY_MEMBERS.contains(&k.as_str()))
+                .map(|k| ctx.expand_iri(k))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let via = w.origin.via();
+        let alias = self.source_alias(tenant);
+        let now = ngsi_model::time::now_micros();
+        let mut candidates: Vec<(Arc<Registration>, Cover)> = registrations
+            .into_iter()
+            .filter(|r| !r.expired(now))
+            .filter(|r| r.alias().is_none_or(|a| !via_names(&via, a)))
+            .filter_map(|r| {
+                let cover = r.cover(w.id, types.as_deref())?;
+                Some((r, cover))
+            })
+            .collect();
+        candidates.sort_by_key(|(r, _)| mode_rank(r.mode));
+        let op = w.kind.operation();
+        let mut parts = Vec::new();
+        let mut left = written.clone();
+        // Entity-wide exclusive or redirect parts leave nothing here (but a
+        // Delete Entity, which removes what is held here of an exclusive
+        // registration's entity too).
+        let mut taken_all = false;
+        let mut exclusive = false;
+        // Redirect registrations share what exclusive ones left: each gets
+        // all of it (4.3.6.3); they take it together.
+        let mut redirected: Vec<Iri> = Vec::new();
+        for (r, cover) in candidates {
+            if r.mode == Mode::Inclusive && !redirected.is_empty() {
+                left.retain(|a| !redirected.contains(a));
+                redirected.clear();
+            }
+            let attrs: Vec<Iri> = match &cover {
+                Cover::Entity => left.clone(),
+                Cover::Attributes(names) => left
+                    .iter()
+                    .filter(|a| names.contains(a))
+                    .cloned()
+                    .collect(),
+            };
+            let involved = if w.kind == WriteKind::Delete {
+                true
+            } else if written.is_empty() {
+                cover == Cover::Entity
+            } else {
+                !attrs.is_empty()
+            };
+            let offered = r.offers(op);
+            if !involved || (r.mode == Mode::Inclusive && !offered) {
+                continue;
+            }
+            let part_doc = match (&body, w.kind.on_attribute()) {
+                (Some(b), false) => Some(part_body(b, ctx, &attrs)),
+                (Some(b), true) => Some(b.clone()),
+                (None, _) => None,
+            };
+            match r.mode {
+                Mode::Exclusive => {
+                    exclusive = true;
+                    left.retain(|a| !attrs.contains(a));
+                    taken_all |= cover == Cover::Entity && w.kind != WriteKind::Delete;
+                }
+                Mode::Redirect => {
+                    redirected.extend(attrs.iter().cloned());
+                    taken_all |= cover == Cover::Entity;
+                }
+                _ => {}
+            }
+            parts.push(Part {
+                registration: r,
+                attrs,
+                body: part_doc,
+                offered,
+            });
+        }
+        left.retain(|a| !redirected.contains(a));
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        if via_names(&via, &alias) {
+            return Err(NgsiError::new(
+                ErrorKind::LoopDetected,
+                format!("the request has passed through this broker ({alias}) already"),
+            ));
+        }
+        let took_some = left.len() < written.len();
+        let local = if taken_all || (took_some && left.is_empty()) {
+            None
+        } else if took_some {
+            Some(body.as_ref().map(|b| part_body(b, ctx, &left)))
+        } else {
+            Some(body)
+        };
+        Ok(Some(Plan {
+            parts,
+            local,
+            local_attrs: left,
+            local_optional: exclusive && w.kind == WriteKind::Delete,
+        }))
+    }
+
+    /// Checks the document of a write as the local write would.
+    fn check_write<J: JsonDoc>(&self, ctx: &Ctx, w: &Write<'_>, body: &J) -> NgsiResult<()> {
+        use ngsi_model::parse::{EntityRequirements, parse_entity};
+        match w.kind {
+            WriteKind::Create => {
+                let requirements = EntityRequirements {
+                    id: true,
+                    types: true,
+                };
+                parse_entity(body, ctx, requirements, self.config.parse).map(drop)
+            }
+            WriteKind::Replace
+            | WriteKind::Merge
+            | WriteKind::UpdateAttrs
+            | WriteKind::AppendAttrs => self
+                .fragment_entity(ctx, w.id, body, self.config.parse)
+                .map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the parts of `plan` to their sources and combines their
+    /// outcomes with the local one (`local`: the local part's result, with
+    /// its UpdateResult for Update and Append Attributes), giving the
+    /// client's answer and the `NGSILD-Warning`s of the sources that
+    /// failed.
+    pub async fn forward_write(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        w: &Write<'_>,
+        plan: Plan,
+        local: Option<NgsiResult<Option<UpdateResult>>>,
+    ) -> (NgsiResult<WriteAnswer>, Vec<String>) {
+        let alias = self.source_alias(tenant);
+        let (asked, refused): (Vec<Part>, Vec<Part>) =
+            plan.parts.into_iter().partition(|p| p.offered);
+        let sources: Vec<Arc<Registration>> =
+            asked.iter().map(|p| p.registration.clone()).collect();
+        let bodies: Vec<(Arc<str>, Option<Value>)> = asked
+            .iter()
+            .map(|p| (p.registration.id.clone(), p.body.clone()))
+            .collect();
+        let params = passed_on(w.origin.query, WRITE_PARAMS);
+        let answers = self
+            .ask_sources(
+                tenant,
+                sources,
+                |f, r| {
+                    let body = bodies
+                        .iter()
+                        .find(|(id, _)| *id == r.id)
+                        .and_then(|(_, b)| b.as_ref());
+                    f.write_request(r, w, body, params.clone(), ctx, &alias)
+                },
+                Forwarder::write,
+                Ok,
+            )
+            .await;
+        let warnings = answers.warnings;
+        // Every part: what it wrote, and its error if it failed.
+        let mut outcomes: Vec<PartOutcome> = Vec::new();
+        match local {
+            Some(Err(e)) if plan.local_optional && e.kind == ErrorKind::ResourceNotFound => {}
+            Some(result) => outcomes.push(PartOutcome {
+                attrs: plan.local_attrs.clone(),
+                registration: None,
+                result: result.map_err(Failed::Local),
+            }),
+            None => {}
+        }
+        let attrs_of = |r: &Registration| {
+            asked
+                .iter()
+                .chain(refused.iter())
+                .find(|p| p.registration.id == r.id)
+                .map(|p| p.attrs.clone())
+                .unwrap_or_default()
+        };
+        for (r, _) in &answers.answers {
+            outcomes.push(PartOutcome {
+                attrs: attrs_of(r),
+                registration: Some(r.id.clone()),
+                result: Ok(None),
+            });
+        }
+        for (r, failure) in answers.failed {
+            outcomes.push(PartOutcome {
+                attrs: attrs_of(&r),
+                registration: Some(r.id.clone()),
+                result: Err(Failed::Remote(problem_of(&r, failure))),
+            });
+        }
+        for p in refused {
+            let e = NgsiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "registration {} holds this data and does not offer {}",
+                    p.registration.id,
+                    w.kind.operation()
+                ),
+            );
+            outcomes.push(PartOutcome {
+                attrs: p.attrs,
+                registration: Some(p.registration.id.clone()),
+                result: Err(Failed::Local(e)),
+            });
+        }
+        (answer(w, ctx, outcomes), warnings)
+    }
+}
+
+/// How one part of a write went.
+struct PartOutcome {
+    attrs: Vec<Iri>,
+    /// The registration of a remote part.
+    registration: Option<Arc<str>>,
+    /// The local UpdateResult, or the failure.
+    result: Result<Option<UpdateResult>, Failed>,
+}
+
+/// A part that failed: here, or at a source (its ProblemDetails).
+enum Failed {
+    Local(NgsiError),
+    Remote(Value),
+}
+
+impl Failed {
+    fn problem(&self) -> Value {
+        match self {
+            Failed::Local(e) => e.problem_details(),
+            Failed::Remote(p) => p.clone(),
+        }
+    }
+
+    fn error(&self) -> NgsiError {
+        match self {
+            Failed::Local(e) => e.clone(),
+            Failed::Remote(p) => error_of(p),
+        }
+    }
+}
+
+/// The ProblemDetails of a source's failure: its own when it answered one,
+/// with the status it answered.
+fn problem_of(r: &Registration, failure: Failure) -> Value {
+    let (kind, status, own) = match failure {
+        Failure::Refused(status, own) => (kind_of(status), status, own),
+        Failure::Timeout(_) | Failure::CoolingDown => {
+            (ErrorKind::GatewayTimeout, ErrorKind::GatewayTimeout.status(), None)
+        }
+        Failure::NoAnswer(_) | Failure::Status(_) | Failure::Invalid(_) => {
+            (ErrorKind::BadGateway, ErrorKind::BadGateway.status(), None)
+        }
+    };
+    let mut p = match own {
+        Some(m) => m,
+        None => match NgsiError::new(kind, format!("context source {} failed", r.id))
+            .problem_details()
+        {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+    };
+    p.insert("status".into(), Value::from(status));
+    Value::Object(p)
+}
+
+/// The error kind closest to a source's status.
+fn kind_of(status: u16) -> ErrorKind {
+    match status {
+        400 => ErrorKind::BadRequestData,
+        404 => ErrorKind::ResourceNotFound,
+        409 => ErrorKind::AlreadyExists,
+        422 => ErrorKind::OperationNotSupported,
+        504 => ErrorKind::GatewayTimeout,
+        _ => ErrorKind::BadGateway,
+    }
+}
+
+/// The client's answer from the outcomes of the parts (clauses 5.6.x.4):
+/// all succeeded → the operation's own; one part, failed → its error;
+/// otherwise a 207 naming each failed part.
+fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<WriteAnswer> {
+    if let [only] = outcomes.as_slice()
+        && let Err(failed) = &only.result
+    {
+        return Err(failed.error());
+    }
+    let failed = outcomes.iter().any(|o| o.result.is_err());
+    if w.kind.by_attribute() {
+        let mut result = UpdateResult::default();
+        for o in outcomes {
+            match o.result {
+                Ok(Some(local)) => {
+                    result.updated.extend(local.updated);
+                    result.not_updated.extend(local.not_updated);
+                }
+                Ok(None) => result
+                    .updated
+                    .extend(o.attrs.iter().map(|a| ctx.compact(a).into_owned())),
+                Err(failed) => {
+                    let problem = failed.problem();
+                    let reason = problem
+                        .get("detail")
+                        .or_else(|| problem.get("title"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("the context source failed")
+                        .to_string();
+                    let names: Vec<String> = if o.attrs.is_empty() {
+                        w.attr.map(str::to_string).into_iter().collect()
+                    } else {
+                        o.attrs.iter().map(|a| ctx.compact(a).into_owned()).collect()
+                    };
+                    for n in names {
+                        if let Some(r) = &o.registration {
+                            result
+                                .registrations
+                                .push((result.not_updated.len(), r.clone()));
+                        }
+                        result.not_updated.push((n, reason.clone()));
+                    }
+                }
+            }
+        }
+        result.updated.dedup();
+        return Ok(if result.is_partial() {
+            WriteAnswer::Partial(result.to_json())
+        } else {
+            WriteAnswer::Done
+        });
+    }
+    if !failed {
+        return Ok(WriteAnswer::Done);
+    }
+    let errors: Vec<Value> = outcomes
+        .iter()
+        .filter_map(|o| {
+            let failed = o.result.as_ref().err()?;
+            let mut e = Map::new();
+            e.insert("entityId".into(), Value::from(w.id));
+            e.insert("error".into(), failed.problem());
+            if let Some(r) = &o.registration {
+                e.insert("registrationId".into(), Value::from(&**r));
+            }
+            Some(Value::Object(e))
+        })
+        .collect();
+    let success: Vec<&str> = if outcomes.iter().any(|o| o.result.is_ok()) {
+        vec![w.id]
+    } else {
+        Vec::new()
+    };
+    Ok(WriteAnswer::Partial(serde_json::json!({
+        "success": success,
+        "errors": errors,
+    })))
+}
+
+/// The error of a single failed part, for the client.
+fn error_of(problem: &Value) -> NgsiError {
+    let status = problem.get("status").and_then(Value::as_u64).unwrap_or(502) as u16;
+    let kind = match problem.get("type").and_then(Value::as_str) {
+        Some(t) if t.ends_with("/Conflict") => ErrorKind::Conflict,
+        Some(t) if t.ends_with("/LoopDetected") => ErrorKind::LoopDetected,
+        Some(t) if t.ends_with("/InvalidRequest") && status == 400 => ErrorKind::InvalidRequest,
+        _ => kind_of(status),
+    };
+    let detail = problem
+        .get("detail")
+        .and_then(Value::as_str)
+        .unwrap_or("the context source failed");
+    NgsiError::new(kind, detail)
+}
+
+impl Forwarder {
+    /// The request that sends a part of write `w` to the source of `r`:
+    /// the client's method and path, the part's document.
+    fn write_request(
+        &self,
+        r: &Registration,
+        w: &Write<'_>,
+        body: Option<&Value>,
+        params: Vec<String>,
+        ctx: &Ctx,
+        alias: &str,
+    ) -> Result<Prepared, Failure> {
+        let origin = Origin { body, ..w.origin };
+        let segments = w.kind.segments(w.id, w.attr.unwrap_or_default());
+        let mut p = self.request(
+            r,
+            &segments,
+            params,
+            body.map(|b| b.to_string().into_bytes()),
+            &origin,
+            ctx,
+            alias,
+        )?;
+        p.method = w.kind.method();
+        Ok(p)
+    }
+
+    /// Sends a write: any 2xx but 207 is success.
+    async fn write(self, p: Prepared) -> Result<Vec<Value>, Failure> {
+        let deadline = tokio::time::Instant::now() + p.timeout;
+        let mut budget = 1 << 20;
+        let (status, _, body) = self
+            .send(
+                p.method,
+                p.url,
+                p.headers,
+                p.body.as_deref(),
+                p.timeout,
+                deadline,
+                &mut budget,
+            )
+            .await?;
+        if (200..300).contains(&status) && status != 207 {
+            return Ok(Vec::new());
+        }
+        let own = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) if m.contains_key("type") => Some(m),
+            _ => None,
+        };
+        Err(Failure::Refused(status, own))
+    }
+}

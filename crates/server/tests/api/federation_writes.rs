@@ -1,0 +1,507 @@
+//! Distributed writes of one entity (clauses 4.3.6.2, 4.3.6.3, 5.6.x.4):
+//! what a write names goes to the registrations that hold it, exclusive
+//! first, then redirect, then here, then inclusive. The sources are real:
+//! a second Wuyang server, or an HTTP receiver that records each request
+//! and answers the status the test says.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method as HttpMethod, StatusCode, Uri};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::federation::{get, prop, register, registration, terms};
+use crate::support::{Server, link, serve_document};
+
+const V1: &str = "urn:ngsi-ld:Vehicle:w1";
+
+/// A request a source received.
+#[derive(Debug)]
+struct Received {
+    method: HttpMethod,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// An HTTP source that records every request and answers `status` with no
+/// body (as the ETSI mock does).
+async fn source(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().fallback(
+        move |method: HttpMethod, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let _ = tx.send(Received {
+                    method,
+                    uri,
+                    headers,
+                    body,
+                });
+                status
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), rx)
+}
+
+/// Everything a source has received so far.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Received>) -> Vec<Received> {
+    let mut out = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        out.push(r);
+    }
+    out
+}
+
+/// A registration of entity `V1` (type Vehicle) at `endpoint`.
+fn reg_v1(id: &str, endpoint: &str, extra: Value) -> Value {
+    let mut r = registration(id, endpoint, extra);
+    if r["information"][0]["entities"][0].get("id").is_none() {
+        r["information"][0]["entities"][0]["id"] = json!(V1);
+    }
+    r
+}
+
+async fn send(s: &Server, ctx: &str, method: Method, path: &str, body: Option<&Value>) -> crate::support::Resp {
+    let mut req = s.req(method, path).header("Link", &link(ctx));
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    req.send().await
+}
+
+fn vehicle() -> Value {
+    json!({
+        "id": V1,
+        "type": "Vehicle",
+        "speed": prop(50),
+        "brandName": prop("Mercedes")
+    })
+}
+
+#[tokio::test]
+async fn exclusive_attributes_are_written_at_their_source_only() {
+    let (hub, dept) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    let mut reg = reg_v1(
+        "urn:ngsi-ld:ContextSourceRegistration:x",
+        &dept.origin,
+        json!({"mode": "exclusive", "operations": ["redirectionOps"]}),
+    );
+    reg["information"][0]["propertyNames"] = json!(["speed"]);
+    register(&hub, &ctx, &reg).await;
+
+    // Create: speed goes to the department's broker, brandName stays here.
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.header("Location"),
+        Some(&*format!("/ngsi-ld/v1/entities/{V1}"))
+    );
+    let there = get(&dept, &ctx, &format!("/entities/{V1}")).await;
+    assert_eq!(there.status, 200, "{}", there.text);
+    assert_eq!(there.body["speed"]["value"], 50);
+    assert!(there.body.get("brandName").is_none(), "{}", there.body);
+    let here = get(&hub, &ctx, &format!("/entities/{V1}?local=true")).await;
+    assert_eq!(here.body["brandName"]["value"], "Mercedes");
+    assert!(here.body.get("speed").is_none(), "{}", here.body);
+    // A read through the hub sees both halves.
+    let merged = get(&hub, &ctx, &format!("/entities/{V1}")).await;
+    assert_eq!(merged.body["speed"]["value"], 50, "{}", merged.body);
+    assert_eq!(merged.body["brandName"]["value"], "Mercedes");
+
+    // Partial update of the exclusive attribute: there only.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::PATCH,
+        &format!("/entities/{V1}/attrs/speed"),
+        Some(&json!({"value": 60})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let there = get(&dept, &ctx, &format!("/entities/{V1}")).await;
+    assert_eq!(there.body["speed"]["value"], 60);
+
+    // Append: each attribute to where it belongs.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        &format!("/entities/{V1}/attrs"),
+        Some(&json!({"speed": prop(70), "isParked": prop(false)})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let there = get(&dept, &ctx, &format!("/entities/{V1}")).await;
+    assert_eq!(there.body["speed"]["value"], 70);
+    assert!(there.body.get("isParked").is_none(), "{}", there.body);
+    let here = get(&hub, &ctx, &format!("/entities/{V1}?local=true")).await;
+    assert_eq!(here.body["isParked"]["value"], false);
+    assert!(here.body.get("speed").is_none(), "{}", here.body);
+
+    // Delete the exclusive attribute: there; nothing here to delete is no
+    // error.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::DELETE,
+        &format!("/entities/{V1}/attrs/speed"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let there = get(&dept, &ctx, &format!("/entities/{V1}")).await;
+    assert!(there.body.get("speed").is_none(), "{}", there.body);
+
+    // Delete Entity: in both places.
+    let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(get(&dept, &ctx, &format!("/entities/{V1}")).await.status, 404);
+    assert_eq!(
+        get(&hub, &ctx, &format!("/entities/{V1}?local=true"))
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn redirect_writes_go_to_every_source_as_the_client_wrote_them() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (one, mut one_rx) = source(StatusCode::NO_CONTENT).await;
+    let (two, mut two_rx) = source(StatusCode::NO_CONTENT).await;
+    for (id, endpoint) in [("r1", format!("{one}/broker1/")), ("r2", two.clone())] {
+        register(
+            &hub,
+            &ctx,
+            &reg_v1(
+                &format!("urn:ngsi-ld:ContextSourceRegistration:{id}"),
+                &endpoint,
+                json!({"mode": "redirect", "operations": ["redirectionOps"]}),
+            ),
+        )
+        .await;
+    }
+    let alias = hub.get("/info/sourceIdentity").await.body["contextSourceAlias"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Nothing stays here.
+    assert_eq!(
+        get(&hub, &ctx, &format!("/entities/{V1}?local=true"))
+            .await
+            .status,
+        404
+    );
+    for (rx, path) in [
+        (&mut one_rx, "/broker1/ngsi-ld/v1/entities"),
+        (&mut two_rx, "/ngsi-ld/v1/entities"),
+    ] {
+        let got = drain(rx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let g = &got[0];
+        assert_eq!((&g.method, g.uri.path()), (&HttpMethod::POST, path));
+        // The client's document with its short names and its @context.
+        assert_eq!(g.body, vehicle());
+        assert_eq!(g.headers["content-type"], "application/json");
+        assert!(
+            g.headers["link"].to_str().unwrap().contains(&ctx),
+            "{:?}",
+            g.headers
+        );
+        assert_eq!(g.headers["via"], format!("1.1 {alias}").as_str());
+    }
+
+    // Every other write of one entity, with its own method, path and
+    // parameters; an entity missing here is no error.
+    let cases: [(Method, String, Option<Value>, HttpMethod, String); 7] = [
+        (
+            Method::PATCH,
+            format!("/entities/{V1}/attrs?options=noOverwrite&local=false"),
+            Some(json!({"speed": prop(1)})),
+            HttpMethod::PATCH,
+            format!("/ngsi-ld/v1/entities/{V1}/attrs"),
+        ),
+        (
+            Method::POST,
+            format!("/entities/{V1}/attrs"),
+            Some(json!({"speed": prop(2)})),
+            HttpMethod::POST,
+            format!("/ngsi-ld/v1/entities/{V1}/attrs"),
+        ),
+        (
+            Method::PATCH,
+            format!("/entities/{V1}/attrs/speed"),
+            Some(json!({"speed": {"value": 3}})),
+            HttpMethod::PATCH,
+            format!("/ngsi-ld/v1/entities/{V1}/attrs/speed"),
+        ),
+        (
+            Method::PUT,
+            format!("/entities/{V1}/attrs/speed"),
+            Some(json!({"speed": prop(4)})),
+            HttpMethod::PUT,
+            format!("/ngsi-ld/v1/entities/{V1}/attrs/speed"),
+        ),
+        (
+            Method::PATCH,
+            format!("/entities/{V1}"),
+            Some(json!({"speed": prop(5)})),
+            HttpMethod::PATCH,
+            format!("/ngsi-ld/v1/entities/{V1}"),
+        ),
+        (
+            Method::PUT,
+            format!("/entities/{V1}"),
+            Some(json!({"type": "Vehicle", "speed": prop(6)})),
+            HttpMethod::PUT,
+            format!("/ngsi-ld/v1/entities/{V1}"),
+        ),
+        (
+            Method::DELETE,
+            format!("/entities/{V1}/attrs/speed?deleteAll=true"),
+            None,
+            HttpMethod::DELETE,
+            format!("/ngsi-ld/v1/entities/{V1}/attrs/speed"),
+        ),
+    ];
+    for (method, path, body, want_method, want_path) in cases {
+        let r = send(&hub, &ctx, method.clone(), &path, body.as_ref()).await;
+        assert_eq!(r.status, 204, "{method} {path}: {}", r.text);
+        let got = drain(&mut two_rx);
+        assert_eq!(got.len(), 1, "{method} {path}: {got:?}");
+        assert_eq!((&got[0].method, got[0].uri.path()), (&want_method, &*want_path));
+        assert_eq!(got[0].body, body.unwrap_or(Value::Null), "{method} {path}");
+        // The operation's own parameters go along; `local` does not.
+        let query = got[0].uri.query().unwrap_or("");
+        assert!(!query.contains("local"), "{query}");
+        if path.contains("noOverwrite") {
+            assert_eq!(query, "options=noOverwrite");
+        }
+        if path.contains("deleteAll") {
+            assert_eq!(query, "deleteAll=true");
+        }
+        assert_eq!(drain(&mut one_rx).len(), 1, "{method} {path}");
+    }
+    let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(drain(&mut two_rx)[0].method, HttpMethod::DELETE);
+    assert_eq!(drain(&mut one_rx)[0].method, HttpMethod::DELETE);
+
+    // local=true keeps a write here: nothing is forwarded.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        "/entities?local=true",
+        Some(&vehicle()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(drain(&mut one_rx).is_empty() && drain(&mut two_rx).is_empty());
+    // A request this broker refuses reaches no source.
+    let mut bad = vehicle();
+    bad["id"] = json!("not a uri");
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&bad)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(drain(&mut one_rx).is_empty() && drain(&mut two_rx).is_empty());
+    let r = send(
+        &hub,
+        &ctx,
+        Method::PATCH,
+        &format!("/entities/{V1}/attrs"),
+        Some(&json!({"speed": {"type": "Property"}})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(drain(&mut one_rx).is_empty() && drain(&mut two_rx).is_empty());
+}
+
+#[tokio::test]
+async fn a_registration_that_does_not_offer_the_write_is_a_conflict() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (src, mut rx) = source(StatusCode::CREATED).await;
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:q",
+            &src,
+            json!({"mode": "exclusive", "operations": ["queryEntity"]}),
+        ),
+    )
+    .await;
+    // The whole entity belongs to a source that does not take creates.
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
+    r.problem(409, "Conflict");
+    assert!(drain(&mut rx).is_empty());
+    // Delete Entity removes what is held here and reports the refusal.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        "/entities?local=true",
+        Some(&vehicle()),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(r.body["success"], json!([V1]));
+    let errors = r.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{}", r.body);
+    assert_eq!(errors[0]["entityId"], V1);
+    assert_eq!(errors[0]["error"]["status"], 409);
+    assert_eq!(
+        errors[0]["registrationId"],
+        "urn:ngsi-ld:ContextSourceRegistration:q"
+    );
+    assert_eq!(
+        get(&hub, &ctx, &format!("/entities/{V1}?local=true"))
+            .await
+            .status,
+        404
+    );
+    assert!(drain(&mut rx).is_empty());
+    // An inclusive registration that does not take the write is left out.
+    let hub = Server::start().await;
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:i",
+            &src,
+            json!({"operations": ["retrieveOps"]}),
+        ),
+    )
+    .await;
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(drain(&mut rx).is_empty());
+}
+
+#[tokio::test]
+async fn inclusive_writes_happen_here_and_there_and_a_failure_is_a_207() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (refusing, mut refusing_rx) = source(StatusCode::CONFLICT).await;
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:c",
+            &refusing,
+            json!({"mode": "inclusive", "operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    // Created here; the source refused: one part of two failed.
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(r.body["success"], json!([V1]));
+    assert_eq!(r.body["errors"][0]["error"]["status"], 409, "{}", r.body);
+    assert_eq!(
+        r.body["errors"][0]["registrationId"],
+        "urn:ngsi-ld:ContextSourceRegistration:c"
+    );
+    assert!(r.header("NGSILD-Warning").unwrap().starts_with("299 "));
+    assert_eq!(drain(&mut refusing_rx).len(), 1);
+    let here = get(&hub, &ctx, &format!("/entities/{V1}?local=true")).await;
+    assert_eq!(here.body["speed"]["value"], 50);
+    // Both failed: still a 207, with both errors.
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    let statuses: Vec<&Value> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e.get("error").unwrap()["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(409), &json!(409)], "{}", r.body);
+    assert_eq!(r.body["success"], json!([]));
+    // An attribute operation reports per attribute (an UpdateResult).
+    let r = send(
+        &hub,
+        &ctx,
+        Method::PATCH,
+        &format!("/entities/{V1}/attrs"),
+        Some(&json!({"speed": prop(80)})),
+    )
+    .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(r.body["updated"], json!(["speed"]), "{}", r.body);
+    assert_eq!(r.body["notUpdated"][0]["attributeName"], "speed");
+    assert_eq!(
+        r.body["notUpdated"][0]["registrationId"],
+        "urn:ngsi-ld:ContextSourceRegistration:c"
+    );
+    let here = get(&hub, &ctx, &format!("/entities/{V1}?local=true")).await;
+    assert_eq!(here.body["speed"]["value"], 80);
+
+    // A source that answers nothing in time: 504 when it was the only part.
+    let hub = Server::start().await;
+    let (_silent, silent) = crate::support::silent_url();
+    let silent = silent.trim_end_matches("/context.jsonld").to_string();
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:s",
+            &silent,
+            json!({"mode": "redirect", "operations": ["redirectionOps"], "management": {"timeout": 200}}),
+        ),
+    )
+    .await;
+    let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
+    r.problem(504, "GatewayTimeout");
+    assert!(r.header("NGSILD-Warning").unwrap().starts_with("199 "));
+}
+
+#[tokio::test]
+async fn a_write_that_comes_back_through_a_registration_is_a_loop() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (src, mut rx) = source(StatusCode::NO_CONTENT).await;
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:l",
+            &src,
+            json!({"operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let alias = hub.get("/info/sourceIdentity").await.body["contextSourceAlias"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = hub
+        .req(Method::DELETE, &format!("/entities/{V1}"))
+        .header("Via", &format!("1.1 other, 1.1 {alias}"))
+        .send()
+        .await;
+    r.problem(508, "LoopDetected");
+    assert!(drain(&mut rx).is_empty());
+    // A Via of other brokers only is passed on with this one added.
+    let r = hub
+        .req(Method::DELETE, &format!("/entities/{V1}"))
+        .header("Via", "1.1 other")
+        .send()
+        .await;
+    assert_eq!(r.status, 207, "not held here, deleted there: {}", r.text);
+    let got = drain(&mut rx);
+    assert_eq!(got[0].headers["via"], format!("1.1 other, 1.1 {alias}").as_str());
+}
