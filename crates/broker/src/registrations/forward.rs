@@ -178,6 +178,10 @@ impl Forwarder {
     pub fn new() -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Header names as written in the specification (`Via`, not
+            // `via`): some sources, the ETSI test mock among them, read
+            // them case-sensitively.
+            .http1_title_case_headers()
             .user_agent(concat!("wuyang/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());

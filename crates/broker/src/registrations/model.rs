@@ -686,7 +686,12 @@ impl Registration {
             "retrieveAttrTypeDetails",
             "retrieveAttrTypeInfo",
         ];
-        const UPDATES: [&str; 4] = ["updateEntity", "updateAttrs", "replaceEntity", "replaceAttrs"];
+        const UPDATES: [&str; 4] = [
+            "updateEntity",
+            "updateAttrs",
+            "replaceEntity",
+            "replaceAttrs",
+        ];
         const REDIRECTED_WRITES: [&str; 5] = [
             "createEntity",
             "appendAttrs",

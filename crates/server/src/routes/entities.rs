@@ -203,7 +203,10 @@ async fn entity_write<T>(
         None => None,
         Some(part) => {
             let bytes = part.map(|v| Bytes::from(v.to_string()));
-            let part_doc = bytes.as_ref().map(|b| body_doc(req, state, b)).transpose()?;
+            let part_doc = bytes
+                .as_ref()
+                .map(|b| body_doc(req, state, b))
+                .transpose()?;
             let result = run(part_doc.as_ref()).await;
             Some(result.map(|t| report(&t)))
         }
@@ -300,7 +303,12 @@ pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> Api
         &ctx,
         write,
         Some(&doc),
-        async |d| state.broker.create_entity(&req.tenant, &ctx, doc_of(d)?).await,
+        async |d| {
+            state
+                .broker
+                .create_entity(&req.tenant, &ctx, doc_of(d)?)
+                .await
+        },
         |_| None,
         |_| created(&entity_location(&id)),
     )

@@ -68,7 +68,13 @@ fn reg_v1(id: &str, endpoint: &str, extra: Value) -> Value {
     r
 }
 
-async fn send(s: &Server, ctx: &str, method: Method, path: &str, body: Option<&Value>) -> crate::support::Resp {
+async fn send(
+    s: &Server,
+    ctx: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> crate::support::Resp {
     let mut req = s.req(method, path).header("Link", &link(ctx));
     if let Some(b) = body {
         req = req.json(b);
@@ -163,7 +169,10 @@ async fn exclusive_attributes_are_written_at_their_source_only() {
     // Delete Entity: in both places.
     let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
     assert_eq!(r.status, 204, "{}", r.text);
-    assert_eq!(get(&dept, &ctx, &format!("/entities/{V1}")).await.status, 404);
+    assert_eq!(
+        get(&dept, &ctx, &format!("/entities/{V1}")).await.status,
+        404
+    );
     assert_eq!(
         get(&hub, &ctx, &format!("/entities/{V1}?local=true"))
             .await
@@ -281,7 +290,10 @@ async fn redirect_writes_go_to_every_source_as_the_client_wrote_them() {
         assert_eq!(r.status, 204, "{method} {path}: {}", r.text);
         let got = drain(&mut two_rx);
         assert_eq!(got.len(), 1, "{method} {path}: {got:?}");
-        assert_eq!((&got[0].method, got[0].uri.path()), (&want_method, &*want_path));
+        assert_eq!(
+            (&got[0].method, got[0].uri.path()),
+            (&want_method, &*want_path)
+        );
         assert_eq!(got[0].body, body.unwrap_or(Value::Null), "{method} {path}");
         // The operation's own parameters go along; `local` does not.
         let query = got[0].uri.query().unwrap_or("");
@@ -503,5 +515,51 @@ async fn a_write_that_comes_back_through_a_registration_is_a_loop() {
         .await;
     assert_eq!(r.status, 207, "not held here, deleted there: {}", r.text);
     let got = drain(&mut rx);
-    assert_eq!(got[0].headers["via"], format!("1.1 other, 1.1 {alias}").as_str());
+    assert_eq!(
+        got[0].headers["via"],
+        format!("1.1 other, 1.1 {alias}").as_str()
+    );
+}
+
+#[tokio::test]
+async fn forwarded_header_names_are_written_as_the_specification_writes_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    // A source that reads the request's bytes as they came (header names
+    // included, which HTTP libraries lowercase).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let raw = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:t",
+            &endpoint,
+            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let head = raw.await.unwrap();
+    assert!(
+        head.starts_with(&format!("DELETE /ngsi-ld/v1/entities/{V1} HTTP/1.1\r\n")),
+        "{head}"
+    );
+    assert!(head.contains("\r\nVia: 1.1 "), "{head}");
 }

@@ -176,7 +176,8 @@ fn part_body(body: &Value, ctx: &Ctx, keep: &[Iri]) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .filter(|(k, _)| {
-                    ENTITY_MEMBERS.contains(&k.as_str()) || keep.iter().any(|n| **n == *ctx.expand(k))
+                    ENTITY_MEMBERS.contains(&k.as_str())
+                        || keep.iter().any(|n| **n == *ctx.expand(k))
                 })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
@@ -286,11 +287,9 @@ impl Broker {
             }
             let attrs: Vec<Iri> = match &cover {
                 Cover::Entity => left.clone(),
-                Cover::Attributes(names) => left
-                    .iter()
-                    .filter(|a| names.contains(a))
-                    .cloned()
-                    .collect(),
+                Cover::Attributes(names) => {
+                    left.iter().filter(|a| names.contains(a)).cloned().collect()
+                }
             };
             let involved = if w.kind == WriteKind::Delete {
                 true
@@ -501,9 +500,11 @@ impl Failed {
 fn problem_of(r: &Registration, failure: Failure) -> Value {
     let (kind, status, own) = match failure {
         Failure::Refused(status, own) => (kind_of(status), status, own),
-        Failure::Timeout(_) | Failure::CoolingDown => {
-            (ErrorKind::GatewayTimeout, ErrorKind::GatewayTimeout.status(), None)
-        }
+        Failure::Timeout(_) | Failure::CoolingDown => (
+            ErrorKind::GatewayTimeout,
+            ErrorKind::GatewayTimeout.status(),
+            None,
+        ),
         Failure::NoAnswer(_) | Failure::Status(_) | Failure::Invalid(_) => {
             (ErrorKind::BadGateway, ErrorKind::BadGateway.status(), None)
         }
@@ -565,7 +566,10 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
                     let names: Vec<String> = if o.attrs.is_empty() {
                         w.attr.map(str::to_string).into_iter().collect()
                     } else {
-                        o.attrs.iter().map(|a| ctx.compact(a).into_owned()).collect()
+                        o.attrs
+                            .iter()
+                            .map(|a| ctx.compact(a).into_owned())
+                            .collect()
                     };
                     for n in names {
                         if let Some(r) = &o.registration {
