@@ -106,6 +106,17 @@ pub struct Write<'a> {
     pub origin: Origin<'a>,
 }
 
+/// A write of one entity, as [`Broker::split`] reads it.
+pub(crate) struct EntityWrite<'a> {
+    pub(crate) kind: WriteKind,
+    /// The operation's name in Table 4.20-1 (a batch operation's, for an
+    /// entity of a batch).
+    pub(crate) op: &'static str,
+    pub(crate) id: &'a str,
+    pub(crate) attr: Option<&'a str>,
+    pub(crate) type_param: Option<&'a str>,
+}
+
 /// Members of an entity document that are not attributes: they go with
 /// every part.
 const ENTITY_MEMBERS: &[&str] = &["id", "@id", "type", "@type", "@context", "scope"];
@@ -210,28 +221,90 @@ impl Broker {
         w: &Write<'_>,
         body: Option<&J>,
     ) -> NgsiResult<Option<Plan>> {
-        if w.origin.local {
+        let Some(registrations) = self.write_registrations(tenant, &w.origin) else {
             return Ok(None);
+        };
+        // No part of a request this broker would refuse goes anywhere.
+        if let Some(b) = body {
+            self.check_write(ctx, w, b)?;
+        }
+        crate::check_uri(w.id, "entity id")?;
+        let entity = EntityWrite {
+            kind: w.kind,
+            op: w.kind.operation(),
+            id: w.id,
+            attr: w.attr,
+            type_param: w.type_param,
+        };
+        let plan = self.split(
+            tenant,
+            ctx,
+            &entity,
+            body.map(JsonDoc::to_value),
+            &registrations,
+        );
+        match plan {
+            Some(_) => self.check_loop(tenant, &w.origin).map(|()| plan),
+            None => Ok(None),
+        }
+    }
+
+    /// The registrations of `tenant` that may take a write: none (`None`)
+    /// with `local=true` or when the tenant has none (one read lock);
+    /// never auxiliary or expired ones, nor those whose source the request
+    /// has passed through.
+    pub(crate) fn write_registrations(
+        &self,
+        tenant: &str,
+        origin: &Origin<'_>,
+    ) -> Option<Vec<Arc<Registration>>> {
+        if origin.local {
+            return None;
         }
         let registrations: Vec<Arc<Registration>> = {
             let tenants = self.registrations.tenants.read();
-            let Some(list) = tenants.get(tenant).filter(|l| !l.is_empty()) else {
-                return Ok(None);
-            };
+            let list = tenants.get(tenant).filter(|l| !l.is_empty())?;
             list.values()
                 .filter(|r| r.mode != Mode::Auxiliary && r.endpoint.is_some())
                 .cloned()
                 .collect()
         };
         if registrations.is_empty() {
-            return Ok(None);
+            return None;
         }
-        // No part of a request this broker would refuse goes anywhere.
-        if let Some(b) = body {
-            self.check_write(ctx, w, b)?;
+        let via = origin.via();
+        let now = ngsi_model::time::now_micros();
+        let registrations: Vec<_> = registrations
+            .into_iter()
+            .filter(|r| !r.expired(now))
+            .filter(|r| r.alias().is_none_or(|a| !via_names(&via, a)))
+            .collect();
+        (!registrations.is_empty()).then_some(registrations)
+    }
+
+    /// A write that would be forwarded while its `Via` names this broker
+    /// already: 508.
+    pub(crate) fn check_loop(&self, tenant: &str, origin: &Origin<'_>) -> NgsiResult<()> {
+        let alias = self.source_alias(tenant);
+        if via_names(&origin.via(), &alias) {
+            return Err(NgsiError::new(
+                ErrorKind::LoopDetected,
+                format!("the request has passed through this broker ({alias}) already"),
+            ));
         }
-        crate::check_uri(w.id, "entity id")?;
-        let body = body.map(JsonDoc::to_value);
+        Ok(())
+    }
+
+    /// How a write of one entity is split over `registrations` (see the
+    /// module); `None` when none of them takes part.
+    pub(crate) fn split(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        w: &EntityWrite<'_>,
+        body: Option<Value>,
+        registrations: &[Arc<Registration>],
+    ) -> Option<Plan> {
         let types = body
             .as_ref()
             .and_then(|b| body_types(b, ctx))
@@ -256,20 +329,15 @@ impl Broker {
                 .collect(),
             _ => Vec::new(),
         };
-        let via = w.origin.via();
-        let alias = self.source_alias(tenant);
-        let now = ngsi_model::time::now_micros();
         let mut candidates: Vec<(Arc<Registration>, Cover)> = registrations
-            .into_iter()
-            .filter(|r| !r.expired(now))
-            .filter(|r| r.alias().is_none_or(|a| !via_names(&via, a)))
+            .iter()
             .filter_map(|r| {
                 let cover = r.cover(w.id, types.as_deref())?;
-                Some((r, cover))
+                Some((r.clone(), cover))
             })
             .collect();
         candidates.sort_by_key(|(r, _)| mode_rank(r.mode));
-        let op = w.kind.operation();
+        let op = w.op;
         let mut parts = Vec::new();
         let mut left = written.clone();
         // Entity-wide exclusive or redirect parts leave nothing here (but a
@@ -328,13 +396,7 @@ impl Broker {
         }
         left.retain(|a| !redirected.contains(a));
         if parts.is_empty() {
-            return Ok(None);
-        }
-        if via_names(&via, &alias) {
-            return Err(NgsiError::new(
-                ErrorKind::LoopDetected,
-                format!("the request has passed through this broker ({alias}) already"),
-            ));
+            return None;
         }
         let took_some = left.len() < written.len();
         let local = if taken_all || (took_some && left.is_empty()) {
@@ -344,12 +406,12 @@ impl Broker {
         } else {
             Some(body)
         };
-        Ok(Some(Plan {
+        Some(Plan {
             parts,
             local,
             local_attrs: left,
             local_optional: exclusive && w.kind == WriteKind::Delete,
-        }))
+        })
     }
 
     /// Checks the document of a write as the local write would.
