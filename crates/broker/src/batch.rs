@@ -10,6 +10,7 @@ use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, update};
 use serde_json::Value;
 use store::{Change, Next, Op};
 
+use crate::registrations::{BatchFanout, EntityWrite, Origin, WriteKind};
 use crate::{BodyKind, Broker, Ctx, not_found};
 
 /// The result of a batch operation (BatchOperationResult, clause 5.2.16).
@@ -21,18 +22,38 @@ pub struct BatchResult {
     pub errors: Vec<(String, NgsiError)>,
     /// Ids of the entities that did not exist before (create and upsert).
     pub created: Vec<String>,
+    /// Parts that failed at a registered source (distributed batches): the
+    /// entity's id, the ProblemDetails, the registration.
+    pub remote_errors: Vec<(String, Value, Arc<str>)>,
+    /// The `NGSILD-Warning`s of the sources that failed.
+    pub warnings: Vec<String>,
 }
 
 impl BatchResult {
     /// The BatchOperationResult JSON body.
     pub fn to_json(&self) -> Value {
+        let remote = self
+            .remote_errors
+            .iter()
+            .map(|(id, problem, registration)| {
+                serde_json::json!({
+                    "entityId": id,
+                    "error": problem,
+                    "registrationId": &**registration,
+                })
+            });
         serde_json::json!({
             "success": self.success,
             "errors": self.errors.iter().map(|(id, e)| serde_json::json!({
                 "entityId": id,
                 "error": e.problem_details(),
-            })).collect::<Vec<_>>(),
+            })).chain(remote).collect::<Vec<_>>(),
         })
+    }
+
+    /// Whether some entity failed (the API answers 207).
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty() || !self.remote_errors.is_empty()
     }
 }
 
@@ -52,6 +73,20 @@ enum Kind {
     Upsert(UpsertMode),
     Update { no_overwrite: bool },
     Merge,
+}
+
+impl Kind {
+    /// How the registrations split an entity of the batch: the write of
+    /// one entity it is like, the operation's name (Table 4.20-1) and its
+    /// path segment under `/entityOperations`.
+    fn distributed(self) -> (WriteKind, &'static str, &'static str) {
+        match self {
+            Kind::Create => (WriteKind::Create, "createBatch", "create"),
+            Kind::Upsert(_) => (WriteKind::Replace, "upsertBatch", "upsert"),
+            Kind::Update { .. } => (WriteKind::AppendAttrs, "updateBatch", "update"),
+            Kind::Merge => (WriteKind::Merge, "mergeBatch", "merge"),
+        }
+    }
 }
 
 fn entity_id_of<J: JsonDoc>(v: &J) -> String {
@@ -81,8 +116,10 @@ impl Broker {
         kind: BodyKind,
         link: Option<&str>,
         body: &J,
+        origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
-        self.batch(tenant, kind, link, body, Kind::Create).await
+        self.batch(tenant, kind, link, body, Kind::Create, origin)
+            .await
     }
 
     /// Batch Upsert.
@@ -93,8 +130,9 @@ impl Broker {
         link: Option<&str>,
         body: &J,
         mode: UpsertMode,
+        origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
-        self.batch(tenant, kind, link, body, Kind::Upsert(mode))
+        self.batch(tenant, kind, link, body, Kind::Upsert(mode), origin)
             .await
     }
 
@@ -106,10 +144,18 @@ impl Broker {
         link: Option<&str>,
         body: &J,
         no_overwrite: bool,
+        origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
         self.check_tenant(tenant)?;
-        self.batch(tenant, kind, link, body, Kind::Update { no_overwrite })
-            .await
+        self.batch(
+            tenant,
+            kind,
+            link,
+            body,
+            Kind::Update { no_overwrite },
+            origin,
+        )
+        .await
     }
 
     /// Batch Merge.
@@ -119,21 +165,47 @@ impl Broker {
         kind: BodyKind,
         link: Option<&str>,
         body: &J,
+        origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
         self.check_tenant(tenant)?;
-        self.batch(tenant, kind, link, body, Kind::Merge).await
+        self.batch(tenant, kind, link, body, Kind::Merge, origin)
+            .await
     }
 
     /// Batch Delete: the body is an array of entity ids.
-    pub async fn batch_delete(&self, tenant: &str, body: &Value) -> NgsiResult<BatchResult> {
+    pub async fn batch_delete(
+        &self,
+        tenant: &str,
+        body: &Value,
+        origin: &Origin<'_>,
+    ) -> NgsiResult<BatchResult> {
         let items = batch_array(body)?;
-        self.check_tenant(tenant)?;
+        let registrations = self.write_registrations(tenant, origin);
+        if registrations.is_none() {
+            self.check_tenant(tenant)?;
+        }
+        let ctx = Ctx::core();
+        let mut fanout = BatchFanout::new("delete");
         let mut result = BatchResult::default();
         let mut ops = Vec::new();
         let mut op_ids = Vec::new();
         for item in items {
             match item {
                 Value::String(id) if ngsi_model::parse::is_absolute_iri(id) => {
+                    if let Some(regs) = &registrations {
+                        let w = EntityWrite {
+                            kind: WriteKind::Delete,
+                            op: "deleteBatch",
+                            id,
+                            attr: None,
+                            type_param: None,
+                        };
+                        if let Some(plan) = self.split(tenant, &ctx, &w, None, regs)
+                            && fanout.add(id, plan, true).is_none()
+                        {
+                            continue;
+                        }
+                    }
                     let id2 = id.clone();
                     ops.push(Op::new(id.as_str(), move |current| match current {
                         Some(_) => Ok(Change {
@@ -150,8 +222,47 @@ impl Broker {
                 )),
             }
         }
-        self.run_ops(tenant, ops, op_ids, &mut result).await?;
+        if registrations.is_some() && fanout.is_empty() {
+            self.check_tenant(tenant)?;
+        }
+        self.run_distributed(
+            tenant,
+            ops,
+            op_ids,
+            &mut result,
+            fanout,
+            &ctx,
+            origin,
+            "deleteBatch",
+        )
+        .await?;
         Ok(result)
+    }
+
+    /// Runs the local ops of a batch, then the parts of its entities that
+    /// registrations hold (none with `fanout` empty).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_distributed(
+        &self,
+        tenant: &str,
+        ops: Vec<Op>,
+        op_ids: Vec<String>,
+        result: &mut BatchResult,
+        fanout: BatchFanout,
+        ctx: &Ctx,
+        origin: &Origin<'_>,
+        op: &'static str,
+    ) -> NgsiResult<()> {
+        if fanout.is_empty() {
+            return self.run_ops(tenant, ops, op_ids, result).await;
+        }
+        self.check_loop(tenant, origin)?;
+        // A tenant that only the sources know has nothing here to write.
+        if !ops.is_empty() || tenant.is_empty() || self.store.tenant_exists(tenant) {
+            self.run_ops(tenant, ops, op_ids, result).await?;
+        }
+        fanout.finish(self, tenant, ctx, origin, op, result).await;
+        Ok(())
     }
 
     async fn batch<J: JsonDoc + Sync>(
@@ -161,8 +272,12 @@ impl Broker {
         link: Option<&str>,
         body: &J,
         kind: Kind,
+        origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
         let items = batch_array(body)?;
+        let registrations = self.write_registrations(tenant, origin);
+        let (write_kind, op, segment) = kind.distributed();
+        let mut fanout = BatchFanout::new(segment);
         if body_kind == BodyKind::LdJson && link.is_some() {
             return Err(crate::context::ld_json_with_link());
         }
@@ -184,16 +299,56 @@ impl Broker {
                 },
                 None => self.context_for_body(BodyKind::LdJson, None, item).await,
             };
-            let parsed = ctx.and_then(|ctx| self.batch_entity(item, &ctx, kind));
-            match parsed {
-                Ok(entity) => {
-                    op_ids.push(entity.id.to_string());
-                    ops.push(batch_op(entity, kind));
+            let parsed = ctx.and_then(|ctx| self.batch_entity(item, &ctx, kind).map(|e| (e, ctx)));
+            let (entity, ctx) = match parsed {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    result.errors.push((id, e));
+                    continue;
                 }
-                Err(e) => result.errors.push((id, e)),
-            }
+            };
+            let plan = registrations.as_ref().and_then(|regs| {
+                let w = EntityWrite {
+                    kind: write_kind,
+                    op,
+                    id: &entity.id,
+                    attr: None,
+                    type_param: None,
+                };
+                self.split(tenant, &ctx, &w, Some(item.to_value()), regs)
+            });
+            let entity = match plan {
+                None => entity,
+                // What the registrations left of the entity, if anything.
+                Some(plan) => match fanout.add(&entity.id, plan, false).flatten() {
+                    None => continue,
+                    Some(doc) => match self.batch_entity(&doc, &ctx, kind) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            result.errors.push((id, e));
+                            continue;
+                        }
+                    },
+                },
+            };
+            op_ids.push(entity.id.to_string());
+            ops.push(batch_op(entity, kind));
         }
-        self.run_ops(tenant, ops, op_ids, &mut result).await?;
+        let batch_ctx = match shared_ctx {
+            Some(Ok(c)) => c,
+            _ => Ctx::core(),
+        };
+        self.run_distributed(
+            tenant,
+            ops,
+            op_ids,
+            &mut result,
+            fanout,
+            &batch_ctx,
+            origin,
+            op,
+        )
+        .await?;
         Ok(result)
     }
 

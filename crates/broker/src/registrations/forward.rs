@@ -23,6 +23,7 @@ use store::Page;
 mod discovery;
 mod write;
 
+pub(crate) use write::{BatchFanout, EntityWrite};
 pub use write::{Plan, Write, WriteAnswer, WriteKind};
 
 use super::Registry;
@@ -296,10 +297,12 @@ impl Forwarder {
             reqwest::header::ACCEPT,
             HeaderValue::from_static("application/json"),
         );
-        let inline = origin
-            .body
-            .as_ref()
-            .is_some_and(|b| b.get("@context").is_some());
+        // A JSON-LD document, or a batch of them, carries its @context.
+        let inline = origin.body.as_ref().is_some_and(|b| {
+            b.get("@context").is_some()
+                || b.as_array()
+                    .is_some_and(|items| items.iter().any(|i| i.get("@context").is_some()))
+        });
         if origin.body.is_some() {
             h.insert(
                 reqwest::header::CONTENT_TYPE,

@@ -19,6 +19,7 @@ use parking_lot::RwLock;
 use serde_json::{Map, Value};
 use store::Store;
 
+pub(crate) use forward::{BatchFanout, EntityWrite};
 pub use forward::{Origin, Plan, Write, WriteAnswer, WriteKind};
 pub use model::{IntervalKind, Registration, RegistrationQuery};
 use subscriptions::{CsrSubscriptions, Trigger};

@@ -854,7 +854,13 @@ pub async fn delete_attr(
 }
 
 fn batch_response(result: BatchResult, all_ok: StatusCode, body: Option<Vec<String>>) -> Response {
-    if !result.errors.is_empty() {
+    let mut r = batch_answer(&result, all_ok, body);
+    add_warnings(&mut r, &result.warnings);
+    r
+}
+
+fn batch_answer(result: &BatchResult, all_ok: StatusCode, body: Option<Vec<String>>) -> Response {
+    if result.has_errors() {
         let bytes = serde_json::to_vec(&result.to_json()).unwrap_or_default();
         let mut r = Response::new(Body::from(bytes));
         *r.status_mut() = StatusCode::MULTI_STATUS;
@@ -879,16 +885,30 @@ fn batch_response(result: BatchResult, all_ok: StatusCode, body: Option<Vec<Stri
     }
 }
 
+/// What a batch passes on to the registrations that hold its entities.
+fn batch_origin<'a>(req: &'a Ngsi, params: &[(String, String)]) -> Origin<'a> {
+    Origin {
+        local: local_param(params),
+        ..origin(req)
+    }
+}
+
 /// POST /entityOperations/create
 pub async fn batch_create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     // The contexts are resolved per entity by the broker.
     let (bytes, consume) = json_body(&req, &state, body).await?;
     let doc = body_doc(&req, &state, &bytes)?;
     let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_create(&req.tenant, body_kind(consume), link.as_deref(), &doc)
+        .batch_create(
+            &req.tenant,
+            body_kind(consume),
+            link.as_deref(),
+            &doc,
+            &batch_origin(&req, &params),
+        )
         .await
         .map_err(|e| req.err(e))?;
     let ids = result.success.clone();
@@ -909,11 +929,18 @@ pub async fn batch_upsert(State(state): State<AppState>, req: Ngsi, body: Body) 
     let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_upsert(&req.tenant, body_kind(consume), link.as_deref(), &doc, mode)
+        .batch_upsert(
+            &req.tenant,
+            body_kind(consume),
+            link.as_deref(),
+            &doc,
+            mode,
+            &batch_origin(&req, &params),
+        )
         .await
         .map_err(|e| req.err(e))?;
-    if result.errors.is_empty() && result.created.is_empty() {
-        return Ok(empty(StatusCode::NO_CONTENT));
+    if !result.has_errors() && result.created.is_empty() {
+        return Ok(batch_response(result, StatusCode::NO_CONTENT, None));
     }
     let created = result.created.clone();
     Ok(batch_response(result, StatusCode::CREATED, Some(created)))
@@ -936,6 +963,7 @@ pub async fn batch_update(State(state): State<AppState>, req: Ngsi, body: Body) 
             link.as_deref(),
             &doc,
             no_overwrite,
+            &batch_origin(&req, &params),
         )
         .await
         .map_err(|e| req.err(e))?;
@@ -944,14 +972,20 @@ pub async fn batch_update(State(state): State<AppState>, req: Ngsi, body: Body) 
 
 /// POST /entityOperations/merge
 pub async fn batch_merge(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     // The contexts are resolved per entity by the broker.
     let (bytes, consume) = json_body(&req, &state, body).await?;
     let doc = body_doc(&req, &state, &bytes)?;
     let link = link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_merge(&req.tenant, body_kind(consume), link.as_deref(), &doc)
+        .batch_merge(
+            &req.tenant,
+            body_kind(consume),
+            link.as_deref(),
+            &doc,
+            &batch_origin(&req, &params),
+        )
         .await
         .map_err(|e| req.err(e))?;
     Ok(batch_response(result, StatusCode::NO_CONTENT, None))
@@ -959,13 +993,13 @@ pub async fn batch_merge(State(state): State<AppState>, req: Ngsi, body: Body) -
 
 /// POST /entityOperations/delete
 pub async fn batch_delete(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
-    checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
     let (bytes, _) = json_body(&req, &state, body).await?;
     let value = parse_body(&bytes, state.config.max_json_depth).map_err(|e| req.err(e))?;
     link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_delete(&req.tenant, &value)
+        .batch_delete(&req.tenant, &value, &batch_origin(&req, &params))
         .await
         .map_err(|e| req.err(e))?;
     Ok(batch_response(result, StatusCode::NO_CONTENT, None))

@@ -28,10 +28,18 @@ struct Received {
 /// An HTTP source that records every request and answers `status` with no
 /// body (as the ETSI mock does).
 async fn source(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Received>) {
+    source_answering(status, String::new()).await
+}
+
+/// The same, answering `answer` (JSON when not empty).
+async fn source_answering(
+    status: StatusCode,
+    answer: String,
+) -> (String, mpsc::UnboundedReceiver<Received>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = Router::new().fallback(
         move |method: HttpMethod, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let tx = tx.clone();
+            let (tx, answer) = (tx.clone(), answer.clone());
             async move {
                 let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let _ = tx.send(Received {
@@ -40,7 +48,12 @@ async fn source(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Received
                     headers,
                     body,
                 });
-                status
+                let kind = if answer.is_empty() {
+                    "text/plain"
+                } else {
+                    "application/json"
+                };
+                (status, [("content-type", kind)], answer)
             }
         },
     );
@@ -562,4 +575,159 @@ async fn forwarded_header_names_are_written_as_the_specification_writes_them() {
         "{head}"
     );
     assert!(head.contains("\r\nVia: 1.1 "), "{head}");
+}
+
+#[tokio::test]
+async fn batches_send_each_registration_its_part_of_every_entity() {
+    let (hub, dept) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    let batch_ops = json!([
+        "createBatch",
+        "upsertBatch",
+        "updateBatch",
+        "mergeBatch",
+        "deleteBatch",
+        "retrieveEntity"
+    ]);
+    let mut reg = registration(
+        "urn:ngsi-ld:ContextSourceRegistration:bx",
+        &dept.origin,
+        json!({"mode": "exclusive", "operations": batch_ops}),
+    );
+    reg["information"][0]["entities"][0]["idPattern"] = json!("urn:ngsi-ld:Vehicle:b");
+    reg["information"][0]["propertyNames"] = json!(["speed"]);
+    register(&hub, &ctx, &reg).await;
+    let ids = ["urn:ngsi-ld:Vehicle:b1", "urn:ngsi-ld:Vehicle:b2"];
+    let batch = |speed: i64| {
+        Value::Array(
+            ids.iter()
+                .map(|id| json!({"id": id, "type": "Vehicle", "speed": prop(speed), "brandName": prop("BMW")}))
+                .collect(),
+        )
+    };
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        "/entityOperations/create",
+        Some(&batch(10)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body, json!(ids));
+    for id in ids {
+        let there = get(&dept, &ctx, &format!("/entities/{id}")).await;
+        assert_eq!(there.body["speed"]["value"], 10, "{}", there.body);
+        assert!(there.body.get("brandName").is_none());
+        let here = get(&hub, &ctx, &format!("/entities/{id}?local=true")).await;
+        assert_eq!(here.body["brandName"]["value"], "BMW");
+        assert!(here.body.get("speed").is_none(), "{}", here.body);
+    }
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        "/entityOperations/upsert?options=update",
+        Some(&batch(20)),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let there = get(&dept, &ctx, &format!("/entities/{}", ids[1])).await;
+    assert_eq!(there.body["speed"]["value"], 20);
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        "/entityOperations/delete",
+        Some(&json!(ids)),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    for id in ids {
+        assert_eq!(
+            get(&dept, &ctx, &format!("/entities/{id}")).await.status,
+            404
+        );
+        assert_eq!(
+            get(&hub, &ctx, &format!("/entities/{id}?local=true"))
+                .await
+                .status,
+            404
+        );
+    }
+
+    // A source's own 207 says which of its entities failed; a registration
+    // that does not take the batch operation fails its part of each.
+    let hub = Server::start().await;
+    let answer = json!({"success": [ids[0]], "errors": [{"entityId": ids[1], "error": {
+        "type": "https://uri.etsi.org/ngsi-ld/errors/AlreadyExists", "title": "Already exists",
+        "detail": "it exists there", "status": 409}}]});
+    let (partial, mut partial_rx) =
+        source_answering(StatusCode::MULTI_STATUS, answer.to_string()).await;
+    let (reads_only, mut reads_rx) = source(StatusCode::CREATED).await;
+    let mut inclusive = registration(
+        "urn:ngsi-ld:ContextSourceRegistration:bi",
+        &partial,
+        json!({"operations": batch_ops}),
+    );
+    inclusive["information"][0]["entities"][0]["idPattern"] = json!("urn:ngsi-ld:Vehicle:b");
+    register(&hub, &ctx, &inclusive).await;
+    let mut refusing = registration(
+        "urn:ngsi-ld:ContextSourceRegistration:br",
+        &reads_only,
+        json!({"mode": "redirect", "operations": ["retrieveOps"]}),
+    );
+    refusing["information"][0]["entities"][0]["id"] = json!(ids[0]);
+    refusing["information"][0]["propertyNames"] = json!(["brandName"]);
+    register(&hub, &ctx, &refusing).await;
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        "/entityOperations/create",
+        Some(&batch(30)),
+    )
+    .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(r.body["success"], json!([]), "{}", r.body);
+    let mut errors: Vec<(String, String, i64)> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["entityId"].as_str().unwrap().to_string(),
+                e["registrationId"].as_str().unwrap_or("").to_string(),
+                e["error"]["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            (
+                ids[0].to_string(),
+                "urn:ngsi-ld:ContextSourceRegistration:br".to_string(),
+                409
+            ),
+            (
+                ids[1].to_string(),
+                "urn:ngsi-ld:ContextSourceRegistration:bi".to_string(),
+                409
+            ),
+        ]
+    );
+    // One batch went to the inclusive source, with both entities whole
+    // (but for what the redirect registration took); none to the other.
+    let got = drain(&mut partial_rx);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].uri.path(), "/ngsi-ld/v1/entityOperations/create");
+    assert_eq!(got[0].body.as_array().unwrap().len(), 2);
+    assert!(got[0].body[0].get("brandName").is_none(), "{}", got[0].body);
+    assert_eq!(got[0].body[1]["brandName"]["value"], "BMW");
+    assert!(drain(&mut reads_rx).is_empty());
+    // What stayed here was written here.
+    let here = get(&hub, &ctx, &format!("/entities/{}?local=true", ids[1])).await;
+    assert_eq!(here.body["speed"]["value"], 30);
 }

@@ -571,7 +571,7 @@ fn problem_of(r: &Registration, failure: Failure) -> Value {
             (ErrorKind::BadGateway, ErrorKind::BadGateway.status(), None)
         }
     };
-    let mut p = match own {
+    let mut p = match own.filter(|m| m.contains_key("type")) {
         Some(m) => m,
         None => match NgsiError::new(kind, format!("context source {} failed", r.id))
             .problem_details()
@@ -739,10 +739,200 @@ impl Forwarder {
         if (200..300).contains(&status) && status != 207 {
             return Ok(Vec::new());
         }
+        // A ProblemDetails, or the result document of a 207.
         let own = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(m)) if m.contains_key("type") => Some(m),
+            Ok(Value::Object(m)) if status == 207 || m.contains_key("type") => Some(m),
             _ => None,
         };
         Err(Failure::Refused(status, own))
+    }
+}
+
+/// An entity's id and its part of a batch (an entity fragment, or the id
+/// for Delete).
+type BatchItem = (String, Value);
+
+/// The remote parts of a batch operation's entities (clauses 5.6.7.4–
+/// 5.6.10.4, 5.6.20.4): each registration gets one batch of the same
+/// operation with its part of every entity it holds; the client's
+/// BatchOperationResult names, per entity, each part that failed.
+pub(crate) struct BatchFanout {
+    /// The path segment of the operation under `/entityOperations`.
+    segment: &'static str,
+    /// What each registration that offers the operation gets: an entity's
+    /// id and its part (an entity fragment, or the id for Delete).
+    by_source: Vec<(Arc<Registration>, Vec<BatchItem>)>,
+    /// The parts refused for lack of the operation: (entity id,
+    /// registration).
+    conflicts: Vec<(String, Arc<Registration>)>,
+    /// The entities whose local part is a removal "if it exists".
+    local_optional: Vec<String>,
+    /// The entities with no local part.
+    remote_only: Vec<String>,
+}
+
+impl BatchFanout {
+    pub(crate) fn new(segment: &'static str) -> Self {
+        Self {
+            segment,
+            by_source: Vec::new(),
+            conflicts: Vec::new(),
+            local_optional: Vec::new(),
+            remote_only: Vec::new(),
+        }
+    }
+
+    /// Takes the remote parts of entity `id`'s `plan`, and gives back its
+    /// local part (see [`Plan::local`]).
+    pub(crate) fn add(&mut self, id: &str, plan: Plan, delete: bool) -> Option<Option<Value>> {
+        for part in plan.parts {
+            if !part.offered {
+                self.conflicts.push((id.to_string(), part.registration));
+                continue;
+            }
+            let item = if delete {
+                Value::from(id)
+            } else {
+                part.body.unwrap_or(Value::Null)
+            };
+            match self
+                .by_source
+                .iter_mut()
+                .find(|(r, _)| r.id == part.registration.id)
+            {
+                Some((_, items)) => items.push((id.to_string(), item)),
+                None => self
+                    .by_source
+                    .push((part.registration, vec![(id.to_string(), item)])),
+            }
+        }
+        if plan.local_optional {
+            self.local_optional.push(id.to_string());
+        }
+        if plan.local.is_none() {
+            self.remote_only.push(id.to_string());
+        }
+        plan.local
+    }
+
+    /// Whether some entity has a part elsewhere.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_source.is_empty() && self.conflicts.is_empty()
+    }
+
+    /// Sends each registration its batch and folds the outcomes into
+    /// `result` (which holds the local outcomes): an entity succeeds when
+    /// every part of it did.
+    pub(crate) async fn finish(
+        self,
+        broker: &Broker,
+        tenant: &str,
+        ctx: &Ctx,
+        origin: &Origin<'_>,
+        op: &'static str,
+        result: &mut crate::BatchResult,
+    ) {
+        let alias = broker.source_alias(tenant);
+        let params = passed_on(origin.query, WRITE_PARAMS);
+        let sources: Vec<Arc<Registration>> =
+            self.by_source.iter().map(|(r, _)| r.clone()).collect();
+        let bodies: Vec<(Arc<str>, Value)> = self
+            .by_source
+            .iter()
+            .map(|(r, items)| {
+                let array = items.iter().map(|(_, v)| v.clone()).collect();
+                (r.id.clone(), Value::Array(array))
+            })
+            .collect();
+        let segment = self.segment;
+        let answers = broker
+            .ask_sources(
+                tenant,
+                sources,
+                |f, r| {
+                    let body = bodies
+                        .iter()
+                        .find(|(id, _)| *id == r.id)
+                        .map(|(_, b)| b)
+                        .ok_or_else(|| Failure::Invalid("no batch for the source".into()))?;
+                    let origin = Origin {
+                        body: Some(body),
+                        ..*origin
+                    };
+                    f.request(
+                        r,
+                        &["entityOperations", segment],
+                        params.clone(),
+                        Some(body.to_string().into_bytes()),
+                        &origin,
+                        ctx,
+                        &alias,
+                    )
+                },
+                Forwarder::write,
+                Ok,
+            )
+            .await;
+        let ids_of = |r: &Registration| -> Vec<String> {
+            self.by_source
+                .iter()
+                .find(|(x, _)| x.id == r.id)
+                .map(|(_, items)| items.iter().map(|(id, _)| id.clone()).collect())
+                .unwrap_or_default()
+        };
+        // (entity id, ProblemDetails, registration) of each failed part.
+        let mut failed: Vec<(String, Value, Arc<str>)> = Vec::new();
+        for (r, f) in answers.failed {
+            let ids = ids_of(&r);
+            match f {
+                // The source's own BatchOperationResult tells which failed.
+                Failure::Refused(207, Some(own)) => {
+                    for e in own
+                        .get("errors")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let Some(id) = e.get("entityId").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        let problem = e.get("error").cloned().unwrap_or(Value::Null);
+                        failed.push((id.to_string(), problem, r.id.clone()));
+                    }
+                }
+                f => {
+                    let problem = problem_of(&r, f);
+                    failed.extend(
+                        ids.into_iter()
+                            .map(|id| (id, problem.clone(), r.id.clone())),
+                    );
+                }
+            }
+        }
+        for (id, r) in self.conflicts {
+            let e = NgsiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "registration {} holds this data and does not offer {op}",
+                    r.id
+                ),
+            );
+            failed.push((id, e.problem_details(), r.id.clone()));
+        }
+        // A removal "if it exists" of an entity not held here is no failure.
+        result.errors.retain(|(id, e)| {
+            !(e.kind == ErrorKind::ResourceNotFound && self.local_optional.contains(id))
+        });
+        for id in self.local_optional.iter().chain(self.remote_only.iter()) {
+            if !result.success.contains(id) && !result.errors.iter().any(|(x, _)| x == id) {
+                result.success.push(id.clone());
+            }
+        }
+        for (id, problem, registration) in failed {
+            result.success.retain(|x| *x != id);
+            result.created.retain(|x| *x != id);
+            result.remote_errors.push((id, problem, registration));
+        }
+        result.warnings.extend(answers.warnings);
     }
 }
