@@ -692,12 +692,13 @@ impl Registration {
             "replaceEntity",
             "replaceAttrs",
         ];
-        const REDIRECTED_WRITES: [&str; 5] = [
+        const REDIRECTED_WRITES: [&str; 6] = [
             "createEntity",
             "appendAttrs",
             "deleteAttrs",
             "deleteEntity",
             "mergeEntity",
+            "purgeEntity",
         ];
         let in_group = |group: &str| match group {
             "federationOps" | "associationOps" => {

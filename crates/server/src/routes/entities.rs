@@ -604,12 +604,22 @@ pub async fn purge(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         Some(_) => return Err(req.err(NgsiError::bad_data("local must be true or false"))),
     };
     let ctx = link_ctx(&req, &state).await?;
-    state
+    let origin = Origin {
+        local,
+        ..origin(&req)
+    };
+    let (answer, warnings) = state
         .broker
-        .purge_entities(&req.tenant, &ctx, &query_params(&params), local)
-        .await
-        .map_err(|e| req.err(e))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+        .purge_distributed(&req.tenant, &ctx, &query_params(&params), &origin)
+        .await;
+    let mut resp = match answer.map_err(|e| req.err(e))? {
+        WriteAnswer::Done => empty(StatusCode::NO_CONTENT),
+        WriteAnswer::Partial(body) => {
+            json_response(StatusCode::MULTI_STATUS, Produce::Json, &ctx, body)
+        }
+    };
+    add_warnings(&mut resp, &warnings);
+    Ok(resp)
 }
 
 /// PATCH or PUT /entities without an entity id: the id is missing

@@ -731,3 +731,97 @@ async fn batches_send_each_registration_its_part_of_every_entity() {
     let here = get(&hub, &ctx, &format!("/entities/{}?local=true", ids[1])).await;
     assert_eq!(here.body["speed"]["value"], 30);
 }
+
+#[tokio::test]
+async fn a_purge_goes_to_the_registrations_that_select_it() {
+    let (hub, dept) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    register(
+        &hub,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:p",
+            &dept.origin,
+            json!({"operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let (src, mut rx) = source(StatusCode::NO_CONTENT).await;
+    register(
+        &hub,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:p2",
+            &src,
+            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let held = |id: &str| json!({"id": id, "type": "Vehicle", "speed": prop(1)});
+    for (s, id) in [
+        (&hub, "urn:ngsi-ld:Vehicle:ph"),
+        (&dept, "urn:ngsi-ld:Vehicle:pd"),
+    ] {
+        let r = send(
+            s,
+            &ctx,
+            Method::POST,
+            "/entities?local=true",
+            Some(&held(id)),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = send(
+        &hub,
+        &ctx,
+        Method::DELETE,
+        "/entities?type=Vehicle&local=false",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    for (s, id) in [
+        (&hub, "urn:ngsi-ld:Vehicle:ph"),
+        (&dept, "urn:ngsi-ld:Vehicle:pd"),
+    ] {
+        assert_eq!(
+            get(s, &ctx, &format!("/entities/{id}?local=true"))
+                .await
+                .status,
+            404
+        );
+    }
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].method, HttpMethod::DELETE);
+    assert_eq!(got[0].uri.path(), "/ngsi-ld/v1/entities");
+    assert_eq!(got[0].uri.query(), Some("type=Vehicle"));
+    // A purge of another type selects neither registration.
+    let r = send(&hub, &ctx, Method::DELETE, "/entities?type=Building", None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert!(drain(&mut rx).is_empty());
+    // A source that fails makes the answer partial.
+    let hub = Server::start().await;
+    let (failing, _rx) = source(StatusCode::INTERNAL_SERVER_ERROR).await;
+    register(
+        &hub,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:pf",
+            &failing,
+            json!({"operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let r = send(&hub, &ctx, Method::DELETE, "/entities?type=Vehicle", None).await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(
+        r.body["errors"][0]["registrationId"],
+        "urn:ngsi-ld:ContextSourceRegistration:pf"
+    );
+    assert_eq!(r.body["errors"][0]["error"]["status"], 500, "{}", r.body);
+    // A purge this broker refuses goes nowhere.
+    let r = send(&hub, &ctx, Method::DELETE, "/entities", None).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}

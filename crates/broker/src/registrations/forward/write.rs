@@ -39,6 +39,8 @@ pub enum WriteKind {
     Replace,
     /// `DELETE /entities/{id}`
     Delete,
+    /// `DELETE /entities?<selection>` (purge)
+    Purge,
 }
 
 impl WriteKind {
@@ -54,6 +56,7 @@ impl WriteKind {
             Self::Merge => "mergeEntity",
             Self::Replace => "replaceEntity",
             Self::Delete => "deleteEntity",
+            Self::Purge => "purgeEntity",
         }
     }
 
@@ -62,7 +65,7 @@ impl WriteKind {
             Self::Create | Self::AppendAttrs => reqwest::Method::POST,
             Self::UpdateAttrs | Self::PartialUpdate | Self::Merge => reqwest::Method::PATCH,
             Self::ReplaceAttr | Self::Replace => reqwest::Method::PUT,
-            Self::DeleteAttr | Self::Delete => reqwest::Method::DELETE,
+            Self::DeleteAttr | Self::Delete | Self::Purge => reqwest::Method::DELETE,
         }
     }
 
@@ -83,7 +86,7 @@ impl WriteKind {
     /// The path under `/ngsi-ld/v1` of the same operation at a source.
     fn segments<'a>(self, id: &'a str, attr: &'a str) -> Vec<&'a str> {
         match self {
-            Self::Create => vec!["entities"],
+            Self::Create | Self::Purge => vec!["entities"],
             Self::UpdateAttrs | Self::AppendAttrs => vec!["entities", id, "attrs"],
             Self::Merge | Self::Replace | Self::Delete => vec!["entities", id],
             Self::PartialUpdate | Self::ReplaceAttr | Self::DeleteAttr => {
@@ -123,6 +126,21 @@ const ENTITY_MEMBERS: &[&str] = &["id", "@id", "type", "@type", "@context", "sco
 
 /// The parameters of the client's query string a source gets with a write.
 const WRITE_PARAMS: &[&str] = &["options", "datasetId", "deleteAll", "type"];
+/// The same for a purge: its selection and what it keeps or drops.
+const PURGE_PARAMS: &[&str] = &[
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "q",
+    "scopeQ",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "keep",
+    "drop",
+];
 
 /// One registration's part of a write.
 #[derive(Debug)]
@@ -457,7 +475,13 @@ impl Broker {
             .iter()
             .map(|p| (p.registration.id.clone(), p.body.clone()))
             .collect();
-        let params = passed_on(w.origin.query, WRITE_PARAMS);
+        let params = passed_on(
+            w.origin.query,
+            match w.kind {
+                WriteKind::Purge => PURGE_PARAMS,
+                _ => WRITE_PARAMS,
+            },
+        );
         let answers = self
             .ask_sources(
                 tenant,
@@ -659,7 +683,10 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
         .filter_map(|o| {
             let failed = o.result.as_ref().err()?;
             let mut e = Map::new();
-            e.insert("entityId".into(), Value::from(w.id));
+            // A purge names no entity.
+            if !w.id.is_empty() {
+                e.insert("entityId".into(), Value::from(w.id));
+            }
             e.insert("error".into(), failed.problem());
             if let Some(r) = &o.registration {
                 e.insert("registrationId".into(), Value::from(&**r));
@@ -667,7 +694,7 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
             Some(Value::Object(e))
         })
         .collect();
-    let success: Vec<&str> = if outcomes.iter().any(|o| o.result.is_ok()) {
+    let success: Vec<&str> = if !w.id.is_empty() && outcomes.iter().any(|o| o.result.is_ok()) {
         vec![w.id]
     } else {
         Vec::new()
@@ -934,5 +961,109 @@ impl BatchFanout {
             result.remote_errors.push((id, problem, registration));
         }
         result.warnings.extend(answers.warnings);
+    }
+}
+
+impl Broker {
+    /// Purge Entities (clause 5.6.21) with the registrations of the tenant
+    /// that offer `purgeEntity` and whose information selects the query:
+    /// each gets the same DELETE with the client's selection, and this
+    /// broker purges what it holds. The answer and warnings are those of
+    /// [`Broker::forward_write`].
+    pub async fn purge_distributed(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        params: &crate::QueryParams,
+        origin: &Origin<'_>,
+    ) -> (NgsiResult<WriteAnswer>, Vec<String>) {
+        let sources = match self.purge_sources(tenant, ctx, params, origin) {
+            Ok(s) => s,
+            Err(e) => return (Err(e), Vec::new()),
+        };
+        let local = self.purge_entities(tenant, ctx, params, origin.local).await;
+        if sources.is_empty() {
+            return (local.map(|()| WriteAnswer::Done), Vec::new());
+        }
+        let local = match local {
+            // Nothing held here: the sources hold the tenant's data.
+            Err(e) if e.kind == ErrorKind::NonexistentTenant => None,
+            // A request refused here goes nowhere.
+            Err(e) => return (Err(e), Vec::new()),
+            Ok(()) => Some(Ok(None)),
+        };
+        let plan = Plan {
+            parts: sources
+                .into_iter()
+                .map(|registration| Part {
+                    registration,
+                    attrs: Vec::new(),
+                    body: None,
+                    offered: true,
+                })
+                .collect(),
+            local: None,
+            local_attrs: Vec::new(),
+            local_optional: false,
+        };
+        let w = Write {
+            kind: WriteKind::Purge,
+            id: "",
+            attr: None,
+            type_param: None,
+            origin: *origin,
+        };
+        self.forward_write(tenant, ctx, &w, plan, local).await
+    }
+
+    /// The registrations a purge goes to (none with `local=true`).
+    fn purge_sources(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        params: &crate::QueryParams,
+        origin: &Origin<'_>,
+    ) -> NgsiResult<Vec<Arc<Registration>>> {
+        if origin.local || self.write_registrations(tenant, origin).is_none() {
+            return Ok(Vec::new());
+        }
+        let mut p = params.clone();
+        p.limit = Some("1".into());
+        let query = crate::EntityQuery::from_params(&p, ctx, 1, usize::MAX)?;
+        let mut selection: Vec<crate::registrations::model::RegistrationQuery> = query
+            .selectors
+            .iter()
+            .map(|s| crate::registrations::model::RegistrationQuery {
+                ids: s
+                    .ids
+                    .as_ref()
+                    .map(|l| l.iter().map(|i| i.to_string()).collect()),
+                id_pattern: s.id_pattern.clone(),
+                types: s.types.clone(),
+                attrs: query.attrs_filter.clone(),
+                ..Default::default()
+            })
+            .collect();
+        if selection.is_empty() {
+            // A purge by attributes, q or geo-query alone.
+            selection.push(crate::registrations::model::RegistrationQuery {
+                attrs: query.attrs_filter.clone(),
+                ..Default::default()
+            });
+        }
+        let alias = self.source_alias(tenant);
+        Ok(self
+            .registrations
+            .sources(
+                tenant,
+                "purgeEntity",
+                &selection,
+                query.csf.as_ref(),
+                origin,
+                &alias,
+            )
+            .into_iter()
+            .filter(|r| r.mode != Mode::Auxiliary)
+            .collect())
     }
 }
