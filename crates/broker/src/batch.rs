@@ -180,7 +180,7 @@ impl Broker {
         origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
         let items = batch_array(body)?;
-        let registrations = self.write_registrations(tenant, origin);
+        let registrations = self.write_registrations(tenant, origin, "deleteBatch");
         if registrations.is_none() {
             self.check_tenant(tenant)?;
         }
@@ -275,8 +275,8 @@ impl Broker {
         origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
         let items = batch_array(body)?;
-        let registrations = self.write_registrations(tenant, origin);
         let (write_kind, op, segment) = kind.distributed();
+        let registrations = self.write_registrations(tenant, origin, op);
         let mut fanout = BatchFanout::new(segment);
         if body_kind == BodyKind::LdJson && link.is_some() {
             return Err(crate::context::ld_json_with_link());

@@ -170,7 +170,7 @@ impl UpdateResult {
 }
 
 /// Checks that an entity id taken from a URL is a URI.
-fn check_id(id: &str) -> NgsiResult<()> {
+pub(crate) fn check_id(id: &str) -> NgsiResult<()> {
     check_uri(id, "entity id")
 }
 
@@ -640,7 +640,11 @@ impl Broker {
     }
 
     /// Parses the optional `type` selector of the operations on one entity.
-    fn type_selector(&self, ctx: &Ctx, type_filter: Option<&str>) -> NgsiResult<Option<TypeExpr>> {
+    pub(crate) fn type_selector(
+        &self,
+        ctx: &Ctx,
+        type_filter: Option<&str>,
+    ) -> NgsiResult<Option<TypeExpr>> {
         type_filter.map(|t| query::parse_types(t, ctx)).transpose()
     }
 
@@ -675,7 +679,7 @@ fn check_fragment<J: JsonDoc>(body: &J, id: &str) -> NgsiResult<()> {
 }
 
 /// The attribute fragment without its `@context` member, if it has one.
-fn strip_context<J: JsonDoc>(body: &J) -> Option<Value> {
+pub(crate) fn strip_context<J: JsonDoc>(body: &J) -> Option<Value> {
     body.get("@context")?;
     let mut value = body.to_value();
     if let Value::Object(m) = &mut value {
@@ -689,7 +693,7 @@ fn strip_context<J: JsonDoc>(body: &J) -> Option<Value> {
 /// change) and the type, if given, names the kind the target must have.
 /// The fragment goes through a `Value` only when it has an `@context` or no
 /// value member.
-fn parse_fragment_instance<J: JsonDoc>(
+pub(crate) fn parse_fragment_instance<J: JsonDoc>(
     name: &str,
     body: &J,
     ctx: &Ctx,
@@ -769,7 +773,7 @@ fn selected(entity: &Entity, types: Option<&TypeExpr>) -> bool {
 /// The expanded name of the attribute an operation on one attribute
 /// targets (clauses 5.6.4, 5.6.5, 5.6.19): a valid attribute name, and not
 /// the scope.
-fn target_attribute(attr: &str, ctx: &Ctx, what: &str) -> NgsiResult<ngsi_model::Iri> {
+pub(crate) fn target_attribute(attr: &str, ctx: &Ctx, what: &str) -> NgsiResult<ngsi_model::Iri> {
     if attr == "scope" {
         return Err(NgsiError::bad_data(format!(
             "the scope cannot be {what} as an attribute"
@@ -786,7 +790,7 @@ fn target_attribute(attr: &str, ctx: &Ctx, what: &str) -> NgsiResult<ngsi_model:
 /// In Update Entity Attributes the NGSI-LD Null deletes a whole attribute
 /// instance; anywhere else inside an instance (a sub-attribute, a key of a
 /// compound value) it is refused, as the instance replaces the old one.
-fn check_no_compound_null(
+pub(crate) fn check_no_compound_null(
     attrs: &[(ngsi_model::Iri, ngsi_model::entity::InstanceList)],
 ) -> NgsiResult<()> {
     fn has_null(a: &ngsi_model::Attribute) -> bool {

@@ -724,7 +724,10 @@ impl Registration {
     /// What of entity `id` (of `types`, when known) the registration
     /// holds: nothing (`None`), the whole entity, or some attributes
     /// (expanded names), over the RegistrationInfos that select the
-    /// entity. An idPattern selects an id it matches anywhere.
+    /// entity. An idPattern selects an id it matches anywhere. When the
+    /// entity's types are not known, only an EntityInfo that names the id
+    /// (or a pattern of it) selects it: one of a type alone might be of
+    /// another type.
     pub fn cover(&self, id: &str, types: Option<&[Iri]>) -> Option<Cover> {
         let mut names: Vec<Iri> = Vec::new();
         let mut selected = false;
@@ -735,7 +738,7 @@ impl Registration {
                         && match (&e.id, &e.id_pattern) {
                             (Some(x), _) => x == id,
                             (None, Some(p)) => p.is_match(id),
-                            (None, None) => true,
+                            (None, None) => types.is_some(),
                         }
                 })
             });

@@ -689,7 +689,9 @@ async fn batches_send_each_registration_its_part_of_every_entity() {
     )
     .await;
     assert_eq!(r.status, 207, "{}", r.text);
-    assert_eq!(r.body["success"], json!([]), "{}", r.body);
+    // Each entity was written in part (here, and b1 at the inclusive
+    // source), and each has a part that failed.
+    assert_eq!(r.body["success"], json!(ids), "{}", r.body);
     let mut errors: Vec<(String, String, i64)> = r.body["errors"]
         .as_array()
         .unwrap()
@@ -824,4 +826,153 @@ async fn a_purge_goes_to_the_registrations_that_select_it() {
     // A purge this broker refuses goes nowhere.
     let r = send(&hub, &ctx, Method::DELETE, "/entities", None).await;
     assert_eq!(r.status, 400, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_source_that_does_part_of_a_write_is_answered_in_its_own_words() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let own =
+        json!({"updated": [], "notUpdated": [{"attributeName": "speed", "reason": "exists"}]});
+    let (partial, mut rx) = source_answering(StatusCode::MULTI_STATUS, own.to_string()).await;
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:s207",
+            &partial,
+            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        &format!("/entities/{V1}/attrs?options=noOverwrite"),
+        Some(&json!({"speed": prop(1)})),
+    )
+    .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(r.body["notUpdated"][0]["attributeName"], "speed");
+    assert_eq!(
+        r.body["notUpdated"][0]["registrationId"],
+        "urn:ngsi-ld:ContextSourceRegistration:s207"
+    );
+    assert_eq!(drain(&mut rx)[0].uri.query(), Some("options=noOverwrite"));
+}
+
+#[tokio::test]
+async fn what_this_broker_refuses_reaches_no_source() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (src, mut rx) = source(StatusCode::NO_CONTENT).await;
+    let mut reg = reg_v1(
+        "urn:ngsi-ld:ContextSourceRegistration:v",
+        &src,
+        json!({"mode": "exclusive", "operations": ["redirectionOps"]}),
+    );
+    reg["information"][0]["propertyNames"] = json!(["speed"]);
+    register(&hub, &ctx, &reg).await;
+    let refused: [(Method, String, Option<Value>); 4] = [
+        // Not an attribute fragment.
+        (
+            Method::PATCH,
+            format!("/entities/{V1}/attrs/speed"),
+            Some(json!([1, 2])),
+        ),
+        // No type in a replacement.
+        (
+            Method::PUT,
+            format!("/entities/{V1}"),
+            Some(json!({"speed": prop(1)})),
+        ),
+        // A bad type selector.
+        (
+            Method::DELETE,
+            format!("/entities/{V1}/attrs/speed?type=%28"),
+            None,
+        ),
+        // An attribute that is no instance.
+        (
+            Method::PUT,
+            format!("/entities/{V1}/attrs/speed"),
+            Some(json!({"value": {"type": "Property"}, "type": 3})),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let r = send(&hub, &ctx, method.clone(), &path, body.as_ref()).await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text);
+        assert!(drain(&mut rx).is_empty(), "{method} {path} was forwarded");
+    }
+    // Dot segments, which a URL would fold into another resource (sent as
+    // bytes: HTTP clients fold them before sending), to a registration of
+    // the whole entity.
+    let whole = Server::start().await;
+    register(
+        &whole,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:w",
+            &src,
+            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let body = json!({"speed": prop(1)}).to_string();
+    for (method, attr, body) in [("PATCH", "%2E%2E", body.as_str()), ("DELETE", "%2E", "")] {
+        let answer = crate::support::raw(
+            &whole,
+            &format!(
+                "{method} /ngsi-ld/v1/entities/{V1}/attrs/{attr} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nLink: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                link(&ctx),
+                body.len()
+            ),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{method} {attr}: {answer}"
+        );
+        assert!(drain(&mut rx).is_empty(), "{method} {attr} was forwarded");
+    }
+    // Delete Entity with an attribute-scoped exclusive or redirect part
+    // removes what is held here "if it exists": nothing held is no failure.
+    let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(drain(&mut rx).len(), 1);
+    // An entity whose type nothing tells is not given to a registration of
+    // a type alone: it may be of another type.
+    let hub = Server::start().await;
+    register(
+        &hub,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:b",
+            &src,
+            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
+        ),
+    )
+    .await;
+    let r = send(
+        &hub,
+        &ctx,
+        Method::DELETE,
+        "/entities/urn:ngsi-ld:Other:1",
+        None,
+    )
+    .await;
+    r.problem(404, "ResourceNotFound");
+    assert!(drain(&mut rx).is_empty());
+    // With its type given, it is.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::DELETE,
+        "/entities/urn:ngsi-ld:Other:1?type=Vehicle",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(drain(&mut rx).len(), 1);
 }

@@ -239,42 +239,38 @@ impl Broker {
         w: &Write<'_>,
         body: Option<&J>,
     ) -> NgsiResult<Option<Plan>> {
-        let Some(registrations) = self.write_registrations(tenant, &w.origin) else {
+        let op = w.kind.operation();
+        let Some(registrations) = self.write_registrations(tenant, &w.origin, op) else {
             return Ok(None);
         };
-        // No part of a request this broker would refuse goes anywhere.
-        if let Some(b) = body {
-            self.check_write(ctx, w, b)?;
-        }
-        crate::check_uri(w.id, "entity id")?;
         let entity = EntityWrite {
             kind: w.kind,
-            op: w.kind.operation(),
+            op,
             id: w.id,
             attr: w.attr,
             type_param: w.type_param,
         };
-        let plan = self.split(
-            tenant,
-            ctx,
-            &entity,
-            body.map(JsonDoc::to_value),
-            &registrations,
-        );
-        match plan {
-            Some(_) => self.check_loop(tenant, &w.origin).map(|()| plan),
-            None => Ok(None),
-        }
+        let value = body.map(JsonDoc::to_value);
+        let Some(plan) = self.split(tenant, ctx, &entity, value, &registrations) else {
+            return Ok(None);
+        };
+        // No part of a request this broker would refuse goes anywhere.
+        self.check_write(ctx, w, body)?;
+        crate::check_uri(w.id, "entity id")?;
+        self.check_loop(tenant, &w.origin)?;
+        Ok(Some(plan))
     }
 
-    /// The registrations of `tenant` that may take a write: none (`None`)
-    /// with `local=true` or when the tenant has none (one read lock);
-    /// never auxiliary or expired ones, nor those whose source the request
-    /// has passed through.
+    /// The registrations of `tenant` that may take part in operation
+    /// `op`: none (`None`) with `local=true` or when the tenant has none
+    /// (one read lock); never auxiliary or expired ones, inclusive ones
+    /// that do not offer `op`, nor those whose source the request has
+    /// passed through.
     pub(crate) fn write_registrations(
         &self,
         tenant: &str,
         origin: &Origin<'_>,
+        op: &str,
     ) -> Option<Vec<Arc<Registration>>> {
         if origin.local {
             return None;
@@ -284,6 +280,7 @@ impl Broker {
             let list = tenants.get(tenant).filter(|l| !l.is_empty())?;
             list.values()
                 .filter(|r| r.mode != Mode::Auxiliary && r.endpoint.is_some())
+                .filter(|r| r.mode != Mode::Inclusive || r.offers(op))
                 .cloned()
                 .collect()
         };
@@ -362,7 +359,9 @@ impl Broker {
         // Delete Entity, which removes what is held here of an exclusive
         // registration's entity too).
         let mut taken_all = false;
-        let mut exclusive = false;
+        // Exclusive or redirect parts: the local part of a Delete Entity
+        // then removes what is held here "if it exists".
+        let mut elsewhere = false;
         // Redirect registrations share what exclusive ones left: each gets
         // all of it (4.3.6.3); they take it together.
         let mut redirected: Vec<Iri> = Vec::new();
@@ -395,11 +394,12 @@ impl Broker {
             };
             match r.mode {
                 Mode::Exclusive => {
-                    exclusive = true;
+                    elsewhere = true;
                     left.retain(|a| !attrs.contains(a));
                     taken_all |= cover == Cover::Entity && w.kind != WriteKind::Delete;
                 }
                 Mode::Redirect => {
+                    elsewhere = true;
                     redirected.extend(attrs.iter().cloned());
                     taken_all |= cover == Cover::Entity;
                 }
@@ -428,13 +428,40 @@ impl Broker {
             parts,
             local,
             local_attrs: left,
-            local_optional: exclusive && w.kind == WriteKind::Delete,
+            local_optional: elsewhere && w.kind == WriteKind::Delete,
         })
     }
 
-    /// Checks the document of a write as the local write would.
-    fn check_write<J: JsonDoc>(&self, ctx: &Ctx, w: &Write<'_>, body: &J) -> NgsiResult<()> {
-        use ngsi_model::parse::{EntityRequirements, parse_entity};
+    /// Checks a write as the local write would: its id, attribute, `type`
+    /// parameter and document.
+    fn check_write<J: JsonDoc>(
+        &self,
+        ctx: &Ctx,
+        w: &Write<'_>,
+        body: Option<&J>,
+    ) -> NgsiResult<()> {
+        use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_attribute, parse_entity};
+        if w.kind != WriteKind::Create {
+            crate::check_id(w.id)?;
+        }
+        self.type_selector(ctx, w.type_param)?;
+        let attr = w.attr.unwrap_or_default();
+        let scope = attr == "scope" || ctx.expand(attr) == ngsi_model::entity::core_iri::SCOPE;
+        match w.kind {
+            WriteKind::PartialUpdate => {
+                crate::target_attribute(attr, ctx, "partially updated")?;
+            }
+            WriteKind::ReplaceAttr => {
+                crate::target_attribute(attr, ctx, "replaced")?;
+            }
+            WriteKind::DeleteAttr if !scope => {
+                crate::target_attribute(attr, ctx, "deleted")?;
+            }
+            _ => {}
+        }
+        let Some(body) = body else {
+            return Ok(());
+        };
         match w.kind {
             WriteKind::Create => {
                 let requirements = EntityRequirements {
@@ -443,12 +470,31 @@ impl Broker {
                 };
                 parse_entity(body, ctx, requirements, self.config.parse).map(drop)
             }
-            WriteKind::Replace
-            | WriteKind::Merge
-            | WriteKind::UpdateAttrs
-            | WriteKind::AppendAttrs => self
+            WriteKind::Replace => {
+                let e = self.fragment_entity(ctx, w.id, body, self.config.parse)?;
+                if e.types.is_empty() {
+                    return Err(NgsiError::bad_data("entity type is missing"));
+                }
+                Ok(())
+            }
+            WriteKind::UpdateAttrs => {
+                let e = self.fragment_entity(ctx, w.id, body, ParseLimits::patch())?;
+                crate::check_no_compound_null(&e.attrs)
+            }
+            WriteKind::Merge => self
+                .fragment_entity(ctx, w.id, body, ParseLimits::patch())
+                .map(drop),
+            WriteKind::AppendAttrs => self
                 .fragment_entity(ctx, w.id, body, self.config.parse)
                 .map(drop),
+            WriteKind::PartialUpdate => {
+                crate::parse_fragment_instance(attr, body, ctx, ParseLimits::patch()).map(drop)
+            }
+            WriteKind::ReplaceAttr => match crate::strip_context(body) {
+                Some(stripped) => parse_attribute(attr, &stripped, ctx, self.config.parse),
+                None => parse_attribute(attr, body, ctx, self.config.parse),
+            }
+            .map(drop),
             _ => Ok(()),
         }
     }
@@ -525,10 +571,14 @@ impl Broker {
             });
         }
         for (r, failure) in answers.failed {
+            let failed = match failure {
+                Failure::Refused(207, Some(own)) => Failed::Partial(own),
+                f => Failed::Remote(problem_of(&r, f)),
+            };
             outcomes.push(PartOutcome {
                 attrs: attrs_of(&r),
                 registration: Some(r.id.clone()),
-                result: Err(Failed::Remote(problem_of(&r, failure))),
+                result: Err(failed),
             });
         }
         for p in refused {
@@ -559,10 +609,12 @@ struct PartOutcome {
     result: Result<Option<UpdateResult>, Failed>,
 }
 
-/// A part that failed: here, or at a source (its ProblemDetails).
+/// A part that failed: here, at a source (its ProblemDetails), or in part
+/// at a source (its 207 answer).
 enum Failed {
     Local(NgsiError),
     Remote(Value),
+    Partial(Map<String, Value>),
 }
 
 impl Failed {
@@ -570,6 +622,11 @@ impl Failed {
         match self {
             Failed::Local(e) => e.problem_details(),
             Failed::Remote(p) => p.clone(),
+            Failed::Partial(_) => NgsiError::new(
+                ErrorKind::BadGateway,
+                "the context source did only part of the operation",
+            )
+            .problem_details(),
         }
     }
 
@@ -577,8 +634,26 @@ impl Failed {
         match self {
             Failed::Local(e) => e.clone(),
             Failed::Remote(p) => error_of(p),
+            Failed::Partial(_) => NgsiError::new(
+                ErrorKind::BadGateway,
+                "the context source did only part of the operation",
+            ),
         }
     }
+}
+
+/// A source's own 207 answer, each of its failures naming the
+/// registration: entries of `errors` (a BatchOperationResult) or
+/// `notUpdated` (an UpdateResult).
+fn with_registration(mut own: Map<String, Value>, registration: &str) -> Map<String, Value> {
+    for key in ["errors", "notUpdated"] {
+        if let Some(Value::Array(entries)) = own.get_mut(key) {
+            for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                e.insert("registrationId".into(), Value::from(registration));
+            }
+        }
+    }
+    own
 }
 
 /// The ProblemDetails of a source's failure: its own when it answered one,
@@ -627,6 +702,13 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
     if let [only] = outcomes.as_slice()
         && let Err(failed) = &only.result
     {
+        // A source that did part of it: its own answer.
+        if let (Failed::Partial(own), Some(r)) = (failed, &only.registration) {
+            return Ok(WriteAnswer::Partial(Value::Object(with_registration(
+                own.clone(),
+                r,
+            ))));
+        }
         return Err(failed.error());
     }
     let failed = outcomes.iter().any(|o| o.result.is_err());
@@ -641,6 +723,37 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
                 Ok(None) => result
                     .updated
                     .extend(o.attrs.iter().map(|a| ctx.compact(a).into_owned())),
+                // What the source says it did and did not.
+                Err(Failed::Partial(own)) => {
+                    let registration = o.registration.clone().unwrap_or_default();
+                    let own = with_registration(own, &registration);
+                    let names = own.get("updated").and_then(Value::as_array);
+                    result.updated.extend(
+                        names
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string),
+                    );
+                    for e in own
+                        .get("notUpdated")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let name = e.get("attributeName").and_then(Value::as_str);
+                        let reason = e.get("reason").and_then(Value::as_str);
+                        result
+                            .registrations
+                            .push((result.not_updated.len(), registration.clone()));
+                        result.not_updated.push((
+                            name.unwrap_or_default().to_string(),
+                            reason
+                                .unwrap_or("not updated by the context source")
+                                .to_string(),
+                        ));
+                    }
+                }
                 Err(failed) => {
                     let problem = failed.problem();
                     let reason = problem
@@ -668,7 +781,8 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
                 }
             }
         }
-        result.updated.dedup();
+        let mut seen = std::collections::HashSet::new();
+        result.updated.retain(|n| seen.insert(n.clone()));
         return Ok(if result.is_partial() {
             WriteAnswer::Partial(result.to_json())
         } else {
@@ -678,21 +792,40 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
     if !failed {
         return Ok(WriteAnswer::Done);
     }
-    let errors: Vec<Value> = outcomes
-        .iter()
-        .filter_map(|o| {
-            let failed = o.result.as_ref().err()?;
-            let mut e = Map::new();
-            // A purge names no entity.
-            if !w.id.is_empty() {
-                e.insert("entityId".into(), Value::from(w.id));
-            }
-            e.insert("error".into(), failed.problem());
-            if let Some(r) = &o.registration {
-                e.insert("registrationId".into(), Value::from(&**r));
-            }
-            Some(Value::Object(e))
-        })
+    let mut errors: Vec<Value> = Vec::new();
+    for o in &outcomes {
+        // A source's own 207: its errors, naming the registration.
+        if let (Err(Failed::Partial(own)), Some(r)) = (&o.result, &o.registration) {
+            let own = with_registration(own.clone(), r);
+            errors.extend(
+                own.get("errors")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+    }
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .chain(
+            outcomes
+                .iter()
+                .filter(|o| !matches!(o.result, Err(Failed::Partial(_))))
+                .filter_map(|o| {
+                    let failed = o.result.as_ref().err()?;
+                    let mut e = Map::new();
+                    // A purge names no entity.
+                    if !w.id.is_empty() {
+                        e.insert("entityId".into(), Value::from(w.id));
+                    }
+                    e.insert("error".into(), failed.problem());
+                    if let Some(r) = &o.registration {
+                        e.insert("registrationId".into(), Value::from(&**r));
+                    }
+                    Some(Value::Object(e))
+                }),
+        )
         .collect();
     let success: Vec<&str> = if !w.id.is_empty() && outcomes.iter().any(|o| o.result.is_ok()) {
         vec![w.id]
@@ -794,8 +927,6 @@ pub(crate) struct BatchFanout {
     conflicts: Vec<(String, Arc<Registration>)>,
     /// The entities whose local part is a removal "if it exists".
     local_optional: Vec<String>,
-    /// The entities with no local part.
-    remote_only: Vec<String>,
 }
 
 impl BatchFanout {
@@ -805,7 +936,6 @@ impl BatchFanout {
             by_source: Vec::new(),
             conflicts: Vec::new(),
             local_optional: Vec::new(),
-            remote_only: Vec::new(),
         }
     }
 
@@ -835,9 +965,6 @@ impl BatchFanout {
         }
         if plan.local_optional {
             self.local_optional.push(id.to_string());
-        }
-        if plan.local.is_none() {
-            self.remote_only.push(id.to_string());
         }
         plan.local
     }
@@ -909,25 +1036,34 @@ impl BatchFanout {
         };
         // (entity id, ProblemDetails, registration) of each failed part.
         let mut failed: Vec<(String, Value, Arc<str>)> = Vec::new();
+        // The entities a part of which a source wrote.
+        let mut written: Vec<String> = answers
+            .answers
+            .iter()
+            .flat_map(|(r, _)| ids_of(r))
+            .collect();
         for (r, f) in answers.failed {
             let ids = ids_of(&r);
-            match f {
-                // The source's own BatchOperationResult tells which failed.
-                Failure::Refused(207, Some(own)) => {
-                    for e in own
-                        .get("errors")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
+            // The source's own BatchOperationResult tells which failed; one
+            // that does not fails all it was sent.
+            let own_errors = match &f {
+                Failure::Refused(207, Some(own)) => own.get("errors").and_then(Value::as_array),
+                _ => None,
+            };
+            match own_errors {
+                Some(errors) => {
+                    let mut named = Vec::new();
+                    for e in errors {
                         let Some(id) = e.get("entityId").and_then(Value::as_str) else {
                             continue;
                         };
                         let problem = e.get("error").cloned().unwrap_or(Value::Null);
                         failed.push((id.to_string(), problem, r.id.clone()));
+                        named.push(id.to_string());
                     }
+                    written.extend(ids.into_iter().filter(|id| !named.contains(id)));
                 }
-                f => {
+                None => {
                     let problem = problem_of(&r, f);
                     failed.extend(
                         ids.into_iter()
@@ -950,14 +1086,14 @@ impl BatchFanout {
         result.errors.retain(|(id, e)| {
             !(e.kind == ErrorKind::ResourceNotFound && self.local_optional.contains(id))
         });
-        for id in self.local_optional.iter().chain(self.remote_only.iter()) {
-            if !result.success.contains(id) && !result.errors.iter().any(|(x, _)| x == id) {
-                result.success.push(id.clone());
+        // As for a write of one entity: an entity some part of which was
+        // written is a success, and each part that failed an error.
+        for id in written {
+            if !result.success.contains(&id) {
+                result.success.push(id);
             }
         }
         for (id, problem, registration) in failed {
-            result.success.retain(|x| *x != id);
-            result.created.retain(|x| *x != id);
             result.remote_errors.push((id, problem, registration));
         }
         result.warnings.extend(answers.warnings);
@@ -1024,7 +1160,11 @@ impl Broker {
         params: &crate::QueryParams,
         origin: &Origin<'_>,
     ) -> NgsiResult<Vec<Arc<Registration>>> {
-        if origin.local || self.write_registrations(tenant, origin).is_none() {
+        if origin.local
+            || self
+                .write_registrations(tenant, origin, "purgeEntity")
+                .is_none()
+        {
             return Ok(Vec::new());
         }
         let mut p = params.clone();
