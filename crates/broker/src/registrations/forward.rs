@@ -245,15 +245,44 @@ impl Failure {
 /// The pairs of a raw query string whose (decoded) key is in `keep`, as
 /// the client encoded them.
 fn passed_on(raw: Option<&str>, keep: &[&str]) -> Vec<String> {
+    passed_on_if(raw, |key| keep.contains(&key))
+}
+
+/// The pairs of a raw query string whose (decoded) key `keep` accepts, as
+/// the client encoded them.
+fn passed_on_if(raw: Option<&str>, keep: impl Fn(&str) -> bool) -> Vec<String> {
     raw.unwrap_or("")
         .split('&')
         .filter(|pair| {
             let key = pair.split('=').next().unwrap_or("");
-            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
-            keep.contains(&&*key)
+            keep(&percent_encoding::percent_decode_str(key).decode_utf8_lossy())
         })
         .map(str::to_string)
         .collect()
+}
+
+/// What a query selects, as registrations are selected: one per entity
+/// selector, each with the query's `attrs`.
+fn registration_selection(query: &EntityQuery) -> Vec<RegistrationQuery> {
+    query
+        .selectors
+        .iter()
+        .map(|s| RegistrationQuery {
+            ids: s
+                .ids
+                .as_ref()
+                .map(|l| l.iter().map(|i| i.to_string()).collect()),
+            id_pattern: s.id_pattern.clone(),
+            types: s.types.clone(),
+            attrs: query.attrs_filter.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The body of `r` among `bodies` (by registration id).
+fn body_for<'b, T>(bodies: &'b [(Arc<str>, T)], r: &Registration) -> Option<&'b T> {
+    bodies.iter().find(|(id, _)| *id == r.id).map(|(_, b)| b)
 }
 
 /// The `next` link of a paged answer, resolved against `base`; only one
@@ -860,20 +889,7 @@ impl Broker {
         let sources = if query.local || query.order_by.is_some() || !query.wide_enough {
             Vec::new()
         } else {
-            let selection: Vec<RegistrationQuery> = query
-                .selectors
-                .iter()
-                .map(|s| RegistrationQuery {
-                    ids: s
-                        .ids
-                        .as_ref()
-                        .map(|l| l.iter().map(|i| i.to_string()).collect()),
-                    id_pattern: s.id_pattern.clone(),
-                    types: s.types.clone(),
-                    attrs: query.attrs_filter.clone(),
-                    ..Default::default()
-                })
-                .collect();
+            let selection = registration_selection(query);
             self.registrations.sources(
                 tenant,
                 if origin.body.is_some() {

@@ -236,6 +236,31 @@ fn local_param(params: &[(String, String)]) -> bool {
     param(params, "local") == Some("true")
 }
 
+/// The write of one entity that a request asks for.
+fn write_of<'a>(
+    req: &'a Ngsi,
+    params: &'a [(String, String)],
+    kind: WriteKind,
+    id: &'a str,
+    attr: Option<&'a str>,
+) -> Write<'a> {
+    Write {
+        kind,
+        id,
+        attr,
+        type_param: param(params, "type"),
+        origin: write_origin(req, params),
+    }
+}
+
+/// What a write passes on to the registrations that hold what it names.
+fn write_origin<'a>(req: &'a Ngsi, params: &[(String, String)]) -> Origin<'a> {
+    Origin {
+        local: local_param(params),
+        ..origin(req)
+    }
+}
+
 /// The shape of the writes that answer 204: check the parameters, read the
 /// body and its @context, write (see [`entity_write`]).
 async fn write_no_content(
@@ -250,17 +275,8 @@ async fn write_no_content(
     let (bytes, consume) = json_body(req, state, body).await?;
     let doc = body_doc(req, state, &bytes)?;
     let ctx = body_ctx(req, state, consume, &doc).await?;
-    let type_param = param(&params, "type");
-    let write = Write {
-        kind,
-        id,
-        attr,
-        type_param,
-        origin: Origin {
-            local: local_param(&params),
-            ..origin(req)
-        },
-    };
+    let write = write_of(req, &params, kind, id, attr);
+    let type_param = write.type_param;
     entity_write(
         state,
         req,
@@ -287,16 +303,7 @@ pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> Api
         .and_then(JsonDoc::as_str)
         .unwrap_or_default()
         .to_string();
-    let write = Write {
-        kind: WriteKind::Create,
-        id: &id,
-        attr: None,
-        type_param: None,
-        origin: Origin {
-            local: local_param(&params),
-            ..origin(&req)
-        },
-    };
+    let write = write_of(&req, &params, WriteKind::Create, &id, None);
     entity_write(
         &state,
         &req,
@@ -663,31 +670,77 @@ pub async fn delete(State(state): State<AppState>, req: Ngsi, Path(id): Path<Str
     let params =
         checked_params(req.query.as_deref(), &["type", "local"]).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let type_param = param(&params, "type");
-    let write = Write {
-        kind: WriteKind::Delete,
-        id: &id,
-        attr: None,
-        type_param,
-        origin: Origin {
-            local: local_param(&params),
-            ..origin(&req)
-        },
-    };
+    let write = write_of(&req, &params, WriteKind::Delete, &id, None);
+    let type_param = write.type_param;
+    delete_write(&state, &req, &ctx, write, async || {
+        state
+            .broker
+            .delete_entity(&req.tenant, &ctx, &id, type_param)
+            .await
+    })
+    .await
+}
+
+/// The deletes of one entity or attribute (no body; 204): see
+/// [`entity_write`].
+async fn delete_write(
+    state: &AppState,
+    req: &Ngsi,
+    ctx: &Ctx,
+    write: Write<'_>,
+    op: impl AsyncFnOnce() -> ngsi_model::NgsiResult<()>,
+) -> ApiResult {
+    let none: Option<&Json<'_>> = None;
     entity_write(
-        &state,
-        &req,
-        &ctx,
+        state,
+        req,
+        ctx,
         write,
-        None,
-        async |_| {
-            state
-                .broker
-                .delete_entity(&req.tenant, &ctx, &id, type_param)
-                .await
-        },
+        none,
+        async |_| op().await,
         |_| None,
         |_| empty(StatusCode::NO_CONTENT),
+    )
+    .await
+}
+
+/// The two writes of attributes that answer an UpdateResult: read the
+/// body and its @context, write (see [`entity_write`]).
+async fn attrs_write(
+    state: &AppState,
+    req: &Ngsi,
+    body: Body,
+    kind: WriteKind,
+    id: &str,
+    op: impl AsyncFnOnce(
+        &broker::Broker,
+        &Ctx,
+        &Json<'_>,
+        Option<&str>,
+        bool,
+    ) -> ngsi_model::NgsiResult<UpdateResult>,
+) -> ApiResult {
+    let params =
+        checked_params(req.query.as_deref(), ENTITY_WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let no_overwrite =
+        param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
+    let (bytes, consume) = json_body(req, state, body).await?;
+    let doc = body_doc(req, state, &bytes)?;
+    let ctx = body_ctx(req, state, consume, &doc).await?;
+    let write = write_of(req, &params, kind, id, None);
+    let type_param = write.type_param;
+    entity_write(
+        state,
+        req,
+        &ctx,
+        write,
+        Some(&doc),
+        async |d| op(&state.broker, &ctx, doc_of(d)?, type_param, no_overwrite).await,
+        |r| Some(r.clone()),
+        |r| match r {
+            Some(r) => update_response(r, Produce::Json, &ctx),
+            None => empty(StatusCode::NO_CONTENT),
+        },
     )
     .await
 }
@@ -699,42 +752,10 @@ pub async fn append(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    let params =
-        checked_params(req.query.as_deref(), ENTITY_WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let no_overwrite =
-        param(&params, "options").is_some_and(|o| o.split(',').any(|x| x == "noOverwrite"));
-    let (bytes, consume) = json_body(&req, &state, body).await?;
-    let doc = body_doc(&req, &state, &bytes)?;
-    let ctx = body_ctx(&req, &state, consume, &doc).await?;
-    let type_param = param(&params, "type");
-    let write = Write {
-        kind: WriteKind::AppendAttrs,
-        id: &id,
-        attr: None,
-        type_param,
-        origin: Origin {
-            local: local_param(&params),
-            ..origin(&req)
-        },
-    };
-    entity_write(
-        &state,
-        &req,
-        &ctx,
-        write,
-        Some(&doc),
-        async |d| {
-            state
-                .broker
-                .append_attrs(&req.tenant, &ctx, &id, doc_of(d)?, no_overwrite, type_param)
-                .await
-        },
-        |r| Some(r.clone()),
-        |r| match r {
-            Some(r) => update_response(r, Produce::Json, &ctx),
-            None => empty(StatusCode::NO_CONTENT),
-        },
-    )
+    let kind = WriteKind::AppendAttrs;
+    attrs_write(&state, &req, body, kind, &id, async |b, ctx, v, t, keep| {
+        b.append_attrs(&req.tenant, ctx, &id, v, keep, t).await
+    })
     .await
 }
 
@@ -745,40 +766,10 @@ pub async fn update(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
-    let params =
-        checked_params(req.query.as_deref(), ENTITY_WRITE_PARAMS).map_err(|e| req.err(e))?;
-    let (bytes, consume) = json_body(&req, &state, body).await?;
-    let doc = body_doc(&req, &state, &bytes)?;
-    let ctx = body_ctx(&req, &state, consume, &doc).await?;
-    let type_param = param(&params, "type");
-    let write = Write {
-        kind: WriteKind::UpdateAttrs,
-        id: &id,
-        attr: None,
-        type_param,
-        origin: Origin {
-            local: local_param(&params),
-            ..origin(&req)
-        },
-    };
-    entity_write(
-        &state,
-        &req,
-        &ctx,
-        write,
-        Some(&doc),
-        async |d| {
-            state
-                .broker
-                .update_attrs(&req.tenant, &ctx, &id, doc_of(d)?, type_param)
-                .await
-        },
-        |r| Some(r.clone()),
-        |r| match r {
-            Some(r) => update_response(r, Produce::Json, &ctx),
-            None => empty(StatusCode::NO_CONTENT),
-        },
-    )
+    let kind = WriteKind::UpdateAttrs;
+    attrs_write(&state, &req, body, kind, &id, async |b, ctx, v, t, _| {
+        b.update_attrs(&req.tenant, ctx, &id, v, t).await
+    })
     .await
 }
 
@@ -824,42 +815,18 @@ pub async fn delete_attr(
     .map_err(|e| req.err(e))?;
     let delete_all = delete_all_param(&params).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let type_param = param(&params, "type");
-    let write = Write {
-        kind: WriteKind::DeleteAttr,
-        id: &id,
-        attr: Some(&attr),
-        type_param,
-        origin: Origin {
-            local: local_param(&params),
-            ..origin(&req)
-        },
+    let write = write_of(&req, &params, WriteKind::DeleteAttr, &id, Some(&attr));
+    let type_param = write.type_param;
+    let instances = Instances {
+        dataset_id: param(&params, "datasetId"),
+        delete_all,
     };
-    entity_write(
-        &state,
-        &req,
-        &ctx,
-        write,
-        None,
-        async |_| {
-            state
-                .broker
-                .delete_attr(
-                    &req.tenant,
-                    &ctx,
-                    &id,
-                    &attr,
-                    Instances {
-                        dataset_id: param(&params, "datasetId"),
-                        delete_all,
-                    },
-                    type_param,
-                )
-                .await
-        },
-        |_| None,
-        |_| empty(StatusCode::NO_CONTENT),
-    )
+    delete_write(&state, &req, &ctx, write, async || {
+        state
+            .broker
+            .delete_attr(&req.tenant, &ctx, &id, &attr, instances, type_param)
+            .await
+    })
     .await
 }
 
@@ -895,14 +862,6 @@ fn batch_answer(result: &BatchResult, all_ok: StatusCode, body: Option<Vec<Strin
     }
 }
 
-/// What a batch passes on to the registrations that hold its entities.
-fn batch_origin<'a>(req: &'a Ngsi, params: &[(String, String)]) -> Origin<'a> {
-    Origin {
-        local: local_param(params),
-        ..origin(req)
-    }
-}
-
 /// POST /entityOperations/create
 pub async fn batch_create(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     let params = checked_params(req.query.as_deref(), WRITE_PARAMS).map_err(|e| req.err(e))?;
@@ -917,7 +876,7 @@ pub async fn batch_create(State(state): State<AppState>, req: Ngsi, body: Body) 
             body_kind(consume),
             link.as_deref(),
             &doc,
-            &batch_origin(&req, &params),
+            &write_origin(&req, &params),
         )
         .await
         .map_err(|e| req.err(e))?;
@@ -945,7 +904,7 @@ pub async fn batch_upsert(State(state): State<AppState>, req: Ngsi, body: Body) 
             link.as_deref(),
             &doc,
             mode,
-            &batch_origin(&req, &params),
+            &write_origin(&req, &params),
         )
         .await
         .map_err(|e| req.err(e))?;
@@ -973,7 +932,7 @@ pub async fn batch_update(State(state): State<AppState>, req: Ngsi, body: Body) 
             link.as_deref(),
             &doc,
             no_overwrite,
-            &batch_origin(&req, &params),
+            &write_origin(&req, &params),
         )
         .await
         .map_err(|e| req.err(e))?;
@@ -994,7 +953,7 @@ pub async fn batch_merge(State(state): State<AppState>, req: Ngsi, body: Body) -
             body_kind(consume),
             link.as_deref(),
             &doc,
-            &batch_origin(&req, &params),
+            &write_origin(&req, &params),
         )
         .await
         .map_err(|e| req.err(e))?;
@@ -1009,7 +968,7 @@ pub async fn batch_delete(State(state): State<AppState>, req: Ngsi, body: Body) 
     link_context(&req.headers).map_err(|e| req.err(e))?;
     let result = state
         .broker
-        .batch_delete(&req.tenant, &value, &batch_origin(&req, &params))
+        .batch_delete(&req.tenant, &value, &write_origin(&req, &params))
         .await
         .map_err(|e| req.err(e))?;
     Ok(batch_response(result, StatusCode::NO_CONTENT, None))

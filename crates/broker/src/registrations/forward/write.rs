@@ -14,7 +14,10 @@ use ngsi_model::json::JsonDoc;
 use ngsi_model::{ErrorKind, Iri, NgsiError, NgsiResult, Terms};
 use serde_json::{Map, Value};
 
-use super::{Failure, Forwarder, Origin, Prepared, passed_on, via_names};
+use super::{
+    Failure, Forwarder, Origin, Prepared, QUERY_PARAMS, body_for, passed_on, passed_on_if,
+    registration_selection, via_names,
+};
 use crate::registrations::model::{Cover, Mode, Registration};
 use crate::{Broker, Ctx, UpdateResult};
 
@@ -126,21 +129,11 @@ const ENTITY_MEMBERS: &[&str] = &["id", "@id", "type", "@type", "@context", "sco
 
 /// The parameters of the client's query string a source gets with a write.
 const WRITE_PARAMS: &[&str] = &["options", "datasetId", "deleteAll", "type"];
-/// The same for a purge: its selection and what it keeps or drops.
-const PURGE_PARAMS: &[&str] = &[
-    "id",
-    "idPattern",
-    "type",
-    "attrs",
-    "q",
-    "scopeQ",
-    "georel",
-    "geometry",
-    "coordinates",
-    "geoproperty",
-    "keep",
-    "drop",
-];
+/// Whether a source gets a purge's parameter `key`: its selection, and
+/// what it keeps or drops.
+fn purge_param(key: &str) -> bool {
+    QUERY_PARAMS.contains(&key) || key == "keep" || key == "drop"
+}
 
 /// One registration's part of a write.
 #[derive(Debug)]
@@ -521,22 +514,16 @@ impl Broker {
             .iter()
             .map(|p| (p.registration.id.clone(), p.body.clone()))
             .collect();
-        let params = passed_on(
-            w.origin.query,
-            match w.kind {
-                WriteKind::Purge => PURGE_PARAMS,
-                _ => WRITE_PARAMS,
-            },
-        );
+        let params = match w.kind {
+            WriteKind::Purge => passed_on_if(w.origin.query, purge_param),
+            _ => passed_on(w.origin.query, WRITE_PARAMS),
+        };
         let answers = self
             .ask_sources(
                 tenant,
                 sources,
                 |f, r| {
-                    let body = bodies
-                        .iter()
-                        .find(|(id, _)| *id == r.id)
-                        .and_then(|(_, b)| b.as_ref());
+                    let body = body_for(&bodies, r).and_then(Option::as_ref);
                     f.write_request(r, w, body, params.clone(), ctx, &alias)
                 },
                 Forwarder::write,
@@ -1004,10 +991,7 @@ impl BatchFanout {
                 tenant,
                 sources,
                 |f, r| {
-                    let body = bodies
-                        .iter()
-                        .find(|(id, _)| *id == r.id)
-                        .map(|(_, b)| b)
+                    let body = body_for(&bodies, r)
                         .ok_or_else(|| Failure::Invalid("no batch for the source".into()))?;
                     let origin = Origin {
                         body: Some(body),
@@ -1170,20 +1154,7 @@ impl Broker {
         let mut p = params.clone();
         p.limit = Some("1".into());
         let query = crate::EntityQuery::from_params(&p, ctx, 1, usize::MAX)?;
-        let mut selection: Vec<crate::registrations::model::RegistrationQuery> = query
-            .selectors
-            .iter()
-            .map(|s| crate::registrations::model::RegistrationQuery {
-                ids: s
-                    .ids
-                    .as_ref()
-                    .map(|l| l.iter().map(|i| i.to_string()).collect()),
-                id_pattern: s.id_pattern.clone(),
-                types: s.types.clone(),
-                attrs: query.attrs_filter.clone(),
-                ..Default::default()
-            })
-            .collect();
+        let mut selection = registration_selection(&query);
         if selection.is_empty() {
             // A purge by attributes, q or geo-query alone.
             selection.push(crate::registrations::model::RegistrationQuery {
