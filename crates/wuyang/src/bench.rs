@@ -714,11 +714,13 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Distributed reads: a second broker (a department's system) registered
-/// for type `Federated` holds 1,000 template entities, the benchmarked one
-/// 1,000 of its own; the same query (type + q, a page of 20) is run with
-/// `local=true` (this broker only) and forwarded (both, merged), in the
-/// same run.
+/// Distributed reads and writes: a second broker (a department's system)
+/// registered for type `Federated` holds 1,000 template entities, the
+/// benchmarked one 1,000 of its own; the same query (type + q, a page of
+/// 20) is run with `local=true` (this broker only) and forwarded (both,
+/// merged), and partial updates of `aProperty` on this broker's entities
+/// and on the source's (through a redirect registration of their ids'
+/// pattern and that attribute), in the same run.
 async fn federation_scenario(
     addr: SocketAddr,
     conns: usize,
@@ -778,6 +780,31 @@ async fn federation_scenario(
     )
     .await?;
     anyhow::ensure!(r.errors == 0, "the registration was refused");
+    let redirect = serde_json::json!({
+        "type": "ContextSourceRegistration",
+        "information": [{
+            "entities": [{"idPattern": "^urn:ngsi-ld:Federated:there:", "type": "Federated"}],
+            "propertyNames": ["aProperty"]
+        }],
+        "mode": "redirect",
+        "operations": ["updateOps"],
+        "endpoint": format!("http://{}", source.addr),
+    });
+    let r = load(
+        addr,
+        1,
+        1,
+        Arc::new(move |_| {
+            request(
+                Method::POST,
+                "/ngsi-ld/v1/csourceRegistrations".into(),
+                Some(&redirect),
+                true,
+            )
+        }),
+    )
+    .await?;
+    anyhow::ensure!(r.errors == 0, "the redirect registration was refused");
     for (name, local) in [
         (
             "query type + q, this broker only (local=true, 1,000 entities)",
@@ -798,6 +825,39 @@ async fn federation_scenario(
         });
         load(addr, conns, (n / 10).clamp(100, 1000), make.clone()).await?;
         let result = load(addr, conns, n, make).await?;
+        print_row(
+            &Row {
+                name: name.into(),
+                unit: "req/s",
+                result,
+                multiplier: 1.0,
+            },
+            ceiling,
+        );
+    }
+    // After the queries, whose matches the new values would change.
+    for (name, prefix) in [
+        ("partial update, held here (1,000 entities)", "here"),
+        (
+            "partial update, redirected to the registered broker",
+            "there",
+        ),
+    ] {
+        let make: MakeRequest = Arc::new(move |i| {
+            let body = json!({"type": "Property", "value": i as f64});
+            let path = format!(
+                "/ngsi-ld/v1/entities/urn:ngsi-ld:Federated:{prefix}:{:04}/attrs/aProperty",
+                i % 1000
+            );
+            request(Method::PATCH, path, Some(&body), true)
+        });
+        let result = load(addr, conns, n, make).await?;
+        anyhow::ensure!(
+            result.errors == 0,
+            "{name}: {} errors, first {:?}",
+            result.errors,
+            result.first_error
+        );
         print_row(
             &Row {
                 name: name.into(),

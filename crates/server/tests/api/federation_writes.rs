@@ -976,3 +976,49 @@ async fn what_this_broker_refuses_reaches_no_source() {
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(drain(&mut rx).len(), 1);
 }
+
+#[tokio::test]
+async fn an_attribute_operation_is_matched_by_the_entity_not_its_body() {
+    // A redirect registration of an id pattern's `speed`: a partial update
+    // whose body names its kind (`"type": "Property"`) is still a write to
+    // a Vehicle of that pattern.
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (src, mut rx) = source(StatusCode::NO_CONTENT).await;
+    let mut reg = registration(
+        "urn:ngsi-ld:ContextSourceRegistration:ip",
+        &src,
+        json!({"mode": "redirect", "operations": ["updateOps"]}),
+    );
+    reg["information"][0]["entities"][0]["idPattern"] = json!("^urn:ngsi-ld:Vehicle:there:");
+    reg["information"][0]["propertyNames"] = json!(["speed"]);
+    register(&hub, &ctx, &reg).await;
+    for (method, body) in [
+        (Method::PATCH, json!({"type": "Property", "value": 5})),
+        (Method::PUT, json!({"type": "Property", "value": 6})),
+    ] {
+        let r = send(
+            &hub,
+            &ctx,
+            method.clone(),
+            "/entities/urn:ngsi-ld:Vehicle:there:1/attrs/speed",
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{method}: {}", r.text);
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 1, "{method}");
+        assert_eq!(got[0].body, body);
+    }
+    // Another attribute of it is not the registration's.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::PATCH,
+        "/entities/urn:ngsi-ld:Vehicle:there:1/attrs/brandName",
+        Some(&json!({"type": "Property", "value": "x"})),
+    )
+    .await;
+    r.problem(404, "ResourceNotFound");
+    assert!(drain(&mut rx).is_empty());
+}

@@ -313,8 +313,11 @@ impl Broker {
         body: Option<Value>,
         registrations: &[Arc<Registration>],
     ) -> Option<Plan> {
+        // An attribute operation's body is an attribute: its `type` is the
+        // attribute's kind.
         let types = body
             .as_ref()
+            .filter(|_| !w.kind.on_attribute())
             .and_then(|b| body_types(b, ctx))
             .or_else(|| {
                 w.type_param
