@@ -87,14 +87,6 @@ fn created(mut new: Attribute, now: i64) -> Attribute {
     new
 }
 
-fn insert_instance(entity: &mut Entity, name: &Iri, new: Attribute, now: i64) {
-    let new = created(new, now);
-    match entity.attr_mut(name) {
-        Some(instances) => instances.push(new),
-        None => entity.attrs.push((name.clone(), vec![new].into())),
-    }
-}
-
 /// Above this many comparisons, a pass of lookups in a list goes through a
 /// map rather than scans: an entity may have thousands of attributes,
 /// datasetIds or sub-attributes, and a fragment as many, and scans would
@@ -535,16 +527,26 @@ pub fn replace_attribute(
     new: Vec<Attribute>,
     now: i64,
 ) -> NgsiResult<()> {
-    if entity.attr(name).is_none() {
+    let Some(instances) = entity.attr(name) else {
         return Err(NgsiError::not_found(format!(
             "attribute {name} does not exist"
         )));
+    };
+    // Replace does not create: each instance replaced must exist (as for a
+    // partial update), checked before anything changes.
+    if let Some(missing) = new
+        .iter()
+        .find(|a| !instances.iter().any(|i| i.dataset_id == a.dataset_id))
+    {
+        return Err(NgsiError::not_found(match &missing.dataset_id {
+            Some(d) => format!("attribute {name} has no instance of datasetId {d}"),
+            None => format!("attribute {name} has no default instance (without datasetId)"),
+        }));
     }
     for attr in new {
         let instances = entity.attr_mut(name).expect("checked above");
-        match find_instance(instances, attr.dataset_id.as_deref()) {
-            Some(old) => overwrite(old, attr, now),
-            None => insert_instance(entity, name, attr, now),
+        if let Some(old) = find_instance(instances, attr.dataset_id.as_deref()) {
+            overwrite(old, attr, now);
         }
     }
     entity.modified_at = now;
@@ -638,6 +640,15 @@ mod tests {
     /// the maps of [`Edit`] and [`Instances`] must agree with.
     mod reference {
         use super::super::*;
+
+        /// Adds `new` as an instance of `name` (a new attribute if need be).
+        fn insert_instance(entity: &mut Entity, name: &Iri, new: Attribute, now: i64) {
+            let new = created(new, now);
+            match entity.attr_mut(name) {
+                Some(instances) => instances.push(new),
+                None => entity.attrs.push((name.clone(), vec![new].into())),
+            }
+        }
 
         fn position(e: &Entity, name: &Iri, dataset: &Option<Arc<str>>) -> Option<usize> {
             e.attr(name)

@@ -445,6 +445,37 @@ async fn replace_attribute_replaces_the_whole_instance() {
     s.put(&attr("speed"), &json!({"type": "Property"}))
         .await
         .problem(400, "BadRequestData");
+    // Replace does not create an instance: the one of the body's datasetId
+    // (none: the default instance) must exist (ETSI D009_01_inc).
+    s.create(json!({
+        "id": "urn:ngsi-ld:Vehicle:ds", "type": "Vehicle",
+        "speed": {"type": "Property", "value": 1, "datasetId": "urn:ds:a"},
+    }))
+    .await;
+    let path = "/entities/urn:ngsi-ld:Vehicle:ds/attrs/speed";
+    s.put(path, &json!({"type": "Property", "value": 2}))
+        .await
+        .problem(404, "ResourceNotFound");
+    s.put(
+        path,
+        &json!({"type": "Property", "value": 2, "datasetId": "urn:ds:b"}),
+    )
+    .await
+    .problem(404, "ResourceNotFound");
+    assert_eq!(
+        s.entity("urn:ngsi-ld:Vehicle:ds", "").await["speed"],
+        json!({"type": "Property", "value": 1, "datasetId": "urn:ds:a"})
+    );
+    s.put(
+        path,
+        &json!({"type": "Property", "value": 3, "datasetId": "urn:ds:a"}),
+    )
+    .await
+    .no_content();
+    assert_eq!(
+        s.entity("urn:ngsi-ld:Vehicle:ds", "").await["speed"]["value"],
+        3
+    );
 }
 
 #[tokio::test]
