@@ -826,6 +826,35 @@ async fn a_purge_goes_to_the_registrations_that_select_it() {
     // A purge this broker refuses goes nowhere.
     let r = send(&hub, &ctx, Method::DELETE, "/entities", None).await;
     assert_eq!(r.status, 400, "{}", r.text);
+    // A redirect registration that does not take purges is a Conflict;
+    // a purge that comes back through a registration is a loop.
+    let hub = Server::start().await;
+    let (reads_only, mut reads_rx) = source(StatusCode::NO_CONTENT).await;
+    register(
+        &hub,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:pr",
+            &reads_only,
+            json!({"mode": "redirect", "operations": ["retrieveOps"]}),
+        ),
+    )
+    .await;
+    let r = send(&hub, &ctx, Method::DELETE, "/entities?type=Vehicle", None).await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(r.body["errors"][0]["error"]["status"], 409, "{}", r.body);
+    assert!(drain(&mut reads_rx).is_empty());
+    let alias = hub.get("/info/sourceIdentity").await.body["contextSourceAlias"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = hub
+        .req(Method::DELETE, "/entities?type=Vehicle")
+        .header("Link", &link(&ctx))
+        .header("Via", &format!("1.1 {alias}"))
+        .send()
+        .await;
+    r.problem(508, "LoopDetected");
 }
 
 #[tokio::test]

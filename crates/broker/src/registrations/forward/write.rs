@@ -1118,11 +1118,11 @@ impl Broker {
         let plan = Plan {
             parts: sources
                 .into_iter()
-                .map(|registration| Part {
+                .map(|(registration, offered)| Part {
                     registration,
                     attrs: Vec::new(),
                     body: None,
-                    offered: true,
+                    offered,
                 })
                 .collect(),
             local: None,
@@ -1139,21 +1139,20 @@ impl Broker {
         self.forward_write(tenant, ctx, &w, plan, local).await
     }
 
-    /// The registrations a purge goes to (none with `local=true`).
+    /// The registrations a purge goes to (none with `local=true`), each
+    /// with whether it offers `purgeEntity` (an exclusive or redirect one
+    /// that does not is a Conflict; an inclusive one is left out).
     fn purge_sources(
         &self,
         tenant: &str,
         ctx: &Ctx,
         params: &crate::QueryParams,
         origin: &Origin<'_>,
-    ) -> NgsiResult<Vec<Arc<Registration>>> {
-        if origin.local
-            || self
-                .write_registrations(tenant, origin, "purgeEntity")
-                .is_none()
-        {
+    ) -> NgsiResult<Vec<(Arc<Registration>, bool)>> {
+        const OP: &str = "purgeEntity";
+        let Some(registrations) = self.write_registrations(tenant, origin, OP) else {
             return Ok(Vec::new());
-        }
+        };
         let mut p = params.clone();
         p.limit = Some("1".into());
         let query = crate::EntityQuery::from_params(&p, ctx, 1, usize::MAX)?;
@@ -1165,19 +1164,22 @@ impl Broker {
                 ..Default::default()
             });
         }
-        let alias = self.source_alias(tenant);
-        Ok(self
-            .registrations
-            .sources(
-                tenant,
-                "purgeEntity",
-                &selection,
-                query.csf.as_ref(),
-                origin,
-                &alias,
-            )
+        let sources: Vec<(Arc<Registration>, bool)> = registrations
             .into_iter()
-            .filter(|r| r.mode != Mode::Auxiliary)
-            .collect())
+            .filter(|r| query.csf.as_ref().is_none_or(|c| r.passes_csf(c)))
+            .filter(|r| {
+                selection
+                    .iter()
+                    .any(|s| r.information.iter().any(|i| s.info_is_selected(i)))
+            })
+            .map(|r| {
+                let offered = r.offers(OP);
+                (r, offered)
+            })
+            .collect();
+        if !sources.is_empty() {
+            self.check_loop(tenant, origin)?;
+        }
+        Ok(sources)
     }
 }
