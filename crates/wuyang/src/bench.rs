@@ -714,6 +714,25 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Registers a context source at the broker on `addr`.
+async fn register_source(addr: SocketAddr, registration: Value) -> anyhow::Result<()> {
+    let make: MakeRequest = Arc::new(move |_| {
+        request(
+            Method::POST,
+            "/ngsi-ld/v1/csourceRegistrations".into(),
+            Some(&registration),
+            true,
+        )
+    });
+    let r = load(addr, 1, 1, make).await?;
+    anyhow::ensure!(
+        r.errors == 0,
+        "the registration was refused: {:?}",
+        r.first_error
+    );
+    Ok(())
+}
+
 /// Distributed reads and writes: a second broker (a department's system)
 /// registered for type `Federated` holds 1,000 template entities, the
 /// benchmarked one 1,000 of its own; the same query (type + q, a page of
@@ -765,21 +784,7 @@ async fn federation_scenario(
         "information": [{"entities": [{"type": "Federated"}]}],
         "endpoint": format!("http://{}", source.addr),
     });
-    let r = load(
-        addr,
-        1,
-        1,
-        Arc::new(move |_| {
-            request(
-                Method::POST,
-                "/ngsi-ld/v1/csourceRegistrations".into(),
-                Some(&registration),
-                true,
-            )
-        }),
-    )
-    .await?;
-    anyhow::ensure!(r.errors == 0, "the registration was refused");
+    register_source(addr, registration).await?;
     let redirect = serde_json::json!({
         "type": "ContextSourceRegistration",
         "information": [{
@@ -790,21 +795,7 @@ async fn federation_scenario(
         "operations": ["updateOps"],
         "endpoint": format!("http://{}", source.addr),
     });
-    let r = load(
-        addr,
-        1,
-        1,
-        Arc::new(move |_| {
-            request(
-                Method::POST,
-                "/ngsi-ld/v1/csourceRegistrations".into(),
-                Some(&redirect),
-                true,
-            )
-        }),
-    )
-    .await?;
-    anyhow::ensure!(r.errors == 0, "the redirect registration was refused");
+    register_source(addr, redirect).await?;
     for (name, local) in [
         (
             "query type + q, this broker only (local=true, 1,000 entities)",
