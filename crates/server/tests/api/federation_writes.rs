@@ -1051,3 +1051,52 @@ async fn an_attribute_operation_is_matched_by_the_entity_not_its_body() {
     r.problem(404, "ResourceNotFound");
     assert!(drain(&mut rx).is_empty());
 }
+
+#[tokio::test]
+async fn a_json_ld_write_goes_with_its_context_as_a_link_when_one_url_names_it() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (src, mut rx) = source(StatusCode::CREATED).await;
+    register(
+        &hub,
+        &ctx,
+        &reg_v1(
+            "urn:ngsi-ld:ContextSourceRegistration:ld",
+            &src,
+            json!({"mode": "redirect", "operations": ["redirectionOps", "createBatch"]}),
+        ),
+    )
+    .await;
+    let with = |context: Value| {
+        let mut e = vehicle();
+        e["@context"] = context;
+        e
+    };
+    // One URL (alone or in an array of one): JSON with that Link, for
+    // one entity and for a batch.
+    for (path, doc) in [
+        ("/entities", with(json!(ctx))),
+        ("/entities", with(json!([ctx]))),
+        ("/entityOperations/create", json!([with(json!([ctx]))])),
+    ] {
+        let r = hub.req(Method::POST, path).ld(&doc).send().await;
+        assert!(r.status == 201, "{path}: {}", r.text);
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].headers["content-type"], "application/json");
+        assert!(got[0].headers["link"].to_str().unwrap().contains(&ctx));
+        let sent = match &got[0].body {
+            Value::Array(items) => items[0].clone(),
+            one => one.clone(),
+        };
+        assert_eq!(sent, vehicle(), "{path}");
+    }
+    // A context that no one URL names travels inline.
+    let inline = with(json!([ctx, {"extra": "https://example.org/extra"}]));
+    let r = hub.req(Method::POST, "/entities").ld(&inline).send().await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let got = drain(&mut rx);
+    assert_eq!(got[0].headers["content-type"], "application/ld+json");
+    assert!(got[0].headers.get("link").is_none());
+    assert_eq!(got[0].body, inline);
+}

@@ -208,6 +208,36 @@ fn part_body(body: &Value, ctx: &Ctx, keep: &[Iri]) -> Value {
     }
 }
 
+/// The one URL a JSON-LD document's `@context` names (a URL, or an
+/// array of one): such a document is forwarded as JSON with that URL in a
+/// Link header (clause 6.3.5), which sources read as well as any. Any other
+/// `@context` travels inline: a context this broker hosts might not be
+/// reachable from the source.
+fn context_url(doc: &Value) -> Option<&str> {
+    match doc.get("@context")? {
+        Value::String(url) => Some(url),
+        Value::Array(list) if list.len() == 1 => list[0].as_str(),
+        _ => None,
+    }
+}
+
+/// A document without its `@context`.
+fn without_context(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Value::Object(m) = &mut doc {
+        m.remove("@context");
+    }
+    doc
+}
+
+/// `ctx` naming `url` in the Link header of a forwarded request.
+fn linking(ctx: &Ctx, url: &str) -> Ctx {
+    Ctx {
+        link: Some(url.to_string()),
+        ..ctx.clone()
+    }
+}
+
 /// The entity types a document names (expanded).
 fn body_types(body: &Value, ctx: &Ctx) -> Option<Vec<Iri>> {
     let t = body.get("type").or_else(|| body.get("@type"))?;
@@ -856,15 +886,22 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let origin = Origin { body, ..w.origin };
+        let (body, ctx) = match body.and_then(|b| Some((b, context_url(b)?))) {
+            Some((b, url)) => (Some(without_context(b)), linking(ctx, url)),
+            None => (body.cloned(), ctx.clone()),
+        };
+        let origin = Origin {
+            body: body.as_ref(),
+            ..w.origin
+        };
         let segments = w.kind.segments(w.id, w.attr.unwrap_or_default());
         let mut p = self.request(
             r,
             &segments,
             params,
-            body.map(|b| b.to_string().into_bytes()),
+            body.as_ref().map(|b| b.to_string().into_bytes()),
             &origin,
-            ctx,
+            &ctx,
             alias,
         )?;
         p.method = w.kind.method();
@@ -980,12 +1017,24 @@ impl BatchFanout {
         let params = passed_on(origin.query, WRITE_PARAMS);
         let sources: Vec<Arc<Registration>> =
             self.by_source.iter().map(|(r, _)| r.clone()).collect();
-        let bodies: Vec<(Arc<str>, Value)> = self
+        // Each source's batch, and the context URL its entities all name
+        // (they then go as JSON with that Link; see `context_url`).
+        let bodies: Vec<(Arc<str>, (Value, Option<Ctx>))> = self
             .by_source
             .iter()
             .map(|(r, items)| {
-                let array = items.iter().map(|(_, v)| v.clone()).collect();
-                (r.id.clone(), Value::Array(array))
+                let first = items.first().and_then(|(_, v)| context_url(v));
+                let shared =
+                    first.filter(|url| items.iter().all(|(_, v)| context_url(v) == Some(url)));
+                let array = items
+                    .iter()
+                    .map(|(_, v)| match shared {
+                        Some(_) => without_context(v),
+                        None => v.clone(),
+                    })
+                    .collect();
+                let ctx = shared.map(|url| linking(ctx, url));
+                (r.id.clone(), (Value::Array(array), ctx))
             })
             .collect();
         let segment = self.segment;
@@ -994,7 +1043,7 @@ impl BatchFanout {
                 tenant,
                 sources,
                 |f, r| {
-                    let body = body_for(&bodies, r)
+                    let (body, linked) = body_for(&bodies, r)
                         .ok_or_else(|| Failure::Invalid("no batch for the source".into()))?;
                     let origin = Origin {
                         body: Some(body),
@@ -1006,7 +1055,7 @@ impl BatchFanout {
                         params.clone(),
                         Some(body.to_string().into_bytes()),
                         &origin,
-                        ctx,
+                        linked.as_ref().unwrap_or(ctx),
                         &alias,
                     )
                 },
