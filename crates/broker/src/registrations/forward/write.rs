@@ -939,6 +939,10 @@ impl Forwarder {
 /// for Delete).
 type BatchItem = (String, Value);
 
+/// A source's batch, and the context its entities all name by one URL
+/// (then sent in a Link header, the entities without `@context`).
+type SourceBatch = (Value, Option<Ctx>);
+
 /// The remote parts of a batch operation's entities (clauses 5.6.7.4–
 /// 5.6.10.4, 5.6.20.4): each registration gets one batch of the same
 /// operation with its part of every entity it holds; the client's
@@ -1019,7 +1023,7 @@ impl BatchFanout {
             self.by_source.iter().map(|(r, _)| r.clone()).collect();
         // Each source's batch, and the context URL its entities all name
         // (they then go as JSON with that Link; see `context_url`).
-        let bodies: Vec<(Arc<str>, (Value, Option<Ctx>))> = self
+        let bodies: Vec<(Arc<str>, SourceBatch)> = self
             .by_source
             .iter()
             .map(|(r, items)| {
