@@ -1100,3 +1100,92 @@ async fn a_json_ld_write_goes_with_its_context_as_a_link_when_one_url_names_it()
     assert!(got[0].headers.get("link").is_none());
     assert_eq!(got[0].body, inline);
 }
+
+#[tokio::test]
+async fn a_source_207_that_names_no_failure_fails_its_whole_part() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    // No body, as the ETSI mock answers.
+    let (bare, _rx) = source(StatusCode::MULTI_STATUS).await;
+    let mut reg = reg_v1(
+        "urn:ngsi-ld:ContextSourceRegistration:bare",
+        &bare,
+        json!({"mode": "redirect", "operations": ["redirectionOps"]}),
+    );
+    reg["information"][0]["propertyNames"] = json!(["speed"]);
+    register(&hub, &ctx, &reg).await;
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        &format!("/entities/{V1}/attrs"),
+        Some(&json!({"speed": prop(1)})),
+    )
+    .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(
+        r.body["notUpdated"][0]["attributeName"], "speed",
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.body["notUpdated"][0]["registrationId"],
+        "urn:ngsi-ld:ContextSourceRegistration:bare"
+    );
+    // With a part held here too: the local attribute is updated, speed is not.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::POST,
+        "/entities?local=true",
+        Some(&vehicle()),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = send(
+        &hub,
+        &ctx,
+        Method::PATCH,
+        &format!("/entities/{V1}/attrs"),
+        Some(&json!({"speed": prop(2), "brandName": prop("Audi")})),
+    )
+    .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(r.body["updated"], json!(["brandName"]), "{}", r.body);
+    assert_eq!(r.body["notUpdated"][0]["attributeName"], "speed");
+    // A bad datasetId is refused here, not forwarded.
+    let r = send(
+        &hub,
+        &ctx,
+        Method::DELETE,
+        &format!("/entities/{V1}/attrs/speed?datasetId=not%20a%20uri"),
+        None,
+    )
+    .await;
+    r.problem(400, "BadRequestData");
+}
+
+#[tokio::test]
+async fn a_purge_by_q_alone_leaves_out_registrations_that_do_not_take_purges() {
+    let hub = Server::start().await;
+    let ctx = serve_document(terms()).await;
+    let (reads_only, mut rx) = source(StatusCode::NO_CONTENT).await;
+    let mut reg = registration(
+        "urn:ngsi-ld:ContextSourceRegistration:bld",
+        &reads_only,
+        json!({"mode": "redirect", "operations": ["retrieveOps"]}),
+    );
+    reg["information"][0]["entities"][0]["type"] = json!("Building");
+    register(&hub, &ctx, &reg).await;
+    let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = send(&hub, &ctx, Method::DELETE, "/entities?q=speed==50", None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(
+        get(&hub, &ctx, &format!("/entities/{V1}?local=true"))
+            .await
+            .status,
+        404
+    );
+    assert!(drain(&mut rx).is_empty());
+}

@@ -485,6 +485,25 @@ impl Broker {
             }
             _ => {}
         }
+        if w.kind == WriteKind::DeleteAttr {
+            let dataset_id = passed_on(w.origin.query, &["datasetId"])
+                .into_iter()
+                .filter_map(|pair| {
+                    let value = pair.split_once('=')?.1.replace('+', " ");
+                    Some(
+                        percent_encoding::percent_decode_str(&value)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    )
+                })
+                .next();
+            if let Some(d) = dataset_id
+                && d != "@none"
+                && !ngsi_model::parse::is_absolute_iri(&d)
+            {
+                return Err(NgsiError::bad_data(format!("datasetId {d:?} is not a URI")));
+            }
+        }
         let Some(body) = body else {
             return Ok(());
         };
@@ -592,7 +611,9 @@ impl Broker {
         }
         for (r, failure) in answers.failed {
             let failed = match failure {
-                Failure::Refused(207, Some(own)) => Failed::Partial(own),
+                // A source's 207 that names what failed; one that does not
+                // (no body, or no entries) failed its whole part.
+                Failure::Refused(207, Some(own)) if names_failures(&own) => Failed::Partial(own),
                 f => Failed::Remote(problem_of(&r, f)),
             };
             outcomes.push(PartOutcome {
@@ -662,6 +683,16 @@ impl Failed {
     }
 }
 
+/// Whether a source's 207 answer lists failures (`notUpdated` of an
+/// UpdateResult, `errors` of a BatchOperationResult).
+fn names_failures(own: &Map<String, Value>) -> bool {
+    ["notUpdated", "errors"].iter().any(|k| {
+        own.get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    })
+}
+
 /// A source's own 207 answer, each of its failures naming the
 /// registration: entries of `errors` (a BatchOperationResult) or
 /// `notUpdated` (an UpdateResult).
@@ -722,14 +753,18 @@ fn answer(w: &Write<'_>, ctx: &Ctx, outcomes: Vec<PartOutcome>) -> NgsiResult<Wr
     if let [only] = outcomes.as_slice()
         && let Err(failed) = &only.result
     {
-        // A source that did part of it: its own answer.
-        if let (Failed::Partial(own), Some(r)) = (failed, &only.registration) {
-            return Ok(WriteAnswer::Partial(Value::Object(with_registration(
-                own.clone(),
-                r,
-            ))));
+        // A source that did part of it: its own answer, or ours when it
+        // did not say which part.
+        match (failed, &only.registration) {
+            (Failed::Partial(own), Some(r)) => {
+                return Ok(WriteAnswer::Partial(Value::Object(with_registration(
+                    own.clone(),
+                    r,
+                ))));
+            }
+            (Failed::Remote(p), _) if p.get("status") == Some(&Value::from(207)) => {}
+            _ => return Err(failed.error()),
         }
-        return Err(failed.error());
     }
     let failed = outcomes.iter().any(|o| o.result.is_err());
     if w.kind.by_attribute() {
@@ -1006,8 +1041,9 @@ impl BatchFanout {
     }
 
     /// Sends each registration its batch and folds the outcomes into
-    /// `result` (which holds the local outcomes): an entity succeeds when
-    /// every part of it did.
+    /// `result` (which holds the local outcomes): as for a write of one
+    /// entity, an entity some part of which was written is in `success`,
+    /// and each part that failed is an error.
     pub(crate) async fn finish(
         self,
         broker: &Broker,
@@ -1217,6 +1253,8 @@ impl Broker {
                 ..Default::default()
             });
         }
+        let names_entities =
+            params.r#type.is_some() || params.id.is_some() || params.id_pattern.is_some();
         let sources: Vec<(Arc<Registration>, bool)> = registrations
             .into_iter()
             .filter(|r| query.csf.as_ref().is_none_or(|c| r.passes_csf(c)))
@@ -1229,6 +1267,10 @@ impl Broker {
                 let offered = r.offers(OP);
                 (r, offered)
             })
+            // A purge by attributes, q or geo-query alone names no entities
+            // a registration holds: one that does not take purges is left
+            // out rather than a Conflict.
+            .filter(|(_, offered)| *offered || names_entities)
             .collect();
         if !sources.is_empty() {
             self.check_loop(tenant, origin)?;
