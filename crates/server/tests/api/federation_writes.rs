@@ -72,6 +72,11 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Received>) -> Vec<Received> {
     out
 }
 
+/// Registers a registration of entity `V1` (type Vehicle) at `endpoint`.
+async fn register_v1(s: &Server, ctx: &str, id: &str, endpoint: &str, extra: Value) {
+    register(s, ctx, &reg_v1(id, endpoint, extra)).await;
+}
+
 /// A registration of entity `V1` (type Vehicle) at `endpoint`.
 fn reg_v1(id: &str, endpoint: &str, extra: Value) -> Value {
     let mut r = registration(id, endpoint, extra);
@@ -201,14 +206,12 @@ async fn redirect_writes_go_to_every_source_as_the_client_wrote_them() {
     let (one, mut one_rx) = source(StatusCode::NO_CONTENT).await;
     let (two, mut two_rx) = source(StatusCode::NO_CONTENT).await;
     for (id, endpoint) in [("r1", format!("{one}/broker1/")), ("r2", two.clone())] {
-        register(
+        register_v1(
             &hub,
             &ctx,
-            &reg_v1(
-                &format!("urn:ngsi-ld:ContextSourceRegistration:{id}"),
-                &endpoint,
-                json!({"mode": "redirect", "operations": ["redirectionOps"]}),
-            ),
+            &format!("urn:ngsi-ld:ContextSourceRegistration:{id}"),
+            &endpoint,
+            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
         )
         .await;
     }
@@ -358,14 +361,12 @@ async fn a_registration_that_does_not_offer_the_write_is_a_conflict() {
     let hub = Server::start().await;
     let ctx = serve_document(terms()).await;
     let (src, mut rx) = source(StatusCode::CREATED).await;
-    register(
+    register_v1(
         &hub,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:q",
-            &src,
-            json!({"mode": "exclusive", "operations": ["queryEntity"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:q",
+        &src,
+        json!({"mode": "exclusive", "operations": ["queryEntity"]}),
     )
     .await;
     // The whole entity belongs to a source that does not take creates.
@@ -402,14 +403,12 @@ async fn a_registration_that_does_not_offer_the_write_is_a_conflict() {
     assert!(drain(&mut rx).is_empty());
     // An inclusive registration that does not take the write is left out.
     let hub = Server::start().await;
-    register(
+    register_v1(
         &hub,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:i",
-            &src,
-            json!({"operations": ["retrieveOps"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:i",
+        &src,
+        json!({"operations": ["retrieveOps"]}),
     )
     .await;
     let r = send(&hub, &ctx, Method::POST, "/entities", Some(&vehicle())).await;
@@ -422,14 +421,12 @@ async fn inclusive_writes_happen_here_and_there_and_a_failure_is_a_207() {
     let hub = Server::start().await;
     let ctx = serve_document(terms()).await;
     let (refusing, mut refusing_rx) = source(StatusCode::CONFLICT).await;
-    register(
+    register_v1(
         &hub,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:c",
-            &refusing,
-            json!({"mode": "inclusive", "operations": ["redirectionOps"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:c",
+        &refusing,
+        json!({"mode": "inclusive", "operations": ["redirectionOps"]}),
     )
     .await;
     // Created here; the source refused: one part of two failed.
@@ -479,16 +476,7 @@ async fn inclusive_writes_happen_here_and_there_and_a_failure_is_a_207() {
     let hub = Server::start().await;
     let (_silent, silent) = crate::support::silent_url();
     let silent = silent.trim_end_matches("/context.jsonld").to_string();
-    register(
-        &hub,
-        &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:s",
-            &silent,
-            json!({"mode": "redirect", "operations": ["redirectionOps"], "management": {"timeout": 200}}),
-        ),
-    )
-    .await;
+    register_v1(&hub, &ctx, "urn:ngsi-ld:ContextSourceRegistration:s", &silent, json!({"mode": "redirect", "operations": ["redirectionOps"], "management": {"timeout": 200}})).await;
     let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
     r.problem(504, "GatewayTimeout");
     assert!(r.header("NGSILD-Warning").unwrap().starts_with("199 "));
@@ -499,14 +487,12 @@ async fn a_write_that_comes_back_through_a_registration_is_a_loop() {
     let hub = Server::start().await;
     let ctx = serve_document(terms()).await;
     let (src, mut rx) = source(StatusCode::NO_CONTENT).await;
-    register(
+    register_v1(
         &hub,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:l",
-            &src,
-            json!({"operations": ["redirectionOps"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:l",
+        &src,
+        json!({"operations": ["redirectionOps"]}),
     )
     .await;
     let alias = hub.get("/info/sourceIdentity").await.body["contextSourceAlias"]
@@ -557,14 +543,12 @@ async fn forwarded_header_names_are_written_as_the_specification_writes_them() {
             .unwrap();
         String::from_utf8_lossy(&got).into_owned()
     });
-    register(
+    register_v1(
         &hub,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:t",
-            &endpoint,
-            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:t",
+        &endpoint,
+        json!({"mode": "redirect", "operations": ["redirectionOps"]}),
     )
     .await;
     let r = send(&hub, &ctx, Method::DELETE, &format!("/entities/{V1}"), None).await;
@@ -864,14 +848,12 @@ async fn a_source_that_does_part_of_a_write_is_answered_in_its_own_words() {
     let own =
         json!({"updated": [], "notUpdated": [{"attributeName": "speed", "reason": "exists"}]});
     let (partial, mut rx) = source_answering(StatusCode::MULTI_STATUS, own.to_string()).await;
-    register(
+    register_v1(
         &hub,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:s207",
-            &partial,
-            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:s207",
+        &partial,
+        json!({"mode": "redirect", "operations": ["redirectionOps"]}),
     )
     .await;
     let r = send(
@@ -938,14 +920,12 @@ async fn what_this_broker_refuses_reaches_no_source() {
     // bytes: HTTP clients fold them before sending), to a registration of
     // the whole entity.
     let whole = Server::start().await;
-    register(
+    register_v1(
         &whole,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:w",
-            &src,
-            json!({"mode": "redirect", "operations": ["redirectionOps"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:w",
+        &src,
+        json!({"mode": "redirect", "operations": ["redirectionOps"]}),
     )
     .await;
     let body = json!({"speed": prop(1)}).to_string();
@@ -1057,14 +1037,12 @@ async fn a_json_ld_write_goes_with_its_context_as_a_link_when_one_url_names_it()
     let hub = Server::start().await;
     let ctx = serve_document(terms()).await;
     let (src, mut rx) = source(StatusCode::CREATED).await;
-    register(
+    register_v1(
         &hub,
         &ctx,
-        &reg_v1(
-            "urn:ngsi-ld:ContextSourceRegistration:ld",
-            &src,
-            json!({"mode": "redirect", "operations": ["redirectionOps", "createBatch"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:ld",
+        &src,
+        json!({"mode": "redirect", "operations": ["redirectionOps", "createBatch"]}),
     )
     .await;
     let with = |context: Value| {
