@@ -571,22 +571,29 @@ impl Forwarder {
         Ok(out)
     }
 
-    /// Retrieve Entity at a source: its entity, or nothing when it has
-    /// none.
-    async fn retrieve(self, p: Prepared) -> Result<Vec<Value>, Failure> {
+    /// One request of `p` (no paging), within its timeout and `budget`
+    /// bytes: the status and the body.
+    async fn send_once(&self, p: Prepared, budget: usize) -> Result<(u16, Vec<u8>), Failure> {
         let deadline = tokio::time::Instant::now() + p.timeout;
-        let mut budget = MAX_BODY;
+        let mut budget = budget;
         let (status, _, body) = self
             .send(
                 p.method,
                 p.url,
                 p.headers,
-                None,
+                p.body.as_deref(),
                 p.timeout,
                 deadline,
                 &mut budget,
             )
             .await?;
+        Ok((status, body))
+    }
+
+    /// Retrieve Entity at a source: its entity, or nothing when it has
+    /// none.
+    async fn retrieve(self, p: Prepared) -> Result<Vec<Value>, Failure> {
+        let (status, body) = self.send_once(p, MAX_BODY).await?;
         match status {
             200 => match serde_json::from_slice(&body) {
                 Ok(v @ Value::Object(_)) => Ok(vec![v]),

@@ -38,18 +38,7 @@ impl Forwarder {
     /// The JSON answer of a discovery request; nothing for a 404 (the
     /// source has no such type or attribute).
     async fn fetch(self, p: Prepared) -> Result<Vec<Value>, Failure> {
-        let deadline = tokio::time::Instant::now() + p.timeout;
-        let (status, _, body) = self
-            .send(
-                p.method,
-                p.url,
-                p.headers,
-                None,
-                p.timeout,
-                deadline,
-                &mut super::MAX_BODY.clone(),
-            )
-            .await?;
+        let (status, body) = self.send_once(p, super::MAX_BODY).await?;
         match status {
             200 => serde_json::from_slice(&body)
                 .map(|v| vec![v])
