@@ -3,6 +3,7 @@
 //! Everything here works on expanded IRIs; compact terms appear only in the
 //! documents that [`parse`] reads and [`render`] writes.
 
+pub mod compat;
 pub mod entity;
 pub mod error;
 pub mod json;
