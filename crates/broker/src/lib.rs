@@ -871,7 +871,11 @@ fn write_view<S: Sink>(entity: &Entity, ctx: &Ctx, view: &ViewOptions, out: &mut
         omit_type: view.omit_type,
         omit_scope: view.omit_scope,
     };
-    if view.attrs.is_none() && view.omit.is_none() && view.dataset_id.is_none() {
+    if view.attrs.is_none()
+        && view.omit.is_none()
+        && view.dataset_id.is_none()
+        && view.version.is_none()
+    {
         return write_entity(entity, ctx, &opts, out);
     }
     let mut projected = entity.clone();
@@ -890,6 +894,9 @@ fn write_view<S: Sink>(entity: &Entity, ctx: &Ctx, view: &ViewOptions, out: &mut
             instances.retain(|a| ds.iter().any(|d| a.dataset_id.as_deref() == d.as_deref()));
         }
         projected.attrs.retain(|(_, i)| !i.is_empty());
+    }
+    if let Some(version) = view.version {
+        ngsi_model::compat::amend(&mut projected, version, ctx);
     }
     write_entity(&projected, ctx, &opts, out);
 }

@@ -74,6 +74,10 @@ pub struct ViewOptions {
     pub dataset_id: Option<Vec<Option<String>>>,
     /// Retrieve only if the entity matches this type expression.
     pub type_filter: Option<TypeExpr>,
+    /// Amend each entity to this earlier version of NGSI-LD (clause
+    /// 4.3.6.8, `Prefer: ngsi-ld=<version>`); `None` answers in this
+    /// broker's own.
+    pub version: Option<ngsi_model::compat::Version>,
 }
 
 /// One entity selector: ids, an id pattern and a type expression, all of

@@ -7,7 +7,7 @@ use axum::response::Response;
 use broker::registrations::{Origin, Write, WriteAnswer, WriteKind};
 use broker::{BatchResult, Ctx, EntityQuery, Instances, UpdateResult, UpsertMode, ViewOptions};
 use bytes::Bytes;
-use ngsi_model::{Json, JsonDoc, NgsiError};
+use ngsi_model::{Json, JsonDoc, NgsiError, compat};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Map, Value};
 
@@ -387,7 +387,9 @@ pub async fn retrieve(
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     check_geometry_property(&params, &produce).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let view = ViewOptions::from_params(&query_params(&params), &ctx).map_err(|e| req.err(e))?;
+    let mut view =
+        ViewOptions::from_params(&query_params(&params), &ctx).map_err(|e| req.err(e))?;
+    let applied = version_preference(&req, &mut view);
     let origin = Origin {
         local: param(&params, "local") == Some("true"),
         ..origin(&req)
@@ -406,7 +408,32 @@ pub async fn retrieve(
     };
     let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
     add_warnings(&mut resp, &warnings);
+    mark_applied(&mut resp, applied);
     Ok(resp)
+}
+
+/// The version of NGSI-LD the client prefers its entities in (`Prefer:
+/// ngsi-ld=<major.minor>`, clause 4.3.6.8), as this broker answers it:
+/// an earlier one amends every entity of the view, a later one is answered
+/// in this broker's own. `None` when no version is preferred.
+fn version_preference(req: &Ngsi, view: &mut ViewOptions) -> Option<compat::Version> {
+    let prefer = req
+        .headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let applied = compat::preferred_version(prefer).and_then(compat::applied)?;
+    view.version = (applied < compat::NATIVE).then_some(applied);
+    Some(applied)
+}
+
+/// `Preference-Applied` naming the version the entities were given in.
+fn mark_applied(resp: &mut Response, applied: Option<compat::Version>) {
+    if let Some(v) = applied
+        && let Ok(value) = HeaderValue::from_str(&compat::preference_applied(v))
+    {
+        resp.headers_mut().insert("Preference-Applied", value);
+    }
 }
 
 /// What a read passes on to the context sources it is forwarded to.
@@ -485,10 +512,11 @@ async fn query_response(
     state: &AppState,
     ctx: &Ctx,
     params: &[(String, String)],
-    query: &EntityQuery,
+    query: &mut EntityQuery,
     body: Option<Value>,
 ) -> ApiResult {
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
+    let applied = version_preference(req, &mut query.view);
     check_geometry_property(params, &produce).map_err(|e| req.err(e))?;
     let origin = Origin {
         body: body.as_ref(),
@@ -525,6 +553,7 @@ async fn query_response(
         }
     }
     add_warnings(&mut resp, &result.warnings);
+    mark_applied(&mut resp, applied);
     Ok(resp)
 }
 
@@ -534,14 +563,14 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     let cfg = state.broker.config();
-    let query = EntityQuery::from_params(
+    let mut query = EntityQuery::from_params(
         &query_params(&params),
         &ctx,
         cfg.default_limit,
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    query_response(&req, &state, &ctx, &params, &query, None).await
+    query_response(&req, &state, &ctx, &params, &mut query, None).await
 }
 
 /// POST /entityOperations/query
@@ -572,7 +601,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
         )));
     }
     let cfg = state.broker.config();
-    let query = EntityQuery::from_json(
+    let mut query = EntityQuery::from_json(
         &value,
         &query_params(&params),
         &ctx,
@@ -580,7 +609,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    query_response(&req, &state, &ctx, &params, &query, Some(value)).await
+    query_response(&req, &state, &ctx, &params, &mut query, Some(value)).await
 }
 
 /// DELETE /entities (purge)

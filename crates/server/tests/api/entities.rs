@@ -769,3 +769,122 @@ async fn an_application_json_body_with_context_is_refused_on_every_write() {
     r.no_content();
     assert_eq!(s.entity(ID, "options=keyValues").await["speed"], 3);
 }
+
+#[tokio::test]
+async fn an_earlier_version_is_answered_when_the_client_prefers_it() {
+    // Clause 4.3.6.8: `Prefer: ngsi-ld=<version>` amends the entities of
+    // Retrieve Entity and Query Entities to that version and names it in
+    // Preference-Applied.
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Building:canton-tower";
+    s.create(json!({
+        "id": id,
+        "type": ["Building", "Venue"],
+        "scope": "/Guangzhou/Haizhu",
+        "name": {"type": "LanguageProperty", "languageMap": {"en": "Canton Tower", "zh": "广州塔"}},
+        "category": {"type": "VocabProperty", "vocab": "tower"},
+        "levels": {"type": "ListProperty", "valueList": [1, 2]},
+        "street": {"type": "Relationship", "object": "urn:ngsi-ld:Street:yuejiang", "objectType": "Street"},
+        "height": [
+            {"type": "Property", "value": 604, "unitCode": "MTR", "datasetId": "urn:ngsi-ld:Dataset:total"},
+            {"type": "Property", "value": 454, "unitCode": "MTR", "observedAt": "2026-11-27T00:00:00Z"}
+        ]
+    }))
+    .await;
+    let get = |path: String, prefer: &'static str| {
+        let r = s.req(Method::GET, &path);
+        async move {
+            if prefer.is_empty() {
+                r
+            } else {
+                r.header("Prefer", prefer)
+            }
+            .send()
+            .await
+        }
+    };
+
+    let r = get(format!("/entities/{id}"), "ngsi-ld=1.5").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("Preference-Applied"), Some("ngsi-ld=1.5"));
+    let e = &r.body;
+    assert_eq!(
+        e["category"],
+        json!({"type": "Property", "value": "tower"}),
+        "{e}"
+    );
+    assert_eq!(
+        e["levels"],
+        json!({"type": "Property", "value": [1, 2]}),
+        "{e}"
+    );
+    assert_eq!(
+        e["street"],
+        json!({"type": "Relationship", "object": "urn:ngsi-ld:Street:yuejiang"}),
+        "{e}"
+    );
+    assert_eq!(
+        e["name"]["type"], "LanguageProperty",
+        "introduced in 1.4: {e}"
+    );
+    assert_eq!(e["scope"], "/Guangzhou/Haizhu");
+    assert_eq!(e["height"].as_array().map(Vec::len), Some(2));
+
+    // Version 1.0: one type, one instance (the default one), no scope, no
+    // unitCode nor observedAt, no LanguageProperty.
+    let r = get(
+        format!("/entities/{id}"),
+        "respond-async, NGSI-LD=\"1.0\";q=1",
+    )
+    .await;
+    assert_eq!(r.header("Preference-Applied"), Some("ngsi-ld=1.0"));
+    let e = &r.body;
+    assert_eq!(e["type"], "Building", "{e}");
+    assert!(e.get("scope").is_none(), "{e}");
+    assert_eq!(
+        e["height"],
+        json!({"type": "Property", "value": 454}),
+        "{e}"
+    );
+    assert_eq!(
+        e["name"],
+        json!({"type": "Property", "value": {"en": "Canton Tower", "zh": "广州塔"}}),
+        "{e}"
+    );
+
+    // This broker's own version, and a later one, leave the entity alone.
+    let native = get(format!("/entities/{id}"), "").await;
+    assert_eq!(native.header("Preference-Applied"), None);
+    for (prefer, applied) in [
+        ("ngsi-ld=1.9", "ngsi-ld=1.9"),
+        ("ngsi-ld=2.0", "ngsi-ld=1.9"),
+    ] {
+        let r = get(format!("/entities/{id}"), prefer).await;
+        assert_eq!(r.header("Preference-Applied"), Some(applied));
+        assert_eq!(r.body, native.body);
+    }
+    // Other preferences apply no version.
+    let r = get(format!("/entities/{id}"), "respond-async").await;
+    assert_eq!(r.header("Preference-Applied"), None);
+    assert_eq!(r.body, native.body);
+
+    // Queries (GET and POST) and the other representations too.
+    let r = get(
+        "/entities?type=Building&options=keyValues".into(),
+        "ngsi-ld=1.7",
+    )
+    .await;
+    assert_eq!(r.header("Preference-Applied"), Some("ngsi-ld=1.7"));
+    assert_eq!(r.body[0]["levels"], json!([1, 2]), "{}", r.text);
+    assert_eq!(r.body[0]["street"], "urn:ngsi-ld:Street:yuejiang");
+    let r = s
+        .req(Method::POST, "/entityOperations/query")
+        .header("Prefer", "ngsi-ld=1.2")
+        .json(&json!({"type": "Query", "entities": [{"type": "Building"}]}))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("Preference-Applied"), Some("ngsi-ld=1.2"));
+    assert_eq!(r.body[0]["type"], "Building", "{}", r.text);
+    assert_eq!(r.body[0]["height"]["value"], 454);
+}
