@@ -7,6 +7,7 @@
 mod batch;
 mod context;
 mod discovery;
+pub mod linked;
 pub mod order;
 mod query;
 pub mod registrations;
@@ -27,6 +28,7 @@ use store::{Change, Next, Op, Outcome, Store};
 
 pub use batch::{BatchResult, UpsertMode};
 pub use context::{BodyKind, Ctx};
+pub use linked::Join;
 pub use query::{EntityQuery, QueryParams, QueryResult, ViewOptions};
 pub use temporal::{
     AggrMethod, ContentRange, TemporalFormat, TemporalParams, TemporalQuery, TemporalResult,
@@ -335,22 +337,23 @@ impl Broker {
         ctx: &Ctx,
         id: &str,
         view: &ViewOptions,
-    ) -> NgsiResult<Map<String, Value>> {
+    ) -> NgsiResult<Retrieved> {
         check_id(id)?;
         self.check_tenant(tenant)?;
         let entity = self.store.get(tenant, id).ok_or_else(|| not_found(id))?;
-        self.finish_retrieve(&entity, ctx, id, view)
+        self.finish_retrieve(tenant, &entity, ctx, id, view)
     }
 
     /// Retrieve Entity's checks of the found entity against the view, and
     /// its rendering.
     pub(crate) fn finish_retrieve(
         &self,
+        tenant: &str,
         entity: &Entity,
         ctx: &Ctx,
         id: &str,
         view: &ViewOptions,
-    ) -> NgsiResult<Map<String, Value>> {
+    ) -> NgsiResult<Retrieved> {
         if let Some(types) = &view.type_filter
             && !types.matches(&entity.types.iter().map(|t| &**t).collect::<Vec<_>>())
         {
@@ -366,24 +369,30 @@ impl Broker {
                 "entity {id} has none of the attributes requested"
             )));
         }
-        let out = self.render(entity, ctx, view);
+        let shown = project(entity, ctx, view);
+        let linked_inline = self.inline_of(tenant, &shown, ctx, view, &mut { linked::MAX_LINKED });
+        let out = match render_linked(&shown, ctx, view, &linked_inline) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
         // Nothing left after pick/omit (clause 4.21, ETSI 018_19).
         if out.is_empty() {
             return Err(NgsiError::not_found(format!(
                 "nothing of entity {id} is left after pick/omit"
             )));
         }
-        Ok(out)
-    }
-
-    /// Renders an entity with the view's projection and options.
-    pub(crate) fn render(
-        &self,
-        entity: &Entity,
-        ctx: &Ctx,
-        view: &ViewOptions,
-    ) -> Map<String, Value> {
-        render_view(entity, ctx, view)
+        let linked = match view.join.as_ref().filter(|j| j.flat) {
+            Some(join) => self
+                .flat_linked(tenant, &[entity], ctx, view, join)
+                .iter()
+                .map(|e| render_linked(e, ctx, view, &Default::default()))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Retrieved {
+            entity: out,
+            linked,
+        })
     }
 
     /// Update Entity Attributes (clause 5.6.2): a partial update patch
@@ -824,6 +833,16 @@ pub(crate) fn check_no_compound_null(
     Ok(())
 }
 
+/// A retrieved entity, rendered for the client.
+#[derive(Debug)]
+pub struct Retrieved {
+    /// The entity (with its Linked Entities inline for `join=inline`).
+    pub entity: Map<String, Value>,
+    /// With `join=flat`, the Linked Entities that follow it (clause
+    /// 4.5.23.3).
+    pub linked: Vec<Value>,
+}
+
 /// Renders an entity with the view's projection and options.
 pub(crate) fn render_view(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map<String, Value> {
     let mut sink = ValueSink::default();
@@ -863,20 +882,22 @@ pub(crate) fn view_json(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Optio
 
 /// Writes an entity with the view's projection and options to `out`.
 fn write_view<S: Sink>(entity: &Entity, ctx: &Ctx, view: &ViewOptions, out: &mut S) {
-    let opts = RenderOptions {
-        format: view.format,
-        sys_attrs: view.sys_attrs,
-        lang: view.lang.as_deref(),
-        omit_id: view.omit_id,
-        omit_type: view.omit_type,
-        omit_scope: view.omit_scope,
-    };
+    write_shown(&project(entity, ctx, view), ctx, view, None, out);
+}
+
+/// What the view shows of an entity: the attributes `attrs`/`pick`, `omit`
+/// and `datasetId` select, amended to the version the client prefers.
+pub(crate) fn project<'e>(
+    entity: &'e Entity,
+    ctx: &Ctx,
+    view: &ViewOptions,
+) -> std::borrow::Cow<'e, Entity> {
     if view.attrs.is_none()
         && view.omit.is_none()
         && view.dataset_id.is_none()
         && view.version.is_none()
     {
-        return write_entity(entity, ctx, &opts, out);
+        return std::borrow::Cow::Borrowed(entity);
     }
     let mut projected = entity.clone();
     if let Some(keep) = &view.attrs {
@@ -898,5 +919,57 @@ fn write_view<S: Sink>(entity: &Entity, ctx: &Ctx, view: &ViewOptions, out: &mut
     if let Some(version) = view.version {
         ngsi_model::compat::amend(&mut projected, version, ctx);
     }
-    write_entity(&projected, ctx, &opts, out);
+    std::borrow::Cow::Owned(projected)
+}
+
+/// Writes what [`project`] shows of an entity, with its inline Linked
+/// Entities when there are any.
+fn write_shown<S: Sink>(
+    shown: &Entity,
+    ctx: &Ctx,
+    view: &ViewOptions,
+    linked: Option<&ngsi_model::render::LinkedEntities>,
+    out: &mut S,
+) {
+    let opts = RenderOptions {
+        format: view.format,
+        sys_attrs: view.sys_attrs,
+        lang: view.lang.as_deref(),
+        omit_id: view.omit_id,
+        omit_type: view.omit_type,
+        omit_scope: view.omit_scope,
+        linked,
+    };
+    write_entity(shown, ctx, &opts, out);
+}
+
+/// What [`project`] shows of an entity as JSON text, `None` when nothing
+/// is left of it.
+pub(crate) fn shown_json(
+    shown: &Entity,
+    ctx: &Ctx,
+    view: &ViewOptions,
+    linked: Option<&ngsi_model::render::LinkedEntities>,
+) -> Option<Vec<u8>> {
+    let mut sink = JsonSink::new(Vec::with_capacity(1024));
+    write_shown(shown, ctx, view, linked, &mut sink);
+    (sink.out != b"{}").then_some(sink.out)
+}
+
+/// Renders what [`project`] shows of a Linked Entity, with its own.
+pub(crate) fn render_linked(
+    shown: &Entity,
+    ctx: &Ctx,
+    view: &ViewOptions,
+    linked: &ngsi_model::render::LinkedEntities,
+) -> Value {
+    let mut sink = ValueSink::default();
+    write_shown(
+        shown,
+        ctx,
+        view,
+        Some(linked).filter(|l| !l.is_empty()),
+        &mut sink,
+    );
+    sink.finish()
 }

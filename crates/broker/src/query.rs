@@ -78,6 +78,8 @@ pub struct ViewOptions {
     /// 4.3.6.8, `Prefer: ngsi-ld=<version>`); `None` answers in this
     /// broker's own.
     pub version: Option<ngsi_model::compat::Version>,
+    /// Linked Entity retrieval (`join`, clause 4.5.23).
+    pub join: Option<crate::linked::Join>,
 }
 
 /// One entity selector: ids, an id pattern and a type expression, all of
@@ -243,6 +245,9 @@ pub struct QueryResult {
     /// one member (an entity that pick/omit leave empty is not shown, ETSI
     /// 019_17_01).
     pub entities: Vec<Vec<u8>>,
+    /// With `join=flat`, the Linked Entities that follow `entities`
+    /// (clause 4.5.23.3); they are not counted in `total` nor paged.
+    pub linked: Vec<Vec<u8>>,
     /// All matches, when counted.
     pub total: Option<usize>,
     /// `NGSILD-Warning` values: the context sources whose answers are
@@ -292,7 +297,7 @@ fn projection_names(s: &str) -> NgsiResult<Vec<String>> {
     let terms = ngsi_query::parse_projection(s).map_err(bad)?;
     if terms.iter().any(|t| !t.linked.is_empty()) {
         return Err(NgsiError::bad_data(
-            "a linked-entity projection (attr{...}) needs join, which is not supported",
+            "a linked-entity projection (attr{...}) is not supported",
         ));
     }
     Ok(terms.into_iter().map(|t| t.name).collect())
@@ -589,12 +594,35 @@ impl EntityQuery {
         for (key, slot) in [("pick", &mut params.pick), ("omit", &mut params.omit)] {
             *slot = m.get(key).map(|v| names_list(v, key)).transpose()?;
         }
-        // joinLevel is a positive integer (join itself is not offered).
+        // Linked Entity retrieval (clause 4.5.23): join, a positive integer
+        // joinLevel, containedBy as one URI or an array of them.
         if let Some(level) = m.get("joinLevel")
             && level.as_u64().is_none_or(|l| l == 0)
         {
             return Err(NgsiError::bad_data("joinLevel must be a positive integer"));
         }
+        let join_level = m.get("joinLevel").map(Value::to_string);
+        let contained_by = match m.get("containedBy") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            Some(_) => {
+                return Err(NgsiError::bad_data(
+                    "containedBy must be a URI or an array of URIs",
+                ));
+            }
+        };
+        let join = crate::linked::Join::from_params(
+            string("join")?.as_deref(),
+            join_level.as_deref(),
+            contained_by.as_deref(),
+        )?;
         params.q = string("q")?;
         params.scope_q = string("scopeQ")?;
         params.csf = string("csf")?;
@@ -663,6 +691,7 @@ impl EntityQuery {
         if let Some((coordinates, geometry)) = &reference {
             q.set_order_reference(Some(coordinates), geometry.as_deref())?;
         }
+        q.view.join = join;
         if let Some(g) = m.get("geoQ") {
             let g = ngsi_geo::parse_geoquery_json(g).map_err(bad)?;
             let prop = iri(&ctx.expand(g.geoproperty_or_default()));
@@ -1049,13 +1078,15 @@ impl Broker {
                 count: query.count,
             },
         );
+        let mut budget = crate::linked::MAX_LINKED;
+        let roots: Vec<&Entity> = page.entities.iter().map(|e| &**e).collect();
         Ok(QueryResult {
             warnings: Vec::new(),
-            entities: page
-                .entities
+            entities: roots
                 .iter()
-                .filter_map(|e| crate::view_json(e, ctx, &query.view))
+                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
                 .collect(),
+            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
             total: page.total,
         })
     }
@@ -1115,16 +1146,21 @@ impl Broker {
         // Stable: ties keep the id order the store visits them in.
         keyed.sort_by(|a, b| crate::order::compare(keys, &a.0, &b.0));
         let total = query.count.then_some(keyed.len());
-        let entities = keyed
+        let page: Vec<Arc<Entity>> = keyed
             .iter()
             .skip(query.offset)
             .take(query.limit)
             // One deleted since is left out of the page.
             .filter_map(|(_, id)| self.store.get(tenant, id))
-            .filter_map(|e| crate::view_json(&e, ctx, &query.view))
             .collect();
+        let roots: Vec<&Entity> = page.iter().map(|e| &**e).collect();
+        let mut budget = crate::linked::MAX_LINKED;
         Ok(QueryResult {
-            entities,
+            entities: roots
+                .iter()
+                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
+                .collect(),
+            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
             total,
             warnings: Vec::new(),
         })

@@ -39,7 +39,16 @@ pub struct RenderOptions<'a> {
     pub omit_type: bool,
     /// Leave out the entity's `scope`.
     pub omit_scope: bool,
+    /// Inline Linked Entity retrieval (clause 4.5.23.2): the rendered
+    /// Linked Entities by id. A top-level Relationship whose object one of
+    /// them is gets it as its `entity` member (an array of them for several
+    /// objects), a ListRelationship its `entityList`; in the simplified
+    /// form the Linked Entity stands in for the object.
+    pub linked: Option<&'a LinkedEntities>,
 }
+
+/// Rendered Linked Entities by id (see [`RenderOptions::linked`]).
+pub type LinkedEntities = std::collections::HashMap<String, Value>;
 
 /// Where a renderer writes JSON, as a sequence of events. Keys come only
 /// inside objects, each followed by exactly one value.
@@ -402,7 +411,10 @@ pub fn write_attribute<S: Sink>(
             // Like languageMap and vocab, the json member stays, so that the
             // keys of the JSON value are not read as terms (clause 4.5.4).
             AttrValue::JsonProperty(v) => write_wrapped("json", out, |out| out.value(v)),
-            AttrValue::Relationship { object, .. } => out.value(object),
+            AttrValue::Relationship { object, .. } => match opts.linked {
+                Some(linked) => out.value(&linked_or_object(object, linked)),
+                None => out.value(object),
+            },
             // The simplified forms of LanguageProperty and VocabProperty keep
             // their member name, so that the keys (language tags) are not
             // expanded and the terms can be expanded again by @vocab.
@@ -414,7 +426,16 @@ pub fn write_attribute<S: Sink>(
                 write_wrapped("vocab", out, |out| write_vocab(v, terms, out))
             }
             AttrValue::ListProperty(items) => write_list(items, out),
-            AttrValue::ListRelationship { objects, .. } => write_list(objects, out),
+            AttrValue::ListRelationship { objects, .. } => match opts.linked {
+                Some(linked) => {
+                    out.begin_array();
+                    for o in objects {
+                        out.value(&linked_or_object(o, linked));
+                    }
+                    out.end_array();
+                }
+                None => write_list(objects, out),
+            },
         }
         return;
     }
@@ -465,6 +486,27 @@ pub fn write_attribute<S: Sink>(
                 out.key("objectType");
                 write_vocab(t, terms, out);
             }
+            if let Some(linked) = opts.linked {
+                match object {
+                    Value::String(id) => {
+                        if let Some(e) = linked.get(id.as_str()) {
+                            out.key("entity");
+                            out.value(e);
+                        }
+                    }
+                    Value::Array(ids) => {
+                        let held: Vec<&Value> =
+                            ids.iter().filter_map(|i| linked.get(i.as_str()?)).collect();
+                        if !held.is_empty() {
+                            out.key("entity");
+                            out.begin_array();
+                            held.into_iter().for_each(|e| out.value(e));
+                            out.end_array();
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
         AttrValue::LanguageProperty(map) => match picked {
             Some((tag, v)) => {
@@ -506,6 +548,18 @@ pub fn write_attribute<S: Sink>(
                 out.key("objectType");
                 write_vocab(t, terms, out);
             }
+            if let Some(linked) = opts.linked {
+                let held: Vec<&Value> = objects
+                    .iter()
+                    .filter_map(|i| linked.get(i.as_str()?))
+                    .collect();
+                if !held.is_empty() {
+                    out.key("entityList");
+                    out.begin_array();
+                    held.into_iter().for_each(|e| out.value(e));
+                    out.end_array();
+                }
+            }
         }
     }
     if let Some(d) = &attr.dataset_id {
@@ -526,9 +580,30 @@ pub fn write_attribute<S: Sink>(
         out.key("modifiedAt");
         out.string(&format_micros(attr.modified_at));
     }
+    // Only top-level Relationships are followed (clause 5.7.1.5: "the
+    // returned Attributes").
+    let sub_opts = RenderOptions {
+        linked: None,
+        ..*opts
+    };
     for (name, sub) in &attr.sub {
         out.key(&terms.compact(name));
-        write_attribute(sub, terms, opts, out);
+        write_attribute(sub, terms, &sub_opts, out);
     }
     out.end_object();
+}
+
+/// In the simplified form, the Linked Entity an object names, or the
+/// object itself when it names none held.
+fn linked_or_object(object: &Value, linked: &LinkedEntities) -> Value {
+    match object {
+        Value::String(id) => linked
+            .get(id.as_str())
+            .cloned()
+            .unwrap_or_else(|| object.clone()),
+        Value::Array(ids) => {
+            Value::Array(ids.iter().map(|i| linked_or_object(i, linked)).collect())
+        }
+        other => other.clone(),
+    }
 }

@@ -189,7 +189,7 @@ proptest! {
             other.dataset_id = Some(format!("{}:other", other.dataset_id.as_deref().unwrap_or("urn:ngsi-ld:Dataset")).into());
             instances.push(other);
         }
-        let opts = RenderOptions { format, sys_attrs, lang, omit_id: omit.0, omit_type: omit.1, omit_scope: omit.2 };
+        let opts = RenderOptions { format, sys_attrs, lang, omit_id: omit.0, omit_type: omit.1, omit_scope: omit.2, linked: None };
         let tree = render_entity(&parsed, &ctx, &opts);
         let mut text = JsonSink::default();
         write_entity(&parsed, &ctx, &opts, &mut text);

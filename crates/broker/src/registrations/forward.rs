@@ -1004,13 +1004,18 @@ impl Broker {
                 }
             }
         }
+        let roots: Vec<&Entity> = merged
+            .values()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect();
+        let mut budget = crate::linked::MAX_LINKED;
         Ok(QueryResult {
-            entities: merged
-                .values()
-                .skip(query.offset)
-                .take(query.limit)
-                .filter_map(|e| crate::view_json(e, ctx, &query.view))
+            entities: roots
+                .iter()
+                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
                 .collect(),
+            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
             total: query.count.then_some(total),
             warnings,
         })
@@ -1025,7 +1030,7 @@ impl Broker {
         id: &str,
         view: &ViewOptions,
         origin: &Origin<'_>,
-    ) -> NgsiResult<(Map<String, Value>, Vec<String>)> {
+    ) -> NgsiResult<(crate::Retrieved, Vec<String>)> {
         crate::check_uri(id, "entity id")?;
         let sources = if origin.local {
             Vec::new()
@@ -1074,7 +1079,10 @@ impl Broker {
             }
         }
         let entity = entity.ok_or_else(|| crate::not_found(id))?;
-        Ok((self.finish_retrieve(&entity, ctx, id, view)?, warnings))
+        Ok((
+            self.finish_retrieve(tenant, &entity, ctx, id, view)?,
+            warnings,
+        ))
     }
 }
 

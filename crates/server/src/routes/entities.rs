@@ -390,21 +390,37 @@ pub async fn retrieve(
     let mut view =
         ViewOptions::from_params(&query_params(&params), &ctx).map_err(|e| req.err(e))?;
     let applied = version_preference(&req, &mut view);
+    view.join = join_of(&params).map_err(|e| req.err(e))?;
     let origin = Origin {
         local: param(&params, "local") == Some("true"),
         ..origin(&req)
     };
-    let (entity, warnings) = state
+    let (retrieved, warnings) = state
         .broker
         .retrieve_entity_distributed(&req.tenant, &ctx, &id, &view, &origin)
         .await
         .map_err(|e| req.err(e))?;
-    let body = match produce {
-        Produce::GeoJson { .. } => feature(
-            entity,
-            param(&params, "geometryProperty").unwrap_or("location"),
-        ),
-        _ => Value::Object(entity),
+    let gp = param(&params, "geometryProperty").unwrap_or("location");
+    let body = match (produce, view.join.as_ref().is_some_and(|j| j.flat)) {
+        (Produce::GeoJson { .. }, false) => feature(retrieved.entity, gp),
+        (_, false) => Value::Object(retrieved.entity),
+        // join=flat: always an array, the entity first (clause 5.7.1.5),
+        // a FeatureCollection in GeoJSON.
+        (produce, true) => {
+            let all = std::iter::once(Value::Object(retrieved.entity)).chain(retrieved.linked);
+            match produce {
+                Produce::GeoJson { .. } => serde_json::json!({
+                    "type": "FeatureCollection",
+                    "features": all
+                        .filter_map(|e| match e {
+                            Value::Object(m) => Some(feature(m, gp)),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                }),
+                _ => Value::Array(all.collect()),
+            }
+        }
     };
     let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
     add_warnings(&mut resp, &warnings);
@@ -425,6 +441,16 @@ fn version_preference(req: &Ngsi, view: &mut ViewOptions) -> Option<compat::Vers
     let applied = compat::preferred_version(prefer).and_then(compat::applied)?;
     view.version = (applied < compat::NATIVE).then_some(applied);
     Some(applied)
+}
+
+/// Linked Entity retrieval asked for with `join`, `joinLevel` and
+/// `containedBy` (clause 4.5.23).
+fn join_of(params: &[(String, String)]) -> Result<Option<broker::Join>, NgsiError> {
+    broker::Join::from_params(
+        param(params, "join"),
+        param(params, "joinLevel"),
+        param(params, "containedBy"),
+    )
 }
 
 /// `Preference-Applied` naming the version the entities were given in.
@@ -517,6 +543,10 @@ async fn query_response(
 ) -> ApiResult {
     let produce = negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let applied = version_preference(req, &mut query.view);
+    // A POST query's join is a member of its body (read with the query).
+    if body.is_none() {
+        query.view.join = join_of(params).map_err(|e| req.err(e))?;
+    }
     check_geometry_property(params, &produce).map_err(|e| req.err(e))?;
     let origin = Origin {
         body: body.as_ref(),
@@ -535,7 +565,9 @@ async fn query_response(
         result.entities.len(),
     );
     let gp = param(params, "geometryProperty").unwrap_or("location");
-    let mut resp = json_array_response(StatusCode::OK, produce, ctx, result.entities, |items| {
+    let mut items = result.entities;
+    items.extend(result.linked);
+    let mut resp = json_array_response(StatusCode::OK, produce, ctx, items, |items| {
         let features: Vec<Value> = items
             .iter()
             .filter_map(|i| serde_json::from_slice(i).ok())

@@ -1,7 +1,7 @@
 //! Query Entities: selectors, type expressions, q, scopeQ, attrs,
 //! pagination and counting, and POST /entityOperations/query.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{MAX_LIMIT, Server, enc, ids_of, sorted};
 
@@ -768,4 +768,195 @@ async fn expand_values_expands_the_words_of_the_listed_attributes() {
             .await
             .is_empty()
     );
+}
+
+/// A street-management case, the street it was reported on and that
+/// street's district (clause 4.5.23's Linking and Linked Entities).
+async fn case_street_district(s: &Server) {
+    s.create(json!({
+        "id": "urn:ngsi-ld:District:tianhe", "type": "District",
+        "name": {"type": "Property", "value": "Tianhe"},
+        "seat": {"type": "Relationship", "object": "urn:ngsi-ld:Street:tiyu-xi"}
+    }))
+    .await;
+    s.create(json!({
+        "id": "urn:ngsi-ld:Street:tiyu-xi", "type": "Street",
+        "name": {"type": "Property", "value": "Tiyu West Road"},
+        "district": {"type": "Relationship", "object": "urn:ngsi-ld:District:tianhe"}
+    }))
+    .await;
+    s.create(json!({
+        "id": "urn:ngsi-ld:Case:1", "type": "Case",
+        "status": {"type": "Property", "value": "open"},
+        "street": {"type": "Relationship", "object": "urn:ngsi-ld:Street:tiyu-xi"},
+        "route": {"type": "ListRelationship", "objectList": [
+            {"object": "urn:ngsi-ld:Street:tiyu-xi"}, {"object": "urn:ngsi-ld:Street:unknown"}
+        ]},
+        "reporter": {"type": "Relationship", "object": "urn:ngsi-ld:Person:not-held"}
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn join_inline_puts_linked_entities_inside_their_relationships() {
+    let s = Server::start().await;
+    case_street_district(&s).await;
+    let case = "urn:ngsi-ld:Case:1";
+    // Without join (or with @none) nothing is added.
+    for p in ["", "join=@none", "joinLevel=2"] {
+        let e = s.entity(case, p).await;
+        assert!(e["street"].get("entity").is_none(), "{p}: {e}");
+    }
+    // One hop: the street inside `street`, the held streets of `route`
+    // inside `entityList`, nothing for an entity not held here.
+    let e = s.entity(case, "join=inline").await;
+    let street = &e["street"]["entity"];
+    assert_eq!(street["id"], "urn:ngsi-ld:Street:tiyu-xi", "{e}");
+    assert_eq!(street["name"]["value"], "Tiyu West Road");
+    assert!(
+        street["district"].get("entity").is_none(),
+        "one hop only: {e}"
+    );
+    assert_eq!(
+        e["route"]["entityList"].as_array().map(Vec::len),
+        Some(1),
+        "{e}"
+    );
+    assert!(e["reporter"].get("entity").is_none(), "{e}");
+    assert!(street.get("@context").is_none());
+    // Two hops; the district's seat leads back to the street, which is on
+    // the path already and is not retrieved again.
+    let e = s.entity(case, "join=inline&joinLevel=3").await;
+    let district = &e["street"]["entity"]["district"]["entity"];
+    assert_eq!(district["name"]["value"], "Tianhe", "{e}");
+    assert!(district["seat"].get("entity").is_none(), "a loop: {e}");
+    // containedBy: the client has the street already.
+    let e = s
+        .entity(case, "join=inline&containedBy=urn:ngsi-ld:Street:tiyu-xi")
+        .await;
+    assert!(e["street"].get("entity").is_none(), "{e}");
+    // Concise and keyValues: in keyValues the Linked Entity stands in for
+    // the object.
+    let e = s.entity(case, "join=inline&options=concise").await;
+    assert_eq!(e["street"]["entity"]["name"], "Tiyu West Road", "{e}");
+    let e = s.entity(case, "join=inline&options=keyValues").await;
+    assert_eq!(e["street"]["name"], "Tiyu West Road", "{e}");
+    assert_eq!(e["reporter"], "urn:ngsi-ld:Person:not-held");
+    assert_eq!(
+        e["route"],
+        json!([{"id": "urn:ngsi-ld:Street:tiyu-xi", "type": "Street", "name": "Tiyu West Road",
+                "district": "urn:ngsi-ld:District:tianhe"}, "urn:ngsi-ld:Street:unknown"]),
+        "{e}"
+    );
+    // pick applies to every entity of the answer (clause 5.7.1.5).
+    let e = s.entity(case, "join=inline&pick=id,street,name").await;
+    assert_eq!(
+        e,
+        json!({"id": case, "street": {"type": "Relationship", "object": "urn:ngsi-ld:Street:tiyu-xi",
+            "entity": {"id": "urn:ngsi-ld:Street:tiyu-xi", "name": {"type": "Property", "value": "Tiyu West Road"}}}})
+    );
+    // Queries inline the Linked Entities of every entity of the page.
+    let r = s.get("/entities?type=Case&join=inline").await;
+    assert_eq!(
+        r.body[0]["street"]["entity"]["type"], "Street",
+        "{}",
+        r.text
+    );
+    let r = s
+        .post(
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Case"}], "join": "inline", "joinLevel": 2}),
+        )
+        .await;
+    assert_eq!(
+        r.body[0]["street"]["entity"]["district"]["entity"]["id"], "urn:ngsi-ld:District:tianhe",
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn join_flat_appends_each_linked_entity_once() {
+    let s = Server::start().await;
+    case_street_district(&s).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not an array: {v}"))
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Retrieve answers an array, the entity first.
+    let r = s.get("/entities/urn:ngsi-ld:Case:1?join=flat").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        ids(&r.body),
+        ["urn:ngsi-ld:Case:1", "urn:ngsi-ld:Street:tiyu-xi"]
+    );
+    assert!(r.body[0]["street"].get("entity").is_none());
+    let r = s
+        .get("/entities/urn:ngsi-ld:Case:1?join=flat&joinLevel=5")
+        .await;
+    assert_eq!(
+        ids(&r.body),
+        [
+            "urn:ngsi-ld:Case:1",
+            "urn:ngsi-ld:Street:tiyu-xi",
+            "urn:ngsi-ld:District:tianhe"
+        ]
+    );
+    // An entity already in the page is not appended again; count and paging
+    // are about the entities queried.
+    let r = s
+        .get("/entities?type=Case,Street&join=flat&joinLevel=3&count=true")
+        .await;
+    assert_eq!(
+        ids(&r.body),
+        [
+            "urn:ngsi-ld:Case:1",
+            "urn:ngsi-ld:Street:tiyu-xi",
+            "urn:ngsi-ld:District:tianhe"
+        ]
+    );
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("2"));
+    let r = s.get("/entities/urn:ngsi-ld:Case:1?join=flat").await;
+    let r2 = s
+        .req(
+            reqwest::Method::GET,
+            "/entities/urn:ngsi-ld:Case:1?join=flat",
+        )
+        .header("Accept", "application/geo+json")
+        .send()
+        .await;
+    assert_eq!(r2.body["type"], "FeatureCollection", "{}", r2.text);
+    assert_eq!(
+        r2.body["features"].as_array().map(Vec::len),
+        Some(ids(&r.body).len())
+    );
+}
+
+#[tokio::test]
+async fn join_parameters_are_checked() {
+    let s = Server::start().await;
+    case_street_district(&s).await;
+    for p in [
+        "join=deep",
+        "join=inline&joinLevel=0",
+        "join=inline&joinLevel=11",
+        "join=inline&joinLevel=two",
+        "join=flat&containedBy=not%20a%20uri",
+    ] {
+        s.get(&format!("/entities/urn:ngsi-ld:Case:1?{p}"))
+            .await
+            .problem(400, "BadRequestData");
+        s.get(&format!("/entities?type=Case&{p}"))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    s.post(
+        "/entityOperations/query",
+        &json!({"type": "Query", "entities": [{"type": "Case"}], "join": "sideways"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
 }

@@ -1,0 +1,302 @@
+//! Linked Entity retrieval (clause 4.5.23): Retrieve Entity and Query
+//! Entities with `join=inline` answer the entities a returned Relationship
+//! targets inside that Relationship, with `join=flat` after the linking
+//! entities, down `joinLevel` hops.
+//!
+//! Only Linked Entities this broker holds for the tenant are retrieved
+//! (clause 4.5.23.1: "Relationships targeting a locally stored Entity"). An
+//! entity is never retrieved twice along one path (no loops), nor when
+//! `containedBy` names it (the client has it already); with `join=flat`
+//! each entity appears once in the whole answer. Every entity of the answer
+//! is shown through the same view (format, pick/omit, options): clause
+//! 5.7.1.5 applies pick/omit "to all Entities in the payload".
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ngsi_model::render::LinkedEntities;
+use ngsi_model::{AttrValue, Entity, NgsiError, NgsiResult};
+use serde_json::Value;
+
+use crate::{Broker, Ctx, ViewOptions};
+
+/// The deepest `joinLevel` accepted.
+pub const MAX_JOIN_LEVEL: usize = 10;
+
+/// The most Linked Entities one answer retrieves: a wide graph stops
+/// growing there instead of exhausting memory.
+pub const MAX_LINKED: usize = 1000;
+
+/// A Linked Entity retrieval asked for (`join`, `joinLevel`,
+/// `containedBy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// `join=flat`: the Linked Entities follow the linking ones; else
+    /// inline, inside their Relationships.
+    pub flat: bool,
+    /// Hops followed from a linking entity (`joinLevel`, default 1).
+    pub level: usize,
+    /// Entities the client has already met (`containedBy`): not retrieved.
+    pub contained_by: Vec<Arc<str>>,
+}
+
+impl Join {
+    /// Reads the parameters; `None` when `join` is absent or `@none`.
+    /// `joinLevel` and `containedBy` without `join` are accepted and change
+    /// nothing.
+    pub fn from_params(
+        join: Option<&str>,
+        level: Option<&str>,
+        contained_by: Option<&str>,
+    ) -> NgsiResult<Option<Join>> {
+        let level = match level {
+            None => 1,
+            Some(l) => l
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_JOIN_LEVEL).contains(l))
+                .ok_or_else(|| {
+                    NgsiError::bad_data(format!(
+                        "joinLevel must be an integer from 1 to {MAX_JOIN_LEVEL}"
+                    ))
+                })?,
+        };
+        let mut ids = Vec::new();
+        for id in contained_by
+            .into_iter()
+            .flat_map(|c| c.split(','))
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            if !ngsi_model::parse::is_absolute_iri(id) {
+                return Err(NgsiError::bad_data(format!(
+                    "containedBy: {id} is not a URI"
+                )));
+            }
+            ids.push(Arc::from(id));
+        }
+        let flat = match join.map(str::trim) {
+            None | Some("@none") => return Ok(None),
+            Some("inline") => false,
+            Some("flat") => true,
+            Some(other) => {
+                return Err(NgsiError::bad_data(format!(
+                    "join must be inline, flat or @none, not {other}"
+                )));
+            }
+        };
+        Ok(Some(Join {
+            flat,
+            level,
+            contained_by: ids,
+        }))
+    }
+}
+
+/// The entity ids the top-level Relationships and ListRelationships of
+/// `entity` target, in order.
+fn targets(entity: &Entity) -> Vec<&str> {
+    let mut out = Vec::new();
+    for (_, instances) in &entity.attrs {
+        for a in instances.iter() {
+            match &a.value {
+                AttrValue::Relationship { object, .. } => match object {
+                    Value::String(s) => out.push(s.as_str()),
+                    Value::Array(items) => out.extend(items.iter().filter_map(Value::as_str)),
+                    _ => {}
+                },
+                AttrValue::ListRelationship { objects, .. } => {
+                    out.extend(objects.iter().filter_map(Value::as_str))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+impl Broker {
+    /// The rendered Linked Entities to inline in `shown` (what the view
+    /// shows of an entity) for `join=inline`; none without it. `budget`
+    /// counts down the Linked Entities the answer may still retrieve.
+    pub(crate) fn inline_of(
+        &self,
+        tenant: &str,
+        shown: &Entity,
+        ctx: &Ctx,
+        view: &ViewOptions,
+        budget: &mut usize,
+    ) -> LinkedEntities {
+        match view.join.as_ref().filter(|j| !j.flat) {
+            Some(join) => Walk {
+                broker: self,
+                tenant,
+                ctx,
+                view,
+                ancestors: join.contained_by.clone(),
+                budget,
+            }
+            .inline(shown, join.level),
+            None => LinkedEntities::new(),
+        }
+    }
+
+    /// What the view shows of the Linked Entities of `roots` for
+    /// `join=flat`: each entity once, breadth first, `join.level` hops
+    /// deep, leaving out the roots and what `containedBy` names.
+    pub(crate) fn flat_linked(
+        &self,
+        tenant: &str,
+        roots: &[&Entity],
+        ctx: &Ctx,
+        view: &ViewOptions,
+        join: &Join,
+    ) -> Vec<Entity> {
+        let mut seen: HashSet<Arc<str>> = roots.iter().map(|e| e.id.clone()).collect();
+        seen.extend(join.contained_by.iter().cloned());
+        let mut out: Vec<Entity> = Vec::new();
+        let mut frontier: Vec<Entity> = roots
+            .iter()
+            .map(|e| crate::project(e, ctx, view).into_owned())
+            .collect();
+        for _ in 0..join.level {
+            let start = out.len();
+            for e in &frontier {
+                for id in targets(e) {
+                    if out.len() >= MAX_LINKED {
+                        return out;
+                    }
+                    if seen.contains(id) {
+                        continue;
+                    }
+                    let Some(target) = self.store.get(tenant, id) else {
+                        continue;
+                    };
+                    seen.insert(target.id.clone());
+                    out.push(crate::project(&target, ctx, view).into_owned());
+                }
+            }
+            if out.len() == start {
+                break;
+            }
+            frontier = out[start..].to_vec();
+        }
+        out
+    }
+
+    /// An entity of an answer, as JSON text (`None` when pick/omit leave
+    /// nothing of it), with its inline Linked Entities when the view asks
+    /// for them.
+    pub(crate) fn answer_json(
+        &self,
+        tenant: &str,
+        entity: &Entity,
+        ctx: &Ctx,
+        view: &ViewOptions,
+        budget: &mut usize,
+    ) -> Option<Vec<u8>> {
+        if view.join.as_ref().is_none_or(|j| j.flat) {
+            return crate::view_json(entity, ctx, view);
+        }
+        let shown = crate::project(entity, ctx, view);
+        let linked = self.inline_of(tenant, &shown, ctx, view, budget);
+        crate::shown_json(&shown, ctx, view, Some(&linked).filter(|l| !l.is_empty()))
+    }
+
+    /// The Linked Entities `join=flat` appends to an answer of `roots`, as
+    /// JSON text (none without it).
+    pub(crate) fn flat_answer(
+        &self,
+        tenant: &str,
+        roots: &[&Entity],
+        ctx: &Ctx,
+        view: &ViewOptions,
+    ) -> Vec<Vec<u8>> {
+        match view.join.as_ref().filter(|j| j.flat) {
+            Some(join) => self
+                .flat_linked(tenant, roots, ctx, view, join)
+                .iter()
+                .filter_map(|e| crate::shown_json(e, ctx, view, None))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// One inline Linked Entity retrieval under way.
+struct Walk<'a> {
+    broker: &'a Broker,
+    tenant: &'a str,
+    ctx: &'a Ctx,
+    view: &'a ViewOptions,
+    /// The ids on the path to the entity at hand (and `containedBy`),
+    /// which are not retrieved again.
+    ancestors: Vec<Arc<str>>,
+    /// Linked Entities the answer may still retrieve.
+    budget: &'a mut usize,
+}
+
+impl Walk<'_> {
+    /// The rendered Linked Entities of `shown`, `level` hops deep.
+    fn inline(&mut self, shown: &Entity, level: usize) -> LinkedEntities {
+        let mut linked = LinkedEntities::new();
+        if level == 0 {
+            return linked;
+        }
+        self.ancestors.push(shown.id.clone());
+        for id in targets(shown) {
+            if *self.budget == 0 {
+                break;
+            }
+            if linked.contains_key(id) || self.ancestors.iter().any(|a| &**a == id) {
+                continue;
+            }
+            let Some(target) = self.broker.store.get(self.tenant, id) else {
+                continue;
+            };
+            *self.budget -= 1;
+            let target_shown = crate::project(&target, self.ctx, self.view);
+            let inner = self.inline(&target_shown, level - 1);
+            linked.insert(
+                id.to_string(),
+                crate::render_linked(&target_shown, self.ctx, self.view, &inner),
+            );
+        }
+        self.ancestors.pop();
+        linked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_parameters_are_read_and_checked() {
+        assert_eq!(Join::from_params(None, Some("3"), None).unwrap(), None);
+        assert_eq!(Join::from_params(Some("@none"), None, None).unwrap(), None);
+        let j = Join::from_params(Some("inline"), None, Some("urn:a:1, urn:a:2"))
+            .unwrap()
+            .unwrap();
+        assert!(!j.flat && j.level == 1 && j.contained_by.len() == 2);
+        assert!(
+            Join::from_params(Some("flat"), Some("10"), None)
+                .unwrap()
+                .unwrap()
+                .flat
+        );
+        for (join, level, by) in [
+            (Some("deep"), None, None),
+            (Some("inline"), Some("0"), None),
+            (Some("inline"), Some("11"), None),
+            (Some("inline"), Some("x"), None),
+            (Some("flat"), None, Some("not a uri")),
+        ] {
+            assert!(
+                Join::from_params(join, level, by).is_err(),
+                "{join:?} {level:?} {by:?}"
+            );
+        }
+    }
+}
