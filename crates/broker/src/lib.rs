@@ -18,7 +18,7 @@ mod temporal;
 use std::sync::Arc;
 
 use ngsi_model::parse::{EntityRequirements, ParseLimits, parse_attribute, parse_entity};
-use ngsi_model::render::{JsonSink, RenderOptions, Sink, ValueSink, write_entity};
+use ngsi_model::render::{JsonSink, LinkedEntities, RenderOptions, Sink, ValueSink, write_entity};
 use ngsi_model::time::now_micros;
 use ngsi_model::update::{self, AttrPatch, UpdateReport};
 use ngsi_model::{Entity, ErrorKind, JsonDoc, NgsiError, NgsiResult, Terms, iri};
@@ -370,8 +370,8 @@ impl Broker {
             )));
         }
         let shown = project(entity, ctx, view);
-        let linked_inline = self.inline_of(tenant, &shown, ctx, view, &mut { linked::MAX_LINKED });
-        let out = match render_linked(&shown, ctx, view, &linked_inline) {
+        let inline = self.inline_of(tenant, &shown, ctx, view, &mut { linked::MAX_LINKED });
+        let out = match shown_value(&shown, ctx, view, &inline) {
             Value::Object(m) => m,
             _ => Map::new(),
         };
@@ -381,14 +381,11 @@ impl Broker {
                 "nothing of entity {id} is left after pick/omit"
             )));
         }
-        let linked = match view.join.as_ref().filter(|j| j.flat) {
-            Some(join) => self
-                .flat_linked(tenant, &[entity], ctx, view, join)
-                .iter()
-                .map(|e| render_linked(e, ctx, view, &Default::default()))
-                .collect(),
-            None => Vec::new(),
-        };
+        let linked = self
+            .flat_of(tenant, &[entity], ctx, view)
+            .iter()
+            .map(|e| shown_value(e, ctx, view, &LinkedEntities::new()))
+            .collect();
         Ok(Retrieved {
             entity: out,
             linked,
@@ -845,9 +842,12 @@ pub struct Retrieved {
 
 /// Renders an entity with the view's projection and options.
 pub(crate) fn render_view(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Map<String, Value> {
-    let mut sink = ValueSink::default();
-    write_view(entity, ctx, view, &mut sink);
-    match sink.finish() {
+    match shown_value(
+        &project(entity, ctx, view),
+        ctx,
+        view,
+        &LinkedEntities::new(),
+    ) {
         Value::Object(m) => m,
         _ => Map::new(),
     }
@@ -875,14 +875,12 @@ pub fn push_entity_json(out: &mut Vec<u8>, entity: &[u8], context: Option<&[u8]>
 /// Renders an entity with the view's projection and options as JSON text,
 /// or `None` when pick/omit leave nothing of it.
 pub(crate) fn view_json(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Option<Vec<u8>> {
-    let mut sink = JsonSink::new(Vec::with_capacity(1024));
-    write_view(entity, ctx, view, &mut sink);
-    (sink.out != b"{}").then_some(sink.out)
-}
-
-/// Writes an entity with the view's projection and options to `out`.
-fn write_view<S: Sink>(entity: &Entity, ctx: &Ctx, view: &ViewOptions, out: &mut S) {
-    write_shown(&project(entity, ctx, view), ctx, view, None, out);
+    shown_json(
+        &project(entity, ctx, view),
+        ctx,
+        view,
+        &LinkedEntities::new(),
+    )
 }
 
 /// What the view shows of an entity: the attributes `attrs`/`pick`, `omit`
@@ -923,12 +921,12 @@ pub(crate) fn project<'e>(
 }
 
 /// Writes what [`project`] shows of an entity, with its inline Linked
-/// Entities when there are any.
+/// Entities (`linked`, empty for none).
 fn write_shown<S: Sink>(
     shown: &Entity,
     ctx: &Ctx,
     view: &ViewOptions,
-    linked: Option<&ngsi_model::render::LinkedEntities>,
+    linked: &LinkedEntities,
     out: &mut S,
 ) {
     let opts = RenderOptions {
@@ -938,7 +936,7 @@ fn write_shown<S: Sink>(
         omit_id: view.omit_id,
         omit_type: view.omit_type,
         omit_scope: view.omit_scope,
-        linked,
+        linked: Some(linked).filter(|l| !l.is_empty()),
     };
     write_entity(shown, ctx, &opts, out);
 }
@@ -949,27 +947,21 @@ pub(crate) fn shown_json(
     shown: &Entity,
     ctx: &Ctx,
     view: &ViewOptions,
-    linked: Option<&ngsi_model::render::LinkedEntities>,
+    linked: &LinkedEntities,
 ) -> Option<Vec<u8>> {
     let mut sink = JsonSink::new(Vec::with_capacity(1024));
     write_shown(shown, ctx, view, linked, &mut sink);
     (sink.out != b"{}").then_some(sink.out)
 }
 
-/// Renders what [`project`] shows of a Linked Entity, with its own.
-pub(crate) fn render_linked(
+/// What [`project`] shows of an entity as a JSON value.
+pub(crate) fn shown_value(
     shown: &Entity,
     ctx: &Ctx,
     view: &ViewOptions,
-    linked: &ngsi_model::render::LinkedEntities,
+    linked: &LinkedEntities,
 ) -> Value {
     let mut sink = ValueSink::default();
-    write_shown(
-        shown,
-        ctx,
-        view,
-        Some(linked).filter(|l| !l.is_empty()),
-        &mut sink,
-    );
+    write_shown(shown, ctx, view, linked, &mut sink);
     sink.finish()
 }

@@ -96,24 +96,25 @@ impl Join {
 
 /// The entity ids the top-level Relationships and ListRelationships of
 /// `entity` target, in order.
-fn targets(entity: &Entity) -> Vec<&str> {
-    let mut out = Vec::new();
-    for (_, instances) in &entity.attrs {
-        for a in instances.iter() {
-            match &a.value {
-                AttrValue::Relationship { object, .. } => match object {
-                    Value::String(s) => out.push(s.as_str()),
-                    Value::Array(items) => out.extend(items.iter().filter_map(Value::as_str)),
-                    _ => {}
-                },
-                AttrValue::ListRelationship { objects, .. } => {
-                    out.extend(objects.iter().filter_map(Value::as_str))
-                }
-                _ => {}
+fn targets(entity: &Entity) -> impl Iterator<Item = &str> {
+    entity
+        .attrs
+        .iter()
+        .flat_map(|(_, instances)| instances.iter())
+        .flat_map(|a| match &a.value {
+            AttrValue::Relationship {
+                object: Value::String(s),
+                ..
+            } => vec![s.as_str()],
+            AttrValue::Relationship {
+                object: Value::Array(items),
+                ..
             }
-        }
-    }
-    out
+            | AttrValue::ListRelationship { objects: items, .. } => {
+                items.iter().filter_map(Value::as_str).collect()
+            }
+            _ => Vec::new(),
+        })
 }
 
 impl Broker {
@@ -143,51 +144,59 @@ impl Broker {
     }
 
     /// What the view shows of the Linked Entities of `roots` for
-    /// `join=flat`: each entity once, breadth first, `join.level` hops
-    /// deep, leaving out the roots and what `containedBy` names.
-    pub(crate) fn flat_linked(
+    /// `join=flat` (none without it): each entity once, breadth first,
+    /// `joinLevel` hops deep, leaving out the roots and what `containedBy`
+    /// names.
+    pub(crate) fn flat_of(
         &self,
         tenant: &str,
         roots: &[&Entity],
         ctx: &Ctx,
         view: &ViewOptions,
-        join: &Join,
     ) -> Vec<Entity> {
+        let Some(join) = view.join.as_ref().filter(|j| j.flat) else {
+            return Vec::new();
+        };
         let mut seen: HashSet<Arc<str>> = roots.iter().map(|e| e.id.clone()).collect();
         seen.extend(join.contained_by.iter().cloned());
-        let mut out: Vec<Entity> = Vec::new();
-        let mut frontier: Vec<Entity> = roots
+        // The ids the level at hand targets.
+        let mut next: Vec<Arc<str>> = roots
             .iter()
-            .map(|e| crate::project(e, ctx, view).into_owned())
+            .flat_map(|e| {
+                targets(&crate::project(e, ctx, view))
+                    .map(Arc::from)
+                    .collect::<Vec<_>>()
+            })
             .collect();
+        let mut out: Vec<Entity> = Vec::new();
         for _ in 0..join.level {
             let start = out.len();
-            for e in &frontier {
-                for id in targets(e) {
-                    if out.len() >= MAX_LINKED {
-                        return out;
-                    }
-                    if seen.contains(id) {
-                        continue;
-                    }
-                    let Some(target) = self.store.get(tenant, id) else {
-                        continue;
-                    };
-                    seen.insert(target.id.clone());
-                    out.push(crate::project(&target, ctx, view).into_owned());
+            for id in std::mem::take(&mut next) {
+                if out.len() >= MAX_LINKED {
+                    return out;
                 }
+                if seen.contains(&id) {
+                    continue;
+                }
+                let Some(target) = self.store.get(tenant, &id) else {
+                    continue;
+                };
+                seen.insert(id);
+                out.push(crate::project(&target, ctx, view).into_owned());
             }
-            if out.len() == start {
+            next = out[start..]
+                .iter()
+                .flat_map(|e| targets(e).map(Arc::from).collect::<Vec<_>>())
+                .collect();
+            if next.is_empty() {
                 break;
             }
-            frontier = out[start..].to_vec();
         }
         out
     }
 
     /// An entity of an answer, as JSON text (`None` when pick/omit leave
-    /// nothing of it), with its inline Linked Entities when the view asks
-    /// for them.
+    /// nothing of it), with its inline Linked Entities for `join=inline`.
     pub(crate) fn answer_json(
         &self,
         tenant: &str,
@@ -196,12 +205,9 @@ impl Broker {
         view: &ViewOptions,
         budget: &mut usize,
     ) -> Option<Vec<u8>> {
-        if view.join.as_ref().is_none_or(|j| j.flat) {
-            return crate::view_json(entity, ctx, view);
-        }
         let shown = crate::project(entity, ctx, view);
-        let linked = self.inline_of(tenant, &shown, ctx, view, budget);
-        crate::shown_json(&shown, ctx, view, Some(&linked).filter(|l| !l.is_empty()))
+        let inline = self.inline_of(tenant, &shown, ctx, view, budget);
+        crate::shown_json(&shown, ctx, view, &inline)
     }
 
     /// The Linked Entities `join=flat` appends to an answer of `roots`, as
@@ -213,14 +219,10 @@ impl Broker {
         ctx: &Ctx,
         view: &ViewOptions,
     ) -> Vec<Vec<u8>> {
-        match view.join.as_ref().filter(|j| j.flat) {
-            Some(join) => self
-                .flat_linked(tenant, roots, ctx, view, join)
-                .iter()
-                .filter_map(|e| crate::shown_json(e, ctx, view, None))
-                .collect(),
-            None => Vec::new(),
-        }
+        self.flat_of(tenant, roots, ctx, view)
+            .iter()
+            .filter_map(|e| crate::shown_json(e, ctx, view, &LinkedEntities::new()))
+            .collect()
     }
 }
 
@@ -260,7 +262,7 @@ impl Walk<'_> {
             let inner = self.inline(&target_shown, level - 1);
             linked.insert(
                 id.to_string(),
-                crate::render_linked(&target_shown, self.ctx, self.view, &inner),
+                crate::shown_value(&target_shown, self.ctx, self.view, &inner),
             );
         }
         self.ancestors.pop();
