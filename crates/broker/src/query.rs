@@ -12,7 +12,7 @@ use serde_json::Value;
 use store::attr_index::{Condition, IndexKey, IndexedCondition};
 use store::{Change, Next, Op, Page, Selection};
 
-use crate::target::EntityTarget;
+use crate::target::{EntityTarget, LinkedTarget, Lookup};
 use crate::{Broker, Ctx};
 
 /// Query parameters as the client wrote them (already percent-decoded).
@@ -278,7 +278,39 @@ pub(crate) fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
         "observedAt" | "createdAt" | "modifiedAt" | "unitCode" | "datasetId" => n.to_string(),
         _ => ctx.expand(n).into_owned(),
     });
+    q.map_link_types(&mut |t| ctx.expand(t).into_owned());
     Ok(q)
+}
+
+/// Clause 5.7.2.4: a query whose `q` follows Relationships needs Linked
+/// Entity retrieval (`join`), at least as deep (`joinLevel`) as its deepest
+/// linked term; else BadRequestData.
+pub(crate) fn check_link_depth(query: &EntityQuery) -> NgsiResult<()> {
+    let depth = query.q.as_ref().map_or(0, Query::link_depth);
+    if depth == 0 {
+        return Ok(());
+    }
+    match &query.view.join {
+        None => Err(NgsiError::bad_data(
+            "a linked entity term in q (attr{...}) needs Linked Entity retrieval: join=inline or join=flat",
+        )),
+        Some(join) if join.level < depth => Err(NgsiError::bad_data(format!(
+            "q follows {depth} relationships, deeper than joinLevel {}",
+            join.level
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Refuses a `q` with linked-entity terms (`rel{attr}`) where they cannot
+/// be resolved: `what` names the place.
+pub(crate) fn refuse_links(q: Option<&Query>, what: &str) -> NgsiResult<()> {
+    if q.is_some_and(Query::has_links) {
+        return Err(NgsiError::bad_data(format!(
+            "linked entity terms (attr{{...}}) in q are not supported in {what}"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_usize(s: Option<&str>, name: &str, default: usize) -> NgsiResult<usize> {
@@ -480,6 +512,7 @@ impl EntityQuery {
                     .map_err(|e| NgsiError::bad_data(format!("invalid csf: {}", e.detail)))
             })
             .transpose()?;
+        refuse_links(csf.as_ref(), "csf")?;
         let geo = match (&p.georel, &p.geometry, &p.coordinates) {
             (None, None, None) => None,
             _ => {
@@ -874,7 +907,15 @@ impl EntityQuery {
 
     /// Whether `e` matches every condition of the query.
     pub fn matches(&self, e: &Entity) -> bool {
-        self.selects(e) && self.matches_filters(e)
+        self.selects(e) && self.matches_filters(e, None)
+    }
+
+    /// Whether `e` matches every condition of the query, the entities that
+    /// linked terms of `q` name being looked up with `lookup` (one lookup
+    /// per object: for testing one entity, where resolving the terms for
+    /// all entities first would cost more).
+    pub(crate) fn matches_looking_up(&self, e: &Entity, lookup: &Lookup<'_>) -> bool {
+        self.selects(e) && self.matches_filters(e, Some(lookup))
     }
 
     /// Whether `e` is selected by the entity selectors and `attrs`, the
@@ -890,13 +931,14 @@ impl EntityQuery {
     }
 
     /// Whether `e` satisfies `q`, `scopeQ` and the geo-query.
-    fn matches_filters(&self, e: &Entity) -> bool {
-        self.q.as_ref().is_none_or(|q| q.matches(&EntityTarget(e)))
-            && self.scope_q.as_ref().is_none_or(|s| {
-                let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
-                s.matches(&scopes)
-            })
-            && self.matches_geo(e)
+    fn matches_filters(&self, e: &Entity, lookup: Option<&Lookup<'_>>) -> bool {
+        self.q.as_ref().is_none_or(|q| match lookup {
+            None => q.matches(&EntityTarget(e)),
+            Some(lookup) => q.matches(&LinkedTarget { entity: e, lookup }),
+        }) && self.scope_q.as_ref().is_none_or(|s| {
+            let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
+            s.matches(&scopes)
+        }) && self.matches_geo(e)
     }
 
     /// Whether some instance of the geo-query's GeoProperty in `e` satisfies
@@ -930,60 +972,7 @@ impl EntityQuery {
     /// sub-attribute, no compound path) that compare with a number, string,
     /// URI or boolean. Every entity matching `q` satisfies all of them.
     pub(crate) fn index_conditions(&self) -> Vec<IndexedCondition> {
-        use ngsi_query::q::{Operand, Predicate, Value as QValue};
-        fn key(v: &QValue) -> Option<IndexKey> {
-            match v {
-                QValue::Number(n) => n.as_f64().map(IndexKey::num),
-                QValue::String(s) | QValue::Uri(s) => Some(IndexKey::Str(s.as_str().into())),
-                QValue::Bool(b) => Some(IndexKey::Bool(*b)),
-                _ => None,
-            }
-        }
-        let Some(q) = &self.q else {
-            return Vec::new();
-        };
-        let terms: Vec<&Query> = match q {
-            Query::And(items) => items.iter().collect(),
-            single @ Query::Term(_) => vec![single],
-            Query::Or(_) => Vec::new(),
-        };
-        terms
-            .into_iter()
-            .filter_map(|t| {
-                let Query::Term(term) = t else {
-                    return None;
-                };
-                if !term.path.sub_attrs.is_empty() || !term.path.compound.is_empty() {
-                    return None;
-                }
-                let condition = match &term.predicate {
-                    Predicate::Equal(Operand::One(v)) => Condition::AnyOf(vec![key(v)?]),
-                    Predicate::Equal(Operand::List(vs)) => {
-                        Condition::AnyOf(vs.iter().map(key).collect::<Option<Vec<_>>>()?)
-                    }
-                    Predicate::Equal(Operand::Range(a, b)) => {
-                        Condition::Between(Some(key(a)?), Some(key(b)?))
-                    }
-                    Predicate::Greater(v) | Predicate::GreaterEq(v) => {
-                        Condition::Between(Some(key(v)?), None)
-                    }
-                    Predicate::Less(v) | Predicate::LessEq(v) => {
-                        Condition::Between(None, Some(key(v)?))
-                    }
-                    _ => return None,
-                };
-                // Booleans have no order an index range could use.
-                if let Condition::Between(Some(IndexKey::Bool(_)), _)
-                | Condition::Between(_, Some(IndexKey::Bool(_))) = condition
-                {
-                    return None;
-                }
-                Some(IndexedCondition {
-                    attr: iri(&term.path.attr),
-                    condition,
-                })
-            })
-            .collect()
+        self.q.as_ref().map(index_conditions).unwrap_or_default()
     }
 
     /// Whether the store's by-type selection alone decides the query: one
@@ -1050,6 +1039,124 @@ impl EntityQuery {
     }
 }
 
+/// `query` with its linked-entity terms (`rel{attr}`, clause 4.9 examples
+/// 13 and 14) resolved against the entities of `tenant`: each becomes the
+/// set of the ids its Relationship may target, found with one store query
+/// (a semi-join), so the entities tested afterwards need no lookups (which
+/// a store filter, running under the store's read lock, could not make).
+pub(crate) fn resolve_links<'q>(
+    store: &dyn store::Store,
+    tenant: &str,
+    query: &'q EntityQuery,
+) -> std::borrow::Cow<'q, EntityQuery> {
+    if !query.q.as_ref().is_some_and(Query::needs_resolution) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let mut resolved = query.clone();
+    if let Some(q) = &mut resolved.q {
+        q.resolve_links(&mut |hop, rest| Some(linked_ids(store, tenant, hop, rest)));
+    }
+    std::borrow::Cow::Owned(resolved)
+}
+
+/// The ids of the entities of `tenant` of one of `hop`'s types (any type
+/// without hints) for which `rest` holds.
+fn linked_ids(
+    store: &dyn store::Store,
+    tenant: &str,
+    hop: &ngsi_query::q::Hop,
+    rest: &ngsi_query::q::Term,
+) -> std::collections::HashSet<Box<str>> {
+    let q = Query::Term(rest.clone());
+    let types: Option<Vec<Iri>> =
+        (!hop.types.is_empty()).then(|| hop.types.iter().map(|t| iri(t)).collect());
+    let conditions = index_conditions(&q);
+    let ids = parking_lot::Mutex::new(std::collections::HashSet::new());
+    let filter = |e: &Entity| {
+        let matched = q.matches(&EntityTarget(e));
+        if matched {
+            ids.lock().insert(Box::from(&*e.id));
+        }
+        matched
+    };
+    store.query(
+        tenant,
+        Selection {
+            ids: None,
+            types: types.as_deref(),
+            conditions: &conditions,
+            exact: false,
+        },
+        &filter,
+        // Nothing kept: the filter takes the ids.
+        Page {
+            offset: 0,
+            limit: 0,
+            count: true,
+        },
+    );
+    ids.into_inner()
+}
+
+/// The conditions of `q` that an attribute index can answer (see
+/// [`EntityQuery::index_conditions`]).
+fn index_conditions(q: &Query) -> Vec<IndexedCondition> {
+    use ngsi_query::q::{Operand, Predicate, Value as QValue};
+    fn key(v: &QValue) -> Option<IndexKey> {
+        match v {
+            QValue::Number(n) => n.as_f64().map(IndexKey::num),
+            QValue::String(s) | QValue::Uri(s) => Some(IndexKey::Str(s.as_str().into())),
+            QValue::Bool(b) => Some(IndexKey::Bool(*b)),
+            _ => None,
+        }
+    }
+    let terms: Vec<&Query> = match q {
+        Query::And(items) => items.iter().collect(),
+        single @ Query::Term(_) => vec![single],
+        Query::Or(_) => Vec::new(),
+    };
+    terms
+        .into_iter()
+        .filter_map(|t| {
+            let Query::Term(term) = t else {
+                return None;
+            };
+            if !term.via.is_empty()
+                || !term.path.sub_attrs.is_empty()
+                || !term.path.compound.is_empty()
+            {
+                return None;
+            }
+            let condition = match &term.predicate {
+                Predicate::Equal(Operand::One(v)) => Condition::AnyOf(vec![key(v)?]),
+                Predicate::Equal(Operand::List(vs)) => {
+                    Condition::AnyOf(vs.iter().map(key).collect::<Option<Vec<_>>>()?)
+                }
+                Predicate::Equal(Operand::Range(a, b)) => {
+                    Condition::Between(Some(key(a)?), Some(key(b)?))
+                }
+                Predicate::Greater(v) | Predicate::GreaterEq(v) => {
+                    Condition::Between(Some(key(v)?), None)
+                }
+                Predicate::Less(v) | Predicate::LessEq(v) => {
+                    Condition::Between(None, Some(key(v)?))
+                }
+                _ => return None,
+            };
+            // Booleans have no order an index range could use.
+            if let Condition::Between(Some(IndexKey::Bool(_)), _)
+            | Condition::Between(_, Some(IndexKey::Bool(_))) = condition
+            {
+                return None;
+            }
+            Some(IndexedCondition {
+                attr: iri(&term.path.attr),
+                condition,
+            })
+        })
+        .collect()
+}
+
 impl Broker {
     /// Query Entities (clause 5.7.2).
     pub fn query_entities(
@@ -1063,7 +1170,9 @@ impl Broker {
                 "a query needs a type, attrs or q naming an attribute, scopeQ, a geo-query or local=true",
             ));
         }
+        check_link_depth(query)?;
         self.check_tenant(tenant)?;
+        let query = &*self.resolve_links(tenant, query);
         if let Some(keys) = &query.order_by {
             return query.with_selection(|selection| {
                 self.query_ordered(tenant, ctx, query, selection, keys)
@@ -1089,6 +1198,16 @@ impl Broker {
             linked: self.flat_answer(tenant, &roots, ctx, &query.view),
             total: page.total,
         })
+    }
+
+    /// `query` with its linked-entity terms resolved (see
+    /// [`resolve_links`]).
+    pub(crate) fn resolve_links<'q>(
+        &self,
+        tenant: &str,
+        query: &'q EntityQuery,
+    ) -> std::borrow::Cow<'q, EntityQuery> {
+        resolve_links(&*self.store, tenant, query)
     }
 
     /// One page of the entities of `tenant` that match `query`, from the
@@ -1206,6 +1325,8 @@ impl Broker {
                 "purge needs entity types, a non-system attribute (attrs, keep, drop or q), a geo-query or local=true",
             ));
         }
+        // Clause 5.6.21.4: a purge selects by the entities' own attributes.
+        refuse_links(query.q.as_ref(), "purges (clause 5.6.21.4)")?;
         self.check_tenant(tenant)?;
         let (ids, types) = query.selection_parts();
         let filter = |e: &Entity| query.matches(e);

@@ -3,7 +3,10 @@
 
 use ngsi_model::time::format_micros;
 use ngsi_model::{AttrValue, Attribute, Entity};
-use ngsi_query::{AttrPath, Target};
+use std::sync::Arc;
+
+use ngsi_query::q::Hop;
+use ngsi_query::{AttrPath, Query, Target};
 use serde_json::Value;
 
 /// An entity seen by the q evaluator.
@@ -125,5 +128,35 @@ impl Target for EntityTarget<'_> {
                     )
                 })
             })
+    }
+}
+
+/// Looks an entity of the tenant at hand up by id.
+pub type Lookup<'a> = dyn Fn(&str) -> Option<Arc<Entity>> + 'a;
+
+/// An entity seen by the q evaluator, with the entities its Relationships
+/// target looked up on demand (linked terms of `q` not resolved beforehand).
+pub struct LinkedTarget<'a> {
+    pub entity: &'a Entity,
+    pub lookup: &'a Lookup<'a>,
+}
+
+impl Target for LinkedTarget<'_> {
+    fn values(&self, path: &AttrPath, out: &mut Vec<Value>) {
+        EntityTarget(self.entity).values(path, out)
+    }
+
+    fn is_relationship(&self, path: &AttrPath) -> bool {
+        EntityTarget(self.entity).is_relationship(path)
+    }
+
+    fn linked(&self, id: &str, hop: &Hop, rest: &Query) -> bool {
+        (self.lookup)(id).is_some_and(|e| {
+            (hop.types.is_empty() || hop.types.iter().any(|t| e.has_type(t)))
+                && rest.matches(&LinkedTarget {
+                    entity: &e,
+                    lookup: self.lookup,
+                })
+        })
     }
 }

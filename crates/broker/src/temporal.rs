@@ -345,6 +345,7 @@ impl TemporalQuery {
         p: &QueryParams,
         format: TemporalFormat,
     ) -> NgsiResult<Self> {
+        crate::query::refuse_links(entities.q.as_ref(), "temporal queries")?;
         // Clause 5.7.4.4: a temporal query orders by id only.
         if entities
             .order_by

@@ -9,12 +9,17 @@
 //! or-expr     ::= and-expr ( "|" and-expr )*
 //! and-expr    ::= primary ( ";" primary )*          ; AND binds tighter than OR
 //! primary     ::= "(" or-expr ")" | term            ; ext: parentheses nest (depth <= 64)
-//! term        ::= path                              ; the target element exists
+//! term        ::= target                            ; the target element exists
 //!               | "!" path                          ; ext: the target element is absent
-//!               | path ( "==" | "!=" ) eq-operand
-//!               | path ( ">" | ">=" | "<" | "<=" ) comparable
-//!               | path ( "~=" | "!~=" ) regex
+//!               | target ( "==" | "!=" ) eq-operand
+//!               | target ( ">" | ">=" | "<" | "<=" ) comparable
+//!               | target ( "~=" | "!~=" ) regex
+//! target      ::= path
+//!               | name "{" ( tname ( "," tname )* ":" )? target "}"
+//!                                                   ; linked entity (examples 13, 14);
+//!                                                   ; ext: several type hints
 //! path        ::= name ( "." name )* compound?      ; attribute, then sub-attributes
+//! tname       ::= letter ( letter | digit | "_" )*  ; an entity type hint
 //! compound    ::= ( "[" key ( "." key )* "]" )+     ; ext: a[b][c] is a[b.c]
 //! eq-operand  ::= comparable ".." comparable        ; inclusive range, both of one kind
 //!               | value ( "," value )+              ; value list
@@ -38,9 +43,24 @@
 //! ```
 //!
 //! `letter` and `digit` are the Unicode categories L and N (clause 4.6.2).
-//! Linked-entity paths (`sensor{humidity}`, clause 4.9 examples 13 and 14)
-//! are rejected with an error: evaluating them needs a second entity lookup,
-//! which the [`Target`] interface does not offer.
+//!
+//! Inside braces, a first `word:` is read as a type hint, so
+//! `managedBy{Building:name}` asks for the `name` of the Buildings that
+//! `managedBy` targets; a compact attribute name right after the brace
+//! (`managedBy{ex:name}`) therefore needs a type hint before it
+//! (`managedBy{Building:ex:name}`).
+//!
+//! # Linked entities
+//!
+//! A linked term (`managedBy{name}=="Pisa Tower"`) holds for an entity when
+//! its Relationship (or ListRelationship) targets an entity for which the
+//! rest of the term holds. The evaluator cannot look entities up itself:
+//! either the caller resolves each linked term first
+//! ([`Query::resolve_links`]) into the set of ids of the entities the
+//! Relationship may target, a semi-join that an entity store answers with
+//! one query however many entities are then tested, or the [`Target`] looks
+//! each targeted entity up ([`Target::linked`]), which suits testing one
+//! entity.
 //!
 //! # Evaluation
 //!
@@ -49,7 +69,9 @@
 //! function that makes it.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::{Number, Value as Json};
@@ -66,6 +88,9 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 ///
 /// `And` and `Or` always hold at least two operands. Parentheses in the input
 /// become nesting here, so printing and re-parsing gives back the same tree.
+// Terms are the common case (most queries are one term), so they are kept
+// inline rather than boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
     /// All operands match (`;`).
@@ -79,10 +104,43 @@ pub enum Query {
 /// One query term: a path and what must hold there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Term {
-    /// The attribute path the term looks at.
+    /// The attribute path the term looks at; in a linked term, the path in
+    /// the last linked entity.
     pub path: AttrPath,
     /// The condition on the values found at the path.
     pub predicate: Predicate,
+    /// The Relationships followed before `path`, outermost first: empty
+    /// for a plain term; `a{T:b{c}}` has the hops `a` (type hint `T`) and
+    /// `b`, and the path `c`.
+    pub via: Vec<Hop>,
+    /// For a linked term, the ids of the entities the first hop may target
+    /// for the term to hold, set by [`Query::resolve_links`].
+    pub resolved: Resolved,
+}
+
+/// One Relationship a linked term follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hop {
+    /// The Relationship (an attribute path without sub-attributes or
+    /// compound keys).
+    pub relationship: AttrPath,
+    /// The entity type hints (clause 4.9 example 14): only linked entities
+    /// of one of these types are considered; empty for any type.
+    pub types: Vec<String>,
+}
+
+/// What resolves a linked term (see [`Query::resolve_links`]).
+pub type Resolver<'a> = dyn FnMut(&Hop, &Term) -> Option<HashSet<Box<str>>> + 'a;
+
+/// The ids a linked term resolved to. Two resolutions compare equal
+/// whatever they hold, so a parsed query equals its re-parsed print.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved(pub Option<Arc<HashSet<Box<str>>>>);
+
+impl PartialEq for Resolved {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// An attribute path: `attr.sub1.sub2[key1.key2]`.
@@ -239,6 +297,16 @@ pub trait Target {
         let _ = path;
         false
     }
+
+    /// Whether the entity `id`, an object of a Relationship of this entity,
+    /// exists, has one of `hop.types` (any type when there are none) and
+    /// matches `rest`: how a linked term that was not resolved beforehand
+    /// ([`Query::resolve_links`]) is evaluated, one lookup per object.
+    /// Defaults to `false`, for targets that cannot look entities up.
+    fn linked(&self, id: &str, hop: &Hop, rest: &Query) -> bool {
+        let _ = (id, hop, rest);
+        false
+    }
 }
 
 /// Parses a `q` parameter (already percent-decoded by the caller).
@@ -315,7 +383,13 @@ impl Parser<'_> {
         if negated {
             self.c.bump();
         }
-        let path = self.path()?;
+        let mut via = Vec::new();
+        let path = self.target(&mut via)?;
+        if negated && !via.is_empty() {
+            return Err(self
+                .c
+                .err("'!' cannot be applied to a linked entity term (attr{...})"));
+        }
         self.c.skip_ws();
         let op_at = self.c.pos;
         let predicate = if negated {
@@ -339,11 +413,6 @@ impl Parser<'_> {
         } else {
             match self.c.peek() {
                 None | Some(';' | '|' | ')') => Predicate::Exists,
-                Some('{') => {
-                    return Err(self
-                        .c
-                        .err("linked entity queries (attr{...}) are not supported"));
-                }
                 Some('=') => return Err(self.c.err("expected '==', found a single '='")),
                 _ => {
                     return Err(self.c.err_at(
@@ -353,7 +422,69 @@ impl Parser<'_> {
                 }
             }
         };
-        Ok(Term { path, predicate })
+        Ok(Term {
+            path,
+            predicate,
+            via,
+            resolved: Resolved::default(),
+        })
+    }
+
+    /// A path, or a linked term `rel{Type:target}`, whose hops are pushed
+    /// onto `via`.
+    fn target(&mut self, via: &mut Vec<Hop>) -> Result<AttrPath, ParseError> {
+        let path = self.path()?;
+        if self.c.peek() != Some('{') {
+            return Ok(path);
+        }
+        if !path.sub_attrs.is_empty() || !path.compound.is_empty() {
+            return Err(self.c.err(
+                "a linked entity term follows a Relationship named alone (attr{...}), not a path",
+            ));
+        }
+        self.c.bump();
+        self.c.enter()?;
+        let types = self.type_hints();
+        via.push(Hop {
+            relationship: path,
+            types,
+        });
+        let inner = self.target(via)?;
+        self.c.skip_ws();
+        if !self.c.eat("}") {
+            return Err(self.c.err(format!(
+                "expected '}}' to close the linked entity term, found {}",
+                self.c.found()
+            )));
+        }
+        self.c.leave();
+        Ok(inner)
+    }
+
+    /// The type hints `T1,T2:` after a `{`, or nothing (and the cursor left
+    /// where it was) when the braces do not start with them.
+    fn type_hints(&mut self) -> Vec<String> {
+        let start = self.c.pos;
+        self.c.skip_ws();
+        let mut types = Vec::new();
+        loop {
+            let at = self.c.pos;
+            if !matches!(self.c.peek(), Some(ch) if ch.is_alphabetic()) {
+                break;
+            }
+            while matches!(self.c.peek(), Some(ch) if ch.is_alphanumeric() || ch == '_') {
+                self.c.bump();
+            }
+            types.push(self.c.src[at..self.c.pos].to_owned());
+            if self.c.eat(":") {
+                return types;
+            }
+            if !self.c.eat(",") {
+                break;
+            }
+        }
+        self.c.pos = start;
+        Vec::new()
     }
 
     fn name(&mut self, what: &str) -> Result<String, ParseError> {
@@ -787,7 +918,23 @@ impl fmt::Display for Query {
 
 impl fmt::Display for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = &self.path;
+        struct Linked<'a>(&'a [Hop], &'a AttrPath);
+        impl fmt::Display for Linked<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for hop in self.0 {
+                    write!(f, "{}{{", hop.relationship)?;
+                    if !hop.types.is_empty() {
+                        write!(f, "{}:", hop.types.join(","))?;
+                    }
+                }
+                write!(f, "{}", self.1)?;
+                for _ in self.0 {
+                    f.write_str("}")?;
+                }
+                Ok(())
+            }
+        }
+        let p = &Linked(&self.via, &self.path);
         match &self.predicate {
             Predicate::Exists => write!(f, "{p}"),
             Predicate::NotExists => write!(f, "!{p}"),
@@ -875,6 +1022,9 @@ impl Query {
     /// [`Query::map_compound_keys`] if a store keeps expanded keys in values.
     pub fn map_attr_names(&mut self, f: &mut dyn FnMut(&str) -> String) {
         self.for_each_term_mut(&mut |t| {
+            for hop in &mut t.via {
+                hop.relationship.attr = f(&hop.relationship.attr);
+            }
             t.path.attr = f(&t.path.attr);
             for s in &mut t.path.sub_attrs {
                 *s = f(s);
@@ -910,13 +1060,65 @@ impl Query {
         });
     }
 
-    /// Every attribute path the query looks at, in order of appearance.
+    /// Replaces every entity type hint of a linked term with `f(type)`.
+    pub fn map_link_types(&mut self, f: &mut dyn FnMut(&str) -> String) {
+        self.for_each_term_mut(&mut |t| {
+            for hop in &mut t.via {
+                for ty in &mut hop.types {
+                    *ty = f(ty);
+                }
+            }
+        });
+    }
+
+    /// Whether some term follows a Relationship to a linked entity.
+    pub fn has_links(&self) -> bool {
+        match self {
+            Query::Term(t) => !t.via.is_empty(),
+            Query::And(items) | Query::Or(items) => items.iter().any(Query::has_links),
+        }
+    }
+
+    /// The most Relationships one linked term follows (0 without linked
+    /// terms).
+    pub fn link_depth(&self) -> usize {
+        match self {
+            Query::Term(t) => t.via.len(),
+            Query::And(items) | Query::Or(items) => {
+                items.iter().map(Query::link_depth).max().unwrap_or(0)
+            }
+        }
+    }
+
+    /// Whether some linked term is not resolved yet.
+    pub fn needs_resolution(&self) -> bool {
+        match self {
+            Query::Term(t) => !t.via.is_empty() && t.resolved.0.is_none(),
+            Query::And(items) | Query::Or(items) => items.iter().any(Query::needs_resolution),
+        }
+    }
+
+    /// Resolves every linked term not resolved yet: `resolve(hop, rest)` answers the ids of
+    /// the entities of one of `hop.types` (any type when empty) for which
+    /// `rest` holds, `rest` being the term after the hop, itself resolved
+    /// first when it links further. It returns `None` when it cannot tell
+    /// (the term then matches nothing).
+    pub fn resolve_links(&mut self, resolve: &mut Resolver<'_>) {
+        self.for_each_term_mut(&mut |t| {
+            if !t.via.is_empty() && t.resolved.0.is_none() {
+                t.resolve(resolve);
+            }
+        });
+    }
+
+    /// Every attribute path the query looks at in the entities it tests, in
+    /// order of appearance: for a linked term, its first Relationship.
     pub fn paths(&self) -> Vec<&AttrPath> {
         let mut out = Vec::new();
         let mut stack = vec![self];
         while let Some(q) = stack.pop() {
             match q {
-                Query::Term(t) => out.push(&t.path),
+                Query::Term(t) => out.push(t.via.first().map_or(&t.path, |h| &h.relationship)),
                 Query::And(items) | Query::Or(items) => stack.extend(items.iter().rev()),
             }
         }
@@ -963,6 +1165,9 @@ impl Term {
     /// for at least one instance, for `!=` as for `==`.
     fn eval<T: Target + ?Sized>(&self, target: &T, buf: &mut Vec<Json>) -> bool {
         buf.clear();
+        if let Some(hop) = self.via.first() {
+            return self.eval_linked(&hop.relationship, target, buf);
+        }
         target.values(&self.path, buf);
         if matches!(self.predicate, Predicate::NotExists) {
             return buf.is_empty();
@@ -1009,6 +1214,59 @@ impl Term {
             Predicate::NotMatches(p) => buf
                 .iter()
                 .any(|t| matches!(unwrap(t), Json::String(s) if !p.regex.is_match(s))),
+        }
+    }
+}
+
+impl Term {
+    /// The term after its first hop.
+    fn rest(&self) -> Term {
+        Term {
+            path: self.path.clone(),
+            predicate: self.predicate.clone(),
+            via: self.via[1..].to_vec(),
+            resolved: Resolved::default(),
+        }
+    }
+
+    fn resolve(&mut self, resolve: &mut Resolver<'_>) {
+        let mut rest = self.rest();
+        if !rest.via.is_empty() {
+            rest.resolve(resolve);
+        }
+        self.resolved = Resolved(resolve(&self.via[0], &rest).map(Arc::new));
+    }
+
+    /// A linked term holds when the Relationship at `relationship` targets
+    /// a resolved entity (any object of any instance, for a multi-instance
+    /// Relationship or a ListRelationship).
+    fn eval_linked<T: Target + ?Sized>(
+        &self,
+        relationship: &AttrPath,
+        target: &T,
+        buf: &mut Vec<Json>,
+    ) -> bool {
+        if !target.is_relationship(relationship) {
+            return false;
+        }
+        target.values(relationship, buf);
+        fn any_object(v: &Json, holds: &mut dyn FnMut(&str) -> bool) -> bool {
+            match unwrap(v) {
+                Json::String(s) => holds(s),
+                Json::Array(items) => items.iter().any(|i| any_object(i, holds)),
+                _ => false,
+            }
+        }
+        match &self.resolved.0 {
+            Some(ids) => buf
+                .iter()
+                .any(|v| any_object(v, &mut |id| ids.contains(id))),
+            None => {
+                let rest = Query::Term(self.rest());
+                let hop = &self.via[0];
+                buf.iter()
+                    .any(|v| any_object(v, &mut |id| target.linked(id, hop, &rest)))
+            }
         }
     }
 }

@@ -893,6 +893,8 @@ impl Broker {
         query: &EntityQuery,
         origin: &Origin<'_>,
     ) -> NgsiResult<QueryResult> {
+        crate::query::check_link_depth(query)?;
+        let query = &*self.resolve_links(tenant, query);
         let sources = if query.local || query.order_by.is_some() || !query.wide_enough {
             Vec::new()
         } else {

@@ -239,6 +239,7 @@ impl RegistrationQuery {
             p.q.as_deref()
                 .map(|s| crate::query::parse_q(s, ctx))
                 .transpose()?;
+        crate::query::refuse_links(q.q.as_ref(), "registration queries")?;
         q.csf = p
             .csf
             .as_deref()

@@ -613,7 +613,8 @@ impl Inner {
             return None;
         }
         let subject = change.after.as_deref().or(change.before.as_deref())?;
-        if !sub.matcher.matches(subject) {
+        let lookup = |id: &str| self.store.get(&change.tenant, id);
+        if !sub.matcher.matches_looking_up(subject, &lookup) {
             return None;
         }
         let watched = |name: &str| {
@@ -857,13 +858,15 @@ impl Inner {
             .flat_map(|s| s.types.names())
             .map(ngsi_model::iri)
             .collect();
+        let matcher =
+            crate::query::resolve_links(&*self.store, &entry.state.tenant, &entry.sub.matcher);
         let page = self.store.query(
             &entry.state.tenant,
             store::Selection {
                 types: Some(&types),
                 ..store::Selection::default()
             },
-            &|e: &Entity| entry.sub.matcher.matches(e),
+            &|e: &Entity| matcher.matches(e),
             store::Page {
                 offset: 0,
                 limit: usize::MAX,

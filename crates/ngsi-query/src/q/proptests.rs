@@ -29,6 +29,38 @@ fn path() -> impl Strategy<Value = AttrPath> {
         })
 }
 
+/// Hops and the path of a linked term. Inside braces the names are plain:
+/// a compact name right after `{` would read as a type hint.
+fn linked_term() -> BoxedStrategy<(Vec<Hop>, AttrPath)> {
+    let plain = || "[a-zA-Z][a-zA-Z0-9_]{0,6}";
+    (
+        name(),
+        prop::collection::vec((plain(), prop::collection::vec(plain(), 0..3)), 0..3),
+        prop::collection::vec(plain(), 0..3),
+        path(),
+    )
+        .prop_map(|(first, more, first_types, mut path)| {
+            path.attr = path
+                .attr
+                .split(':')
+                .next_back()
+                .map(|s| s.to_owned())
+                .unwrap_or_default();
+            let hop = |rel: String, types: Vec<String>| Hop {
+                relationship: AttrPath {
+                    attr: rel,
+                    sub_attrs: Vec::new(),
+                    compound: Vec::new(),
+                },
+                types,
+            };
+            let mut via = vec![hop(first, first_types)];
+            via.extend(more.into_iter().map(|(r, t)| hop(r, t)));
+            (via, path)
+        })
+        .boxed()
+}
+
 fn temporal(text: String, key: Option<i128>) -> Temporal {
     Temporal {
         key: key.expect("generated temporal is valid"),
@@ -124,7 +156,7 @@ fn pattern() -> impl Strategy<Value = Pattern> {
     "[a-z.*+?^$|()\\\\\"; \\[\\]{}0-9]{1,12}".prop_filter_map("compiles", |s| Pattern::new(&s).ok())
 }
 
-fn predicate() -> impl Strategy<Value = Predicate> {
+fn predicate() -> BoxedStrategy<Predicate> {
     prop_oneof![
         Just(Predicate::Exists),
         Just(Predicate::NotExists),
@@ -137,11 +169,28 @@ fn predicate() -> impl Strategy<Value = Predicate> {
         pattern().prop_map(Predicate::Matches),
         pattern().prop_map(Predicate::NotMatches),
     ]
+    .boxed()
 }
 
 fn query() -> impl Strategy<Value = Query> {
-    let leaf =
-        (path(), predicate()).prop_map(|(path, predicate)| Query::Term(Term { path, predicate }));
+    let leaf = prop_oneof![
+        4 => (path(), predicate()).prop_map(|(path, predicate)| Query::Term(Term {
+            path,
+            predicate,
+            via: Vec::new(),
+            resolved: Resolved::default(),
+        })),
+        1 => (linked_term(), predicate().prop_filter("no '!' on links", |p| {
+            !matches!(p, Predicate::NotExists)
+        }))
+            .prop_map(|((via, path), predicate)| Query::Term(Term {
+                path,
+                predicate,
+                via,
+                resolved: Resolved::default(),
+            })),
+    ]
+    .boxed();
     leaf.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 2..4).prop_map(Query::And),

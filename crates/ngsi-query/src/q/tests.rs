@@ -201,10 +201,6 @@ fn parse_paths() {
         "error: expected a JSON member name, found ']' at byte 2",
     );
     check("a[b==1", "error: expected ']', found '=' at byte 3");
-    check(
-        "sensor{humidity}==40",
-        "error: linked entity queries (attr{...}) are not supported at byte 6",
-    );
     check("a=1", "error: expected '==', found a single '=' at byte 1");
     check(
         "a==",
@@ -219,6 +215,128 @@ fn parse_paths() {
         "error: ordering operators need a number, string, date, time or date-time at byte 2",
     );
     check("a b", "error: expected an operator, found 'b' at byte 2");
+}
+
+#[test]
+fn parse_linked_terms() {
+    check(
+        "managedBy{name}==\"Pisa Tower\"",
+        "managedBy{name}==\"Pisa Tower\"",
+    );
+    check("managedBy{ Building:name }", "managedBy{Building:name}");
+    check("a{T,U:b.c[k]}>=3", "a{T,U:b.c[k]}>=3");
+    check("a{T:ex:b}==1", "a{T:ex:b}==1");
+    check("a{b{T:c}}==1;d", "a{b{T:c}}==1;d");
+    check("(a{b}|c{d})", "a{b}|c{d}");
+    check(
+        "a.b{c}==1",
+        "error: a linked entity term follows a Relationship named alone (attr{...}), not a path at byte 3",
+    );
+    check(
+        "!a{b}",
+        "error: '!' cannot be applied to a linked entity term (attr{...}) at byte 5",
+    );
+    check(
+        "a{b==1",
+        "error: expected '}' to close the linked entity term, found '=' at byte 3",
+    );
+    check(
+        "a{}",
+        "error: expected an attribute name (a name starting with a letter), found '}' at byte 2",
+    );
+    check(
+        "a{T:}",
+        "error: expected an attribute name (a name starting with a letter), found '}' at byte 4",
+    );
+    let deep = format!("{}x{}", "a{".repeat(70), "}".repeat(70));
+    assert!(
+        parse_q(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("nesting deeper than")
+    );
+}
+
+/// Resolves the linked terms of `query` against the fixture cars and two
+/// parks, then lists the cars that match.
+#[track_caller]
+fn check_linked(query: &str, expected: &str) {
+    let world = {
+        let mut all = entities();
+        all.push(json!({"id": "urn:ngsi-ld:Park:1", "type": "Park",
+            "free": {"type": "Property", "value": 3},
+            "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Car:3"}}));
+        all.push(json!({"id": "urn:ngsi-ld:Park:3", "type": "Garage",
+            "free": {"type": "Property", "value": 0}}));
+        all
+    };
+    let mut q = parse_q(query).unwrap_or_else(|e| panic!("{query:?}: {e}"));
+    q.resolve_links(&mut |hop, rest| {
+        Some(
+            world
+                .iter()
+                .filter(|e| hop.types.is_empty() || hop.types.iter().any(|t| e["type"] == **t))
+                .filter(|e| Query::Term(rest.clone()).matches(&JsonTarget(e)))
+                .map(|e| e["id"].as_str().unwrap().into())
+                .collect(),
+        )
+    });
+    let got: Vec<&str> = world
+        .iter()
+        .filter(|e| q.matches(&JsonTarget(e)))
+        .map(|e| e["id"].as_str().unwrap().rsplit(':').next().unwrap())
+        .collect();
+    assert_eq!(got.join(" "), expected, "query: {query:?}");
+}
+
+#[test]
+fn match_linked_terms() {
+    // Car 1 is parked at Park 1 (3 free), car 2 at Park 2 (unknown) and
+    // Garage 3 (none free).
+    check_linked("isParked{free}>0", "1");
+    check_linked("isParked{free}==0", "2");
+    check_linked("isParked{free}", "1 2");
+    check_linked("isParked{Park:free}", "1");
+    check_linked("isParked{Garage,Park:free}", "1 2");
+    check_linked("isParked{Car:free}", "");
+    check_linked("isParked{free}>0;brandName==\"BMW\"", "");
+    check_linked("isParked{free}>0|brandName==\"BMW\"", "1 2");
+    // Two hops: the park's owner is car 3, an Audi.
+    check_linked("isParked{owner{brandName}}==\"Audi\"", "1");
+    // A Property is not followed, even when its value is an entity id.
+    check_linked("brandName{free}", "");
+    // Unresolved, a linked term matches nothing with a target that cannot
+    // look entities up...
+    check_match("isParked{free}", "");
+    // ...and looks each object up with one that can.
+    struct World(Vec<Json>, usize);
+    impl Target for World {
+        fn values(&self, path: &AttrPath, out: &mut Vec<Json>) {
+            JsonTarget(&self.0[self.1]).values(path, out)
+        }
+        fn is_relationship(&self, path: &AttrPath) -> bool {
+            JsonTarget(&self.0[self.1]).is_relationship(path)
+        }
+        fn linked(&self, id: &str, hop: &Hop, rest: &Query) -> bool {
+            self.0.iter().position(|e| e["id"] == id).is_some_and(|i| {
+                (hop.types.is_empty() || hop.types.iter().any(|t| self.0[i]["type"] == **t))
+                    && rest.matches(&World(self.0.clone(), i))
+            })
+        }
+    }
+    let mut world = entities();
+    world.push(json!({"id": "urn:ngsi-ld:Park:1", "type": "Park",
+        "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Car:3"}}));
+    for (query, expected) in [
+        ("isParked{owner}", true),
+        ("isParked{owner{brandName}}==\"Audi\"", true),
+        ("isParked{Park:owner{Car:count}}>2", true),
+        ("isParked{Garage:owner}", false),
+        ("isParked{owner{brandName}}==\"BMW\"", false),
+    ] {
+        let q = parse_q(query).unwrap();
+        assert_eq!(q.matches(&World(world.clone(), 0)), expected, "{query}");
+    }
 }
 
 #[test]

@@ -960,3 +960,163 @@ async fn join_parameters_are_checked() {
     .await
     .problem(400, "BadRequestData");
 }
+
+/// A tower, a bus named after it, the buildings they manage, a park
+/// operated by a managed building, and a building managed by both.
+async fn managed_buildings(s: &Server) {
+    let rel = |o: &str| json!({"type": "Relationship", "object": o});
+    let name = |n: &str| json!({"type": "Property", "value": n});
+    for e in [
+        json!({"id": "urn:ngsi-ld:Building:tower", "type": "Building", "name": name("Canton Tower"),
+               "floors": {"type": "Property", "value": 37}}),
+        json!({"id": "urn:ngsi-ld:Vehicle:bus", "type": "Vehicle", "name": name("Canton Tower")}),
+        json!({"id": "urn:ngsi-ld:Building:a", "type": "Building", "managedBy": rel("urn:ngsi-ld:Building:tower")}),
+        json!({"id": "urn:ngsi-ld:Building:b", "type": "Building", "managedBy": rel("urn:ngsi-ld:Vehicle:bus")}),
+        json!({"id": "urn:ngsi-ld:Building:c", "type": "Building",
+               "managedBy": {"type": "ListRelationship", "objectList": [
+                   {"object": "urn:ngsi-ld:Vehicle:gone"}, {"object": "urn:ngsi-ld:Building:tower"}]}}),
+        json!({"id": "urn:ngsi-ld:Building:d", "type": "Building", "managedBy": rel("urn:ngsi-ld:Vehicle:gone"),
+               "name": name("Canton Tower")}),
+        json!({"id": "urn:ngsi-ld:Park:p", "type": "Park", "operator": rel("urn:ngsi-ld:Building:a")}),
+    ] {
+        s.create(e).await;
+    }
+}
+
+#[tokio::test]
+async fn linked_entity_terms_in_q_follow_relationships() {
+    let s = Server::start().await;
+    managed_buildings(&s).await;
+    // Clause 5.7.2.4: linked terms come with Linked Entity retrieval.
+    let q = |q: &str| format!("type=Building&join=inline&q={}", enc(q));
+    let cases = [
+        // Clause 4.9 example 13: the term holds through the target's name;
+        // a target that is not held never matches, nor does a name of the
+        // entity itself.
+        ("managedBy{name}==\"Canton Tower\"", vec!["a", "b", "c"]),
+        // Example 14: type hints restrict the targets considered.
+        ("managedBy{Building:name}==\"Canton Tower\"", vec!["a", "c"]),
+        ("managedBy{Vehicle:name}==\"Canton Tower\"", vec!["b"]),
+        ("managedBy{Vehicle,Building:name}", vec!["a", "b", "c"]),
+        ("managedBy{Park:name}", vec![]),
+        // Other operators and combinations with plain terms.
+        ("managedBy{floors}>30", vec!["a", "c"]),
+        ("managedBy{floors}>40", vec![]),
+        (
+            "managedBy{name}~=\"^Canton\";managedBy==urn:ngsi-ld:Vehicle:bus",
+            vec!["b"],
+        ),
+        ("managedBy{floors}|name", vec!["a", "c", "d", "tower"]),
+    ];
+    for (term, want) in cases {
+        let want: Vec<String> = want
+            .iter()
+            .map(|w| format!("urn:ngsi-ld:Building:{w}"))
+            .collect();
+        assert_eq!(s.ids(&q(term)).await, want, "{term}");
+        // POST query and count agree.
+        let r = s
+            .post(
+                "/entityOperations/query?count=true",
+                &json!({"type": "Query", "entities": [{"type": "Building"}], "q": term,
+                        "join": "inline"}),
+            )
+            .await;
+        assert_eq!(ids_of(&r.body), want, "POST {term}");
+        assert_eq!(r.headers["ngsild-results-count"], want.len().to_string());
+    }
+    // Two hops: the park whose operator is managed by the tower.
+    assert_eq!(
+        s.ids(&format!(
+            "type=Park&join=inline&joinLevel=2&q={}",
+            enc("operator{managedBy{floors}}==37")
+        ))
+        .await,
+        ["urn:ngsi-ld:Park:p"]
+    );
+    assert!(
+        s.ids(&format!(
+            "type=Park&join=flat&joinLevel=3&q={}",
+            enc("operator{managedBy{floors}}==36")
+        ))
+        .await
+        .is_empty()
+    );
+    // With join and orderBy the matches are the same.
+    let r = s
+        .get(&format!(
+            "/entities?{}&orderBy=id",
+            q("managedBy{Building:name}==\"Canton Tower\"")
+        ))
+        .await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Building:a", "urn:ngsi-ld:Building:c"]
+    );
+    assert_eq!(r.body[0]["managedBy"]["entity"]["floors"]["value"], 37);
+}
+
+#[tokio::test]
+async fn linked_entity_terms_are_checked() {
+    let s = Server::start().await;
+    managed_buildings(&s).await;
+    for bad in [
+        "managedBy{name",
+        "managedBy{}",
+        "!managedBy{name}",
+        "managedBy.since{name}",
+    ] {
+        s.get(&format!(
+            "/entities?type=Building&join=inline&q={}",
+            enc(bad)
+        ))
+        .await
+        .problem(400, "BadRequestData");
+    }
+    // Clause 5.7.2.4 (ETSI 5722_01_03/04): without Linked Entity retrieval,
+    // or deeper than it goes, a linked term is BadRequestData.
+    for (params, term) in [
+        ("", "managedBy{name}"),
+        ("&join=@none", "managedBy{name}"),
+        ("&join=inline&joinLevel=1", "operator{managedBy{name}}"),
+        ("&join=flat", "operator{managedBy{name}}"),
+    ] {
+        s.get(&format!("/entities?type=Building{params}&q={}", enc(term)))
+            .await
+            .problem(400, "BadRequestData");
+    }
+    s.post(
+        "/entityOperations/query",
+        &json!({"type": "Query", "entities": [{"type": "Building"}], "q": "managedBy{name}"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    assert_eq!(
+        s.ids(&format!(
+            "type=Park&join=inline&joinLevel=2&q={}",
+            enc("operator{managedBy{name}}")
+        ))
+        .await,
+        ["urn:ngsi-ld:Park:p"]
+    );
+    // Where a linked term is not for the place it is refused, not ignored:
+    // purges (clause 5.6.21.4, ETSI 5621_01), the temporal API, csf.
+    s.delete(&format!(
+        "/entities?type=Building&q={}",
+        enc("managedBy{name}")
+    ))
+    .await
+    .problem(400, "BadRequestData");
+    s.get(&format!(
+        "/temporal/entities?type=Building&q={}",
+        enc("managedBy{name}")
+    ))
+    .await
+    .problem(400, "BadRequestData");
+    s.get(&format!(
+        "/entities?type=Building&csf={}",
+        enc("managedBy{name}")
+    ))
+    .await
+    .problem(400, "BadRequestData");
+}

@@ -1543,3 +1543,62 @@ async fn update_attributes_that_append_and_delete_are_notified() {
     );
     assert!(s.entity(id, "").await.get("district").is_none());
 }
+
+#[tokio::test]
+async fn a_linked_entity_term_in_q_follows_the_relationship_at_notification_time() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    s.create(json!({"id": "urn:ngsi-ld:Battery:1", "type": "Battery",
+        "batteryLevel": {"type": "Property", "value": 0.9}}))
+        .await;
+    s.create(json!({"id": "urn:ngsi-ld:Robot:1", "type": "Robot",
+        "isConnectedTo": {"type": "Relationship", "object": "urn:ngsi-ld:Battery:1"},
+        "speed": {"type": "Property", "value": 1}}))
+        .await;
+    let mut sub = subscription("urn:ngsi-ld:Subscription:linked", &uri);
+    sub["entities"] = json!([{"type": "Robot"}]);
+    sub["watchedAttributes"] = json!(["speed"]);
+    sub["q"] = json!("isConnectedTo{Battery:batteryLevel}<0.5");
+    subscribe(&s, &sub).await;
+    let speed = |v: i64| json!({"speed": {"type": "Property", "value": v}});
+    // The battery is full: a change of the robot notifies nothing.
+    s.patch("/entities/urn:ngsi-ld:Robot:1/attrs", &speed(2))
+        .await
+        .no_content();
+    nothing(&mut rx, 300).await;
+    // The battery runs low; the next change of the robot is notified.
+    s.patch(
+        "/entities/urn:ngsi-ld:Battery:1/attrs",
+        &json!({"batteryLevel": {"type": "Property", "value": 0.3}}),
+    )
+    .await
+    .no_content();
+    s.patch("/entities/urn:ngsi-ld:Robot:1/attrs", &speed(3))
+        .await
+        .no_content();
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["data"][0]["id"], "urn:ngsi-ld:Robot:1");
+    assert_eq!(n.body["data"][0]["speed"]["value"], 3);
+    // Periodic notifications select with the same term.
+    let (uri, mut periodic) = receiver(StatusCode::OK).await;
+    let mut sub = subscription("urn:ngsi-ld:Subscription:linked-periodic", &uri);
+    sub["entities"] = json!([{"type": "Robot"}]);
+    sub.as_object_mut().unwrap().remove("watchedAttributes");
+    sub["timeInterval"] = json!(1);
+    sub["q"] = json!("isConnectedTo{batteryLevel}<0.5");
+    subscribe(&s, &sub).await;
+    let n = next(&mut periodic).await;
+    assert_eq!(n.body["data"][0]["id"], "urn:ngsi-ld:Robot:1");
+    // A type hint that excludes the battery: the robot never matches.
+    let mut sub = subscription("urn:ngsi-ld:Subscription:linked-none", &uri);
+    sub["entities"] = json!([{"type": "Robot"}]);
+    sub["q"] = json!("isConnectedTo{Robot:batteryLevel}<0.5");
+    sub["watchedAttributes"] = json!(["speed"]);
+    let (uri, mut none) = receiver(StatusCode::OK).await;
+    sub["notification"]["endpoint"]["uri"] = json!(uri);
+    subscribe(&s, &sub).await;
+    s.patch("/entities/urn:ngsi-ld:Robot:1/attrs", &speed(4))
+        .await
+        .no_content();
+    nothing(&mut none, 300).await;
+}
