@@ -381,11 +381,17 @@ impl Broker {
                 "nothing of entity {id} is left after pick/omit"
             )));
         }
-        let linked = self
-            .flat_of(tenant, &[entity], ctx, view)
-            .iter()
-            .map(|e| shown_value(e, ctx, view, &LinkedEntities::new()))
-            .collect();
+        let linked = linked::flat_linked(
+            &*self.store,
+            tenant,
+            &[&shown],
+            ctx,
+            view.join.as_ref(),
+            view,
+        )
+        .iter()
+        .map(|e| shown_value(e, ctx, view, &LinkedEntities::new()))
+        .collect();
         Ok(Retrieved {
             entity: out,
             linked,

@@ -18,6 +18,8 @@ use ngsi_model::render::LinkedEntities;
 use ngsi_model::{AttrValue, Entity, NgsiError, NgsiResult};
 use serde_json::Value;
 
+use store::Store;
+
 use crate::{Broker, Ctx, ViewOptions};
 
 /// The deepest `joinLevel` accepted.
@@ -129,70 +131,7 @@ impl Broker {
         view: &ViewOptions,
         budget: &mut usize,
     ) -> LinkedEntities {
-        match view.join.as_ref().filter(|j| !j.flat) {
-            Some(join) => Walk {
-                broker: self,
-                tenant,
-                ctx,
-                view,
-                ancestors: join.contained_by.clone(),
-                budget,
-            }
-            .inline(shown, join.level),
-            None => LinkedEntities::new(),
-        }
-    }
-
-    /// What the view shows of the Linked Entities of `roots` for
-    /// `join=flat` (none without it): each entity once, breadth first,
-    /// `joinLevel` hops deep, leaving out the roots and what `containedBy`
-    /// names.
-    pub(crate) fn flat_of(
-        &self,
-        tenant: &str,
-        roots: &[&Entity],
-        ctx: &Ctx,
-        view: &ViewOptions,
-    ) -> Vec<Entity> {
-        let Some(join) = view.join.as_ref().filter(|j| j.flat) else {
-            return Vec::new();
-        };
-        let mut seen: HashSet<Arc<str>> = roots.iter().map(|e| e.id.clone()).collect();
-        seen.extend(join.contained_by.iter().cloned());
-        // The ids the level at hand targets.
-        let mut next: Vec<Arc<str>> = roots
-            .iter()
-            .flat_map(|e| {
-                targets(&crate::project(e, ctx, view))
-                    .map(Arc::from)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut out: Vec<Entity> = Vec::new();
-        for _ in 0..join.level {
-            let start = out.len();
-            for id in std::mem::take(&mut next) {
-                if out.len() >= MAX_LINKED {
-                    return out;
-                }
-                if seen.contains(&id) {
-                    continue;
-                }
-                let Some(target) = self.store.get(tenant, &id) else {
-                    continue;
-                };
-                seen.insert(id);
-                out.push(crate::project(&target, ctx, view).into_owned());
-            }
-            next = out[start..]
-                .iter()
-                .flat_map(|e| targets(e).map(Arc::from).collect::<Vec<_>>())
-                .collect();
-            if next.is_empty() {
-                break;
-            }
-        }
-        out
+        inline_linked(&*self.store, tenant, shown, ctx, view, view, budget)
     }
 
     /// An entity of an answer, as JSON text (`None` when pick/omit leave
@@ -219,18 +158,98 @@ impl Broker {
         ctx: &Ctx,
         view: &ViewOptions,
     ) -> Vec<Vec<u8>> {
-        self.flat_of(tenant, roots, ctx, view)
+        let shown: Vec<_> = roots.iter().map(|e| crate::project(e, ctx, view)).collect();
+        let shown: Vec<&Entity> = shown.iter().map(|e| &**e).collect();
+        flat_linked(&*self.store, tenant, &shown, ctx, view.join.as_ref(), view)
             .iter()
             .filter_map(|e| crate::shown_json(e, ctx, view, &LinkedEntities::new()))
             .collect()
     }
 }
 
+/// The rendered Linked Entities to inline in `shown` (what `view` shows of
+/// an entity) for `view`'s `join=inline`; none without it. The Linked
+/// Entities are shown as `linked_view` shows them (a query shows them as
+/// its entities, a notification without its attribute projection).
+/// `budget` counts down the Linked Entities the answer may still retrieve.
+pub(crate) fn inline_linked(
+    store: &dyn Store,
+    tenant: &str,
+    shown: &Entity,
+    ctx: &Ctx,
+    view: &ViewOptions,
+    linked_view: &ViewOptions,
+    budget: &mut usize,
+) -> LinkedEntities {
+    match view.join.as_ref().filter(|j| !j.flat) {
+        Some(join) => Walk {
+            store,
+            tenant,
+            ctx,
+            view: linked_view,
+            ancestors: join.contained_by.clone(),
+            budget,
+        }
+        .inline(shown, join.level),
+        None => LinkedEntities::new(),
+    }
+}
+
+/// What `linked_view` shows of the Linked Entities of `shown` (what is
+/// shown of the entities of an answer) for `join=flat` (none without it):
+/// each entity once, breadth first, `joinLevel` hops deep, leaving out the
+/// roots and what `containedBy` names.
+pub(crate) fn flat_linked(
+    store: &dyn Store,
+    tenant: &str,
+    shown: &[&Entity],
+    ctx: &Ctx,
+    join: Option<&Join>,
+    linked_view: &ViewOptions,
+) -> Vec<Entity> {
+    let Some(join) = join.filter(|j| j.flat) else {
+        return Vec::new();
+    };
+    let mut seen: HashSet<Arc<str>> = shown.iter().map(|e| e.id.clone()).collect();
+    seen.extend(join.contained_by.iter().cloned());
+    // The ids the level at hand targets.
+    let mut next: Vec<Arc<str>> = shown
+        .iter()
+        .flat_map(|e| targets(e).map(Arc::from).collect::<Vec<_>>())
+        .collect();
+    let mut out: Vec<Entity> = Vec::new();
+    for _ in 0..join.level {
+        let start = out.len();
+        for id in std::mem::take(&mut next) {
+            if out.len() >= MAX_LINKED {
+                return out;
+            }
+            if seen.contains(&id) {
+                continue;
+            }
+            let Some(target) = store.get(tenant, &id) else {
+                continue;
+            };
+            seen.insert(id);
+            out.push(crate::project(&target, ctx, linked_view).into_owned());
+        }
+        next = out[start..]
+            .iter()
+            .flat_map(|e| targets(e).map(Arc::from).collect::<Vec<_>>())
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
 /// One inline Linked Entity retrieval under way.
 struct Walk<'a> {
-    broker: &'a Broker,
+    store: &'a dyn Store,
     tenant: &'a str,
     ctx: &'a Ctx,
+    /// How the Linked Entities are shown.
     view: &'a ViewOptions,
     /// The ids on the path to the entity at hand (and `containedBy`),
     /// which are not retrieved again.
@@ -254,7 +273,7 @@ impl Walk<'_> {
             if linked.contains_key(id) || self.ancestors.iter().any(|a| &**a == id) {
                 continue;
             }
-            let Some(target) = self.broker.store.get(self.tenant, id) else {
+            let Some(target) = self.store.get(self.tenant, id) else {
                 continue;
             };
             *self.budget -= 1;

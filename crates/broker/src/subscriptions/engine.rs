@@ -552,6 +552,22 @@ impl Markers<'_> {
     }
 }
 
+/// How a notification shows Linked Entities: as it shows its entities, but
+/// whole: `attributes`, `pick` and `omit` select the members of the
+/// notified entities only (ETSI 046_26, 046_30).
+fn linked_view(view: &ViewOptions) -> ViewOptions {
+    ViewOptions {
+        attrs: None,
+        omit: None,
+        omit_id: false,
+        omit_type: false,
+        omit_scope: false,
+        dataset_id: None,
+        join: None,
+        ..view.clone()
+    }
+}
+
 /// The previous* member for showChanges.
 fn previous_member(old: &Attribute, ctx: &Ctx) -> (&'static str, Value) {
     match &old.value {
@@ -592,9 +608,19 @@ impl Inner {
             };
             for entry in list.iter() {
                 if let Some(item) = self.evaluate(entry, change, now) {
+                    // join=flat: the Linked Entities follow the entity.
+                    let linked = change
+                        .after
+                        .as_deref()
+                        .map(|after| self.flat_linked(entry, &[after]))
+                        .unwrap_or_default();
                     match pending.iter_mut().find(|(e, _)| Arc::ptr_eq(e, entry)) {
-                        Some((_, data)) => data.push(item),
-                        None => pending.push((entry.clone(), vec![item])),
+                        Some((_, data)) => {
+                            data.push(item);
+                            data.extend(linked);
+                        }
+                        None => pending
+                            .push((entry.clone(), std::iter::once(item).chain(linked).collect())),
                     }
                 }
             }
@@ -604,6 +630,51 @@ impl Inner {
             self.send(&entry, data, now, since);
         }
         self.feed_live(batch, now);
+    }
+
+    /// An entity as `entry` notifies it, with its inline Linked Entities
+    /// for `join=inline` (clause 4.5.23; ETSI 046_27–046_30).
+    fn rendered(&self, entry: &Entry, entity: &Entity) -> Item {
+        let sub = &entry.sub;
+        let (ctx, view) = (&entry.notify_ctx, &sub.view);
+        if sub.notification.accept == Accept::GeoJson || view.join.as_ref().is_none_or(|j| j.flat) {
+            return Item::rendered(entity, ctx, view, sub.notification.accept);
+        }
+        let shown = crate::project(entity, ctx, view);
+        let inline = crate::linked::inline_linked(
+            &*self.store,
+            &entry.state.tenant,
+            &shown,
+            ctx,
+            view,
+            &linked_view(view),
+            &mut { crate::linked::MAX_LINKED },
+        );
+        Item::Text(crate::shown_json(&shown, ctx, view, &inline).unwrap_or_else(|| b"{}".to_vec()))
+    }
+
+    /// For `join=flat`, the Linked Entities of `roots` (as `entry` shows
+    /// them) that follow them in a notification; none otherwise.
+    fn flat_linked(&self, entry: &Entry, roots: &[&Entity]) -> Vec<Item> {
+        let sub = &entry.sub;
+        let (ctx, view) = (&entry.notify_ctx, &sub.view);
+        let Some(join) = view.join.as_ref().filter(|j| j.flat) else {
+            return Vec::new();
+        };
+        let shown: Vec<_> = roots.iter().map(|e| crate::project(e, ctx, view)).collect();
+        let shown: Vec<&Entity> = shown.iter().map(|e| &**e).collect();
+        let linked_view = linked_view(view);
+        crate::linked::flat_linked(
+            &*self.store,
+            &entry.state.tenant,
+            &shown,
+            ctx,
+            Some(join),
+            &linked_view,
+        )
+        .iter()
+        .map(|e| Item::rendered(e, ctx, &linked_view, sub.notification.accept))
+        .collect()
     }
 
     /// Decides whether `change` notifies `entry`, and renders the entity.
@@ -721,7 +792,7 @@ impl Inner {
             sub.notification.show_changes && format != Format::KeyValues && change.before.is_some();
         if !marks_changes && deleted.is_empty() {
             // Nothing to add to the entity as rendered.
-            return Some(Item::rendered(after, ctx, view, sub.notification.accept));
+            return Some(self.rendered(entry, after));
         }
         let mut out = crate::render_view(after, ctx, view);
         if sub.notification.show_changes
@@ -873,18 +944,13 @@ impl Inner {
                 count: false,
             },
         );
-        let data: Vec<Item> = page
+        let mut data: Vec<Item> = page
             .entities
             .iter()
-            .map(|e| {
-                Item::rendered(
-                    e,
-                    &entry.notify_ctx,
-                    &entry.sub.view,
-                    entry.sub.notification.accept,
-                )
-            })
+            .map(|e| self.rendered(entry, e))
             .collect();
+        let roots: Vec<&Entity> = page.entities.iter().map(|e| &**e).collect();
+        data.extend(self.flat_linked(entry, &roots));
         if !data.is_empty() {
             self.metrics.matched.inc();
             self.send(entry, data, now, Instant::now());

@@ -63,6 +63,10 @@ pub struct NotificationSpec {
     /// Show createdAt/modifiedAt (and deletedAt) in notified entities.
     pub sys_attrs: bool,
     pub show_changes: bool,
+    /// Linked Entity retrieval in notifications (`join`, `joinLevel`,
+    /// clause 4.5.23), as given (rendered back) and as read.
+    pub join_given: Option<(String, Option<u64>)>,
+    pub join: Option<crate::linked::Join>,
     /// The endpoint as given, without the parsed form.
     pub endpoint_doc: Map<String, Value>,
     pub endpoint: Arc<notify::Endpoint>,
@@ -232,6 +236,8 @@ impl Subscription {
                 format: Format::Normalized,
                 sys_attrs: false,
                 show_changes: false,
+                join_given: None,
+                join: None,
                 endpoint_doc: Map::new(),
                 endpoint: Arc::new(notify::Endpoint {
                     // Replaced by the create document's endpoint.
@@ -564,6 +570,7 @@ impl Subscription {
                     .map(|d| (d != "@none").then(|| d.clone()))
                     .collect()
             }),
+            join: n.join.clone(),
             ..ViewOptions::default()
         };
         Ok(())
@@ -709,6 +716,12 @@ impl Subscription {
         }
         if n.show_changes {
             nm.insert("showChanges".into(), json!(true));
+        }
+        if let Some((join, level)) = &n.join_given {
+            nm.insert("join".into(), json!(join));
+            if let Some(level) = level {
+                nm.insert("joinLevel".into(), json!(level));
+            }
         }
         let mut ep = n.endpoint_doc.clone();
         ep.entry("accept")
@@ -919,9 +932,43 @@ fn parse_notification(
             Some(v) => boolean(v, name),
         }
     };
+    // Linked Entity retrieval (clause 4.5.23): join inline, flat or @none,
+    // joinLevel an integer from 1 to 10 (containedBy is a query parameter,
+    // not a notification member).
+    let join_given = match (m.get("join"), m.get("joinLevel")) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => None,
+        (Some(Value::String(j)), level) => {
+            let level = match level {
+                None | Some(Value::Null) => None,
+                Some(l) => Some(
+                    l.as_u64()
+                        .filter(|l| (1..=crate::linked::MAX_JOIN_LEVEL as u64).contains(l))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "joinLevel must be an integer from 1 to {}",
+                                crate::linked::MAX_JOIN_LEVEL
+                            ))
+                        })?,
+                ),
+            };
+            Some((j.clone(), level))
+        }
+        // As for queries: joinLevel without join changes nothing.
+        (None | Some(Value::Null), Some(_)) => None,
+        (Some(_), _) => return Err(bad("join must be a string")),
+    };
+    let join = match &join_given {
+        None => None,
+        Some((j, level)) => {
+            crate::linked::Join::from_params(Some(j), level.map(|l| l.to_string()).as_deref(), None)
+                .map_err(|e| bad(e.detail))?
+        }
+    };
     let mut endpoint_doc = ep.clone();
     endpoint_doc.retain(|k, _| !READ_ONLY_NOTIFICATION.contains(&k.as_str()));
     Ok(NotificationSpec {
+        join_given,
+        join,
         attributes,
         pick,
         omit,

@@ -1602,3 +1602,120 @@ async fn a_linked_entity_term_in_q_follows_the_relationship_at_notification_time
         .no_content();
     nothing(&mut none, 300).await;
 }
+
+/// A building located in a city, and a subscription to buildings that
+/// notifies with `notification` (endpoint added).
+async fn linked_notification(s: &Server, id: &str, notification: Value) -> Received {
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let building = format!("urn:ngsi-ld:Building:{id}");
+    s.create(json!({"id": building, "type": "Building",
+        "locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:City:Guangzhou"}}))
+        .await;
+    let mut n = notification;
+    n["endpoint"] = json!({"uri": uri, "accept": "application/json"});
+    subscribe(
+        s,
+        &json!({"id": format!("urn:ngsi-ld:Subscription:{id}"), "type": "Subscription",
+                "entities": [{"id": building, "type": "Building"}], "notification": n}),
+    )
+    .await;
+    s.patch(
+        &format!("/entities/{}/attrs", enc(&building)),
+        &json!({"name": {"type": "Property", "value": "Canton Tower"}}),
+    )
+    .await
+    .no_content();
+    next(&mut rx).await
+}
+
+#[tokio::test]
+async fn notifications_carry_linked_entities_with_join() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:ngsi-ld:City:Guangzhou", "type": "City",
+        "name": {"type": "Property", "value": "Guangzhou"},
+        "isInCountry": {"type": "Relationship", "object": "urn:ngsi-ld:Country:China"}}))
+        .await;
+    s.create(json!({"id": "urn:ngsi-ld:Country:China", "type": "Country",
+        "name": {"type": "Property", "value": "China"}}))
+        .await;
+    // Flat: the Linked Entity follows the entity in `data`.
+    let n = linked_notification(&s, "flat", json!({"join": "flat", "joinLevel": 1})).await;
+    let data = n.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{}", n.body);
+    assert_eq!(data[0]["id"], "urn:ngsi-ld:Building:flat");
+    assert_eq!(data[0]["name"]["value"], "Canton Tower");
+    assert_eq!(data[1]["id"], "urn:ngsi-ld:City:Guangzhou");
+    assert_eq!(data[1]["name"]["value"], "Guangzhou");
+    // Two levels reach the country; `attributes` selects the members of the
+    // notified entity only (ETSI 046_26): the Linked Entities stay whole.
+    let n = linked_notification(
+        &s,
+        "flat2",
+        json!({"join": "flat", "joinLevel": 2, "attributes": ["locatedAt"]}),
+    )
+    .await;
+    let data = n.body["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "urn:ngsi-ld:Building:flat2",
+            "urn:ngsi-ld:City:Guangzhou",
+            "urn:ngsi-ld:Country:China"
+        ]
+    );
+    assert!(data[0].get("name").is_none(), "{}", data[0]);
+    assert_eq!(
+        data[1]["isInCountry"]["object"],
+        "urn:ngsi-ld:Country:China"
+    );
+    // Inline: inside the Relationship (ETSI 046_27, 046_30).
+    let n = linked_notification(
+        &s,
+        "inline",
+        json!({"join": "inline", "attributes": ["locatedAt"]}),
+    )
+    .await;
+    let data = n.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{}", n.body);
+    let city = &data[0]["locatedAt"]["entity"];
+    assert_eq!(city["name"]["value"], "Guangzhou", "{}", n.body);
+    assert!(city["isInCountry"].get("entity").is_none(), "one level");
+    // keyValues: the Linked Entity stands in for the object (046_29).
+    let n = linked_notification(
+        &s,
+        "inline-kv",
+        json!({"join": "inline", "joinLevel": 2, "format": "keyValues"}),
+    )
+    .await;
+    let b = &n.body["data"][0];
+    assert_eq!(b["locatedAt"]["name"], "Guangzhou", "{b}");
+    assert_eq!(b["locatedAt"]["isInCountry"]["name"], "China", "{b}");
+    // Without join nothing is added, and the members read back as given.
+    let n = linked_notification(&s, "none", json!({"join": "@none"})).await;
+    assert_eq!(n.body["data"].as_array().unwrap().len(), 1);
+    assert!(n.body["data"][0]["locatedAt"].get("entity").is_none());
+    let got = s
+        .get("/subscriptions/urn:ngsi-ld:Subscription:flat2")
+        .await
+        .body;
+    assert_eq!(got["notification"]["join"], "flat");
+    assert_eq!(got["notification"]["joinLevel"], 2);
+    // Invalid members are refused.
+    for bad in [
+        json!({"join": "deep"}),
+        json!({"join": 1}),
+        json!({"join": "inline", "joinLevel": 0}),
+        json!({"join": "inline", "joinLevel": 11}),
+        json!({"join": "inline", "joinLevel": "2"}),
+    ] {
+        let mut n = bad.clone();
+        n["endpoint"] = json!({"uri": "http://127.0.0.1:1/notify"});
+        s.post(
+            "/subscriptions",
+            &json!({"type": "Subscription", "entities": [{"type": "Building"}], "notification": n}),
+        )
+        .await
+        .problem(400, "BadRequestData");
+    }
+}
