@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ngsi_model::render::Format;
+use ngsi_model::render::LinkedEntities;
 use ngsi_model::time::{format_micros, now_micros};
 use ngsi_model::{AttrValue, Attribute, Entity, Terms};
 use parking_lot::{Mutex, RwLock};
@@ -637,20 +638,34 @@ impl Inner {
     fn rendered(&self, entry: &Entry, entity: &Entity) -> Item {
         let sub = &entry.sub;
         let (ctx, view) = (&entry.notify_ctx, &sub.view);
-        if sub.notification.accept == Accept::GeoJson || view.join.as_ref().is_none_or(|j| j.flat) {
+        if sub.notification.accept == Accept::GeoJson || !self.joins_inline(entry) {
             return Item::rendered(entity, ctx, view, sub.notification.accept);
         }
         let shown = crate::project(entity, ctx, view);
-        let inline = crate::linked::inline_linked(
+        let inline = self.inline_linked(entry, &shown);
+        Item::Text(crate::shown_json(&shown, ctx, view, &inline).unwrap_or_else(|| b"{}".to_vec()))
+    }
+
+    fn joins_inline(&self, entry: &Entry) -> bool {
+        entry.sub.view.join.as_ref().is_some_and(|j| !j.flat)
+    }
+
+    /// The Linked Entities to inline in `shown` (what `entry` shows of a
+    /// notified entity) for `join=inline`; none otherwise.
+    fn inline_linked(&self, entry: &Entry, shown: &Entity) -> LinkedEntities {
+        if !self.joins_inline(entry) {
+            return LinkedEntities::new();
+        }
+        let view = &entry.sub.view;
+        crate::linked::inline_linked(
             &*self.store,
             &entry.state.tenant,
-            &shown,
-            ctx,
+            shown,
+            &entry.notify_ctx,
             view,
             &linked_view(view),
             &mut { crate::linked::MAX_LINKED },
-        );
-        Item::Text(crate::shown_json(&shown, ctx, view, &inline).unwrap_or_else(|| b"{}".to_vec()))
+        )
     }
 
     /// For `join=flat`, the Linked Entities of `roots` (as `entry` shows
@@ -794,7 +809,12 @@ impl Inner {
             // Nothing to add to the entity as rendered.
             return Some(self.rendered(entry, after));
         }
-        let mut out = crate::render_view(after, ctx, view);
+        let after_shown = crate::project(after, ctx, view);
+        let inline = self.inline_linked(entry, &after_shown);
+        let mut out = match crate::shown_value(&after_shown, ctx, view, &inline) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
         if sub.notification.show_changes
             && format != Format::KeyValues
             && let Some(before) = change.before.as_deref()

@@ -1691,6 +1691,18 @@ async fn notifications_carry_linked_entities_with_join() {
     let b = &n.body["data"][0];
     assert_eq!(b["locatedAt"]["name"], "Guangzhou", "{b}");
     assert_eq!(b["locatedAt"]["isInCountry"]["name"], "China", "{b}");
+    // With showChanges too (the entity is built member by member there).
+    let n = linked_notification(
+        &s,
+        "inline-changes",
+        json!({"join": "inline", "showChanges": true}),
+    )
+    .await;
+    assert_eq!(
+        n.body["data"][0]["locatedAt"]["entity"]["name"]["value"], "Guangzhou",
+        "{}",
+        n.body
+    );
     // Without join nothing is added, and the members read back as given.
     let n = linked_notification(&s, "none", json!({"join": "@none"})).await;
     assert_eq!(n.body["data"].as_array().unwrap().len(), 1);
