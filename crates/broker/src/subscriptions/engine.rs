@@ -988,7 +988,8 @@ impl Inner {
                 let Some(subject) = change.after.as_deref().or(change.before.as_deref()) else {
                     continue;
                 };
-                if !sink.filter.matches(subject) {
+                let lookup = |id: &str| self.store.get(&sink.tenant, id);
+                if !sink.filter.matches_looking_up(subject, &lookup) {
                     continue;
                 }
                 let item = match change.after.as_deref() {

@@ -1731,3 +1731,45 @@ async fn notifications_carry_linked_entities_with_join() {
         .problem(400, "BadRequestData");
     }
 }
+
+#[tokio::test]
+async fn the_live_stream_follows_linked_entity_terms() {
+    let s = Server::start().await;
+    for (id, level) in [("low", 0.2), ("full", 0.9)] {
+        s.create(
+            json!({"id": format!("urn:ngsi-ld:Battery:{id}"), "type": "Battery",
+            "batteryLevel": {"type": "Property", "value": level}}),
+        )
+        .await;
+    }
+    let mut stream = reqwest::Client::new()
+        .get(format!(
+            "{}/wuyang/v1/live?type=Robot&q={}",
+            s.origin,
+            enc("isConnectedTo{batteryLevel}<0.5")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    // The robot on the full battery is created first: a wrong match would
+    // be the first event.
+    for id in ["full", "low"] {
+        s.create(json!({"id": format!("urn:ngsi-ld:Robot:{id}"), "type": "Robot",
+            "isConnectedTo": {"type": "Relationship", "object": format!("urn:ngsi-ld:Battery:{id}")}}))
+            .await;
+    }
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.chunk())
+            .await
+            .expect("no event")
+            .unwrap()
+            .expect("stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let event = text.split("\n\n").next().unwrap();
+    assert!(event.contains("urn:ngsi-ld:Robot:low"), "{event}");
+    assert!(!event.contains("urn:ngsi-ld:Robot:full"), "{event}");
+}
