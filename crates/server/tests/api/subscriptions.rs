@@ -694,6 +694,21 @@ async fn notifications_are_published_over_mqtt() {
     assert_eq!(m["body"]["data"][0]["level"]["value"], 3.0);
 }
 
+/// The first Server-Sent Event of `stream` (within 10 s).
+async fn first_event(stream: &mut reqwest::Response) -> String {
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.chunk())
+            .await
+            .expect("no event")
+            .unwrap()
+            .expect("stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text.split("\n\n").next().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn the_live_stream_sends_matching_changes_as_server_sent_events() {
     let s = Server::start().await;
@@ -712,17 +727,7 @@ async fn the_live_stream_sends_matching_changes_as_server_sent_events() {
         .await;
     s.create(sensor("urn:ngsi-ld:WaterLevelSensor:high", 6.0))
         .await;
-    let mut text = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout_at(deadline.into(), stream.chunk())
-            .await
-            .expect("no event")
-            .unwrap()
-            .expect("stream ended");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let event = text.split("\n\n").next().unwrap();
+    let event = first_event(&mut stream).await;
     assert!(event.contains("event: notification"), "{event}");
     let data = event
         .lines()
@@ -1759,17 +1764,7 @@ async fn the_live_stream_follows_linked_entity_terms() {
             "isConnectedTo": {"type": "Relationship", "object": format!("urn:ngsi-ld:Battery:{id}")}}))
             .await;
     }
-    let mut text = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout_at(deadline.into(), stream.chunk())
-            .await
-            .expect("no event")
-            .unwrap()
-            .expect("stream ended");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let event = text.split("\n\n").next().unwrap();
+    let event = first_event(&mut stream).await;
     assert!(event.contains("urn:ngsi-ld:Robot:low"), "{event}");
     assert!(!event.contains("urn:ngsi-ld:Robot:full"), "{event}");
 }
