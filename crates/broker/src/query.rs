@@ -279,6 +279,13 @@ pub(crate) fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
         _ => ctx.expand(n).into_owned(),
     });
     q.map_link_types(&mut |t| ctx.expand(t).into_owned());
+    // As deep as Linked Entity retrieval may go (joinLevel).
+    if q.link_depth() > crate::linked::MAX_JOIN_LEVEL {
+        return Err(NgsiError::bad_data(format!(
+            "invalid q: a linked entity term follows at most {} relationships",
+            crate::linked::MAX_JOIN_LEVEL
+        )));
+    }
     Ok(q)
 }
 
@@ -934,7 +941,11 @@ impl EntityQuery {
     fn matches_filters(&self, e: &Entity, lookup: Option<&Lookup<'_>>) -> bool {
         self.q.as_ref().is_none_or(|q| match lookup {
             None => q.matches(&EntityTarget(e)),
-            Some(lookup) => q.matches(&LinkedTarget { entity: e, lookup }),
+            Some(lookup) => q.matches(&LinkedTarget {
+                entity: e,
+                lookup,
+                budget: &std::cell::Cell::new(crate::target::MAX_LOOKUPS),
+            }),
         }) && self.scope_q.as_ref().is_none_or(|s| {
             let scopes: Vec<&str> = e.scopes.iter().map(|s| &**s).collect();
             s.matches(&scopes)

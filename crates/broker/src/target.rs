@@ -134,11 +134,20 @@ impl Target for EntityTarget<'_> {
 /// Looks an entity of the tenant at hand up by id.
 pub type Lookup<'a> = dyn Fn(&str) -> Option<Arc<Entity>> + 'a;
 
+/// The most entities one evaluation of `q` looks up through
+/// [`LinkedTarget`]: nested linked terms over Relationships with many
+/// objects would otherwise multiply the lookups level by level. Past it,
+/// the remaining linked terms do not match.
+pub const MAX_LOOKUPS: usize = 1000;
+
 /// An entity seen by the q evaluator, with the entities its Relationships
 /// target looked up on demand (linked terms of `q` not resolved beforehand).
 pub struct LinkedTarget<'a> {
     pub entity: &'a Entity,
     pub lookup: &'a Lookup<'a>,
+    /// Lookups this evaluation may still make (shared by the targets it
+    /// reaches).
+    pub budget: &'a std::cell::Cell<usize>,
 }
 
 impl Target for LinkedTarget<'_> {
@@ -151,12 +160,74 @@ impl Target for LinkedTarget<'_> {
     }
 
     fn linked(&self, id: &str, hop: &Hop, rest: &Query) -> bool {
+        let left = self.budget.get();
+        if left == 0 {
+            return false;
+        }
+        self.budget.set(left - 1);
         (self.lookup)(id).is_some_and(|e| {
             (hop.types.is_empty() || hop.types.iter().any(|t| e.has_type(t)))
                 && rest.matches(&LinkedTarget {
                     entity: &e,
                     lookup: self.lookup,
+                    budget: self.budget,
                 })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use ngsi_model::{AttrValue, Attribute, Entity, iri};
+    use serde_json::json;
+
+    use super::*;
+
+    /// An entity whose ListRelationship `rel` targets `a` twice.
+    fn looping(id: &str) -> Entity {
+        Entity {
+            id: id.into(),
+            types: vec![iri("T")],
+            scopes: Vec::new(),
+            attrs: vec![(
+                iri("rel"),
+                vec![Attribute::new(AttrValue::ListRelationship {
+                    objects: vec![json!("a"), json!("a")],
+                    object_type: None,
+                })]
+                .into(),
+            )],
+            created_at: 0,
+            modified_at: 0,
+        }
+    }
+
+    #[test]
+    fn nested_linked_terms_make_a_bounded_number_of_lookups() {
+        // Ten hops over two objects each: 2 + 4 + ... + 2^10 lookups
+        // without the budget.
+        let q = ngsi_query::parse_q(&format!("{}x{}", "rel{".repeat(10), "}".repeat(10))).unwrap();
+        let calls = Cell::new(0usize);
+        let lookup = |id: &str| {
+            calls.set(calls.get() + 1);
+            Some(Arc::new(looping(id)))
+        };
+        let root = looping("root");
+        let matched = q.matches(&LinkedTarget {
+            entity: &root,
+            lookup: &lookup,
+            budget: &Cell::new(MAX_LOOKUPS),
+        });
+        assert!(!matched, "no entity has x");
+        assert_eq!(calls.get(), MAX_LOOKUPS);
+        // Within the budget a term holds through the lookups.
+        let q = ngsi_query::parse_q("rel{rel{rel}}").unwrap();
+        assert!(q.matches(&LinkedTarget {
+            entity: &root,
+            lookup: &lookup,
+            budget: &Cell::new(MAX_LOOKUPS),
+        }));
     }
 }

@@ -476,12 +476,14 @@ impl Parser<'_> {
                 self.c.bump();
             }
             types.push(self.c.src[at..self.c.pos].to_owned());
+            self.c.skip_ws();
             if self.c.eat(":") {
                 return types;
             }
             if !self.c.eat(",") {
                 break;
             }
+            self.c.skip_ws();
         }
         self.c.pos = start;
         Vec::new()

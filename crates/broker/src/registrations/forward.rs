@@ -997,8 +997,10 @@ impl Broker {
         // A joined entity must still match as merged: where two places
         // disagree and neither tells which is later, the one held here is
         // kept, and it may not satisfy q (with `attrs` the sources may have
-        // projected away what q tests, so it cannot be told).
-        if query.attrs_filter.is_none() {
+        // projected away what q tests, so it cannot be told). Linked terms
+        // were resolved against the entities held here only, so an entity
+        // linked to one only a source holds cannot be re-checked either.
+        if query.attrs_filter.is_none() && !query.q.as_ref().is_some_and(Query::has_links) {
             for id in joined {
                 if merged.get(&id).is_some_and(|e| !query.matches(e)) {
                     merged.remove(&id);

@@ -248,6 +248,7 @@ impl RegistrationQuery {
                     .map_err(|e| NgsiError::bad_data(format!("invalid csf: {}", e.detail)))
             })
             .transpose()?;
+        crate::query::refuse_links(q.csf.as_ref(), "csf")?;
         q.scope_q = p
             .scope_q
             .as_deref()

@@ -89,6 +89,10 @@ fn queries_of(sub: &Subscription) -> Result<Vec<RegistrationQuery>, ngsi_model::
             .map(|(_, range)| (IntervalKind::of(range.property), range.from, range.to)),
         ..Default::default()
     };
+    crate::query::refuse_links(
+        sub.q.as_ref(),
+        "subscriptions to context source registrations",
+    )?;
     if let Some(csf) = &sub.csf {
         base.csf = Some(ngsi_query::parse_q(csf).map_err(|e| bad(format!("invalid csf: {e}")))?);
     }

@@ -595,7 +595,10 @@ impl Inner {
     fn on_commit(&self, batch: &[EntityChange]) {
         let now = now_micros();
         let since = Instant::now();
-        let mut pending: Vec<(Arc<Entry>, Vec<Item>)> = Vec::new();
+        // Per subscription: what it notifies, and the entities notified
+        // (for join=flat).
+        type Pending = (Arc<Entry>, Vec<Item>, Vec<Arc<Entity>>);
+        let mut pending: Vec<Pending> = Vec::new();
         // The subscriptions of the tenant of the previous change, kept while
         // the tenant stays the same.
         let mut current: Option<(Arc<str>, Option<Entries>)> = None;
@@ -609,24 +612,24 @@ impl Inner {
             };
             for entry in list.iter() {
                 if let Some(item) = self.evaluate(entry, change, now) {
-                    // join=flat: the Linked Entities follow the entity.
-                    let linked = change
-                        .after
-                        .as_deref()
-                        .map(|after| self.flat_linked(entry, &[after]))
-                        .unwrap_or_default();
-                    match pending.iter_mut().find(|(e, _)| Arc::ptr_eq(e, entry)) {
-                        Some((_, data)) => {
+                    let root = change.after.clone();
+                    match pending.iter_mut().find(|(e, ..)| Arc::ptr_eq(e, entry)) {
+                        Some((_, data, roots)) => {
                             data.push(item);
-                            data.extend(linked);
+                            roots.extend(root);
                         }
-                        None => pending
-                            .push((entry.clone(), std::iter::once(item).chain(linked).collect())),
+                        None => {
+                            pending.push((entry.clone(), vec![item], root.into_iter().collect()))
+                        }
                     }
                 }
             }
         }
-        for (entry, data) in pending {
+        for (entry, mut data, roots) in pending {
+            // join=flat: the Linked Entities of the notified entities
+            // follow them, each once.
+            let roots: Vec<&Entity> = roots.iter().map(|e| &**e).collect();
+            data.extend(self.flat_linked(&entry, &roots));
             self.metrics.matched.inc();
             self.send(&entry, data, now, since);
         }

@@ -448,7 +448,9 @@ impl Subscription {
                         None
                     } else {
                         let text = string(value, key)?;
-                        ngsi_query::parse_q(&text).map_err(|e| bad(format!("invalid csf: {e}")))?;
+                        let csf = ngsi_query::parse_q(&text)
+                            .map_err(|e| bad(format!("invalid csf: {e}")))?;
+                        crate::query::refuse_links(Some(&csf), "csf")?;
                         Some(text)
                     }
                 }
@@ -650,6 +652,7 @@ impl Subscription {
         if let Some(q) = &self.q {
             let mut q = q.clone();
             q.map_attr_names(&mut |n| ctx.compact(n).into_owned());
+            q.map_link_types(&mut |t| ctx.compact(t).into_owned());
             out.insert("q".into(), json!(q.to_string()));
         }
         if let Some(g) = &self.geo_q {

@@ -225,6 +225,7 @@ fn parse_linked_terms() {
     );
     check("managedBy{ Building:name }", "managedBy{Building:name}");
     check("a{T,U:b.c[k]}>=3", "a{T,U:b.c[k]}>=3");
+    check("a{ T , U : b}", "a{T,U:b}");
     check("a{T:ex:b}==1", "a{T:ex:b}==1");
     check("a{b{T:c}}==1;d", "a{b{T:c}}==1;d");
     check("(a{b}|c{d})", "a{b}|c{d}");

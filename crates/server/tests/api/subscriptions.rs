@@ -1584,7 +1584,20 @@ async fn a_linked_entity_term_in_q_follows_the_relationship_at_notification_time
     let n = next(&mut rx).await;
     assert_eq!(n.body["data"][0]["id"], "urn:ngsi-ld:Robot:1");
     assert_eq!(n.body["data"][0]["speed"]["value"], 3);
-    // Periodic notifications select with the same term.
+    // The q reads back with its type hint compacted.
+    let got = s
+        .get("/subscriptions/urn:ngsi-ld:Subscription:linked")
+        .await
+        .body;
+    assert_eq!(got["q"], "isConnectedTo{Battery:batteryLevel}<0.5");
+    // Periodic notifications select with the same term: the robot on a
+    // full battery is left out.
+    s.create(json!({"id": "urn:ngsi-ld:Battery:2", "type": "Battery",
+        "batteryLevel": {"type": "Property", "value": 0.8}}))
+        .await;
+    s.create(json!({"id": "urn:ngsi-ld:Robot:2", "type": "Robot",
+        "isConnectedTo": {"type": "Relationship", "object": "urn:ngsi-ld:Battery:2"}}))
+        .await;
     let (uri, mut periodic) = receiver(StatusCode::OK).await;
     let mut sub = subscription("urn:ngsi-ld:Subscription:linked-periodic", &uri);
     sub["entities"] = json!([{"type": "Robot"}]);
@@ -1594,6 +1607,23 @@ async fn a_linked_entity_term_in_q_follows_the_relationship_at_notification_time
     subscribe(&s, &sub).await;
     let n = next(&mut periodic).await;
     assert_eq!(n.body["data"][0]["id"], "urn:ngsi-ld:Robot:1");
+    assert_eq!(n.body["data"].as_array().unwrap().len(), 1, "{}", n.body);
+    // Deeper than joinLevel may go, or in csf: refused.
+    let deep = format!(
+        "{}batteryLevel{}<0.5",
+        "isConnectedTo{".repeat(11),
+        "}".repeat(11)
+    );
+    for (member, value) in [("q", deep.as_str()), ("csf", "isConnectedTo{batteryLevel}")] {
+        let mut bad = subscription(
+            "urn:ngsi-ld:Subscription:linked-bad",
+            "http://127.0.0.1:1/notify",
+        );
+        bad[member] = json!(value);
+        s.post("/subscriptions", &bad)
+            .await
+            .problem(400, "BadRequestData");
+    }
     // A type hint that excludes the battery: the robot never matches.
     let mut sub = subscription("urn:ngsi-ld:Subscription:linked-none", &uri);
     sub["entities"] = json!([{"type": "Robot"}]);
@@ -1718,6 +1748,44 @@ async fn notifications_carry_linked_entities_with_join() {
         .body;
     assert_eq!(got["notification"]["join"], "flat");
     assert_eq!(got["notification"]["joinLevel"], 2);
+    // Two buildings in one commit linked to one city: the city once.
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({"id": "urn:ngsi-ld:Subscription:flat-batch", "type": "Subscription",
+                "entities": [{"idPattern": "^urn:ngsi-ld:Building:flat", "type": "Building"}],
+                "notification": {"join": "flat", "endpoint": {"uri": uri, "accept": "application/json"}}}),
+    )
+    .await;
+    let r = s
+        .post(
+            "/entityOperations/update",
+            &json!([
+                {"id": "urn:ngsi-ld:Building:flat", "type": "Building",
+                 "name": {"type": "Property", "value": "One"}},
+                {"id": "urn:ngsi-ld:Building:flat2", "type": "Building",
+                 "name": {"type": "Property", "value": "Two"}}
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let n = next(&mut rx).await;
+    let ids: Vec<&str> = n.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "urn:ngsi-ld:Building:flat",
+            "urn:ngsi-ld:Building:flat2",
+            "urn:ngsi-ld:City:Guangzhou"
+        ],
+        "{}",
+        n.body
+    );
     // Invalid members are refused.
     for bad in [
         json!({"join": "deep"}),
