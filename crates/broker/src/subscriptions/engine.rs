@@ -641,12 +641,18 @@ impl Inner {
     fn rendered(&self, entry: &Entry, entity: &Entity) -> Item {
         let sub = &entry.sub;
         let (ctx, view) = (&entry.notify_ctx, &sub.view);
-        if sub.notification.accept == Accept::GeoJson || !self.joins_inline(entry) {
+        if !self.joins_inline(entry) {
             return Item::rendered(entity, ctx, view, sub.notification.accept);
         }
         let shown = crate::project(entity, ctx, view);
         let inline = self.inline_linked(entry, &shown);
-        Item::Text(crate::shown_json(&shown, ctx, view, &inline).unwrap_or_else(|| b"{}".to_vec()))
+        match sub.notification.accept {
+            // A tree, which the FeatureCollection is made of.
+            Accept::GeoJson => Item::Tree(crate::shown_value(&shown, ctx, view, &inline)),
+            Accept::Json | Accept::LdJson => Item::Text(
+                crate::shown_json(&shown, ctx, view, &inline).unwrap_or_else(|| b"{}".to_vec()),
+            ),
+        }
     }
 
     fn joins_inline(&self, entry: &Entry) -> bool {

@@ -781,6 +781,39 @@ async fn geojson_notifications_carry_a_feature_collection() {
         json!({"type": "Point", "coordinates": [113.32, 23.10]})
     );
     assert_eq!(f["properties"]["level"]["value"], 1.0);
+    // With join, inline Linked Entities sit in the properties and flat
+    // ones are Features of their own.
+    s.create(json!({"id": "urn:ngsi-ld:River:pearl", "type": "River",
+        "name": {"type": "Property", "value": "Pearl River"}}))
+        .await;
+    for (join, id) in [
+        ("inline", "urn:ngsi-ld:WaterLevelSensor:in"),
+        ("flat", "urn:ngsi-ld:WaterLevelSensor:fl"),
+    ] {
+        let (uri, mut rx) = receiver(StatusCode::OK).await;
+        let mut sub = subscription(&format!("urn:ngsi-ld:Subscription:geo-{join}"), &uri);
+        sub["entities"] = json!([{"id": id, "type": "WaterLevelSensor"}]);
+        sub["notification"]["endpoint"]["accept"] = json!("application/geo+json");
+        sub["notification"]["join"] = json!(join);
+        subscribe(&s, &sub).await;
+        let mut e = sensor(id, 2.0);
+        e["river"] = json!({"type": "Relationship", "object": "urn:ngsi-ld:River:pearl"});
+        s.create(e).await;
+        let n = next(&mut rx).await;
+        let features = n.body["data"]["features"].as_array().unwrap().clone();
+        if join == "inline" {
+            assert_eq!(features.len(), 1, "{}", n.body);
+            assert_eq!(
+                features[0]["properties"]["river"]["entity"]["name"]["value"], "Pearl River",
+                "{}",
+                n.body
+            );
+        } else {
+            assert_eq!(features.len(), 2, "{}", n.body);
+            assert_eq!(features[1]["id"], "urn:ngsi-ld:River:pearl", "{}", n.body);
+            assert_eq!(features[1]["geometry"], Value::Null, "{}", n.body);
+        }
+    }
 }
 
 #[tokio::test]
