@@ -878,17 +878,6 @@ pub fn push_entity_json(out: &mut Vec<u8>, entity: &[u8], context: Option<&[u8]>
     }
 }
 
-/// Renders an entity with the view's projection and options as JSON text,
-/// or `None` when pick/omit leave nothing of it.
-pub(crate) fn view_json(entity: &Entity, ctx: &Ctx, view: &ViewOptions) -> Option<Vec<u8>> {
-    shown_json(
-        &project(entity, ctx, view),
-        ctx,
-        view,
-        &LinkedEntities::new(),
-    )
-}
-
 /// What the view shows of an entity: the attributes `attrs`/`pick`, `omit`
 /// and `datasetId` select, amended to the version the client prefers.
 pub(crate) fn project<'e>(

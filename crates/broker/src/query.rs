@@ -1183,7 +1183,7 @@ impl Broker {
         }
         check_link_depth(query)?;
         self.check_tenant(tenant)?;
-        let query = &*self.resolve_links(tenant, query);
+        let query = &*resolve_links(&*self.store, tenant, query);
         if let Some(keys) = &query.order_by {
             return query.with_selection(|selection| {
                 self.query_ordered(tenant, ctx, query, selection, keys)
@@ -1209,16 +1209,6 @@ impl Broker {
             linked: self.flat_answer(tenant, &roots, ctx, &query.view),
             total: page.total,
         })
-    }
-
-    /// `query` with its linked-entity terms resolved (see
-    /// [`resolve_links`]).
-    pub(crate) fn resolve_links<'q>(
-        &self,
-        tenant: &str,
-        query: &'q EntityQuery,
-    ) -> std::borrow::Cow<'q, EntityQuery> {
-        resolve_links(&*self.store, tenant, query)
     }
 
     /// One page of the entities of `tenant` that match `query`, from the

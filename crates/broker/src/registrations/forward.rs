@@ -894,7 +894,7 @@ impl Broker {
         origin: &Origin<'_>,
     ) -> NgsiResult<QueryResult> {
         crate::query::check_link_depth(query)?;
-        let query = &*self.resolve_links(tenant, query);
+        let query = &*crate::query::resolve_links(&*self.store, tenant, query);
         let sources = if query.local || query.order_by.is_some() || !query.wide_enough {
             Vec::new()
         } else {

@@ -612,7 +612,11 @@ impl Inner {
             };
             for entry in list.iter() {
                 if let Some(item) = self.evaluate(entry, change, now) {
-                    let root = change.after.clone();
+                    // Only join=flat needs the notified entities again.
+                    let root = change
+                        .after
+                        .clone()
+                        .filter(|_| entry.sub.view.join.as_ref().is_some_and(|j| j.flat));
                     match pending.iter_mut().find(|(e, ..)| Arc::ptr_eq(e, entry)) {
                         Some((_, data, roots)) => {
                             data.push(item);
@@ -639,33 +643,19 @@ impl Inner {
     /// An entity as `entry` notifies it, with its inline Linked Entities
     /// for `join=inline` (clause 4.5.23; ETSI 046_27–046_30).
     fn rendered(&self, entry: &Entry, entity: &Entity) -> Item {
-        let sub = &entry.sub;
-        let (ctx, view) = (&entry.notify_ctx, &sub.view);
-        if !self.joins_inline(entry) {
-            return Item::rendered(entity, ctx, view, sub.notification.accept);
-        }
+        let (ctx, view) = (&entry.notify_ctx, &entry.sub.view);
         let shown = crate::project(entity, ctx, view);
         let inline = self.inline_linked(entry, &shown);
-        match sub.notification.accept {
-            // A tree, which the FeatureCollection is made of.
-            Accept::GeoJson => Item::Tree(crate::shown_value(&shown, ctx, view, &inline)),
-            Accept::Json | Accept::LdJson => Item::Text(
-                crate::shown_json(&shown, ctx, view, &inline).unwrap_or_else(|| b"{}".to_vec()),
-            ),
-        }
-    }
-
-    fn joins_inline(&self, entry: &Entry) -> bool {
-        entry.sub.view.join.as_ref().is_some_and(|j| !j.flat)
+        Item::shown(&shown, ctx, view, entry.sub.notification.accept, &inline)
     }
 
     /// The Linked Entities to inline in `shown` (what `entry` shows of a
     /// notified entity) for `join=inline`; none otherwise.
     fn inline_linked(&self, entry: &Entry, shown: &Entity) -> LinkedEntities {
-        if !self.joins_inline(entry) {
+        let view = &entry.sub.view;
+        if view.join.as_ref().is_none_or(|j| j.flat) {
             return LinkedEntities::new();
         }
-        let view = &entry.sub.view;
         crate::linked::inline_linked(
             &*self.store,
             &entry.state.tenant,
@@ -1065,11 +1055,32 @@ impl Item {
     /// `entity` as notified with nothing added: its JSON text, with no tree
     /// built, except in GeoJSON, whose FeatureCollection is made from trees.
     fn rendered(entity: &Entity, ctx: &Ctx, view: &ViewOptions, accept: Accept) -> Self {
+        Self::shown(
+            &crate::project(entity, ctx, view),
+            ctx,
+            view,
+            accept,
+            &LinkedEntities::new(),
+        )
+    }
+
+    /// What the view shows of an entity ([`crate::project`]), with the
+    /// Linked Entities to inline, as [`Item::rendered`] gives it.
+    fn shown(
+        shown: &Entity,
+        ctx: &Ctx,
+        view: &ViewOptions,
+        accept: Accept,
+        linked: &LinkedEntities,
+    ) -> Self {
         match accept {
-            Accept::GeoJson => Item::Tree(Value::Object(crate::render_view(entity, ctx, view))),
-            Accept::Json | Accept::LdJson => {
-                Item::Text(crate::view_json(entity, ctx, view).unwrap_or_else(|| b"{}".to_vec()))
-            }
+            Accept::GeoJson => Item::Tree(match crate::shown_value(shown, ctx, view, linked) {
+                tree @ Value::Object(_) => tree,
+                _ => Value::Object(Map::new()),
+            }),
+            Accept::Json | Accept::LdJson => Item::Text(
+                crate::shown_json(shown, ctx, view, linked).unwrap_or_else(|| b"{}".to_vec()),
+            ),
         }
     }
 
@@ -1240,13 +1251,13 @@ mod tests {
             for accept in [Accept::Json, Accept::LdJson, Accept::GeoJson] {
                 let text = || {
                     vec![
-                        Item::Text(crate::view_json(&e, &ctx, &view).unwrap()),
+                        Item::rendered(&e, &ctx, &view, Accept::Json),
                         Item::Text(b"{}".to_vec()),
                     ]
                 };
                 let tree = || {
                     vec![
-                        Item::Tree(Value::Object(crate::render_view(&e, &ctx, &view))),
+                        Item::rendered(&e, &ctx, &view, Accept::GeoJson),
                         Item::Tree(Value::Object(Map::new())),
                     ]
                 };
