@@ -510,6 +510,96 @@ pub const VALUE_MEMBERS: &[&str] = &[
     "objectList",
 ];
 
+/// The members of an attribute object that the parser reads, found in one
+/// pass over its members rather than one search for each.
+struct Slots<'a, J> {
+    type_: Option<&'a J>,
+    /// The value members, in the order of [`VALUE_MEMBERS`].
+    values: [Option<&'a J>; 7],
+    object_type: Option<&'a J>,
+    dataset_id: Option<&'a J>,
+    observed_at: Option<&'a J>,
+    unit_code: Option<&'a J>,
+    context: Option<&'a J>,
+    coordinates: Option<&'a J>,
+    /// A member that [`check_members`] refuses for some kinds or names
+    /// whatever the others are (outputs, sealed members, `valueType`).
+    odd: bool,
+    /// How many members are sub-attributes (not in [`ATTRIBUTE_MEMBERS`]).
+    subs: usize,
+}
+
+impl<'a, J: JsonDoc> Slots<'a, J> {
+    fn of(m: &'a J) -> Self {
+        let mut s = Slots {
+            type_: None,
+            values: [None; 7],
+            object_type: None,
+            dataset_id: None,
+            observed_at: None,
+            unit_code: None,
+            context: None,
+            coordinates: None,
+            odd: false,
+            subs: 0,
+        };
+        for (member, v) in m.members() {
+            match member {
+                "type" => s.type_ = Some(v),
+                "value" => s.values[0] = Some(v),
+                "object" => s.values[1] = Some(v),
+                "languageMap" => s.values[2] = Some(v),
+                "json" => s.values[3] = Some(v),
+                "vocab" => s.values[4] = Some(v),
+                "valueList" => s.values[5] = Some(v),
+                "objectList" => s.values[6] = Some(v),
+                "objectType" => s.object_type = Some(v),
+                "datasetId" => s.dataset_id = Some(v),
+                "observedAt" => s.observed_at = Some(v),
+                "unitCode" => s.unit_code = Some(v),
+                "@context" => s.context = Some(v),
+                "createdAt" | "modifiedAt" | "deletedAt" | "instanceId" | "lang" => {}
+                "previousValue" | "previousObject" | "valueType" => s.odd = true,
+                "coordinates" => {
+                    s.coordinates = Some(v);
+                    s.subs += 1;
+                }
+                _ => {
+                    s.odd |= member.starts_with("previous") || member.ends_with("Sealed");
+                    s.subs += 1;
+                }
+            }
+        }
+        s
+    }
+
+    /// The value member named `member` (one of [`VALUE_MEMBERS`]).
+    fn value_member(&self, member: &str) -> Option<&'a J> {
+        let i = VALUE_MEMBERS.iter().position(|m| *m == member)?;
+        self.values[i]
+    }
+
+    /// Whether [`check_members`] could refuse this attribute of `kind`:
+    /// when it has a value member of another kind, an odd member, a unit
+    /// on a kind without units, or is the proof attribute.
+    fn needs_member_check(&self, kind: &str, name: &str) -> bool {
+        let own = VALUE_MEMBER
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, v)| VALUE_MEMBERS.iter().position(|m| m == v));
+        let foreign = self
+            .values
+            .iter()
+            .enumerate()
+            .any(|(i, v)| v.is_some() && Some(i) != own);
+        let unitless = matches!(
+            kind,
+            "Relationship" | "LanguageProperty" | "JsonProperty" | "ListRelationship"
+        );
+        self.odd || foreign || (unitless && self.unit_code.is_some()) || name == "ngsildproof"
+    }
+}
+
 fn looks_like_attribute<J: JsonDoc>(v: &J) -> bool {
     v.is_object()
         && ["type", "datasetId"]
@@ -545,8 +635,8 @@ pub const GEOJSON_TYPES: &[&str] = &[
     "MultiPolygon",
 ];
 
-fn kind_of<'a, J: JsonDoc>(m: &'a J, name: &str) -> NgsiResult<&'a str> {
-    if let Some(t) = m.get("type") {
+fn kind_of<'a, J: JsonDoc>(m: &Slots<'a, J>, name: &str) -> NgsiResult<&'a str> {
+    if let Some(t) = m.type_ {
         let Some(t) = t.as_str() else {
             return Err(NgsiError::bad_data(format!(
                 "attribute {name}: type must be a string"
@@ -556,7 +646,7 @@ fn kind_of<'a, J: JsonDoc>(m: &'a J, name: &str) -> NgsiResult<&'a str> {
         return match t {
             "Property" | "Relationship" | "GeoProperty" | "LanguageProperty" | "JsonProperty"
             | "VocabProperty" | "ListProperty" | "ListRelationship" => Ok(t),
-            _ if GEOJSON_TYPES.contains(&t) && m.get("coordinates").is_some() => Ok("Geometry"),
+            _ if GEOJSON_TYPES.contains(&t) && m.coordinates.is_some() => Ok("Geometry"),
             _ => Err(NgsiError::bad_data(format!(
                 "attribute {name}: unknown attribute type {t:?}"
             ))),
@@ -564,7 +654,7 @@ fn kind_of<'a, J: JsonDoc>(m: &'a J, name: &str) -> NgsiResult<&'a str> {
     }
     // Concise form: the kind follows from the member that carries the value;
     // a value that is a GeoJSON geometry makes a GeoProperty.
-    if let Some(v) = m.get("value")
+    if let Some(v) = m.values[0]
         && v.get("type")
             .and_then(J::as_str)
             .is_some_and(|t| GEOJSON_TYPES.contains(&t))
@@ -572,24 +662,28 @@ fn kind_of<'a, J: JsonDoc>(m: &'a J, name: &str) -> NgsiResult<&'a str> {
     {
         return Ok("GeoProperty");
     }
-    for (member, kind) in [
-        ("value", "Property"),
-        ("object", "Relationship"),
-        ("languageMap", "LanguageProperty"),
-        ("json", "JsonProperty"),
-        ("vocab", "VocabProperty"),
-        ("valueList", "ListProperty"),
-        ("objectList", "ListRelationship"),
-    ] {
-        if m.get(member).is_some() {
-            return Ok(kind);
-        }
-    }
-    Ok("CompoundValue")
+    const KINDS: [&str; 7] = [
+        "Property",
+        "Relationship",
+        "LanguageProperty",
+        "JsonProperty",
+        "VocabProperty",
+        "ListProperty",
+        "ListRelationship",
+    ];
+    Ok(match m.values.iter().position(Option::is_some) {
+        Some(i) => KINDS[i],
+        None => "CompoundValue",
+    })
 }
 
-fn require<'a, J: JsonDoc>(m: &'a J, member: &str, name: &str, kind: &str) -> NgsiResult<&'a J> {
-    match m.get(member) {
+fn require<'a, J: JsonDoc>(
+    m: &Slots<'a, J>,
+    member: &str,
+    name: &str,
+    kind: &str,
+) -> NgsiResult<&'a J> {
+    match m.value_member(member) {
         Some(v) if !v.is_null() => Ok(v),
         _ => Err(NgsiError::bad_data(format!(
             "attribute {name}: a {kind} needs a non-null {member}"
@@ -685,17 +779,18 @@ fn parse_instance<J: JsonDoc>(
         // Concise form of a Property: the bare value.
         return Ok(Attribute::new(AttrValue::Property(value.to_value())));
     }
-    let m = value;
+    let doc = value;
+    let m = &Slots::of(doc);
     let kind = kind_of(m, name)?;
-    if kind != "CompoundValue" && kind != "Geometry" {
-        check_members(m, kind, name)?;
+    if kind != "CompoundValue" && kind != "Geometry" && m.needs_member_check(kind, name) {
+        check_members(doc, kind, name)?;
     }
     let mut consumed_value = true;
     let value = match kind {
         "Property" => AttrValue::Property(require(m, "value", name, kind)?.to_value()),
         "Relationship" => AttrValue::Relationship {
             object: parse_uri_value(require(m, "object", name, kind)?, name)?,
-            object_type: match m.get("objectType") {
+            object_type: match m.object_type {
                 Some(v) => Some(expand_vocab(v, terms, name)?),
                 None => None,
             },
@@ -720,7 +815,7 @@ fn parse_instance<J: JsonDoc>(
             }
         }
         "Geometry" => {
-            let g = m.to_value();
+            let g = doc.to_value();
             check_geometry(&g)
                 .map_err(|e| NgsiError::bad_data(format!("attribute {name}: {e}")))?;
             return Ok(Attribute::new(AttrValue::GeoProperty(g)));
@@ -786,7 +881,7 @@ fn parse_instance<J: JsonDoc>(
                 }
                 AttrValue::ListRelationship {
                     objects,
-                    object_type: match m.get("objectType") {
+                    object_type: match m.object_type {
                         Some(v) => Some(expand_vocab(v, terms, name)?),
                         None => None,
                     },
@@ -802,12 +897,12 @@ fn parse_instance<J: JsonDoc>(
             // A JSON object without any attribute member: in concise form this
             // is a Property whose value is the object itself.
             consumed_value = false;
-            if m.member_count() == 0 {
+            if doc.member_count() == 0 {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: an empty object is not an attribute"
                 )));
             }
-            AttrValue::Property(m.to_value())
+            AttrValue::Property(doc.to_value())
         }
     };
     if !limits.allow_null && value_has_null(&value) {
@@ -819,12 +914,12 @@ fn parse_instance<J: JsonDoc>(
     if !consumed_value {
         return Ok(attr);
     }
-    if m.get("@context").is_some() {
+    if m.context.is_some() {
         return Err(NgsiError::bad_data(format!(
             "attribute {name}: an attribute cannot carry its own @context"
         )));
     }
-    if let Some(d) = m.get("datasetId") {
+    if let Some(d) = m.dataset_id {
         match d.as_str() {
             // "@none" names the default instance (clause 4.5.5).
             Some("@none") => {}
@@ -839,7 +934,7 @@ fn parse_instance<J: JsonDoc>(
             }
         }
     }
-    if let Some(o) = m.get("observedAt") {
+    if let Some(o) = m.observed_at {
         match o.as_str() {
             Some(s) if is_datetime(s) => attr.observed_at = Some(s.into()),
             _ => {
@@ -849,7 +944,7 @@ fn parse_instance<J: JsonDoc>(
             }
         }
     }
-    if let Some(u) = m.get("unitCode") {
+    if let Some(u) = m.unit_code {
         match u.as_str() {
             Some(s) if !s.is_empty() => attr.unit_code = Some(s.into()),
             _ => {
@@ -859,7 +954,10 @@ fn parse_instance<J: JsonDoc>(
             }
         }
     }
-    for (sub_name, sub_value) in m.members() {
+    if m.subs == 0 {
+        return Ok(attr);
+    }
+    for (sub_name, sub_value) in doc.members() {
         if ATTRIBUTE_MEMBERS.contains(&sub_name) {
             continue;
         }
@@ -907,6 +1005,45 @@ fn value_has_null(v: &AttrValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass reading of an attribute's members agrees with the lists
+    /// that the rest of the parser keeps: the attribute members are never
+    /// sub-attributes, anything else is, and every member that
+    /// `check_members` refuses for some kind sends it to that check.
+    #[test]
+    fn slots_agree_with_the_member_lists() {
+        for member in ATTRIBUTE_MEMBERS {
+            let doc = serde_json::json!({ *member: 1 });
+            assert_eq!(Slots::of(&doc).subs, 0, "{member}");
+        }
+        for member in ["coordinates", "speed", "previousJson", "entityIdSealed"] {
+            let doc = serde_json::json!({ member: 1 });
+            assert_eq!(Slots::of(&doc).subs, 1, "{member}");
+        }
+        let refused = [
+            "previousValue",
+            "previousObject",
+            "previousLanguageMap",
+            "previousJson",
+            "previousVocab",
+            "previousValueList",
+            "previousObjectList",
+            "entityIdSealed",
+            "entityTypeSealed",
+            "valueType",
+        ];
+        for member in refused.iter().chain(VALUE_MEMBERS) {
+            let doc = serde_json::json!({"vocab": "x", *member: 1});
+            let slots = Slots::of(&doc);
+            assert!(
+                slots.needs_member_check("VocabProperty", "a") || *member == "vocab",
+                "{member}"
+            );
+        }
+        let plain = serde_json::json!({"type": "Property", "value": 1, "unitCode": "C"});
+        assert!(!Slots::of(&plain).needs_member_check("Property", "a"));
+        assert!(Slots::of(&plain).needs_member_check("Relationship", "a"));
+    }
 
     /// Terms that expand to one IRI merge their instances, however many
     /// attributes come between (past a few, they are found by a map).
