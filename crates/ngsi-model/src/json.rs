@@ -7,12 +7,16 @@
 //! slices of the body (owned only when they hold escapes); the parser
 //! ([`crate::parse`]) reads either through [`JsonDoc`], and only the values
 //! that the model keeps (property values, geometries) become `Value`s.
+//!
+//! The text is read by a parser of this module that builds the tree
+//! directly. Built through `serde_json`'s visitor, the same tree took
+//! about twice the instructions (docs/benchmarks.md, session 15); the
+//! property tests below hold it to `serde_json`'s verdict on any text.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de;
 use serde_json::{Map, Number, Value};
 
 /// A parsed JSON document whose strings borrow from the text it was parsed
@@ -44,24 +48,14 @@ impl<'a> Json<'a> {
     /// nested more than `max_depth` deep (the outermost is depth 1). The
     /// limit is checked while parsing: no pass over the text before.
     pub fn from_slice_nested(text: &'a [u8], max_depth: usize) -> serde_json::Result<Self> {
-        // One pass of UTF-8 validation over the whole text is several times
-        // cheaper than validating each string as the parser meets it.
         match std::str::from_utf8(text) {
-            Ok(text) => parse_all(serde_json::Deserializer::from_str(text), max_depth),
-            // Let the parser find and report the invalid byte.
-            Err(_) => parse_all(serde_json::Deserializer::from_slice(text), max_depth),
+            Ok(text) => Parser::parse(text, max_depth),
+            Err(e) => Err(de::Error::custom(format!(
+                "invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            ))),
         }
     }
-}
-
-/// Reads one document and nothing after it.
-fn parse_all<'a, R: serde_json::de::Read<'a>>(
-    mut de: serde_json::Deserializer<R>,
-    max_depth: usize,
-) -> serde_json::Result<Json<'a>> {
-    let doc = JsonSeed { left: max_depth }.deserialize(&mut de)?;
-    de.end()?;
-    Ok(doc)
 }
 
 /// Read access to a JSON document, implemented by `serde_json::Value` and
@@ -181,146 +175,386 @@ impl JsonDoc for Json<'_> {
 /// ones keep a map, so that no document costs quadratic time.
 const SCAN_MEMBERS: usize = 32;
 
-impl<'de> de::Deserialize<'de> for Json<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        JsonSeed { left: usize::MAX }.deserialize(deserializer)
+/// The deepest nesting any document may have, whatever the caller allows:
+/// the parser descends once per level of objects and arrays.
+const MAX_NESTING: usize = 512;
+
+/// A JSON parser over validated UTF-8 text, building [`Json`] directly.
+/// Grammar of RFC 8259; numbers become the `Number`s `serde_json` makes
+/// (integers as `u64`/`i64`, else `f64`, correctly rounded).
+struct Parser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+/// Bytes that end the plain run of a string: the quote, the backslash and
+/// the control characters.
+static STRING_SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = true;
+        i += 1;
     }
-}
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
-/// Reads one value with `left` more levels of objects and arrays allowed.
-#[derive(Clone, Copy)]
-struct JsonSeed {
-    left: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for JsonSeed {
-    type Value = Json<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(JsonVisitor { left: self.left })
-    }
-}
-
-struct JsonVisitor {
-    left: usize,
-}
-
-impl JsonVisitor {
-    /// The seed of the values inside an object or array being entered.
-    fn inner<E: de::Error>(&self) -> Result<JsonSeed, E> {
-        match self.left {
-            0 => Err(E::custom("the JSON nests too deeply")),
-            left => Ok(JsonSeed { left: left - 1 }),
+impl<'a> Parser<'a> {
+    fn parse(text: &'a str, max_depth: usize) -> serde_json::Result<Json<'a>> {
+        let mut parser = Parser { text, at: 0 };
+        let doc = parser.value(max_depth.min(MAX_NESTING))?;
+        parser.skip_whitespace();
+        match parser.at < text.len() {
+            true => Err(parser.error("trailing characters")),
+            false => Ok(doc),
         }
     }
-}
 
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json<'de>;
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.at).copied()
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Json::Null)
+
+    /// An error at the current place, with its line and column.
+    fn error(&self, what: &str) -> serde_json::Error {
+        let before = &self.bytes()[..self.at.min(self.text.len())];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = self.at
+            - before
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+        de::Error::custom(format!("{what} at line {line} column {}", column + 1))
     }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Json::Null)
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
-        Ok(Json::Bool(b))
-    }
-    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
-        Ok(Json::Number(n.into()))
-    }
-    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
-        Ok(Json::Number(n.into()))
-    }
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
-        Number::from_f64(n)
-            .map(Json::Number)
-            .ok_or_else(|| E::custom("a number that is not finite"))
-    }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Json::String(Cow::Borrowed(s)))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Json::String(Cow::Owned(s.to_owned())))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Json::String(Cow::Owned(s)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let inner = self.inner()?;
-        // serde_json gives no size hints: start with room for a few, as
-        // growing from empty reallocates at 4 and at 8.
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(1024));
-        while let Some(item) = seq.next_element_seed(inner)? {
-            items.push(item);
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
         }
-        Ok(Json::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let inner = self.inner()?;
-        // An attribute has about five members: room for eight saves the
-        // reallocations of growing from empty.
-        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(8);
-        let mut positions: Option<HashMap<Cow<'de, str>, usize>> = None;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            let value = map.next_value_seed(inner)?;
-            let at = match &mut positions {
-                Some(positions) => positions.get(&key).copied(),
-                None => members.iter().position(|(k, _)| *k == key),
-            };
-            match at {
-                Some(i) => members[i].1 = value,
-                None => {
-                    if let Some(positions) = &mut positions {
-                        positions.insert(key.clone(), members.len());
-                    } else if members.len() == SCAN_MEMBERS {
-                        let mut index: HashMap<Cow<'de, str>, usize> = members
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (k, _))| (k.clone(), i))
-                            .collect();
-                        index.insert(key.clone(), members.len());
-                        positions = Some(index);
-                    }
-                    members.push((key, value));
+
+    /// Expects `byte` after optional whitespace and steps over it.
+    fn expect(&mut self, byte: u8, what: &str) -> serde_json::Result<()> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(b) if b == byte => {
+                self.at += 1;
+                Ok(())
+            }
+            None => Err(self.error("EOF while parsing")),
+            Some(_) => Err(self.error(what)),
+        }
+    }
+
+    /// A value with `left` more levels of objects and arrays allowed.
+    fn value(&mut self, left: usize) -> serde_json::Result<Json<'a>> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(b'{') => self.object(left),
+            Some(b'[') => self.array(left),
+            Some(b'"') => self.string().map(Json::String),
+            Some(b't') => self.literal("true", Json::Bool(true)),
+            Some(b'f') => self.literal("false", Json::Bool(false)),
+            Some(b'n') => self.literal("null", Json::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.error("expected value")),
+            None => Err(self.error("EOF while parsing a value")),
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Json<'a>) -> serde_json::Result<Json<'a>> {
+        if self.bytes()[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            Ok(value)
+        } else {
+            Err(self.error("expected value"))
+        }
+    }
+
+    fn enter(&self, left: usize) -> serde_json::Result<usize> {
+        match left {
+            0 => Err(self.error("the JSON nests too deeply")),
+            left => Ok(left - 1),
+        }
+    }
+
+    fn object(&mut self, left: usize) -> serde_json::Result<Json<'a>> {
+        let inner = self.enter(left)?;
+        self.at += 1;
+        let mut members = Members::default();
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(Json::Object(members.list));
+        }
+        loop {
+            self.skip_whitespace();
+            if self.peek() != Some(b'"') {
+                return Err(self.error("key must be a string"));
+            }
+            let key = self.string()?;
+            self.expect(b':', "expected `:`")?;
+            let value = self.value(inner)?;
+            members.insert(key, value);
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(Json::Object(members.list));
                 }
+                None => return Err(self.error("EOF while parsing an object")),
+                Some(_) => return Err(self.error("expected `,` or `}`")),
             }
         }
-        Ok(Json::Object(members))
+    }
+
+    fn array(&mut self, left: usize) -> serde_json::Result<Json<'a>> {
+        let inner = self.enter(left)?;
+        self.at += 1;
+        let mut items = Vec::new();
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(Json::Array(items));
+        }
+        loop {
+            items.push(self.value(inner)?);
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(Json::Array(items));
+                }
+                None => return Err(self.error("EOF while parsing a list")),
+                Some(_) => return Err(self.error("expected `,` or `]`")),
+            }
+        }
+    }
+
+    /// Steps over plain string bytes, returning where the run ends.
+    fn plain_run(&mut self) -> usize {
+        let bytes = self.bytes();
+        let mut at = self.at;
+        while let Some(&b) = bytes.get(at) {
+            if STRING_SPECIAL[b as usize] {
+                break;
+            }
+            at += 1;
+        }
+        self.at = at;
+        at
+    }
+
+    /// A string (the parser is at its opening quote): borrowed from the
+    /// text unless it holds an escape.
+    fn string(&mut self) -> serde_json::Result<Cow<'a, str>> {
+        self.at += 1;
+        let start = self.at;
+        let end = self.plain_run();
+        // Both ends sit next to ASCII bytes: character boundaries.
+        match self.peek() {
+            Some(b'"') => {
+                self.at += 1;
+                return Ok(Cow::Borrowed(&self.text[start..end]));
+            }
+            Some(b'\\') => {}
+            None => return Err(self.error("EOF while parsing a string")),
+            Some(_) => return Err(self.error("control character in a string")),
+        }
+        let mut out = String::with_capacity(end - start + 16);
+        out.push_str(&self.text[start..end]);
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                Some(b'\\') => {
+                    self.at += 1;
+                    self.escape(&mut out)?;
+                }
+                None => return Err(self.error("EOF while parsing a string")),
+                Some(_) => return Err(self.error("control character in a string")),
+            }
+            let run = self.at;
+            let end = self.plain_run();
+            out.push_str(&self.text[run..end]);
+        }
+    }
+
+    /// One escape (the parser is past its backslash).
+    fn escape(&mut self, out: &mut String) -> serde_json::Result<()> {
+        let Some(kind) = self.peek() else {
+            return Err(self.error("EOF while parsing a string"));
+        };
+        self.at += 1;
+        let c = match kind {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = self.hex4()?;
+                match first {
+                    0xD800..=0xDBFF => {
+                        if !self.bytes()[self.at..].starts_with(b"\\u") {
+                            return Err(self.error("lone leading surrogate in hex escape"));
+                        }
+                        self.at += 2;
+                        let second = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return Err(self.error("lone leading surrogate in hex escape"));
+                        }
+                        let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                        char::from_u32(code)
+                            .ok_or_else(|| self.error("invalid unicode code point"))?
+                    }
+                    0xDC00..=0xDFFF => {
+                        return Err(self.error("unexpected end of hex escape"));
+                    }
+                    code => char::from_u32(code)
+                        .ok_or_else(|| self.error("invalid unicode code point"))?,
+                }
+            }
+            _ => return Err(self.error("invalid escape")),
+        };
+        out.push(c);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> serde_json::Result<u32> {
+        let digits = self
+            .bytes()
+            .get(self.at..self.at + 4)
+            .ok_or_else(|| self.error("EOF while parsing a string"))?;
+        let mut code = 0;
+        for d in digits {
+            let v = (*d as char)
+                .to_digit(16)
+                .ok_or_else(|| self.error("invalid escape"))?;
+            code = code * 16 + v;
+        }
+        self.at += 4;
+        Ok(code)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> serde_json::Result<Json<'a>> {
+        let start = self.at;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.error("invalid number")),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            integer = false;
+            if self.digits() == 0 {
+                return Err(self.error("invalid number"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.error("invalid number"));
+            }
+        }
+        let text = &self.text[start..self.at];
+        if integer {
+            // As serde_json: `-0` is the float -0.0, integers beyond 64
+            // bits are floats.
+            let n = match negative {
+                true => text
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n != 0)
+                    .map(Number::from),
+                false => text.parse::<u64>().ok().map(Number::from),
+            };
+            if let Some(n) = n {
+                return Ok(Json::Number(n));
+            }
+        }
+        text.parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(Json::Number)
+            .ok_or_else(|| self.error("number out of range"))
     }
 }
 
-/// Reads an object member's name, borrowed when it holds no escape.
-struct KeySeed;
+/// The members of an object being read: each name once, in the place it
+/// first had, with the last value given for it (as `serde_json` keeps a
+/// repeated member). Small objects find a repeated name by scanning; larger
+/// ones keep a map, so that no document costs quadratic time.
+struct Members<'a> {
+    list: Vec<(Cow<'a, str>, Json<'a>)>,
+    positions: Option<HashMap<Cow<'a, str>, usize>>,
+}
 
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
+impl Default for Members<'_> {
+    fn default() -> Self {
+        // An attribute has about five members: room for eight saves the
+        // reallocations of growing from empty.
+        Self {
+            list: Vec::with_capacity(8),
+            positions: None,
+        }
     }
 }
 
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a member name")
-    }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(s))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s.to_owned()))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s))
+impl<'a> Members<'a> {
+    fn insert(&mut self, key: Cow<'a, str>, value: Json<'a>) {
+        let at = match &self.positions {
+            Some(positions) => positions.get(&key).copied(),
+            None => self.list.iter().position(|(k, _)| *k == key),
+        };
+        if let Some(i) = at {
+            self.list[i].1 = value;
+            return;
+        }
+        if let Some(positions) = &mut self.positions {
+            positions.insert(key.clone(), self.list.len());
+        } else if self.list.len() == SCAN_MEMBERS {
+            let mut index: HashMap<Cow<'a, str>, usize> = self
+                .list
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
+            index.insert(key.clone(), self.list.len());
+            self.positions = Some(index);
+        }
+        self.list.push((key, value));
     }
 }
 
@@ -376,8 +610,98 @@ mod tests {
 
     #[test]
     fn invalid_text_is_an_error() {
-        for text in ["", "{", "[1,]", "{\"a\":1}x", "nul", "\"\\x\""] {
+        for text in [
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "{\"a\":1}x",
+            "nul",
+            "\"\\x\"",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "+1",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{a:1}",
+            "{\"a\":1,}",
+            "\"\t\"",
+            "\"\\u12\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "1e400",
+            "-1e400",
+            "\"abc",
+            "[",
+            "[1",
+            "{\"a\":",
+        ] {
             assert!(Json::from_slice(text.as_bytes()).is_err(), "{text}");
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
+        }
+    }
+
+    /// Numbers, escapes and whitespace read as `serde_json` reads them.
+    #[test]
+    fn edge_cases_read_as_serde_json_does() {
+        for text in [
+            "-0",
+            "0",
+            "-0.0",
+            "1e2",
+            "1E-2",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "0.1e-400",
+            "123.456e7",
+            " \t\r\n[ 1 , {\"a\" : \"b\" } ]\n",
+            "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"",
+            "\"\\ud83d\\ude00 and \\u00e9 and 粤\"",
+            "\"\\u0000\"",
+            "[true,false,null]",
+            "{}",
+            "[]",
+        ] {
+            let ours = Json::from_slice(text.as_bytes()).unwrap().to_value();
+            let theirs: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(ours, theirs, "{text}");
+        }
+    }
+
+    /// However deep the text nests, parsing stops at a bound instead of
+    /// exhausting the stack, even when the caller sets no limit.
+    #[test]
+    fn nesting_is_bounded_without_a_limit() {
+        let deep = "[".repeat(100_000);
+        assert!(Json::from_slice(deep.as_bytes()).is_err());
+        let deep = "{\"a\":".repeat(100_000);
+        assert!(Json::from_slice(deep.as_bytes()).is_err());
+        let ok = "[".repeat(MAX_NESTING) + &"]".repeat(MAX_NESTING);
+        assert!(Json::from_slice(ok.as_bytes()).is_ok());
+    }
+
+    /// Two values equal but for floats a unit in the last place apart
+    /// (`serde_json` parses floats by default with that much leeway).
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs())
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
         }
     }
 
@@ -407,10 +731,8 @@ mod tests {
         fn parses_as_serde_json_does(v in arb_value()) {
             let text = serde_json::to_vec(&v).unwrap();
             let doc = Json::from_slice(&text).unwrap();
-            // As serde_json reads the text (a float may come back one unit
-            // in the last place away from `v`, as it does for serde_json).
-            let theirs: Value = serde_json::from_slice(&text).unwrap();
-            prop_assert_eq!(doc.to_value(), theirs);
+            // Floats are read correctly rounded: the value comes back exactly.
+            prop_assert_eq!(doc.to_value(), v);
         }
 
         /// Any bytes: the same verdict as `serde_json`, and the same value.
@@ -419,6 +741,27 @@ mod tests {
             let ours = Json::from_slice(&text).map(|d| d.to_value()).ok();
             let theirs: Option<Value> = serde_json::from_slice(&text).ok();
             prop_assert_eq!(ours, theirs);
+        }
+
+        /// Text made of JSON's own characters (far more often valid, or
+        /// nearly): the same verdict as `serde_json`, and the same value.
+        #[test]
+        fn json_like_text_parses_like_serde_json(
+            text in r#"[\[\]{}",: 0-9eE.+\-tfrulnsa\\/u\n\t]{0,48}"#
+        ) {
+            let ours = Json::from_slice(text.as_bytes()).map(|d| d.to_value());
+            let theirs = serde_json::from_str::<Value>(&text);
+            prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?} {:?}", ours, theirs);
+            if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                prop_assert!(same(&ours, &theirs), "{} {}", ours, theirs);
+            }
+        }
+
+        /// The text of any value, with whitespace between its tokens.
+        #[test]
+        fn pretty_text_parses_back(v in arb_value()) {
+            let text = serde_json::to_string_pretty(&v).unwrap();
+            prop_assert_eq!(Json::from_slice(text.as_bytes()).unwrap().to_value(), v);
         }
     }
 }

@@ -223,17 +223,29 @@ pub fn is_absolute_iri(s: &str) -> bool {
                 .iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
             && colon + 1 < s.len()
-            && !s.bytes().any(|c| {
-                c <= b' '
-                    || c == 0x7f
-                    || matches!(
-                        c,
-                        b'<' | b'>' | b'"' | b'{' | b'}' | b'|' | b'\\' | b'^' | b'`'
-                    )
-            });
+            && !s.bytes().any(|c| IRI_FORBIDDEN[c as usize]);
     }
     is_absolute_iri_by_char(s, colon)
 }
+
+/// The ASCII bytes that an IRI cannot hold: controls, space, DEL and
+/// `<>"{}|\\^\``.
+static IRI_FORBIDDEN: [bool; 128] = {
+    let mut table = [false; 128];
+    let mut i = 0;
+    while i <= b' ' as usize {
+        table[i] = true;
+        i += 1;
+    }
+    table[0x7f] = true;
+    let forbidden = b"<>\"{}|\\^`";
+    let mut j = 0;
+    while j < forbidden.len() {
+        table[forbidden[j] as usize] = true;
+        j += 1;
+    }
+    table
+};
 
 /// [`is_absolute_iri`] char by char, for any text (`colon`: the first one).
 fn is_absolute_iri_by_char(s: &str, colon: usize) -> bool {
@@ -274,6 +286,18 @@ pub fn is_valid_name(name: &str) -> bool {
         // A compact IRI or an absolute IRI.
         return is_absolute_iri(name);
     }
+    if name.is_ascii() {
+        let bytes = name.as_bytes();
+        return bytes[0].is_ascii_alphabetic()
+            && bytes[1..]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    }
+    is_valid_term_by_char(name)
+}
+
+/// The term rule of [`is_valid_name`] char by char, for any text.
+fn is_valid_term_by_char(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(char::is_alphabetic) && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
@@ -1138,6 +1162,12 @@ mod tests {
             } else {
                 prop_assert!(!is_absolute_iri(&s));
             }
+        }
+
+        /// The same for terms.
+        #[test]
+        fn the_ascii_term_path_agrees_with_the_char_path(s in "[ -9;-~\t\x00\x7f]{1,12}") {
+            prop_assert_eq!(is_valid_name(&s), is_valid_term_by_char(&s));
         }
     }
 }
