@@ -39,14 +39,16 @@ pub enum Json<'a> {
 }
 
 impl<'a> Json<'a> {
-    /// Parses `text`, borrowing its strings.
+    /// Parses `text`, borrowing its strings (nested at most
+    /// [`MAX_NESTING`] deep).
     pub fn from_slice(text: &'a [u8]) -> serde_json::Result<Self> {
         Self::from_slice_nested(text, usize::MAX)
     }
 
     /// Parses `text`, borrowing its strings, refusing objects and arrays
     /// nested more than `max_depth` deep (the outermost is depth 1). The
-    /// limit is checked while parsing: no pass over the text before.
+    /// limit is checked while parsing: no pass over the text before. No
+    /// limit goes beyond [`MAX_NESTING`].
     pub fn from_slice_nested(text: &'a [u8], max_depth: usize) -> serde_json::Result<Self> {
         match std::str::from_utf8(text) {
             Ok(text) => Parser::parse(text, max_depth),
@@ -206,7 +208,7 @@ pub fn equal_but_for_float_rounding(a: &Value, b: &Value) -> bool {
 
 /// The deepest nesting any document may have, whatever the caller allows:
 /// the parser descends once per level of objects and arrays.
-const MAX_NESTING: usize = 512;
+pub const MAX_NESTING: usize = 512;
 
 /// A JSON parser over validated UTF-8 text, building [`Json`] directly.
 /// Grammar of RFC 8259; numbers become the `Number`s `serde_json` makes

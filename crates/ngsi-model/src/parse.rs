@@ -144,6 +144,14 @@ const VALUE_MEMBER: &[(&str, &str)] = &[
     ("ListRelationship", "objectList"),
 ];
 
+/// Whether attributes of `kind` cannot have a `unitCode`.
+fn is_unitless(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Relationship" | "LanguageProperty" | "JsonProperty" | "ListRelationship"
+    )
+}
+
 /// Refuses the members that an attribute of `kind` shall never include
 /// (clauses 4.5.2.2, 4.5.3.2, 4.5.18 to 4.5.24): the value members of the
 /// other kinds, the output-only `previous*` members, the sealed members
@@ -163,11 +171,7 @@ fn check_members<J: JsonDoc>(m: &J, kind: &str, name: &str) -> NgsiResult<()> {
         let foreign_value = VALUE_MEMBER
             .iter()
             .any(|(_, v)| *v == member && Some(member) != own);
-        let unitless = member == "unitCode"
-            && matches!(
-                kind,
-                "Relationship" | "LanguageProperty" | "JsonProperty" | "ListRelationship"
-            );
+        let unitless = member == "unitCode" && is_unitless(kind);
         let sealed =
             matches!(member, "entityIdSealed" | "entityTypeSealed") && name != "ngsildproof";
         let output_only = matches!(
@@ -616,11 +620,10 @@ impl<'a, J: JsonDoc> Slots<'a, J> {
             .iter()
             .enumerate()
             .any(|(i, v)| v.is_some() && Some(i) != own);
-        let unitless = matches!(
-            kind,
-            "Relationship" | "LanguageProperty" | "JsonProperty" | "ListRelationship"
-        );
-        self.odd || foreign || (unitless && self.unit_code.is_some()) || name == "ngsildproof"
+        self.odd
+            || foreign
+            || (is_unitless(kind) && self.unit_code.is_some())
+            || name == "ngsildproof"
     }
 }
 
@@ -686,19 +689,11 @@ fn kind_of<'a, J: JsonDoc>(m: &Slots<'a, J>, name: &str) -> NgsiResult<&'a str> 
     {
         return Ok("GeoProperty");
     }
-    const KINDS: [&str; 7] = [
-        "Property",
-        "Relationship",
-        "LanguageProperty",
-        "JsonProperty",
-        "VocabProperty",
-        "ListProperty",
-        "ListRelationship",
-    ];
-    Ok(match m.values.iter().position(Option::is_some) {
-        Some(i) => KINDS[i],
-        None => "CompoundValue",
-    })
+    // The first value member given names the kind (`value`: Property).
+    let given = m.values.iter().position(Option::is_some);
+    Ok(given
+        .and_then(|i| VALUE_MEMBER.iter().find(|(_, v)| *v == VALUE_MEMBERS[i]))
+        .map_or("CompoundValue", |(kind, _)| kind))
 }
 
 fn require<'a, J: JsonDoc>(
