@@ -7,6 +7,7 @@
 mod batch;
 mod context;
 mod discovery;
+pub mod entity_maps;
 pub mod linked;
 pub mod order;
 mod query;
@@ -53,6 +54,8 @@ pub struct BrokerConfig {
     /// `GET /info/sourceIdentity` and added to the `Via` header of the
     /// requests it forwards. Keep it unique among federated brokers.
     pub source_alias: String,
+    /// The lifetime and bound of EntityMaps.
+    pub entity_maps: entity_maps::EntityMapConfig,
 }
 
 impl Default for BrokerConfig {
@@ -64,6 +67,7 @@ impl Default for BrokerConfig {
             notifier: notify::NotifierConfig::default(),
             temporal_limit: 1000,
             source_alias: "wuyang".into(),
+            entity_maps: entity_maps::EntityMapConfig::default(),
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct Broker {
     /// The tenant that added each hosted @context, by URL (see
     /// [`Broker::context_visible`]).
     hosted_tenants: parking_lot::RwLock<std::collections::HashMap<String, String>>,
+    /// The EntityMaps of all tenants (clause 5.14).
+    entity_maps: entity_maps::EntityMaps,
 }
 
 impl std::fmt::Debug for Broker {
@@ -212,6 +218,7 @@ impl Broker {
         let engine = subscriptions::Engine::new(store.clone(), config.notifier.clone());
         let registry = registrations::Registry::new(config.notifier.clone(), store.clone());
         let (restored_tx, restored) = tokio::sync::watch::channel(false);
+        let entity_maps = entity_maps::EntityMaps::new(config.entity_maps);
         let broker = Self {
             store,
             contexts,
@@ -221,6 +228,7 @@ impl Broker {
             registrations: registry,
             restored,
             hosted_tenants: parking_lot::RwLock::default(),
+            entity_maps,
         };
         broker.restore_hosted_contexts();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -395,6 +403,7 @@ impl Broker {
         Ok(Retrieved {
             entity: out,
             linked,
+            held_by: vec![Arc::from(entity_maps::HERE)],
         })
     }
 
@@ -844,6 +853,9 @@ pub struct Retrieved {
     /// With `join=flat`, the Linked Entities that follow it (clause
     /// 4.5.23.3).
     pub linked: Vec<Value>,
+    /// Where the entity was found: [`entity_maps::HERE`] and the
+    /// registrations whose sources answered it (for an EntityMap).
+    pub held_by: Vec<Arc<str>>,
 }
 
 /// Renders an entity with the view's projection and options.

@@ -236,6 +236,25 @@ pub struct EntityQuery {
     /// The context source filter (`csf`, clause 4.9): which registrations
     /// are asked, by their Context Source Properties.
     pub(crate) csf: Option<Query>,
+    /// The EntityMap the query is restricted to (clause 5.5.9.3).
+    pub(crate) within: Option<Arc<Within>>,
+}
+
+/// The entities of an EntityMap a query is restricted to, and the matches
+/// it met among them (to prune the map after the page).
+#[derive(Debug, Default)]
+pub(crate) struct Within {
+    /// The map's entity ids, sorted.
+    pub(crate) ids: Arc<[Arc<str>]>,
+    /// The ids of the entities held here that matched, as the store met
+    /// them.
+    pub(crate) met: parking_lot::Mutex<Vec<Arc<str>>>,
+}
+
+impl Within {
+    fn holds(&self, id: &str) -> bool {
+        self.ids.binary_search_by(|x| (**x).cmp(id)).is_ok()
+    }
 }
 
 /// One page of rendered query results.
@@ -593,6 +612,7 @@ impl EntityQuery {
             wide_enough,
             local: local || all_types,
             csf,
+            within: None,
         };
         let mut q = q;
         q.set_order_reference(p.order_from.as_deref(), None)?;
@@ -930,7 +950,8 @@ impl EntityQuery {
     /// (it applied the filters to what it holds, and may have projected
     /// away the attributes they test).
     pub(crate) fn selects(&self, e: &Entity) -> bool {
-        (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
+        self.within.as_ref().is_none_or(|w| w.holds(&e.id))
+            && (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
             && self
                 .attrs_filter
                 .as_ref()
@@ -971,6 +992,9 @@ impl EntityQuery {
     /// (the selectors; the temporal query decides the rest).
     pub(crate) fn selects_history(&self, id: &str, types: &[Iri]) -> bool {
         let has_type = |name: &str| types.iter().any(|x| ngsi_model::entity::same_iri(x, name));
+        if self.within.as_ref().is_some_and(|w| !w.holds(id)) {
+            return false;
+        }
         self.selectors.is_empty()
             || self
                 .selectors
@@ -997,7 +1021,8 @@ impl EntityQuery {
                 TypeExpr::And(_) => false,
             }
         }
-        matches!(self.selectors.as_slice(), [s] if s.ids.is_none()
+        self.within.is_none()
+            && matches!(self.selectors.as_slice(), [s] if s.ids.is_none()
             && s.id_pattern.is_none()
             && s.types.as_ref().is_some_and(union_of_types))
             && self.attrs_filter.is_none()
@@ -1029,6 +1054,13 @@ impl EntityQuery {
             )
         } else {
             None
+        };
+        // An EntityMap's ids are the candidates (those of the selectors
+        // among them, when they name ids too).
+        let ids = match (&self.within, ids) {
+            (None, ids) => ids,
+            (Some(w), None) => Some(w.ids.to_vec()),
+            (Some(w), Some(ids)) => Some(ids.into_iter().filter(|i| w.holds(i)).collect()),
         };
         let types =
             if self.selectors.iter().all(|s| s.types.is_some()) && !self.selectors.is_empty() {
@@ -1219,7 +1251,13 @@ impl Broker {
         query: &EntityQuery,
         page: Page,
     ) -> store::QueryPage {
-        let filter = |e: &Entity| query.matches(e);
+        let filter = |e: &Entity| {
+            let matches = query.matches(e);
+            if matches && let Some(w) = &query.within {
+                w.met.lock().push(e.id.clone());
+            }
+            matches
+        };
         query.with_selection(|selection| self.store.query(tenant, selection, &filter, page))
     }
 

@@ -464,7 +464,7 @@ impl TemporalQuery {
     /// 5.7.4.4: an entity type, attrs or q with a non-system attribute, a
     /// geo-query or scopeQ, or local=true; ids alone are too wide, ETSI TP
     /// 021_24, as are system attributes alone, 5741_01).
-    fn has_selector(&self) -> bool {
+    pub(crate) fn has_selector(&self) -> bool {
         let system = crate::query::is_system_attribute;
         let e = &self.entities;
         self.local
@@ -773,6 +773,56 @@ impl Broker {
             ));
         }
         self.check_tenant(tenant)?;
+        // Each candidate costs a read of its history in the range: without
+        // count, stop once the page is full.
+        let wanted = if q.entities.count {
+            usize::MAX
+        } else {
+            q.entities.offset.saturating_add(q.entities.limit)
+        };
+        let matched = self.temporal_matches(tenant, q, wanted).await?;
+        let total = q.entities.count.then_some(matched.len());
+        let (page, windows): (Vec<HistoryEntity>, Vec<Option<ScopeWindows>>) = matched
+            .into_iter()
+            .skip(q.entities.offset)
+            .take(q.entities.limit)
+            .unzip();
+        let limit = self.instance_limit(&page, q);
+        let mut histories = Vec::with_capacity(page.len());
+        for (he, windows) in page.iter().zip(windows) {
+            let mut history = self.read_history(tenant, he, q, limit).await?;
+            if let Some(w) = windows {
+                w.restrict(&mut history, q);
+            }
+            histories.push(history);
+        }
+        let range = {
+            let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
+            cut(&mut refs, q)
+        };
+        let mut entities = Vec::with_capacity(page.len());
+        let mut periods_cut = None;
+        for (he, history) in page.iter().zip(histories) {
+            entities.push(
+                self.render_temporal(tenant, ctx, he, history, q, limit, &mut periods_cut)
+                    .await?,
+            );
+        }
+        Ok(TemporalResult {
+            entities,
+            total,
+            range: range.or(periods_cut),
+        })
+    }
+
+    /// The entities a temporal query selects (clause 5.7.4.4), in order,
+    /// with the Scope windows of each, stopping after `wanted`.
+    pub(crate) async fn temporal_matches(
+        &self,
+        tenant: &str,
+        q: &TemporalQuery,
+        wanted: usize,
+    ) -> NgsiResult<Vec<(HistoryEntity, Option<ScopeWindows>)>> {
         // Ids and types first (no copies of the others), then attrs and
         // scopeQ (on the current entity), then the time range, q and the
         // geo-query on the instances in the range (clause 5.7.4.4).
@@ -814,13 +864,6 @@ impl Broker {
         {
             candidates.reverse();
         }
-        // Each candidate costs a read of its history in the range: without
-        // count, stop once the page is full.
-        let wanted = if q.entities.count {
-            usize::MAX
-        } else {
-            q.entities.offset.saturating_add(q.entities.limit)
-        };
         // The range is tested for a chunk of candidates in one store read:
         // one read per candidate cost 1.4 s for a count over 10,000
         // entities (debug build), chunks 0.03 s.
@@ -848,38 +891,7 @@ impl Broker {
                 }
             }
         }
-        let total = q.entities.count.then_some(matched.len());
-        let (page, windows): (Vec<HistoryEntity>, Vec<Option<ScopeWindows>>) = matched
-            .into_iter()
-            .skip(q.entities.offset)
-            .take(q.entities.limit)
-            .unzip();
-        let limit = self.instance_limit(&page, q);
-        let mut histories = Vec::with_capacity(page.len());
-        for (he, windows) in page.iter().zip(windows) {
-            let mut history = self.read_history(tenant, he, q, limit).await?;
-            if let Some(w) = windows {
-                w.restrict(&mut history, q);
-            }
-            histories.push(history);
-        }
-        let range = {
-            let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
-            cut(&mut refs, q)
-        };
-        let mut entities = Vec::with_capacity(page.len());
-        let mut periods_cut = None;
-        for (he, history) in page.iter().zip(histories) {
-            entities.push(
-                self.render_temporal(tenant, ctx, he, history, q, limit, &mut periods_cut)
-                    .await?,
-            );
-        }
-        Ok(TemporalResult {
-            entities,
-            total,
-            range: range.or(periods_cut),
-        })
+        Ok(matched)
     }
 
     /// The intervals of the query's range in which the entity's Scope
@@ -1625,7 +1637,7 @@ fn temporal_scope(value: &Value, now: i64) -> NgsiResult<Vec<Attribute>> {
 
 /// Where the Scope of an entity matched a temporal query's scopeQ: the
 /// intervals (of the instants) and the Scope instances valid in them.
-struct ScopeWindows {
+pub(crate) struct ScopeWindows {
     scope: Iri,
     intervals: Vec<(i64, i64)>,
     instances: Vec<TemporalInstance>,

@@ -66,6 +66,14 @@ pub struct ServeArgs {
     /// the answer is partial (206 with a Content-Range header).
     #[arg(long, env = "WUYANG_TEMPORAL_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub temporal_limit: u64,
+    /// How long an EntityMap lives when its client suggests no lifetime
+    /// (`entityMapLifetime`), in seconds; no map lives longer than a day.
+    #[arg(long, env = "WUYANG_ENTITY_MAP_LIFETIME", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub entity_map_lifetime: u64,
+    /// The most entity entries all EntityMaps hold together (a map takes
+    /// one per entity it selected); the maps that expire first make room.
+    #[arg(long, env = "WUYANG_ENTITY_MAP_ENTRIES", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub entity_map_entries: u64,
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
@@ -125,6 +133,12 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
             max_limit: args.max_limit,
             temporal_limit: usize::try_from(args.temporal_limit).unwrap_or(usize::MAX),
             source_alias: args.source_alias.clone(),
+            entity_maps: broker::entity_maps::EntityMapConfig {
+                lifetime_micros: i64::try_from(args.entity_map_lifetime)
+                    .unwrap_or(86_400)
+                    .saturating_mul(1_000_000),
+                max_entries: usize::try_from(args.entity_map_entries).unwrap_or(usize::MAX),
+            },
             ..Default::default()
         },
     );

@@ -99,6 +99,9 @@ pub struct Origin<'a> {
     /// (with its `@context` when it came as JSON-LD): forwarded as the
     /// body of the same operation.
     pub body: Option<&'a Value>,
+    /// Only these registrations may be asked (those an EntityMap names,
+    /// clause 5.7.2.4); `None`: any.
+    pub only: Option<&'a [Arc<str>]>,
 }
 
 impl Origin<'_> {
@@ -661,6 +664,7 @@ impl Registry {
         candidates
             .into_iter()
             .filter(|r| !r.expired(now))
+            .filter(|r| origin.only.is_none_or(|only| only.contains(&r.id)))
             .filter(|r| r.alias().is_none_or(|a| !via_names(&via, a)))
             .filter(|r| csf.is_none_or(|c| r.passes_csf(c)))
             .filter(|r| {
@@ -895,23 +899,7 @@ impl Broker {
     ) -> NgsiResult<QueryResult> {
         crate::query::check_link_depth(query)?;
         let query = &*crate::query::resolve_links(&*self.store, tenant, query);
-        let sources = if query.local || query.order_by.is_some() || !query.wide_enough {
-            Vec::new()
-        } else {
-            let selection = registration_selection(query);
-            self.registrations.sources(
-                tenant,
-                if origin.body.is_some() {
-                    "queryBatch"
-                } else {
-                    "queryEntity"
-                },
-                &selection,
-                query.csf.as_ref(),
-                origin,
-                &self.source_alias(tenant),
-            )
-        };
+        let sources = self.query_sources(tenant, query, origin);
         if sources.is_empty() {
             return self.query_entities(tenant, ctx, query);
         }
@@ -929,6 +917,54 @@ impl Broker {
             .await
             .entities();
         self.merge_query(tenant, ctx, query, answers, window)
+    }
+
+    /// The registrations a query is forwarded to: those of the tenant that
+    /// offer the operation and whose information selects the query, unless
+    /// it is local or ordered.
+    pub(crate) fn query_sources(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        origin: &Origin<'_>,
+    ) -> Vec<Arc<Registration>> {
+        if query.local || query.order_by.is_some() || !query.wide_enough {
+            return Vec::new();
+        }
+        self.registrations.sources(
+            tenant,
+            if origin.body.is_some() {
+                "queryBatch"
+            } else {
+                "queryEntity"
+            },
+            &registration_selection(query),
+            query.csf.as_ref(),
+            origin,
+            &self.source_alias(tenant),
+        )
+    }
+
+    /// Every entity the sources answer a query with, by source, all their
+    /// pages (for an EntityMap).
+    pub(crate) async fn source_entities(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        origin: &Origin<'_>,
+        sources: Vec<Arc<Registration>>,
+    ) -> (Vec<(Arc<Registration>, Vec<Entity>)>, Vec<String>) {
+        let alias = self.source_alias(tenant);
+        let answers = self
+            .ask_sources(
+                tenant,
+                sources,
+                |f, r| f.query_request(r, origin, ctx, &alias, false),
+                move |f, p| f.query(p, None),
+                |items| parse_answer(items, ctx, self.config.parse),
+            )
+            .await;
+        (answers.answers, answers.warnings)
     }
 
     fn merge_query(
@@ -1058,7 +1094,7 @@ impl Broker {
             return Ok((self.retrieve_entity(tenant, ctx, id, view)?, Vec::new()));
         }
         let alias = self.source_alias(tenant);
-        let (entities, warnings) = self
+        let answers = self
             .ask_sources(
                 tenant,
                 sources,
@@ -1066,11 +1102,22 @@ impl Broker {
                 Forwarder::retrieve,
                 |items| parse_answer(items, ctx, self.config.parse),
             )
-            .await
-            .entities();
+            .await;
         let local = (tenant.is_empty() || self.store.tenant_exists(tenant))
             .then(|| self.store.get(tenant, id))
             .flatten();
+        let mut held_by: Vec<Arc<str>> = Vec::new();
+        if local.is_some() {
+            held_by.push(Arc::from(crate::entity_maps::HERE));
+        }
+        held_by.extend(
+            answers
+                .answers
+                .iter()
+                .filter(|(_, list)| list.iter().any(|e| *e.id == *id))
+                .map(|(r, _)| r.id.clone()),
+        );
+        let (entities, warnings) = answers.entities();
         let mut entity: Option<Entity> = local.map(|e| (*e).clone());
         let (main, aux): (Vec<_>, Vec<_>) = entities.into_iter().partition(|(_, aux)| !aux);
         for (remote, auxiliary) in main.into_iter().chain(aux) {
@@ -1083,10 +1130,9 @@ impl Broker {
             }
         }
         let entity = entity.ok_or_else(|| crate::not_found(id))?;
-        Ok((
-            self.finish_retrieve(tenant, &entity, ctx, id, view)?,
-            warnings,
-        ))
+        let mut retrieved = self.finish_retrieve(tenant, &entity, ctx, id, view)?;
+        retrieved.held_by = held_by;
+        Ok((retrieved, warnings))
     }
 }
 

@@ -45,6 +45,7 @@ pub(crate) const QUERY_PARAMS: &[&str] = &[
     "join",
     "joinLevel",
     "entityMap",
+    "entityMapLifetime",
     "containedBy",
     "expandValues",
     "orderBy",
@@ -66,6 +67,7 @@ pub(crate) const RETRIEVE_PARAMS: &[&str] = &[
     "joinLevel",
     "containedBy",
     "entityMap",
+    "entityMapLifetime",
     "link",
 ];
 const WRITE_PARAMS: &[&str] = &["options", "local", "format"];
@@ -232,7 +234,7 @@ fn doc_of<'d, 'a>(d: Option<&'d Json<'a>>) -> ngsi_model::NgsiResult<&'d Json<'a
 }
 
 /// Whether a write asks to stay local (`local=true`).
-fn local_param(params: &[(String, String)]) -> bool {
+pub(crate) fn local_param(params: &[(String, String)]) -> bool {
     param(params, "local") == Some("true")
 }
 
@@ -395,9 +397,10 @@ pub async fn retrieve(
         local: param(&params, "local") == Some("true"),
         ..origin(&req)
     };
-    let (retrieved, warnings) = state
+    let map = super::entity_maps::map_request(&req, &params)?;
+    let (retrieved, warnings, map) = state
         .broker
-        .retrieve_entity_distributed(&req.tenant, &ctx, &id, &view, &origin)
+        .retrieve_entity_mapped(&req.tenant, &ctx, &id, &view, &origin, &map)
         .await
         .map_err(|e| req.err(e))?;
     let gp = param(&params, "geometryProperty").unwrap_or("location");
@@ -425,6 +428,7 @@ pub async fn retrieve(
     let mut resp = json_response(StatusCode::OK, produce, &ctx, body);
     add_warnings(&mut resp, &warnings);
     mark_applied(&mut resp, applied);
+    super::entity_maps::mark_map(&mut resp, map.as_ref(), false);
     Ok(resp)
 }
 
@@ -463,18 +467,19 @@ fn mark_applied(resp: &mut Response, applied: Option<compat::Version>) {
 }
 
 /// What a read passes on to the context sources it is forwarded to.
-fn origin(req: &Ngsi) -> Origin<'_> {
+pub(crate) fn origin(req: &Ngsi) -> Origin<'_> {
     Origin {
         query: req.query.as_deref(),
         headers: &req.headers,
         local: false,
         body: None,
+        only: None,
     }
 }
 
 /// One `NGSILD-Warning` header per context source whose answer is missing
 /// (clause 6.3.17).
-fn add_warnings(resp: &mut Response, warnings: &[String]) {
+pub(crate) fn add_warnings(resp: &mut Response, warnings: &[String]) {
     for w in warnings {
         if let Ok(v) = HeaderValue::from_str(w) {
             resp.headers_mut().append("NGSILD-Warning", v);
@@ -548,13 +553,17 @@ async fn query_response(
         query.view.join = join_of(params).map_err(|e| req.err(e))?;
     }
     check_geometry_property(params, &produce).map_err(|e| req.err(e))?;
+    let map = match &body {
+        Some(b) => super::entity_maps::map_request_of_body(req, b)?,
+        None => super::entity_maps::map_request(req, params)?,
+    };
     let origin = Origin {
         body: body.as_ref(),
         ..origin(req)
     };
-    let result = state
+    let (result, map) = state
         .broker
-        .query_entities_distributed(&req.tenant, ctx, query, &origin)
+        .query_entities_mapped(&req.tenant, ctx, query, &origin, &map)
         .await
         .map_err(|e| req.err(e))?;
     let links = paging_links(
@@ -586,6 +595,7 @@ async fn query_response(
     }
     add_warnings(&mut resp, &result.warnings);
     mark_applied(&mut resp, applied);
+    super::entity_maps::mark_map(&mut resp, map.as_ref(), true);
     Ok(resp)
 }
 

@@ -3,6 +3,7 @@
 
 mod contexts;
 mod entities;
+mod entity_maps;
 mod info;
 mod registrations;
 mod subscriptions;
@@ -107,6 +108,20 @@ pub fn router() -> Router<AppState> {
         .route(
             "/temporal/entityOperations/query",
             post(temporal::query_post),
+        )
+        .route(
+            "/entityMaps",
+            get(entity_maps::create).post(entity_maps::create_post),
+        )
+        .route(
+            "/entityMaps/{id}",
+            get(entity_maps::retrieve)
+                .patch(entity_maps::update)
+                .delete(entity_maps::delete),
+        )
+        .route(
+            "/temporal/entityMaps",
+            get(entity_maps::create_temporal).post(entity_maps::create_temporal_post),
         )
         .route("/jsonldContexts", post(contexts::add).get(contexts::list))
         .route("/info/sourceIdentity", get(info::source_identity))

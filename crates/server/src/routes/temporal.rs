@@ -18,7 +18,7 @@ use crate::http::{
 use crate::{AppState, Ngsi};
 
 /// The temporal parameters of GET requests (clause 6.18.3.1).
-const TEMPORAL_PARAMS: &[&str] = &[
+pub(crate) const TEMPORAL_PARAMS: &[&str] = &[
     "timerel",
     "timeAt",
     "endTimeAt",
@@ -85,17 +85,19 @@ pub async fn retrieve(
     let query =
         TemporalQuery::for_retrieve(&query_params(&params), &temporal_params(&params), &ctx)
             .map_err(|e| req.err(e))?;
+    let map = super::entity_maps::map_request(&req, &params)?;
     let (entity, range) = state
         .broker
         .retrieve_temporal(&req.tenant, &ctx, &id, &query)
         .await
         .map_err(|e| req.err(e))?;
-    Ok(temporal_response(
-        produce,
-        &ctx,
-        Value::Object(entity),
-        range,
-    ))
+    let map = state
+        .broker
+        .entity_map_of_one(&req.tenant, &id, &map)
+        .map_err(|e| req.err(e))?;
+    let mut resp = temporal_response(produce, &ctx, Value::Object(entity), range);
+    super::entity_maps::mark_map(&mut resp, map.as_ref(), false);
+    Ok(resp)
 }
 
 /// Runs a temporal query and answers it with paging links, the count and,
@@ -107,13 +109,16 @@ async fn run_query(
     ctx: &Ctx,
     params: &[(String, String)],
     query: &TemporalQuery,
+    map: &broker::entity_maps::MapRequest,
 ) -> ApiResult {
-    let result = state
+    let (result, map) = state
         .broker
-        .query_temporal(&req.tenant, ctx, query)
+        .query_temporal_mapped(&req.tenant, ctx, query, map)
         .await
         .map_err(|e| req.err(e))?;
-    Ok(query_response(produce, ctx, params, query, result))
+    let mut resp = query_response(produce, ctx, params, query, result);
+    super::entity_maps::mark_map(&mut resp, map.as_ref(), true);
+    Ok(resp)
 }
 
 fn query_response(
@@ -159,7 +164,8 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    run_query(&state, &req, produce, &ctx, &params, &query).await
+    let map = super::entity_maps::map_request(&req, &params)?;
+    run_query(&state, &req, produce, &ctx, &params, &query, &map).await
 }
 
 /// POST /temporal/entityOperations/query
@@ -193,7 +199,8 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
         cfg.max_limit,
     )
     .map_err(|e| req.err(e))?;
-    run_query(&state, &req, produce, &ctx, &params, &query).await
+    let map = super::entity_maps::map_request_of_body(&req, &value)?;
+    run_query(&state, &req, produce, &ctx, &params, &query, &map).await
 }
 
 /// POST /temporal/entities: 201 when the temporal entity is new, else 204.
