@@ -6,6 +6,7 @@ mod batch;
 mod contexts;
 mod discovery;
 mod entities;
+mod entity_maps;
 mod errors;
 mod federation;
 mod federation_writes;
