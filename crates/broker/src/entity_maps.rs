@@ -7,10 +7,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use ngsi_model::{Entity, ErrorKind, NgsiError, NgsiResult};
+use ngsi_model::{ErrorKind, NgsiError, NgsiResult};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
-use store::Page;
 
 use crate::query::Within;
 use crate::registrations::Origin;
@@ -427,25 +426,16 @@ impl Broker {
                 .await?;
             return Ok((result, None));
         }
-        let live = map
-            .named
-            .as_deref()
-            .and_then(|id| self.entity_maps.view(tenant, id));
-        let (view, created) = match live {
-            Some(view) => (view, false),
-            None => match self
-                .make_entity_map(tenant, ctx, query, origin, map.lifetime_micros)
+        let made = self.live_or_made(tenant, map, async {
+            self.make_entity_map(tenant, ctx, query, origin, map.lifetime_micros)
                 .await
-            {
-                Ok((view, _)) => (view, true),
-                Err(e) if e.kind == ErrorKind::TooManyResults => {
-                    let result = self
-                        .query_entities_distributed(tenant, ctx, query, origin)
-                        .await?;
-                    return Ok((result, None));
-                }
-                Err(e) => return Err(e),
-            },
+                .map(|(view, _)| view)
+        });
+        let Some((view, created)) = made.await? else {
+            let result = self
+                .query_entities_distributed(tenant, ctx, query, origin)
+                .await?;
+            return Ok((result, None));
         };
         let within = Arc::new(Within {
             ids: view.ids.clone(),
@@ -468,6 +458,29 @@ impl Broker {
                 created,
             }),
         ))
+    }
+
+    /// The live map the read names, else the one `make` makes (and whether
+    /// it was made); `None` when the read selects more than a map may hold
+    /// (it is answered without one).
+    async fn live_or_made(
+        &self,
+        tenant: &str,
+        map: &MapRequest,
+        make: impl Future<Output = NgsiResult<MapView>>,
+    ) -> NgsiResult<Option<(MapView, bool)>> {
+        if let Some(view) = map
+            .named
+            .as_deref()
+            .and_then(|id| self.entity_maps.view(tenant, id))
+        {
+            return Ok(Some((view, false)));
+        }
+        match make.await {
+            Ok(view) => Ok(Some((view, true))),
+            Err(e) if e.kind == ErrorKind::TooManyResults => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops from map `id` the entities held here only that the query's
@@ -516,26 +529,8 @@ impl Broker {
         let mut held: BTreeMap<Arc<str>, Vec<Arc<str>>> = BTreeMap::new();
         if tenant.is_empty() || self.store.tenant_exists(tenant) {
             let met = Mutex::new(Vec::new());
-            let filter = |e: &Entity| {
-                let matches = query.matches(e);
-                if matches {
-                    met.lock().push(e.id.clone());
-                }
-                matches
-            };
-            query.with_selection(|mut selection| {
-                // Every match must pass the filter to be collected.
-                selection.exact = false;
-                self.store.query(
-                    tenant,
-                    selection,
-                    &filter,
-                    Page {
-                        offset: 0,
-                        limit: 0,
-                        count: true,
-                    },
-                )
+            query.with_selection(|selection| {
+                self.visit_matches(tenant, query, selection, |e| met.lock().push(e.id.clone()));
             });
             let here: Arc<str> = Arc::from(HERE);
             for id in met.into_inner() {
@@ -633,22 +628,13 @@ impl Broker {
         if !map.involved() {
             return Ok((self.query_temporal(tenant, ctx, q).await?, None));
         }
-        let live = map
-            .named
-            .as_deref()
-            .and_then(|id| self.entity_maps.view(tenant, id));
-        let (view, created) = match live {
-            Some(view) => (view, false),
-            None => match self
-                .make_temporal_entity_map(tenant, q, map.lifetime_micros)
-                .await
-            {
-                Ok(view) => (view, true),
-                Err(e) if e.kind == ErrorKind::TooManyResults => {
-                    return Ok((self.query_temporal(tenant, ctx, q).await?, None));
-                }
-                Err(e) => return Err(e),
-            },
+        let made = self.live_or_made(
+            tenant,
+            map,
+            self.make_temporal_entity_map(tenant, q, map.lifetime_micros),
+        );
+        let Some((view, created)) = made.await? else {
+            return Ok((self.query_temporal(tenant, ctx, q).await?, None));
         };
         let mut restricted = q.clone();
         restricted.entities.within = Some(Arc::new(Within {

@@ -1261,31 +1261,23 @@ impl Broker {
         query.with_selection(|selection| self.store.query(tenant, selection, &filter, page))
     }
 
-    /// Query Entities with `orderBy` (clause 4.23): every match is visited
-    /// once to take its sort values (only those are kept, never the whole
-    /// entities), the matches are sorted, and the page is read by id.
-    fn query_ordered(
+    /// Hands every match of `query` among the candidates of `selection` to
+    /// `take`, in id order; the store keeps none of them (it only counts),
+    /// and the selection is made inexact so that every match is seen.
+    pub(crate) fn visit_matches(
         &self,
         tenant: &str,
-        ctx: &Ctx,
         query: &EntityQuery,
         selection: Selection<'_>,
-        keys: &[crate::order::OrderKey],
-    ) -> NgsiResult<QueryResult> {
-        type Keyed = (Vec<Option<crate::order::SortValue>>, Arc<str>);
-        let keyed: parking_lot::Mutex<Vec<Keyed>> = parking_lot::Mutex::default();
+        take: impl Fn(&Entity) + Sync,
+    ) {
         let filter = |e: &Entity| {
             let matched = query.matches(e);
             if matched {
-                keyed.lock().push((
-                    crate::order::sort_values(keys, e, query.order_from.as_ref()),
-                    e.id.clone(),
-                ));
+                take(e);
             }
             matched
         };
-        // Not exact: the filter must see every match, and nothing is kept
-        // but the keys.
         let selection = Selection {
             exact: false,
             ..selection
@@ -1300,6 +1292,27 @@ impl Broker {
                 count: true,
             },
         );
+    }
+
+    /// Query Entities with `orderBy` (clause 4.23): every match is visited
+    /// once to take its sort values (only those are kept, never the whole
+    /// entities), the matches are sorted, and the page is read by id.
+    fn query_ordered(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &EntityQuery,
+        selection: Selection<'_>,
+        keys: &[crate::order::OrderKey],
+    ) -> NgsiResult<QueryResult> {
+        type Keyed = (Vec<Option<crate::order::SortValue>>, Arc<str>);
+        let keyed: parking_lot::Mutex<Vec<Keyed>> = parking_lot::Mutex::default();
+        self.visit_matches(tenant, query, selection, |e| {
+            keyed.lock().push((
+                crate::order::sort_values(keys, e, query.order_from.as_ref()),
+                e.id.clone(),
+            ));
+        });
         let mut keyed = keyed.into_inner();
         // Stable: ties keep the id order the store visits them in.
         keyed.sort_by(|a, b| crate::order::compare(keys, &a.0, &b.0));

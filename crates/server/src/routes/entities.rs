@@ -604,15 +604,39 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     let params = checked_params(req.query.as_deref(), QUERY_PARAMS).map_err(|e| req.err(e))?;
     negotiate(&req.headers, true).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
+    let mut query = query_of_params(&state, &req, &ctx, &params)?;
+    query_response(&req, &state, &ctx, &params, &mut query, None).await
+}
+
+/// The entity query of a GET request's parameters.
+pub(crate) fn query_of_params(
+    state: &AppState,
+    req: &Ngsi,
+    ctx: &Ctx,
+    params: &[(String, String)],
+) -> Result<EntityQuery, crate::http::ApiError> {
     let cfg = state.broker.config();
-    let mut query = EntityQuery::from_params(
-        &query_params(&params),
-        &ctx,
+    EntityQuery::from_params(&query_params(params), ctx, cfg.default_limit, cfg.max_limit)
+        .map_err(|e| req.err(e))
+}
+
+/// The entity query of a Query body and the URL's parameters.
+pub(crate) fn query_of_body(
+    state: &AppState,
+    req: &Ngsi,
+    ctx: &Ctx,
+    body: &Value,
+    params: &[(String, String)],
+) -> Result<EntityQuery, crate::http::ApiError> {
+    let cfg = state.broker.config();
+    EntityQuery::from_json(
+        body,
+        &query_params(params),
+        ctx,
         cfg.default_limit,
         cfg.max_limit,
     )
-    .map_err(|e| req.err(e))?;
-    query_response(&req, &state, &ctx, &params, &mut query, None).await
+    .map_err(|e| req.err(e))
 }
 
 /// POST /entityOperations/query
@@ -642,15 +666,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
             "temporalQ is only for POST /temporal/entityOperations/query",
         )));
     }
-    let cfg = state.broker.config();
-    let mut query = EntityQuery::from_json(
-        &value,
-        &query_params(&params),
-        &ctx,
-        cfg.default_limit,
-        cfg.max_limit,
-    )
-    .map_err(|e| req.err(e))?;
+    let mut query = query_of_body(&state, &req, &ctx, &value, &params)?;
     query_response(&req, &state, &ctx, &params, &mut query, Some(value)).await
 }
 

@@ -6,14 +6,13 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use broker::TemporalQuery;
 use broker::entity_maps::{self, MapAnswer, MapRequest};
-use broker::{EntityQuery, TemporalQuery};
 use ngsi_model::NgsiError;
 use serde_json::Value;
 
 use super::entities::{QUERY_PARAMS, body_and_ctx, link_ctx, origin};
-use super::query_params;
-use super::temporal::{TEMPORAL_PARAMS, temporal_params};
+use super::temporal::TEMPORAL_PARAMS;
 use crate::http::{
     ApiError, ApiResult, empty, json_response, negotiate, param, query_params as checked_params,
 };
@@ -129,26 +128,14 @@ pub async fn create(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     let params = checked_params(req.query.as_deref(), QUERY_PARAMS).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let cfg = state.broker.config();
-    let query = EntityQuery::from_params(
-        &query_params(&without_paging(&params)),
-        &ctx,
-        cfg.default_limit,
-        cfg.max_limit,
-    )
-    .map_err(|e| req.err(e))?;
+    let query = super::entities::query_of_params(&state, &req, &ctx, &without_paging(&params))?;
     let lifetime = lifetime_of(&req, param(&params, LIFETIME))?;
     let local = super::entities::local_param(&params);
     let origin = broker::registrations::Origin {
         local,
         ..origin(&req)
     };
-    let (view, warnings) = state
-        .broker
-        .make_entity_map(&req.tenant, &ctx, &query, &origin, lifetime)
-        .await
-        .map_err(|e| req.err(e))?;
-    created_map(&state, &req, produce, &ctx, &view.id, &warnings)
+    query_map(&state, &req, produce, &ctx, &query, &origin, lifetime).await
 }
 
 /// POST /entityMaps: Create EntityMap for Query Entities from a Query
@@ -157,26 +144,31 @@ pub async fn create_post(State(state): State<AppState>, req: Ngsi, body: Body) -
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let params = checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    let cfg = state.broker.config();
-    let query = EntityQuery::from_json(
-        &value,
-        &query_params(&params),
-        &ctx,
-        cfg.default_limit,
-        cfg.max_limit,
-    )
-    .map_err(|e| req.err(e))?;
+    let query = super::entities::query_of_body(&state, &req, &ctx, &value, &params)?;
     let lifetime = map_request_of_body(&req, &value)?.lifetime_micros;
     let origin = broker::registrations::Origin {
         body: Some(&value),
         ..origin(&req)
     };
+    query_map(&state, &req, produce, &ctx, &query, &origin, lifetime).await
+}
+
+/// Makes the map of an entity query and answers its creation.
+async fn query_map(
+    state: &AppState,
+    req: &Ngsi,
+    produce: crate::http::Produce,
+    ctx: &broker::Ctx,
+    query: &broker::EntityQuery,
+    origin: &broker::registrations::Origin<'_>,
+    lifetime: Option<i64>,
+) -> ApiResult {
     let (view, warnings) = state
         .broker
-        .make_entity_map(&req.tenant, &ctx, &query, &origin, lifetime)
+        .make_entity_map(&req.tenant, ctx, query, origin, lifetime)
         .await
         .map_err(|e| req.err(e))?;
-    created_map(&state, &req, produce, &ctx, &view.id, &warnings)
+    created_map(state, req, produce, ctx, &view.id, &warnings)
 }
 
 /// A temporal query needs its time range to make a map (clause 5.14.5.4).
@@ -202,23 +194,27 @@ pub async fn create_temporal(State(state): State<AppState>, req: Ngsi) -> ApiRes
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     temporal_range_given(&req, param(&params, "timerel").is_some())?;
     let ctx = link_ctx(&req, &state).await?;
-    let cfg = state.broker.config();
     let params = without_paging(&params);
-    let query = TemporalQuery::from_params(
-        &query_params(&params),
-        &temporal_params(&params),
-        &ctx,
-        cfg.default_limit,
-        cfg.max_limit,
-    )
-    .map_err(|e| req.err(e))?;
+    let query = super::temporal::query_of_params(&state, &req, &ctx, &params)?;
     let lifetime = lifetime_of(&req, param(&params, LIFETIME))?;
+    temporal_map(&state, &req, produce, &ctx, &query, lifetime).await
+}
+
+/// Makes the map of a temporal query and answers its creation.
+async fn temporal_map(
+    state: &AppState,
+    req: &Ngsi,
+    produce: crate::http::Produce,
+    ctx: &broker::Ctx,
+    query: &TemporalQuery,
+    lifetime: Option<i64>,
+) -> ApiResult {
     let view = state
         .broker
-        .make_temporal_entity_map(&req.tenant, &query, lifetime)
+        .make_temporal_entity_map(&req.tenant, query, lifetime)
         .await
         .map_err(|e| req.err(e))?;
-    created_map(&state, &req, produce, &ctx, &view.id, &[])
+    created_map(state, req, produce, ctx, &view.id, &[])
 }
 
 /// POST /temporal/entityMaps: the same from a Query with `temporalQ`
@@ -232,23 +228,9 @@ pub async fn create_temporal_post(
     let params = checked_params(req.query.as_deref(), &["local"]).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
     temporal_range_given(&req, value.get("temporalQ").is_some())?;
-    let cfg = state.broker.config();
-    let query = TemporalQuery::from_json(
-        &value,
-        &query_params(&params),
-        &temporal_params(&params),
-        &ctx,
-        cfg.default_limit,
-        cfg.max_limit,
-    )
-    .map_err(|e| req.err(e))?;
+    let query = super::temporal::query_of_body(&state, &req, &ctx, &value, &params)?;
     let lifetime = map_request_of_body(&req, &value)?.lifetime_micros;
-    let view = state
-        .broker
-        .make_temporal_entity_map(&req.tenant, &query, lifetime)
-        .await
-        .map_err(|e| req.err(e))?;
-    created_map(&state, &req, produce, &ctx, &view.id, &[])
+    temporal_map(&state, &req, produce, &ctx, &query, lifetime).await
 }
 
 /// GET /entityMaps/{entityMapId} (clause 6.32.3.1).

@@ -149,21 +149,52 @@ fn query_response(
     resp
 }
 
+/// The temporal query of a GET request's parameters.
+pub(super) fn query_of_params(
+    state: &AppState,
+    req: &Ngsi,
+    ctx: &Ctx,
+    params: &[(String, String)],
+) -> Result<TemporalQuery, crate::http::ApiError> {
+    let cfg = state.broker.config();
+    TemporalQuery::from_params(
+        &query_params(params),
+        &temporal_params(params),
+        ctx,
+        cfg.default_limit,
+        cfg.max_limit,
+    )
+    .map_err(|e| req.err(e))
+}
+
+/// The temporal query of a Query body (with `temporalQ`) and the URL's
+/// parameters.
+pub(super) fn query_of_body(
+    state: &AppState,
+    req: &Ngsi,
+    ctx: &Ctx,
+    body: &Value,
+    params: &[(String, String)],
+) -> Result<TemporalQuery, crate::http::ApiError> {
+    let cfg = state.broker.config();
+    TemporalQuery::from_json(
+        body,
+        &query_params(params),
+        &temporal_params(params),
+        ctx,
+        cfg.default_limit,
+        cfg.max_limit,
+    )
+    .map_err(|e| req.err(e))
+}
+
 /// GET /temporal/entities
 pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     let params =
         checked_params(req.query.as_deref(), &allowed(QUERY_PARAMS)).map_err(|e| req.err(e))?;
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
-    let cfg = state.broker.config();
-    let query = TemporalQuery::from_params(
-        &query_params(&params),
-        &temporal_params(&params),
-        &ctx,
-        cfg.default_limit,
-        cfg.max_limit,
-    )
-    .map_err(|e| req.err(e))?;
+    let query = query_of_params(&state, &req, &ctx, &params)?;
     let map = super::entity_maps::map_request(&req, &params)?;
     run_query(&state, &req, produce, &ctx, &params, &query, &map).await
 }
@@ -189,16 +220,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
     )
     .map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
-    let cfg = state.broker.config();
-    let query = TemporalQuery::from_json(
-        &value,
-        &query_params(&params),
-        &temporal_params(&params),
-        &ctx,
-        cfg.default_limit,
-        cfg.max_limit,
-    )
-    .map_err(|e| req.err(e))?;
+    let query = query_of_body(&state, &req, &ctx, &value, &params)?;
     let map = super::entity_maps::map_request_of_body(&req, &value)?;
     run_query(&state, &req, produce, &ctx, &params, &query, &map).await
 }
