@@ -21,6 +21,7 @@ use store::{
     TemporalInstance, TimeProperty, TimeRange,
 };
 
+use crate::registrations::forward::temporal::RemoteHistory;
 use crate::{Broker, Ctx, EntityQuery, QueryParams, ViewOptions, check_id};
 
 /// The temporal parameters as the client wrote them (clause 5.2.21 and the
@@ -574,6 +575,68 @@ fn aggregation_members(
 /// attributes.
 const MAX_ANSWER_INSTANCES: usize = 100_000;
 
+/// Adds the instances registered sources answered to those held here
+/// (clause 5.7.3.4): by attribute and datasetId, one instance per time of
+/// the query's time property. Where two places have one, the more recently
+/// modified wins (clause 4.5.5.3; this broker's on a tie); an auxiliary
+/// source only fills times nothing else has. The merged series is
+/// ordered, kept within the range, and cut to lastN.
+fn merge_histories(history: &mut Vec<AttrHistory>, remote: Vec<RemoteHistory>, q: &TemporalQuery) {
+    let property = q.range.property;
+    let bounded = q.range.bounded();
+    let in_range = |i: &TemporalInstance| {
+        let t = property.time_of(i);
+        property.selects(i, bounded)
+            && q.range.from.is_none_or(|f| t >= f)
+            && q.range.to.is_none_or(|to| t < to)
+    };
+    let shown = q.shown_datasets();
+    for r in remote {
+        for h in r.attrs {
+            if shown
+                .as_ref()
+                .is_some_and(|want| !want.iter().any(|w| w.as_deref() == h.dataset_id.as_deref()))
+            {
+                continue;
+            }
+            let at = match history
+                .iter()
+                .position(|l| l.attr == h.attr && l.dataset_id == h.dataset_id)
+            {
+                Some(at) => at,
+                None => {
+                    history.push(AttrHistory {
+                        attr: h.attr.clone(),
+                        dataset_id: h.dataset_id.clone(),
+                        instances: Vec::new(),
+                        truncated: false,
+                    });
+                    history.len() - 1
+                }
+            };
+            let target = &mut history[at].instances;
+            for inst in h.instances.into_iter().filter(|i| in_range(i)) {
+                let t = property.time_of(&inst);
+                match target.iter_mut().find(|x| property.time_of(x) == t) {
+                    None => target.push(inst),
+                    Some(x) if !r.auxiliary && inst.modified_at > x.modified_at => *x = inst,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    for h in history.iter_mut() {
+        h.instances
+            .sort_by_key(|i| (property.time_of(i), i.instance_id));
+        if let Some(n) = q.last_n
+            && h.instances.len() > n
+        {
+            h.instances.drain(..h.instances.len() - n);
+        }
+    }
+    history.retain(|h| !h.instances.is_empty());
+}
+
 /// The instanceId of an instance.
 pub fn instance_uri(id: i64) -> String {
     format!("urn:ngsi-ld:instance:{id}")
@@ -719,13 +782,47 @@ impl Broker {
         id: &str,
         q: &TemporalQuery,
     ) -> NgsiResult<(Map<String, Value>, Option<ContentRange>)> {
+        self.retrieve_temporal_merged(tenant, ctx, id, q, Vec::new())
+            .await
+    }
+
+    /// Retrieve Temporal Evolution with what registered sources answered
+    /// (`remote`, auxiliary ones last): their instances join those held
+    /// here before lastN, the cut and the representation (clause 5.7.3.4).
+    pub(crate) async fn retrieve_temporal_merged(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        q: &TemporalQuery,
+        remote: Vec<RemoteHistory>,
+    ) -> NgsiResult<(Map<String, Value>, Option<ContentRange>)> {
         check_id(id)?;
-        self.check_tenant(tenant)?;
+        if remote.is_empty() {
+            self.check_tenant(tenant)?;
+        }
         let not_found = || NgsiError::not_found(format!("entity {id} has no history"));
-        let he = self
-            .store
-            .history_entity(tenant, id)
-            .ok_or_else(not_found)?;
+        let local = (tenant.is_empty() || self.store.tenant_exists(tenant))
+            .then(|| self.store.history_entity(tenant, id))
+            .flatten();
+        let mut he = match local.clone() {
+            Some(he) => he,
+            None if !remote.is_empty() => HistoryEntity {
+                id: Arc::from(id),
+                types: Vec::new(),
+                attrs: Vec::new(),
+            },
+            None => return Err(not_found()),
+        };
+        for r in &remote {
+            ngsi_model::entity::extend_unique(&mut he.types, r.types.clone());
+            for h in &r.attrs {
+                let key = (h.attr.clone(), h.dataset_id.clone());
+                if !he.attrs.contains(&key) {
+                    he.attrs.push(key);
+                }
+            }
+        }
         if let Some(types) = &q.entities.view.type_filter
             && !types.matches_with(&|n| he.types.iter().any(|t| **t == *n))
         {
@@ -742,7 +839,14 @@ impl Broker {
             )));
         }
         let limit = self.instance_limit(std::slice::from_ref(&he), q);
-        let mut histories = vec![self.read_history(tenant, &he, q, limit).await?];
+        let mut history = match &local {
+            Some(local) => self.read_history(tenant, local, q, limit).await?,
+            None => Vec::new(),
+        };
+        if !remote.is_empty() {
+            merge_histories(&mut history, remote, q);
+        }
+        let mut histories = vec![history];
         let range = {
             let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
             cut(&mut refs, q)
@@ -1881,10 +1985,11 @@ fn render_instance(
             m
         }
     };
-    m.insert(
-        "instanceId".into(),
-        Value::String(instance_uri(i.instance_id)),
-    );
+    let instance_id = match &i.source_instance_id {
+        Some(given) => given.to_string(),
+        None => instance_uri(i.instance_id),
+    };
+    m.insert("instanceId".into(), Value::String(instance_id));
     Value::Object(m)
 }
 

@@ -706,6 +706,7 @@ fn decode_row(
         created_at,
         attr,
         deleted_kind,
+        source_instance_id: None,
     }
 }
 

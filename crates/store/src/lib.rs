@@ -324,6 +324,9 @@ pub struct TemporalInstance {
     /// For a deletion, the kind of the attribute deleted (`Relationship`,
     /// `LanguageProperty`, ...) when it was recorded.
     pub deleted_kind: Option<&'static str>,
+    /// The instanceId a registered context source gave the instance (a
+    /// forwarded temporal read); `None` for the instances of this store.
+    pub source_instance_id: Option<Box<str>>,
 }
 
 /// The history of one attribute instance (attribute and datasetId).

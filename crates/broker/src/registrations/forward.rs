@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use store::Page;
 
 mod discovery;
+pub(crate) mod temporal;
 mod write;
 
 pub(crate) use write::{BatchFanout, EntityWrite};

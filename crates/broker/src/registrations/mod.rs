@@ -6,7 +6,7 @@
 //! that a restart replays them into exactly the same expanded form, whatever
 //! contexts the requests used (as subscriptions are).
 
-mod forward;
+pub(crate) mod forward;
 mod model;
 mod subscriptions;
 

@@ -86,9 +86,13 @@ pub async fn retrieve(
         TemporalQuery::for_retrieve(&query_params(&params), &temporal_params(&params), &ctx)
             .map_err(|e| req.err(e))?;
     let map = super::entity_maps::map_request(&req, &params)?;
-    let (entity, range) = state
+    let origin = broker::registrations::Origin {
+        local: super::entities::local_param(&params),
+        ..super::entities::origin(&req)
+    };
+    let (entity, range, warnings) = state
         .broker
-        .retrieve_temporal(&req.tenant, &ctx, &id, &query)
+        .retrieve_temporal_distributed(&req.tenant, &ctx, &id, &query, &origin)
         .await
         .map_err(|e| req.err(e))?;
     let map = state
@@ -96,6 +100,7 @@ pub async fn retrieve(
         .entity_map_of_one(&req.tenant, &id, &map)
         .map_err(|e| req.err(e))?;
     let mut resp = temporal_response(produce, &ctx, Value::Object(entity), range);
+    super::entities::add_warnings(&mut resp, &warnings);
     super::entity_maps::mark_map(&mut resp, map.as_ref(), false);
     Ok(resp)
 }

@@ -860,3 +860,166 @@ async fn many_registrations_are_all_asked_a_few_at_a_time() {
         );
     }
 }
+
+/// Creates a temporal entity at `s`.
+async fn hold_history(s: &Server, ctx: &str, entity: Value) {
+    let r = s
+        .req(Method::POST, "/temporal/entities")
+        .header("Link", &link(ctx))
+        .json(&entity)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+fn observed(value: impl Into<Value>, at: &str) -> Value {
+    json!({"type": "Property", "value": value.into(), "observedAt": at})
+}
+
+#[tokio::test]
+async fn temporal_retrievals_merge_the_instances_of_registered_sources() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    let id = "urn:ngsi-ld:Vehicle:T";
+    hold_history(
+        &here,
+        &ctx,
+        json!({"id": id, "type": "Vehicle",
+               "speed": [observed(1, "2024-01-01T10:00:00Z")]}),
+    )
+    .await;
+    // There: the same instant again (recorded later), two later ones, an
+    // attribute only there, and an entity only there.
+    hold_history(
+        &there,
+        &ctx,
+        json!({"id": id, "type": "Vehicle",
+               "speed": [observed(100, "2024-01-01T10:00:00Z"),
+                         observed(2, "2024-01-01T11:00:00Z"),
+                         observed(3, "2024-01-01T12:00:00Z")],
+               "brandName": [observed("Volvo", "2024-01-01T11:30:00Z")]}),
+    )
+    .await;
+    hold_history(
+        &there,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Vehicle:U", "type": "Vehicle",
+               "speed": [observed(7, "2024-01-01T09:00:00Z")]}),
+    )
+    .await;
+    let path = format!("/temporal/entities/{id}");
+    let values = |r: &crate::support::Resp, attr: &str| -> Vec<Value> {
+        r.body[attr]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|pair| pair[0].clone())
+            .collect()
+    };
+    // A registration without operations offers federationOps, which holds
+    // no temporal operation: it is not asked.
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:entities-only",
+            &there.origin,
+            json!({}),
+        ),
+    )
+    .await;
+    let r = get(&here, &ctx, &format!("{path}?options=temporalValues")).await;
+    assert_eq!(values(&r, "speed"), [json!(1)], "{}", r.text);
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:history",
+            &there.origin,
+            json!({"operations": ["retrieveTemporal"]}),
+        ),
+    )
+    .await;
+    let r = get(&here, &ctx, &format!("{path}?options=temporalValues")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // One instance per instant: the one recorded later wins.
+    assert_eq!(values(&r, "speed"), [json!(100), json!(2), json!(3)]);
+    assert_eq!(values(&r, "brandName"), [json!("Volvo")]);
+    assert!(r.header("ngsild-warning").is_none());
+    // lastN and the time range apply to the merged series.
+    let r = get(
+        &here,
+        &ctx,
+        &format!("{path}?options=temporalValues&lastN=2"),
+    )
+    .await;
+    assert_eq!(values(&r, "speed"), [json!(2), json!(3)]);
+    let r = get(
+        &here,
+        &ctx,
+        &format!("{path}?timerel=before&timeAt=2024-01-01T11:00:00Z&attrs=speed"),
+    )
+    .await;
+    let speeds = r.body["speed"].as_array().cloned().unwrap_or_default();
+    assert_eq!(speeds.len(), 1, "{}", r.text);
+    assert_eq!(speeds[0]["value"], 100);
+    assert!(r.body.get("brandName").is_none());
+    // The normalized form keeps the source's instanceIds.
+    let r = get(&here, &ctx, &path).await;
+    let ids: Vec<&str> = r.body["speed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["instanceId"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", r.text);
+    // local=true keeps the read here.
+    let r = get(
+        &here,
+        &ctx,
+        &format!("{path}?options=temporalValues&local=true"),
+    )
+    .await;
+    assert_eq!(values(&r, "speed"), [json!(1)]);
+    // An entity only there is found; one nowhere is not.
+    let r = get(&here, &ctx, "/temporal/entities/urn:ngsi-ld:Vehicle:U").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["speed"].as_array().map(Vec::len), Some(1));
+    get(&here, &ctx, "/temporal/entities/urn:ngsi-ld:Vehicle:none")
+        .await
+        .problem(404, "ResourceNotFound");
+    // A failing source leaves the rest of the answer and a warning; what a
+    // source is asked holds the time range but no representation.
+    let (failing, mut asked) =
+        recording_source(StatusCode::INTERNAL_SERVER_ERROR, "{}".into()).await;
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:failing",
+            &failing,
+            json!({"operations": ["retrieveTemporal"]}),
+        ),
+    )
+    .await;
+    let r = get(
+        &here,
+        &ctx,
+        &format!("{path}?options=temporalValues&lastN=2&timerel=after&timeAt=2024-01-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(values(&r, "speed"), [json!(2), json!(3)]);
+    assert!(r.header("ngsild-warning").is_some(), "{:?}", r.headers);
+    let request = asked.recv().await.unwrap();
+    assert_eq!(
+        request.uri.path(),
+        format!("/ngsi-ld/v1/temporal/entities/{id}")
+    );
+    let query = request.uri.query().unwrap_or_default();
+    for wanted in ["lastN=2", "timerel=after", "options=sysAttrs"] {
+        assert!(query.contains(wanted), "{query}");
+    }
+    assert!(!query.contains("temporalValues"), "{query}");
+}

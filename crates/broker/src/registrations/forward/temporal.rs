@@ -1,0 +1,280 @@
+//! Retrieve Temporal Evolution of an Entity forwarded to registered context
+//! sources (clause 5.7.3.4). Only registrations that name
+//! `retrieveTemporal` among their `operations` are asked: no operation group
+//! holds it (Table 4.20-2). A source is asked for its plain instances with
+//! their system times (never a representation, aggregation or paging), and
+//! the instances of every place are merged here before lastN and the
+//! representation are applied to the merged series.
+
+use std::sync::Arc;
+
+use ngsi_model::parse::{ParseLimits, parse_attributes};
+use ngsi_model::{AttrValue, Iri, NgsiResult, Terms, iri};
+use serde_json::{Map, Value};
+use store::{AttrHistory, TemporalInstance};
+
+use super::{Failure, Forwarder, Origin, Prepared, RegistrationQuery, passed_on};
+use crate::registrations::model::{Mode, Registration};
+use crate::temporal::{ContentRange, TemporalFormat, TemporalQuery};
+use crate::{Broker, Ctx};
+
+/// What a source gets of the client's Retrieve Temporal Evolution: the
+/// selection and the time range.
+const RETRIEVE_TEMPORAL_PARAMS: &[&str] = &[
+    "type",
+    "attrs",
+    "datasetId",
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "timeproperty",
+    "lastN",
+];
+
+/// The temporal evolution of one entity as a source answered it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RemoteHistory {
+    /// Its types (expanded).
+    pub(crate) types: Vec<Iri>,
+    /// Its attribute instances, by attribute and datasetId.
+    pub(crate) attrs: Vec<AttrHistory>,
+    /// From an auxiliary registration: fills gaps only.
+    pub(crate) auxiliary: bool,
+}
+
+impl Forwarder {
+    /// The request that asks the source of `r` for the temporal evolution
+    /// of entity `id`.
+    fn retrieve_temporal_request(
+        &self,
+        r: &Registration,
+        id: &str,
+        origin: &Origin<'_>,
+        ctx: &Ctx,
+        alias: &str,
+    ) -> Result<Prepared, Failure> {
+        let mut params = passed_on(origin.query, RETRIEVE_TEMPORAL_PARAMS);
+        params.push("options=sysAttrs".into());
+        self.request(
+            r,
+            &["temporal", "entities", id],
+            params,
+            None,
+            origin,
+            ctx,
+            alias,
+        )
+    }
+}
+
+impl Broker {
+    /// Retrieve Temporal Evolution of an Entity (clause 5.7.3.4) with the
+    /// registered sources that offer `retrieveTemporal`: the instances held
+    /// here and theirs, merged. The aggregated representation stays local
+    /// (it is computed by the store). Also answers the `NGSILD-Warning`
+    /// values of the sources that failed.
+    pub async fn retrieve_temporal_distributed(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        id: &str,
+        q: &TemporalQuery,
+        origin: &Origin<'_>,
+    ) -> NgsiResult<(Map<String, Value>, Option<ContentRange>, Vec<String>)> {
+        crate::check_uri(id, "entity id")?;
+        let alias = self.source_alias(tenant);
+        let sources = if origin.local || q.local || q.format == TemporalFormat::Aggregated {
+            Vec::new()
+        } else {
+            let view = &q.entities.view;
+            let selection = [RegistrationQuery {
+                ids: Some(vec![id.to_string()]),
+                types: view.type_filter.clone(),
+                attrs: view.attrs.clone().filter(|_| view.attrs_given),
+                ..Default::default()
+            }];
+            self.registrations
+                .sources(tenant, "retrieveTemporal", &selection, None, origin, &alias)
+        };
+        if sources.is_empty() {
+            let (entity, range) = self.retrieve_temporal(tenant, ctx, id, q).await?;
+            return Ok((entity, range, Vec::new()));
+        }
+        let limits = self.config.parse;
+        let answers = self
+            .ask_sources(
+                tenant,
+                sources,
+                |f, r| f.retrieve_temporal_request(r, id, origin, ctx, &alias),
+                Forwarder::retrieve,
+                |items| parse_temporal_answer(items, id, ctx, limits),
+            )
+            .await;
+        let mut remote: Vec<RemoteHistory> = Vec::new();
+        for (r, histories) in answers.answers {
+            for mut h in histories {
+                h.auxiliary = r.mode == Mode::Auxiliary;
+                remote.push(h);
+            }
+        }
+        // Auxiliary sources last: they only fill what nothing else has.
+        remote.sort_by_key(|h| h.auxiliary);
+        let (entity, range) = self
+            .retrieve_temporal_merged(tenant, ctx, id, q, remote)
+            .await?;
+        Ok((entity, range, answers.warnings))
+    }
+}
+
+/// Reads a source's temporal entity (normalized, with system times): the
+/// one whose id is `id`. A payload that is not a temporal entity is
+/// refused whole.
+fn parse_temporal_answer(
+    items: Vec<Value>,
+    id: &str,
+    ctx: &Ctx,
+    limits: ParseLimits,
+) -> Result<Vec<RemoteHistory>, Failure> {
+    let invalid = |what: String| Failure::Invalid(what);
+    let mut out = Vec::new();
+    for item in items {
+        let Value::Object(map) = item else {
+            return Err(invalid("a temporal entity must be a JSON object".into()));
+        };
+        if map.get("id").and_then(Value::as_str) != Some(id) {
+            continue;
+        }
+        let types = match map.get("type") {
+            Some(Value::String(t)) => vec![iri(&ctx.expand(t))],
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|t| iri(&ctx.expand(t)))
+                .collect(),
+            _ => return Err(invalid("a temporal entity needs a type".into())),
+        };
+        let mut attrs: Vec<AttrHistory> = Vec::new();
+        for (key, value) in &map {
+            if matches!(
+                key.as_str(),
+                "id" | "type" | "@context" | "createdAt" | "modifiedAt" | "deletedAt" | "scope"
+            ) {
+                continue;
+            }
+            let list: Vec<&Value> = match value {
+                Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for instance in list {
+                let (name, inst) = parse_remote_instance(key, instance, ctx, limits)
+                    .map_err(|e| invalid(format!("{key}: {}", e.detail)))?;
+                let dataset = inst
+                    .attr
+                    .as_ref()
+                    .and_then(|a| a.dataset_id.clone())
+                    .or_else(|| {
+                        instance
+                            .get("datasetId")
+                            .and_then(Value::as_str)
+                            .map(Into::into)
+                    })
+                    .map(|d: Arc<str>| Box::<str>::from(&*d));
+                match attrs
+                    .iter_mut()
+                    .find(|h| h.attr == name && h.dataset_id == dataset)
+                {
+                    Some(h) => h.instances.push(inst),
+                    None => attrs.push(AttrHistory {
+                        attr: name,
+                        dataset_id: dataset,
+                        instances: vec![inst],
+                        truncated: false,
+                    }),
+                }
+            }
+        }
+        out.push(RemoteHistory {
+            types,
+            attrs,
+            auxiliary: false,
+        });
+    }
+    Ok(out)
+}
+
+/// One instance of a source's temporal representation: an attribute with
+/// its times, or a deletion (the NGSI-LD Null of its kind with
+/// `deletedAt`).
+fn parse_remote_instance(
+    key: &str,
+    instance: &Value,
+    ctx: &Ctx,
+    limits: ParseLimits,
+) -> NgsiResult<(Iri, TemporalInstance)> {
+    let Value::Object(m) = instance else {
+        return Err(ngsi_model::NgsiError::bad_data(
+            "an instance must be a JSON object",
+        ));
+    };
+    let time = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .and_then(ngsi_model::time::parse_datetime)
+    };
+    let (observed, modified, created, deleted) = (
+        time("observedAt"),
+        time("modifiedAt"),
+        time("createdAt"),
+        time("deletedAt"),
+    );
+    let source_instance_id = m.get("instanceId").and_then(Value::as_str).map(Into::into);
+    let now = ngsi_model::time::now_micros();
+    if let Some(deleted_at) = deleted {
+        let kind = m.get("type").and_then(Value::as_str).unwrap_or("Property");
+        let kind = AttrValue::KIND_NAMES
+            .into_iter()
+            .find(|n| *n == kind)
+            .unwrap_or("Property");
+        return Ok((
+            iri(&ctx.expand(key)),
+            TemporalInstance {
+                instance_id: 0,
+                instant: deleted_at,
+                modified_at: deleted_at,
+                created_at: created.unwrap_or(deleted_at),
+                attr: None,
+                deleted_kind: Some(kind),
+                source_instance_id,
+            },
+        ));
+    }
+    let mut item = m.clone();
+    for k in ["instanceId", "createdAt", "modifiedAt", "deletedAt"] {
+        item.remove(k);
+    }
+    let mut one = Map::new();
+    one.insert(key.to_string(), Value::Object(item));
+    let mut parsed = parse_attributes(one.iter().map(|(k, v)| (k.as_str(), v)), ctx, limits)?;
+    let (name, list) = parsed
+        .pop()
+        .ok_or_else(|| ngsi_model::NgsiError::bad_data("no attribute"))?;
+    let mut attr = list
+        .iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| ngsi_model::NgsiError::bad_data("no instance"))?;
+    let modified_at = modified.or(observed).unwrap_or(now);
+    attr.stamp(created.unwrap_or(modified_at), modified_at);
+    Ok((
+        name,
+        TemporalInstance {
+            instance_id: 0,
+            instant: observed.unwrap_or(modified_at),
+            modified_at,
+            created_at: created.unwrap_or(modified_at),
+            attr: Some(attr),
+            deleted_kind: None,
+            source_instance_id,
+        },
+    ))
+}
