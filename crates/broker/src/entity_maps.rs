@@ -616,17 +616,25 @@ impl Broker {
 
     /// Query Temporal Evolution (clause 5.7.4.4) with an EntityMap, as
     /// [`Broker::query_entities_mapped`]: the live map restricts the query,
-    /// else one is made. Nothing is pruned: the temporal selection tests
-    /// candidates in chunks.
+    /// else one is made (of the entities held here: the sources are asked
+    /// only for the entities of the maps of entity queries). Nothing is
+    /// pruned: the temporal selection tests candidates in chunks.
     pub async fn query_temporal_mapped(
         &self,
         tenant: &str,
         ctx: &Ctx,
         q: &TemporalQuery,
+        origin: &Origin<'_>,
         map: &MapRequest,
-    ) -> NgsiResult<(TemporalResult, Option<MapAnswer>)> {
+    ) -> NgsiResult<(TemporalResult, Vec<String>, Option<MapAnswer>)> {
+        let unmapped = || async {
+            let (result, warnings) = self
+                .query_temporal_distributed(tenant, ctx, q, origin)
+                .await?;
+            Ok((result, warnings, None))
+        };
         if !map.involved() {
-            return Ok((self.query_temporal(tenant, ctx, q).await?, None));
+            return unmapped().await;
         }
         let made = self.live_or_made(
             tenant,
@@ -634,21 +642,25 @@ impl Broker {
             self.make_temporal_entity_map(tenant, q, map.lifetime_micros),
         );
         let Some((view, created)) = made.await? else {
-            return Ok((self.query_temporal(tenant, ctx, q).await?, None));
+            return unmapped().await;
         };
         let mut restricted = q.clone();
         restricted.entities.within = Some(Arc::new(Within {
             ids: view.ids.clone(),
             met: Default::default(),
         }));
-        let result = self.query_temporal(tenant, ctx, &restricted).await?;
-        Ok((
-            result,
-            Some(MapAnswer {
-                id: view.id,
-                created,
-            }),
-        ))
+        let origin = Origin {
+            only: Some(&view.sources),
+            ..*origin
+        };
+        let (result, warnings) = self
+            .query_temporal_distributed(tenant, ctx, &restricted, &origin)
+            .await?;
+        let answer = MapAnswer {
+            id: view.id,
+            created,
+        };
+        Ok((result, warnings, Some(answer)))
     }
 
     /// Retrieve Entity (clause 5.7.1.4) with an EntityMap: a live map

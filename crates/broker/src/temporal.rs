@@ -919,6 +919,116 @@ impl Broker {
         })
     }
 
+    /// Query Temporal Evolution with what registered sources answered
+    /// (clause 5.7.4.4): the entities held here that match and those the
+    /// sources answered (within the query's selection), by id; each
+    /// entity's instances here and there merged as for a retrieval, then
+    /// the union paged and cut.
+    pub(crate) async fn query_temporal_merged(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        q: &TemporalQuery,
+        remote: Vec<RemoteHistory>,
+    ) -> NgsiResult<TemporalResult> {
+        type Place = (
+            Option<(HistoryEntity, Option<ScopeWindows>)>,
+            Vec<RemoteHistory>,
+        );
+        let here = tenant.is_empty() || self.store.tenant_exists(tenant);
+        let matched = if here {
+            self.temporal_matches(tenant, q, usize::MAX).await?
+        } else {
+            Vec::new()
+        };
+        let mut by_id: std::collections::BTreeMap<Arc<str>, Place> = Default::default();
+        for (he, windows) in matched {
+            let id = he.id.clone();
+            by_id.entry(id).or_default().0 = Some((he, windows));
+        }
+        for r in remote {
+            if q.entities.selects_history(&r.id, &r.types) {
+                by_id.entry(r.id.clone()).or_default().1.push(r);
+            }
+        }
+        let total = q.entities.count.then_some(by_id.len());
+        let page: Vec<(Arc<str>, Place)> = by_id
+            .into_iter()
+            .skip(q.entities.offset)
+            .take(q.entities.limit)
+            .collect();
+        // What is held here of an entity a source answered joins it.
+        let mut entities: Vec<(
+            HistoryEntity,
+            Option<ScopeWindows>,
+            bool,
+            Vec<RemoteHistory>,
+        )> = Vec::with_capacity(page.len());
+        for (id, (local, remote)) in page {
+            let (he, windows, held) = match local {
+                Some((he, windows)) => (he, windows, true),
+                None => match here
+                    .then(|| self.store.history_entity(tenant, &id))
+                    .flatten()
+                {
+                    Some(he) => (he, None, true),
+                    None => (
+                        HistoryEntity {
+                            id,
+                            types: Vec::new(),
+                            attrs: Vec::new(),
+                        },
+                        None,
+                        false,
+                    ),
+                },
+            };
+            let mut he = he;
+            for r in &remote {
+                ngsi_model::entity::extend_unique(&mut he.types, r.types.clone());
+                for h in &r.attrs {
+                    let key = (h.attr.clone(), h.dataset_id.clone());
+                    if !he.attrs.contains(&key) {
+                        he.attrs.push(key);
+                    }
+                }
+            }
+            entities.push((he, windows, held, remote));
+        }
+        let hes: Vec<HistoryEntity> = entities.iter().map(|(he, ..)| he.clone()).collect();
+        let limit = self.instance_limit(&hes, q);
+        let mut histories = Vec::with_capacity(entities.len());
+        for (he, windows, held, remote) in &mut entities {
+            let mut history = if *held {
+                self.read_history(tenant, he, q, limit).await?
+            } else {
+                Vec::new()
+            };
+            if let Some(w) = windows.take() {
+                w.restrict(&mut history, q);
+            }
+            merge_histories(&mut history, std::mem::take(remote), q);
+            histories.push(history);
+        }
+        let range = {
+            let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
+            cut(&mut refs, q)
+        };
+        let mut out = Vec::with_capacity(hes.len());
+        let mut periods_cut = None;
+        for (he, history) in hes.iter().zip(histories) {
+            out.push(
+                self.render_temporal(tenant, ctx, he, history, q, limit, &mut periods_cut)
+                    .await?,
+            );
+        }
+        Ok(TemporalResult {
+            entities: out,
+            total,
+            range: range.or(periods_cut),
+        })
+    }
+
     /// The entities a temporal query selects (clause 5.7.4.4), in order,
     /// with the Scope windows of each, stopping after `wanted`.
     pub(crate) async fn temporal_matches(

@@ -114,14 +114,23 @@ async fn run_query(
     ctx: &Ctx,
     params: &[(String, String)],
     query: &TemporalQuery,
-    map: &broker::entity_maps::MapRequest,
+    body: Option<&Value>,
 ) -> ApiResult {
-    let (result, map) = state
+    let map = match body {
+        Some(b) => super::entity_maps::map_request_of_body(req, b)?,
+        None => super::entity_maps::map_request(req, params)?,
+    };
+    let origin = broker::registrations::Origin {
+        body,
+        ..super::entities::origin(req)
+    };
+    let (result, warnings, map) = state
         .broker
-        .query_temporal_mapped(&req.tenant, ctx, query, map)
+        .query_temporal_mapped(&req.tenant, ctx, query, &origin, &map)
         .await
         .map_err(|e| req.err(e))?;
     let mut resp = query_response(produce, ctx, params, query, result);
+    super::entities::add_warnings(&mut resp, &warnings);
     super::entity_maps::mark_map(&mut resp, map.as_ref(), true);
     Ok(resp)
 }
@@ -200,8 +209,7 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
     let ctx = link_ctx(&req, &state).await?;
     let query = query_of_params(&state, &req, &ctx, &params)?;
-    let map = super::entity_maps::map_request(&req, &params)?;
-    run_query(&state, &req, produce, &ctx, &params, &query, &map).await
+    run_query(&state, &req, produce, &ctx, &params, &query, None).await
 }
 
 /// POST /temporal/entityOperations/query
@@ -226,8 +234,7 @@ pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) ->
     .map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
     let query = query_of_body(&state, &req, &ctx, &value, &params)?;
-    let map = super::entity_maps::map_request_of_body(&req, &value)?;
-    run_query(&state, &req, produce, &ctx, &params, &query, &map).await
+    run_query(&state, &req, produce, &ctx, &params, &query, Some(&value)).await
 }
 
 /// POST /temporal/entities: 201 when the temporal entity is new, else 204.

@@ -1023,3 +1023,115 @@ async fn temporal_retrievals_merge_the_instances_of_registered_sources() {
     }
     assert!(!query.contains("temporalValues"), "{query}");
 }
+
+#[tokio::test]
+async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    let vehicle = |id: &str, speeds: &[(i64, &str)]| {
+        json!({"id": format!("urn:ngsi-ld:Vehicle:{id}"), "type": "Vehicle",
+               "speed": speeds.iter().map(|(v, t)| observed(*v, t)).collect::<Vec<_>>()})
+    };
+    hold_history(&here, &ctx, vehicle("A", &[(1, "2024-01-01T10:00:00Z")])).await;
+    hold_history(&here, &ctx, vehicle("C", &[(5, "2024-01-01T10:00:00Z")])).await;
+    hold_history(&there, &ctx, vehicle("A", &[(2, "2024-01-01T11:00:00Z")])).await;
+    hold_history(
+        &there,
+        &ctx,
+        vehicle(
+            "B",
+            &[(7, "2024-01-01T09:00:00Z"), (8, "2024-01-01T12:00:00Z")],
+        ),
+    )
+    .await;
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:history",
+            &there.origin,
+            json!({"operations": ["queryTemporal"]}),
+        ),
+    )
+    .await;
+    let base = "/temporal/entities?type=Vehicle&timerel=after&timeAt=2024-01-01T00:00:00Z&options=temporalValues";
+    let speeds = |r: &crate::support::Resp| -> Vec<Vec<Value>> {
+        r.body
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array: {}", r.text))
+            .iter()
+            .map(|e| {
+                e["speed"]["values"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|pair| pair[0].clone())
+                    .collect()
+            })
+            .collect()
+    };
+    let r = get(&here, &ctx, &format!("{base}&count=true")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        ids_of(&r.body),
+        [
+            "urn:ngsi-ld:Vehicle:A",
+            "urn:ngsi-ld:Vehicle:B",
+            "urn:ngsi-ld:Vehicle:C"
+        ]
+    );
+    assert_eq!(r.header("ngsild-results-count"), Some("3"));
+    assert_eq!(
+        speeds(&r),
+        [
+            vec![json!(1), json!(2)],
+            vec![json!(7), json!(8)],
+            vec![json!(5)]
+        ]
+    );
+    // Pages partition the union.
+    let r = get(&here, &ctx, &format!("{base}&limit=2")).await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:B"]
+    );
+    let r = get(&here, &ctx, &format!("{base}&limit=2&offset=2")).await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:C"]);
+    // lastN applies to the merged series.
+    let r = get(&here, &ctx, &format!("{base}&lastN=1")).await;
+    assert_eq!(speeds(&r), [vec![json!(2)], vec![json!(8)], vec![json!(5)]]);
+    // q goes to the source, which tests its own instances.
+    let r = get(&here, &ctx, &format!("{base}&q=speed%3E6")).await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:B"], "{}", r.text);
+    // local=true keeps the query here.
+    let r = get(&here, &ctx, &format!("{base}&local=true")).await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:C"]
+    );
+    // What a source is asked: the selection and the range, never paging
+    // or a representation.
+    let (recording, mut asked) = recording_source(StatusCode::OK, "[]".into()).await;
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:recording",
+            &recording,
+            json!({"operations": ["queryTemporal"]}),
+        ),
+    )
+    .await;
+    let r = get(&here, &ctx, &format!("{base}&limit=1&count=true")).await;
+    assert_eq!(r.header("ngsild-results-count"), Some("3"), "{}", r.text);
+    let request = asked.recv().await.unwrap();
+    assert_eq!(request.uri.path(), "/ngsi-ld/v1/temporal/entities");
+    let query = request.uri.query().unwrap_or_default();
+    for wanted in ["type=Vehicle", "timerel=after", "options=sysAttrs"] {
+        assert!(query.contains(wanted), "{query}");
+    }
+    for unwanted in ["limit", "count", "temporalValues"] {
+        assert!(!query.contains(unwanted), "{query}");
+    }
+}

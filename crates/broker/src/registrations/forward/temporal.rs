@@ -1,7 +1,8 @@
-//! Retrieve Temporal Evolution of an Entity forwarded to registered context
-//! sources (clause 5.7.3.4). Only registrations that name
-//! `retrieveTemporal` among their `operations` are asked: no operation group
-//! holds it (Table 4.20-2). A source is asked for its plain instances with
+//! Retrieve Temporal Evolution of an Entity and Query Temporal Evolution of
+//! Entities forwarded to registered context sources (clauses 5.7.3.4,
+//! 5.7.4.4). Only registrations that name `retrieveTemporal` or
+//! `queryTemporal` among their `operations` are asked: no operation group
+//! holds them (Table 4.20-2). A source is asked for its plain instances with
 //! their system times (never a representation, aggregation or paging), and
 //! the instances of every place are merged here before lastN and the
 //! representation are applied to the merged series.
@@ -15,7 +16,7 @@ use store::{AttrHistory, TemporalInstance};
 
 use super::{Failure, Forwarder, Origin, Prepared, RegistrationQuery, passed_on};
 use crate::registrations::model::{Mode, Registration};
-use crate::temporal::{ContentRange, TemporalFormat, TemporalQuery};
+use crate::temporal::{ContentRange, TemporalFormat, TemporalQuery, TemporalResult};
 use crate::{Broker, Ctx};
 
 /// What a source gets of the client's Retrieve Temporal Evolution: the
@@ -31,9 +32,35 @@ const RETRIEVE_TEMPORAL_PARAMS: &[&str] = &[
     "lastN",
 ];
 
+/// What a source gets of the client's Query Temporal Evolution: the
+/// selection, the filters and the time range (never paging, a
+/// representation or an aggregation: the merged series is paged and
+/// rendered here).
+const QUERY_TEMPORAL_PARAMS: &[&str] = &[
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "q",
+    "scopeQ",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "datasetId",
+    "expandValues",
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "timeproperty",
+    "lastN",
+];
+
 /// The temporal evolution of one entity as a source answered it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RemoteHistory {
+    /// The entity id.
+    pub(crate) id: Arc<str>,
     /// Its types (expanded).
     pub(crate) types: Vec<Iri>,
     /// Its attribute instances, by attribute and datasetId.
@@ -58,6 +85,28 @@ impl Forwarder {
         self.request(
             r,
             &["temporal", "entities", id],
+            params,
+            None,
+            origin,
+            ctx,
+            alias,
+        )
+    }
+
+    /// The request that asks the source of `r` for Query Temporal
+    /// Evolution (GET, with the selection of the client's query string).
+    fn query_temporal_request(
+        &self,
+        r: &Registration,
+        origin: &Origin<'_>,
+        ctx: &Ctx,
+        alias: &str,
+    ) -> Result<Prepared, Failure> {
+        let mut params = passed_on(origin.query, QUERY_TEMPORAL_PARAMS);
+        params.push("options=sysAttrs".into());
+        self.request(
+            r,
+            &["temporal", "entities"],
             params,
             None,
             origin,
@@ -107,31 +156,87 @@ impl Broker {
                 sources,
                 |f, r| f.retrieve_temporal_request(r, id, origin, ctx, &alias),
                 Forwarder::retrieve,
-                |items| parse_temporal_answer(items, id, ctx, limits),
+                |items| parse_temporal_answer(items, Some(id), ctx, limits),
             )
             .await;
+        let (remote, warnings) = answers.histories();
+        let (entity, range) = self
+            .retrieve_temporal_merged(tenant, ctx, id, q, remote)
+            .await?;
+        Ok((entity, range, warnings))
+    }
+
+    /// Query Temporal Evolution of Entities (clause 5.7.4.4) with the
+    /// registered sources that offer `queryTemporal`: every entity a source
+    /// answers (all its pages) joins the matches held here, instances merged
+    /// as for a retrieval, and the union is paged here by id. The
+    /// aggregated representation, `orderBy` and the POST form stay local.
+    pub async fn query_temporal_distributed(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        q: &TemporalQuery,
+        origin: &Origin<'_>,
+    ) -> NgsiResult<(TemporalResult, Vec<String>)> {
+        let alias = self.source_alias(tenant);
+        let sources = if q.local
+            || origin.body.is_some()
+            || q.format == TemporalFormat::Aggregated
+            || q.entities.order_by.is_some()
+            || !q.has_selector()
+        {
+            Vec::new()
+        } else {
+            self.registrations.sources(
+                tenant,
+                "queryTemporal",
+                &super::registration_selection(&q.entities),
+                q.entities.csf.as_ref(),
+                origin,
+                &alias,
+            )
+        };
+        if sources.is_empty() {
+            return Ok((self.query_temporal(tenant, ctx, q).await?, Vec::new()));
+        }
+        let limits = self.config.parse;
+        let answers = self
+            .ask_sources(
+                tenant,
+                sources,
+                |f, r| f.query_temporal_request(r, origin, ctx, &alias),
+                move |f, p| f.query(p, None),
+                |items| parse_temporal_answer(items, None, ctx, limits),
+            )
+            .await;
+        let (remote, warnings) = answers.histories();
+        let result = self.query_temporal_merged(tenant, ctx, q, remote).await?;
+        Ok((result, warnings))
+    }
+}
+
+impl super::Answers<Vec<RemoteHistory>> {
+    /// The histories, each marked with whether its source is auxiliary,
+    /// auxiliary ones last (they only fill what nothing else has).
+    fn histories(self) -> (Vec<RemoteHistory>, Vec<String>) {
         let mut remote: Vec<RemoteHistory> = Vec::new();
-        for (r, histories) in answers.answers {
+        for (r, histories) in self.answers {
             for mut h in histories {
                 h.auxiliary = r.mode == Mode::Auxiliary;
                 remote.push(h);
             }
         }
-        // Auxiliary sources last: they only fill what nothing else has.
         remote.sort_by_key(|h| h.auxiliary);
-        let (entity, range) = self
-            .retrieve_temporal_merged(tenant, ctx, id, q, remote)
-            .await?;
-        Ok((entity, range, answers.warnings))
+        (remote, self.warnings)
     }
 }
 
-/// Reads a source's temporal entity (normalized, with system times): the
-/// one whose id is `id`. A payload that is not a temporal entity is
-/// refused whole.
+/// Reads a source's temporal entities (normalized, with system times):
+/// with `id`, only that one. A payload with an item that is not a temporal
+/// entity is refused whole.
 fn parse_temporal_answer(
     items: Vec<Value>,
-    id: &str,
+    id: Option<&str>,
     ctx: &Ctx,
     limits: ParseLimits,
 ) -> Result<Vec<RemoteHistory>, Failure> {
@@ -141,7 +246,10 @@ fn parse_temporal_answer(
         let Value::Object(map) = item else {
             return Err(invalid("a temporal entity must be a JSON object".into()));
         };
-        if map.get("id").and_then(Value::as_str) != Some(id) {
+        let Some(entity_id) = map.get("id").and_then(Value::as_str) else {
+            return Err(invalid("a temporal entity needs an id".into()));
+        };
+        if id.is_some_and(|id| id != entity_id) {
             continue;
         }
         let types = match map.get("type") {
@@ -194,6 +302,7 @@ fn parse_temporal_answer(
             }
         }
         out.push(RemoteHistory {
+            id: Arc::from(entity_id),
             types,
             attrs,
             auxiliary: false,
