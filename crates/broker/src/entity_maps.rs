@@ -704,6 +704,7 @@ impl Broker {
             return Ok((retrieved, warnings, None));
         }
         let entry = match retrieved.held_by.as_slice() {
+            [] => Entry::here(Arc::from(id)),
             [only] if &**only == HERE => Entry::here(Arc::from(id)),
             list => Entry {
                 id: Arc::from(id),

@@ -403,7 +403,7 @@ impl Broker {
         Ok(Retrieved {
             entity: out,
             linked,
-            held_by: vec![Arc::from(entity_maps::HERE)],
+            held_by: Vec::new(),
         })
     }
 
@@ -853,8 +853,9 @@ pub struct Retrieved {
     /// With `join=flat`, the Linked Entities that follow it (clause
     /// 4.5.23.3).
     pub linked: Vec<Value>,
-    /// Where the entity was found: [`entity_maps::HERE`] and the
-    /// registrations whose sources answered it (for an EntityMap).
+    /// Where the entity was found, for an EntityMap: [`entity_maps::HERE`]
+    /// and the registrations whose sources answered it; empty when it was
+    /// read here only (no allocation on the common path).
     pub held_by: Vec<Arc<str>>,
 }
 
