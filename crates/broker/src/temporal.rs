@@ -575,6 +575,20 @@ fn aggregation_members(
 /// attributes.
 const MAX_ANSWER_INSTANCES: usize = 100_000;
 
+/// Adds the types and attributes that sources answered of an entity to
+/// what is known here of it.
+fn join_remote(he: &mut HistoryEntity, remote: &[RemoteHistory]) {
+    for r in remote {
+        ngsi_model::entity::extend_unique(&mut he.types, r.types.clone());
+        for h in &r.attrs {
+            let key = (h.attr.clone(), h.dataset_id.clone());
+            if !he.attrs.contains(&key) {
+                he.attrs.push(key);
+            }
+        }
+    }
+}
+
 /// Adds the instances registered sources answered to those held here
 /// (clause 5.7.3.4): by attribute and datasetId, one instance per time of
 /// the query's time property. Where two places have one, the more recently
@@ -814,15 +828,7 @@ impl Broker {
             },
             None => return Err(not_found()),
         };
-        for r in &remote {
-            ngsi_model::entity::extend_unique(&mut he.types, r.types.clone());
-            for h in &r.attrs {
-                let key = (h.attr.clone(), h.dataset_id.clone());
-                if !he.attrs.contains(&key) {
-                    he.attrs.push(key);
-                }
-            }
-        }
+        join_remote(&mut he, &remote);
         if let Some(types) = &q.entities.view.type_filter
             && !types.matches_with(&|n| he.types.iter().any(|t| **t == *n))
         {
@@ -900,23 +906,8 @@ impl Broker {
             }
             histories.push(history);
         }
-        let range = {
-            let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
-            cut(&mut refs, q)
-        };
-        let mut entities = Vec::with_capacity(page.len());
-        let mut periods_cut = None;
-        for (he, history) in page.iter().zip(histories) {
-            entities.push(
-                self.render_temporal(tenant, ctx, he, history, q, limit, &mut periods_cut)
-                    .await?,
-            );
-        }
-        Ok(TemporalResult {
-            entities,
-            total,
-            range: range.or(periods_cut),
-        })
+        self.render_page(tenant, ctx, q, &page, histories, limit, total)
+            .await
     }
 
     /// Query Temporal Evolution with what registered sources answered
@@ -984,15 +975,7 @@ impl Broker {
                 },
             };
             let mut he = he;
-            for r in &remote {
-                ngsi_model::entity::extend_unique(&mut he.types, r.types.clone());
-                for h in &r.attrs {
-                    let key = (h.attr.clone(), h.dataset_id.clone());
-                    if !he.attrs.contains(&key) {
-                        he.attrs.push(key);
-                    }
-                }
-            }
+            join_remote(&mut he, &remote);
             entities.push((he, windows, held, remote));
         }
         let hes: Vec<HistoryEntity> = entities.iter().map(|(he, ..)| he.clone()).collect();
@@ -1010,20 +993,37 @@ impl Broker {
             merge_histories(&mut history, std::mem::take(remote), q);
             histories.push(history);
         }
+        self.render_page(tenant, ctx, q, &hes, histories, limit, total)
+            .await
+    }
+
+    /// A page of a temporal query: its entities' histories cut at the
+    /// answer's limit (clause 6.3.10), then rendered.
+    #[allow(clippy::too_many_arguments)]
+    async fn render_page(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        q: &TemporalQuery,
+        page: &[HistoryEntity],
+        mut histories: Vec<Vec<AttrHistory>>,
+        limit: usize,
+        total: Option<usize>,
+    ) -> NgsiResult<TemporalResult> {
         let range = {
             let mut refs: Vec<&mut Vec<AttrHistory>> = histories.iter_mut().collect();
             cut(&mut refs, q)
         };
-        let mut out = Vec::with_capacity(hes.len());
+        let mut entities = Vec::with_capacity(page.len());
         let mut periods_cut = None;
-        for (he, history) in hes.iter().zip(histories) {
-            out.push(
+        for (he, history) in page.iter().zip(histories) {
+            entities.push(
                 self.render_temporal(tenant, ctx, he, history, q, limit, &mut periods_cut)
                     .await?,
             );
         }
         Ok(TemporalResult {
-            entities: out,
+            entities,
             total,
             range: range.or(periods_cut),
         })

@@ -876,6 +876,28 @@ fn observed(value: impl Into<Value>, at: &str) -> Value {
     json!({"type": "Property", "value": value.into(), "observedAt": at})
 }
 
+/// The values of an attribute of a temporal entity in the temporalValues
+/// form, without their times.
+fn temporal_values(entity: &Value, attr: &str) -> Vec<Value> {
+    entity[attr]["values"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|pair| pair[0].clone())
+        .collect()
+}
+
+/// Registers `endpoint` at `s` for the temporal operation `op`.
+async fn register_history(s: &Server, ctx: &str, id: &str, endpoint: &str, op: &str) {
+    register(
+        s,
+        ctx,
+        &registration(id, endpoint, json!({"operations": [op]})),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn temporal_retrievals_merge_the_instances_of_registered_sources() {
     let (here, there) = (Server::start().await, Server::start().await);
@@ -908,15 +930,7 @@ async fn temporal_retrievals_merge_the_instances_of_registered_sources() {
     )
     .await;
     let path = format!("/temporal/entities/{id}");
-    let values = |r: &crate::support::Resp, attr: &str| -> Vec<Value> {
-        r.body[attr]["values"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|pair| pair[0].clone())
-            .collect()
-    };
+    let values = |r: &crate::support::Resp, attr: &str| temporal_values(&r.body, attr);
     // A registration without operations offers federationOps, which holds
     // no temporal operation: it is not asked.
     register(
@@ -931,14 +945,12 @@ async fn temporal_retrievals_merge_the_instances_of_registered_sources() {
     .await;
     let r = get(&here, &ctx, &format!("{path}?options=temporalValues")).await;
     assert_eq!(values(&r, "speed"), [json!(1)], "{}", r.text);
-    register(
+    register_history(
         &here,
         &ctx,
-        &registration(
-            "urn:ngsi-ld:ContextSourceRegistration:history",
-            &there.origin,
-            json!({"operations": ["retrieveTemporal"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:history",
+        &there.origin,
+        "retrieveTemporal",
     )
     .await;
     let r = get(&here, &ctx, &format!("{path}?options=temporalValues")).await;
@@ -993,14 +1005,12 @@ async fn temporal_retrievals_merge_the_instances_of_registered_sources() {
     // source is asked holds the time range but no representation.
     let (failing, mut asked) =
         recording_source(StatusCode::INTERNAL_SERVER_ERROR, "{}".into()).await;
-    register(
+    register_history(
         &here,
         &ctx,
-        &registration(
-            "urn:ngsi-ld:ContextSourceRegistration:failing",
-            &failing,
-            json!({"operations": ["retrieveTemporal"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:failing",
+        &failing,
+        "retrieveTemporal",
     )
     .await;
     let r = get(
@@ -1044,14 +1054,12 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
         ),
     )
     .await;
-    register(
+    register_history(
         &here,
         &ctx,
-        &registration(
-            "urn:ngsi-ld:ContextSourceRegistration:history",
-            &there.origin,
-            json!({"operations": ["queryTemporal"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:history",
+        &there.origin,
+        "queryTemporal",
     )
     .await;
     let base = "/temporal/entities?type=Vehicle&timerel=after&timeAt=2024-01-01T00:00:00Z&options=temporalValues";
@@ -1060,15 +1068,7 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
             .as_array()
             .unwrap_or_else(|| panic!("not an array: {}", r.text))
             .iter()
-            .map(|e| {
-                e["speed"]["values"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|pair| pair[0].clone())
-                    .collect()
-            })
+            .map(|e| temporal_values(e, "speed"))
             .collect()
     };
     let r = get(&here, &ctx, &format!("{base}&count=true")).await;
@@ -1113,14 +1113,12 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
     // What a source is asked: the selection and the range, never paging
     // or a representation.
     let (recording, mut asked) = recording_source(StatusCode::OK, "[]".into()).await;
-    register(
+    register_history(
         &here,
         &ctx,
-        &registration(
-            "urn:ngsi-ld:ContextSourceRegistration:recording",
-            &recording,
-            json!({"operations": ["queryTemporal"]}),
-        ),
+        "urn:ngsi-ld:ContextSourceRegistration:recording",
+        &recording,
+        "queryTemporal",
     )
     .await;
     let r = get(&here, &ctx, &format!("{base}&limit=1&count=true")).await;

@@ -14,47 +14,25 @@ use ngsi_model::{AttrValue, Iri, NgsiResult, Terms, iri};
 use serde_json::{Map, Value};
 use store::{AttrHistory, TemporalInstance};
 
-use super::{Failure, Forwarder, Origin, Prepared, RegistrationQuery, passed_on};
+use super::{Failure, Forwarder, Origin, Prepared, RegistrationQuery, passed_on_if};
 use crate::registrations::model::{Mode, Registration};
 use crate::temporal::{ContentRange, TemporalFormat, TemporalQuery, TemporalResult};
 use crate::{Broker, Ctx};
 
-/// What a source gets of the client's Retrieve Temporal Evolution: the
-/// selection and the time range.
-const RETRIEVE_TEMPORAL_PARAMS: &[&str] = &[
-    "type",
-    "attrs",
-    "datasetId",
-    "timerel",
-    "timeAt",
-    "endTimeAt",
-    "timeproperty",
-    "lastN",
-];
+/// The time range of a temporal read, which a source gets besides the
+/// selection of the read (Retrieve Entity's or Query Entities'
+/// parameters): never paging, a representation or an aggregation, since the
+/// merged series is paged and rendered here.
+const TIME_RANGE_PARAMS: &[&str] = &["timerel", "timeAt", "endTimeAt", "timeproperty", "lastN"];
 
-/// What a source gets of the client's Query Temporal Evolution: the
-/// selection, the filters and the time range (never paging, a
-/// representation or an aggregation: the merged series is paged and
-/// rendered here).
-const QUERY_TEMPORAL_PARAMS: &[&str] = &[
-    "id",
-    "idPattern",
-    "type",
-    "attrs",
-    "q",
-    "scopeQ",
-    "georel",
-    "geometry",
-    "coordinates",
-    "geoproperty",
-    "datasetId",
-    "expandValues",
-    "timerel",
-    "timeAt",
-    "endTimeAt",
-    "timeproperty",
-    "lastN",
-];
+/// The parameters of `raw` in `selection` or the time range.
+fn temporal_params(raw: Option<&str>, selection: &[&str]) -> Vec<String> {
+    let mut params = passed_on_if(raw, |k| {
+        selection.contains(&k) || TIME_RANGE_PARAMS.contains(&k)
+    });
+    params.push("options=sysAttrs".into());
+    params
+}
 
 /// The temporal evolution of one entity as a source answered it.
 #[derive(Debug, Clone, Default)]
@@ -80,8 +58,7 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let mut params = passed_on(origin.query, RETRIEVE_TEMPORAL_PARAMS);
-        params.push("options=sysAttrs".into());
+        let params = temporal_params(origin.query, super::RETRIEVE_PARAMS);
         self.request(
             r,
             &["temporal", "entities", id],
@@ -102,8 +79,7 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let mut params = passed_on(origin.query, QUERY_TEMPORAL_PARAMS);
-        params.push("options=sysAttrs".into());
+        let params = temporal_params(origin.query, super::QUERY_PARAMS);
         self.request(
             r,
             &["temporal", "entities"],
