@@ -594,7 +594,8 @@ fn join_remote(he: &mut HistoryEntity, remote: &[RemoteHistory]) {
 /// the query's time property. Where two places have one, the more recently
 /// modified wins (clause 4.5.5.3; this broker's on a tie); an auxiliary
 /// source only fills times nothing else has. The merged series is
-/// ordered, kept within the range, and cut to lastN.
+/// ordered, kept within the range, and cut to lastN (not for the
+/// aggregated form, which aggregates the merged series here).
 fn merge_histories(history: &mut Vec<AttrHistory>, remote: Vec<RemoteHistory>, q: &TemporalQuery) {
     let property = q.range.property;
     let bounded = q.range.bounded();
@@ -642,7 +643,7 @@ fn merge_histories(history: &mut Vec<AttrHistory>, remote: Vec<RemoteHistory>, q
     for h in history.iter_mut() {
         h.instances
             .sort_by_key(|i| (property.time_of(i), i.instance_id));
-        if let Some(n) = q.last_n
+        if let Some(n) = q.last_n.filter(|_| q.format != TemporalFormat::Aggregated)
             && h.instances.len() > n
         {
             h.instances.drain(..h.instances.len() - n);
@@ -846,7 +847,10 @@ impl Broker {
         }
         let limit = self.instance_limit(std::slice::from_ref(&he), q);
         let mut history = match &local {
-            Some(local) => self.read_history(tenant, local, q, limit).await?,
+            Some(local) => {
+                self.read_history(tenant, local, q, limit, !remote.is_empty())
+                    .await?
+            }
             None => Vec::new(),
         };
         if !remote.is_empty() {
@@ -900,7 +904,7 @@ impl Broker {
         let limit = self.instance_limit(&page, q);
         let mut histories = Vec::with_capacity(page.len());
         for (he, windows) in page.iter().zip(windows) {
-            let mut history = self.read_history(tenant, he, q, limit).await?;
+            let mut history = self.read_history(tenant, he, q, limit, false).await?;
             if let Some(w) = windows {
                 w.restrict(&mut history, q);
             }
@@ -983,7 +987,8 @@ impl Broker {
         let mut histories = Vec::with_capacity(entities.len());
         for (he, windows, held, remote) in &mut entities {
             let mut history = if *held {
-                self.read_history(tenant, he, q, limit).await?
+                self.read_history(tenant, he, q, limit, !remote.is_empty())
+                    .await?
             } else {
                 Vec::new()
             };
@@ -1276,23 +1281,31 @@ impl Broker {
     }
 
     /// The instances of an entity's history the query asks for (none for
-    /// the aggregated form, which reads the store's aggregates).
+    /// the aggregated form, which reads the store's aggregates, unless they
+    /// are to be merged with what sources answered: then every instance in
+    /// the range, up to the answer's bound).
     async fn read_history(
         &self,
         tenant: &str,
         he: &HistoryEntity,
         q: &TemporalQuery,
         limit: usize,
+        merged: bool,
     ) -> NgsiResult<Vec<AttrHistory>> {
-        if q.format == TemporalFormat::Aggregated {
+        let aggregated = q.format == TemporalFormat::Aggregated;
+        if aggregated && !merged {
             return Ok(Vec::new());
         }
         let req = HistoryRequest {
             attrs: q.shown_attrs(he),
             datasets: q.shown_datasets(),
             range: q.range,
-            last_n: q.last_n,
-            limit,
+            last_n: if aggregated { None } else { q.last_n },
+            limit: if aggregated {
+                MAX_ANSWER_INSTANCES
+            } else {
+                limit
+            },
         };
         Ok(self
             .store
@@ -1378,20 +1391,37 @@ impl Broker {
                     {
                         continue;
                     }
-                    let buckets = self
-                        .store
-                        .aggregate(
-                            tenant,
-                            &he.id,
-                            attr.clone(),
-                            dataset.clone(),
-                            AggregateRequest {
-                                range: q.range,
-                                period: q.period,
-                                distinct: q.methods.contains(&AggrMethod::DistinctCount),
-                            },
-                        )
-                        .await?;
+                    let distinct = q.methods.contains(&AggrMethod::DistinctCount);
+                    // Instances merged with what sources answered are
+                    // aggregated here; otherwise the store aggregates.
+                    let buckets = if history.is_empty() {
+                        self.store
+                            .aggregate(
+                                tenant,
+                                &he.id,
+                                attr.clone(),
+                                dataset.clone(),
+                                AggregateRequest {
+                                    range: q.range,
+                                    period: q.period,
+                                    distinct,
+                                },
+                            )
+                            .await?
+                    } else {
+                        history
+                            .iter()
+                            .find(|h| h.attr == *attr && h.dataset_id == *dataset)
+                            .map(|h| {
+                                store::history::aggregate_instances(
+                                    &h.instances,
+                                    &q.range,
+                                    q.period.as_ref(),
+                                    distinct,
+                                )
+                            })
+                            .unwrap_or_default()
+                    };
                     all.push((attr, dataset, buckets));
                 }
                 // The end of the first cut attribute's last kept period.

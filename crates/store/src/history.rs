@@ -2100,7 +2100,7 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
 
 /// Aggregates the whole range of `range` for a time property other than
 /// the instant, or when the series is not cached: from the instances.
-pub(crate) fn aggregate_instances(
+pub fn aggregate_instances(
     instances: &[TemporalInstance],
     range: &TimeRange,
     period: Option<&IsoDuration>,

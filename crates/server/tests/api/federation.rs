@@ -959,6 +959,16 @@ async fn temporal_retrievals_merge_the_instances_of_registered_sources() {
     assert_eq!(values(&r, "speed"), [json!(100), json!(2), json!(3)]);
     assert_eq!(values(&r, "brandName"), [json!("Volvo")]);
     assert!(r.header("ngsild-warning").is_none());
+    // Aggregation runs over the merged series: 100, 2 and 3.
+    let r = get(
+        &here,
+        &ctx,
+        &format!("{path}?options=aggregatedValues&aggrMethods=avg,totalCount&attrs=speed"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["speed"]["avg"][0][0], json!(35.0), "{}", r.text);
+    assert_eq!(r.body["speed"]["totalCount"][0][0], json!(3), "{}", r.text);
     // lastN and the time range apply to the merged series.
     let r = get(
         &here,
@@ -1090,6 +1100,22 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
             vec![json!(5)]
         ]
     );
+    // Aggregation runs over each entity's merged series.
+    let r = get(
+        &here,
+        &ctx,
+        &base.replace("temporalValues", "aggregatedValues&aggrMethods=sum"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sums: Vec<&Value> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["speed"]["sum"][0][0])
+        .collect();
+    assert_eq!(sums, [&json!(3.0), &json!(15.0), &json!(5.0)], "{}", r.text);
     // Pages partition the union.
     let r = get(&here, &ctx, &format!("{base}&limit=2")).await;
     assert_eq!(

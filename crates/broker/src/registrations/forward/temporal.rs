@@ -16,7 +16,7 @@ use store::{AttrHistory, TemporalInstance};
 
 use super::{Failure, Forwarder, Origin, Prepared, RegistrationQuery, passed_on_if};
 use crate::registrations::model::{Mode, Registration};
-use crate::temporal::{ContentRange, TemporalFormat, TemporalQuery, TemporalResult};
+use crate::temporal::{ContentRange, TemporalQuery, TemporalResult};
 use crate::{Broker, Ctx};
 
 /// The time range of a temporal read, which a source gets besides the
@@ -95,8 +95,8 @@ impl Forwarder {
 impl Broker {
     /// Retrieve Temporal Evolution of an Entity (clause 5.7.3.4) with the
     /// registered sources that offer `retrieveTemporal`: the instances held
-    /// here and theirs, merged. The aggregated representation stays local
-    /// (it is computed by the store). Also answers the `NGSILD-Warning`
+    /// here and theirs, merged (the aggregated representation aggregates
+    /// the merged series). Also answers the `NGSILD-Warning`
     /// values of the sources that failed.
     pub async fn retrieve_temporal_distributed(
         &self,
@@ -108,7 +108,7 @@ impl Broker {
     ) -> NgsiResult<(Map<String, Value>, Option<ContentRange>, Vec<String>)> {
         crate::check_uri(id, "entity id")?;
         let alias = self.source_alias(tenant);
-        let sources = if origin.local || q.local || q.format == TemporalFormat::Aggregated {
+        let sources = if origin.local || q.local {
             Vec::new()
         } else {
             let view = &q.entities.view;
@@ -146,7 +146,8 @@ impl Broker {
     /// registered sources that offer `queryTemporal`: every entity a source
     /// answers (all its pages) joins the matches held here, instances merged
     /// as for a retrieval, and the union is paged here by id. The
-    /// aggregated representation, `orderBy` and the POST form stay local.
+    /// aggregated representation aggregates the merged series; `orderBy`
+    /// and the POST form stay local.
     pub async fn query_temporal_distributed(
         &self,
         tenant: &str,
@@ -157,7 +158,6 @@ impl Broker {
         let alias = self.source_alias(tenant);
         let sources = if q.local
             || origin.body.is_some()
-            || q.format == TemporalFormat::Aggregated
             || q.entities.order_by.is_some()
             || !q.has_selector()
         {
