@@ -299,10 +299,7 @@ impl EntityMaps {
     pub fn view(&self, tenant: &str, id: &str) -> Option<MapView> {
         let now = ngsi_model::time::now_micros();
         let mut inner = self.inner.lock();
-        let (key, m) = inner
-            .live(tenant, id, now)
-            .map(|m| (id, m))
-            .map(|(id, m)| (Arc::<str>::from(id), m))?;
+        let m = inner.live(tenant, id, now)?;
         let ids: Arc<[Arc<str>]> = m.entries.iter().map(|e| e.id.clone()).collect();
         let mut sources: Vec<Arc<str>> = m
             .entries
@@ -312,27 +309,30 @@ impl EntityMaps {
         sources.sort();
         sources.dedup();
         Some(MapView {
-            id: key,
+            id: Arc::from(id),
             ids,
             sources,
         })
     }
 
-    /// The registrations that hold `entity` by map `id` (`None` when the
-    /// map is gone, `[HERE]`-only as an empty list when only here).
+    /// The registrations that hold `entity` by map `id`: `None` when the
+    /// map is gone, empty when the map holds the entity here only or not
+    /// at all.
     pub fn sources_of(&self, tenant: &str, id: &str, entity: &str) -> Option<Vec<Arc<str>>> {
         let now = ngsi_model::time::now_micros();
         let mut inner = self.inner.lock();
         let m = inner.live(tenant, id, now)?;
-        let at = m.entries.binary_search_by(|e| (*e.id).cmp(entity)).ok()?;
-        Some(
-            m.entries[at]
-                .held
-                .iter()
-                .filter(|s| &***s != HERE)
-                .cloned()
-                .collect(),
-        )
+        let held = match m.entries.binary_search_by(|e| (*e.id).cmp(entity)) {
+            Ok(at) => &m.entries[at].held[..],
+            Err(_) => &[],
+        };
+        Some(held.iter().filter(|s| &***s != HERE).cloned().collect())
+    }
+
+    /// Whether map `id` of `tenant` exists and has not expired.
+    pub fn is_live(&self, tenant: &str, id: &str) -> bool {
+        let now = ngsi_model::time::now_micros();
+        self.inner.lock().live(tenant, id, now).is_some()
     }
 
     /// Removes the entities held here only whose ids `keep` rejects, among
@@ -680,7 +680,6 @@ impl Broker {
             self.entity_maps
                 .sources_of(tenant, m, id)
                 .map(|sources| (m, sources))
-                .or_else(|| self.entity_maps.view(tenant, m).map(|_| (m, Vec::new())))
         });
         if let Some((map_id, sources)) = named {
             let origin = Origin {
@@ -734,7 +733,7 @@ impl Broker {
         map: &MapRequest,
     ) -> NgsiResult<Option<MapAnswer>> {
         if let Some(named) = map.named.as_deref()
-            && self.entity_maps.view(tenant, named).is_some()
+            && self.entity_maps.is_live(tenant, named)
         {
             return Ok(Some(MapAnswer {
                 id: Arc::from(named),
@@ -780,7 +779,7 @@ impl Broker {
         };
         let found = match expires_at {
             Some(t) => self.entity_maps.set_expiry(tenant, id, t),
-            None => self.entity_maps.view(tenant, id).is_some(),
+            None => self.entity_maps.is_live(tenant, id),
         };
         if found {
             Ok(())
