@@ -76,8 +76,10 @@ fn brand(v: &str, observed: &str) -> Value {
 /// A request a recording source received.
 #[derive(Debug)]
 struct Asked {
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Value,
 }
 
 /// An HTTP context source that records every request and answers `status`
@@ -87,13 +89,21 @@ async fn recording_source(
     body: String,
 ) -> (String, mpsc::UnboundedReceiver<Asked>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
-        let (tx, body) = (tx.clone(), body.clone());
-        async move {
-            let _ = tx.send(Asked { uri, headers });
-            (status, [("content-type", "application/json")], body)
-        }
-    });
+    let app = Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, received: axum::body::Bytes| {
+            let (tx, body) = (tx.clone(), body.clone());
+            async move {
+                let received = serde_json::from_slice(&received).unwrap_or(Value::Null);
+                let _ = tx.send(Asked {
+                    method,
+                    uri,
+                    headers,
+                    body: received,
+                });
+                (status, [("content-type", "application/json")], body)
+            }
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -1124,9 +1134,43 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
     );
     let r = get(&here, &ctx, &format!("{base}&limit=2&offset=2")).await;
     assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:C"]);
-    // lastN applies to the merged series.
+    // lastN applies to the merged series, and never cuts what is
+    // aggregated.
     let r = get(&here, &ctx, &format!("{base}&lastN=1")).await;
     assert_eq!(speeds(&r), [vec![json!(2)], vec![json!(8)], vec![json!(5)]]);
+    let r = get(
+        &here,
+        &ctx,
+        &format!("{base}&lastN=1").replace("temporalValues", "aggregatedValues&aggrMethods=sum"),
+    )
+    .await;
+    let sums: Vec<&Value> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["speed"]["sum"][0][0])
+        .collect();
+    assert_eq!(sums, [&json!(3.0), &json!(15.0), &json!(5.0)], "{}", r.text);
+    // The POST form goes to the source as a POST.
+    let query = json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+        "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T10:30:00Z", "lastN": 1},
+        "q": "speed>1"});
+    let r = here
+        .req(
+            Method::POST,
+            "/temporal/entityOperations/query?options=temporalValues",
+        )
+        .header("Link", &link(&ctx))
+        .json(&query)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:B"]
+    );
+    assert_eq!(speeds(&r), [vec![json!(2)], vec![json!(8)]]);
     // q goes to the source, which tests its own instances.
     let r = get(&here, &ctx, &format!("{base}&q=speed%3E6")).await;
     assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:B"], "{}", r.text);
@@ -1158,4 +1202,36 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
     for unwanted in ["limit", "count", "temporalValues"] {
         assert!(!query.contains(unwanted), "{query}");
     }
+    // A POST query goes as a Query document with its selection and time
+    // range only; an aggregation, a projection or lastN stays here.
+    let body = json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+        "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T00:00:00Z", "lastN": 1,
+                      "aggrMethods": ["sum"]},
+        "aggrParams": {"aggrMethods": ["max"]}, "pick": "speed", "q": "speed>1"});
+    let r = here
+        .req(
+            Method::POST,
+            "/temporal/entityOperations/query?limit=1&count=true",
+        )
+        .header("Link", &link(&ctx))
+        .json(&body)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let request = loop {
+        let request = asked.recv().await.unwrap();
+        if request.method == Method::POST {
+            break request;
+        }
+    };
+    assert_eq!(
+        request.uri.path(),
+        "/ngsi-ld/v1/temporal/entityOperations/query"
+    );
+    assert_eq!(request.uri.query(), Some("options=sysAttrs"));
+    assert_eq!(
+        request.body,
+        json!({"type": "Query", "entities": [{"type": "Vehicle"}], "q": "speed>1",
+               "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T00:00:00Z"}})
+    );
 }

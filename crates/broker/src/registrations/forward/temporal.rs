@@ -16,20 +16,73 @@ use store::{AttrHistory, TemporalInstance};
 
 use super::{Failure, Forwarder, Origin, Prepared, RegistrationQuery, passed_on_if};
 use crate::registrations::model::{Mode, Registration};
-use crate::temporal::{ContentRange, TemporalQuery, TemporalResult};
+use crate::temporal::{ContentRange, TemporalFormat, TemporalQuery, TemporalResult};
 use crate::{Broker, Ctx};
 
 /// The time range of a temporal read, which a source gets besides the
 /// selection of the read (Retrieve Entity's or Query Entities'
 /// parameters): never paging, a representation or an aggregation, since the
 /// merged series is paged and rendered here.
-const TIME_RANGE_PARAMS: &[&str] = &["timerel", "timeAt", "endTimeAt", "timeproperty", "lastN"];
+const TIME_RANGE_PARAMS: &[&str] = &["timerel", "timeAt", "endTimeAt", "timeproperty"];
 
-/// The parameters of `raw` in `selection` or the time range.
-fn temporal_params(raw: Option<&str>, selection: &[&str]) -> Vec<String> {
+/// The members of a Query document (clause 5.2.23) a source gets with a
+/// forwarded `POST /temporal/entityOperations/query`: the selection and the
+/// time range, as the GET form passes on, without `aggrParams`, the
+/// projections, Linked Entity retrieval, EntityMap or ordering members.
+const QUERY_MEMBERS: &[&str] = &[
+    "@context",
+    "type",
+    "entities",
+    "attrs",
+    "q",
+    "geoQ",
+    "scopeQ",
+    "temporalQ",
+    "datasetId",
+    "expandValues",
+];
+
+/// The members of `temporalQ` (clause 5.2.21) a source gets: the time range
+/// (never an aggregation, which is done here on the merged series; `lastN`
+/// is set from the query).
+const TEMPORAL_Q_MEMBERS: &[&str] = &["timerel", "timeAt", "endTimeAt", "timeproperty"];
+
+/// The Query document a source gets for a POST temporal query: `body` with
+/// only the members in [`QUERY_MEMBERS`] and, in `temporalQ`, those in
+/// [`TEMPORAL_Q_MEMBERS`] and `last_n`.
+fn forwarded_query_body(body: &Value, last_n: Option<usize>) -> Value {
+    let Value::Object(m) = body else {
+        return body.clone();
+    };
+    let mut out: Map<String, Value> = m
+        .iter()
+        .filter(|(k, _)| QUERY_MEMBERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(Value::Object(tq)) = out.get_mut("temporalQ") {
+        tq.retain(|k, _| TEMPORAL_Q_MEMBERS.contains(&k.as_str()));
+        if let Some(n) = last_n {
+            tq.insert("lastN".into(), Value::from(n));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The number of last instances a source is asked for: none for the
+/// aggregated representation, which aggregates the whole merged series.
+fn source_last_n(q: &TemporalQuery) -> Option<usize> {
+    q.last_n.filter(|_| q.format != TemporalFormat::Aggregated)
+}
+
+/// The parameters of `raw` in `selection` or the time range, and `lastN`
+/// unless the query aggregates.
+fn temporal_params(raw: Option<&str>, selection: &[&str], q: &TemporalQuery) -> Vec<String> {
     let mut params = passed_on_if(raw, |k| {
         selection.contains(&k) || TIME_RANGE_PARAMS.contains(&k)
     });
+    if let Some(n) = source_last_n(q) {
+        params.push(format!("lastN={n}"));
+    }
     params.push("options=sysAttrs".into());
     params
 }
@@ -54,11 +107,12 @@ impl Forwarder {
         &self,
         r: &Registration,
         id: &str,
+        q: &TemporalQuery,
         origin: &Origin<'_>,
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let params = temporal_params(origin.query, super::RETRIEVE_PARAMS);
+        let params = temporal_params(origin.query, super::RETRIEVE_PARAMS, q);
         self.request(
             r,
             &["temporal", "entities", id],
@@ -71,24 +125,41 @@ impl Forwarder {
     }
 
     /// The request that asks the source of `r` for Query Temporal
-    /// Evolution (GET, with the selection of the client's query string).
+    /// Evolution: GET with the selection of the client's query string, or
+    /// POST `/temporal/entityOperations/query` with the selection members
+    /// of the client's Query document.
     fn query_temporal_request(
         &self,
         r: &Registration,
+        q: &TemporalQuery,
         origin: &Origin<'_>,
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let params = temporal_params(origin.query, super::QUERY_PARAMS);
-        self.request(
-            r,
-            &["temporal", "entities"],
-            params,
-            None,
-            origin,
-            ctx,
-            alias,
-        )
+        match origin.body {
+            Some(b) => self.request(
+                r,
+                &["temporal", "entityOperations", "query"],
+                vec!["options=sysAttrs".into()],
+                Some(
+                    forwarded_query_body(b, source_last_n(q))
+                        .to_string()
+                        .into_bytes(),
+                ),
+                origin,
+                ctx,
+                alias,
+            ),
+            None => self.request(
+                r,
+                &["temporal", "entities"],
+                temporal_params(origin.query, super::QUERY_PARAMS, q),
+                None,
+                origin,
+                ctx,
+                alias,
+            ),
+        }
     }
 }
 
@@ -130,7 +201,7 @@ impl Broker {
             .ask_sources(
                 tenant,
                 sources,
-                |f, r| f.retrieve_temporal_request(r, id, origin, ctx, &alias),
+                |f, r| f.retrieve_temporal_request(r, id, q, origin, ctx, &alias),
                 Forwarder::retrieve,
                 |items| parse_temporal_answer(items, Some(id), ctx, limits),
             )
@@ -147,7 +218,7 @@ impl Broker {
     /// answers (all its pages) joins the matches held here, instances merged
     /// as for a retrieval, and the union is paged here by id. The
     /// aggregated representation aggregates the merged series; `orderBy`
-    /// and the POST form stay local.
+    /// stays local. The POST form goes to the sources as a POST.
     pub async fn query_temporal_distributed(
         &self,
         tenant: &str,
@@ -156,11 +227,7 @@ impl Broker {
         origin: &Origin<'_>,
     ) -> NgsiResult<(TemporalResult, Vec<String>)> {
         let alias = self.source_alias(tenant);
-        let sources = if q.local
-            || origin.body.is_some()
-            || q.entities.order_by.is_some()
-            || !q.has_selector()
-        {
+        let sources = if q.local || q.entities.order_by.is_some() || !q.has_selector() {
             Vec::new()
         } else {
             self.registrations.sources(
@@ -180,7 +247,7 @@ impl Broker {
             .ask_sources(
                 tenant,
                 sources,
-                |f, r| f.query_temporal_request(r, origin, ctx, &alias),
+                |f, r| f.query_temporal_request(r, q, origin, ctx, &alias),
                 move |f, p| f.query(p, None),
                 |items| parse_temporal_answer(items, None, ctx, limits),
             )
