@@ -201,6 +201,7 @@ mod tests {
             )],
             created_at: 0,
             modified_at: 0,
+            expires_at: None,
         }
     }
 

@@ -2007,6 +2007,7 @@ impl<'a> HistoryFilter<'a> {
             attrs: Vec::new(),
             created_at: 0,
             modified_at: 0,
+            expires_at: None,
         };
         for h in page {
             // Deletions are no values: they satisfy no term.

@@ -67,6 +67,8 @@ pub fn amend(entity: &mut Entity, version: Version, terms: &dyn Terms) {
     if version >= NATIVE {
         return;
     }
+    // Before 1.9 there is no transient storage (clause 4.22).
+    entity.expires_at = None;
     if version < (1, 4) {
         entity.scopes.clear();
     }
@@ -114,6 +116,8 @@ fn amend_attribute(a: &mut Attribute, version: Version, terms: &dyn Terms) {
         },
         other => other,
     };
+    // `expiresAt` and `valueType` came in 1.9.
+    a.extra = None;
     if version < (1, 3) {
         a.dataset_id = None;
         a.observed_at = None;
@@ -193,6 +197,11 @@ mod tests {
         a.dataset_id = dataset.map(Into::into);
         a.observed_at = Some("2026-01-01T00:00:00Z".into());
         a.unit_code = Some("CEL".into());
+        a.extra = crate::entity::AttrExtra {
+            expires_at: Some("2100-01-01T00:00:00Z".into()),
+            value_type: Some("https://example.org/celsius".into()),
+        }
+        .boxed();
         a
     }
 
@@ -275,6 +284,7 @@ mod tests {
             ],
             created_at: 1,
             modified_at: 2,
+            expires_at: Some("2100-01-01T00:00:00Z".into()),
         }
     }
 
@@ -282,6 +292,20 @@ mod tests {
         e.attr(&format!("https://example.org/{name}")).unwrap()[0]
             .value
             .clone()
+    }
+
+    #[test]
+    fn before_1_9_expiry_and_value_types_go() {
+        let mut e = sample();
+        assert!(e.expires_at.is_some());
+        amend(&mut e, (1, 8), &Short);
+        assert_eq!(e.expires_at, None);
+        for (name, instances) in &e.attrs {
+            for a in instances.iter() {
+                assert!(a.extra.is_none(), "{name}");
+                assert!(a.unit_code.is_some(), "{name}");
+            }
+        }
     }
 
     #[test]

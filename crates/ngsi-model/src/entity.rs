@@ -173,6 +173,11 @@ pub struct Entity {
     pub created_at: i64,
     /// System attribute modifiedAt, in microseconds since the Unix epoch.
     pub modified_at: i64,
+    /// When the entity's storage expires (clause 4.22), as the producer
+    /// wrote the DateTime. Last, and left out when absent, so that the
+    /// stored encoding of an entity without it is what it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Arc<str>>,
 }
 
 impl Entity {
@@ -227,6 +232,31 @@ pub struct Attribute {
     /// Sub-attributes (properties of properties), by expanded name.
     #[serde(default, with = "crate::names::named")]
     pub sub: Vec<(Iri, Attribute)>,
+    /// The members few instances have (`expiresAt`, `valueType`), boxed so
+    /// that the others stay small. Last, and left out when absent, so that
+    /// the stored encoding of an instance without them is what it always
+    /// was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Box<AttrExtra>>,
+}
+
+/// The rarer members of an attribute instance (NGSI-LD 1.9).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttrExtra {
+    /// When the instance's storage expires (clause 4.22), as the producer
+    /// wrote the DateTime.
+    #[serde(default)]
+    pub expires_at: Option<Arc<str>>,
+    /// The datatype IRI of the value (clause 4.5.2.2), expanded.
+    #[serde(default)]
+    pub value_type: Option<Arc<str>>,
+}
+
+impl AttrExtra {
+    /// `None` when neither member is set, else the members boxed.
+    pub fn boxed(self) -> Option<Box<Self>> {
+        (self.expires_at.is_some() || self.value_type.is_some()).then(|| Box::new(self))
+    }
 }
 
 impl Attribute {
@@ -240,7 +270,18 @@ impl Attribute {
             created_at: 0,
             modified_at: 0,
             sub: Vec::new(),
+            extra: None,
         }
+    }
+
+    /// When the instance's storage expires, as written.
+    pub fn expires_at(&self) -> Option<&str> {
+        self.extra.as_ref()?.expires_at.as_deref()
+    }
+
+    /// The datatype IRI of the value.
+    pub fn value_type(&self) -> Option<&str> {
+        self.extra.as_ref()?.value_type.as_deref()
     }
 
     /// The sub-attribute `name`, if present.

@@ -13,7 +13,7 @@ pub mod render;
 pub mod time;
 pub mod update;
 
-pub use entity::{AttrValue, Attribute, Entity, Iri, iri};
+pub use entity::{AttrExtra, AttrValue, Attribute, Entity, Iri, iri};
 pub use error::{ErrorKind, NgsiError, NgsiResult};
 pub use json::{Json, JsonDoc};
 pub use parse::Terms;

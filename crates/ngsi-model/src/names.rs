@@ -386,6 +386,7 @@ mod tests {
             attrs: vec![(iri("https://example.org/level"), vec![level].into())],
             created_at: 1,
             modified_at: 2,
+            expires_at: None,
         }
     }
 

@@ -2,10 +2,11 @@
 //! model, expanding every term through the request's JSON-LD context.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::entity::{AttrValue, Attribute, Entity, InstanceList, Iri, iri};
+use crate::entity::{AttrExtra, AttrValue, Attribute, Entity, InstanceList, Iri, iri};
 use crate::error::{NgsiError, NgsiResult};
 use crate::json::JsonDoc;
 use crate::time::parse_datetime;
@@ -105,6 +106,7 @@ const ENTITY_MEMBERS: &[&str] = &[
     "createdAt",
     "modifiedAt",
     "deletedAt",
+    "expiresAt",
 ];
 
 /// Members of an attribute that are not sub-attributes.
@@ -130,6 +132,7 @@ const ATTRIBUTE_MEMBERS: &[&str] = &[
     "previousValue",
     "previousObject",
     "valueType",
+    "expiresAt",
 ];
 
 /// The member that carries the value of each attribute kind.
@@ -328,6 +331,7 @@ const RESERVED_NAMES: &[&str] = &[
     "deletedAt",
     "lang",
     "valueType",
+    "expiresAt",
     "scope",
     "@context",
 ];
@@ -445,6 +449,10 @@ pub fn parse_entity<J: JsonDoc>(
         Some(v) => parse_scopes(v)?,
         None => Vec::new(),
     };
+    let expires_at = match doc.get("expiresAt") {
+        Some(v) => Some(parse_expiry(v, limits, "the entity")?),
+        None => None,
+    };
     let attrs = parse_attributes(doc.members(), terms, limits)?;
     Ok(Entity {
         id,
@@ -453,7 +461,20 @@ pub fn parse_entity<J: JsonDoc>(
         attrs,
         created_at: 0,
         modified_at: 0,
+        expires_at,
     })
+}
+
+/// An `expiresAt` member (clause 4.22): a DateTime, kept as written, or in
+/// a merge patch the NGSI-LD Null, which asks to remove it.
+fn parse_expiry<J: JsonDoc>(v: &J, limits: ParseLimits, of: &str) -> NgsiResult<Arc<str>> {
+    match v.as_str() {
+        Some(s) if is_datetime(s) => Ok(s.into()),
+        Some(s) if limits.allow_null && s == crate::entity::core_iri::NULL => Ok(s.into()),
+        _ => Err(NgsiError::bad_data(format!(
+            "expiresAt of {of} must be a DateTime"
+        ))),
+    }
 }
 
 /// Parses the attributes of an entity or an entity fragment, skipping the
@@ -548,6 +569,8 @@ struct Slots<'a, J> {
     dataset_id: Option<&'a J>,
     observed_at: Option<&'a J>,
     unit_code: Option<&'a J>,
+    expires_at: Option<&'a J>,
+    value_type: Option<&'a J>,
     context: Option<&'a J>,
     coordinates: Option<&'a J>,
     /// A member that [`check_members`] refuses for some kinds or names
@@ -566,6 +589,8 @@ impl<'a, J: JsonDoc> Slots<'a, J> {
             dataset_id: None,
             observed_at: None,
             unit_code: None,
+            expires_at: None,
+            value_type: None,
             context: None,
             coordinates: None,
             odd: false,
@@ -587,7 +612,12 @@ impl<'a, J: JsonDoc> Slots<'a, J> {
                 "unitCode" => s.unit_code = Some(v),
                 "@context" => s.context = Some(v),
                 "createdAt" | "modifiedAt" | "deletedAt" | "instanceId" | "lang" => {}
-                "previousValue" | "previousObject" | "valueType" => s.odd = true,
+                "expiresAt" => s.expires_at = Some(v),
+                "valueType" => {
+                    s.value_type = Some(v);
+                    s.odd = true;
+                }
+                "previousValue" | "previousObject" => s.odd = true,
                 "coordinates" => {
                     s.coordinates = Some(v);
                     s.subs += 1;
@@ -972,6 +1002,27 @@ fn parse_instance<J: JsonDoc>(
                 )));
             }
         }
+    }
+    if m.expires_at.is_some() || m.value_type.is_some() {
+        let expires_at = match m.expires_at {
+            Some(v) => Some(parse_expiry(v, limits, &format!("attribute {name}"))?),
+            None => None,
+        };
+        let value_type = match m.value_type.map(|v| v.as_str()) {
+            // A datatype IRI, coerced as `@vocab` (the core context).
+            Some(Some(s)) if !s.is_empty() => Some(terms.expand(s).into()),
+            Some(_) => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute {name}: valueType must be a string"
+                )));
+            }
+            None => None,
+        };
+        attr.extra = AttrExtra {
+            expires_at,
+            value_type,
+        }
+        .boxed();
     }
     if m.subs == 0 {
         return Ok(attr);

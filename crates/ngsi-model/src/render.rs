@@ -240,6 +240,10 @@ pub fn write_entity<S: Sink>(
         out.string(&format_micros(entity.created_at));
         out.key("modifiedAt");
         out.string(&format_micros(entity.modified_at));
+        if let Some(x) = &entity.expires_at {
+            out.key("expiresAt");
+            out.string(x);
+        }
     }
     for (name, instances) in &entity.attrs {
         out.key(&terms.compact(name));
@@ -447,6 +451,7 @@ pub fn write_attribute<S: Sink>(
         && attr.dataset_id.is_none()
         && attr.observed_at.is_none()
         && attr.unit_code.is_none()
+        && attr.value_type().is_none()
         && !opts.sys_attrs
         && attr.sub.is_empty()
         && let AttrValue::Property(v) | AttrValue::GeoProperty(v) = &attr.value
@@ -574,11 +579,19 @@ pub fn write_attribute<S: Sink>(
         out.key("unitCode");
         out.string(u);
     }
+    if let Some(t) = attr.value_type() {
+        out.key("valueType");
+        out.string(&terms.compact(t));
+    }
     if opts.sys_attrs {
         out.key("createdAt");
         out.string(&format_micros(attr.created_at));
         out.key("modifiedAt");
         out.string(&format_micros(attr.modified_at));
+        if let Some(x) = attr.expires_at() {
+            out.key("expiresAt");
+            out.string(x);
+        }
     }
     // Only top-level Relationships are followed (clause 5.7.1.5: "the
     // returned Attributes").

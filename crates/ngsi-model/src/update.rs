@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::entity::{AttrValue, Attribute, Entity, InstanceList, Iri, core_iri};
+use crate::entity::{AttrExtra, AttrValue, Attribute, Entity, InstanceList, Iri, core_iri};
 use crate::error::{NgsiError, NgsiResult};
 
 /// What an update did per attribute (the UpdateResult of clause 5.2.18).
@@ -48,6 +48,37 @@ pub fn is_ngsi_null(a: &Attribute) -> bool {
         AttrValue::ListProperty(l) => l.len() == 1 && l[0].as_str() == Some(core_iri::NULL),
         _ => false,
     }
+}
+
+/// Sets the entity's `expiresAt` from a fragment's (clause 4.22): a value
+/// replaces it, the NGSI-LD Null (a merge patch) removes it, none leaves
+/// it. Whether it changed.
+fn set_expiry(entity: &mut Entity, given: Option<Arc<str>>) -> bool {
+    let next = match given {
+        None => return false,
+        Some(v) if &*v == core_iri::NULL => None,
+        Some(v) => Some(v),
+    };
+    let changed = entity.expires_at != next;
+    entity.expires_at = next;
+    changed
+}
+
+/// Merges the rarer members of a patch into an instance's: each member
+/// given replaces the old one, the NGSI-LD Null removes it.
+fn merge_extra(old: &mut Option<Box<AttrExtra>>, patch: AttrExtra) {
+    let mut merged = old.take().map(|b| *b).unwrap_or_default();
+    for (slot, given) in [
+        (&mut merged.expires_at, patch.expires_at),
+        (&mut merged.value_type, patch.value_type),
+    ] {
+        match given {
+            Some(v) if &*v == core_iri::NULL => *slot = None,
+            Some(v) => *slot = Some(v),
+            None => {}
+        }
+    }
+    *old = merged.boxed();
 }
 
 /// Stamps a new entity: createdAt and modifiedAt of the entity and of every
@@ -264,6 +295,7 @@ pub const SCOPE: &str = "scope";
 pub fn append(entity: &mut Entity, fragment: Entity, no_overwrite: bool, now: i64) -> UpdateReport {
     let mut report = UpdateReport::default();
     let mut changed = add_types(entity, fragment.types);
+    changed |= set_expiry(entity, fragment.expires_at);
     if !fragment.scopes.is_empty() {
         if no_overwrite {
             for s in fragment.scopes {
@@ -312,6 +344,7 @@ pub fn append(entity: &mut Entity, fragment: Entity, no_overwrite: bool, now: i6
 pub fn update_attrs(entity: &mut Entity, fragment: Entity, now: i64) -> UpdateReport {
     let mut report = UpdateReport::default();
     let mut changed = add_types(entity, fragment.types);
+    changed |= set_expiry(entity, fragment.expires_at);
     if !fragment.scopes.is_empty() {
         if entity.scopes.is_empty() {
             report
@@ -387,6 +420,9 @@ fn strip_compound_nulls(a: &mut Attribute) {
         let patch = std::mem::take(v);
         merge_json(v, patch);
     }
+    if let Some(extra) = a.extra.take() {
+        merge_extra(&mut a.extra, *extra);
+    }
     for (_, sub) in &mut a.sub {
         strip_compound_nulls(sub);
     }
@@ -415,6 +451,9 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
     }
     if patch.unit_code.is_some() {
         old.unit_code = patch.unit_code;
+    }
+    if let Some(extra) = patch.extra {
+        merge_extra(&mut old.extra, *extra);
     }
     let mut places = Places::new(&old.sub, patch.sub.len(), sub_name);
     for (name, sub) in patch.sub {
@@ -594,6 +633,7 @@ pub fn delete_attribute(
 /// to the NGSI-LD Null.
 pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
     add_types(entity, fragment.types);
+    set_expiry(entity, fragment.expires_at);
     if fragment.scopes.len() == 1 && &*fragment.scopes[0] == core_iri::NULL {
         entity.scopes.clear();
     } else if !fragment.scopes.is_empty() {
@@ -761,6 +801,7 @@ mod tests {
                     .collect(),
                 created_at: 1,
                 modified_at: 1,
+                expires_at: None,
             }
         })
     }

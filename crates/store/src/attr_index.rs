@@ -284,6 +284,7 @@ mod tests {
             )],
             created_at: 0,
             modified_at: 0,
+            expires_at: None,
         }
     }
 

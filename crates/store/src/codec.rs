@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use ngsi_model::entity::{AttrValue, Attribute, Entity, Iri, iri};
+use ngsi_model::entity::{AttrExtra, AttrValue, Attribute, Entity, Iri, iri};
 use ngsi_model::names::{NameList, Names};
 use rmp::Marker;
 use serde_json::{Map, Number, Value};
@@ -74,7 +74,7 @@ pub fn encode_entity_reusing(
     // eight times on the way to a kilobyte.
     let mut out = Vec::with_capacity(prev.map_or(1024, |(_, p)| p.bytes.len() + 64));
     let e = entity;
-    array_len(&mut out, 6);
+    array_len(&mut out, if e.expires_at.is_some() { 7 } else { 6 });
     string(&mut out, &e.id);
     array_len(&mut out, e.types.len());
     for t in &e.types {
@@ -109,6 +109,9 @@ pub fn encode_entity_reusing(
     }
     int(&mut out, e.created_at);
     int(&mut out, e.modified_at);
+    if let Some(x) = &e.expires_at {
+        string(&mut out, x);
+    }
     Encoded {
         bytes: out,
         attr_ends,
@@ -133,6 +136,8 @@ pub struct AttrParts<'a> {
     pub modified_at: i64,
     /// The sub-attributes.
     pub sub: &'a [(Iri, Attribute)],
+    /// The rarer members.
+    pub extra: Option<&'a AttrExtra>,
 }
 
 impl<'a> AttrParts<'a> {
@@ -146,6 +151,7 @@ impl<'a> AttrParts<'a> {
             created_at: a.created_at,
             modified_at: a.modified_at,
             sub: &a.sub,
+            extra: a.extra.as_deref(),
         }
     }
 }
@@ -153,7 +159,7 @@ impl<'a> AttrParts<'a> {
 /// Writes an attribute: its names numbered in `names`, or strings without
 /// a table.
 pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'_>) {
-    array_len(out, 7);
+    array_len(out, if a.extra.is_some() { 8 } else { 7 });
     map_len(out, 1);
     uint(out, kind_number(a.value));
     match a.value {
@@ -193,6 +199,11 @@ pub fn write_attribute(out: &mut Vec<u8>, names: Option<&Names>, a: &AttrParts<'
         array_len(out, 2);
         name(out, names, n);
         write_attribute(out, names, &AttrParts::of(s));
+    }
+    if let Some(x) = a.extra {
+        array_len(out, 2);
+        optional_string(out, x.expires_at.as_deref());
+        optional_string(out, x.value_type.as_deref());
     }
 }
 
@@ -418,7 +429,8 @@ impl<'a> Reader<'a> {
     }
 
     fn entity(&mut self) -> Option<Entity> {
-        if self.array_len()? != 6 {
+        let fields = self.array_len()?;
+        if !(6..=7).contains(&fields) {
             return None;
         }
         let id: Arc<str> = self.str()?.into();
@@ -442,6 +454,10 @@ impl<'a> Reader<'a> {
         })?;
         let created_at = self.int()?;
         let modified_at = self.int()?;
+        let expires_at = match fields {
+            7 => Some(self.str()?.into()),
+            _ => None,
+        };
         self.at_end().then_some(Entity {
             id,
             types,
@@ -449,6 +465,7 @@ impl<'a> Reader<'a> {
             attrs,
             created_at,
             modified_at,
+            expires_at,
         })
     }
 
@@ -457,7 +474,11 @@ impl<'a> Reader<'a> {
     }
 
     fn attribute_at(&mut self, depth: usize) -> Option<Attribute> {
-        if depth > MAX_SUB_DEPTH || self.array_len()? != 7 || self.map_len()? != 1 {
+        if depth > MAX_SUB_DEPTH {
+            return None;
+        }
+        let fields = self.array_len()?;
+        if !(7..=8).contains(&fields) || self.map_len()? != 1 {
             return None;
         }
         // The derived reader of the kind takes unsigned forms only.
@@ -503,6 +524,18 @@ impl<'a> Reader<'a> {
         let created_at = self.int()?;
         let modified_at = self.int()?;
         let sub = self.named(|r| r.attribute_at(depth + 1))?;
+        let extra = match fields {
+            8 => {
+                if self.array_len()? != 2 {
+                    return None;
+                }
+                Some(Box::new(AttrExtra {
+                    expires_at: self.optional_str()?,
+                    value_type: self.optional_str()?,
+                }))
+            }
+            _ => None,
+        };
         Some(Attribute {
             value,
             dataset_id,
@@ -511,6 +544,7 @@ impl<'a> Reader<'a> {
             created_at,
             modified_at,
             sub,
+            extra,
         })
     }
 

@@ -598,7 +598,7 @@ pub(crate) fn encode_instance(
         (AttrValue::Property(serde_json::Value::Number(n)), Some(Num::Real(_))) => n.is_f64(),
         (_, num) => num.is_some(),
     };
-    let plain = exact && a.unit_code.is_none() && a.sub.is_empty();
+    let plain = exact && a.unit_code.is_none() && a.sub.is_empty() && a.extra.is_none();
     let doc = (!plain).then(|| instance_doc(a, exact));
     // A deletion has neither number nor document; a non-plain instance
     // always has its document.
@@ -624,6 +624,7 @@ fn instance_doc(a: &Attribute, value_in_num: bool) -> Vec<u8> {
             created_at: 0,
             modified_at: 0,
             sub: &a.sub,
+            extra: a.extra.as_deref(),
         },
     );
     out
@@ -2313,6 +2314,7 @@ mod doc_tests {
             ],
             created_at: 1_000,
             modified_at: 2_000,
+            expires_at: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn entity(id: &str, t: &str, level: i64) -> Entity {
         )],
         created_at: 1,
         modified_at: 1,
+        expires_at: None,
     }
 }
 
@@ -2157,6 +2158,7 @@ fn three_series_entity(id: &str, base: i64) -> Entity {
             .collect(),
         created_at: 1,
         modified_at: 1,
+        expires_at: None,
     }
 }
 
@@ -2518,6 +2520,7 @@ async fn the_history_of_an_entity_of_many_instances_records_each_change_once() {
         attrs: vec![(temp.clone(), attrs.into())],
         created_at: 1_000,
         modified_at: t,
+        expires_at: None,
     };
     let put = |e: Entity| Op::new(id, move |_| Ok(Change::put(e)));
     store

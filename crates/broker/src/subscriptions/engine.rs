@@ -1201,6 +1201,7 @@ mod tests {
             )],
             created_at: 1,
             modified_at: 2,
+            expires_at: None,
         }
     }
 

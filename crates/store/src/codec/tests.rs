@@ -103,18 +103,40 @@ fn leaf_attribute() -> impl Strategy<Value = Attribute> {
         prop::option::of("[A-Z0-9]{3}"),
         timestamp(),
         timestamp(),
+        extra(),
     )
         .prop_map(
-            |(value, dataset_id, observed_at, unit_code, created_at, modified_at)| Attribute {
-                value,
-                dataset_id: dataset_id.map(Into::into),
-                observed_at: observed_at.map(Into::into),
-                unit_code: unit_code.map(Into::into),
-                created_at,
-                modified_at,
-                sub: Vec::new(),
+            |(value, dataset_id, observed_at, unit_code, created_at, modified_at, extra)| {
+                Attribute {
+                    value,
+                    dataset_id: dataset_id.map(Into::into),
+                    observed_at: observed_at.map(Into::into),
+                    unit_code: unit_code.map(Into::into),
+                    created_at,
+                    modified_at,
+                    sub: Vec::new(),
+                    extra,
+                }
             },
         )
+}
+
+/// Mostly none; else an expiry, a value type or both.
+fn extra() -> impl Strategy<Value = Option<Box<AttrExtra>>> {
+    prop_oneof![
+        3 => Just(None),
+        1 => (
+            prop::option::of("2100-01-0[1-9]T00:00:00Z"),
+            prop::option::of("http://www\\.w3\\.org/2001/XMLSchema#[a-z]{3,6}"),
+        )
+            .prop_map(|(expires_at, value_type)| {
+                AttrExtra {
+                    expires_at: expires_at.map(Into::into),
+                    value_type: value_type.map(Into::into),
+                }
+                .boxed()
+            }),
+    ]
 }
 
 fn attribute() -> impl Strategy<Value = Attribute> {
@@ -136,15 +158,17 @@ fn entity() -> impl Strategy<Value = Entity> {
         prop::collection::vec((name(), prop::collection::vec(attribute(), 1..3)), 0..6),
         timestamp(),
         timestamp(),
+        prop::option::of("2100-01-0[1-9]T00:00:00Z"),
     )
         .prop_map(
-            |(id, types, scopes, attrs, created_at, modified_at)| Entity {
+            |(id, types, scopes, attrs, created_at, modified_at, expires_at)| Entity {
                 id: id.into(),
                 types,
                 scopes: scopes.into_iter().map(Into::into).collect(),
                 attrs: attrs.into_iter().map(|(n, i)| (n, i.into())).collect(),
                 created_at,
                 modified_at,
+                expires_at: expires_at.map(Into::into),
             },
         )
 }
@@ -260,6 +284,7 @@ fn names_as_strings_read_on_the_fast_path() {
         attrs: vec![(iri("https://example.org/level"), vec![a].into())],
         created_at: 1,
         modified_at: 2,
+        expires_at: None,
     };
     let plain = rmp_serde::to_vec(&e).unwrap();
     assert_eq!(fast(&names, &plain), Some(e.clone()));
@@ -296,6 +321,7 @@ fn shapes_it_does_not_take_fall_back_to_rmp_serde() {
         attrs: vec![],
         created_at: 1,
         modified_at: 2,
+        expires_at: None,
     };
     let bytes = encode_entity(&names, &e);
     assert!(decode_entity(&Arc::new(Names::default()), &bytes).is_err());
@@ -318,6 +344,7 @@ fn deep_nesting_is_left_to_rmp_serde() {
         )],
         created_at: 1,
         modified_at: 2,
+        expires_at: None,
     };
     let bytes = encode_entity(&names, &e);
     assert!(fast(&names, &bytes).is_none());
@@ -392,6 +419,7 @@ fn what_rmp_serde_refuses_the_fast_reader_refuses() {
         attrs: vec![(iri("https://example.org/level"), vec![a.clone()].into())],
         created_at: 1,
         modified_at: 2,
+        expires_at: None,
     };
     let bytes = encode_entity(&names, &e);
     // The kind: a one-entry map (0x81) then 0 as a positive fixint.
