@@ -389,6 +389,7 @@ impl Broker {
         if ops.is_empty() {
             return Ok(());
         }
+        let ops = ops.into_iter().map(crate::expiry::transient).collect();
         let outcomes = self.store.write(tenant, ops).await?;
         for (id, outcome) in op_ids.into_iter().zip(outcomes) {
             match outcome {

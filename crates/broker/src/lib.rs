@@ -8,6 +8,7 @@ mod batch;
 mod context;
 mod discovery;
 pub mod entity_maps;
+mod expiry;
 pub mod linked;
 pub mod order;
 mod query;
@@ -234,6 +235,7 @@ impl Broker {
         if tokio::runtime::Handle::try_current().is_ok() {
             broker.subscriptions.start();
             broker.registrations.start();
+            tokio::spawn(expiry::run(broker.store.clone()));
             let (store, contexts, engine, registry) = (
                 broker.store.clone(),
                 broker.contexts.clone(),
@@ -298,7 +300,10 @@ impl Broker {
     }
 
     async fn write_one(&self, tenant: &str, op: Op) -> NgsiResult<Outcome> {
-        let mut results = self.store.write(tenant, vec![op]).await?;
+        let mut results = self
+            .store
+            .write(tenant, vec![expiry::transient(op)])
+            .await?;
         results
             .pop()
             .unwrap_or_else(|| Err(NgsiError::internal("the store returned no result")))

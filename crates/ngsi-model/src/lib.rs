@@ -6,6 +6,7 @@
 pub mod compat;
 pub mod entity;
 pub mod error;
+pub mod expiry;
 pub mod json;
 pub mod names;
 pub mod parse;

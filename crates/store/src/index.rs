@@ -108,6 +108,11 @@ pub struct TenantIndex {
     /// a number hashes in one step where an IRI takes its whole length.
     types: FxHashMap<u32, TypeCounts>,
     attrs: FxHashMap<u32, AttrTotals>,
+    /// The entities with something that expires (clause 4.22), by the
+    /// instant of their earliest expiry, and that instant by id: empty for
+    /// a city without transient data, and then never consulted on writes.
+    expiring: BTreeSet<(i64, Arc<str>)>,
+    expiry_of: HashMap<Arc<str>, i64>,
 }
 
 impl TenantIndex {
@@ -120,7 +125,37 @@ impl TenantIndex {
             by_attr: HashMap::new(),
             types: FxHashMap::default(),
             attrs: FxHashMap::default(),
+            expiring: BTreeSet::new(),
+            expiry_of: HashMap::new(),
         }
+    }
+
+    /// Notes when entity `id` next expires (`None`: never).
+    fn track_expiry(&mut self, id: &Arc<str>, due: Option<i64>) {
+        if due.is_none() && self.expiry_of.is_empty() {
+            return;
+        }
+        if let Some(old) = self.expiry_of.remove(id) {
+            self.expiring.remove(&(old, id.clone()));
+        }
+        if let Some(t) = due {
+            self.expiry_of.insert(id.clone(), t);
+            self.expiring.insert((t, id.clone()));
+        }
+    }
+
+    /// The earliest instant at which something held expires.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.expiring.first().map(|(t, _)| *t)
+    }
+
+    /// The entities with something that expires at or before `now`, the
+    /// earliest first.
+    pub fn expired(&self, now: i64) -> impl Iterator<Item = &Arc<str>> {
+        self.expiring
+            .iter()
+            .take_while(move |(t, _)| *t <= now)
+            .map(|(_, id)| id)
     }
 
     fn decode_stored(&self, id: &str, bytes: &[u8]) -> Option<Entity> {
@@ -185,6 +220,7 @@ impl TenantIndex {
     /// `row`.
     pub fn replace(&mut self, old: Option<&Entity>, entity: &Entity, row: i64, bytes: Box<[u8]>) {
         let id = entity.id.clone();
+        self.track_expiry(&id, ngsi_model::expiry::earliest(entity));
         match old {
             // The same types and the same attributes of the same kinds (the
             // common update): the type sets and the discovery counts stay as
@@ -232,6 +268,7 @@ impl TenantIndex {
     /// Removes `old`, the held version of an entity, decoded by the caller.
     pub fn remove_known(&mut self, old: &Entity) {
         if self.by_id.remove(&*old.id).is_some() {
+            self.track_expiry(&old.id, None);
             self.unlink(old);
         }
     }

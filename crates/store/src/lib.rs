@@ -107,6 +107,15 @@ pub struct EntityChange {
     pub after: Option<Arc<Entity>>,
 }
 
+/// What [`Store::expiries`] answers.
+#[derive(Debug, Default)]
+pub struct Expiries {
+    /// The entities with something expired, as (tenant, id).
+    pub due: Vec<(String, Arc<str>)>,
+    /// The earliest instant at which something held expires.
+    pub next: Option<i64>,
+}
+
 /// The changes of one commit, shared by every listener.
 pub type ChangeBatch = Arc<[EntityChange]>;
 
@@ -468,6 +477,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> QueryPage;
     /// Visits every entity of `tenant`.
     fn scan(&self, tenant: &str, visit: &mut dyn FnMut(&Entity));
+    /// Transient storage (clause 4.22): the entities, with their tenants,
+    /// that hold something whose `expiresAt` is at or before `now` (at most
+    /// `limit`, the earliest first), and the earliest expiry of all held.
+    fn expiries(&self, now: i64, limit: usize) -> Expiries;
     /// The entity types of `tenant` with counts and attributes.
     fn type_infos(&self, tenant: &str) -> Vec<TypeInfo>;
     /// The attributes of `tenant` with counts, kinds and types.

@@ -522,6 +522,25 @@ impl Store for SqliteStore {
         }
     }
 
+    fn expiries(&self, now: i64, limit: usize) -> crate::Expiries {
+        let tenants = self.shared.tenants.read();
+        let mut out = crate::Expiries::default();
+        for (tenant, index) in tenants.iter() {
+            out.next = match (out.next, index.next_expiry()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let room = limit.saturating_sub(out.due.len());
+            out.due.extend(
+                index
+                    .expired(now)
+                    .take(room)
+                    .map(|id| (tenant.to_string(), id.clone())),
+            );
+        }
+        out
+    }
+
     fn type_infos(&self, tenant: &str) -> Vec<crate::TypeInfo> {
         self.shared
             .tenants

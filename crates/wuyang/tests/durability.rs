@@ -737,3 +737,49 @@ async fn post_three_levels(client: &reqwest::Client, base: &str, id: &str, last_
         .unwrap();
     assert_eq!(r.status(), 201);
 }
+
+/// Transient data (clause 4.22) expires across a restart: the store's
+/// index finds, on loading, what falls due while the server was down, in
+/// every tenant.
+#[tokio::test]
+async fn what_expires_while_the_server_is_down_is_removed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let soon = ngsi_model::time::format_micros(ngsi_model::time::now_micros() + 1_500_000);
+    let id = "urn:ngsi-ld:WaterLevelSensor:transient";
+    {
+        let server = Server::start(dir.path());
+        for tenant in ["", "panyu"] {
+            let mut e = entity(id);
+            e["expiresAt"] = json!(soon);
+            let mut req = client.post(format!("{}/entities", server.base)).json(&e);
+            if !tenant.is_empty() {
+                req = req.header("NGSILD-Tenant", tenant);
+            }
+            assert_eq!(req.send().await.unwrap().status(), 201);
+        }
+        server.kill9();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = Server::start(dir.path());
+    for tenant in ["", "panyu"] {
+        let start = Instant::now();
+        loop {
+            let mut req = client.get(format!("{}/entities/{id}", server.base));
+            if !tenant.is_empty() {
+                req = req.header("NGSILD-Tenant", tenant);
+            }
+            let status = req.send().await.unwrap().status();
+            if status == 404 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{tenant:?}: still there"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -19,3 +19,4 @@ mod subscriptions;
 mod support;
 mod temporal;
 mod tenants;
+mod transient;
