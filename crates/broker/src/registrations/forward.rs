@@ -765,11 +765,40 @@ fn more_recent(a: &Attribute, b: &Attribute) -> bool {
     }
 }
 
+/// Whether instance `a` has an `expiresAt` that has passed.
+fn expired(a: &Attribute, now: i64) -> bool {
+    a.expires_at()
+        .and_then(parse_datetime)
+        .is_some_and(|t| t <= now)
+}
+
+/// Which of two instances with one datasetId a merge keeps (clause
+/// 4.5.5.3): one whose `expiresAt` has passed is discarded, then the more
+/// recent wins. Whether `from` replaces `mine`.
+fn replaces(from: &Attribute, mine: &Attribute, now: i64) -> bool {
+    match (expired(from, now), expired(mine, now)) {
+        (true, false) => false,
+        (false, true) => true,
+        _ => more_recent(from, mine),
+    }
+}
+
 /// Merges `from` into `into` (clause 4.5.5): types and scopes joined,
-/// instances of an attribute keyed by datasetId, the more recent of two
-/// with one datasetId kept. An auxiliary `from` only adds attributes that
-/// `into` lacks.
+/// instances of an attribute keyed by datasetId, the one [`replaces`]
+/// prefers kept; the entity keeps an `expiresAt` only when both versions
+/// have one, the later (clause 4.5.5.3). An auxiliary `from` only adds
+/// attributes that `into` lacks.
 pub(crate) fn merge(into: &mut Entity, from: Entity, auxiliary: bool) {
+    let now = ngsi_model::time::now_micros();
+    if !auxiliary {
+        into.expires_at = match (into.expires_at.take(), from.expires_at) {
+            (Some(a), Some(b)) => {
+                let at = |x: &str| parse_datetime(x).unwrap_or(i64::MIN);
+                Some(if at(&b) > at(&a) { b } else { a })
+            }
+            _ => None,
+        };
+    }
     for t in from.types {
         if !into.types.iter().any(|x| same_iri(x, &t)) {
             into.types.push(t);
@@ -788,7 +817,7 @@ pub(crate) fn merge(into: &mut Entity, from: Entity, auxiliary: bool) {
                 for inst in list.iter() {
                     match mine.iter_mut().find(|m| m.dataset_id == inst.dataset_id) {
                         None => mine.push(inst.clone()),
-                        Some(m) if more_recent(inst, m) => *m = inst.clone(),
+                        Some(m) if replaces(inst, m, now) => *m = inst.clone(),
                         Some(_) => {}
                     }
                 }
@@ -1150,6 +1179,51 @@ mod tests {
             vec!["type=Vehicle", "attrs=speed%2CbrandName", "q=speed%3E3"]
         );
         assert!(passed_on(None, QUERY_PARAMS).is_empty());
+    }
+
+    /// Clause 4.5.5.3: an instance whose expiresAt has passed loses to
+    /// one that has not, however recent; the entity keeps the later
+    /// expiresAt only when every version has one.
+    #[test]
+    fn merges_discard_expired_instances_and_keep_a_common_entity_expiry() {
+        let instance = |value: i64, observed: &str, expires: Option<&str>| {
+            let mut a = Attribute::new(ngsi_model::AttrValue::Property(value.into()));
+            a.observed_at = Some(observed.into());
+            a.extra = ngsi_model::AttrExtra {
+                expires_at: expires.map(Into::into),
+                value_type: None,
+            }
+            .boxed();
+            a
+        };
+        let version = |a: Attribute, expires: Option<&str>| Entity {
+            id: "urn:ngsi-ld:Vehicle:1".into(),
+            types: vec![ngsi_model::iri("https://example.org/Vehicle")],
+            scopes: Vec::new(),
+            attrs: vec![(ngsi_model::iri("https://example.org/speed"), vec![a].into())],
+            created_at: 0,
+            modified_at: 0,
+            expires_at: expires.map(Into::into),
+        };
+        let speed = |e: &Entity| e.attrs[0].1[0].value.clone();
+        let (old, new) = ("2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z");
+        let past = Some("2020-01-01T00:00:00Z");
+        let (later, latest) = (Some("2100-01-01T00:00:00Z"), Some("2101-01-01T00:00:00Z"));
+        // The more recent instance has expired: the older one stays.
+        let mut mine = version(instance(1, old, None), later);
+        merge(&mut mine, version(instance(2, new, past), latest), false);
+        assert_eq!(speed(&mine), ngsi_model::AttrValue::Property(1.into()));
+        assert_eq!(mine.expires_at.as_deref(), latest);
+        // Neither expired: the more recent wins; one version without an
+        // entity expiry removes it.
+        let mut mine = version(instance(1, old, later), latest);
+        merge(&mut mine, version(instance(2, new, None), None), false);
+        assert_eq!(speed(&mine), ngsi_model::AttrValue::Property(2.into()));
+        assert_eq!(mine.expires_at, None);
+        // The held one has expired (the reaper has not come yet).
+        let mut mine = version(instance(1, new, past), None);
+        merge(&mut mine, version(instance(2, old, None), None), false);
+        assert_eq!(speed(&mine), ngsi_model::AttrValue::Property(2.into()));
     }
 
     #[test]
