@@ -676,6 +676,7 @@ impl Broker {
         origin: &Origin<'_>,
         map: &MapRequest,
     ) -> NgsiResult<(Retrieved, Vec<String>, Option<MapAnswer>)> {
+        crate::query::check_projection_depth(view)?;
         let named = map.named.as_deref().and_then(|m| {
             self.entity_maps
                 .sources_of(tenant, m, id)

@@ -394,17 +394,10 @@ impl Broker {
                 "nothing of entity {id} is left after pick/omit"
             )));
         }
-        let linked = linked::flat_linked(
-            &*self.store,
-            tenant,
-            &[&shown],
-            ctx,
-            view.join.as_ref(),
-            view,
-        )
-        .iter()
-        .map(|e| shown_value(e, ctx, view, &LinkedEntities::new()))
-        .collect();
+        let linked = linked::flat_linked(&*self.store, tenant, &[&shown], ctx, view)
+            .iter()
+            .map(|(e, v)| shown_value(e, ctx, v, &LinkedEntities::new()))
+            .collect();
         Ok(Retrieved {
             entity: out,
             linked,

@@ -8,14 +8,16 @@
 //! entity is never retrieved twice along one path (no loops), nor when
 //! `containedBy` names it (the client has it already); with `join=flat`
 //! each entity appears once in the whole answer. Every entity of the answer
-//! is shown through the same view (format, pick/omit, options): clause
-//! 5.7.1.5 applies pick/omit "to all Entities in the payload".
+//! is shown in the same representation (format, options, lang); pick and
+//! omit apply level by level (clause 4.21): a plain name to the entity it
+//! stands beside, `rel{...}` to the Linked Entities of `rel`, whose other
+//! Linked Entities are shown whole (ETSI 018_20, 018_21, 019_20–019_23).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use ngsi_model::render::LinkedEntities;
-use ngsi_model::{AttrValue, Entity, NgsiError, NgsiResult};
+use ngsi_model::{AttrValue, Entity, Iri, NgsiError, NgsiResult};
 use serde_json::Value;
 
 use store::Store;
@@ -97,25 +99,28 @@ impl Join {
 }
 
 /// The entity ids the top-level Relationships and ListRelationships of
-/// `entity` target, in order.
-fn targets(entity: &Entity) -> impl Iterator<Item = &str> {
+/// `entity` target, in order, each with the Relationship's name.
+fn targets(entity: &Entity) -> impl Iterator<Item = (&Iri, &str)> {
     entity
         .attrs
         .iter()
-        .flat_map(|(_, instances)| instances.iter())
-        .flat_map(|a| match &a.value {
-            AttrValue::Relationship {
-                object: Value::String(s),
-                ..
-            } => vec![s.as_str()],
-            AttrValue::Relationship {
-                object: Value::Array(items),
-                ..
-            }
-            | AttrValue::ListRelationship { objects: items, .. } => {
-                items.iter().filter_map(Value::as_str).collect()
-            }
-            _ => Vec::new(),
+        .flat_map(|(name, instances)| instances.iter().map(move |a| (name, a)))
+        .flat_map(|(name, a)| {
+            let ids = match &a.value {
+                AttrValue::Relationship {
+                    object: Value::String(s),
+                    ..
+                } => vec![s.as_str()],
+                AttrValue::Relationship {
+                    object: Value::Array(items),
+                    ..
+                }
+                | AttrValue::ListRelationship { objects: items, .. } => {
+                    items.iter().filter_map(Value::as_str).collect()
+                }
+                _ => Vec::new(),
+            };
+            ids.into_iter().map(move |id| (name, id))
         })
 }
 
@@ -131,7 +136,7 @@ impl Broker {
         view: &ViewOptions,
         budget: &mut usize,
     ) -> LinkedEntities {
-        inline_linked(&*self.store, tenant, shown, ctx, view, view, budget)
+        inline_linked(&*self.store, tenant, shown, ctx, view, budget)
     }
 
     /// An entity of an answer, as JSON text (`None` when pick/omit leave
@@ -160,25 +165,24 @@ impl Broker {
     ) -> Vec<Vec<u8>> {
         let shown: Vec<_> = roots.iter().map(|e| crate::project(e, ctx, view)).collect();
         let shown: Vec<&Entity> = shown.iter().map(|e| &**e).collect();
-        flat_linked(&*self.store, tenant, &shown, ctx, view.join.as_ref(), view)
+        flat_linked(&*self.store, tenant, &shown, ctx, view)
             .iter()
-            .filter_map(|e| crate::shown_json(e, ctx, view, &LinkedEntities::new()))
+            .filter_map(|(e, v)| crate::shown_json(e, ctx, v, &LinkedEntities::new()))
             .collect()
     }
 }
 
 /// The rendered Linked Entities to inline in `shown` (what `view` shows of
-/// an entity) for `view`'s `join=inline`; none without it. The Linked
-/// Entities are shown as `linked_view` shows them (a query shows them as
-/// its entities, a notification without its attribute projection).
-/// `budget` counts down the Linked Entities the answer may still retrieve.
+/// an entity) for `view`'s `join=inline`; none without it. Each Linked
+/// Entity is shown as [`ViewOptions::linked_view`] says for the
+/// Relationship that reached it (clause 4.21, level by level). `budget`
+/// counts down the Linked Entities the answer may still retrieve.
 pub(crate) fn inline_linked(
     store: &dyn Store,
     tenant: &str,
     shown: &Entity,
     ctx: &Ctx,
     view: &ViewOptions,
-    linked_view: &ViewOptions,
     budget: &mut usize,
 ) -> LinkedEntities {
     match view.join.as_ref().filter(|j| !j.flat) {
@@ -186,41 +190,43 @@ pub(crate) fn inline_linked(
             store,
             tenant,
             ctx,
-            view: linked_view,
             ancestors: join.contained_by.clone(),
             budget,
         }
-        .inline(shown, join.level),
+        .inline(shown, view, join.level),
         None => LinkedEntities::new(),
     }
 }
 
-/// What `linked_view` shows of the Linked Entities of `shown` (what is
-/// shown of the entities of an answer) for `join=flat` (none without it):
-/// each entity once, breadth first, `joinLevel` hops deep, leaving out the
-/// roots and what `containedBy` names.
+/// The Linked Entities of `shown` (what `view` shows of the entities of an
+/// answer) for `view`'s `join=flat` (none without it), each with the view
+/// it is shown through ([`ViewOptions::linked_view`] of the Relationship
+/// that first reached it): each entity once, breadth first, `joinLevel`
+/// hops deep, leaving out the roots and what `containedBy` names.
 pub(crate) fn flat_linked(
     store: &dyn Store,
     tenant: &str,
     shown: &[&Entity],
     ctx: &Ctx,
-    join: Option<&Join>,
-    linked_view: &ViewOptions,
-) -> Vec<Entity> {
-    let Some(join) = join.filter(|j| j.flat) else {
+    view: &ViewOptions,
+) -> Vec<(Entity, ViewOptions)> {
+    let Some(join) = view.join.as_ref().filter(|j| j.flat) else {
         return Vec::new();
     };
     let mut seen: HashSet<Arc<str>> = shown.iter().map(|e| e.id.clone()).collect();
     seen.extend(join.contained_by.iter().cloned());
-    // The ids the level at hand targets.
-    let mut next: Vec<Arc<str>> = shown
-        .iter()
-        .flat_map(|e| targets(e).map(Arc::from).collect::<Vec<_>>())
-        .collect();
-    let mut out: Vec<Entity> = Vec::new();
+    // The ids the level at hand targets, with the views they are shown in.
+    let reached = |e: &Entity, v: &ViewOptions| -> Vec<(Arc<str>, ViewOptions)> {
+        targets(e)
+            .map(|(rel, id)| (Arc::from(id), v.linked_view(rel)))
+            .collect()
+    };
+    let mut next: Vec<(Arc<str>, ViewOptions)> =
+        shown.iter().flat_map(|e| reached(e, view)).collect();
+    let mut out: Vec<(Entity, ViewOptions)> = Vec::new();
     for _ in 0..join.level {
         let start = out.len();
-        for id in std::mem::take(&mut next) {
+        for (id, v) in std::mem::take(&mut next) {
             if out.len() >= MAX_LINKED {
                 return out;
             }
@@ -231,11 +237,12 @@ pub(crate) fn flat_linked(
                 continue;
             };
             seen.insert(id);
-            out.push(crate::project(&target, ctx, linked_view).into_owned());
+            let projected = crate::project(&target, ctx, &v).into_owned();
+            out.push((projected, v));
         }
         next = out[start..]
             .iter()
-            .flat_map(|e| targets(e).map(Arc::from).collect::<Vec<_>>())
+            .flat_map(|(e, v)| reached(e, v))
             .collect();
         if next.is_empty() {
             break;
@@ -249,8 +256,6 @@ struct Walk<'a> {
     store: &'a dyn Store,
     tenant: &'a str,
     ctx: &'a Ctx,
-    /// How the Linked Entities are shown.
-    view: &'a ViewOptions,
     /// The ids on the path to the entity at hand (and `containedBy`),
     /// which are not retrieved again.
     ancestors: Vec<Arc<str>>,
@@ -259,14 +264,15 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// The rendered Linked Entities of `shown`, `level` hops deep.
-    fn inline(&mut self, shown: &Entity, level: usize) -> LinkedEntities {
+    /// The rendered Linked Entities of `shown` (shown through `view`),
+    /// `level` hops deep.
+    fn inline(&mut self, shown: &Entity, view: &ViewOptions, level: usize) -> LinkedEntities {
         let mut linked = LinkedEntities::new();
         if level == 0 {
             return linked;
         }
         self.ancestors.push(shown.id.clone());
-        for id in targets(shown) {
+        for (rel, id) in targets(shown) {
             if *self.budget == 0 {
                 break;
             }
@@ -277,11 +283,12 @@ impl Walk<'_> {
                 continue;
             };
             *self.budget -= 1;
-            let target_shown = crate::project(&target, self.ctx, self.view);
-            let inner = self.inline(&target_shown, level - 1);
+            let target_view = view.linked_view(rel);
+            let target_shown = crate::project(&target, self.ctx, &target_view);
+            let inner = self.inline(&target_shown, &target_view, level - 1);
             linked.insert(
                 id.to_string(),
-                crate::shown_value(&target_shown, self.ctx, self.view, &inner),
+                crate::shown_value(&target_shown, self.ctx, &target_view, &inner),
             );
         }
         self.ancestors.pop();

@@ -80,6 +80,11 @@ pub struct ViewOptions {
     pub version: Option<ngsi_model::compat::Version>,
     /// Linked Entity retrieval (`join`, clause 4.5.23).
     pub join: Option<crate::linked::Join>,
+    /// The projections of the Linked Entities reached through the
+    /// Relationships that `pick` or `omit` name with braces
+    /// (`rel{...}`, clause 4.21): only their projection members are set.
+    /// The Linked Entities of other Relationships are shown whole.
+    pub linked: Vec<(Iri, ViewOptions)>,
 }
 
 /// One entity selector: ids, an id pattern and a type expression, all of
@@ -313,15 +318,37 @@ pub(crate) fn parse_q(s: &str, ctx: &Ctx) -> NgsiResult<Query> {
 /// linked term; else BadRequestData.
 pub(crate) fn check_link_depth(query: &EntityQuery) -> NgsiResult<()> {
     let depth = query.q.as_ref().map_or(0, Query::link_depth);
-    if depth == 0 {
-        return Ok(());
+    if depth > 0 {
+        match &query.view.join {
+            None => {
+                return Err(NgsiError::bad_data(
+                    "a linked entity term in q (attr{...}) needs Linked Entity retrieval: join=inline or join=flat",
+                ));
+            }
+            Some(join) if join.level < depth => {
+                return Err(NgsiError::bad_data(format!(
+                    "q follows {depth} relationships, deeper than joinLevel {}",
+                    join.level
+                )));
+            }
+            Some(_) => {}
+        }
     }
-    match &query.view.join {
+    check_projection_depth(&query.view)
+}
+
+/// Clauses 5.7.1.4 and 5.7.2.4: projections into Linked Entities
+/// (`rel{...}` in pick or omit) need Linked Entity retrieval (`join`), at
+/// least as deep (`joinLevel`) as their braces; else BadRequestData.
+pub(crate) fn check_projection_depth(view: &ViewOptions) -> NgsiResult<()> {
+    let depth = view.projection_depth();
+    match &view.join {
+        _ if depth == 0 => Ok(()),
         None => Err(NgsiError::bad_data(
-            "a linked entity term in q (attr{...}) needs Linked Entity retrieval: join=inline or join=flat",
+            "a linked-entity projection (attr{...}) in pick or omit needs Linked Entity retrieval: join=inline or join=flat",
         )),
         Some(join) if join.level < depth => Err(NgsiError::bad_data(format!(
-            "q follows {depth} relationships, deeper than joinLevel {}",
+            "pick or omit reaches {depth} relationships deep, deeper than joinLevel {}",
             join.level
         ))),
         Some(_) => Ok(()),
@@ -348,17 +375,10 @@ fn parse_usize(s: Option<&str>, name: &str, default: usize) -> NgsiResult<usize>
     }
 }
 
-/// The names of a `pick` or `omit` projection (clause 4.21: `,` or `|`
-/// between the names). A linked-entity projection (`attr{...}`) needs
-/// Linked Entity Retrieval (`join`), which is not offered: BadRequestData.
-fn projection_names(s: &str) -> NgsiResult<Vec<String>> {
-    let terms = ngsi_query::parse_projection(s).map_err(bad)?;
-    if terms.iter().any(|t| !t.linked.is_empty()) {
-        return Err(NgsiError::bad_data(
-            "a linked-entity projection (attr{...}) is not supported",
-        ));
-    }
-    Ok(terms.into_iter().map(|t| t.name).collect())
+/// The terms of a `pick` or `omit` projection (clause 4.21: `,` or `|`
+/// between them, `rel{...}` for the Linked Entities of `rel`).
+fn projection_terms(s: &str) -> NgsiResult<Vec<ngsi_query::Projection>> {
+    ngsi_query::parse_projection(s).map_err(bad)
 }
 
 /// Whether `name` (a term or its IRI) is a system attribute (clause 4.8).
@@ -367,6 +387,24 @@ fn is_system_name(name: &str) -> bool {
         .strip_prefix("https://uri.etsi.org/ngsi-ld/")
         .unwrap_or(name);
     matches!(term, "createdAt" | "modifiedAt" | "deletedAt")
+}
+
+/// The projections of the Linked Entities a projection's `rel{...}` terms
+/// name, each made by `apply` (pick or omit) from the terms in braces.
+fn linked_projections(
+    terms: &[ngsi_query::Projection],
+    ctx: &Ctx,
+    apply: fn(&mut ViewOptions, &[ngsi_query::Projection], &Ctx),
+) -> Vec<(Iri, ViewOptions)> {
+    terms
+        .iter()
+        .filter(|t| !t.linked.is_empty())
+        .map(|t| {
+            let mut v = ViewOptions::default();
+            apply(&mut v, &t.linked, ctx);
+            (iri(&ctx.expand(&t.name)), v)
+        })
+        .collect()
 }
 
 /// Whether a `pick`/`omit` name is an entity member rather than an attribute.
@@ -384,6 +422,73 @@ fn parse_bool(s: Option<&str>, name: &str) -> NgsiResult<bool> {
 }
 
 impl ViewOptions {
+    /// Keeps what `terms` name (a `pick`, clause 4.21) and, for each
+    /// `rel{...}`, the projection of the Linked Entities of `rel`: level by
+    /// level, a plain name picks at its own level only.
+    fn pick(&mut self, terms: &[ngsi_query::Projection], ctx: &Ctx) {
+        let named = |m: &str| terms.iter().any(|t| t.name == m);
+        self.omit_id = !named("id");
+        self.omit_type = !named("type");
+        self.omit_scope = !named("scope");
+        let picked: Vec<Iri> = terms
+            .iter()
+            .filter(|t| !is_entity_member(&t.name))
+            .map(|t| iri(&ctx.expand(&t.name)))
+            .collect();
+        self.attrs = Some(match self.attrs.take() {
+            Some(a) => a.into_iter().filter(|x| picked.contains(x)).collect(),
+            None => picked,
+        });
+        self.linked = linked_projections(terms, ctx, Self::pick);
+    }
+
+    /// Drops what `terms` name (an `omit`, clause 4.21), but a `rel{...}`,
+    /// which stays and drops the members its braces name from the Linked
+    /// Entities of `rel`.
+    fn omit(&mut self, terms: &[ngsi_query::Projection], ctx: &Ctx) {
+        let plain = || terms.iter().filter(|t| t.linked.is_empty());
+        let named = |m: &str| plain().any(|t| t.name == m);
+        self.omit_id = named("id");
+        self.omit_type = named("type");
+        self.omit_scope = named("scope");
+        self.omit = Some(
+            plain()
+                .filter(|t| !is_entity_member(&t.name))
+                .map(|t| iri(&ctx.expand(&t.name)))
+                .collect(),
+        );
+        self.linked = linked_projections(terms, ctx, Self::omit);
+    }
+
+    /// How deep the projections reach into Linked Entities: 0 without
+    /// braces, 1 for `rel{a}`, 2 for `rel{a{b}}`.
+    pub fn projection_depth(&self) -> usize {
+        self.linked
+            .iter()
+            .map(|(_, v)| 1 + v.projection_depth())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How the Linked Entities reached through Relationship `rel` are
+    /// shown: in this view's representation, projected as the braces after
+    /// `rel` say, else whole.
+    pub fn linked_view(&self, rel: &str) -> ViewOptions {
+        let projection = self
+            .linked
+            .iter()
+            .find(|(n, _)| **n == *rel)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        ViewOptions {
+            format: self.format,
+            sys_attrs: self.sys_attrs,
+            lang: self.lang.clone(),
+            version: self.version,
+            ..projection
+        }
+    }
+
     /// Parses `options`, `format`, `attrs`, `pick`, `omit`, `lang` and
     /// `datasetId`.
     pub fn from_params(p: &QueryParams, ctx: &Ctx) -> NgsiResult<Self> {
@@ -447,32 +552,10 @@ impl ViewOptions {
             v.attrs_given = true;
         }
         if let Some(pick) = &p.pick {
-            let names = projection_names(pick)?;
-            v.omit_id = !names.iter().any(|n| n == "id");
-            v.omit_type = !names.iter().any(|n| n == "type");
-            v.omit_scope = !names.iter().any(|n| n == "scope");
-            let picked: Vec<Iri> = names
-                .iter()
-                .filter(|n| !is_entity_member(n))
-                .map(|n| iri(&ctx.expand(n)))
-                .collect();
-            v.attrs = Some(match v.attrs.take() {
-                Some(a) => a.into_iter().filter(|x| picked.contains(x)).collect(),
-                None => picked,
-            });
+            v.pick(&projection_terms(pick)?, ctx);
         }
         if let Some(omit) = &p.omit {
-            let names = projection_names(omit)?;
-            v.omit_id = names.iter().any(|n| n == "id");
-            v.omit_type = names.iter().any(|n| n == "type");
-            v.omit_scope = names.iter().any(|n| n == "scope");
-            v.omit = Some(
-                names
-                    .iter()
-                    .filter(|n| !is_entity_member(n))
-                    .map(|n| iri(&ctx.expand(n)))
-                    .collect(),
-            );
+            v.omit(&projection_terms(omit)?, ctx);
         }
         if let Some(lang) = &p.lang {
             v.lang = Some(lang.trim().to_string());

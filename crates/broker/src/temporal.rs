@@ -347,6 +347,12 @@ impl TemporalQuery {
         format: TemporalFormat,
     ) -> NgsiResult<Self> {
         crate::query::refuse_links(entities.q.as_ref(), "temporal queries")?;
+        // Clauses 5.7.3.4 and 5.7.4.4: no Linked Entity retrieval here.
+        if entities.view.projection_depth() > 0 {
+            return Err(NgsiError::bad_data(
+                "linked-entity projections (attr{...}) in pick or omit are not supported in temporal reads",
+            ));
+        }
         // Clause 5.7.4.4: a temporal query orders by id only.
         if entities
             .order_by

@@ -553,22 +553,6 @@ impl Markers<'_> {
     }
 }
 
-/// How a notification shows Linked Entities: as it shows its entities, but
-/// whole: `attributes`, `pick` and `omit` select the members of the
-/// notified entities only (ETSI 046_26, 046_30).
-fn linked_view(view: &ViewOptions) -> ViewOptions {
-    ViewOptions {
-        attrs: None,
-        omit: None,
-        omit_id: false,
-        omit_type: false,
-        omit_scope: false,
-        dataset_id: None,
-        join: None,
-        ..view.clone()
-    }
-}
-
 /// The previous* member for showChanges.
 fn previous_member(old: &Attribute, ctx: &Ctx) -> (&'static str, Value) {
     match &old.value {
@@ -656,13 +640,15 @@ impl Inner {
         if view.join.as_ref().is_none_or(|j| j.flat) {
             return LinkedEntities::new();
         }
+        // Linked Entities are shown whole: `attributes`, `pick` and `omit`
+        // select the members of the notified entities only (ETSI 046_26,
+        // 046_30).
         crate::linked::inline_linked(
             &*self.store,
             &entry.state.tenant,
             shown,
             &entry.notify_ctx,
             view,
-            &linked_view(view),
             &mut { crate::linked::MAX_LINKED },
         )
     }
@@ -672,23 +658,15 @@ impl Inner {
     fn flat_linked(&self, entry: &Entry, roots: &[&Entity]) -> Vec<Item> {
         let sub = &entry.sub;
         let (ctx, view) = (&entry.notify_ctx, &sub.view);
-        let Some(join) = view.join.as_ref().filter(|j| j.flat) else {
+        if view.join.as_ref().is_none_or(|j| !j.flat) {
             return Vec::new();
-        };
+        }
         let shown: Vec<_> = roots.iter().map(|e| crate::project(e, ctx, view)).collect();
         let shown: Vec<&Entity> = shown.iter().map(|e| &**e).collect();
-        let linked_view = linked_view(view);
-        crate::linked::flat_linked(
-            &*self.store,
-            &entry.state.tenant,
-            &shown,
-            ctx,
-            Some(join),
-            &linked_view,
-        )
-        .iter()
-        .map(|e| Item::rendered(e, ctx, &linked_view, sub.notification.accept))
-        .collect()
+        crate::linked::flat_linked(&*self.store, &entry.state.tenant, &shown, ctx, view)
+            .iter()
+            .map(|(e, v)| Item::rendered(e, ctx, v, sub.notification.accept))
+            .collect()
     }
 
     /// Decides whether `change` notifies `entry`, and renders the entity.

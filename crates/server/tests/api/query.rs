@@ -625,7 +625,7 @@ async fn pick_and_omit_rules_of_the_etsi_suite() {
         "type=Building&pick=id;name",
         // Linked-entity projections need join (clause 5.7.2.4; 019_33).
         "type=Building&pick=owner%7Bname%7D",
-        "type=Building&omit=owner%7Bname%7D&join=inline&joinLevel=1",
+        "type=Building&omit=owner%7Bworks%7Bname%7D%7D&join=inline&joinLevel=1",
         // Linked-entity terms in q likewise (5722_01_03).
         "type=Building&q=owner%7Bname%7D==%22x%22",
     ] {
@@ -848,8 +848,17 @@ async fn join_inline_puts_linked_entities_inside_their_relationships() {
                 "district": "urn:ngsi-ld:District:tianhe"}, "urn:ngsi-ld:Street:unknown"]),
         "{e}"
     );
-    // pick applies to every entity of the answer (clause 5.7.1.5).
+    // pick applies level by level (clause 4.21): a plain name at its own
+    // level, the names in braces to the Linked Entity.
     let e = s.entity(case, "join=inline&pick=id,street,name").await;
+    assert_eq!(e["street"]["entity"]["type"], "Street", "{e}");
+    assert_eq!(e.get("status"), None, "{e}");
+    let e = s
+        .entity(
+            case,
+            &format!("join=inline&pick={}", enc("id,street{id,name}")),
+        )
+        .await;
     assert_eq!(
         e,
         json!({"id": case, "street": {"type": "Relationship", "object": "urn:ngsi-ld:Street:tiyu-xi",
@@ -1119,4 +1128,155 @@ async fn linked_entity_terms_are_checked() {
     ))
     .await
     .problem(400, "BadRequestData");
+}
+
+/// A building, the city it is located in and that city's country: the
+/// two levels of Linked Entities of ETSI 018_20, 018_21, 019_20–019_23.
+async fn building_city_country(s: &Server) {
+    s.create(json!({
+        "id": "urn:ngsi-ld:Country:cn", "type": "Country",
+        "name": {"type": "Property", "value": "China"},
+        "description": {"type": "Property", "value": "a country"}
+    }))
+    .await;
+    s.create(json!({
+        "id": "urn:ngsi-ld:City:gz", "type": "City",
+        "name": {"type": "Property", "value": "Guangzhou"},
+        "description": {"type": "Property", "value": "a city"},
+        "isInCountry": {"type": "Relationship", "object": "urn:ngsi-ld:Country:cn"}
+    }))
+    .await;
+    s.create(json!({
+        "id": "urn:ngsi-ld:Building:tower", "type": "Building",
+        "name": {"type": "Property", "value": "Canton Tower"},
+        "locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:City:gz"}
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn linked_projections_apply_level_by_level() {
+    let s = Server::start().await;
+    building_city_country(&s).await;
+    let tower = "urn:ngsi-ld:Building:tower";
+    let rel = |object: &str, entity: Option<Value>| {
+        let mut r = json!({"type": "Relationship", "object": object});
+        if let Some(e) = entity {
+            r["entity"] = e;
+        }
+        r
+    };
+    let prop = |v: &str| json!({"type": "Property", "value": v});
+    let country = json!({"id": "urn:ngsi-ld:Country:cn", "type": "Country",
+        "name": prop("China"), "description": prop("a country")});
+    let retrieve = |params: String| {
+        let s = &s;
+        async move {
+            let r = s.get(&format!("/entities/{}?{params}", enc(tower))).await;
+            assert_eq!(r.status, 200, "{params}: {}", r.text);
+            r.body
+        }
+    };
+    // pick: the braces pick within the Linked Entity, which has only what
+    // they name (no id or type unless named); a Relationship not picked is
+    // not followed (018_20_01, 018_20_03).
+    let e = retrieve(format!(
+        "join=inline&joinLevel=2&pick={}",
+        enc("id,locatedAt{id,name}")
+    ))
+    .await;
+    assert_eq!(
+        e,
+        json!({"id": tower, "locatedAt": rel("urn:ngsi-ld:City:gz",
+            Some(json!({"id": "urn:ngsi-ld:City:gz", "name": prop("Guangzhou")})))})
+    );
+    let two = enc("id,locatedAt{id,name,isInCountry{id,description}}");
+    let e = retrieve(format!("join=inline&joinLevel=2&pick={two}")).await;
+    assert_eq!(
+        e["locatedAt"]["entity"],
+        json!({"id": "urn:ngsi-ld:City:gz", "name": prop("Guangzhou"),
+            "isInCountry": rel("urn:ngsi-ld:Country:cn", Some(json!({
+                "id": "urn:ngsi-ld:Country:cn", "description": prop("a country")})))})
+    );
+    // Flat: the same projections, on the entities that follow (018_20_04).
+    let e = retrieve(format!("join=flat&joinLevel=2&pick={two}")).await;
+    assert_eq!(
+        e,
+        json!([
+            {"id": tower, "locatedAt": rel("urn:ngsi-ld:City:gz", None)},
+            {"id": "urn:ngsi-ld:City:gz", "name": prop("Guangzhou"),
+             "isInCountry": rel("urn:ngsi-ld:Country:cn", None)},
+            {"id": "urn:ngsi-ld:Country:cn", "description": prop("a country")}
+        ])
+    );
+    // omit: `rel{...}` keeps rel and drops within the Linked Entity; what
+    // the braces do not reach is whole (018_21_01, 018_21_03).
+    let e = retrieve(format!(
+        "join=inline&joinLevel=2&omit={}",
+        enc("type,locatedAt{name}")
+    ))
+    .await;
+    assert_eq!(
+        e,
+        json!({"id": tower, "name": prop("Canton Tower"),
+            "locatedAt": rel("urn:ngsi-ld:City:gz", Some(json!({
+                "id": "urn:ngsi-ld:City:gz", "type": "City", "description": prop("a city"),
+                "isInCountry": rel("urn:ngsi-ld:Country:cn", Some(country.clone()))})))})
+    );
+    let e = retrieve(format!(
+        "join=flat&joinLevel=2&omit={}",
+        enc("type,locatedAt{name,isInCountry{description}}")
+    ))
+    .await;
+    assert_eq!(
+        e[2],
+        json!({"id": "urn:ngsi-ld:Country:cn", "type": "Country", "name": prop("China")})
+    );
+    assert_eq!(e[1].get("name"), None, "{e}");
+    // A plain name stays at its level (019_21_02): the city keeps its name.
+    let r = s.get("/entities?type=Building&join=flat&omit=name").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body[0].get("name"), None, "{}", r.text);
+    assert_eq!(r.body[1]["name"], prop("Guangzhou"), "{}", r.text);
+    // The POST query takes the braces in its pick array.
+    let r = s
+        .post(
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Building"}], "join": "inline",
+                    "pick": ["id", "locatedAt{name}"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body[0]["locatedAt"]["entity"],
+        json!({"name": prop("Guangzhou")}),
+        "{}",
+        r.text
+    );
+    // Braces need join, at most joinLevel deep (5711_01_03, 019_33), and
+    // temporal reads take none (5731_01, 5741_01).
+    for path in [
+        format!("/entities/{}?pick={}", enc(tower), enc("locatedAt{name}")),
+        format!(
+            "/entities/{}?join=inline&pick={}",
+            enc(tower),
+            enc("locatedAt{isInCountry{name}}")
+        ),
+        format!(
+            "/entities?type=Building&join=flat&joinLevel=1&omit={}",
+            enc("locatedAt{isInCountry{name}}")
+        ),
+        format!("/entities?type=Building&omit={}", enc("locatedAt{name}")),
+        format!(
+            "/temporal/entities/{}?timerel=after&timeAt=2020-01-01T00:00:00Z&pick={}",
+            enc(tower),
+            enc("locatedAt{name}")
+        ),
+        format!(
+            "/temporal/entities?type=Building&timerel=after&timeAt=2020-01-01T00:00:00Z&pick={}",
+            enc("locatedAt{name}")
+        ),
+    ] {
+        s.get(&path).await.problem(400, "BadRequestData");
+    }
 }
