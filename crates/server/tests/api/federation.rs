@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::federation_writes::{Received, source_answering};
 use crate::support::{Server, ids_of, link, serve_document, silent_url};
 
 pub(crate) fn terms() -> Value {
@@ -73,41 +73,31 @@ fn brand(v: &str, observed: &str) -> Value {
     json!({"type": "Property", "value": v, "observedAt": observed})
 }
 
-/// A request a recording source received.
-#[derive(Debug)]
-struct Asked {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Value,
-}
-
 /// An HTTP context source that records every request and answers `status`
 /// with `body` as JSON.
 async fn recording_source(
     status: StatusCode,
     body: String,
-) -> (String, mpsc::UnboundedReceiver<Asked>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, received: axum::body::Bytes| {
-            let (tx, body) = (tx.clone(), body.clone());
-            async move {
-                let received = serde_json::from_slice(&received).unwrap_or(Value::Null);
-                let _ = tx.send(Asked {
-                    method,
-                    uri,
-                    headers,
-                    body: received,
-                });
-                (status, [("content-type", "application/json")], body)
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), rx)
+) -> (String, mpsc::UnboundedReceiver<Received>) {
+    source_answering(status, body).await
+}
+
+/// POST /temporal/entityOperations/query?`params` with `body`, with the
+/// test context as Link header.
+async fn post_temporal_query(
+    s: &Server,
+    ctx: &str,
+    params: &str,
+    body: &Value,
+) -> crate::support::Resp {
+    s.req(
+        Method::POST,
+        &format!("/temporal/entityOperations/query?{params}"),
+    )
+    .header("Link", &link(ctx))
+    .json(body)
+    .send()
+    .await
 }
 
 #[tokio::test]
@@ -1156,15 +1146,7 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
     let query = json!({"type": "Query", "entities": [{"type": "Vehicle"}],
         "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T10:30:00Z", "lastN": 1},
         "q": "speed>1"});
-    let r = here
-        .req(
-            Method::POST,
-            "/temporal/entityOperations/query?options=temporalValues",
-        )
-        .header("Link", &link(&ctx))
-        .json(&query)
-        .send()
-        .await;
+    let r = post_temporal_query(&here, &ctx, "options=temporalValues", &query).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         ids_of(&r.body),
@@ -1208,15 +1190,7 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
         "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T00:00:00Z", "lastN": 1,
                       "aggrMethods": ["sum"]},
         "aggrParams": {"aggrMethods": ["max"]}, "pick": "speed", "q": "speed>1"});
-    let r = here
-        .req(
-            Method::POST,
-            "/temporal/entityOperations/query?limit=1&count=true",
-        )
-        .header("Link", &link(&ctx))
-        .json(&body)
-        .send()
-        .await;
+    let r = post_temporal_query(&here, &ctx, "limit=1&count=true", &body).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let request = loop {
         let request = asked.recv().await.unwrap();

@@ -18,11 +18,11 @@ const V1: &str = "urn:ngsi-ld:Vehicle:w1";
 
 /// A request a source received.
 #[derive(Debug)]
-struct Received {
-    method: HttpMethod,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Received {
+    pub(crate) method: HttpMethod,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 /// An HTTP source that records every request and answers `status` with no
@@ -32,7 +32,7 @@ async fn source(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Received
 }
 
 /// The same, answering `answer` (JSON when not empty).
-async fn source_answering(
+pub(crate) async fn source_answering(
     status: StatusCode,
     answer: String,
 ) -> (String, mpsc::UnboundedReceiver<Received>) {

@@ -124,8 +124,17 @@ pub(crate) struct EntityWrite<'a> {
 }
 
 /// Members of an entity document that are not attributes: they go with
-/// every part.
-const ENTITY_MEMBERS: &[&str] = &["id", "@id", "type", "@type", "@context", "scope"];
+/// every part (an entity's `expiresAt` too: each place stores the entity
+/// for as long, clause 4.22).
+const ENTITY_MEMBERS: &[&str] = &[
+    "id",
+    "@id",
+    "type",
+    "@type",
+    "@context",
+    "scope",
+    "expiresAt",
+];
 
 /// The parameters of the client's query string a source gets with a write.
 const WRITE_PARAMS: &[&str] = &["options", "datasetId", "deleteAll", "type"];
