@@ -389,20 +389,24 @@ fn is_system_name(name: &str) -> bool {
     matches!(term, "createdAt" | "modifiedAt" | "deletedAt")
 }
 
+/// How a projection's names become IRIs (a request's @context, or names
+/// expanded already).
+pub(crate) type Expand<'a> = dyn Fn(&str) -> Iri + 'a;
+
 /// The projections of the Linked Entities a projection's `rel{...}` terms
 /// name, each made by `apply` (pick or omit) from the terms in braces.
 fn linked_projections(
     terms: &[ngsi_query::Projection],
-    ctx: &Ctx,
-    apply: fn(&mut ViewOptions, &[ngsi_query::Projection], &Ctx),
+    expand: &Expand<'_>,
+    apply: fn(&mut ViewOptions, &[ngsi_query::Projection], &Expand<'_>),
 ) -> Vec<(Iri, ViewOptions)> {
     terms
         .iter()
         .filter(|t| !t.linked.is_empty())
         .map(|t| {
             let mut v = ViewOptions::default();
-            apply(&mut v, &t.linked, ctx);
-            (iri(&ctx.expand(&t.name)), v)
+            apply(&mut v, &t.linked, expand);
+            (expand(&t.name), v)
         })
         .collect()
 }
@@ -425,7 +429,7 @@ impl ViewOptions {
     /// Keeps what `terms` name (a `pick`, clause 4.21) and, for each
     /// `rel{...}`, the projection of the Linked Entities of `rel`: level by
     /// level, a plain name picks at its own level only.
-    fn pick(&mut self, terms: &[ngsi_query::Projection], ctx: &Ctx) {
+    pub(crate) fn pick(&mut self, terms: &[ngsi_query::Projection], expand: &Expand<'_>) {
         let named = |m: &str| terms.iter().any(|t| t.name == m);
         self.omit_id = !named("id");
         self.omit_type = !named("type");
@@ -433,19 +437,19 @@ impl ViewOptions {
         let picked: Vec<Iri> = terms
             .iter()
             .filter(|t| !is_entity_member(&t.name))
-            .map(|t| iri(&ctx.expand(&t.name)))
+            .map(|t| expand(&t.name))
             .collect();
         self.attrs = Some(match self.attrs.take() {
             Some(a) => a.into_iter().filter(|x| picked.contains(x)).collect(),
             None => picked,
         });
-        self.linked = linked_projections(terms, ctx, Self::pick);
+        self.linked = linked_projections(terms, expand, Self::pick);
     }
 
     /// Drops what `terms` name (an `omit`, clause 4.21), but a `rel{...}`,
     /// which stays and drops the members its braces name from the Linked
     /// Entities of `rel`.
-    fn omit(&mut self, terms: &[ngsi_query::Projection], ctx: &Ctx) {
+    pub(crate) fn omit(&mut self, terms: &[ngsi_query::Projection], expand: &Expand<'_>) {
         let plain = || terms.iter().filter(|t| t.linked.is_empty());
         let named = |m: &str| plain().any(|t| t.name == m);
         self.omit_id = named("id");
@@ -454,10 +458,10 @@ impl ViewOptions {
         self.omit = Some(
             plain()
                 .filter(|t| !is_entity_member(&t.name))
-                .map(|t| iri(&ctx.expand(&t.name)))
+                .map(|t| expand(&t.name))
                 .collect(),
         );
-        self.linked = linked_projections(terms, ctx, Self::omit);
+        self.linked = linked_projections(terms, expand, Self::omit);
     }
 
     /// How deep the projections reach into Linked Entities: 0 without
@@ -551,11 +555,12 @@ impl ViewOptions {
             v.attrs = Some(names.iter().map(|n| iri(&ctx.expand(n))).collect());
             v.attrs_given = true;
         }
+        let expand = |n: &str| iri(&ctx.expand(n));
         if let Some(pick) = &p.pick {
-            v.pick(&projection_terms(pick)?, ctx);
+            v.pick(&projection_terms(pick)?, &expand);
         }
         if let Some(omit) = &p.omit {
-            v.omit(&projection_terms(omit)?, ctx);
+            v.omit(&projection_terms(omit)?, &expand);
         }
         if let Some(lang) = &p.lang {
             v.lang = Some(lang.trim().to_string());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ngsi_model::render::Format;
 use ngsi_model::time::{format_micros, parse_datetime};
 use ngsi_model::{Iri, NgsiError, NgsiResult, Terms, iri};
-use ngsi_query::{Query, ScopeQuery, TypeExpr};
+use ngsi_query::{Projection, Query, ScopeQuery, TypeExpr};
 use regex::Regex;
 use serde_json::{Map, Value, json};
 
@@ -57,8 +57,11 @@ pub struct EntitySelector {
 pub struct NotificationSpec {
     /// `attributes` (deprecated synonym of pick), expanded.
     pub attributes: Option<Vec<Iri>>,
-    pub pick: Option<Vec<Iri>>,
-    pub omit: Option<Vec<Iri>>,
+    /// `pick` and `omit` (clause 4.21), names expanded (the entity
+    /// members `id`, `type`, `scope` as they are), with the projections
+    /// of Linked Entities in braces.
+    pub pick: Option<Vec<Projection>>,
+    pub omit: Option<Vec<Projection>>,
     pub format: Format,
     /// Show createdAt/modifiedAt (and deletedAt) in notified entities.
     pub sys_attrs: bool,
@@ -548,25 +551,11 @@ impl Subscription {
         };
         self.matcher = m;
         let n = &self.notification;
-        let names = |list: &Option<Vec<Iri>>, member: &str| {
-            list.as_ref()
-                .is_some_and(|l| l.iter().any(|x| &**x == member))
-        };
-        // pick keeps only the members it names; omit drops them.
-        let dropped =
-            |member: &str| (n.pick.is_some() && !names(&n.pick, member)) || names(&n.omit, member);
-        self.view = ViewOptions {
-            omit_id: dropped("id"),
-            omit_type: dropped("type"),
-            omit_scope: dropped("scope"),
+        let mut view = ViewOptions {
             format: n.format,
             sys_attrs: n.sys_attrs,
             lang: self.lang.clone(),
-            attrs: match (&n.attributes, &n.pick) {
-                (Some(a), _) | (None, Some(a)) => Some(a.clone()),
-                (None, None) => None,
-            },
-            omit: n.omit.clone(),
+            attrs: n.attributes.clone(),
             dataset_id: self.dataset_id.as_ref().map(|ds| {
                 ds.iter()
                     .map(|d| (d != "@none").then(|| d.clone()))
@@ -575,6 +564,18 @@ impl Subscription {
             join: n.join.clone(),
             ..ViewOptions::default()
         };
+        // pick keeps only the members it names; omit drops them; braces
+        // project the Linked Entities of a Relationship (names are
+        // expanded already).
+        let expanded = |name: &str| iri(name);
+        if let Some(p) = &n.pick {
+            view.pick(p, &expanded);
+        }
+        if let Some(o) = &n.omit {
+            view.omit(o, &expanded);
+        }
+        crate::query::check_projection_depth(&view)?;
+        self.view = view;
         Ok(())
     }
 
@@ -700,11 +701,21 @@ impl Subscription {
         if let Some(a) = &n.attributes {
             nm.insert("attributes".into(), a.iter().map(compact).collect());
         }
+        // Each projection term as a string, its names compacted.
+        let terms = |list: &[Projection]| -> Value {
+            list.iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.map_names(&mut |n| ctx.compact(n).into_owned());
+                    Value::String(t.to_string())
+                })
+                .collect()
+        };
         if let Some(a) = &n.pick {
-            nm.insert("pick".into(), a.iter().map(compact).collect());
+            nm.insert("pick".into(), terms(a));
         }
         if let Some(a) = &n.omit {
-            nm.insert("omit".into(), a.iter().map(compact).collect());
+            nm.insert("omit".into(), terms(a));
         }
         nm.insert(
             "format".into(),
@@ -892,20 +903,27 @@ fn parse_notification(
             Some(v) => Ok(Some(expand_names(&non_empty_strings(v, name)?, ctx))),
         }
     };
-    // pick and omit may name the entity members id, type and scope
-    // (clause 4.21), which are kept as they are.
-    let members = |name: &str| -> NgsiResult<Option<Vec<Iri>>> {
+    // pick and omit: strings of the projection language (clause 4.21),
+    // which may name the entity members id, type and scope (kept as they
+    // are) and project Linked Entities in braces.
+    let members = |name: &str| -> NgsiResult<Option<Vec<Projection>>> {
         match m.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => Ok(Some(
-                non_empty_strings(v, name)?
-                    .iter()
-                    .map(|n| match n.as_str() {
-                        "id" | "type" | "scope" => iri(n),
-                        _ => iri(&ctx.expand(n)),
-                    })
-                    .collect(),
-            )),
+            Some(v) => {
+                let mut out = Vec::new();
+                for item in non_empty_strings(v, name)? {
+                    let mut terms = ngsi_query::parse_projection(&item)
+                        .map_err(|e| bad(format!("invalid {name}: {e}")))?;
+                    for t in &mut terms {
+                        t.map_names(&mut |n| match n {
+                            "id" | "type" | "scope" => n.to_string(),
+                            _ => ctx.expand(n).into_owned(),
+                        });
+                    }
+                    out.extend(terms);
+                }
+                Ok(Some(out))
+            }
         }
     };
     let attributes = names("attributes")?;
@@ -915,7 +933,7 @@ fn parse_notification(
         return Err(bad("attributes cannot be used with pick or omit"));
     }
     if let (Some(p), Some(o)) = (&pick, &omit)
-        && p.iter().any(|x| o.contains(x))
+        && p.iter().any(|x| o.iter().any(|y| y.name == x.name))
     {
         return Err(bad("an attribute cannot be both picked and omitted"));
     }

@@ -1819,13 +1819,55 @@ async fn notifications_carry_linked_entities_with_join() {
         "{}",
         n.body
     );
-    // Invalid members are refused.
+    // Braces in pick and omit project the Linked Entities (clause 4.21),
+    // level by level, and read back as given.
+    let n = linked_notification(
+        &s,
+        "inline-pick",
+        json!({"join": "inline", "joinLevel": 2,
+               "pick": ["id", "locatedAt{name,isInCountry{name}}"]}),
+    )
+    .await;
+    assert_eq!(
+        n.body["data"][0],
+        json!({"id": "urn:ngsi-ld:Building:inline-pick",
+               "locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:City:Guangzhou",
+                   "entity": {"name": {"type": "Property", "value": "Guangzhou"},
+                       "isInCountry": {"type": "Relationship", "object": "urn:ngsi-ld:Country:China",
+                           "entity": {"name": {"type": "Property", "value": "China"}}}}}}),
+        "{}",
+        n.body
+    );
+    let got = s
+        .get("/subscriptions/urn:ngsi-ld:Subscription:inline-pick")
+        .await
+        .body;
+    assert_eq!(
+        got["notification"]["pick"],
+        json!(["id", "locatedAt{name,isInCountry{name}}"])
+    );
+    let n = linked_notification(
+        &s,
+        "flat-omit",
+        json!({"join": "flat", "omit": ["name", "locatedAt{isInCountry}"]}),
+    )
+    .await;
+    let data = n.body["data"].as_array().unwrap();
+    assert_eq!(data[0].get("name"), None, "{}", n.body);
+    assert_eq!(data[1]["id"], "urn:ngsi-ld:City:Guangzhou", "{}", n.body);
+    assert_eq!(data[1]["name"]["value"], "Guangzhou", "{}", n.body);
+    assert_eq!(data[1].get("isInCountry"), None, "{}", n.body);
+    // Invalid members are refused, braces without join or deeper than
+    // joinLevel too.
     for bad in [
         json!({"join": "deep"}),
         json!({"join": 1}),
         json!({"join": "inline", "joinLevel": 0}),
         json!({"join": "inline", "joinLevel": 11}),
         json!({"join": "inline", "joinLevel": "2"}),
+        json!({"pick": ["locatedAt{name}"]}),
+        json!({"join": "flat", "omit": ["locatedAt{isInCountry{name}}"]}),
+        json!({"join": "flat", "pick": ["locatedAt{{name}"]}),
     ] {
         let mut n = bad.clone();
         n["endpoint"] = json!({"uri": "http://127.0.0.1:1/notify"});
