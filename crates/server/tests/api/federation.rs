@@ -1101,21 +1101,18 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
         ]
     );
     // Aggregation runs over each entity's merged series.
-    let r = get(
-        &here,
-        &ctx,
-        &base.replace("temporalValues", "aggregatedValues&aggrMethods=sum"),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let sums: Vec<&Value> = r
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["speed"]["sum"][0][0])
-        .collect();
-    assert_eq!(sums, [&json!(3.0), &json!(15.0), &json!(5.0)], "{}", r.text);
+    let sums = |r: &crate::support::Resp| -> Vec<Value> {
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array: {}", r.text))
+            .iter()
+            .map(|e| e["speed"]["sum"][0][0].clone())
+            .collect()
+    };
+    let sum = base.replace("temporalValues", "aggregatedValues&aggrMethods=sum");
+    let r = get(&here, &ctx, &sum).await;
+    assert_eq!(sums(&r), [json!(3.0), json!(15.0), json!(5.0)]);
     // Pages partition the union.
     let r = get(&here, &ctx, &format!("{base}&limit=2")).await;
     assert_eq!(
@@ -1128,20 +1125,8 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
     // aggregated.
     let r = get(&here, &ctx, &format!("{base}&lastN=1")).await;
     assert_eq!(speeds(&r), [vec![json!(2)], vec![json!(8)], vec![json!(5)]]);
-    let r = get(
-        &here,
-        &ctx,
-        &format!("{base}&lastN=1").replace("temporalValues", "aggregatedValues&aggrMethods=sum"),
-    )
-    .await;
-    let sums: Vec<&Value> = r
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["speed"]["sum"][0][0])
-        .collect();
-    assert_eq!(sums, [&json!(3.0), &json!(15.0), &json!(5.0)], "{}", r.text);
+    let r = get(&here, &ctx, &format!("{sum}&lastN=1")).await;
+    assert_eq!(sums(&r), [json!(3.0), json!(15.0), json!(5.0)]);
     // The POST form goes to the source as a POST.
     let query = json!({"type": "Query", "entities": [{"type": "Vehicle"}],
         "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T10:30:00Z", "lastN": 1},
