@@ -47,7 +47,8 @@ pub enum Pruned {
     Entity,
 }
 
-fn expired(a: &Attribute, now: i64) -> bool {
+/// Whether the `expiresAt` of instance `a` has passed at `now`.
+pub fn expired(a: &Attribute, now: i64) -> bool {
     due(a.expires_at()).is_some_and(|t| t <= now)
 }
 

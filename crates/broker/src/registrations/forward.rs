@@ -765,17 +765,11 @@ fn more_recent(a: &Attribute, b: &Attribute) -> bool {
     }
 }
 
-/// Whether instance `a` has an `expiresAt` that has passed.
-fn expired(a: &Attribute, now: i64) -> bool {
-    a.expires_at()
-        .and_then(parse_datetime)
-        .is_some_and(|t| t <= now)
-}
-
 /// Which of two instances with one datasetId a merge keeps (clause
 /// 4.5.5.3): one whose `expiresAt` has passed is discarded, then the more
 /// recent wins. Whether `from` replaces `mine`.
 fn replaces(from: &Attribute, mine: &Attribute, now: i64) -> bool {
+    use ngsi_model::expiry::expired;
     match (expired(from, now), expired(mine, now)) {
         (true, false) => false,
         (false, true) => true,
