@@ -13,6 +13,7 @@ pub mod linked;
 pub mod order;
 mod query;
 pub mod registrations;
+pub mod snapshots;
 pub mod subscriptions;
 mod target;
 mod temporal;
@@ -57,6 +58,9 @@ pub struct BrokerConfig {
     pub source_alias: String,
     /// The lifetime and bound of EntityMaps.
     pub entity_maps: entity_maps::EntityMapConfig,
+    /// The longest a Snapshot lives (its `snapshotLifetime` is cut to it,
+    /// and a Snapshot without one gets it), in microseconds.
+    pub snapshot_max_lifetime_micros: i64,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +73,7 @@ impl Default for BrokerConfig {
             temporal_limit: 1000,
             source_alias: "wuyang".into(),
             entity_maps: entity_maps::EntityMapConfig::default(),
+            snapshot_max_lifetime_micros: snapshots::DEFAULT_MAX_LIFETIME_MICROS,
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct Broker {
     hosted_tenants: parking_lot::RwLock<std::collections::HashMap<String, String>>,
     /// The EntityMaps of all tenants (clause 5.14).
     entity_maps: entity_maps::EntityMaps,
+    /// The Snapshots of all tenants (clause 5.16).
+    snapshots: snapshots::Snapshots,
 }
 
 impl std::fmt::Debug for Broker {
@@ -220,6 +227,11 @@ impl Broker {
         let registry = registrations::Registry::new(config.notifier.clone(), store.clone());
         let (restored_tx, restored) = tokio::sync::watch::channel(false);
         let entity_maps = entity_maps::EntityMaps::new(config.entity_maps);
+        let snapshots = snapshots::Snapshots::restore(
+            store.clone(),
+            engine.clone(),
+            config.snapshot_max_lifetime_micros,
+        );
         let broker = Self {
             store,
             contexts,
@@ -230,6 +242,7 @@ impl Broker {
             restored,
             hosted_tenants: parking_lot::RwLock::default(),
             entity_maps,
+            snapshots,
         };
         broker.restore_hosted_contexts();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -289,7 +302,11 @@ impl Broker {
     /// Fails with NonexistentTenant unless `tenant` exists. The default
     /// tenant (empty name) always exists.
     pub fn check_tenant(&self, tenant: &str) -> NgsiResult<()> {
-        if tenant.is_empty() || self.store.tenant_exists(tenant) {
+        // A snapshot's tenant exists while its snapshot does, even empty.
+        if tenant.is_empty()
+            || self.store.tenant_exists(tenant)
+            || snapshots::owner_of(tenant).is_some()
+        {
             Ok(())
         } else {
             Err(NgsiError::new(

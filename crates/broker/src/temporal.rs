@@ -1290,7 +1290,7 @@ impl Broker {
     /// the aggregated form, which reads the store's aggregates, unless they
     /// are to be merged with what sources answered: then every instance in
     /// the range, up to the answer's bound).
-    async fn read_history(
+    pub(crate) async fn read_history(
         &self,
         tenant: &str,
         he: &HistoryEntity,

@@ -86,7 +86,7 @@ impl FromRequestParts<AppState> for Ngsi {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _state: &AppState,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let echo = parts.headers.get(TENANT_HEADER).cloned();
         // A write without Content-Length is refused before anything else is
@@ -107,8 +107,12 @@ impl FromRequestParts<AppState> for Ngsi {
             http::content_type(&parts.headers, &parts.method)
                 .map_err(|e| ApiError::from(e).with_tenant(&echo))?;
         }
-        let (tenant, tenant_header) =
+        let (mut tenant, tenant_header) =
             http::tenant(&parts.headers).map_err(|e| ApiError::from(e).with_tenant(&echo))?;
+        if let Some(snapshot) = parts.headers.get(broker::snapshots::HEADER) {
+            tenant = snapshot_tenant(state, &tenant, snapshot, parts.uri.path())
+                .map_err(|e| ApiError::from(e).with_tenant(&echo))?;
+        }
         Ok(Ngsi {
             tenant,
             tenant_header,
@@ -123,6 +127,42 @@ impl FromRequestParts<AppState> for Ngsi {
                 .to_string(),
         })
     }
+}
+
+/// The paths (under the base path) of the APIs a Snapshot does not offer:
+/// only the Core and Temporal APIs run on one (clause 5.5.15).
+const NOT_ON_SNAPSHOTS: [&str; 7] = [
+    "/csourceRegistrations",
+    "/csourceSubscriptions",
+    "/entityMaps",
+    "/temporal/entityMaps",
+    "/jsonldContexts",
+    "/snapshots",
+    "/info",
+];
+
+/// The store tenant of the Snapshot that the `NGSILD-Snapshot` header of a
+/// request of `tenant` to `path` names.
+fn snapshot_tenant(
+    state: &AppState,
+    tenant: &str,
+    header: &HeaderValue,
+    path: &str,
+) -> Result<String, NgsiError> {
+    let path = path.strip_prefix("/ngsi-ld/v1").unwrap_or(path);
+    if NOT_ON_SNAPSHOTS
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
+        return Err(NgsiError::new(
+            ErrorKind::OperationNotSupported,
+            "only the Core and Temporal APIs operate on a Snapshot (clause 5.5.15)",
+        ));
+    }
+    let header = header
+        .to_str()
+        .map_err(|_| NgsiError::bad_data("the NGSILD-Snapshot header is not text"))?;
+    state.broker.snapshot_of(tenant, header)
 }
 
 /// Reads a request body within the configured size, requiring
@@ -159,7 +199,7 @@ fn too_large(state: &AppState) -> NgsiError {
 
 /// Builds the whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    let api = routes::router();
+    let api = routes::router().layer(axum::middleware::from_fn(echo_snapshot));
     Router::new()
         .nest("/ngsi-ld/v1", api)
         .merge(routes::ops_router())
@@ -169,6 +209,20 @@ pub fn app(state: AppState) -> Router {
             metrics::track,
         ))
         .with_state(state)
+}
+
+/// Answers a request that names a Snapshot with the same header (clause
+/// 6.3.22).
+async fn echo_snapshot(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let snapshot = req.headers().get(broker::snapshots::HEADER).cloned();
+    let mut resp = next.run(req).await;
+    if let (Some(v), Ok(name)) = (
+        snapshot,
+        axum::http::HeaderName::from_bytes(broker::snapshots::HEADER.as_bytes()),
+    ) {
+        resp.headers_mut().insert(name, v);
+    }
+    resp
 }
 
 fn strip_trailing_slash(mut req: Request) -> Request {

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// one per entity it selected); the maps that expire first make room.
     #[arg(long, env = "WUYANG_ENTITY_MAP_ENTRIES", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub entity_map_entries: u64,
+    /// The longest a Snapshot lives, in days: a Snapshot's
+    /// `snapshotLifetime` is cut to it, and one without gets it.
+    #[arg(long, env = "WUYANG_SNAPSHOT_MAX_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub snapshot_max_days: u64,
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
@@ -139,6 +143,9 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
                     .saturating_mul(1_000_000),
                 max_entries: usize::try_from(args.entity_map_entries).unwrap_or(usize::MAX),
             },
+            snapshot_max_lifetime_micros: i64::try_from(args.snapshot_max_days)
+                .unwrap_or(3650)
+                .saturating_mul(86_400 * 1_000_000),
             ..Default::default()
         },
     );

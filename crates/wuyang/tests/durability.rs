@@ -783,3 +783,130 @@ async fn what_expires_while_the_server_is_down_is_removed_after_a_restart() {
         }
     }
 }
+
+/// GET `path` on snapshot `snapshot` of tenant `tenant`.
+async fn on_snapshot(
+    client: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    snapshot: &str,
+    path: &str,
+) -> (u16, Value) {
+    let r = client
+        .get(format!("{base}{path}"))
+        .header("NGSILD-Tenant", tenant)
+        .header("NGSILD-Snapshot", snapshot)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn snapshots_and_what_they_hold_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let (tenant, kept, deleted) = (
+        "liwan",
+        "urn:ngsi-ld:Snapshot:kept",
+        "urn:ngsi-ld:Snapshot:deleted",
+    );
+    let id = "urn:ngsi-ld:WaterLevelSensor:snap";
+    let snapshot = |sid: &str| {
+        json!({"id": sid, "type": "Snapshot", "snapshotPriority": 7,
+               "snapshotQueries": [{"type": "Query", "entities": [{"type": "WaterLevelSensor"}]}]})
+    };
+    {
+        let server = Server::start(dir.path());
+        let r = client
+            .post(format!("{}/entities", server.base))
+            .header("NGSILD-Tenant", tenant)
+            .json(&entity(id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        for sid in [kept, deleted] {
+            let r = client
+                .post(format!("{}/snapshots", server.base))
+                .header("NGSILD-Tenant", tenant)
+                .json(&snapshot(sid))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        // Wait until both hold the entity, then delete one.
+        for sid in [kept, deleted] {
+            let start = Instant::now();
+            while on_snapshot(
+                &client,
+                &server.base,
+                tenant,
+                sid,
+                &format!("/entities/{id}"),
+            )
+            .await
+            .0 != 200
+            {
+                assert!(start.elapsed() < Duration::from_secs(5), "{sid} not filled");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let r = client
+            .delete(format!("{}/snapshots/{deleted}", server.base))
+            .header("NGSILD-Tenant", tenant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        // The live entity changes after the snapshot was taken.
+        let r = client
+            .delete(format!("{}/entities/{id}", server.base))
+            .header("NGSILD-Tenant", tenant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        server.kill9();
+    }
+    let server = Server::start(dir.path());
+    let r = client
+        .get(format!("{}/snapshots/{kept}", server.base))
+        .header("NGSILD-Tenant", tenant)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["snapshotStatus"], "success", "{doc}");
+    assert_eq!(doc["snapshotPriority"], 7);
+    let (status, e) = on_snapshot(
+        &client,
+        &server.base,
+        tenant,
+        kept,
+        &format!("/entities/{id}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["id"], id);
+    let (status, _) = on_snapshot(
+        &client,
+        &server.base,
+        tenant,
+        deleted,
+        "/entities?type=WaterLevelSensor",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let r = client
+        .get(format!("{}/entities/{id}", server.base))
+        .header("NGSILD-Tenant", tenant)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

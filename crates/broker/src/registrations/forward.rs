@@ -690,16 +690,22 @@ pub(super) struct Answers<T> {
 impl Answers<Vec<Entity>> {
     /// The entities, each with whether its source is auxiliary.
     fn entities(self) -> (Vec<(Entity, bool)>, Vec<String>) {
-        let entities = self
-            .answers
-            .into_iter()
-            .flat_map(|(r, list)| {
-                let aux = r.mode == Mode::Auxiliary;
-                list.into_iter().map(move |e| (e, aux))
-            })
-            .collect();
-        (entities, self.warnings)
+        (marked_auxiliary(self.answers), self.warnings)
     }
+}
+
+/// The entities the sources answered, each marked with whether its
+/// registration is auxiliary.
+pub(crate) fn marked_auxiliary(
+    answers: Vec<(Arc<Registration>, Vec<Entity>)>,
+) -> Vec<(Entity, bool)> {
+    answers
+        .into_iter()
+        .flat_map(|(r, list)| {
+            let aux = r.mode == Mode::Auxiliary;
+            list.into_iter().map(move |e| (e, aux))
+        })
+        .collect()
 }
 
 /// Parses one source's entity objects with the request's @context; a
@@ -1019,6 +1025,44 @@ impl Broker {
             .map(|e| (e.id.clone(), (**e).clone()))
             .collect();
         let mut total = page.total.unwrap_or(0);
+        self.join_answers(
+            tenant,
+            query,
+            local_tenant,
+            &mut merged,
+            &mut total,
+            entities,
+        );
+        let roots: Vec<&Entity> = merged
+            .values()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect();
+        let mut budget = crate::linked::MAX_LINKED;
+        Ok(QueryResult {
+            entities: roots
+                .iter()
+                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
+                .collect(),
+            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
+            total: query.count.then_some(total),
+            warnings,
+        })
+    }
+
+    /// Joins the entities the sources answered `query` with (`auxiliary`
+    /// marks those of auxiliary registrations) into `merged`, the matches
+    /// held here by id, keeping `total`, their count, true (clause
+    /// 4.5.5). `local_tenant` tells whether the tenant exists here.
+    pub(crate) fn join_answers(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        local_tenant: bool,
+        merged: &mut BTreeMap<Arc<str>, Entity>,
+        total: &mut usize,
+        entities: Vec<(Entity, bool)>,
+    ) {
         // The entities whose data came from more than one place.
         let mut joined: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
         // Sources first, auxiliary ones last: they only fill gaps.
@@ -1041,7 +1085,7 @@ impl Broker {
                 .then(|| self.store.get(tenant, &remote.id))
                 .flatten();
             if !local.as_ref().is_some_and(|e| query.matches(e)) {
-                total += 1;
+                *total += 1;
             }
             let entity = match local {
                 Some(e) => {
@@ -1064,25 +1108,10 @@ impl Broker {
             for id in joined {
                 if merged.get(&id).is_some_and(|e| !query.matches(e)) {
                     merged.remove(&id);
-                    total = total.saturating_sub(1);
+                    *total = total.saturating_sub(1);
                 }
             }
         }
-        let roots: Vec<&Entity> = merged
-            .values()
-            .skip(query.offset)
-            .take(query.limit)
-            .collect();
-        let mut budget = crate::linked::MAX_LINKED;
-        Ok(QueryResult {
-            entities: roots
-                .iter()
-                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
-                .collect(),
-            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
-            total: query.count.then_some(total),
-            warnings,
-        })
     }
 
     /// Retrieve Entity (clause 5.7.1) with the registered context sources

@@ -896,8 +896,18 @@ impl Inner {
                 ),
             ));
         }
-        if !entry.state.tenant.is_empty() {
-            headers.push(("NGSILD-Tenant".to_string(), entry.state.tenant.to_string()));
+        // A subscription made on a Snapshot notifies with the Snapshot's
+        // header and its owner's tenant (clause 6.3.22); the name of the
+        // snapshot's tenant never leaves the broker.
+        let (tenant, snapshot) = match crate::snapshots::owner_of(&entry.state.tenant) {
+            Some((owner, id)) => (owner, Some(id)),
+            None => (&*entry.state.tenant, None),
+        };
+        if !tenant.is_empty() {
+            headers.push(("NGSILD-Tenant".to_string(), tenant.to_string()));
+        }
+        if let Some(id) = snapshot {
+            headers.push((crate::snapshots::HEADER.to_string(), id.to_string()));
         }
         let message = notify::Message {
             headers,

@@ -212,6 +212,20 @@ impl Broker {
     }
 }
 
+/// Deletes every subscription of `tenant` (a Snapshot's, when the
+/// Snapshot goes): records, status and engine entries.
+pub(crate) async fn forget_tenant(store: &dyn Store, engine: &Engine, tenant: &str) {
+    for entry in engine.list(tenant) {
+        let id = entry.sub.id.to_string();
+        for collection in [COLLECTION, engine::STATUS_COLLECTION] {
+            if let Err(e) = store.put_record(tenant, collection, &id, None).await {
+                tracing::error!(%id, error = %e, "a subscription record could not be deleted");
+            }
+        }
+        engine.remove(tenant, &id);
+    }
+}
+
 /// The stored record of a subscription or registration made by `doc`
 /// (written with `ctx` at `at`, named `id`): the list of its requests, and
 /// the context its notifications use when it has them (`notify`).

@@ -6,6 +6,7 @@ mod entities;
 mod entity_maps;
 mod info;
 mod registrations;
+mod snapshots;
 mod subscriptions;
 mod temporal;
 
@@ -123,6 +124,17 @@ pub fn router() -> Router<AppState> {
             "/temporal/entityMaps",
             get(entity_maps::create_temporal).post(entity_maps::create_temporal_post),
         )
+        .route(
+            "/snapshots",
+            post(snapshots::create).delete(snapshots::purge),
+        )
+        .route(
+            "/snapshots/{id}",
+            get(snapshots::retrieve)
+                .patch(snapshots::update)
+                .delete(snapshots::delete),
+        )
+        .route("/snapshots/{id}/clone", post(snapshots::clone))
         .route("/jsonldContexts", post(contexts::add).get(contexts::list))
         .route("/info/sourceIdentity", get(info::source_identity))
         .route(

@@ -15,6 +15,7 @@ mod kinds;
 mod negotiation;
 mod query;
 mod registrations;
+mod snapshots;
 mod subscriptions;
 mod support;
 mod temporal;
