@@ -482,20 +482,28 @@ impl Snapshots {
     }
 }
 
-/// The checked client members of a Snapshot or Snapshot Fragment.
+/// The checked client members of a Snapshot or Snapshot Fragment that
+/// the broker computes with (`endpoint` and `receiverInfo` are kept as
+/// given once checked).
 struct Members {
+    /// `snapshotLifetime` in microseconds.
     lifetime: Option<i64>,
     priority: Option<u64>,
-    endpoint: Option<Option<String>>,
-    receiver_info: Option<Option<Value>>,
 }
 
 fn is_null(v: &Value) -> bool {
     v.as_str() == Some(ngsi_model::entity::core_iri::NULL)
 }
 
+/// Whether `kv` is a `{key, value}` pair that can go out as a header.
+fn header_pair(kv: &Value) -> bool {
+    let text = |k: &str| kv.get(k).and_then(Value::as_str);
+    text("key").is_some_and(|k| reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok())
+        && text("value").is_some_and(|v| reqwest::header::HeaderValue::from_str(v).is_ok())
+}
+
 /// Checks the members both Create and Update take (Table 5.2.41-1);
-/// `patch`: the NGSI-LD Null removes `endpoint` and `receiverInfo`.
+/// `patch`: the NGSI-LD Null may remove `endpoint` and `receiverInfo`.
 fn check_members(doc: &Map<String, Value>, patch: bool) -> NgsiResult<Members> {
     let lifetime = match doc.get("snapshotLifetime") {
         None => None,
@@ -519,46 +527,24 @@ fn check_members(doc: &Map<String, Value>, patch: bool) -> NgsiResult<Members> {
             }
         },
     };
-    let endpoint = match doc.get("endpoint") {
-        None => None,
-        Some(v) if patch && is_null(v) => Some(None),
+    match doc.get("endpoint") {
+        None => {}
+        Some(v) if patch && is_null(v) => {}
         Some(Value::String(s))
-            if reqwest::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) =>
-        {
-            Some(Some(s.clone()))
-        }
+            if reqwest::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) => {}
         Some(_) => return Err(bad("endpoint must be an http or https URI")),
-    };
-    let receiver_info = match doc.get("receiverInfo") {
-        None => None,
-        Some(v) if patch && is_null(v) => Some(None),
-        Some(Value::Array(items))
-            if items.iter().all(|kv| {
-                kv.get("key").is_some_and(Value::is_string)
-                    && kv.get("value").is_some_and(Value::is_string)
-                    && kv.get("key").and_then(Value::as_str).is_some_and(|k| {
-                        reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok()
-                    })
-                    && kv
-                        .get("value")
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| reqwest::header::HeaderValue::from_str(v).is_ok())
-            }) =>
-        {
-            Some(Some(Value::Array(items.clone())))
-        }
+    }
+    match doc.get("receiverInfo") {
+        None => {}
+        Some(v) if patch && is_null(v) => {}
+        Some(Value::Array(items)) if items.iter().all(header_pair) => {}
         Some(_) => {
             return Err(bad(
                 "receiverInfo must be an array of {key, value} pairs that are valid headers",
             ));
         }
-    };
-    Ok(Members {
-        lifetime,
-        priority,
-        endpoint,
-        receiver_info,
-    })
+    }
+    Ok(Members { lifetime, priority })
 }
 
 /// A list member of a Snapshot: absent, or an array of objects.
@@ -1010,7 +996,6 @@ impl Broker {
             }
             doc.insert("modifiedAt".into(), json!(format_micros(now)));
         }
-        let _ = (members.endpoint, members.receiver_info);
         self.snapshots.save(tenant, id, &entry).await;
         self.snapshots.notify(id, &entry);
         Ok(Value::Object(entry.render()))
