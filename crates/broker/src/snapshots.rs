@@ -810,11 +810,15 @@ impl Broker {
         crate::query::check_link_depth(query)?;
         let query = &*crate::query::resolve_links(&*self.store, tenant, query);
         let headers = reqwest::header::HeaderMap::new();
+        // Sources are asked with Query Entities when the query can be said
+        // so (registrations that offer queryEntity only are asked too),
+        // else with the Query itself (queryBatch).
+        let get = get_form(raw);
         let origin = Origin {
-            query: None,
+            query: get.as_deref(),
             headers: &headers,
             local: query.local,
-            body: Some(raw),
+            body: if get.is_some() { None } else { Some(raw) },
             only: None,
         };
         let sources = self.query_sources(tenant, query, &origin);
@@ -1210,6 +1214,72 @@ impl Broker {
     }
 }
 
+/// The Query Entities parameters (clause 6.4.3.2) that say what a Query
+/// document (clause 5.2.23) asks of a source, when they can: one entity
+/// selector or selectors of types only, and no member beyond those the
+/// parameters carry (`pick`, `omit`, `lang` and `csf` are applied here).
+fn get_form(query: &Value) -> Option<String> {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(|list| list.join(",")),
+        _ => None,
+    };
+    let mut params: Vec<(&str, String)> = Vec::new();
+    for (k, v) in query.as_object()? {
+        match k.as_str() {
+            "type" | "@context" | "pick" | "omit" | "lang" | "csf" => {}
+            "attrs" => params.push(("attrs", text(v)?)),
+            "q" | "scopeQ" => params.push((k.as_str(), v.as_str()?.to_string())),
+            "geoQ" => {
+                for (gk, gv) in v.as_object()? {
+                    let value = match (gk.as_str(), gv) {
+                        ("georel" | "geometry" | "geoproperty", Value::String(s)) => s.clone(),
+                        ("coordinates", Value::String(s)) => s.clone(),
+                        ("coordinates", Value::Array(_)) => gv.to_string(),
+                        _ => return None,
+                    };
+                    params.push((gk.as_str(), value));
+                }
+            }
+            "entities" => match v.as_array()?.as_slice() {
+                [one] => {
+                    for (sk, sv) in one.as_object()? {
+                        match sk.as_str() {
+                            "id" | "idPattern" | "type" => params.push((sk.as_str(), text(sv)?)),
+                            _ => return None,
+                        }
+                    }
+                }
+                many => {
+                    let types = many
+                        .iter()
+                        .map(
+                            |s| match s.as_object()?.iter().collect::<Vec<_>>().as_slice() {
+                                [(k, Value::String(t))] if k.as_str() == "type" => Some(t.clone()),
+                                _ => None,
+                            },
+                        )
+                        .collect::<Option<Vec<_>>>()?;
+                    params.push(("type", types.join(",")));
+                }
+            },
+            _ => return None,
+        }
+    }
+    Some(
+        params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
 /// Adds to `held` the attribute instances of `more` (the same entity
 /// selected by another query of the snapshot); `more`'s win.
 fn union(held: &mut Entity, more: Entity) {
@@ -1282,6 +1352,26 @@ mod tests {
             "urn:ngsi-ld:Snapshot:1"
         );
         assert!(id_of_header("not a uri").is_err());
+    }
+
+    #[test]
+    fn queries_a_get_can_say_are_sent_as_one() {
+        let q = json!({"type": "Query", "entities": [{"type": "Vehicle"}], "q": "speed>50",
+                       "attrs": ["speed", "name"], "pick": "speed",
+                       "geoQ": {"georel": "near;maxDistance==10", "geometry": "Point",
+                                "coordinates": [113.2, 23.1]}});
+        assert_eq!(
+            get_form(&q).unwrap(),
+            "type=Vehicle&q=speed%3E50&attrs=speed%2Cname&georel=near%3BmaxDistance%3D%3D10\
+             &geometry=Point&coordinates=%5B113%2E2%2C23%2E1%5D"
+        );
+        let types = json!({"type": "Query", "entities": [{"type": "A"}, {"type": "B"}]});
+        assert_eq!(get_form(&types).unwrap(), "type=A%2CB");
+        let mixed =
+            json!({"type": "Query", "entities": [{"type": "A"}, {"type": "B", "id": "urn:b"}]});
+        assert_eq!(get_form(&mixed), None);
+        let joined = json!({"type": "Query", "entities": [{"type": "A"}], "join": "inline"});
+        assert_eq!(get_form(&joined), None);
     }
 
     #[test]

@@ -529,8 +529,15 @@ async fn a_snapshot_takes_what_registered_sources_hold() {
         .await
         .expect("the source was asked")
         .unwrap();
+    // A query that Query Entities can say goes as one (registrations
+    // that offer queryEntity only are asked too).
     assert!(
-        got.uri.path().ends_with("/entityOperations/query"),
+        got.uri.path().ends_with("/ngsi-ld/v1/entities"),
+        "{}",
+        got.uri
+    );
+    assert!(
+        got.uri.query().unwrap().contains("q=speed%3E50"),
         "{}",
         got.uri
     );
@@ -540,6 +547,24 @@ async fn a_snapshot_takes_what_registered_sources_hold() {
         vec!["urn:ngsi-ld:Vehicle:here", "urn:ngsi-ld:Vehicle:remote"],
         "{}",
         r.text
+    );
+    // One it cannot say goes as the Query itself.
+    let mixed = json!({"type": "Snapshot", "snapshotQueries": [{"type": "Query",
+        "entities": [{"type": "Vehicle"}, {"type": "Bus", "id": "urn:ngsi-ld:Bus:1"}]}]});
+    let other = create(&s, None, &mixed).await;
+    ready(&s, None, &other).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), asked.recv())
+        .await
+        .expect("the source was asked")
+        .unwrap();
+    assert!(
+        got.uri.path().ends_with("/entityOperations/query"),
+        "{}",
+        got.uri
+    );
+    assert_eq!(
+        got.body["entities"],
+        mixed["snapshotQueries"][0]["entities"]
     );
     // A snapshot is local: its reads ask no source.
     while asked.try_recv().is_ok() {}
