@@ -556,6 +556,21 @@ fn query_list<'a>(doc: &'a Map<String, Value>, key: &str) -> NgsiResult<&'a [Val
     }
 }
 
+/// The id a Snapshot document gives, checked, or a new one.
+fn new_id(doc: &Map<String, Value>) -> NgsiResult<String> {
+    match doc.get("id") {
+        None => Ok(format!(
+            "urn:ngsi-ld:Snapshot:{}",
+            crate::subscriptions::unique_suffix()
+        )),
+        Some(Value::String(s)) => {
+            crate::check_uri(s, "snapshot id")?;
+            Ok(s.clone())
+        }
+        Some(_) => Err(bad("a snapshot id must be a URI")),
+    }
+}
+
 /// What a snapshot's preparation runs.
 struct Plan {
     queries: Vec<(EntityQuery, Value)>,
@@ -647,56 +662,47 @@ impl Broker {
         if doc.get("type").and_then(Value::as_str) != Some("Snapshot") {
             return Err(bad("a Snapshot needs \"type\": \"Snapshot\""));
         }
-        let id = match doc.get("id") {
-            None => format!(
-                "urn:ngsi-ld:Snapshot:{}",
-                crate::subscriptions::unique_suffix()
-            ),
-            Some(Value::String(s)) => {
-                crate::check_uri(s, "snapshot id")?;
-                s.clone()
-            }
-            Some(_) => return Err(bad("a snapshot id must be a URI")),
-        };
+        let id = new_id(doc)?;
         let members = check_members(doc, false)?;
         let plan = self.parse_plan(doc, ctx)?;
         self.check_tenant(tenant)?;
-        let now = now_micros();
         let mut stored = Map::new();
         for k in CLIENT_MEMBERS {
             if let Some(v) = doc.get(k) {
                 stored.insert(k.into(), v.clone());
             }
         }
-        stored.insert("id".into(), json!(id));
-        stored.insert(
-            "snapshotPriority".into(),
-            json!(members.priority.unwrap_or(5)),
-        );
-        stored.insert("snapshotStatus".into(), json!(Status::Preparing.as_str()));
-        stored.insert("createdAt".into(), json!(format_micros(now)));
-        stored.insert("modifiedAt".into(), json!(format_micros(now)));
-        let expires_at = self.expiry(members.lifetime, now);
-        stored.insert("expiresAt".into(), json!(format_micros(expires_at)));
-        let entry = self
-            .insert_snapshot(tenant, &id, stored, expires_at, now)
-            .await?;
+        let entry = self.insert_snapshot(tenant, &id, stored, &members).await?;
         let this = self.clone();
         let (owner, sid, ctx) = (tenant.to_string(), id.clone(), ctx.clone());
         tokio::spawn(async move { this.prepare(&owner, &sid, &entry, plan, &ctx).await });
         Ok(id)
     }
 
-    /// Records a new snapshot; AlreadyExists when the tenant has one of
-    /// that id.
+    /// Records a new snapshot made of the client members `doc`: the
+    /// broker sets its id, priority, times and status (`preparing`).
+    /// AlreadyExists when the tenant has one of that id.
     async fn insert_snapshot(
         &self,
         tenant: &str,
         id: &str,
-        doc: Map<String, Value>,
-        expires_at: i64,
-        now: i64,
+        given: Map<String, Value>,
+        members: &Members,
     ) -> NgsiResult<Arc<Entry>> {
+        let now = now_micros();
+        let expires_at = self.expiry(members.lifetime, now);
+        let mut doc = Map::new();
+        doc.insert("id".into(), json!(id));
+        doc.insert("type".into(), json!("Snapshot"));
+        doc.extend(given.into_iter().filter(|(k, _)| k != "id" && k != "type"));
+        doc.insert(
+            "snapshotPriority".into(),
+            json!(members.priority.unwrap_or(5)),
+        );
+        doc.insert("snapshotStatus".into(), json!(Status::Preparing.as_str()));
+        doc.insert("createdAt".into(), json!(format_micros(now)));
+        doc.insert("modifiedAt".into(), json!(format_micros(now)));
+        doc.insert("expiresAt".into(), json!(format_micros(expires_at)));
         let entry = Entry::new(tenant, doc, expires_at, now);
         {
             let mut entries = self.snapshots.inner.entries.write();
@@ -1087,22 +1093,9 @@ impl Broker {
         }
         let members = check_members(fragment, false)?;
         let source = self.snapshots.get(tenant, id).ok_or_else(|| unknown(id))?;
-        let new_id = match fragment.get("id") {
-            None => format!(
-                "urn:ngsi-ld:Snapshot:{}",
-                crate::subscriptions::unique_suffix()
-            ),
-            Some(Value::String(s)) => {
-                crate::check_uri(s, "snapshot id")?;
-                s.clone()
-            }
-            Some(_) => return Err(bad("a snapshot id must be a URI")),
-        };
-        let now = now_micros();
+        let new_id = new_id(fragment)?;
         let mut doc = Map::new();
         let source_doc = source.doc.lock().clone();
-        doc.insert("id".into(), json!(new_id));
-        doc.insert("type".into(), json!("Snapshot"));
         for k in ["snapshotQueries", "snapshotTemporalQueries"] {
             if let Some(v) = source_doc.get(k) {
                 doc.insert(k.into(), v.clone());
@@ -1113,18 +1106,7 @@ impl Broker {
                 doc.insert(k.into(), v.clone());
             }
         }
-        doc.insert(
-            "snapshotPriority".into(),
-            json!(members.priority.unwrap_or(5)),
-        );
-        doc.insert("snapshotStatus".into(), json!(Status::Preparing.as_str()));
-        doc.insert("createdAt".into(), json!(format_micros(now)));
-        doc.insert("modifiedAt".into(), json!(format_micros(now)));
-        let expires_at = self.expiry(members.lifetime, now);
-        doc.insert("expiresAt".into(), json!(format_micros(expires_at)));
-        let entry = self
-            .insert_snapshot(tenant, &new_id, doc, expires_at, now)
-            .await?;
+        let entry = self.insert_snapshot(tenant, &new_id, doc, &members).await?;
         let this = self.clone();
         let (owner, from, to) = (tenant.to_string(), id.to_string(), new_id.clone());
         tokio::spawn(async move {
