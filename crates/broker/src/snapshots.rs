@@ -167,6 +167,11 @@ struct Entry {
     expires_at: AtomicI64,
     /// `lastUsedAt` in microseconds (kept in memory between rewrites).
     last_used: AtomicI64,
+    /// The `lastUsedAt` the stored record holds.
+    saved_used: AtomicI64,
+    /// Held while the record is written or deleted, so that a write never
+    /// follows the deletion.
+    writing: tokio::sync::Mutex<()>,
     /// Set when the snapshot is deleted: a preparation stops.
     gone: AtomicBool,
     /// The tenant of the store that holds its data.
@@ -182,6 +187,8 @@ impl Entry {
             doc: Mutex::new(doc),
             expires_at: AtomicI64::new(expires_at),
             last_used: AtomicI64::new(last_used),
+            saved_used: AtomicI64::new(last_used),
+            writing: tokio::sync::Mutex::new(()),
             gone: AtomicBool::new(false),
         })
     }
@@ -309,7 +316,13 @@ impl Snapshots {
 
     /// Stores the record of a snapshot.
     async fn save(&self, owner: &str, id: &str, entry: &Entry) {
+        let _writing = entry.writing.lock().await;
+        if entry.gone.load(Ordering::Relaxed) {
+            return;
+        }
+        let used = entry.last_used.load(Ordering::Relaxed);
         let doc = Value::Object(entry.render());
+        entry.saved_used.store(used, Ordering::Relaxed);
         if let Err(e) = self
             .inner
             .store
@@ -331,11 +344,14 @@ impl Snapshots {
         else {
             return Err(unknown(id));
         };
-        entry.gone.store(true, Ordering::Relaxed);
-        self.inner
-            .store
-            .put_record(owner, COLLECTION, id, None)
-            .await?;
+        {
+            let _writing = entry.writing.lock().await;
+            entry.gone.store(true, Ordering::Relaxed);
+            self.inner
+                .store
+                .put_record(owner, COLLECTION, id, None)
+                .await?;
+        }
         entry.expires_at.store(now_micros(), Ordering::Relaxed);
         self.notify(id, &entry);
         let this = self.clone();
@@ -392,9 +408,25 @@ impl Snapshots {
         }
     }
 
-    /// Deletes the snapshots whose `expiresAt` has passed, every second.
+    /// Deletes the snapshots whose `expiresAt` has passed, every second,
+    /// and writes the `lastUsedAt` that changed to disk every minute.
     async fn reap(&self) {
-        loop {
+        for round in 0u64.. {
+            if round % 60 == 59 {
+                let used: Vec<((String, String), Arc<Entry>)> = self
+                    .inner
+                    .entries
+                    .read()
+                    .iter()
+                    .filter(|(_, e)| {
+                        e.last_used.load(Ordering::Relaxed) != e.saved_used.load(Ordering::Relaxed)
+                    })
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect();
+                for ((owner, id), entry) in used {
+                    self.save(&owner, &id, &entry).await;
+                }
+            }
             let now = now_micros();
             let due: Vec<(String, String)> = self
                 .inner
