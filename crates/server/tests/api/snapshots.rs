@@ -28,9 +28,14 @@ async fn create(s: &Server, tenant: Option<&str>, doc: &Value) -> String {
     if let Some(t) = tenant {
         req = req.header("NGSILD-Tenant", t);
     }
-    let r = req.send().await;
+    created_id(&req.send().await)
+}
+
+/// The id of the snapshot a 201 answer's Location names.
+#[track_caller]
+fn created_id(r: &Resp) -> String {
     assert_eq!(r.status, 201, "{}", r.text);
-    let location = r.header("location").expect("a Location").to_string();
+    let location = r.header("location").expect("a Location");
     let id = location
         .strip_prefix(&format!("{API}/snapshots/"))
         .expect("the Location names the snapshot");
@@ -298,16 +303,7 @@ async fn snapshots_are_checked_updated_cloned_purged_and_expire() {
             &json!({"type": "Snapshot", "snapshotPriority": 9}),
         )
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let clone = percent_encoding::percent_decode_str(
-        r.header("location")
-            .unwrap()
-            .strip_prefix(&format!("{API}/snapshots/"))
-            .unwrap(),
-    )
-    .decode_utf8()
-    .unwrap()
-    .into_owned();
+    let clone = created_id(&r);
     assert_ne!(clone, id);
     let cloned = ready(&s, None, &clone).await;
     assert_eq!(cloned["snapshotStatus"], "success");
@@ -476,18 +472,7 @@ async fn temporal_queries_copy_history_and_empty_queries_make_a_partial_snapshot
             &json!({"type": "Snapshot"}),
         )
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let clone = r
-        .header("location")
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let clone = percent_encoding::percent_decode_str(&clone)
-        .decode_utf8()
-        .unwrap()
-        .into_owned();
+    let clone = created_id(&r);
     let cloned = self::ready(&s, None, &clone).await;
     assert_eq!(cloned["snapshotStatus"], "partial");
     let r = on(
