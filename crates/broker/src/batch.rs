@@ -208,10 +208,7 @@ impl Broker {
                     }
                     let id2 = id.clone();
                     ops.push(Op::new(id.as_str(), move |current| match current {
-                        Some(_) => Ok(Change {
-                            next: Next::Delete,
-                            report: None,
-                        }),
+                        Some(_) => Ok(Change::delete()),
                         None => Err(not_found(&id2)),
                     }));
                     op_ids.push(id.clone());

@@ -190,10 +190,7 @@ impl crate::Broker {
     /// Hosts again the contexts that were hosted before a restart, each for
     /// its tenant.
     pub(crate) fn restore_hosted_contexts(&self) {
-        let mut tenants = self.store.tenants();
-        if !tenants.iter().any(String::is_empty) {
-            tenants.insert(0, String::new());
-        }
+        let tenants = crate::tenants_with_default(&*self.store);
         for tenant in tenants {
             for (url, doc) in self.store.records(&tenant, HOSTED_CONTEXTS) {
                 if let Err(e) = self.contexts.insert_local(&url, doc) {

@@ -206,6 +206,17 @@ fn check_uri(id: &str, what: &str) -> NgsiResult<()> {
     }
 }
 
+/// Every tenant of `store`, the default one (empty name) first even when
+/// nothing was written to it: what the records are restored from.
+pub(crate) fn tenants_with_default(store: &dyn Store) -> Vec<String> {
+    let mut tenants = store.tenants();
+    if let Some(at) = tenants.iter().position(String::is_empty) {
+        tenants.remove(at);
+    }
+    tenants.insert(0, String::new());
+    tenants
+}
+
 fn not_found(id: &str) -> NgsiError {
     NgsiError::not_found(format!("entity {id} does not exist"))
 }
@@ -610,10 +621,7 @@ impl Broker {
         self.write_one(
             tenant,
             Op::new(owned, move |current| match current {
-                Some(e) if selected(e, types.as_ref()) => Ok(Change {
-                    next: Next::Delete,
-                    report: None,
-                }),
+                Some(e) if selected(e, types.as_ref()) => Ok(Change::delete()),
                 _ => Err(not_found(&id2)),
             }),
         )

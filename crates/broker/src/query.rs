@@ -1499,10 +1499,7 @@ impl Broker {
                         });
                     };
                     if keep.is_none() && drop.is_none() {
-                        return Ok(Change {
-                            next: Next::Delete,
-                            report: None,
-                        });
+                        return Ok(Change::delete());
                     }
                     let mut e = current.clone();
                     if let Some(k) = &keep {

@@ -12,7 +12,7 @@ use ngsi_model::{Entity, ErrorKind, Iri, NgsiError};
 use ngsi_query::{JsonTarget, Query};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
-use store::{Change, HistoryOp, Next, Op, Store};
+use store::{Change, HistoryOp, Op, Store};
 
 use crate::registrations::Origin;
 use crate::temporal::TemporalParams;
@@ -127,17 +127,32 @@ impl Status {
         }
     }
 
+    /// The status named `s`.
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Preparing,
+            Self::Success,
+            Self::Partial,
+            Self::Empty,
+            Self::Failure,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
     /// The status of a snapshot whose queries ended with `details`
     /// (ExecutionResultDetails, clause 5.2.42).
-    fn of(details: &[Value]) -> Self {
-        let count = |s: &str| {
-            details
-                .iter()
-                .filter(|d| d.get("resultStatus").and_then(Value::as_str) == Some(s))
-                .count()
-        };
-        let (success, failure) = (count("success"), count("failure"));
-        if success == details.len() && success > 0 {
+    fn of<'a>(details: impl IntoIterator<Item = &'a Value>) -> Self {
+        let (mut all, mut success, mut failure) = (0, 0, 0);
+        for d in details {
+            all += 1;
+            match d.get("resultStatus").and_then(Value::as_str) {
+                Some("success") => success += 1,
+                Some("failure") => failure += 1,
+                _ => {}
+            }
+        }
+        if success == all && success > 0 {
             Self::Success
         } else if success > 0 {
             Self::Partial
@@ -248,11 +263,8 @@ impl Snapshots {
         max_lifetime: i64,
     ) -> Self {
         let mut entries = HashMap::new();
-        let mut owners = store.tenants();
+        let mut owners = crate::tenants_with_default(&*store);
         owners.retain(|t| owner_of(t).is_none());
-        if !owners.iter().any(String::is_empty) {
-            owners.push(String::new());
-        }
         let now = now_micros();
         let mut interrupted = Vec::new();
         for owner in owners {
@@ -369,14 +381,7 @@ impl Snapshots {
         for chunk in ids.chunks(CHUNK) {
             let ops = chunk
                 .iter()
-                .map(|id| {
-                    Op::new(id.clone(), |_| {
-                        Ok(Change {
-                            next: Next::Delete,
-                            report: None,
-                        })
-                    })
-                })
+                .map(|id| Op::new(id.clone(), |_| Ok(Change::delete())))
                 .collect();
             if let Err(e) = store.write(tenant, ops).await {
                 tracing::error!(error = %e, "a snapshot's entities could not be deleted");
@@ -777,7 +782,7 @@ impl Broker {
             }
         }
         let mut temporal_details = Vec::new();
-        let mut failed = self
+        let failed = self
             .store_entities(target, entities.values(), entry)
             .await
             .err();
@@ -792,13 +797,13 @@ impl Broker {
                 Err(e) => temporal_details.push(result("failure", Some(&e))),
             }
         }
-        if let Some(e) = failed.take() {
+        if let Some(e) = &failed {
             // The store failed: nothing of the snapshot can be trusted.
             for d in details.iter_mut().chain(temporal_details.iter_mut()) {
-                *d = result("failure", Some(&e));
+                *d = result("failure", Some(e));
             }
         }
-        let status = Status::of(&[details.clone(), temporal_details.clone()].concat());
+        let status = Status::of(details.iter().chain(&temporal_details));
         self.finish(owner, id, entry, status, |doc| {
             if !plan.queries.is_empty() {
                 doc.insert("snapshotQueriesDetails".into(), Value::Array(details));
@@ -1028,9 +1033,6 @@ impl Broker {
                     None => {}
                 }
             }
-            if let Some(p) = members.priority {
-                doc.insert("snapshotPriority".into(), json!(p));
-            }
             if let Some(lifetime) = members.lifetime {
                 let expires_at = self.expiry(Some(lifetime), now);
                 entry.expires_at.store(expires_at, Ordering::Relaxed);
@@ -1127,10 +1129,12 @@ impl Broker {
         let source = self.snapshots.get(tenant, id).ok_or_else(|| unknown(id))?;
         let new_id = new_id(fragment)?;
         let mut doc = Map::new();
-        let source_doc = source.doc.lock().clone();
-        for k in ["snapshotQueries", "snapshotTemporalQueries"] {
-            if let Some(v) = source_doc.get(k) {
-                doc.insert(k.into(), v.clone());
+        {
+            let source_doc = source.doc.lock();
+            for k in ["snapshotQueries", "snapshotTemporalQueries"] {
+                if let Some(v) = source_doc.get(k) {
+                    doc.insert(k.into(), v.clone());
+                }
             }
         }
         for k in UPDATABLE {
@@ -1198,16 +1202,7 @@ impl Broker {
             Ok(()) => source_doc
                 .get("snapshotStatus")
                 .and_then(Value::as_str)
-                .and_then(|s| {
-                    [
-                        Status::Success,
-                        Status::Partial,
-                        Status::Empty,
-                        Status::Failure,
-                    ]
-                    .into_iter()
-                    .find(|st| st.as_str() == s)
-                })
+                .and_then(Status::parse)
                 .unwrap_or(Status::Failure),
             Err(_) => Status::Failure,
         };
@@ -1396,6 +1391,7 @@ mod tests {
         assert_eq!(Status::of(&[d("success"), d("failure")]), Status::Partial);
         assert_eq!(Status::of(&[d("empty"), d("failure")]), Status::Failure);
         assert_eq!(Status::of(&[d("empty")]), Status::Empty);
+        assert_eq!(Status::parse("partial"), Some(Status::Partial));
     }
 
     #[test]

@@ -49,6 +49,14 @@ impl Change {
             report: None,
         }
     }
+
+    /// Delete the entity.
+    pub fn delete() -> Self {
+        Self {
+            next: Next::Delete,
+            report: None,
+        }
+    }
 }
 
 /// The function an operation runs against the current state of its entity

@@ -35,12 +35,7 @@ fn create(e: Entity) -> Op {
 
 /// An operation that deletes entity `id`, present or not.
 fn delete(id: &str) -> Op {
-    Op::new(id, |_| {
-        Ok(Change {
-            next: Next::Delete,
-            report: None,
-        })
-    })
+    Op::new(id, |_| Ok(Change::delete()))
 }
 
 /// An operation that adds one to the level of entity `id`, which must exist.

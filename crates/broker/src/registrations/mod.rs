@@ -645,10 +645,7 @@ pub(crate) async fn restore(
     contexts: jsonld::ContextResolver,
     registry: Registry,
 ) {
-    let mut tenants = store.tenants();
-    if !tenants.iter().any(String::is_empty) {
-        tenants.push(String::new());
-    }
+    let tenants = crate::tenants_with_default(&*store);
     let mut restored = 0usize;
     for tenant in tenants {
         for (id, record) in store.records(&tenant, COLLECTION) {
