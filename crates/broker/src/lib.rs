@@ -61,6 +61,11 @@ pub struct BrokerConfig {
     /// The longest a Snapshot lives (its `snapshotLifetime` is cut to it,
     /// and a Snapshot without one gets it), in microseconds.
     pub snapshot_max_lifetime_micros: i64,
+    /// The base URL other brokers reach this one at (`http://host:port`):
+    /// the copies of subscriptions at registered sources notify
+    /// `{public_url}/wuyang/v1/notifications`. `None`: subscriptions are
+    /// not forwarded.
+    pub public_url: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -74,6 +79,7 @@ impl Default for BrokerConfig {
             source_alias: "wuyang".into(),
             entity_maps: entity_maps::EntityMapConfig::default(),
             snapshot_max_lifetime_micros: snapshots::DEFAULT_MAX_LIFETIME_MICROS,
+            public_url: None,
         }
     }
 }
@@ -117,6 +123,8 @@ pub struct Broker {
     entity_maps: entity_maps::EntityMaps,
     /// The Snapshots of all tenants (clause 5.16).
     snapshots: snapshots::Snapshots,
+    /// The copies of subscriptions at registered context sources.
+    relay: subscriptions::Relay,
 }
 
 impl std::fmt::Debug for Broker {
@@ -235,7 +243,9 @@ impl Broker {
         // The notifier's HTTP client needs the TLS provider installed first.
         jsonld::install_tls_provider();
         let engine = subscriptions::Engine::new(store.clone(), config.notifier.clone());
-        let registry = registrations::Registry::new(config.notifier.clone(), store.clone());
+        let relay = subscriptions::Relay::default();
+        let registry =
+            registrations::Registry::new(config.notifier.clone(), store.clone(), relay.clone());
         let (restored_tx, restored) = tokio::sync::watch::channel(false);
         let entity_maps = entity_maps::EntityMaps::new(config.entity_maps);
         let snapshots = snapshots::Snapshots::restore(
@@ -254,12 +264,21 @@ impl Broker {
             hosted_tenants: parking_lot::RwLock::default(),
             entity_maps,
             snapshots,
+            relay,
         };
         broker.restore_hosted_contexts();
         if tokio::runtime::Handle::try_current().is_ok() {
             broker.subscriptions.start();
             broker.registrations.start();
             tokio::spawn(expiry::run(broker.store.clone()));
+            broker.relay.start(subscriptions::RelayParts {
+                engine: broker.subscriptions.clone(),
+                registry: broker.registrations.clone(),
+                store: broker.store.clone(),
+                alias: broker.config.source_alias.clone(),
+                public_url: broker.config.public_url.clone(),
+                restored: broker.restored.clone(),
+            });
             let (store, contexts, engine, registry) = (
                 broker.store.clone(),
                 broker.contexts.clone(),

@@ -88,6 +88,30 @@ pub struct ServeArgs {
     /// is answered locally (loop detection).
     #[arg(long, env = "WUYANG_SOURCE_ALIAS", default_value = "wuyang", value_parser = parse_alias)]
     pub source_alias: String,
+    /// The base URL other brokers reach this one at (`http://host:port`).
+    /// With it, a subscription is copied to the registered context sources
+    /// that offer subscriptions, and they notify
+    /// `{URL}/wuyang/v1/notifications`; without it, subscriptions stay local.
+    #[arg(long, env = "WUYANG_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+}
+
+/// A public URL is an absolute http(s) URL without query or fragment.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    match s.parse::<axum::http::Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty())
+                && u.query().is_none()
+                && !s.contains('#') =>
+        {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => Err(
+            "the public URL must be an absolute http or https URL, like http://broker.example:1026"
+                .into(),
+        ),
+    }
 }
 
 /// A Context Source alias is an RFC 7230 pseudonym: a non-empty token.
@@ -146,6 +170,7 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
             snapshot_max_lifetime_micros: i64::try_from(args.snapshot_max_days)
                 .unwrap_or(3650)
                 .saturating_mul(86_400 * 1_000_000),
+            public_url: args.public_url.clone(),
             ..Default::default()
         },
     );

@@ -118,7 +118,7 @@ impl Origin<'_> {
 }
 
 /// Whether a `Via` header names `alias` as a received-by pseudonym.
-fn via_names(via: &str, alias: &str) -> bool {
+pub(crate) fn via_names(via: &str, alias: &str) -> bool {
     via.split(',').any(|hop| {
         let mut parts = hop.split_whitespace();
         parts.next();
@@ -608,6 +608,89 @@ impl Forwarder {
             s => Err(Failure::Status(s)),
         }
     }
+}
+
+/// How a source answered a subscription request: its status and, for a
+/// create, the `Location` header.
+pub(crate) type SubscriptionAnswer = Result<(u16, Option<String>), String>;
+
+impl Forwarder {
+    /// A subscription request to the source of `r` (clauses 5.8.1.4,
+    /// 5.8.2.4, 5.8.5.4): `method` on `/subscriptions[/{id}]` with `body`
+    /// (a JSON-LD document carries its `@context`; otherwise `ctx` goes in
+    /// a Link header), with `via` and this broker's `alias` in `Via`, the
+    /// registration's tenant and contextSourceInfo headers, within its
+    /// `management.timeout`. An error is the reason no status came back.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn subscription_request(
+        &self,
+        r: &Registration,
+        method: reqwest::Method,
+        id: Option<&str>,
+        body: Option<&Value>,
+        ctx: &Ctx,
+        via: Option<&str>,
+        alias: &str,
+    ) -> SubscriptionAnswer {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = via.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(reqwest::header::VIA, v);
+        }
+        let origin = Origin {
+            query: None,
+            headers: &headers,
+            local: false,
+            body,
+            only: None,
+        };
+        let segments: Vec<&str> = std::iter::once("subscriptions").chain(id).collect();
+        let mut p = self
+            .request(
+                r,
+                &segments,
+                Vec::new(),
+                body.map(|b| b.to_string().into_bytes()),
+                &origin,
+                ctx,
+                alias,
+            )
+            .map_err(|f| format!("{f:?}"))?;
+        // `management.localOnly` concerns entity reads, not subscriptions.
+        p.url.set_query(None);
+        p.method = method;
+        let deadline = tokio::time::Instant::now() + p.timeout;
+        let mut budget = 1 << 20;
+        let (status, headers, _) = self
+            .send(
+                p.method,
+                p.url,
+                p.headers,
+                p.body.as_deref(),
+                p.timeout,
+                deadline,
+                &mut budget,
+            )
+            .await
+            .map_err(|f| format!("{f:?}"))?;
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((status, location))
+    }
+}
+
+/// Parses the entities of a notification that a source sent for a copy of
+/// a subscription, with the subscription's @context (clause 5.8.6).
+pub(crate) fn parse_notified(
+    items: Vec<Value>,
+    ctx: &Ctx,
+    limits: ParseLimits,
+) -> NgsiResult<Vec<Entity>> {
+    parse_answer(items, ctx, limits).map_err(|f| match f {
+        Failure::Invalid(why) => ngsi_model::NgsiError::bad_data(why),
+        other => ngsi_model::NgsiError::bad_data(format!("{other:?}")),
+    })
 }
 
 /// A request to a source, ready to send.

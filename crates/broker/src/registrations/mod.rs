@@ -21,7 +21,7 @@ use store::Store;
 
 pub(crate) use forward::{BatchFanout, EntityWrite};
 pub use forward::{Origin, Plan, Write, WriteAnswer, WriteKind};
-pub use model::{IntervalKind, Registration, RegistrationQuery};
+pub use model::{EntityInfo, IntervalKind, Registration, RegistrationQuery};
 use subscriptions::{CsrSubscriptions, Trigger};
 
 use crate::subscriptions::{append_request, new_record};
@@ -65,6 +65,9 @@ pub struct Registry {
     /// How the forwarding to each registration went, by tenant and id
     /// (Table 5.2.9-2); kept in memory, from the start of the process.
     stats: Arc<parking_lot::Mutex<StatsByRegistration>>,
+    /// Told of every change of a tenant's registrations (their sources
+    /// get the copies of the tenant's subscriptions).
+    relay: crate::subscriptions::Relay,
 }
 
 impl std::fmt::Debug for Registry {
@@ -74,7 +77,11 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub fn new(notifier: notify::NotifierConfig, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        notifier: notify::NotifierConfig,
+        store: Arc<dyn Store>,
+        relay: crate::subscriptions::Relay,
+    ) -> Self {
         Self {
             tenants: Arc::default(),
             writes: Arc::default(),
@@ -82,7 +89,24 @@ impl Registry {
             store,
             forwarder: forward::Forwarder::new(),
             stats: Arc::default(),
+            relay,
         }
+    }
+
+    /// The HTTP client of distributed operations.
+    pub(crate) fn forwarder(&self) -> &forward::Forwarder {
+        &self.forwarder
+    }
+
+    /// The registrations of `tenant` that distributed subscriptions may use:
+    /// live, not auxiliary (clause 5.8.1.4 names exclusive, redirect and
+    /// inclusive ones), with an endpoint.
+    pub(crate) fn live(&self, tenant: &str) -> Vec<Arc<Registration>> {
+        let now = now_micros();
+        self.list(tenant)
+            .into_iter()
+            .filter(|r| !r.expired(now) && r.mode != model::Mode::Auxiliary && r.endpoint.is_some())
+            .collect()
     }
 
     /// Starts the writer of delivery statuses and, once a second, the
@@ -136,6 +160,7 @@ impl Registry {
             }
             self.remove(&tenant, &r.id);
             self.subscriptions.on_change(&tenant, Some(&r), None);
+            self.relay.touch(&tenant);
         }
     }
 
@@ -331,6 +356,7 @@ impl Broker {
             .subscriptions
             .on_change(tenant, None, Some(&r));
         self.registrations.install(tenant, r);
+        self.relay.touch(tenant);
         Ok(id)
     }
 
@@ -420,6 +446,7 @@ impl Broker {
             .subscriptions
             .on_change(tenant, Some(&current), Some(&next));
         self.registrations.install(tenant, next);
+        self.relay.touch(tenant);
         Ok(())
     }
 
@@ -433,6 +460,7 @@ impl Broker {
             self.store.put_record(tenant, COLLECTION, id, None).await?;
             self.registrations.remove(tenant, id);
         }
+        self.relay.touch(tenant);
         let r = live?;
         self.registrations
             .subscriptions

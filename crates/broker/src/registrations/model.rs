@@ -676,7 +676,8 @@ impl Registration {
     /// Whether the registration offers operation `op` (clause 4.20): named
     /// in `operations` or in one of its groups (Table 4.20-2); without
     /// `operations`, the group federationOps. The groups are known for the
-    /// operations that are forwarded: reads, and the writes of one entity.
+    /// operations that are forwarded: reads, the writes of one entity and
+    /// subscriptions.
     pub fn offers(&self, op: &str) -> bool {
         const DISCOVERY: [&str; 6] = [
             "retrieveEntityTypes",
@@ -700,10 +701,18 @@ impl Registration {
             "mergeEntity",
             "purgeEntity",
         ];
+        const SUBSCRIPTIONS: [&str; 5] = [
+            "createSubscription",
+            "updateSubscription",
+            "retrieveSubscription",
+            "querySubscription",
+            "deleteSubscription",
+        ];
         let in_group = |group: &str| match group {
             "federationOps" | "associationOps" => {
                 matches!(op, "retrieveEntity" | "queryEntity" | "queryBatch")
                     || DISCOVERY.contains(&op)
+                    || SUBSCRIPTIONS.contains(&op)
             }
             "redirectionOps" => {
                 matches!(op, "retrieveEntity" | "queryEntity")
@@ -1112,7 +1121,7 @@ impl RegistrationQuery {
         self.info_matches(info, &attrs)
     }
 
-    fn info_matches(&self, info: &RegistrationInfo, attrs: &[&str]) -> bool {
+    pub(crate) fn info_matches(&self, info: &RegistrationInfo, attrs: &[&str]) -> bool {
         let entity_criteria =
             self.ids.is_some() || self.id_pattern.is_some() || self.types.is_some();
         if entity_criteria
@@ -1132,7 +1141,7 @@ impl RegistrationQuery {
             .any(|n| attrs.contains(&&**n))
     }
 
-    fn entity_matches(&self, e: &EntityInfo) -> bool {
+    pub(crate) fn entity_matches(&self, e: &EntityInfo) -> bool {
         if let Some(t) = &self.types
             && !t.matches_with(&|name| e.types.iter().any(|x| **x == *name))
         {
@@ -1198,6 +1207,8 @@ mod tests {
             "queryBatch",
             "retrieveEntityTypes",
             "retrieveAttrTypeInfo",
+            "createSubscription",
+            "deleteSubscription",
         ];
         let offered = |r: &Registration| {
             all.iter()
@@ -1222,6 +1233,10 @@ mod tests {
         );
         assert!(offered(&with(Some(json!(["updateOps", "createEntity"])))).is_empty());
         assert_eq!(offered(&with(Some(json!(["queryBatch"])))), ["queryBatch"]);
+        assert_eq!(
+            offered(&with(Some(json!(["createSubscription"])))),
+            ["createSubscription"]
+        );
         let r = with(None);
         assert!(r.covers_type(&ctx.expand("Vehicle")) && !r.covers_type(&ctx.expand("Bus")));
         assert!(r.covers_attr(&ctx.expand("speed")));

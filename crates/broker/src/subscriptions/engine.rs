@@ -319,6 +319,33 @@ impl Engine {
         v
     }
 
+    /// The tenants that have subscriptions.
+    pub fn tenants(&self) -> Vec<String> {
+        self.inner
+            .subs
+            .read()
+            .keys()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// Sends `entities` to the receiver of `entry` as it notifies them
+    /// (its projection, format and context), unless it is not active: the
+    /// entities a context source notified for the copy of the subscription
+    /// (clause 5.8.6).
+    pub(crate) fn deliver(&self, entry: &Entry, entities: Vec<Entity>) {
+        let now = now_micros();
+        if !entry.sub.is_live(now) || entities.is_empty() {
+            return;
+        }
+        let inner = &self.inner;
+        let mut data: Vec<Item> = entities.iter().map(|e| inner.rendered(entry, e)).collect();
+        let roots: Vec<&Entity> = entities.iter().collect();
+        data.extend(inner.flat_linked(entry, &roots));
+        inner.metrics.matched.inc();
+        inner.send(entry, data, now, Instant::now());
+    }
+
     /// Whether `tenant` has subscriptions.
     pub fn has_tenant(&self, tenant: &str) -> bool {
         self.inner.subs.read().contains_key(tenant)

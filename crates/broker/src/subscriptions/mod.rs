@@ -8,6 +8,7 @@
 
 mod engine;
 mod model;
+mod remote;
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub(crate) use engine::Periodic;
 pub use engine::{Engine, Status};
 pub(crate) use model::unique_suffix;
 pub use model::{Accept, Subscription};
+pub(crate) use remote::Parts as RelayParts;
+pub use remote::{CALLBACK_PATH, Relay};
 
 use crate::{Broker, Ctx};
 
@@ -61,16 +64,29 @@ impl Broker {
         }
     }
 
-    /// Create Subscription (clause 5.8.1). Returns the id.
+    /// Create Subscription (clause 5.8.1). Returns the id. `via` is the
+    /// request's `Via` header: a subscription that names this broker there
+    /// came back through a loop of registered brokers (clause 6.3.18).
     pub async fn create_subscription(
         &self,
         tenant: &str,
         ctx: &Ctx,
         body: &Value,
         origin: &str,
+        via: Option<&str>,
     ) -> NgsiResult<Arc<str>> {
         let doc = object(body)?;
-        let sub = Subscription::create(doc, ctx, now_micros(), true)?;
+        let mut sub = Subscription::create(doc, ctx, now_micros(), true)?;
+        if let Some(v) = via {
+            let alias = crate::tenant_alias(&self.config.source_alias, tenant);
+            if crate::registrations::forward::via_names(v, &alias) {
+                return Err(NgsiError::new(
+                    ErrorKind::LoopDetected,
+                    format!("the subscription came back to {alias}: its Via header names it"),
+                ));
+            }
+            sub.via = Some(v.to_string());
+        }
         let notify_ctx = self.notify_context(&sub, ctx, origin).await?;
         let _guard = self.subscription_writes.lock().await;
         if self.subscriptions.get(tenant, &sub.id).is_some() {
@@ -79,12 +95,16 @@ impl Broker {
                 format!("subscription {} already exists", sub.id),
             ));
         }
-        let record = new_record(doc, &sub.id, ctx, now_micros(), Some(&notify_ctx));
+        let mut record = new_record(doc, &sub.id, ctx, now_micros(), Some(&notify_ctx));
+        if let Some(v) = &sub.via {
+            record["via"] = json!(v);
+        }
         self.store
             .put_record(tenant, COLLECTION, &sub.id, Some(record))
             .await?;
         let id = sub.id.clone();
         self.subscriptions.install(tenant, sub, notify_ctx, None);
+        self.relay.touch(tenant);
         Ok(id)
     }
 
@@ -181,6 +201,7 @@ impl Broker {
         let status = entry.state.status.lock().clone();
         self.subscriptions
             .install(tenant, next, notify_ctx, Some(status));
+        self.relay.touch(tenant);
         Ok(())
     }
 
@@ -196,6 +217,7 @@ impl Broker {
             .put_record(tenant, engine::STATUS_COLLECTION, id, None)
             .await?;
         self.subscriptions.remove(tenant, id);
+        self.relay.touch(tenant);
         Ok(())
     }
 
@@ -367,7 +389,11 @@ pub(crate) async fn replay(
             Some(s) => s.patch(body, &ctx, now, false)?,
         });
     }
-    let sub = sub.ok_or_else(|| NgsiError::internal("no create request"))?;
+    let mut sub = sub.ok_or_else(|| NgsiError::internal("no create request"))?;
+    sub.via = record
+        .get("via")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let source = record.get("notifyContext").cloned().unwrap_or(Value::Null);
     let link = record
         .get("notifyLink")

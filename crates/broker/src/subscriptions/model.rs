@@ -128,6 +128,10 @@ pub struct Subscription {
     /// jsonldContext as given.
     pub jsonld_context: Option<String>,
     pub local_only: Option<bool>,
+    /// The `Via` header of the request that created the subscription (a
+    /// broker forwarding its own subscription, clause 6.3.18): its remote
+    /// copies go on with it, never back to a source it names.
+    pub via: Option<String>,
     /// temporalQ (clause 5.2.21) as given and as a time range; only
     /// subscriptions to context source registrations act on it.
     pub temporal_q: Option<(Value, store::TimeRange)>,
@@ -253,6 +257,7 @@ impl Subscription {
             },
             jsonld_context: None,
             local_only: None,
+            via: None,
             temporal_q: None,
             matcher: EntityQuery::default(),
             view: ViewOptions::default(),

@@ -150,6 +150,10 @@ pub fn ops_router() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/wuyang/v1/live", get(subscriptions::live))
         .route(
+            broker::subscriptions::CALLBACK_PATH,
+            post(subscriptions::remote_notification),
+        )
+        .route(
             "/",
             delete(not_found)
                 .get(|| async { "Wuyang NGSI-LD context broker: the API is under /ngsi-ld/v1\n" }),

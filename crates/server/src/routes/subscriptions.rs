@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use broker::EntityQuery;
+use ngsi_model::{ErrorKind, NgsiError};
 use serde_json::Value;
 
 use super::created;
@@ -50,8 +51,15 @@ pub async fn create<const CSR: bool>(
             .create_csr_subscription(&req.tenant, &ctx, &value, &origin)
             .await
     } else {
+        let via: Vec<&str> = req
+            .headers
+            .get_all(axum::http::header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let via = (!via.is_empty()).then(|| via.join(", "));
         broker
-            .create_subscription(&req.tenant, &ctx, &value, &origin)
+            .create_subscription(&req.tenant, &ctx, &value, &origin, via.as_deref())
             .await
     }
     .map_err(|e| req.err(e))?;
@@ -151,6 +159,31 @@ pub async fn delete<const CSR: bool>(
     }
     .map_err(|e| req.err(e))?;
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// POST /wuyang/v1/notifications: a notification that a registered context
+/// source sends for the copy of one of this broker's subscriptions (clause
+/// 5.8.6); the copy's id finds the subscription and its tenant. 200 once
+/// the entities are queued for the subscription's receiver.
+pub async fn remote_notification(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Response, crate::http::ApiError> {
+    let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            NgsiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "the request body is larger than {} bytes",
+                    state.config.max_body_bytes
+                ),
+            )
+        })?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| NgsiError::invalid_request(format!("the Notification is not JSON: {e}")))?;
+    state.broker.remote_notification(&value)?;
+    Ok(empty(StatusCode::OK))
 }
 
 /// GET /wuyang/v1/live: Server-Sent Events, one `notification` event per

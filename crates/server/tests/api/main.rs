@@ -5,6 +5,7 @@ mod attributes;
 mod batch;
 mod contexts;
 mod discovery;
+mod distributed_subscriptions;
 mod entities;
 mod entity_maps;
 mod errors;

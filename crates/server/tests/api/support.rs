@@ -46,6 +46,20 @@ impl Server {
     /// As [`Server::start`], closing connections that take longer than
     /// `idle_timeout` to send a request's headers.
     pub async fn start_with(idle_timeout: Duration) -> Server {
+        Self::start_full(idle_timeout, "wuyang-test").await
+    }
+
+    /// As [`Server::start`], with its own Context Source alias (brokers
+    /// that forward to each other need different ones).
+    pub async fn start_as(alias: &str) -> Server {
+        Self::start_full(ServerConfig::default().idle_timeout, alias).await
+    }
+
+    async fn start_full(idle_timeout: Duration, alias: &str) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("address"));
         let store = SqliteStore::open(SqliteConfig::default()).expect("in-memory store");
         let contexts = jsonld::ContextResolver::new(jsonld::ResolverConfig {
             fetch_timeout: Duration::from_millis(400),
@@ -63,7 +77,8 @@ impl Server {
                     default_timeout: Duration::from_secs(2),
                     ..Default::default()
                 },
-                source_alias: "wuyang-test".into(),
+                source_alias: alias.into(),
+                public_url: Some(origin.clone()),
                 ..Default::default()
             },
         );
@@ -81,10 +96,6 @@ impl Server {
             }),
             metrics: Arc::new(metrics),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let origin = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(server::serve(listener, state, pending()));
         jsonld::install_tls_provider();
         let client = reqwest::Client::builder()
