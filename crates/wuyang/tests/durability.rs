@@ -22,8 +22,12 @@ impl Server {
     }
 
     fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Server {
+        Self::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    fn start_on(data_dir: &std::path::Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wuyang"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("WUYANG_LOG", "warn")
@@ -909,4 +913,108 @@ async fn snapshots_and_what_they_hold_survive_kill_9() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// The subscriptions a server holds, once `ready` accepts them (within 10 s).
+async fn subscriptions_when(
+    client: &reqwest::Client,
+    base: &str,
+    ready: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let list: Value = client
+            .get(format!("{base}/subscriptions"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list = list.as_array().cloned().unwrap_or_default();
+        if ready(&list) {
+            return list;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the subscriptions never became as expected: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A subscription's copy at a registered broker outlives kill -9 of the
+/// broker that made it: after the restart it is neither made twice nor
+/// forgotten, and what the source notifies still reaches the subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_copies_at_sources_survive_kill_9() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let (uri, mut rx) = receiver().await;
+    // a restarts on the port its copies name.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let public = format!("http://{listen}");
+    let a_args = ["--public-url", public.as_str(), "--source-alias", "a"];
+    let b = Server::start_with(dir_b.path(), &["--source-alias", "b"]);
+    let id = "urn:ngsi-ld:WaterLevelSensor:far";
+    let r = client
+        .post(format!("{}/entities", b.base))
+        .json(&entity(id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let sub = "urn:ngsi-ld:Subscription:levels";
+    let copy_id = {
+        let a = Server::start_on(dir_a.path(), &listen, &a_args);
+        let registration = json!({
+            "id": "urn:ngsi-ld:ContextSourceRegistration:b",
+            "type": "ContextSourceRegistration",
+            "information": [{"entities": [{"type": "WaterLevelSensor"}]}],
+            "endpoint": b.base.trim_end_matches("/ngsi-ld/v1"),
+            "contextSourceAlias": "b",
+        });
+        let r = client
+            .post(format!("{}/csourceRegistrations", a.base))
+            .json(&registration)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = client
+            .post(format!("{}/subscriptions", a.base))
+            .json(&json!({"id": sub, "type": "Subscription",
+                "entities": [{"type": "WaterLevelSensor"}], "watchedAttributes": ["level"],
+                "notification": {"endpoint": {"uri": uri}, "format": "keyValues"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let copies = subscriptions_when(&client, &b.base, |l| l.len() == 1).await;
+        let copy_id = copies[0]["id"].as_str().unwrap().to_string();
+        a.kill9();
+        copy_id
+    };
+    let a = Server::start_on(dir_a.path(), &listen, &a_args);
+    // Give the restarted relay time to act, then look: still the one copy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let copies = subscriptions_when(&client, &b.base, |l| l.len() == 1).await;
+    assert_eq!(copies[0]["id"], json!(copy_id));
+    let r = client
+        .patch(format!("{}/entities/{id}/attrs/level", b.base))
+        .json(&json!({"type": "Property", "value": 4.2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let got = notification(&mut rx).await;
+    assert_eq!(got["subscriptionId"], sub, "{got}");
+    assert_eq!(got["data"][0]["level"], 4.2);
+    drop(a);
 }

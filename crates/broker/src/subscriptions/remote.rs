@@ -738,3 +738,125 @@ impl crate::Broker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::{Subscription, reduced_copy};
+    use crate::Ctx;
+    use crate::registrations::Registration;
+
+    const CALLBACK: &str = "http://here:1026/wuyang/v1/notifications";
+
+    fn subscription(doc: Value) -> Subscription {
+        let mut doc = doc;
+        doc["id"] = json!("urn:ngsi-ld:Subscription:s");
+        doc["type"] = json!("Subscription");
+        doc["notification"] = json!({"endpoint": {"uri": "http://receiver/notify"},
+            "attributes": ["speed"], "format": "keyValues"});
+        Subscription::create(doc.as_object().unwrap(), &Ctx::core(), 0, false).unwrap()
+    }
+
+    fn registration(information: Value) -> Registration {
+        let doc = json!({"id": "urn:ngsi-ld:ContextSourceRegistration:r",
+            "type": "ContextSourceRegistration", "information": information,
+            "endpoint": "http://there:1026"});
+        Registration::create(doc.as_object().unwrap(), &Ctx::core(), 0, false).unwrap()
+    }
+
+    fn copy(sub: Value, information: Value) -> Option<Value> {
+        reduced_copy(
+            &subscription(sub),
+            &Ctx::core(),
+            &registration(information),
+            CALLBACK,
+        )
+    }
+
+    #[test]
+    fn the_copy_notifies_here_in_full_and_keeps_the_filters() {
+        let c = copy(
+            json!({"entities": [{"type": "Vehicle"}], "q": "speed>5", "throttling": 2,
+                   "csf": "a==1", "localOnly": false}),
+            json!([{"entities": [{"type": "Vehicle"}]}]),
+        )
+        .unwrap();
+        assert_eq!(c["q"], "speed>5");
+        assert_eq!(c["throttling"], 2);
+        assert_eq!(c["entities"], json!([{"type": "Vehicle"}]));
+        for gone in ["csf", "localOnly", "status", "createdAt"] {
+            assert!(c.get(gone).is_none(), "{gone}: {c}");
+        }
+        assert_eq!(
+            c["notification"],
+            json!({"format": "normalized", "sysAttrs": true,
+                   "endpoint": {"uri": CALLBACK, "accept": "application/json"}})
+        );
+    }
+
+    #[test]
+    fn watched_attributes_are_cut_to_the_registered_names() {
+        let info = json!([{"entities": [{"type": "Vehicle"}], "propertyNames": ["speed"],
+                           "relationshipNames": ["parkedAt"]}]);
+        let c = copy(
+            json!({"entities": [{"type": "Vehicle"}], "watchedAttributes": ["speed", "fuel"]}),
+            info.clone(),
+        )
+        .unwrap();
+        assert_eq!(c["watchedAttributes"], json!(["speed"]));
+        // Watching everything here: the copy watches what is registered.
+        let c = copy(json!({"entities": [{"type": "Vehicle"}]}), info.clone()).unwrap();
+        assert_eq!(c["watchedAttributes"], json!(["speed", "parkedAt"]));
+        // Nothing watched is registered: no copy.
+        assert!(
+            copy(
+                json!({"entities": [{"type": "Vehicle"}], "watchedAttributes": ["fuel"]}),
+                info
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn entity_selectors_are_narrowed_to_the_registered_entities() {
+        let info = json!([
+            {"entities": [{"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle"},
+                          {"idPattern": "urn:ngsi-ld:Vehicle:9.*", "type": "Vehicle"},
+                          {"type": "Building"}]},
+            {"entities": [{"type": "Vehicle"}], "propertyNames": ["fuel"]}]);
+        // An id the registration names, a pattern it names, a type it does
+        // not: the second entry is left out for its attributes.
+        let c = copy(
+            json!({"entities": [{"type": "Vehicle"}], "watchedAttributes": ["speed"]}),
+            info.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            c["entities"],
+            json!([{"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle"},
+                   {"type": "Vehicle", "idPattern": "urn:ngsi-ld:Vehicle:9.*"}])
+        );
+        // The subscriber's ids meet the registered ones.
+        let c = copy(
+            json!({"entities": [{"id": ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"],
+                                 "type": "Vehicle"}], "watchedAttributes": ["speed"]}),
+            info.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            c["entities"],
+            json!([{"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle"}])
+        );
+        // A type the registration does not hold: no copy.
+        assert!(copy(json!({"entities": [{"type": "Shop"}]}), info.clone()).is_none());
+        // A registration without entities holds every entity of its names.
+        let c = copy(
+            json!({"entities": [{"type": "Shop"}]}),
+            json!([{"propertyNames": ["speed"]}]),
+        )
+        .unwrap();
+        assert_eq!(c["entities"], json!([{"type": "Shop"}]));
+        assert_eq!(c["watchedAttributes"], json!(["speed"]));
+    }
+}
