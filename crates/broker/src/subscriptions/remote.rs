@@ -293,7 +293,7 @@ impl Relay {
                 let previous = before
                     .iter()
                     .find(|s| same_source(r.as_ref(), &s.registration));
-                let copy_id = previous
+                let mut copy_id = previous
                     .map(|p| p.copy_id.clone())
                     .unwrap_or_else(new_copy_id);
                 doc["id"] = json!(copy_id);
@@ -306,6 +306,22 @@ impl Relay {
                     });
                     continue;
                 }
+                // The source holds the previous copy: a PATCH turns it into
+                // this one, unless a member went (a PATCH cannot say so in
+                // a way every broker reads); then it is deleted and made
+                // anew, beside it when the source cannot delete.
+                let held = previous.filter(|p| !p.refused);
+                let patch = held.is_some_and(|p| {
+                    r.offers("updateSubscription") && !drops_members(&p.doc, &doc)
+                });
+                if let Some(p) = held
+                    && !patch
+                    && !r.offers("deleteSubscription")
+                {
+                    self.inner.by_copy.lock().remove(&p.copy_id);
+                    copy_id = new_copy_id();
+                    doc["id"] = json!(copy_id);
+                }
                 self.inner
                     .by_copy
                     .lock()
@@ -317,21 +333,19 @@ impl Relay {
                     via: via.as_deref(),
                     alias: &alias,
                 };
-                let outcome = match previous {
-                    Some(p) if !p.refused && r.offers("updateSubscription") => {
-                        match send.patch(&copy_id, &doc).await {
-                            // The source lost it: made anew.
-                            Ok(404) => send.post(&doc).await,
-                            other => other,
-                        }
+                let outcome = if patch {
+                    match send.patch(&copy_id, &doc).await {
+                        // The source lost it: made anew.
+                        Ok(404) => send.post(&doc).await,
+                        other => other,
                     }
-                    Some(p) if !p.refused => {
-                        if r.offers("deleteSubscription") {
-                            let _ = send.delete(&copy_id).await;
-                        }
-                        send.post(&doc).await
+                } else {
+                    if let Some(p) = held
+                        && r.offers("deleteSubscription")
+                    {
+                        let _ = send.delete(&p.copy_id).await;
                     }
-                    _ => send.post(&doc).await,
+                    send.post(&doc).await
                 };
                 match outcome {
                     Ok(status) if (200..300).contains(&status) => after.push(Sent {
@@ -355,10 +369,11 @@ impl Relay {
                             "a context source did not answer for the copy of a subscription");
                         unanswered = true;
                         // Still as before: compared again on the retry.
+                        let mut by_copy = self.inner.by_copy.lock();
+                        by_copy.remove(&copy_id);
                         if let Some(p) = previous {
+                            by_copy.insert(p.copy_id.clone(), key.clone());
                             after.push(p.clone());
-                        } else {
-                            self.inner.by_copy.lock().remove(&copy_id);
                         }
                     }
                 }
@@ -469,6 +484,19 @@ impl ToSource<'_> {
     async fn delete(&self, id: &str) -> Result<u16, String> {
         self.request(reqwest::Method::DELETE, Some(id), None).await
     }
+}
+
+/// Whether `new` lacks a member that `old` has (at the top or in
+/// `notification`).
+fn drops_members(old: &Value, new: &Value) -> bool {
+    let lacks = |a: Option<&Map<String, Value>>, b: Option<&Map<String, Value>>| {
+        a.is_some_and(|a| a.keys().any(|k| !b.is_some_and(|b| b.contains_key(k))))
+    };
+    lacks(old.as_object(), new.as_object())
+        || lacks(
+            old.get("notification").and_then(Value::as_object),
+            new.get("notification").and_then(Value::as_object),
+        )
 }
 
 fn new_copy_id() -> String {

@@ -147,6 +147,14 @@ async fn a_subscription_is_copied_to_its_sources_and_their_notifications_reach_t
     nothing(&mut rx, 400).await;
     set_speed(&b, CAR, 120).await;
     assert_eq!(next(&mut rx).await.body["data"][0]["speed"], 120);
+    // A member that goes is gone from the copy too (made anew, same id).
+    a.patch(&format!("/subscriptions/{}", enc(SUB)), &json!({"q": null}))
+        .await
+        .no_content();
+    let copies = subscriptions_when(&b, |l| l.len() == 1 && l[0].get("q").is_none()).await;
+    assert_eq!(copies[0]["id"], json!(copy_id));
+    set_speed(&b, CAR, 70).await;
+    assert_eq!(next(&mut rx).await.body["data"][0]["speed"], 70);
 
     // A registration that goes takes its copy with it (noLongerMatching),
     // one that comes gets a new copy (newlyMatching).
