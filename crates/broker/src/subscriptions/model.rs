@@ -331,7 +331,10 @@ impl Subscription {
             if READ_ONLY.contains(&key.as_str()) || IGNORED.contains(&key.as_str()) {
                 continue;
             }
-            let null = value.is_null();
+            // In an update, the NGSI-LD Null removes a member as JSON null
+            // does (clauses 5.5.8, 5.8.2.4).
+            let null = value.is_null()
+                || (patching && value.as_str() == Some(ngsi_model::entity::core_iri::NULL));
             match key.as_str() {
                 "id" | "type" if null => {
                     return Err(bad(format!("{key} cannot be removed")));

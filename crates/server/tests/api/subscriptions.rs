@@ -1911,3 +1911,34 @@ async fn the_live_stream_follows_linked_entity_terms() {
     assert!(event.contains("urn:ngsi-ld:Robot:low"), "{event}");
     assert!(!event.contains("urn:ngsi-ld:Robot:full"), "{event}");
 }
+
+/// In an update the NGSI-LD Null removes a member, as JSON null does
+/// (clauses 5.5.8 and 5.8.2.4); in a create it is no value.
+#[tokio::test]
+async fn the_ngsi_ld_null_removes_members_in_an_update() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Subscription:nulls";
+    let sub = json!({"id": id, "type": "Subscription", "entities": [{"type": "Vehicle"}],
+        "watchedAttributes": ["speed"], "q": "speed>5", "description": "fast cars",
+        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}}});
+    assert_eq!(s.post("/subscriptions", &sub).await.status, 201);
+    let path = format!("/subscriptions/{}", enc(id));
+    s.patch(
+        &path,
+        &json!({"watchedAttributes": "urn:ngsi-ld:null", "q": "urn:ngsi-ld:null",
+                "description": null}),
+    )
+    .await
+    .no_content();
+    let got = s.get(&path).await.body;
+    for gone in ["watchedAttributes", "q", "description"] {
+        assert!(got.get(gone).is_none(), "{gone}: {got}");
+    }
+    assert_eq!(got["entities"], json!([{"type": "Vehicle"}]));
+    let mut bad = sub.clone();
+    bad["id"] = json!("urn:ngsi-ld:Subscription:bad");
+    bad["watchedAttributes"] = json!("urn:ngsi-ld:null");
+    s.post("/subscriptions", &bad)
+        .await
+        .problem(400, "BadRequestData");
+}
