@@ -578,20 +578,28 @@ impl Forwarder {
     /// One request of `p` (no paging), within its timeout and `budget`
     /// bytes: the status and the body.
     async fn send_once(&self, p: Prepared, budget: usize) -> Result<(u16, Vec<u8>), Failure> {
+        let (status, _, body) = self.exchange(p, budget).await?;
+        Ok((status, body))
+    }
+
+    /// As [`Forwarder::send_once`], with the answer's headers.
+    async fn exchange(
+        &self,
+        p: Prepared,
+        budget: usize,
+    ) -> Result<(u16, HeaderMap, Vec<u8>), Failure> {
         let deadline = tokio::time::Instant::now() + p.timeout;
         let mut budget = budget;
-        let (status, _, body) = self
-            .send(
-                p.method,
-                p.url,
-                p.headers,
-                p.body.as_deref(),
-                p.timeout,
-                deadline,
-                &mut budget,
-            )
-            .await?;
-        Ok((status, body))
+        self.send(
+            p.method,
+            p.url,
+            p.headers,
+            p.body.as_deref(),
+            p.timeout,
+            deadline,
+            &mut budget,
+        )
+        .await
     }
 
     /// Retrieve Entity at a source: its entity, or nothing when it has
@@ -658,18 +666,8 @@ impl Forwarder {
         // `management.localOnly` concerns entity reads, not subscriptions.
         p.url.set_query(None);
         p.method = method;
-        let deadline = tokio::time::Instant::now() + p.timeout;
-        let mut budget = 1 << 20;
         let (status, headers, _) = self
-            .send(
-                p.method,
-                p.url,
-                p.headers,
-                p.body.as_deref(),
-                p.timeout,
-                deadline,
-                &mut budget,
-            )
+            .exchange(p, 1 << 20)
             .await
             .map_err(|f| format!("{f:?}"))?;
         let location = headers

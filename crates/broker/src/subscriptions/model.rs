@@ -52,6 +52,30 @@ pub struct EntitySelector {
     pub types: TypeExpr,
 }
 
+impl EntitySelector {
+    /// The selector as given, its type names compacted with `ctx`.
+    pub fn render(&self, ctx: &Ctx) -> Map<String, Value> {
+        let mut m = Map::new();
+        if let Some(ids) = &self.ids {
+            m.insert(
+                "id".into(),
+                if self.ids_array {
+                    json!(ids)
+                } else {
+                    json!(ids[0])
+                },
+            );
+        }
+        if let Some(p) = &self.id_pattern {
+            m.insert("idPattern".into(), json!(p));
+        }
+        let mut t = self.types.clone();
+        t.map_names(&mut |n| ctx.compact(n).into_owned());
+        m.insert("type".into(), json!(t.to_string()));
+        m
+    }
+}
+
 /// Where and how notifications are sent (NotificationParams, 5.2.14).
 #[derive(Debug, Clone)]
 pub struct NotificationSpec {
@@ -622,29 +646,7 @@ impl Subscription {
             out.insert("description".into(), json!(d));
         }
         if let Some(sels) = &self.entities {
-            let list: Vec<Value> = sels
-                .iter()
-                .map(|s| {
-                    let mut m = Map::new();
-                    if let Some(ids) = &s.ids {
-                        m.insert(
-                            "id".into(),
-                            if s.ids_array {
-                                json!(ids)
-                            } else {
-                                json!(ids[0])
-                            },
-                        );
-                    }
-                    if let Some(p) = &s.id_pattern {
-                        m.insert("idPattern".into(), json!(p));
-                    }
-                    let mut t = s.types.clone();
-                    t.map_names(&mut |n| ctx.compact(n).into_owned());
-                    m.insert("type".into(), json!(t.to_string()));
-                    Value::Object(m)
-                })
-                .collect();
+            let list: Vec<Value> = sels.iter().map(|s| Value::Object(s.render(ctx))).collect();
             out.insert("entities".into(), Value::Array(list));
         }
         if let Some(w) = &self.watched {

@@ -642,35 +642,17 @@ pub(crate) fn reduced_copy(
 }
 
 /// A subscription's selector as rendered, with `ids` in place of its own
-/// when given (then without idPattern) and `pattern` when it has none.
+/// when given (then without idPattern).
 fn selector(s: &EntitySelector, narrowed_ids: Option<Vec<String>>, ctx: &Ctx) -> Value {
-    let mut m = Map::new();
-    match narrowed_ids {
-        Some(ids) if ids.len() == 1 => {
-            m.insert("id".into(), json!(ids[0]));
-        }
-        Some(ids) => {
-            m.insert("id".into(), json!(ids));
-        }
-        None => {
-            if let Some(ids) = &s.ids {
-                m.insert(
-                    "id".into(),
-                    if s.ids_array {
-                        json!(ids)
-                    } else {
-                        json!(ids[0])
-                    },
-                );
-            }
-            if let Some(p) = &s.id_pattern {
-                m.insert("idPattern".into(), json!(p));
-            }
-        }
+    let mut m = s.render(ctx);
+    if let Some(ids) = narrowed_ids {
+        m.remove("idPattern");
+        let id = match <[String; 1]>::try_from(ids) {
+            Ok([one]) => json!(one),
+            Err(many) => json!(many),
+        };
+        m.insert("id".into(), id);
     }
-    let mut t = s.types.clone();
-    t.map_names(&mut |n| ctx.compact(n).into_owned());
-    m.insert("type".into(), json!(t.to_string()));
     Value::Object(m)
 }
 

@@ -45,6 +45,19 @@ fn registration_of(source: &Server, alias: &str, information: Value) -> Value {
     })
 }
 
+/// Two brokers with their own aliases, `broker-a` and `broker-b`.
+async fn brokers() -> (Server, Server) {
+    (
+        Server::start_as("broker-a").await,
+        Server::start_as("broker-b").await,
+    )
+}
+
+async fn register(at: &Server, registration: &Value) {
+    let r = at.post("/csourceRegistrations", registration).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
 async fn set_speed(s: &Server, id: &str, speed: i64) {
     s.patch(
         &format!("/entities/{}/attrs", enc(id)),
@@ -56,25 +69,14 @@ async fn set_speed(s: &Server, id: &str, speed: i64) {
 
 #[tokio::test]
 async fn a_subscription_is_copied_to_its_sources_and_their_notifications_reach_the_subscriber() {
-    let (a, b) = (
-        Server::start_as("broker-a").await,
-        Server::start_as("broker-b").await,
-    );
+    let (a, b) = brokers().await;
     b.create(
         json!({"id": CAR, "type": "Vehicle", "speed": prop(10), "brandName": prop("Guangqi")}),
     )
     .await;
     // b holds the vehicles' speed for a.
     let info = json!([{"entities": [{"type": "Vehicle"}], "propertyNames": ["speed"]}]);
-    assert_eq!(
-        a.post(
-            "/csourceRegistrations",
-            &registration_of(&b, "broker-b", info.clone())
-        )
-        .await
-        .status,
-        201
-    );
+    register(&a, &registration_of(&b, "broker-b", info.clone())).await;
     let (uri, mut rx) = receiver(StatusCode::OK).await;
     let sub = json!({
         "id": SUB,
@@ -162,15 +164,7 @@ async fn a_subscription_is_copied_to_its_sources_and_their_notifications_reach_t
         .await
         .no_content();
     subscriptions_when(&b, |l| l.is_empty()).await;
-    assert_eq!(
-        a.post(
-            "/csourceRegistrations",
-            &registration_of(&b, "broker-b", info)
-        )
-        .await
-        .status,
-        201
-    );
+    register(&a, &registration_of(&b, "broker-b", info)).await;
     let again = subscriptions_when(&b, |l| l.len() == 1).await;
     assert_ne!(again[0]["id"], json!(copy_id));
 
@@ -200,24 +194,13 @@ async fn a_subscription_is_copied_to_its_sources_and_their_notifications_reach_t
 
 #[tokio::test]
 async fn copies_are_narrowed_to_the_registered_entities_and_local_only_stays_local() {
-    let (a, b) = (
-        Server::start_as("broker-a").await,
-        Server::start_as("broker-b").await,
-    );
+    let (a, b) = brokers().await;
     // b holds two named vehicles, all their attributes.
     let info = json!([{"entities": [
         {"id": "urn:ngsi-ld:Vehicle:1", "type": "Vehicle"},
         {"id": "urn:ngsi-ld:Vehicle:2", "type": "Vehicle"},
         {"type": "Building"}]}]);
-    assert_eq!(
-        a.post(
-            "/csourceRegistrations",
-            &registration_of(&b, "broker-b", info)
-        )
-        .await
-        .status,
-        201
-    );
+    register(&a, &registration_of(&b, "broker-b", info)).await;
     let (uri, _rx) = receiver(StatusCode::OK).await;
     let sub = json!({"id": SUB, "type": "Subscription",
         "entities": [{"idPattern": "urn:ngsi-ld:Vehicle:[12]", "type": "Vehicle"}],
@@ -259,17 +242,14 @@ async fn copies_are_narrowed_to_the_registered_entities_and_local_only_stays_loc
 
 #[tokio::test]
 async fn brokers_registered_with_each_other_notify_once_and_loops_are_refused() {
-    let (a, b) = (
-        Server::start_as("broker-a").await,
-        Server::start_as("broker-b").await,
-    );
+    let (a, b) = brokers().await;
     let info = json!([{"entities": [{"type": "Vehicle"}]}]);
     let mut to_b = registration_of(&b, "broker-b", info.clone());
     to_b["id"] = json!("urn:ngsi-ld:ContextSourceRegistration:to-b");
     let mut to_a = registration_of(&a, "broker-a", info);
     to_a["id"] = json!("urn:ngsi-ld:ContextSourceRegistration:to-a");
-    assert_eq!(a.post("/csourceRegistrations", &to_b).await.status, 201);
-    assert_eq!(b.post("/csourceRegistrations", &to_a).await.status, 201);
+    register(&a, &to_b).await;
+    register(&b, &to_a).await;
     a.create(json!({"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle", "speed": prop(1)}))
         .await;
     b.create(json!({"id": "urn:ngsi-ld:Vehicle:B", "type": "Vehicle", "speed": prop(1)}))
