@@ -169,7 +169,7 @@ pub struct Subscription {
 
 /// The members a client may not write (clause 5.2.12-2, 5.2.14.2).
 const READ_ONLY: &[&str] = &["status", "createdAt", "modifiedAt"];
-const READ_ONLY_NOTIFICATION: &[&str] = &[
+pub(super) const READ_ONLY_NOTIFICATION: &[&str] = &[
     "status",
     "timesSent",
     "timesFailed",

@@ -615,21 +615,9 @@ pub(crate) fn reduced_copy(
         Some(Value::Object(n)) => n,
         _ => Map::new(),
     };
-    for member in [
-        "attributes",
-        "pick",
-        "omit",
-        "join",
-        "joinLevel",
-        "showChanges",
-        "status",
-        "timesSent",
-        "timesFailed",
-        "lastNotification",
-        "lastSuccess",
-        "lastFailure",
-    ] {
-        notification.remove(member);
+    let local = ["attributes", "pick", "omit", "join", "joinLevel", "showChanges"];
+    for member in local.iter().chain(super::model::READ_ONLY_NOTIFICATION) {
+        notification.remove(*member);
     }
     notification.insert("format".into(), json!("normalized"));
     notification.insert("sysAttrs".into(), json!(true));
