@@ -615,7 +615,14 @@ pub(crate) fn reduced_copy(
         Some(Value::Object(n)) => n,
         _ => Map::new(),
     };
-    let local = ["attributes", "pick", "omit", "join", "joinLevel", "showChanges"];
+    let local = [
+        "attributes",
+        "pick",
+        "omit",
+        "join",
+        "joinLevel",
+        "showChanges",
+    ];
     for member in local.iter().chain(super::model::READ_ONLY_NOTIFICATION) {
         notification.remove(*member);
     }
