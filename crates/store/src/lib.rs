@@ -7,6 +7,7 @@
 
 pub mod attr_index;
 pub mod codec;
+pub mod datadir;
 mod genesis;
 pub mod history;
 pub mod index;
@@ -162,6 +163,19 @@ pub enum StoreError {
     /// The store does not offer the operation (history switched off).
     #[error("{0}")]
     Unsupported(String),
+    /// Another process holds the data directory's lock.
+    #[error(
+        "the data directory {dir} is in use by {holder}; stop it first or choose another data directory"
+    )]
+    InUse {
+        /// The directory.
+        dir: String,
+        /// Who holds it ("process 1234").
+        holder: String,
+    },
+    /// A backup or restore cannot go ahead (the message says why).
+    #[error("{0}")]
+    DataDir(String),
 }
 
 impl From<StoreError> for NgsiError {

@@ -245,6 +245,19 @@ const FORMAT_VERSION_3: &str = "3";
 /// which later versions read as well.
 const FORMAT_VERSION_2: &str = "2";
 
+/// Whether this build reads (and, when older, upgrades) storage format
+/// `format`.
+pub(crate) fn is_known_format(format: &str) -> bool {
+    [
+        FORMAT_VERSION,
+        FORMAT_VERSION_5,
+        FORMAT_VERSION_4,
+        FORMAT_VERSION_3,
+        FORMAT_VERSION_2,
+    ]
+    .contains(&format)
+}
+
 /// Rebuilds the version 2 and 3 `entities` table (unique on tenant and id)
 /// as the version 4 table. The rows are numbered afresh: nothing refers to
 /// the old numbers, and the first builds of version 2 kept the table
@@ -274,14 +287,18 @@ fn decode(names: &Arc<Names>, id: &str, bytes: &[u8]) -> Result<Entity, StoreErr
 impl SqliteStore {
     /// Opens (or creates) the store, loads the indexes and starts the writer.
     pub fn open(config: SqliteConfig) -> Result<Self, StoreError> {
-        let conn = match &config.path {
+        // The lock first: nothing touches the database of a directory that
+        // another server holds.
+        let (conn, lock) = match &config.path {
             Some(p) => {
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                Connection::open(p)?
+                let dir = match p.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir,
+                    _ => Path::new("."),
+                };
+                let lock = crate::datadir::DirLock::acquire(dir)?;
+                (Connection::open(p)?, Some(lock))
             }
-            None => Connection::open_in_memory()?,
+            None => (Connection::open_in_memory()?, None),
         };
         prepare_auto_vacuum(&conn, config.history_days.is_some())?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -428,6 +445,8 @@ impl SqliteStore {
                     recent: RecentEntities::with_reaper(),
                 }
                 .run(rx);
+                // The connections are closed: the directory is free again.
+                drop(lock);
                 let _ = closed_tx.send(());
             })?;
         if let (Some(days), true) = (config.history_days, config.history) {

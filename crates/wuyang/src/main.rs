@@ -1,5 +1,6 @@
 //! The `wuyang` command: wires the library crates together.
 
+mod backup;
 mod bench;
 mod bench_notify;
 mod serve;
@@ -35,6 +36,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run only the city simulator against a running NGSI-LD broker.
     Sim(simulate::SimCommand),
+    /// Copy the database of a data directory to a file, consistently, while
+    /// the server runs.
+    Backup(backup::BackupArgs),
+    /// Put a backup in place as the database of a data directory (no server
+    /// may run on it).
+    Restore(backup::RestoreArgs),
     /// A handler that only parses the entity and answers 201 (the baseline
     /// of `wuyang bench`).
     #[command(hide = true)]
@@ -59,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => simulate::run(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
         Command::NullServer { listen } => bench::null_server(listen),
     }
 }

@@ -1018,3 +1018,346 @@ async fn subscription_copies_at_sources_survive_kill_9() {
     assert_eq!(got["data"][0]["level"], 4.2);
     drop(a);
 }
+
+/// Runs `wuyang ARGS` to completion (a minute at most) and returns its exit
+/// status, stdout and stderr.
+async fn wuyang(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.to_os_string()).collect();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wuyang"))
+            .args(&args)
+            .env("WUYANG_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("wuyang {args:?} did not finish within a minute"))
+    .expect("run wuyang");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let first = Server::start(dir.path());
+    let create = |id: &str| {
+        client
+            .post(format!("{}/entities", first.base))
+            .json(&entity(id))
+            .send()
+    };
+    assert_eq!(
+        create("urn:ngsi-ld:WaterLevelSensor:a")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    let (ok, _, stderr) = wuyang(&[
+        os("serve"),
+        os("--listen"),
+        os("127.0.0.1:0"),
+        os("--data-dir"),
+        dir.path().as_os_str(),
+    ])
+    .await;
+    assert!(!ok, "a second server started on a directory in use");
+    let pid = first.child.id().to_string();
+    assert!(
+        stderr.contains("in use") && stderr.contains(&pid),
+        "the refusal should name the holder (pid {pid}): {stderr}"
+    );
+    // The first server is untouched and goes on.
+    assert_eq!(
+        create("urn:ngsi-ld:WaterLevelSensor:b")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    // The kernel drops the lock with the process, even on kill -9.
+    first.kill9();
+    let second = Server::start(dir.path());
+    for id in ["a", "b"] {
+        let r = client
+            .get(format!(
+                "{}/entities/urn:ngsi-ld:WaterLevelSensor:{id}",
+                second.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "entity {id}");
+    }
+}
+
+/// A backup taken while writers keep the server busy holds every write
+/// acknowledged before it began (and only writes that were sent), with the
+/// tenants, history and subscriptions; it restores into a new directory
+/// that a server then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let base = server.base.clone();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+
+    // Something of every kind besides entities: a tenant with a
+    // subscription in it, and history.
+    let r = client
+        .post(format!("{base}/subscriptions"))
+        .header("NGSILD-Tenant", "water")
+        .json(&json!({
+            "id": "urn:ngsi-ld:Subscription:levels",
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}
+        }))
+        .header("Content-Type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Writers create sensors and raise their levels: `acked` is what the
+    // server acknowledged, `sent` the highest level each writer sent.
+    let acked: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let sent: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, base) = (client.clone(), base.clone());
+        let (acked, sent, stop) = (acked.clone(), sent.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("urn:ngsi-ld:WaterLevelSensor:w{w}-{n}");
+                n += 1;
+                sent.lock().insert(id.clone(), 0);
+                let r = client
+                    .post(format!("{base}/entities"))
+                    .json(&entity(&id))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                acked.lock().insert(id.clone(), 0);
+                for level in 1..=2i64 {
+                    sent.lock().insert(id.clone(), level);
+                    let r = client
+                        .patch(format!("{base}/entities/{id}/attrs/level"))
+                        .json(&json!({"type": "Property", "value": level}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 204);
+                    acked.lock().insert(id.clone(), level);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while acked.lock().len() < 200 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = acked.lock().clone();
+    let file = out.path().join("city.backup");
+    let (ok, stdout, stderr) = wuyang(&[
+        os("backup"),
+        os("--data-dir"),
+        dir.path().as_os_str(),
+        os("--to"),
+        file.as_os_str(),
+    ])
+    .await;
+    assert!(ok, "backup failed: {stdout} {stderr}");
+    assert!(stdout.contains("backed up"), "{stdout}");
+    assert!(stderr.contains("copied"), "no progress shown: {stderr}");
+    let acked_during = acked.lock().len() - before.len();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let sent = sent.lock().clone();
+    server.kill9();
+    assert!(before.len() >= 50, "too small a load: {}", before.len());
+
+    // A backup never overwrites.
+    let (ok, _, stderr) = wuyang(&[
+        os("backup"),
+        os("--data-dir"),
+        dir.path().as_os_str(),
+        os("--to"),
+        file.as_os_str(),
+    ])
+    .await;
+    assert!(!ok && stderr.contains("exists already"), "{stderr}");
+
+    let restored = out.path().join("restored");
+    let (ok, stdout, stderr) = wuyang(&[
+        os("restore"),
+        os("--from"),
+        file.as_os_str(),
+        os("--data-dir"),
+        restored.as_os_str(),
+    ])
+    .await;
+    assert!(ok, "restore failed: {stdout} {stderr}");
+    assert!(stdout.contains("restored"), "{stdout}");
+
+    let server = Server::start(&restored);
+    let mut found: HashMap<String, i64> = HashMap::new();
+    loop {
+        let r = client
+            .get(format!(
+                "{}/entities?type=WaterLevelSensor&limit=1000&offset={}",
+                server.base,
+                found.len()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page: Vec<Value> = r.json().await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for e in page {
+            found.insert(
+                e["id"].as_str().unwrap().to_string(),
+                e["level"]["value"].as_i64().unwrap(),
+            );
+        }
+    }
+    for (id, level) in &before {
+        let held = found
+            .get(id)
+            .unwrap_or_else(|| panic!("{id}, acknowledged before the backup, is not in it"));
+        assert!(
+            held >= level,
+            "{id}: acknowledged {level} before the backup, holds {held}"
+        );
+    }
+    for (id, level) in &found {
+        let max = sent
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} was never sent"));
+        assert!(
+            level <= max,
+            "{id}: holds {level}, but {max} was the most sent"
+        );
+    }
+    eprintln!(
+        "{} acknowledged before the backup, {acked_during} during it, {} in it",
+        before.len(),
+        found.len()
+    );
+    // History and the tenant's subscription came along.
+    let (id, level) = before.iter().max_by_key(|(_, l)| **l).unwrap();
+    let h: Value = client
+        .get(format!(
+            "{}/temporal/entities/{id}?attrs=level&options=temporalValues",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        h["level"]["values"].as_array().map_or(0, Vec::len) as i64 > *level,
+        "{h}"
+    );
+    let r = client
+        .get(format!(
+            "{}/subscriptions/urn:ngsi-ld:Subscription:levels",
+            server.base
+        ))
+        .header("NGSILD-Tenant", "water")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Restoring where a server runs is refused; `--replace` moves the
+    // database there aside once the server is gone.
+    let (ok, _, stderr) = wuyang(&[
+        os("restore"),
+        os("--from"),
+        file.as_os_str(),
+        os("--data-dir"),
+        restored.as_os_str(),
+        os("--replace"),
+    ])
+    .await;
+    assert!(!ok && stderr.contains("in use"), "{stderr}");
+    drop(server);
+    let (ok, _, stderr) = wuyang(&[
+        os("restore"),
+        os("--from"),
+        file.as_os_str(),
+        os("--data-dir"),
+        restored.as_os_str(),
+    ])
+    .await;
+    assert!(!ok && stderr.contains("--replace"), "{stderr}");
+    let (ok, stdout, stderr) = wuyang(&[
+        os("restore"),
+        os("--from"),
+        file.as_os_str(),
+        os("--data-dir"),
+        restored.as_os_str(),
+        os("--replace"),
+    ])
+    .await;
+    assert!(ok, "{stdout} {stderr}");
+    let aside = std::fs::read_dir(&restored)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".replaced-"))
+        .count();
+    assert!(aside >= 1, "the replaced database was not kept: {stdout}");
+
+    // What is not a backup is refused before anything is touched.
+    let junk = out.path().join("junk.db");
+    std::fs::write(&junk, b"a shopping list, not a database").unwrap();
+    let (ok, _, stderr) = wuyang(&[
+        os("restore"),
+        os("--from"),
+        junk.as_os_str(),
+        os("--data-dir"),
+        restored.as_os_str(),
+        os("--replace"),
+    ])
+    .await;
+    assert!(!ok && stderr.contains("junk.db"), "{stderr}");
+    let server = Server::start(&restored);
+    let r = client
+        .get(format!(
+            "{}/entities?type=WaterLevelSensor&count=true&limit=0",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["NGSILD-Results-Count"].to_str().unwrap(),
+        found.len().to_string()
+    );
+}
