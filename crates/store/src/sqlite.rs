@@ -483,6 +483,61 @@ impl SqliteStore {
             "Time to apply and commit one transaction",
             m.commit_seconds.clone(),
         );
+        registry.register_collector(Box::new(SizeCollector {
+            shared: Arc::downgrade(&self.shared),
+        }));
+    }
+}
+
+/// The gauges read at each scrape: entities and tenants held, and the disk
+/// the database and its WAL take.
+#[derive(Debug)]
+struct SizeCollector {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl prometheus_client::collector::Collector for SizeCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)
+        };
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        gauge(
+            "wuyang_store_entities",
+            "Entities held, all tenants together",
+            count(shared.entities.load(Ordering::Relaxed)),
+        )?;
+        gauge(
+            "wuyang_store_tenants",
+            "Tenants that exist",
+            count(shared.known_tenants.read().len() as u64),
+        )?;
+        if let Some(path) = &shared.path {
+            let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            gauge(
+                "wuyang_store_database_bytes",
+                "Size of the database file",
+                count(size(path)),
+            )?;
+            gauge(
+                "wuyang_store_wal_bytes",
+                "Size of the database's write-ahead log",
+                count(size(Path::new(&wal))),
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -1361,3 +1361,42 @@ async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
         found.len().to_string()
     );
 }
+
+/// /metrics tells an operator how much disk the database and its WAL take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_the_disk_the_database_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    for n in 0..3 {
+        let id = format!("urn:ngsi-ld:WaterLevelSensor:m{n}");
+        let r = client
+            .post(format!("{}/entities", server.base))
+            .json(&entity(&id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let origin = server.base.trim_end_matches("/ngsi-ld/v1");
+    let text = client
+        .get(format!("{origin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert_eq!(gauge("wuyang_store_entities"), 3);
+    let on_disk = |file: &str| std::fs::metadata(dir.path().join(file)).unwrap().len();
+    assert_eq!(gauge("wuyang_store_database_bytes"), on_disk("wuyang.db"));
+    let wal = gauge("wuyang_store_wal_bytes");
+    assert!(wal > 0, "three commits wrote no WAL");
+    assert!(wal <= on_disk("wuyang.db-wal"), "{wal}");
+}

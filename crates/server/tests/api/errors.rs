@@ -211,7 +211,23 @@ async fn health_and_metrics() {
     assert_eq!(v["status"], "ok");
     let r = reqwest::get(format!("{}/metrics", s.origin)).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("# EOF"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("# EOF"));
+    // Entities and tenants are gauges read at the scrape.
+    for line in ["wuyang_store_entities 1", "wuyang_store_tenants 1"] {
+        assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+    }
+    s.create(vehicle("urn:ngsi-ld:Vehicle:second", 1)).await;
+    let text = reqwest::get(format!("{}/metrics", s.origin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "wuyang_store_entities 2"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
