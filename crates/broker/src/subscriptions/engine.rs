@@ -132,7 +132,7 @@ impl Periodic {
         owner: std::sync::Weak<T>,
         each: impl Fn(&T) + Send + 'static,
     ) {
-        let period = Duration::from_secs_f64(secs.max(MIN_PERIOD_SECS));
+        let period = super::model::bounded_duration(secs.max(MIN_PERIOD_SECS));
         *self.0.lock() = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -200,11 +200,27 @@ fn non_empty_strings(v: &Value, name: &str) -> NgsiResult<Vec<String>> {
         .collect::<NgsiResult<Vec<_>>>()
 }
 
-fn positive(v: &Value, name: &str) -> NgsiResult<f64> {
+/// The longest duration a subscription member may give: a century, in
+/// seconds. Longer ones are refused rather than overflowing a clock.
+pub(crate) const MAX_DURATION_SECS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// A number of `unit`s (seconds: 1, milliseconds: 1000 per second) that
+/// must be greater than 0 and at most [`MAX_DURATION_SECS`].
+fn positive(v: &Value, name: &str, per_second: f64) -> NgsiResult<f64> {
+    let max = MAX_DURATION_SECS * per_second;
     match v.as_f64() {
-        Some(n) if n > 0.0 && n.is_finite() => Ok(n),
-        _ => Err(bad(format!("{name} must be a number greater than 0"))),
+        Some(n) if n > 0.0 && n <= max => Ok(n),
+        _ => Err(bad(format!(
+            "{name} must be a number greater than 0 and at most {max} (a century)"
+        ))),
     }
+}
+
+/// `secs` as a duration, within (0, [`MAX_DURATION_SECS`]]: a stored value
+/// from before that bound cannot overflow a clock either.
+pub(crate) fn bounded_duration(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.clamp(0.0, MAX_DURATION_SECS))
+        .unwrap_or(Duration::from_secs(MAX_DURATION_SECS as u64))
 }
 
 fn boolean(v: &Value, name: &str) -> NgsiResult<bool> {
@@ -415,10 +431,10 @@ impl Subscription {
                     }
                 }
                 "timeInterval" => {
-                    self.time_interval = (!null).then(|| positive(value, key)).transpose()?
+                    self.time_interval = (!null).then(|| positive(value, key, 1.0)).transpose()?
                 }
                 "throttling" => {
-                    self.throttling = (!null).then(|| positive(value, key)).transpose()?
+                    self.throttling = (!null).then(|| positive(value, key, 1.0)).transpose()?
                 }
                 "q" => {
                     self.q = if null {
@@ -629,7 +645,7 @@ impl Subscription {
 
     /// The throttling or time interval as a duration.
     pub fn throttle(&self) -> Option<Duration> {
-        self.throttling.map(Duration::from_secs_f64)
+        self.throttling.map(bounded_duration)
     }
 
     /// Renders the subscription compacted with `ctx` (without the delivery
@@ -896,7 +912,7 @@ fn parse_notification(
     let millis = |name: &str| -> NgsiResult<Option<Duration>> {
         match ep.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => Ok(Some(Duration::from_secs_f64(positive(v, name)? / 1000.0))),
+            Some(v) => Ok(Some(bounded_duration(positive(v, name, 1000.0)? / 1000.0))),
         }
     };
     let target = notify::parse_target(&uri, &notifier_info).map_err(|e| bad(e.to_string()))?;

@@ -273,6 +273,24 @@ async fn invalid_subscriptions_are_refused_with_the_spec_errors() {
             with(json!({"entities": [{"id": "urn:a:b"}]})),
         ),
         ("negative throttling", with(json!({"throttling": -1}))),
+        // Durations beyond a century would overflow a clock.
+        ("throttling of 1e20 s", with(json!({"throttling": 1e20}))),
+        (
+            "timeInterval of 1e20 s",
+            with(json!({"timeInterval": 1e20, "watchedAttributes": null})),
+        ),
+        (
+            "endpoint timeout of 1e30 ms",
+            with(
+                json!({"notification": {"endpoint": {"uri": "http://127.0.0.1:9/n", "timeout": 1e30}}}),
+            ),
+        ),
+        (
+            "endpoint cooldown of 1e30 ms",
+            with(
+                json!({"notification": {"endpoint": {"uri": "http://127.0.0.1:9/n", "cooldown": 1e30}}}),
+            ),
+        ),
         ("interval with watched", with(json!({"timeInterval": 10}))),
         (
             "interval with throttling",
@@ -308,6 +326,25 @@ async fn invalid_subscriptions_are_refused_with_the_spec_errors() {
         json!([]),
         "nothing was created"
     );
+
+    // The same bounds hold in updates, and for registration subscriptions.
+    assert_eq!(s.post("/subscriptions", &ok).await.status, 201);
+    for patch in [
+        json!({"throttling": 1e20}),
+        json!({"notification": {"endpoint": {"uri": "http://127.0.0.1:9/n", "timeout": 1e30}}}),
+    ] {
+        s.req(Method::PATCH, "/subscriptions/urn:ngsi-ld:Subscription:bad")
+            .json(&patch)
+            .send()
+            .await
+            .problem(400, "BadRequestData");
+    }
+    let mut csr_sub = with(json!({"timeInterval": 1e20, "watchedAttributes": null}));
+    csr_sub["id"] = json!("urn:ngsi-ld:Subscription:csr-bad");
+    s.post("/csourceSubscriptions", &csr_sub)
+        .await
+        .problem(400, "BadRequestData");
+    assert_eq!(s.get("/csourceSubscriptions").await.body, json!([]));
 }
 
 #[tokio::test]
