@@ -13,7 +13,7 @@
 //! stands beside, `rel{...}` to the Linked Entities of `rel`, whose other
 //! Linked Entities are shown whole (ETSI 018_20, 018_21, 019_20–019_23).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ngsi_model::render::LinkedEntities;
@@ -27,8 +27,10 @@ use crate::{Broker, Ctx, ViewOptions};
 /// The deepest `joinLevel` accepted.
 pub const MAX_JOIN_LEVEL: usize = 10;
 
-/// The most Linked Entities one answer retrieves: a wide graph stops
-/// growing there instead of exhausting memory.
+/// The most Linked Entities one answer holds, counted where they are
+/// placed (an entity that several Relationships of one entity name is
+/// placed in each): a wide or dense graph stops growing there instead of
+/// exhausting memory.
 pub const MAX_LINKED: usize = 1000;
 
 /// A Linked Entity retrieval asked for (`join`, `joinLevel`,
@@ -266,26 +268,48 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// The rendered Linked Entities of `shown` (shown through `view`),
     /// `level` hops deep.
+    ///
+    /// A Linked Entity goes into every Relationship (and list item) of
+    /// `shown` that names it, with all it holds, so the budget pays for
+    /// each placement. The budget is shared fairly: each entity `shown`
+    /// links to may take its share of what is left (what one leaves goes
+    /// to the next), divided by its placements, for itself and what it
+    /// holds in turn. An entity whose share cannot pay for all its places
+    /// is left out, so nearer hops fill before farther ones.
     fn inline(&mut self, shown: &Entity, view: &ViewOptions, level: usize) -> LinkedEntities {
         let mut linked = LinkedEntities::new();
         if level == 0 {
             return linked;
         }
+        let mut places: HashMap<&str, usize> = HashMap::new();
+        for (_, id) in targets(shown) {
+            *places.entry(id).or_default() += 1;
+        }
+        let mut unseen = places.len();
         self.ancestors.push(shown.id.clone());
         for (rel, id) in targets(shown) {
-            if *self.budget == 0 {
-                break;
-            }
-            if linked.contains_key(id) || self.ancestors.iter().any(|a| &**a == id) {
+            let Some(count) = places.remove(id) else {
+                continue;
+            };
+            let share = *self.budget / unseen;
+            unseen -= 1;
+            // The entity itself in each of its places, then what it holds.
+            let Some(inner_budget) = (share / count).checked_sub(1) else {
+                continue;
+            };
+            if self.ancestors.iter().any(|a| &**a == id) {
                 continue;
             }
             let Some(target) = self.store.get(self.tenant, id) else {
                 continue;
             };
-            *self.budget -= 1;
             let target_view = view.linked_view(rel);
             let target_shown = crate::project(&target, self.ctx, &target_view);
+            let left = std::mem::replace(self.budget, inner_budget);
             let inner = self.inline(&target_shown, &target_view, level - 1);
+            let used = inner_budget - *self.budget;
+            // At most `share`, which is at most `left`.
+            *self.budget = left - count * (1 + used);
             linked.insert(
                 id.to_string(),
                 crate::shown_value(&target_shown, self.ctx, &target_view, &inner),

@@ -797,6 +797,42 @@ async fn case_street_district(s: &Server) {
     .await;
 }
 
+/// A dense graph: each of six people knows each other one four times
+/// over. Inlined six hops deep that would be 20^6 placements; an answer
+/// holds at most 1,000 Linked Entities however they repeat.
+#[tokio::test]
+async fn a_dense_graph_inlines_at_most_the_answer_budget() {
+    let s = Server::start().await;
+    let id = |n: usize| format!("urn:ngsi-ld:Person:p{n}");
+    for n in 0..6 {
+        let knows: Vec<Value> = (0..6)
+            .filter(|m| *m != n)
+            .flat_map(|m| std::iter::repeat_n(json!({"object": id(m)}), 4))
+            .collect();
+        s.create(json!({"id": id(n), "type": "Person",
+                        "name": {"type": "Property", "value": format!("p{n}")},
+                        "knows": {"type": "ListRelationship", "objectList": knows}}))
+            .await;
+    }
+    fn people(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => {
+                usize::from(m.get("type") == Some(&json!("Person")))
+                    + m.values().map(people).sum::<usize>()
+            }
+            Value::Array(items) => items.iter().map(people).sum(),
+            _ => 0,
+        }
+    }
+    let e = s.entity(&id(0), "join=inline&joinLevel=6").await;
+    let n = people(&e);
+    assert!((21..=1001).contains(&n), "{n} people in the answer");
+    let r = s.get("/entities?type=Person&join=inline&joinLevel=6").await;
+    assert_eq!(r.status, 200);
+    let n = people(&r.body);
+    assert!((6 + 20..=6 + 1000).contains(&n), "{n} people in the answer");
+}
+
 #[tokio::test]
 async fn join_inline_puts_linked_entities_inside_their_relationships() {
     let s = Server::start().await;
