@@ -155,7 +155,14 @@ pub struct ResolverConfig {
     pub max_cached_documents: usize,
     /// How many processed contexts are kept (default 1024).
     pub max_processed_contexts: usize,
+    /// How long a failed download is remembered: within it, the URL fails
+    /// again at once instead of waiting out another timeout (a batch of a
+    /// thousand entities naming one dead URL waits once). Default 10 s.
+    pub failure_ttl: Duration,
 }
+
+/// The most failed URLs remembered at once.
+const MAX_FAILURES: usize = 1024;
 
 impl Default for ResolverConfig {
     fn default() -> Self {
@@ -164,6 +171,7 @@ impl Default for ResolverConfig {
             max_body_bytes: 1 << 20,
             max_cached_documents: 256,
             max_processed_contexts: 1024,
+            failure_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -259,6 +267,8 @@ struct Inner {
     config: ResolverConfig,
     caches: Mutex<Caches>,
     in_flight: Mutex<HashMap<String, InFlight>>,
+    /// Downloads that failed lately: when, and how.
+    failures: Mutex<HashMap<String, (std::time::Instant, ContextError)>>,
     document_hits: AtomicU64,
     document_misses: AtomicU64,
     processed_hits: AtomicU64,
@@ -305,6 +315,7 @@ impl ContextResolver {
                 config,
                 caches: Mutex::new(Caches::default()),
                 in_flight: Mutex::new(HashMap::new()),
+                failures: Mutex::new(HashMap::new()),
                 document_hits: AtomicU64::new(0),
                 document_misses: AtomicU64::new(0),
                 processed_hits: AtomicU64::new(0),
@@ -436,6 +447,9 @@ impl ContextResolver {
             return Ok(doc);
         }
         self.inner.document_misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(error) = self.recent_failure(url) {
+            return Err(error);
+        }
         let cell = {
             let mut in_flight = self.inner.in_flight.lock();
             Arc::clone(in_flight.entry(url.to_owned()).or_default())
@@ -458,8 +472,30 @@ impl ContextResolver {
         result
     }
 
-    /// Downloads `url` within the time bound and caches the document.
+    /// Downloads `url` within the time bound and caches the document, or
+    /// remembers the failure for [`ResolverConfig::failure_ttl`].
     async fn download(&self, url: &str) -> Result<Arc<Value>, ContextError> {
+        let result = self.try_download(url).await;
+        let mut failures = self.inner.failures.lock();
+        match &result {
+            Ok(_) => {
+                failures.remove(url);
+            }
+            Err(error) => {
+                if failures.len() >= MAX_FAILURES {
+                    let ttl = self.inner.config.failure_ttl;
+                    failures.retain(|_, (at, _)| at.elapsed() < ttl);
+                    if failures.len() >= MAX_FAILURES {
+                        failures.clear();
+                    }
+                }
+                failures.insert(url.to_owned(), (std::time::Instant::now(), error.clone()));
+            }
+        }
+        result
+    }
+
+    async fn try_download(&self, url: &str) -> Result<Arc<Value>, ContextError> {
         let timeout = self.inner.config.fetch_timeout;
         let doc = match tokio::time::timeout(timeout, self.inner.fetcher.fetch(url)).await {
             Err(_) => {
@@ -474,6 +510,25 @@ impl ContextResolver {
         remote_context_member(url, &doc)?;
         self.store(url, Arc::clone(&doc), ContextKind::Cached);
         Ok(doc)
+    }
+
+    /// The failure of a download of `url` within the last
+    /// [`ResolverConfig::failure_ttl`], said to be remembered.
+    fn recent_failure(&self, url: &str) -> Option<ContextError> {
+        let ttl = self.inner.config.failure_ttl;
+        let failures = self.inner.failures.lock();
+        let (at, error) = failures.get(url).filter(|(at, _)| at.elapsed() < ttl)?;
+        let ago = at.elapsed().as_secs_f64();
+        Some(match error {
+            ContextError::NotAvailable { url, reason } => ContextError::NotAvailable {
+                url: url.clone(),
+                reason: format!(
+                    "{reason} ({ago:.1} s ago; tried again {} s after a failure)",
+                    ttl.as_secs()
+                ),
+            },
+            other => other.clone(),
+        })
     }
 
     /// Stores a document, evicting the least recently used cached one if the

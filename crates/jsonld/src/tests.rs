@@ -567,6 +567,59 @@ mod resolver {
         );
     }
 
+    /// A URL that failed fails again at once for `failure_ttl` (a batch
+    /// naming one dead URL waits out one timeout, not one per entity), then
+    /// is tried again; a success clears the memory of the failure.
+    #[tokio::test]
+    async fn a_failed_download_is_remembered_for_a_while() {
+        let fetcher = MapFetcher::with(&[]);
+        let r = ContextResolver::with_fetcher(
+            ResolverConfig {
+                failure_ttl: Duration::from_millis(300),
+                ..config(2000)
+            },
+            fetcher.clone(),
+        );
+        assert!(r.resolve(&json!(A)).await.is_err());
+        assert_eq!(fetcher.calls(), 1);
+        for _ in 0..5 {
+            let err = r.resolve(&json!(A)).await.unwrap_err();
+            assert!(
+                matches!(err, ContextError::NotAvailable { ref reason, .. } if reason.contains("ago")),
+                "{err}"
+            );
+        }
+        assert_eq!(fetcher.calls(), 1, "the failure was not remembered");
+        // Another URL is not held back by it.
+        assert!(r.resolve(&json!(B)).await.is_err());
+        assert_eq!(fetcher.calls(), 2);
+        // Once the failure is old, the URL is tried again, and now works.
+        fetcher
+            .docs
+            .lock()
+            .insert(A.to_owned(), json!({"@context": {"a": "http://a.test/a"}}));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let ctx = r.resolve(&json!(A)).await.unwrap();
+        assert_eq!(ctx.expand_term("a"), "http://a.test/a");
+        assert_eq!(fetcher.calls(), 3);
+    }
+
+    /// Many concurrent and sequential resolutions of a hanging URL wait out
+    /// one timeout between them.
+    #[tokio::test]
+    async fn a_hanging_url_costs_one_timeout_for_many_resolutions() {
+        let r = ContextResolver::with_fetcher(config(200), Arc::new(Hanging));
+        let start = Instant::now();
+        for _ in 0..20 {
+            assert!(r.resolve(&json!(A)).await.is_err());
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn silent_server_is_not_available_within_the_bound() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
