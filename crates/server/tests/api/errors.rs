@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{MAX_BODY, Server, raw, vehicle};
+use crate::support::{MAX_BODY, Resp, Server, raw, vehicle};
 
 const ID: &str = "urn:ngsi-ld:Vehicle:E1";
 
@@ -228,6 +228,50 @@ async fn health_and_metrics() {
         text.lines().any(|l| l == "wuyang_store_entities 2"),
         "{text}"
     );
+}
+
+/// A write refused before its body was read ends its connection, and the
+/// answer says so; one whose body was read keeps the connection open.
+#[tokio::test]
+async fn a_write_refused_before_its_body_is_read_says_connection_close() {
+    let s = Server::start().await;
+    let body = serde_json::to_string(&vehicle(ID, 1)).unwrap();
+    let close = |r: &Resp| {
+        r.headers
+            .get("connection")
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+    };
+    let r = s
+        .req(Method::POST, "/entities")
+        .body("text/plain", body.clone())
+        .send()
+        .await;
+    assert_eq!(r.status, 415);
+    assert_eq!(close(&r).as_deref(), Some("close"));
+    let r = s
+        .req(Method::POST, "/entities?bogus=1")
+        .body("application/json", body.clone())
+        .send()
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(close(&r).as_deref(), Some("close"));
+    // Read, then refused: the connection stays.
+    let r = s
+        .req(Method::POST, "/entities")
+        .body("application/json", "{\"id\": \"urn:x:1\"}")
+        .send()
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(close(&r), None);
+    let r = s
+        .req(Method::POST, "/entities")
+        .body("application/json", body)
+        .send()
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(close(&r), None);
+    let r = s.req(Method::GET, &format!("/entities/{ID}")).send().await;
+    assert_eq!(close(&r), None);
 }
 
 #[tokio::test]
