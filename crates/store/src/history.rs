@@ -1034,16 +1034,20 @@ pub fn aggregate_points(
             }
             Some(p) => {
                 // Calendar periods step a month at a time from the last one.
-                let (mut s, mut e) = match out.last() {
-                    Some(b) => (b.end, p.add_to(b.end).unwrap_or(i64::MAX)),
-                    None => (start, p.add_to(start).unwrap_or(i64::MAX)),
+                // A period that would end past the representable time ends
+                // with the range instead.
+                let next = |s: i64| {
+                    p.add_to(s).filter(|e| *e > s).unwrap_or(if whole_end > s {
+                        whole_end
+                    } else {
+                        i64::MAX
+                    })
                 };
+                let mut s = out.last().map_or(start, |b| b.end);
+                let mut e = next(s);
                 while t >= e && e != i64::MAX {
                     s = e;
-                    e = match p.add_to(s) {
-                        Some(x) if x > s => x,
-                        _ => i64::MAX,
-                    };
+                    e = next(s);
                 }
                 (s, e)
             }
@@ -2147,6 +2151,31 @@ mod tests {
         );
         check(&[3, 5], &[1.0, 2.0], None, &[(3, 6, 2, 3.0)]);
         check(&[3, 5], &[1.0, 2.0], Some(0), &[(3, 6, 2, 3.0)]);
+    }
+
+    /// A calendar period that would end past the representable time
+    /// (`P300000Y`) ends with the range: never before it starts.
+    #[test]
+    fn a_period_beyond_the_calendar_ends_with_the_range() {
+        let huge = IsoDuration::parse("P300000Y").unwrap();
+        let t0 = 1_700_000_000_000_000;
+        for to in [None, Some(t0 + 100)] {
+            let b = aggregate_points(&[t0, t0 + 7], &[1.0, 2.0], None, to, Some(&huge), false);
+            assert_eq!(b.len(), 1);
+            assert_eq!((b[0].start, b[0].count), (t0, 2));
+            assert_eq!(b[0].end, to.unwrap_or(t0 + 8), "{:?}", b[0]);
+        }
+        let month = IsoDuration::parse("P1M").unwrap();
+        let b = aggregate_points(
+            &[0, 40 * 86_400_000_000],
+            &[1.0, 2.0],
+            None,
+            None,
+            Some(&month),
+            false,
+        );
+        assert_eq!(b.len(), 2);
+        assert!(b.iter().all(|b| b.end > b.start));
     }
 
     #[test]
