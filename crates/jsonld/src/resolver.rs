@@ -447,6 +447,12 @@ impl ContextResolver {
             return Ok(doc);
         }
         self.inner.document_misses.fetch_add(1, Ordering::Relaxed);
+        if !is_http_url(url) {
+            // A client's mistake, not a context that is unavailable.
+            return Err(ContextError::Invalid(format!(
+                "the @context reference {url:?} is neither an http(s) URL nor a context held here"
+            )));
+        }
         if let Some(error) = self.recent_failure(url) {
             return Err(error);
         }
@@ -727,6 +733,19 @@ impl ContextResolver {
 }
 
 /// Removes the entry with the least `tick`.
+/// Whether `url` is an absolute http or https URL with a host.
+fn is_http_url(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &url[8..]
+    } else if lower.starts_with("http://") {
+        &url[7..]
+    } else {
+        return false;
+    };
+    rest.chars().next().is_some_and(|c| c != '/')
+}
+
 fn evict_oldest<V>(map: &mut HashMap<String, V>, tick: impl Fn(&V) -> u64) {
     if let Some(key) = map
         .iter()

@@ -567,6 +567,35 @@ mod resolver {
         );
     }
 
+    /// A reference that no HTTP request could fetch is the client's
+    /// mistake (400), not an unavailable context (503), and is not fetched.
+    #[tokio::test]
+    async fn references_that_are_no_http_urls_are_invalid() {
+        let fetcher = MapFetcher::with(&[]);
+        let r = resolver(fetcher.clone());
+        for bad in [
+            "urn:x",
+            "",
+            "not a url",
+            "file:///etc/passwd",
+            "http:///x",
+            "ftp://a.test/c",
+        ] {
+            let err = r.resolve(&json!(bad)).await.unwrap_err();
+            assert!(matches!(err, ContextError::Invalid(_)), "{bad}: {err}");
+        }
+        assert_eq!(fetcher.calls(), 0);
+        // An http(s) URL that is not held is fetched (and here fails: 503).
+        for url in [A, "HTTPS://contexts.test/c.jsonld"] {
+            let err = r.resolve(&json!(url)).await.unwrap_err();
+            assert!(
+                matches!(err, ContextError::NotAvailable { .. }),
+                "{url}: {err}"
+            );
+        }
+        assert_eq!(fetcher.calls(), 2);
+    }
+
     /// A URL that failed fails again at once for `failure_ttl` (a batch
     /// naming one dead URL waits out one timeout, not one per entity), then
     /// is tried again; a success clears the memory of the failure.
