@@ -501,12 +501,12 @@ pub fn parse_attributes<'a, J: JsonDoc + 'a>(
         }
     }
     for (name, instances) in &attrs {
-        check_instances(name, instances)?;
+        check_instances(name, instances, limits)?;
     }
     Ok(attrs)
 }
 
-fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
+fn check_instances(name: &str, instances: &[Attribute], limits: ParseLimits) -> NgsiResult<()> {
     if has_repeated_dataset_id(instances) {
         return Err(NgsiError::bad_data(format!(
             "attribute {name} has two instances with the same datasetId"
@@ -520,7 +520,11 @@ fn check_instances(name: &str, instances: &[Attribute]) -> NgsiResult<()> {
     if geo.contains(&name)
         && instances
             .iter()
-            .any(|a| !matches!(a.value, AttrValue::GeoProperty(_)))
+            // The NGSI-LD Null of a patch deletes one, whatever its form.
+            .any(|a| {
+                !matches!(a.value, AttrValue::GeoProperty(_))
+                    && !(limits.allow_null && crate::update::is_ngsi_null(a))
+            })
     {
         return Err(NgsiError::bad_data(format!(
             "attribute {name} must be a GeoProperty"
@@ -631,6 +635,14 @@ impl<'a, J: JsonDoc> Slots<'a, J> {
         s
     }
 
+    /// Whether members that only an attribute instance has are given.
+    fn has_instance_members(&self) -> bool {
+        self.dataset_id.is_some()
+            || self.observed_at.is_some()
+            || self.unit_code.is_some()
+            || self.expires_at.is_some()
+    }
+
     /// The value member named `member` (one of [`VALUE_MEMBERS`]).
     fn value_member(&self, member: &str) -> Option<&'a J> {
         let i = VALUE_MEMBERS.iter().position(|m| *m == member)?;
@@ -721,6 +733,14 @@ fn kind_of<'a, J: JsonDoc>(m: &Slots<'a, J>, name: &str) -> NgsiResult<&'a str> 
     }
     // The first value member given names the kind (`value`: Property).
     let given = m.values.iter().position(Option::is_some);
+    // An object with an instance's members (a datasetId, observedAt, ...)
+    // but no value member is a Property that lacks its value, not a
+    // compound value: read as a value it would overwrite the wrong instance
+    // with its own metadata (a compound value must be written
+    // `{"value": {...}}` in concise form).
+    if given.is_none() && m.has_instance_members() {
+        return Ok("Property");
+    }
     Ok(given
         .and_then(|i| VALUE_MEMBER.iter().find(|(_, v)| *v == VALUE_MEMBERS[i]))
         .map_or("CompoundValue", |(kind, _)| kind))

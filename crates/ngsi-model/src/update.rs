@@ -423,6 +423,9 @@ fn strip_compound_nulls(a: &mut Attribute) {
     if let Some(extra) = a.extra.take() {
         merge_extra(&mut a.extra, *extra);
     }
+    // A new instance has nothing for a Null to delete: it is dropped, never
+    // stored.
+    a.sub.retain(|(_, sub)| !is_ngsi_null(sub));
     for (_, sub) in &mut a.sub {
         strip_compound_nulls(sub);
     }

@@ -462,6 +462,88 @@ async fn retrieve_errors() {
         .problem(404, "ResourceNotFound");
 }
 
+/// The NGSI-LD Null in a merge deletes what is there; in a new attribute
+/// or instance there is nothing to delete, and it is never stored. An
+/// untyped object with an instance's members but no value is a Property
+/// without its value, refused, not a compound value that would overwrite
+/// the default instance (found by a model-based test).
+#[tokio::test]
+async fn a_merge_never_stores_the_null_and_instance_members_are_no_value() {
+    let s = Server::start().await;
+    let ngsi_null = json!({"type": "Property", "value": "urn:ngsi-ld:null"});
+    s.create(json!({"id": "urn:x:1", "type": "T", "a": {"type": "Property", "value": 1}}))
+        .await;
+    let r = s
+        .patch(
+            "/entities/urn:x:1",
+            &json!({"b": {"type": "Property", "value": 2, "sp": ngsi_null.clone(),
+                          "kept": {"type": "Property", "value": 3, "gone": ngsi_null.clone()}}}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = s
+        .post(
+            "/entityOperations/merge",
+            &json!([{"id": "urn:x:1", "type": "T",
+                     "d": {"type": "Property", "value": 1, "sp": ngsi_null}}]),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let e = s.entity("urn:x:1", "").await;
+    assert_eq!(e["b"]["value"], 2, "{e}");
+    assert_eq!(e["b"].get("sp"), None, "{e}");
+    assert_eq!(e["b"]["kept"]["value"], 3, "{e}");
+    assert_eq!(e["b"]["kept"].get("gone"), None, "{e}");
+    assert_eq!(e["d"].get("sp"), None, "{e}");
+
+    s.create(json!({"id": "urn:x:2", "type": "T", "a": [
+        {"type": "Property", "value": 1},
+        {"type": "Property", "value": 5, "datasetId": "urn:ds:1"}]}))
+        .await;
+    let before = s.entity("urn:x:2", "").await;
+    let fragment = json!({"observedAt": "2024-01-01T00:00:00Z", "datasetId": "urn:ds:1"});
+    s.patch("/entities/urn:x:2", &json!({"a": fragment}))
+        .await
+        .problem(400, "BadRequestData");
+    s.patch(
+        "/entities/urn:x:2/attrs",
+        &json!({"a": {"unitCode": "MTR", "datasetId": "urn:ds:7"}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        "/entities",
+        &json!({"id": "urn:x:3", "type": "T", "a": {"observedAt": "2024-01-01T00:00:00Z"}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    assert_eq!(s.entity("urn:x:2", "").await, before);
+    // A compound value in concise form, with no instance members, is
+    // still a compound value.
+    s.create(json!({"id": "urn:x:4", "type": "T", "address": {"street": "Tiyu West Road"}}))
+        .await;
+    let e = s.entity("urn:x:4", "").await;
+    assert_eq!(e["address"]["value"]["street"], "Tiyu West Road", "{e}");
+
+    // The concise Null deletes a GeoProperty too (`location` must otherwise
+    // be one), and the geo index forgets it.
+    s.create(json!({"id": "urn:x:5", "type": "G",
+                    "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [113.3, 23.1]}}}))
+        .await;
+    let near =
+        "type=G&georel=near%3BmaxDistance%3D%3D100&geometry=Point&coordinates=%5B113.3%2C23.1%5D";
+    assert_eq!(s.ids(near).await, ["urn:x:5"]);
+    let r = s
+        .patch(
+            "/entities/urn:x:5",
+            &json!({"location": "urn:ngsi-ld:null"}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(s.entity("urn:x:5", "").await.get("location"), None);
+    assert!(s.ids(near).await.is_empty());
+}
+
 #[tokio::test]
 async fn merge_entity_merges_adds_and_deletes_with_the_ngsi_ld_null() {
     let s = Server::start().await;
