@@ -1045,6 +1045,37 @@ fn os(s: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(s)
 }
 
+/// `wuyang backup --data-dir DIR --to FILE`.
+async fn backup(dir: &std::path::Path, to: &std::path::Path) -> (bool, String, String) {
+    let args = [
+        os("backup"),
+        os("--data-dir"),
+        dir.as_os_str(),
+        os("--to"),
+        to.as_os_str(),
+    ];
+    wuyang(&args).await
+}
+
+/// `wuyang restore --from FILE --data-dir DIR [--replace]`.
+async fn restore(
+    from: &std::path::Path,
+    dir: &std::path::Path,
+    replace: bool,
+) -> (bool, String, String) {
+    let mut args = vec![
+        os("restore"),
+        os("--from"),
+        from.as_os_str(),
+        os("--data-dir"),
+        dir.as_os_str(),
+    ];
+    if replace {
+        args.push(os("--replace"));
+    }
+    wuyang(&args).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -1177,14 +1208,7 @@ async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
     }
     let before = acked.lock().clone();
     let file = out.path().join("city.backup");
-    let (ok, stdout, stderr) = wuyang(&[
-        os("backup"),
-        os("--data-dir"),
-        dir.path().as_os_str(),
-        os("--to"),
-        file.as_os_str(),
-    ])
-    .await;
+    let (ok, stdout, stderr) = backup(dir.path(), &file).await;
     assert!(ok, "backup failed: {stdout} {stderr}");
     assert!(stdout.contains("backed up"), "{stdout}");
     assert!(stderr.contains("copied"), "no progress shown: {stderr}");
@@ -1198,25 +1222,11 @@ async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
     assert!(before.len() >= 50, "too small a load: {}", before.len());
 
     // A backup never overwrites.
-    let (ok, _, stderr) = wuyang(&[
-        os("backup"),
-        os("--data-dir"),
-        dir.path().as_os_str(),
-        os("--to"),
-        file.as_os_str(),
-    ])
-    .await;
+    let (ok, _, stderr) = backup(dir.path(), &file).await;
     assert!(!ok && stderr.contains("exists already"), "{stderr}");
 
     let restored = out.path().join("restored");
-    let (ok, stdout, stderr) = wuyang(&[
-        os("restore"),
-        os("--from"),
-        file.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-    ])
-    .await;
+    let (ok, stdout, stderr) = restore(&file, &restored, false).await;
     assert!(ok, "restore failed: {stdout} {stderr}");
     assert!(stdout.contains("restored"), "{stdout}");
 
@@ -1297,35 +1307,12 @@ async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
 
     // Restoring where a server runs is refused; `--replace` moves the
     // database there aside once the server is gone.
-    let (ok, _, stderr) = wuyang(&[
-        os("restore"),
-        os("--from"),
-        file.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-        os("--replace"),
-    ])
-    .await;
+    let (ok, _, stderr) = restore(&file, &restored, true).await;
     assert!(!ok && stderr.contains("in use"), "{stderr}");
     drop(server);
-    let (ok, _, stderr) = wuyang(&[
-        os("restore"),
-        os("--from"),
-        file.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-    ])
-    .await;
+    let (ok, _, stderr) = restore(&file, &restored, false).await;
     assert!(!ok && stderr.contains("--replace"), "{stderr}");
-    let (ok, stdout, stderr) = wuyang(&[
-        os("restore"),
-        os("--from"),
-        file.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-        os("--replace"),
-    ])
-    .await;
+    let (ok, stdout, stderr) = restore(&file, &restored, true).await;
     assert!(ok, "{stdout} {stderr}");
     let aside = std::fs::read_dir(&restored)
         .unwrap()
@@ -1337,15 +1324,7 @@ async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
     // What is not a backup is refused before anything is touched.
     let junk = out.path().join("junk.db");
     std::fs::write(&junk, b"a shopping list, not a database").unwrap();
-    let (ok, _, stderr) = wuyang(&[
-        os("restore"),
-        os("--from"),
-        junk.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-        os("--replace"),
-    ])
-    .await;
+    let (ok, _, stderr) = restore(&junk, &restored, true).await;
     assert!(!ok && stderr.contains("junk.db"), "{stderr}");
     let server = Server::start(&restored);
     let r = client

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{MAX_BODY, Resp, Server, raw, vehicle};
+use crate::support::{MAX_BODY, Server, raw, vehicle};
 
 const ID: &str = "urn:ngsi-ld:Vehicle:E1";
 
@@ -209,21 +209,14 @@ async fn health_and_metrics() {
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(v["status"], "ok");
-    let r = reqwest::get(format!("{}/metrics", s.origin)).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    let text = s.metrics().await;
     assert!(text.contains("# EOF"));
     // Entities and tenants are gauges read at the scrape.
     for line in ["wuyang_store_entities 1", "wuyang_store_tenants 1"] {
         assert!(text.lines().any(|l| l == line), "{line} not in {text}");
     }
     s.create(vehicle("urn:ngsi-ld:Vehicle:second", 1)).await;
-    let text = reqwest::get(format!("{}/metrics", s.origin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.lines().any(|l| l == "wuyang_store_entities 2"),
         "{text}"
@@ -236,42 +229,38 @@ async fn health_and_metrics() {
 async fn a_write_refused_before_its_body_is_read_says_connection_close() {
     let s = Server::start().await;
     let body = serde_json::to_string(&vehicle(ID, 1)).unwrap();
-    let close = |r: &Resp| {
-        r.headers
-            .get("connection")
-            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
-    };
-    let r = s
-        .req(Method::POST, "/entities")
-        .body("text/plain", body.clone())
-        .send()
-        .await;
-    assert_eq!(r.status, 415);
-    assert_eq!(close(&r).as_deref(), Some("close"));
-    let r = s
-        .req(Method::POST, "/entities?bogus=1")
-        .body("application/json", body.clone())
-        .send()
-        .await;
-    assert_eq!(r.status, 400);
-    assert_eq!(close(&r).as_deref(), Some("close"));
-    // Read, then refused: the connection stays.
-    let r = s
-        .req(Method::POST, "/entities")
-        .body("application/json", "{\"id\": \"urn:x:1\"}")
-        .send()
-        .await;
-    assert_eq!(r.status, 400);
-    assert_eq!(close(&r), None);
-    let r = s
-        .req(Method::POST, "/entities")
-        .body("application/json", body)
-        .send()
-        .await;
-    assert_eq!(r.status, 201);
-    assert_eq!(close(&r), None);
+    let cases = [
+        // Refused before the body was read: the connection ends.
+        ("/entities", "text/plain", body.as_str(), 415, Some("close")),
+        (
+            "/entities?bogus=1",
+            "application/json",
+            &body,
+            400,
+            Some("close"),
+        ),
+        // Read, then refused or done: the connection stays.
+        (
+            "/entities",
+            "application/json",
+            "{\"id\": \"urn:x:1\"}",
+            400,
+            None,
+        ),
+        ("/entities", "application/json", &body, 201, None),
+    ];
+    for (path, content_type, body, status, close) in cases {
+        let r = s
+            .req(Method::POST, path)
+            .body(content_type, body)
+            .send()
+            .await;
+        assert_eq!(r.status, status, "{path} {content_type}");
+        let connection = r.headers.get("connection").map(|v| v.to_str().unwrap());
+        assert_eq!(connection, close, "{path} {content_type}");
+    }
     let r = s.req(Method::GET, &format!("/entities/{ID}")).send().await;
-    assert_eq!(close(&r), None);
+    assert_eq!(r.headers.get("connection"), None);
 }
 
 #[tokio::test]

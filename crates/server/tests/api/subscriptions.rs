@@ -615,12 +615,7 @@ async fn a_failing_receiver_is_reported_and_periodic_notifications_run() {
     }
 
     // What failed and what was retried is counted.
-    let metrics = reqwest::get(format!("{}/metrics", s.origin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("wuyang_notifications_failed_total{transport=\"http\"} 1"),
         "{metrics}"

@@ -153,6 +153,15 @@ impl Server {
         assert_eq!(r.status, 201, "create {entity}: {}", r.text);
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = reqwest::get(format!("{}/metrics", self.origin))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     /// Retrieves entity `id` with extra query `params` (`""` for none) and
     /// expects 200.
     pub async fn entity(&self, id: &str, params: &str) -> Value {
