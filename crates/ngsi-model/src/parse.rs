@@ -522,8 +522,8 @@ fn check_instances(name: &str, instances: &[Attribute], limits: ParseLimits) -> 
             .iter()
             // The NGSI-LD Null of a patch deletes one, whatever its form.
             .any(|a| {
-                !matches!(a.value, AttrValue::GeoProperty(_))
-                    && !(limits.allow_null && crate::update::is_ngsi_null(a))
+                let deletes = limits.allow_null && crate::update::is_ngsi_null(a);
+                !deletes && !matches!(a.value, AttrValue::GeoProperty(_))
             })
     {
         return Err(NgsiError::bad_data(format!(
