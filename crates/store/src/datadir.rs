@@ -142,7 +142,12 @@ pub fn backup(
     let _ = std::fs::remove_file(&partial);
     let result = copy_database(&source, &partial, progress).and_then(|()| {
         let summary = inspect(&partial)?;
-        std::fs::rename(&partial, to)?;
+        // A link fails where a file appeared meanwhile; a rename would
+        // replace it.
+        std::fs::hard_link(&partial, to).map_err(|e| {
+            StoreError::DataDir(format!("cannot name the backup {}: {e}", to.display()))
+        })?;
+        std::fs::remove_file(&partial)?;
         sync_parent(to)?;
         Ok(summary)
     });
