@@ -63,6 +63,25 @@ impl Drop for Server {
     }
 }
 
+/// The values of the `level` history of `id`, oldest first (empty when
+/// there is none).
+async fn level_history(client: &reqwest::Client, base: &str, id: &str) -> Vec<i64> {
+    let h: Value = client
+        .get(format!(
+            "{base}/temporal/entities/{id}?attrs=level&options=temporalValues"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    h["level"]["values"]
+        .as_array()
+        .map(|v| v.iter().map(|p| p[0].as_i64().unwrap()).collect())
+        .unwrap_or_default()
+}
+
 fn entity(id: &str) -> Value {
     json!({
         "id": id,
@@ -164,22 +183,7 @@ async fn acknowledged_writes_survive_kill_9_with(extra: &[&str]) {
             "{id}: acknowledged level {level} but found {stored}"
         );
         // Every acknowledged write left its temporal instance, in order.
-        let r = client
-            .get(format!(
-                "{}/temporal/entities/{id}?attrs=level&options=temporalValues",
-                server.base
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "the history of {id} was lost");
-        let h: Value = r.json().await.unwrap();
-        let values: Vec<i64> = h["level"]["values"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{id}: no history in {h}"))
-            .iter()
-            .map(|pair| pair[0].as_i64().unwrap())
-            .collect();
+        let values = level_history(&client, &server.base, id).await;
         let expected: Vec<i64> = (0..=*level).collect();
         assert!(
             values.len() >= expected.len() && values[..expected.len()] == expected[..],
@@ -450,21 +454,7 @@ async fn history_retention_deletes_old_instances_on_start() {
     let server = Server::start_with(dir.path(), &["--history-days", "30"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let h: Value = client
-            .get(format!(
-                "{}/temporal/entities/{id}?options=temporalValues",
-                server.base
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let values: Vec<i64> = h["level"]["values"]
-            .as_array()
-            .map(|v| v.iter().map(|p| p[0].as_i64().unwrap()).collect())
-            .unwrap_or_default();
+        let values = level_history(&client, &server.base, id).await;
         if values == [3] {
             break;
         }
@@ -1279,21 +1269,8 @@ async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
     );
     // History and the tenant's subscription came along.
     let (id, level) = before.iter().max_by_key(|(_, l)| **l).unwrap();
-    let h: Value = client
-        .get(format!(
-            "{}/temporal/entities/{id}?attrs=level&options=temporalValues",
-            server.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        h["level"]["values"].as_array().map_or(0, Vec::len) as i64 > *level,
-        "{h}"
-    );
+    let values = level_history(&client, &server.base, id).await;
+    assert!(values.len() as i64 > *level, "{values:?}");
     let r = client
         .get(format!(
             "{}/subscriptions/urn:ngsi-ld:Subscription:levels",
