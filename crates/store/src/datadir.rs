@@ -79,10 +79,18 @@ pub fn inspect(path: &Path) -> Result<DbSummary, StoreError> {
     if !path.is_file() {
         return Err(bad("no such file".into()));
     }
+    // Read-only first (a backup may sit on read-only media); a database in
+    // WAL mode may need its shared-memory index written to be read.
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .or_else(|_| {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    })?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| bad(format!("not a readable database ({e})")))?;
