@@ -2146,6 +2146,12 @@ fn render_instance(
 /// set of what was seen: a request of thousands of instances of one
 /// attribute (the temporal API's batch load) scanned the rest of the list
 /// per instance before.
+/// What identifies the instant of an `observedAt`: its time when it reads
+/// as one, else its text.
+fn instant_key(t: &str) -> Result<i64, &str> {
+    ngsi_model::time::parse_datetime(t).ok_or(t)
+}
+
 fn last_of_each_instant(list: &mut Vec<Attribute>) {
     if list.len() < 2 {
         return;
@@ -2155,7 +2161,8 @@ fn last_of_each_instant(list: &mut Vec<Attribute>) {
         let mut keep = vec![true; list.len()];
         for (i, a) in list.iter().enumerate().rev() {
             if let Some(t) = a.observed_at.as_deref() {
-                keep[i] = seen.insert((a.dataset_id.as_deref(), t));
+                // The instant, not its spelling: `…00Z` and `…00.000Z` are one.
+                keep[i] = seen.insert((a.dataset_id.as_deref(), instant_key(t)));
             }
         }
         keep
@@ -2175,12 +2182,42 @@ mod tests {
         let mut keep = vec![true; list.len()];
         for (i, a) in list.iter().enumerate() {
             keep[i] = a.observed_at.is_none()
-                || !list[i + 1..]
-                    .iter()
-                    .any(|b| b.dataset_id == a.dataset_id && b.observed_at == a.observed_at);
+                || !list[i + 1..].iter().any(|b| {
+                    b.dataset_id == a.dataset_id
+                        && b.observed_at.as_deref().map(instant_key)
+                            == a.observed_at.as_deref().map(instant_key)
+                });
         }
         let mut flags = keep.into_iter();
         list.retain(|_| flags.next().unwrap_or(true));
+    }
+
+    /// One instant written three ways is one instant: the last is kept.
+    #[test]
+    fn spellings_of_one_instant_are_one_instant() {
+        let mut list: Vec<Attribute> = [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00.000Z",
+            "2026-01-01T08:00:00+08:00",
+            "2026-01-01T00:00:01Z",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut a = Attribute::new(AttrValue::Property(serde_json::json!(i)));
+            a.observed_at = Some((*t).into());
+            a
+        })
+        .collect();
+        last_of_each_instant(&mut list);
+        let kept: Vec<_> = list.iter().map(|a| a.value.clone()).collect();
+        assert_eq!(
+            kept,
+            [
+                AttrValue::Property(serde_json::json!(2)),
+                AttrValue::Property(serde_json::json!(3))
+            ]
+        );
     }
 
     proptest! {
@@ -2194,7 +2231,11 @@ mod tests {
                 .map(|(i, (d, t))| {
                     let mut a = Attribute::new(AttrValue::Property(serde_json::json!(i)));
                     a.dataset_id = d.map(|d| format!("urn:d:{d}").into());
-                    a.observed_at = t.map(|t| format!("2024-01-01T00:00:0{t}Z").into());
+                    // Two spellings of each instant.
+                    a.observed_at = t.map(|t| match i % 2 {
+                        0 => format!("2024-01-01T00:00:0{t}Z"),
+                        _ => format!("2024-01-01T00:00:0{t}.000Z"),
+                    }.into());
                     a
                 })
                 .collect();

@@ -1189,6 +1189,10 @@ impl Writer {
         let mut removed_from: Option<Arc<str>> = None;
         let mut removed_entity: Option<Arc<str>> = None;
         let mut invalidate: Vec<i64> = Vec::new();
+        // Instances added to a tenant make it exist, as entities do: its
+        // history can be read back (also after a restart).
+        let new_tenant = matches!(op, HistoryOp::Add { .. })
+            && !self.shared.known_tenants.read().contains(tenant);
         let tx = self.conn.transaction()?;
         let result = {
             let index = self.shared.history_index.read();
@@ -1370,6 +1374,9 @@ impl Writer {
                 recorder.save_seq(&tx)?;
             }
             let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
+            if new_tenant {
+                tx.execute("INSERT OR IGNORE INTO tenants (name) VALUES (?1)", [tenant])?;
+            }
             tx.commit()?;
             Ok(new_names)
         })();
@@ -1381,6 +1388,9 @@ impl Writer {
             }
         };
         self.persisted_names += new_names;
+        if new_tenant {
+            self.shared.known_tenants.write().insert(tenant.into());
+        }
         self.shared
             .metrics
             .history_instances

@@ -597,6 +597,48 @@ async fn temporal_q_and_geo_queries_test_the_instances_in_the_time_range() {
     assert!(ids(&r).is_empty(), "{}", r.text);
 }
 
+/// History written through the temporal API alone makes its tenant, and
+/// one instant however it is spelled holds one instance (the last).
+#[tokio::test]
+async fn a_history_only_tenant_is_readable_and_an_instant_is_one_however_spelled() {
+    let s = Server::start().await;
+    let body = json!({"id": "urn:ngsi-ld:G:1", "type": "G", "level": [
+        {"type": "Property", "value": 1, "observedAt": "2026-01-01T00:00:00Z"},
+        {"type": "Property", "value": 2, "observedAt": "2026-01-01T00:00:00.000Z"},
+        {"type": "Property", "value": 3, "observedAt": "2026-01-01T00:00:00.000000Z"},
+        {"type": "Property", "value": 4, "observedAt": "2026-01-01T00:00:01Z"}]});
+    let r = s
+        .req(Method::POST, "/temporal/entities")
+        .header("NGSILD-Tenant", "history-only")
+        .json(&body)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    for path in [
+        "/temporal/entities/urn:ngsi-ld:G:1?options=temporalValues",
+        "/temporal/entities?type=G&options=temporalValues",
+    ] {
+        let r = s
+            .req(Method::GET, path)
+            .header("NGSILD-Tenant", "history-only")
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        let e = if r.body.is_array() {
+            &r.body[0]
+        } else {
+            &r.body
+        };
+        let values: Vec<i64> = e["level"]["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {}", r.text))
+            .iter()
+            .map(|p| p[0].as_i64().unwrap())
+            .collect();
+        assert_eq!(values, [3, 4], "{path}");
+    }
+}
+
 #[tokio::test]
 async fn temporal_writes_create_append_modify_and_delete() {
     let s = Server::start().await;
