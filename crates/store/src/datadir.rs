@@ -267,18 +267,23 @@ pub fn restore(
     Ok((summary, moved))
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+/// `path` with `suffix` appended to its file name (`wuyang.db` → `wuyang.db-wal`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
 }
 
-fn sync_parent(path: &Path) -> Result<(), StoreError> {
-    let parent = match path.parent() {
+/// The directory `path` is in (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()?;
+    }
+}
+
+fn sync_parent(path: &Path) -> Result<(), StoreError> {
+    File::open(parent_dir(path))?.sync_all()?;
     Ok(())
 }
 

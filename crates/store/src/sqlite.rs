@@ -245,6 +245,9 @@ const FORMAT_VERSION_3: &str = "3";
 /// which later versions read as well.
 const FORMAT_VERSION_2: &str = "2";
 
+/// Records that a tenant exists (entities or history were written to it).
+const ADD_TENANT: &str = "INSERT OR IGNORE INTO tenants (name) VALUES (?1)";
+
 /// Whether this build reads (and, when older, upgrades) storage format
 /// `format`.
 pub(crate) fn is_known_format(format: &str) -> bool {
@@ -291,11 +294,7 @@ impl SqliteStore {
         // another server holds.
         let (conn, lock) = match &config.path {
             Some(p) => {
-                let dir = match p.parent() {
-                    Some(dir) if !dir.as_os_str().is_empty() => dir,
-                    _ => Path::new("."),
-                };
-                let lock = crate::datadir::DirLock::acquire(dir)?;
+                let lock = crate::datadir::DirLock::acquire(crate::datadir::parent_dir(p))?;
                 (Connection::open(p)?, Some(lock))
             }
             None => (Connection::open_in_memory()?, None),
@@ -524,8 +523,7 @@ impl prometheus_client::collector::Collector for SizeCollector {
         )?;
         if let Some(path) = &shared.path {
             let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-            let mut wal = path.as_os_str().to_owned();
-            wal.push("-wal");
+            let wal = crate::datadir::with_suffix(path, "-wal");
             gauge(
                 "wuyang_store_database_bytes",
                 "Size of the database file",
@@ -534,7 +532,7 @@ impl prometheus_client::collector::Collector for SizeCollector {
             gauge(
                 "wuyang_store_wal_bytes",
                 "Size of the database's write-ahead log",
-                count(size(Path::new(&wal))),
+                count(size(&wal)),
             )?;
         }
         Ok(())
@@ -1375,7 +1373,7 @@ impl Writer {
             }
             let new_names = persist_names(&tx, &self.shared.names, self.persisted_names)?;
             if new_tenant {
-                tx.execute("INSERT OR IGNORE INTO tenants (name) VALUES (?1)", [tenant])?;
+                tx.execute(ADD_TENANT, [tenant])?;
             }
             tx.commit()?;
             Ok(new_names)
@@ -1878,8 +1876,7 @@ impl Writer {
                 let mut update =
                     LazyStatement::new(tx, "UPDATE entities SET doc = ?2 WHERE row = ?1");
                 let mut del = LazyStatement::new(tx, "DELETE FROM entities WHERE row = ?1");
-                let mut add_tenant =
-                    LazyStatement::new(tx, "INSERT OR IGNORE INTO tenants (name) VALUES (?1)");
+                let mut add_tenant = LazyStatement::new(tx, ADD_TENANT);
                 let mut put_record = LazyStatement::new(
                     tx,
                     "INSERT OR REPLACE INTO records (tenant, collection, key, value) VALUES (?1, ?2, ?3, ?4)",
