@@ -66,6 +66,9 @@ pub struct BrokerConfig {
     /// `{public_url}/wuyang/v1/notifications`. `None`: subscriptions are
     /// not forwarded.
     pub public_url: Option<String>,
+    /// How long the relay of distributed subscriptions waits before it
+    /// asks a context source that did not answer again.
+    pub source_retry: std::time::Duration,
 }
 
 impl Default for BrokerConfig {
@@ -80,6 +83,7 @@ impl Default for BrokerConfig {
             entity_maps: entity_maps::EntityMapConfig::default(),
             snapshot_max_lifetime_micros: snapshots::DEFAULT_MAX_LIFETIME_MICROS,
             public_url: None,
+            source_retry: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -278,6 +282,7 @@ impl Broker {
                 alias: broker.config.source_alias.clone(),
                 public_url: broker.config.public_url.clone(),
                 restored: broker.restored.clone(),
+                retry: broker.config.source_retry,
             });
             let (store, contexts, engine, registry) = (
                 broker.store.clone(),

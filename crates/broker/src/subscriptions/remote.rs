@@ -29,8 +29,9 @@ use crate::registrations::{EntityInfo, Registration, Registry};
 /// The store collection of what each source was sent.
 pub(crate) const COLLECTION: &str = "remoteSubscriptions";
 
-/// How long a source that did not answer waits before it is asked again.
-const RETRY: Duration = Duration::from_secs(10);
+/// How long the relay keeps asking a source that does not answer to delete
+/// a copy; then the copy is forgotten (its notifications are refused).
+const GIVE_UP_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
 
 /// The path, under `--public-url`, where sources send the notifications of
 /// the copies.
@@ -46,6 +47,9 @@ struct Sent {
     /// The source refused `doc` with an error status: it is not sent again
     /// until the copy changes.
     refused: bool,
+    /// The copy is no longer wanted and the source has not answered its
+    /// deletion since then (microseconds): it is asked again.
+    undeleted_since: Option<i64>,
 }
 
 impl Sent {
@@ -57,6 +61,7 @@ impl Sent {
             "copyId": self.copy_id,
             "doc": self.doc,
             "refused": self.refused,
+            "undeletedSince": self.undeleted_since,
         })
     }
 
@@ -90,6 +95,7 @@ impl Sent {
             copy_id: v.get("copyId")?.as_str()?.to_string(),
             doc: v.get("doc")?.clone(),
             refused: v.get("refused").and_then(Value::as_bool).unwrap_or(false),
+            undeleted_since: v.get("undeletedSince").and_then(Value::as_i64),
         })
     }
 }
@@ -130,6 +136,9 @@ pub(crate) struct Parts {
     /// Where sources reach this broker (`--public-url`).
     pub public_url: Option<String>,
     pub restored: tokio::sync::watch::Receiver<bool>,
+    /// How long a source that did not answer waits before it is asked
+    /// again.
+    pub retry: Duration,
 }
 
 impl Relay {
@@ -182,7 +191,7 @@ impl Relay {
             if retry.is_empty() {
                 woken.await;
             } else {
-                let _ = tokio::time::timeout(RETRY, woken).await;
+                let _ = tokio::time::timeout(parts.retry, woken).await;
             }
         }
     }
@@ -276,14 +285,28 @@ impl Relay {
                 .unwrap_or_default();
             let want = wanted.remove(&sub_id).unwrap_or_default();
             let mut after: Copies = Vec::new();
-            // Copies no longer wanted, or at a source whose endpoint moved.
+            // Copies no longer wanted, or at a source whose endpoint moved:
+            // deleted there, or kept to be deleted on the retry while the
+            // source does not answer.
             for old in &before {
                 let kept = want.iter().any(|(r, _)| same_source(r, &old.registration));
-                if !kept {
-                    if !old.refused {
-                        self.delete(parts, old, &alias).await;
-                    }
-                    self.inner.by_copy.lock().remove(&old.copy_id);
+                if kept {
+                    continue;
+                }
+                self.inner.by_copy.lock().remove(&old.copy_id);
+                if old.refused || self.delete(parts, old, &alias).await {
+                    continue;
+                }
+                let since = old.undeleted_since.unwrap_or_else(now_micros);
+                if now_micros() - since < GIVE_UP_MICROS {
+                    unanswered = true;
+                    after.push(Sent {
+                        undeleted_since: Some(since),
+                        ..old.clone()
+                    });
+                } else {
+                    tracing::warn!(registration = %old.registration.id, copy = %old.copy_id,
+                        "a context source did not answer for a week: the copy of a subscription is forgotten there");
                 }
             }
             for (r, mut doc) in want {
@@ -302,6 +325,7 @@ impl Relay {
                 {
                     after.push(Sent {
                         registration: r.clone(),
+                        undeleted_since: None,
                         ..p.clone()
                     });
                     continue;
@@ -311,6 +335,11 @@ impl Relay {
                 // a way every broker reads); then it is deleted and made
                 // anew, beside it when the source cannot delete.
                 let held = previous.filter(|p| !p.refused);
+                let previous = previous.map(|p| Sent {
+                    undeleted_since: None,
+                    ..p.clone()
+                });
+                let previous = previous.as_ref();
                 let patch = held.is_some_and(|p| {
                     r.offers("updateSubscription") && !drops_members(&p.doc, &doc)
                 });
@@ -353,6 +382,7 @@ impl Relay {
                         copy_id,
                         doc,
                         refused: false,
+                        undeleted_since: None,
                     }),
                     Ok(status) => {
                         tracing::warn!(%tenant, subscription = %sub_id, registration = %r.id, status,
@@ -362,6 +392,7 @@ impl Relay {
                             copy_id,
                             doc,
                             refused: true,
+                            undeleted_since: None,
                         });
                     }
                     Err(why) => {
@@ -391,12 +422,13 @@ impl Relay {
         unanswered
     }
 
-    /// Deletes a copy at its source (best effort: a source that keeps it
-    /// hears 404 for its notifications).
-    async fn delete(&self, parts: &Parts, old: &Sent, alias: &str) {
+    /// Deletes a copy at its source. False when the source did not answer
+    /// or failed (5xx): ask again later. A source that cannot delete, or
+    /// refuses to, keeps the copy and hears 404 for its notifications.
+    async fn delete(&self, parts: &Parts, old: &Sent, alias: &str) -> bool {
         let r = &old.registration;
         if !r.offers("deleteSubscription") {
-            return;
+            return true;
         }
         let send = ToSource {
             parts,
@@ -405,10 +437,14 @@ impl Relay {
             via: None,
             alias,
         };
-        if let Err(why) = send.delete(&old.copy_id).await {
-            tracing::warn!(registration = %r.id, copy = %old.copy_id, %why,
-                "the copy of a subscription could not be deleted at its source");
-        }
+        let why = match send.delete(&old.copy_id).await {
+            Ok(status) if status < 500 => return true,
+            Ok(status) => format!("status {status}"),
+            Err(why) => why,
+        };
+        tracing::warn!(registration = %r.id, copy = %old.copy_id, %why,
+            "the copy of a subscription could not be deleted at its source yet");
+        false
     }
 
     async fn save(&self, parts: &Parts, tenant: &str, sub_id: &str, copies: &Copies) {
@@ -515,6 +551,7 @@ fn same_copies(a: &Copies, b: &Copies) -> bool {
                 && x.copy_id == y.copy_id
                 && x.doc == y.doc
                 && x.refused == y.refused
+                && x.undeleted_since == y.undeleted_since
         })
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::federation::prop;
 use crate::subscriptions::{next, nothing, receiver};
-use crate::support::{Server, enc};
+use crate::support::{Gate, Server, enc};
 
 const SUB: &str = "urn:ngsi-ld:Subscription:fleet";
 const REG: &str = "urn:ngsi-ld:ContextSourceRegistration:b";
@@ -190,6 +190,33 @@ async fn a_subscription_is_copied_to_its_sources_and_their_notifications_reach_t
     subscriptions_when(&b, |l| l.is_empty()).await;
     set_speed(&b, CAR, 130).await;
     nothing(&mut rx, 400).await;
+}
+
+#[tokio::test]
+async fn a_copy_whose_source_was_down_when_its_subscription_went_is_deleted_when_it_is_back() {
+    let (a, b) = brokers().await;
+    let gate = Gate::to(&b.origin).await;
+    let info = json!([{"entities": [{"type": "Vehicle"}]}]);
+    let mut registration = registration_of(&b, "broker-b", info);
+    registration["endpoint"] = json!(gate.origin);
+    register(&a, &registration).await;
+    let (uri, _rx) = receiver(StatusCode::OK).await;
+    let sub = json!({"id": SUB, "type": "Subscription", "entities": [{"type": "Vehicle"}],
+        "notification": {"endpoint": {"uri": uri}}});
+    assert_eq!(a.post("/subscriptions", &sub).await.status, 201);
+    subscriptions_when(&b, |l| l.len() == 1).await;
+
+    // b is away when the subscription goes: its copy stays there for now.
+    gate.close();
+    a.delete(&format!("/subscriptions/{}", enc(SUB)))
+        .await
+        .no_content();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(subscriptions_when(&b, |_| true).await.len(), 1);
+
+    // Once b is back, the relay's retry deletes it.
+    gate.open();
+    subscriptions_when(&b, |l| l.is_empty()).await;
 }
 
 #[tokio::test]

@@ -79,6 +79,7 @@ impl Server {
                 },
                 source_alias: alias.into(),
                 public_url: Some(origin.clone()),
+                source_retry: Duration::from_millis(200),
                 ..Default::default()
             },
         );
@@ -376,6 +377,55 @@ pub fn silent_url() -> (std::net::TcpListener, String) {
         listener.local_addr().expect("address")
     );
     (listener, url)
+}
+
+/// A TCP relay to another server that can be closed and opened again: a
+/// server that goes away and comes back, at one address.
+pub struct Gate {
+    /// `http://127.0.0.1:<port>`.
+    pub origin: String,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Gate {
+    /// An open gate to `target` (`http://host:port`).
+    pub async fn to(target: &str) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("address"));
+        let target = target.trim_start_matches("http://").to_string();
+        let open = Arc::new(tokio::sync::watch::Sender::new(true));
+        let state = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut closed = state.subscribe();
+                if !*closed.borrow_and_update() {
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = closed.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Gate { origin, open }
+    }
+
+    /// Drops every connection through the gate and refuses new ones.
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
 }
 
 /// Sends raw bytes over a fresh connection and returns the status line and
