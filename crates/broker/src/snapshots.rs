@@ -961,7 +961,9 @@ impl Broker {
                     .into_iter()
                     .filter(|i| !recorded(i.modified_at))
                     .filter_map(|i| {
+                        // The series holds the datasetId, not its instances.
                         let mut a = i.attr?;
+                        a.dataset_id = h.dataset_id.as_deref().map(Into::into);
                         a.created_at = i.created_at;
                         a.modified_at = i.modified_at;
                         Some(a)

@@ -490,6 +490,72 @@ async fn temporal_queries_copy_history_and_empty_queries_make_a_partial_snapshot
 }
 
 #[tokio::test]
+async fn history_alone_is_copied_with_its_dataset_ids() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:AirQualityObserved:tianhe";
+    let no2 = |dataset: &str, v: f64, at: &str| json!({"type": "Property", "value": v, "observedAt": at, "datasetId": dataset});
+    s.create(json!({"id": id, "type": "AirQualityObserved",
+                    "no2": [no2("urn:ngsi-ld:Dataset:a", 30.0, "2026-09-01T00:00:00Z"),
+                            no2("urn:ngsi-ld:Dataset:b", 41.0, "2026-09-01T00:00:00Z")]}))
+        .await;
+    s.patch(
+        &format!("/entities/{}/attrs", enc(id)),
+        &json!({"no2": no2("urn:ngsi-ld:Dataset:b", 44.0, "2026-09-01T01:00:00Z")}),
+    )
+    .await
+    .no_content();
+    // Only a temporal query: the snapshot holds history and no entity.
+    let doc = json!({
+        "type": "Snapshot",
+        "snapshotTemporalQueries": [{
+            "type": "Query", "entities": [{"type": "AirQualityObserved"}],
+            "temporalQ": {"timerel": "after", "timeAt": "2026-08-01T00:00:00Z"}
+        }]
+    });
+    let snap = create(&s, None, &doc).await;
+    assert_eq!(ready(&s, None, &snap).await["snapshotStatus"], "success");
+    let r = on(
+        &s,
+        &snap,
+        &format!("/temporal/entities/{}?options=temporalValues", enc(id)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut series: Vec<(String, Value)> = r.body["no2"]
+        .as_array()
+        .unwrap_or_else(|| panic!("two series of no2: {}", r.text))
+        .iter()
+        .map(|h| {
+            (
+                h["datasetId"].as_str().unwrap_or("").to_string(),
+                h["values"].clone(),
+            )
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        series,
+        vec![
+            (
+                "urn:ngsi-ld:Dataset:a".to_string(),
+                json!([[30.0, "2026-09-01T00:00:00Z"]])
+            ),
+            (
+                "urn:ngsi-ld:Dataset:b".to_string(),
+                json!([
+                    [41.0, "2026-09-01T00:00:00Z"],
+                    [44.0, "2026-09-01T01:00:00Z"]
+                ])
+            ),
+        ],
+        "{}",
+        r.text
+    );
+    let r = on(&s, &snap, &format!("/entities/{}", enc(id))).await;
+    r.problem(404, "ResourceNotFound");
+}
+
+#[tokio::test]
 async fn a_snapshot_takes_what_registered_sources_hold() {
     let s = Server::start().await;
     s.create(vehicle("urn:ngsi-ld:Vehicle:here", 80)).await;
