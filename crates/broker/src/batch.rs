@@ -370,7 +370,7 @@ impl Broker {
                     id: true,
                     types: false,
                 },
-                ParseLimits::patch(),
+                ParseLimits::merge(),
             ),
         };
         parse_entity(item, ctx, req, limits)
@@ -455,7 +455,7 @@ fn batch_op(mut entity: Entity, kind: Kind) -> Op {
             }
             (Kind::Merge, Some(old)) => {
                 let mut e = old.clone();
-                update::merge(&mut e, entity, now);
+                update::merge(&mut e, entity, now)?;
                 Ok(Change::put(e))
             }
             (Kind::Update { .. } | Kind::Merge, None) => Err(not_found(&entity.id)),

@@ -589,11 +589,10 @@ impl Broker {
         body: &J,
         type_filter: Option<&str>,
     ) -> NgsiResult<()> {
-        let fragment = self.fragment_entity(ctx, id, body, ParseLimits::patch())?;
+        let fragment = self.fragment_entity(ctx, id, body, ParseLimits::merge())?;
         let types = self.type_selector(ctx, type_filter)?;
         self.modify_entity(tenant, id, types, move |entity, now| {
-            update::merge(entity, fragment, now);
-            Ok(())
+            update::merge(entity, fragment, now)
         })
         .await
     }

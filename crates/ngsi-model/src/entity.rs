@@ -274,6 +274,19 @@ impl Attribute {
         }
     }
 
+    /// Whether this is a Merge Entity fragment's Property that gave no
+    /// value (only metadata or sub-attributes): it keeps the value of the
+    /// instance it merges into (`ParseLimits::allow_valueless`).
+    pub fn is_valueless(&self) -> bool {
+        matches!(self.value, AttrValue::Property(Value::Null))
+    }
+
+    /// Whether this instance or one of its sub-attributes, at any depth,
+    /// [is valueless](Self::is_valueless).
+    pub fn has_valueless(&self) -> bool {
+        self.is_valueless() || self.sub.iter().any(|(_, s)| s.has_valueless())
+    }
+
     /// When the instance's storage expires, as written.
     pub fn expires_at(&self) -> Option<&str> {
         self.extra.as_ref()?.expires_at.as_deref()

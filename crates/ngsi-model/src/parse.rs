@@ -65,6 +65,12 @@ pub struct ParseLimits {
     /// Whether the NGSI-LD Null (`urn:ngsi-ld:null`) may appear: only in
     /// merge and partial-update patches (clause 5.5.8, 5.5.12).
     pub allow_null: bool,
+    /// Whether a Property may lack its value (only metadata and
+    /// sub-attributes given): only in Merge Entity, where such a fragment
+    /// merges into the instance it names (clause 5.6.17). It parses to
+    /// the value JSON `null`, which no document can give
+    /// ([`Attribute::is_valueless`]).
+    pub allow_valueless: bool,
 }
 
 impl Default for ParseLimits {
@@ -72,6 +78,7 @@ impl Default for ParseLimits {
         Self {
             max_sub_attr_depth: 16,
             allow_null: false,
+            allow_valueless: false,
         }
     }
 }
@@ -82,6 +89,15 @@ impl ParseLimits {
         Self {
             allow_null: true,
             ..Self::default()
+        }
+    }
+
+    /// The options for Merge Entity fragments: a patch whose Properties
+    /// may lack their value.
+    pub fn merge() -> Self {
+        Self {
+            allow_valueless: true,
+            ..Self::patch()
         }
     }
 }
@@ -856,6 +872,9 @@ fn parse_instance<J: JsonDoc>(
     }
     let mut consumed_value = true;
     let value = match kind {
+        "Property" if limits.allow_valueless && m.value_member("value").is_none() => {
+            AttrValue::Property(Value::Null)
+        }
         "Property" => AttrValue::Property(require(m, "value", name, kind)?.to_value()),
         "Relationship" => AttrValue::Relationship {
             object: parse_uri_value(require(m, "object", name, kind)?, name)?,

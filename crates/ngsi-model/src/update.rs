@@ -437,7 +437,9 @@ fn strip_compound_nulls(a: &mut Attribute) {
 /// JSON object is merged key by key (Merge Entity, clause 5.5.12); otherwise
 /// the value is replaced (Partial Attribute Update, clause 5.5.8).
 fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i64) {
+    let keep_value = patch.is_valueless();
     match (&mut old.value, patch.value) {
+        _ if keep_value => {}
         (AttrValue::Property(target), AttrValue::Property(v @ Value::Object(_))) if compound => {
             merge_json(target, v)
         }
@@ -634,7 +636,13 @@ pub fn delete_attribute(
 /// Merge Entity (clause 5.6.17): adds the fragment's types, replaces its
 /// scopes if given, merges each attribute instance, and deletes those set
 /// to the NGSI-LD Null.
-pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
+///
+/// A fragment's instance without a value ([`Attribute::is_valueless`])
+/// merges its metadata and sub-attributes into the instance it names; one
+/// that names no instance is refused (BadRequestData), before anything
+/// changes.
+pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) -> NgsiResult<()> {
+    check_valueless(entity, &fragment)?;
     add_types(entity, fragment.types);
     set_expiry(entity, fragment.expires_at);
     if fragment.scopes.len() == 1 && &*fragment.scopes[0] == core_iri::NULL {
@@ -658,6 +666,39 @@ pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) {
     }
     edit.finish();
     entity.modified_at = now;
+    Ok(())
+}
+
+/// Checks that every valueless instance and sub-attribute of a merge
+/// fragment has an instance to merge into.
+fn check_valueless(entity: &Entity, fragment: &Entity) -> NgsiResult<()> {
+    for (name, instances) in &fragment.attrs {
+        for patch in instances.iter().filter(|p| p.has_valueless()) {
+            let old = entity
+                .attr(name)
+                .and_then(|list| list.iter().find(|a| a.dataset_id == patch.dataset_id));
+            check_valueless_instance(name, old, patch)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_valueless_instance(
+    name: &str,
+    old: Option<&Attribute>,
+    patch: &Attribute,
+) -> NgsiResult<()> {
+    let Some(old) = old else {
+        return Err(NgsiError::bad_data(format!(
+            "attribute {name}: a fragment without a value can only merge into an instance that exists, and there is none"
+        )));
+    };
+    for (sub_name, sub) in &patch.sub {
+        if sub.has_valueless() {
+            check_valueless_instance(sub_name, old.sub_attr(sub_name), sub)?;
+        }
+    }
+    Ok(())
 }
 
 fn stripped(mut a: Attribute) -> Attribute {
@@ -852,6 +893,62 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_valueless_fragment_merges_its_metadata_and_keeps_the_value() {
+        let name = |n: &str| crate::iri(&format!("https://example.org/{n}"));
+        let mut speed = Attribute::new(AttrValue::Relationship {
+            object: Value::from("urn:ngsi-ld:Road:1"),
+            object_type: None,
+        });
+        speed.sub.push((
+            name("accuracy"),
+            Attribute::new(AttrValue::Property(1.into())),
+        ));
+        let mut e = Entity {
+            id: "urn:ngsi-ld:T:1".into(),
+            types: vec![crate::iri("https://example.org/T")],
+            scopes: Vec::new(),
+            attrs: vec![(name("on"), vec![speed].into())],
+            created_at: 1,
+            modified_at: 1,
+            expires_at: None,
+        };
+        let valueless = || Attribute::new(AttrValue::Property(Value::Null));
+        let mut patch = valueless();
+        patch.observed_at = Some("2026-09-01T00:00:00Z".into());
+        let mut accuracy = valueless();
+        accuracy.unit_code = Some("MTR".into());
+        patch.sub.push((name("accuracy"), accuracy));
+        let template = e.clone();
+        let fragment = |attrs: Vec<(Iri, InstanceList)>| Entity {
+            attrs,
+            ..template.clone()
+        };
+        merge(&mut e, fragment(vec![(name("on"), vec![patch].into())]), 5).unwrap();
+        let on = &e.attr(&name("on")).unwrap()[0];
+        assert!(
+            matches!(&on.value, AttrValue::Relationship { object, .. } if object == "urn:ngsi-ld:Road:1")
+        );
+        assert_eq!(on.observed_at.as_deref(), Some("2026-09-01T00:00:00Z"));
+        let accuracy = on.sub_attr("https://example.org/accuracy").unwrap();
+        assert_eq!(accuracy.value, AttrValue::Property(1.into()));
+        assert_eq!(accuracy.unit_code.as_deref(), Some("MTR"));
+
+        // Nothing to merge into: refused, and nothing changes.
+        let before = e.clone();
+        let mut missing_sub = valueless();
+        missing_sub.sub.push((name("precision"), valueless()));
+        for attrs in [
+            vec![(name("off"), vec![valueless()].into())],
+            vec![(name("on"), vec![missing_sub].into())],
+        ] {
+            let mut with_types = fragment(attrs);
+            with_types.types.push(crate::iri("https://example.org/U"));
+            assert!(merge(&mut e, with_types, 6).is_err());
+            assert_eq!(e, before);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -883,7 +980,7 @@ mod tests {
                 1 => append(&mut fast, fragment.clone(), false, now).updated,
                 2 => update_attrs(&mut fast, fragment.clone(), now).updated,
                 _ => {
-                    merge(&mut fast, fragment.clone(), now);
+                    merge(&mut fast, fragment.clone(), now).unwrap();
                     Vec::new()
                 }
             };

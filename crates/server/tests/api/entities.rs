@@ -465,8 +465,9 @@ async fn retrieve_errors() {
 /// The NGSI-LD Null in a merge deletes what is there; in a new attribute
 /// or instance there is nothing to delete, and it is never stored. An
 /// untyped object with an instance's members but no value is a Property
-/// without its value, refused, not a compound value that would overwrite
-/// the default instance (found by a model-based test).
+/// without its value, not a compound value that would overwrite the
+/// default instance (found by a model-based test): a merge merges it into
+/// the instance it names (clause 5.5.12), other writes refuse it.
 #[tokio::test]
 async fn a_merge_never_stores_the_null_and_instance_members_are_no_value() {
     let s = Server::start().await;
@@ -500,11 +501,64 @@ async fn a_merge_never_stores_the_null_and_instance_members_are_no_value() {
         {"type": "Property", "value": 1},
         {"type": "Property", "value": 5, "datasetId": "urn:ds:1"}]}))
         .await;
-    let before = s.entity("urn:x:2", "").await;
     let fragment = json!({"observedAt": "2024-01-01T00:00:00Z", "datasetId": "urn:ds:1"});
     s.patch("/entities/urn:x:2", &json!({"a": fragment}))
         .await
-        .problem(400, "BadRequestData");
+        .no_content();
+    let r = s
+        .post(
+            "/entityOperations/merge",
+            &json!([{"id": "urn:x:2", "a": {"type": "Property", "unitCode": "MTR",
+                                          "accuracy": {"type": "Property", "value": 0.5}}}]),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let e = s.entity("urn:x:2", "").await;
+    let a = e["a"]
+        .as_array()
+        .unwrap_or_else(|| panic!("two instances: {e}"));
+    let default = a.iter().find(|i| i.get("datasetId").is_none()).unwrap();
+    let ds1 = a.iter().find(|i| i["datasetId"] == "urn:ds:1").unwrap();
+    assert_eq!(
+        (
+            &default["value"],
+            &default["unitCode"],
+            &default["accuracy"]["value"]
+        ),
+        (&json!(1), &json!("MTR"), &json!(0.5)),
+        "{e}"
+    );
+    assert_eq!(
+        (&ds1["value"], &ds1["observedAt"]),
+        (&json!(5), &json!("2024-01-01T00:00:00Z")),
+        "{e}"
+    );
+    // With nothing to merge into, it is refused.
+    let before = s.entity("urn:x:2", "").await;
+    s.patch(
+        "/entities/urn:x:2",
+        &json!({"a": {"observedAt": "2024-01-01T00:00:00Z", "datasetId": "urn:ds:9"}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.patch(
+        "/entities/urn:x:2",
+        &json!({"a": {"value": 2, "accuracy": {"unitCode": "MTR"}, "precision": {"unitCode": "MTR"}}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    let r = s
+        .post(
+            "/entityOperations/merge",
+            &json!([{"id": "urn:x:2", "b": {"observedAt": "2024-01-01T00:00:00Z"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    assert_eq!(
+        r.body["errors"][0]["error"]["type"], "https://uri.etsi.org/ngsi-ld/errors/BadRequestData",
+        "{}",
+        r.text
+    );
     s.patch(
         "/entities/urn:x:2/attrs",
         &json!({"a": {"unitCode": "MTR", "datasetId": "urn:ds:7"}}),

@@ -536,7 +536,7 @@ impl Broker {
                 crate::check_no_compound_null(&e.attrs)
             }
             WriteKind::Merge => self
-                .fragment_entity(ctx, w.id, body, ParseLimits::patch())
+                .fragment_entity(ctx, w.id, body, ParseLimits::merge())
                 .map(drop),
             WriteKind::AppendAttrs => self
                 .fragment_entity(ctx, w.id, body, self.config.parse)
