@@ -1288,6 +1288,10 @@ fn index_conditions(q: &Query) -> Vec<IndexedCondition> {
         .collect()
 }
 
+/// The page size above which a query's page is rendered as
+/// [`store::cpu_bound`] work.
+const HEAVY_RENDER: usize = 200;
+
 impl Broker {
     /// Query Entities (clause 5.7.2).
     pub fn query_entities(
@@ -1318,16 +1322,24 @@ impl Broker {
                 count: query.count,
             },
         );
-        let mut budget = crate::linked::MAX_LINKED;
-        let roots: Vec<&Entity> = page.entities.iter().map(|e| &**e).collect();
-        Ok(QueryResult {
-            warnings: Vec::new(),
-            entities: roots
-                .iter()
-                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
-                .collect(),
-            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
-            total: page.total,
+        let render = || {
+            let mut budget = crate::linked::MAX_LINKED;
+            let roots: Vec<&Entity> = page.entities.iter().map(|e| &**e).collect();
+            QueryResult {
+                warnings: Vec::new(),
+                entities: roots
+                    .iter()
+                    .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
+                    .collect(),
+                linked: self.flat_answer(tenant, &roots, ctx, &query.view),
+                total: page.total,
+            }
+        };
+        // Rendering takes a few microseconds per entity.
+        Ok(if page.entities.len() > HEAVY_RENDER {
+            store::cpu_bound(render)
+        } else {
+            render()
         })
     }
 

@@ -208,6 +208,22 @@ pub struct Selection<'a> {
     pub exact: bool,
 }
 
+/// Runs `f`, work that may hold the CPU for long (a scan that decodes
+/// thousands of entities, the rendering of a large page, building an
+/// index), without holding a runtime worker: on the multi-thread runtime
+/// the worker first hands its other tasks to another thread
+/// (`block_in_place`), so that other requests, `/health` among them, are
+/// still answered while it runs. On a current-thread runtime (the tests),
+/// or outside a runtime, it simply runs. The hand-over costs tens of
+/// microseconds: keep it for work that takes milliseconds.
+pub fn cpu_bound<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// What discovery reports about one entity type.
 #[derive(Debug, Clone)]
 pub struct TypeInfo {
@@ -590,5 +606,38 @@ pub trait Store: Send + Sync + 'static {
     /// writes; instances recorded while it runs may wait for the next call.
     fn expire_history(&self, _before: i64) -> StoreFuture<u64> {
         history_disabled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_bound;
+
+    /// On the multi-thread runtime the worker hands its other tasks on
+    /// before the work runs: with one worker, a task queued behind the work
+    /// still runs while the work waits for it (it would wait forever if the
+    /// work held the worker).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn cpu_bound_work_lets_the_runtime_go_on() {
+        let got = tokio::spawn(async {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let other = tokio::spawn(async move { tx.send(7).unwrap() });
+            let got = cpu_bound(|| rx.recv_timeout(std::time::Duration::from_secs(5)).ok());
+            other.await.unwrap();
+            got
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, Some(7));
+    }
+
+    #[tokio::test]
+    async fn cpu_bound_work_runs_in_place_on_a_current_thread_runtime() {
+        assert_eq!(cpu_bound(|| 6 * 7), 42);
+    }
+
+    #[test]
+    fn cpu_bound_work_runs_outside_a_runtime() {
+        assert_eq!(cpu_bound(|| 6 * 7), 42);
     }
 }

@@ -576,7 +576,8 @@ impl Store for SqliteStore {
                 .get(tenant)
                 .is_some_and(|i| !i.has_indexes_for(&selection));
             if missing && let Some(index) = self.shared.tenants.write().get_mut(tenant) {
-                index.build_indexes_for(&selection);
+                // Decodes every entity of the tenant once.
+                crate::cpu_bound(|| index.build_indexes_for(&selection));
             }
         }
         match self.shared.tenants.read().get(tenant) {
