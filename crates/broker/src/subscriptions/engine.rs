@@ -622,7 +622,11 @@ impl Inner {
                 continue;
             };
             for entry in list.iter() {
-                if let Some(item) = self.evaluate(entry, change, now) {
+                // Throttling spaces notifications, not the entities of one:
+                // once a commit notifies a subscription, its other changes
+                // join that notification.
+                let admitted = pending.iter().any(|(e, ..)| Arc::ptr_eq(e, entry));
+                if let Some(item) = self.evaluate(entry, change, now, admitted) {
                     // Only join=flat needs the notified entities again.
                     let root = change
                         .after
@@ -697,7 +701,15 @@ impl Inner {
     }
 
     /// Decides whether `change` notifies `entry`, and renders the entity.
-    fn evaluate(&self, entry: &Entry, change: &EntityChange, now: i64) -> Option<Item> {
+    /// `admitted`: a change of the same commit is notified already, so the
+    /// throttle was passed.
+    fn evaluate(
+        &self,
+        entry: &Entry,
+        change: &EntityChange,
+        now: i64,
+        admitted: bool,
+    ) -> Option<Item> {
         let sub = &entry.sub;
         if sub.time_interval.is_some() || !sub.is_live(now) {
             return None;
@@ -746,7 +758,7 @@ impl Inner {
         if !fire {
             return None;
         }
-        if let Some(throttle) = sub.throttle() {
+        if !admitted && let Some(throttle) = sub.throttle() {
             let mut last = entry.state.last_queued.lock();
             if last.is_some_and(|at| at.elapsed() < throttle) {
                 self.metrics.throttled.inc();

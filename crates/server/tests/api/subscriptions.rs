@@ -588,6 +588,44 @@ async fn batch_writes_notify_and_throttling_holds_back() {
     next(&mut rx).await;
     set_level(&s, "urn:ngsi-ld:WaterLevelSensor:b1", 11.0).await;
     nothing(&mut rx, 400).await;
+
+    // Throttling spaces notifications, not the entities of one: a batch
+    // change reaches a throttled subscription whole (clause 5.8.6).
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    let mut sub = subscription("urn:ngsi-ld:Subscription:throttled-batch", &uri);
+    sub["throttling"] = json!(60);
+    subscribe(&s, &sub).await;
+    let updates: Vec<Value> = (0..3)
+        .map(|i| {
+            sensor(
+                &format!("urn:ngsi-ld:WaterLevelSensor:b{i}"),
+                20.0 + f64::from(i),
+            )
+        })
+        .collect();
+    let r = s
+        .post("/entityOperations/upsert?options=update", &json!(updates))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let n = next(&mut rx).await;
+    let mut ids: Vec<&str> = n.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "urn:ngsi-ld:WaterLevelSensor:b0",
+            "urn:ngsi-ld:WaterLevelSensor:b1",
+            "urn:ngsi-ld:WaterLevelSensor:b2"
+        ],
+        "{}",
+        n.body
+    );
+    nothing(&mut rx, 300).await;
 }
 
 #[tokio::test]
