@@ -193,6 +193,47 @@ impl Sink for JsonSink {
     }
 }
 
+/// The GeoJSON Feature of a rendered entity (clause 4.5.16): its geometry
+/// is the value of `geometry_property`, of the default instance when the
+/// attribute has several, and null when the entity lacks it or its value is
+/// no GeoJSON geometry.
+pub fn geojson_feature(mut entity: Map<String, Value>, geometry_property: &str) -> Value {
+    let id = entity.remove("id").unwrap_or(Value::Null);
+    let geometry = entity
+        .get(geometry_property)
+        .and_then(geometry_of)
+        .cloned()
+        .unwrap_or(Value::Null);
+    serde_json::json!({ "id": id, "type": "Feature", "geometry": geometry, "properties": entity })
+}
+
+/// The geometry of a rendered attribute in any representation: normalized
+/// or concise `{"value": ...}`, an array of instances, the simplified
+/// `{"dataset": {...}}` map or a bare value.
+fn geometry_of(rendered: &Value) -> Option<&Value> {
+    match rendered {
+        Value::Array(instances) => instances
+            .iter()
+            .find(|i| i.get("datasetId").is_none())
+            .and_then(geometry_of),
+        Value::Object(m) if m.len() == 1 && m.contains_key("dataset") => {
+            m.get("dataset")?.get("@none").and_then(geometry_of)
+        }
+        Value::Object(m) if m.contains_key("value") => m.get("value").filter(|v| is_geometry(v)),
+        v if is_geometry(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Whether `v` looks like a GeoJSON geometry object (a geometry type and its
+/// coordinates); values were validated when they were written.
+fn is_geometry(v: &Value) -> bool {
+    v.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| crate::parse::GEOJSON_TYPES.contains(&t))
+        && v.get("coordinates").is_some()
+}
+
 /// Renders `entity` as a JSON object. The caller has already applied any
 /// attribute projection.
 pub fn render_entity(

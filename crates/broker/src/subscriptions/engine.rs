@@ -467,13 +467,28 @@ struct Diff<'a> {
 fn same_content(a: &Attribute, b: &Attribute) -> bool {
     a.value == b.value
         && a.dataset_id == b.dataset_id
-        && a.observed_at == b.observed_at
+        && same_instant(a.observed_at.as_deref(), b.observed_at.as_deref())
         && a.unit_code == b.unit_code
+        && a.extra == b.extra
         && a.sub.len() == b.sub.len()
-        && a.sub
-            .iter()
-            .zip(&b.sub)
-            .all(|((n1, s1), (n2, s2))| n1 == n2 && same_content(s1, s2))
+        // Members of a JSON object: their order is no change.
+        && a.sub.iter().all(|(name, sa)| {
+            b.sub
+                .iter()
+                .find(|(n, _)| n == name)
+                .is_some_and(|(_, sb)| same_content(sa, sb))
+        })
+}
+
+/// Two spellings of one DateTime (`…00Z`, `…00.000Z`) are no change.
+fn same_instant(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) if a != b => {
+            let at = ngsi_model::time::parse_datetime;
+            at(a).is_some_and(|t| at(b) == Some(t))
+        }
+        _ => a == b,
+    }
 }
 
 fn diff<'a>(before: &'a Entity, after: &'a Entity) -> Diff<'a> {
@@ -1191,19 +1206,9 @@ fn feature_collection(data: Vec<Value>, ctx: &Ctx, sub: &Subscription) -> Value 
         .unwrap_or_else(|| "location".to_string());
     let features: Vec<Value> = data
         .into_iter()
-        .map(|d| {
-            let Value::Object(mut m) = d else { return d };
-            let id = m.remove("id").unwrap_or(Value::Null);
-            let geometry = match m.get(&geo_name) {
-                Some(Value::Object(a)) if a.get("type") == Some(&json!("GeoProperty")) => {
-                    a.get("value").cloned().unwrap_or(Value::Null)
-                }
-                Some(v @ Value::Object(a)) if a.contains_key("coordinates") => v.clone(),
-                Some(Value::Object(a)) => a.get("value").cloned().unwrap_or(Value::Null),
-                _ => Value::Null,
-            };
-            m.insert("id".into(), id.clone());
-            json!({"id": id, "type": "Feature", "geometry": geometry, "properties": m})
+        .map(|d| match d {
+            Value::Object(m) => ngsi_model::render::geojson_feature(m, &geo_name),
+            other => other,
         })
         .collect();
     json!({"type": "FeatureCollection", "features": features})
@@ -1230,6 +1235,34 @@ mod tests {
             modified_at: 2,
             expires_at: None,
         }
+    }
+
+    /// What an update must change for attributeUpdated: sub-attributes in
+    /// another order, or observedAt spelled otherwise, change nothing; a
+    /// new expiresAt or a new sub-attribute value does.
+    #[test]
+    fn a_change_is_a_different_member_not_another_spelling_or_order() {
+        let sub = |v: i64| Attribute::new(AttrValue::Property(json!(v)));
+        let mut a = Attribute::new(AttrValue::Property(json!(1)));
+        a.observed_at = Some("2026-11-26T10:00:00Z".into());
+        a.sub = vec![(iri("urn:x:a"), sub(1)), (iri("urn:x:b"), sub(2))];
+        let mut b = a.clone();
+        b.sub.reverse();
+        b.observed_at = Some("2026-11-26T10:00:00.000Z".into());
+        assert!(same_content(&a, &b));
+        let mut c = b.clone();
+        c.sub[0].1 = sub(3);
+        assert!(!same_content(&a, &c));
+        let mut d = b.clone();
+        d.observed_at = Some("2026-11-26T10:00:01Z".into());
+        assert!(!same_content(&a, &d));
+        let mut e = b;
+        e.extra = ngsi_model::entity::AttrExtra {
+            expires_at: Some("2030-01-01T00:00:00Z".into()),
+            value_type: None,
+        }
+        .boxed();
+        assert!(!same_content(&a, &e));
     }
 
     /// GeoJSON notifications are made from trees (a FeatureCollection is

@@ -9,7 +9,7 @@ use broker::{BatchResult, Ctx, EntityQuery, Instances, UpdateResult, UpsertMode,
 use bytes::Bytes;
 use ngsi_model::{Json, JsonDoc, NgsiError, compat};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{body_kind, created, query_params};
 use crate::http::{
@@ -324,47 +324,6 @@ pub async fn create(State(state): State<AppState>, req: Ngsi, body: Body) -> Api
     .await
 }
 
-/// The GeoJSON Feature of a rendered entity (clause 4.5.16): its geometry
-/// is the value of `geometry_property`, of the default instance when the
-/// attribute has several, and null when the entity lacks it or its value is
-/// no GeoJSON geometry.
-fn feature(mut entity: Map<String, Value>, geometry_property: &str) -> Value {
-    let id = entity.remove("id").unwrap_or(Value::Null);
-    let geometry = entity
-        .get(geometry_property)
-        .and_then(geometry_of)
-        .cloned()
-        .unwrap_or(Value::Null);
-    serde_json::json!({ "id": id, "type": "Feature", "geometry": geometry, "properties": entity })
-}
-
-/// The geometry of a rendered attribute in any representation: normalized
-/// or concise `{"value": ...}`, an array of instances, the simplified
-/// `{"dataset": {...}}` map or a bare value.
-fn geometry_of(rendered: &Value) -> Option<&Value> {
-    match rendered {
-        Value::Array(instances) => instances
-            .iter()
-            .find(|i| i.get("datasetId").is_none())
-            .and_then(geometry_of),
-        Value::Object(m) if m.len() == 1 && m.contains_key("dataset") => {
-            m.get("dataset")?.get("@none").and_then(geometry_of)
-        }
-        Value::Object(m) if m.contains_key("value") => m.get("value").filter(|v| is_geometry(v)),
-        v if is_geometry(v) => Some(v),
-        _ => None,
-    }
-}
-
-/// Whether `v` looks like a GeoJSON geometry object (a geometry type and its
-/// coordinates); values were validated when they were written.
-fn is_geometry(v: &Value) -> bool {
-    v.get("type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| ngsi_model::parse::GEOJSON_TYPES.contains(&t))
-        && v.get("coordinates").is_some()
-}
-
 /// `geometryProperty` is only meaningful for GeoJSON (clauses 5.7.1.4 and
 /// 5.7.2.4): with any other response type it is BadRequestData.
 fn check_geometry_property(
@@ -405,7 +364,9 @@ pub async fn retrieve(
         .map_err(|e| req.err(e))?;
     let gp = param(&params, "geometryProperty").unwrap_or("location");
     let body = match (produce, view.join.as_ref().is_some_and(|j| j.flat)) {
-        (Produce::GeoJson { .. }, false) => feature(retrieved.entity, gp),
+        (Produce::GeoJson { .. }, false) => {
+            ngsi_model::render::geojson_feature(retrieved.entity, gp)
+        }
         (_, false) => Value::Object(retrieved.entity),
         // join=flat: always an array, the entity first (clause 5.7.1.5),
         // a FeatureCollection in GeoJSON.
@@ -416,7 +377,7 @@ pub async fn retrieve(
                     "type": "FeatureCollection",
                     "features": all
                         .filter_map(|e| match e {
-                            Value::Object(m) => Some(feature(m, gp)),
+                            Value::Object(m) => Some(ngsi_model::render::geojson_feature(m, gp)),
                             _ => None,
                         })
                         .collect::<Vec<_>>(),
@@ -580,7 +541,7 @@ async fn query_response(
         let features: Vec<Value> = items
             .iter()
             .filter_map(|i| serde_json::from_slice(i).ok())
-            .map(|e| feature(e, gp))
+            .map(|e| ngsi_model::render::geojson_feature(e, gp))
             .collect();
         serde_json::json!({ "type": "FeatureCollection", "features": features })
     });

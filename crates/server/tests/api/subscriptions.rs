@@ -851,6 +851,9 @@ async fn geojson_notifications_carry_a_feature_collection() {
         json!({"type": "Point", "coordinates": [113.32, 23.10]})
     );
     assert_eq!(f["properties"]["level"]["value"], 1.0);
+    // The id is the Feature's, not one of its properties (clause 4.5.16.2).
+    assert_eq!(f["properties"].get("id"), None, "{f}");
+    assert_eq!(f["properties"]["type"], "WaterLevelSensor", "{f}");
     // With join, inline Linked Entities sit in the properties and flat
     // ones are Features of their own.
     s.create(json!({"id": "urn:ngsi-ld:River:pearl", "type": "River",
