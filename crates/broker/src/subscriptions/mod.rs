@@ -118,6 +118,30 @@ impl Broker {
         render_with_status(&entry.sub, &status, ctx, sys_attrs)
     }
 
+    /// NonexistentTenant for a tenant that has neither data nor
+    /// subscriptions (clause 5.5.10).
+    fn check_subscription_tenant(&self, tenant: &str) -> NgsiResult<()> {
+        if !tenant.is_empty()
+            && !self.store.tenant_exists(tenant)
+            && !self.subscriptions.has_tenant(tenant)
+        {
+            return Err(NgsiError::new(
+                ErrorKind::NonexistentTenant,
+                format!("tenant {tenant} does not exist"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error for subscription `id` that `tenant` does not hold: its
+    /// tenant's, else ResourceNotFound.
+    fn missing_subscription(&self, tenant: &str, id: &str) -> NgsiError {
+        match self.check_subscription_tenant(tenant) {
+            Err(e) => e,
+            Ok(()) => not_found(id),
+        }
+    }
+
     /// Retrieve Subscription (clause 5.8.3).
     pub fn retrieve_subscription(
         &self,
@@ -130,7 +154,7 @@ impl Broker {
         let entry = self
             .subscriptions
             .get(tenant, id)
-            .ok_or_else(|| not_found(id))?;
+            .ok_or_else(|| self.missing_subscription(tenant, id))?;
         Ok(self.render_subscription(&entry, ctx, sys_attrs))
     }
 
@@ -143,15 +167,7 @@ impl Broker {
         limit: usize,
         sys_attrs: bool,
     ) -> NgsiResult<SubscriptionPage> {
-        if !tenant.is_empty()
-            && !self.store.tenant_exists(tenant)
-            && !self.subscriptions.has_tenant(tenant)
-        {
-            return Err(NgsiError::new(
-                ErrorKind::NonexistentTenant,
-                format!("tenant {tenant} does not exist"),
-            ));
-        }
+        self.check_subscription_tenant(tenant)?;
         let all = self.subscriptions.list(tenant);
         Ok(SubscriptionPage {
             total: all.len(),
@@ -180,7 +196,7 @@ impl Broker {
         let entry = self
             .subscriptions
             .get(tenant, id)
-            .ok_or_else(|| not_found(id))?;
+            .ok_or_else(|| self.missing_subscription(tenant, id))?;
         let next = entry.sub.patch(fragment, ctx, now_micros(), true)?;
         let notify_ctx = if fragment.contains_key("jsonldContext") {
             self.notify_context(&next, ctx, origin).await?
@@ -210,7 +226,7 @@ impl Broker {
         check_id(id)?;
         let _guard = self.subscription_writes.lock().await;
         if self.subscriptions.get(tenant, id).is_none() {
-            return Err(not_found(id));
+            return Err(self.missing_subscription(tenant, id));
         }
         self.store.put_record(tenant, COLLECTION, id, None).await?;
         self.store

@@ -474,7 +474,17 @@ impl Subscription {
                 }
                 "lang" => self.lang = (!null).then(|| string(value, key)).transpose()?,
                 "datasetId" => {
-                    self.dataset_id = (!null).then(|| non_empty_strings(value, key)).transpose()?
+                    let ids = (!null).then(|| non_empty_strings(value, key)).transpose()?;
+                    if let Some(bad_id) = ids
+                        .iter()
+                        .flatten()
+                        .find(|d| *d != "@none" && !ngsi_model::parse::is_absolute_iri(d))
+                    {
+                        return Err(bad(format!(
+                            "datasetId {bad_id:?} is neither a URI nor @none"
+                        )));
+                    }
+                    self.dataset_id = ids;
                 }
                 "expiresAt" => {
                     self.expires_text = (!null).then(|| string(value, key)).transpose()?;
@@ -953,6 +963,18 @@ fn parse_notification(
         }
     };
     let attributes = names("attributes")?;
+    // "A synonym for pick, except that id, type, scope are not allowed"
+    // (Table 5.2.14-1).
+    if let Some(a) = m.get("attributes").and_then(Value::as_array)
+        && let Some(member) = a
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|n| matches!(*n, "id" | "type" | "scope"))
+    {
+        return Err(bad(format!(
+            "notification attributes cannot name {member:?} (pick can)"
+        )));
+    }
     let pick = members("pick")?;
     let omit = members("omit")?;
     if attributes.is_some() && (pick.is_some() || omit.is_some()) {

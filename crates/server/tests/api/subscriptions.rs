@@ -273,6 +273,16 @@ async fn invalid_subscriptions_are_refused_with_the_spec_errors() {
             with(json!({"entities": [{"id": "urn:a:b"}]})),
         ),
         ("negative throttling", with(json!({"throttling": -1}))),
+        (
+            "attributes naming the id",
+            with(
+                json!({"notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}, "attributes": ["id", "level"]}}),
+            ),
+        ),
+        (
+            "datasetId not a URI",
+            with(json!({"datasetId": ["not a uri"]})),
+        ),
         // Durations beyond a century would overflow a clock.
         ("throttling of 1e20 s", with(json!({"throttling": 1e20}))),
         (

@@ -137,6 +137,21 @@ async fn operations_on_an_unknown_tenant_are_nonexistent_tenant() {
             "/entityOperations/query".to_string(),
             Some(json!({"type": "Query", "entities": [{"type": "V"}]})),
         ),
+        (
+            Method::GET,
+            "/subscriptions/urn:ngsi-ld:Subscription:1".to_string(),
+            None,
+        ),
+        (
+            Method::PATCH,
+            "/subscriptions/urn:ngsi-ld:Subscription:1".to_string(),
+            Some(json!({"isActive": true})),
+        ),
+        (
+            Method::DELETE,
+            "/subscriptions/urn:ngsi-ld:Subscription:1".to_string(),
+            None,
+        ),
     ];
     for (method, path, body) in cases {
         let mut req = s
