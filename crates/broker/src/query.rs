@@ -777,6 +777,20 @@ impl EntityQuery {
         if let Some(lang) = string("lang")? {
             params.lang = Some(lang);
         }
+        // The attribute instances shown (Table 5.2.23-1, clause 4.5.5).
+        if let Some(ds) = m.get("datasetId") {
+            let ds = names_list(ds, "datasetId")?;
+            if let Some(bad) = ds
+                .split(',')
+                .map(str::trim)
+                .find(|d| *d != "@none" && !ngsi_model::parse::is_absolute_iri(d))
+            {
+                return Err(NgsiError::bad_data(format!(
+                    "datasetId {bad:?} is neither a URI nor @none"
+                )));
+            }
+            params.dataset_id = Some(ds);
+        }
         params.attrs = match m.get("attrs") {
             None => None,
             Some(Value::Array(a)) if !a.is_empty() => Some(

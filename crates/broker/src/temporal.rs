@@ -1385,6 +1385,61 @@ impl Broker {
         match q.format {
             TemporalFormat::Aggregated => {
                 let mut all = Vec::new();
+                // Each attribute is labelled with its kind (clause
+                // 4.5.19.0): that of its instances read here, else of the
+                // entity as it is now, else of its last instance.
+                let live = self.store.get(tenant, &he.id);
+                let known_kind = |attr: &Iri, dataset: &Option<Box<str>>| {
+                    history
+                        .iter()
+                        .find(|h| h.attr == *attr && h.dataset_id == *dataset)
+                        .and_then(|h| {
+                            h.instances
+                                .iter()
+                                .find_map(|i| i.attr.as_ref().map(|a| a.value.kind_name()))
+                        })
+                        .or_else(|| {
+                            let list = live.as_ref()?.attr(attr)?;
+                            let a = list
+                                .iter()
+                                .find(|a| a.dataset_id.as_deref() == dataset.as_deref())?;
+                            Some(a.value.kind_name())
+                        })
+                };
+                let unknown: Vec<Iri> = he
+                    .attrs
+                    .iter()
+                    .filter(|(a, d)| **a != *store::history::SCOPE && known_kind(a, d).is_none())
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                let last_ones = if unknown.is_empty() {
+                    Vec::new()
+                } else {
+                    let req = HistoryRequest {
+                        attrs: Some(unknown),
+                        last_n: Some(1),
+                        limit: 1,
+                        ..HistoryRequest::default()
+                    };
+                    self.store
+                        .history(tenant, &he.id, req)
+                        .await?
+                        .unwrap_or_default()
+                };
+                let kind_of = |attr: &Iri, dataset: &Option<Box<str>>| -> &'static str {
+                    known_kind(attr, dataset)
+                        .or_else(|| {
+                            let h = last_ones
+                                .iter()
+                                .find(|h| h.attr == *attr && h.dataset_id == *dataset)?;
+                            let i = h.instances.last()?;
+                            i.attr
+                                .as_ref()
+                                .map(|a| a.value.kind_name())
+                                .or(i.deleted_kind)
+                        })
+                        .unwrap_or("Property")
+                };
                 let shown = q.shown_attrs(he);
                 let datasets = q.shown_datasets();
                 for (attr, dataset) in &he.attrs {
@@ -1428,21 +1483,21 @@ impl Broker {
                             })
                             .unwrap_or_default()
                     };
-                    all.push((attr, dataset, buckets));
+                    all.push((attr, dataset, kind_of(attr, dataset), buckets));
                 }
                 // The end of the first cut attribute's last kept period.
                 let cut_at = all
                     .iter()
-                    .filter(|(_, _, b)| b.len() > limit)
-                    .map(|(_, _, b)| b[limit - 1].end)
+                    .filter(|(.., b)| b.len() > limit)
+                    .map(|(.., b)| b[limit - 1].end)
                     .min();
                 if let Some(end) = cut_at {
                     let start = all
                         .iter()
-                        .filter_map(|(_, _, b)| b.first().map(|x| x.start))
+                        .filter_map(|(.., b)| b.first().map(|x| x.start))
                         .min()
                         .unwrap_or(end);
-                    for (_, _, b) in &mut all {
+                    for (.., b) in &mut all {
                         b.retain(|x| x.end <= end);
                     }
                     let narrowed = match *periods_cut {
@@ -1459,9 +1514,9 @@ impl Broker {
                     };
                     *periods_cut = Some(narrowed);
                 }
-                for (attr, dataset, buckets) in all {
+                for (attr, dataset, kind, buckets) in all {
                     let mut m = Map::new();
-                    m.insert("type".into(), Value::String("Property".into()));
+                    m.insert("type".into(), Value::String(kind.into()));
                     if let Some(d) = dataset {
                         m.insert("datasetId".into(), Value::String(d.to_string()));
                     }
@@ -1493,6 +1548,12 @@ impl Broker {
                                 .or(i.deleted_kind)
                         })
                         .unwrap_or("Property");
+                    // With `lang`, a LanguageProperty is shown as the
+                    // Property of its one language (clause 4.15).
+                    let kind = match kind {
+                        "LanguageProperty" if opts.lang.is_some() => "Property",
+                        k => k,
+                    };
                     let (member, plural) = value_members(kind);
                     let pairs: Vec<Value> = h
                         .instances
@@ -1609,8 +1670,29 @@ impl Broker {
         let Value::Object(map) = body else {
             return Err(bad("an entity fragment must be a JSON object"));
         };
-        if self.store.history_entity(tenant, id).is_none() {
+        let Some(he) = self.store.history_entity(tenant, id) else {
             return Err(NgsiError::not_found(format!("entity {id} has no history")));
+        };
+        // Type names the entity lacks are added (clause 5.6.12.4).
+        let mut types = Vec::new();
+        if map.contains_key("type") || map.contains_key("@type") {
+            let mut head = Map::new();
+            for k in ["type", "@type"] {
+                if let Some(v) = map.get(k) {
+                    head.insert(k.into(), v.clone());
+                }
+            }
+            let named = parse_entity(
+                &Value::Object(head),
+                ctx,
+                EntityRequirements::default(),
+                self.config.parse,
+            )?
+            .types;
+            if named.iter().any(|t| !he.types.contains(t)) {
+                types = he.types;
+                ngsi_model::entity::extend_unique(&mut types, named);
+            }
         }
         let attrs = self.temporal_attrs(ctx, map)?;
         self.store
@@ -1618,7 +1700,7 @@ impl Broker {
                 tenant,
                 HistoryOp::Add {
                     id: id.into(),
-                    types: Vec::new(),
+                    types,
                     attrs,
                 },
             )
@@ -1767,14 +1849,36 @@ impl Broker {
         let Value::Object(fragment) = body else {
             return Err(bad("an attribute instance must be a JSON object"));
         };
-        // The body is either the instance itself or a fragment naming the
-        // attribute (`{"speed": {...}}`).
-        let inner = match fragment.get(attr) {
-            Some(v) => v.clone(),
-            None => {
+        // The body is an EntityTemporal fragment naming the attribute
+        // (`{"speed": [{...}]}`, clause 6.22.3.1) and no other, or the
+        // instance itself (it has a value member).
+        let expanded = ctx.expand(attr);
+        let named = fragment
+            .keys()
+            .find(|k| *k == attr || ctx.expand(k) == expanded);
+        let inner = match named {
+            Some(key) => {
+                if let Some(other) = fragment.keys().find(|k| {
+                    *k != key && !matches!(k.as_str(), "@context" | "id" | "@id" | "type" | "@type")
+                }) {
+                    return Err(bad(format!(
+                        "the fragment names {other:?} too: it replaces one instance of {attr}"
+                    )));
+                }
+                fragment[key].clone()
+            }
+            None if ngsi_model::parse::VALUE_MEMBERS
+                .iter()
+                .any(|m| fragment.contains_key(*m)) =>
+            {
                 let mut m = fragment.clone();
                 m.remove("@context");
                 Value::Object(m)
+            }
+            None => {
+                return Err(bad(format!(
+                    "the body must be a fragment naming attribute {attr} with the instance"
+                )));
             }
         };
         let mut map = Map::new();

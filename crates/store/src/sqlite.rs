@@ -1304,9 +1304,23 @@ impl Writer {
                             "DELETE FROM history WHERE series = ?1 AND seq = ?2",
                             params![sid, instance],
                         )?;
-                        if n > 0 {
-                            found = true;
+                        if n == 0 {
+                            continue;
+                        }
+                        found = true;
+                        // The last instance takes its series with it: an
+                        // attribute without instances is no attribute.
+                        let left: bool = tx
+                            .prepare_cached(
+                                "SELECT EXISTS(SELECT 1 FROM history WHERE series = ?1)",
+                            )?
+                            .query_row([sid], |r| r.get(0))?;
+                        if left {
                             invalidate.push(sid);
+                        } else {
+                            delete_series(&tx, &self.shared.names, sid)?;
+                            removed.push(sid);
+                            removed_from = Some(id.clone());
                         }
                     }
                     if found {

@@ -1730,3 +1730,124 @@ async fn wide_entities_are_edited_and_recorded_instance_by_instance() {
         assert_eq!(count(&format!("b{a}")), 1, "b{a}");
     }
 }
+
+/// Findings of a spec review of the temporal API, each as the clause
+/// words it: a fragment that names another attribute replaces no
+/// instance (6.22.3.1); Add Attributes adds the fragment's type names
+/// (5.6.12.4); a Query's datasetId selects the instances shown (Table
+/// 5.2.23-1); aggregated values are labelled with their attribute's kind
+/// (4.5.19.0); an attribute whose last instance went is gone; `lang`
+/// makes the simplified LanguageProperty a Property (4.15).
+#[tokio::test]
+async fn temporal_fragments_datasets_kinds_and_languages_as_the_clauses_word_them() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Vehicle:review";
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Vehicle",
+                "speed": [speed(json!(1), 1), speed(json!(2), 2)],
+                "road": [{"type": "Relationship", "object": "urn:ngsi-ld:Road:1", "observedAt": at(1)},
+                         {"type": "Relationship", "object": "urn:ngsi-ld:Road:2", "observedAt": at(2)}],
+                "name": {"type": "LanguageProperty", "languageMap": {"en": "bus", "zh": "公交"}, "observedAt": at(1)},
+                "fuel": [{"type": "Property", "value": 0.5, "datasetId": "urn:ngsi-ld:tank:1", "observedAt": at(1)},
+                         {"type": "Property", "value": 0.7, "datasetId": "urn:ngsi-ld:tank:2", "observedAt": at(1)}],
+                "gone": {"type": "Property", "value": 9, "observedAt": at(1)}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // A fragment that names another attribute, or this one and another.
+    let body = temporal(&s, id, "attrs=speed").await;
+    let first = body["speed"][0]["instanceId"].as_str().unwrap().to_string();
+    let path = format!("/temporal/entities/{id}/attrs/speed/{}", enc(&first));
+    for fragment in [
+        json!({"fuel": [{"type": "Property", "value": 555}]}),
+        json!({"speed": [{"type": "Property", "value": 5}], "fuel": [{"type": "Property", "value": 6}]}),
+    ] {
+        s.patch(&path, &fragment)
+            .await
+            .problem(400, "BadRequestData");
+    }
+    s.patch(
+        &path,
+        &json!({"speed": [{"type": "Property", "value": 10}]}),
+    )
+    .await
+    .no_content();
+    assert_eq!(values(&s, id, "").await, [json!(10), json!(2)]);
+
+    // Add Attributes adds type names.
+    s.post(
+        &format!("/temporal/entities/{id}/attrs"),
+        &json!({"type": "Bus", "speed": speed(json!(3), 3)}),
+    )
+    .await
+    .no_content();
+    let body = temporal(&s, id, "attrs=speed").await;
+    assert_eq!(body["type"], json!(["Vehicle", "Bus"]), "{body}");
+    let r = s
+        .get("/temporal/entities?type=Bus&timerel=after&timeAt=2024-01-01T00:00:00Z")
+        .await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1), "{}", r.text);
+
+    // A Query's datasetId, as the query string's.
+    let r = s
+        .post(
+            "/temporal/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Vehicle"}], "attrs": ["fuel"],
+                    "datasetId": ["urn:ngsi-ld:tank:2"],
+                    "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T00:00:00Z"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let fuel = &r.body[0]["fuel"];
+    let fuel = fuel
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![fuel.clone()]);
+    assert_eq!(fuel.len(), 1, "{}", r.text);
+    assert_eq!(fuel[0]["datasetId"], "urn:ngsi-ld:tank:2", "{}", r.text);
+    let r = s
+        .post(
+            "/temporal/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Vehicle"}], "datasetId": ["not a uri"],
+                    "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T00:00:00Z"}}),
+        )
+        .await;
+    r.problem(400, "BadRequestData");
+
+    // Aggregated values are labelled with the attribute's kind.
+    let body = temporal(
+        &s,
+        id,
+        "attrs=road,speed&options=aggregatedValues&aggrMethods=totalCount",
+    )
+    .await;
+    assert_eq!(body["road"]["type"], "Relationship", "{body}");
+    assert_eq!(body["speed"]["type"], "Property", "{body}");
+
+    // The last instance of an attribute takes the attribute with it.
+    let body = temporal(&s, id, "attrs=gone").await;
+    let only = body["gone"][0]["instanceId"].as_str().unwrap().to_string();
+    s.delete(&format!(
+        "/temporal/entities/{id}/attrs/gone/{}",
+        enc(&only)
+    ))
+    .await
+    .no_content();
+    let body = temporal(&s, id, "").await;
+    assert_eq!(body.get("gone"), None, "{body}");
+    let r = s
+        .get("/temporal/entities?type=Vehicle&attrs=gone&timerel=after&timeAt=2024-01-01T00:00:00Z")
+        .await;
+    assert_eq!(r.body, json!([]), "{}", r.text);
+
+    // lang: the simplified LanguageProperty is the Property of one language.
+    let body = temporal(&s, id, "attrs=name&lang=zh&options=temporalValues").await;
+    assert_eq!(
+        body["name"],
+        json!({"type": "Property", "values": [["公交", at(1)]]}),
+        "{body}"
+    );
+}
