@@ -334,6 +334,17 @@ impl Broker {
         &self.config
     }
 
+    /// [`Self::check_tenant`] for the resources a tenant may hold without
+    /// any entity (subscriptions, registrations): `holds` says whether it
+    /// holds some.
+    pub(crate) fn check_tenant_holding(&self, tenant: &str, holds: bool) -> NgsiResult<()> {
+        if holds {
+            Ok(())
+        } else {
+            self.check_tenant(tenant)
+        }
+    }
+
     /// Fails with NonexistentTenant unless `tenant` exists. The default
     /// tenant (empty name) always exists.
     pub fn check_tenant(&self, tenant: &str) -> NgsiResult<()> {

@@ -391,15 +391,7 @@ impl Broker {
         limit: usize,
         sys_attrs: bool,
     ) -> NgsiResult<RegistrationPage> {
-        if !tenant.is_empty()
-            && !self.store.tenant_exists(tenant)
-            && !self.registrations.has_tenant(tenant)
-        {
-            return Err(NgsiError::new(
-                ErrorKind::NonexistentTenant,
-                format!("tenant {tenant} does not exist"),
-            ));
-        }
+        self.check_tenant_holding(tenant, self.registrations.has_tenant(tenant))?;
         let now = now_micros();
         let matching: Vec<Arc<Registration>> = self
             .registrations
@@ -578,15 +570,7 @@ impl Broker {
         limit: usize,
         sys_attrs: bool,
     ) -> NgsiResult<crate::subscriptions::SubscriptionPage> {
-        if !tenant.is_empty()
-            && !self.store.tenant_exists(tenant)
-            && !self.registrations.subscriptions.has_tenant(tenant)
-        {
-            return Err(NgsiError::new(
-                ErrorKind::NonexistentTenant,
-                format!("tenant {tenant} does not exist"),
-            ));
-        }
+        self.check_tenant_holding(tenant, self.registrations.subscriptions.has_tenant(tenant))?;
         let all = self.registrations.subscriptions.list(tenant);
         Ok(crate::subscriptions::SubscriptionPage {
             total: all.len(),

@@ -121,16 +121,7 @@ impl Broker {
     /// NonexistentTenant for a tenant that has neither data nor
     /// subscriptions (clause 5.5.10).
     fn check_subscription_tenant(&self, tenant: &str) -> NgsiResult<()> {
-        if !tenant.is_empty()
-            && !self.store.tenant_exists(tenant)
-            && !self.subscriptions.has_tenant(tenant)
-        {
-            return Err(NgsiError::new(
-                ErrorKind::NonexistentTenant,
-                format!("tenant {tenant} does not exist"),
-            ));
-        }
-        Ok(())
+        self.check_tenant_holding(tenant, self.subscriptions.has_tenant(tenant))
     }
 
     /// The error for subscription `id` that `tenant` does not hold: its

@@ -72,6 +72,12 @@ async fn on(s: &Server, id: &str, path: &str) -> Resp {
     s.req(Method::GET, path).header(HEADER, id).send().await
 }
 
+/// The simplified history of entity `id` in snapshot `snap`.
+async fn temporal_values(s: &Server, snap: &str, id: &str) -> Resp {
+    let path = format!("/temporal/entities/{}?options=temporalValues", enc(id));
+    on(s, snap, &path).await
+}
+
 #[tokio::test]
 async fn a_snapshot_freezes_what_its_queries_selected_and_can_be_changed_apart() {
     let s = Server::start().await;
@@ -450,12 +456,7 @@ async fn temporal_queries_copy_history_and_empty_queries_make_a_partial_snapshot
         .no_content();
     // The snapshot holds the instances its temporal query selected, each
     // once (the current one was recorded when the entity was copied).
-    let r = on(
-        &s,
-        &snap,
-        &format!("/temporal/entities/{}?options=temporalValues", enc(id)),
-    )
-    .await;
+    let r = temporal_values(&s, &snap, id).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         r.body["level"]["values"],
@@ -475,12 +476,7 @@ async fn temporal_queries_copy_history_and_empty_queries_make_a_partial_snapshot
     let clone = created_id(&r);
     let cloned = self::ready(&s, None, &clone).await;
     assert_eq!(cloned["snapshotStatus"], "partial");
-    let r = on(
-        &s,
-        &clone,
-        &format!("/temporal/entities/{}?options=temporalValues", enc(id)),
-    )
-    .await;
+    let r = temporal_values(&s, &clone, id).await;
     assert_eq!(
         r.body["level"]["values"],
         json!([[2.0, "2026-09-01T01:00:00Z"], [3.5, "2026-09-01T02:00:00Z"]]),
@@ -514,12 +510,7 @@ async fn history_alone_is_copied_with_its_dataset_ids() {
     });
     let snap = create(&s, None, &doc).await;
     assert_eq!(ready(&s, None, &snap).await["snapshotStatus"], "success");
-    let r = on(
-        &s,
-        &snap,
-        &format!("/temporal/entities/{}?options=temporalValues", enc(id)),
-    )
-    .await;
+    let r = temporal_values(&s, &snap, id).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let mut series: Vec<(String, Value)> = r.body["no2"]
         .as_array()
