@@ -438,8 +438,20 @@ fn strip_compound_nulls(a: &mut Attribute) {
 /// the value is replaced (Partial Attribute Update, clause 5.5.8).
 fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i64) {
     let keep_value = patch.is_valueless();
+    // A member the fragment does not give stays (clause 5.5.8 Example 1):
+    // the objectType of a Relationship given a new object.
+    let old_object_type = match &old.value {
+        AttrValue::Relationship { object_type, .. } => object_type.clone().map(|t| (false, t)),
+        AttrValue::ListRelationship { object_type, .. } => object_type.clone().map(|t| (true, t)),
+        _ => None,
+    };
     match (&mut old.value, patch.value) {
         _ if keep_value => {}
+        (AttrValue::LanguageProperty(target), AttrValue::LanguageProperty(map)) if compound => {
+            for (tag, text) in map {
+                target.insert(tag, text);
+            }
+        }
         (AttrValue::Property(target), AttrValue::Property(v @ Value::Object(_))) if compound => {
             merge_json(target, v)
         }
@@ -449,6 +461,17 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
                 merge_json(v, patch);
             }
             old.value = value;
+        }
+    }
+    if let Some((list, kept)) = old_object_type {
+        match &mut old.value {
+            AttrValue::Relationship { object_type, .. } if !list && object_type.is_none() => {
+                *object_type = Some(kept);
+            }
+            AttrValue::ListRelationship { object_type, .. } if list && object_type.is_none() => {
+                *object_type = Some(kept);
+            }
+            _ => {}
         }
     }
     if patch.observed_at.is_some() {
@@ -641,8 +664,13 @@ pub fn delete_attribute(
 /// merges its metadata and sub-attributes into the instance it names; one
 /// that names no instance is refused (BadRequestData), before anything
 /// changes.
-pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) -> NgsiResult<()> {
-    check_valueless(entity, &fragment)?;
+///
+/// A merge keeps the kind of each attribute it merges into (clause
+/// 5.6.17.4): a fragment's Property value, as the simplified
+/// representations give it, becomes a value of that kind, or is refused
+/// when it cannot be one (BadRequestData).
+pub fn merge(entity: &mut Entity, mut fragment: Entity, now: i64) -> NgsiResult<()> {
+    prepare_merge(entity, &mut fragment)?;
     add_types(entity, fragment.types);
     set_expiry(entity, fragment.expires_at);
     if fragment.scopes.len() == 1 && &*fragment.scopes[0] == core_iri::NULL {
@@ -669,35 +697,97 @@ pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) -> NgsiResult<()> 
     Ok(())
 }
 
-/// Checks that every valueless instance and sub-attribute of a merge
-/// fragment has an instance to merge into.
-fn check_valueless(entity: &Entity, fragment: &Entity) -> NgsiResult<()> {
-    for (name, instances) in &fragment.attrs {
-        for patch in instances.iter().filter(|p| p.has_valueless()) {
+/// Readies a merge fragment against the entity, before anything changes:
+/// every instance (and sub-attribute) that merges into one takes its kind,
+/// and every valueless one has an instance to merge into.
+fn prepare_merge(entity: &Entity, fragment: &mut Entity) -> NgsiResult<()> {
+    for (name, instances) in &mut fragment.attrs {
+        for patch in instances.iter_mut().filter(|p| !is_ngsi_null(p)) {
             let old = entity
                 .attr(name)
                 .and_then(|list| list.iter().find(|a| a.dataset_id == patch.dataset_id));
-            check_valueless_instance(name, old, patch)?;
+            prepare_instance(name, old, patch)?;
         }
     }
     Ok(())
 }
 
-fn check_valueless_instance(
-    name: &str,
-    old: Option<&Attribute>,
-    patch: &Attribute,
-) -> NgsiResult<()> {
+fn prepare_instance(name: &str, old: Option<&Attribute>, patch: &mut Attribute) -> NgsiResult<()> {
     let Some(old) = old else {
-        return Err(NgsiError::bad_data(format!(
-            "attribute {name}: a fragment without a value can only merge into an instance that exists, and there is none"
-        )));
+        if patch.has_valueless() {
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name}: a fragment without a value can only merge into an instance that exists, and there is none"
+            )));
+        }
+        return Ok(());
     };
-    for (sub_name, sub) in &patch.sub {
-        if sub.has_valueless() {
-            check_valueless_instance(sub_name, old.sub_attr(sub_name), sub)?;
+    kept_kind(name, &old.value, &mut patch.value)?;
+    for (sub_name, sub) in &mut patch.sub {
+        if !is_ngsi_null(sub) {
+            prepare_instance(sub_name, old.sub_attr(sub_name), sub)?;
         }
     }
+    Ok(())
+}
+
+/// Turns a Property value merged into an attribute of another kind into a
+/// value of that kind (a simplified representation names no kind), or
+/// refuses it. Values of a named kind, and valueless ones, stay.
+fn kept_kind(name: &str, old: &AttrValue, patch: &mut AttrValue) -> NgsiResult<()> {
+    let AttrValue::Property(v) = patch else {
+        return Ok(());
+    };
+    if v.is_null() || matches!(old, AttrValue::Property(_)) {
+        return Ok(());
+    }
+    let uri = |x: &Value| x.as_str().is_some_and(crate::parse::is_absolute_iri);
+    let kind = old.kind_name();
+    let v = std::mem::take(v);
+    *patch = match (old, v) {
+        (AttrValue::Relationship { object_type, .. }, v)
+            if uri(&v)
+                || v.as_array()
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(uri)) =>
+        {
+            AttrValue::Relationship {
+                object: v,
+                object_type: object_type.clone(),
+            }
+        }
+        (AttrValue::ListRelationship { object_type, .. }, Value::Array(items))
+            if items
+                .iter()
+                .all(|x| uri(x) || x.get("object").is_some_and(uri)) =>
+        {
+            AttrValue::ListRelationship {
+                objects: items
+                    .into_iter()
+                    .map(|x| match x {
+                        Value::Object(mut m) => m.remove("object").unwrap_or_default(),
+                        other => other,
+                    })
+                    .collect(),
+                object_type: object_type.clone(),
+            }
+        }
+        (AttrValue::LanguageProperty(_), Value::Object(map))
+            if map.values().all(|x| {
+                x.is_string() || x.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+            }) =>
+        {
+            AttrValue::LanguageProperty(map)
+        }
+        (AttrValue::LanguageProperty(_), v @ Value::String(_)) => {
+            AttrValue::LanguageProperty(serde_json::Map::from_iter([("@none".to_string(), v)]))
+        }
+        (AttrValue::JsonProperty(_), v) => AttrValue::JsonProperty(v),
+        (AttrValue::ListProperty(_), Value::Array(items)) => AttrValue::ListProperty(items),
+        _ => {
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name} is a {kind}: a merge keeps its type, and the value given is no {kind} value (write it in the normalized form)"
+            )));
+        }
+    };
     Ok(())
 }
 

@@ -1024,3 +1024,68 @@ async fn an_earlier_version_is_answered_when_the_client_prefers_it() {
     assert_eq!(r.body[0]["type"], "Building", "{}", r.text);
     assert_eq!(r.body[0]["height"]["value"], 454);
 }
+
+/// A merge keeps the type of the attributes it merges into (clause
+/// 5.6.17.4): a simplified value becomes a value of that kind, or is
+/// refused; a new object keeps the Relationship's objectType (5.5.8
+/// Example 1).
+#[tokio::test]
+async fn a_merge_keeps_the_type_of_what_it_merges_into() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Bus:merge";
+    s.create(json!({"id": id, "type": "Bus",
+        "name": {"type": "LanguageProperty", "languageMap": {"en": "Line 1"}},
+        "route": {"type": "Relationship", "object": "urn:ngsi-ld:Route:1", "objectType": "Route"},
+        "stops": {"type": "ListProperty", "valueList": [1]},
+        "fleet": {"type": "ListRelationship", "objectList": [{"object": "urn:ngsi-ld:Bus:2"}]}}))
+        .await;
+    let path = format!("/entities/{}", enc(id));
+    let r = s
+        .patch(
+            &path,
+            &json!({"route": "urn:ngsi-ld:Route:9", "name": {"zh": "一号线"}, "stops": [5, 6],
+                    "fleet": ["urn:ngsi-ld:Bus:3"]}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let e = s.entity(id, "").await;
+    assert_eq!(
+        e["route"],
+        json!({"type": "Relationship", "object": "urn:ngsi-ld:Route:9", "objectType": "Route"}),
+        "{e}"
+    );
+    assert_eq!(
+        e["name"],
+        json!({"type": "LanguageProperty", "languageMap": {"en": "Line 1", "zh": "一号线"}}),
+        "{e}"
+    );
+    assert_eq!(
+        e["stops"],
+        json!({"type": "ListProperty", "valueList": [5, 6]}),
+        "{e}"
+    );
+    assert_eq!(e["fleet"]["type"], "ListRelationship", "{e}");
+    assert_eq!(
+        e["fleet"]["objectList"],
+        json!([{"object": "urn:ngsi-ld:Bus:3"}]),
+        "{e}"
+    );
+
+    // A value that cannot be of the attribute's type is refused, whole.
+    let before = s.entity(id, "").await;
+    s.patch(&path, &json!({"route": 5, "stops": [7]}))
+        .await
+        .problem(400, "BadRequestData");
+    assert_eq!(s.entity(id, "").await, before);
+
+    // A partial update with a new object keeps the objectType.
+    s.patch(
+        &format!("{path}/attrs/route"),
+        &json!({"object": "urn:ngsi-ld:Route:4"}),
+    )
+    .await
+    .no_content();
+    let e = s.entity(id, "").await;
+    assert_eq!(e["route"]["object"], "urn:ngsi-ld:Route:4", "{e}");
+    assert_eq!(e["route"]["objectType"], "Route", "{e}");
+}
