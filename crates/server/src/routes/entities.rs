@@ -658,6 +658,9 @@ pub async fn purge(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         Some("true") => true,
         Some(_) => return Err(req.err(NgsiError::bad_data("local must be true or false"))),
     };
+    // "'*' is also allowed as a value and local is implicitly set to true"
+    // (Table 6.4.3.3-1).
+    let local = local || param(&params, "type").map(str::trim) == Some("*");
     let ctx = link_ctx(&req, &state).await?;
     let origin = Origin {
         local,

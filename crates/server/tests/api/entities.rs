@@ -781,6 +781,12 @@ async fn purge_entities() {
     assert_eq!(s.ids("type=B").await, ["urn:b:1"]);
     s.delete("/entities?local=true").await.no_content();
     assert!(s.ids("type=A,B").await.is_empty());
+    // type=* purges every type, local implied (Table 6.4.3.3-1).
+    for (id, t) in [("urn:a:3", "A"), ("urn:b:3", "B")] {
+        s.create(json!({"id": id, "type": t, "x": 1})).await;
+    }
+    s.delete("/entities?type=*").await.no_content();
+    assert!(s.ids("type=A,B").await.is_empty());
 }
 
 #[tokio::test]
