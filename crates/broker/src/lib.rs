@@ -599,11 +599,12 @@ impl Broker {
         id: &str,
         body: &J,
         type_filter: Option<&str>,
+        options: update::MergeOptions,
     ) -> NgsiResult<()> {
         let fragment = self.fragment_entity(ctx, id, body, ParseLimits::merge())?;
         let types = self.type_selector(ctx, type_filter)?;
         self.modify_entity(tenant, id, types, move |entity, now| {
-            update::merge(entity, fragment, now)
+            update::merge_with(entity, fragment, now, &options)
         })
         .await
     }

@@ -669,8 +669,29 @@ pub fn delete_attribute(
 /// 5.6.17.4): a fragment's Property value, as the simplified
 /// representations give it, becomes a value of that kind, or is refused
 /// when it cannot be one (BadRequestData).
-pub fn merge(entity: &mut Entity, mut fragment: Entity, now: i64) -> NgsiResult<()> {
-    prepare_merge(entity, &mut fragment)?;
+pub fn merge(entity: &mut Entity, fragment: Entity, now: i64) -> NgsiResult<()> {
+    merge_with(entity, fragment, now, &MergeOptions::default())
+}
+
+/// The common values of a Merge Entity (clause 5.6.17.3, Table 6.5.3.4-1).
+#[derive(Debug, Clone, Default)]
+pub struct MergeOptions {
+    /// `lang`: a string merged into a LanguageProperty replaces the text
+    /// of this language only.
+    pub lang: Option<String>,
+    /// `observedAt`: the observedAt of every merged instance that had one,
+    /// unless the fragment gives its own.
+    pub observed_at: Option<Arc<str>>,
+}
+
+/// [`merge`] with the common values of `options`.
+pub fn merge_with(
+    entity: &mut Entity,
+    mut fragment: Entity,
+    now: i64,
+    options: &MergeOptions,
+) -> NgsiResult<()> {
+    prepare_merge(entity, &mut fragment, options)?;
     add_types(entity, fragment.types);
     set_expiry(entity, fragment.expires_at);
     if fragment.scopes.len() == 1 && &*fragment.scopes[0] == core_iri::NULL {
@@ -700,19 +721,30 @@ pub fn merge(entity: &mut Entity, mut fragment: Entity, now: i64) -> NgsiResult<
 /// Readies a merge fragment against the entity, before anything changes:
 /// every instance (and sub-attribute) that merges into one takes its kind,
 /// and every valueless one has an instance to merge into.
-fn prepare_merge(entity: &Entity, fragment: &mut Entity) -> NgsiResult<()> {
+fn prepare_merge(entity: &Entity, fragment: &mut Entity, options: &MergeOptions) -> NgsiResult<()> {
     for (name, instances) in &mut fragment.attrs {
         for patch in instances.iter_mut().filter(|p| !is_ngsi_null(p)) {
             let old = entity
                 .attr(name)
                 .and_then(|list| list.iter().find(|a| a.dataset_id == patch.dataset_id));
-            prepare_instance(name, old, patch)?;
+            if let Some(old) = old
+                && old.observed_at.is_some()
+                && patch.observed_at.is_none()
+            {
+                patch.observed_at.clone_from(&options.observed_at);
+            }
+            prepare_instance(name, old, patch, options.lang.as_deref())?;
         }
     }
     Ok(())
 }
 
-fn prepare_instance(name: &str, old: Option<&Attribute>, patch: &mut Attribute) -> NgsiResult<()> {
+fn prepare_instance(
+    name: &str,
+    old: Option<&Attribute>,
+    patch: &mut Attribute,
+    lang: Option<&str>,
+) -> NgsiResult<()> {
     let Some(old) = old else {
         if patch.has_valueless() {
             return Err(NgsiError::bad_data(format!(
@@ -721,10 +753,10 @@ fn prepare_instance(name: &str, old: Option<&Attribute>, patch: &mut Attribute) 
         }
         return Ok(());
     };
-    kept_kind(name, &old.value, &mut patch.value)?;
+    kept_kind(name, &old.value, &mut patch.value, lang)?;
     for (sub_name, sub) in &mut patch.sub {
         if !is_ngsi_null(sub) {
-            prepare_instance(sub_name, old.sub_attr(sub_name), sub)?;
+            prepare_instance(sub_name, old.sub_attr(sub_name), sub, lang)?;
         }
     }
     Ok(())
@@ -733,7 +765,12 @@ fn prepare_instance(name: &str, old: Option<&Attribute>, patch: &mut Attribute) 
 /// Turns a Property value merged into an attribute of another kind into a
 /// value of that kind (a simplified representation names no kind), or
 /// refuses it. Values of a named kind, and valueless ones, stay.
-fn kept_kind(name: &str, old: &AttrValue, patch: &mut AttrValue) -> NgsiResult<()> {
+fn kept_kind(
+    name: &str,
+    old: &AttrValue,
+    patch: &mut AttrValue,
+    lang: Option<&str>,
+) -> NgsiResult<()> {
     let AttrValue::Property(v) = patch else {
         return Ok(());
     };
@@ -777,8 +814,10 @@ fn kept_kind(name: &str, old: &AttrValue, patch: &mut AttrValue) -> NgsiResult<(
         {
             AttrValue::LanguageProperty(map)
         }
+        // The text of the common language (`lang`), else of none.
         (AttrValue::LanguageProperty(_), v @ Value::String(_)) => {
-            AttrValue::LanguageProperty(serde_json::Map::from_iter([("@none".to_string(), v)]))
+            let tag = lang.unwrap_or("@none").to_string();
+            AttrValue::LanguageProperty(serde_json::Map::from_iter([(tag, v)]))
         }
         (AttrValue::JsonProperty(_), v) => AttrValue::JsonProperty(v),
         (AttrValue::ListProperty(_), Value::Array(items)) => AttrValue::ListProperty(items),

@@ -74,6 +74,8 @@ const WRITE_PARAMS: &[&str] = &["options", "local", "format"];
 /// The parameters of the writes on one entity, which also take the
 /// selector of Entity types (clause 5.6).
 const ENTITY_WRITE_PARAMS: &[&str] = &["options", "local", "format", "type"];
+/// Merge Entity's, with its common values (Table 6.5.3.4-1).
+const MERGE_PARAMS: &[&str] = &["options", "local", "format", "type", "lang", "observedAt"];
 
 /// Reads and parses a JSON body after the Content-Type check, and resolves
 /// its @context.
@@ -269,11 +271,23 @@ async fn write_no_content(
     state: &AppState,
     req: &Ngsi,
     body: Body,
+    what: (WriteKind, &str, Option<&str>),
+    op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Json<'_>, Option<&str>) -> ngsi_model::NgsiResult<()>,
+) -> ApiResult {
+    write_no_content_with(state, req, body, ENTITY_WRITE_PARAMS, what, op).await
+}
+
+/// [`write_no_content`] for an operation that takes the parameters
+/// `allowed`.
+async fn write_no_content_with(
+    state: &AppState,
+    req: &Ngsi,
+    body: Body,
+    allowed: &[&str],
     (kind, id, attr): (WriteKind, &str, Option<&str>),
     op: impl AsyncFnOnce(&broker::Broker, &Ctx, &Json<'_>, Option<&str>) -> ngsi_model::NgsiResult<()>,
 ) -> ApiResult {
-    let params =
-        checked_params(req.query.as_deref(), ENTITY_WRITE_PARAMS).map_err(|e| req.err(e))?;
+    let params = checked_params(req.query.as_deref(), allowed).map_err(|e| req.err(e))?;
     let (bytes, consume) = json_body(req, state, body).await?;
     let doc = body_doc(req, state, &bytes)?;
     let ctx = body_ctx(req, state, consume, &doc).await?;
@@ -695,11 +709,42 @@ pub async fn merge(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
+    let params = checked_params(req.query.as_deref(), MERGE_PARAMS).map_err(|e| req.err(e))?;
+    let options = merge_options(&params).map_err(|e| req.err(e))?;
     let what = (WriteKind::Merge, id.as_str(), None);
-    write_no_content(&state, &req, body, what, async |b, ctx, v, t| {
-        b.merge_entity(&req.tenant, ctx, &id, v, t).await
-    })
+    write_no_content_with(
+        &state,
+        &req,
+        body,
+        MERGE_PARAMS,
+        what,
+        async |b, ctx, v, t| b.merge_entity(&req.tenant, ctx, &id, v, t, options).await,
+    )
     .await
+}
+
+/// The common values of a Merge Entity: `lang` and `observedAt` (clause
+/// 5.6.17.3).
+fn merge_options(
+    params: &[(String, String)],
+) -> ngsi_model::NgsiResult<ngsi_model::update::MergeOptions> {
+    let lang = match param(params, "lang").map(str::trim) {
+        Some(l) if l.is_empty() || l.contains([',', ';', '*']) => {
+            return Err(NgsiError::bad_data(format!(
+                "lang {l:?} must be one language tag"
+            )));
+        }
+        other => other.map(str::to_string),
+    };
+    let observed_at = match param(params, "observedAt") {
+        Some(t) if ngsi_model::time::parse_datetime(t).is_none() => {
+            return Err(NgsiError::bad_data(format!(
+                "observedAt {t:?} is not a DateTime"
+            )));
+        }
+        other => other.map(Into::into),
+    };
+    Ok(ngsi_model::update::MergeOptions { lang, observed_at })
 }
 
 /// PUT /entities/{id}

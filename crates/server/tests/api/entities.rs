@@ -1095,3 +1095,45 @@ async fn a_merge_keeps_the_type_of_what_it_merges_into() {
     assert_eq!(e["route"]["object"], "urn:ngsi-ld:Route:4", "{e}");
     assert_eq!(e["route"]["objectType"], "Route", "{e}");
 }
+
+/// Merge Entity's common values (clause 5.6.17.4, Table 6.5.3.4-1):
+/// `lang` says which text of a LanguageProperty a string replaces;
+/// `observedAt` stamps the merged attributes that had an observedAt,
+/// unless the fragment gives its own.
+#[tokio::test]
+async fn a_merge_takes_a_common_language_and_observed_at() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Bus:common";
+    let t0 = "2026-11-27T07:00:00Z";
+    s.create(json!({"id": id, "type": "Bus",
+        "name": {"type": "LanguageProperty", "languageMap": {"en": "Line 1", "zh": "一号线"}},
+        "speed": {"type": "Property", "value": 30, "observedAt": t0},
+        "load": {"type": "Property", "value": 0.5, "observedAt": t0},
+        "seats": {"type": "Property", "value": 40}}))
+        .await;
+    let path = format!("/entities/{}", enc(id));
+    let t1 = "2026-11-27T08:00:00Z";
+    let r = s
+        .patch(
+            &format!("{path}?lang=zh&observedAt={t1}"),
+            &json!({"name": "二号线", "speed": 35, "seats": 41,
+                    "load": {"value": 0.7, "observedAt": "2026-11-27T07:59:00Z"}}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let e = s.entity(id, "").await;
+    assert_eq!(
+        e["name"]["languageMap"],
+        json!({"en": "Line 1", "zh": "二号线"}),
+        "{e}"
+    );
+    assert_eq!(e["speed"]["observedAt"], t1, "{e}");
+    assert_eq!(e["load"]["observedAt"], "2026-11-27T07:59:00Z", "{e}");
+    assert_eq!(e["seats"].get("observedAt"), None, "{e}");
+    assert_eq!(e["seats"]["value"], 41, "{e}");
+    for bad in ["observedAt=yesterday", "lang=*", "lang=en,zh"] {
+        s.patch(&format!("{path}?{bad}"), &json!({"speed": 1}))
+            .await
+            .problem(400, "BadRequestData");
+    }
+}

@@ -137,7 +137,14 @@ const ENTITY_MEMBERS: &[&str] = &[
 ];
 
 /// The parameters of the client's query string a source gets with a write.
-const WRITE_PARAMS: &[&str] = &["options", "datasetId", "deleteAll", "type"];
+const WRITE_PARAMS: &[&str] = &[
+    "options",
+    "datasetId",
+    "deleteAll",
+    "type",
+    "lang",
+    "observedAt",
+];
 /// Whether a source gets a purge's parameter `key`: its selection, and
 /// what it keeps or drops.
 fn purge_param(key: &str) -> bool {
