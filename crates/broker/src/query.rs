@@ -780,14 +780,8 @@ impl EntityQuery {
         // The attribute instances shown (Table 5.2.23-1, clause 4.5.5).
         if let Some(ds) = m.get("datasetId") {
             let ds = names_list(ds, "datasetId")?;
-            if let Some(bad) = ds
-                .split(',')
-                .map(str::trim)
-                .find(|d| *d != "@none" && !ngsi_model::parse::is_absolute_iri(d))
-            {
-                return Err(NgsiError::bad_data(format!(
-                    "datasetId {bad:?} is neither a URI nor @none"
-                )));
+            for d in ds.split(',') {
+                ngsi_model::parse::check_dataset_id(d.trim())?;
             }
             params.dataset_id = Some(ds);
         }

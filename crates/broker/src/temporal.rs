@@ -1385,6 +1385,21 @@ impl Broker {
         match q.format {
             TemporalFormat::Aggregated => {
                 let mut all = Vec::new();
+                let shown = q.shown_attrs(he);
+                let datasets = q.shown_datasets();
+                // A Scope is no number to aggregate.
+                let selected: Vec<(&Iri, &Option<Box<str>>)> = he
+                    .attrs
+                    .iter()
+                    .filter(|(attr, dataset)| {
+                        **attr != *store::history::SCOPE
+                            && shown.as_ref().is_none_or(|keep| keep.contains(attr))
+                            && datasets.as_ref().is_none_or(|want| {
+                                want.iter().any(|w| w.as_deref() == dataset.as_deref())
+                            })
+                    })
+                    .map(|(a, d)| (a, d))
+                    .collect();
                 // Each attribute is labelled with its kind (clause
                 // 4.5.19.0): that of its instances read here, else of the
                 // entity as it is now, else of its last instance.
@@ -1406,11 +1421,10 @@ impl Broker {
                             Some(a.value.kind_name())
                         })
                 };
-                let unknown: Vec<Iri> = he
-                    .attrs
+                let unknown: Vec<Iri> = selected
                     .iter()
-                    .filter(|(a, d)| **a != *store::history::SCOPE && known_kind(a, d).is_none())
-                    .map(|(a, _)| a.clone())
+                    .filter(|(a, d)| known_kind(a, d).is_none())
+                    .map(|(a, _)| (*a).clone())
                     .collect();
                 let last_ones = if unknown.is_empty() {
                     Vec::new()
@@ -1440,18 +1454,7 @@ impl Broker {
                         })
                         .unwrap_or("Property")
                 };
-                let shown = q.shown_attrs(he);
-                let datasets = q.shown_datasets();
-                for (attr, dataset) in &he.attrs {
-                    // A Scope is no number to aggregate.
-                    if **attr == *store::history::SCOPE
-                        || shown.as_ref().is_some_and(|keep| !keep.contains(attr))
-                        || datasets.as_ref().is_some_and(|want| {
-                            !want.iter().any(|w| w.as_deref() == dataset.as_deref())
-                        })
-                    {
-                        continue;
-                    }
+                for (attr, dataset) in selected.iter().copied() {
                     let distinct = q.methods.contains(&AggrMethod::DistinctCount);
                     // Instances merged with what sources answered are
                     // aggregated here; otherwise the store aggregates.
@@ -1807,11 +1810,8 @@ impl Broker {
         check_id(id)?;
         check_attr_name(attr)?;
         self.check_tenant(tenant)?;
-        if let Some(d) = dataset_id
-            && d != "@none"
-            && !ngsi_model::parse::is_absolute_iri(d)
-        {
-            return Err(bad(format!("datasetId {d:?} is not a URI")));
+        if let Some(d) = dataset_id {
+            ngsi_model::parse::check_dataset_id(d)?;
         }
         let dataset = if delete_all {
             None

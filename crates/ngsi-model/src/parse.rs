@@ -231,6 +231,18 @@ fn check_members<J: JsonDoc>(m: &J, kind: &str, name: &str) -> NgsiResult<()> {
     Ok(())
 }
 
+/// Checks a datasetId a client names: a URI, or `@none` for the default
+/// instance (clause 4.5.5).
+pub fn check_dataset_id(d: &str) -> NgsiResult<()> {
+    if d == "@none" || is_absolute_iri(d) {
+        Ok(())
+    } else {
+        Err(NgsiError::bad_data(format!(
+            "datasetId {d:?} is neither a URI nor @none"
+        )))
+    }
+}
+
 /// Whether `s` is an absolute IRI (a scheme followed by a colon and at least
 /// one further character, with no characters that IRIs forbid).
 pub fn is_absolute_iri(s: &str) -> bool {

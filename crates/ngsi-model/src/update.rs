@@ -440,9 +440,10 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
     let keep_value = patch.is_valueless();
     // A member the fragment does not give stays (clause 5.5.8 Example 1):
     // the objectType of a Relationship given a new object.
+    let old_kind = old.value.kind_name();
     let old_object_type = match &old.value {
-        AttrValue::Relationship { object_type, .. } => object_type.clone().map(|t| (false, t)),
-        AttrValue::ListRelationship { object_type, .. } => object_type.clone().map(|t| (true, t)),
+        AttrValue::Relationship { object_type, .. }
+        | AttrValue::ListRelationship { object_type, .. } => object_type.clone(),
         _ => None,
     };
     match (&mut old.value, patch.value) {
@@ -463,16 +464,13 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
             old.value = value;
         }
     }
-    if let Some((list, kept)) = old_object_type {
-        match &mut old.value {
-            AttrValue::Relationship { object_type, .. } if !list && object_type.is_none() => {
-                *object_type = Some(kept);
-            }
-            AttrValue::ListRelationship { object_type, .. } if list && object_type.is_none() => {
-                *object_type = Some(kept);
-            }
-            _ => {}
-        }
+    if let Some(kept) = old_object_type
+        && old.value.kind_name() == old_kind
+        && let AttrValue::Relationship { object_type, .. }
+        | AttrValue::ListRelationship { object_type, .. } = &mut old.value
+        && object_type.is_none()
+    {
+        *object_type = Some(kept);
     }
     if patch.observed_at.is_some() {
         old.observed_at = patch.observed_at;

@@ -475,14 +475,8 @@ impl Subscription {
                 "lang" => self.lang = (!null).then(|| string(value, key)).transpose()?,
                 "datasetId" => {
                     let ids = (!null).then(|| non_empty_strings(value, key)).transpose()?;
-                    if let Some(bad_id) = ids
-                        .iter()
-                        .flatten()
-                        .find(|d| *d != "@none" && !ngsi_model::parse::is_absolute_iri(d))
-                    {
-                        return Err(bad(format!(
-                            "datasetId {bad_id:?} is neither a URI nor @none"
-                        )));
+                    for d in ids.iter().flatten() {
+                        ngsi_model::parse::check_dataset_id(d)?;
                     }
                     self.dataset_id = ids;
                 }

@@ -335,11 +335,6 @@ impl Relay {
                 // a way every broker reads); then it is deleted and made
                 // anew, beside it when the source cannot delete.
                 let held = previous.filter(|p| !p.refused);
-                let previous = previous.map(|p| Sent {
-                    undeleted_since: None,
-                    ..p.clone()
-                });
-                let previous = previous.as_ref();
                 let patch = held.is_some_and(|p| {
                     r.offers("updateSubscription") && !drops_members(&p.doc, &doc)
                 });
@@ -404,7 +399,11 @@ impl Relay {
                         by_copy.remove(&copy_id);
                         if let Some(p) = previous {
                             by_copy.insert(p.copy_id.clone(), key.clone());
-                            after.push(p.clone());
+                            // Wanted again: no longer one to delete.
+                            after.push(Sent {
+                                undeleted_since: None,
+                                ..p.clone()
+                            });
                         }
                     }
                 }

@@ -513,11 +513,8 @@ impl Broker {
                     )
                 })
                 .next();
-            if let Some(d) = dataset_id
-                && d != "@none"
-                && !ngsi_model::parse::is_absolute_iri(&d)
-            {
-                return Err(NgsiError::bad_data(format!("datasetId {d:?} is not a URI")));
+            if let Some(d) = dataset_id {
+                ngsi_model::parse::check_dataset_id(&d)?;
             }
         }
         let Some(body) = body else {
