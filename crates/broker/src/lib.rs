@@ -571,10 +571,8 @@ impl Broker {
             dataset_id,
             delete_all,
         } = instances;
-        if let Some(d) = dataset_id
-            && !ngsi_model::parse::is_absolute_iri(d)
-        {
-            return Err(NgsiError::bad_data(format!("datasetId {d:?} is not a URI")));
+        if let Some(d) = dataset_id {
+            ngsi_model::parse::check_dataset_id(d)?;
         }
         let types = self.type_selector(ctx, type_filter)?;
         // The scope is deleted like an attribute (clause 5.6.5).

@@ -534,6 +534,27 @@ async fn delete_attribute_default_instance_dataset_id_and_delete_all() {
         .problem(400, "BadRequestData");
 }
 
+/// `datasetId=@none` names the default instance (clause 4.5.5), locally as
+/// it does for a forwarded delete.
+#[tokio::test]
+async fn delete_attribute_with_dataset_id_none_deletes_the_default_instance() {
+    let s = Server::start().await;
+    s.create(json!({"id": ID, "type": "Vehicle", "temp": [
+        {"type": "Property", "value": 0},
+        {"type": "Property", "value": 1, "datasetId": "urn:ds:1"},
+    ]}))
+    .await;
+    s.delete(&format!("{}?datasetId=@none", attr("temp")))
+        .await
+        .no_content();
+    let temp = &s.entity(ID, "").await["temp"];
+    assert_eq!(temp["datasetId"], "urn:ds:1", "{temp}");
+    assert_eq!(temp["value"], 1, "{temp}");
+    s.delete(&format!("{}?datasetId=@none", attr("temp")))
+        .await
+        .problem(404, "ResourceNotFound");
+}
+
 #[tokio::test]
 async fn attribute_names_in_paths_are_expanded_with_the_link_context() {
     let s = Server::start().await;
