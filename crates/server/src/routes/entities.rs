@@ -11,6 +11,7 @@ use ngsi_model::{Json, JsonDoc, NgsiError, compat};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
+use super::paging::{paging_links, post_query_target};
 use super::{body_kind, created, query_params};
 use crate::http::{
     ApiResult, Consume, Produce, content_type, empty, json_array_response, json_response,
@@ -462,57 +463,6 @@ pub(crate) fn add_warnings(resp: &mut Response, warnings: &[String]) {
     }
 }
 
-pub(crate) fn paging_links(
-    path: &str,
-    params: &[(String, String)],
-    query: &EntityQuery,
-    total: Option<usize>,
-    returned: usize,
-) -> Vec<String> {
-    let mut links = Vec::new();
-    if query.limit == 0 {
-        return links;
-    }
-    let mut base: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "offset" && k != "limit")
-        .cloned()
-        .collect();
-    base.push(("limit".into(), query.limit.to_string()));
-    let make = |offset: usize| {
-        let mut p = base.clone();
-        p.push(("offset".into(), offset.to_string()));
-        p.sort();
-        let qs: Vec<String> = p
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k}={}",
-                    utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-                )
-            })
-            .collect();
-        format!("<{path}?{}>", qs.join("&"))
-    };
-    if query.offset > 0 {
-        links.push(format!(
-            "{}; rel=\"prev\";type=\"application/json\"",
-            make(query.offset.saturating_sub(query.limit))
-        ));
-    }
-    let more = match total {
-        Some(t) => query.offset + returned < t,
-        None => returned == query.limit,
-    };
-    if more {
-        links.push(format!(
-            "{}; rel=\"next\";type=\"application/json\"",
-            make(query.offset + query.limit)
-        ));
-    }
-    links
-}
-
 async fn query_response(
     req: &Ngsi,
     state: &AppState,
@@ -541,9 +491,19 @@ async fn query_response(
         .query_entities_mapped(&req.tenant, ctx, query, &origin, &map)
         .await
         .map_err(|e| req.err(e))?;
+    let (path, link_params) = match &body {
+        Some(b) => post_query_target(
+            "/ngsi-ld/v1/entities",
+            "/ngsi-ld/v1/entityOperations/query",
+            params,
+            b,
+            false,
+        ),
+        None => ("/ngsi-ld/v1/entities", params.to_vec()),
+    };
     let links = paging_links(
-        "/ngsi-ld/v1/entities",
-        params,
+        path,
+        &link_params,
         query,
         result.total,
         result.entities.len(),

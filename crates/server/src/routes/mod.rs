@@ -5,6 +5,7 @@ mod contexts;
 mod entities;
 mod entity_maps;
 mod info;
+mod paging;
 mod registrations;
 mod snapshots;
 mod subscriptions;

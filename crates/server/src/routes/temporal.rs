@@ -8,9 +8,9 @@ use broker::{Ctx, TemporalParams, TemporalQuery, TemporalResult};
 use serde_json::Value;
 
 use super::entities::{
-    QUERY_PARAMS, RETRIEVE_PARAMS, body_and_ctx, delete_all_param, link_ctx, paging_links,
-    resource_location,
+    QUERY_PARAMS, RETRIEVE_PARAMS, body_and_ctx, delete_all_param, link_ctx, resource_location,
 };
+use super::paging::{paging_links, post_query_target};
 use super::{created, query_params};
 use crate::http::{
     ApiResult, Produce, empty, json_response, negotiate, param, query_params as checked_params,
@@ -29,6 +29,7 @@ pub(crate) const TEMPORAL_PARAMS: &[&str] = &[
 ];
 
 const BASE: &str = "/ngsi-ld/v1/temporal/entities";
+const POST_QUERY: &str = "/ngsi-ld/v1/temporal/entityOperations/query";
 
 fn allowed(base: &[&'static str]) -> Vec<&'static str> {
     base.iter().chain(TEMPORAL_PARAMS).copied().collect()
@@ -129,22 +130,28 @@ async fn run_query(
         .query_temporal_mapped(&req.tenant, ctx, query, &origin, &map)
         .await
         .map_err(|e| req.err(e))?;
-    let mut resp = query_response(produce, ctx, params, query, result);
+    let (path, link_params) = match body {
+        Some(b) => post_query_target(BASE, POST_QUERY, params, b, true),
+        None => (BASE, params.to_vec()),
+    };
+    let mut resp = query_response(produce, ctx, (path, &link_params), query, result);
     super::entities::add_warnings(&mut resp, &warnings);
     super::entity_maps::mark_map(&mut resp, map.as_ref(), true);
     Ok(resp)
 }
 
+/// The answer of a temporal query; its paging links go to `links`, a path
+/// and its parameters.
 fn query_response(
     produce: Produce,
     ctx: &Ctx,
-    params: &[(String, String)],
+    links: (&str, &[(String, String)]),
     query: &TemporalQuery,
     result: TemporalResult,
 ) -> Response {
     let links = paging_links(
-        BASE,
-        params,
+        links.0,
+        links.1,
         &query.entities,
         result.total,
         result.entities.len(),

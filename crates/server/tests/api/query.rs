@@ -270,6 +270,78 @@ async fn pagination_links_follow_the_suite_format() {
     );
 }
 
+/// The paging links of POST /entityOperations/query carry the body's
+/// query (clause 5.5.9.1): as GET parameters when it has that form, else
+/// they point at the POST resource, to which the body is sent again.
+#[tokio::test]
+async fn post_query_paging_links_carry_the_body_query() {
+    let s = city().await;
+    for i in 4..9 {
+        s.create(json!({"id": format!("urn:q:{i}"), "type": "House", "height": i * 10}))
+            .await;
+    }
+    let body = json!({
+        "type": "Query",
+        "entities": [{"type": "House"}, {"type": "Landmark"}],
+        "q": "height>25",
+        "attrs": ["height"],
+    });
+    let mut seen = Vec::new();
+    let first = s
+        .post(
+            "/entityOperations/query?limit=2&count=true&options=keyValues",
+            &body,
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.header("ngsild-results-count"), Some("6"));
+    assert_eq!(first.paging_link("prev"), None);
+    seen.extend(ids_of(&first.body));
+    let mut next = first.paging_link("next").expect("a next link");
+    assert!(next.starts_with("/entities?"), "{next}");
+    let last = loop {
+        let page = s.get(&next).await;
+        assert_eq!(page.status, 200, "{next}: {}", page.text);
+        seen.extend(ids_of(&page.body));
+        // The keyValues view and attrs of the body are kept.
+        for e in page.body.as_array().unwrap() {
+            assert_eq!(e.as_object().unwrap().len(), 3, "{e}");
+        }
+        match page.paging_link("next") {
+            Some(n) => next = n,
+            None => break page,
+        }
+    };
+    assert!(last.paging_link("prev").is_some());
+    let mut expected: Vec<String> = (4..9)
+        .filter(|i| i * 10 > 25)
+        .map(|i| format!("urn:q:{i}"))
+        .chain(["urn:q:3".into()])
+        .collect();
+    expected.sort();
+    assert_eq!(sorted(seen), expected);
+
+    // Selectors of different types with an id pattern: no GET form.
+    let body = json!({
+        "type": "Query",
+        "entities": [{"type": "House", "idPattern": "urn:q:[4-8]"}, {"type": "Landmark"}],
+    });
+    let first = s.post("/entityOperations/query?limit=4", &body).await;
+    assert_eq!(ids_of(&first.body).len(), 4, "{}", first.text);
+    let next = first.paging_link("next").expect("a next link");
+    assert_eq!(next, "/entityOperations/query?limit=4&offset=4");
+    let second = s.post(&next, &body).await;
+    let mut all = ids_of(&first.body);
+    all.extend(ids_of(&second.body));
+    assert_eq!(
+        sorted(all),
+        [
+            "urn:q:3", "urn:q:4", "urn:q:5", "urn:q:6", "urn:q:7", "urn:q:8"
+        ]
+    );
+    assert_eq!(second.paging_link("next"), None);
+}
+
 #[tokio::test]
 async fn query_forms_and_projection() {
     let s = city().await;

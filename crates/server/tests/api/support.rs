@@ -272,6 +272,20 @@ impl Resp {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The target of the paging link `rel` (`"next"` or `"prev"`), as a
+    /// path under the API base.
+    pub fn paging_link(&self, rel: &str) -> Option<String> {
+        let mark = format!("rel=\"{rel}\"");
+        self.headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|l| l.contains(&mark))
+            .and_then(|l| l.strip_prefix('<')?.split_once('>'))
+            .and_then(|(target, _)| target.strip_prefix(API))
+            .map(str::to_string)
+    }
+
     /// Asserts an NGSI-LD error: status, `application/problem+json`, the
     /// ProblemDetails `type`, and a non-empty `title` and `detail` that
     /// differ (the ETSI test suite's rule).
