@@ -46,6 +46,23 @@ fn member<'a>(attr: &'a Attribute, name: &str) -> Option<Member<'a>> {
     }
 }
 
+/// The element of an attribute instance that `path`'s sub-attributes name
+/// (the instance itself when there are none).
+fn element<'a>(inst: &'a Attribute, path: &AttrPath) -> Option<Member<'a>> {
+    let mut current = Member::Attr(inst);
+    for sub in &path.sub_attrs {
+        current = match &current {
+            Member::Attr(a) => member(a, sub)?,
+            Member::Value(_) => return None,
+        };
+    }
+    Some(current)
+}
+
+fn is_language(a: &Attribute) -> bool {
+    matches!(a.value, AttrValue::LanguageProperty(_))
+}
+
 fn primary_values(attr: &Attribute, out: &mut Vec<Value>) {
     match &attr.value {
         AttrValue::Property(v)
@@ -85,37 +102,39 @@ impl Target for EntityTarget<'_> {
             return;
         };
         for inst in instances {
-            let mut current = Member::Attr(inst);
-            let mut found = true;
-            for sub in &path.sub_attrs {
-                let next = match &current {
-                    Member::Attr(a) => member(a, sub),
-                    Member::Value(_) => None,
-                };
-                match next {
-                    Some(n) => current = n,
-                    None => {
-                        found = false;
-                        break;
-                    }
-                }
-            }
-            if !found {
+            let Some(current) = element(inst, path) else {
                 continue;
-            }
+            };
             let mut vals = Vec::new();
+            let mut language = false;
             match current {
-                Member::Attr(a) => primary_values(a, &mut vals),
+                Member::Attr(a) => {
+                    language = is_language(a);
+                    primary_values(a, &mut vals);
+                }
                 Member::Value(v) => vals.push(v),
             }
             for v in vals {
-                if path.compound.is_empty() {
-                    out.push(v);
-                } else {
-                    walk(&v, &path.compound, out);
+                match v {
+                    // A LanguageProperty named without a language: the
+                    // value of every language (clause 4.9).
+                    Value::Object(m) if path.compound.is_empty() && language => {
+                        out.extend(m.into_iter().map(|(_, v)| v));
+                    }
+                    v if path.compound.is_empty() => out.push(v),
+                    v => walk(&v, &path.compound, out),
                 }
             }
         }
+    }
+
+    fn is_language_map(&self, path: &AttrPath) -> bool {
+        path.compound.is_empty()
+            && self.0.attr(&path.attr).is_some_and(|instances| {
+                instances.iter().any(
+                    |inst| matches!(element(inst, path), Some(Member::Attr(a)) if is_language(a)),
+                )
+            })
     }
 
     fn is_relationship(&self, path: &AttrPath) -> bool {
@@ -157,6 +176,10 @@ impl Target for LinkedTarget<'_> {
 
     fn is_relationship(&self, path: &AttrPath) -> bool {
         EntityTarget(self.entity).is_relationship(path)
+    }
+
+    fn is_language_map(&self, path: &AttrPath) -> bool {
+        EntityTarget(self.entity).is_language_map(path)
     }
 
     fn linked(&self, id: &str, hop: &Hop, rest: &Query) -> bool {

@@ -68,21 +68,43 @@ impl Target for JsonTarget<'_> {
             let Some(value) = element.and_then(target_value) else {
                 continue;
             };
-            walk(value, &path.compound, out);
+            match value {
+                // A LanguageProperty named without a language: the value of
+                // every language (clause 4.9).
+                Json::Object(m) if path.compound.is_empty() && is_language_map(element) => {
+                    out.extend(m.values().cloned());
+                }
+                _ => walk(value, &path.compound, out),
+            }
         }
     }
 
+    fn is_language_map(&self, path: &AttrPath) -> bool {
+        path.compound.is_empty() && is_language_map(self.element(path))
+    }
+
     fn is_relationship(&self, path: &AttrPath) -> bool {
-        let Some(attr) = self.0.get(&path.attr) else {
-            return false;
-        };
-        let mut element = instances(attr).into_iter().next();
-        for sub in &path.sub_attrs {
-            element = element.and_then(|e| e.get(sub));
-        }
         matches!(
-            element.and_then(|e| e.get("type")).and_then(Json::as_str),
+            self.element(path)
+                .and_then(|e| e.get("type"))
+                .and_then(Json::as_str),
             Some("Relationship" | "ListRelationship")
         )
     }
+}
+
+impl<'a> JsonTarget<'a> {
+    /// The first instance of the element at `path`, sub-attributes walked.
+    fn element(&self, path: &AttrPath) -> Option<&'a Json> {
+        let mut element = instances(self.0.get(&path.attr)?).into_iter().next();
+        for sub in &path.sub_attrs {
+            element = element.and_then(|e| e.get(sub));
+        }
+        element
+    }
+}
+
+/// Whether an attribute element holds a languageMap.
+fn is_language_map(element: Option<&Json>) -> bool {
+    element.is_some_and(|e| e.get("languageMap").is_some())
 }

@@ -275,8 +275,8 @@ pub trait Target {
     ///   several `datasetId` instances); an array value is pushed as one
     ///   array;
     /// * the `object` of a Relationship (a URI string, or an array of them);
-    /// * the `languageMap` values of a LanguageProperty (with `[lang]` only
-    ///   that language's value, with `[*]` every language's);
+    /// * the `languageMap` values of a LanguageProperty, one per language
+    ///   (with `[lang]` only that language's value);
     /// * the `valueList` / `objectList` array of a ListProperty /
     ///   ListRelationship, the `json` of a JsonProperty, the (expanded)
     ///   `vocab` of a VocabProperty;
@@ -294,6 +294,15 @@ pub trait Target {
     /// ListRelationship; clause 4.9 says such elements never match operators
     /// other than `==` and `!=`. Defaults to `false`.
     fn is_relationship(&self, path: &AttrPath) -> bool {
+        let _ = path;
+        false
+    }
+
+    /// Whether the target element at `path` is a LanguageProperty named
+    /// without a language (no compound key): its target values are then the
+    /// values of every language, as with `[*]`, and `!=` holds only when
+    /// none of them is equal (clause 4.9). Defaults to `false`.
+    fn is_language_map(&self, path: &AttrPath) -> bool {
         let _ = path;
         false
     }
@@ -1191,9 +1200,13 @@ impl Term {
             // target: not identical, not included in an array, not in the
             // list, not in the range, and a different data type counts as
             // unequal.
-            // Clause 4.9, unequal on `attr[*]` (any key of a languageMap):
-            // no value of any key may be equal.
-            Predicate::NotEqual(o) if self.path.compound.iter().any(|k| k == "*") => {
+            // Clause 4.9, unequal on `attr[*]` or a LanguageProperty named
+            // without a language (any key of a languageMap): no value of any
+            // key may be equal.
+            Predicate::NotEqual(o)
+                if self.path.compound.iter().any(|k| k == "*")
+                    || target.is_language_map(&self.path) =>
+            {
                 !buf.iter().any(|t| equals_operand(unwrap(t), o))
             }
             Predicate::NotEqual(o) => buf.iter().any(|t| !equals_operand(unwrap(t), o)),

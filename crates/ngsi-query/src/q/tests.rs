@@ -318,6 +318,9 @@ fn match_linked_terms() {
         fn is_relationship(&self, path: &AttrPath) -> bool {
             JsonTarget(&self.0[self.1]).is_relationship(path)
         }
+        fn is_language_map(&self, path: &AttrPath) -> bool {
+            JsonTarget(&self.0[self.1]).is_language_map(path)
+        }
         fn linked(&self, id: &str, hop: &Hop, rest: &Query) -> bool {
             self.0.iter().position(|e| e["id"] == id).is_some_and(|i| {
                 (hop.types.is_empty() || hop.types.iter().any(|t| self.0[i]["type"] == **t))
@@ -561,6 +564,12 @@ fn match_compound_values() {
     check_match("sensor.rawdata[airquality.particulate]==40", "1");
     check_match("name[en]==\"car\"", "1");
     check_match("name[*]==\"voiture\"", "1");
+    // Without a language, any language's value is the target (clause 4.9).
+    check_match("name==\"voiture\"", "1");
+    check_match("name!=\"voiture\"", "");
+    check_match("name!=\"bike\"", "1");
+    check_match("name~=^voit", "1");
+    check_match("name[en]!=\"voiture\"", "1");
 }
 
 #[test]

@@ -458,6 +458,14 @@ async fn q_inside_language_maps_and_the_default_page_size() {
     // (clause 4.9, ETSI 019_29_07).
     assert_eq!(s.ids(&q("name[*]!=\"Grande Rue\"")).await, ["urn:l:2"]);
     assert_eq!(s.ids(&q("name[en]!=\"Big Road\"")).await, ["urn:l:2"]);
+    // Without a language, the target value is the value of any language
+    // (clause 4.9).
+    assert_eq!(s.ids(&q("name==\"Grande Rue\"")).await, ["urn:l:1"]);
+    assert_eq!(s.ids(&q("name!=\"Grande Rue\"")).await, ["urn:l:2"]);
+    assert_eq!(
+        sorted(s.ids(&q("name~=Road$")).await),
+        ["urn:l:1", "urn:l:2"]
+    );
     let r = s
         .get("/entities?type=Street&lang=fr&options=keyValues")
         .await;
