@@ -18,6 +18,7 @@ pub(crate) struct TypeInfo {
 
 #[derive(Default)]
 pub(crate) struct AttrInfo {
+    /// Instances of the attribute: `attributeCount` (clause 5.2.28).
     pub(crate) count: usize,
     pub(crate) kinds: BTreeSet<&'static str>,
     pub(crate) types: BTreeSet<Iri>,
@@ -57,7 +58,7 @@ impl Broker {
             .into_iter()
             .map(|a| {
                 let info = AttrInfo {
-                    count: a.entities,
+                    count: a.instances,
                     kinds: a.kinds.into_iter().collect(),
                     types: a.types.into_iter().collect(),
                 };

@@ -41,13 +41,13 @@ fn kinds_of(instances: &[ngsi_model::Attribute]) -> [bool; 8] {
 }
 
 /// Whether two versions of an entity have the same attributes, in the same
-/// order, with the same kinds: then they count alike in discovery.
+/// order, with as many instances of the same kinds: then they count alike
+/// in discovery.
 fn same_attr_kinds(a: &Entity, b: &Entity) -> bool {
     a.attrs.len() == b.attrs.len()
-        && a.attrs
-            .iter()
-            .zip(&b.attrs)
-            .all(|((na, ia), (nb, ib))| na == nb && (ia.same(ib) || kinds_of(ia) == kinds_of(ib)))
+        && a.attrs.iter().zip(&b.attrs).all(|((na, ia), (nb, ib))| {
+            na == nb && (ia.same(ib) || ia.len() == ib.len() && kinds_of(ia) == kinds_of(ib))
+        })
 }
 
 /// Entities (of one type, or in all) having an attribute, by kind.
@@ -70,6 +70,8 @@ struct TypeCounts {
 #[derive(Debug, Default)]
 struct AttrTotals {
     counts: AttrCounts,
+    /// Instances of the attribute (one per datasetId in each entity).
+    instances: usize,
     types: FxHashMap<u32, usize>,
 }
 
@@ -309,15 +311,15 @@ impl TenantIndex {
             }
         }
         let types: Vec<u32> = e.types.iter().map(|t| self.names.number_of(t)).collect();
-        let attrs: Vec<(u32, [bool; 8])> = e
+        let attrs: Vec<(u32, [bool; 8], usize)> = e
             .attrs
             .iter()
-            .map(|(name, i)| (self.names.number_of(name), kinds_of(i)))
+            .map(|(name, i)| (self.names.number_of(name), kinds_of(i), i.len()))
             .collect();
         for &t in &types {
             let tc = self.types.entry(t).or_default();
             bump(&mut tc.entities, add);
-            for (name, kinds) in &attrs {
+            for (name, kinds, _) in &attrs {
                 let ac = tc.attrs.entry(*name).or_default();
                 bump_kinds(ac, kinds, add);
                 if ac.entities == 0 {
@@ -328,9 +330,14 @@ impl TenantIndex {
                 self.types.remove(&t);
             }
         }
-        for (name, kinds) in &attrs {
+        for (name, kinds, instances) in &attrs {
             let totals = self.attrs.entry(*name).or_default();
             bump_kinds(&mut totals.counts, kinds, add);
+            if add {
+                totals.instances += instances;
+            } else {
+                totals.instances = totals.instances.saturating_sub(*instances);
+            }
             for t in &types {
                 let n = totals.types.entry(*t).or_default();
                 bump(n, add);
@@ -393,6 +400,7 @@ impl TenantIndex {
                 Some(AttrInfo {
                     name: names.get(*name as usize)?.clone(),
                     entities: t.counts.entities,
+                    instances: t.instances,
                     kinds: Self::kinds_of(&t.counts),
                     types,
                 })

@@ -242,6 +242,8 @@ pub struct AttrInfo {
     pub name: Iri,
     /// Entities having it.
     pub entities: usize,
+    /// Its instances in those entities (one per datasetId).
+    pub instances: usize,
     /// The kinds it takes.
     pub kinds: Vec<&'static str>,
     /// The types of the entities having it.

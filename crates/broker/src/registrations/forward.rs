@@ -289,6 +289,32 @@ fn body_for<'b, T>(bodies: &'b [(Arc<str>, T)], r: &Registration) -> Option<&'b 
     bodies.iter().find(|(id, _)| *id == r.id).map(|(_, b)| b)
 }
 
+/// The URL parameters of POST queries (entity and temporal): paging, view
+/// and aggregation, no selection.
+const POST_QUERY_URL_PARAMS: &[&str] = &[
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "local",
+    "lang",
+    "orderBy",
+    "orderFrom",
+    "collation",
+    "lastN",
+    "aggrMethods",
+    "aggrPeriodDuration",
+];
+
+/// Whether a paging link of a POST query names some selection of its own
+/// (a parameter that the URL of a POST query does not take), and so can be
+/// followed without the query's body.
+fn selects(link: &reqwest::Url) -> bool {
+    link.query_pairs()
+        .any(|(k, _)| !POST_QUERY_URL_PARAMS.contains(&k.as_ref()))
+}
+
 /// The `next` link of a paged answer, resolved against `base`; only one
 /// on the same origin (a source cannot send this broker, with the headers
 /// meant for it, elsewhere).
@@ -532,6 +558,7 @@ impl Forwarder {
         let deadline = tokio::time::Instant::now() + p.timeout;
         let mut budget = MAX_BODY;
         let mut url = p.url.clone();
+        let (mut method, mut body) = (p.method.clone(), p.body.as_deref());
         let mut out = Vec::new();
         for page in 0.. {
             if page == MAX_PAGES {
@@ -539,12 +566,12 @@ impl Forwarder {
                     "more than {MAX_PAGES} pages; the answer would be cut"
                 )));
             }
-            let (status, headers, body) = self
+            let (status, headers, answer) = self
                 .send(
-                    p.method.clone(),
+                    method.clone(),
                     url.clone(),
                     p.headers.clone(),
-                    p.body.as_deref(),
+                    body,
                     p.timeout,
                     deadline,
                     &mut budget,
@@ -553,7 +580,7 @@ impl Forwarder {
             if status != 200 {
                 return Err(Failure::Status(status));
             }
-            match serde_json::from_slice(&body) {
+            match serde_json::from_slice(&answer) {
                 Ok(Value::Array(items)) => out.extend(items),
                 Ok(_) => return Err(Failure::Invalid("not a JSON array".into())),
                 Err(e) => return Err(Failure::Invalid(e.to_string())),
@@ -562,9 +589,16 @@ impl Forwarder {
                 break;
             }
             match next_link(&headers, &url) {
-                // A POST query pages by the parameters of its link, sent
-                // with the same document to the same resource.
-                Some(next) if p.body.is_some() => {
+                // A POST query's link that carries the selection (this
+                // broker's links give a Query body as GET parameters) is
+                // followed as it is.
+                Some(next) if body.is_some() && selects(&next) => {
+                    (method, body) = (reqwest::Method::GET, None);
+                    url = next;
+                }
+                // Other POST queries page by the parameters of their link,
+                // sent with the same document to the same resource.
+                Some(next) if body.is_some() => {
                     url = p.url.clone();
                     url.set_query(next.query());
                 }
@@ -1336,6 +1370,17 @@ mod tests {
         assert!(via_names("HTTP/1.1 wuyang-x (comment)", "wuyang-x"));
         assert!(!via_names("1.1 wuyang-xy", "wuyang-x"));
         assert!(!via_names("", "wuyang-x"));
+    }
+
+    #[test]
+    fn post_query_links_with_a_selection_are_followed_as_they_are() {
+        let url = |q: &str| reqwest::Url::parse(&format!("http://s/ngsi-ld/v1/x?{q}")).unwrap();
+        assert!(selects(&url("limit=2&offset=2&type=A")));
+        assert!(selects(&url("q=a%3E1&offset=2")));
+        assert!(!selects(&url(
+            "limit=2&offset=2&count=true&options=keyValues"
+        )));
+        assert!(!selects(&url("lastN=3&aggrMethods=sum&offset=4")));
     }
 
     #[test]

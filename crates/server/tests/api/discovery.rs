@@ -136,6 +136,32 @@ async fn attributes() {
         .problem(404, "ResourceNotFound");
 }
 
+async fn count(s: &Server, attr: &str) -> Value {
+    s.get(&format!("/attributes/{attr}")).await.body["attributeCount"].clone()
+}
+
+/// `attributeCount` is the "number of attribute instances with this
+/// attribute name" (clause 5.2.28): each datasetId counts.
+#[tokio::test]
+async fn attribute_count_counts_instances() {
+    let s = seeded().await;
+    s.create(json!({"id": "urn:d:4", "type": "Building", "height": [
+        {"type": "Property", "value": 4},
+        {"type": "Property", "value": 5, "datasetId": "urn:ds:a"},
+        {"type": "Property", "value": 6, "datasetId": "urn:ds:b"},
+    ]}))
+    .await;
+    assert_eq!(count(&s, "height").await, 6);
+    s.delete("/entities/urn:d:4/attrs/height?datasetId=urn:ds:a")
+        .await
+        .no_content();
+    assert_eq!(count(&s, "height").await, 5);
+    s.delete("/entities/urn:d:4").await.no_content();
+    assert_eq!(count(&s, "height").await, 3);
+    // Types still count entities.
+    assert_eq!(s.get("/types/Building").await.body["entityCount"], 3);
+}
+
 #[tokio::test]
 async fn names_are_compacted_with_the_request_context_or_given_as_iris() {
     let s = Server::start().await;
