@@ -97,12 +97,21 @@ fn entity_id_of<J: JsonDoc>(v: &J) -> String {
         .to_string()
 }
 
-fn batch_array<J: JsonDoc>(body: &J) -> NgsiResult<&[J]> {
+/// The items of a batch body: a non-empty array of entities (objects) or,
+/// for Batch Delete, of entity ids (strings). Anything else is not the
+/// request the operation defines, refused whole (clause 5.6.7.4).
+fn batch_array<J: JsonDoc>(body: &J, of_ids: bool) -> NgsiResult<&[J]> {
     match body.as_array() {
         Some([]) => Err(NgsiError::bad_data("a batch needs at least one entity")),
         Some(items) if items.iter().any(J::is_null) => {
             Err(NgsiError::bad_data("a batch cannot contain null"))
         }
+        Some(items) if of_ids && items.iter().any(|i| i.as_str().is_none()) => Err(
+            NgsiError::bad_data("a batch delete is an array of entity ids (strings)"),
+        ),
+        Some(items) if !of_ids && !items.iter().all(J::is_object) => Err(NgsiError::bad_data(
+            "a batch is an array of entities (JSON objects)",
+        )),
         Some(items) => Ok(items),
         None => Err(NgsiError::bad_data("a batch must be a JSON array")),
     }
@@ -179,7 +188,7 @@ impl Broker {
         body: &Value,
         origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
-        let items = batch_array(body)?;
+        let items = batch_array(body, true)?;
         let registrations = self.write_registrations(tenant, origin, "deleteBatch");
         if registrations.is_none() {
             self.check_tenant(tenant)?;
@@ -271,7 +280,7 @@ impl Broker {
         kind: Kind,
         origin: &Origin<'_>,
     ) -> NgsiResult<BatchResult> {
-        let items = batch_array(body)?;
+        let items = batch_array(body, false)?;
         let (write_kind, op, segment) = kind.distributed();
         let registrations = self.write_registrations(tenant, origin, op);
         let mut fanout = BatchFanout::new(segment);

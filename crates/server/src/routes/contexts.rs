@@ -113,6 +113,9 @@ pub async fn add(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiRes
         .map_err(|e| req.err(e))?;
     let id = format!("{:016x}", rand_id());
     let url = format!("http://{}{BASE}{id}", req.host);
+    // "All extra information located outside of the @context subtree ...
+    // shall be discarded" (clause 5.13.2.3).
+    let doc = serde_json::json!({ "@context": doc["@context"] });
     state
         .broker
         .host_context(&req.tenant, &url, doc)

@@ -89,6 +89,13 @@ async fn batch_requests_that_are_invalid_as_a_whole() {
         ] {
             s.post(&path, &body).await.problem(400, "BadRequestData");
         }
+        // Entities are objects; Batch Delete takes ids (strings).
+        let wrong = if op == "delete" {
+            json!(["urn:b:1", {"id": "urn:b:2"}])
+        } else {
+            json!([vehicle("urn:b:1", 1), 2])
+        };
+        s.post(&path, &wrong).await.problem(400, "BadRequestData");
         let r = s
             .req(Method::POST, &path)
             .body("application/json", "[{")

@@ -100,7 +100,11 @@ async fn a_user_context_cannot_redefine_core_terms() {
 async fn hosted_contexts_add_list_get_use_delete() {
     let s = Server::start().await;
     let doc = json!({"@context": user_context()});
-    let r = s.post("/jsonldContexts", &doc).await;
+    // Members beside @context are discarded (clause 5.13.2.3).
+    let mut with_extra = doc.clone();
+    with_extra["id"] = json!("urn:x");
+    with_extra["comment"] = json!("not served");
+    let r = s.post("/jsonldContexts", &with_extra).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(r.text.is_empty());
     let location = r.header("location").unwrap().to_string();
