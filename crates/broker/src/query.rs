@@ -46,6 +46,15 @@ pub struct QueryParams {
     pub order_from: Option<String>,
     pub collation: Option<String>,
     pub expand_values: Option<String>,
+    /// Attributes whose values are not JSON-LD: never expanded, even when
+    /// `expandValues` names them (clause 4.9, Table 6.4.3.2-1).
+    pub json_keys: Option<String>,
+    /// The geometry type of `orderFrom` (clause 4.23); else inferred from
+    /// how deep its coordinates nest.
+    pub order_geometry: Option<String>,
+    /// Whether entities may be split between places (Table 6.4.3.2-1);
+    /// only `false` is offered: each source applies the filters.
+    pub split_entities: Option<String>,
 }
 
 /// How matched entities are shown: representation and projection.
@@ -616,6 +625,15 @@ impl EntityQuery {
         if let Some(t) = p.r#type.as_deref().filter(|_| !all_types) {
             selector.types = Some(parse_types(t, ctx)?);
         }
+        // Each source applies the filters to what it holds; filtering only
+        // after joining the parts of split entities is not offered.
+        if parse_bool(p.split_entities.as_deref(), "splitEntities")? {
+            return Err(NgsiError::new(
+                ngsi_model::ErrorKind::OperationNotSupported,
+                "splitEntities=true is not supported: each context source applies the filters \
+                 to what it holds (splitEntities=false)",
+            ));
+        }
         // A context source filter is a query (clause 4.9) on the Context
         // Source Properties of registrations.
         let csf = p
@@ -648,7 +666,11 @@ impl EntityQuery {
         // listed attributes are terms, expanded with the @context as a
         // VocabProperty's vocab is on the way in.
         if let Some(list) = &p.expand_values {
-            let names = expand_list(list, ctx)?;
+            let mut names = expand_list(list, ctx)?;
+            if let Some(json) = &p.json_keys {
+                let json = expand_list(json, ctx)?;
+                names.retain(|n| !json.contains(n));
+            }
             if let Some(q) = parsed_q.as_mut() {
                 q.map_words(&mut |path, word| {
                     if names.iter().any(|n| **n == *path.attr) {
@@ -703,7 +725,7 @@ impl EntityQuery {
             within: None,
         };
         let mut q = q;
-        q.set_order_reference(p.order_from.as_deref(), None)?;
+        q.set_order_reference(p.order_from.as_deref(), p.order_geometry.as_deref())?;
         // Only codepoint order is offered: a collation is refused rather
         // than silently not applied (clause 4.23.1; ETSI 5243_01_05).
         if p.collation.is_some() {
@@ -772,6 +794,16 @@ impl EntityQuery {
             contained_by.as_deref(),
         )?;
         params.q = string("q")?;
+        // The attributes whose words in q are terms, and those whose values
+        // are plain JSON (Table 5.2.23-1): names or a comma-separated list.
+        for (key, slot) in [
+            ("expandValues", &mut params.expand_values),
+            ("jsonKeys", &mut params.json_keys),
+        ] {
+            if let Some(v) = m.get(key) {
+                *slot = Some(names_list(v, key)?);
+            }
+        }
         params.scope_q = string("scopeQ")?;
         params.csf = string("csf")?;
         if let Some(lang) = string("lang")? {

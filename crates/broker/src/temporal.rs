@@ -41,9 +41,6 @@ pub struct TemporalParams {
     /// The context source filter; only checked (there are no
     /// registrations to filter).
     pub csf: Option<String>,
-    /// Attributes whose words in `q` are expanded with the @context
-    /// before comparing (clause 4.9 example 12, VocabProperty).
-    pub expand_values: Option<String>,
 }
 
 /// An aggregation function (clause 4.5.19).
@@ -400,8 +397,7 @@ impl TemporalQuery {
         max_limit: usize,
     ) -> NgsiResult<Self> {
         let (view_params, representation) = split_options(p)?;
-        let mut entities = EntityQuery::from_params(&view_params, ctx, default_limit, max_limit)?;
-        expand_values(&mut entities, t, ctx)?;
+        let entities = EntityQuery::from_params(&view_params, ctx, default_limit, max_limit)?;
         Self::build(entities, t, p, temporal_format(representation))
     }
 
@@ -519,30 +515,6 @@ impl TemporalQuery {
             .as_ref()
             .map(|list| list.iter().map(|d| d.as_deref().map(Box::from)).collect())
     }
-}
-
-/// Expands the unquoted words that `q` compares the attributes of
-/// `expandValues` with, as VocabProperty values are stored (clause 4.9
-/// example 12).
-fn expand_values(entities: &mut EntityQuery, t: &TemporalParams, ctx: &Ctx) -> NgsiResult<()> {
-    let Some(list) = &t.expand_values else {
-        return Ok(());
-    };
-    let attrs: Vec<String> = ngsi_query::parse_attr_list(list)
-        .map_err(|e| bad(format!("invalid expandValues: {e}")))?
-        .iter()
-        .map(|a| ctx.expand(a).into_owned())
-        .collect();
-    if let Some(q) = &mut entities.q {
-        q.map_words(&mut |path, word| {
-            if attrs.contains(&path.attr) {
-                ctx.expand(word).into_owned()
-            } else {
-                word.to_string()
-            }
-        });
-    }
-    Ok(())
 }
 
 /// Reads `aggrMethods` and `aggrPeriodDuration` from a member of a Query

@@ -49,9 +49,12 @@ pub(crate) const QUERY_PARAMS: &[&str] = &[
     "entityMapLifetime",
     "containedBy",
     "expandValues",
+    "jsonKeys",
     "orderBy",
     "orderFrom",
+    "orderGeometry",
     "collation",
+    "splitEntities",
 ];
 pub(crate) const RETRIEVE_PARAMS: &[&str] = &[
     "type",

@@ -234,6 +234,9 @@ pub(crate) fn query_params(params: &[(String, String)]) -> QueryParams {
         order_from: get("orderFrom"),
         collation: get("collation"),
         expand_values: get("expandValues"),
+        json_keys: get("jsonKeys"),
+        order_geometry: get("orderGeometry"),
+        split_entities: get("splitEntities"),
     }
 }
 

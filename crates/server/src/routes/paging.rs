@@ -124,7 +124,8 @@ fn body_as_params(body: &Value, temporal: bool) -> Option<(Vec<(String, String)>
     for (k, v) in m {
         match k.as_str() {
             "type" | "@context" => {}
-            "attrs" | "pick" | "omit" | "datasetId" | "containedBy" => push(k, names(v)?),
+            "attrs" | "pick" | "omit" | "datasetId" | "containedBy" | "expandValues"
+            | "jsonKeys" => push(k, names(v)?),
             "q" | "scopeQ" | "csf" | "lang" | "join" => push(k, v.as_str()?.to_string()),
             "joinLevel" => push(k, v.as_u64()?.to_string()),
             "geoQ" => {

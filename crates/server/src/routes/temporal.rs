@@ -47,7 +47,6 @@ pub(super) fn temporal_params(params: &[(String, String)]) -> TemporalParams {
         aggr_period_duration: get("aggrPeriodDuration"),
         local: get("local"),
         csf: get("csf"),
-        expand_values: get("expandValues"),
     }
 }
 

@@ -804,9 +804,17 @@ async fn order_by_distance_and_the_ordering_member() {
         )
         .await;
     assert_eq!(ids_of(&r.body), near_first, "{}", r.text);
+    // orderGeometry names the reference's geometry type (clause 4.23).
+    let line = "type=Spot&orderBy=location;dist-asc&orderFrom=%5B%5B8,40%5D,%5B8,40.02%5D%5D";
+    let r = s
+        .get(&format!("/entities?{line}&orderGeometry=LineString"))
+        .await;
+    assert_eq!(ids_of(&r.body), near_first, "{}", r.text);
     for query in [
         "type=Spot&orderBy=location;dist-asc",
         "type=Spot&orderBy=id;dist-asc&orderFrom=%5B8,40%5D",
+        "type=Spot&orderBy=location;dist-asc&orderFrom=%5B8,40%5D&orderGeometry=LineString",
+        "type=Spot&orderBy=location;dist-asc&orderFrom=%5B8,40%5D&orderGeometry=Circle",
         "type=Spot&orderBy=name&collation=und",
     ] {
         s.get(&format!("/entities?{query}"))
@@ -848,6 +856,42 @@ async fn expand_values_expands_the_words_of_the_listed_attributes() {
             .await
             .is_empty()
     );
+    // jsonKeys: the values of those attributes are no JSON-LD, never
+    // expanded (Table 6.4.3.2-1), in a Query body too.
+    assert!(
+        s.ids("type=Shop&q=category==commercial&expandValues=category&jsonKeys=category")
+            .await
+            .is_empty()
+    );
+    for (members, expected) in [
+        (json!({"expandValues": ["category"]}), 1),
+        (
+            json!({"expandValues": "category", "jsonKeys": ["category"]}),
+            0,
+        ),
+    ] {
+        let mut body =
+            json!({"type": "Query", "entities": [{"type": "Shop"}], "q": "category==commercial"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(members.as_object().unwrap().clone());
+        let r = s.post("/entityOperations/query", &body).await;
+        assert_eq!(ids_of(&r.body).len(), expected, "{body}: {}", r.text);
+    }
+}
+
+/// splitEntities (Table 6.4.3.2-1): `false`, each source applying the
+/// filters, is what is offered; `true` is refused, not ignored.
+#[tokio::test]
+async fn split_entities_false_is_accepted_and_true_refused() {
+    let s = city().await;
+    assert_eq!(s.ids("type=House&splitEntities=false").await, ["urn:q:2"]);
+    s.get("/entities?type=House&splitEntities=true")
+        .await
+        .problem(422, "OperationNotSupported");
+    s.get("/entities?type=House&splitEntities=maybe")
+        .await
+        .problem(400, "BadRequestData");
 }
 
 /// A street-management case, the street it was reported on and that
