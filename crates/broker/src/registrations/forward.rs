@@ -475,19 +475,23 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
     ) -> Result<Prepared, Failure> {
-        let endpoint = r.endpoint.as_deref().unwrap_or_default();
-        let mut url =
-            reqwest::Url::parse(&format!("{}/ngsi-ld/v1", endpoint.trim_end_matches('/')))
-                .map_err(|e| Failure::Invalid(format!("endpoint: {e}")))?;
+        let mut url = reqwest::Url::parse(r.endpoint.as_deref().unwrap_or_default())
+            .map_err(|e| Failure::Invalid(format!("endpoint: {e}")))?;
+        url.set_fragment(None);
+        // The API sits under the endpoint's path; a query string of the
+        // endpoint (a token, say) goes first.
         url.path_segments_mut()
             .map_err(|_| Failure::Invalid("endpoint cannot be a base".into()))?
+            .pop_if_empty()
+            .extend(["ngsi-ld", "v1"])
             .extend(segments);
+        if let Some(q) = url.query().filter(|q| !q.is_empty()) {
+            params.insert(0, q.to_string());
+        }
         if r.local_only() {
             params.push("local=true".into());
         }
-        if !params.is_empty() {
-            url.set_query(Some(&params.join("&")));
-        }
+        url.set_query((!params.is_empty()).then(|| params.join("&")).as_deref());
         Ok(Prepared {
             method: if body.is_some() {
                 reqwest::Method::POST

@@ -587,7 +587,7 @@ impl Registration {
             }
             "endpoint" => {
                 let e = string(v, "endpoint")?;
-                crate::check_uri(e, "endpoint")?;
+                check_endpoint(e)?;
                 self.endpoint = Some(e.to_string());
             }
             "mode" => {
@@ -1164,6 +1164,23 @@ impl RegistrationQuery {
                     || self.id_pattern.is_some()
             }
         }
+    }
+}
+
+/// A registration's endpoint: the HTTP(S) URL under which the source
+/// serves the NGSI-LD API (clause 5.2.9), with a host to send requests to.
+fn check_endpoint(e: &str) -> NgsiResult<()> {
+    crate::check_uri(e, "endpoint")?;
+    match reqwest::Url::parse(e) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            Ok(())
+        }
+        _ => Err(bad(format!(
+            "endpoint {e:?} is not an http or https URL with a host"
+        ))),
     }
 }
 

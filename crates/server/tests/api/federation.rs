@@ -323,7 +323,9 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
         &ctx,
         &registration(
             "urn:ngsi-ld:ContextSourceRegistration:rec",
-            &format!("{src}/broker1"),
+            // The API sits under the endpoint's path; its query string is
+            // kept, its fragment dropped.
+            &format!("{src}/broker1/?token=abc#frag"),
             json!({
                 "tenant": "city",
                 "department": "transport",
@@ -366,8 +368,8 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
     assert_eq!(got.uri.path(), "/broker1/ngsi-ld/v1/entities");
     assert_eq!(
         got.uri.query(),
-        Some("type=Vehicle&attrs=speed"),
-        "the selection as the client wrote it, nothing else"
+        Some("token=abc&type=Vehicle&attrs=speed"),
+        "the endpoint's query, then the selection as the client wrote it, nothing else"
     );
     let h = |n: &str| {
         got.headers
@@ -440,7 +442,7 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
     let got = asked.recv().await.unwrap();
     assert_eq!(
         got.uri.query(),
-        Some("type=Vehicle"),
+        Some("token=abc&type=Vehicle"),
         "csf is this broker's, not passed on"
     );
     assert!(asked.try_recv().is_err());
