@@ -363,10 +363,18 @@ impl Broker {
     /// The live registration `id` of `tenant`.
     fn registration(&self, tenant: &str, id: &str) -> NgsiResult<Arc<Registration>> {
         check_id(id)?;
-        self.registrations
+        match self
+            .registrations
             .get(tenant, id)
             .filter(|r| !r.expired(now_micros()))
-            .ok_or_else(|| not_found(id))
+        {
+            Some(r) => Ok(r),
+            None => {
+                // An unknown tenant is told apart (clause 5.5.10).
+                self.check_tenant_holding(tenant, self.registrations.has_tenant(tenant))?;
+                Err(not_found(id))
+            }
+        }
     }
 
     /// Retrieve Context Source Registration (clause 5.10.1).
@@ -527,10 +535,16 @@ impl Broker {
 
     fn csr_subscription(&self, tenant: &str, id: &str) -> NgsiResult<Arc<subscriptions::Entry>> {
         check_id(id)?;
-        self.registrations
-            .subscriptions
-            .get(tenant, id)
-            .ok_or_else(|| subscription_not_found(id))
+        match self.registrations.subscriptions.get(tenant, id) {
+            Some(entry) => Ok(entry),
+            None => {
+                self.check_tenant_holding(
+                    tenant,
+                    self.registrations.subscriptions.has_tenant(tenant),
+                )?;
+                Err(subscription_not_found(id))
+            }
+        }
     }
 
     fn render_csr_subscription(

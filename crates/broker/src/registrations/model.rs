@@ -279,10 +279,11 @@ fn entity_info(v: &Value, ctx: &Ctx) -> NgsiResult<EntityInfo> {
         Some(v @ Value::Array(_)) => (names(v, "type")?, true),
         Some(_) => return Err(bad("the type of an EntityInfo must be a string or strings")),
     };
-    for t in &types {
-        if t.is_empty() {
-            return Err(bad("the type of an EntityInfo must not be empty"));
-        }
+    // An entity type name as Create Entity takes it (clauses 5.2.8, 4.6.2).
+    if let Some(t) = types.iter().find(|t| !ngsi_model::parse::is_valid_name(t)) {
+        return Err(bad(format!(
+            "the type {t:?} of an EntityInfo is not a valid entity type name"
+        )));
     }
     let id = m
         .get("id")

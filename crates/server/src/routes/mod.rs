@@ -270,7 +270,11 @@ impl Paging {
                 format!("limit {limit} is above the maximum of {}", cfg.max_limit),
             ));
         }
-        let count = param(params, "count") == Some("true");
+        let count = match param(params, "count") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(NgsiError::bad_data("count must be true or false")),
+        };
         if limit == 0 && !count {
             return Err(NgsiError::bad_data(
                 "limit=0 is only allowed with count=true",
@@ -293,9 +297,13 @@ impl Paging {
         }
         let limit = self.limit;
         let sep = if path.contains('?') { '&' } else { '?' };
+        // The links carry every parameter of the page (clause 5.5.9.1), in
+        // the form of ETSI 031_02 and 037_11 (`;rel` without a space and
+        // the type application/ld+json, whatever the answer's).
+        let count = if self.count { "count=true&" } else { "" };
         let link = |offset: usize, rel: &str| {
             format!(
-                "<{path}{sep}limit={limit}&offset={offset}>;rel=\"{rel}\";type=\"application/ld+json\""
+                "<{path}{sep}{count}limit={limit}&offset={offset}>;rel=\"{rel}\";type=\"application/ld+json\""
             )
         };
         if self.offset > 0 && limit > 0 {

@@ -89,7 +89,12 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
         .as_deref()
         .unwrap_or("")
         .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("limit=") && !p.starts_with("offset="))
+        .filter(|p| {
+            !p.is_empty()
+                && !["limit=", "offset=", "count="]
+                    .iter()
+                    .any(|k| p.starts_with(k))
+        })
         .collect();
     let path = if rest.is_empty() {
         PATH.to_string()

@@ -216,6 +216,11 @@ async fn registering_checks_the_document_and_the_media_type_rules() {
             "information",
             json!([{"entities": [{"id": "urn:ngsi-ld:A:1"}]}]),
         ),
+        ("information", json!([{"entities": [{"type": "T,U"}]}])),
+        (
+            "information",
+            json!([{"entities": [{"type": ["Building", "a b"]}]}]),
+        ),
         ("endpoint", json!("nowhere")),
         ("endpoint", json!("http://")),
         ("endpoint", json!("urn:ngsi-ld:source")),

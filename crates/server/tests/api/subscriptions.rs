@@ -151,6 +151,13 @@ async fn subscriptions_are_created_retrieved_listed_updated_and_deleted() {
     assert!(links.contains(
         &"</ngsi-ld/v1/subscriptions?limit=1&offset=2>;rel=\"next\";type=\"application/ld+json\""
     ), "{links:?}");
+    // count=true stays in the links (clause 5.5.9.1); count is a boolean.
+    let page = s.get("/subscriptions?limit=1&count=true").await;
+    let next = page.paging_link("next").expect("a next link");
+    assert_eq!(next, "/subscriptions?count=true&limit=1&offset=1");
+    s.get("/subscriptions?count=maybe")
+        .await
+        .problem(400, "BadRequestData");
 
     // Pause, then reactivate with a future expiry.
     s.patch(

@@ -153,6 +153,20 @@ async fn operations_on_an_unknown_tenant_are_nonexistent_tenant() {
             None,
         ),
     ];
+    // The same for registrations and their subscriptions (clause 5.5.10).
+    let mut cases = cases.to_vec();
+    for path in [
+        "/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:1",
+        "/csourceSubscriptions/urn:ngsi-ld:Subscription:1",
+    ] {
+        cases.push((Method::GET, path.to_string(), None));
+        cases.push((
+            Method::PATCH,
+            path.to_string(),
+            Some(json!({"expiresAt": "2040-01-01T00:00:00Z"})),
+        ));
+        cases.push((Method::DELETE, path.to_string(), None));
+    }
     for (method, path, body) in cases {
         let mut req = s
             .req(method.clone(), &path)
