@@ -38,6 +38,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// A request with a body came without Content-Length.
     LengthRequired,
+    /// The request body did not arrive within the server's time.
+    RequestTimeout,
     /// The operation conflicts with the state of the system, e.g. a
     /// registration that holds the data does not accept the operation
     /// (clauses 5.6.x.4, 6.3.17).
@@ -59,9 +61,10 @@ impl ErrorKind {
             Self::InvalidRequest | Self::NotAcceptable | Self::MethodNotAllowed => {
                 "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest"
             }
-            Self::UnsupportedMediaType | Self::PayloadTooLarge | Self::LengthRequired => {
-                "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest"
-            }
+            Self::UnsupportedMediaType
+            | Self::PayloadTooLarge
+            | Self::LengthRequired
+            | Self::RequestTimeout => "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest",
             Self::BadRequestData => "https://uri.etsi.org/ngsi-ld/errors/BadRequestData",
             Self::AlreadyExists => "https://uri.etsi.org/ngsi-ld/errors/AlreadyExists",
             Self::OperationNotSupported => {
@@ -97,6 +100,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => 413,
             Self::MethodNotAllowed => 405,
             Self::LengthRequired => 411,
+            Self::RequestTimeout => 408,
             Self::Conflict => 409,
             Self::BadGateway => 502,
             Self::GatewayTimeout => 504,
@@ -122,6 +126,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => "Payload too large",
             Self::MethodNotAllowed => "Method not allowed",
             Self::LengthRequired => "Length required",
+            Self::RequestTimeout => "Request timeout",
             Self::Conflict => "Conflict",
             Self::BadGateway => "Bad gateway",
             Self::GatewayTimeout => "Gateway timeout",

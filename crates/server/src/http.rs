@@ -15,6 +15,33 @@ pub const CONTEXT_REL: &str = "http://www.w3.org/ns/json-ld#context";
 /// The tenant header.
 pub const TENANT_HEADER: &str = "ngsild-tenant";
 
+/// The segments of a route's path (axum's extractor), with a segment that
+/// cannot be read (invalid UTF-8 once percent-decoded) answered as
+/// BadRequestData ProblemDetails rather than axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(ApiError::from(NgsiError::bad_data(format!(
+                "the request path cannot be read: {}",
+                e.body_text()
+            )))
+            .with_tenant(&parts.headers.get(TENANT_HEADER).cloned())),
+        }
+    }
+}
+
 /// An error as the HTTP layer answers it.
 #[derive(Debug)]
 pub struct ApiError {

@@ -182,9 +182,24 @@ pub async fn read_body(req: &Ngsi, state: &AppState, body: Body) -> Result<Bytes
     {
         return Err(req.err(too_large(state)));
     }
-    axum::body::to_bytes(body, state.config.max_body_bytes)
-        .await
-        .map_err(|_| req.err(too_large(state)))
+    // A body that trickles in is not waited for longer than an idle
+    // connection is (the connection then closes: the body was not read).
+    let timeout = state.config.idle_timeout;
+    match tokio::time::timeout(
+        timeout,
+        axum::body::to_bytes(body, state.config.max_body_bytes),
+    )
+    .await
+    {
+        Ok(read) => read.map_err(|_| req.err(too_large(state))),
+        Err(_) => Err(req.err(NgsiError::new(
+            ErrorKind::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        ))),
+    }
 }
 
 fn too_large(state: &AppState) -> NgsiError {

@@ -1,7 +1,8 @@
 //! The @context serving endpoint (clause 5.13, HTTP binding 6.30).
 
+use crate::http::Path;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jsonld::{ContextInfo, ContextKind};

@@ -1,7 +1,8 @@
 //! Entity, batch, query and discovery handlers (clauses 6.4 to 6.28).
 
+use crate::http::Path;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use broker::registrations::{Origin, Write, WriteAnswer, WriteKind};

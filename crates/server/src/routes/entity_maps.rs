@@ -2,8 +2,9 @@
 //! take an EntityMap share: the `entityMap` and `entityMapLifetime`
 //! parameters, the `NGSILD-EntityMap` header.
 
+use crate::http::Path;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use broker::TemporalQuery;

@@ -1,8 +1,9 @@
 //! Context source registration handlers (clauses 6.8 and 6.9): the
 //! registry only; nothing is forwarded to registered sources.
 
+use crate::http::Path;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use broker::registrations::RegistrationQuery;
 use serde_json::Value;

@@ -3,8 +3,9 @@
 //! through the other handlers with the `NGSILD-Snapshot` header (see
 //! `Ngsi`).
 
+use crate::http::Path;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use broker::snapshots::BASE_PATH;
 use serde_json::{Value, json};

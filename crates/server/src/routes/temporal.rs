@@ -1,7 +1,8 @@
 //! Temporal API handlers (clauses 6.18 to 6.24): the history of entities.
 
+use crate::http::Path;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use broker::{Ctx, TemporalParams, TemporalQuery, TemporalResult};

@@ -199,6 +199,15 @@ async fn errors_are_problem_details() {
         .send()
         .await;
     r.problem(400, "InvalidRequest");
+    // A path segment that is no UTF-8 once decoded, on any route.
+    for path in [
+        "/entities/urn:a%FF",
+        "/subscriptions/urn:a%FF",
+        "/temporal/entities/urn:a%FF",
+        "/csourceRegistrations/urn:a%C0",
+    ] {
+        s.get(path).await.problem(400, "BadRequestData");
+    }
 }
 
 #[tokio::test]
@@ -332,6 +341,24 @@ async fn slow_and_idle_connections_are_closed_after_the_idle_timeout() {
         started.elapsed() >= Duration::from_millis(300),
         "closed too early"
     );
+    // A body announced but not sent is not waited for either: 408, and
+    // the connection ends.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(
+            b"POST /ngsi-ld/v1/entities HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), trickle.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the trickling request is still open after 5 s"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
     // Requests within the timeout keep one connection.
     let mut busy = tokio::net::TcpStream::connect(&addr).await.unwrap();
     for _ in 0..4 {
