@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ngsi_model::Iri;
 use ngsi_model::time::{format_micros, now_micros};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
@@ -79,8 +80,19 @@ impl Entry {
 /// The discovery queries of a subscription.
 fn queries_of(sub: &Subscription) -> Result<Vec<RegistrationQuery>, ngsi_model::NgsiError> {
     let bad = |e: String| ngsi_model::NgsiError::bad_data(e);
+    // "The combination of the watchedAttributes and the attributes in the
+    // NotificationParams" are the attributes matched (clause 5.12).
+    let attrs = match (&sub.watched, &sub.notification.attributes) {
+        (None, None) => None,
+        (watched, shown) => {
+            let mut all: Vec<Iri> = watched.iter().chain(shown).flatten().cloned().collect();
+            all.sort();
+            all.dedup();
+            Some(all)
+        }
+    };
     let mut base = RegistrationQuery {
-        attrs: sub.watched.clone(),
+        attrs,
         q: sub.q.clone(),
         scope_q: sub.scope_q.clone(),
         time: sub

@@ -892,6 +892,35 @@ async fn registration_subscriptions_notify_newly_matching_updated_and_no_longer_
     nothing(&mut rx, 300).await;
 }
 
+/// The attributes matched are "the combination of the watchedAttributes
+/// and the attributes in the NotificationParams" (clause 5.12).
+#[tokio::test]
+async fn notification_attributes_select_registrations_too() {
+    use crate::subscriptions::{next, nothing, receiver};
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(axum::http::StatusCode::OK).await;
+    let mut body = csr_subscription("urn:ngsi-ld:Subscription:csr-attrs", &uri);
+    body["notification"]["attributes"] = json!(["height"]);
+    let r = s.post("/csourceSubscriptions", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    register(
+        &s,
+        &building("urn:ngsi-ld:ContextSourceRegistration:names", json!({})),
+        jsonld::CORE_CONTEXT_URL,
+    )
+    .await;
+    nothing(&mut rx, 300).await;
+    let mut tall = building("urn:ngsi-ld:ContextSourceRegistration:tall", json!({}));
+    tall["information"][0]["propertyNames"] = json!(["height"]);
+    register(&s, &tall, jsonld::CORE_CONTEXT_URL).await;
+    let n = next(&mut rx).await;
+    assert_eq!(n.body["triggerReason"], json!("newlyMatching"));
+    assert_eq!(
+        crate::support::ids_of(&n.body["data"]),
+        ["urn:ngsi-ld:ContextSourceRegistration:tall"]
+    );
+}
+
 /// ETSI 047_10, 047_11: a temporalQ selects registrations by their
 /// intervals, as a temporal discovery query does.
 #[tokio::test]
