@@ -84,19 +84,59 @@ impl AggrMethod {
         }
     }
 
+    /// The kinds of value ([`store::value_class`] bits) the method applies
+    /// to (Tables 4.5.19.1-1 to -3): counts to all; sum and avg to numbers,
+    /// booleans and array sizes; min and max to those and strings
+    /// (lexical order, date-times included); stddev and sumsq to numbers
+    /// and booleans. Objects and relationships are only counted.
+    fn applies_to(self) -> u8 {
+        use store::value_class::*;
+        match self {
+            Self::TotalCount | Self::DistinctCount => u8::MAX,
+            Self::Sum | Self::Avg => NUMBER | BOOLEAN | ARRAY,
+            Self::Min | Self::Max => NUMBER | BOOLEAN | ARRAY | STRING,
+            Self::Stddev | Self::Sumsq => NUMBER | BOOLEAN,
+        }
+    }
+
     fn value(self, b: &AggregateBucket) -> Value {
         let f = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
+        let nums = b.classes & !(store::value_class::STRING) != 0;
         match self {
             Self::TotalCount => json!(b.count),
             Self::DistinctCount => json!(b.distinct.unwrap_or(0)),
             Self::Sum => f(b.sum),
             Self::Avg => f(b.sum / b.count as f64),
-            Self::Min => f(b.min),
-            Self::Max => f(b.max),
+            Self::Min => match &b.text_min {
+                Some(t) if !nums => json!(t),
+                _ => f(b.min),
+            },
+            Self::Max => match &b.text_max {
+                Some(t) if !nums => json!(t),
+                _ => f(b.max),
+            },
             Self::Stddev => f(b.stddev),
             Self::Sumsq => f(b.sumsq),
         }
     }
+}
+
+/// The names of the kinds of value in `classes`, for an error detail.
+fn class_names(classes: u8) -> String {
+    use store::value_class::*;
+    [
+        (NUMBER, "numbers"),
+        (BOOLEAN, "booleans"),
+        (ARRAY, "arrays"),
+        (STRING, "strings"),
+        (OBJECT, "objects"),
+        (RELATIONSHIP, "relationship objects or terms"),
+    ]
+    .iter()
+    .filter(|(c, _)| classes & c != 0)
+    .map(|(_, n)| *n)
+    .collect::<Vec<_>>()
+    .join(" and ")
 }
 
 /// The representation of a temporal answer.
@@ -1458,6 +1498,18 @@ impl Broker {
                             })
                             .unwrap_or_default()
                     };
+                    // "If ... any of the requested Attributes is not
+                    // eligible for at least one of the aggregation methods
+                    // ..., an error of type InvalidRequest" (5.7.4.4).
+                    let classes = buckets.iter().fold(0, |c, b| c | b.classes);
+                    if let Some(m) = q.methods.iter().find(|m| classes & !m.applies_to() != 0) {
+                        return Err(NgsiError::invalid_request(format!(
+                            "{} cannot be aggregated with {}: it holds {} (clause 4.5.19.1)",
+                            ctx.compact(attr),
+                            m.name(),
+                            class_names(classes & !m.applies_to())
+                        )));
+                    }
                     all.push((attr, dataset, kind_of(attr, dataset), buckets));
                 }
                 // The end of the first cut attribute's last kept period.

@@ -1011,7 +1011,23 @@ pub fn aggregate_points(
     distinct: bool,
 ) -> Vec<AggregateBucket> {
     let n = times.len().min(values.len());
-    let (times, values) = (&times[..n], &values[..n]);
+    periods(&times[..n], from, to, period, |r, start, end| {
+        summarise(&values[r], start, end, distinct)
+    })
+}
+
+/// Splits sorted `times` into periods of `period` (none or zero: one
+/// period over the whole range) and summarises each non-empty one with
+/// `summarise(index range, start, end)`. Periods start at `from`, or at the
+/// first time when the range is open at the start.
+fn periods(
+    times: &[i64],
+    from: Option<i64>,
+    to: Option<i64>,
+    period: Option<&IsoDuration>,
+    mut summarise: impl FnMut(std::ops::Range<usize>, i64, i64) -> AggregateBucket,
+) -> Vec<AggregateBucket> {
+    let n = times.len();
     let Some(&first) = times.first() else {
         return Vec::new();
     };
@@ -1057,12 +1073,7 @@ pub fn aggregate_points(
         } else {
             times[i..].partition_point(|x| *x < bucket_end).max(1)
         };
-        out.push(summarise(
-            &values[i..i + len],
-            bucket_start,
-            bucket_end,
-            distinct,
-        ));
+        out.push(summarise(i..i + len, bucket_start, bucket_end));
         i += len;
     }
     out
@@ -1104,7 +1115,109 @@ fn summarise(v: &[f64], start: i64, end: i64, distinct: bool) -> AggregateBucket
         min,
         max,
         stddev,
+        text_min: None,
+        text_max: None,
+        classes: crate::value_class::NUMBER,
     }
+}
+
+/// One instance's value as the aggregation methods see it.
+struct Point {
+    /// The number it counts as (a number, a boolean as 1 or 0, an array's
+    /// size); `None` for the rest.
+    num: Option<f64>,
+    /// The text compared in lexical order (strings, date-times).
+    text: Option<String>,
+    /// What tells distinct values apart.
+    key: String,
+    /// Its [`crate::value_class`] bit.
+    class: u8,
+}
+
+fn point_of(value: &AttrValue) -> Point {
+    use crate::value_class::*;
+    use serde_json::Value as V;
+    let counted = |class: u8, v: &V| Point {
+        num: None,
+        text: None,
+        key: v.to_string(),
+        class,
+    };
+    match value {
+        AttrValue::Property(v) => match v {
+            V::Number(n) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                Point {
+                    num: Some(x),
+                    text: None,
+                    key: format!("n{}", if x == 0.0 { 0 } else { x.to_bits() }),
+                    class: NUMBER,
+                }
+            }
+            V::Bool(b) => Point {
+                num: Some(if *b { 1.0 } else { 0.0 }),
+                text: None,
+                key: format!("n{}", if *b { 1.0f64.to_bits() } else { 0 }),
+                class: BOOLEAN,
+            },
+            V::Array(items) => Point {
+                num: Some(items.len() as f64),
+                key: v.to_string(),
+                text: None,
+                class: ARRAY,
+            },
+            V::String(t) => Point {
+                num: None,
+                text: Some(t.clone()),
+                key: v.to_string(),
+                class: STRING,
+            },
+            // A typed date-time value compares as its text.
+            V::Object(m) if m.get("@value").is_some_and(V::is_string) => Point {
+                num: None,
+                text: m.get("@value").and_then(V::as_str).map(str::to_string),
+                key: v.to_string(),
+                class: STRING,
+            },
+            _ => counted(OBJECT, v),
+        },
+        AttrValue::ListProperty(items) => Point {
+            num: Some(items.len() as f64),
+            text: None,
+            key: V::Array(items.clone()).to_string(),
+            class: ARRAY,
+        },
+        AttrValue::Relationship { object, .. } => counted(RELATIONSHIP, object),
+        AttrValue::ListRelationship { objects, .. } => {
+            counted(RELATIONSHIP, &V::Array(objects.clone()))
+        }
+        AttrValue::VocabProperty(v) => counted(RELATIONSHIP, v),
+        AttrValue::LanguageProperty(m) => counted(OBJECT, &V::Object(m.clone())),
+        AttrValue::GeoProperty(v) | AttrValue::JsonProperty(v) => counted(OBJECT, v),
+    }
+}
+
+/// The aggregates of values of any kind (clause 4.5.19.1): numbers,
+/// booleans and array sizes in the numeric fields, strings in lexical
+/// order, every value counted.
+fn summarise_points(points: &[Point], start: i64, end: i64, distinct: bool) -> AggregateBucket {
+    let nums: Vec<f64> = points.iter().filter_map(|p| p.num).collect();
+    let mut b = summarise(&nums, start, end, false);
+    if nums.is_empty() {
+        (b.sum, b.sumsq, b.min, b.max, b.stddev) = (0.0, 0.0, f64::NAN, f64::NAN, 0.0);
+    }
+    b.count = points.len() as u64;
+    b.distinct = distinct.then(|| {
+        let mut keys: Vec<&str> = points.iter().map(|p| p.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.len() as u64
+    });
+    let texts = || points.iter().filter_map(|p| p.text.as_deref());
+    b.text_min = texts().min().map(str::to_string);
+    b.text_max = texts().max().map(str::to_string);
+    b.classes = points.iter().fold(0, |c, p| c | p.class);
+    b
 }
 
 /// The in-memory columnar copies of numeric series, bounded in bytes.
@@ -2111,19 +2224,20 @@ pub fn aggregate_instances(
     period: Option<&IsoDuration>,
     distinct: bool,
 ) -> Vec<AggregateBucket> {
-    let mut points: Vec<(i64, f64)> = instances
+    let mut points: Vec<(i64, Point)> = instances
         .iter()
-        .filter_map(|i| {
-            let v = match &i.attr.as_ref()?.value {
-                AttrValue::Property(v) => v.as_f64()?,
-                _ => return None,
-            };
-            Some((range.property.time_of(i), v))
-        })
+        .filter_map(|i| Some((range.property.time_of(i), point_of(&i.attr.as_ref()?.value))))
         .collect();
     points.sort_by_key(|p| p.0);
-    let (times, values): (Vec<i64>, Vec<f64>) = points.into_iter().unzip();
-    aggregate_points(&times, &values, range.from, range.to, period, distinct)
+    let (times, points): (Vec<i64>, Vec<Point>) = points.into_iter().unzip();
+    // Numbers only: the numeric summary, as the columnar copies give it.
+    if points.iter().all(|p| p.class == crate::value_class::NUMBER) {
+        let values: Vec<f64> = points.iter().filter_map(|p| p.num).collect();
+        return aggregate_points(&times, &values, range.from, range.to, period, distinct);
+    }
+    periods(&times, range.from, range.to, period, |r, start, end| {
+        summarise_points(&points[r], start, end, distinct)
+    })
 }
 
 #[cfg(test)]

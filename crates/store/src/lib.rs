@@ -403,7 +403,26 @@ pub struct HistoryEntity {
     pub attrs: Vec<(Iri, Option<Box<str>>)>,
 }
 
-/// The numeric aggregates of one period (clause 4.5.19).
+/// The kinds of value a period's instances hold, as the aggregation
+/// methods tell them apart (Tables 4.5.19.1-1 to -3): a bit set of
+/// [`AggregateBucket::classes`].
+pub mod value_class {
+    /// JSON numbers.
+    pub const NUMBER: u8 = 1;
+    /// Booleans (true counts 1, false 0).
+    pub const BOOLEAN: u8 = 2;
+    /// Arrays (and ListProperty values): their sizes are summed, averaged
+    /// and compared.
+    pub const ARRAY: u8 = 4;
+    /// Strings and date-times: compared in lexical order.
+    pub const STRING: u8 = 8;
+    /// Objects, language maps, JSON values, geometries: counted only.
+    pub const OBJECT: u8 = 16;
+    /// Relationship objects and vocabulary terms: counted only.
+    pub const RELATIONSHIP: u8 = 32;
+}
+
+/// The aggregates of one period (clause 4.5.19).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateBucket {
     /// The start of the period (included).
@@ -424,6 +443,13 @@ pub struct AggregateBucket {
     pub max: f64,
     /// The sample standard deviation (0 for one instance).
     pub stddev: f64,
+    /// The first and last string in lexical order, when the period holds
+    /// strings (min and max then); the numeric fields hold the numbers,
+    /// booleans and array sizes.
+    pub text_min: Option<String>,
+    pub text_max: Option<String>,
+    /// The kinds of value seen ([`value_class`] bits).
+    pub classes: u8,
 }
 
 /// What to aggregate.

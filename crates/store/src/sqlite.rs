@@ -810,24 +810,33 @@ impl Store for SqliteStore {
             let recent = recent_of(&self.shared.history_index.read(), &series);
             return self.read(move |conn| from_instances(conn, &series, &recent));
         }
+        // No number in the range: the values are of other kinds (strings,
+        // booleans, arrays, relationships), aggregated from the instances.
         if let Some(cached) = cached {
             let buckets = cached
                 .read()
                 .aggregate(from, to, period.as_ref(), req.distinct);
-            return Box::pin(async move { Ok(buckets) });
+            if !buckets.is_empty() {
+                return Box::pin(async move { Ok(buckets) });
+            }
+            let recent = recent_of(&self.shared.history_index.read(), &series);
+            return self.read(move |conn| from_instances(conn, &series, &recent));
         }
         // Loading runs on the writer so that no commit slips between the
         // read of the rows and the copy joining the cache.
         self.job(move |w| {
             w.flush_recent()?;
             let loaded = NumSeries::load(&w.conn, &w.shared.names, sid)?;
-            if !complete(&loaded) {
+            if !complete(&loaded) || loaded.times.is_empty() {
                 return from_instances(&w.conn, &series, &Default::default());
             }
             let shared = w.shared.num_cache.lock().put(sid, loaded);
             let buckets = shared
                 .read()
                 .aggregate(from, to, period.as_ref(), req.distinct);
+            if buckets.is_empty() {
+                return from_instances(&w.conn, &series, &Default::default());
+            }
             Ok(buckets)
         })
     }

@@ -348,6 +348,95 @@ async fn concise_temporal_representation_out_and_in() {
     .problem(400, "BadRequestData");
 }
 
+/// Values that are not numbers aggregate as Tables 4.5.19.1-1 to -3 say:
+/// strings and date-times by lexical order, booleans as 1 and 0, arrays by
+/// size, relationships and objects counted only; a method that does not
+/// apply is InvalidRequest (clause 5.7.4.4).
+#[tokio::test]
+async fn values_of_every_kind_aggregate_as_the_tables_say() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Sensor:kinds";
+    let at = |h: u32| format!("2024-03-01T{h:02}:00:00Z");
+    let series = |values: Vec<Value>| -> Value {
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(h, mut v)| {
+                v["observedAt"] = json!(at(h as u32));
+                v
+            })
+            .collect()
+    };
+    let prop = |v: Value| json!({"type": "Property", "value": v});
+    let rel = |o: &str| json!({"type": "Relationship", "object": o});
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({
+                "id": id, "type": "Sensor",
+                "status": series(vec![prop(json!("ok")), prop(json!("alarm")), prop(json!("ok"))]),
+                "on": series(vec![prop(json!(true)), prop(json!(false)), prop(json!(true))]),
+                "readings": series(vec![prop(json!([1, 2])), prop(json!([1, 2, 3, 4]))]),
+                "road": series(vec![rel("urn:r:a"), rel("urn:r:b"), rel("urn:r:a")]),
+                "meta": series(vec![prop(json!({"a": 1}))]),
+                "since": series(vec![
+                    prop(json!({"@type": "DateTime", "@value": "2024-01-02T00:00:00Z"})),
+                    prop(json!({"@type": "DateTime", "@value": "2024-01-01T00:00:00Z"})),
+                ]),
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let aggregate = |attr: &'static str, methods: &'static str| {
+        let s = &s;
+        async move {
+            let body = temporal(
+                s,
+                id,
+                &format!("attrs={attr}&options=aggregatedValues&aggrMethods={methods}"),
+            )
+            .await;
+            let first = |m: &str| body[attr][m][0][0].clone();
+            methods.split(',').map(first).collect::<Vec<Value>>()
+        }
+    };
+    assert_eq!(
+        aggregate("status", "totalCount,distinctCount,min,max").await,
+        [json!(3), json!(2), json!("alarm"), json!("ok")]
+    );
+    assert_eq!(
+        aggregate("on", "sum,min,max,sumsq").await,
+        [json!(2.0), json!(0.0), json!(1.0), json!(2.0)]
+    );
+    assert_eq!(
+        aggregate("readings", "sum,avg,min,max,distinctCount").await,
+        [json!(6.0), json!(3.0), json!(2.0), json!(4.0), json!(2)]
+    );
+    assert_eq!(
+        aggregate("road", "totalCount,distinctCount").await,
+        [json!(3), json!(2)]
+    );
+    assert_eq!(aggregate("meta", "totalCount").await, [json!(1)]);
+    assert_eq!(
+        aggregate("since", "min,max").await,
+        [json!("2024-01-01T00:00:00Z"), json!("2024-01-02T00:00:00Z")]
+    );
+    for (attr, method) in [
+        ("status", "sum"),
+        ("status", "avg"),
+        ("road", "max"),
+        ("readings", "stddev"),
+        ("meta", "min"),
+    ] {
+        s.get(&format!(
+            "/temporal/entities/{}?attrs={attr}&options=aggregatedValues&aggrMethods={method}",
+            enc(id)
+        ))
+        .await
+        .problem(400, "InvalidRequest");
+    }
+}
+
 #[tokio::test]
 async fn aggregated_values_with_every_method_and_a_period() {
     let s = Server::start().await;
