@@ -32,10 +32,10 @@ use store::{Change, Next, Op, Outcome, Store};
 pub use batch::{BatchResult, UpsertMode};
 pub use context::{BodyKind, Ctx};
 pub use linked::Join;
-pub use query::{EntityQuery, QueryParams, QueryResult, ViewOptions};
+pub use query::{EntityQuery, POST_QUERY_PARAMS, QueryParams, QueryResult, ViewOptions};
 pub use temporal::{
-    AggrMethod, ContentRange, TemporalFormat, TemporalParams, TemporalQuery, TemporalResult,
-    instance_uri,
+    AggrMethod, ContentRange, POST_TEMPORAL_QUERY_PARAMS, TemporalFormat, TemporalParams,
+    TemporalQuery, TemporalResult, instance_uri,
 };
 
 /// Settings of the broker.

@@ -17,6 +17,21 @@ use crate::{Broker, Ctx};
 
 /// Query parameters as the client wrote them (already percent-decoded).
 /// Shared by the HTTP binding and any other front end.
+/// The URL parameters of POST /entityOperations/query: paging and view;
+/// the selection is the body's.
+pub const POST_QUERY_PARAMS: &[&str] = &[
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "local",
+    "lang",
+    "orderBy",
+    "orderFrom",
+    "collation",
+];
+
 #[derive(Debug, Clone, Default)]
 pub struct QueryParams {
     pub id: Option<String>,

@@ -43,6 +43,22 @@ pub struct TemporalParams {
     pub csf: Option<String>,
 }
 
+/// The URL parameters of POST /temporal/entityOperations/query: paging,
+/// view and aggregation; the selection and time range are the body's.
+pub const POST_TEMPORAL_QUERY_PARAMS: &[&str] = &[
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "local",
+    "lang",
+    "lastN",
+    "aggrMethods",
+    "aggrPeriodDuration",
+    "orderBy",
+];
+
 /// An aggregation function (clause 4.5.19).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggrMethod {

@@ -289,30 +289,14 @@ fn body_for<'b, T>(bodies: &'b [(Arc<str>, T)], r: &Registration) -> Option<&'b 
     bodies.iter().find(|(id, _)| *id == r.id).map(|(_, b)| b)
 }
 
-/// The URL parameters of POST queries (entity and temporal): paging, view
-/// and aggregation, no selection.
-const POST_QUERY_URL_PARAMS: &[&str] = &[
-    "limit",
-    "offset",
-    "count",
-    "options",
-    "format",
-    "local",
-    "lang",
-    "orderBy",
-    "orderFrom",
-    "collation",
-    "lastN",
-    "aggrMethods",
-    "aggrPeriodDuration",
-];
-
 /// Whether a paging link of a POST query names some selection of its own
 /// (a parameter that the URL of a POST query does not take), and so can be
 /// followed without the query's body.
 fn selects(link: &reqwest::Url) -> bool {
-    link.query_pairs()
-        .any(|(k, _)| !POST_QUERY_URL_PARAMS.contains(&k.as_ref()))
+    link.query_pairs().any(|(k, _)| {
+        !crate::query::POST_QUERY_PARAMS.contains(&k.as_ref())
+            && !crate::temporal::POST_TEMPORAL_QUERY_PARAMS.contains(&k.as_ref())
+    })
 }
 
 /// The `next` link of a paged answer, resolved against `base`; only one

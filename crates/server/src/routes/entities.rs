@@ -582,22 +582,8 @@ pub(crate) fn query_of_body(
 pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     // Accept is checked before the query parameters (docs/spec-notes.md §0).
     negotiate(&req.headers, true).map_err(|e| req.err(e))?;
-    let params = checked_params(
-        req.query.as_deref(),
-        &[
-            "limit",
-            "offset",
-            "count",
-            "options",
-            "format",
-            "local",
-            "lang",
-            "orderBy",
-            "orderFrom",
-            "collation",
-        ],
-    )
-    .map_err(|e| req.err(e))?;
+    let params =
+        checked_params(req.query.as_deref(), broker::POST_QUERY_PARAMS).map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
     // temporalQ belongs to Query Temporal Evolution only (Table 5.2.23-1).
     if value.get("temporalQ").is_some() {

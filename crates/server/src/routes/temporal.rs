@@ -222,23 +222,8 @@ pub async fn query(State(state): State<AppState>, req: Ngsi) -> ApiResult {
 /// POST /temporal/entityOperations/query
 pub async fn query_post(State(state): State<AppState>, req: Ngsi, body: Body) -> ApiResult {
     let produce = negotiate(&req.headers, false).map_err(|e| req.err(e))?;
-    let params = checked_params(
-        req.query.as_deref(),
-        &[
-            "limit",
-            "offset",
-            "count",
-            "options",
-            "format",
-            "local",
-            "lang",
-            "lastN",
-            "aggrMethods",
-            "aggrPeriodDuration",
-            "orderBy",
-        ],
-    )
-    .map_err(|e| req.err(e))?;
+    let params = checked_params(req.query.as_deref(), broker::POST_TEMPORAL_QUERY_PARAMS)
+        .map_err(|e| req.err(e))?;
     let (value, _, ctx) = body_and_ctx(&req, &state, body).await?;
     let query = query_of_body(&state, &req, &ctx, &value, &params)?;
     run_query(&state, &req, produce, &ctx, &params, &query, Some(&value)).await
