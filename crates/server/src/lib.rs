@@ -182,6 +182,20 @@ pub async fn read_body(req: &Ngsi, state: &AppState, body: Body) -> Result<Bytes
     {
         return Err(req.err(too_large(state)));
     }
+    // A compressed body would be read as JSON text: refused, not misread.
+    if let Some(coding) = req
+        .headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .filter(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(req.err(NgsiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!(
+                "Content-Encoding {} is not supported",
+                String::from_utf8_lossy(coding.as_bytes())
+            ),
+        )));
+    }
     // A body that trickles in is not waited for longer than an idle
     // connection is (the connection then closes: the body was not read).
     let timeout = state.config.idle_timeout;

@@ -199,6 +199,17 @@ async fn errors_are_problem_details() {
         .send()
         .await;
     r.problem(400, "InvalidRequest");
+    // A compressed body is refused, not read as JSON.
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("content-encoding", "gzip")
+        .body("application/json", "{\"id\": \"urn:x:1\", \"type\": \"T\"}")
+        .send()
+        .await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    s.get("/entities/urn:x:1")
+        .await
+        .problem(404, "ResourceNotFound");
     // A path segment that is no UTF-8 once decoded, on any route.
     for path in [
         "/entities/urn:a%FF",
