@@ -80,7 +80,18 @@ impl Target for JsonTarget<'_> {
     }
 
     fn is_language_map(&self, path: &AttrPath) -> bool {
-        path.compound.is_empty() && is_language_map(self.element(path))
+        let Some(attr) = self.0.get(&path.attr) else {
+            return false;
+        };
+        // Any instance, as the stored entities' target tells.
+        path.compound.is_empty()
+            && instances(attr).into_iter().any(|i| {
+                let mut element = Some(i);
+                for sub in &path.sub_attrs {
+                    element = element.and_then(|e| e.get(sub));
+                }
+                is_language_map(element)
+            })
     }
 
     fn is_relationship(&self, path: &AttrPath) -> bool {

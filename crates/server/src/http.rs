@@ -33,6 +33,10 @@ where
     ) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            // A route without the segments its handler reads: a bug here.
+            Err(e @ axum::extract::rejection::PathRejection::MissingPathParams(_)) => Err(
+                ApiError::from(NgsiError::new(ErrorKind::InternalError, e.body_text())),
+            ),
             Err(e) => Err(ApiError::from(NgsiError::bad_data(format!(
                 "the request path cannot be read: {}",
                 e.body_text()

@@ -196,8 +196,10 @@ pub async fn read_body(req: &Ngsi, state: &AppState, body: Body) -> Result<Bytes
             ),
         )));
     }
-    // A body that trickles in is not waited for longer than an idle
-    // connection is (the connection then closes: the body was not read).
+    // The whole body must arrive within the idle timeout (60 s by default,
+    // for at most `max_body_bytes`, 8 MiB by default): one that trickles in
+    // is not waited for longer, and its connection then closes, since the
+    // body was not read to its end (`close_unread`).
     let timeout = state.config.idle_timeout;
     match tokio::time::timeout(
         timeout,

@@ -605,6 +605,13 @@ pub(crate) fn encode_instance(
     (t, modified, created, num, doc)
 }
 
+/// Whether a row's document is that of a deletion (the kind of the deleted
+/// attribute as a MessagePack string, see [`encode_instance`]) rather than
+/// an instance's (a positional attribute).
+pub(crate) fn is_deletion(doc: &[u8]) -> bool {
+    rmp_serde::from_slice::<String>(doc).is_ok()
+}
+
 /// The document of an instance: the attribute without what its row holds
 /// (datasetId, times, and the value when it is the row's number: then the
 /// document's value is null, which no numbered instance has), in the
@@ -919,6 +926,10 @@ pub(crate) struct NumSeries {
     /// range leaves them out, so such a series aggregates from its
     /// instances then).
     pub(crate) unobserved: usize,
+    /// How many instances hold a value that is not a number (strings,
+    /// booleans, arrays, relationships...): such a series aggregates from
+    /// its instances, which see every kind.
+    pub(crate) others: usize,
 }
 
 impl NumSeries {
@@ -928,11 +939,17 @@ impl NumSeries {
         sid: i64,
     ) -> Result<Self, StoreError> {
         let mut stmt = conn.prepare_cached(
-            "SELECT t, num, modified IS NULL FROM history WHERE series = ?1 AND num IS NOT NULL ORDER BY t, seq",
+            "SELECT t, num, modified IS NULL, CASE WHEN num IS NULL THEN doc END \
+             FROM history WHERE series = ?1 ORDER BY t, seq",
         )?;
         let mut rows = stmt.query([sid])?;
         let mut s = NumSeries::default();
         while let Some(row) = rows.next()? {
+            if let rusqlite::types::ValueRef::Blob(doc) = row.get_ref(3)?
+                && !is_deletion(doc)
+            {
+                s.others += 1;
+            }
             let v: rusqlite::types::Value = row.get(1)?;
             let v = match v {
                 rusqlite::types::Value::Integer(i) => i as f64,
@@ -947,8 +964,10 @@ impl NumSeries {
         }
         // The genesis instances, where their instants place them.
         for row in crate::genesis::Reader::new(names.clone()).rows_of(conn, sid)? {
-            if let Some(n) = row.num {
-                s.insert(row.t, n.as_f64(), row.modified.is_some());
+            match (row.num, &row.doc) {
+                (Some(n), _) => s.insert(row.t, n.as_f64(), row.modified.is_some()),
+                (None, Some(doc)) if !is_deletion(doc) => s.others += 1,
+                (None, _) => {}
             }
         }
         Ok(s)
@@ -1301,6 +1320,9 @@ pub(crate) struct HistoryOverlay {
     pub(crate) entity_types: HashMap<(Box<str>, Arc<str>), Vec<Iri>>,
     /// (series, instant, value, has observedAt) of the numeric instances.
     pub(crate) numbers: Vec<(i64, i64, f64, bool)>,
+    /// The series given an instance whose value is not a number: their
+    /// columnar copies no longer tell the whole series.
+    pub(crate) others: Vec<i64>,
     /// (series, seq) of the rows written to `history_recent`.
     pub(crate) recent: Vec<(i64, i64)>,
     pub(crate) recorded: usize,
@@ -1821,6 +1843,8 @@ impl Recorder {
             overlay
                 .numbers
                 .push((sid, t, n.as_f64(), modified.is_some()));
+        } else if attr.is_some() {
+            overlay.others.push(sid);
         }
         overlay.recorded += 1;
         if !fresh {
@@ -2207,10 +2231,13 @@ pub(crate) fn publish(index: &RwLock<HistoryIndex>, cache: &Mutex<NumCache>, o: 
                 .0 = types;
         }
     }
-    if !o.numbers.is_empty() {
+    if !o.numbers.is_empty() || !o.others.is_empty() {
         let mut cache = cache.lock();
         for (sid, t, v, observed) in o.numbers {
             cache.append(sid, t, v, observed);
+        }
+        for sid in o.others {
+            cache.remove(sid);
         }
         cache.evict();
     }
@@ -2252,6 +2279,18 @@ mod tests {
             .map(|b| (b.start, b.end, b.count, b.sum))
             .collect();
         assert_eq!(got, expect);
+    }
+
+    /// Deletion rows are told from instances with a document, which the
+    /// columnar copies count as values of another kind.
+    #[test]
+    fn deletion_documents_are_told_from_instance_documents() {
+        let (.., deletion) = encode_instance(None, 5, Some("Relationship"));
+        assert!(is_deletion(&deletion.unwrap()));
+        let text = Attribute::new(AttrValue::Property(serde_json::json!("high")));
+        let (_, _, _, num, doc) = encode_instance(Some(&text), 5, None);
+        assert!(num.is_none());
+        assert!(!is_deletion(&doc.unwrap()));
     }
 
     #[test]

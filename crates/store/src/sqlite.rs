@@ -799,44 +799,38 @@ impl Store for SqliteStore {
                     req.distinct,
                 ))
             };
-        // Only the instant has a columnar copy; a bounded range needs the
-        // points with an observedAt, which is every point of most series.
+        // Only the instant has a columnar copy, of series of numbers only; a
+        // bounded range needs the points with an observedAt, which is every
+        // point of most series.
         let cached = self.shared.num_cache.lock().get(sid);
         let bounded = req.range.bounded();
-        let complete = move |s: &NumSeries| !bounded || s.unobserved == 0;
+        let complete = move |s: &NumSeries| (!bounded || s.unobserved == 0) && s.others == 0;
         if req.range.property != TimeProperty::ObservedAt
             || cached.as_ref().is_some_and(|c| !complete(&c.read()))
         {
             let recent = recent_of(&self.shared.history_index.read(), &series);
             return self.read(move |conn| from_instances(conn, &series, &recent));
         }
-        // No number in the range: the values are of other kinds (strings,
-        // booleans, arrays, relationships), aggregated from the instances.
         if let Some(cached) = cached {
             let buckets = cached
                 .read()
                 .aggregate(from, to, period.as_ref(), req.distinct);
-            if !buckets.is_empty() {
-                return Box::pin(async move { Ok(buckets) });
-            }
-            let recent = recent_of(&self.shared.history_index.read(), &series);
-            return self.read(move |conn| from_instances(conn, &series, &recent));
+            return Box::pin(async move { Ok(buckets) });
         }
         // Loading runs on the writer so that no commit slips between the
         // read of the rows and the copy joining the cache.
         self.job(move |w| {
             w.flush_recent()?;
             let loaded = NumSeries::load(&w.conn, &w.shared.names, sid)?;
-            if !complete(&loaded) || loaded.times.is_empty() {
+            // Values of other kinds than numbers (strings, booleans,
+            // arrays, relationships) aggregate from the instances.
+            if !complete(&loaded) {
                 return from_instances(&w.conn, &series, &Default::default());
             }
             let shared = w.shared.num_cache.lock().put(sid, loaded);
             let buckets = shared
                 .read()
                 .aggregate(from, to, period.as_ref(), req.distinct);
-            if buckets.is_empty() {
-                return from_instances(&w.conn, &series, &Default::default());
-            }
             Ok(buckets)
         })
     }

@@ -290,12 +290,14 @@ fn body_for<'b, T>(bodies: &'b [(Arc<str>, T)], r: &Registration) -> Option<&'b 
 }
 
 /// Whether a paging link of a POST query names some selection of its own
-/// (a parameter that the URL of a POST query does not take), and so can be
-/// followed without the query's body.
-fn selects(link: &reqwest::Url) -> bool {
+/// (a parameter that the URL of a POST query does not take, nor the
+/// `first` request had, as an endpoint's token), and so can be followed
+/// without the query's body.
+fn selects(link: &reqwest::Url, first: &reqwest::Url) -> bool {
     link.query_pairs().any(|(k, _)| {
         !crate::query::POST_QUERY_PARAMS.contains(&k.as_ref())
             && !crate::temporal::POST_TEMPORAL_QUERY_PARAMS.contains(&k.as_ref())
+            && !first.query_pairs().any(|(f, _)| f == k)
     })
 }
 
@@ -464,9 +466,16 @@ impl Forwarder {
         url.set_fragment(None);
         // The API sits under the endpoint's path; a query string of the
         // endpoint (a token, say) goes first.
+        let base: Vec<String> = url
+            .path_segments()
+            .ok_or_else(|| Failure::Invalid("endpoint cannot be a base".into()))?
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         url.path_segments_mut()
             .map_err(|_| Failure::Invalid("endpoint cannot be a base".into()))?
-            .pop_if_empty()
+            .clear()
+            .extend(&base)
             .extend(["ngsi-ld", "v1"])
             .extend(segments);
         if let Some(q) = url.query().filter(|q| !q.is_empty()) {
@@ -580,15 +589,28 @@ impl Forwarder {
                 // A POST query's link that carries the selection (this
                 // broker's links give a Query body as GET parameters) is
                 // followed as it is.
-                Some(next) if body.is_some() && selects(&next) => {
+                Some(next) if body.is_some() && selects(&next, &p.url) => {
                     (method, body) = (reqwest::Method::GET, None);
                     url = next;
                 }
                 // Other POST queries page by the parameters of their link,
                 // sent with the same document to the same resource.
+                // What the link does not repeat of the first request's
+                // query (the endpoint's own, a token say) is kept.
                 Some(next) if body.is_some() => {
                     url = p.url.clone();
+                    let named: Vec<String> =
+                        next.query_pairs().map(|(k, _)| k.into_owned()).collect();
+                    let kept: Vec<(String, String)> = p
+                        .url
+                        .query_pairs()
+                        .filter(|(k, _)| !named.iter().any(|n| n == k))
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
                     url.set_query(next.query());
+                    if !kept.is_empty() {
+                        url.query_pairs_mut().extend_pairs(kept);
+                    }
                 }
                 Some(next) => url = next,
                 None => break,
@@ -685,8 +707,18 @@ impl Forwarder {
                 alias,
             )
             .map_err(|f| format!("{f:?}"))?;
-        // `management.localOnly` concerns entity reads, not subscriptions.
+        // `management.localOnly` concerns entity reads, not subscriptions;
+        // the endpoint's own query string stays.
+        let kept: Vec<(String, String)> = p
+            .url
+            .query_pairs()
+            .filter(|(k, _)| k != "local")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         p.url.set_query(None);
+        if !kept.is_empty() {
+            p.url.query_pairs_mut().extend_pairs(kept);
+        }
         p.method = method;
         let (status, headers, _) = self
             .exchange(p, 1 << 20)
@@ -1363,12 +1395,17 @@ mod tests {
     #[test]
     fn post_query_links_with_a_selection_are_followed_as_they_are() {
         let url = |q: &str| reqwest::Url::parse(&format!("http://s/ngsi-ld/v1/x?{q}")).unwrap();
-        assert!(selects(&url("limit=2&offset=2&type=A")));
-        assert!(selects(&url("q=a%3E1&offset=2")));
-        assert!(!selects(&url(
-            "limit=2&offset=2&count=true&options=keyValues"
-        )));
-        assert!(!selects(&url("lastN=3&aggrMethods=sum&offset=4")));
+        let first = url("limit=2");
+        assert!(selects(&url("limit=2&offset=2&type=A"), &first));
+        assert!(selects(&url("q=a%3E1&offset=2"), &first));
+        assert!(!selects(
+            &url("limit=2&offset=2&count=true&options=keyValues"),
+            &first
+        ));
+        assert!(!selects(&url("lastN=3&aggrMethods=sum&offset=4"), &first));
+        // The endpoint's own query repeated in the link selects nothing.
+        let tokened = url("token=x&limit=2");
+        assert!(!selects(&url("limit=2&offset=2&token=x"), &tokened));
     }
 
     #[test]

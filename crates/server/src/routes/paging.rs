@@ -197,7 +197,7 @@ fn selectors(list: &[Value], push: &mut impl FnMut(&str, String)) -> Option<()> 
         [one] => {
             push("type", ty(one)?.to_string());
             if let Some(ids) = one.get("id") {
-                push("id", names(ids)?);
+                push("id", id_list(ids)?);
             } else if let Some(p) = one.get("idPattern") {
                 push("idPattern", p.as_str()?.to_string());
             }
@@ -234,7 +234,7 @@ fn selectors(list: &[Value], push: &mut impl FnMut(&str, String)) -> Option<()> 
                 if ty(s)? != t || s.len() != 2 {
                     return None;
                 }
-                ids.push(names(s.get("id")?)?);
+                ids.push(id_list(s.get("id")?)?);
             }
             push("type", t.to_string());
             push("id", ids.join(","));
@@ -246,6 +246,17 @@ fn selectors(list: &[Value], push: &mut impl FnMut(&str, String)) -> Option<()> 
 /// The type of an entity selector.
 fn ty(s: &Map<String, Value>) -> Option<&str> {
     s.get("type").and_then(Value::as_str)
+}
+
+/// Entity ids as the comma-separated list of the `id` parameter; an id
+/// holding a comma has no such form.
+fn id_list(v: &Value) -> Option<String> {
+    let list = names(v)?;
+    let count = match v {
+        Value::Array(a) => a.len(),
+        _ => 1,
+    };
+    (list.split(',').count() == count).then_some(list)
 }
 
 /// A name or an array of names as a comma-separated list.
@@ -368,6 +379,7 @@ mod tests {
             json!({"type": "Query", "entities": [{"type": "A", "id": "urn:1"}, {"type": "B"}]}),
             json!({"type": "Query", "entities": [{"type": "A", "id": "urn:1"}, {"type": "B", "id": "urn:2"}]}),
             json!({"type": "Query", "entities": [{"type": "A"}], "entityMap": true}),
+            json!({"type": "Query", "entities": [{"type": "A", "id": "urn:x:1,urn:x:2"}]}),
             json!({"type": "Query", "ordering": {"orderBy": "location;dist-asc", "coordinates": [1, 2]}}),
         ] {
             let (path, params) = target(body.clone(), &[("limit", "5")], false);

@@ -379,6 +379,8 @@ async fn values_of_every_kind_aggregate_as_the_tables_say() {
                 "readings": series(vec![prop(json!([1, 2])), prop(json!([1, 2, 3, 4]))]),
                 "road": series(vec![rel("urn:r:a"), rel("urn:r:b"), rel("urn:r:a")]),
                 "meta": series(vec![prop(json!({"a": 1}))]),
+                "level": series(vec![prop(json!(5)), prop(json!(7))]),
+                "mixed": series(vec![prop(json!(5)), prop(json!("x"))]),
                 "since": series(vec![
                     prop(json!({"@type": "DateTime", "@value": "2024-01-02T00:00:00Z"})),
                     prop(json!({"@type": "DateTime", "@value": "2024-01-01T00:00:00Z"})),
@@ -421,7 +423,27 @@ async fn values_of_every_kind_aggregate_as_the_tables_say() {
         aggregate("since", "min,max").await,
         [json!("2024-01-01T00:00:00Z"), json!("2024-01-02T00:00:00Z")]
     );
+    // A series of numbers, aggregated (and so held in columns), then given
+    // a string: every instance counts, and sum no longer applies.
+    assert_eq!(
+        aggregate("level", "totalCount,sum").await,
+        [json!(2), json!(12.0)]
+    );
+    let r = s
+        .post(
+            &format!("/temporal/entities/{}/attrs", enc(id)),
+            &json!({"level": {"type": "Property", "value": "high", "observedAt": at(5)}}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(
+        aggregate("level", "totalCount,max").await,
+        [json!(3), json!(7.0)]
+    );
+    assert_eq!(aggregate("mixed", "totalCount").await, [json!(2)]);
     for (attr, method) in [
+        ("level", "sum"),
+        ("mixed", "avg"),
         ("status", "sum"),
         ("status", "avg"),
         ("road", "max"),
