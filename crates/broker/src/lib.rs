@@ -35,7 +35,7 @@ pub use linked::Join;
 pub use query::{EntityQuery, POST_QUERY_PARAMS, QueryParams, QueryResult, ViewOptions};
 pub use temporal::{
     AggrMethod, ContentRange, POST_TEMPORAL_QUERY_PARAMS, TemporalFormat, TemporalParams,
-    TemporalQuery, TemporalResult, instance_uri,
+    TemporalQuery, TemporalResult, instance_uri, is_temporal_representation,
 };
 
 /// Settings of the broker.

@@ -242,6 +242,12 @@ enum Representation {
     Aggregated,
 }
 
+/// Whether a word of `options` or `format` names a representation of a
+/// temporal answer.
+pub fn is_temporal_representation(word: &str) -> bool {
+    Representation::parse(word).is_some()
+}
+
 impl Representation {
     /// The representation a name of `options` or `format` asks for;
     /// `simplified` (and its old name keyValues) is the simplified temporal

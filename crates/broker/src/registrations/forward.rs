@@ -289,6 +289,25 @@ fn body_for<'b, T>(bodies: &'b [(Arc<str>, T)], r: &Registration) -> Option<&'b 
     bodies.iter().find(|(id, _)| *id == r.id).map(|(_, b)| b)
 }
 
+/// Sets the query of `url` to `query`, followed by the pairs of `from`'s
+/// query whose key `keep` accepts.
+fn set_query_keeping(
+    url: &mut reqwest::Url,
+    query: Option<&str>,
+    from: &reqwest::Url,
+    keep: impl Fn(&str) -> bool,
+) {
+    let kept: Vec<(String, String)> = from
+        .query_pairs()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.set_query(query);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept);
+    }
+}
+
 /// Whether a paging link of a POST query names some selection of its own
 /// (a parameter that the URL of a POST query does not take, nor the
 /// `first` request had, as an endpoint's token), and so can be followed
@@ -599,18 +618,8 @@ impl Forwarder {
                 // query (the endpoint's own, a token say) is kept.
                 Some(next) if body.is_some() => {
                     url = p.url.clone();
-                    let named: Vec<String> =
-                        next.query_pairs().map(|(k, _)| k.into_owned()).collect();
-                    let kept: Vec<(String, String)> = p
-                        .url
-                        .query_pairs()
-                        .filter(|(k, _)| !named.iter().any(|n| n == k))
-                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                        .collect();
-                    url.set_query(next.query());
-                    if !kept.is_empty() {
-                        url.query_pairs_mut().extend_pairs(kept);
-                    }
+                    let named = |k: &str| next.query_pairs().any(|(n, _)| n == k);
+                    set_query_keeping(&mut url, next.query(), &p.url, |k| !named(k));
                 }
                 Some(next) => url = next,
                 None => break,
@@ -709,16 +718,8 @@ impl Forwarder {
             .map_err(|f| format!("{f:?}"))?;
         // `management.localOnly` concerns entity reads, not subscriptions;
         // the endpoint's own query string stays.
-        let kept: Vec<(String, String)> = p
-            .url
-            .query_pairs()
-            .filter(|(k, _)| k != "local")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        p.url.set_query(None);
-        if !kept.is_empty() {
-            p.url.query_pairs_mut().extend_pairs(kept);
-        }
+        let first = p.url.clone();
+        set_query_keeping(&mut p.url, None, &first, |k| k != "local");
         p.method = method;
         let (status, headers, _) = self
             .exchange(p, 1 << 20)

@@ -90,7 +90,10 @@ pub(crate) fn post_query_target<'a>(
     // Aggregation methods in the body ask for the aggregated representation
     // unless the URL names one.
     let named = |(k, v): &(String, String)| {
-        k == "format" || k == "options" && v.split(',').any(|o| REPRESENTATIONS.contains(&o.trim()))
+        k == "format"
+            || k == "options"
+                && v.split(',')
+                    .any(|o| broker::is_temporal_representation(o.trim()))
     };
     if aggregated && !out.iter().any(named) {
         match out.iter_mut().find(|(k, _)| k == "options") {
@@ -100,16 +103,6 @@ pub(crate) fn post_query_target<'a>(
     }
     (get_path, out)
 }
-
-/// The words of `options` and `format` that name a temporal representation.
-const REPRESENTATIONS: &[&str] = &[
-    "normalized",
-    "keyValues",
-    "simplified",
-    "concise",
-    "temporalValues",
-    "aggregatedValues",
-];
 
 /// A Query body (clause 5.2.23) as GET query parameters, or `None` when
 /// some member has no parameter form; with whether it names aggregation
