@@ -307,9 +307,25 @@ fn bad(e: impl std::fmt::Display) -> NgsiError {
     NgsiError::bad_data(e.to_string())
 }
 
-fn expand_list(list: &str, ctx: &Ctx) -> NgsiResult<Vec<Iri>> {
+pub(crate) fn expand_list(list: &str, ctx: &Ctx) -> NgsiResult<Vec<Iri>> {
     let names = ngsi_query::parse_attr_list(list).map_err(bad)?;
     Ok(names.iter().map(|n| iri(&ctx.expand(n))).collect())
+}
+
+/// expandValues (clause 4.9, example 12): the unquoted words `q` compares
+/// the attributes `names` lists with are terms, expanded with `ctx` as a
+/// VocabProperty's vocab is on the way in; those `json_keys` lists stay
+/// literal.
+pub(crate) fn expand_words(q: &mut Query, names: &[Iri], json_keys: Option<&[Iri]>, ctx: &Ctx) {
+    q.map_words(&mut |path, word| {
+        let listed = names.iter().any(|n| **n == *path.attr)
+            && !json_keys.is_some_and(|j| j.iter().any(|n| **n == *path.attr));
+        if listed {
+            ctx.expand(word).into_owned()
+        } else {
+            word.to_string()
+        }
+    });
 }
 
 pub(crate) fn parse_types(s: &str, ctx: &Ctx) -> NgsiResult<TypeExpr> {
@@ -680,21 +696,13 @@ impl EntityQuery {
         // expandValues (clause 4.9, example 12): the unquoted values of the
         // listed attributes are terms, expanded with the @context as a
         // VocabProperty's vocab is on the way in.
-        if let Some(list) = &p.expand_values {
-            let mut names = expand_list(list, ctx)?;
-            if let Some(json) = &p.json_keys {
-                let json = expand_list(json, ctx)?;
-                names.retain(|n| !json.contains(n));
-            }
-            if let Some(q) = parsed_q.as_mut() {
-                q.map_words(&mut |path, word| {
-                    if names.iter().any(|n| **n == *path.attr) {
-                        ctx.expand(word).into_owned()
-                    } else {
-                        word.to_string()
-                    }
-                });
-            }
+        if let (Some(list), Some(q)) = (&p.expand_values, parsed_q.as_mut()) {
+            let json = p
+                .json_keys
+                .as_deref()
+                .map(|j| expand_list(j, ctx))
+                .transpose()?;
+            expand_words(q, &expand_list(list, ctx)?, json.as_deref(), ctx);
         }
         // Clause 5.7.2.4 (ETSI 019_03_05, 019_25, 019_26, 5722_01): a query
         // needs a type, attrs or q naming a non-system attribute, a

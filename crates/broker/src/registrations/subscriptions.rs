@@ -93,7 +93,7 @@ fn queries_of(sub: &Subscription) -> Result<Vec<RegistrationQuery>, ngsi_model::
     };
     let mut base = RegistrationQuery {
         attrs,
-        q: sub.q.clone(),
+        q: sub.q_matched.clone(),
         scope_q: sub.scope_q.clone(),
         time: sub
             .temporal_q

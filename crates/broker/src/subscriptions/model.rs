@@ -137,6 +137,16 @@ pub struct Subscription {
     pub scope_q: Option<ScopeQuery>,
     pub lang: Option<String>,
     pub dataset_id: Option<Vec<String>>,
+    /// expandValues (expanded names): the unquoted words `q` compares these
+    /// attributes with are terms, expanded with the @context of the request
+    /// that gave `q` or the list (clause 4.9, example 12).
+    pub expand_values: Option<Vec<Iri>>,
+    /// jsonKeys (expanded names): never expanded, even if expandValues
+    /// names them.
+    pub json_keys: Option<Vec<Iri>>,
+    /// `q` as matched: its words expanded as expandValues asks. `q` itself
+    /// is kept as written, for rendering.
+    pub q_matched: Option<Query>,
     pub expires_at: Option<i64>,
     /// expiresAt as the client wrote it.
     pub expires_text: Option<String>,
@@ -270,6 +280,9 @@ impl Subscription {
             scope_q: None,
             lang: None,
             dataset_id: None,
+            expand_values: None,
+            json_keys: None,
+            q_matched: None,
             expires_at: None,
             expires_text: None,
             is_active: true,
@@ -367,6 +380,8 @@ impl Subscription {
         check_time: bool,
         patching: bool,
     ) -> NgsiResult<()> {
+        // Whether q or the lists that say how its words are read changed.
+        let mut words_changed = false;
         for (key, value) in doc {
             if READ_ONLY.contains(&key.as_str()) || IGNORED.contains(&key.as_str()) {
                 continue;
@@ -436,7 +451,27 @@ impl Subscription {
                 "throttling" => {
                     self.throttling = (!null).then(|| positive(value, key, 1.0)).transpose()?
                 }
+                "expandValues" | "jsonKeys" => {
+                    let names = if null {
+                        None
+                    } else {
+                        // A comma-separated string, or a list as a Query's
+                        // members may be.
+                        let list = match value {
+                            Value::Array(_) => non_empty_strings(value, key)?.join(","),
+                            _ => string(value, key)?,
+                        };
+                        Some(crate::query::expand_list(&list, ctx)?)
+                    };
+                    if key == "expandValues" {
+                        self.expand_values = names;
+                    } else {
+                        self.json_keys = names;
+                    }
+                    words_changed = true;
+                }
                 "q" => {
+                    words_changed = true;
                     self.q = if null {
                         None
                     } else {
@@ -538,8 +573,16 @@ impl Subscription {
                         parse_notification(value, ctx, patching.then_some(&self.notification))?;
                 }
                 // Members this broker does not act on are accepted and ignored
-                // (csf, temporalQ, expandValues, ...).
+                // (ngsildConformance, splitEntities, ...).
                 _ => {}
+            }
+        }
+        if words_changed {
+            // Expanded with this request's @context: a later update that
+            // changes neither keeps the words as they were read.
+            self.q_matched = self.q.clone();
+            if let (Some(q), Some(names)) = (self.q_matched.as_mut(), &self.expand_values) {
+                crate::query::expand_words(q, names, self.json_keys.as_deref(), ctx);
             }
         }
         self.validate()?;
@@ -592,7 +635,7 @@ impl Subscription {
                 })
                 .collect::<NgsiResult<Vec<_>>>()?;
         }
-        m.q = self.q.clone();
+        m.q = self.q_matched.clone();
         m.scope_q = self.scope_q.clone();
         m.geo = match (&self.geo_q, &self.geo_q_property) {
             (Some(g), Some(p)) => Some((
@@ -703,6 +746,15 @@ impl Subscription {
         }
         if let Some(d) = &self.dataset_id {
             out.insert("datasetId".into(), json!(d));
+        }
+        for (member, names) in [
+            ("expandValues", &self.expand_values),
+            ("jsonKeys", &self.json_keys),
+        ] {
+            if let Some(names) = names {
+                let list: Vec<String> = names.iter().map(|n| ctx.compact(n).into_owned()).collect();
+                out.insert(member.into(), json!(list.join(",")));
+            }
         }
         if let Some(t) = &self.expires_text {
             out.insert("expiresAt".into(), json!(t));
@@ -1111,6 +1163,8 @@ mod tests {
         "scopeQ",
         "lang",
         "datasetId",
+        "expandValues",
+        "jsonKeys",
         "expiresAt",
         "isActive",
         "throttling",

@@ -2032,3 +2032,88 @@ async fn the_ngsi_ld_null_removes_members_in_an_update() {
         .await
         .problem(400, "BadRequestData");
 }
+
+/// expandValues and jsonKeys of a Subscription (Table 5.2.12-1): the words
+/// `q` compares the listed attributes with are terms, expanded as a
+/// VocabProperty's vocab is; jsonKeys keeps them literal. An update that
+/// changes neither keeps the words as they were read.
+#[tokio::test]
+async fn expand_values_and_json_keys_of_a_subscription_apply_to_q() {
+    let s = Server::start().await;
+    s.create(json!({"id": "urn:v:shop", "type": "Shop",
+                    "category": {"type": "VocabProperty", "vocab": "commercial"},
+                    "visitors": {"type": "Property", "value": 1}}))
+        .await;
+    let mut receivers = Vec::new();
+    for (name, members) in [
+        ("expanded", json!({"expandValues": "category"})),
+        ("literal", json!({})),
+        (
+            "json",
+            json!({"expandValues": "category", "jsonKeys": "category"}),
+        ),
+    ] {
+        let (uri, rx) = receiver(StatusCode::OK).await;
+        let mut body = json!({
+            "id": format!("urn:ngsi-ld:Subscription:{name}"),
+            "type": "Subscription",
+            "entities": [{"type": "Shop"}],
+            "q": "category==commercial",
+            "notification": {"endpoint": {"uri": uri, "accept": "application/json"}},
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(members.as_object().unwrap().clone());
+        subscribe(&s, &body).await;
+        receivers.push(rx);
+    }
+    let visit = |n: i64| {
+        let s = &s;
+        async move {
+            s.patch(
+                "/entities/urn:v:shop/attrs",
+                &json!({"visitors": {"type": "Property", "value": n}}),
+            )
+            .await
+            .no_content();
+        }
+    };
+    visit(2).await;
+    let got = next(&mut receivers[0]).await;
+    assert_eq!(got.body["data"][0]["id"], "urn:v:shop", "{}", got.body);
+    nothing(&mut receivers[1], 300).await;
+    nothing(&mut receivers[2], 0).await;
+    // Rendered back as given, the names compacted.
+    let sub = s.get("/subscriptions/urn:ngsi-ld:Subscription:json").await;
+    assert_eq!(sub.body["expandValues"], "category", "{}", sub.text);
+    assert_eq!(sub.body["jsonKeys"], "category", "{}", sub.text);
+    assert_eq!(sub.body["q"], "category==commercial", "{}", sub.text);
+    // Another member changed: the words stay expanded.
+    let expanded = "/subscriptions/urn:ngsi-ld:Subscription:expanded";
+    s.patch(expanded, &json!({"description": "shops"}))
+        .await
+        .no_content();
+    visit(3).await;
+    next(&mut receivers[0]).await;
+    // expandValues removed: the word is compared as written again.
+    s.patch(expanded, &json!({"expandValues": null}))
+        .await
+        .no_content();
+    visit(4).await;
+    nothing(&mut receivers[0], 300).await;
+    assert!(s.get(expanded).await.body.get("expandValues").is_none());
+    // Given back (as a list, like a Query's members): it applies again.
+    s.patch(expanded, &json!({"expandValues": ["category"]}))
+        .await
+        .no_content();
+    visit(5).await;
+    next(&mut receivers[0]).await;
+    s.post(
+        "/subscriptions",
+        &json!({"type": "Subscription", "entities": [{"type": "Shop"}],
+                "expandValues": 5,
+                "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+}
