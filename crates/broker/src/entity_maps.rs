@@ -426,6 +426,13 @@ impl Broker {
                 .await?;
             return Ok((result, None));
         }
+        if query.split {
+            // A map lists the entities each place matched on its own.
+            return Err(NgsiError::new(
+                ErrorKind::OperationNotSupported,
+                "an EntityMap is not made for a query with splitEntities=true",
+            ));
+        }
         let made = self.live_or_made(tenant, map, async {
             self.make_entity_map(tenant, ctx, query, origin, map.lifetime_micros)
                 .await

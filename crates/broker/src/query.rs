@@ -267,6 +267,11 @@ pub struct EntityQuery {
     pub(crate) csf: Option<Query>,
     /// The EntityMap the query is restricted to (clause 5.5.9.3).
     pub(crate) within: Option<Arc<Within>>,
+    /// `splitEntities=true` (Table 6.4.3.2-1): the parts of an entity may
+    /// be held in several places, so the sources are asked for what they
+    /// hold of the selected entities and the filters apply to the joined
+    /// entities.
+    pub(crate) split: bool,
 }
 
 /// The entities of an EntityMap a query is restricted to, and the matches
@@ -656,15 +661,7 @@ impl EntityQuery {
         if let Some(t) = p.r#type.as_deref().filter(|_| !all_types) {
             selector.types = Some(parse_types(t, ctx)?);
         }
-        // Each source applies the filters to what it holds; filtering only
-        // after joining the parts of split entities is not offered.
-        if parse_bool(p.split_entities.as_deref(), "splitEntities")? {
-            return Err(NgsiError::new(
-                ngsi_model::ErrorKind::OperationNotSupported,
-                "splitEntities=true is not supported: each context source applies the filters \
-                 to what it holds (splitEntities=false)",
-            ));
-        }
+        let split = parse_bool(p.split_entities.as_deref(), "splitEntities")?;
         // A context source filter is a query (clause 4.9) on the Context
         // Source Properties of registrations.
         let csf = p
@@ -746,6 +743,7 @@ impl EntityQuery {
             local: local || all_types,
             csf,
             within: None,
+            split,
         };
         let mut q = q;
         q.set_order_reference(p.order_from.as_deref(), p.order_geometry.as_deref())?;
@@ -829,6 +827,11 @@ impl EntityQuery {
         }
         params.scope_q = string("scopeQ")?;
         params.csf = string("csf")?;
+        match m.get("splitEntities") {
+            None => {}
+            Some(Value::Bool(b)) => params.split_entities = Some(b.to_string()),
+            Some(_) => return Err(NgsiError::bad_data("splitEntities must be true or false")),
+        }
         if let Some(lang) = string("lang")? {
             params.lang = Some(lang);
         }

@@ -412,6 +412,14 @@ impl TemporalQuery {
                 "linked-entity projections (attr{...}) in pick or omit are not supported in temporal reads",
             ));
         }
+        // The temporal parts of an entity are merged, but not filtered
+        // after the merge.
+        if entities.split {
+            return Err(NgsiError::new(
+                ngsi_model::ErrorKind::OperationNotSupported,
+                "splitEntities=true is not supported in temporal queries",
+            ));
+        }
         // Clause 5.7.4.4: a temporal query orders by id only.
         if entities
             .order_by

@@ -60,6 +60,21 @@ const QUERY_PARAMS: &[&str] = &[
     "datasetId",
     "expandValues",
 ];
+/// The parameters of a query with `splitEntities=true` passed on: only
+/// the selection, as a source's part of an entity may not satisfy the
+/// filters on its own.
+const SPLIT_QUERY_PARAMS: &[&str] = &["id", "idPattern", "type"];
+/// The members of a Query document that filter (dropped from what is sent
+/// with `splitEntities=true`).
+const QUERY_FILTER_MEMBERS: &[&str] = &[
+    "attrs",
+    "q",
+    "geoQ",
+    "scopeQ",
+    "datasetId",
+    "expandValues",
+    "jsonKeys",
+];
 /// The same for Retrieve Entity.
 const RETRIEVE_PARAMS: &[&str] = &["type", "attrs", "datasetId"];
 /// contextSourceInfo keys that tell the broker how to talk to the source
@@ -527,17 +542,37 @@ impl Forwarder {
         ctx: &Ctx,
         alias: &str,
         sys_attrs: bool,
+        split: bool,
     ) -> Result<Prepared, Failure> {
-        let mut params = match origin.body {
+        // With splitEntities=true a source is asked for what it holds of
+        // the selected entities, the filters left out.
+        let filtered;
+        let body = match origin.body {
+            Some(Value::Object(m)) if split => {
+                let mut m = m.clone();
+                m.retain(|k, _| !QUERY_FILTER_MEMBERS.contains(&k.as_str()));
+                filtered = Value::Object(m);
+                Some(&filtered)
+            }
+            other => other,
+        };
+        let mut params = match body {
             Some(_) => Vec::new(),
-            None => passed_on(origin.query, QUERY_PARAMS),
+            None => passed_on(
+                origin.query,
+                if split {
+                    SPLIT_QUERY_PARAMS
+                } else {
+                    QUERY_PARAMS
+                },
+            ),
         };
         // The system attributes, when the client wants them, come from the
         // source (they also order its instances against others).
         if sys_attrs {
             params.push("options=sysAttrs".into());
         }
-        match origin.body {
+        match body {
             Some(b) => self.request(
                 r,
                 &["entityOperations", "query"],
@@ -1070,19 +1105,126 @@ impl Broker {
             return self.query_entities(tenant, ctx, query);
         }
         let window = query.offset.saturating_add(query.limit);
-        let want = (!query.count).then_some(window);
+        // Split entities: every part a source holds is read, whether or not
+        // it matches on its own.
+        let want = (!query.count && !query.split).then_some(window);
         let alias = self.source_alias(tenant);
         let answers = self
             .ask_sources(
                 tenant,
                 sources,
-                |f, r| f.query_request(r, origin, ctx, &alias, query.view.sys_attrs),
+                |f, r| {
+                    let sys_attrs = query.view.sys_attrs;
+                    f.query_request(r, origin, ctx, &alias, sys_attrs, query.split)
+                },
                 move |f, p| f.query(p, want),
                 |items| parse_answer(items, ctx, self.config.parse),
             )
             .await
             .entities();
+        if query.split {
+            return self.merge_split_query(tenant, ctx, query, answers, window);
+        }
         self.merge_query(tenant, ctx, query, answers, window)
+    }
+
+    /// Query Entities with `splitEntities=true`: the parts of the selected
+    /// entities the sources hold (`entities`, unfiltered) are joined with
+    /// what is held here of them, and the query's filters apply to the
+    /// joined entities; entities held only here match as stored.
+    fn merge_split_query(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &EntityQuery,
+        (entities, warnings): (Vec<(Entity, bool)>, Vec<String>),
+        window: usize,
+    ) -> NgsiResult<QueryResult> {
+        let local_tenant = tenant.is_empty() || self.store.tenant_exists(tenant);
+        let held_here = |id: &str| local_tenant.then(|| self.store.get(tenant, id)).flatten();
+        // The joined entities by id, each with whether its part held here
+        // matches alone; sources first, auxiliary ones last (they only fill
+        // gaps).
+        let mut joined: BTreeMap<Arc<str>, (Entity, bool)> = BTreeMap::new();
+        let (main, aux): (Vec<_>, Vec<_>) = entities.into_iter().partition(|(_, aux)| !aux);
+        for (part, auxiliary) in main.into_iter().chain(aux) {
+            match joined.get_mut(&part.id) {
+                Some((entity, _)) => merge(entity, part, auxiliary),
+                None => {
+                    let (entity, matched) = match held_here(&part.id) {
+                        Some(e) => {
+                            let matched = query.matches(&e);
+                            let mut e = (*e).clone();
+                            merge(&mut e, part, auxiliary);
+                            (e, matched)
+                        }
+                        None => (part, false),
+                    };
+                    joined.insert(entity.id.clone(), (entity, matched));
+                }
+            }
+        }
+        // The matches held here, enough of them that the window is full
+        // once those with parts elsewhere are set aside.
+        let page = if local_tenant {
+            self.store_page(
+                tenant,
+                query,
+                Page {
+                    offset: 0,
+                    limit: window.saturating_add(joined.len()),
+                    count: query.count,
+                },
+            )
+        } else {
+            store::QueryPage::default()
+        };
+        let mut total = page.total.unwrap_or(0);
+        let mut merged: BTreeMap<Arc<str>, Entity> = page
+            .entities
+            .iter()
+            .filter(|e| !joined.contains_key(&e.id))
+            .map(|e| (e.id.clone(), (**e).clone()))
+            .collect();
+        for (id, (entity, matched_here)) in joined {
+            // A part held here that matched alone was counted already.
+            if matched_here {
+                total = total.saturating_sub(1);
+            }
+            if query.matches(&entity) {
+                total += 1;
+                merged.insert(id, entity);
+            }
+        }
+        Ok(self.page_of(tenant, ctx, query, &merged, total, warnings))
+    }
+
+    /// The page `query` asks for of `merged`, the matches by id, with
+    /// `total`, their count, when it is asked for.
+    fn page_of(
+        &self,
+        tenant: &str,
+        ctx: &Ctx,
+        query: &EntityQuery,
+        merged: &BTreeMap<Arc<str>, Entity>,
+        total: usize,
+        warnings: Vec<String>,
+    ) -> QueryResult {
+        let roots: Vec<&Entity> = merged
+            .values()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect();
+        let mut budget = crate::linked::MAX_LINKED;
+        QueryResult {
+            entities: roots
+                .iter()
+                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
+                .collect(),
+            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
+            total: query.count.then_some(total),
+            warnings,
+        }
     }
 
     /// The registrations a query is forwarded to: those of the tenant that
@@ -1097,6 +1239,14 @@ impl Broker {
         if query.local || query.order_by.is_some() || !query.wide_enough {
             return Vec::new();
         }
+        let mut selection = registration_selection(query);
+        if query.split {
+            // Any part of a selected entity may be what the filters or
+            // `attrs` need.
+            for s in &mut selection {
+                s.attrs = None;
+            }
+        }
         self.registrations.sources(
             tenant,
             if origin.body.is_some() {
@@ -1104,7 +1254,7 @@ impl Broker {
             } else {
                 "queryEntity"
             },
-            &registration_selection(query),
+            &selection,
             query.csf.as_ref(),
             origin,
             &self.source_alias(tenant),
@@ -1125,7 +1275,7 @@ impl Broker {
             .ask_sources(
                 tenant,
                 sources,
-                |f, r| f.query_request(r, origin, ctx, &alias, false),
+                |f, r| f.query_request(r, origin, ctx, &alias, false, false),
                 move |f, p| f.query(p, None),
                 |items| parse_answer(items, ctx, self.config.parse),
             )
@@ -1169,21 +1319,7 @@ impl Broker {
             &mut total,
             entities,
         );
-        let roots: Vec<&Entity> = merged
-            .values()
-            .skip(query.offset)
-            .take(query.limit)
-            .collect();
-        let mut budget = crate::linked::MAX_LINKED;
-        Ok(QueryResult {
-            entities: roots
-                .iter()
-                .filter_map(|e| self.answer_json(tenant, e, ctx, &query.view, &mut budget))
-                .collect(),
-            linked: self.flat_answer(tenant, &roots, ctx, &query.view),
-            total: query.count.then_some(total),
-            warnings,
-        })
+        Ok(self.page_of(tenant, ctx, query, &merged, total, warnings))
     }
 
     /// Joins the entities the sources answered `query` with (`auxiliary`

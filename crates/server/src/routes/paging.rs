@@ -121,6 +121,7 @@ fn body_as_params(body: &Value, temporal: bool) -> Option<(Vec<(String, String)>
             | "jsonKeys" => push(k, names(v)?),
             "q" | "scopeQ" | "csf" | "lang" | "join" => push(k, v.as_str()?.to_string()),
             "joinLevel" => push(k, v.as_u64()?.to_string()),
+            "splitEntities" if !temporal => push(k, v.as_bool()?.to_string()),
             "geoQ" => {
                 for (g, gv) in v.as_object()? {
                     match g.as_str() {
@@ -309,6 +310,7 @@ mod tests {
             "geoQ": {"geometry": "Point", "coordinates": [1, 2], "georel": "near;maxDistance==5"},
             "lang": "fr",
             "ordering": {"orderBy": ["x"]},
+            "splitEntities": true,
         });
         let (path, params) = target(body, &[("limit", "2"), ("lang", "en")], false);
         assert_eq!(path, "/get");
@@ -323,6 +325,7 @@ mod tests {
                 "lang=fr",
                 "limit=2",
                 "orderBy=x",
+                "splitEntities=true",
                 "type=A",
             ]
         );

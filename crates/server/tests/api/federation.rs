@@ -446,6 +446,18 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
         "csf is this broker's, not passed on"
     );
     assert!(asked.try_recv().is_err());
+    // splitEntities=true: the source is asked for its parts of the
+    // selected entities, the filters stay here.
+    let r = get(
+        &s,
+        &ctx,
+        "/entities?type=Vehicle&attrs=speed&q=speed%3E5&georel=near;maxDistance==10\
+         &geometry=Point&coordinates=[1,2]&splitEntities=true&limit=3",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = asked.recv().await.unwrap();
+    assert_eq!(got.uri.query(), Some("token=abc&type=Vehicle"));
 }
 
 #[tokio::test]
@@ -1195,4 +1207,113 @@ async fn temporal_queries_page_through_what_here_and_the_sources_hold() {
         json!({"type": "Query", "entities": [{"type": "Vehicle"}], "q": "speed>1",
                "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T00:00:00Z"}})
     );
+}
+
+/// splitEntities=true (Table 6.4.3.2-1): the parts of an entity held here
+/// and at a source are joined before `q`, `attrs` and the count apply; with
+/// false each place filters what it holds.
+#[tokio::test]
+async fn split_entities_are_joined_before_the_filters_apply() {
+    let (here, there) = (Server::start().await, Server::start().await);
+    let ctx = serve_document(terms()).await;
+    let vehicle = |id: &str, members: Value| {
+        let mut v = json!({"id": format!("urn:ngsi-ld:Vehicle:{id}"), "type": "Vehicle"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(members.as_object().unwrap().clone());
+        v
+    };
+    hold(
+        &here,
+        &ctx,
+        vec![
+            vehicle("A", json!({"brandName": prop("BMW")})),
+            vehicle("C", json!({"brandName": prop("BMW"), "speed": prop(100)})),
+            vehicle("D", json!({"brandName": prop("BMW"), "speed": prop(20)})),
+        ],
+    )
+    .await;
+    hold(
+        &there,
+        &ctx,
+        vec![
+            vehicle("A", json!({"speed": prop(80)})),
+            vehicle("B", json!({"brandName": prop("Audi"), "speed": prop(90)})),
+        ],
+    )
+    .await;
+    register(
+        &here,
+        &ctx,
+        &registration(
+            "urn:ngsi-ld:ContextSourceRegistration:split",
+            &there.origin,
+            json!({}),
+        ),
+    )
+    .await;
+    let q = "/entities?type=Vehicle&q=brandName==%22BMW%22;speed%3E50&count=true";
+    // Each place alone: only C matches; A's speed is at the source.
+    let r = get(&here, &ctx, &format!("{q}&splitEntities=false")).await;
+    assert_eq!(ids_of(&r.body), ["urn:ngsi-ld:Vehicle:C"], "{}", r.text);
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("1"));
+    // Joined: A has both parts.
+    let r = get(&here, &ctx, &format!("{q}&splitEntities=true")).await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:C"],
+        "{}",
+        r.text
+    );
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("2"));
+    assert_eq!(r.body[0]["speed"]["value"], 80, "{}", r.text);
+    // attrs projects the joined entity; q still tests what it leaves out.
+    let r = get(
+        &here,
+        &ctx,
+        &format!("{q}&splitEntities=true&attrs=speed&limit=1&options=keyValues"),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!([{"id": "urn:ngsi-ld:Vehicle:A", "type": "Vehicle", "speed": 80}]),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.header("NGSILD-Results-Count"), Some("2"));
+    // attrs as a filter: B has brandName only at the source.
+    let r = get(
+        &here,
+        &ctx,
+        "/entities?type=Vehicle&attrs=brandName&splitEntities=true&q=speed%3E85",
+    )
+    .await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:B", "urn:ngsi-ld:Vehicle:C"],
+        "{}",
+        r.text
+    );
+    // The Query of a POST query has the member (Table 5.2.23-1).
+    let r = here
+        .req(Method::POST, "/entityOperations/query")
+        .header("Link", &link(&ctx))
+        .json(&json!({"type": "Query", "entities": [{"type": "Vehicle"}],
+                      "q": "brandName==\"BMW\";speed>50", "splitEntities": true}))
+        .send()
+        .await;
+    assert_eq!(
+        ids_of(&r.body),
+        ["urn:ngsi-ld:Vehicle:A", "urn:ngsi-ld:Vehicle:C"],
+        "{}",
+        r.text
+    );
+    // An EntityMap lists what each place matched alone: not made here.
+    get(
+        &here,
+        &ctx,
+        &format!("{q}&splitEntities=true&entityMap=true"),
+    )
+    .await
+    .problem(422, "OperationNotSupported");
 }

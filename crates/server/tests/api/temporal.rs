@@ -589,6 +589,15 @@ async fn temporal_query_selects_like_query_entities() {
     s.get("/temporal/entities?type=Vehicle&csf=))bad((")
         .await
         .problem(400, "BadRequestData");
+    // Parts of a temporal entity are merged, never filtered after the
+    // merge: splitEntities=true is refused, not ignored.
+    s.post(
+        "/temporal/entityOperations/query",
+        &json!({"type": "Query", "entities": [{"type": "Bus"}], "splitEntities": true,
+                "temporalQ": {"timerel": "after", "timeAt": "2000-01-01T00:00:00Z"}}),
+    )
+    .await
+    .problem(422, "OperationNotSupported");
 }
 
 #[tokio::test]
