@@ -59,6 +59,7 @@ const QUERY_PARAMS: &[&str] = &[
     "geoproperty",
     "datasetId",
     "expandValues",
+    "jsonKeys",
 ];
 /// The parameters of a query with `splitEntities=true` passed on: only
 /// the selection, as a source's part of an entity may not satisfy the

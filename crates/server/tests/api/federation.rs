@@ -458,6 +458,18 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
     assert_eq!(r.status, 200, "{}", r.text);
     let got = asked.recv().await.unwrap();
     assert_eq!(got.uri.query(), Some("token=abc&type=Vehicle"));
+    // How the words of q are read goes along with q.
+    get(
+        &s,
+        &ctx,
+        "/entities?type=Vehicle&q=speed==fast&expandValues=speed&jsonKeys=speed",
+    )
+    .await;
+    let got = asked.recv().await.unwrap();
+    assert_eq!(
+        got.uri.query(),
+        Some("token=abc&type=Vehicle&q=speed==fast&expandValues=speed&jsonKeys=speed")
+    );
 }
 
 #[tokio::test]
