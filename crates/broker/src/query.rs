@@ -611,13 +611,15 @@ impl ViewOptions {
             v.lang = Some(lang.trim().to_string());
         }
         if let Some(ds) = &p.dataset_id {
+            // Valid URIs, or @none for the default instances (Table
+            // 6.4.3.2-1).
             v.dataset_id = Some(
                 ds.split(',')
                     .map(|d| match d.trim() {
-                        "@none" => None,
-                        d => Some(d.to_string()),
+                        "@none" => Ok(None),
+                        d => ngsi_model::parse::check_dataset_id(d).map(|()| Some(d.to_string())),
                     })
-                    .collect(),
+                    .collect::<NgsiResult<_>>()?,
             );
         }
         if let Some(t) = p.r#type.as_deref().filter(|t| t.trim() != "*") {

@@ -122,7 +122,7 @@ impl AggrMethod {
             Self::TotalCount => json!(b.count),
             Self::DistinctCount => json!(b.distinct.unwrap_or(0)),
             Self::Sum => f(b.sum),
-            Self::Avg => f(b.sum / b.count as f64),
+            Self::Avg => f(b.mean),
             Self::Min => match &b.text_min {
                 Some(t) if !nums => json!(t),
                 _ => f(b.min),
@@ -1617,8 +1617,15 @@ impl Broker {
                         .iter()
                         .map(|i| {
                             let v = match &i.attr {
+                                // Each instance by its own kind: an
+                                // attribute may change kind over time.
                                 Some(a) => {
-                                    simplified_value(render_attribute(a, ctx, &opts), member)
+                                    let own = match a.value.kind_name() {
+                                        "LanguageProperty" if opts.lang.is_some() => "Property",
+                                        k => k,
+                                    };
+                                    let rendered = render_attribute(a, ctx, &opts);
+                                    simplified_value(rendered, value_members(own).0)
                                 }
                                 None => {
                                     let (m, null) = deleted_value(kind);

@@ -364,6 +364,20 @@ impl IsoDuration {
         }
         at.timestamp_micros().checked_add(self.micros)
     }
+
+    /// `t` plus `k` times this duration, the months counted from `t`: the
+    /// k-th monthly period after January 31st starts on the last day of a
+    /// shorter month and on the 31st again after it (stepping from the
+    /// previous end would drift to the 29th).
+    pub fn add_times_to(&self, t: i64, k: u64) -> Option<i64> {
+        let mut at = Utc.timestamp_micros(t).single()?;
+        let months = u32::try_from(u64::from(self.months).checked_mul(k)?).ok()?;
+        if months > 0 {
+            at = at.checked_add_months(chrono::Months::new(months))?;
+        }
+        let micros = self.micros.checked_mul(i64::try_from(k).ok()?)?;
+        at.timestamp_micros().checked_add(micros)
+    }
 }
 
 #[cfg(test)]

@@ -1055,6 +1055,8 @@ fn periods(
     let whole_end = to.unwrap_or_else(|| last.saturating_add(1));
     let period = period.filter(|p| !p.is_zero());
     let mut out: Vec<AggregateBucket> = Vec::new();
+    // The number of the next calendar period (the first is 0).
+    let mut k = 0u64;
     let mut i = 0usize;
     while i < n {
         let t = times[i];
@@ -1068,22 +1070,23 @@ fn periods(
                 (s, s.saturating_add(p.micros))
             }
             Some(p) => {
-                // Calendar periods step a month at a time from the last one.
-                // A period that would end past the representable time ends
-                // with the range instead.
-                let next = |s: i64| {
-                    p.add_to(s).filter(|e| *e > s).unwrap_or(if whole_end > s {
-                        whole_end
-                    } else {
-                        i64::MAX
-                    })
+                // Calendar periods: the k-th starts k durations after the
+                // start, counted from the start. A period that would end
+                // past the representable time ends with the range instead.
+                let bound = |k: u64, s: i64| {
+                    p.add_times_to(start, k)
+                        .filter(|e| *e > s)
+                        .unwrap_or(if whole_end > s { whole_end } else { i64::MAX })
                 };
                 let mut s = out.last().map_or(start, |b| b.end);
-                let mut e = next(s);
+                let mut e = bound(k + 1, s);
                 while t >= e && e != i64::MAX {
+                    k += 1;
                     s = e;
-                    e = next(s);
+                    e = bound(k + 1, s);
                 }
+                // The next period is the one after this.
+                k += 1;
                 (s, e)
             }
         };
@@ -1108,7 +1111,14 @@ fn summarise(v: &[f64], start: i64, end: i64, distinct: bool) -> AggregateBucket
         max = max.max(x);
     }
     let count = v.len() as u64;
-    let mean = sum / count as f64;
+    let mean = if sum.is_finite() {
+        sum / count as f64
+    } else {
+        // Values near the largest double overflow the sum, not the mean.
+        v.iter()
+            .enumerate()
+            .fold(0.0, |m, (i, x)| m + (x - m) / (i + 1) as f64)
+    };
     let stddev = if count > 1 {
         let ss: f64 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
         (ss / (count - 1) as f64).sqrt()
@@ -1130,6 +1140,7 @@ fn summarise(v: &[f64], start: i64, end: i64, distinct: bool) -> AggregateBucket
         count,
         distinct,
         sum,
+        mean,
         sumsq,
         min,
         max,
@@ -1159,7 +1170,7 @@ fn point_of(value: &AttrValue) -> Point {
     let counted = |class: u8, v: &V| Point {
         num: None,
         text: None,
-        key: v.to_string(),
+        key: canonical(v),
         class,
     };
     match value {
@@ -1181,7 +1192,7 @@ fn point_of(value: &AttrValue) -> Point {
             },
             V::Array(items) => Point {
                 num: Some(items.len() as f64),
-                key: v.to_string(),
+                key: canonical(v),
                 text: None,
                 class: ARRAY,
             },
@@ -1195,7 +1206,7 @@ fn point_of(value: &AttrValue) -> Point {
             V::Object(m) if m.get("@value").is_some_and(V::is_string) => Point {
                 num: None,
                 text: m.get("@value").and_then(V::as_str).map(str::to_string),
-                key: v.to_string(),
+                key: canonical(v),
                 class: STRING,
             },
             _ => counted(OBJECT, v),
@@ -1203,7 +1214,7 @@ fn point_of(value: &AttrValue) -> Point {
         AttrValue::ListProperty(items) => Point {
             num: Some(items.len() as f64),
             text: None,
-            key: V::Array(items.clone()).to_string(),
+            key: canonical(&V::Array(items.clone())),
             class: ARRAY,
         },
         AttrValue::Relationship { object, .. } => counted(RELATIONSHIP, object),
@@ -1216,6 +1227,44 @@ fn point_of(value: &AttrValue) -> Point {
     }
 }
 
+/// `v` as text that is equal for equal JSON values: object members in
+/// key order (RFC 8259: an object's members are unordered).
+fn canonical(v: &serde_json::Value) -> String {
+    use serde_json::Value as V;
+    fn write(v: &V, out: &mut String) {
+        match v {
+            V::Object(m) => {
+                let mut members: Vec<(&String, &V)> = m.iter().collect();
+                members.sort_unstable_by_key(|(k, _)| *k);
+                out.push('{');
+                for (i, (k, v)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&V::String(k.clone()).to_string());
+                    out.push(':');
+                    write(v, out);
+                }
+                out.push('}');
+            }
+            V::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
 /// The aggregates of values of any kind (clause 4.5.19.1): numbers,
 /// booleans and array sizes in the numeric fields, strings in lexical
 /// order, every value counted.
@@ -1223,7 +1272,8 @@ fn summarise_points(points: &[Point], start: i64, end: i64, distinct: bool) -> A
     let nums: Vec<f64> = points.iter().filter_map(|p| p.num).collect();
     let mut b = summarise(&nums, start, end, false);
     if nums.is_empty() {
-        (b.sum, b.sumsq, b.min, b.max, b.stddev) = (0.0, 0.0, f64::NAN, f64::NAN, 0.0);
+        (b.sum, b.mean, b.sumsq, b.min, b.max, b.stddev) =
+            (0.0, f64::NAN, 0.0, f64::NAN, f64::NAN, 0.0);
     }
     b.count = points.len() as u64;
     b.distinct = distinct.then(|| {
@@ -2329,6 +2379,73 @@ mod tests {
         );
         assert_eq!(b.len(), 2);
         assert!(b.iter().all(|b| b.end > b.start));
+    }
+
+    /// Monthly periods count from their start: after January 31st come
+    /// February 29th, March 31st and April 30th (not the 29th each time).
+    #[test]
+    fn calendar_periods_count_from_the_start() {
+        let at = |s: &str| ngsi_model::time::parse_datetime(s).unwrap();
+        let month = IsoDuration::parse("P1M").unwrap();
+        let times = [
+            at("2020-01-31T00:00:00Z"),
+            at("2020-03-30T12:00:00Z"),
+            at("2020-03-31T12:00:00Z"),
+            at("2020-04-30T12:00:00Z"),
+        ];
+        let b = aggregate_points(&times, &[1.0; 4], Some(times[0]), None, Some(&month), false);
+        let spans: Vec<(String, String, u64)> = b
+            .iter()
+            .map(|b| {
+                (
+                    ngsi_model::time::format_instant(b.start),
+                    ngsi_model::time::format_instant(b.end),
+                    b.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (
+                    "2020-01-31T00:00:00Z".into(),
+                    "2020-02-29T00:00:00Z".into(),
+                    1
+                ),
+                (
+                    "2020-02-29T00:00:00Z".into(),
+                    "2020-03-31T00:00:00Z".into(),
+                    1
+                ),
+                (
+                    "2020-03-31T00:00:00Z".into(),
+                    "2020-04-30T00:00:00Z".into(),
+                    1
+                ),
+                (
+                    "2020-04-30T00:00:00Z".into(),
+                    "2020-05-31T00:00:00Z".into(),
+                    1
+                ),
+            ]
+        );
+    }
+
+    /// Values near the largest double overflow the sum, not the mean;
+    /// equal objects count once whatever the order of their members.
+    #[test]
+    fn averages_survive_an_overflowing_sum_and_objects_compare_as_json() {
+        let b = aggregate_points(&[1, 2], &[1e308, 1e308], None, None, None, false);
+        assert_eq!((b[0].mean, b[0].stddev), (1e308, 0.0));
+        assert!(b[0].sum.is_infinite());
+        assert_eq!(
+            canonical(&serde_json::json!({"b": [{"y": 1, "x": 2}], "a": "s"})),
+            canonical(&serde_json::json!({"a": "s", "b": [{"x": 2, "y": 1}]}))
+        );
+        assert_ne!(
+            canonical(&serde_json::json!({"a": [1, 2]})),
+            canonical(&serde_json::json!({"a": [2, 1]}))
+        );
     }
 
     #[test]

@@ -435,6 +435,9 @@ pub struct AggregateBucket {
     pub distinct: Option<u64>,
     /// sum.
     pub sum: f64,
+    /// avg: the mean of the numeric values (NaN without any), computed
+    /// so that it stays finite when the sum overflows.
+    pub mean: f64,
     /// sumsq.
     pub sumsq: f64,
     /// min.

@@ -1339,7 +1339,8 @@ impl Writer {
                     value,
                 } => {
                     let mut found = false;
-                    for (sid, _) in series_of(&id, &attr) {
+                    let mut moved = None;
+                    for (sid, dataset) in series_of(&id, &attr) {
                         crate::genesis::explode(&tx, &self.shared.names, sid, None)?;
                         let row: Option<(i64, Option<i64>, Option<i64>)> = tx
                             .query_row(
@@ -1351,6 +1352,19 @@ impl Writer {
                         let Some((t, modified, created)) = row else {
                             continue;
                         };
+                        // An instance stays in its series: a datasetId
+                        // given is the one it has.
+                        if let Some(given) = value.dataset_id.as_deref()
+                            && Some(given) != dataset.as_deref()
+                        {
+                            moved = Some(NgsiError::bad_data(format!(
+                                "instance urn:ngsi-ld:instance:{instance} has {}, not datasetId {given}",
+                                dataset.map_or("no datasetId".to_string(), |d| format!(
+                                    "datasetId {d}"
+                                ))
+                            )));
+                            break;
+                        }
                         // The instance keeps its place in time; only its
                         // content and modifiedAt change.
                         let (_, _, _, num, doc) =
@@ -1370,10 +1384,10 @@ impl Writer {
                         found = true;
                         break;
                     }
-                    if found {
-                        Ok(false)
-                    } else {
-                        Err(instance_not_found(&id, instance))
+                    match moved {
+                        Some(e) => Err(e),
+                        None if found => Ok(false),
+                        None => Err(instance_not_found(&id, instance)),
                     }
                 }
             }

@@ -1971,3 +1971,101 @@ async fn temporal_fragments_datasets_kinds_and_languages_as_the_clauses_word_the
         "{body}"
     );
 }
+
+/// Found by a black-box review: the simplified pairs of an attribute that
+/// changed kind, distinct JSON objects, averages of huge numbers and an
+/// instance modified with another datasetId.
+#[tokio::test]
+async fn pairs_counts_and_instances_hold_whatever_the_values_are() {
+    let s = Server::start().await;
+    let id = "urn:ngsi-ld:Sensor:kinds";
+    s.create(json!({"id": id, "type": "Sensor", "p": speed(json!(1), 1)}))
+        .await;
+    for p in [
+        json!({"type": "Relationship", "object": "urn:x:1", "observedAt": at(2)}),
+        json!({"type": "LanguageProperty", "languageMap": {"en": "x"}, "observedAt": at(3)}),
+    ] {
+        s.post(&format!("/entities/{id}/attrs"), &json!({"p": p}))
+            .await
+            .no_content();
+    }
+    // Each pair holds its instance's own value (clause 4.5.9).
+    let body = temporal(&s, id, "options=temporalValues&attrs=p").await;
+    let firsts: Vec<Value> = body["p"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].clone())
+        .collect();
+    assert_eq!(
+        firsts,
+        [
+            json!(1),
+            json!("urn:x:1"),
+            json!({"languageMap": {"en": "x"}})
+        ],
+        "{body}"
+    );
+
+    let id = "urn:ngsi-ld:Sensor:aggregates";
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Sensor",
+                "o": [speed(json!({"a": 1, "b": [{"x": 1, "y": 2}]}), 1),
+                      speed(json!({"b": [{"y": 2, "x": 1}], "a": 1}), 2)],
+                "big": [speed(json!(1e308), 1), speed(json!(1e308), 2)]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(
+        &s,
+        id,
+        "options=aggregatedValues&aggrMethods=distinctCount&attrs=o",
+    )
+    .await;
+    // Object members are unordered (RFC 8259): one distinct value.
+    assert_eq!(body["o"]["distinctCount"][0][0], 1, "{body}");
+    let body = temporal(
+        &s,
+        id,
+        "options=aggregatedValues&aggrMethods=avg,stddev&attrs=big",
+    )
+    .await;
+    // The sum overflows; the mean does not.
+    assert_eq!(body["big"]["avg"][0][0], 1e308, "{body}");
+    assert_eq!(body["big"]["stddev"][0][0], 0.0, "{body}");
+
+    // An instance stays in its series: another datasetId is refused, the
+    // same one is taken.
+    let r = s
+        .post(
+            "/temporal/entities",
+            &json!({"id": "urn:ngsi-ld:Sensor:ds", "type": "Sensor",
+                "q": [{"type": "Property", "value": 1, "datasetId": "urn:ds:b", "observedAt": at(1)}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = temporal(&s, "urn:ngsi-ld:Sensor:ds", "").await;
+    let one = |body: &Value| body["q"].get(0).unwrap_or(&body["q"]).clone();
+    let instance = one(&body)["instanceId"].as_str().unwrap().to_string();
+    let path = format!(
+        "/temporal/entities/urn:ngsi-ld:Sensor:ds/attrs/q/{}",
+        enc(&instance)
+    );
+    let with = |ds: &str| json!({"q": [{"type": "Property", "value": 2, "datasetId": ds}]});
+    s.patch(&path, &with("urn:ds:a"))
+        .await
+        .problem(400, "BadRequestData");
+    s.patch(&path, &with("urn:ds:b")).await.no_content();
+    let body = one(&temporal(&s, "urn:ngsi-ld:Sensor:ds", "").await);
+    assert_eq!(
+        (&body["value"], &body["datasetId"]),
+        (&json!(2), &json!("urn:ds:b")),
+        "{body}"
+    );
+    // datasetId parameters are URIs or @none (Table 6.19.3.1-1).
+    s.get("/temporal/entities/urn:ngsi-ld:Sensor:ds?datasetId=notauri")
+        .await
+        .problem(400, "BadRequestData");
+}
