@@ -624,6 +624,41 @@ impl ContextResolver {
         }
     }
 
+    /// The documents held here that `ctx` names, directly or through the
+    /// documents it names (the embedded core contexts aside), by URL: what
+    /// resolving `ctx` again needs when their servers do not answer (give
+    /// them back with [`Self::insert_cached`]).
+    pub fn documents_of(&self, ctx: &Value) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut todo = Vec::new();
+        collect_urls(ctx, &mut todo);
+        while let Some(url) = todo.pop() {
+            if seen.len() >= MAX_INCLUSIONS
+                || core::core_document_arc(&url).is_some()
+                || !seen.insert(url.clone())
+            {
+                continue;
+            }
+            let Some(doc) = self.peek(&url) else {
+                continue;
+            };
+            if let Ok(inner) = remote_context_member(&url, &doc) {
+                collect_urls(inner, &mut todo);
+            }
+            out.push((url, (*doc).clone()));
+        }
+        out
+    }
+
+    /// Keeps `document` as the cached document of `url`, unless one is held
+    /// there already: gives back what [`Self::documents_of`] returned.
+    pub fn insert_cached(&self, url: &str, document: Value) {
+        if self.peek(url).is_none() {
+            self.store(url, Arc::new(document), ContextKind::Cached);
+        }
+    }
+
     /// Stops hosting the document under `url`; tells whether one was hosted.
     pub fn remove_local(&self, url: &str) -> bool {
         let mut caches = self.inner.caches.lock();

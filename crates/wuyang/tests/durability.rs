@@ -475,7 +475,7 @@ async fn a_subscription_with_a_context_url_notifies_after_a_restart() {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let context = format!("http://{}/context.jsonld", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let context_server = tokio::spawn(async move { axum::serve(listener, app).await });
     let update = |base: &str, v: f64| {
         client
             .post(format!(
@@ -488,6 +488,7 @@ async fn a_subscription_with_a_context_url_notifies_after_a_restart() {
             )
             .send()
     };
+    let created;
     {
         let server = Server::start(dir.path());
         let r = client
@@ -518,15 +519,40 @@ async fn a_subscription_with_a_context_url_notifies_after_a_restart() {
         assert_eq!(update(&server.base, 1.0).await.unwrap().status(), 204);
         let n = notification(&mut rx).await;
         assert_eq!(n["data"][0]["level"], 1.0, "{n}");
+        created = sys_attrs(&client, &server.base).await;
         server.kill9();
     }
+    // The context's server is gone: the subscription kept its document.
+    context_server.abort();
+    let _ = context_server.await;
     let server = Server::start(dir.path());
+    assert_eq!(
+        sys_attrs(&client, &server.base).await,
+        created,
+        "the subscription and its createdAt/modifiedAt survive"
+    );
     assert_eq!(update(&server.base, 2.0).await.unwrap().status(), 204);
     let n = notification(&mut rx).await;
     assert_eq!(
         n["data"][0]["level"], 2.0,
         "compacted with the URL's context: {n}"
     );
+}
+
+/// The createdAt and modifiedAt of the subscription of
+/// [`a_subscription_with_a_context_url_notifies_after_a_restart`].
+async fn sys_attrs(client: &reqwest::Client, base: &str) -> (Value, Value) {
+    let r = client
+        .get(format!(
+            "{base}/subscriptions/urn:ngsi-ld:Subscription:url?options=sysAttrs"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["createdAt"].is_string(), "{body}");
+    (body["createdAt"].clone(), body["modifiedAt"].clone())
 }
 
 /// A context source registration, made with an inline @context and then

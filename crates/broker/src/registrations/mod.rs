@@ -347,7 +347,7 @@ impl Broker {
                 format!("context source registration {} already exists", r.id),
             ));
         }
-        let record = new_record(doc, &r.id, ctx, now, None);
+        let record = new_record(&self.contexts, doc, &r.id, ctx, now, None);
         self.store
             .put_record(tenant, COLLECTION, &r.id, Some(record))
             .await?;
@@ -432,6 +432,7 @@ impl Broker {
         let now = now_micros();
         let next = current.patch(fragment, ctx, now, true)?;
         append_request(
+            &self.contexts,
             &self.store,
             tenant,
             COLLECTION,
@@ -522,7 +523,14 @@ impl Broker {
                 format!("subscription {} already exists", sub.id),
             ));
         }
-        let record = new_record(doc, &sub.id, ctx, now_micros(), Some(&notify_ctx));
+        let record = new_record(
+            &self.contexts,
+            doc,
+            &sub.id,
+            ctx,
+            now_micros(),
+            Some(&notify_ctx),
+        );
         // Checked before it is stored.
         CsrSubscriptions::check(&sub)?;
         self.store
@@ -620,6 +628,7 @@ impl Broker {
             entry.ctx.clone()
         };
         append_request(
+            &self.contexts,
             &self.store,
             tenant,
             SUBSCRIPTIONS,
@@ -718,6 +727,7 @@ async fn replay(contexts: &jsonld::ContextResolver, record: &Value) -> NgsiResul
     let Some(Value::Array(requests)) = record.get("requests") else {
         return Err(NgsiError::internal("no requests"));
     };
+    crate::subscriptions::restore_documents(contexts, record);
     let mut r: Option<Registration> = None;
     for request in requests {
         let ctx =

@@ -76,7 +76,8 @@ impl Broker {
         via: Option<&str>,
     ) -> NgsiResult<Arc<str>> {
         let doc = object(body)?;
-        let mut sub = Subscription::create(doc, ctx, now_micros(), true)?;
+        let now = now_micros();
+        let mut sub = Subscription::create(doc, ctx, now, true)?;
         if let Some(v) = via {
             let alias = crate::tenant_alias(&self.config.source_alias, tenant);
             if crate::registrations::forward::via_names(v, &alias) {
@@ -95,7 +96,7 @@ impl Broker {
                 format!("subscription {} already exists", sub.id),
             ));
         }
-        let mut record = new_record(doc, &sub.id, ctx, now_micros(), Some(&notify_ctx));
+        let mut record = new_record(&self.contexts, doc, &sub.id, ctx, now, Some(&notify_ctx));
         if let Some(v) = &sub.via {
             record["via"] = json!(v);
         }
@@ -188,20 +189,22 @@ impl Broker {
             .subscriptions
             .get(tenant, id)
             .ok_or_else(|| self.missing_subscription(tenant, id))?;
-        let next = entry.sub.patch(fragment, ctx, now_micros(), true)?;
+        let now = now_micros();
+        let next = entry.sub.patch(fragment, ctx, now, true)?;
         let notify_ctx = if fragment.contains_key("jsonldContext") {
             self.notify_context(&next, ctx, origin).await?
         } else {
             entry.notify_ctx.clone()
         };
         append_request(
+            &self.contexts,
             &self.store,
             tenant,
             COLLECTION,
             id,
             fragment,
             ctx,
-            now_micros(),
+            now,
             Some(&notify_ctx),
         )
         .await?;
@@ -259,6 +262,7 @@ pub(crate) async fn forget_tenant(store: &dyn Store, engine: &Engine, tenant: &s
 /// (written with `ctx` at `at`, named `id`): the list of its requests, and
 /// the context its notifications use when it has them (`notify`).
 pub(crate) fn new_record(
+    contexts: &jsonld::ContextResolver,
     doc: &Map<String, Value>,
     id: &str,
     ctx: &Ctx,
@@ -273,13 +277,42 @@ pub(crate) fn new_record(
         record["notifyContext"] = n.source.clone().unwrap_or(Value::Null);
         record["notifyLink"] = json!(n.link);
     }
+    keep_documents(contexts, &mut record, ctx, notify);
     record
+}
+
+/// Keeps in `record` the remote @context documents that `ctx` and
+/// `notify` name (under `documents`, by URL), so that a restart resolves
+/// them when their servers do not answer: a subscription or registration
+/// is never lost to an unreachable context.
+fn keep_documents(
+    contexts: &jsonld::ContextResolver,
+    record: &mut Value,
+    ctx: &Ctx,
+    notify: Option<&Ctx>,
+) {
+    let sources = [ctx.source.as_ref(), notify.and_then(|n| n.source.as_ref())];
+    let documents: Vec<(String, Value)> = sources
+        .into_iter()
+        .flatten()
+        .flat_map(|source| contexts.documents_of(source))
+        .collect();
+    if documents.is_empty() {
+        return;
+    }
+    if !record.get("documents").is_some_and(Value::is_object) {
+        record["documents"] = json!({});
+    }
+    if let Some(kept) = record["documents"].as_object_mut() {
+        kept.extend(documents);
+    }
 }
 
 /// Appends the update `fragment` (written with `ctx` at `at`) to the stored
 /// record `id` of `collection` (see [`new_record`]); resolves once durable.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn append_request(
+    contexts: &jsonld::ContextResolver,
     store: &Arc<dyn Store>,
     tenant: &str,
     collection: &str,
@@ -304,6 +337,7 @@ pub(crate) async fn append_request(
         record["notifyContext"] = n.source.clone().unwrap_or(Value::Null);
         record["notifyLink"] = json!(n.link);
     }
+    keep_documents(contexts, &mut record, ctx, notify);
     store
         .put_record(tenant, collection, id, Some(record))
         .await?;
@@ -379,6 +413,16 @@ pub(crate) async fn resolve(contexts: &jsonld::ContextResolver, source: &Value) 
     })
 }
 
+/// Gives the resolver the @context documents a stored record kept (see
+/// [`new_record`]), unless it holds them already.
+pub(crate) fn restore_documents(contexts: &jsonld::ContextResolver, record: &Value) {
+    if let Some(Value::Object(documents)) = record.get("documents") {
+        for (url, document) in documents {
+            contexts.insert_cached(url, document.clone());
+        }
+    }
+}
+
 pub(crate) async fn replay(
     contexts: &jsonld::ContextResolver,
     record: &Value,
@@ -386,14 +430,17 @@ pub(crate) async fn replay(
     let Some(Value::Array(requests)) = record.get("requests") else {
         return Err(NgsiError::internal("no requests"));
     };
+    restore_documents(contexts, record);
     let now = now_micros();
     let mut sub: Option<Subscription> = None;
     for r in requests {
         let ctx = resolve(contexts, r.get("context").unwrap_or(&Value::Null)).await?;
         let body = object(r.get("body").unwrap_or(&Value::Null))?;
+        // Each request at the time it was made (createdAt, modifiedAt).
+        let at = r.get("at").and_then(Value::as_i64).unwrap_or(now);
         sub = Some(match sub {
-            None => Subscription::create(body, &ctx, now, false)?,
-            Some(s) => s.patch(body, &ctx, now, false)?,
+            None => Subscription::create(body, &ctx, at, false)?,
+            Some(s) => s.patch(body, &ctx, at, false)?,
         });
     }
     let mut sub = sub.ok_or_else(|| NgsiError::internal("no create request"))?;
