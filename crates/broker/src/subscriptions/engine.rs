@@ -491,39 +491,48 @@ fn same_instant(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
-fn diff<'a>(before: &'a Entity, after: &'a Entity) -> Diff<'a> {
+fn diff<'a>(
+    before: &'a Entity,
+    after: &'a Entity,
+    keep: impl Fn(&Attribute) -> bool + Copy,
+) -> Diff<'a> {
+    // Only the instances `keep` selects (a subscription's datasetId) count.
     let mut d = Diff::default();
-    for (name, instances) in &after.attrs {
-        match before.attr(name) {
-            None => d.created.push(name),
-            Some(old) => {
-                let added = instances
-                    .iter()
-                    .any(|i| !old.iter().any(|o| o.dataset_id == i.dataset_id));
-                let removed: Vec<&Attribute> = old
-                    .iter()
-                    .filter(|o| !instances.iter().any(|i| i.dataset_id == o.dataset_id))
-                    .collect();
-                let changed = instances.iter().any(|i| {
-                    old.iter()
-                        .find(|o| o.dataset_id == i.dataset_id)
-                        .is_some_and(|o| !same_content(o, i))
-                });
-                if added {
-                    d.created.push(name);
-                }
-                if changed {
-                    d.updated.push(name);
-                }
-                if !removed.is_empty() {
-                    d.deleted.push((name, removed));
-                }
+    for (name, all) in &after.attrs {
+        let instances = || all.iter().filter(move |a| keep(a));
+        let old_all = before.attr(name);
+        let old = || old_all.into_iter().flatten().filter(move |a| keep(a));
+        if old().next().is_none() {
+            if instances().next().is_some() {
+                d.created.push(name);
             }
+            continue;
+        }
+        let added = instances().any(|i| !old().any(|o| o.dataset_id == i.dataset_id));
+        let removed: Vec<&Attribute> = old()
+            .filter(|o| !instances().any(|i| i.dataset_id == o.dataset_id))
+            .collect();
+        let changed = instances().any(|i| {
+            old()
+                .find(|o| o.dataset_id == i.dataset_id)
+                .is_some_and(|o| !same_content(o, i))
+        });
+        if added {
+            d.created.push(name);
+        }
+        if changed {
+            d.updated.push(name);
+        }
+        if !removed.is_empty() {
+            d.deleted.push((name, removed));
         }
     }
     for (name, instances) in &before.attrs {
         if after.attr(name).is_none() {
-            d.deleted.push((name, instances.iter().collect()));
+            let kept: Vec<&Attribute> = instances.iter().filter(|a| keep(a)).collect();
+            if !kept.is_empty() {
+                d.deleted.push((name, kept));
+            }
         }
     }
     d
@@ -739,6 +748,13 @@ impl Inner {
                 .as_ref()
                 .is_none_or(|w| w.iter().any(|x| &**x == name))
         };
+        // The attribute instances the subscription selects (datasetId).
+        let view = &sub.view;
+        let in_datasets = |a: &Attribute| {
+            view.dataset_id
+                .as_ref()
+                .is_none_or(|ds| ds.iter().any(|d| d.as_deref() == a.dataset_id.as_deref()))
+        };
         let t = sub.triggers;
         let fire;
         // On an entity deletion, whether its (watched) attributes are
@@ -749,18 +765,26 @@ impl Inner {
         match (&change.before, &change.after) {
             (None, Some(after)) => {
                 let any_watched = after.attrs.iter().any(|(n, _)| watched(n));
+                let any_selected = after
+                    .attrs
+                    .iter()
+                    .any(|(n, i)| watched(n) && i.iter().any(in_datasets));
                 fire = (t.entity_created && (sub.watched.is_none() || any_watched))
-                    || (t.attribute_created && any_watched);
+                    || (t.attribute_created && any_selected);
             }
             (Some(before), None) => {
                 let any_watched = before.attrs.iter().any(|(n, _)| watched(n));
+                let any_selected = before
+                    .attrs
+                    .iter()
+                    .any(|(n, i)| watched(n) && i.iter().any(in_datasets));
                 let by_entity = t.entity_deleted && (sub.watched.is_none() || any_watched);
-                let by_attributes = t.attribute_deleted && any_watched;
+                let by_attributes = t.attribute_deleted && any_selected;
                 fire = by_entity || by_attributes;
                 entity_markers = sub.notification.show_changes || !by_entity;
             }
             (Some(before), Some(after)) => {
-                let d = diff(before, after);
+                let d = diff(before, after, in_datasets);
                 fire = (t.attribute_created && d.created.iter().any(|n| watched(n)))
                     || (t.attribute_updated && d.updated.iter().any(|n| watched(n)))
                     || (t.attribute_deleted && d.deleted.iter().any(|(n, _)| watched(n)));
@@ -782,7 +806,6 @@ impl Inner {
             *last = Some(Instant::now());
         }
         let ctx = &entry.notify_ctx;
-        let view = &sub.view;
         let format = view.format;
         let shown = |name: &str| {
             view.attrs
@@ -792,11 +815,6 @@ impl Inner {
                     .omit
                     .as_ref()
                     .is_none_or(|o| !o.iter().any(|x| &**x == name))
-        };
-        let in_datasets = |a: &Attribute| {
-            view.dataset_id
-                .as_ref()
-                .is_none_or(|ds| ds.iter().any(|d| d.as_deref() == a.dataset_id.as_deref()))
         };
         let markers = Markers {
             format,

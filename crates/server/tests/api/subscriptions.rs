@@ -2117,3 +2117,63 @@ async fn expand_values_and_json_keys_of_a_subscription_apply_to_q() {
     .await
     .problem(400, "BadRequestData");
 }
+
+/// A subscription's datasetId selects the attribute instances it is about
+/// (Table 5.2.12-1): a change of another instance notifies nothing.
+#[tokio::test]
+async fn a_change_of_an_instance_the_dataset_id_leaves_out_notifies_nothing() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({"id": "urn:ngsi-ld:Subscription:ds", "type": "Subscription",
+                "entities": [{"type": "Meter"}], "datasetId": ["urn:ds:b"],
+                "notificationTrigger": ["attributeCreated", "attributeUpdated", "attributeDeleted"],
+                "notification": {"endpoint": {"uri": uri}}}),
+    )
+    .await;
+    s.create(json!({"id": "urn:m:1", "type": "Meter",
+        "v": [{"type": "Property", "value": 1},
+              {"type": "Property", "value": 2, "datasetId": "urn:ds:a"}]}))
+        .await;
+    let set = |ds: &'static str, value: i64| {
+        let s = &s;
+        async move {
+            s.patch(
+                "/entities/urn:m:1/attrs/v",
+                &json!({"type": "Property", "value": value, "datasetId": ds}),
+            )
+            .await
+            .no_content();
+        }
+    };
+    set("urn:ds:a", 20).await;
+    s.delete("/entities/urn:m:1/attrs/v?datasetId=urn:ds:a")
+        .await
+        .no_content();
+    nothing(&mut rx, 300).await;
+    // The selected instance appears: attributeCreated; then it changes.
+    s.post(
+        "/entities/urn:m:1/attrs",
+        &json!({"v": {"type": "Property", "value": 3, "datasetId": "urn:ds:b"}}),
+    )
+    .await
+    .no_content();
+    let got = next(&mut rx).await;
+    assert_eq!(
+        got.body["data"][0]["v"]["datasetId"], "urn:ds:b",
+        "{}",
+        got.body
+    );
+    set("urn:ds:b", 30).await;
+    let got = next(&mut rx).await;
+    assert_eq!(got.body["data"][0]["v"]["value"], 30, "{}", got.body);
+    // The default instance changes: still nothing.
+    s.patch(
+        "/entities/urn:m:1/attrs/v",
+        &json!({"type": "Property", "value": 10}),
+    )
+    .await
+    .no_content();
+    nothing(&mut rx, 300).await;
+}
