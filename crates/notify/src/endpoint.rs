@@ -105,6 +105,13 @@ pub fn parse_target(
             if path.is_empty() {
                 return Err(EndpointError::Invalid(format!("{uri} (no topic)")));
             }
+            // A PUBLISH names one topic: no wildcards (MQTT 3.1.1 4.7.1,
+            // 5.0 4.7.1).
+            if path.contains(['+', '#']) {
+                return Err(EndpointError::Invalid(format!(
+                    "{uri} (a topic to publish to holds no wildcard + or #)"
+                )));
+            }
             let (userinfo, hostport) = match authority.rsplit_once('@') {
                 Some((u, h)) => (Some(u), h),
                 None => (None, authority),
@@ -268,6 +275,8 @@ mod tests {
             "mqtt://host:notaport/t",
             "mqtt://host:0/t",
             "mqtt://:1883/t",
+            "mqtt://h/a/b/#",
+            "mqtt://h/a/+/b",
         ] {
             assert!(
                 matches!(parse_target(uri, &[]), Err(EndpointError::Invalid(_))),

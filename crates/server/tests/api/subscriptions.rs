@@ -250,6 +250,10 @@ async fn invalid_subscriptions_are_refused_with_the_spec_errors() {
             with(json!({"notification": {"endpoint": {"uri": "nowhere"}}})),
         ),
         (
+            "an MQTT topic with a wildcard",
+            with(json!({"notification": {"endpoint": {"uri": "mqtt://127.0.0.1:1883/a/#"}}})),
+        ),
+        (
             "bad MQTT QoS",
             with(
                 json!({"notification": {"endpoint": {"uri": "mqtt://127.0.0.1:1883/t",
