@@ -392,7 +392,7 @@ fn write_wrapped<S: Sink>(member: &str, out: &mut S, write: impl FnOnce(&mut S))
 /// the same primary subtag (`nl-BE` finds `nl`, `en` finds `en-US`), case
 /// aside; `*` matches any entry. When no range matches: `@none`, then the
 /// first entry.
-fn pick_language<'m>(map: &'m Map<String, Value>, lang: &str) -> Option<(&'m str, &'m Value)> {
+pub fn pick_language<'m>(map: &'m Map<String, Value>, lang: &str) -> Option<(&'m str, &'m Value)> {
     let mut wanted: Vec<(&str, f64)> = lang
         .split(',')
         .filter_map(|entry| {

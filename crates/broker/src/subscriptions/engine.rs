@@ -583,7 +583,7 @@ impl Markers<'_> {
             m.insert("deletedAt".into(), json!(format_micros(self.now)));
         }
         if self.show_changes {
-            let (k, v) = previous_member(old, self.ctx);
+            let (k, v) = previous_member(old, self.ctx, None);
             m.insert(k.into(), v);
         }
         Value::Object(m)
@@ -604,13 +604,20 @@ impl Markers<'_> {
     }
 }
 
-/// The previous* member for showChanges.
-fn previous_member(old: &Attribute, ctx: &Ctx) -> (&'static str, Value) {
+/// The previous* member for showChanges; with `lang`, a LanguageProperty
+/// is shown as the Property of one language (clause 4.15), its previous
+/// value too.
+fn previous_member(old: &Attribute, ctx: &Ctx, lang: Option<&str>) -> (&'static str, Value) {
     match &old.value {
         AttrValue::Property(v) => ("previousValue", v.clone()),
         AttrValue::GeoProperty(v) => ("previousValue", v.clone()),
         AttrValue::Relationship { object, .. } => ("previousObject", object.clone()),
-        AttrValue::LanguageProperty(m) => ("previousLanguageMap", Value::Object(m.clone())),
+        AttrValue::LanguageProperty(m) => {
+            match lang.and_then(|l| ngsi_model::render::pick_language(m, l)) {
+                Some((_, v)) => ("previousValue", v.clone()),
+                None => ("previousLanguageMap", Value::Object(m.clone())),
+            }
+        }
         AttrValue::JsonProperty(v) => ("previousJson", v.clone()),
         AttrValue::VocabProperty(v) => (
             "previousVocab",
@@ -891,7 +898,7 @@ impl Inner {
                         continue;
                     }
                     if let Value::Object(m) = slot {
-                        let (k, v) = previous_member(prev, ctx);
+                        let (k, v) = previous_member(prev, ctx, view.lang.as_deref());
                         m.insert(k.into(), v);
                     }
                 }

@@ -2181,3 +2181,37 @@ async fn a_change_of_an_instance_the_dataset_id_leaves_out_notifies_nothing() {
     .no_content();
     nothing(&mut rx, 300).await;
 }
+
+/// With `lang`, a LanguageProperty is notified as the Property of one
+/// language (clause 4.15), and showChanges gives its previous value in that
+/// language.
+#[tokio::test]
+async fn show_changes_with_lang_gives_the_previous_value_in_that_language() {
+    let s = Server::start().await;
+    let (uri, mut rx) = receiver(StatusCode::OK).await;
+    subscribe(
+        &s,
+        &json!({"type": "Subscription", "entities": [{"type": "Sign"}], "lang": "fr",
+                "notification": {"showChanges": true, "endpoint": {"uri": uri}}}),
+    )
+    .await;
+    s.create(json!({"id": "urn:sign:1", "type": "Sign",
+        "n": {"type": "LanguageProperty", "languageMap": {"fr": "bonjour", "en": "hello"}}}))
+        .await;
+    next(&mut rx).await;
+    s.patch(
+        "/entities/urn:sign:1/attrs/n",
+        &json!({"type": "LanguageProperty", "languageMap": {"fr": "salut", "en": "hi"}}),
+    )
+    .await
+    .no_content();
+    let got = next(&mut rx).await;
+    let n = &got.body["data"][0]["n"];
+    assert_eq!(
+        (&n["type"], &n["value"], &n["previousValue"]),
+        (&json!("Property"), &json!("salut"), &json!("bonjour")),
+        "{}",
+        got.body
+    );
+    assert!(n.get("previousLanguageMap").is_none(), "{}", got.body);
+}
