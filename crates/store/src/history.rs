@@ -1227,42 +1227,10 @@ fn point_of(value: &AttrValue) -> Point {
     }
 }
 
-/// `v` as text that is equal for equal JSON values: object members in
-/// key order (RFC 8259: an object's members are unordered).
+/// `v` as text that is equal for equal JSON values: object members in key
+/// order (RFC 8259: an object's members are unordered).
 fn canonical(v: &serde_json::Value) -> String {
-    use serde_json::Value as V;
-    fn write(v: &V, out: &mut String) {
-        match v {
-            V::Object(m) => {
-                let mut members: Vec<(&String, &V)> = m.iter().collect();
-                members.sort_unstable_by_key(|(k, _)| *k);
-                out.push('{');
-                for (i, (k, v)) in members.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&V::String(k.clone()).to_string());
-                    out.push(':');
-                    write(v, out);
-                }
-                out.push('}');
-            }
-            V::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
+    jsonld::canonical_json(v)
 }
 
 /// The aggregates of values of any kind (clause 4.5.19.1): numbers,
