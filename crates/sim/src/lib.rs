@@ -572,16 +572,17 @@ impl Sim {
                 "airQualityIndex": observed(aqi_pm25(pm25).max(aqi_o3(o3)), None, at),
             }));
         }
+        let season = Season::at(self.now_ms());
         for (k, s) in a.weather_stations.iter().enumerate() {
             if !(t + k as u64 * 53).is_multiple_of(600) {
                 continue;
             }
-            let temp = 29.0 + 4.0 * ((h - 8.0) / 24.0 * std::f64::consts::TAU).sin()
+            let temp = season.temperature + 4.0 * ((h - 8.0) / 24.0 * std::f64::consts::TAU).sin()
                 - self.rain_mmh / 15.0
                 + 0.4 * self.rng.normal();
             let rain = (self.rain_mmh * (1.0 + 0.2 * self.rng.normal())).max(0.0);
             let wind = (2.5 + storm_wind + 0.8 * self.rng.normal()).max(0.0);
-            let humidity = (0.78 - 0.15 * sun + self.rain_mmh / 100.0).min(1.0);
+            let humidity = (season.humidity - 0.15 * sun + self.rain_mmh / 100.0).min(1.0);
             let pressure = 1006.0 - 35.0 * (storm_wind / 30.0) + self.rng.normal();
             out.push(json!({
                 "id": id("WeatherObserved", &s.code),
@@ -767,4 +768,58 @@ pub fn digest(batches: &[Vec<Value>]) -> u64 {
         }
     }
     h
+}
+
+/// Guangzhou's seasonal climate: the daily mean temperature runs from
+/// about 14 °C in mid-January to about 29 °C in late July (1991–2020
+/// normals), and the air is driest in winter.
+struct Season {
+    /// Daily mean temperature, °C.
+    temperature: f64,
+    /// Relative humidity at sunrise (0–1), before the day dries it.
+    humidity: f64,
+}
+
+impl Season {
+    fn at(epoch_ms: i64) -> Self {
+        const YEAR_DAYS: f64 = 365.2425;
+        // Days since January 1st (1970 began a year; the remainder drifts
+        // by less than a day over centuries).
+        let day = (epoch_ms as f64 / 86_400_000.0).rem_euclid(YEAR_DAYS);
+        // 1 in mid-January, -1 in mid-July.
+        let winter = ((day - 15.0) / YEAR_DAYS * std::f64::consts::TAU).cos();
+        Self {
+            temperature: 21.4 - 7.5 * winter,
+            humidity: 0.76 - 0.06 * winter,
+        }
+    }
+}
+
+#[cfg(test)]
+mod season_tests {
+    use super::Season;
+
+    #[test]
+    fn winter_is_cool_and_summer_hot() {
+        // 2026-01-15, 2026-07-16 and 2026-11-28 at 00:00 UTC.
+        let january = Season::at(1_768_435_200_000);
+        let july = Season::at(1_784_160_000_000);
+        let november = Season::at(1_795_824_000_000);
+        assert!(
+            (13.5..14.5).contains(&january.temperature),
+            "{}",
+            january.temperature
+        );
+        assert!(
+            (28.5..29.5).contains(&july.temperature),
+            "{}",
+            july.temperature
+        );
+        assert!(
+            (16.0..20.0).contains(&november.temperature),
+            "{}",
+            november.temperature
+        );
+        assert!(january.humidity < july.humidity);
+    }
 }

@@ -22,9 +22,51 @@ pub struct DemoArgs {
     pub sim: SimArgs,
 }
 
+/// The file in the data directory that keeps the simulated time reached,
+/// so that a demo run again carries on from there.
+const SIM_CLOCK: &str = "sim-clock";
+
+/// Where a demo on `data_dir` starts its simulated clock when `--start` is
+/// not given: now, or later if an earlier run got further (its clock runs
+/// ahead of real time). Starting earlier would replay instants already in
+/// the history.
+fn resumed_start(data_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(SIM_CLOCK)).ok()?;
+    let reached: i64 = text.trim().parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
+    // The next whole second after the last simulated instant.
+    let start = (reached / 1000 + 1) * 1000;
+    (start > now).then(|| city::ngsi::iso(start))
+}
+
+/// Writes the simulated time reached (atomically: a crash leaves the old
+/// value or the new one).
+fn save_clock(data_dir: &std::path::Path, live: &Live) {
+    let reached = live.sim_ms.load(Ordering::Relaxed);
+    if reached <= 0 {
+        return;
+    }
+    let tmp = data_dir.join(format!("{SIM_CLOCK}.tmp"));
+    let done = std::fs::write(&tmp, reached.to_string())
+        .and_then(|()| std::fs::rename(&tmp, data_dir.join(SIM_CLOCK)));
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "could not save the simulated time");
+    }
+}
+
 /// Runs the demo until Ctrl-C or SIGTERM.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    args.sim.check()?;
+    if args.sim.start.is_none()
+        && let Some(start) = resumed_start(&args.serve.data_dir)
+    {
+        println!("resuming the simulated clock at {start}, where the last run got to");
+        args.sim.start = Some(start);
+    }
     let city = Arc::new(simulate::build_city(&args.sim.size)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,9 +113,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             let reporter = tokio::spawn(simulate::report(live.clone(), move || {
                 Some(count_store.entity_count())
             }));
-            simulate::run_sim(&target, city, &args.sim, live.clone()).await?;
+            let (clock_live, clock_dir) = (live.clone(), args.serve.data_dir.clone());
+            let clock = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    save_clock(&clock_dir, &clock_live);
+                }
+            });
+            let ran = simulate::run_sim(&target, city, &args.sim, live.clone()).await;
             live.stop.store(true, Ordering::Relaxed);
             reporter.abort();
+            clock.abort();
+            save_clock(&args.serve.data_dir, &live);
+            ran?;
         }
         let _ = stop_server.send(());
         server.await??;

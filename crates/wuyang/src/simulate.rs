@@ -207,6 +207,19 @@ pub fn build_city(size: &str) -> anyhow::Result<city::City> {
 
 impl SimArgs {
     /// The simulated start time (Unix ms).
+    /// Checks the settings before anything starts: the start time and a
+    /// positive speed.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.start_ms()?;
+        if !(self.speed.is_finite() && self.speed > 0.0) {
+            anyhow::bail!("--speed must be a number greater than 0");
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            anyhow::bail!("--rate must be a number greater than 0");
+        }
+        Ok(())
+    }
+
     pub fn start_ms(&self) -> anyhow::Result<i64> {
         match &self.start {
             Some(s) => city::ngsi::parse_iso(s)
@@ -571,6 +584,7 @@ pub async fn stop_on_signal(live: Arc<Live>) {
 
 /// `wuyang sim`.
 pub fn run(cmd: SimCommand) -> anyhow::Result<()> {
+    cmd.sim.check()?;
     let target = Target::parse(&cmd.target)?;
     let city = Arc::new(build_city(&cmd.sim.size)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -167,6 +167,10 @@ async fn the_demo_brings_guangzhou_to_life_and_resumes() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, _, after) = get(&format!("{api}/entities/{id}?options=sysAttrs")).await;
     assert_ne!(after["location"]["modifiedAt"], before, "{id} did not move");
+    let observed = |e: &Value| {
+        ngsi_model::time::parse_datetime(e["location"]["observedAt"].as_str().unwrap()).unwrap()
+    };
+    let first_run = observed(&after);
     assert!(count(&api, "TrafficFlowObserved").await > 100);
 
     // The typhoon drill starts on demand.
@@ -178,10 +182,22 @@ async fn the_demo_brings_guangzhou_to_life_and_resumes() {
     assert!(status.success(), "demo exited with {status}");
     demo.wait_for("demo stopped", 10);
 
-    // A second run on the same data resumes without reloading.
+    // A second run on the same data resumes without reloading, its
+    // simulated clock where the first one got to (at 20x it ran ahead of
+    // real time): no instant of the history is simulated twice.
     let demo = Proc::start(&args);
+    demo.wait_for("resuming the simulated clock at", 60);
+    let addr = demo
+        .wait_for("listening on ", 60)
+        .replace("listening on ", "");
     demo.wait_for("city already loaded", 120);
     demo.wait_for("Guangzhou is alive", 60);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, _, again) = get(&format!(
+        "http://{addr}/ngsi-ld/v1/entities/{id}?options=sysAttrs"
+    ))
+    .await;
+    assert!(observed(&again) >= first_run, "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,4 +252,24 @@ async fn the_simulator_drives_a_separate_broker() {
     ))
     .await;
     assert!(w[0]["height"].as_f64().unwrap() > 0.0);
+}
+
+/// Settings are checked before anything starts: no data directory is made
+/// and the message names the setting.
+#[test]
+fn bad_simulator_settings_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("never");
+    for (flag, value) in [("--speed", "0"), ("--start", "yesterday"), ("--rate", "0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wuyang"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!data.exists(), "{flag} {value} made the data directory");
+    }
 }
