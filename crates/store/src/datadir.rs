@@ -28,13 +28,19 @@ impl DirLock {
     /// Takes the lock of `dir` (creating the directory), or fails with
     /// [`StoreError::InUse`] naming the process that holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        // What failed, and on which file: an operator's first question.
+        let failed = |what: &str, path: &Path, e: std::io::Error| {
+            StoreError::DataDir(format!("{what} {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| failed("creating the data directory", dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(LOCK_FILE))?;
+            .open(&lock_path)
+            .map_err(|e| failed("opening the lock file", &lock_path, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

@@ -273,3 +273,23 @@ fn bad_simulator_settings_are_refused_before_anything_starts() {
         assert!(!data.exists(), "{flag} {value} made the data directory");
     }
 }
+
+/// A data directory that cannot be made is named, with what failed.
+#[test]
+fn an_unusable_data_directory_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wuyang"))
+        .env("RUST_BACKTRACE", "0")
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("creating the data directory") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+}
