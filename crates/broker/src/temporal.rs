@@ -1594,44 +1594,43 @@ impl Broker {
                 }
             }
             TemporalFormat::TemporalValues => {
+                // With `lang`, a LanguageProperty is shown as the Property
+                // of its one language (clause 4.15).
+                let as_shown = |kind: &'static str| match kind {
+                    "LanguageProperty" if opts.lang.is_some() => "Property",
+                    k => k,
+                };
                 for h in history {
-                    let kind = h
-                        .instances
-                        .iter()
-                        .find_map(|i| {
-                            i.attr
-                                .as_ref()
-                                .map(|a| a.value.kind_name())
-                                .or(i.deleted_kind)
-                        })
-                        .unwrap_or("Property");
-                    // With `lang`, a LanguageProperty is shown as the
-                    // Property of its one language (clause 4.15).
-                    let kind = match kind {
-                        "LanguageProperty" if opts.lang.is_some() => "Property",
-                        k => k,
-                    };
-                    let (member, plural) = value_members(kind);
+                    let kind = as_shown(
+                        h.instances
+                            .iter()
+                            .find_map(|i| {
+                                i.attr
+                                    .as_ref()
+                                    .map(|a| a.value.kind_name())
+                                    .or(i.deleted_kind)
+                            })
+                            .unwrap_or("Property"),
+                    );
+                    let plural = value_members(kind).1;
                     let pairs: Vec<Value> = h
                         .instances
                         .iter()
                         .map(|i| {
+                            // Each instance by its own kind: an attribute
+                            // may change kind over time.
                             let v = match &i.attr {
-                                // Each instance by its own kind: an
-                                // attribute may change kind over time.
                                 Some(a) => {
-                                    let own = match a.value.kind_name() {
-                                        "LanguageProperty" if opts.lang.is_some() => "Property",
-                                        k => k,
-                                    };
+                                    let own = as_shown(a.value.kind_name());
                                     let rendered = render_attribute(a, ctx, &opts);
                                     simplified_value(rendered, value_members(own).0)
                                 }
                                 None => {
-                                    let (m, null) = deleted_value(kind);
+                                    let own = as_shown(i.deleted_kind.unwrap_or(kind));
+                                    let (m, null) = deleted_value(own);
                                     let mut one = Map::new();
                                     one.insert(m.into(), null);
-                                    simplified_value(Value::Object(one), member)
+                                    simplified_value(Value::Object(one), value_members(own).0)
                                 }
                             };
                             json!([v, format_instant(time_of(i, q.range.property))])

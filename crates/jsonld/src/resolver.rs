@@ -624,10 +624,10 @@ impl ContextResolver {
         }
     }
 
-    /// The documents held here that `ctx` names, directly or through the
-    /// documents it names (the embedded core contexts aside), by URL: what
-    /// resolving `ctx` again needs when their servers do not answer (give
-    /// them back with [`Self::insert_cached`]).
+    /// The downloaded documents held here that `ctx` names, directly or
+    /// through the documents it names (neither the embedded core contexts
+    /// nor hosted ones), by URL: what resolving `ctx` again needs when their
+    /// servers do not answer (give them back with [`Self::insert_cached`]).
     pub fn documents_of(&self, ctx: &Value) -> Vec<(String, Value)> {
         let mut out = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
@@ -640,13 +640,20 @@ impl ContextResolver {
             {
                 continue;
             }
-            let Some(doc) = self.peek(&url) else {
+            let held = {
+                let caches = self.inner.caches.lock();
+                caches.docs.get(&url).map(|e| (Arc::clone(&e.doc), e.kind))
+            };
+            let Some((doc, kind)) = held else {
                 continue;
             };
             if let Ok(inner) = remote_context_member(&url, &doc) {
                 collect_urls(inner, &mut todo);
             }
-            out.push((url, (*doc).clone()));
+            // Hosted documents are the client's to keep or delete.
+            if kind != ContextKind::Hosted {
+                out.push((url, (*doc).clone()));
+            }
         }
         out
     }

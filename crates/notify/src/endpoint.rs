@@ -40,6 +40,19 @@ pub enum Target {
     Mqtt(MqttEndpoint),
 }
 
+impl Target {
+    /// Whether notifications can reach it: an MQTT PUBLISH names one topic,
+    /// without the wildcards `+` and `#` (MQTT 3.1.1 and 5.0, 4.7.1).
+    pub fn check_publishable(&self, uri: &str) -> Result<(), EndpointError> {
+        match self {
+            Target::Mqtt(m) if m.topic.contains(['+', '#']) => Err(EndpointError::Invalid(
+                format!("{uri} (a topic to publish to holds no wildcard + or #)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A parsed endpoint with its delivery options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -104,13 +117,6 @@ pub fn parse_target(
             let (authority, path) = rest.split_once('/').ok_or_else(invalid)?;
             if path.is_empty() {
                 return Err(EndpointError::Invalid(format!("{uri} (no topic)")));
-            }
-            // A PUBLISH names one topic: no wildcards (MQTT 3.1.1 4.7.1,
-            // 5.0 4.7.1).
-            if path.contains(['+', '#']) {
-                return Err(EndpointError::Invalid(format!(
-                    "{uri} (a topic to publish to holds no wildcard + or #)"
-                )));
             }
             let (userinfo, hostport) = match authority.rsplit_once('@') {
                 Some((u, h)) => (Some(u), h),
@@ -275,11 +281,19 @@ mod tests {
             "mqtt://host:notaport/t",
             "mqtt://host:0/t",
             "mqtt://:1883/t",
-            "mqtt://h/a/b/#",
-            "mqtt://h/a/+/b",
         ] {
             assert!(
                 matches!(parse_target(uri, &[]), Err(EndpointError::Invalid(_))),
+                "{uri}"
+            );
+        }
+        for uri in ["mqtt://h/a/b/#", "mqtt://h/a/+/b"] {
+            let target = parse_target(uri, &[]).unwrap();
+            assert!(
+                matches!(
+                    target.check_publishable(uri),
+                    Err(EndpointError::Invalid(_))
+                ),
                 "{uri}"
             );
         }

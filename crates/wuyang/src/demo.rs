@@ -38,7 +38,7 @@ fn resumed_start(data_dir: &std::path::Path) -> Option<String> {
         .ok()?
         .as_millis() as i64;
     // The next whole second after the last simulated instant.
-    let start = (reached / 1000 + 1) * 1000;
+    let start = (reached / 1000).checked_add(1)?.checked_mul(1000)?;
     (start > now).then(|| city::ngsi::iso(start))
 }
 

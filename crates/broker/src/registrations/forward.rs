@@ -65,17 +65,14 @@ const QUERY_PARAMS: &[&str] = &[
 /// the selection, as a source's part of an entity may not satisfy the
 /// filters on its own.
 const SPLIT_QUERY_PARAMS: &[&str] = &["id", "idPattern", "type"];
-/// The members of a Query document that filter (dropped from what is sent
-/// with `splitEntities=true`).
-const QUERY_FILTER_MEMBERS: &[&str] = &[
-    "attrs",
-    "q",
-    "geoQ",
-    "scopeQ",
-    "datasetId",
-    "expandValues",
-    "jsonKeys",
-];
+/// The members of a Query document sent with `splitEntities=true`: the
+/// selection only (no filter, projection or language: the parts must come
+/// whole).
+const SPLIT_QUERY_MEMBERS: &[&str] = &["type", "entities", "@context"];
+/// The page size asked of a source with `splitEntities=true`, where every
+/// page is read: larger pages than a default of 20 keep a big answer within
+/// [`MAX_PAGES`].
+const SPLIT_PAGE: usize = 100;
 /// The same for Retrieve Entity.
 const RETRIEVE_PARAMS: &[&str] = &["type", "attrs", "datasetId"];
 /// contextSourceInfo keys that tell the broker how to talk to the source
@@ -551,7 +548,7 @@ impl Forwarder {
         let body = match origin.body {
             Some(Value::Object(m)) if split => {
                 let mut m = m.clone();
-                m.retain(|k, _| !QUERY_FILTER_MEMBERS.contains(&k.as_str()));
+                m.retain(|k, _| SPLIT_QUERY_MEMBERS.contains(&k.as_str()));
                 filtered = Value::Object(m);
                 Some(&filtered)
             }
@@ -568,6 +565,9 @@ impl Forwarder {
                 },
             ),
         };
+        if split {
+            params.push(format!("limit={SPLIT_PAGE}"));
+        }
         // The system attributes, when the client wants them, come from the
         // source (they also order its instances against others).
         if sys_attrs {

@@ -724,10 +724,19 @@ pub(crate) async fn restore(
 }
 
 async fn replay(contexts: &jsonld::ContextResolver, record: &Value) -> NgsiResult<Registration> {
+    crate::subscriptions::with_kept_documents(contexts, record, || {
+        replay_requests(contexts, record)
+    })
+    .await
+}
+
+async fn replay_requests(
+    contexts: &jsonld::ContextResolver,
+    record: &Value,
+) -> NgsiResult<Registration> {
     let Some(Value::Array(requests)) = record.get("requests") else {
         return Err(NgsiError::internal("no requests"));
     };
-    crate::subscriptions::restore_documents(contexts, record);
     let mut r: Option<Registration> = None;
     for request in requests {
         let ctx =

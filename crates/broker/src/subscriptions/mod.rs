@@ -413,13 +413,27 @@ pub(crate) async fn resolve(contexts: &jsonld::ContextResolver, source: &Value) 
     })
 }
 
-/// Gives the resolver the @context documents a stored record kept (see
-/// [`new_record`]), unless it holds them already.
-pub(crate) fn restore_documents(contexts: &jsonld::ContextResolver, record: &Value) {
-    if let Some(Value::Object(documents)) = record.get("documents") {
-        for (url, document) in documents {
-            contexts.insert_cached(url, document.clone());
+/// Runs `replay` on a stored record; when an @context it names cannot be
+/// downloaded, gives the resolver the documents the record kept (see
+/// [`new_record`]) and runs it again. The kept copies are only a fallback:
+/// a context that answers is read afresh.
+pub(crate) async fn with_kept_documents<T, F: Future<Output = NgsiResult<T>>>(
+    contexts: &jsonld::ContextResolver,
+    record: &Value,
+    replay: impl Fn() -> F,
+) -> NgsiResult<T> {
+    match replay().await {
+        Err(e) if e.kind == ErrorKind::LdContextNotAvailable => {
+            let Some(Value::Object(documents)) = record.get("documents") else {
+                return Err(e);
+            };
+            for (url, document) in documents {
+                contexts.insert_cached(url, document.clone());
+            }
+            tracing::warn!(error = %e, "replaying a stored request with the @context documents it kept");
+            replay().await
         }
+        other => other,
     }
 }
 
@@ -427,10 +441,16 @@ pub(crate) async fn replay(
     contexts: &jsonld::ContextResolver,
     record: &Value,
 ) -> NgsiResult<(Subscription, Ctx)> {
+    with_kept_documents(contexts, record, || replay_requests(contexts, record)).await
+}
+
+async fn replay_requests(
+    contexts: &jsonld::ContextResolver,
+    record: &Value,
+) -> NgsiResult<(Subscription, Ctx)> {
     let Some(Value::Array(requests)) = record.get("requests") else {
         return Err(NgsiError::internal("no requests"));
     };
-    restore_documents(contexts, record);
     let now = now_micros();
     let mut sub: Option<Subscription> = None;
     for r in requests {

@@ -452,16 +452,23 @@ impl Subscription {
                     self.throttling = (!null).then(|| positive(value, key, 1.0)).transpose()?
                 }
                 "expandValues" | "jsonKeys" => {
-                    let names = if null {
-                        None
+                    let parsed = if null {
+                        Ok(None)
                     } else {
                         // A comma-separated string, or a list as a Query's
                         // members may be.
-                        let list = match value {
-                            Value::Array(_) => non_empty_strings(value, key)?.join(","),
-                            _ => string(value, key)?,
-                        };
-                        Some(crate::query::expand_list(&list, ctx)?)
+                        match value {
+                            Value::Array(_) => non_empty_strings(value, key).map(|l| l.join(",")),
+                            _ => string(value, key),
+                        }
+                        .and_then(|list| crate::query::expand_list(&list, ctx))
+                        .map(Some)
+                    };
+                    // A stored request from before these members were read
+                    // may hold anything: it replays without them.
+                    let names = match parsed {
+                        Err(_) if !check_time => None,
+                        other => other?,
                     };
                     if key == "expandValues" {
                         self.expand_values = names;
@@ -571,6 +578,16 @@ impl Subscription {
                     }
                     self.notification =
                         parse_notification(value, ctx, patching.then_some(&self.notification))?;
+                    // Refused when made; a stored one (from before the
+                    // check) is kept, failing as it did.
+                    if check_time {
+                        let uri = self.notification.endpoint_doc.get("uri");
+                        self.notification
+                            .endpoint
+                            .target
+                            .check_publishable(uri.and_then(Value::as_str).unwrap_or_default())
+                            .map_err(|e| bad(e.to_string()))?;
+                    }
                 }
                 // Members this broker does not act on are accepted and ignored
                 // (ngsildConformance, splitEntities, ...).
@@ -1190,6 +1207,23 @@ mod tests {
                 let _ = sub.render(&ctx, 0, true);
                 let _ = sub.patch(&doc, &ctx, 0, true);
             }
+        }
+    }
+
+    /// What a client is refused now but may be stored from before (an
+    /// MQTT topic with a wildcard, a malformed expandValues) still replays.
+    #[test]
+    fn stored_requests_refused_today_still_replay() {
+        let ctx = Ctx::core();
+        for doc in [
+            json!({"type": "Subscription", "entities": [{"type": "T"}],
+                   "notification": {"endpoint": {"uri": "mqtt://127.0.0.1:1883/a/#"}}}),
+            json!({"type": "Subscription", "entities": [{"type": "T"}], "expandValues": 5,
+                   "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}}),
+        ] {
+            let doc = doc.as_object().unwrap();
+            assert!(Subscription::create(doc, &ctx, 0, true).is_err(), "{doc:?}");
+            assert!(Subscription::create(doc, &ctx, 0, false).is_ok(), "{doc:?}");
         }
     }
 

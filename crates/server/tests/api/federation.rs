@@ -457,7 +457,7 @@ async fn forwarded_requests_carry_the_selection_via_tenant_and_context_source_in
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let got = asked.recv().await.unwrap();
-    assert_eq!(got.uri.query(), Some("token=abc&type=Vehicle"));
+    assert_eq!(got.uri.query(), Some("token=abc&type=Vehicle&limit=100"));
     // How the words of q are read goes along with q.
     get(
         &s,
@@ -1306,12 +1306,14 @@ async fn split_entities_are_joined_before_the_filters_apply() {
         "{}",
         r.text
     );
-    // The Query of a POST query has the member (Table 5.2.23-1).
+    // The Query of a POST query has the member (Table 5.2.23-1); a
+    // projection applies to the joined entities, not to the parts.
     let r = here
         .req(Method::POST, "/entityOperations/query")
         .header("Link", &link(&ctx))
         .json(&json!({"type": "Query", "entities": [{"type": "Vehicle"}],
-                      "q": "brandName==\"BMW\";speed>50", "splitEntities": true}))
+                      "q": "brandName==\"BMW\";speed>50", "splitEntities": true,
+                      "pick": ["id", "type", "brandName"], "lang": "en"}))
         .send()
         .await;
     assert_eq!(
