@@ -15,8 +15,6 @@ use store::{Change, Next, Op, Page, Selection};
 use crate::target::{EntityTarget, LinkedTarget, Lookup};
 use crate::{Broker, Ctx};
 
-/// Query parameters as the client wrote them (already percent-decoded).
-/// Shared by the HTTP binding and any other front end.
 /// The URL parameters of POST /entityOperations/query: paging and view;
 /// the selection is the body's.
 pub const POST_QUERY_PARAMS: &[&str] = &[
@@ -32,6 +30,8 @@ pub const POST_QUERY_PARAMS: &[&str] = &[
     "collation",
 ];
 
+/// Query parameters as the client wrote them (already percent-decoded).
+/// Shared by the HTTP binding and any other front end.
 #[derive(Debug, Clone, Default)]
 pub struct QueryParams {
     pub id: Option<String>,

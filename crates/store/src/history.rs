@@ -1158,7 +1158,8 @@ struct Point {
     num: Option<f64>,
     /// The text compared in lexical order (strings, date-times).
     text: Option<String>,
-    /// What tells distinct values apart.
+    /// What tells distinct values apart: canonical JSON text, object
+    /// members in key order (RFC 8259: they are unordered).
     key: String,
     /// Its [`crate::value_class`] bit.
     class: u8,
@@ -1170,7 +1171,7 @@ fn point_of(value: &AttrValue) -> Point {
     let counted = |class: u8, v: &V| Point {
         num: None,
         text: None,
-        key: canonical(v),
+        key: jsonld::canonical_json(v),
         class,
     };
     match value {
@@ -1192,7 +1193,7 @@ fn point_of(value: &AttrValue) -> Point {
             },
             V::Array(items) => Point {
                 num: Some(items.len() as f64),
-                key: canonical(v),
+                key: jsonld::canonical_json(v),
                 text: None,
                 class: ARRAY,
             },
@@ -1206,7 +1207,7 @@ fn point_of(value: &AttrValue) -> Point {
             V::Object(m) if m.get("@value").is_some_and(V::is_string) => Point {
                 num: None,
                 text: m.get("@value").and_then(V::as_str).map(str::to_string),
-                key: canonical(v),
+                key: jsonld::canonical_json(v),
                 class: STRING,
             },
             _ => counted(OBJECT, v),
@@ -1214,7 +1215,7 @@ fn point_of(value: &AttrValue) -> Point {
         AttrValue::ListProperty(items) => Point {
             num: Some(items.len() as f64),
             text: None,
-            key: canonical(&V::Array(items.clone())),
+            key: jsonld::canonical_json(&V::Array(items.clone())),
             class: ARRAY,
         },
         AttrValue::Relationship { object, .. } => counted(RELATIONSHIP, object),
@@ -1225,12 +1226,6 @@ fn point_of(value: &AttrValue) -> Point {
         AttrValue::LanguageProperty(m) => counted(OBJECT, &V::Object(m.clone())),
         AttrValue::GeoProperty(v) | AttrValue::JsonProperty(v) => counted(OBJECT, v),
     }
-}
-
-/// `v` as text that is equal for equal JSON values: object members in key
-/// order (RFC 8259: an object's members are unordered).
-fn canonical(v: &serde_json::Value) -> String {
-    jsonld::canonical_json(v)
 }
 
 /// The aggregates of values of any kind (clause 4.5.19.1): numbers,
@@ -2407,12 +2402,12 @@ mod tests {
         assert_eq!((b[0].mean, b[0].stddev), (1e308, 0.0));
         assert!(b[0].sum.is_infinite());
         assert_eq!(
-            canonical(&serde_json::json!({"b": [{"y": 1, "x": 2}], "a": "s"})),
-            canonical(&serde_json::json!({"a": "s", "b": [{"x": 2, "y": 1}]}))
+            jsonld::canonical_json(&serde_json::json!({"b": [{"y": 1, "x": 2}], "a": "s"})),
+            jsonld::canonical_json(&serde_json::json!({"a": "s", "b": [{"x": 2, "y": 1}]}))
         );
         assert_ne!(
-            canonical(&serde_json::json!({"a": [1, 2]})),
-            canonical(&serde_json::json!({"a": [2, 1]}))
+            jsonld::canonical_json(&serde_json::json!({"a": [1, 2]})),
+            jsonld::canonical_json(&serde_json::json!({"a": [2, 1]}))
         );
     }
 

@@ -33,13 +33,9 @@ const SIM_CLOCK: &str = "sim-clock";
 fn resumed_start(data_dir: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(data_dir.join(SIM_CLOCK)).ok()?;
     let reached: i64 = text.trim().parse().ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_millis() as i64;
     // The next whole second after the last simulated instant.
     let start = (reached / 1000).checked_add(1)?.checked_mul(1000)?;
-    (start > now).then(|| city::ngsi::iso(start))
+    (start > simulate::now_ms()).then(|| city::ngsi::iso(start))
 }
 
 /// Writes the simulated time reached (atomically: a crash leaves the old

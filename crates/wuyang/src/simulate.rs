@@ -229,7 +229,8 @@ impl SimArgs {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock, Unix ms.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
