@@ -234,8 +234,10 @@ pub fn restore(
     dir: &Path,
     replace: bool,
 ) -> Result<(DbSummary, Option<PathBuf>), StoreError> {
-    let _lock = DirLock::acquire(dir)?;
+    // The backup is checked first: a refused file leaves no directory made
+    // and no lock file behind.
     let summary = inspect(from)?;
+    let _lock = DirLock::acquire(dir)?;
     let db = dir.join(DB_FILE);
     let companions = |base: &Path| {
         [
@@ -334,5 +336,15 @@ mod tests {
                 .contains("not a Wuyang database")
         );
         assert!(inspect(&dir.path().join("missing.db")).is_err());
+    }
+
+    #[test]
+    fn a_refused_restore_makes_no_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a database").unwrap();
+        let target = dir.path().join("data");
+        assert!(restore(&text, &target, false).is_err());
+        assert!(!target.exists(), "a refused restore made {target:?}");
     }
 }

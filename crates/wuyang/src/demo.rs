@@ -68,13 +68,15 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // The address first, as with `serve`: a port in use touches no data
+        // directory.
+        let listener = tokio::net::TcpListener::bind(args.serve.listen)
+            .await
+            .with_context(|| format!("binding {}", args.serve.listen))?;
         let state = serve::build_state(&args.serve)?;
         // Subscriptions restored before anything changes, as with `serve`.
         state.broker.ready().await;
         let store = state.broker.store().clone();
-        let listener = tokio::net::TcpListener::bind(args.serve.listen)
-            .await
-            .with_context(|| format!("binding {}", args.serve.listen))?;
         let local = listener.local_addr()?;
         println!("listening on {local}");
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -215,11 +215,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let state = build_state(&args)?;
-        state.broker.ready().await;
+        // The address first: a port in use touches no data directory.
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
+        let state = build_state(&args)?;
+        state.broker.ready().await;
         let local = listener.local_addr()?;
         tracing::info!(address = %local, "Wuyang NGSI-LD broker listening; API at http://{local}/ngsi-ld/v1");
         // A line on stdout that tools (and the tests) can wait for.

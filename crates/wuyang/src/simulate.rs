@@ -544,8 +544,12 @@ pub fn typhoon_on_demand(live: Arc<Live>) {
         .name("drill-trigger".into())
         .spawn(move || {
             for line in std::io::stdin().lines().map_while(Result::ok) {
-                if matches!(line.trim(), "t" | "typhoon") {
-                    from_stdin.typhoon.store(true, Ordering::Relaxed);
+                match line.trim() {
+                    "" => {}
+                    "t" | "typhoon" => from_stdin.typhoon.store(true, Ordering::Relaxed),
+                    other => println!(
+                        "unknown command `{other}`: type `typhoon` (or `t`) to start the drill, Ctrl-C stops"
+                    ),
                 }
             }
         });
@@ -605,11 +609,22 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<()> {
         run_sim(&target, city, &cmd.sim, live.clone()).await?;
         live.stop.store(true, Ordering::Relaxed);
         reporter.abort();
-        println!(
-            "simulator stopped: {} updates sent, {} errors",
+        let (sent, errors) = (
             live.sent.load(Ordering::Relaxed),
-            live.errors.load(Ordering::Relaxed)
+            live.errors.load(Ordering::Relaxed),
         );
+        println!("simulator stopped: {sent} updates sent, {errors} errors");
+        // Updates the broker did not take are lost: a script running the
+        // simulator learns it from the exit status.
+        if errors > 0 {
+            let first = live
+                .first_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            anyhow::bail!("{errors} updates were not accepted; the first error: {first}");
+        }
         Ok(())
     })
 }

@@ -14,11 +14,17 @@ struct Proc {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
+/// A free port on loopback, taken and held by the returned listener.
+fn occupied_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
 impl Proc {
     fn start(args: &[&str]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wuyang"))
             .args(args)
             .env("WUYANG_LOG", "warn")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start wuyang");
@@ -292,4 +298,66 @@ fn an_unusable_data_directory_is_named_in_the_error() {
         stderr.contains("creating the data directory") && stderr.contains("a-file"),
         "{stderr}"
     );
+}
+
+/// `serve` and `demo` take their address before their data directory: a port
+/// in use makes no directory and says which address.
+#[test]
+fn a_port_in_use_is_named_and_no_data_directory_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("never");
+    let held = occupied_port();
+    let addr = held.local_addr().unwrap().to_string();
+    for command in ["serve", "demo"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wuyang"))
+            .env("RUST_BACKTRACE", "0")
+            .args([command, "--listen", &addr, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("binding") && stderr.contains(&addr),
+            "{command}: {stderr}"
+        );
+        assert!(!data.exists(), "{command} made the data directory");
+    }
+}
+
+/// The simulator answers a word it does not know with what it knows, and a
+/// run whose updates the broker did not take ends with a failure status.
+#[test]
+fn the_simulator_reports_lost_updates_in_its_exit_status() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Proc::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let addr = serve
+        .wait_for("listening on ", 60)
+        .replace("listening on ", "");
+    let mut sim = Proc::start(&[
+        "sim",
+        "--target",
+        &format!("http://{addr}"),
+        "--duration",
+        "4",
+        "--speed",
+        "50",
+    ]);
+    sim.wait_for("simulating Guangzhou", 120);
+    let stdin = sim.child.stdin.as_mut().unwrap();
+    writeln!(stdin, "storm").unwrap();
+    stdin.flush().unwrap();
+    sim.wait_for("unknown command `storm`", 10);
+    // The broker goes away under the running simulator.
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    let status = sim.child.wait().unwrap();
+    assert!(!status.success(), "{:?}", sim.lines.lock().unwrap());
 }
