@@ -17,6 +17,7 @@ pub mod snapshots;
 pub mod subscriptions;
 mod target;
 mod temporal;
+mod unrestored;
 
 use std::sync::Arc;
 
@@ -69,6 +70,10 @@ pub struct BrokerConfig {
     /// How long the relay of distributed subscriptions waits before it
     /// asks a context source that did not answer again.
     pub source_retry: std::time::Duration,
+    /// How long a stored subscription or registration that could not be
+    /// restored at start-up waits before it is tried again (doubling each
+    /// round, up to an hour).
+    pub restore_retry: std::time::Duration,
 }
 
 impl Default for BrokerConfig {
@@ -84,6 +89,7 @@ impl Default for BrokerConfig {
             snapshot_max_lifetime_micros: snapshots::DEFAULT_MAX_LIFETIME_MICROS,
             public_url: None,
             source_retry: std::time::Duration::from_secs(10),
+            restore_retry: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -115,7 +121,9 @@ pub struct Broker {
     config: BrokerConfig,
     subscriptions: subscriptions::Engine,
     /// Serialises the writes of subscriptions (they are rare).
-    subscription_writes: tokio::sync::Mutex<()>,
+    subscription_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Stored subscriptions and registrations not restored at start-up.
+    unrestored: unrestored::Unrestored,
     /// The context source registry.
     registrations: registrations::Registry,
     /// Becomes true once the stored subscriptions are installed.
@@ -262,7 +270,8 @@ impl Broker {
             contexts,
             config,
             subscriptions: engine,
-            subscription_writes: tokio::sync::Mutex::new(()),
+            subscription_writes: Arc::default(),
+            unrestored: unrestored::Unrestored::default(),
             registrations: registry,
             restored,
             hosted_tenants: parking_lot::RwLock::default(),
@@ -284,16 +293,34 @@ impl Broker {
                 restored: broker.restored.clone(),
                 retry: broker.config.source_retry,
             });
-            let (store, contexts, engine, registry) = (
-                broker.store.clone(),
-                broker.contexts.clone(),
-                broker.subscriptions.clone(),
-                broker.registrations.clone(),
-            );
+            let parts = unrestored::RetryParts {
+                unrestored: broker.unrestored.clone(),
+                store: broker.store.clone(),
+                contexts: broker.contexts.clone(),
+                engine: broker.subscriptions.clone(),
+                registry: broker.registrations.clone(),
+                relay: broker.relay.clone(),
+                subscription_writes: broker.subscription_writes.clone(),
+                every: broker.config.restore_retry,
+            };
             tokio::spawn(async move {
-                registrations::restore(store.clone(), contexts.clone(), registry).await;
-                subscriptions::restore(store, contexts, engine).await;
+                let p = &parts;
+                registrations::restore(
+                    p.store.clone(),
+                    p.contexts.clone(),
+                    p.registry.clone(),
+                    p.unrestored.clone(),
+                )
+                .await;
+                subscriptions::restore(
+                    p.store.clone(),
+                    p.contexts.clone(),
+                    p.engine.clone(),
+                    p.unrestored.clone(),
+                )
+                .await;
                 let _ = restored_tx.send(true);
+                unrestored::retry(parts).await;
             });
         } else {
             let _ = restored_tx.send(true);

@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// Time allowed to download a remote @context, in milliseconds.
     #[arg(long, env = "WUYANG_CONTEXT_TIMEOUT_MS", default_value_t = 5000)]
     pub context_timeout_ms: u64,
+    /// Seconds before a stored subscription or registration that could not
+    /// be restored at start-up (say, its @context server was down) is tried
+    /// again; the wait doubles each round, up to an hour.
+    #[arg(long, env = "WUYANG_RESTORE_RETRY_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub restore_retry_s: u64,
     /// The Context Source alias announced by `GET /info/sourceIdentity` and
     /// added to the `Via` header of forwarded requests (an RFC 7230 token; a
     /// tenant's alias appends the tenant name). Give each broker of a
@@ -171,6 +176,7 @@ pub fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
                 .unwrap_or(3650)
                 .saturating_mul(86_400 * 1_000_000),
             public_url: args.public_url.clone(),
+            restore_retry: Duration::from_secs(args.restore_retry_s),
             ..Default::default()
         },
     );

@@ -1364,3 +1364,120 @@ async fn metrics_report_the_disk_the_database_takes() {
     assert!(wal > 0, "three commits wrote no WAL");
     assert!(wal <= on_disk("wuyang.db-wal"), "{wal}");
 }
+
+/// A stored subscription that cannot be restored at start-up keeps its id:
+/// reading it says so, a create with its id is refused rather than written
+/// over it, deleting it frees the id, and one whose @context server was
+/// down comes back by itself once the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_cannot_be_restored_keeps_its_id_until_it_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    jsonld::install_tls_provider();
+    let client = reqwest::Client::new();
+    let (uri, _rx) = receiver().await;
+    let context_app = || {
+        axum::Router::new().route(
+            "/context.jsonld",
+            axum::routing::get(|| async {
+                json!({"@context": {"level": "https://data.guangzhou.example/water#level"}})
+                    .to_string()
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let context_addr = listener.local_addr().unwrap();
+    let context = format!("http://{context_addr}/context.jsonld");
+    let app = context_app();
+    let context_server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (remote, broken) = (
+        "urn:ngsi-ld:Subscription:remote-context",
+        "urn:ngsi-ld:Subscription:broken",
+    );
+    let subscription = |id: &str, context: &str| {
+        json!({
+            "@context": [context],
+            "id": id,
+            "type": "Subscription",
+            "entities": [{"type": "WaterLevelSensor"}],
+            "watchedAttributes": ["level"],
+            "notification": {"endpoint": {"uri": &uri}},
+        })
+        .to_string()
+    };
+    let create = |base: String, body: String| {
+        client
+            .post(format!("{base}/subscriptions"))
+            .header("Content-Type", "application/ld+json")
+            .body(body)
+            .send()
+    };
+    let core = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+    {
+        let server = Server::start(dir.path());
+        for (id, ctx) in [(remote, context.as_str()), (broken, core)] {
+            let r = create(server.base.clone(), subscription(id, ctx))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        }
+        server.kill9();
+    }
+    // One record loses the copy of its @context (as records made before
+    // copies were kept), the other gets a request that no longer parses.
+    {
+        let db = rusqlite::Connection::open(dir.path().join("wuyang.db")).unwrap();
+        let changed = db
+            .execute(
+                "UPDATE records SET value = json_remove(value, '$.documents') \
+                 WHERE collection = 'subscriptions' AND key = ?1",
+                [remote],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        let changed = db
+            .execute(
+                "UPDATE records SET value = json_set(value, '$.requests[0].body.q', '((') \
+                 WHERE collection = 'subscriptions' AND key = ?1",
+                [broken],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    context_server.abort();
+    let _ = context_server.await;
+    let server = Server::start_with(dir.path(), &["--restore-retry-s", "1"]);
+    let url = |id: &str| format!("{}/subscriptions/{id}", server.base);
+    for id in [remote, broken] {
+        assert_eq!(status_of(&client, &url(id), None).await, 500, "{id}");
+    }
+    let r = create(server.base.clone(), subscription(broken, core))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "the stored record is not written over");
+    let r = client.delete(url(broken)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = create(server.base.clone(), subscription(broken, core))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(status_of(&client, &url(broken), None).await, 200);
+
+    // The @context server answers again, on the same address.
+    let listener = tokio::net::TcpListener::bind(context_addr).await.unwrap();
+    let app = context_app();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client.get(url(remote)).send().await.unwrap();
+        if r.status() == 200 {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["id"], remote, "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not restored after the context came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -26,6 +26,7 @@ use subscriptions::{CsrSubscriptions, Trigger};
 
 use crate::subscriptions::{append_request, new_record};
 use crate::temporal::TemporalParams;
+use crate::unrestored::{Kind, Unrestored};
 use crate::{Broker, Ctx, QueryParams};
 
 /// The store collection of registrations.
@@ -57,7 +58,7 @@ pub struct Registry {
     tenants: Arc<RwLock<HashMap<String, TenantRegistrations>>>,
     /// Serialises the writes of registrations and their subscriptions
     /// (they are rare).
-    writes: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) writes: Arc<tokio::sync::Mutex<()>>,
     subscriptions: CsrSubscriptions,
     store: Arc<dyn Store>,
     /// The HTTP client of distributed operations.
@@ -337,6 +338,9 @@ impl Broker {
         let now = now_micros();
         let r = Registration::create(doc, ctx, now, true)?;
         let _guard = self.registrations.writes.lock().await;
+        if self.unrestored.holds(Kind::Registration, tenant, &r.id) {
+            return Err(Unrestored::taken(Kind::Registration, &r.id));
+        }
         if self
             .registrations
             .get(tenant, &r.id)
@@ -370,6 +374,9 @@ impl Broker {
         {
             Some(r) => Ok(r),
             None => {
+                if let Some(e) = self.unrestored.unavailable(Kind::Registration, tenant, id) {
+                    return Err(e);
+                }
                 // An unknown tenant is told apart (clause 5.5.10).
                 self.check_tenant_holding(tenant, self.registrations.has_tenant(tenant))?;
                 Err(not_found(id))
@@ -455,6 +462,11 @@ impl Broker {
     pub async fn delete_registration(&self, tenant: &str, id: &str) -> NgsiResult<()> {
         check_id(id)?;
         let _guard = self.registrations.writes.lock().await;
+        if self.unrestored.holds(Kind::Registration, tenant, id) {
+            self.store.put_record(tenant, COLLECTION, id, None).await?;
+            self.unrestored.forget(Kind::Registration, tenant, id);
+            return Ok(());
+        }
         // An expired registration is gone for clients; its record goes now.
         let live = self.registration(tenant, id);
         if self.registrations.get(tenant, id).is_some() {
@@ -513,6 +525,12 @@ impl Broker {
         let notify_ctx = self.notify_context(&sub, ctx, origin).await?;
         let _guard = self.registrations.writes.lock().await;
         if self
+            .unrestored
+            .holds(Kind::CsrSubscription, tenant, &sub.id)
+        {
+            return Err(Unrestored::taken(Kind::CsrSubscription, &sub.id));
+        }
+        if self
             .registrations
             .subscriptions
             .get(tenant, &sub.id)
@@ -546,6 +564,12 @@ impl Broker {
         match self.registrations.subscriptions.get(tenant, id) {
             Some(entry) => Ok(entry),
             None => {
+                if let Some(e) = self
+                    .unrestored
+                    .unavailable(Kind::CsrSubscription, tenant, id)
+                {
+                    return Err(e);
+                }
                 self.check_tenant_holding(
                     tenant,
                     self.registrations.subscriptions.has_tenant(tenant),
@@ -647,7 +671,9 @@ impl Broker {
     pub async fn delete_csr_subscription(&self, tenant: &str, id: &str) -> NgsiResult<()> {
         check_id(id)?;
         let _guard = self.registrations.writes.lock().await;
-        self.csr_subscription(tenant, id)?;
+        if !self.unrestored.holds(Kind::CsrSubscription, tenant, id) {
+            self.csr_subscription(tenant, id)?;
+        }
         self.store
             .put_record(tenant, SUBSCRIPTIONS, id, None)
             .await?;
@@ -655,6 +681,7 @@ impl Broker {
             .put_record(tenant, subscriptions::STATUS_COLLECTION, id, None)
             .await?;
         self.registrations.subscriptions.remove(tenant, id);
+        self.unrestored.forget(Kind::CsrSubscription, tenant, id);
         Ok(())
     }
 }
@@ -674,11 +701,12 @@ fn install_csr_subscription(
 }
 
 /// Reinstalls the stored registrations of every tenant by replaying their
-/// requests.
+/// requests; notes in `unrestored` those that fail.
 pub(crate) async fn restore(
     store: Arc<dyn Store>,
     contexts: jsonld::ContextResolver,
     registry: Registry,
+    unrestored: Unrestored,
 ) {
     let tenants = crate::tenants_with_default(&*store);
     let mut restored = 0usize;
@@ -690,7 +718,8 @@ pub(crate) async fn restore(
                     restored += 1;
                 }
                 Err(e) => {
-                    tracing::error!(%tenant, %id, error = %e, "a stored registration could not be restored")
+                    tracing::error!(%tenant, %id, error = %e, "a stored registration could not be restored");
+                    unrestored.note(Kind::Registration, &tenant, &id, e.to_string());
                 }
             }
         }
@@ -699,18 +728,19 @@ pub(crate) async fn restore(
             .into_iter()
             .collect();
         for (id, record) in store.records(&tenant, SUBSCRIPTIONS) {
-            let status = statuses
-                .get(&id)
-                .map(crate::subscriptions::Status::from_json);
-            let installed = crate::subscriptions::replay(&contexts, &record)
-                .await
-                .and_then(|(sub, ctx)| {
-                    install_csr_subscription(&registry, &tenant, sub, ctx, status)
-                });
-            match installed {
-                Ok(_) => restored += 1,
+            match restore_csr_subscription(
+                &contexts,
+                &registry,
+                &tenant,
+                &record,
+                statuses.get(&id),
+            )
+            .await
+            {
+                Ok(()) => restored += 1,
                 Err(e) => {
-                    tracing::error!(%tenant, %id, error = %e, "a stored registration subscription could not be restored")
+                    tracing::error!(%tenant, %id, error = %e, "a stored registration subscription could not be restored");
+                    unrestored.note(Kind::CsrSubscription, &tenant, &id, e.to_string());
                 }
             }
         }
@@ -721,6 +751,58 @@ pub(crate) async fn restore(
             "context source registrations and their subscriptions restored"
         );
     }
+}
+
+/// Replays one stored subscription to registrations and installs it with
+/// its stored status.
+async fn restore_csr_subscription(
+    contexts: &jsonld::ContextResolver,
+    registry: &Registry,
+    tenant: &str,
+    record: &Value,
+    status: Option<&Value>,
+) -> NgsiResult<()> {
+    let (sub, ctx) = crate::subscriptions::replay(contexts, record).await?;
+    let status = status.map(crate::subscriptions::Status::from_json);
+    install_csr_subscription(registry, tenant, sub, ctx, status)?;
+    Ok(())
+}
+
+/// Tries again to restore registration (or subscription to registrations)
+/// `id` of `tenant` (see [`crate::unrestored`]).
+pub(crate) async fn retry_one(
+    parts: &crate::unrestored::RetryParts,
+    kind: Kind,
+    tenant: &str,
+    id: &str,
+) {
+    let registry = &parts.registry;
+    let _guard = registry.writes.lock().await;
+    if !parts.unrestored.holds(kind, tenant, id) {
+        return;
+    }
+    let collection = if kind == Kind::Registration {
+        COLLECTION
+    } else {
+        SUBSCRIPTIONS
+    };
+    let tried = match parts.record(tenant, collection, id) {
+        // Deleted meanwhile: nothing waits any more.
+        None => Ok(()),
+        Some(record) if kind == Kind::Registration => {
+            replay(&parts.contexts, &record).await.map(|r| {
+                registry.subscriptions.on_change(tenant, None, Some(&r));
+                registry.install(tenant, r);
+                parts.relay.touch(tenant);
+            })
+        }
+        Some(record) => {
+            let status = parts.record(tenant, subscriptions::STATUS_COLLECTION, id);
+            restore_csr_subscription(&parts.contexts, registry, tenant, &record, status.as_ref())
+                .await
+        }
+    };
+    parts.settle(kind, tenant, id, tried);
 }
 
 async fn replay(contexts: &jsonld::ContextResolver, record: &Value) -> NgsiResult<Registration> {

@@ -24,6 +24,7 @@ pub use model::{Accept, Subscription};
 pub(crate) use remote::Parts as RelayParts;
 pub use remote::{CALLBACK_PATH, Relay};
 
+use crate::unrestored::{Kind, Unrestored};
 use crate::{Broker, Ctx};
 
 /// The store collection of subscriptions.
@@ -90,6 +91,9 @@ impl Broker {
         }
         let notify_ctx = self.notify_context(&sub, ctx, origin).await?;
         let _guard = self.subscription_writes.lock().await;
+        if self.unrestored.holds(Kind::Subscription, tenant, &sub.id) {
+            return Err(Unrestored::taken(Kind::Subscription, &sub.id));
+        }
         if self.subscriptions.get(tenant, &sub.id).is_some() {
             return Err(NgsiError::new(
                 ErrorKind::AlreadyExists,
@@ -128,6 +132,9 @@ impl Broker {
     /// The error for subscription `id` that `tenant` does not hold: its
     /// tenant's, else ResourceNotFound.
     fn missing_subscription(&self, tenant: &str, id: &str) -> NgsiError {
+        if let Some(e) = self.unrestored.unavailable(Kind::Subscription, tenant, id) {
+            return e;
+        }
         match self.check_subscription_tenant(tenant) {
             Err(e) => e,
             Ok(()) => not_found(id),
@@ -219,7 +226,8 @@ impl Broker {
     pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<()> {
         check_id(id)?;
         let _guard = self.subscription_writes.lock().await;
-        if self.subscriptions.get(tenant, id).is_none() {
+        let waiting = self.unrestored.holds(Kind::Subscription, tenant, id);
+        if !waiting && self.subscriptions.get(tenant, id).is_none() {
             return Err(self.missing_subscription(tenant, id));
         }
         self.store.put_record(tenant, COLLECTION, id, None).await?;
@@ -227,6 +235,7 @@ impl Broker {
             .put_record(tenant, engine::STATUS_COLLECTION, id, None)
             .await?;
         self.subscriptions.remove(tenant, id);
+        self.unrestored.forget(Kind::Subscription, tenant, id);
         self.relay.touch(tenant);
         Ok(())
     }
@@ -367,11 +376,12 @@ pub(crate) fn render_with_status(
 }
 
 /// Reinstalls the stored subscriptions of every tenant by replaying their
-/// requests.
+/// requests; notes in `unrestored` those that fail.
 pub(crate) async fn restore(
     store: Arc<dyn Store>,
     contexts: jsonld::ContextResolver,
     engine: Engine,
+    unrestored: Unrestored,
 ) {
     let tenants = crate::tenants_with_default(&*store);
     let mut restored = 0usize;
@@ -381,14 +391,11 @@ pub(crate) async fn restore(
             .into_iter()
             .collect();
         for (id, record) in store.records(&tenant, COLLECTION) {
-            match replay(&contexts, &record).await {
-                Ok((sub, notify_ctx)) => {
-                    let status = statuses.get(&id).map(Status::from_json);
-                    engine.install(&tenant, sub, notify_ctx, status);
-                    restored += 1;
-                }
+            match restore_one(&contexts, &engine, &tenant, &record, statuses.get(&id)).await {
+                Ok(()) => restored += 1,
                 Err(e) => {
-                    tracing::error!(%tenant, %id, error = %e, "a stored subscription could not be restored")
+                    tracing::error!(%tenant, %id, error = %e, "a stored subscription could not be restored");
+                    unrestored.note(Kind::Subscription, &tenant, &id, e.to_string());
                 }
             }
         }
@@ -396,6 +403,48 @@ pub(crate) async fn restore(
     if restored > 0 {
         tracing::info!(subscriptions = restored, "subscriptions restored");
     }
+}
+
+/// Replays one stored subscription and installs it with its stored status.
+async fn restore_one(
+    contexts: &jsonld::ContextResolver,
+    engine: &Engine,
+    tenant: &str,
+    record: &Value,
+    status: Option<&Value>,
+) -> NgsiResult<()> {
+    let (sub, notify_ctx) = replay(contexts, record).await?;
+    engine.install(tenant, sub, notify_ctx, status.map(Status::from_json));
+    Ok(())
+}
+
+/// Tries again to restore subscription `id` of `tenant` (see
+/// [`crate::unrestored`]).
+pub(crate) async fn retry_one(parts: &crate::unrestored::RetryParts, tenant: &str, id: &str) {
+    let _guard = parts.subscription_writes.lock().await;
+    if !parts.unrestored.holds(Kind::Subscription, tenant, id) {
+        return;
+    }
+    let tried = match parts.record(tenant, COLLECTION, id) {
+        // Deleted meanwhile: nothing waits any more.
+        None => Ok(()),
+        Some(record) => {
+            let status = parts.record(tenant, engine::STATUS_COLLECTION, id);
+            let tried = restore_one(
+                &parts.contexts,
+                &parts.engine,
+                tenant,
+                &record,
+                status.as_ref(),
+            )
+            .await;
+            if tried.is_ok() {
+                parts.relay.touch(tenant);
+            }
+            tried
+        }
+    };
+    parts.settle(Kind::Subscription, tenant, id, tried);
 }
 
 pub(crate) async fn resolve(contexts: &jsonld::ContextResolver, source: &Value) -> NgsiResult<Ctx> {
