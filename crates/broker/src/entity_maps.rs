@@ -523,9 +523,7 @@ impl Broker {
         lifetime_micros: Option<i64>,
     ) -> NgsiResult<(MapView, Vec<String>)> {
         if !query.wide_enough {
-            return Err(NgsiError::bad_data(
-                "a query needs a type, attrs or q naming an attribute, scopeQ, a geo-query or local=true",
-            ));
+            return Err(crate::query::too_wide());
         }
         crate::query::check_link_depth(query)?;
         let query = &*crate::query::resolve_links(&*self.store, tenant, query);
@@ -596,9 +594,7 @@ impl Broker {
         lifetime_micros: Option<i64>,
     ) -> NgsiResult<MapView> {
         if !q.has_selector() {
-            return Err(NgsiError::bad_data(
-                "a temporal query needs an entity type, attrs or q naming a non-system attribute, scopeQ, a geo-query or local=true",
-            ));
+            return Err(crate::temporal::too_wide());
         }
         self.check_tenant(tenant)?;
         let max = self.config.entity_maps.max_entries;

@@ -6,8 +6,10 @@
 //! A path is `id`, `type`, `createdAt`, `modifiedAt`, or an attribute name
 //! (expanded with the request's @context) followed optionally by one of
 //! `createdAt`, `modifiedAt`, `observedAt` (the attribute's own) or a
-//! sub-attribute name. An attribute orders by its default instance (else its
-//! first), a sub-attribute by its value.
+//! sub-attribute name, and optionally by a key path into a compound value in
+//! brackets (`address[city]`, `address[geo.lat]`, clause 4.23.3 Example 4).
+//! An attribute orders by its default instance (else its first), a
+//! sub-attribute by its value.
 //!
 //! Values compare within their kind (numbers as numbers, strings by their
 //! bytes, false before true) and kinds in the order boolean, number, string,
@@ -66,6 +68,8 @@ pub enum AttrMember {
 pub struct OrderKey {
     pub path: OrderPath,
     pub descending: bool,
+    /// Keys into a compound value (`address[city]`: `["city"]`).
+    pub keys: Vec<String>,
 }
 
 fn bad(msg: impl Into<String>) -> NgsiError {
@@ -74,7 +78,7 @@ fn bad(msg: impl Into<String>) -> NgsiError {
 
 /// Parses `orderBy`.
 pub fn parse_order_by(text: &str, ctx: &Ctx) -> NgsiResult<Vec<OrderKey>> {
-    let mut keys = Vec::new();
+    let mut order = Vec::new();
     for member in text.split(',') {
         let member = member.trim();
         let (path, direction) = match member.split_once(';') {
@@ -95,6 +99,22 @@ pub fn parse_order_by(text: &str, ctx: &Ctx) -> NgsiResult<Vec<OrderKey>> {
         if path.is_empty() {
             return Err(bad("orderBy has an empty member"));
         }
+        let (path, keys) = match path.split_once('[') {
+            None => (path, Vec::new()),
+            Some((head, tail)) => {
+                let inner = tail.strip_suffix(']').filter(|k| !k.contains(['[', ']']));
+                let Some(inner) = inner else {
+                    return Err(bad(format!(
+                        "orderBy member {path:?}: a key path is written attribute[key] or attribute[key.key]"
+                    )));
+                };
+                let keys: Vec<String> = inner.split('.').map(str::to_string).collect();
+                if keys.iter().any(|k| k.is_empty()) {
+                    return Err(bad(format!("orderBy member {path:?} has an empty key")));
+                }
+                (head, keys)
+            }
+        };
         let mut parts = path.split('.');
         let first = parts.next().unwrap_or_default();
         let second = parts.next();
@@ -140,7 +160,22 @@ pub fn parse_order_by(text: &str, ctx: &Ctx) -> NgsiResult<Vec<OrderKey>> {
                 OrderPath::Attr(name, member)
             }
         };
+        if !keys.is_empty()
+            && !matches!(
+                path,
+                OrderPath::Attr(_, AttrMember::Value | AttrMember::Sub(_))
+            )
+        {
+            return Err(bad(format!(
+                "orderBy member {member:?}: only a value has keys"
+            )));
+        }
         let path = match (distance, path) {
+            (true, _) if !keys.is_empty() => {
+                return Err(bad(format!(
+                    "orderBy member {member:?}: only a GeoProperty orders by distance"
+                )));
+            }
             (false, path) => path,
             (true, OrderPath::Attr(name, AttrMember::Value)) => OrderPath::Distance(name),
             (true, _) => {
@@ -149,9 +184,13 @@ pub fn parse_order_by(text: &str, ctx: &Ctx) -> NgsiResult<Vec<OrderKey>> {
                 )));
             }
         };
-        keys.push(OrderKey { path, descending });
+        order.push(OrderKey {
+            path,
+            descending,
+            keys,
+        });
     }
-    Ok(keys)
+    Ok(order)
 }
 
 /// A value to order by.
@@ -192,6 +231,22 @@ impl SortValue {
             other => Self::Other(other.to_string()),
         })
     }
+}
+
+/// The value of `a` to order by; with `keys`, the member they name in a
+/// compound Property value.
+fn value_at(a: &Attribute, keys: &[String]) -> Option<SortValue> {
+    if keys.is_empty() {
+        return value_of(a);
+    }
+    let (AttrValue::Property(v) | AttrValue::JsonProperty(v)) = &a.value else {
+        return None;
+    };
+    let mut at = v;
+    for k in keys {
+        at = at.as_object()?.get(k)?;
+    }
+    SortValue::of_json(at)
 }
 
 fn value_of(a: &Attribute) -> Option<SortValue> {
@@ -248,12 +303,12 @@ pub fn sort_values(
                     .find(|i| i.dataset_id.is_none())
                     .or_else(|| instances.first())?;
                 match member {
-                    AttrMember::Value => value_of(a),
+                    AttrMember::Value => value_at(a, &k.keys),
                     AttrMember::Sub(sub) => a
                         .sub
                         .iter()
                         .find(|(n, _)| ngsi_model::entity::same_iri(n, sub))
-                        .and_then(|(_, s)| value_of(s)),
+                        .and_then(|(_, s)| value_at(s, &k.keys)),
                     AttrMember::CreatedAt => Some(SortValue::Number(a.created_at as f64)),
                     AttrMember::ModifiedAt => Some(SortValue::Number(a.modified_at as f64)),
                     AttrMember::ObservedAt => a
@@ -302,7 +357,8 @@ mod tests {
             keys[0],
             OrderKey {
                 path: OrderPath::Type,
-                descending: false
+                descending: false,
+                keys: Vec::new(),
             }
         );
         assert!(keys[1].descending);
@@ -324,16 +380,54 @@ mod tests {
             keys[1],
             OrderKey {
                 path: OrderPath::CreatedAt,
-                descending: true
+                descending: true,
+                keys: Vec::new(),
             }
         );
     }
 
     #[test]
     fn malformed_members_are_bad_data() {
-        for text in ["", "name;up", "a.b.c", "id.x", "name,", ";desc", "na me"] {
+        for text in [
+            "",
+            "name;up",
+            "a.b.c",
+            "id.x",
+            "name,",
+            ";desc",
+            "na me",
+            "a[",
+            "a[]",
+            "a[b]c",
+            "a[b..c]",
+            "a[b][c]",
+            "id[x]",
+            "a.createdAt[x]",
+            "location[x];dist-asc",
+        ] {
             assert!(parse_order_by(text, &ctx()).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn key_paths_name_members_of_compound_values() {
+        let keys = parse_order_by("address[city];desc,a.b[geo.lat]", &ctx()).unwrap();
+        assert_eq!(keys[0].keys, ["city"]);
+        assert!(keys[0].descending);
+        assert!(matches!(
+            &keys[0].path,
+            OrderPath::Attr(_, AttrMember::Value)
+        ));
+        assert_eq!(keys[1].keys, ["geo", "lat"]);
+        assert!(matches!(
+            &keys[1].path,
+            OrderPath::Attr(_, AttrMember::Sub(_))
+        ));
+        let city = |c: &str| Attribute::new(AttrValue::Property(serde_json::json!({"city": c})));
+        let [x, y] = [city("Berlin"), city("Zagreb")].map(|a| value_at(&a, &keys[0].keys));
+        assert_eq!(x, Some(SortValue::Text("Berlin".into())));
+        assert_eq!(y, Some(SortValue::Text("Zagreb".into())));
+        assert_eq!(value_at(&city("x"), &["town".to_string()]), None);
     }
 
     proptest::proptest! {
@@ -386,10 +480,12 @@ mod tests {
         let asc = [OrderKey {
             path: OrderPath::Id,
             descending: false,
+            keys: Vec::new(),
         }];
         let desc = [OrderKey {
             path: OrderPath::Id,
             descending: true,
+            keys: Vec::new(),
         }];
         let one = [Some(SortValue::Number(1.0))];
         let two = [Some(SortValue::Number(2.0))];

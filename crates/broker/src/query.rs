@@ -704,9 +704,9 @@ impl EntityQuery {
             expand_words(q, &expand_list(list, ctx)?, json.as_deref(), ctx);
         }
         // Clause 5.7.2.4 (ETSI 019_03_05, 019_25, 019_26, 5722_01): a query
-        // needs a type, attrs or q naming a non-system attribute, a
-        // geo-query or scopeQ, unless it is local or for every type; ids
-        // alone are not enough.
+        // needs a type, attrs or q naming a non-system attribute or a
+        // geo-query, unless it is local or for every type; ids alone, or a
+        // scopeQ alone, are not enough (the clause's list has no scopeQ).
         let wide_enough = local
             || all_types
             || selector.types.is_some()
@@ -716,7 +716,6 @@ impl EntityQuery {
             || parsed_q
                 .as_ref()
                 .is_some_and(|q| q.paths().iter().any(|path| !is_system_name(&path.attr)))
-            || p.scope_q.is_some()
             || geo.is_some();
         let q = EntityQuery {
             selectors: vec![selector],
@@ -1360,6 +1359,13 @@ fn index_conditions(q: &Query) -> Vec<IndexedCondition> {
 /// [`store::cpu_bound`] work.
 const HEAVY_RENDER: usize = 200;
 
+/// The error for a query that selects by too little (clause 5.7.2.4).
+pub(crate) fn too_wide() -> NgsiError {
+    NgsiError::bad_data(
+        "a query needs a type, attrs or q naming a non-system attribute, a geo-query or local=true",
+    )
+}
+
 impl Broker {
     /// Query Entities (clause 5.7.2).
     pub fn query_entities(
@@ -1369,9 +1375,7 @@ impl Broker {
         query: &EntityQuery,
     ) -> NgsiResult<QueryResult> {
         if !query.wide_enough {
-            return Err(NgsiError::bad_data(
-                "a query needs a type, attrs or q naming an attribute, scopeQ, a geo-query or local=true",
-            ));
+            return Err(too_wide());
         }
         check_link_depth(query)?;
         self.check_tenant(tenant)?;

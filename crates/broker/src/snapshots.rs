@@ -648,9 +648,7 @@ impl Broker {
             }
             let query = EntityQuery::from_json(q, &QueryParams::default(), ctx, max, max)?;
             if !query.wide_enough {
-                return Err(bad(
-                    "a query needs a type, attrs or q naming an attribute, scopeQ, a geo-query or local=true",
-                ));
+                return Err(crate::query::too_wide());
             }
             plan.queries.push((query, q.clone()));
         }
@@ -673,9 +671,7 @@ impl Broker {
                 max,
             )?;
             if !query.has_selector() {
-                return Err(bad(
-                    "a temporal query needs an entity type, attrs or q naming a non-system attribute, scopeQ, a geo-query or local=true",
-                ));
+                return Err(crate::temporal::too_wide());
             }
             plan.temporal.push(query);
         }

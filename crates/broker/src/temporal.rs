@@ -398,6 +398,14 @@ impl TemporalParams {
     }
 }
 
+/// The error for a temporal query that selects by too little (clause
+/// 5.7.4.4).
+pub(crate) fn too_wide() -> NgsiError {
+    NgsiError::bad_data(
+        "a temporal query needs an entity type, attrs or q naming a non-system attribute, a geo-query or local=true",
+    )
+}
+
 impl TemporalQuery {
     fn build(
         entities: EntityQuery,
@@ -535,8 +543,9 @@ impl TemporalQuery {
 
     /// Whether a temporal query names enough to select by (clause
     /// 5.7.4.4: an entity type, attrs or q with a non-system attribute, a
-    /// geo-query or scopeQ, or local=true; ids alone are too wide, ETSI TP
-    /// 021_24, as are system attributes alone, 5741_01).
+    /// geo-query, or local=true; ids alone are too wide, ETSI TP 021_24, as
+    /// are system attributes alone, 5741_01, and a scopeQ alone, which the
+    /// clause's list lacks).
     pub(crate) fn has_selector(&self) -> bool {
         let system = crate::query::is_system_attribute;
         let e = &self.entities;
@@ -549,7 +558,6 @@ impl TemporalQuery {
                 .as_ref()
                 .is_some_and(|q| q.paths().iter().any(|p| !system(&p.attr)))
             || e.geo.is_some()
-            || e.scope_q.is_some()
     }
 
     /// The attributes of `he` the answer shows (`attrs` or `pick`, less
@@ -930,9 +938,7 @@ impl Broker {
         q: &TemporalQuery,
     ) -> NgsiResult<TemporalResult> {
         if !q.has_selector() {
-            return Err(bad(
-                "a temporal query needs an entity type, attrs or q naming a non-system attribute, scopeQ, a geo-query or local=true",
-            ));
+            return Err(too_wide());
         }
         self.check_tenant(tenant)?;
         // Each candidate costs a read of its history in the range: without

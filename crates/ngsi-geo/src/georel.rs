@@ -13,13 +13,14 @@
 //! equalsRel     = "equals"
 //! disjointRel   = "disjoint"
 //! overlapsRel   = "overlaps"
-//! PositiveNumber = 1*DIGIT ["." 1*DIGIT]   ; metres
+//! PositiveNumber = 1*DIGIT ["." 1*DIGIT] [("e" / "E") ["+" / "-"] 1*DIGIT]   ; metres
 //! ```
 //!
 //! `near` takes exactly one distance modifier: the grammar has no production
 //! for `near;minDistance==a;maxDistance==b`, so that form is rejected. A
-//! PositiveNumber is non-zero (clause 4.10, "excluding the number 0"), so a
-//! zero distance is rejected, as are signs, exponents, `inf` and `NaN`.
+//! PositiveNumber is an RFC 8259 number without the minus sign and non-zero
+//! (clause 4.10, "excluding the number 0"), so a zero distance is rejected,
+//! as are signs, `inf` and `NaN`; an exponent (`1e3`) is a number.
 
 use std::fmt;
 
@@ -165,7 +166,7 @@ pub fn parse_georel(input: &str) -> Result<GeoRel, GeoError> {
     }))
 }
 
-/// Parses `1*DIGIT ["." 1*DIGIT]` spanning all of `text`.
+/// Parses `1*DIGIT ["." 1*DIGIT] [exponent]` spanning all of `text`.
 fn parse_distance(text: &str, start: usize) -> Result<f64, GeoError> {
     let bytes = text.as_bytes();
     let integer_digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -188,6 +189,20 @@ fn parse_distance(text: &str, start: usize) -> Result<f64, GeoError> {
             ));
         }
         end += 1 + fraction_digits;
+    }
+    if matches!(bytes.get(end), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(bytes.get(end + 1), Some(b'+' | b'-')));
+        let exponent_digits = bytes[end + 1 + sign..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if exponent_digits == 0 {
+            return Err(error(
+                start + end + 1 + sign,
+                "expected digits in the exponent",
+            ));
+        }
+        end += 1 + sign + exponent_digits;
     }
     if end < bytes.len() {
         let reason = if bytes[end] == b';' {

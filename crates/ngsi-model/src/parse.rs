@@ -497,7 +497,7 @@ pub fn parse_entity<J: JsonDoc>(
 /// a merge patch the NGSI-LD Null, which asks to remove it.
 fn parse_expiry<J: JsonDoc>(v: &J, limits: ParseLimits, of: &str) -> NgsiResult<Arc<str>> {
     match v.as_str() {
-        Some(s) if is_datetime(s) => Ok(s.into()),
+        Some(s) if is_datetime(s) => Ok(crate::time::normalize_datetime(s).into()),
         Some(s) if limits.allow_null && s == crate::entity::core_iri::NULL => Ok(s.into()),
         _ => Err(NgsiError::bad_data(format!(
             "expiresAt of {of} must be a DateTime"
@@ -873,8 +873,15 @@ fn parse_instance<J: JsonDoc>(
         )));
     }
     if !value.is_object() {
-        // Concise form of a Property: the bare value.
-        return Ok(Attribute::new(AttrValue::Property(value.to_value())));
+        // Concise form of a Property: the bare value. The NGSI-LD Null
+        // deletes only in a patch (clause 5.5.4).
+        let value = value.to_value();
+        if !limits.allow_null && json_has_null(&value) {
+            return Err(NgsiError::bad_data(format!(
+                "attribute {name}: the NGSI-LD Null is only allowed in merge and partial updates"
+            )));
+        }
+        return Ok(Attribute::new(AttrValue::Property(value)));
     }
     let doc = value;
     let m = &Slots::of(doc);
@@ -1036,7 +1043,13 @@ fn parse_instance<J: JsonDoc>(
     }
     if let Some(o) = m.observed_at {
         match o.as_str() {
-            Some(s) if is_datetime(s) => attr.observed_at = Some(s.into()),
+            // The Null deletes it in a patch (clause 5.5.8).
+            Some(s) if limits.allow_null && s == crate::entity::core_iri::NULL => {
+                attr.observed_at = Some(s.into())
+            }
+            Some(s) if is_datetime(s) => {
+                attr.observed_at = Some(crate::time::normalize_datetime(s).into())
+            }
             _ => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: observedAt must be a DateTime"
@@ -1046,7 +1059,11 @@ fn parse_instance<J: JsonDoc>(
     }
     if let Some(u) = m.unit_code {
         match u.as_str() {
-            Some(s) if !s.is_empty() => attr.unit_code = Some(s.into()),
+            Some(s)
+                if !s.is_empty() && (limits.allow_null || s != crate::entity::core_iri::NULL) =>
+            {
+                attr.unit_code = Some(s.into())
+            }
             _ => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute {name}: unitCode must be a string"

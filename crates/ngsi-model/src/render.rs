@@ -334,7 +334,10 @@ fn write_instances<S: Sink>(
     }
     out.begin_array();
     for a in instances {
-        write_attribute(a, terms, opts, out);
+        // An instance among several is always an object (clause 4.5.2.3):
+        // a bare value in the array would read back as one Property whose
+        // value is the array.
+        write_instance(a, terms, opts, false, out);
     }
     out.end_array();
 }
@@ -445,6 +448,18 @@ pub fn write_attribute<S: Sink>(
     opts: &RenderOptions,
     out: &mut S,
 ) {
+    write_instance(attr, terms, opts, true, out);
+}
+
+/// [`write_attribute`]; `bare` lets the concise form write a plain value
+/// as itself.
+fn write_instance<S: Sink>(
+    attr: &Attribute,
+    terms: &dyn Terms,
+    opts: &RenderOptions,
+    bare: bool,
+    out: &mut S,
+) {
     let lang = opts.lang.filter(|l| !l.trim().is_empty());
     let picked = match &attr.value {
         AttrValue::LanguageProperty(map) => lang.and_then(|l| pick_language(map, l)),
@@ -489,6 +504,7 @@ pub fn write_attribute<S: Sink>(
     // written as the bare value, unless the value is an object that would
     // be read back as something else.
     if concise
+        && bare
         && attr.dataset_id.is_none()
         && attr.observed_at.is_none()
         && attr.unit_code.is_none()

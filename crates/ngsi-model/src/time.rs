@@ -33,9 +33,21 @@ pub fn format_instant(micros: i64) -> String {
     }
 }
 
+/// `s` with a comma before the fraction of the seconds written as a point:
+/// requests may use either (clause 4.6.3), answers use the point.
+pub fn normalize_datetime(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.as_bytes().get(19) {
+        Some(b',') if s.as_bytes().get(20).is_some_and(u8::is_ascii_digit) => {
+            std::borrow::Cow::Owned(format!("{}.{}", &s[..19], &s[20..]))
+        }
+        _ => std::borrow::Cow::Borrowed(s),
+    }
+}
+
 /// Parses an ISO 8601 DateTime as NGSI-LD accepts it (RFC 3339 with a time
 /// zone, or without one meaning UTC) into microseconds since the epoch.
 pub fn parse_datetime(s: &str) -> Option<i64> {
+    let s = &*normalize_datetime(s);
     match parse_common(s.as_bytes()) {
         Some(t) => Some(t),
         None => parse_with_chrono(s),

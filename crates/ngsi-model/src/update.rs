@@ -45,7 +45,10 @@ pub fn is_ngsi_null(a: &Attribute) -> bool {
         AttrValue::LanguageProperty(m) => {
             m.get("@none").and_then(Value::as_str) == Some(core_iri::NULL)
         }
-        AttrValue::ListProperty(l) => l.len() == 1 && l[0].as_str() == Some(core_iri::NULL),
+        // An array of the one Null (clauses 4.5.21.3, 4.5.22.3).
+        AttrValue::ListProperty(l) | AttrValue::ListRelationship { objects: l, .. } => {
+            l.len() == 1 && l[0].as_str() == Some(core_iri::NULL)
+        }
         _ => false,
     }
 }
@@ -105,14 +108,32 @@ fn find_instance<'a>(
 
 /// Writes `new` over `old`, keeping `old`'s createdAt.
 fn overwrite(old: &mut Attribute, mut new: Attribute, now: i64) {
+    drop_null_members(&mut new);
     let created = old.created_at;
     new.created_at = 0;
     new.stamp(created, now);
     *old = new;
 }
 
+/// Drops the `observedAt` and `unitCode` a patch set to the NGSI-LD Null
+/// from an instance that replaces or adds one: there is nothing for the
+/// Null to delete, and it is never stored.
+fn drop_null_members(a: &mut Attribute) {
+    let null = |v: &Option<Arc<str>>| v.as_deref() == Some(core_iri::NULL);
+    if null(&a.observed_at) {
+        a.observed_at = None;
+    }
+    if null(&a.unit_code) {
+        a.unit_code = None;
+    }
+    for (_, sub) in &mut a.sub {
+        drop_null_members(sub);
+    }
+}
+
 /// `new` stamped as created now.
 fn created(mut new: Attribute, now: i64) -> Attribute {
+    drop_null_members(&mut new);
     new.created_at = 0;
     new.stamp(now, now);
     new
@@ -347,6 +368,8 @@ pub fn update_attrs(entity: &mut Entity, fragment: Entity, now: i64) -> UpdateRe
     changed |= set_expiry(entity, fragment.expires_at);
     if !fragment.scopes.is_empty() {
         if entity.scopes.is_empty() {
+            // The clause says to ignore it; the official test (ETSI
+            // 011_05_02) wants it reported, as a 207.
             report
                 .not_updated
                 .push((crate::iri(SCOPE), "the entity has no scope".into()));
@@ -472,11 +495,17 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
     {
         *object_type = Some(kept);
     }
-    if patch.observed_at.is_some() {
-        old.observed_at = patch.observed_at;
-    }
-    if patch.unit_code.is_some() {
-        old.unit_code = patch.unit_code;
+    // A member given replaces the old one; the NGSI-LD Null removes it
+    // (clause 5.5.8).
+    for (slot, given) in [
+        (&mut old.observed_at, patch.observed_at),
+        (&mut old.unit_code, patch.unit_code),
+    ] {
+        match given {
+            Some(v) if &*v == core_iri::NULL => *slot = None,
+            Some(v) => *slot = Some(v),
+            None => {}
+        }
     }
     if let Some(extra) = patch.extra {
         merge_extra(&mut old.extra, *extra);
@@ -812,8 +841,11 @@ fn kept_kind(
         {
             AttrValue::LanguageProperty(map)
         }
-        // The text of the common language (`lang`), else of none.
-        (AttrValue::LanguageProperty(_), v @ Value::String(_)) => {
+        // The text (or texts) of the common language (`lang`), else of
+        // none (clause 6.5.3.4).
+        (AttrValue::LanguageProperty(_), v)
+            if v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) =>
+        {
             let tag = lang.unwrap_or("@none").to_string();
             AttrValue::LanguageProperty(serde_json::Map::from_iter([(tag, v)]))
         }

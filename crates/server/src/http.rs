@@ -160,6 +160,8 @@ pub fn negotiate(headers: &HeaderMap, geo_allowed: bool) -> Result<Produce, Ngsi
         let context_in_body = !prefers_json_body(headers);
         offered.push((Produce::GeoJson { context_in_body }, "application/geo+json"));
     }
+    // A 406 lists what the resource is available as (clause 6.3.4).
+    let available: Vec<&str> = offered.iter().map(|(_, mime)| *mime).collect();
     let mut best: Option<(Produce, f32)> = None;
     for (produce, mime) in offered {
         // The most specific matching range gives the weight.
@@ -188,7 +190,10 @@ pub fn negotiate(headers: &HeaderMap, geo_allowed: bool) -> Result<Produce, Ngsi
     best.map(|(p, _)| p).ok_or_else(|| {
         NgsiError::new(
             ErrorKind::NotAcceptable,
-            format!("cannot produce any of the media types in Accept: {accept}"),
+            format!(
+                "cannot produce any of the media types in Accept: {accept}; available: {}",
+                available.join(", ")
+            ),
         )
     })
 }

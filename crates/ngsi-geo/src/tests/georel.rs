@@ -27,6 +27,10 @@ fn valid() {
     check("near;minDistance==15.5", "near;minDistance==15.5");
     check("near;maxDistance==007", "near;maxDistance==7");
     check("near;maxDistance==0.000001", "near;maxDistance==0.000001");
+    // An RFC 8259 number may have an exponent (clause 4.10).
+    check("near;maxDistance==1e3", "near;maxDistance==1000");
+    check("near;minDistance==1.5E+3", "near;minDistance==1500");
+    check("near;maxDistance==25e-1", "near;maxDistance==2.5");
     check("within", "within");
     check("contains", "contains");
     check("intersects", "intersects");
@@ -104,8 +108,20 @@ fn invalid() {
         "invalid georel at byte 20: expected digits after the decimal point",
     );
     check(
-        "near;maxDistance==1e3",
-        "invalid georel at byte 19: unexpected character after the distance",
+        "near;maxDistance==1e",
+        "invalid georel at byte 20: expected digits in the exponent",
+    );
+    check(
+        "near;maxDistance==1e-",
+        "invalid georel at byte 21: expected digits in the exponent",
+    );
+    check(
+        "near;maxDistance==1e-400",
+        "invalid georel at byte 18: a distance must be a positive number, not 0",
+    );
+    check(
+        "near;maxDistance==1e400",
+        "invalid georel at byte 18: distance is too large",
     );
     check(
         "near;maxDistance==2000 ",

@@ -5,6 +5,9 @@ use serde_json::json;
 
 use crate::support::{Server, sorted, vehicle};
 
+/// The NGSI-LD Null.
+const NULL: &str = "urn:ngsi-ld:null";
+
 const ID: &str = "urn:ngsi-ld:Vehicle:B1";
 
 fn attrs() -> String {
@@ -588,4 +591,74 @@ async fn attribute_names_in_paths_are_expanded_with_the_link_context() {
         .await;
     r.no_content();
     assert_eq!(s.entity(ID, "").await, json!({"id": ID, "type": "Vehicle"}));
+}
+
+/// The NGSI-LD Null deletes `unitCode` and `observedAt` in a merge and in a
+/// partial attribute update (clause 5.5.8), and is never stored; a DateTime
+/// may use a comma before its fraction (clause 4.6.3) and reads back with
+/// a point.
+#[tokio::test]
+async fn the_null_deletes_unit_code_and_observed_at() {
+    let s = Server::start().await;
+    s.create(json!({
+        "id": ID, "type": "Vehicle",
+        "t": {"type": "Property", "value": 1, "unitCode": "CEL", "observedAt": "2024-01-01T00:00:00,25Z"},
+        "u": {"type": "Property", "value": 2, "unitCode": "CEL", "observedAt": "2024-01-01T00:00:00Z"},
+    }))
+    .await;
+    let e = s.entity(ID, "").await;
+    assert_eq!(e["t"]["observedAt"], "2024-01-01T00:00:00.25Z", "{e}");
+    s.patch(
+        &format!("/entities/{ID}"),
+        &json!({"t": {"unitCode": NULL, "observedAt": NULL}}),
+    )
+    .await
+    .no_content();
+    s.patch(&attr("u"), &json!({"unitCode": NULL}))
+        .await
+        .no_content();
+    s.patch(&attr("u"), &json!({"observedAt": NULL}))
+        .await
+        .no_content();
+    // A replacement or a new attribute has nothing to delete.
+    s.patch(
+        &attrs(),
+        &json!({"w": {"type": "Property", "value": 3, "unitCode": NULL}}),
+    )
+    .await
+    .no_content();
+    let e = s.entity(ID, "").await;
+    assert_eq!(e["t"], json!({"type": "Property", "value": 1}), "{e}");
+    assert_eq!(e["u"], json!({"type": "Property", "value": 2}), "{e}");
+    assert_eq!(e["w"], json!({"type": "Property", "value": 3}), "{e}");
+}
+
+/// With `lang`, a merge that gives a LanguageProperty an array of strings
+/// sets that language's texts (clause 6.5.3.4).
+#[tokio::test]
+async fn a_merge_with_lang_takes_an_array_of_strings() {
+    let s = Server::start().await;
+    s.create(json!({
+        "id": ID, "type": "Vehicle",
+        "name": {"type": "LanguageProperty", "languageMap": {"en": ["a", "b"]}},
+    }))
+    .await;
+    s.patch(
+        &format!("/entities/{ID}?lang=de"),
+        &json!({"name": ["eins", "zwei"]}),
+    )
+    .await
+    .no_content();
+    let e = s.entity(ID, "").await;
+    assert_eq!(
+        e["name"]["languageMap"],
+        json!({"en": ["a", "b"], "de": ["eins", "zwei"]}),
+        "{e}"
+    );
+    s.patch(
+        &format!("/entities/{ID}?lang=de"),
+        &json!({"name": ["eins", 2]}),
+    )
+    .await
+    .problem(400, "BadRequestData");
 }

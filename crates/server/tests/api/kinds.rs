@@ -6,6 +6,9 @@ use serde_json::{Value, json};
 
 use crate::support::Server;
 
+/// The NGSI-LD Null.
+const NULL: &str = "urn:ngsi-ld:null";
+
 const ID: &str = "urn:ngsi-ld:Thing:1";
 
 fn every_kind() -> Value {
@@ -322,4 +325,90 @@ async fn numbers_read_back_digit_for_digit() {
             assert!(r.text.contains(digits), "{path} lost {digits}: {}", r.text);
         }
     }
+}
+
+/// The concise form stays lossless for a multi-attribute: every instance in
+/// the array is an object with its value (clause 4.5.2.3), so the answer
+/// posted back gives the same entity.
+#[tokio::test]
+async fn concise_multi_attributes_round_trip() {
+    let s = Server::start().await;
+    let entity = json!({
+        "id": "urn:ngsi-ld:Gauge:1", "type": "Gauge",
+        "level": [
+            {"type": "Property", "value": 1},
+            {"type": "Property", "value": 2, "datasetId": "urn:ngsi-ld:Dataset:b"},
+        ],
+    });
+    s.create(entity.clone()).await;
+    let concise = s.entity("urn:ngsi-ld:Gauge:1", "options=concise").await;
+    assert_eq!(
+        concise["level"],
+        json!([{"value": 1}, {"value": 2, "datasetId": "urn:ngsi-ld:Dataset:b"}]),
+        "{concise}"
+    );
+    let mut again = concise.clone();
+    again["id"] = json!("urn:ngsi-ld:Gauge:2");
+    s.create(again).await;
+    let mut back = s.entity("urn:ngsi-ld:Gauge:2", "").await;
+    back["id"] = json!("urn:ngsi-ld:Gauge:1");
+    assert_eq!(back, entity);
+}
+
+/// The NGSI-LD Null is refused where nothing can be deleted, in the
+/// concise form too (clause 5.5.4), and `["urn:ngsi-ld:null"]` as an
+/// objectList deletes a ListRelationship (clause 4.5.22.3).
+#[tokio::test]
+async fn the_null_in_concise_form_and_in_lists() {
+    let s = Server::start().await;
+    s.post(
+        "/entities",
+        &json!({"id": "urn:ngsi-ld:N:1", "type": "N", "a": NULL}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.post(
+        "/entities",
+        &json!({"id": "urn:ngsi-ld:N:1", "type": "N", "a": {"value": 1, "unitCode": NULL}}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    s.create(json!({
+        "id": "urn:ngsi-ld:N:1", "type": "N",
+        "a": 1,
+        "path": {"type": "ListRelationship", "objectList": [{"object": "urn:a:1"}]},
+        "hops": {"type": "ListRelationship", "objectList": [{"object": "urn:a:2"}]},
+    }))
+    .await;
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/entities/urn:ngsi-ld:N:1/attrs",
+            json!({"b": NULL}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/entities/urn:ngsi-ld:N:1",
+            json!({"type": "N", "c": NULL}),
+        ),
+    ] {
+        s.send_json(method, path, &body)
+            .await
+            .problem(400, "BadRequestData");
+    }
+    s.patch(
+        "/entities/urn:ngsi-ld:N:1/attrs",
+        &json!({"path": {"type": "ListRelationship", "objectList": [NULL]}}),
+    )
+    .await
+    .no_content();
+    s.patch(
+        "/entities/urn:ngsi-ld:N:1",
+        &json!({"hops": {"objectList": [NULL]}}),
+    )
+    .await
+    .no_content();
+    let e = s.entity("urn:ngsi-ld:N:1", "").await;
+    assert!(e.get("path").is_none() && e.get("hops").is_none(), "{e}");
+    assert_eq!(e["a"]["value"], 1);
 }

@@ -70,6 +70,17 @@ async fn accept_chooses_the_response_media_type() {
         if let Some(ct) = ct {
             assert_eq!(r.header("content-type"), Some(ct), "Accept {accept:?}");
         }
+        // A 406 lists the available representations (clause 6.3.4).
+        if status == 406 {
+            let detail = r.body["detail"].as_str().unwrap_or_default();
+            for mime in [
+                "application/json",
+                "application/ld+json",
+                "application/geo+json",
+            ] {
+                assert!(detail.contains(mime), "{detail}");
+            }
+        }
     }
     // geo+json is only offered for entity retrieval and query.
     let r = s
@@ -78,6 +89,13 @@ async fn accept_chooses_the_response_media_type() {
         .send()
         .await;
     assert_eq!(r.status, 406);
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    let available = detail.split_once("available: ").map(|(_, a)| a);
+    assert_eq!(
+        available,
+        Some("application/json, application/ld+json"),
+        "{detail}"
+    );
     let r = s
         .req(Method::GET, "/types")
         .header("accept", "application/geo+json, application/json")

@@ -184,13 +184,60 @@ async fn scope_queries() {
         (format!("scopeQ={}", enc("/nowhere")), &[]),
     ];
     for (query, expected) in &cases {
-        assert_eq!(sorted(s.ids(query).await), *expected, "{query}");
+        let query = format!("type=Building,House&{query}");
+        assert_eq!(sorted(s.ids(&query).await), *expected, "{query}");
     }
     for bad in ["/bad-level", "(/a", "/a;", "//"] {
-        s.get(&format!("/entities?scopeQ={}", enc(bad)))
+        s.get(&format!("/entities?type=Building&scopeQ={}", enc(bad)))
             .await
             .problem(400, "BadRequestData");
     }
+    // A scopeQ alone does not narrow a query enough (clause 5.7.2.4 lists
+    // types, attrs, q and geo-queries), unless it is local.
+    let only = format!("scopeQ={}", enc("/city/#"));
+    s.get(&format!("/entities?{only}"))
+        .await
+        .problem(400, "BadRequestData");
+    s.post(
+        "/entityOperations/query",
+        &json!({"type": "Query", "scopeQ": "/city/#"}),
+    )
+    .await
+    .problem(400, "BadRequestData");
+    assert_eq!(
+        sorted(s.ids(&format!("{only}&local=true")).await),
+        ["urn:q:1", "urn:q:2", "urn:q:3"]
+    );
+}
+
+/// `orderBy` on a member of a compound value (clause 4.23.3, Example 4:
+/// `address[city]`).
+#[tokio::test]
+async fn order_by_a_key_of_a_compound_value() {
+    let s = city().await;
+    let ordered = |order: &str| {
+        let query = format!("type=Building,House&orderBy={}", enc(order));
+        let s = &s;
+        async move { s.ids(&query).await }
+    };
+    assert_eq!(
+        ordered("address[city];desc").await,
+        ["urn:q:1", "urn:q:2", "urn:q:3"]
+    );
+    assert_eq!(
+        ordered("address[city]").await,
+        ["urn:q:2", "urn:q:1", "urn:q:3"]
+    );
+    assert_eq!(
+        ordered("address[zip];desc").await,
+        ["urn:q:1", "urn:q:2", "urn:q:3"]
+    );
+    s.get(&format!(
+        "/entities?type=Building&orderBy={}",
+        enc("address[city")
+    ))
+    .await
+    .problem(400, "BadRequestData");
 }
 
 #[tokio::test]
@@ -387,7 +434,7 @@ async fn post_query() {
             vec!["urn:q:1", "urn:q:2"],
         ),
         (
-            json!({"type": "Query", "scopeQ": "/city/south"}),
+            json!({"type": "Query", "entities": [{"type": "Building,House"}], "scopeQ": "/city/south"}),
             vec!["urn:q:2"],
         ),
     ];
