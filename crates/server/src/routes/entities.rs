@@ -674,7 +674,7 @@ pub async fn merge(
 }
 
 /// The common values of a Merge Entity: `lang` and `observedAt` (clause
-/// 5.6.17.3).
+/// 5.6.17.3); `format` is checked.
 fn merge_options(
     params: &[(String, String)],
 ) -> ngsi_model::NgsiResult<ngsi_model::update::MergeOptions> {
@@ -686,6 +686,13 @@ fn merge_options(
         }
         other => other.map(str::to_string),
     };
+    // The payload's form (Table 6.5.3.4-1): the kinds are inferred either
+    // way, but a value that names no form is an error, as on a read.
+    if let Some(f) = param(params, "format")
+        && !matches!(f, "simplified" | "keyValues" | "concise" | "normalized")
+    {
+        return Err(NgsiError::invalid_request(format!("unknown format {f:?}")));
+    }
     let observed_at = match param(params, "observedAt") {
         Some(t) if ngsi_model::time::parse_datetime(t).is_none() => {
             return Err(NgsiError::bad_data(format!(

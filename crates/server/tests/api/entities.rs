@@ -622,6 +622,14 @@ async fn merge_entity_merges_adds_and_deletes_with_the_ngsi_ld_null() {
         )
         .await;
     r.no_content();
+    // `format` names the payload's form; anything else is refused, as on
+    // a read.
+    s.patch(
+        &format!("/entities/{ID}?format=bogus"),
+        &json!({"color": "blue"}),
+    )
+    .await
+    .problem(400, "InvalidRequest");
     let e = s.entity(ID, "").await;
     assert_eq!(
         e,
