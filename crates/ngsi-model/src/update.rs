@@ -71,17 +71,19 @@ fn set_expiry(entity: &mut Entity, given: Option<Arc<str>>) -> bool {
 /// given replaces the old one, the NGSI-LD Null removes it.
 fn merge_extra(old: &mut Option<Box<AttrExtra>>, patch: AttrExtra) {
     let mut merged = old.take().map(|b| *b).unwrap_or_default();
-    for (slot, given) in [
-        (&mut merged.expires_at, patch.expires_at),
-        (&mut merged.value_type, patch.value_type),
-    ] {
-        match given {
-            Some(v) if &*v == core_iri::NULL => *slot = None,
-            Some(v) => *slot = Some(v),
-            None => {}
-        }
-    }
+    patch_member(&mut merged.expires_at, patch.expires_at);
+    patch_member(&mut merged.value_type, patch.value_type);
     *old = merged.boxed();
+}
+
+/// Patches one member of an instance (clause 5.5.8): a value given replaces
+/// the old one, the NGSI-LD Null removes it, none leaves it.
+fn patch_member(slot: &mut Option<Arc<str>>, given: Option<Arc<str>>) {
+    match given {
+        Some(v) if &*v == core_iri::NULL => *slot = None,
+        Some(v) => *slot = Some(v),
+        None => {}
+    }
 }
 
 /// Stamps a new entity: createdAt and modifiedAt of the entity and of every
@@ -495,18 +497,8 @@ fn merge_instance(old: &mut Attribute, patch: Attribute, compound: bool, now: i6
     {
         *object_type = Some(kept);
     }
-    // A member given replaces the old one; the NGSI-LD Null removes it
-    // (clause 5.5.8).
-    for (slot, given) in [
-        (&mut old.observed_at, patch.observed_at),
-        (&mut old.unit_code, patch.unit_code),
-    ] {
-        match given {
-            Some(v) if &*v == core_iri::NULL => *slot = None,
-            Some(v) => *slot = Some(v),
-            None => {}
-        }
-    }
+    patch_member(&mut old.observed_at, patch.observed_at);
+    patch_member(&mut old.unit_code, patch.unit_code);
     if let Some(extra) = patch.extra {
         merge_extra(&mut old.extra, *extra);
     }

@@ -39,6 +39,21 @@ impl Proc {
         Proc { child, lines }
     }
 
+    /// `wuyang serve` on a free port over `dir`, and its address.
+    fn serve(dir: &std::path::Path) -> (Proc, String) {
+        let serve = Proc::start(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ]);
+        let addr = serve
+            .wait_for("listening on ", 60)
+            .replace("listening on ", "");
+        (serve, addr)
+    }
+
     /// Waits for a stdout line containing `needle` and returns it.
     fn wait_for(&self, needle: &str, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -210,16 +225,7 @@ async fn the_demo_brings_guangzhou_to_life_and_resumes() {
 async fn the_simulator_drives_a_separate_broker() {
     jsonld::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let serve = Proc::start(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let addr = serve
-        .wait_for("listening on ", 60)
-        .replace("listening on ", "");
+    let (_serve, addr) = Proc::serve(dir.path());
     let status = Command::new(env!("CARGO_BIN_EXE_wuyang"))
         .args([
             "sim",
@@ -331,16 +337,7 @@ fn a_port_in_use_is_named_and_no_data_directory_is_made() {
 fn the_simulator_reports_lost_updates_in_its_exit_status() {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Proc::start(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let addr = serve
-        .wait_for("listening on ", 60)
-        .replace("listening on ", "");
+    let (mut serve, addr) = Proc::serve(dir.path());
     let mut sim = Proc::start(&[
         "sim",
         "--target",
